@@ -1,0 +1,30 @@
+# Every target runs as root on Debian 12. `make setup` is idempotent; the others call it first.
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test unit integration lint bench proto
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/kubeweft lab demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+integration: setup
+	$(PY) -m pytest -q tests/integration
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+proto: setup
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. proto/kubeweft.proto

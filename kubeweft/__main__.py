@@ -1,0 +1,5 @@
+import sys
+
+from kubeweft.cli import main
+
+sys.exit(main())

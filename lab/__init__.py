@@ -1,0 +1,1 @@
+"""The lab: an embedded multi-node cluster in network namespaces (DESIGN.md, "The lab")."""

@@ -1,0 +1,96 @@
+"""`kubeweft lab VERB`: the lab's command line. Parsing only; each verb lives in its module.
+
+Every verb takes --name (default $KUBEWEFT_LAB or "kw") to pick one of several labs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import DEFAULT_NAME
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubeweft lab", description="the embedded netns cluster")
+    p.add_argument("--name", default=DEFAULT_NAME, help="which lab (prefix of its namespaces)")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    up = sub.add_parser("up", help="build the lab; returns when every node is Ready")
+    up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--cni", choices=("reference", "kubeweft"), default=None,
+                    help="the CNI plugin the kubelets run (default: the lab default)")
+    up.add_argument("--timeout", type=float, default=120.0)
+
+    sub.add_parser("down", help="remove everything the lab made")
+
+    st = sub.add_parser("status", help="nodes and pods")
+    st.add_argument("--json", action="store_true")
+
+    sub.add_parser("kubeconfig", help="print the path of a kubeconfig for the host's kubectl")
+
+    for verb, target in (("exec", "NS/POD"), ("node-exec", "NODE")):
+        e = sub.add_parser(verb, help=f"run a command in {target}'s network namespace")
+        e.add_argument("target", metavar=target)
+        e.add_argument("cmd", nargs=argparse.REMAINDER)
+    e = sub.add_parser("ext-exec", help="run a command on the external client host")
+    e.add_argument("cmd", nargs=argparse.REMAINDER)
+
+    pr = sub.add_parser("probe", help="connect from a pod, a node or the external host")
+    pr.add_argument("--from", dest="source", required=True, metavar="NS/POD|node:NAME|external")
+    pr.add_argument("target", metavar="TARGET:PORT")
+    pr.add_argument("--udp", action="store_true")
+    pr.add_argument("--count", type=int, default=1)
+    pr.add_argument("--timeout", type=float, default=2.0)
+    pr.add_argument("--json", action="store_true")
+
+    mx = sub.add_parser("matrix", help="probe every pod pair on their ports and draw the table")
+    mx.add_argument("--json", action="store_true")
+    mx.add_argument("--timeout", type=float, default=1.0)
+    mx.add_argument("--namespace", "-n", action="append", default=None,
+                    help="only pods in these namespaces (repeatable)")
+
+    sub.add_parser("demo", help="the walkthrough: up, pods, a Service, probes, the matrix, down")
+    return p
+
+
+def _strip_dashdash(cmd: list[str]) -> list[str]:
+    return cmd[1:] if cmd and cmd[0] == "--" else cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.verb == "up":
+        from . import lifecycle
+        return lifecycle.up_command(args.name, nodes=args.nodes, cni=args.cni, timeout=args.timeout)
+    if args.verb == "down":
+        from . import lifecycle
+        return lifecycle.down_command(args.name)
+    if args.verb == "status":
+        from . import lifecycle
+        return lifecycle.status_command(args.name, as_json=args.json)
+    if args.verb == "kubeconfig":
+        from . import lifecycle
+        return lifecycle.kubeconfig_command(args.name)
+    if args.verb in ("exec", "node-exec", "ext-exec"):
+        from . import shell
+        cmd = _strip_dashdash(args.cmd)
+        if not cmd:
+            print(f"kubeweft lab {args.verb}: no command given", file=sys.stderr)
+            return 2
+        return shell.exec_command(args.name, args.verb, getattr(args, "target", None), cmd)
+    if args.verb == "probe":
+        from . import probe
+        return probe.probe_command(args.name, args.source, args.target, udp=args.udp,
+                                   count=args.count, timeout=args.timeout, as_json=args.json)
+    if args.verb == "matrix":
+        from . import matrix
+        return matrix.matrix_command(args.name, as_json=args.json, timeout=args.timeout,
+                                     namespaces=args.namespace)
+    if args.verb == "demo":
+        from . import demo
+        return demo.demo_command(args.name)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

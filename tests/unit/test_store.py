@@ -1,0 +1,74 @@
+"""The control-plane store: versions, conflicts, watch history and 410 Gone."""
+import asyncio
+
+import pytest
+
+from lab import errors
+from lab.resources import BY_PLURAL
+from lab.store import Store
+
+NS = BY_PLURAL[("", "namespaces")]
+PODS = BY_PLURAL[("", "pods")]
+
+
+def make_store(history: int = 1000) -> Store:
+    s = Store(history=history)
+    s.create(NS, {"metadata": {"name": "default"}})
+    return s
+
+
+def pod(name: str, labels: dict | None = None) -> dict:
+    return {"metadata": {"name": name, "namespace": "default", "labels": labels or {}}, "spec": {}}
+
+
+def test_versions_increase_and_stale_update_conflicts():
+    s = make_store()
+    a = s.create(PODS, pod("a"))
+    rv1 = int(a["metadata"]["resourceVersion"])
+    b = s.update(PODS, dict(pod("a", {"x": "1"}), metadata={**pod("a")["metadata"], "labels": {"x": "1"},
+                                                              "resourceVersion": str(rv1)}))
+    assert int(b["metadata"]["resourceVersion"]) > rv1
+    stale = pod("a", {"x": "2"})
+    stale["metadata"]["resourceVersion"] = str(rv1)
+    with pytest.raises(errors.APIError) as e:
+        s.update(PODS, stale)
+    assert e.value.code == 409
+
+
+def test_create_in_missing_namespace_is_not_found():
+    s = make_store()
+    p = pod("a")
+    p["metadata"]["namespace"] = "nope"
+    with pytest.raises(errors.APIError) as e:
+        s.create(PODS, p)
+    assert e.value.code == 404
+
+
+def test_watch_replays_history_and_expires():
+    async def go():
+        s = make_store(history=3)
+        rv0 = s.resource_version
+        s.create(PODS, pod("a"))
+        w = s.watch(PODS, "default", since=rv0)
+        assert (await w.next(0.1))[0] == "ADDED"
+        for n in "bcde":
+            s.create(PODS, pod(n))
+        with pytest.raises(errors.APIError) as e:
+            s.watch(PODS, since=rv0)
+        assert e.value.code == 410
+    asyncio.run(go())
+
+
+def test_selector_transitions_become_added_and_deleted():
+    async def go():
+        s = make_store()
+        s.create(PODS, pod("a", {"app": "x"}))
+        w = s.watch(PODS, predicate=lambda o: o["metadata"].get("labels", {}).get("app") == "web")
+        cur = s.get(PODS, "default", "a")
+        s.update(PODS, {**cur, "metadata": {**cur["metadata"], "labels": {"app": "web"}}})
+        assert (await w.next(0.1))[0] == "ADDED"
+        cur = s.get(PODS, "default", "a")
+        s.update(PODS, {**cur, "metadata": {**cur["metadata"], "labels": {"app": "db"}}})
+        assert (await w.next(0.1))[0] == "DELETED"
+        assert await w.next(0.05) is None
+    asyncio.run(go())
