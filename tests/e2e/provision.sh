@@ -7,7 +7,7 @@ apt-get update -qq
 apt-get install -y -qq curl nftables python3-nftables python3-venv iproute2 conntrack make >/dev/null
 # kubeweft itself, from the synced checkout, onto the host (the DaemonSet image runs the same code)
 cd /kubeweft && bash scripts/setup.sh
-common="--node-ip $ip --flannel-iface eth1"
+common="--node-ip $ip"
 if [ "$name" = server ]; then
   mkdir -p /etc/rancher/k3s && cp /kubeweft/deploy/k3s-config.yaml /etc/rancher/k3s/config.yaml
   curl -sfL https://get.k3s.io | K3S_TOKEN=$token INSTALL_K3S_EXEC="server $common" sh -
