@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(nftables python3-nftables iproute2 containernetworking-plugins conntrack
-              python3-venv python3-dev iperf3 make procps iptables)
+              python3-venv python3-dev iperf3 make procps iptables iputils-ping)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
