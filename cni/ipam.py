@@ -1,0 +1,297 @@
+"""IPAM: addresses of one node's pod subnet, reserved per (container ID, ifname), crash-safe.
+
+The store is a directory, like the reference host-local plugin's:
+
+    <data_dir>/10.244.0.5        one file per reserved address, holding "container_id\\nifname"
+    <data_dir>/last_reserved_ip  the cursor, so that a released address is not handed out at once
+    <data_dir>/.lock             flock()ed around every operation (the agent and the shim's
+                                 fallback DEL may both touch the store)
+
+An address is claimed by writing the record to a temporary file and hard-linking it to the
+address's name: link() is atomic and fails if the name exists, so a kill -9 at any instant
+leaves either no claim or a complete one, never a half-written file and never two owners.
+Temporary files a crash leaves behind are removed under the lock. Each claim and release is
+fsync'ed (file and directory) so that it also survives a power loss.
+
+The pure part (candidate order, record format) is in the plan_/parse_/render_ functions.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from cni.errors import ADDRESS_UNAVAILABLE, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
+
+Key = tuple[str, str]          # (container_id, ifname)
+
+CURSOR = "last_reserved_ip"
+LOCK = ".lock"
+TMP_PREFIX = ".tmp-"
+
+
+# ---- pure core ---------------------------------------------------------------------------
+
+def render_record(container_id: str, ifname: str) -> bytes:
+    return f"{container_id}\n{ifname}".encode()
+
+
+def parse_record(data: bytes) -> Key | None:
+    """The key a reservation file holds, or None if it is not one of ours."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    parts = text.rstrip("\n").split("\n")
+    # host-local writes only the container ID in old versions; ifname then defaults to eth0
+    if len(parts) == 1 and parts[0]:
+        return parts[0], "eth0"
+    if len(parts) == 2 and parts[0] and parts[1]:
+        return parts[0], parts[1]
+    return None
+
+
+def parse_address_name(name: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
+    """The address a file name stands for, if it is an address of the subnet."""
+    try:
+        addr = ipaddress.IPv4Address(name)
+    except ValueError:
+        return None
+    return addr if addr in subnet else None
+
+
+def plan_usable(subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> list[ipaddress.IPv4Address]:
+    """Every address that may be handed out: hosts of the subnet except the gateway."""
+    return [a for a in subnet.hosts() if a != gateway]
+
+
+def plan_candidates(usable: list[ipaddress.IPv4Address],
+                    cursor: ipaddress.IPv4Address | None) -> Iterator[ipaddress.IPv4Address]:
+    """Candidates in order: the one after the cursor first, wrapping round, cursor last."""
+    start = 0
+    if cursor is not None:
+        # usable is sorted; the first address above the cursor comes next
+        for i, a in enumerate(usable):
+            if a > cursor:
+                start = i
+                break
+    n = len(usable)
+    for i in range(n):
+        yield usable[(start + i) % n]
+
+
+def parse_subnet(subnet: str, gateway: str | None) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Interface]:
+    try:
+        net = ipaddress.IPv4Network(subnet, strict=False)
+    except ValueError as e:
+        raise CniError(INVALID_NETWORK_CONFIG, f"invalid subnet {subnet!r}", str(e)) from None
+    if net.prefixlen > 30:
+        raise CniError(INVALID_NETWORK_CONFIG, f"subnet {net} is too small",
+                       "a pod subnet needs a prefix of /30 or shorter")
+    if gateway:
+        try:
+            gw = ipaddress.IPv4Address(gateway.split("/")[0])
+        except ValueError as e:
+            raise CniError(INVALID_NETWORK_CONFIG, f"invalid gateway {gateway!r}", str(e)) from None
+        if gw not in net or gw in (net.network_address, net.broadcast_address):
+            raise CniError(INVALID_NETWORK_CONFIG, f"gateway {gw} is not a host address of {net}")
+    else:
+        gw = net.network_address + 1
+    return net, ipaddress.IPv4Interface(f"{gw}/{net.prefixlen}")
+
+
+# ---- the store ---------------------------------------------------------------------------
+
+class Allocator:
+    """Reservations of one subnet in one directory. Thread-safe, and safe across processes."""
+
+    def __init__(self, data_dir: Path, subnet: str, gateway: str | None = None) -> None:
+        self.subnet, self.gateway = parse_subnet(subnet, gateway)
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._usable = plan_usable(self.subnet, self.gateway.ip)
+        self._lock = threading.Lock()
+        self._lock_path = self.dir / LOCK
+
+    # -- locking: a thread lock for this process, flock for the others
+    def _locked(self):
+        return _StoreLock(self._lock, self._lock_path)
+
+    # -- reading
+    def _scan(self) -> dict[ipaddress.IPv4Address, Key]:
+        """Every reservation on disk; removes temporary files a crashed writer left."""
+        out: dict[ipaddress.IPv4Address, Key] = {}
+        with os.scandir(self.dir) as it:
+            for entry in it:
+                if entry.name.startswith(TMP_PREFIX):
+                    _unlink(entry.path)       # we hold the lock: no writer is alive in it
+                    continue
+                addr = parse_address_name(entry.name, self.subnet)
+                if addr is None:
+                    continue
+                try:
+                    with open(entry.path, "rb") as f:
+                        key = parse_record(f.read(256))
+                except FileNotFoundError:
+                    continue
+                if key is not None:
+                    out[addr] = key
+        return out
+
+    def _cursor(self) -> ipaddress.IPv4Address | None:
+        try:
+            return parse_address_name((self.dir / CURSOR).read_text().strip(), self.subnet)
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    def _iface(self, addr: ipaddress.IPv4Address) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{addr}/{self.subnet.prefixlen}")
+
+    # -- writing
+    def _claim(self, addr: ipaddress.IPv4Address, key: Key) -> bool:
+        """Atomically claim addr for key; False if someone holds it already."""
+        tmp = self.dir / f"{TMP_PREFIX}{os.getpid()}-{threading.get_native_id()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, render_record(*key))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, self.dir / str(addr))
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            _unlink(tmp)
+
+    def _write_cursor(self, addr: ipaddress.IPv4Address) -> None:
+        tmp = self.dir / f"{TMP_PREFIX}cursor-{os.getpid()}"
+        tmp.write_text(str(addr))
+        os.replace(tmp, self.dir / CURSOR)
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- the interface
+    def reserve(self, container_id: str, ifname: str,
+                requested: str | None = None) -> ipaddress.IPv4Interface:
+        """The address of (container_id, ifname), reserving one if it has none. Idempotent."""
+        key = (container_id, ifname)
+        want = None
+        if requested:
+            try:
+                want = ipaddress.IPv4Address(requested.split("/")[0])
+            except ValueError as e:
+                raise CniError(INVALID_NETWORK_CONFIG, f"invalid requested IP {requested!r}", str(e)) from None
+            if want not in self._usable:
+                raise CniError(ADDRESS_UNAVAILABLE, f"requested IP {want} is not available in {self.subnet}",
+                               "it is outside the subnet, or its network, broadcast or gateway address")
+        with self._locked():
+            held = self._scan()
+            mine = [a for a, k in held.items() if k == key]
+            if mine:
+                if want is not None and want not in mine:
+                    raise CniError(ADDRESS_UNAVAILABLE, f"{container_id}/{ifname} already holds {mine[0]}",
+                                   f"requested {want}")
+                return self._iface(want if want is not None else min(mine))
+            if want is not None:
+                if want in held or not self._claim(want, key):
+                    raise CniError(ADDRESS_UNAVAILABLE, f"requested IP {want} is already allocated")
+                self._sync_dir()
+                return self._iface(want)
+            for addr in plan_candidates(self._usable, self._cursor()):
+                if addr in held:
+                    continue
+                if self._claim(addr, key):
+                    self._write_cursor(addr)
+                    self._sync_dir()
+                    return self._iface(addr)
+        raise CniError(ADDRESS_UNAVAILABLE, f"no IP addresses available in {self.subnet}",
+                       f"{len(self._usable)} addresses, all reserved")
+
+    def release(self, container_id: str, ifname: str) -> list[ipaddress.IPv4Interface]:
+        """Free the addresses of (container_id, ifname); nothing to free is fine."""
+        key = (container_id, ifname)
+        with self._locked():
+            return [addr for _, addr in self._release_where(lambda k: k == key)]
+
+    def lookup(self, container_id: str, ifname: str) -> ipaddress.IPv4Interface | None:
+        key = (container_id, ifname)
+        with self._locked():
+            mine = [a for a, k in self._scan().items() if k == key]
+        return self._iface(min(mine)) if mine else None
+
+    def reservations(self) -> dict[Key, ipaddress.IPv4Interface]:
+        """(container_id, ifname) -> address, for every reservation."""
+        with self._locked():
+            held = self._scan()
+        return {k: self._iface(a) for a, k in sorted(held.items())}
+
+    def gc(self, valid: set[Key]) -> list[tuple[Key, ipaddress.IPv4Interface]]:
+        """Free every reservation whose key is not in valid; returns what was freed."""
+        with self._locked():
+            return self._release_where(lambda k: k not in valid)
+
+    def reconcile(self, live: set[Key]) -> list[tuple[Key, ipaddress.IPv4Interface]]:
+        """At agent start: keep only the reservations of live attachments (e.g. those whose host
+        veth exists), free the rest and the leftovers of a crashed writer. Same as gc()."""
+        return self.gc(live)
+
+    def free_count(self) -> int:
+        with self._locked():
+            return len(self._usable) - len(self._scan())
+
+    def _release_where(self, doomed) -> list[tuple[Key, ipaddress.IPv4Interface]]:
+        freed = []
+        for addr, key in sorted(self._scan().items()):
+            if doomed(key):
+                _unlink(self.dir / str(addr))
+                freed.append((key, self._iface(addr)))
+        if freed:
+            self._sync_dir()
+        return freed
+
+
+class _StoreLock:
+    """The thread lock, then an exclusive flock on the store's lock file (own fd per use, so that
+    two Allocators of one directory in one process exclude each other too)."""
+
+    def __init__(self, tlock: threading.Lock, path: Path) -> None:
+        self.tlock, self.path, self.fd = tlock, path, -1
+
+    def __enter__(self) -> None:
+        self.tlock.acquire()
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.tlock.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.close(self.fd)        # closing the only fd drops the flock
+        finally:
+            self.fd = -1
+            self.tlock.release()
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise CniError(IO_FAILURE, f"cannot remove {path}", str(e)) from None
