@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,17 @@ API_PORT = 6443                   # on the control-plane address, inside the und
 UNDERLAY_BRIDGE = "lan0"          # the "LAN" switch in the underlay netns
 NODE_UPLINK = "eth0"              # a node's interface on the LAN
 EXT_UPLINK = "eth0"               # the external host's interface
+
+# Lab names: lowercase letters and digits only. No "-": `lab down` deletes every netns starting
+# with "<name>-", so a name containing "-" could prefix (and remove) another lab's namespaces.
+NAME_RE = re.compile(r"^[a-z0-9]{1,20}$")
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a valid lab name, else raise ValueError saying why."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"invalid lab name {name!r}: use 1-20 lowercase letters and digits")
+    return name
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,10 @@ class LabConfig:
     lb_subnet: str = "198.51.100.0/24"
     mtu: int = 1500                  # underlay MTU
     extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        # LabConfig(**json.load(...)["config"]) gets a list here; keep the dataclass hashable.
+        object.__setattr__(self, "nodeport_range", tuple(self.nodeport_range))
 
     # --- addresses -------------------------------------------------------------------------
     @property

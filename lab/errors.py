@@ -86,3 +86,8 @@ def unsupported_media_type(content_type: str) -> APIError:
                     f'the body of the request was in an unknown format - accepted media types include: '
                     f'application/json, application/yaml, application/vnd.kubernetes.protobuf '
                     f'(got "{content_type}")')
+
+
+class LabError(Exception):
+    """A lab lifecycle failure (up, down, status, exec, topology): the message is for the user.
+    Not an API error: nothing renders it as a metav1.Status."""

@@ -1,0 +1,442 @@
+"""`kubeweft lab up|down|status|kubeconfig`: build, supervise, report on and remove a lab.
+
+Process model and state layout: lab/README.md. Every process `up` starts carries
+KUBEWEFT_LAB_ID=<name>:<token> and runs in its own session, so it outlives the CLI; `down`
+finds them again by that environment entry alone (also after kill -9, or without state.json).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import netns, topology
+from .config import LabConfig, check_name
+from .errors import LabError
+
+LAB_ID_ENV = "KUBEWEFT_LAB_ID"
+TERM_GRACE = 3.0                 # seconds between SIGTERM and SIGKILL in `down`
+LOG_TAIL_LINES = 30
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- state ------------------------------------------------------------------------------------
+
+def read_state(name: str) -> dict | None:
+    """state.json of lab `name`, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads(LabConfig(name=name).state_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_config(name: str) -> LabConfig:
+    """The lab's LabConfig from state.json; the defaults for `name` when there is none."""
+    state = read_state(name)
+    if state and "config" in state:
+        return LabConfig(**state["config"])
+    return LabConfig(name=name)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def plan_state(cfg: LabConfig, token: str) -> dict:
+    return {"config": dataclasses.asdict(cfg), "token": token, "created": time.time()}
+
+
+def lab_id(name: str, token: str) -> str:
+    return f"{name}:{token}"
+
+
+# --- processes --------------------------------------------------------------------------------
+
+def _proc_environ_has(pid: int, entry: bytes, prefix: bool) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return False
+    for item in env.split(b"\0"):
+        if item == entry or (prefix and item.startswith(entry)):
+            return True
+    return False
+
+
+def find_processes(name: str, token: str | None) -> list[int]:
+    """PIDs whose environment holds KUBEWEFT_LAB_ID=<name>:<token> (any token if None)."""
+    if token:
+        entry, prefix = f"{LAB_ID_ENV}={lab_id(name, token)}".encode(), False
+    else:
+        entry, prefix = f"{LAB_ID_ENV}={name}:".encode(), True
+    me = os.getpid()
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != me and _proc_environ_has(int(d), entry, prefix):
+            pids.append(int(d))
+    return sorted(pids)
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def end_processes(pids: list[int], grace: float = TERM_GRACE) -> list[int]:
+    """SIGTERM, wait up to `grace` seconds, SIGKILL the rest (all by PID). Returns those killed."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    killed = [p for p in pids if _alive(p)]
+    for pid in killed:
+        _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(_alive(p) for p in killed):
+        time.sleep(0.05)
+    return killed
+
+
+def _spawn(cfg: LabConfig, argv: list[str], log_name: str, token: str,
+           inside: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **{LAB_ID_ENV: lab_id(cfg.name, token), "PYTHONUNBUFFERED": "1"})
+    with open(cfg.log_dir / f"{log_name}.log", "ab") as log:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True, close_fds=True,
+            preexec_fn=netns.preexec(inside) if inside else None)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(f"  | {line}" for line in text[-lines:]) or f"  (empty log {path})"
+
+
+class _StartFailed(LabError):
+    def __init__(self, message: str, log: Path | None = None):
+        super().__init__(message)
+        self.log = log
+
+
+# --- up ---------------------------------------------------------------------------------------
+
+def is_up(cfg: LabConfig) -> str | None:
+    """Why lab `cfg.name` counts as existing (state, namespaces or processes), or None."""
+    if cfg.state_dir.exists():
+        return f"its state directory {cfg.state_dir} exists"
+    if topology.list_netns(cfg.netns_prefix):
+        return f"network namespaces {cfg.netns_prefix}* exist"
+    if find_processes(cfg.name, None):
+        return "processes of it are running"
+    return None
+
+
+def _venv_bin(tool: str) -> str:
+    return str(Path(sys.executable).parent / tool)
+
+
+def _wait_apiserver(cfg: LabConfig, proc: subprocess.Popen, deadline: float) -> dict:
+    ready = cfg.state_dir / "apiserver.ready"
+    log = cfg.log_dir / "apiserver.log"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _StartFailed(f"the API server exited with code {proc.returncode}", log)
+        try:
+            return json.loads(ready.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    raise _StartFailed("the API server did not become ready in time", log)
+
+
+def _node_summary(node) -> tuple[str, bool, str | None, str | None]:
+    """(name, Ready, podCIDR, InternalIP) of a kubernetes V1Node."""
+    ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    ip = next((a.address for a in (node.status.addresses or []) if a.type == "InternalIP"), None)
+    return node.metadata.name, ready, node.spec.pod_cidr, ip
+
+
+def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadline: float
+                      ) -> list[tuple[str, bool, str | None, str | None]]:
+    from kubernetes import client as k8s
+
+    api = k8s.CoreV1Api(api_client(cfg))
+    want = topology.node_names(cfg)
+    seen: dict[str, str] = {}
+    last_error = ""
+    while True:
+        for what, proc in procs.items():
+            if proc.poll() is not None:
+                raise _StartFailed(f"{what} exited with code {proc.returncode}",
+                                   cfg.log_dir / f"{what}.log")
+        try:
+            nodes = {s[0]: s for s in map(_node_summary, api.list_node(_request_timeout=5).items)}
+        except Exception as e:           # the API server is ours; any failure here is transient
+            nodes, last_error = {}, str(e).splitlines()[0] if str(e) else type(e).__name__
+        for n in want:
+            state = "Ready" if n in nodes and nodes[n][1] else ("registered" if n in nodes else "")
+            if state and seen.get(n) != state:
+                seen[n] = state
+                extra = f" (podCIDR {nodes[n][2]})" if state == "Ready" else ""
+                _say(f"  {n}: {state}{extra}")
+        if all(seen.get(n) == "Ready" for n in want):
+            return [nodes[n] for n in want]
+        if time.monotonic() >= deadline:
+            late = [n for n in want if seen.get(n) != "Ready"]
+            why = f"; last API error: {last_error}" if last_error and not nodes else ""
+            raise _StartFailed(f"nodes not Ready in time: {', '.join(late)}{why}",
+                               cfg.log_dir / f"kubelet-{late[0]}.log")
+        time.sleep(0.25)
+
+
+def _install_cni(cfg: LabConfig, node: str, deadline: float) -> None:
+    argv = [_venv_bin("kubeweft"), "install-cni", "--bin-dir", str(cfg.cni_bin_dir(node)),
+            "--conf-dir", str(cfg.cni_conf_dir(node)), "--socket", str(cfg.agent_socket(node))]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise _StartFailed(f"kubeweft install-cni for {node} timed out") from None
+    if proc.returncode != 0:
+        raise _StartFailed(f"kubeweft install-cni for {node} failed ({proc.returncode}):\n"
+                           + (proc.stderr or proc.stdout).strip())
+
+
+def up(cfg: LabConfig, timeout: float = 120.0) -> None:
+    """Build lab `cfg` and return once every node is Ready; raise LabError otherwise, after
+    removing whatever was made. Refuses (LabError, nothing removed) if the lab exists."""
+    check_name(cfg.name)
+    why = is_up(cfg)
+    if why:
+        raise LabError(f"lab {cfg.name} is already up ({why}); "
+                       f"run `kubeweft lab --name {cfg.name} down` first")
+    deadline = time.monotonic() + timeout
+    token = secrets.token_hex(8)
+    try:
+        _up(cfg, token, deadline)
+    except BaseException as e:          # KeyboardInterrupt too: never leave half a lab behind
+        _say(f"lab up failed: {e}")
+        if isinstance(e, _StartFailed) and e.log:
+            _say(f"--- tail of {e.log}:\n{log_tail(e.log)}")
+        _say(f"removing lab {cfg.name} ...")
+        for line in down(cfg.name):
+            _say(f"  {line}")
+        if isinstance(e, Exception) and not isinstance(e, LabError):
+            raise LabError(str(e)) from e
+        raise
+
+
+def _up(cfg: LabConfig, token: str, deadline: float) -> None:
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    state = plan_state(cfg, token)
+    _write_json(cfg.state_file, state)
+    for node in topology.node_names(cfg):
+        for d in (cfg.cni_conf_dir(node), cfg.cni_bin_dir(node), cfg.cni_data_dir(node)):
+            d.mkdir(parents=True, exist_ok=True)
+
+    _say(f"lab {cfg.name}: building {cfg.nodes} nodes, cni {cfg.cni}")
+    topology.build(cfg)
+
+    py = sys.executable
+    apiserver = _spawn(cfg, [py, "-m", "lab.apiserver", "--lab", cfg.name], "apiserver", token)
+    ready = _wait_apiserver(cfg, apiserver, deadline)
+    state["apiserver"] = {"pid": ready.get("pid", apiserver.pid), "port": ready.get("port")}
+    _write_json(cfg.state_file, state)
+    _say(f"  apiserver: ready on 127.0.0.1:{ready.get('port')}")
+
+    procs: dict[str, subprocess.Popen] = {"apiserver": apiserver}
+    for node in topology.node_names(cfg):
+        ns = cfg.node_netns(node)
+        if cfg.cni == "kubeweft":
+            _install_cni(cfg, node, deadline)
+            procs[f"agent-{node}"] = _spawn(
+                cfg, [_venv_bin("kubeweft"), "agent", "--kubeconfig", str(cfg.node_kubeconfig),
+                      "--node-name", node, "--socket", str(cfg.agent_socket(node)),
+                      "--state-dir", str(cfg.node_dir(node))], f"agent-{node}", token, inside=ns)
+        procs[f"kubelet-{node}"] = _spawn(
+            cfg, [py, "-m", "lab.kubelet", "--lab", cfg.name, "--node", node],
+            f"kubelet-{node}", token, inside=ns)
+
+    nodes = _wait_nodes_ready(cfg, procs, deadline)
+    if cfg.cni == "reference":
+        # The lab's cloud route table: the external host reaches pods (and pods it)
+        # unmasqueraded; node-to-node pod routes are the kubelets' job.
+        topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in nodes])
+
+
+def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float = 120.0) -> int:
+    try:
+        check_name(name)
+        if nodes < 1:
+            raise LabError("--nodes must be at least 1")
+        cfg = LabConfig(name=name, nodes=nodes, cni=cni or LabConfig.cni)
+        up(cfg, timeout=timeout)
+    except ValueError as e:
+        _say(str(e))
+        return 1
+    except LabError:
+        return 1                         # up() has said why, and what it removed
+    print(f"lab {name} is up: {nodes} node(s) Ready; kubeconfig {cfg.kubeconfig}")
+    return 0
+
+
+# --- down -------------------------------------------------------------------------------------
+
+def down(name: str) -> list[str]:
+    """Remove lab `name`: its processes, namespaces and state. Returns what it removed, one
+    line each; harmless to call for a lab that is half there or not there at all."""
+    cfg = LabConfig(name=name)
+    state = read_state(name) or {}
+    removed = []
+    pids = find_processes(name, state.get("token"))
+    if pids:
+        killed = end_processes(pids)
+        removed.append(f"ended processes {' '.join(map(str, pids))}"
+                       + (f" (SIGKILL: {' '.join(map(str, killed))})" if killed else ""))
+    for ns in topology.remove(cfg.netns_prefix):
+        removed.append(f"deleted netns {ns}")
+    left = topology.list_netns(cfg.netns_prefix)
+    if left:
+        removed.append(f"could not delete netns {' '.join(left)}")
+    if cfg.state_dir.exists():
+        shutil.rmtree(cfg.state_dir, ignore_errors=True)
+        removed.append(f"removed {cfg.state_dir}")
+    return removed
+
+
+def down_command(name: str) -> int:
+    try:
+        check_name(name)
+    except ValueError as e:
+        _say(str(e))
+        return 1
+    lines = down(name)
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"lab {name}: nothing to remove")
+    return 1 if any(line.startswith("could not") for line in lines) else 0
+
+
+# --- status -----------------------------------------------------------------------------------
+
+def api_client(cfg: LabConfig):
+    """A kubernetes ApiClient for the host kubeconfig of this lab."""
+    from kubernetes import config as k8s_config
+    return k8s_config.new_client_from_config(config_file=str(cfg.kubeconfig))
+
+
+def read_pods_json(cfg: LabConfig) -> dict[str, dict]:
+    """All kubelets' pods.json merged: uid -> {namespace, name, netns, ip, containerID, pid}."""
+    pods: dict[str, dict] = {}
+    for f in sorted((cfg.state_dir / "nodes").glob("*/pods.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        for uid, entry in data.items():
+            pods[uid] = dict(entry, node=entry.get("node", f.parent.name))
+    return pods
+
+
+def render_status(cfg: LabConfig, nodes: list[dict], pods: list[dict], local: dict[str, dict]) -> dict:
+    """The `status --json` document from API objects (plain dicts) and the kubelets' pods.json."""
+    by_key = {(p.get("namespace"), p.get("name")): p for p in local.values()}
+    out_nodes = []
+    for n in sorted(nodes, key=lambda o: o["metadata"]["name"]):
+        name = n["metadata"]["name"]
+        addr = next((a["address"] for a in n.get("status", {}).get("addresses", [])
+                     if a.get("type") == "InternalIP"), None)
+        out_nodes.append({"name": name, "address": addr, "podCIDR": n.get("spec", {}).get("podCIDR"),
+                          "netns": cfg.node_netns(name), "cniConfDir": str(cfg.cni_conf_dir(name)),
+                          "cniBinDir": str(cfg.cni_bin_dir(name)),
+                          "agentSocket": str(cfg.agent_socket(name))})
+    out_pods = []
+    for p in sorted(pods, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])):
+        meta = p["metadata"]
+        entry = local.get(meta.get("uid")) or by_key.get((meta.get("namespace"), meta["name"])) or {}
+        out_pods.append({"namespace": meta.get("namespace"), "name": meta["name"],
+                         "node": p.get("spec", {}).get("nodeName"), "netns": entry.get("netns"),
+                         "ip": p.get("status", {}).get("podIP") or entry.get("ip")})
+    return {"nodes": out_nodes, "pods": out_pods}
+
+
+def render_table(doc: dict) -> str:
+    def table(header: list[str], rows: list[list]) -> list[str]:
+        rows = [header] + [["<none>" if v is None else str(v) for v in r] for r in rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = table(["NODE", "ADDRESS", "PODCIDR", "NETNS"],
+                  [[n["name"], n["address"], n["podCIDR"], n["netns"]] for n in doc["nodes"]])
+    lines.append("")
+    lines += table(["NAMESPACE", "POD", "NODE", "IP", "NETNS"],
+                   [[p["namespace"], p["name"], p["node"], p["ip"], p["netns"]] for p in doc["pods"]])
+    return "\n".join(lines)
+
+
+def status(name: str) -> dict:
+    """The lab's nodes and pods (see render_status). Raises LabError if it is not up."""
+    cfg = load_config(name)
+    if not cfg.kubeconfig.exists():
+        raise LabError(f"lab {name} is not up (no {cfg.kubeconfig})")
+    from kubernetes import client as k8s
+
+    client = api_client(cfg)
+    try:
+        # Raw JSON (_preload_content=False): plain dicts with the API's own field names.
+        api = k8s.CoreV1Api(client)
+        nodes = json.loads(api.list_node(_preload_content=False, _request_timeout=10).data)["items"]
+        pods = json.loads(api.list_pod_for_all_namespaces(
+            _preload_content=False, _request_timeout=10).data)["items"]
+    except Exception as e:
+        raise LabError(f"lab {name}: the API server does not answer: {e}") from e
+    finally:
+        client.close()
+    return render_status(cfg, nodes, pods, read_pods_json(cfg))
+
+
+def status_command(name: str, as_json: bool = False) -> int:
+    try:
+        doc = status(name)
+    except LabError as e:
+        _say(str(e))
+        return 1
+    print(json.dumps(doc, indent=2) if as_json else render_table(doc))
+    return 0
+
+
+def kubeconfig_command(name: str) -> int:
+    path = LabConfig(name=name).kubeconfig
+    if not path.exists():
+        _say(f"lab {name} is not up (no {path})")
+        return 1
+    print(path)
+    return 0

@@ -1,0 +1,168 @@
+"""The lab's wires: the underlay LAN, one netns per node, the external host (lab/README.md).
+
+Pure plans (`plan_*`) list the commands; `apply_*`/`ensure_*`/`sync_*`/`remove_*` run them.
+Every command is `ip -n <lab netns> ...` or runs inside a lab netns (preexec setns), so nothing
+ever touches the root namespace: veths are created in the underlay with their peer born
+directly in the target netns (`... type veth peer name eth0 netns <node>`).
+
+iproute2 rather than pyroute2 here: the CLI does this once per `lab up`, the commands read as
+the topology in lab/README.md, and the CLI does not pay pyroute2's import time.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+from dataclasses import dataclass
+
+from . import netns
+from .errors import LabError
+from .config import EXT_UPLINK, NODE_UPLINK, UNDERLAY_BRIDGE, LabConfig
+
+EXT_PORT = "veth-ext"             # the underlay's end of the external host's cable
+CMD_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command. `inside` names the lab netns to run it in (None: run from the root netns,
+    which only `ip netns add/delete` and `ip -n ...` commands do: they change lab netns only)."""
+    argv: tuple[str, ...]
+    inside: str | None = None
+
+
+def node_port(node: str) -> str:
+    """The underlay's end of a node's cable (a port of lan0); at most 15 characters."""
+    name = f"veth-{node}"
+    if len(name) > 15:
+        raise ValueError(f"node name {node!r} too long for an interface name")
+    return name
+
+
+def _ip(ns: str, *args: str) -> Step:
+    return Step(("ip", "-n", ns, *args))
+
+
+def _forwarding(ns: str) -> Step:
+    # /proc/sys/net is per netns: a sysctl run inside the lab netns sets it there only.
+    return Step(("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"), inside=ns)
+
+
+def node_names(cfg: LabConfig) -> list[str]:
+    return [cfg.node_name(i) for i in range(1, cfg.nodes + 1)]
+
+
+def lab_netns(cfg: LabConfig) -> list[str]:
+    """The namespaces `plan_build` creates, in creation order."""
+    return [cfg.underlay_netns, cfg.external_netns] + [cfg.node_netns(n) for n in node_names(cfg)]
+
+
+def plan_build(cfg: LabConfig) -> list[Step]:
+    """Every command that builds the underlay, the nodes and the external host."""
+    u = cfg.underlay_netns
+    mtu = str(cfg.mtu)
+    lan_len = ipaddress.ip_network(cfg.node_subnet).prefixlen
+    ext_len = ipaddress.ip_network(cfg.external_subnet).prefixlen
+    steps = [Step(("ip", "netns", "add", ns)) for ns in lab_netns(cfg)]
+    steps += [
+        _ip(u, "link", "set", "lo", "up"),
+        _ip(u, "link", "add", UNDERLAY_BRIDGE, "mtu", mtu, "type", "bridge"),
+        _ip(u, "addr", "add", f"{cfg.control_plane_ip}/{lan_len}", "dev", UNDERLAY_BRIDGE),
+        _ip(u, "link", "set", UNDERLAY_BRIDGE, "up"),
+        _forwarding(u),
+    ]
+    for i, node in enumerate(node_names(cfg), start=1):
+        ns, port = cfg.node_netns(node), node_port(node)
+        steps += [
+            _ip(u, "link", "add", port, "mtu", mtu, "type", "veth",
+                "peer", "name", NODE_UPLINK, "netns", ns),
+            _ip(u, "link", "set", port, "master", UNDERLAY_BRIDGE, "up"),
+            _ip(ns, "link", "set", "lo", "up"),
+            _ip(ns, "link", "set", NODE_UPLINK, "mtu", mtu, "up"),
+            _ip(ns, "addr", "add", f"{cfg.node_ip(i)}/{lan_len}", "dev", NODE_UPLINK),
+            _ip(ns, "route", "add", "default", "via", cfg.control_plane_ip),
+            _forwarding(ns),
+        ]
+    x = cfg.external_netns
+    steps += [
+        _ip(u, "link", "add", EXT_PORT, "mtu", mtu, "type", "veth",
+            "peer", "name", EXT_UPLINK, "netns", x),
+        _ip(u, "addr", "add", f"{cfg.external_gateway_ip}/{ext_len}", "dev", EXT_PORT),
+        _ip(u, "link", "set", EXT_PORT, "up"),
+        _ip(x, "link", "set", "lo", "up"),
+        _ip(x, "link", "set", EXT_UPLINK, "mtu", mtu, "up"),
+        _ip(x, "addr", "add", f"{cfg.external_ip}/{ext_len}", "dev", EXT_UPLINK),
+        _ip(x, "route", "add", "default", "via", cfg.external_gateway_ip),
+    ]
+    return steps
+
+
+def plan_underlay_routes(cfg: LabConfig, routes: dict[str, str]) -> list[Step]:
+    """`ip route replace` in the underlay for each destination CIDR -> next-hop node IP."""
+    return [_ip(cfg.underlay_netns, "route", "replace", cidr, "via", via)
+            for cidr, via in sorted(routes.items())]
+
+
+def plan_pod_cidr_routes(cfg: LabConfig, nodes: list[tuple[str, str | None, str | None]]) -> list[Step]:
+    """The lab's "cloud route table" for reference mode: each node's podCIDR via its node IP,
+    from (name, podCIDR, InternalIP) triples; nodes missing either are skipped."""
+    return plan_underlay_routes(cfg, {cidr: ip for _, cidr, ip in nodes if cidr and ip})
+
+
+def plan_remove(names: list[str]) -> list[Step]:
+    # `ip netns delete` also unmounts the bind mount; the kernel frees the netns (and every
+    # veth with an end in it) once no process is left inside.
+    return [Step(("ip", "netns", "delete", n)) for n in names]
+
+
+# --- I/O -------------------------------------------------------------------------------------
+
+def apply_steps(steps: list[Step]) -> None:
+    for step in steps:
+        kwargs = dict(capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        if step.inside:
+            proc = netns.run(step.inside, list(step.argv), **kwargs)
+        else:
+            proc = subprocess.run(list(step.argv), **kwargs)
+        if proc.returncode != 0:
+            where = f" (in {step.inside})" if step.inside else ""
+            raise LabError(f"{' '.join(step.argv)}{where}: {proc.stderr.strip() or proc.returncode}")
+
+
+def build(cfg: LabConfig) -> None:
+    """Create the whole topology. On failure the caller removes it (`remove`)."""
+    apply_steps(plan_build(cfg))
+
+
+def ensure_underlay_route(cfg: LabConfig, cidr: str, via: str) -> None:
+    """Route `cidr` via a node's IP in the underlay (e.g. cfg.lb_subnet towards a node)."""
+    apply_steps(plan_underlay_routes(cfg, {cidr: via}))
+
+
+def sync_pod_cidr_routes(cfg: LabConfig, nodes: list[tuple[str, str | None, str | None]]) -> None:
+    apply_steps(plan_pod_cidr_routes(cfg, nodes))
+
+
+def list_netns(prefix: str) -> list[str]:
+    """Names under /run/netns starting with `prefix`, sorted."""
+    try:
+        return sorted(n for n in os.listdir(netns.NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def remove(prefix: str) -> list[str]:
+    """Delete every netns whose name starts with `prefix`; return the names removed.
+    Best effort: a name `ip netns delete` cannot remove (not a mount any more) is unlinked."""
+    removed = []
+    names = list_netns(prefix)
+    for step, name in zip(plan_remove(names), names):
+        proc = subprocess.run(list(step.argv), capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        if proc.returncode != 0:
+            try:
+                os.unlink(netns.path(name))
+            except FileNotFoundError:
+                pass
+        if not netns.exists(name):
+            removed.append(name)
+    return removed
