@@ -130,7 +130,7 @@ def _spawn(cfg: LabConfig, argv: list[str], log_name: str, token: str,
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True, close_fds=True,
-            preexec_fn=netns.preexec(inside) if inside else None)
+            preexec_fn=netns.preexec(inside) if inside else None)  # noqa: PLW1509 (no threads here)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -199,7 +199,7 @@ def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadli
                                    cfg.log_dir / f"{what}.log")
         try:
             nodes = {s[0]: s for s in map(_node_summary, api.list_node(_request_timeout=5).items)}
-        except Exception as e:           # the API server is ours; any failure here is transient
+        except Exception as e:  # noqa: BLE001 (the API server is ours: any failure is transient)
             nodes, last_error = {}, str(e).splitlines()[0] if str(e) else type(e).__name__
         for n in want:
             state = "Ready" if n in nodes and nodes[n][1] else ("registered" if n in nodes else "")
@@ -221,7 +221,7 @@ def _install_cni(cfg: LabConfig, node: str, deadline: float) -> None:
     argv = [_venv_bin("kubeweft"), "install-cni", "--bin-dir", str(cfg.cni_bin_dir(node)),
             "--conf-dir", str(cfg.cni_conf_dir(node)), "--socket", str(cfg.agent_socket(node))]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True,
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True,
                               timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         raise _StartFailed(f"kubeweft install-cni for {node} timed out") from None

@@ -61,7 +61,7 @@ def exec_command(name: str, verb: str, target: str | None, cmd: list[str]) -> in
         print(str(e), file=sys.stderr)
         return 1
     try:
-        proc = subprocess.run(cmd, preexec_fn=netns.preexec(ns))
+        proc = subprocess.run(cmd, check=False, preexec_fn=netns.preexec(ns))
     except FileNotFoundError:
         print(f"kubeweft lab {verb}: {cmd[0]}: command not found", file=sys.stderr)
         return 127

@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import dataclass
 
 from . import netns
-from .errors import LabError
 from .config import EXT_UPLINK, NODE_UPLINK, UNDERLAY_BRIDGE, LabConfig
+from .errors import LabError
 
 EXT_PORT = "veth-ext"             # the underlay's end of the external host's cable
 CMD_TIMEOUT = 20.0
@@ -119,11 +119,11 @@ def plan_remove(names: list[str]) -> list[Step]:
 
 def apply_steps(steps: list[Step]) -> None:
     for step in steps:
-        kwargs = dict(capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        kwargs = {"capture_output": True, "text": True, "timeout": CMD_TIMEOUT}
         if step.inside:
             proc = netns.run(step.inside, list(step.argv), **kwargs)
         else:
-            proc = subprocess.run(list(step.argv), **kwargs)
+            proc = subprocess.run(list(step.argv), check=False, **kwargs)
         if proc.returncode != 0:
             where = f" (in {step.inside})" if step.inside else ""
             raise LabError(f"{' '.join(step.argv)}{where}: {proc.stderr.strip() or proc.returncode}")
@@ -157,7 +157,8 @@ def remove(prefix: str) -> list[str]:
     removed = []
     names = list_netns(prefix)
     for step, name in zip(plan_remove(names), names):
-        proc = subprocess.run(list(step.argv), capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        proc = subprocess.run(list(step.argv), check=False, capture_output=True, text=True,
+                              timeout=CMD_TIMEOUT)
         if proc.returncode != 0:
             try:
                 os.unlink(netns.path(name))
