@@ -1,0 +1,213 @@
+"""`kubeweft lab probe`: one connection from inside a pod, a node or the external host.
+
+`probe_once` makes its socket with the calling thread inside the source netns (lab.netns.entered)
+and does the I/O after stepping back out: a socket stays in the netns it was made in, and no
+subprocess is needed, so one probe costs about a millisecond plus the network. Call it from a
+worker thread, never the main one (probe_command and lab.matrix do).
+
+The pure part, classifying an error into an outcome and parsing the answer, is kept apart in
+`classify_error` and `parse_answer` (unit-tested without root).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+from . import netns
+from .config import LabConfig
+
+CONNECTED, REFUSED, TIMEOUT, UNREACHABLE = "connected", "refused", "timeout", "unreachable"
+OUTCOMES = (CONNECTED, REFUSED, TIMEOUT, UNREACHABLE)
+
+# Errors that mean "nobody listens / somebody said no" versus "there is no way there".
+_REFUSED = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN,
+                errno.EADDRNOTAVAIL, errno.EACCES}
+# A packet dropped by a netfilter rule on the sender's own OUTPUT hook makes send() fail with
+# EPERM at once; the path is "dropped", which seen from afar is a timeout.
+_TIMEOUT = {errno.ETIMEDOUT, errno.EPERM}
+
+
+class ProbeError(Exception):
+    """A probe that cannot even start: unknown source, bad target."""
+
+
+# --- pure ------------------------------------------------------------------------------------
+def classify_error(exc: BaseException) -> str:
+    """An exception raised by connect/send/recv -> one of OUTCOMES (never CONNECTED)."""
+    if isinstance(exc, TimeoutError) and getattr(exc, "errno", None) in (None, errno.ETIMEDOUT):
+        return TIMEOUT                     # socket.timeout is TimeoutError with errno None
+    code = getattr(exc, "errno", None)
+    if code in _REFUSED:
+        return REFUSED
+    if code in _UNREACHABLE:
+        return UNREACHABLE
+    if code in _TIMEOUT:
+        return TIMEOUT
+    return UNREACHABLE
+
+
+def parse_answer(data: bytes) -> tuple[str | None, str | None]:
+    """A workload's whoami answer (an HTTP response or a bare JSON line) -> (pod, client)."""
+    text = data.decode("utf-8", "replace")
+    if text.startswith("HTTP/"):
+        head, sep, body = text.partition("\r\n\r\n")
+        if not sep:
+            head, _, body = text.partition("\n\n")
+        status = head.split(None, 2)
+        if len(status) < 2 or status[1] != "200":
+            return None, None
+        text = body
+    try:
+        obj = json.loads(text.strip())
+    except ValueError:
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    pod, client = obj.get("pod"), obj.get("client")
+    return (pod if isinstance(pod, str) else None), (client if isinstance(client, str) else None)
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """'10.244.1.2:80' or '[fd00::1]:80' -> (host, port)."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProbeError(f"target must be IP:PORT, got {target!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """'node:node1' -> ('node', 'node1'); 'external' -> ('external', ''); 'ns/pod' or 'pod'
+    (namespace default) -> ('pod', 'ns/pod')."""
+    if source == "external":
+        return "external", ""
+    if source.startswith("node:"):
+        return "node", source[5:]
+    if "/" not in source:
+        source = f"default/{source}"
+    return "pod", source
+
+
+def render_line(result: dict) -> str:
+    """A human line for one attempt."""
+    where = f"{result.get('proto', 'tcp')} {result.get('target', '')}"
+    if result["outcome"] == CONNECTED:
+        return (f"connected    {where} -> {result.get('pod') or '?'} (it saw {result.get('client') or '?'})"
+                f" {result.get('ms', 0):.1f} ms")
+    detail = f" ({result['error']})" if result.get("error") else ""
+    return f"{result['outcome']:<12} {where}{detail} {result.get('ms', 0):.1f} ms"
+
+
+# --- I/O -------------------------------------------------------------------------------------
+def read_pods(cfg: LabConfig) -> dict[str, dict]:
+    """'ns/name' -> the kubelet's pods.json entry (netns, ip, ...) over every node of the lab."""
+    out: dict[str, dict] = {}
+    for path in sorted(Path(cfg.state_dir, "nodes").glob("*/pods.json")):
+        try:
+            entries = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            continue                       # being rewritten or gone: the others still count
+        for uid, e in entries.items():
+            if isinstance(e, dict) and e.get("namespace") and e.get("name"):
+                out[f"{e['namespace']}/{e['name']}"] = dict(e, uid=uid, node=path.parent.name)
+    return out
+
+
+def resolve_source(cfg: LabConfig, source: str) -> str:
+    """--from value -> the name of the netns to probe from."""
+    kind, what = parse_source(source)
+    if kind == "external":
+        ns = cfg.external_netns
+    elif kind == "node":
+        ns = cfg.node_netns(what)
+    else:
+        entry = read_pods(cfg).get(what)
+        if not entry or not entry.get("netns"):
+            raise ProbeError(f"pod {what} is not running in lab {cfg.name} (no netns in pods.json)")
+        ns = entry["netns"]
+    if not netns.exists(ns):
+        raise ProbeError(f"network namespace {ns} does not exist (is lab {cfg.name} up?)")
+    return ns
+
+
+def probe_once(source_netns: str, host: str, port: int, *, udp: bool = False,
+               timeout: float = 2.0) -> dict:
+    """One attempt from `source_netns`; returns {"outcome", "pod", "client", "ms", ...}."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with netns.entered(source_netns):
+        sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    result = {"outcome": None, "pod": None, "client": None,
+              "target": f"{host}:{port}", "proto": "udp" if udp else "tcp"}
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        data = _udp_exchange(sock, host, port, deadline) if udp else _tcp_exchange(sock, host, port, deadline)
+        if not data:
+            result.update(outcome=REFUSED, error="closed without an answer")
+        else:
+            pod, client = parse_answer(data)
+            result.update(outcome=CONNECTED, pod=pod, client=client)
+    except OSError as e:
+        result.update(outcome=classify_error(e), error=e.strerror or "timed out")
+    finally:
+        sock.close()
+    result["ms"] = round((time.monotonic() - start) * 1000, 2)
+    return result
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def _tcp_exchange(sock: socket.socket, host: str, port: int, deadline: float) -> bytes:
+    sock.settimeout(_left(deadline))
+    sock.connect((host, port))
+    sock.sendall(f"GET /whoami HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    chunks = []
+    while True:
+        sock.settimeout(_left(deadline))
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _udp_exchange(sock: socket.socket, host: str, port: int, deadline: float) -> bytes:
+    # Connected, so an ICMP port unreachable comes back as ECONNREFUSED. The datagram is sent
+    # up to three times within the timeout: one lost packet is not a broken path.
+    sock.connect((host, port))
+    step = max(_left(deadline) / 3, 0.05)
+    while True:
+        sock.send(b"whoami")
+        sock.settimeout(min(step, _left(deadline)))
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            _left(deadline)
+
+
+def probe_command(name: str, source: str, target: str, *, udp: bool = False, count: int = 1,
+                  timeout: float = 2.0, as_json: bool = False) -> int:
+    cfg = LabConfig(name=name)
+    try:
+        host, port = parse_target(target)
+        ns = resolve_source(cfg, source)
+    except ProbeError as e:
+        print(f"kubeweft lab probe: {e}", file=sys.stderr)
+        return 2
+    ok = True
+    # A worker thread enters the netns: the main thread never leaves the root one.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        for _ in range(max(count, 1)):
+            result = pool.submit(probe_once, ns, host, port, udp=udp, timeout=timeout).result()
+            ok = ok and result["outcome"] == CONNECTED
+            print(json.dumps(result) if as_json else render_line(result), flush=True)
+    return 0 if ok else 1
