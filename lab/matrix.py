@@ -1,0 +1,290 @@
+"""`kubeweft lab matrix`: probe every (source pod, destination pod, port, protocol) and draw it.
+
+Pure core: `parse_pods` (API pods + the kubelets' pods.json -> PodInfo), `plan_probes`,
+`render_table` (a generic glyph table: cells keyed by (row, column), styles keyed by cell
+value; issue 6's expected-vs-actual policy tables reuse it with their own styles) and
+`render_matrix`. The shell (`list_api_pods`, `run_probes`, `matrix_command`) does the I/O;
+the kubernetes client and the socket code are imported only there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from .config import LabConfig
+
+# --- pure ------------------------------------------------------------------------------------
+Column = tuple[str, str]                 # (group, sub): ("default/web-0", "80/TCP")
+
+GREEN, RED, YELLOW, MAGENTA, CYAN = "32", "31", "33", "35", "36"
+OUTCOME_STYLES: dict[str, tuple[str, str]] = {   # cell value -> (glyph, ANSI colour)
+    "connected": ("✓", GREEN),
+    "refused": ("✗", RED),
+    "timeout": ("·", YELLOW),
+    "unreachable": ("!", MAGENTA),
+    "wrong-pod": ("?", CYAN),                    # connected, but another pod answered
+}
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    key: str                             # "ns/name"
+    ip: str
+    netns: str | None                    # None: not a source (no netns known)
+    node: str
+    ports: tuple[tuple[int, str], ...]   # ((80, "TCP"), ...), as probed
+
+
+@dataclass(frozen=True)
+class Probe:
+    source: str                          # "ns/name"
+    source_netns: str
+    dest: str
+    ip: str
+    port: int
+    proto: str                           # "TCP" or "UDP"
+
+    @property
+    def column(self) -> Column:
+        return (self.dest, f"{self.port}/{self.proto}")
+
+
+def parse_ports(containers: Iterable[dict]) -> tuple[tuple[int, str], ...]:
+    """Declared containerPorts, each on its declared protocol (SCTP cannot be probed here:
+    no SCTP sockets, DESIGN.md decision 7); none declared: the workload's 8080 TCP and UDP."""
+    declared: list[tuple[int, str]] = []
+    probed: list[tuple[int, str]] = []
+    for c in containers or ():
+        for p in c.get("ports") or ():
+            if p.get("containerPort"):
+                item = (int(p["containerPort"]), (p.get("protocol") or "TCP").upper())
+                declared.append(item)
+                if item[1] in ("TCP", "UDP") and item not in probed:
+                    probed.append(item)
+    if not declared:
+        return ((8080, "TCP"), (8080, "UDP"))
+    return tuple(probed)
+
+
+def parse_pods(api_pods: Sequence[dict], running: Mapping[str, dict],
+               node_netns: Callable[[str], str]) -> tuple[list[PodInfo], list[str]]:
+    """API pod objects (JSON form) joined with the kubelets' pods.json entries ('ns/name' ->
+    {netns, ip, node}) -> (probe-able pods sorted by key, notes about the pods left out)."""
+    pods, notes = [], []
+    for obj in api_pods:
+        meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
+        key = f"{meta.get('namespace', 'default')}/{meta.get('name')}"
+        if meta.get("deletionTimestamp"):
+            notes.append(f"{key}: terminating")
+            continue
+        entry = running.get(key) or {}
+        ip = status.get("podIP") or entry.get("ip")
+        if not ip:
+            notes.append(f"{key}: no IP yet ({status.get('phase', 'Pending')})")
+            continue
+        node = spec.get("nodeName") or entry.get("node") or ""
+        ns = entry.get("netns") or (node_netns(node) if spec.get("hostNetwork") and node else None)
+        pods.append(PodInfo(key, ip, ns, node, parse_ports(spec.get("containers") or ())))
+    return sorted(pods, key=lambda p: p.key), notes
+
+
+def pods_from_running(running: Mapping[str, dict]) -> list[dict]:
+    """Without the API: pods.json entries as minimal pod objects (no ports: 8080 TCP+UDP)."""
+    out = []
+    for key, e in running.items():
+        ns, _, name = key.partition("/")
+        out.append({"metadata": {"namespace": ns, "name": name},
+                    "spec": {"nodeName": e.get("node", "")}, "status": {"podIP": e.get("ip")}})
+    return out
+
+
+def plan_probes(pods: Sequence[PodInfo]) -> list[Probe]:
+    """Every source pod (with a netns) to every destination pod, port and protocol."""
+    return [Probe(src.key, src.netns, dst.key, dst.ip, port, proto)
+            for src in pods if src.netns
+            for dst in pods
+            for port, proto in dst.ports]
+
+
+def cell_value(result: Mapping) -> str:
+    """A probe result -> its cell value: the outcome, or wrong-pod when another pod answered."""
+    if result["outcome"] == "connected" and result.get("to") and result.get("pod") != result["to"]:
+        return "wrong-pod"
+    return result["outcome"]
+
+
+def _paint(text: str, colour: str, color: bool) -> str:
+    return f"\x1b[{colour}m{text}\x1b[0m" if color and colour else text
+
+
+def render_table(rows: Sequence[str], columns: Sequence[Column], cells: Mapping[tuple[str, Column], str],
+                 styles: Mapping[str, tuple[str, str]], *, color: bool = False,
+                 corner: tuple[str, str] = ("", "")) -> list[str]:
+    """A glyph table: rows down, columns across under two header lines (group, then sub).
+
+    Consecutive columns with the same group share one group heading. A cell's value picks its
+    (glyph, colour) from `styles`; a value not there shows its first letter; a missing cell is
+    blank. Glyphs are one column wide, so the layout is plain string arithmetic.
+    """
+    label_w = max([len(r) for r in rows] + [len(c) for c in corner] + [0])
+    groups: list[tuple[str, list[Column]]] = []
+    for col in columns:
+        if groups and groups[-1][0] == col[0]:
+            groups[-1][1].append(col)
+        else:
+            groups.append((col[0], [col]))
+    widths: dict[Column, int] = {}
+    group_w: list[int] = []
+    for name, cols in groups:
+        ws = [max(len(c[1]), 1) for c in cols]
+        inner = sum(ws) + len(ws) - 1
+        for i in range(max(len(name) - inner, 0)):   # a wide group name widens its columns
+            ws[i % len(ws)] += 1
+        for c, w in zip(cols, ws):
+            widths[c] = w
+        group_w.append(sum(ws) + len(ws) - 1)
+    gap = "  "
+    head1 = corner[0].ljust(label_w) + "".join(gap + name.center(w) for (name, _), w in zip(groups, group_w))
+    head2 = corner[1].ljust(label_w) + "".join(
+        gap + " ".join(c[1].center(widths[c]) for c in cols) for _, cols in groups)
+    lines = [head1.rstrip(), head2.rstrip()]
+    for row in rows:
+        parts = []
+        for _, cols in groups:
+            cells_txt = []
+            for c in cols:
+                value = cells.get((row, c))
+                glyph, colour = styles.get(value, ((value or " ")[:1], "")) if value is not None else (" ", "")
+                w = widths[c]
+                left = (w - 1) // 2
+                cells_txt.append(" " * left + _paint(glyph, colour, color) + " " * (w - 1 - left))
+            parts.append(gap + " ".join(cells_txt))
+        lines.append((row.ljust(label_w) + "".join(parts)).rstrip())
+    return lines
+
+
+def render_legend(styles: Mapping[str, tuple[str, str]], *, color: bool = False) -> str:
+    return "legend: " + "  ".join(f"{_paint(g, c, color)} {name}" for name, (g, c) in styles.items())
+
+
+def summarize(values: Sequence[str], good: str = "connected") -> str:
+    """'42/42 connected', or '40/42 connected (2 timeout)'."""
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    line = f"{counts.get(good, 0)}/{len(values)} {good}"
+    others = [f"{n} {v}" for v, n in sorted(counts.items()) if v != good]
+    return line + (f" ({', '.join(others)})" if others else "")
+
+
+def render_matrix(pods: Sequence[PodInfo], results: Sequence[Mapping], *, color: bool = False) -> list[str]:
+    """Probe results -> the connectivity table, its legend and the summary line."""
+    namespaces = {p.key.split("/", 1)[0] for p in pods}
+    short = (lambda k: k.split("/", 1)[1]) if len(namespaces) == 1 else (lambda k: k)
+    title = f"namespace {next(iter(namespaces))}: " if len(namespaces) == 1 else ""
+    rows = [short(p.key) for p in pods if p.netns]
+    columns = [(short(p.key), f"{port}/{proto}") for p in pods for port, proto in p.ports]
+    cells = {(short(r["from"]), (short(r["to"]), f"{r['port']}/{r['proto']}")): cell_value(r) for r in results}
+    lines = [f"{title}from (rows) to pod:port/protocol (columns)", ""]
+    lines += render_table(rows, columns, cells, OUTCOME_STYLES, color=color, corner=("from \\ to", ""))
+    lines += ["", render_legend(OUTCOME_STYLES, color=color), summarize([cell_value(r) for r in results])]
+    return lines
+
+
+# --- I/O -------------------------------------------------------------------------------------
+def list_api_pods(cfg: LabConfig, timeout: float = 10.0) -> list[dict]:
+    """Every pod of the lab, from its API server, through the host kubeconfig."""
+    from kubernetes import client, config  # ~0.5 s to import: only on this path
+
+    api = config.new_client_from_config(config_file=str(cfg.kubeconfig))
+    try:
+        resp = client.CoreV1Api(api).list_pod_for_all_namespaces(_preload_content=False,
+                                                                  _request_timeout=timeout)
+        return json.loads(resp.data).get("items", [])
+    finally:
+        api.close()
+
+
+def run_probes(probes: Sequence[Probe], timeout: float, workers: int = 32,
+               progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Probe everything in parallel from a bounded thread pool; results in plan order."""
+    import concurrent.futures
+
+    from .probe import probe_once
+
+    def one(p: Probe) -> dict:
+        r = probe_once(p.source_netns, p.ip, p.port, udp=p.proto == "UDP", timeout=timeout)
+        return {"from": p.source, "to": p.dest, "port": p.port, "proto": p.proto, **r}
+
+    results: list[dict | None] = [None] * len(probes)
+    done = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(probes)))) as pool:
+        futures = {pool.submit(one, p): i for i, p in enumerate(probes)}
+        for fut in concurrent.futures.as_completed(futures):
+            i = futures[fut]
+            try:
+                results[i] = fut.result()
+            except OSError as e:               # e.g. the source netns vanished meanwhile
+                p = probes[i]
+                results[i] = {"from": p.source, "to": p.dest, "port": p.port, "proto": p.proto,
+                              "outcome": "unreachable", "pod": None, "client": None, "error": str(e)}
+            done += 1
+            if progress:
+                progress(done, len(probes))
+    return results  # type: ignore[return-value]
+
+
+def collect(cfg: LabConfig, namespaces: Sequence[str] | None = None) -> tuple[list[PodInfo], list[str]]:
+    """The lab's pods, from the API (ports) joined with pods.json (netns); pods.json alone if
+    the API cannot be reached."""
+    from .probe import read_pods
+
+    running = read_pods(cfg)
+    notes: list[str] = []
+    try:
+        api_pods = list_api_pods(cfg)
+    except Exception as e:  # noqa: BLE001 - any failure of the API path falls back the same way
+        notes.append(f"API not reachable ({type(e).__name__}): pods from pods.json, ports 8080")
+        api_pods = pods_from_running(running)
+    if namespaces:
+        api_pods = [p for p in api_pods if p.get("metadata", {}).get("namespace") in namespaces]
+    pods, more = parse_pods(api_pods, running, cfg.node_netns)
+    return pods, notes + more
+
+
+def matrix_command(name: str, *, as_json: bool = False, timeout: float = 1.0,
+                   namespaces: Sequence[str] | None = None) -> int:
+    import time
+
+    cfg = LabConfig(name=name)
+    if not cfg.state_dir.exists():
+        print(f"kubeweft lab matrix: lab {name} is not up ({cfg.state_dir} missing)", file=sys.stderr)
+        return 2
+    pods, notes = collect(cfg, namespaces)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    probes = plan_probes(pods)
+    if not probes:
+        print("kubeweft lab matrix: no running pods to probe", file=sys.stderr)
+        return 1
+    tty = sys.stderr.isatty()
+    start = time.monotonic()
+    print(f"probing {len(probes)} (pod, pod, port) pairs from {len({p.source for p in probes})} pods, "
+          f"timeout {timeout:g} s ...", file=sys.stderr, end="\r" if tty else "\n", flush=True)
+
+    def progress(done: int, total: int) -> None:
+        if tty:
+            print(f"probing ... {done}/{total}    ", file=sys.stderr, end="\r", flush=True)
+
+    results = run_probes(probes, timeout, progress=progress)
+    print(f"probed {len(results)} pairs in {time.monotonic() - start:.1f} s" + " " * 10, file=sys.stderr)
+    ok = all(cell_value(r) == "connected" for r in results)
+    if as_json:
+        print(json.dumps({"pods": [asdict(p) for p in pods], "results": results}, indent=1))
+    else:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print("\n".join(render_matrix(pods, results, color=color)))
+    return 0 if ok else 1
