@@ -403,3 +403,32 @@ def render_result(version: str, interfaces: list[dict], ips: list[dict], routes:
 
 def render_json(doc: dict) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def diff_check(prev: dict, netns: str, ifname: str, observed: dict) -> list[str]:
+    """CHECK's comparison: what prevResult says about our pod interface that the live state does
+    not show. `observed` is {"mac", "addresses": ["10.0.0.5/24"], "routes": [{"dst", "gw"}]}.
+    Routes only need to be present: a later chained plugin may add its own."""
+    problems = []
+    ifaces = prev.get("interfaces") or []
+    idx = next((i for i, itf in enumerate(ifaces)
+                if itf.get("name") == ifname and itf.get("sandbox") in (None, "", netns)), None)
+    if idx is None:
+        return [f"prevResult has no interface {ifname!r} in sandbox {netns!r}"]
+    want_mac = (ifaces[idx].get("mac") or "").lower()
+    if want_mac and want_mac != (observed.get("mac") or "").lower():
+        problems.append(f"{ifname}: mac is {observed.get('mac')}, expected {want_mac}")
+    have = set(observed.get("addresses") or [])
+    for ip in prev.get("ips") or []:
+        if ip.get("interface") == idx and ip["address"] not in have:
+            problems.append(f"{ifname}: address {ip['address']} missing (has {sorted(have)})")
+    live_routes = {(_canon_dst(r.get("dst")), r.get("gw") or "") for r in observed.get("routes") or []}
+    for r in prev.get("routes") or []:
+        dst, gw = _canon_dst(r.get("dst")), r.get("gw") or ""
+        if not any(d == dst and (not gw or g == gw) for d, g in live_routes):
+            problems.append(f"route {r.get('dst')} via {r.get('gw') or '-'} missing")
+    return problems
+
+
+def _canon_dst(dst) -> str:
+    return "0.0.0.0/0" if dst in (None, "", "default") else str(dst)

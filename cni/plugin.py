@@ -1,0 +1,318 @@
+"""The CNI plugin's work, inside the node agent: ADD, DEL, CHECK, STATUS and GC over IPAM and the
+pod datapath. The shim forwards the runtime's call unchanged (environment and stdin); `handle`
+parses it with cni.spec, acts, and answers with the result bytes or raises CniError.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Mapping
+
+from . import datapath, ipam, spec
+from .errors import (
+    DATAPATH_FAILURE,
+    INTERNAL,
+    INVALID_NETWORK_CONFIG,
+    PLUGIN_NOT_AVAILABLE,
+    PLUGIN_NOT_AVAILABLE_RESOURCES,
+    TRY_AGAIN_LATER,
+    UNKNOWN_CONTAINER,
+    CHECK_MISMATCH,
+    CniError,
+)
+from .shim import AGENT_STATE
+
+log = logging.getLogger("kubeweft.cni")
+
+VXLAN_OVERHEAD = 50
+
+
+def _optional(name: str):
+    """The datapath engineer's optional modules (nftables hostports, tc bandwidth)."""
+    try:
+        return __import__(f"cni.{name}", fromlist=[name])
+    except ImportError:
+        return None
+
+
+class CniPlugin:
+    """One node's CNI state: the pod CIDR, the IPAM stores, the bridges made so far."""
+
+    def __init__(self, pod_cidr: str | None, data_dir: Path, bridge: str = spec.DEFAULT_BRIDGE,
+                 mtu: int | None = None, cluster_cidr: str | None = None) -> None:
+        self.pod_cidr = pod_cidr
+        self.data_dir = Path(data_dir)
+        self.bridge_name = bridge
+        self.mtu = mtu or (datapath.underlay_mtu() - VXLAN_OVERHEAD)
+        self.cluster_cidr = cluster_cidr
+        self._nft = _optional("nft")
+        self._bandwidth = _optional("bandwidth")
+        self._lock = threading.Lock()
+        self._bridge_lock = threading.Lock()
+        self._allocators: dict[Path, ipam.Allocator] = {}
+        self._bridges: dict[str, object] = {}
+        self._inflight: set[tuple[str, str]] = set()   # ADDs under way: GC must not free them
+        self.bandwidth_requests: dict[str, dict] = {}  # recorded when cni.bandwidth is absent
+
+    # --- the agent's start -------------------------------------------------------------------
+    def start(self) -> None:
+        """Bridge, masquerade, and a store that matches the veths that exist (crash recovery)."""
+        if self.pod_cidr is None:
+            return
+        alloc = self.allocator(None)
+        self.bridge(self.bridge_name)
+        if self.cluster_cidr and self._nft is not None:
+            self._nft.ensure_masquerade(self.cluster_cidr)
+        freed, removed = self.reconcile()
+        if freed or removed:
+            log.info("reconcile: freed %s, removed orphan veths %s", freed, removed)
+        self._write_state(alloc)
+
+    def reconcile(self) -> tuple[list, list]:
+        """Keep a reservation only if its host veth exists; remove host veths nobody reserved."""
+        alloc = self.allocator(None)
+        veths = datapath.list_host_veths(self.bridge_name)
+        held = alloc.reservations()
+        live = {k for k in held if datapath.host_veth_name(*k) in veths}
+        freed = alloc.reconcile(live)
+        wanted = {datapath.host_veth_name(*k) for k in live}
+        orphans = sorted(veths - wanted)
+        for veth in orphans:
+            datapath.unwire_pod(None, "", veth)
+        return freed, orphans
+
+    def _write_state(self, alloc: ipam.Allocator) -> None:
+        """What the shim's in-process DEL needs to find the store when the agent is down."""
+        tmp = alloc.dir / f".{AGENT_STATE}.tmp"
+        tmp.write_text(json.dumps({"podCIDR": str(alloc.subnet), "gateway": str(alloc.gateway),
+                                   "bridge": self.bridge_name, "pid": os.getpid()}))
+        os.replace(tmp, alloc.dir / AGENT_STATE)
+
+    # --- shared state ------------------------------------------------------------------------
+    def allocator(self, conf: spec.NetConf | None) -> ipam.Allocator:
+        if self.pod_cidr is None:
+            raise CniError(TRY_AGAIN_LATER, "Try again later", "the node's podCIDR is not known yet")
+        path = Path(conf.data_dir) if conf and conf.data_dir else self.data_dir
+        with self._lock:
+            alloc = self._allocators.get(path)
+            if alloc is None:
+                alloc = self._allocators[path] = ipam.Allocator(path, self.pod_cidr)
+                if path != self.data_dir:
+                    self._write_state(alloc)
+            return alloc
+
+    def bridge(self, name: str):
+        info = self._bridges.get(name)
+        if info is None:
+            with self._bridge_lock:
+                info = self._bridges.get(name)
+                if info is None:
+                    if self.pod_cidr is None:
+                        raise CniError(TRY_AGAIN_LATER, "Try again later", "podCIDR not known yet")
+                    _, gateway = ipam.parse_subnet(self.pod_cidr, None)
+                    info = self._bridges[name] = datapath.ensure_bridge(name, gateway, self.mtu)
+        return info
+
+    # --- the entry point ---------------------------------------------------------------------
+    def handle(self, environ: Mapping[str, str], config: bytes) -> bytes:
+        inv = spec.parse_env(environ)
+        conf = spec.parse_config(config, inv.command)
+        try:
+            if inv.command == "ADD":
+                return spec.render_json(self.add(inv, conf))
+            if inv.command == "DEL":
+                self.delete(inv, conf)
+            elif inv.command == "CHECK":
+                self.check(inv, conf)
+            elif inv.command == "STATUS":
+                self.status(conf)
+            elif inv.command == "GC":
+                self.gc(conf)
+            elif inv.command == "VERSION":
+                return spec.render_json(spec.render_version_info(conf.cni_version))
+            return b""
+        except CniError:
+            raise
+        except Exception as e:
+            log.exception("%s %s failed", inv.command, inv.container_id)
+            raise CniError(INTERNAL, f"{inv.command} failed", repr(e)) from e
+
+    # --- ADD ---------------------------------------------------------------------------------
+    def add(self, inv: spec.Invocation, conf: spec.NetConf) -> dict:
+        key = (inv.container_id, inv.ifname)
+        requested = (conf.ips or [None])[0] or inv.args.get("IP") or None
+        mac = conf.mac or spec.parse_mac(inv.args.get("MAC"))
+        mappings = conf.port_mappings
+        bandwidth = conf.bandwidth
+        mtu = conf.mtu or self.mtu
+        alloc = self.allocator(conf)
+        with self._lock:
+            self._inflight.add(key)
+        wiring = None
+        hostports = False
+        # A reservation that exists already belongs to an earlier ADD of this key: a failure
+        # now must not free it (the runtime's DEL will).
+        reserved_here = alloc.lookup(*key) is None
+        try:
+            address = alloc.reserve(inv.container_id, inv.ifname, requested)
+            bridge = self.bridge(conf.bridge)
+            wiring = datapath.wire_pod(inv.netns, inv.ifname, address, alloc.gateway, bridge.name,
+                                       mtu, datapath.host_veth_name(*key), mac=mac)
+            if mappings:
+                if self._nft is None:
+                    raise CniError(DATAPATH_FAILURE, "portMappings not available",
+                                   "cni.nft (hostport nftables) is not installed")
+                hostports = True
+                self._nft.set_hostports(inv.container_id, [_mapping_dict(m) for m in mappings],
+                                        str(address.ip))
+            if bandwidth:
+                self._apply_bandwidth(inv, wiring, bandwidth)
+        except BaseException as e:
+            self._rollback(inv, alloc, wiring, hostports, reserved_here)
+            if isinstance(e, CniError):
+                raise
+            if isinstance(e, Exception):
+                log.exception("ADD %s failed", inv.container_id)
+                raise CniError(DATAPATH_FAILURE, "ADD failed", repr(e)) from e
+            raise
+        finally:
+            with self._lock:
+                self._inflight.discard(key)
+        gw = str(alloc.gateway.ip)
+        interfaces = [
+            {"name": bridge.name, "mac": bridge.mac},
+            {"name": wiring.host_veth, "mac": wiring.host_mac},
+            {"name": wiring.pod_ifname, "mac": wiring.pod_mac, "mtu": mtu,
+             "sandbox": wiring.sandbox or inv.netns},
+        ]
+        ips = [{"address": str(address), "gateway": gw, "interface": 2}]
+        routes = [{"dst": "0.0.0.0/0", "gw": gw}]
+        log.info("ADD %s/%s %s -> %s on %s", inv.container_id, inv.ifname,
+                 inv.k8s_pod.get("K8S_POD_NAME", ""), address, wiring.host_veth)
+        return spec.render_result(conf.cni_version, interfaces, ips, routes, {}, conf.prev_result)
+
+    def _rollback(self, inv, alloc, wiring, hostports: bool, reserved_here: bool) -> None:
+        steps = []
+        if hostports:
+            steps.append(lambda: self._nft.clear_hostports(inv.container_id))
+        if wiring is not None:
+            steps.append(lambda: datapath.unwire_pod(inv.netns, inv.ifname, wiring.host_veth))
+        if reserved_here:
+            steps.append(lambda: alloc.release(inv.container_id, inv.ifname))
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("rollback of ADD %s: a step failed", inv.container_id)
+
+    def _apply_bandwidth(self, inv: spec.Invocation, wiring, bandwidth: dict) -> None:
+        if self._bandwidth is not None and hasattr(self._bandwidth, "apply_bandwidth"):
+            self._bandwidth.apply_bandwidth(inv.netns, wiring.pod_ifname, wiring.host_veth, bandwidth)
+        else:
+            # No shaping code yet: accept and record (chain the reference bandwidth plugin to
+            # enforce it meanwhile).
+            self.bandwidth_requests[inv.container_id] = bandwidth
+            log.info("bandwidth for %s recorded, not enforced: %s", inv.container_id, bandwidth)
+
+    # --- DEL ---------------------------------------------------------------------------------
+    def delete(self, inv: spec.Invocation, conf: spec.NetConf) -> None:
+        """Idempotent: an unknown container, a missing netns, a second DEL all succeed. The veth
+        goes first, so that an address is never free while an interface still carries it."""
+        host_veth = datapath.host_veth_name(inv.container_id, inv.ifname)
+        netns = inv.netns if inv.netns and os.path.exists(inv.netns) else None
+        try:
+            datapath.unwire_pod(netns, inv.ifname, host_veth)
+        except CniError:
+            raise
+        except Exception as e:
+            raise CniError(DATAPATH_FAILURE, "DEL could not remove the pod's veth", repr(e)) from e
+        if self._nft is not None:
+            self._nft.clear_hostports(inv.container_id)
+        self.bandwidth_requests.pop(inv.container_id, None)
+        if self.pod_cidr is not None:
+            freed = self.allocator(conf).release(inv.container_id, inv.ifname)
+            log.info("DEL %s/%s freed %s", inv.container_id, inv.ifname, [str(a) for a in freed or []])
+
+    # --- CHECK -------------------------------------------------------------------------------
+    def check(self, inv: spec.Invocation, conf: spec.NetConf) -> None:
+        if conf.prev_result is None:
+            raise CniError(INVALID_NETWORK_CONFIG, "Invalid network config", "CHECK needs prevResult")
+        held = self.allocator(conf).lookup(inv.container_id, inv.ifname)
+        if held is None:
+            raise CniError(UNKNOWN_CONTAINER, "Container unknown or does not exist",
+                           f"no address reserved for {inv.container_id}/{inv.ifname}")
+        if not os.path.exists(inv.netns):
+            raise CniError(UNKNOWN_CONTAINER, "Container unknown or does not exist",
+                           f"netns {inv.netns} does not exist")
+        try:
+            observed = _observed(datapath.inspect_pod(inv.netns, inv.ifname))
+        except CniError:
+            raise
+        except Exception as e:
+            raise CniError(UNKNOWN_CONTAINER, "Container unknown or does not exist",
+                           f"cannot inspect {inv.ifname} in {inv.netns}: {e!r}") from e
+        if observed is None:
+            raise CniError(UNKNOWN_CONTAINER, "Container unknown or does not exist",
+                           f"no interface {inv.ifname} in {inv.netns}")
+        problems = spec.diff_check(conf.prev_result, inv.netns, inv.ifname, observed)
+        if str(held) not in {ip["address"] for ip in conf.prev_result.get("ips") or []}:
+            problems.append(f"IPAM holds {held}, which prevResult does not list")
+        host_veth = datapath.host_veth_name(inv.container_id, inv.ifname)
+        if host_veth not in datapath.list_host_veths(conf.bridge):
+            problems.append(f"host veth {host_veth} is not on bridge {conf.bridge}")
+        if problems:
+            raise CniError(CHECK_MISMATCH, "CHECK failed", "; ".join(problems))
+
+    # --- STATUS ------------------------------------------------------------------------------
+    def status(self, conf: spec.NetConf) -> None:
+        if self.pod_cidr is None:
+            raise CniError(PLUGIN_NOT_AVAILABLE, "Plugin not available", "the node's podCIDR is not known yet")
+        if self.allocator(conf).free_count() <= 0:
+            raise CniError(PLUGIN_NOT_AVAILABLE_RESOURCES, "Plugin not available due to limited resources",
+                           f"no addresses left in {self.pod_cidr}")
+
+    # --- GC ----------------------------------------------------------------------------------
+    def gc(self, conf: spec.NetConf) -> dict:
+        """Free every reservation and remove every host veth not in the valid attachments."""
+        valid = spec.parse_valid_attachments(conf)
+        with self._lock:
+            keep = valid | self._inflight
+        freed = self.allocator(conf).gc(keep)
+        wanted = {datapath.host_veth_name(*k) for k in keep}
+        removed = sorted(datapath.list_host_veths(conf.bridge) - wanted)
+        for veth in removed:
+            datapath.unwire_pod(None, "", veth)
+        live_ids = {cid for cid, _ in keep}
+        if self._nft is not None:
+            for (cid, _), _addr in freed:
+                if cid not in live_ids:
+                    self._nft.clear_hostports(cid)
+        log.info("GC: kept %d, freed %s, removed veths %s", len(keep),
+                 [str(a) for _, a in freed], removed)
+        return {"freed": [str(a) for _, a in freed], "removed": removed}
+
+
+def _mapping_dict(m: spec.PortMapping) -> dict:
+    d = {"hostPort": m.host_port, "containerPort": m.container_port, "protocol": m.protocol}
+    if m.host_ip:
+        d["hostIP"] = m.host_ip
+    return d
+
+
+def _observed(obs) -> dict | None:
+    """datapath.inspect_pod's answer as diff_check wants it (dict or object)."""
+    if obs is None:
+        return None
+    get = obs.get if isinstance(obs, dict) else (lambda k, d=None: getattr(obs, k, d))
+    routes = []
+    for r in get("routes", None) or []:
+        if isinstance(r, (tuple, list)):          # cni.datapath: (dst network, gateway or None)
+            dst, gw = r[0], r[1]
+        else:
+            dst, gw = (r.get("dst"), r.get("gw")) if isinstance(r, dict) else (r.dst, r.gw)
+        routes.append({"dst": str(dst or "0.0.0.0/0"), "gw": str(gw or "")})
+    return {"mac": get("mac", ""), "addresses": [str(a) for a in get("addresses", None) or []],
+            "routes": routes, "mtu": get("mtu", None)}

@@ -1,0 +1,176 @@
+"""`kubeweft agent`: the node agent. For now it serves the CNI over gRPC on a unix socket; later
+issues grow it into the service proxy.
+
+    kubeweft agent --kubeconfig PATH --node-name NAME --socket PATH --state-dir DIR
+                   [--cluster-cidr C] [--pod-cidr C] [--data-dir D] [--bridge kw0] [--mtu N]
+
+In a cluster: no --kubeconfig (in-cluster config) and NODE_NAME from the environment. The node's
+podCIDR comes from the API (waited for, bounded), or from --pod-cidr for scratch tests.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+log = logging.getLogger("kubeweft.agent")
+
+DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
+DEFAULT_STATE_DIR = "/var/lib/kubeweft"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubeweft agent", description="the kubeweft node agent")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
+                   help="kubeconfig file (default: in-cluster config)")
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node (default $NODE_NAME)")
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help="the CNI gRPC unix socket")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    p.add_argument("--data-dir", default=None, help="IPAM store (default STATE_DIR/cni/data)")
+    p.add_argument("--cluster-cidr", default=os.environ.get("CLUSTER_CIDR") or None,
+                   help="pod traffic leaving this CIDR is masqueraded")
+    p.add_argument("--pod-cidr", default=None, help="skip the API lookup of the node's podCIDR")
+    p.add_argument("--pod-cidr-timeout", type=float, default=120.0)
+    p.add_argument("--bridge", default="kw0")
+    p.add_argument("--mtu", type=int, default=None, help="pod MTU (default: underlay MTU - 50)")
+    p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
+    p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
+    return p
+
+
+def wait_pod_cidr(kubeconfig: str | None, node: str, timeout: float) -> str:
+    """The Node's spec.podCIDR, read with the real kubernetes client, waiting until it is set."""
+    from kubernetes import client, config
+
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+    api = client.CoreV1Api()
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            obj = api.read_node(node, _request_timeout=5)
+            cidr = obj.spec.pod_cidr if obj.spec else None
+            if cidr:
+                return cidr
+            last = "spec.podCIDR is empty"
+        except Exception as e:  # the API may not be up yet, or the Node not registered
+            last = f"{type(e).__name__}: {str(e)[:200]}"
+        if time.monotonic() > deadline:
+            raise SystemExit(f"kubeweft agent: no podCIDR for node {node!r} after {timeout:.0f}s ({last})")
+        log.info("waiting for the podCIDR of node %s (%s)", node, last)
+        time.sleep(1.0)
+
+
+def prepare_socket(path: Path) -> None:
+    """Parent dir (0700), and a stale socket replaced, unless a live agent answers on it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            path.unlink()          # nobody listens: stale
+        else:
+            raise SystemExit(f"kubeweft agent: another agent is serving on {path}")
+        finally:
+            s.close()
+
+
+class CniServicer:
+    """The Cni gRPC service: each call goes to CniPlugin.handle with the runtime's environment."""
+
+    def __init__(self, plugin) -> None:
+        self.plugin = plugin
+
+    def _call(self, request, context):
+        from cni import spec
+        from cni.errors import INTERNAL, CniError
+        from proto import kubeweft_pb2
+
+        inv = spec.Invocation(command=request.command, container_id=request.container_id,
+                              netns=request.netns, ifname=request.ifname, raw_args=request.args,
+                              path=tuple(p for p in request.path.split(":") if p))
+        t0 = time.monotonic()
+        try:
+            result = self.plugin.handle(spec.render_env(inv), request.config)
+            resp = kubeweft_pb2.CniResponse(result=result)
+        except CniError as e:
+            log.info("%s %s: error %d %s", request.command, request.container_id, e.code, e)
+            resp = kubeweft_pb2.CniResponse(
+                error=kubeweft_pb2.CniError(code=e.code, msg=e.msg, details=e.details))
+        except Exception as e:
+            log.exception("%s %s", request.command, request.container_id)
+            resp = kubeweft_pb2.CniResponse(
+                error=kubeweft_pb2.CniError(code=INTERNAL, msg="internal error", details=repr(e)))
+        log.debug("%s %s took %.1f ms", request.command, request.container_id,
+                  (time.monotonic() - t0) * 1000)
+        return resp
+
+    Add = Del = Check = Status = GC = _call
+
+
+def serve(plugin, sock: Path, workers: int = 8):
+    import grpc
+
+    from proto import kubeweft_pb2_grpc
+
+    prepare_socket(sock)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cni"))
+    kubeweft_pb2_grpc.add_CniServicer_to_server(CniServicer(plugin), server)
+    old = os.umask(0o177)          # the socket is born 0600: root only
+    try:
+        server.add_insecure_port(f"unix:{sock}")
+        server.start()
+    finally:
+        os.umask(old)
+    os.chmod(sock, 0o600)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.pod_cidr and not args.node_name:
+        print("kubeweft agent: --node-name (or $NODE_NAME) is required without --pod-cidr", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    pod_cidr = args.pod_cidr or wait_pod_cidr(args.kubeconfig, args.node_name, args.pod_cidr_timeout)
+    state_dir = Path(args.state_dir)
+    data_dir = Path(args.data_dir) if args.data_dir else state_dir / "cni" / "data"
+
+    from cni.plugin import CniPlugin
+
+    plugin = CniPlugin(pod_cidr, data_dir, bridge=args.bridge, mtu=args.mtu, cluster_cidr=args.cluster_cidr)
+    plugin.start()
+    sock = Path(args.socket)
+    server = serve(plugin, sock, args.workers)
+    log.info("serving CNI on %s: node %s podCIDR %s bridge %s mtu %d data %s",
+             sock, args.node_name or "-", pod_cidr, args.bridge, plugin.mtu, data_dir)
+    while not stop.wait(1.0):
+        pass
+    log.info("stopping")
+    server.stop(grace=3).wait(5)
+    try:
+        sock.unlink()
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
