@@ -8,11 +8,12 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from . import datapath, ipam, spec
 from .errors import (
+    CHECK_MISMATCH,
     DATAPATH_FAILURE,
     INTERNAL,
     INVALID_NETWORK_CONFIG,
@@ -20,7 +21,6 @@ from .errors import (
     PLUGIN_NOT_AVAILABLE_RESOURCES,
     TRY_AGAIN_LATER,
     UNKNOWN_CONTAINER,
-    CHECK_MISMATCH,
     CniError,
 )
 from .shim import AGENT_STATE

@@ -58,7 +58,7 @@ def main() -> int:
             f"error {e.code}: {e}")
         _emit(e.to_dict(version))
         return 1
-    except Exception as e:  # never a traceback on stdout: the runtime parses it
+    except Exception as e:  # noqa: BLE001 - never a traceback on stdout: the runtime parses it
         log(f"internal error: {e!r}")
         _emit(CniError(100, "internal error", repr(e)).to_dict(version))
         return 1
@@ -132,7 +132,7 @@ def delete_in_process(inv: spec.Invocation, conf: spec.NetConf) -> None:
     for name, step in steps:
         try:
             step()
-        except Exception as e:  # best-effort: log and go on
+        except Exception as e:  # noqa: BLE001 - best-effort: log and go on
             log(f"DEL {inv.container_id} in-process {name} failed: {e!r}")
     log(f"DEL {inv.container_id}/{inv.ifname} done in-process")
 

@@ -63,7 +63,7 @@ def wait_pod_cidr(kubeconfig: str | None, node: str, timeout: float) -> str:
             if cidr:
                 return cidr
             last = "spec.podCIDR is empty"
-        except Exception as e:  # the API may not be up yet, or the Node not registered
+        except Exception as e:  # noqa: BLE001 - the API may be down, or the Node not registered yet
             last = f"{type(e).__name__}: {str(e)[:200]}"
         if time.monotonic() > deadline:
             raise SystemExit(f"kubeweft agent: no podCIDR for node {node!r} after {timeout:.0f}s ({last})")
