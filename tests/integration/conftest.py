@@ -1,0 +1,278 @@
+"""Shared fixtures of every integration test (root, network namespaces, the real kernel).
+
+What you get here:
+
+- The whole suite is skipped (with the reason) when not run as root.
+- `rootns_guard` (session, autouse): snapshots the ROOT network namespace before the session
+  (links and their state, addresses, routes of all tables, ip rules, net.* sysctls, the
+  nftables ruleset, the /run/netns entries not made by tests) and fails the session's last
+  test teardown if any of it changed. Counters and timers are ignored.
+- `lab2` (session): ONE running 2-node lab, `--cni reference`, built through the real CLI
+  (`kubeweft lab up`) and always removed (`kubeweft lab down`) at the end. It is a `Lab`:
+      lab.name, lab.cfg (lab.config.LabConfig), lab.kubeconfig (Path), lab.kubectl_path (str)
+      lab.kubectl(*args, input=None, check=True, timeout=60) -> CompletedProcess (text)
+      lab.client() -> kubernetes.client.ApiClient          (close it, or use `with`)
+      lab.status() -> dict                                 (`kubeweft lab status --json`)
+      lab.cli(*args, check=True, timeout=60) -> CompletedProcess of `kubeweft lab --name N ...`
+      lab.run_in(netns, argv, timeout=30) -> CompletedProcess (argv inside that netns, text)
+  Share it politely: clean up the pods/services you create (use your own k8s namespace).
+  If lab.apiserver or lab.kubelet do not exist yet, tests using lab2 are skipped.
+- `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120) -> Lab` brings up a
+  fresh lab of your own with a unique name; every lab it made is downed after the test.
+  `fresh_lab(...)` is the same as a context manager, for module-scoped fixtures.
+
+Snapshot helpers for tests of the guard itself: `snapshot_netns(name_or_None)`,
+`diff_snapshots(before, after) -> list[str]`.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lab import netns as lab_netns
+from lab.config import LabConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+KUBEWEFT = str(VENV_BIN / "kubeweft")
+KUBECTL = str(VENV_BIN / "kubectl")
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="integration tests need root (network namespaces)")
+        for item in items:
+            if HERE in Path(str(item.fspath)).resolve().parents:
+                item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    if os.geteuid() != 0:
+        return "kubeweft: not root, integration tests skipped"
+    return None
+
+
+# --- root netns snapshot ----------------------------------------------------------------------
+
+# Entries under /run/netns made by tests (engineers' scratch prefixes h1.., labs t<digits>..):
+# other test runs may add and remove them at any time, so the guard ignores them.
+TEST_NETNS = re.compile(r"^(h\d|t\d)")
+# sysctls that move by themselves
+VOLATILE_SYSCTL = re.compile(r"(nf_conntrack_count|\.stable_secret$)")
+# per-route/address fields that move by themselves (RA lifetimes, cached PMTU)
+VOLATILE_KEYS = {"expires", "valid_life_time", "preferred_life_time", "stats", "stats64", "cache"}
+NFT_VOLATILE = re.compile(r"\s+(expires|timeout) \S+|\s+counter packets \d+ bytes \d+")
+
+_session_lab_names: set[str] = set()   # labs made by this session: none may outlive it
+
+
+def _run(argv: list[str], inside: str | None) -> str:
+    kw = {"capture_output": True, "text": True, "timeout": 30}
+    proc = lab_netns.run(inside, argv, check=False, **kw) if inside else \
+        subprocess.run(argv, check=False, **kw)
+    return proc.stdout
+
+
+def _json(argv: list[str], inside: str | None) -> list:
+    out = _run(argv, inside).strip()
+    return json.loads(out) if out else []
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items() if k not in VOLATILE_KEYS}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _keyed(items: list) -> set[str]:
+    return {json.dumps(_clean(i), sort_keys=True) for i in items}
+
+
+def snapshot_netns(inside: str | None = None) -> dict[str, object]:
+    """What the guard compares, for the root netns (None) or a named one (tests of the guard)."""
+    links = {}
+    for link in _json(["ip", "-j", "link", "show"], inside):
+        links[link["ifname"]] = json.dumps(
+            {k: link.get(k) for k in ("ifindex", "flags", "mtu", "qdisc", "operstate", "address",
+                                      "master", "link_type", "link_netnsid")}, sort_keys=True)
+    addrs = set()
+    for link in _json(["ip", "-j", "addr", "show"], inside):
+        for a in link.get("addr_info", []):
+            addrs.add(f"{link['ifname']} {a.get('family')} {a.get('local')}/{a.get('prefixlen')} "
+                      f"scope {a.get('scope')}")
+    routes = _keyed(_json(["ip", "-j", "-4", "route", "show", "table", "all"], inside)) | \
+        _keyed(_json(["ip", "-j", "-6", "route", "show", "table", "all"], inside))
+    rules = _keyed(_json(["ip", "-j", "-4", "rule", "show"], inside)) | \
+        _keyed(_json(["ip", "-j", "-6", "rule", "show"], inside))
+    sysctls = {}
+    for line in _run(["sysctl", "-a"], inside).splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep and key.startswith("net.") and not VOLATILE_SYSCTL.search(key):
+            sysctls[key] = value
+    nft = NFT_VOLATILE.sub("", _run(["nft", "-s", "list", "ruleset"], inside)).strip()
+    snap: dict[str, object] = {"links": links, "addresses": addrs, "routes": routes,
+                               "rules": rules, "sysctls": sysctls, "nftables": nft}
+    if inside is None:
+        snap["netns"] = {n for n in os.listdir(lab_netns.NETNS_DIR) if not TEST_NETNS.match(n)} \
+            if lab_netns.NETNS_DIR.exists() else set()
+    return snap
+
+
+def diff_snapshots(before: dict, after: dict) -> list[str]:
+    """Human-readable differences, one line each; [] when nothing changed.
+    sysctls: a changed or vanished key counts; a new key (a module loaded somewhere) does not,
+    since a new link in the netns is caught by "links" already."""
+    out = []
+    for what in ("links",):
+        b, a = before[what], after[what]
+        out += [f"link removed: {k}" for k in sorted(b.keys() - a.keys())]
+        out += [f"link added: {k}" for k in sorted(a.keys() - b.keys())]
+        out += [f"link changed: {k}: {b[k]} -> {a[k]}" for k in sorted(b.keys() & a.keys()) if b[k] != a[k]]
+    for what in ("addresses", "routes", "rules"):
+        out += [f"{what} removed: {x}" for x in sorted(before[what] - after[what])]
+        out += [f"{what} added: {x}" for x in sorted(after[what] - before[what])]
+    b, a = before["sysctls"], after["sysctls"]
+    out += [f"sysctl changed: {k}: {b[k]} -> {a.get(k, '(gone)')}" for k in sorted(b) if a.get(k) != b[k]]
+    if before["nftables"] != after["nftables"]:
+        out.append(f"nftables ruleset changed:\n--- before\n{before['nftables']}\n--- after\n"
+                   f"{after['nftables']}")
+    if "netns" in before:
+        out += [f"netns removed: {n}" for n in sorted(before["netns"] - after["netns"])]
+    return out
+
+
+def _left_over_lab_netns() -> list[str]:
+    if not lab_netns.NETNS_DIR.exists():
+        return []
+    left = sorted(n for n in os.listdir(lab_netns.NETNS_DIR)
+                  if any(n.startswith(f"{lab}-") for lab in _session_lab_names))
+    return left + [str(LabConfig(name=lab).state_dir) for lab in sorted(_session_lab_names)
+                   if LabConfig(name=lab).state_dir.exists()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rootns_guard():
+    if os.geteuid() != 0:
+        yield
+        return
+    before = snapshot_netns(None)
+    yield
+    after = snapshot_netns(None)
+    problems = diff_snapshots(before, after)
+    problems += [f"left behind by a lab of this session: {n}" for n in _left_over_lab_netns()]
+    assert not problems, "the root network namespace changed during the tests:\n" + "\n".join(problems)
+
+
+# --- labs ---------------------------------------------------------------------------------------
+
+@dataclass
+class Lab:
+    name: str
+    cfg: LabConfig
+    kubeconfig: Path
+    kubectl_path: str = KUBECTL
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run([KUBEWEFT, "lab", "--name", self.name, *args], capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubeweft lab {' '.join(args)} -> {proc.returncode}\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        proc = subprocess.run([self.kubectl_path, *args], input=input, capture_output=True, text=True,
+                              timeout=timeout, env=env, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def client(self):
+        from kubernetes import config as k8s_config
+        return k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def run_in(self, netns_name: str, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+        return lab_netns.run(netns_name, argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def lab_parts_missing() -> str | None:
+    """Why a full lab cannot come up yet (a piece not written yet), or None."""
+    for mod in ("lab.apiserver.__main__", "lab.kubelet.__main__"):
+        try:
+            if importlib.util.find_spec(mod) is None:
+                return f"{mod} does not exist yet"
+        except ModuleNotFoundError:
+            return f"{mod} does not exist yet"
+    return None
+
+
+_counter = itertools.count(1)
+
+
+def unique_lab_name(prefix: str = "t") -> str:
+    return f"{prefix}{os.getpid()}x{next(_counter)}"
+
+
+def down_lab(name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([KUBEWEFT, "lab", "--name", name, "down"], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+@contextlib.contextmanager
+def fresh_lab(name: str | None = None, nodes: int = 2, cni: str = "reference",
+              timeout: float = 120) -> Iterator[Lab]:
+    """Bring up a lab through the real CLI, yield it, always bring it down."""
+    missing = lab_parts_missing()
+    if missing:
+        pytest.skip(f"no lab yet: {missing}")
+    name = name or unique_lab_name()
+    _session_lab_names.add(name)
+    try:
+        proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "up", "--nodes", str(nodes),
+                               "--cni", cni, "--timeout", str(timeout)],
+                              capture_output=True, text=True, timeout=timeout + 60, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"kubeweft lab up ({name}) failed: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        cfg = LabConfig(name=name, nodes=nodes, cni=cni)
+        yield Lab(name=name, cfg=cfg, kubeconfig=cfg.kubeconfig)
+    finally:
+        down = down_lab(name)
+        if down.returncode != 0:
+            print(f"kubeweft lab down ({name}): {down.stdout}{down.stderr}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def lab2() -> Iterator[Lab]:
+    with fresh_lab(f"t{os.getpid()}", nodes=2, cni="reference", timeout=120) as lab:
+        yield lab
+
+
+@pytest.fixture
+def lab_factory():
+    stack = contextlib.ExitStack()
+
+    def make(nodes: int = 2, cni: str = "reference", timeout: float = 120, prefix: str = "t") -> Lab:
+        return stack.enter_context(fresh_lab(unique_lab_name(prefix), nodes=nodes, cni=cni,
+                                             timeout=timeout))
+    with stack:
+        yield make
