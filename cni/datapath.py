@@ -1,0 +1,334 @@
+"""The pod datapath: the node bridge, a veth pair per pod, the pod's address and routes (pyroute2).
+
+Runs in the node's network namespace (the agent's, or the shim's on the DEL fallback path): the
+"node" side of every call is the calling thread's current netns. The pod side is reached through
+a netlink socket opened inside the sandbox's netns on a throwaway thread (setns moves only that
+thread), which costs well under a millisecond, where pyroute2's own netns= support forks a
+helper process. No process is ever spawned here.
+
+Layout of a wired pod:
+
+    node netns:  bridge kw0 (gateway/prefix, up, MTU)  <-port, hairpin->  kw<12 hex> (host veth)
+    pod netns:   lo up; <ifname> (the veth peer, created straight in the sandbox), address,
+                 default route via the gateway
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import ipaddress
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from cni.errors import DATAPATH_FAILURE, INTERFACE_EXISTS, UNKNOWN_CONTAINER, CniError
+
+VXLAN_OVERHEAD = 50               # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+HOST_VETH_PREFIX = "kw"
+IFNAMSIZ = 15
+_CLONE_NEWNET = 0x40000000
+_NETLINK_ROUTE = 0
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# sysctls of the node netns (DESIGN.md decision 5): bridged pod traffic must see the inet hooks
+SYSCTL_IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+SYSCTL_BRIDGE_NF = ("/proc/sys/net/bridge/bridge-nf-call-iptables",
+                    "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
+
+
+@dataclass(frozen=True)
+class BridgeInfo:
+    name: str
+    mac: str
+    bridge_nf_call: bool = True     # False: br_netfilter's sysctls are absent in this netns
+
+
+@dataclass(frozen=True)
+class PodWiring:
+    host_veth: str
+    host_mac: str
+    pod_ifname: str
+    pod_mac: str
+    sandbox: str
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    """What CHECK compares with prevResult."""
+    ifname: str
+    mac: str
+    mtu: int
+    addresses: list[ipaddress.IPv4Interface] = field(default_factory=list)
+    # IPv4 routes of the main table: (destination, gateway or None for on-link)
+    routes: list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]] = field(default_factory=list)
+
+
+# ---- pure helpers ------------------------------------------------------------------------
+
+def host_veth_name(container_id: str, ifname: str) -> str:
+    """kw + 12 hex digits of a hash of the attachment: deterministic, 14 chars, unique in practice
+    (48 bits), so DEL and reconcile find the veth again from (container_id, ifname) alone."""
+    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+    return f"{HOST_VETH_PREFIX}{digest[:12]}"
+
+
+def plan_pod_mtu(underlay: int) -> int:
+    return underlay - VXLAN_OVERHEAD
+
+
+def _gateway_ip(gateway) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Interface(str(gateway)).ip
+
+
+# ---- netlink handles ---------------------------------------------------------------------
+
+def _socket_in(netns_path: str | os.PathLike) -> int:
+    """A NETLINK_ROUTE socket inside the given netns, made on a throwaway thread so the caller's
+    thread never changes namespace; returns the fd (the socket keeps its netns for life)."""
+    out: dict = {}
+
+    def make() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns_path}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            out["fd"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE).detach()
+        except BaseException as e:          # noqa: BLE001 - handed to the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=make, name="kubeweft-netns", daemon=True)
+    t.start()
+    t.join(timeout=10)
+    if "error" in out:
+        raise out["error"]
+    if "fd" not in out:
+        raise TimeoutError(f"opening a netlink socket in {netns_path} timed out")
+    return out["fd"]
+
+
+def _node() -> IPRoute:
+    """A handle on the calling thread's current netns (the node's)."""
+    return IPRoute(fileno=socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE).detach())
+
+
+def _sandbox(netns_path: str) -> IPRoute:
+    try:
+        return IPRoute(fileno=_socket_in(netns_path))
+    except FileNotFoundError:
+        raise CniError(UNKNOWN_CONTAINER, f"network namespace {netns_path} does not exist") from None
+    except OSError as e:
+        raise CniError(UNKNOWN_CONTAINER, f"cannot enter network namespace {netns_path}", str(e)) from None
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _link(ipr: IPRoute, index: int):
+    return ipr.get_links(index)[0]
+
+
+def _write_sysctl(path: str, value: str) -> bool:
+    """Set a sysctl of the calling thread's netns; False if this kernel/netns lacks it."""
+    try:
+        with open(path, "r+") as f:
+            if f.read().strip() != value:
+                f.seek(0)
+                f.write(value)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+# ---- the node side -----------------------------------------------------------------------
+
+def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> BridgeInfo:
+    """The pod bridge, with the gateway address, the MTU, up; also ip_forward=1 and
+    bridge-nf-call-ip{,6}tables=1 in this netns. Idempotent.
+
+    bridge-nf-call-* are per-netns sysctls once br_netfilter is loaded (it is here: a fresh
+    netns shows /proc/sys/net/bridge with 1s). If they are absent we do not load the module
+    (that would change the whole machine); BridgeInfo.bridge_nf_call then says False."""
+    gateway = ipaddress.IPv4Interface(gateway)
+    with _node() as ipr:
+        try:
+            idx = _index(ipr, name)
+            if idx is None:
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                idx = _index(ipr, name)
+                # pin the MAC: otherwise the bridge takes the lowest port MAC and changes with pods
+                ipr.link("set", index=idx, address=_link(ipr, idx).get("address"))
+            link = _link(ipr, idx)
+            if link.get(("linkinfo", "kind")) != "bridge":
+                raise CniError(DATAPATH_FAILURE, f"{name} exists and is not a bridge")
+            if link.get("mtu") != mtu:
+                ipr.link("set", index=idx, mtu=mtu)
+            have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=socket.AF_INET)}
+            if (str(gateway.ip), gateway.network.prefixlen) not in have:
+                ipr.addr("add", index=idx, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+            ipr.link("set", index=idx, state="up")
+            mac = _link(ipr, idx).get("address")
+        except NetlinkError as e:
+            raise CniError(DATAPATH_FAILURE, f"cannot set up bridge {name}", str(e)) from None
+    _write_sysctl(SYSCTL_IP_FORWARD, "1")
+    nf = all([_write_sysctl(p, "1") for p in SYSCTL_BRIDGE_NF])
+    return BridgeInfo(name=name, mac=mac, bridge_nf_call=nf)
+
+
+def list_host_veths(bridge: str) -> set[str]:
+    """Names of the ports of the bridge (the host veths of wired pods)."""
+    with _node() as ipr:
+        idx = _index(ipr, bridge)
+        if idx is None:
+            return set()
+        return {link.get("ifname") for link in ipr.get_links() if link.get("master") == idx}
+
+
+def underlay_mtu() -> int:
+    """MTU of the device holding the default route, else of the first non-loopback device that
+    is up, else 1500; all in the calling thread's netns."""
+    with _node() as ipr:
+        for route in ipr.get_routes(family=socket.AF_INET, table=254):
+            if route["dst_len"] == 0 and route.get("oif"):
+                return _link(ipr, route.get("oif")).get("mtu")
+        for link in ipr.get_links():
+            if link.get("ifname") != "lo" and link.get("operstate") in ("UP", "UNKNOWN") \
+                    and link["flags"] & 1:
+                return link.get("mtu")
+    return 1500
+
+
+# ---- a pod -------------------------------------------------------------------------------
+
+def wire_pod(netns_path: str, ifname: str, address: ipaddress.IPv4Interface, gateway,
+             bridge: str, mtu: int, host_veth: str, mac: str | None = None) -> PodWiring:
+    """Create the veth pair (the pod end straight in the sandbox, named ifname), attach the host
+    end to the bridge with hairpin on, give the pod its address and default route. On any failure
+    everything made here is removed and CniError raised."""
+    address = ipaddress.IPv4Interface(address)
+    gw = _gateway_ip(gateway)
+    if len(host_veth) > IFNAMSIZ or len(ifname) > IFNAMSIZ:
+        raise CniError(DATAPATH_FAILURE, f"interface name too long: {host_veth!r} / {ifname!r}")
+    pod = _sandbox(netns_path)
+    created = False
+    try:
+        with _node() as node:
+            try:
+                if _index(pod, ifname) is not None:
+                    raise CniError(INTERFACE_EXISTS, f"interface {ifname} already exists in {netns_path}")
+                br = _index(node, bridge)
+                if br is None:
+                    raise CniError(DATAPATH_FAILURE, f"bridge {bridge} does not exist")
+                stale = _index(node, host_veth)
+                if stale is not None:
+                    # the name is ours for this (container, ifname) and the sandbox lacks ifname:
+                    # a leftover of an earlier failed attempt
+                    node.link("del", index=stale)
+                peer = {"ifname": ifname, "mtu": mtu}
+                if mac:
+                    peer["address"] = mac
+                nsfd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    peer["net_ns_fd"] = nsfd
+                    node.link("add", ifname=host_veth, kind="veth", mtu=mtu, peer=peer)
+                finally:
+                    os.close(nsfd)
+                created = True
+                host = _index(node, host_veth)
+                node.link("set", index=host, master=br, state="up")
+                node.brport("set", index=host, mode=1)          # IFLA_BRPORT_MODE: hairpin
+                lo = _index(pod, "lo")
+                pod.link("set", index=lo, state="up")
+                inner = _index(pod, ifname)
+                pod.link("set", index=inner, state="up")
+                pod.addr("add", index=inner, address=str(address.ip), prefixlen=address.network.prefixlen)
+                pod.route("add", dst="0.0.0.0/0", gateway=str(gw), oif=inner)
+                return PodWiring(host_veth=host_veth, host_mac=_link(node, host).get("address"),
+                                 pod_ifname=ifname, pod_mac=_link(pod, inner).get("address"),
+                                 sandbox=str(netns_path))
+            except BaseException as e:
+                if created:
+                    _delete(node, host_veth)            # takes the pod end with it
+                if isinstance(e, CniError):
+                    raise
+                if isinstance(e, NetlinkError) and e.code == errno.EEXIST and not created \
+                        and _index(pod, ifname) is not None:
+                    raise CniError(INTERFACE_EXISTS, f"interface {ifname} already exists in {netns_path}") \
+                        from None
+                if isinstance(e, (NetlinkError, OSError, ValueError)):
+                    raise CniError(DATAPATH_FAILURE, f"wiring {ifname} in {netns_path} failed",
+                                   str(e)) from None
+                raise
+    finally:
+        pod.close()
+
+
+def unwire_pod(netns_path: str | None, ifname: str, host_veth: str) -> None:
+    """Remove the pod's veth pair. Idempotent and best-effort: a missing netns, a missing veth or
+    a second call are fine."""
+    with _node() as node:
+        _delete(node, host_veth)
+    if not netns_path:
+        return
+    try:
+        pod = _sandbox(netns_path)
+    except CniError:
+        return                                          # the sandbox is gone: nothing left in it
+    try:
+        idx = _index(pod, ifname)
+        if idx is not None and _link(pod, idx).get(("linkinfo", "kind")) == "veth":
+            _delete(pod, ifname)                        # the host end was already gone
+    finally:
+        pod.close()
+
+
+def inspect_pod(netns_path: str, ifname: str) -> PodObservation | None:
+    """The live state of the pod interface, or None if the sandbox or the interface is missing."""
+    try:
+        pod = _sandbox(netns_path)
+    except CniError:
+        return None
+    try:
+        idx = _index(pod, ifname)
+        if idx is None:
+            return None
+        link = _link(pod, idx)
+        addrs = [ipaddress.IPv4Interface(f"{a.get('address')}/{a['prefixlen']}")
+                 for a in pod.get_addr(index=idx, family=socket.AF_INET)]
+        routes = []
+        for r in pod.get_routes(family=socket.AF_INET, table=254):
+            if r.get("oif") != idx:
+                continue
+            dst = ipaddress.IPv4Network(f"{r.get('dst') or '0.0.0.0'}/{r['dst_len']}")
+            gw = r.get("gateway")
+            routes.append((dst, ipaddress.IPv4Address(gw) if gw else None))
+        return PodObservation(ifname=ifname, mac=link.get("address"), mtu=link.get("mtu"),
+                              addresses=addrs, routes=routes)
+    finally:
+        pod.close()
+
+
+def _delete(ipr: IPRoute, ifname: str) -> None:
+    idx = _index(ipr, ifname)
+    if idx is None:
+        return
+    try:
+        ipr.link("del", index=idx)
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise CniError(DATAPATH_FAILURE, f"cannot delete {ifname}", str(e)) from None
+
+
+def sandbox_exists(netns_path: str | None) -> bool:
+    return bool(netns_path) and Path(netns_path).exists()
