@@ -1,8 +1,8 @@
 """The pod workload and the probe, on real sockets between two scratch network namespaces.
 
-    h5-<pid>-node1 (client) eth0 10.250.0.1/24 <-veth-> eth0 10.250.0.2/24 h5-<pid>-pod (workload)
+    h5p<pid>-node1 (client) eth0 10.250.0.1/24 <-veth-> eth0 10.250.0.2/24 h5p<pid>-pod (workload)
 
-The client netns is named like a lab node so that `kubeweft lab --name h5-<pid> probe
+The client netns is named like a lab node so that `kubeweft lab --name h5p<pid> probe
 --from node:node1` resolves it; nothing here needs a running lab.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
-LAB = f"h5-{os.getpid()}"
+LAB = f"h5p{os.getpid()}"
 CLIENT_NS, SERVER_NS = f"{LAB}-node1", f"{LAB}-pod"
 CLIENT_IP, SERVER_IP = "10.250.0.1", "10.250.0.2"
 POD = "h5/web-0"
