@@ -1,0 +1,1 @@
+"""The lab's stand-in kube-apiserver (HTTPS, discovery, CRUD, watch). Run: python -m lab.apiserver --lab NAME"""

@@ -1,0 +1,147 @@
+"""`python -m lab.apiserver --lab NAME`: the lab's API server process.
+
+Reads the lab's config, makes the PKI if missing, listens on 127.0.0.1:<free port> (root netns)
+and on <control-plane-ip>:6443 inside the underlay netns when that exists, writes the two
+kubeconfigs and then apiserver.ready. Exits cleanly on SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+from .. import controllers, netns
+from ..config import API_PORT, LabConfig
+from ..store import Store
+from . import app as apiapp
+from . import pki as pkimod
+
+log = logging.getLogger("lab.apiserver")
+
+
+def load_config(name: str) -> LabConfig:
+    """The lab's LabConfig from state.json, or the defaults for `name` when there is none."""
+    cfg = LabConfig(name=name)
+    try:
+        d = json.loads(cfg.state_file.read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return cfg
+    if isinstance(d.get("nodeport_range"), list):
+        d["nodeport_range"] = tuple(d["nodeport_range"])
+    return LabConfig(**d)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def render_kubeconfig(name: str, server: str, ca_pem: bytes, token: str) -> str:
+    user = f"{name}-admin"
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": name, "preferences": {},
+        "clusters": [{"name": name, "cluster": {
+            "server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user,
+                                                "namespace": "default"}}],
+    }, sort_keys=False)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(128)
+    s.setblocking(False)
+    return s
+
+
+def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
+    """A listening socket made by a helper thread inside `ns`: it stays in that netns while this
+    process lives in the root one (DESIGN.md, "The lab")."""
+    out: dict = {}
+
+    def work() -> None:
+        try:
+            with netns.entered(ns):
+                out["sock"] = _listen(host, port)
+        except BaseException as e:        # handed back to the caller
+            out["error"] = e
+    t = threading.Thread(target=work, name="underlay-listen")
+    t.start()
+    t.join(10)
+    if "error" in out:
+        raise out["error"]
+    if "sock" not in out:
+        raise TimeoutError(f"could not listen in netns {ns}")
+    return out["sock"]
+
+
+async def run(cfg: LabConfig) -> int:
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip])
+    store = Store()
+    apiapp.ensure_namespaces(store, cfg)
+    app = apiapp.build_app(store, cfg, keys.token)
+    ctx = apiapp.ssl_context(str(keys.cert), str(keys.key))
+
+    local = _listen("127.0.0.1", 0)
+    socks = [local]
+    if netns.exists(cfg.underlay_netns):
+        socks.append(listen_in_netns(cfg.underlay_netns, cfg.control_plane_ip, API_PORT))
+        log.info("listening on %s:%d in netns %s", cfg.control_plane_ip, API_PORT, cfg.underlay_netns)
+    port = local.getsockname()[1]
+    runner = await apiapp.serve(app, ctx, socks)
+    log.info("listening on 127.0.0.1:%d", port)
+
+    tasks = controllers.start(store, cfg) or []
+    ca_pem = keys.ca_cert.read_bytes()
+    write_atomic(cfg.kubeconfig, render_kubeconfig(cfg.name, f"https://127.0.0.1:{port}", ca_pem, keys.token))
+    write_atomic(cfg.node_kubeconfig, render_kubeconfig(cfg.name, cfg.api_url_for_nodes, ca_pem, keys.token))
+    ready = cfg.state_dir / "apiserver.ready"
+    write_atomic(ready, json.dumps({"pid": os.getpid(), "port": port}), 0o644)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    try:
+        if json.loads(ready.read_text()).get("pid") == os.getpid():
+            ready.unlink()
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab.apiserver")
+    p.add_argument("--lab", required=True, help="the lab's name")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s apiserver %(levelname)s %(message)s")
+    return asyncio.run(run(load_config(args.lab)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,570 @@
+"""The lab's API server: aiohttp handlers over lab.store.Store.
+
+URL layout as the real server's:
+    /api/v1/<plural>[/<name>[/<sub>]]                          cluster-scoped, or all namespaces
+    /api/v1/namespaces/<ns>/<plural>[/<name>[/<sub>]]          namespaced
+    /apis/<group>/<version>/...                                 the same for named groups
+    /api/v1/watch/...                                           the legacy watch prefix
+Every create and update (PUT, PATCH, status too) goes through lab.admission.admit, every delete
+is followed by lab.admission.release. Errors are metav1.Status bodies (lab.errors).
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import json
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from .. import admission, errors, selectors
+from ..config import LabConfig
+from ..resources import Resource, find
+from ..store import Store, now_rfc3339
+from . import discovery, openapi, patch, protobuf, tables, validation
+
+log = logging.getLogger("lab.apiserver")
+
+STORE_KEY = web.AppKey("store", Store)
+CFG_KEY = web.AppKey("cfg", LabConfig)
+TOKEN_KEY = web.AppKey("token", str)
+STATE_KEY = web.AppKey("state", dict)
+
+DEFAULT_WATCH_SECONDS = 1800
+BOOKMARK_SECONDS = 3.0          # how often a watch that allows bookmarks gets one
+TICK_SECONDS = 1.0              # how often an idle watch checks its client is still there
+NOT_FOUND_MSG = "the server could not find the requested resource"
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _json(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(text=_dumps(obj), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def _status_response(err: errors.APIError) -> web.Response:
+    return _json(err.status(), status=err.code)
+
+
+# --- request parsing ---------------------------------------------------------------------------
+@dataclass
+class Target:
+    resource: Resource
+    namespace: str | None        # None: cluster-scoped, or namespaced across all namespaces
+    name: str | None
+    subresource: str | None
+    watch_prefix: bool
+
+
+def parse_target(group: str, version: str, tail: str) -> Target:
+    """Which resource, namespace, name and subresource a path names (after /api/v1 or /apis/g/v)."""
+    segs = [s for s in tail.split("/") if s]
+    watch_prefix = bool(segs) and segs[0] == "watch"
+    if watch_prefix:
+        segs = segs[1:]
+    ns: str | None = None
+    if len(segs) >= 3 and segs[0] == "namespaces" and segs[2] != "status":
+        ns, segs = segs[1], segs[2:]
+    if not segs or len(segs) > 3:
+        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+    resource = find(group, segs[0])
+    if resource is None or resource.version != version or (ns is not None and not resource.namespaced):
+        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+    name = segs[1] if len(segs) > 1 else None
+    sub = segs[2] if len(segs) > 2 else None
+    if sub is not None and sub not in resource.subresources:
+        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+    if name is not None and resource.namespaced and ns is None:
+        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+    return Target(resource, ns, name, sub, watch_prefix)
+
+
+async def _read_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    ctype = (request.content_type or "application/json").lower()
+    if ctype == "application/vnd.kubernetes.protobuf":
+        return protobuf.decode_object(raw)
+    if "json" not in ctype and "yaml" not in ctype:
+        raise errors.unsupported_media_type(request.headers.get("Content-Type", ""))
+    try:
+        if "yaml" in ctype:
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError) as e:
+        raise errors.bad_request(f"error decoding body: {e}") from None
+
+
+def _wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _table(request: web.Request, resource: Resource, objs: list[dict], rv: str | None,
+           with_columns: bool = True) -> dict:
+    include = request.query.get("includeObject", "Metadata")
+    return tables.render_table(resource.kind, objs, _now(), rv, include, with_columns)
+
+
+def _predicate(request: web.Request) -> selectors.Predicate | None:
+    return selectors.make_predicate(request.query.get("labelSelector"),
+                                    request.query.get("fieldSelector"))
+
+
+def _field_check(request: web.Request, resource: Resource, obj: dict, creating: bool) -> dict:
+    """fieldValidation: Strict refuses unknown fields, Warn/absent drops them with a warning
+    header, Ignore drops them silently. Returns extra response headers."""
+    unknown = validation.find_unknown_fields(resource.kind, obj)
+    if not unknown:
+        return {}
+    mode = request.query.get("fieldValidation", "Warn")
+    if mode == "Strict":
+        raise validation.strict_error(resource.kind, resource.api_version, unknown, creating)
+    validation.drop_fields(obj, unknown)
+    if mode == "Ignore":
+        return {}
+    return {"Warning": ", ".join(f'299 - "unknown field \\"{p}\\""' for p in unknown)}
+
+
+# --- handlers ----------------------------------------------------------------------------------
+class Handlers:
+    def __init__(self, store: Store, cfg: LabConfig):
+        self.store = store
+        self.cfg = cfg
+        self.stopping = asyncio.Event()
+
+    # discovery and friends
+    async def version(self, request: web.Request) -> web.Response:
+        return _json(discovery.render_version())
+
+    async def api(self, request: web.Request) -> web.Response:
+        return _json(discovery.render_api_versions(request.host))
+
+    async def apis(self, request: web.Request) -> web.Response:
+        return _json(discovery.render_api_group_list())
+
+    async def api_group(self, request: web.Request) -> web.Response:
+        doc = discovery.render_api_group(request.match_info["group"])
+        if doc is None:
+            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        return _json(doc)
+
+    async def core_v1(self, request: web.Request) -> web.Response:
+        return _json(discovery.render_resource_list("", "v1"))
+
+    async def group_version(self, request: web.Request) -> web.Response:
+        doc = discovery.render_resource_list(request.match_info["group"], request.match_info["version"])
+        if doc is None:
+            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        return _json(doc)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def openapi_v2(self, request: web.Request) -> web.Response:
+        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+
+    async def openapi_v3(self, request: web.Request) -> web.Response:
+        return _json(openapi.render_v3_index())
+
+    async def openapi_v3_gv(self, request: web.Request) -> web.Response:
+        doc = openapi.render_v3_group_version(request.match_info["gv"])
+        if doc is None:
+            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        return _json(doc)
+
+    # resources
+    async def core_resource(self, request: web.Request) -> web.StreamResponse:
+        return await self._dispatch(request, "", "v1")
+
+    async def group_resource(self, request: web.Request) -> web.StreamResponse:
+        return await self._dispatch(request, request.match_info["group"], request.match_info["version"])
+
+    async def _dispatch(self, request: web.Request, group: str, version: str) -> web.StreamResponse:
+        t = parse_target(group, version, request.match_info["tail"])
+        m = request.method
+        if t.name is None:
+            if m == "GET":
+                if t.watch_prefix or request.query.get("watch") in ("true", "1"):
+                    return await self.watch(request, t)
+                return self.list(request, t)
+            if m == "POST" and (t.namespace is not None or not t.resource.namespaced):
+                return await self.create(request, t)
+            if m == "DELETE":
+                return await self.delete_collection(request, t)
+        else:
+            if m == "GET":
+                if t.watch_prefix or request.query.get("watch") in ("true", "1"):
+                    return await self.watch(request, t)
+                return self.get(request, t)
+            if m == "PUT":
+                return await self.update(request, t)
+            if m == "PATCH":
+                return await self.patch(request, t)
+            if m == "DELETE" and t.subresource is None:
+                return await self.delete(request, t)
+        raise errors.method_not_allowed()
+
+    def get(self, request: web.Request, t: Target) -> web.Response:
+        obj = self.store.get(t.resource, t.namespace or "", t.name or "")
+        if _wants_table(request):
+            return _json(_table(request, t.resource, [obj], obj["metadata"].get("resourceVersion")))
+        return _json(obj)
+
+    def list(self, request: web.Request, t: Target) -> web.Response:
+        items, rv = self.store.list(t.resource, t.namespace, _predicate(request))
+        if _wants_table(request):
+            return _json(_table(request, t.resource, items, str(rv)))
+        return _json({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
+                      "metadata": {"resourceVersion": str(rv)}, "items": items})
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        obj = await _read_body(request)
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body of the request was empty or not an object")
+        self._check_type(t.resource, obj)
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise errors.bad_request("metadata must be an object")
+        if t.resource.namespaced:
+            if meta.get("namespace") and meta["namespace"] != t.namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the "
+                                         "namespace sent on the request")
+            meta["namespace"] = t.namespace
+        headers = _field_check(request, t.resource, obj, creating=True)
+        if meta.get("name"):
+            validation.check_name(t.resource, meta["name"])
+        elif not meta.get("generateName"):
+            raise errors.invalid(t.resource.group, t.resource.kind, "",
+                                 [errors.Cause("metadata.name", "FieldValueRequired",
+                                               "Required value: name or generateName is required")])
+        for drop in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
+                     "deletionGracePeriodSeconds", "selfLink"):
+            meta.pop(drop, None)
+        if t.resource.namespaced and self.store.try_get(_NAMESPACES, "", t.namespace or "") is None:
+            raise errors.not_found("", "namespaces", t.namespace or "")
+        obj = admission.admit(self.store, self.cfg, t.resource, "CREATE", obj, None)
+        if _dry_run(request):
+            return _json(obj, 201, headers)
+        return _json(self.store.create(t.resource, obj), 201, headers)
+
+    async def update(self, request: web.Request, t: Target) -> web.Response:
+        obj = await _read_body(request)
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body of the request was empty or not an object")
+        self._check_type(t.resource, obj)
+        meta = obj.setdefault("metadata", {})
+        if meta.get("name") and meta["name"] != t.name:
+            raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name "
+                                     f"on the URL ({t.name})")
+        meta["name"] = t.name
+        if t.resource.namespaced:
+            if meta.get("namespace") and meta["namespace"] != t.namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the "
+                                         "namespace sent on the request")
+            meta["namespace"] = t.namespace
+        headers = _field_check(request, t.resource, obj, creating=False)
+        old = self.store.get(t.resource, t.namespace or "", t.name or "")
+        return _json(self._write(request, t, obj, old), 200, headers)
+
+    async def patch(self, request: web.Request, t: Target) -> web.Response:
+        ctype = request.headers.get("Content-Type", "")
+        old = self.store.get(t.resource, t.namespace or "", t.name or "")
+        body = await request.read()
+        new = copy.deepcopy(patch.apply_patch(ctype, old, body))
+        if not isinstance(new, dict):
+            raise errors.bad_request("the patch did not result in an object")
+        meta = new.setdefault("metadata", {})
+        if meta.get("name") != t.name or (t.resource.namespaced and meta.get("namespace") != t.namespace):
+            raise errors.bad_request("the name or namespace of the object may not be changed by a patch")
+        headers = _field_check(request, t.resource, new, creating=False)
+        return _json(self._write(request, t, new, old), 200, headers)
+
+    def _write(self, request: web.Request, t: Target, obj: dict, old: dict) -> dict:
+        """Admit and store an update of `old` to `obj` (the main resource or its status)."""
+        if t.subresource == "status":
+            # the status subresource changes .status only: admission sees the resulting object
+            status = obj.get("status")
+            obj = copy.deepcopy(old)
+            if status is None:
+                obj.pop("status", None)
+            else:
+                obj["status"] = status
+            if "resourceVersion" in (obj_meta := old["metadata"]):
+                obj["metadata"]["resourceVersion"] = obj_meta["resourceVersion"]
+        elif "status" in t.resource.subresources:
+            if "status" in old:
+                obj["status"] = copy.deepcopy(old["status"])
+            else:
+                obj.pop("status", None)
+        obj = admission.admit(self.store, self.cfg, t.resource, "UPDATE", obj, old)
+        if _dry_run(request):
+            return obj
+        return self.store.update(t.resource, obj, t.subresource)
+
+    async def delete(self, request: web.Request, t: Target) -> web.Response:
+        opts = await _delete_options(request)
+        obj = self.store.get(t.resource, t.namespace or "", t.name or "")
+        pre = opts.get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != obj["metadata"].get("uid"):
+            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
+                                  f"Precondition failed: UID in precondition: {pre['uid']}, "
+                                  f"UID in object meta: {obj['metadata'].get('uid')}")
+        if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"].get("resourceVersion"):
+            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
+                                  "Precondition failed: ResourceVersion in precondition: "
+                                  f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                                  f"{obj['metadata'].get('resourceVersion')}")
+        if _dry_run(request) or opts.get("dryRun"):
+            return _json(obj)
+        return _json(self._delete_one(t.resource, obj, opts.get("gracePeriodSeconds")))
+
+    def _delete_one(self, resource: Resource, obj: dict, grace: int | None) -> dict:
+        """Delete now, or (a scheduled Pod, grace not 0) mark it terminating for its kubelet."""
+        meta = obj["metadata"]
+        spec = obj.get("spec") or {}
+        if resource.kind == "Pod" and spec.get("nodeName") and grace != 0:
+            if meta.get("deletionTimestamp"):
+                return obj                      # already terminating: the kubelet finishes it
+            if grace is None:
+                grace = spec.get("terminationGracePeriodSeconds")
+            grace = 30 if grace is None else int(grace)
+            new = copy.deepcopy(obj)
+            when = _now() + datetime.timedelta(seconds=grace)
+            new["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+            new["metadata"]["deletionGracePeriodSeconds"] = grace
+            return self.store.update(resource, new)
+        gone = self.store.delete(resource, meta.get("namespace", ""), meta["name"])
+        admission.release(self.store, self.cfg, resource, gone)
+        return gone
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
+        opts = await _delete_options(request)
+        items, rv = self.store.list(t.resource, t.namespace, _predicate(request))
+        out = []
+        if not (_dry_run(request) or opts.get("dryRun")):
+            for obj in list(items):
+                out.append(self._delete_one(t.resource, obj, opts.get("gracePeriodSeconds")))
+        else:
+            out = items
+        return _json({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
+                      "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": out})
+
+    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        predicate = _predicate(request)
+        if t.name is not None:          # a watch on one object is a watch with a name selector
+            by_name = selectors.make_predicate(None, f"metadata.name={t.name}")
+            predicate = by_name if predicate is None else (lambda o, a=predicate, b=by_name: a(o) and b(o))
+        timeout = float(q.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
+        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        initial_events = q.get("sendInitialEvents") in ("true", "1")
+        rv_text = q.get("resourceVersion", "")
+        table = _wants_table(request)
+
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        first_table = [True]
+
+        def encode(etype: str, obj: dict) -> bytes:
+            if table and etype in ("ADDED", "MODIFIED", "DELETED"):
+                obj = _table(request, t.resource, [obj], obj["metadata"].get("resourceVersion"),
+                             with_columns=first_table[0])
+                first_table[0] = False
+            return (_dumps({"type": etype, "object": obj}) + "\n").encode()
+
+        def bookmark(initial_end: bool = False) -> bytes:
+            meta: dict = {"resourceVersion": str(self.store.resource_version)}
+            if initial_end:
+                meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+            return encode("BOOKMARK", {"kind": t.resource.kind, "apiVersion": t.resource.api_version,
+                                       "metadata": meta})
+
+        w = None
+        try:
+            if rv_text in ("", "0") or initial_events:
+                items, rv = self.store.list(t.resource, t.namespace, predicate)
+                w = self.store.watch(t.resource, t.namespace, predicate, since=rv)
+                for obj in items:
+                    await resp.write(encode("ADDED", obj))
+                if initial_events and bookmarks:
+                    await resp.write(bookmark(initial_end=True))
+            else:
+                try:
+                    since = int(rv_text)
+                except ValueError:
+                    raise errors.bad_request(f'invalid resource version "{rv_text}"') from None
+                try:
+                    w = self.store.watch(t.resource, t.namespace, predicate, since=since)
+                except errors.APIError as e:
+                    await resp.write((_dumps({"type": "ERROR", "object": e.status()}) + "\n").encode())
+                    return resp
+            deadline = time.monotonic() + timeout
+            next_bookmark = time.monotonic() + BOOKMARK_SECONDS
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if request.transport is None or request.transport.is_closing():
+                    break
+                wait = min(deadline - now, TICK_SECONDS)
+                if bookmarks:
+                    wait = max(0.0, min(wait, next_bookmark - now))
+                ev = await w.next(wait)
+                if ev is not None:
+                    await resp.write(encode(*ev))
+                    continue
+                if bookmarks and time.monotonic() >= next_bookmark and w.queue.empty():
+                    # the queue is empty, so every event up to the store's version was sent
+                    await resp.write(bookmark())
+                    next_bookmark = time.monotonic() + BOOKMARK_SECONDS
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        except errors.APIError as e:
+            await resp.write((_dumps({"type": "ERROR", "object": e.status()}) + "\n").encode())
+        finally:
+            if w is not None:
+                w.close()
+        try:
+            await resp.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
+
+    @staticmethod
+    def _check_type(resource: Resource, obj: dict) -> None:
+        kind, api_version = obj.get("kind"), obj.get("apiVersion")
+        if api_version and api_version != resource.api_version:
+            raise errors.bad_request(f"the API version in the data ({api_version}) does not match the "
+                                     f"expected API version ({resource.api_version})")
+        if kind and kind != resource.kind:
+            raise errors.bad_request(f"the kind in the data ({kind}) does not match the expected kind "
+                                     f"({resource.kind})")
+
+
+_NAMESPACES = find("", "namespaces")
+
+
+def _dry_run(request: web.Request) -> bool:
+    return bool(request.query.getall("dryRun", []))
+
+
+async def _delete_options(request: web.Request) -> dict:
+    """DeleteOptions from the body, overridden by query parameters."""
+    body = await _read_body(request)
+    opts = dict(body) if isinstance(body, dict) else {}
+    if "gracePeriodSeconds" in request.query:
+        try:
+            opts["gracePeriodSeconds"] = int(request.query["gracePeriodSeconds"])
+        except ValueError:
+            raise errors.bad_request("gracePeriodSeconds must be an integer") from None
+    if opts.get("gracePeriodSeconds") is not None:
+        opts["gracePeriodSeconds"] = int(opts["gracePeriodSeconds"])
+    return opts
+
+
+# --- middlewares and the application -----------------------------------------------------------
+def _auth_middleware(token: str):
+    expected = f"Bearer {token}"
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        started = time.monotonic()
+        try:
+            if request.headers.get("Authorization", "") != expected:
+                raise errors.unauthorized()
+            resp = await handler(request)
+        except errors.APIError as e:
+            resp = _status_response(e)
+        except web.HTTPException as e:
+            if e.status == 404:
+                resp = _status_response(errors.APIError(404, "NotFound", NOT_FOUND_MSG))
+            elif e.status == 405:
+                resp = _status_response(errors.method_not_allowed())
+            else:
+                raise
+        except Exception as e:          # a bug must not take the server down: answer 500
+            log.exception("internal error on %s %s", request.method, request.path_qs)
+            resp = _status_response(errors.APIError(500, "InternalError",
+                                                    f"Internal error occurred: {e!r}"))
+        log.info("%s %s %s %.1fms", request.method, request.path_qs, resp.status,
+                 (time.monotonic() - started) * 1000)
+        return resp
+    return middleware
+
+
+def build_app(store: Store, cfg: LabConfig, token: str) -> web.Application:
+    """The aiohttp application serving `store` to clients presenting `token`."""
+    app = web.Application(middlewares=[_auth_middleware(token)], client_max_size=64 * 1024 * 1024)
+    h = Handlers(store, cfg)
+    app[STORE_KEY] = store
+    app[CFG_KEY] = cfg
+    app[TOKEN_KEY] = token
+    app[STATE_KEY] = {"handlers": h}
+
+    async def on_shutdown(_app: web.Application) -> None:
+        h.stopping.set()
+    app.on_shutdown.append(on_shutdown)
+
+    r = app.router
+    r.add_get("/version", h.version)
+    r.add_get("/healthz", h.healthz)
+    r.add_get("/livez", h.healthz)
+    r.add_get("/readyz", h.healthz)
+    r.add_get("/api", h.api)
+    r.add_get("/api/", h.api)
+    r.add_get("/apis", h.apis)
+    r.add_get("/apis/", h.apis)
+    r.add_get("/api/v1", h.core_v1)
+    r.add_get("/api/v1/", h.core_v1)
+    r.add_get("/openapi/v2", h.openapi_v2)
+    r.add_get("/openapi/v3", h.openapi_v3)
+    r.add_get("/openapi/v3/{gv:.+}", h.openapi_v3_gv)
+    r.add_get("/apis/{group}", h.api_group)
+    r.add_get("/apis/{group}/{version}", h.group_version)
+    r.add_get("/apis/{group}/{version}/", h.group_version)
+    r.add_route("*", "/api/v1/{tail:.+}", h.core_resource)
+    r.add_route("*", "/apis/{group}/{version}/{tail:.+}", h.group_resource)
+    return app
+
+
+def ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def ensure_namespaces(store: Store, cfg: LabConfig,
+                      names: tuple[str, ...] = ("default", "kube-system", "kube-public")) -> None:
+    for name in names:
+        if store.try_get(_NAMESPACES, "", name) is None:
+            obj = {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                   "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+            store.create(_NAMESPACES, admission.admit(store, cfg, _NAMESPACES, "CREATE", obj, None))
+
+
+async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.AppRunner:
+    """Start serving `app` over TLS on already-bound listening sockets; returns the runner
+    (await runner.cleanup() to stop)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    for sock in socks:
+        await web.SockSite(runner, sock, ssl_context=ctx).start()
+    return runner
+
+
+__all__ = ["build_app", "serve", "ssl_context", "ensure_namespaces", "parse_target", "now_rfc3339"]

@@ -1,0 +1,203 @@
+"""Server-side printing: the meta.k8s.io/v1 Table that `kubectl get` asks for. Pure.
+
+Columns and cells follow kubernetes/pkg/printers/internalversion for the kinds the lab serves;
+priority 0 columns are always shown, priority 1 only with -o wide.
+"""
+from __future__ import annotations
+
+import datetime
+
+Column = tuple[str, str, int]       # (name, type, priority)
+
+_NAME: Column = ("Name", "string", 0)
+_AGE: Column = ("Age", "string", 0)
+
+COLUMNS: dict[str, list[Column]] = {
+    "Pod": [_NAME, ("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "string", 0), _AGE,
+            ("IP", "string", 1), ("Node", "string", 1), ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1)],
+    "Service": [_NAME, ("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0),
+                ("Port(s)", "string", 0), _AGE, ("Selector", "string", 1)],
+    "Node": [_NAME, ("Status", "string", 0), ("Roles", "string", 0), _AGE, ("Version", "string", 0),
+             ("Internal-IP", "string", 1), ("External-IP", "string", 1), ("OS-Image", "string", 1),
+             ("Kernel-Version", "string", 1), ("Container-Runtime", "string", 1)],
+    "EndpointSlice": [_NAME, ("AddressType", "string", 0), ("Ports", "string", 0),
+                      ("Endpoints", "string", 0), _AGE],
+    "NetworkPolicy": [_NAME, ("Pod-Selector", "string", 0), _AGE],
+    "Namespace": [_NAME, ("Status", "string", 0), _AGE],
+    "Event": [("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
+              ("Object", "string", 0), ("Message", "string", 0)],
+}
+
+
+def parse_time(ts: str | None) -> datetime.datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    """apimachinery's duration.HumanDuration."""
+    s = int(seconds)
+    if s < 0:
+        return "<invalid>"
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = s // 3600
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    if h < 24 * 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    if d < 365 * 2:
+        return f"{d}d"
+    return f"{d // 365}y{d % 365}d" if d < 365 * 8 else f"{d // 365}y"
+
+
+def _age(obj: dict, now: datetime.datetime) -> str:
+    t = parse_time(obj.get("metadata", {}).get("creationTimestamp"))
+    return "<unknown>" if t is None else human_duration((now - t).total_seconds())
+
+
+def _pod_row(o: dict, now: datetime.datetime) -> list:
+    spec, status, meta = o.get("spec", {}), o.get("status", {}), o.get("metadata", {})
+    containers = spec.get("containers") or []
+    cstats = status.get("containerStatuses") or []
+    ready = sum(1 for c in cstats if c.get("ready"))
+    restarts = sum(int(c.get("restartCount", 0)) for c in cstats)
+    reason = status.get("reason") or status.get("phase") or "Pending"
+    for c in cstats:
+        waiting = (c.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason"):
+            reason = waiting["reason"]
+    if meta.get("deletionTimestamp"):
+        reason = "Terminating"
+    gates = spec.get("readinessGates") or []
+    return [meta.get("name"), f"{ready}/{len(containers)}", reason, restarts, _age(o, now),
+            status.get("podIP") or "<none>", spec.get("nodeName") or "<none>",
+            status.get("nominatedNodeName") or "<none>", f"0/{len(gates)}" if gates else "<none>"]
+
+
+def _service_ports(spec: dict) -> str:
+    parts = []
+    for p in spec.get("ports") or []:
+        proto = p.get("protocol") or "TCP"
+        if p.get("nodePort"):
+            parts.append(f"{p.get('port')}:{p['nodePort']}/{proto}")
+        else:
+            parts.append(f"{p.get('port')}/{proto}")
+    return ",".join(parts) or "<none>"
+
+
+def _service_row(o: dict, now: datetime.datetime) -> list:
+    spec, status = o.get("spec", {}), o.get("status", {})
+    stype = spec.get("type") or "ClusterIP"
+    external = list(spec.get("externalIPs") or [])
+    if stype == "LoadBalancer":
+        ingress = [i.get("ip") or i.get("hostname") for i in (status.get("loadBalancer") or {}).get("ingress") or []]
+        external = ingress + external or ["<pending>"]
+    elif stype == "ExternalName":
+        external = [spec.get("externalName", "")]
+    selector = spec.get("selector") or {}
+    return [o["metadata"].get("name"), stype, spec.get("clusterIP") or "<none>",
+            ",".join(external) if external else "<none>", _service_ports(spec), _age(o, now),
+            ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"]
+
+
+def _node_row(o: dict, now: datetime.datetime) -> list:
+    spec, status, meta = o.get("spec", {}), o.get("status", {}), o.get("metadata", {})
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    state = "Unknown" if ready is None else ("Ready" if ready.get("status") == "True" else "NotReady")
+    if spec.get("unschedulable"):
+        state += ",SchedulingDisabled"
+    roles = sorted(k.split("/", 1)[1] for k in (meta.get("labels") or {})
+                   if k.startswith("node-role.kubernetes.io/"))
+    addrs = status.get("addresses") or []
+
+    def addr(kind: str) -> str:
+        return next((a.get("address") for a in addrs if a.get("type") == kind), "<none>")
+    info = status.get("nodeInfo") or {}
+    return [meta.get("name"), state, ",".join(roles) or "<none>", _age(o, now),
+            info.get("kubeletVersion", ""), addr("InternalIP"), addr("ExternalIP"),
+            info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
+            info.get("containerRuntimeVersion") or "<unknown>"]
+
+
+def _slice_row(o: dict, now: datetime.datetime) -> list:
+    ports = ",".join(str(p.get("port")) for p in o.get("ports") or [] if p.get("port") is not None)
+    addrs = [a for e in o.get("endpoints") or [] for a in e.get("addresses") or []]
+    eps = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
+    return [o["metadata"].get("name"), o.get("addressType", ""), ports or "<unset>", eps or "<unset>",
+            _age(o, now)]
+
+
+def format_selector(sel: dict | None) -> str:
+    """metav1.FormatLabelSelector."""
+    if not sel:
+        return "<none>"
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op, key, vals = e.get("operator", ""), e.get("key", ""), e.get("values") or []
+        if op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+        else:
+            parts.append(f"{key} {op.lower()} ({','.join(vals)})")
+    return ",".join(parts) or "<none>"
+
+
+def _event_row(o: dict, now: datetime.datetime) -> list:
+    last = parse_time(o.get("lastTimestamp") or o.get("eventTime") or
+                      o.get("metadata", {}).get("creationTimestamp"))
+    inv = o.get("involvedObject") or {}
+    return [human_duration((now - last).total_seconds()) if last else "<unknown>", o.get("type", ""),
+            o.get("reason", ""), f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}",
+            o.get("message", "")]
+
+
+_ROWS = {
+    "Pod": _pod_row, "Service": _service_row, "Node": _node_row, "EndpointSlice": _slice_row,
+    "NetworkPolicy": lambda o, now: [o["metadata"].get("name"),
+                                     format_selector((o.get("spec") or {}).get("podSelector")),
+                                     _age(o, now)],
+    "Namespace": lambda o, now: [o["metadata"].get("name"),
+                                 (o.get("status") or {}).get("phase") or "Active", _age(o, now)],
+    "Event": _event_row,
+}
+
+
+def _row_object(o: dict, include: str) -> dict | None:
+    if include == "None":
+        return None
+    if include == "Object":
+        return o
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata", {})}
+
+
+def render_table(kind: str, objs: list[dict], now: datetime.datetime, resource_version: str | None,
+                 include_object: str = "Metadata", with_columns: bool = True) -> dict:
+    """A meta.k8s.io/v1 Table of `objs` (all of one kind)."""
+    cols = COLUMNS.get(kind, [_NAME, _AGE])
+    row_of = _ROWS.get(kind, lambda o, n: [o["metadata"].get("name"), _age(o, n)])
+    table: dict = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}}
+    if resource_version is not None:
+        table["metadata"]["resourceVersion"] = resource_version
+    if with_columns:
+        table["columnDefinitions"] = [
+            {"name": name, "type": typ, "format": "name" if name == "Name" else "",
+             "description": name, "priority": prio} for name, typ, prio in cols]
+    else:
+        table["columnDefinitions"] = None
+    table["rows"] = [{"cells": row_of(o, now), "object": _row_object(o, include_object)} for o in objs]
+    return table
