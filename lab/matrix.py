@@ -217,7 +217,7 @@ def run_probes(probes: Sequence[Probe], timeout: float, workers: int = 32,
 
     def one(p: Probe) -> dict:
         r = probe_once(p.source_netns, p.ip, p.port, udp=p.proto == "UDP", timeout=timeout)
-        return {"from": p.source, "to": p.dest, "port": p.port, "proto": p.proto, **r}
+        return {**r, "from": p.source, "to": p.dest, "port": p.port, "proto": p.proto}
 
     results: list[dict | None] = [None] * len(probes)
     done = 0

@@ -59,17 +59,18 @@ def pair():
 
 
 class Workload:
-    def __init__(self, ports: str, *extra: str, pod: str = POD) -> None:
+    def __init__(self, ports: str, *extra: str, pod: str = POD, ns: str = SERVER_NS) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [PY, "-m", "lab.workload", "--lab", LAB, "--pod", pod, "--ports", ports, *extra],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=netns.preexec(SERVER_NS))  # noqa: PLW1509
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=netns.preexec(ns))  # noqa: PLW1509
         ready, _, _ = select.select([self.proc.stdout], [], [], 5)
         line = self.proc.stdout.readline() if ready else b""
         self.startup = time.monotonic() - self.started
         if line != b"ready\n":
-            self.stop()
-            raise AssertionError(f"workload not ready: {line!r} {self.proc.stderr.read()!r}")
+            self.proc.kill()
+            err = self.proc.communicate(timeout=5)[1]
+            raise AssertionError(f"workload not ready: {line!r} {err!r}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -230,3 +231,30 @@ def test_term_delay_keeps_serving(pair):
         assert wl.proc.returncode == 0
     finally:
         wl.stop()
+
+
+def test_matrix_cli_without_an_api_server(pair, tmp_path):
+    """`lab matrix` falls back to pods.json (ports 8080 TCP+UDP) when the API is not there: a
+    workload in each netns, four probes from each, all connected and drawn."""
+    client_wl = None
+    server_wl = Workload("", pod="h5/server")
+    try:
+        client_wl = Workload("", pod="h5/client", ns=CLIENT_NS)
+        node = tmp_path / LAB / "nodes" / "node1"
+        node.mkdir(parents=True)
+        (node / "pods.json").write_text(json.dumps({
+            "u1": {"namespace": "h5", "name": "client", "netns": CLIENT_NS, "ip": CLIENT_IP},
+            "u2": {"namespace": "h5", "name": "server", "netns": SERVER_NS, "ip": SERVER_IP}}))
+        env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp_path))
+        res = subprocess.run([PY, "-m", "kubeweft", "lab", "--name", LAB, "matrix"], check=False, cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "API not reachable" in res.stderr
+        lines = res.stdout.splitlines()
+        assert lines[-1] == "8/8 connected"
+        assert "8080/TCP" in res.stdout and "8080/UDP" in res.stdout
+        assert sum(line.count("✓") for line in lines if line.startswith(("client", "server"))) == 8, res.stdout
+    finally:
+        server_wl.stop()
+        if client_wl:
+            client_wl.stop()
