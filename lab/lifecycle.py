@@ -250,7 +250,10 @@ def up(cfg: LabConfig, timeout: float = 120.0) -> None:
         for line in down(cfg.name):
             _say(f"  {line}")
         if isinstance(e, Exception) and not isinstance(e, LabError):
-            raise LabError(str(e)) from e
+            err = LabError(str(e))
+            err.reported = True
+            raise err from e
+        e.reported = True            # said above: up_command need not repeat it
         raise
 
 
@@ -302,8 +305,10 @@ def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float
     except ValueError as e:
         _say(str(e))
         return 1
-    except LabError:
-        return 1                         # up() has said why, and what it removed
+    except LabError as e:
+        if not getattr(e, "reported", False):
+            _say(str(e))
+        return 1
     print(f"lab {name} is up: {nodes} node(s) Ready; kubeconfig {cfg.kubeconfig}")
     return 0
 
