@@ -1,7 +1,45 @@
-"""The controllers a cluster runs, inside the API server's event loop. Placeholder."""
+"""The controllers a cluster runs, inside the API server's event loop.
+
+    endpointslices  EndpointSlices for Services with selectors (kube-controller-manager)
+    nodeipam        a podCIDR per Node (kube-controller-manager's range allocator)
+    scheduler       binds pods to Nodes (kube-scheduler)
+    loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
+
+Each is a `loop.Reconciler`: a store hook marks keys, a task syncs them. Allocation of
+ClusterIPs and NodePorts happens at admission (lab/admission.py), as in the real registry.
+"""
 from __future__ import annotations
 
+import asyncio
 
-def start(store, cfg) -> list:
-    """Start every controller as an asyncio task on the running loop; return the tasks."""
-    return []
+from .endpointslices import EndpointSliceController
+from .loadbalancer import LoadBalancerController
+from .loop import Reconciler
+from .nodeipam import NodeIPAMController
+from .scheduler import Scheduler
+
+KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
+                                       LoadBalancerController)
+
+
+def build(store, cfg) -> list[Reconciler]:
+    """Make the controllers, fill their caches from the store and subscribe them to its events.
+    No await between priming and the hook: nothing can be written in between."""
+    out = []
+    for kind in KINDS:
+        c = kind(store, cfg)
+        c.prime()
+        store.add_hook(c.hook)
+        out.append(c)
+    return out
+
+
+def start(store, cfg) -> list[asyncio.Task]:
+    """Start every controller as an asyncio task on the running loop; return the tasks.
+    The controllers themselves are reachable as task.controller (tests and status use it)."""
+    tasks = []
+    for c in build(store, cfg):
+        task = asyncio.get_running_loop().create_task(c.run(), name=c.name)
+        task.controller = c          # type: ignore[attr-defined]
+        tasks.append(task)
+    return tasks

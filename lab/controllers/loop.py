@@ -1,0 +1,90 @@
+"""The reconcile loop every controller shares: a set of dirty keys, woken by store events.
+
+Store hooks run synchronously inside each write, so `on_event` must be cheap: it updates the
+controller's caches and marks keys. The loop sleeps until something is marked, waits a short
+debounce so a burst of writes becomes one pass, then syncs each key once. `sync` runs on the API
+server's event loop and writes to the store directly, so it must never block; the loop yields
+between keys now and then so that 30k keys do not starve the API server.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable
+
+log = logging.getLogger("lab.controllers")
+
+DEBOUNCE = 0.02          # seconds: long enough to batch a burst, short enough to feel instant
+YIELD_EVERY = 100        # keys synced between two yields to the event loop
+RETRY_AFTER = 1.0        # seconds before a key whose sync raised is tried again
+
+
+class Reconciler:
+    name = "reconciler"
+
+    def __init__(self, store, cfg):
+        self.store = store
+        self.cfg = cfg
+        self.dirty: dict[Hashable, None] = {}      # insertion-ordered set
+        self.wake = asyncio.Event()
+        self.syncing = False                        # True while our own writes emit events
+        self.passes = 0                             # completed passes (tests and metrics)
+        self.writes = 0                             # store writes made by sync
+
+    # --- to override -------------------------------------------------------------------------
+    def prime(self) -> None:
+        """Fill caches from the store and mark every key (called once, before the hook is added)."""
+
+    def on_event(self, ev) -> None:
+        """React to one store event: update caches, mark keys. Must be cheap and never raise."""
+
+    def sync(self, key: Hashable) -> None:
+        """Make the store match what `key` should look like."""
+
+    def sync_batch(self, keys: list[Hashable]) -> None:
+        """Sync a whole pass at once; the default syncs key by key (see run())."""
+        raise NotImplementedError
+
+    # --- machinery ---------------------------------------------------------------------------
+    def mark(self, key: Hashable) -> None:
+        self.dirty[key] = None
+        self.wake.set()
+
+    def hook(self, ev) -> None:
+        try:
+            self.on_event(ev)
+        except Exception:                       # a bad object must not break the store's write
+            log.exception("%s: on_event failed", self.name)
+
+    def _retry(self, key: Hashable) -> None:
+        asyncio.get_running_loop().call_later(RETRY_AFTER, self.mark, key)
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            await asyncio.sleep(DEBOUNCE)
+            self.wake.clear()
+            keys, self.dirty = list(self.dirty), {}
+            if type(self).sync_batch is not Reconciler.sync_batch:
+                self._guarded(self.sync_batch, keys, None)
+            else:
+                for i, key in enumerate(keys):
+                    self._guarded(self.sync, key, key)
+                    if i % YIELD_EVERY == YIELD_EVERY - 1:
+                        await asyncio.sleep(0)
+            self.passes += 1
+
+    def _guarded(self, fn, arg, key) -> None:
+        self.syncing = True
+        try:
+            fn(arg)
+        except Exception:
+            log.exception("%s: sync of %r failed; retrying in %.0fs", self.name, key, RETRY_AFTER)
+            for k in (arg if key is None else [key]):
+                self._retry(k)
+        finally:
+            self.syncing = False
+
+    @property
+    def idle(self) -> bool:
+        return not self.dirty and not self.wake.is_set()
