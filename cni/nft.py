@@ -1,0 +1,280 @@
+"""The CNI's own nftables table in the node netns: pod masquerade and hostPort DNAT.
+
+    table ip kubeweft-cni
+      map hostports      l4proto . port               -> pod ip . port   (hostPort, any node address)
+      map hostip_ports   node ip . l4proto . port     -> pod ip . port   (hostPort with a hostIP)
+      chain hostports_dnat   the two DNAT lookups
+      chain prerouting   nat hook, dstnat: packets to a local address -> hostports_dnat
+      chain output       nat hook, dstnat: the node's own connections to a local address -> same
+      chain postrouting  nat hook, srcnat: pod CIDR leaving the cluster CIDR -> masquerade
+
+Every hostPort element carries its container ID as comment, so a DEL finds its elements even in
+a fresh process (the shim's fallback) by reading only our two maps; the agent keeps them in
+memory and re-reads the maps only on its first use in a netns and to recover from a failed
+write. The whole ruleset is never listed.
+
+The table, chains and rules are written as nft commands, the elements as JSON: nft 1.0.6's
+JSON parser drops table and chain comments, and every chain must carry one. Each public call
+is one transaction. The context binds to the netns of the thread that first uses it there.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+
+from cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniError
+
+FAMILY = "ip"
+TABLE = "kubeweft-cni"
+MAP_ANY = "hostports"
+MAP_IP = "hostip_ports"
+PROTOCOLS = ("tcp", "udp", "sctp")
+_SAFE_COMMENT = re.compile(r"[^A-Za-z0-9_.:@/-]")
+
+
+@dataclass(frozen=True)
+class HostPort:
+    protocol: str
+    host_port: int
+    host_ip: str | None          # None: every local address of the node
+    pod_ip: str
+    container_port: int
+
+    @property
+    def map(self) -> str:
+        return MAP_IP if self.host_ip else MAP_ANY
+
+    def key(self) -> dict:
+        parts = [self.host_ip, self.protocol, self.host_port] if self.host_ip else \
+            [self.protocol, self.host_port]
+        return {"concat": parts}
+
+
+# ---- pure core ---------------------------------------------------------------------------
+
+def render_base() -> str:
+    """The table, maps, chains and hostPort rules, as nft commands (idempotent: add + flush)."""
+    t = f"{FAMILY} {TABLE}"
+    return "\n".join([
+        f'add table {t} {{ comment "kubeweft CNI: pod masquerade and hostPort DNAT"; }}',
+        f"add map {t} {MAP_ANY} {{ type inet_proto . inet_service : ipv4_addr . inet_service; "
+        f'comment "hostPorts on every node address: l4proto . port -> pod ip . port, comment = container ID"; }}',
+        f"add map {t} {MAP_IP} {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; "
+        f'comment "hostPorts with a hostIP: node ip . l4proto . port -> pod ip . port, comment = container ID"; }}',
+        f'add chain {t} hostports_dnat {{ comment "DNAT of hostPorts to their pods"; }}',
+        f'add chain {t} prerouting {{ comment "hostPorts: packets arriving for a local address"; '
+        f"type nat hook prerouting priority dstnat; policy accept; }}",
+        f'add chain {t} output {{ comment "hostPorts: the node\'s own connections to a local address"; '
+        f"type nat hook output priority -100; policy accept; }}",
+        f'add chain {t} postrouting {{ comment "masquerade of pod traffic leaving the cluster CIDR"; '
+        f"type nat hook postrouting priority srcnat; policy accept; }}",
+        f"flush chain {t} hostports_dnat",
+        f"add rule {t} hostports_dnat dnat ip to ip daddr . meta l4proto . th dport map @{MAP_IP}",
+        f"add rule {t} hostports_dnat dnat ip to meta l4proto . th dport map @{MAP_ANY}",
+        f"flush chain {t} prerouting",
+        f"add rule {t} prerouting fib daddr type local jump hostports_dnat",
+        f"flush chain {t} output",
+        f"add rule {t} output fib daddr type local jump hostports_dnat",
+    ]) + "\n"
+
+
+def render_masquerade(cluster_cidr: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(cluster_cidr, strict=False)
+    except ValueError as e:
+        raise CniError(INVALID_NETWORK_CONFIG, f"invalid cluster CIDR {cluster_cidr!r}", str(e)) from None
+    t = f"{FAMILY} {TABLE}"
+    return (f"flush chain {t} postrouting\n"
+            f"add rule {t} postrouting ip saddr {net} ip daddr != {net} masquerade "
+            f'comment "pods to outside the cluster: the node\'s address"\n')
+
+
+def plan_hostports(mappings: list[dict], pod_ip: str) -> list[HostPort]:
+    """The runtime's portMappings ({hostPort, containerPort, protocol, hostIP}) as map entries.
+    IPv6 hostIPs are skipped (this table is IPv4); "" and 0.0.0.0 mean every address."""
+    out = []
+    for m in mappings:
+        try:
+            proto = str(m.get("protocol") or "tcp").lower()
+            host_port, container_port = int(m["hostPort"]), int(m["containerPort"])
+            host_ip = str(m.get("hostIP") or "")
+            pod = str(ipaddress.IPv4Address(pod_ip))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}", str(e)) from None
+        if proto not in PROTOCOLS or not (0 < host_port < 65536 and 0 < container_port < 65536):
+            raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}")
+        if host_ip in ("", "0.0.0.0"):
+            hip = None
+        else:
+            try:
+                addr = ipaddress.ip_address(host_ip)
+            except ValueError as e:
+                raise CniError(INVALID_NETWORK_CONFIG, f"invalid hostIP in {m!r}", str(e)) from None
+            if addr.version != 4:
+                continue
+            hip = str(addr)
+        out.append(HostPort(proto, host_port, hip, pod, container_port))
+    return list(dict.fromkeys(out))
+
+
+def render_comment(container_id: str) -> str:
+    return _SAFE_COMMENT.sub("_", container_id)[:128]
+
+
+def render_element(hp: HostPort, container_id: str) -> list:
+    return [{"elem": {"val": hp.key(), "comment": render_comment(container_id)}},
+            {"concat": [hp.pod_ip, hp.container_port]}]
+
+
+def render_element_ops(container_id: str, old: list[tuple[str, dict]], new: list[HostPort]) -> dict:
+    """One JSON transaction: delete the container's old elements, add the new ones."""
+    cmds = []
+    for map_name in (MAP_ANY, MAP_IP):
+        gone = [k for m, k in old if m == map_name]
+        if gone:
+            cmds.append({"delete": {"element": {"family": FAMILY, "table": TABLE, "name": map_name,
+                                                "elem": gone}}})
+    for map_name in (MAP_ANY, MAP_IP):
+        add = [render_element(hp, container_id) for hp in new if hp.map == map_name]
+        if add:
+            cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": map_name,
+                                             "elem": add}}})
+    return {"nftables": cmds}
+
+
+def parse_map_elements(listing: dict, map_name: str) -> dict[str, list[tuple[str, dict]]]:
+    """container ID (comment) -> [(map, key)] from a `list map` JSON answer."""
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for obj in listing.get("nftables", []):
+        m = obj.get("map")
+        if not m or m.get("name") != map_name:
+            continue
+        for pair in m.get("elem", []):
+            key = pair[0]
+            if isinstance(key, dict) and "elem" in key:
+                comment = key["elem"].get("comment", "")
+                out.setdefault(comment, []).append((map_name, key["elem"]["val"]))
+    return out
+
+
+# ---- the shell: one context and the applied state per netns -------------------------------
+
+class _Table:
+    def __init__(self) -> None:
+        import nftables                         # Debian's python3-nftables (DESIGN.md, decision 6)
+        self.nft = nftables.Nftables()
+        self.nft.set_json_output(True)
+        self.lock = threading.Lock()
+        self.based = False
+        self.held: dict[str, list[tuple[str, dict]]] | None = None    # comment -> elements
+
+    def run_text(self, text: str) -> None:
+        rc, _, err = self.nft.cmd(text)
+        if rc != 0:
+            raise CniError(DATAPATH_FAILURE, "nftables write failed", err.strip())
+
+    def run_json(self, cmds: dict) -> dict:
+        rc, out, err = self.nft.json_cmd(cmds)
+        if rc != 0:
+            raise CniError(DATAPATH_FAILURE, "nftables write failed", str(err).strip())
+        return out if isinstance(out, dict) else (json.loads(out) if out else {})
+
+    def ensure_base(self, extra: str = "") -> None:
+        if not self.based or extra:
+            self.run_text(render_base() + extra)
+            self.based = True
+
+    def load(self) -> dict[str, list[tuple[str, dict]]]:
+        """Read our two maps (only them) to learn which elements belong to which container."""
+        held: dict[str, list[tuple[str, dict]]] = {}
+        for map_name in (MAP_ANY, MAP_IP):
+            listing = self.run_json({"nftables": [{"list": {"map": {"family": FAMILY, "table": TABLE,
+                                                                    "name": map_name}}}]})
+            for cid, elems in parse_map_elements(listing, map_name).items():
+                held.setdefault(cid, []).extend(elems)
+        self.held = held
+        return held
+
+
+_tables: dict[int, _Table] = {}
+_tables_lock = threading.Lock()
+
+
+def _table() -> _Table:
+    """The context of the calling thread's netns (made on first use there)."""
+    ino = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
+    with _tables_lock:
+        tbl = _tables.get(ino)
+        if tbl is None:
+            tbl = _tables[ino] = _Table()
+        return tbl
+
+
+# ---- the interface -----------------------------------------------------------------------
+
+def ensure_masquerade(cluster_cidr: str) -> None:
+    """The table, its chains, and masquerade of pod traffic leaving cluster_cidr. Idempotent."""
+    extra = render_masquerade(cluster_cidr)
+    tbl = _table()
+    with tbl.lock:
+        tbl.ensure_base(extra)
+
+
+def set_hostports(container_id: str, mappings: list[dict], pod_ip: str) -> None:
+    """Make the container's hostPorts exactly `mappings`, pointing at pod_ip (one transaction).
+    A hostPort held by another container is an error."""
+    new = plan_hostports(mappings, pod_ip)
+    cid = render_comment(container_id)
+    tbl = _table()
+    with tbl.lock:
+        tbl.ensure_base()
+        held = tbl.held if tbl.held is not None else tbl.load()
+        for attempt in (1, 2):
+            taken = {(m, json.dumps(k)) for c, els in held.items() if c != cid for m, k in els}
+            clash = [hp for hp in new if (hp.map, json.dumps(hp.key())) in taken]
+            if clash:
+                hp = clash[0]
+                raise CniError(DATAPATH_FAILURE, f"hostPort {hp.host_port}/{hp.protocol} is in use",
+                               f"held by another container (hostIP {hp.host_ip or 'any'})")
+            try:
+                tbl.run_json(render_element_ops(cid, held.get(cid, []), new))
+                break
+            except CniError:
+                if attempt == 2:
+                    raise
+                tbl.ensure_base(render_base())       # recover: the table may have been removed
+                held = tbl.load()
+        held[cid] = [(hp.map, hp.key()) for hp in new]
+        if not new:
+            held.pop(cid, None)
+
+
+def clear_hostports(container_id: str) -> None:
+    """Remove the container's hostPorts; nothing to remove (or no table) is fine."""
+    cid = render_comment(container_id)
+    tbl = _table()
+    with tbl.lock:
+        try:
+            held = tbl.held if tbl.held is not None else tbl.load()
+        except CniError:
+            return                                   # no table in this netns: nothing to clear
+        if not held.get(cid):
+            return
+        try:
+            tbl.run_json(render_element_ops(cid, held[cid], []))
+        except CniError:
+            held = tbl.load()                        # recover from what the kernel has
+            if held.get(cid):
+                tbl.run_json(render_element_ops(cid, held[cid], []))
+        held.pop(cid, None)
+
+
+def reset() -> None:
+    """Drop every cached context and what it remembered (each keeps its netns alive while it
+    lives); for tests that delete namespaces, and harmless otherwise."""
+    with _tables_lock:
+        _tables.clear()
