@@ -1,0 +1,67 @@
+"""lab.lifecycle and lab.shell, their pure parts: the status document, the table, pod targets."""
+from __future__ import annotations
+
+import pytest
+
+from lab.config import LabConfig
+from lab.errors import LabError
+from lab.lifecycle import lab_id, plan_state, render_status, render_table
+from lab.shell import parse_pod_target
+
+CFG = LabConfig(name="kw")
+NODES = [
+    {"metadata": {"name": "node2"}, "spec": {"podCIDR": "10.244.2.0/24"},
+     "status": {"addresses": [{"type": "Hostname", "address": "node2"},
+                              {"type": "InternalIP", "address": "192.168.56.12"}]}},
+    {"metadata": {"name": "node1"}, "spec": {}, "status": {}},
+]
+PODS = [
+    {"metadata": {"namespace": "default", "name": "web", "uid": "u1"}, "spec": {"nodeName": "node2"},
+     "status": {"podIP": "10.244.2.5"}},
+    {"metadata": {"namespace": "a", "name": "pending", "uid": "u2"}, "spec": {}, "status": {}},
+]
+LOCAL = {"u1": {"namespace": "default", "name": "web", "netns": "kw-pod-default-web-1234",
+                "ip": "10.244.2.5", "containerID": "c", "pid": 1}}
+
+
+def test_status_document_shape():
+    doc = render_status(CFG, NODES, PODS, LOCAL)
+    assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
+    n2 = doc["nodes"][1]
+    assert n2 == {"name": "node2", "address": "192.168.56.12", "podCIDR": "10.244.2.0/24",
+                  "netns": "kw-node2", "cniConfDir": str(CFG.cni_conf_dir("node2")),
+                  "cniBinDir": str(CFG.cni_bin_dir("node2")), "agentSocket": str(CFG.agent_socket("node2"))}
+    assert doc["nodes"][0]["address"] is None and doc["nodes"][0]["podCIDR"] is None
+    assert doc["pods"] == [
+        {"namespace": "a", "name": "pending", "node": None, "netns": None, "ip": None},
+        {"namespace": "default", "name": "web", "node": "node2", "netns": "kw-pod-default-web-1234",
+         "ip": "10.244.2.5"}]
+
+
+def test_pods_json_found_by_name_when_uid_differs():
+    local = {"other-uid": dict(LOCAL["u1"])}
+    doc = render_status(CFG, [], PODS[:1], local)
+    assert doc["pods"][0]["netns"] == "kw-pod-default-web-1234"
+
+
+def test_table_lists_nodes_and_pods():
+    table = render_table(render_status(CFG, NODES, PODS, LOCAL))
+    lines = table.splitlines()
+    assert lines[0].split() == ["NODE", "ADDRESS", "PODCIDR", "NETNS"]
+    assert lines[2].split() == ["node2", "192.168.56.12", "10.244.2.0/24", "kw-node2"]
+    assert "<none>" in lines[1]
+    assert any(line.split()[:2] == ["default", "web"] for line in lines)
+
+
+def test_state_and_lab_id():
+    state = plan_state(CFG, "abc")
+    assert state["token"] == "abc" and state["config"]["name"] == "kw"
+    assert lab_id("kw", "abc") == "kw:abc"
+
+
+def test_pod_targets():
+    assert parse_pod_target("kube-system/dns") == ("kube-system", "dns")
+    assert parse_pod_target("web") == ("default", "web")
+    for bad in ("/web", "ns/", "a/b/c"):
+        with pytest.raises(LabError):
+            parse_pod_target(bad)
