@@ -283,7 +283,8 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
             procs[f"agent-{node}"] = _spawn(
                 cfg, [_venv_bin("kubeweft"), "agent", "--kubeconfig", str(cfg.node_kubeconfig),
                       "--node-name", node, "--socket", str(cfg.agent_socket(node)),
-                      "--state-dir", str(cfg.node_dir(node))], f"agent-{node}", token, inside=ns)
+                      "--state-dir", str(cfg.node_dir(node)), "--cluster-cidr", cfg.cluster_cidr],
+                f"agent-{node}", token, inside=ns)
         procs[f"kubelet-{node}"] = _spawn(
             cfg, [py, "-m", "lab.kubelet", "--lab", cfg.name, "--node", node],
             f"kubelet-{node}", token, inside=ns)
