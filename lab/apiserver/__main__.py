@@ -91,10 +91,10 @@ def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
     return out["sock"]
 
 
-async def run(cfg: LabConfig) -> int:
+async def run(cfg: LabConfig, history: int = 200_000) -> int:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip])
-    store = Store()
+    store = Store(history=history)
     apiapp.ensure_namespaces(store, cfg)
     app = apiapp.build_app(store, cfg, keys.token)
     ctx = apiapp.ssl_context(str(keys.cert), str(keys.key))
@@ -136,11 +136,12 @@ async def run(cfg: LabConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab.apiserver")
     p.add_argument("--lab", required=True, help="the lab's name")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--history", type=int, default=200_000,
+                   help="events kept for watches; an older resourceVersion gets 410 Gone")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s apiserver %(levelname)s %(message)s")
-    return asyncio.run(run(load_config(args.lab)))
+    return asyncio.run(run(load_config(args.lab), args.history))
 
 
 if __name__ == "__main__":

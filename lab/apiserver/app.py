@@ -92,7 +92,7 @@ async def _read_body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
         return None
-    ctype = (request.content_type or "application/json").lower()
+    ctype = (request.content_type if "Content-Type" in request.headers else "application/json").lower()
     if ctype == "application/vnd.kubernetes.protobuf":
         return protobuf.decode_object(raw)
     if "json" not in ctype and "yaml" not in ctype:

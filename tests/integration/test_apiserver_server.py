@@ -1,0 +1,347 @@
+"""The lab API server as a process, driven by the real `kubernetes` client and a real kubectl.
+
+No network namespace is made: without the lab's underlay netns the server listens on loopback
+only. Every process started here is ended here, by PID.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+from kubernetes.client.rest import ApiException
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
+HISTORY = 40          # small, so that 410 Gone is reachable
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+class Server:
+    def __init__(self, tmp: Path, name: str):
+        self.root, self.name = tmp, name
+        self.state = tmp / name
+        self.kubeconfig = self.state / "kubeconfig"
+        env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp))
+        self.log = open(tmp / "apiserver.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "lab.apiserver", "--lab", name,
+                                      "--history", str(HISTORY)],
+                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        ready = self.state / "apiserver.ready"
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("apiserver did not start:\n" + (tmp / "apiserver.log").read_text())
+            time.sleep(0.1)
+        self.ready = json.loads(ready.read_text())
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.root),
+                        **(env or {}))
+        p = subprocess.run([str(KUBECTL), *args], capture_output=True, text=True, input=input,
+                           env=full_env, timeout=timeout, cwd=self.root)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stdout}{p.stderr}")
+        return p
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("h1api")
+    s = Server(tmp, f"h1t{os.getpid()}")
+    try:
+        yield s
+    finally:
+        rc = s.stop()
+        assert rc == 0, "the API server did not exit cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def core(server):
+    client = kubernetes.config.new_client_from_config(str(server.kubeconfig))
+    try:
+        yield kubernetes.client.CoreV1Api(client)
+    finally:
+        client.close()
+
+
+def pod(name: str, labels: dict | None = None, node: str | None = None) -> dict:
+    spec: dict = {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 8080}]}]}
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels or {"app": "h1"}}, "spec": spec}
+
+
+def test_startup_files(server):
+    assert server.ready["pid"] == server.proc.pid
+    kc = yaml.safe_load(server.kubeconfig.read_text())
+    assert kc["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{server.ready['port']}"
+    nodes_kc = yaml.safe_load((server.state / "kubeconfig-nodes").read_text())
+    assert nodes_kc["clusters"][0]["cluster"]["server"] == "https://192.168.56.1:6443"
+    assert (server.state / "pki" / "token").read_text().strip() == kc["users"][0]["user"]["token"]
+
+
+def test_rejects_missing_token(server):
+    import ssl
+    import urllib.error
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=str(server.state / "pki" / "ca.crt"))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"https://127.0.0.1:{server.ready['port']}/api/v1/pods", context=ctx,
+                               timeout=5)
+    assert e.value.code == 401
+
+
+def test_default_namespaces_and_list(core):
+    names = {n.metadata.name for n in core.list_namespace().items}
+    assert {"default", "kube-system", "kube-public"} <= names
+    core.create_namespaced_pod("default", pod("h1-list-a", {"app": "a", "tier": "x"}))
+    core.create_namespaced_pod("default", pod("h1-list-b", {"app": "b"}, node="h1node"))
+    try:
+        pods = core.list_pod_for_all_namespaces(label_selector="app in (a,b),!tier")
+        assert [p.metadata.name for p in pods.items] == ["h1-list-b"]
+        pods = core.list_namespaced_pod("default", field_selector="spec.nodeName=h1node")
+        assert [p.metadata.name for p in pods.items] == ["h1-list-b"]
+        pods = core.list_namespaced_pod("default", field_selector="metadata.name!=h1-list-b",
+                                        label_selector="app")
+        assert [p.metadata.name for p in pods.items] == ["h1-list-a"]
+        assert int(pods.metadata.resource_version) > 0
+        # resourceVersionMatch and limit are accepted and do not break a list
+        pods = core.list_namespaced_pod("default", resource_version="0",
+                                        resource_version_match="NotOlderThan", limit=1)
+        assert len(pods.items) >= 2
+    finally:
+        core.delete_namespaced_pod("h1-list-a", "default")
+        core.delete_namespaced_pod("h1-list-b", "default", grace_period_seconds=0)
+
+
+def test_watch_survives_reconnect_without_loss_or_duplicates(core):
+    w = kubernetes.watch.Watch()
+    start_rv = core.list_namespaced_pod("default").metadata.resource_version
+    core.create_namespaced_pod("default", pod("h1-w1"))
+    seen: list[tuple[str, str, str]] = []
+    for ev in w.stream(core.list_namespaced_pod, "default", resource_version=start_rv, timeout_seconds=5):
+        seen.append((ev["type"], ev["object"].metadata.name, ev["object"].metadata.resource_version))
+        break                      # drop the connection after the first event
+    w.stop()
+    last_rv = seen[-1][2]
+    # changes while nobody watches
+    core.patch_namespaced_pod("h1-w1", "default", {"metadata": {"labels": {"step": "2"}}})
+    core.create_namespaced_pod("default", pod("h1-w2"))
+    core.delete_namespaced_pod("h1-w1", "default")
+    w2 = kubernetes.watch.Watch()
+    for ev in w2.stream(core.list_namespaced_pod, "default", resource_version=last_rv, timeout_seconds=5):
+        seen.append((ev["type"], ev["object"].metadata.name, ev["object"].metadata.resource_version))
+        if len(seen) == 4:
+            w2.stop()
+    assert [(t, n) for t, n, _ in seen] == [("ADDED", "h1-w1"), ("MODIFIED", "h1-w1"),
+                                            ("ADDED", "h1-w2"), ("DELETED", "h1-w1")]
+    rvs = [int(rv) for _, _, rv in seen]
+    assert rvs == sorted(set(rvs))           # strictly increasing: nothing twice
+    core.delete_namespaced_pod("h1-w2", "default")
+
+
+def test_watch_without_version_starts_with_current_objects_and_honours_selectors(core):
+    core.create_namespaced_service("default", {"metadata": {"name": "h1-svc-a", "labels": {"k": "v"}},
+                                               "spec": {"ports": [{"port": 80}], "selector": {"a": "b"}}})
+    core.create_namespaced_service("default", {"metadata": {"name": "h1-svc-b"},
+                                               "spec": {"ports": [{"port": 81}]}})
+    try:
+        w = kubernetes.watch.Watch()
+        got = []
+        for ev in w.stream(core.list_namespaced_service, "default", label_selector="k=v",
+                           timeout_seconds=2):
+            got.append((ev["type"], ev["object"].metadata.name))
+        assert got == [("ADDED", "h1-svc-a")]
+    finally:
+        core.delete_namespaced_service("h1-svc-a", "default")
+        core.delete_namespaced_service("h1-svc-b", "default")
+
+
+def test_watch_bookmarks_arrive(core):
+    rv = core.list_namespaced_pod("default").metadata.resource_version
+    w = kubernetes.watch.Watch()
+    types = []
+    t0 = time.monotonic()
+    for ev in w.stream(core.list_namespaced_pod, "default", resource_version=rv,
+                       allow_watch_bookmarks=True, timeout_seconds=8):
+        types.append(ev["type"])
+        if ev["type"] == "BOOKMARK":
+            assert int(ev["raw_object"]["metadata"]["resourceVersion"]) >= int(rv)
+            w.stop()
+    assert "BOOKMARK" in types
+    assert time.monotonic() - t0 < 8
+
+
+def test_too_old_version_gives_410_and_relist_recovers(core):
+    first = core.create_namespaced_pod("default", pod("h1-old"))
+    old_rv = first.metadata.resource_version
+    for i in range(HISTORY + 5):          # push old_rv out of the server's history
+        core.patch_namespaced_pod("h1-old", "default", {"metadata": {"labels": {"i": str(i)}}})
+    w = kubernetes.watch.Watch()
+    with pytest.raises(ApiException) as e:
+        for _ in w.stream(core.list_namespaced_pod, "default", resource_version=old_rv, timeout_seconds=3):
+            pass
+    assert e.value.status == 410
+    assert "Expired" in e.value.reason
+    # the client's recovery: list again, watch from the list's version
+    listed = core.list_namespaced_pod("default")
+    assert [p.metadata.labels["i"] for p in listed.items if p.metadata.name == "h1-old"] == [str(HISTORY + 4)]
+    core.delete_namespaced_pod("h1-old", "default")
+    events = [(ev["type"], ev["object"].metadata.name) for ev in
+              w.stream(core.list_namespaced_pod, "default",
+                       resource_version=listed.metadata.resource_version, timeout_seconds=2)]
+    assert events == [("DELETED", "h1-old")]
+
+
+def test_scheduled_pod_is_deleted_gracefully(core):
+    core.create_namespaced_pod("default", pod("h1-grace", node="h1node"))
+    core.delete_namespaced_pod("h1-grace", "default")
+    p = core.read_namespaced_pod("h1-grace", "default")
+    assert p.metadata.deletion_timestamp is not None
+    assert p.metadata.deletion_grace_period_seconds == 30
+    core.delete_namespaced_pod("h1-grace", "default", grace_period_seconds=0)
+    with pytest.raises(ApiException) as e:
+        core.read_namespaced_pod("h1-grace", "default")
+    assert e.value.status == 404
+
+
+def test_status_subresource_changes_only_status(core):
+    core.create_namespaced_pod("default", pod("h1-status"))
+    try:
+        core.patch_namespaced_pod_status("h1-status", "default",
+                                         {"status": {"phase": "Running", "podIP": "10.244.1.5"},
+                                          "metadata": {"labels": {"ignored": "yes"}}})
+        p = core.read_namespaced_pod("h1-status", "default")
+        assert (p.status.phase, p.status.pod_ip) == ("Running", "10.244.1.5")
+        assert "ignored" not in p.metadata.labels
+        # and a main-resource update does not change status
+        core.patch_namespaced_pod("h1-status", "default", {"status": {"phase": "Failed"}})
+        assert core.read_namespaced_pod("h1-status", "default").status.phase == "Running"
+    finally:
+        core.delete_namespaced_pod("h1-status", "default")
+
+
+POD_YAML = """apiVersion: v1
+kind: Pod
+metadata:
+  name: h1-kc
+  labels: {app: kc}
+spec:
+  containers:
+  - name: c
+    image: busybox:1
+    ports:
+    - containerPort: 8080
+"""
+
+SVC_YAML = """apiVersion: v1
+kind: Service
+metadata:
+  name: h1-kcsvc
+spec:
+  selector: {app: kc}
+  ports:
+  - port: 80
+    targetPort: 8080
+"""
+
+
+def test_kubectl_pod_lifecycle(server):
+    (server.root / "pod.yaml").write_text(POD_YAML)
+    assert "pod/h1-kc created" in server.kubectl("apply", "-f", "pod.yaml").stdout
+    (server.root / "pod.yaml").write_text(POD_YAML.replace("busybox:1", "busybox:2"))
+    assert "pod/h1-kc configured" in server.kubectl("apply", "-f", "pod.yaml").stdout
+    got = yaml.safe_load(server.kubectl("get", "pod", "h1-kc", "-o", "yaml").stdout)
+    assert got["spec"]["containers"][0]["image"] == "busybox:2"
+    assert got["spec"]["containers"][0]["ports"] == [{"containerPort": 8080, "protocol": "TCP"}] \
+        or got["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080
+
+    server.kubectl("label", "pod", "h1-kc", "tier=front")
+    server.kubectl("patch", "pod", "h1-kc", "-p", '{"metadata":{"annotations":{"h1":"yes"}}}')
+    server.kubectl("patch", "pod", "h1-kc", "--type=json",
+                   "-p", '[{"op":"add","path":"/metadata/labels/j","value":"k"}]')
+    server.kubectl("edit", "pod", "h1-kc", env={"KUBE_EDITOR": "sed -i s/tier:\\ front/tier:\\ back/"})
+    labels = yaml.safe_load(server.kubectl("get", "pod", "h1-kc", "-o", "yaml").stdout)["metadata"]["labels"]
+    assert labels == {"app": "kc", "tier": "back", "j": "k"}
+
+    wide = server.kubectl("get", "pods", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert wide[1].split()[:3] == ["h1-kc", "0/1", "Pending"]
+    described = server.kubectl("describe", "pod", "h1-kc").stdout
+    assert "Name:" in described and "h1-kc" in described and "busybox:2" in described
+
+    # kubectl get -w sees a change
+    env = dict(os.environ, KUBECONFIG=str(server.kubeconfig), HOME=str(server.root))
+    watcher = subprocess.Popen([str(KUBECTL), "get", "pods", "-w"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        time.sleep(1.5)
+        server.kubectl("annotate", "pod", "h1-kc", "h1-watch=1")
+        server.kubectl("delete", "pod", "h1-kc")
+        time.sleep(1.0)
+    finally:
+        watcher.terminate()
+        out, _ = watcher.communicate(timeout=10)
+    rows = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert rows[0] == "NAME" and rows.count("h1-kc") >= 2, out
+    assert "NotFound" in server.kubectl("get", "pod", "h1-kc", check=False).stderr
+
+
+def test_kubectl_service_lifecycle(server):
+    (server.root / "svc.yaml").write_text(SVC_YAML)
+    server.kubectl("apply", "-f", "svc.yaml")
+    (server.root / "svc.yaml").write_text(SVC_YAML.replace("port: 80", "port: 81"))
+    server.kubectl("apply", "-f", "svc.yaml")
+    got = yaml.safe_load(server.kubectl("get", "svc", "h1-kcsvc", "-o", "yaml").stdout)
+    assert [p["port"] for p in got["spec"]["ports"]] == [81]
+    out = server.kubectl("create", "service", "clusterip", "h1-foo", "--tcp=80:8080").stdout
+    assert "service/h1-foo created" in out
+    table = server.kubectl("get", "svc", "-o", "wide").stdout.splitlines()
+    assert table[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR"]
+    foo = next(line.split() for line in table if line.startswith("h1-foo "))
+    assert foo[1] == "ClusterIP" and foo[4] == "80/TCP" and foo[6] == "app=h1-foo"
+    assert "Selector:" in server.kubectl("describe", "svc", "h1-foo").stdout
+    server.kubectl("delete", "svc", "h1-foo", "h1-kcsvc")
+    assert "h1-foo" not in server.kubectl("get", "svc").stdout
+
+
+def test_kubectl_bad_input(server):
+    (server.root / "strict.yaml").write_text(POD_YAML.replace("  containers:", "  foo: 1\n  containers:"))
+    p = server.kubectl("apply", "-f", "strict.yaml", "--validate=strict", check=False)
+    assert p.returncode != 0
+    assert 'strict decoding error: unknown field "spec.foo"' in p.stderr
+    p = server.kubectl("-n", "h1-nope", "create", "-f", "svc.yaml", check=False)
+    assert p.returncode != 0 and 'namespaces "h1-nope" not found' in p.stderr
+    (server.root / "mal.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n  bad: [\n")
+    p = server.kubectl("apply", "-f", "mal.yaml", check=False)
+    assert p.returncode != 0 and "error converting YAML to JSON" in p.stderr
+    (server.root / "name.yaml").write_text(POD_YAML.replace("name: h1-kc", "name: H1_bad"))
+    p = server.kubectl("apply", "-f", "name.yaml", check=False)
+    assert p.returncode != 0
+    assert 'The Pod "H1_bad" is invalid: metadata.name: Invalid value: "H1_bad"' in p.stderr
+    p = server.kubectl("get", "h1widgets", check=False)
+    assert p.returncode != 0 and 'the server doesn\'t have a resource type "h1widgets"' in p.stderr
