@@ -223,6 +223,10 @@ class CniPlugin:
         goes first, so that an address is never free while an interface still carries it."""
         host_veth = datapath.host_veth_name(inv.container_id, inv.ifname)
         netns = inv.netns if inv.netns and os.path.exists(inv.netns) else None
+        if netns and self.pod_cidr is not None and self.allocator(conf).lookup(*_key(inv)) is None:
+            # Not ours (e.g. the DEL after an ADD that failed because ifname existed): never
+            # touch the sandbox's ifname, which belongs to another attachment.
+            netns = None
         try:
             datapath.unwire_pod(netns, inv.ifname, host_veth)
         except CniError:
@@ -293,6 +297,10 @@ class CniPlugin:
         log.info("GC: kept %d, freed %s, removed veths %s", len(keep),
                  [str(a) for _, a in freed], removed)
         return {"freed": [str(a) for _, a in freed], "removed": removed}
+
+
+def _key(inv: spec.Invocation) -> tuple[str, str]:
+    return inv.container_id, inv.ifname
 
 
 def _mapping_dict(m: spec.PortMapping) -> dict:

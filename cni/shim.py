@@ -113,14 +113,22 @@ def delete_in_process(inv: spec.Invocation, conf: spec.NetConf) -> None:
 
     steps = []
     host_veth = datapath.host_veth_name(inv.container_id, inv.ifname)
-    steps.append(("unwire", lambda: datapath.unwire_pod(inv.netns or None, inv.ifname, host_veth)))
     data_dir = Path(conf.data_dir) if conf.data_dir else None
     state = _agent_state(data_dir)
+    alloc = None
     if state.get("podCIDR"):
-        def release() -> None:
+        try:
             from . import ipam
-            ipam.Allocator(data_dir, state["podCIDR"]).release(inv.container_id, inv.ifname)
-        steps.append(("release", release))
+            alloc = ipam.Allocator(data_dir, state["podCIDR"])
+        except Exception as e:  # noqa: BLE001 - best-effort: still remove the veth
+            log(f"DEL {inv.container_id}: IPAM store unusable: {e!r}")
+    # the sandbox's ifname is ours only if we hold a reservation for it (see plugin.delete)
+    netns = inv.netns or None
+    if netns and alloc is not None and alloc.lookup(inv.container_id, inv.ifname) is None:
+        netns = None
+    steps.append(("unwire", lambda: datapath.unwire_pod(netns, inv.ifname, host_veth)))
+    if alloc is not None:
+        steps.append(("release", lambda: alloc.release(inv.container_id, inv.ifname)))
 
     def hostports() -> None:
         try:
