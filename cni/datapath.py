@@ -182,7 +182,7 @@ def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> Brid
         except NetlinkError as e:
             raise CniError(DATAPATH_FAILURE, f"cannot set up bridge {name}", str(e)) from None
     _write_sysctl(SYSCTL_IP_FORWARD, "1")
-    nf = all([_write_sysctl(p, "1") for p in SYSCTL_BRIDGE_NF])
+    nf = all(_write_sysctl(p, "1") for p in SYSCTL_BRIDGE_NF)
     return BridgeInfo(name=name, mac=mac, bridge_nf_call=nf)
 
 

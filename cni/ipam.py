@@ -22,8 +22,8 @@ import fcntl
 import ipaddress
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cni.errors import ADDRESS_UNAVAILABLE, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
 

@@ -33,6 +33,10 @@ TABLE = "kubeweft-cni"
 MAP_ANY = "hostports"
 MAP_IP = "hostip_ports"
 PROTOCOLS = ("tcp", "udp", "sctp")
+# A packet mark bit: set in prerouting/output on pod traffic that a hostPort DNAT sends back to a
+# pod (hairpin: the answer would otherwise go pod-to-pod and miss the conntrack reversal), and
+# masqueraded in postrouting. kube-proxy uses 0x4000 and 0x8000; the proxy must not use this bit.
+HAIRPIN_MARK = 0x2000
 _SAFE_COMMENT = re.compile(r"[^A-Za-z0-9_.:@/-]")
 
 
@@ -56,41 +60,60 @@ class HostPort:
 
 # ---- pure core ---------------------------------------------------------------------------
 
-def render_base() -> str:
-    """The table, maps, chains and hostPort rules, as nft commands (idempotent: add + flush)."""
+def render_base(cluster_cidr: str | None = None) -> str:
+    """The table, maps, chains and hostPort rules, as nft commands (idempotent: add + flush).
+    With the cluster CIDR known, pod traffic to a hostPort is marked for hairpin masquerade."""
     t = f"{FAMILY} {TABLE}"
-    return "\n".join([
+    if cluster_cidr:
+        net = _network(cluster_cidr)
+        mark = [f"add rule {t} hostports_dnat ip saddr {net} meta mark set meta mark or {HAIRPIN_MARK:#x}"]
+        unmark = [(f"add rule {t} hostports_dnat ip saddr {net} meta mark set meta mark and "
+                   f'{~HAIRPIN_MARK & 0xffffffff:#x} comment "no hostPort matched: no hairpin"')]
+    else:
+        mark = unmark = []
+    lines = [
         f'add table {t} {{ comment "kubeweft CNI: pod masquerade and hostPort DNAT"; }}',
-        f"add map {t} {MAP_ANY} {{ type inet_proto . inet_service : ipv4_addr . inet_service; "
-        f'comment "hostPorts on every node address: l4proto . port -> pod ip . port, comment = container ID"; }}',
-        f"add map {t} {MAP_IP} {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; "
-        f'comment "hostPorts with a hostIP: node ip . l4proto . port -> pod ip . port, comment = container ID"; }}',
+        (f"add map {t} {MAP_ANY} {{ type inet_proto . inet_service : ipv4_addr . inet_service; "
+         f'comment "hostPorts on every node address: l4proto . port -> pod ip . port, '
+         f'comment = container ID"; }}'),
+        (f"add map {t} {MAP_IP} {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; "
+         f'comment "hostPorts with a hostIP: node ip . l4proto . port -> pod ip . port, '
+         f'comment = container ID"; }}'),
         f'add chain {t} hostports_dnat {{ comment "DNAT of hostPorts to their pods"; }}',
-        f'add chain {t} prerouting {{ comment "hostPorts: packets arriving for a local address"; '
-        f"type nat hook prerouting priority dstnat; policy accept; }}",
-        f'add chain {t} output {{ comment "hostPorts: the node\'s own connections to a local address"; '
-        f"type nat hook output priority -100; policy accept; }}",
-        f'add chain {t} postrouting {{ comment "masquerade of pod traffic leaving the cluster CIDR"; '
-        f"type nat hook postrouting priority srcnat; policy accept; }}",
+        (f'add chain {t} prerouting {{ comment "hostPorts: packets arriving for a local address"; '
+         f"type nat hook prerouting priority dstnat; policy accept; }}"),
+        (f'add chain {t} output {{ comment "hostPorts: the node\'s own connections to a local address"; '
+         f"type nat hook output priority -100; policy accept; }}"),
+        (f'add chain {t} postrouting {{ comment "masquerade of pod traffic leaving the cluster CIDR"; '
+         f"type nat hook postrouting priority srcnat; policy accept; }}"),
         f"flush chain {t} hostports_dnat",
+        *mark,
         f"add rule {t} hostports_dnat dnat ip to ip daddr . meta l4proto . th dport map @{MAP_IP}",
         f"add rule {t} hostports_dnat dnat ip to meta l4proto . th dport map @{MAP_ANY}",
+        *unmark,
         f"flush chain {t} prerouting",
         f"add rule {t} prerouting fib daddr type local jump hostports_dnat",
         f"flush chain {t} output",
         f"add rule {t} output fib daddr type local jump hostports_dnat",
-    ]) + "\n"
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _network(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(cidr, strict=False)
+    except ValueError as e:
+        raise CniError(INVALID_NETWORK_CONFIG, f"invalid cluster CIDR {cidr!r}", str(e)) from None
 
 
 def render_masquerade(cluster_cidr: str) -> str:
-    try:
-        net = ipaddress.IPv4Network(cluster_cidr, strict=False)
-    except ValueError as e:
-        raise CniError(INVALID_NETWORK_CONFIG, f"invalid cluster CIDR {cluster_cidr!r}", str(e)) from None
+    net = _network(cluster_cidr)
     t = f"{FAMILY} {TABLE}"
     return (f"flush chain {t} postrouting\n"
             f"add rule {t} postrouting ip saddr {net} ip daddr != {net} masquerade "
-            f'comment "pods to outside the cluster: the node\'s address"\n')
+            f'comment "pods to outside the cluster: the node\'s address"\n'
+            f"add rule {t} postrouting meta mark and {HAIRPIN_MARK:#x} == {HAIRPIN_MARK:#x} masquerade "
+            f'comment "pods to a hostPort of this node (hairpin)"\n')
 
 
 def plan_hostports(mappings: list[dict], pod_ip: str) -> list[HostPort]:
@@ -165,11 +188,12 @@ def parse_map_elements(listing: dict, map_name: str) -> dict[str, list[tuple[str
 
 class _Table:
     def __init__(self) -> None:
-        import nftables                         # Debian's python3-nftables (DESIGN.md, decision 6)
+        import nftables  # Debian's python3-nftables (DESIGN.md, decision 6)
         self.nft = nftables.Nftables()
         self.nft.set_json_output(True)
         self.lock = threading.Lock()
         self.based = False
+        self.cluster: str | None = None
         self.held: dict[str, list[tuple[str, dict]]] | None = None    # comment -> elements
 
     def run_text(self, text: str) -> None:
@@ -183,9 +207,10 @@ class _Table:
             raise CniError(DATAPATH_FAILURE, "nftables write failed", str(err).strip())
         return out if isinstance(out, dict) else (json.loads(out) if out else {})
 
-    def ensure_base(self, extra: str = "") -> None:
-        if not self.based or extra:
-            self.run_text(render_base() + extra)
+    def ensure_base(self, extra: str = "", force: bool = False) -> None:
+        if not self.based or extra or force:
+            masq = render_masquerade(self.cluster) if self.cluster and not extra else ""
+            self.run_text(render_base(self.cluster) + extra + masq)
             self.based = True
 
     def load(self) -> dict[str, list[tuple[str, dict]]]:
@@ -221,6 +246,7 @@ def ensure_masquerade(cluster_cidr: str) -> None:
     extra = render_masquerade(cluster_cidr)
     tbl = _table()
     with tbl.lock:
+        tbl.cluster = str(_network(cluster_cidr))
         tbl.ensure_base(extra)
 
 
@@ -246,7 +272,7 @@ def set_hostports(container_id: str, mappings: list[dict], pod_ip: str) -> None:
             except CniError:
                 if attempt == 2:
                     raise
-                tbl.ensure_base(render_base())       # recover: the table may have been removed
+                tbl.ensure_base(force=True)          # recover: the table may have been removed
                 held = tbl.load()
         held[cid] = [(hp.map, hp.key()) for hp in new]
         if not new:

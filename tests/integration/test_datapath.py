@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -78,7 +78,7 @@ class Topology:
     def pod_netns(self, n: int) -> str:
         return str(lab_netns.path(self.netns(f"{self.prefix}-pod{n}")))
 
-    def up(self) -> "Topology":
+    def up(self) -> Topology:
         self.netns(self.node)
         self.netns(self.ext)
         sh("ip", "-n", self.node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
@@ -93,7 +93,7 @@ class Topology:
 
     def down(self) -> None:
         for name in reversed(self.made):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_wire_pod_address_route_mtu_hairpin_mac_and_ping(topo):
     from cni import datapath
     bridge(topo)
     ns1, w1 = wire(topo, 1, "10.244.1.5", mac="02:42:0a:f4:01:05")
-    ns2, w2 = wire(topo, 2, "10.244.1.6")
+    _ns2, w2 = wire(topo, 2, "10.244.1.6")
     assert w1.pod_ifname == "eth0" and w1.sandbox == ns1 and w1.pod_mac == "02:42:0a:f4:01:05"
     assert int(w2.pod_mac.split(":")[0], 16) & 0b11 == 0b10      # random, locally administered, unicast
 
@@ -182,7 +182,7 @@ def test_wire_fails_if_ifname_exists_and_touches_nothing(topo):
     from cni import datapath
     from cni.errors import INTERFACE_EXISTS, CniError
     bridge(topo)
-    ns, w = wire(topo, 1, "10.244.1.5")
+    ns, _w = wire(topo, 1, "10.244.1.5")
     before = in_netns(topo.node, datapath.list_host_veths, "kw0")
     with pytest.raises(CniError) as e:
         in_netns(topo.node, datapath.wire_pod, ns, "eth0", ipaddress.IPv4Interface("10.244.1.9/24"),
@@ -258,6 +258,7 @@ def test_unwire_leaves_nothing_and_is_idempotent(topo):
 
 def test_wire_is_fast(topo):
     import time
+
     from cni import datapath
     bridge(topo)
     times = []
@@ -301,7 +302,7 @@ def server(ns_name: str, proto: str, port: int):
                     else:
                         _, addr = s.recvfrom(100)
                         s.sendto(addr[0].encode(), addr)
-                except socket.timeout:
+                except TimeoutError:
                     continue
 
     t = threading.Thread(target=run, daemon=True)
@@ -353,11 +354,12 @@ def test_masquerade_only_leaving_the_cluster(topo):
         assert ask(pod1, "udp", EXT_IP, 7001) == NODE_IP
         assert ask(pod1, "tcp", "10.244.1.6", 7000) == "10.244.1.5"      # pod-to-pod keeps its address
     ruleset = sh("ip", "netns", "exec", topo.node, "nft", "list", "table", "ip", "kubeweft-cni").stdout
-    assert ruleset.count("masquerade comment") == 1       # ensured twice, one rule
+    assert ruleset.count("masquerade comment") == 2       # ensured twice: still one rule each
 
 
 def test_hostport_dnat_from_the_external_host(topo):
     from cni import nft
+    from cni.errors import CniError
     bridge(topo)
     wire(topo, 1, "10.244.1.5")
     wire(topo, 2, "10.244.1.6")
@@ -375,6 +377,15 @@ def test_hostport_dnat_from_the_external_host(topo):
         assert ask(topo.ext, "tcp", NODE_IP, 8080) == EXT_IP       # the pod sees the real client
         assert ask(topo.ext, "udp", NODE_IP, 8053) == EXT_IP
         assert ask(topo.ext, "tcp", NODE_IP, 9090) == EXT_IP
+        assert ask(topo.node, "tcp", NODE_IP, 8080) == NODE_IP     # from the node itself (output)
+        # hairpin: pods reaching a hostPort on their own node, also the pod behind it
+        assert ask(pod2, "tcp", NODE_IP, 8080) == str(GW.ip)
+        assert ask(pod1, "tcp", NODE_IP, 8080) == str(GW.ip)
+        assert ask(pod1, "tcp", "10.244.1.6", 81) == "10.244.1.5"  # plain pod-to-pod still unmasqueraded
+        with pytest.raises(CniError):                               # a hostPort held by another pod
+            in_netns(topo.node, nft.set_hostports, "ctr3",
+                     [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}], "10.244.1.7")
+        nft.reset()           # as in a fresh process (the shim's fallback DEL): found by comment
         in_netns(topo.node, nft.clear_hostports, "ctr1")
         in_netns(topo.node, nft.clear_hostports, "ctr1")                               # idempotent
         assert ask(topo.ext, "tcp", NODE_IP, 8080) == ""

@@ -28,8 +28,8 @@ def test_candidates_start_after_cursor_and_wrap():
     usable = [A(f"10.0.0.{i}") for i in range(2, 7)]
     assert list(ipam.plan_candidates(usable, A("10.0.0.4"))) == [
         A("10.0.0.5"), A("10.0.0.6"), A("10.0.0.2"), A("10.0.0.3"), A("10.0.0.4")]
-    assert list(ipam.plan_candidates(usable, A("10.0.0.6")))[0] == A("10.0.0.2")
-    assert list(ipam.plan_candidates(usable, None))[0] == A("10.0.0.2")
+    assert next(iter(ipam.plan_candidates(usable, A("10.0.0.6")))) == A("10.0.0.2")
+    assert next(iter(ipam.plan_candidates(usable, None))) == A("10.0.0.2")
 
 
 def test_record_round_trip_and_garbage():
