@@ -245,12 +245,18 @@ def _changed_slice(old: dict, labels: dict, owners: list[dict], endpoints: list[
     return new
 
 
+def by_name_ipv4(slices: list[dict], name: str) -> dict | None:
+    """The IPv4 slice called `name` (addressType is immutable: only those can be recycled)."""
+    return next((s for s in slices if s["metadata"]["name"] == name and s.get("addressType") == "IPv4"),
+                None)
+
+
 def plan_endpoint_slices(svc: ServiceView, pods: list[PodView], zones: dict[str, str],
                          existing: list[dict], max_endpoints: int = MAX_ENDPOINTS) -> SlicePlan:
     """What to create, update and delete so that the Service's slices list exactly its endpoints.
     Endpoints stay in the slice that holds them; new ones fill slices with room (those changing
-    anyway first), then new slices; emptied slices are deleted; no endpoints at all leaves one
-    empty placeholder slice."""
+    anyway first), then new slices; emptied slices are deleted (or recycled for new ones); no
+    endpoints at all leaves one empty placeholder slice."""
     plan = SlicePlan()
     labels, owners = plan_slice_meta(svc)
     groups = plan_endpoints(svc, pods, zones)
@@ -302,6 +308,20 @@ def plan_endpoint_slices(svc: ServiceView, pods: list[PodView], zones: dict[str,
             new = _changed_slice(keep, labels, owners, [])
             if new is not None:
                 plan.update.append(new)
+    # as the real reconciler's finalize(): a slice about to be deleted is recycled for one about to
+    # be created (an update instead of a delete plus a create)
+    recyclable = [n for n in plan.delete if by_name_ipv4(existing, n)]
+    while plan.create and recyclable:
+        name = recyclable.pop()
+        plan.delete.remove(name)
+        fresh, old = plan.create.pop(), by_name_ipv4(existing, name)
+        new = dict(old, metadata=dict(old["metadata"], labels=fresh["metadata"]["labels"],
+                                      ownerReferences=fresh["metadata"]["ownerReferences"]),
+                   addressType="IPv4", endpoints=fresh["endpoints"])
+        new.pop("ports", None)
+        if "ports" in fresh:
+            new["ports"] = fresh["ports"]
+        plan.update.append(new)
     return plan
 
 

@@ -30,6 +30,8 @@ class Reconciler:
         self.syncing = False                        # True while our own writes emit events
         self.passes = 0                             # completed passes (tests and metrics)
         self.writes = 0                             # store writes made by sync
+        self.synced = 0                             # keys synced
+        self.busy = False                           # a pass is running (it yields now and then)
 
     # --- to override -------------------------------------------------------------------------
     def prime(self) -> None:
@@ -64,7 +66,9 @@ class Reconciler:
             await self.wake.wait()
             await asyncio.sleep(DEBOUNCE)
             self.wake.clear()
+            self.busy = True
             keys, self.dirty = list(self.dirty), {}
+            self.synced += len(keys)
             if type(self).sync_batch is not Reconciler.sync_batch:
                 self._guarded(self.sync_batch, keys, None)
             else:
@@ -73,6 +77,7 @@ class Reconciler:
                     if i % YIELD_EVERY == YIELD_EVERY - 1:
                         await asyncio.sleep(0)
             self.passes += 1
+            self.busy = False
 
     def _guarded(self, fn, arg, key) -> None:
         self.syncing = True
@@ -87,4 +92,4 @@ class Reconciler:
 
     @property
     def idle(self) -> bool:
-        return not self.dirty and not self.wake.is_set()
+        return not self.busy and not self.dirty and not self.wake.is_set()

@@ -112,13 +112,21 @@ def test_empty_placeholder_slice_created_once_and_kept():
     assert len(p.create) == 1 and p.create[0]["endpoints"] == [] and "ports" not in p.create[0]
     slices = materialize(p)
     assert plan(service(), [], existing=slices).empty
-    # endpoints arrive: the placeholder goes, a real slice comes
+    # endpoints arrive: the placeholder is recycled into the real slice (one update, as real)
     p2 = plan(service(), [pod("a")], existing=slices)
-    assert p2.delete == [slices[0]["metadata"]["name"]] and len(p2.create) == 1
-    # and when they all leave, the last slice is replaced by a placeholder again
+    assert not p2.delete and not p2.create and len(p2.update) == 1
+    assert p2.update[0]["metadata"]["name"] == slices[0]["metadata"]["name"]
+    assert p2.update[0]["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    # and when they all leave, it becomes the placeholder again
     slices = materialize(p2, slices)
     p3 = plan(service(), [], existing=slices)
-    assert len(p3.delete) == 1 and p3.create[0]["endpoints"] == []
+    assert not p3.delete and not p3.create
+    assert p3.update[0]["endpoints"] == [] and "ports" not in p3.update[0]
+    # a slice of a port group that disappeared is recycled too
+    two = materialize(plan(service(), [pod("a"), pod("b", "10.244.1.6")]))
+    svc2 = service(ports=[{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 9999}])
+    p4 = plan(svc2, [pod("a"), pod("b", "10.244.1.6")], existing=two)
+    assert not p4.delete and not p4.create and p4.update[0]["ports"][0]["port"] == 9999
 
 
 def test_zone_hints_for_prefer_close_and_topology_auto():

@@ -1,0 +1,257 @@
+"""The controllers in process: an asyncio loop, a real Store, admission on every write (as the API
+server does it), the controllers started with lab.controllers.start, objects created and changed.
+No network, no root needed; every wait is bounded."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+
+import pytest
+
+from lab import admission, controllers
+from lab.config import LabConfig
+from lab.resources import BY_PLURAL
+from lab.store import Store
+
+NS = BY_PLURAL[("", "namespaces")]
+NODES = BY_PLURAL[("", "nodes")]
+PODS = BY_PLURAL[("", "pods")]
+SVC = BY_PLURAL[("", "services")]
+SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+CFG = LabConfig(name="h2")
+NSNAME = "h2"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Cluster:
+    """A store with admission in front, as lab.apiserver uses it, and the controllers running."""
+
+    def __init__(self):
+        self.store = Store()
+        self.tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self):
+        self.create(NS, {"metadata": {"name": NSNAME}})
+        self.tasks = controllers.start(self.store, CFG)
+        return self
+
+    async def __aexit__(self, *exc):
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def controller(self, name: str):
+        return next(t.controller for t in self.tasks if t.get_name() == name)
+
+    def create(self, resource, obj):
+        return self.store.create(resource, admission.admit(self.store, CFG, resource, "CREATE", obj, None))
+
+    def update(self, resource, name, change, subresource=None):
+        old = self.store.get(resource, NSNAME, name)
+        new = copy.deepcopy(old)
+        change(new)
+        new = admission.admit(self.store, CFG, resource, "UPDATE", new, old)
+        return self.store.update(resource, new, subresource)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every controller has nothing left to do."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if all(t.controller.idle for t in self.tasks):
+                await asyncio.sleep(0.05)
+                if all(t.controller.idle for t in self.tasks):
+                    return
+        raise TimeoutError("controllers did not settle")
+
+    def slices(self, service: str) -> list[dict]:
+        return self.store.list(SLICES, NSNAME,
+                               lambda s: s["metadata"]["labels"].get("kubernetes.io/service-name") == service)[0]
+
+    def endpoints(self, service: str) -> dict[str, dict]:
+        return {ep["targetRef"]["name"]: ep for s in self.slices(service) for ep in s["endpoints"]}
+
+
+def node(name: str, zone: str = "", ready: bool = True, labels: dict | None = None) -> dict:
+    lab = dict(labels or {})
+    if zone:
+        lab["topology.kubernetes.io/zone"] = zone
+    return {"metadata": {"name": name, "labels": lab}, "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def pod(name: str, node_name: str = "", labels: dict | None = None, port: int = 8080, **spec) -> dict:
+    spec = {"containers": [{"name": "c", "image": "h2:1",
+                            "ports": [{"name": "web", "containerPort": port}]}], **spec}
+    if node_name:
+        spec["nodeName"] = node_name
+    return {"metadata": {"name": name, "namespace": NSNAME, "labels": labels or {"app": "web"}}, "spec": spec}
+
+
+def run_ready(c: Cluster, name: str, ip: str, ready: bool = True) -> None:
+    """What the lab kubelet reports: podIP and the Ready condition."""
+    def change(p):
+        p["status"].update(phase="Running", podIP=ip, podIPs=[{"ip": ip}],
+                           conditions=[{"type": "Ready", "status": "True" if ready else "False"}])
+    c.update(PODS, name, change, "status")
+
+
+def service(name: str, selector: dict | None = None, **spec) -> dict:
+    return {"metadata": {"name": name, "namespace": NSNAME},
+            "spec": {"selector": selector or {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "web"}], **spec}}
+
+
+def test_endpointslices_follow_pod_readiness_and_deletion():
+    async def go():
+        async with Cluster() as c:
+            c.create(NODES, node("node1", zone="zone-a"))
+            c.create(NODES, node("node2", zone="zone-b"))
+            c.create(SVC, service("h2-web"))
+            await c.settle()
+            placeholder = c.slices("h2-web")
+            assert len(placeholder) == 1 and placeholder[0]["endpoints"] == []
+            c.create(PODS, pod("h2-a", "node1"))
+            c.create(PODS, pod("h2-b", "node2", port=8081))
+            run_ready(c, "h2-a", "10.244.1.2")
+            run_ready(c, "h2-b", "10.244.2.2", ready=False)
+            await c.settle()
+            eps = c.endpoints("h2-web")
+            assert set(eps) == {"h2-a", "h2-b"}
+            assert eps["h2-a"]["conditions"] == {"ready": True, "serving": True, "terminating": False}
+            assert eps["h2-a"]["zone"] == "zone-a" and eps["h2-a"]["nodeName"] == "node1"
+            assert eps["h2-b"]["conditions"]["ready"] is False
+            # the named targetPort resolves per pod: two port groups, two slices
+            ports = sorted(s["ports"][0]["port"] for s in c.slices("h2-web"))
+            assert ports == [8080, 8081]
+            owner = c.slices("h2-web")[0]["metadata"]["ownerReferences"][0]
+            assert owner["uid"] == c.store.get(SVC, NSNAME, "h2-web")["metadata"]["uid"]
+
+            run_ready(c, "h2-b", "10.244.2.2", ready=True)
+            await c.settle()
+            assert c.endpoints("h2-web")["h2-b"]["conditions"]["ready"] is True
+
+            # a heartbeat-like status write that changes nothing published costs no slice write
+            slice_ctl = c.controller("endpointslice-controller")
+            before = slice_ctl.writes
+            c.update(PODS, "h2-a", lambda p: p["status"].update(startTime="2026-01-01T00:00:00Z"), "status")
+            await c.settle()
+            assert slice_ctl.writes == before
+
+            # terminating (graceful delete): not ready, still serving
+            c.update(PODS, "h2-a", lambda p: p["metadata"].update(deletionTimestamp="2026-01-01T00:00:30Z"))
+            await c.settle()
+            assert c.endpoints("h2-web")["h2-a"]["conditions"] == {"ready": False, "serving": True,
+                                                                  "terminating": True}
+            c.store.delete(PODS, NSNAME, "h2-a")
+            await c.settle()
+            assert set(c.endpoints("h2-web")) == {"h2-b"} and len(c.slices("h2-web")) == 1
+
+            # relabelled away from the selector: gone; back to the placeholder
+            c.update(PODS, "h2-b", lambda p: p["metadata"].update(labels={"app": "other"}))
+            await c.settle()
+            assert c.endpoints("h2-web") == {} and len(c.slices("h2-web")) == 1
+
+            # a Service without selector is left alone; deleting the Service deletes its slices
+            c.create(SVC, {"metadata": {"name": "h2-manual", "namespace": NSNAME},
+                           "spec": {"ports": [{"port": 80}]}})
+            c.store.delete(SVC, NSNAME, "h2-web")
+            await c.settle()
+            assert c.slices("h2-web") == [] and c.slices("h2-manual") == []
+    asyncio.run(go())
+
+
+def test_pod_cidrs_assigned_and_reused():
+    async def go():
+        async with Cluster() as c:
+            for n in ("node1", "node2", "node3"):
+                c.create(NODES, node(n))
+            await c.settle()
+            cidrs = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in c.store.list(NODES)[0]}
+            assert cidrs == {"node1": "10.244.0.0/24", "node2": "10.244.1.0/24", "node3": "10.244.2.0/24"}
+            assert c.store.get(NODES, "", "node2")["spec"]["podCIDRs"] == ["10.244.1.0/24"]
+            assert c.store.get(NODES, "", "node2")["status"]["conditions"][0]["type"] == "Ready"
+            c.store.delete(NODES, "", "node2")
+            c.create(NODES, node("node4"))
+            await c.settle()
+            assert c.store.get(NODES, "", "node4")["spec"]["podCIDR"] == "10.244.1.0/24"
+    asyncio.run(go())
+
+
+def test_pods_scheduled_spread_and_unschedulable_retried():
+    async def go():
+        async with Cluster() as c:
+            c.create(NODES, node("node1"))
+            c.create(NODES, node("node2"))
+            c.create(NODES, node("node3", ready=False))
+            c.create(PODS, pod("h2-pinned", "node1"))
+            for i in range(5):
+                c.create(PODS, pod(f"h2-p{i}"))
+            c.create(PODS, pod("h2-ssd", nodeSelector={"disk": "ssd"}))
+            await c.settle()
+            placed = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in c.store.list(PODS)[0]}
+            assert placed["h2-pinned"] == "node1"
+            spread = [placed[f"h2-p{i}"] for i in range(5)]
+            assert spread.count("node1") == 2 and spread.count("node2") == 3     # 3 and 3 with the pinned one
+            bound = c.store.get(PODS, NSNAME, "h2-p0")
+            assert {"type": "PodScheduled", "status": "True"}.items() <= bound["status"]["conditions"][0].items()
+            pending = c.store.get(PODS, NSNAME, "h2-ssd")
+            assert placed["h2-ssd"] is None
+            cond = pending["status"]["conditions"][0]
+            assert (cond["status"], cond["reason"]) == ("False", "Unschedulable")
+            assert cond["message"].startswith("0/3 nodes are available: 1 node(s) had untolerated taint")
+            # a matching node arrives: the pod is retried and bound there
+            c.create(NODES, node("node9", labels={"disk": "ssd"}))
+            await c.settle()
+            assert c.store.get(PODS, NSNAME, "h2-ssd")["spec"]["nodeName"] == "node9"
+    asyncio.run(go())
+
+
+def test_load_balancer_ingress_ip():
+    async def go():
+        async with Cluster() as c:
+            c.create(SVC, service("h2-lb1", type="LoadBalancer"))
+            c.create(SVC, service("h2-lb2", type="LoadBalancer", loadBalancerIP="198.51.100.40"))
+            await c.settle()
+            lb1 = c.store.get(SVC, NSNAME, "h2-lb1")
+            assert lb1["status"]["loadBalancer"] == {"ingress": [{"ip": "198.51.100.2", "ipMode": "VIP"}]}
+            assert lb1["spec"]["ports"][0]["nodePort"] >= 30000
+            assert c.store.get(SVC, NSNAME, "h2-lb2")["status"]["loadBalancer"]["ingress"][0]["ip"] == \
+                "198.51.100.40"
+            c.update(SVC, "h2-lb1", lambda s: s["spec"].update(type="ClusterIP"))
+            await c.settle()
+            assert c.store.get(SVC, NSNAME, "h2-lb1")["status"]["loadBalancer"] == {}
+            c.create(SVC, service("h2-lb3", type="LoadBalancer"))
+            await c.settle()
+            assert c.store.get(SVC, NSNAME, "h2-lb3")["status"]["loadBalancer"]["ingress"][0]["ip"] == \
+                "198.51.100.2"
+    asyncio.run(go())
+
+
+def test_a_pod_change_reconciles_only_the_services_it_touches():
+    async def go():
+        async with Cluster() as c:
+            c.create(NODES, node("node1"))
+            n = 3000
+            for i in range(n):
+                c.create(SVC, service(f"h2-s{i}", selector={"app": f"a{i}"}))
+            c.create(PODS, pod("h2-x", "node1", labels={"app": "a7"}))
+            await c.settle(timeout=40)
+            ctl = c.controller("endpointslice-controller")
+            assert len(c.store.list(SLICES)[0]) == n
+            synced, writes = ctl.synced, ctl.writes
+            t0 = time.monotonic()
+            run_ready(c, "h2-x", "10.244.0.9")
+            await c.settle()
+            assert time.monotonic() - t0 < 2.0
+            assert ctl.synced - synced <= 2 and ctl.writes - writes == 1
+            assert set(c.endpoints("h2-s7")) == {"h2-x"}
+            # relabel to another Service: exactly the old and the new one are reconciled
+            synced = ctl.synced
+            c.update(PODS, "h2-x", lambda p: p["metadata"].update(labels={"app": "a9"}))
+            await c.settle()
+            assert ctl.synced - synced <= 4
+            assert c.endpoints("h2-s7") == {} and set(c.endpoints("h2-s9")) == {"h2-x"}
+    asyncio.run(go())
