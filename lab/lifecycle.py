@@ -289,6 +289,8 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
             cfg, [py, "-m", "lab.kubelet", "--lab", cfg.name, "--node", node],
             f"kubelet-{node}", token, inside=ns)
 
+    _say(f"  waiting for {cfg.nodes} node(s) to be Ready "
+         f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more)")
     nodes = _wait_nodes_ready(cfg, procs, deadline)
     if cfg.cni == "reference":
         # The lab's cloud route table: the external host reaches pods (and pods it)
