@@ -1,6 +1,11 @@
 """The EndpointSlice plan: conditions, named ports, several slices, zones, minimal writes."""
 from lab.controllers.endpointslices import (
-    LABEL_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY, parse_pod, parse_service, plan_endpoint_slices,
+    LABEL_MANAGED_BY,
+    LABEL_SERVICE_NAME,
+    MANAGED_BY,
+    parse_pod,
+    parse_service,
+    plan_endpoint_slices,
 )
 
 
