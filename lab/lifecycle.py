@@ -207,7 +207,7 @@ def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadli
                 seen[n] = state
                 extra = f" (podCIDR {nodes[n][2]})" if state == "Ready" else ""
                 _say(f"  {n}: {state}{extra}")
-        if all(seen.get(n) == "Ready" for n in want):
+        if all(n in nodes and nodes[n][1] for n in want):
             return [nodes[n] for n in want]
         if time.monotonic() >= deadline:
             late = [n for n in want if seen.get(n) != "Ready"]
