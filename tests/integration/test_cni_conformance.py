@@ -51,7 +51,7 @@ class ScratchNode:
     """A node netns with the agent running in it, the CNI installed in a temp dir, pod netns."""
 
     def __init__(self, tmp: Path, pod_cidr: str = "10.250.1.0/24", bridge: str = "kw0",
-                 ext: bool = False, tag: str | None = None) -> None:
+                 ext: bool = False, tag: str | None = None, agent_args: tuple = ()) -> None:
         self.tag = tag or f"h6a{os.getpid() % 100000}x{next(_ids)}"
         self.tmp, self.pod_cidr, self.bridge = tmp, pod_cidr, bridge
         self.node = f"{self.tag}-node"
@@ -60,6 +60,7 @@ class ScratchNode:
         self.socket = tmp / "run" / "agent.sock"
         self.data_dir = self.socket.parent / "cni" / "data"     # install-cni's default
         self.agent: subprocess.Popen | None = None
+        self.agent_args = agent_args
         self.pods: list[str] = []
         self._pods = itertools.count(1)
 
@@ -98,7 +99,7 @@ class ScratchNode:
             self.agent = subprocess.Popen(
                 [KUBEWEFT, "agent", "--pod-cidr", self.pod_cidr, "--node-name", "scratch",
                  "--socket", str(self.socket), "--state-dir", str(self.socket.parent),
-                 "--bridge", self.bridge, *extra],
+                 "--bridge", self.bridge, *self.agent_args, *extra],
                 stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=lab_netns.preexec(self.node))  # noqa: PLW1509 - main thread only
         deadline = time.monotonic() + 20
@@ -536,3 +537,30 @@ def test_installed_conflist_through_cniexec_add_check_status_gc_del(node):
     assert "rt0" not in node.reserved().values()
     with contextlib.suppress(Exception):
         runtime.delete(net, rts[1])
+
+
+def test_hostports_and_masquerade_in_the_agents_nftables(tmp_path):
+    """portMappings handled by kubeweft itself (no portmap plugin): the external host reaches the
+    pod on node:hostPort; and pod traffic leaving the cluster CIDR leaves with the node address."""
+    with ScratchNode(tmp_path, pod_cidr="10.248.1.0/24", bridge="kwh", ext=True,
+                     agent_args=("--cluster-cidr", "10.248.0.0/16")) as n:
+        pod = n.new_pod()
+        res = n.add(pod, cid="hp", runtimeConfig={"portMappings": [
+            {"hostPort": 18081, "containerPort": 8081, "protocol": "tcp"}]})
+        pod_ip = res["ips"][0]["address"].split("/")[0]
+        server = _serve_tcp_in(pod, 8081)
+        try:
+            assert _connect_from(n.ext, NODE_IP, 18081) == f"hello {EXT_IP}"
+        finally:
+            server.kill()
+            server.wait(5)
+        outside = _serve_tcp_in(n.ext, 18082)
+        try:
+            # ext has no route to the pod CIDR: only a masqueraded connection gets an answer
+            assert _connect_from(pod, EXT_IP, 18082) == f"hello {NODE_IP}"
+        finally:
+            outside.kill()
+            outside.wait(5)
+        assert pod_ip in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
+        assert n.cni("DEL", "hp", pod)[0] == 0
+        assert pod_ip not in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
