@@ -392,3 +392,42 @@ def test_hostport_dnat_from_the_external_host(topo):
         assert ask(topo.ext, "tcp", NODE_IP, 9090) == EXT_IP      # the other pod's mapping stays
     listing = sh("ip", "netns", "exec", topo.node, "nft", "list", "table", "ip", "kubeweft-cni").stdout
     assert "8080" not in listing and "9090" in listing
+
+
+def test_parallel_wire_and_unwire(topo):
+    """16 pods wired and unwired at once from 16 threads of the node netns (as the agent's gRPC
+    workers do): every pod gets its own working interface, and nothing is left afterwards."""
+    from cni import datapath
+    bridge(topo)
+    links = node_links(topo)
+    pods = {n: topo.pod_netns(n) for n in range(16)}
+    barrier = threading.Barrier(16, timeout=20)
+
+    def one(n: int):
+        barrier.wait()
+        return datapath.wire_pod(pods[n], "eth0", ipaddress.IPv4Interface(f"10.244.1.{10 + n}/24"), GW.ip,
+                                 "kw0", 1450, datapath.host_veth_name(f"par{n}", "eth0"))
+
+    results: dict = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, in_netns(topo.node, one, n)))
+               for n in pods]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 16
+    assert in_netns(topo.node, datapath.list_host_veths, "kw0") == {w.host_veth for w in results.values()}
+    assert ping(f"{topo.prefix}-pod3", "10.244.1.12") and ping(f"{topo.prefix}-pod15", "10.244.1.10")
+
+    def gone(n: int) -> None:
+        barrier.wait()
+        datapath.unwire_pod(pods[n], "eth0", results[n].host_veth)
+
+    barrier.reset()
+    threads = [threading.Thread(target=in_netns, args=(topo.node, gone, n)) for n in pods]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert node_links(topo) == links
+    assert all(datapath.inspect_pod(ns, "eth0") is None for ns in pods.values())
