@@ -9,8 +9,8 @@ A missing field compares as the empty string, as the real server's field sets do
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import errors
 

@@ -79,7 +79,7 @@ def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
         try:
             with netns.entered(ns):
                 out["sock"] = _listen(host, port)
-        except BaseException as e:        # handed back to the caller
+        except OSError as e:              # handed back to the caller
             out["error"] = e
     t = threading.Thread(target=work, name="underlay-listen")
     t.start()

@@ -105,12 +105,16 @@ async def _read_body(request: web.Request) -> Any:
         raise errors.bad_request(f"error decoding body: {e}") from None
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("true", "1")
+
+
 def _wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _table(request: web.Request, resource: Resource, objs: list[dict], rv: str | None,
@@ -198,7 +202,7 @@ class Handlers:
         m = request.method
         if t.name is None:
             if m == "GET":
-                if t.watch_prefix or request.query.get("watch") in ("true", "1"):
+                if t.watch_prefix or _flag(request, "watch"):
                     return await self.watch(request, t)
                 return self.list(request, t)
             if m == "POST" and (t.namespace is not None or not t.resource.namespaced):
@@ -207,7 +211,7 @@ class Handlers:
                 return await self.delete_collection(request, t)
         else:
             if m == "GET":
-                if t.watch_prefix or request.query.get("watch") in ("true", "1"):
+                if t.watch_prefix or _flag(request, "watch"):
                     return await self.watch(request, t)
                 return self.get(request, t)
             if m == "PUT":
@@ -298,13 +302,14 @@ class Handlers:
         if t.subresource == "status":
             # the status subresource changes .status only: admission sees the resulting object
             status = obj.get("status")
+            want_rv = (obj.get("metadata") or {}).get("resourceVersion")
             obj = copy.deepcopy(old)
             if status is None:
                 obj.pop("status", None)
             else:
                 obj["status"] = status
-            if "resourceVersion" in (obj_meta := old["metadata"]):
-                obj["metadata"]["resourceVersion"] = obj_meta["resourceVersion"]
+            if want_rv:             # a precondition, checked by the store
+                obj["metadata"]["resourceVersion"] = want_rv
         elif "status" in t.resource.subresources:
             if "status" in old:
                 obj["status"] = copy.deepcopy(old["status"])
@@ -353,7 +358,7 @@ class Handlers:
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)
-        items, rv = self.store.list(t.resource, t.namespace, _predicate(request))
+        items, _ = self.store.list(t.resource, t.namespace, _predicate(request))
         out = []
         if not (_dry_run(request) or opts.get("dryRun")):
             for obj in list(items):
@@ -370,8 +375,8 @@ class Handlers:
             by_name = selectors.make_predicate(None, f"metadata.name={t.name}")
             predicate = by_name if predicate is None else (lambda o, a=predicate, b=by_name: a(o) and b(o))
         timeout = float(q.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
-        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
-        initial_events = q.get("sendInitialEvents") in ("true", "1")
+        bookmarks = _flag(request, "allowWatchBookmarks")
+        initial_events = _flag(request, "sendInitialEvents")
         rv_text = q.get("resourceVersion", "")
         table = _wants_table(request)
 
@@ -567,4 +572,4 @@ async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.A
     return runner
 
 
-__all__ = ["build_app", "serve", "ssl_context", "ensure_namespaces", "parse_target", "now_rfc3339"]
+__all__ = ["build_app", "ensure_namespaces", "now_rfc3339", "parse_target", "serve", "ssl_context"]

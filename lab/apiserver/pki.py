@@ -44,7 +44,7 @@ def ensure_pki(pki_dir: Path, ips: list[str]) -> Pki:
     ca_crt, ca_key = pki_dir / "ca.crt", pki_dir / "ca.key"
     crt, key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
     token_file = pki_dir / "token"
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=3650)
 
     if not (ca_crt.exists() and ca_key.exists()):

@@ -34,7 +34,7 @@ def parse_time(ts: str | None) -> datetime.datetime | None:
     if not ts:
         return None
     try:
-        return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     except ValueError:
         return None
 

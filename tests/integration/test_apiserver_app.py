@@ -204,3 +204,17 @@ def test_cluster_scoped_and_group_paths():
             r = await c.get(path, headers=AUTH)
             assert r.status == 200, path
     run(go)
+
+
+def test_stale_resource_version_conflicts_on_update_and_status():
+    async def go(c, store):
+        r = await c.post("/api/v1/namespaces/default/pods", headers=AUTH, json=pod("v"))
+        created = await r.json()
+        r = await c.patch("/api/v1/namespaces/default/pods/v", headers={
+            **AUTH, "Content-Type": "application/merge-patch+json"}, data=b'{"metadata":{"labels":{"a":"b"}}}')
+        assert r.status == 200
+        for path in ("/api/v1/namespaces/default/pods/v", "/api/v1/namespaces/default/pods/v/status"):
+            r = await c.put(path, headers=AUTH, json=created)
+            assert r.status == 409, path
+            assert (await r.json())["reason"] == "Conflict"
+    run(go)
