@@ -173,6 +173,12 @@ def plan_service_update(svc: dict, old: dict) -> dict:
     allocated values a client omitted (patchAllocatedValues), so `kubectl replace` of a manifest
     without clusterIP keeps the address."""
     spec, ospec = svc.setdefault("spec", {}), old.get("spec") or {}
+    # NormalizeClusterIPs: a patch of clusterIP alone carries the old clusterIPs; make them follow
+    if spec.get("clusterIP") != ospec.get("clusterIP") and spec.get("clusterIPs") == ospec.get("clusterIPs"):
+        if spec.get("clusterIP"):
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        else:
+            spec.pop("clusterIPs", None)
     if not needs_cluster_ip(svc) and needs_cluster_ip(old) \
             and spec.get("clusterIP") in (None, "", ospec.get("clusterIP")):
         for f in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy"):

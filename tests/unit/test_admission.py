@@ -136,6 +136,10 @@ def test_update_keeps_allocations_and_cluster_ip_is_immutable(store):
         "metadata": {"name": "h2-a", "namespace": "default", "labels": {"x": "y"}}})
     assert out["spec"]["clusterIP"] == cur["spec"]["clusterIP"]
     assert out["spec"]["ports"][0]["nodePort"] == cur["spec"]["ports"][0]["nodePort"]
+    # a patch of clusterIP alone (clusterIPs still the old ones) is judged on the new address
+    patched = dict(cur, spec=dict(cur["spec"], clusterIP="10.96.0.99"))
+    e = rejected(update, store, patched)
+    assert 'spec.clusterIPs[0]: Invalid value: ["10.96.0.99"]: may not change once set' in e.message
     e = rejected(update, store, svc("h2-a", type="NodePort", clusterIP="10.96.0.99"))
     assert e.code == 422 and "spec.clusterIP: Invalid value: \"10.96.0.99\": field is immutable" in e.message
     assert 'spec.clusterIPs[0]: Invalid value: ["10.96.0.99"]: may not change once set' in e.message
