@@ -125,12 +125,13 @@ def _socket_in(netns_path: str | os.PathLike) -> int:
     return out["fd"]
 
 
-def _node() -> IPRoute:
+def open_node() -> IPRoute:
     """A handle on the calling thread's current netns (the node's)."""
     return IPRoute(fileno=socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE).detach())
 
 
-def _sandbox(netns_path: str) -> IPRoute:
+def open_sandbox(netns_path: str) -> IPRoute:
+    """A handle on the sandbox's netns; CniError(UNKNOWN_CONTAINER) if it does not exist."""
     try:
         return IPRoute(fileno=_socket_in(netns_path))
     except FileNotFoundError:
@@ -139,7 +140,7 @@ def _sandbox(netns_path: str) -> IPRoute:
         raise CniError(UNKNOWN_CONTAINER, f"cannot enter network namespace {netns_path}", str(e)) from None
 
 
-def _index(ipr: IPRoute, ifname: str) -> int | None:
+def link_index(ipr: IPRoute, ifname: str) -> int | None:
     found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
 
@@ -170,12 +171,12 @@ def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> Brid
     netns shows /proc/sys/net/bridge with 1s). If they are absent we do not load the module
     (that would change the whole machine); BridgeInfo.bridge_nf_call then says False."""
     gateway = ipaddress.IPv4Interface(gateway)
-    with _node() as ipr:
+    with open_node() as ipr:
         try:
-            idx = _index(ipr, name)
+            idx = link_index(ipr, name)
             if idx is None:
                 ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
-                idx = _index(ipr, name)
+                idx = link_index(ipr, name)
                 # pin the MAC: otherwise the bridge takes the lowest port MAC and changes with pods
                 ipr.link("set", index=idx, address=_link(ipr, idx).get("address"))
             link = _link(ipr, idx)
@@ -197,8 +198,8 @@ def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> Brid
 
 def list_host_veths(bridge: str) -> set[str]:
     """Names of the ports of the bridge (the host veths of wired pods)."""
-    with _node() as ipr:
-        idx = _index(ipr, bridge)
+    with open_node() as ipr:
+        idx = link_index(ipr, bridge)
         if idx is None:
             return set()
         return {link.get("ifname") for link in ipr.get_links() if link.get("master") == idx}
@@ -207,7 +208,7 @@ def list_host_veths(bridge: str) -> set[str]:
 def underlay_mtu() -> int:
     """MTU of the device holding the default route, else of the first non-loopback device that
     is up, else 1500; all in the calling thread's netns."""
-    with _node() as ipr:
+    with open_node() as ipr:
         for route in ipr.get_routes(family=socket.AF_INET, table=254):
             if route["dst_len"] == 0 and route.get("oif"):
                 return _link(ipr, route.get("oif")).get("mtu")
@@ -230,12 +231,12 @@ def wire_pod(netns_path: str, ifname: str, address: ipaddress.IPv4Interface, gat
     if len(host_veth) > IFNAMSIZ or len(ifname) > IFNAMSIZ:
         raise CniError(DATAPATH_FAILURE, f"interface name too long: {host_veth!r} / {ifname!r}")
     host_mac, pod_mac = random_mac(), (mac or random_mac())
-    pod = _sandbox(netns_path)
+    pod = open_sandbox(netns_path)
     created = False
     try:
-        with _node() as node:
+        with open_node() as node:
             try:
-                br = _index(node, bridge)
+                br = link_index(node, bridge)
                 if br is None:
                     raise CniError(DATAPATH_FAILURE, f"bridge {bridge} does not exist")
                 # Few round trips (each costs ~0.5 ms in pyroute2): the pair is made with its
@@ -248,19 +249,19 @@ def wire_pod(netns_path: str, ifname: str, address: ipaddress.IPv4Interface, gat
                     except NetlinkError as e:
                         if e.code != errno.EEXIST or attempt == 2:
                             raise
-                        if _index(pod, ifname) is not None:
+                        if link_index(pod, ifname) is not None:
                             raise CniError(INTERFACE_EXISTS,
                                            f"interface {ifname} already exists in {netns_path}") from None
                         # the host name is ours for this (container, ifname) and the sandbox lacks
                         # ifname: a leftover of an earlier failed attempt
                         _delete(node, host_veth)
                 created = True
-                host = _index(node, host_veth)
+                host = link_index(node, host_veth)
                 # one request: IFLA_BRPORT_MODE 1 (hairpin), and IFF_UP in the header ("state" would
                 # be taken for IFLA_BRPORT_STATE here)
                 node.brport("set", index=host, mode=1, flags=IFF_UP, change=IFF_UP)
                 pod.link("set", index=LOOPBACK_IFINDEX, state="up")
-                inner = _index(pod, ifname)
+                inner = link_index(pod, ifname)
                 pod.link("set", index=inner, state="up")
                 pod.addr("add", index=inner, address=str(address.ip), prefixlen=address.network.prefixlen)
                 pod.route("add", dst="0.0.0.0/0", gateway=str(gw), oif=inner)
@@ -292,17 +293,17 @@ def _add_veth(node: IPRoute, host_veth: str, host_mac: str, bridge_index: int, m
 def unwire_pod(netns_path: str | None, ifname: str, host_veth: str) -> None:
     """Remove the pod's veth pair. Idempotent and best-effort: a missing netns, a missing veth or
     a second call are fine."""
-    with _node() as node:
+    with open_node() as node:
         if _delete(node, host_veth):
             return          # veth_dellink removes the peer in the same request: the pod end is gone
     if not netns_path:
         return
     try:
-        pod = _sandbox(netns_path)
+        pod = open_sandbox(netns_path)
     except CniError:
         return                                          # the sandbox is gone: nothing left in it
     try:
-        idx = _index(pod, ifname)
+        idx = link_index(pod, ifname)
         if idx is not None and _link(pod, idx).get(("linkinfo", "kind")) == "veth":
             _delete(pod, ifname)                        # the host end was already gone
     finally:
@@ -312,11 +313,11 @@ def unwire_pod(netns_path: str | None, ifname: str, host_veth: str) -> None:
 def inspect_pod(netns_path: str, ifname: str) -> PodObservation | None:
     """The live state of the pod interface, or None if the sandbox or the interface is missing."""
     try:
-        pod = _sandbox(netns_path)
+        pod = open_sandbox(netns_path)
     except CniError:
         return None
     try:
-        idx = _index(pod, ifname)
+        idx = link_index(pod, ifname)
         if idx is None:
             return None
         link = _link(pod, idx)
@@ -337,7 +338,7 @@ def inspect_pod(netns_path: str, ifname: str) -> PodObservation | None:
 
 def _delete(ipr: IPRoute, ifname: str) -> bool:
     """Delete the link by name; False if there was none."""
-    idx = _index(ipr, ifname)
+    idx = link_index(ipr, ifname)
     if idx is None:
         return False
     try:

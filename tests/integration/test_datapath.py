@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -431,3 +432,68 @@ def test_parallel_wire_and_unwire(topo):
         t.join(timeout=60)
     assert node_links(topo) == links
     assert all(datapath.inspect_pod(ns, "eth0") is None for ns in pods.values())
+
+
+def receive_time(ns_server: str, ns_client: str, ip: str, port: int, size: int) -> float:
+    """Seconds the server in ns_server takes to receive `size` bytes sent by a client in ns_client."""
+    ready, out = threading.Event(), {}
+
+    def serve() -> None:
+        with lab_netns.entered(ns_server):
+            s = socket.socket()
+        with s:
+            s.settimeout(20)
+            s.bind((ip, port))
+            s.listen(1)
+            ready.set()
+            c, _ = s.accept()
+            with c:
+                c.settimeout(20)
+                got, start = 0, None
+                while got < size:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    if start is None:
+                        start = time.perf_counter()
+                    got += len(chunk)
+                out["t"] = time.perf_counter() - start
+
+    def send() -> None:
+        with lab_netns.entered(ns_client):
+            s = socket.socket()
+        with s:
+            s.settimeout(20)
+            s.connect((ip, port))
+            s.sendall(b"x" * size)
+
+    srv = threading.Thread(target=serve, daemon=True)
+    srv.start()
+    assert ready.wait(10)
+    cli = threading.Thread(target=send, daemon=True)
+    cli.start()
+    srv.join(timeout=30)
+    cli.join(timeout=5)
+    return out["t"]
+
+
+def test_bandwidth_shapes_both_directions(topo):
+    from cni import bandwidth, datapath
+    bridge(topo)
+    ns, w = wire(topo, 1, "10.244.1.5")
+    pod1 = f"{topo.prefix}-pod1"
+    size = 600_000                                                  # bytes
+    fast_in = receive_time(pod1, topo.node, "10.244.1.5", 5001, size)
+    fast_out = receive_time(topo.node, pod1, "10.244.1.1", 5002, size)
+    rate = 4_000_000                                                # bit/s: 500 kB/s
+    in_netns(topo.node, bandwidth.apply_bandwidth, ns, "eth0", w.host_veth,
+             {"ingressRate": rate, "ingressBurst": 400_000, "egressRate": rate, "egressBurst": 400_000})
+    assert "tbf" in sh("tc", "-n", topo.node, "qdisc", "show", "dev", w.host_veth).stdout
+    assert "tbf" in sh("tc", "-n", pod1, "qdisc", "show", "dev", "eth0").stdout
+    slow_in = receive_time(pod1, topo.node, "10.244.1.5", 5003, size)
+    slow_out = receive_time(topo.node, pod1, "10.244.1.1", 5004, size)
+    # 600 kB at 500 kB/s, less a 50 kB burst: about 1.1 s either way; unshaped it takes milliseconds
+    assert 0.8 < slow_in < 4 and 0.8 < slow_out < 4, (fast_in, fast_out, slow_in, slow_out)
+    assert fast_in < 0.3 and fast_out < 0.3, (fast_in, fast_out)
+    assert bandwidth.plan_bandwidth({"egressRate": 8000}) == (None, bandwidth.Tbf(8000, 3000))
+    in_netns(topo.node, datapath.unwire_pod, ns, "eth0", w.host_veth)
