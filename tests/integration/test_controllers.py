@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +261,93 @@ def test_a_pod_change_reconciles_only_the_services_it_touches():
             assert ctl.synced - synced <= 4
             assert c.endpoints("h2-s7") == {} and set(c.endpoints("h2-s9")) == {"h2-x"}
     asyncio.run(go())
+
+
+# --- through the real API server process and a real kubectl ------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
+
+
+@pytest.fixture(scope="module")
+def kubectl(tmp_path_factory):
+    """`kubectl(*args)` against a lab API server process of our own (loopback only, no netns)."""
+    tmp = tmp_path_factory.mktemp("h2api")
+    name = f"h2c{os.getpid() % 100000}"
+    env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp))
+    with open(tmp / "apiserver.log", "wb") as log:      # the child keeps its own copy of the fd
+        proc = subprocess.Popen([sys.executable, "-m", "lab.apiserver", "--lab", name], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp / name / "apiserver.ready").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("apiserver did not start:\n" + (tmp / "apiserver.log").read_text())
+            time.sleep(0.1)
+        kenv = dict(os.environ, KUBECONFIG=str(tmp / name / "kubeconfig"), HOME=str(tmp))
+
+        def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+            return subprocess.run([str(KUBECTL), *args], check=False, capture_output=True, text=True,
+                                  input=input, env=kenv, timeout=20, cwd=tmp)
+        yield run
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def wait_for(fn, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        out = fn()
+        if out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def test_kubectl_sees_allocation_validation_and_controllers(kubectl):
+    assert kubectl("create", "service", "nodeport", "h2-web", "--tcp=80:8080").returncode == 0
+    np = kubectl("get", "svc", "h2-web", "-o", "jsonpath={.spec.ports[0].nodePort}").stdout
+    p = kubectl("create", "service", "nodeport", "h2-web2", "--tcp=80:8080", f"--node-port={np}")
+    assert p.returncode != 0
+    assert (f'Service "h2-web2" is invalid: spec.ports[0].nodePort: Invalid value: {np}: '
+            f'provided port is already allocated') in p.stderr
+    p = kubectl("create", "service", "clusterip", "h2-two", "--tcp=80:80,443,443")
+    assert '[spec.ports[2].name: Duplicate value: "443", spec.ports[2]: Duplicate value: core.ServicePort{' \
+        in p.stderr
+    p = kubectl("create", "service", "clusterip", "h2-out", "--clusterip=10.0.0.1", "--tcp=80:80")
+    assert "The range of valid IPs is 10.96.0.0/12" in p.stderr
+    manifest = """
+apiVersion: v1
+kind: Node
+metadata: {name: h2n1, labels: {topology.kubernetes.io/zone: h2-zone}}
+status: {conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h2-p1, namespace: default, labels: {app: h2-web}}
+spec: {containers: [{name: c, image: "h2:1", ports: [{containerPort: 8080, name: web}]}]}
+"""
+    assert kubectl("apply", "-f", "-", input=manifest).returncode == 0
+    assert wait_for(lambda: kubectl("get", "node", "h2n1", "-o", "jsonpath={.spec.podCIDR}").stdout) \
+        == "10.244.0.0/24"
+    assert wait_for(lambda: kubectl("get", "pod", "h2-p1", "-o", "jsonpath={.spec.nodeName}").stdout) == "h2n1"
+    patch = '{"status":{"podIP":"10.244.0.5","conditions":[{"type":"Ready","status":"True"}]}}'
+    assert kubectl("patch", "pod", "h2-p1", "--subresource=status", "--type=merge", "-p", patch).returncode == 0
+
+    def slice_ep():
+        out = kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=h2-web", "-o", "json").stdout
+        items = json.loads(out)["items"] if out else []
+        return items and items[0]["endpoints"] and items[0]
+    s = wait_for(slice_ep)
+    assert s and s["endpoints"][0]["addresses"] == ["10.244.0.5"] and s["endpoints"][0]["zone"] == "h2-zone"
+    assert s["ports"] == [{"name": "80-8080", "port": 8080, "protocol": "TCP"}]
+    p = kubectl("apply", "-f", "-", input=manifest.replace("containerPort: 8080", "containerPort: 8081"))
+    assert "spec: Forbidden: pod updates may not change fields other than" in p.stderr
+    assert kubectl("delete", "svc", "h2-web").returncode == 0
+    assert wait_for(lambda: kubectl("get", "endpointslices", "-o", "name").stdout == "")
+    kubectl("delete", "pod", "h2-p1", "--grace-period=0", "--force")
