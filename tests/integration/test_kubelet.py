@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,7 +87,7 @@ def kubelet_pids(lab, node: str) -> list[int]:
     out = []
     for pid in lifecycle.find_processes(lab.name, token):
         try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if b"lab.kubelet" in cmd and node.encode() in cmd:
@@ -103,7 +104,7 @@ def start_kubelet(lab, node: str) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "lab.kubelet", "--lab", lab.name, "--node", node],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, close_fds=True,
-                                preexec_fn=lab_netns.preexec(lab.cfg.node_netns(node)))
+                                preexec_fn=lab_netns.preexec(lab.cfg.node_netns(node)))  # noqa: PLW1509
     return proc.pid
 
 
@@ -162,12 +163,13 @@ def test_twenty_pods_get_ips_go_ready_and_reach_each_other_unmasqueraded(lab2, c
     for i in range(20):
         core.create_namespaced_pod(NS, pod_doc(f"web-{i}", f"node{1 + i % 2}",
                                                [{"containerPort": 80}, {"containerPort": 81, "protocol": "UDP"}]))
-    pods = wait_for("20 Ready pods", lambda: (lambda ps: ps if len([p for p in ps if is_ready(p)
-                                                                      and p.metadata.name.startswith("web-")]) == 20
-                                              else None)(list_pods(core)), timeout=60)
+    def all_ready():
+        ps = [p for p in list_pods(core) if p.metadata.name.startswith("web-")]
+        return ps if len(ps) == 20 and all(map(is_ready, ps)) else None
+    pods = wait_for("20 Ready pods", all_ready, timeout=60)
     took = time.monotonic() - t0
     assert took < 30, f"20 pods took {took:.1f}s to be Ready"
-    pods = {p.metadata.name: p for p in pods if p.metadata.name.startswith("web-")}
+    pods = {p.metadata.name: p for p in pods}
     ips = [p.status.pod_ip for p in pods.values()]
     assert len(set(ips)) == 20
     for p in pods.values():
@@ -217,8 +219,8 @@ def test_delete_removes_netns_veth_and_address(lab2, core):
     assert not (veths & bridge_ports(lab2, "node1"))
     assert not ipam_file.exists()
     assert pod.metadata.uid not in pods_json(lab2, "node1")
-    assert not os.path.exists(f"/proc/{entry['pid']}") or b"lab.workload" not in \
-        open(f"/proc/{entry['pid']}/cmdline", "rb").read()
+    cmdline = Path(f"/proc/{entry['pid']}/cmdline")
+    assert not cmdline.exists() or b"lab.workload" not in cmdline.read_bytes()
 
 
 def test_a_pod_that_cannot_start_is_reported_and_the_others_run(lab2, core):
@@ -271,8 +273,10 @@ def test_kubelet_kill9_keeps_api_and_pods_and_restart_adopts(lab2, core):
 
     start_kubelet(lab2, "node1")
 
-    born = wait_for("born-while-down Ready", lambda: (lambda p: p if is_ready(p) else None)(
-        core.read_namespaced_pod("born-while-down", NS)), timeout=30)
+    def born_ready():
+        p = core.read_namespaced_pod("born-while-down", NS)
+        return p if is_ready(p) else None
+    born = wait_for("born-while-down Ready", born_ready, timeout=30)
     wait_for("gone-while-down's sandbox removed", lambda: not lab_netns.exists(gone_entry["netns"]), timeout=20)
     after = pods_json(lab2, "node1")
     assert gone.metadata.uid not in after
