@@ -19,6 +19,7 @@ from .loop import Reconciler
 
 PODS = BY_PLURAL[("", "pods")]
 NODES = BY_PLURAL[("", "nodes")]
+EVENTS = BY_PLURAL[("", "events")]
 SCHEDULER_NAME = "default-scheduler"
 
 SELECTOR_MISMATCH = "node(s) didn't match Pod's node affinity/selector"
@@ -92,6 +93,19 @@ def plan_binding(pod: dict, nodes: list[NodeView], counts: dict[str, int]) -> tu
                   f"{n} Preemption is not helpful for scheduling.")
 
 
+def plan_event(pod: dict, kind: str, reason: str, message: str, now: str) -> dict:
+    """A core/v1 Event about `pod`, as `kubectl describe pod` lists them."""
+    meta = pod["metadata"]
+    return {"metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": meta["namespace"],
+                               "name": meta["name"], "uid": meta.get("uid", ""),
+                               "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": reason, "message": message, "type": kind,
+            "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
+            "reportingInstance": SCHEDULER_NAME, "action": "Scheduling" if kind == "Warning" else "Binding",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+
+
 def wants_scheduling(pod: dict) -> bool:
     spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
     return (not spec.get("nodeName") and not meta.get("deletionTimestamp")
@@ -160,22 +174,30 @@ class Scheduler(Reconciler):
             if node is not None:
                 self._bind(pod, node)
                 counts[node] += 1
-            else:
-                self._set_condition(pod, {"type": "PodScheduled", "status": "False",
-                                          "reason": "Unschedulable", "message": message,
-                                          "lastProbeTime": None, "lastTransitionTime": now_rfc3339()})
+            elif self._set_condition(pod, {"type": "PodScheduled", "status": "False",
+                                           "reason": "Unschedulable", "message": message,
+                                           "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}):
+                self._event(pod, "Warning", "FailedScheduling", message)
 
     def _bind(self, pod: dict, node: str) -> None:
         new = dict(pod, metadata=dict(pod["metadata"]), spec=dict(pod.get("spec") or {}, nodeName=node))
         bound = self.store.update(PODS, new)
+        self.writes += 1
         self._set_condition(bound, {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                     "lastTransitionTime": now_rfc3339()})
-        self.writes += 1
+        meta = pod["metadata"]
+        self._event(bound, "Normal", "Scheduled",
+                    f"Successfully assigned {meta['namespace']}/{meta['name']} to {node}")
 
-    def _set_condition(self, pod: dict, cond: dict) -> None:
+    def _set_condition(self, pod: dict, cond: dict) -> bool:
         status = _with_condition(pod.get("status") or {}, cond)
-        if status is not None:
-            self.store.update(PODS, {"metadata": {"namespace": pod["metadata"]["namespace"],
-                                                  "name": pod["metadata"]["name"]},
-                                     "status": status}, subresource="status")
-            self.writes += 1
+        if status is None:
+            return False
+        self.store.update(PODS, {"metadata": {"namespace": pod["metadata"]["namespace"],
+                                              "name": pod["metadata"]["name"]},
+                                 "status": status}, subresource="status")
+        self.writes += 1
+        return True
+
+    def _event(self, pod: dict, kind: str, reason: str, message: str) -> None:
+        self.store.create(EVENTS, plan_event(pod, kind, reason, message, now_rfc3339()))

@@ -208,6 +208,10 @@ def test_pods_scheduled_spread_and_unschedulable_retried():
             cond = pending["status"]["conditions"][0]
             assert (cond["status"], cond["reason"]) == ("False", "Unschedulable")
             assert cond["message"].startswith("0/3 nodes are available: 1 node(s) had untolerated taint")
+            events = {(e["involvedObject"]["name"], e["reason"]): e["message"]
+                      for e in c.store.list(BY_PLURAL[("", "events")], NSNAME)[0]}
+            assert events[("h2-p0", "Scheduled")] == f"Successfully assigned {NSNAME}/h2-p0 to {placed['h2-p0']}"
+            assert events[("h2-ssd", "FailedScheduling")] == cond["message"]
             # a matching node arrives: the pod is retried and bound there
             c.create(NODES, node("node9", labels={"disk": "ssd"}))
             await c.settle()
@@ -333,6 +337,8 @@ metadata: {name: h2-p1, namespace: default, labels: {app: h2-web}}
 spec: {containers: [{name: c, image: "h2:1", ports: [{containerPort: 8080, name: web}]}]}
 """
     assert kubectl("apply", "-f", "-", input=manifest).returncode == 0
+    assert "Successfully assigned default/h2-p1 to h2n1" in wait_for(
+        lambda: "Successfully" in (out := kubectl("describe", "pod", "h2-p1").stdout) and out)
     assert wait_for(lambda: kubectl("get", "node", "h2n1", "-o", "jsonpath={.spec.podCIDR}").stdout) \
         == "10.244.0.0/24"
     assert wait_for(lambda: kubectl("get", "pod", "h2-p1", "-o", "jsonpath={.spec.nodeName}").stdout) == "h2n1"
