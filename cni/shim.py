@@ -2,9 +2,11 @@
 
 It checks the environment and the configuration itself (so errors carry the spec's codes even
 when the agent is down), answers VERSION itself and forwards ADD, DEL, CHECK, STATUS and GC to
-the node agent on its unix socket. It imports only the standard library, grpc and the proto
-stubs: pyroute2 costs 120-150 ms (DESIGN.md, decision 1), so the datapath is imported only on
-the one path that needs it, DEL with the agent down. stdout carries the result or the error
+the node agent's gRPC service (proto/kubeweft.proto) on its unix socket. It imports only the
+standard library: the unary gRPC call is made by `call_unary` below, since `import grpc` and the
+protobuf stubs cost 100-150 ms here (KUBEWEFT_SHIM_TRANSPORT=grpc uses the grpc library
+instead). pyroute2 costs 120-150 ms more (DESIGN.md, decision 1), so the datapath is imported
+only on the one path that needs it, DEL with the agent down. stdout carries the result or the error
 JSON and nothing else; logs go to stderr, or to the configuration's logFile.
 """
 from __future__ import annotations
@@ -71,23 +73,203 @@ def _emit(doc: dict) -> None:
 
 def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
     """Send the call to the agent; return the result bytes (empty for all but ADD)."""
+    method = METHODS[inv.command]
+    fields = (inv.command, inv.container_id, inv.netns, inv.ifname, inv.raw_args, ":".join(inv.path), stdin)
+    deadline = DEADLINES[inv.command]
+    try:
+        if os.environ.get("KUBEWEFT_SHIM_TRANSPORT") == "grpc":
+            code, msg, details, result = _call_grpc(conf.socket, method, fields, deadline)
+        else:
+            code, msg, details, result = decode_response(
+                call_unary(conf.socket, f"/kubeweft.v1.Cni/{method}", encode_request(*fields), deadline))
+    except AgentUnreachable as e:
+        return agent_down(inv, conf, str(e))
+    if code is not None:
+        raise CniError(code, msg, details)
+    return result
+
+
+def _call_grpc(sock: str, method: str, fields: tuple, deadline: float):
+    """The same call through the grpc library (KUBEWEFT_SHIM_TRANSPORT=grpc): +100 ms of imports."""
     import grpc
 
     from proto import kubeweft_pb2, kubeweft_pb2_grpc
 
-    req = kubeweft_pb2.CniRequest(command=inv.command, container_id=inv.container_id,
-                                  netns=inv.netns, ifname=inv.ifname, args=inv.raw_args,
-                                  path=":".join(inv.path), config=stdin)
+    names = ("command", "container_id", "netns", "ifname", "args", "path", "config")
+    req = kubeweft_pb2.CniRequest(**dict(zip(names, fields, strict=True)))
     try:
-        with grpc.insecure_channel(f"unix:{conf.socket}") as channel:
-            stub = kubeweft_pb2_grpc.CniStub(channel)
-            call = getattr(stub, {"GC": "GC"}.get(inv.command, inv.command.capitalize()))
-            resp = call(req, timeout=DEADLINES[inv.command])
+        with grpc.insecure_channel(f"unix:{sock}") as channel:
+            resp = getattr(kubeweft_pb2_grpc.CniStub(channel), method)(req, timeout=deadline)
     except grpc.RpcError as e:
-        return agent_down(inv, conf, f"{e.code().name}: {e.details()}")
+        raise AgentUnreachable(f"{e.code().name}: {e.details()}") from None
     if resp.HasField("error"):
-        raise CniError(resp.error.code, resp.error.msg, resp.error.details)
-    return resp.result
+        return resp.error.code, resp.error.msg, resp.error.details, b""
+    return None, "", "", resp.result
+
+
+# --- a unary gRPC call with the standard library only ------------------------------------------
+# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (DESIGN.md decision 1). A
+# unary call over h2c on a unix socket needs little: the connection preface, one HEADERS frame
+# (HPACK literals, no Huffman, no dynamic table), one DATA frame; and on the way back only the
+# DATA frames of stream 1. The response headers and trailers are skipped, not decoded: the agent
+# always answers with a CniResponse (errors travel inside it), so "no message" means a failure
+# of the transport or the agent, whatever grpc-status says.
+
+METHODS = {"ADD": "Add", "DEL": "Del", "CHECK": "Check", "STATUS": "Status", "GC": "GC"}
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
+_END_STREAM, _ACK, _PADDED = 0x1, 0x1, 0x8
+
+
+class AgentUnreachable(Exception):
+    """No answer from the agent: socket missing or refused, deadline, or a broken exchange."""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode_request(command: str, container_id: str, netns: str, ifname: str, args: str, path: str,
+                   config: bytes) -> bytes:
+    """kubeweft.v1.CniRequest in protobuf wire format (fields 1-7, all length-delimited)."""
+    out = bytearray()
+    for number, value in enumerate((command, container_id, netns, ifname, args, path, config), 1):
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        if data:
+            out += _varint(number << 3 | 2) + _varint(len(data)) + data
+    return bytes(out)
+
+
+def _fields(buf: bytes):
+    """(field number, value) of a protobuf message; varints as int, length-delimited as bytes."""
+    i = 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _read_varint(buf, i)
+        elif wire == 2:
+            n, i = _read_varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        elif wire in (1, 5):
+            step = 8 if wire == 1 else 4
+            value, i = buf[i:i + step], i + step
+        else:
+            raise ValueError(f"protobuf wire type {wire} not supported")
+        yield number, value
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, i
+        shift += 7
+
+
+def decode_response(buf: bytes) -> tuple[int | None, str, str, bytes]:
+    """kubeweft.v1.CniResponse -> (error code or None, msg, details, result)."""
+    result, error = b"", None
+    for number, value in _fields(buf):
+        if number == 1:
+            result = value
+        elif number == 2:
+            error = {n: v for n, v in _fields(value)}
+    if error is None:
+        return None, "", "", result
+    return (int(error.get(1, 0)), bytes(error.get(2, b"")).decode(errors="replace"),
+            bytes(error.get(3, b"")).decode(errors="replace"), result)
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out, value = bytearray((first | limit,)), value - limit
+    while value >= 128:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out + bytes((value,)))
+
+
+def _hpack_str(s: str) -> bytes:
+    data = s.encode()
+    return _hpack_int(len(data), 7) + data
+
+
+def _request_headers(path: str, timeout: float) -> bytes:
+    """HPACK: :method POST and :scheme http from the static table, the rest as literals
+    without indexing (name from the static table where it is there)."""
+    return (b"\x83\x86"
+            + _hpack_int(4, 4) + _hpack_str(path)                        # :path
+            + _hpack_int(1, 4) + _hpack_str("localhost")                 # :authority
+            + _hpack_int(31, 4) + _hpack_str("application/grpc")         # content-type
+            + b"\x00" + _hpack_str("te") + _hpack_str("trailers")
+            + b"\x00" + _hpack_str("grpc-timeout") + _hpack_str(f"{max(1, int(timeout * 1000))}m"))
+
+
+def call_unary(sock_path: str, path: str, message: bytes, timeout: float) -> bytes:
+    """One unary gRPC call on a unix socket; the response message's bytes."""
+    import socket
+    deadline = time.monotonic() + timeout
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        try:
+            s.connect(sock_path)
+        except OSError as e:
+            raise AgentUnreachable(f"connect {sock_path}: {e.strerror or e}") from None
+        body = b"\x00" + len(message).to_bytes(4, "big") + message
+        s.sendall(_PREFACE + _frame(_SETTINGS, 0, 0)
+                  + _frame(_HEADERS, 0x4, 1, _request_headers(path, timeout))   # END_HEADERS
+                  + _frame(_DATA, _END_STREAM, 1, body))
+        buf, data = b"", bytearray()
+        while True:
+            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AgentUnreachable(f"deadline of {timeout:.0f}s exceeded")
+                s.settimeout(left)
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise AgentUnreachable("the agent closed the connection without an answer")
+                buf += chunk
+            n = int.from_bytes(buf[:3], "big")
+            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9:9 + n], buf[9 + n:]
+            if kind == _SETTINGS and not flags & _ACK:
+                s.sendall(_frame(_SETTINGS, _ACK, 0))
+            elif kind == _PING and not flags & _ACK:
+                s.sendall(_frame(_PING, _ACK, 0, payload))
+            elif kind == _GOAWAY or (kind == _RST_STREAM and stream == 1):
+                raise AgentUnreachable("the agent reset the call")
+            elif kind == _DATA and stream == 1:
+                if flags & _PADDED:
+                    payload = payload[1:len(payload) - payload[0]]
+                data += payload
+            if stream == 1 and kind in (_DATA, _HEADERS) and flags & _END_STREAM:
+                break
+        if len(data) < 5 or data[0] != 0 or len(data) < 5 + int.from_bytes(data[1:5], "big"):
+            raise AgentUnreachable("the agent answered without a response message")
+        return bytes(data[5:5 + int.from_bytes(data[1:5], "big")])
+    except TimeoutError:
+        raise AgentUnreachable(f"deadline of {timeout:.0f}s exceeded") from None
+    except OSError as e:
+        raise AgentUnreachable(f"{sock_path}: {e}") from None
+    finally:
+        s.close()
 
 
 def agent_down(inv: spec.Invocation, conf: spec.NetConf, why: str) -> bytes:

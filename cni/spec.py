@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from .errors import (
     DECODING_FAILURE,
@@ -78,16 +78,12 @@ def peek_version(config: bytes | str | None) -> str | None:
 
 # --- the environment ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Invocation:
-    """One call of the plugin as the runtime made it (the CNI_* variables)."""
-    command: str
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: dict = field(default_factory=dict)     # CNI_ARGS, parsed
-    raw_args: str = ""
-    path: tuple = ()
+# namedtuples, not dataclasses: `import dataclasses` pulls in inspect and ast, ~15-30 ms of
+# every shim run.
+class Invocation(namedtuple("Invocation", "command container_id netns ifname args raw_args path",
+                            defaults=("", "", "", {}, "", ()))):
+    """One call of the plugin as the runtime made it (the CNI_* variables; args is CNI_ARGS parsed)."""
+    __slots__ = ()
 
     @property
     def k8s_pod(self) -> dict:
@@ -156,28 +152,17 @@ def render_env(inv: Invocation) -> dict:
 
 # --- the network configuration -----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class PortMapping:
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""
+class PortMapping(namedtuple("PortMapping", "host_port container_port protocol host_ip",
+                             defaults=("tcp", ""))):
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class NetConf:
-    """A plugin's network configuration, as the runtime sent it on stdin."""
-    cni_version: str
-    name: str
-    type: str
-    raw: dict
-    socket: str = DEFAULT_SOCKET
-    data_dir: str = ""
-    bridge: str = DEFAULT_BRIDGE
-    mtu: int | None = None
-    prev_result: dict | None = None        # normalised to the 1.1.0 shape
-    runtime_config: dict = field(default_factory=dict)
-    log_file: str = ""
+class NetConf(namedtuple("NetConf", "cni_version name type raw socket data_dir bridge mtu prev_result "
+                                    "runtime_config log_file",
+                         defaults=(DEFAULT_SOCKET, "", DEFAULT_BRIDGE, None, None, {}, ""))):
+    """A plugin's network configuration, as the runtime sent it on stdin (prev_result normalised
+    to the 1.1.0 shape)."""
+    __slots__ = ()
 
     @property
     def version_tuple(self) -> tuple[int, int, int]:

@@ -564,3 +564,16 @@ def test_hostports_and_masquerade_in_the_agents_nftables(tmp_path):
         assert pod_ip in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
         assert n.cni("DEL", "hp", pod)[0] == 0
         assert pod_ip not in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
+
+
+def test_the_grpc_library_transport_gives_the_same_answers(node):
+    """KUBEWEFT_SHIM_TRANSPORT=grpc: the shim uses the grpc library instead of its own client."""
+    env = {"KUBEWEFT_SHIM_TRANSPORT": "grpc"}
+    pod = node.new_pod()
+    rc, res, err = node.cni("ADD", "viagrpc", pod, env=env)
+    assert rc == 0, err
+    assert node.pod_addrs(pod) == [res["ips"][0]["address"]]
+    rc, out, _ = node.cni("ADD", "viagrpc2", pod, env=env)
+    assert rc != 0 and out["code"] == 101
+    assert node.cni("DEL", "viagrpc", pod, env=env)[:2] == (0, None)
+    assert "viagrpc" not in node.reserved().values()

@@ -227,3 +227,35 @@ def test_check_reports_each_difference(change, word):
 
 def test_check_wants_the_interface_in_that_sandbox():
     assert spec.diff_check(spec.parse_result(FULL), "/run/netns/other", "eth0", OBSERVED)
+
+
+# --- the shim's stdlib gRPC codec, against the real protobuf stubs --------------------------------
+
+def test_shim_request_encoding_matches_protobuf():
+    from cni import shim
+    from proto import kubeweft_pb2
+
+    fields = ("ADD", "c0ffee", "/run/netns/x", "eth0", "K8S_POD_NAME=p", "/opt/cni/bin", b'{"a": 1}' * 40)
+    req = kubeweft_pb2.CniRequest.FromString(shim.encode_request(*fields))
+    assert (req.command, req.container_id, req.netns, req.ifname, req.args, req.path, req.config) == fields
+    assert shim.encode_request("STATUS", "", "", "", "", "", b"") == \
+        kubeweft_pb2.CniRequest(command="STATUS").SerializeToString()
+
+
+@given(st.binary(max_size=300), st.integers(1, 2**31), st.text(max_size=50), st.text(max_size=300))
+def test_shim_response_decoding_matches_protobuf(result, code, msg, details):
+    from cni import shim
+    from proto import kubeweft_pb2
+
+    ok = kubeweft_pb2.CniResponse(result=result).SerializeToString()
+    assert shim.decode_response(ok) == (None, "", "", result)
+    err = kubeweft_pb2.CniResponse(error=kubeweft_pb2.CniError(code=code, msg=msg, details=details))
+    assert shim.decode_response(err.SerializeToString()) == (code, msg, details, b"")
+
+
+def test_shim_hpack_integers():
+    from cni.shim import _hpack_int
+    # RFC 7541 C.1: 10 and 1337 with a 5-bit prefix, 42 with an 8-bit one
+    assert _hpack_int(10, 5) == bytes([0b01010])
+    assert _hpack_int(1337, 5) == bytes([0b11111, 0b10011010, 0b00001010])
+    assert _hpack_int(42, 8) == bytes([42])
