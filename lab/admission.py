@@ -57,6 +57,18 @@ def admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
     """Return the object to store, or raise errors.APIError (422 Invalid and friends).
     operation is "CREATE" or "UPDATE"; `old` is the stored object on UPDATE; subresource is
     "status" for writes to .../status (their spec is ignored by the store, so not checked here)."""
+    try:
+        return _admit(store, cfg, resource, operation, obj, old, subresource)
+    except (AttributeError, TypeError, KeyError, ValueError) as e:
+        # a field of the wrong JSON type (ports: [80], selector: "x"): the real server fails to
+        # decode it; say so with its 400 instead of crashing with a 500
+        kind = resource.kind
+        raise errors.bad_request(f'{kind} in version "{resource.version}" cannot be handled as a {kind}: '
+                                 f"wrong type of field: {e}") from e
+
+
+def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
+           subresource: str | None) -> dict:
     kind = resource.kind
     if kind == "Service":
         if subresource == "status":

@@ -188,3 +188,12 @@ def test_namespace_phase(store):
     ns = store.get(NS, "", "default")
     assert ns["status"] == {"phase": "Active"}
     assert ns["metadata"]["labels"]["kubernetes.io/metadata.name"] == "default"
+
+
+def test_wrong_field_types_are_a_bad_request_not_a_crash(store):
+    for spec in ({"ports": [80]}, {"ports": [{"port": 80}], "clusterIPs": 5}, {"ports": "80"}):
+        e = rejected(create, store, {"metadata": {"name": "h2-t", "namespace": "default"}, "spec": spec})
+        assert e.code == 400 and e.message.startswith('Service in version "v1" cannot be handled as a Service')
+    e = rejected(create, store, {"metadata": {"name": "h2-t", "namespace": "default"},
+                                 "spec": {"containers": ["c"]}}, POD)
+    assert e.code == 400
