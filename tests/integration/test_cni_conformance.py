@@ -577,3 +577,13 @@ def test_the_grpc_library_transport_gives_the_same_answers(node):
     assert rc != 0 and out["code"] == 101
     assert node.cni("DEL", "viagrpc", pod, env=env)[:2] == (0, None)
     assert "viagrpc" not in node.reserved().values()
+
+
+def test_bandwidth_capability_shapes_both_directions(node):
+    pod = node.new_pod()
+    res = node.add(pod, cid="bw", runtimeConfig={"bandwidth": {
+        "ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 4_000_000, "egressBurst": 40_000}})
+    host = res["interfaces"][1]["name"]
+    assert "tbf" in sh("tc", "qdisc", "show", "dev", host, netns=node.node)
+    assert "tbf" in sh("tc", "qdisc", "show", "dev", "eth0", netns=pod)
+    assert node.cni("DEL", "bw", pod)[0] == 0
