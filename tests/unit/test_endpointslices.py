@@ -1,4 +1,7 @@
 """The EndpointSlice plan: conditions, named ports, several slices, zones, minimal writes."""
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lab.controllers.endpointslices import (
     LABEL_MANAGED_BY,
     LABEL_SERVICE_NAME,
@@ -166,3 +169,47 @@ def test_publish_not_ready_addresses_and_hostname():
     ep = plan(svc, [p]).create[0]["endpoints"][0]
     assert ep["conditions"] == {"ready": True, "serving": False, "terminating": False}
     assert ep["hostname"] == "a"
+
+
+# --- properties: whatever happened before, one plan gets the slices exactly right -------------
+
+pod_states = st.lists(
+    st.tuples(st.integers(0, 60), st.booleans(), st.booleans(), st.sampled_from(["web", "alt", "none"])),
+    max_size=60, unique_by=lambda t: t[0])
+
+
+def pods_from(states):
+    ports = {"web": [{"name": "web", "containerPort": 8080, "protocol": "TCP"}],
+             "alt": [{"name": "web", "containerPort": 9090, "protocol": "TCP"}], "none": []}
+    return [pod(f"p{i:02}", f"10.244.0.{i + 2}", ready=ready, deleting=deleting, ports=ports[kind])
+            for i, ready, deleting, kind in states]
+
+
+NAMED = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"},
+         {"name": "raw", "port": 81, "protocol": "TCP", "targetPort": 7000}]
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=pod_states, after=pod_states, size=st.integers(1, 7))
+def test_any_history_converges_in_one_plan(before, after, size):
+    svc = service(ports=NAMED)
+    slices = materialize(plan(svc, pods_from(before), max_endpoints=size))
+    p = plan(svc, pods_from(after), existing=slices, max_endpoints=size)
+    result = materialize(p, slices)
+    got = sorted((ep["targetRef"]["name"], tuple(pp["port"] for pp in s.get("ports", [])),
+                  ep["conditions"]["ready"]) for s in result for ep in s["endpoints"])
+    want = []
+    for pd in pods_from(after):
+        ports = tuple(n for n in (8080 if pd["spec"]["containers"][0]["ports"] and
+                                  pd["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080
+                                  else 9090 if pd["spec"]["containers"][0]["ports"] else None, 7000) if n)
+        ready = pd["status"]["conditions"][0]["status"] == "True" and "deletionTimestamp" not in pd["metadata"]
+        want.append((pd["metadata"]["name"], ports, ready))
+    assert got == sorted(want)
+    assert all(len(s["endpoints"]) <= size for s in result)
+    # every slice holds one port group; a placeholder only when there is nothing else
+    assert len({s["metadata"]["name"] for s in result}) == len(result)
+    assert (not want) == (len(result) == 1 and result[0]["endpoints"] == [])
+    assert all(s["endpoints"] for s in result) or not want
+    # and planning again changes nothing
+    assert plan(svc, pods_from(after), existing=result, max_endpoints=size).empty
