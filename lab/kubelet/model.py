@@ -53,6 +53,7 @@ class Pod:
     resource_version: str = ""
     start_time: str = ""
     conditions: tuple[Condition, ...] = ()      # as the API holds them (kept on adoption)
+    env: tuple[tuple[str, str], ...] = ()       # the containers' literal env values
 
     @property
     def key(self) -> str:
@@ -113,7 +114,9 @@ def parse_pod(obj: dict) -> Pod:
                grace_seconds=max(0, _int(grace, DEFAULT_GRACE)),
                deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase") or "Pending",
                resource_version=meta.get("resourceVersion", ""), start_time=status.get("startTime") or "",
-               conditions=tuple(parse_conditions(status.get("conditions"))))
+               conditions=tuple(parse_conditions(status.get("conditions"))),
+               env=tuple((e["name"], str(e.get("value", ""))) for c in containers for e in c.get("env") or []
+                         if isinstance(e, dict) and e.get("name") and "valueFrom" not in e))
 
 
 def parse_conditions(raw: list | None) -> list[Condition]:

@@ -91,7 +91,7 @@ class PodWorker(threading.Thread):
                     backoff = 1.0
                 except Exception as e:  # noqa: BLE001 (reported on the pod, retried with backoff)
                     self._start_failed(e)
-                    self._sleep(backoff)
+                    self._backoff(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
             elif not self.workload.alive():
@@ -101,7 +101,7 @@ class PodWorker(threading.Thread):
                 self.restarts += 1
                 self._set_ready(False)
                 self._send_status()
-                self._sleep(min(backoff, MAX_BACKOFF))
+                self._backoff(min(backoff, MAX_BACKOFF))
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             wait = self._probe_if_due()
@@ -112,6 +112,16 @@ class PodWorker(threading.Thread):
     def _sleep(self, seconds: float) -> None:
         self.wake.wait(max(0.0, seconds))
         self.wake.clear()
+
+    def _backoff(self, seconds: float) -> None:
+        """Sleep through updates (our own status patches come back as updates), but not
+        through a deletion."""
+        deadline = time.monotonic() + seconds
+        while not (self.removed or self.pod.deleting):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._sleep(left)
 
     # --- start -----------------------------------------------------------------------------------
     def _adopt(self, entry: dict) -> None:
@@ -151,7 +161,7 @@ class PodWorker(threading.Thread):
                     raise cniexec.CniError(cniexec.RUNTIME_ERROR, "CNI result has no IPv4 address")
         log_path = cfg.log_dir / f"pod-{pod.namespace}_{pod.name}_{pod.uid[:8]}.log"
         self.workload = sandbox.start_workload(cfg, pod.key, model.render_ports_arg(pod), self.netns_name,
-                                               log_path)
+                                               log_path, env=dict(pod.env))
         self.kl.record(self.uid, self._record(pid=self.workload.pid))
         self.running_since = now()
         self.error = ""

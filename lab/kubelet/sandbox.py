@@ -108,9 +108,10 @@ def workload_argv(cfg: LabConfig, pod_key: str, ports: str, netns_name: str | No
 
 
 def start_workload(cfg: LabConfig, pod_key: str, ports: str, netns_name: str | None, log_path: Path,
-                   ready_timeout: float = 20.0) -> Workload:
+                   ready_timeout: float = 20.0, env: dict[str, str] | None = None) -> Workload:
     """Start the workload (in the pod netns, or the node's for hostNetwork) and wait, bounded,
-    for the "ready" line it prints once every socket is bound. Its output goes to `log_path`."""
+    for the "ready" line it prints once every socket is bound. Its output goes to `log_path`.
+    `env` is the container's env (e.g. KUBEWEFT_TERM_DELAY: keep serving after SIGTERM)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as f:
         start = f.tell()
@@ -118,7 +119,7 @@ def start_workload(cfg: LabConfig, pod_key: str, ports: str, netns_name: str | N
         proc = subprocess.Popen(workload_argv(cfg, pod_key, ports, netns_name), stdin=subprocess.DEVNULL,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True, cwd=str(Path(__file__).resolve().parents[2]),
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                env=render_workload_env(os.environ, env or {}))
     wl = Workload(proc.pid, proc, f"--pod {pod_key}")
     deadline = time.monotonic() + ready_timeout
     while True:
@@ -131,6 +132,17 @@ def start_workload(cfg: LabConfig, pod_key: str, ports: str, netns_name: str | N
             wl.stop(0.5)
             raise SandboxError(f"workload not ready within {ready_timeout:g}s: {_tail(log_path, start)}")
         time.sleep(0.02)
+
+
+def render_workload_env(base: dict[str, str] | os._Environ, container_env: dict[str, str]) -> dict[str, str]:
+    """The container's env over ours, except the lab id: `lab down` finds processes by it."""
+    env = {**base, **container_env, "PYTHONUNBUFFERED": "1"}
+    for keep in ("KUBEWEFT_LAB_ID", "PATH"):
+        if keep in base:
+            env[keep] = base[keep]
+        else:
+            env.pop(keep, None)
+    return env
 
 
 def _saw_ready(path: Path, offset: int) -> bool:
