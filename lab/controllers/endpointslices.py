@@ -353,6 +353,9 @@ class EndpointSliceController(Reconciler):
             self._set_service(view.key, view)
             if view.managed:
                 self.mark(view.key)
+        for key in self.slices:
+            if key not in self.services:
+                self.mark(key)                   # slices left behind by a Service deleted earlier
 
     def _set_zone(self, node: dict) -> bool:
         meta = node.get("metadata") or {}

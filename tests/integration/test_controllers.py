@@ -357,3 +357,27 @@ spec: {containers: [{name: c, image: "h2:1", ports: [{containerPort: 8080, name:
     assert kubectl("delete", "svc", "h2-web").returncode == 0
     assert wait_for(lambda: kubectl("get", "endpointslices", "-o", "name").stdout == "")
     kubectl("delete", "pod", "h2-p1", "--grace-period=0", "--force")
+
+
+def test_controllers_started_late_catch_up_with_the_store():
+    async def go():
+        store = Store()
+        store.create(NS, {"metadata": {"name": NSNAME}})
+        store.create(NODES, node("node1"))
+        store.create(SLICES, {"metadata": {"name": "h2-gone-abcde", "namespace": NSNAME, "labels": {
+            "kubernetes.io/service-name": "h2-gone",
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4", "endpoints": []})
+        store.create(SVC, admission.admit(store, CFG, SVC, "CREATE", service("h2-web"), None))
+        store.create(PODS, admission.admit(store, CFG, PODS, "CREATE", pod("h2-a"), None))
+        c = Cluster()
+        c.store = store
+        c.tasks = controllers.start(store, CFG)
+        try:
+            await c.settle()
+            assert store.get(NODES, "", "node1")["spec"]["podCIDR"] == "10.244.0.0/24"
+            assert store.get(PODS, NSNAME, "h2-a")["spec"]["nodeName"] == "node1"
+            assert len(c.slices("h2-web")) == 1 and c.slices("h2-gone") == []
+        finally:
+            await c.__aexit__(None, None, None)
+    asyncio.run(go())
