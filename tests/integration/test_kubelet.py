@@ -1,7 +1,8 @@
 """The lab kubelet on the shared 2-node reference lab (`lab2`): pods get IPs and go Ready, 20 at a
 time; cross-node pod traffic keeps pod addresses (the kubelets' routes); readiness probes flip
-Ready; deletion removes the netns and the veth; a pod that cannot start is reported while the
-others run; a kubelet killed with -9 leaves the API server and the pods up, and a restarted one
+Ready; deletion removes the netns and the veth, gracefully (unready at once, SIGKILL after the
+grace period); hostPorts reach pods from the external host; a pod that cannot start is reported
+while the others run; a kubelet killed with -9 leaves the API server and the pods up, and a restarted one
 adopts its pods, tears down what was deleted meanwhile and starts what was created meanwhile.
 
 Everything lives in the k8s namespace NS, removed at the end.
@@ -292,3 +293,37 @@ def test_kubelet_kill9_keeps_api_and_pods_and_restart_adopts(lab2, core):
     wait_for("keep's sandbox removed", lambda: not lab_netns.exists(keep_entry["netns"]), timeout=20)
     wait_for("keep gone from the API", lambda: "keep" not in {p.metadata.name for p in list_pods(core)},
              timeout=20)
+
+
+def test_graceful_delete_unready_at_once_serves_through_grace_then_killed(lab2, core):
+    doc = pod_doc("lingering", "node2", [{"containerPort": 80}], grace=3)
+    doc["spec"]["containers"][0]["env"] = [{"name": "KUBEWEFT_TERM_DELAY", "value": "60"}]   # ignores SIGTERM
+    core.create_namespaced_pod(NS, doc)
+    pod = wait_for("lingering Ready", lambda: next((p for p in list_pods(core) if p.metadata.name == "lingering"
+                                                    and is_ready(p)), None))
+    entry = pods_json(lab2, "node2")[pod.metadata.uid]
+    t0 = time.monotonic()
+    core.delete_namespaced_pod("lingering", NS, _request_timeout=10)
+
+    def unready_but_serving():
+        p = core.read_namespaced_pod("lingering", NS)
+        return p.metadata.deletion_timestamp and not is_ready(p)
+    wait_for("lingering marked not Ready", unready_but_serving, timeout=5, interval=0.1)
+    node_ns = lab2.cfg.node_netns("node2")
+    assert http_get(lab2, node_ns, f"http://{pod.status.pod_ip}/hostname") == "lingering"   # still serving
+    wait_for("lingering gone from the API", lambda: "lingering" not in {p.metadata.name for p in list_pods(core)},
+             timeout=20)
+    took = time.monotonic() - t0
+    assert 2.5 <= took < 12, f"deleted after {took:.1f}s with a 3 s grace period"
+    assert not lab_netns.exists(entry["netns"])
+
+
+def test_host_port_reaches_the_pod_from_the_external_host(lab2, core):
+    core.create_namespaced_pod(NS, pod_doc("hostport", "node1", [{"containerPort": 80, "hostPort": 18080}]))
+    wait_for("hostport Ready", lambda: is_ready(core.read_namespaced_pod("hostport", NS)))
+    url = f"http://{lab2.cfg.node_ip(1)}:18080/hostname"
+    assert http_get(lab2, lab2.cfg.external_netns, url) == "hostport"
+    core.delete_namespaced_pod("hostport", NS, grace_period_seconds=0, _request_timeout=10)
+    def dnat_gone():
+        return "18080" not in lab2.run_in(lab2.cfg.node_netns("node1"), ["iptables-save", "-t", "nat"]).stdout
+    wait_for("the hostPort DNAT removed", dnat_gone, timeout=20)
