@@ -39,21 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-cidr", default=None, help="skip the API lookup of the node's podCIDR")
     p.add_argument("--pod-cidr-timeout", type=float, default=120.0)
     p.add_argument("--bridge", default="kw0")
-    p.add_argument("--mtu", type=int, default=None, help="pod MTU (default: underlay MTU - 50)")
+    p.add_argument("--mtu", type=int, default=None,
+                   help="pod MTU (default: the overlay's, else underlay MTU - 50)")
+    p.add_argument("--overlay", choices=("vxlan", "host-gw", "none"), default="vxlan",
+                   help="how pods reach other nodes (needs the API; never with --pod-cidr)")
     p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     return p
 
 
-def wait_pod_cidr(kubeconfig: str | None, node: str, timeout: float) -> str:
-    """The Node's spec.podCIDR, read with the real kubernetes client, waiting until it is set."""
+def make_api(kubeconfig: str | None):
+    """An ApiClient from the kubeconfig, or from the in-cluster service account."""
     from kubernetes import client, config
 
     if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)
-    else:
-        config.load_incluster_config()
-    api = client.CoreV1Api()
+        return config.new_client_from_config(config_file=kubeconfig)
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+def wait_pod_cidr(api_client, node: str, timeout: float) -> str:
+    """The Node's spec.podCIDR, read with the real kubernetes client, waiting until it is set."""
+    from kubernetes import client
+
+    api = client.CoreV1Api(api_client)
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
@@ -138,6 +147,23 @@ def serve(plugin, sock: Path, workers: int = 8):
     return server
 
 
+def start_overlay(api, node: str, mode: str, pod_cidr: str):
+    """The overlay controller (proxy/overlay_controller.py): VXLAN or host-gw routes to the other
+    nodes' pods. A failure is logged, not fatal: pods on this node still get wired."""
+    if mode == "none":
+        return None
+    from proxy.overlay_controller import OverlayController
+
+    try:
+        overlay = OverlayController(api, node, mode)
+        overlay.start(pod_cidr)
+    except Exception:
+        log.exception("overlay %s did not start: pods reach only this node", mode)
+        return None
+    log.info("overlay %s up: pod MTU %d", mode, overlay.pod_mtu)
+    return overlay
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -149,13 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    pod_cidr = args.pod_cidr or wait_pod_cidr(args.kubeconfig, args.node_name, args.pod_cidr_timeout)
+    api = None
+    if args.pod_cidr:
+        pod_cidr = args.pod_cidr
+    else:
+        api = make_api(args.kubeconfig)
+        pod_cidr = wait_pod_cidr(api, args.node_name, args.pod_cidr_timeout)
     state_dir = Path(args.state_dir)
     data_dir = Path(args.data_dir) if args.data_dir else state_dir / "cni" / "data"
+    overlay = start_overlay(api, args.node_name, args.overlay, pod_cidr) if api is not None else None
+    mtu = args.mtu or (overlay.pod_mtu if overlay is not None else None)
 
     from cni.plugin import CniPlugin
 
-    plugin = CniPlugin(pod_cidr, data_dir, bridge=args.bridge, mtu=args.mtu, cluster_cidr=args.cluster_cidr)
+    plugin = CniPlugin(pod_cidr, data_dir, bridge=args.bridge, mtu=mtu, cluster_cidr=args.cluster_cidr)
     plugin.start()
     sock = Path(args.socket)
     server = serve(plugin, sock, args.workers)
@@ -165,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     log.info("stopping")
     server.stop(grace=3).wait(5)
+    if overlay is not None:
+        overlay.stop()
     try:
         sock.unlink()
     except FileNotFoundError:
