@@ -133,16 +133,38 @@ class Scheduler(Reconciler):
     def __init__(self, store, cfg):
         super().__init__(store, cfg)
         self.nodes: dict[str, NodeView] = {}
+        # kept in step by the hook, so a pass never lists every pod
+        self.placed: dict[tuple[str, str], str] = {}             # non-terminal pod -> its node
+        self.counts: collections.Counter = collections.Counter()  # node -> non-terminal pods on it
+        self.pending: set[tuple[str, str]] = set()                # pods waiting for a node
 
     def prime(self) -> None:
         for n in self.store.list(NODES)[0]:
             self.nodes[n["metadata"]["name"]] = parse_node(n)
         for p in self.store.list(PODS)[0]:
-            if wants_scheduling(p):
-                self.mark((p["metadata"]["namespace"], p["metadata"]["name"]))
+            self._track(p, present=True)
+        for key in self.pending:
+            self.mark(key)
+
+    def _track(self, pod: dict, present: bool) -> None:
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        key = (meta.get("namespace", ""), meta["name"])
+        terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        node = spec.get("nodeName") if present and not terminal else None
+        was = self.placed.pop(key, None)
+        if was:
+            self.counts[was] -= 1
+        if node:
+            self.placed[key] = node
+            self.counts[node] += 1
+        if present and wants_scheduling(pod):
+            self.pending.add(key)
+        else:
+            self.pending.discard(key)
 
     def on_event(self, ev) -> None:
         if ev.resource is PODS:
+            self._track(ev.obj, present=ev.type != "DELETED")
             if ev.type != "DELETED" and wants_scheduling(ev.obj) and not self.syncing:
                 self.mark((ev.obj["metadata"]["namespace"], ev.obj["metadata"]["name"]))
         elif ev.resource is NODES:
@@ -154,26 +176,18 @@ class Scheduler(Reconciler):
                 self.nodes.pop(name, None)
             else:
                 self.nodes[name] = new
-            # retry every pod still waiting for a node
-            for p in self.store.list(PODS)[0]:
-                if wants_scheduling(p):
-                    self.mark((p["metadata"]["namespace"], p["metadata"]["name"]))
+            for key in self.pending:         # retry every pod still waiting for a node
+                self.mark(key)
 
     def sync_batch(self, keys: list) -> None:
-        counts: collections.Counter = collections.Counter()
-        for p in self.store.list(PODS)[0]:
-            node = (p.get("spec") or {}).get("nodeName")
-            if node and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                counts[node] += 1
         nodes = sorted(self.nodes.values(), key=lambda n: n.name)
         for ns, name in keys:
             pod = self.store.try_get(PODS, ns, name)
             if pod is None or not wants_scheduling(pod):
                 continue
-            node, message = plan_binding(pod, nodes, counts)
+            node, message = plan_binding(pod, nodes, self.counts)
             if node is not None:
-                self._bind(pod, node)
-                counts[node] += 1
+                self._bind(pod, node)            # the hook counts the pod on its node
             elif self._set_condition(pod, {"type": "PodScheduled", "status": "False",
                                            "reason": "Unschedulable", "message": message,
                                            "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}):
