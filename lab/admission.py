@@ -302,6 +302,29 @@ def validate_service(svc: dict) -> list[Cause]:
             out.append(_forbidden(f"{path}.nodePort", "may not be used when `type` is 'ClusterIP'"))
     if spec.get("sessionAffinity") not in AFFINITIES:
         out.append(_unsupported("spec.sessionAffinity", spec.get("sessionAffinity"), AFFINITIES))
+    elif spec.get("sessionAffinity") == "ClientIP":
+        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+        if not isinstance(timeout, int) or not 0 < timeout <= 86400:
+            out.append(_invalid("spec.sessionAffinityConfig.clientIP.timeoutSeconds", timeout,
+                                "must be greater than 0 and less than 86400"))
+    elif spec.get("sessionAffinityConfig"):
+        out.append(_forbidden("spec.sessionAffinityConfig",
+                              "must not be set when `sessionAffinity` is None"))
+    for i, fam in enumerate(spec.get("ipFamilies") or []):
+        if fam != "IPv4":
+            out.append(_invalid(f"spec.ipFamilies[{i}]", fam, "not configured on this cluster"))
+    if spec.get("ipFamilyPolicy") == "RequireDualStack":
+        out.append(_invalid("spec.ipFamilyPolicy", "RequireDualStack",
+                            "this cluster is not configured for dual-stack services"))
+    elif spec.get("ipFamilyPolicy") not in (None, "SingleStack", "PreferDualStack"):
+        out.append(_unsupported("spec.ipFamilyPolicy", spec["ipFamilyPolicy"],
+                                ("PreferDualStack", "RequireDualStack", "SingleStack")))
+    for i, ip in enumerate(spec.get("externalIPs") or []):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            out.append(_invalid(f"spec.externalIPs[{i}]", ip,
+                                "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"))
     for i, ip in enumerate(spec.get("clusterIPs") or []):
         if ip == "None" and i == 0:
             continue

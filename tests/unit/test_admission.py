@@ -197,3 +197,16 @@ def test_wrong_field_types_are_a_bad_request_not_a_crash(store):
     e = rejected(create, store, {"metadata": {"name": "h2-t", "namespace": "default"},
                                  "spec": {"containers": ["c"]}}, POD)
     assert e.code == 400
+
+
+def test_affinity_families_and_external_ips(store):
+    ok = create(store, svc("h2-aff", sessionAffinity="ClientIP"))
+    assert ok["spec"]["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 10800}}
+    e = rejected(create, store, svc("h2-b", sessionAffinity="ClientIP",
+                                    sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}}))
+    assert e.message.endswith("spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: "
+                              "must be greater than 0 and less than 86400")
+    e = rejected(create, store, svc("h2-b", ipFamilies=["IPv6"]))
+    assert e.message.endswith('spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster')
+    e = rejected(create, store, svc("h2-b", externalIPs=["1.2.3.4", "nope"]))
+    assert [c["field"] for c in e.details["causes"]] == ["spec.externalIPs[1]"]
