@@ -587,3 +587,60 @@ def test_bandwidth_capability_shapes_both_directions(node):
     assert "tbf" in sh("tc", "qdisc", "show", "dev", host, netns=node.node)
     assert "tbf" in sh("tc", "qdisc", "show", "dev", "eth0", netns=pod)
     assert node.cni("DEL", "bw", pod)[0] == 0
+
+
+# --- the lab: `kubeweft lab up --cni kubeweft` (install-cni, the agent, the lab kubelet) --------------
+
+def _wait(fn, timeout: float = 60, every: float = 0.5):
+    end = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got or time.monotonic() > end:
+            return got
+        time.sleep(every)
+
+
+def test_lab_with_kubeweft_cni(lab_factory):
+    lab = lab_factory(nodes=2, cni="kubeweft")
+    cfg = lab.cfg
+    node1 = cfg.node_name(1)
+    conf = json.loads((cfg.cni_conf_dir(node1) / "10-kubeweft.conflist").read_text())
+    assert conf["cniVersion"] == "1.1.0" and conf["plugins"][0]["type"] == "kubeweft"
+    # Ready means "a CNI config exists": the agent may still be starting
+    assert _wait(cfg.agent_socket(node1).exists, 60), "the agent never made its socket"
+    assert (cfg.agent_socket(node1).stat().st_mode & 0o777) == 0o600
+    pods = "".join(f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: kw-{i}, namespace: default}}
+spec:
+  nodeName: node{i}
+  containers: [{{name: web, image: x, ports: [{{containerPort: 8080, hostPort: 1900{i}}}]}}]
+""" for i in (1, 2))
+    lab.kubectl("apply", "-f", "-", input=pods)
+
+    def running() -> dict | None:
+        st = {p["name"]: p for p in lab.status()["pods"] if p["name"].startswith("kw-")}
+        return st if len(st) == 2 and all(p.get("ip") for p in st.values()) else None
+    st = _wait(running, 90)
+    assert st, lab.status()
+    ip1, ip2 = st["kw-1"]["ip"], st["kw-2"]["ip"]
+    assert ip1.startswith("10.244.") and ip1 != ip2
+
+    def probe(*args: str) -> dict:
+        return json.loads(lab.cli("probe", "--json", "--timeout", "3", *args, check=False).stdout.splitlines()[0])
+    # cross-node over the agent's VXLAN overlay, with the pod's own source address
+    def cross() -> dict | None:
+        p = probe("--from", "default/kw-1", f"{ip2}:8080")
+        return p if p["outcome"] == "connected" else None
+    r = _wait(cross, 30, 1)
+    assert r and r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
+    # hostPort on node2 from the external host, through the agent's nftables
+    r = probe("--from", "external", f"{cfg.node_ip(2)}:19002")
+    assert r["outcome"] == "connected" and r["pod"] == "default/kw-2", r
+    # deleting the pod runs DEL: its address is free again in node2's store
+    data2 = cfg.cni_data_dir(cfg.node_name(2))
+    assert (data2 / ip2).exists()
+    lab.kubectl("delete", "pod", "kw-2", "--wait=false")
+    assert _wait(lambda: not (data2 / ip2).exists(), 60), "address of a deleted pod still reserved"
+    lab.kubectl("delete", "pod", "kw-1", "--wait=false")
