@@ -674,11 +674,15 @@ def _mutable_view(spec: dict, old: dict) -> dict:
             view.pop(group, None)
         if len(new_cs) == len(old_cs) and new_cs:
             view[group] = [dict(c, image=o.get("image")) for c, o in zip(new_cs, old_cs)]
-    for f in ("activeDeadlineSeconds", "terminationGracePeriodSeconds"):
-        if f in old:
-            view[f] = old[f]
+    ads, old_ads = spec.get("activeDeadlineSeconds"), old.get("activeDeadlineSeconds")
+    if ads is not None and (old_ads is None or ads <= old_ads):     # set, or shortened: allowed
+        if old_ads is None:
+            view.pop("activeDeadlineSeconds", None)
         else:
-            view.pop(f, None)
+            view["activeDeadlineSeconds"] = old_ads
+    grace, old_grace = spec.get("terminationGracePeriodSeconds"), old.get("terminationGracePeriodSeconds")
+    if old_grace is not None and old_grace < 0 and grace == 1:
+        view["terminationGracePeriodSeconds"] = old_grace
     new_t, old_t = spec.get("tolerations") or [], old.get("tolerations") or []
     if all(t in new_t for t in old_t):          # additions only
         view["tolerations"] = old.get("tolerations", [])

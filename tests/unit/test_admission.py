@@ -1,4 +1,6 @@
 """Admission: Service and Pod defaults, allocation from the store, validation wording."""
+import copy
+
 import pytest
 
 from lab import admission, errors
@@ -179,6 +181,10 @@ def test_pod_update_rule(store):
     assert e.code == 422
     assert e.message.startswith('Pod "h2-p" is invalid: spec: Forbidden: pod updates may not change fields '
                                 'other than `spec.containers[*].image`')
+    grace = pod("h2-p", containers=copy.deepcopy(ok["spec"]["containers"]), terminationGracePeriodSeconds=5)
+    assert rejected(update, store, grace, POD).code == 422
+    deadline = pod("h2-p", containers=copy.deepcopy(ok["spec"]["containers"]), activeDeadlineSeconds=60)
+    assert update(store, deadline, POD)["spec"]["activeDeadlineSeconds"] == 60
     # a status write is not subject to the spec rule
     st = {**bad, "status": {"phase": "Running"}}
     assert admission.admit(store, CFG, POD, "UPDATE", st, cur, subresource="status") is st
