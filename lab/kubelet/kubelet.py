@@ -213,7 +213,13 @@ class Kubelet:
         first = [True]
 
         def on_list(items: list[dict]) -> None:
-            pods = {p.uid: p for p in map(model.parse_pod, items)}
+            pods = {}
+            for item in items:
+                try:
+                    p = model.parse_pod(item)
+                    pods[p.uid] = p
+                except Exception:  # one malformed pod must not hide the others
+                    log.exception("pod not understood: %s", (item.get("metadata") or {}).get("name"))
             if first[0]:
                 first[0] = False
                 self._adopt_local(pods)
@@ -337,7 +343,10 @@ class Kubelet:
                     resp = list_fn(**kwargs, _preload_content=False, _request_timeout=API_TIMEOUT)
                     doc = json.loads(resp.data)
                     rv = doc["metadata"]["resourceVersion"]
-                    on_list(doc.get("items") or [])
+                    try:
+                        on_list(doc.get("items") or [])
+                    except Exception:  # as above: keep watching
+                        log.exception("%s: list not fully handled", what)
                     log.debug("%s: listed %d at %s", what, len(doc.get("items") or []), rv)
                 resp = list_fn(**kwargs, watch=True, resource_version=rv, allow_watch_bookmarks=True,
                                timeout_seconds=WATCH_SECONDS, _preload_content=False,
@@ -356,7 +365,10 @@ class Kubelet:
                             raise RuntimeError(f"watch error: {obj.get('message')}")
                         rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                         if kind != "BOOKMARK":
-                            on_event(kind, obj)
+                            try:
+                                on_event(kind, obj)
+                            except Exception:  # one bad object must not stall the watch (it would replay)
+                                log.exception("%s: %s event not handled", what, kind)
                 finally:
                     resp.release_conn()
                 delay = 0.2
