@@ -88,6 +88,8 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
     if kind == "Namespace":
         default_namespace(obj, operation == "CREATE")
         return obj
+    if kind == "Node" and operation == "UPDATE" and old is not None and subresource != "status":
+        _raise_if(validate_node_update(obj, old), "", "Node", obj)
     return obj
 
 
@@ -702,6 +704,16 @@ def validate_pod_update(pod: dict, old: dict) -> list[Cause]:
         json.dumps(ospec, indent=2, sort_keys=True).splitlines(),
         json.dumps(view, indent=2, sort_keys=True).splitlines(), "old", "new", lineterm="", n=1))
     return [_forbidden("spec", f"pod updates may not change fields other than {POD_UPDATABLE}\n{diff}")]
+
+
+# --- Node -----------------------------------------------------------------------------------
+
+def validate_node_update(node: dict, old: dict) -> list[Cause]:
+    """A podCIDR, once assigned, stays (the kubelet and the IPAM controller rely on it)."""
+    was = (old.get("spec") or {}).get("podCIDRs") or []
+    if was and ((node.get("spec") or {}).get("podCIDRs") or []) != was:
+        return [_forbidden("spec.podCIDRs", 'node updates may not change podCIDR except from "" to valid')]
+    return []
 
 
 # --- Namespace ------------------------------------------------------------------------------

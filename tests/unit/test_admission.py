@@ -216,3 +216,15 @@ def test_affinity_families_and_external_ips(store):
     assert e.message.endswith('spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster')
     e = rejected(create, store, svc("h2-b", externalIPs=["1.2.3.4", "nope"]))
     assert [c["field"] for c in e.details["causes"]] == ["spec.externalIPs[1]"]
+
+
+def test_node_pod_cidr_may_only_be_set_once(store):
+    nodes = BY_PLURAL[("", "nodes")]
+    store.create(nodes, {"metadata": {"name": "h2n"}, "spec": {"podCIDR": "10.244.3.0/24",
+                                                              "podCIDRs": ["10.244.3.0/24"]}})
+    old = store.get(nodes, "", "h2n")
+    e = rejected(admission.admit, store, CFG, nodes, "UPDATE", {"metadata": {"name": "h2n"}, "spec": {}}, old)
+    assert e.message == ('Node "h2n" is invalid: spec.podCIDRs: Forbidden: node updates may not change '
+                         'podCIDR except from "" to valid')
+    same = {"metadata": {"name": "h2n", "labels": {"a": "b"}}, "spec": dict(old["spec"])}
+    assert admission.admit(store, CFG, nodes, "UPDATE", same, old) is same
