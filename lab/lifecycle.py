@@ -230,6 +230,21 @@ def _install_cni(cfg: LabConfig, node: str, deadline: float) -> None:
                            + (proc.stderr or proc.stdout).strip())
 
 
+def start_kubelet(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
+    """Start node's kubelet as `up` does (also to restart one in a test): in the node's netns,
+    own session, KUBEWEFT_LAB_ID set, output appended to logs/kubelet-<node>.log."""
+    return _spawn(cfg, [sys.executable, "-m", "lab.kubelet", "--lab", cfg.name, "--node", node],
+                  f"kubelet-{node}", token, inside=cfg.node_netns(node))
+
+
+def start_agent(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
+    """Start node's kubeweft agent as `up` does (--cni kubeweft), logs/agent-<node>.log."""
+    return _spawn(cfg, [_venv_bin("kubeweft"), "agent", "--kubeconfig", str(cfg.node_kubeconfig),
+                        "--node-name", node, "--socket", str(cfg.agent_socket(node)),
+                        "--state-dir", str(cfg.node_dir(node)), "--cluster-cidr", cfg.cluster_cidr],
+                  f"agent-{node}", token, inside=cfg.node_netns(node))
+
+
 def up(cfg: LabConfig, timeout: float = 120.0) -> None:
     """Build lab `cfg` and return once every node is Ready; raise LabError otherwise, after
     removing whatever was made. Refuses (LabError, nothing removed) if the lab exists."""
@@ -268,8 +283,7 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
     _say(f"lab {cfg.name}: building {cfg.nodes} nodes, cni {cfg.cni}")
     topology.build(cfg)
 
-    py = sys.executable
-    apiserver = _spawn(cfg, [py, "-m", "lab.apiserver", "--lab", cfg.name], "apiserver", token)
+    apiserver = _spawn(cfg, [sys.executable, "-m", "lab.apiserver", "--lab", cfg.name], "apiserver", token)
     ready = _wait_apiserver(cfg, apiserver, deadline)
     state["apiserver"] = {"pid": ready.get("pid", apiserver.pid), "port": ready.get("port")}
     _write_json(cfg.state_file, state)
@@ -277,17 +291,12 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
 
     procs: dict[str, subprocess.Popen] = {"apiserver": apiserver}
     for node in topology.node_names(cfg):
-        ns = cfg.node_netns(node)
         if cfg.cni == "kubeweft":
             _install_cni(cfg, node, deadline)
-            procs[f"agent-{node}"] = _spawn(
-                cfg, [_venv_bin("kubeweft"), "agent", "--kubeconfig", str(cfg.node_kubeconfig),
-                      "--node-name", node, "--socket", str(cfg.agent_socket(node)),
-                      "--state-dir", str(cfg.node_dir(node)), "--cluster-cidr", cfg.cluster_cidr],
-                f"agent-{node}", token, inside=ns)
-        procs[f"kubelet-{node}"] = _spawn(
-            cfg, [py, "-m", "lab.kubelet", "--lab", cfg.name, "--node", node],
-            f"kubelet-{node}", token, inside=ns)
+            procs[f"agent-{node}"] = start_agent(cfg, node, token)
+        procs[f"kubelet-{node}"] = start_kubelet(cfg, node, token)
+    state["processes"] = {what: p.pid for what, p in procs.items()}
+    _write_json(cfg.state_file, state)
 
     _say(f"  waiting for {cfg.nodes} node(s) to be Ready "
          f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more)")

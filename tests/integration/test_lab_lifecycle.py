@@ -294,9 +294,9 @@ def test_down_after_kill9_of_apiserver_and_kubelet(lab_factory):
     pids = lab_pids(lab.name)
     assert state["apiserver"]["pid"] in pids
     kubelets = [p for p in pids if b"lab.kubelet" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert len(kubelets) == 2
+    assert sorted(kubelets) == sorted(state["processes"][f"kubelet-node{i}"] for i in (1, 2))
     os.kill(state["apiserver"]["pid"], signal.SIGKILL)
-    os.kill(kubelets[0], signal.SIGKILL)
+    os.kill(state["processes"]["kubelet-node1"], signal.SIGKILL)
     out = lab.cli("down")
     assert "deleted netns" in out.stdout
     assert_gone(lab.name)
