@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from lab import netns as lab_netns
-from lab.config import LabConfig
+from lab.config import STATE_ROOT, LabConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -130,6 +130,8 @@ def snapshot_netns(inside: str | None = None) -> dict[str, object]:
     if inside is None:
         snap["netns"] = {n for n in os.listdir(lab_netns.NETNS_DIR) if not TEST_NETNS.match(n)} \
             if lab_netns.NETNS_DIR.exists() else set()
+        # labs (a developer's own, say) make and remove their namespaces as they please
+        snap["labs"] = set(os.listdir(STATE_ROOT)) if STATE_ROOT.is_dir() else set()
     return snap
 
 
@@ -152,7 +154,9 @@ def diff_snapshots(before: dict, after: dict) -> list[str]:
         out.append(f"nftables ruleset changed:\n--- before\n{before['nftables']}\n--- after\n"
                    f"{after['nftables']}")
     if "netns" in before:
-        out += [f"netns removed: {n}" for n in sorted(before["netns"] - after["netns"])]
+        labs = tuple(f"{lab}-" for lab in before.get("labs", set()) | after.get("labs", set()))
+        out += [f"netns removed: {n}" for n in sorted(before["netns"] - after["netns"])
+                if not n.startswith(labs)]
     return out
 
 

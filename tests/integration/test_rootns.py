@@ -100,3 +100,7 @@ def test_vanished_netns_entry_is_seen():
     before = dict(base, netns={"someone-elses"})
     after = dict(base, netns=set())
     assert diff_snapshots(before, after) == ["netns removed: someone-elses"]
+    # a running lab's namespaces come and go with its pods: not the guard's business
+    before = dict(base, netns={"lab7-pod-a", "other"}, labs={"lab7"})
+    after = dict(base, netns={"other"}, labs=set())
+    assert diff_snapshots(before, after) == []
