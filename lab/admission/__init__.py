@@ -1,0 +1,89 @@
+"""Defaulting, validation and allocation on create and update: the API server's registry logic.
+
+What a real kube-apiserver does between decoding a request and writing it to etcd, for the kinds
+the lab serves:
+
+    services     Service defaults, what an update keeps, validation with the real wording
+    allocations  ClusterIP and NodePort allocation, derived from the store's Services
+    pods         Pod defaults, QoS class, validation and the pod-update rule
+    fields       field errors worded as the real server's, shared name and port checks
+
+Node (podCIDR set once) and Namespace (phase Active) are small enough to live here. The pure
+parts (`default_*`, `validate_*`, `plan_*`) take and return plain dicts and do no I/O.
+"""
+from __future__ import annotations
+
+from .. import errors
+from ..errors import Cause
+from .fields import forbidden, raise_if
+from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
+from .services import admit_service
+
+# --- entry points (called by the API server) -------------------------------------------------
+
+def admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
+          subresource: str | None = None) -> dict:
+    """Return the object to store, or raise errors.APIError (422 Invalid and friends).
+    operation is "CREATE" or "UPDATE"; `old` is the stored object on UPDATE; subresource is
+    "status" for writes to .../status (their spec is ignored by the store, so not checked here)."""
+    try:
+        return _admit(store, cfg, resource, operation, obj, old, subresource)
+    except (AttributeError, TypeError, KeyError, ValueError) as e:
+        # a field of the wrong JSON type (ports: [80], selector: "x"): the real server fails to
+        # decode it; say so with its 400 instead of crashing with a 500
+        kind = resource.kind
+        raise errors.bad_request(f'{kind} in version "{resource.version}" cannot be handled as a {kind}: '
+                                 f"wrong type of field: {e}") from e
+
+
+def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
+           subresource: str | None) -> dict:
+    kind = resource.kind
+    if kind == "Service":
+        if subresource == "status":
+            return obj
+        return admit_service(store, cfg, resource, operation, obj, old)
+    if kind == "Pod":
+        if subresource == "status":
+            return obj
+        default_pod(obj)
+        causes = validate_pod(obj)
+        if operation == "UPDATE" and old is not None:
+            causes += validate_pod_update(obj, old)
+        else:
+            obj["status"] = {"phase": "Pending", "qosClass": plan_qos_class(obj.get("spec") or {})}
+        raise_if(causes, "", "Pod", obj)
+        return obj
+    if kind == "Namespace":
+        default_namespace(obj, operation == "CREATE")
+        return obj
+    if kind == "Node" and operation == "UPDATE" and old is not None and subresource != "status":
+        raise_if(validate_node_update(obj, old), "", "Node", obj)
+    return obj
+
+
+def release(store, cfg, resource, obj: dict) -> None:
+    """Called after an object was deleted. Nothing to do: allocations follow the store (its hook
+    sees the DELETED event), so a deleted Service's clusterIP and nodePorts are free already."""
+
+
+
+# --- Node -----------------------------------------------------------------------------------
+
+def validate_node_update(node: dict, old: dict) -> list[Cause]:
+    """A podCIDR, once assigned, stays (the kubelet and the IPAM controller rely on it)."""
+    was = (old.get("spec") or {}).get("podCIDRs") or []
+    if was and ((node.get("spec") or {}).get("podCIDRs") or []) != was:
+        return [forbidden("spec.podCIDRs", 'node updates may not change podCIDR except from "" to valid')]
+    return []
+
+
+# --- Namespace ------------------------------------------------------------------------------
+
+def default_namespace(ns: dict, creating: bool) -> dict:
+    meta = ns.setdefault("metadata", {})
+    meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
+    ns.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    if creating:
+        ns["status"] = {"phase": "Active"}
+    return ns

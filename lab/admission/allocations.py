@@ -1,0 +1,207 @@
+"""ClusterIP and NodePort allocation, derived from the store.
+
+Allocations are not bookkept separately: an `Allocations` index per store is built once by
+scanning the Services in it and then kept in step by a store hook, so whatever is in the store is
+allocated and a deleted Service frees its addresses and ports by being gone.
+"""
+from __future__ import annotations
+
+import ipaddress
+import weakref
+from typing import Any
+
+from .. import errors
+from ..errors import Cause
+from .fields import invalid, raise_if
+
+# What a Service's type asks for (used by allocation and by the update rules in services.py).
+
+def needs_cluster_ip(svc: dict) -> bool:
+    return (svc.get("spec") or {}).get("type", "ClusterIP") != "ExternalName"
+
+
+def needs_node_ports(svc: dict) -> bool:
+    spec = svc.get("spec") or {}
+    t = spec.get("type", "ClusterIP")
+    return t == "NodePort" or (t == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts", True))
+
+
+def needs_health_check_port(svc: dict) -> bool:
+    spec = svc.get("spec") or {}
+    return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
+class Allocations:
+    """ClusterIPs and nodePorts in use, derived from the store's Services and kept in step with it
+    by a store hook: what the store holds is allocated, nothing else."""
+
+    def __init__(self, store, cfg, services):
+        self.net = ipaddress.ip_network(cfg.service_cidr)
+        self.ports_lo, self.ports_hi = cfg.nodeport_range
+        self.ips: dict[int, tuple[str, str]] = {}        # address as int -> owning service key
+        self.ports: dict[int, tuple[str, str]] = {}      # nodePort (and health-check port) -> owner
+        self._ip_cursor = 0
+        self._port_cursor = 0
+        self.services = services
+        for svc in store.list(services)[0]:
+            self._add(svc)
+        store.add_hook(self._on_event)
+
+    def _on_event(self, ev) -> None:
+        if ev.resource is not self.services:
+            return
+        if ev.old is not None:
+            self._remove(ev.old)
+        if ev.type != "DELETED":
+            self._add(ev.obj)
+
+    @staticmethod
+    def key(svc: dict) -> tuple[str, str]:
+        m = svc.get("metadata") or {}
+        return m.get("namespace", ""), m.get("name", "")
+
+    def _add(self, svc: dict) -> None:
+        k = self.key(svc)
+        for ip in (svc.get("spec") or {}).get("clusterIPs") or []:
+            if ip != "None":
+                try:
+                    self.ips[int(ipaddress.ip_address(ip))] = k
+                except ValueError:
+                    pass
+        for port in plan_used_node_ports(svc):
+            self.ports[port] = k
+
+    def _remove(self, svc: dict) -> None:
+        k = self.key(svc)
+        for ip in (svc.get("spec") or {}).get("clusterIPs") or []:
+            try:
+                n = int(ipaddress.ip_address(ip))
+            except ValueError:
+                continue
+            if self.ips.get(n) == k:
+                del self.ips[n]
+        for port in plan_used_node_ports(svc):
+            if self.ports.get(port) == k:
+                del self.ports[port]
+
+    # --- cluster IPs ---
+    def claim_ip(self, ip: str, owner: tuple[str, str]) -> str | None:
+        """None when `ip` can be used by `owner`, else why not."""
+        addr = ipaddress.ip_address(ip)
+        first, last = int(self.net.network_address) + 1, int(self.net.broadcast_address) - 1
+        if addr.version != self.net.version or not first <= int(addr) <= last:
+            return (f"the provided IP ({ip}) is not in the valid range. The range of valid IPs is "
+                    f"{self.net}")
+        if self.ips.get(int(addr), owner) != owner:
+            return "provided IP is already allocated"
+        return None
+
+    def next_ip(self) -> str | None:
+        base, size = int(self.net.network_address), self.net.num_addresses - 2
+        for step in range(size):
+            offset = (self._ip_cursor + step) % size + 1     # skips the network address
+            if base + offset not in self.ips:
+                self._ip_cursor = offset
+                return str(ipaddress.ip_address(base + offset))
+        return None
+
+    # --- node ports ---
+    def claim_port(self, port: int, owner: tuple[str, str]) -> str | None:
+        if not self.ports_lo <= port <= self.ports_hi:
+            return (f"provided port is not in the valid range. The range of valid ports is "
+                    f"{self.ports_lo}-{self.ports_hi}")
+        if self.ports.get(port, owner) != owner:
+            return "provided port is already allocated"
+        return None
+
+    def next_port(self, taken: set[int]) -> int | None:
+        size = self.ports_hi - self.ports_lo + 1
+        for step in range(size):
+            offset = (self._port_cursor + step) % size
+            port = self.ports_lo + offset
+            if port not in self.ports and port not in taken:
+                self._port_cursor = offset + 1
+                return port
+        return None
+
+
+def plan_used_node_ports(svc: dict) -> set[int]:
+    spec = svc.get("spec") or {}
+    used = {p["nodePort"] for p in spec.get("ports") or [] if p.get("nodePort")}
+    if spec.get("healthCheckNodePort"):
+        used.add(spec["healthCheckNodePort"])
+    return used
+
+
+ALLOCATIONS: weakref.WeakKeyDictionary[Any, Allocations] = weakref.WeakKeyDictionary()
+
+
+def allocations(store, cfg, services) -> Allocations:
+    a = ALLOCATIONS.get(store)
+    if a is None:
+        a = ALLOCATIONS[store] = Allocations(store, cfg, services)
+    return a
+
+
+def internal(message: str) -> errors.APIError:
+    return errors.APIError(500, "InternalError", f"Internal error occurred: {message}",
+                           {"causes": [{"message": message}]})
+
+
+def allocate(alloc: Allocations, svc: dict) -> None:
+    """Fill in clusterIP(s), nodePorts and healthCheckNodePort (in place), or raise 422/500."""
+    spec = svc["spec"]
+    owner = alloc.key(svc)
+    causes: list[Cause] = []
+    if needs_cluster_ip(svc):
+        ips = spec.get("clusterIPs") or []
+        if ips and ips[0] != "None":
+            why = alloc.claim_ip(ips[0], owner)
+            if why:
+                causes.append(invalid("spec.clusterIPs", ips, f"failed to allocate IP {ips[0]}: {why}"))
+        elif not ips:
+            ip = alloc.next_ip()
+            if ip is None:
+                raise internal("failed to allocate a serviceIP: range is full")
+            spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
+    if needs_node_ports(svc):
+        by_port: dict[int, int] = {}      # service port -> its nodePort: TCP and UDP of one port share
+        taken: set[int] = set()
+        ports = spec.get("ports") or []
+        for i, p in enumerate(ports):
+            want = p.get("nodePort") or by_port.get(p.get("port"))
+            if not want:
+                want = next((q["nodePort"] for q in ports[i + 1:]
+                             if q.get("port") == p.get("port") and q.get("nodePort")), 0)
+            if want:
+                if want not in taken:
+                    why = alloc.claim_port(want, owner)
+                    if why:
+                        causes.append(invalid(f"spec.ports[{i}].nodePort", want, why))
+                        continue
+                p["nodePort"] = want
+            else:
+                got = alloc.next_port(taken)
+                if got is None:
+                    raise internal("failed to allocate a nodePort: range is full")
+                p["nodePort"] = got
+            taken.add(p["nodePort"])
+            by_port[p.get("port")] = p["nodePort"]
+        if needs_health_check_port(svc):
+            hc = spec.get("healthCheckNodePort")
+            if hc:
+                why = alloc.claim_port(hc, owner) if hc not in taken else "provided port is already allocated"
+                if why:
+                    causes.append(invalid("spec.healthCheckNodePort", hc,
+                                           f"failed to allocate requested HealthCheck NodePort {hc}: {why}"))
+            else:
+                got = alloc.next_port(taken)
+                if got is None:
+                    raise internal("failed to allocate a nodePort: range is full")
+                spec["healthCheckNodePort"] = got
+    elif needs_health_check_port(svc) and not spec.get("healthCheckNodePort"):
+        got = alloc.next_port(set())
+        if got is None:
+            raise internal("failed to allocate a nodePort: range is full")
+        spec["healthCheckNodePort"] = got
+    raise_if(causes, "", "Service", svc)
