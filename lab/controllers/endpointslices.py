@@ -453,13 +453,12 @@ class EndpointSliceController(Reconciler):
             if new is None or new.managed or (old is not None and old.managed and new.uid != old.uid):
                 self.mark(key)
         elif res is SLICES:
-            key = self._set_slice(ev.obj, present=ev.type != "DELETED")
-            if ev.type == "MODIFIED" and ev.old is not None:
-                old_key = self._set_slice(ev.old, present=False) if key is None else None
-                if old_key is not None:
-                    self.mark(old_key)       # someone took our label off: reconcile that Service
-            if key is not None and not self.syncing:
-                self.mark(key)               # a slice changed by someone else
+            # forget the previous state first: a relabelled slice may have moved between Services
+            old_key = self._set_slice(ev.old, present=False) if ev.old is not None else None
+            key = self._set_slice(ev.obj, present=True) if ev.type != "DELETED" else None
+            if not self.syncing:
+                for k in {old_key, key} - {None}:
+                    self.mark(k)             # a slice changed by someone else: put it right
         elif res is NODES:
             gone = {"metadata": {"name": ev.obj["metadata"]["name"]}}
             if self._set_zone(ev.obj if ev.type != "DELETED" else gone):

@@ -381,3 +381,33 @@ def test_controllers_started_late_catch_up_with_the_store():
         finally:
             await c.__aexit__(None, None, None)
     asyncio.run(go())
+
+
+def test_slices_edited_or_deleted_by_someone_else_are_put_right():
+    async def go():
+        async with Cluster() as c:
+            c.create(NODES, node("node1"))
+            c.create(SVC, service("h2-web"))
+            c.create(PODS, pod("h2-a", "node1"))
+            run_ready(c, "h2-a", "10.244.0.2")
+            await c.settle()
+            (s,) = c.slices("h2-web")
+            edited = copy.deepcopy(s)
+            edited["endpoints"] = []
+            c.store.update(SLICES, edited)
+            await c.settle()
+            assert set(c.endpoints("h2-web")) == {"h2-a"}
+            c.store.delete(SLICES, NSNAME, s["metadata"]["name"])
+            await c.settle()
+            assert set(c.endpoints("h2-web")) == {"h2-a"} and len(c.slices("h2-web")) == 1
+            # relabelled to claim another Service: both Services get put right
+            c.create(SVC, service("h2-other", selector={"app": "none"}))
+            await c.settle()
+            (s,) = c.slices("h2-web")
+            moved = copy.deepcopy(s)
+            moved["metadata"]["labels"]["kubernetes.io/service-name"] = "h2-other"
+            c.store.update(SLICES, moved)
+            await c.settle()
+            assert set(c.endpoints("h2-web")) == {"h2-a"} and c.endpoints("h2-other") == {}
+            assert len(c.slices("h2-other")) == 1 and len(c.slices("h2-web")) == 1
+    asyncio.run(go())
