@@ -437,8 +437,8 @@ class Handlers:
                     # the queue is empty, so every event up to the store's version was sent
                     await resp.write(bookmark())
                     next_bookmark = time.monotonic() + BOOKMARK_SECONDS
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:        # the client went away
+            return resp
         except errors.APIError as e:
             await resp.write((_dumps({"type": "ERROR", "object": e.status()}) + "\n").encode())
         finally:
