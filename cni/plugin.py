@@ -66,23 +66,24 @@ class CniPlugin:
         self.bridge(self.bridge_name)
         if self.cluster_cidr and self._nft is not None:
             self._nft.ensure_masquerade(self.cluster_cidr)
-        freed, removed = self.reconcile()
-        if freed or removed:
-            log.info("reconcile: freed %s, removed orphan veths %s", freed, removed)
+        freed, _ = self.reconcile()
+        if freed:
+            log.info("reconcile: freed %s", freed)
         self._write_state(alloc)
 
-    def reconcile(self) -> tuple[list, list]:
-        """Keep a reservation only if its host veth exists; remove host veths nobody reserved."""
-        alloc = self.allocator(None)
-        veths = datapath.list_host_veths(self.bridge_name)
+    def reconcile(self, alloc: ipam.Allocator | None = None, bridge: str | None = None) -> tuple[list, list]:
+        """Free every reservation whose host veth does not exist (a crash between reserve and
+        wire, or between unwire and release). Host veths without a reservation are only
+        reported: another store may hold them, and GC (with the runtime's list) removes them."""
+        alloc = alloc or self.allocator(None)
+        veths = datapath.list_host_veths(bridge or self.bridge_name)
         held = alloc.reservations()
         live = {k for k in held if datapath.host_veth_name(*k) in veths}
         freed = alloc.reconcile(live)
-        wanted = {datapath.host_veth_name(*k) for k in live}
-        orphans = sorted(veths - wanted)
-        for veth in orphans:
-            datapath.unwire_pod(None, "", veth)
-        return freed, orphans
+        unknown = sorted(veths - {datapath.host_veth_name(*k) for k in live})
+        if unknown:
+            log.warning("host veths without a reservation in %s (left for GC): %s", alloc.dir, unknown)
+        return freed, unknown
 
     def _write_state(self, alloc: ipam.Allocator) -> None:
         """What the shim's in-process DEL needs to find the store when the agent is down."""
@@ -99,9 +100,15 @@ class CniPlugin:
         with self._lock:
             alloc = self._allocators.get(path)
             if alloc is None:
-                alloc = self._allocators[path] = ipam.Allocator(path, self.pod_cidr)
+                alloc = ipam.Allocator(path, self.pod_cidr)
                 if path != self.data_dir:
+                    # a store named by the conflist (dataDir), not the agent's own: reconcile it
+                    # too before first use (start() did the agent's own)
+                    freed, _ = self.reconcile(alloc, conf.bridge if conf else None)
+                    if freed:
+                        log.info("reconcile %s: freed %s", path, freed)
                     self._write_state(alloc)
+                self._allocators[path] = alloc
             return alloc
 
     def bridge(self, name: str):

@@ -34,15 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=DEFAULT_SOCKET, help="the CNI gRPC unix socket")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.add_argument("--data-dir", default=None, help="IPAM store (default STATE_DIR/cni/data)")
-    p.add_argument("--cluster-cidr", default=os.environ.get("CLUSTER_CIDR") or None,
-                   help="pod traffic leaving this CIDR is masqueraded")
+    p.add_argument("--cluster-cidr", default=os.environ.get("KUBEWEFT_CLUSTER_CIDR") or None,
+                   help="pod traffic leaving this CIDR is masqueraded (default $KUBEWEFT_CLUSTER_CIDR)")
     p.add_argument("--pod-cidr", default=None, help="skip the API lookup of the node's podCIDR")
     p.add_argument("--pod-cidr-timeout", type=float, default=120.0)
     p.add_argument("--bridge", default="kw0")
     p.add_argument("--mtu", type=int, default=None,
                    help="pod MTU (default: the overlay's, else underlay MTU - 50)")
-    p.add_argument("--overlay", choices=("vxlan", "host-gw", "none"), default="vxlan",
-                   help="how pods reach other nodes (needs the API; never with --pod-cidr)")
+    p.add_argument("--overlay", choices=("vxlan", "host-gw", "none"),
+                   default=os.environ.get("KUBEWEFT_BACKEND") or "vxlan",
+                   help="how pods reach other nodes (default $KUBEWEFT_BACKEND or vxlan; needs the API, "
+                        "so never with --pod-cidr)")
     p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     return p
