@@ -26,7 +26,7 @@ from aiohttp import web
 from .. import admission, errors, selectors
 from ..config import LabConfig
 from ..resources import Resource, find
-from ..store import Store, now_rfc3339
+from ..store import Store
 from . import discovery, openapi, patch, protobuf, tables, validation
 
 log = logging.getLogger("lab.apiserver")
@@ -572,4 +572,4 @@ async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.A
     return runner
 
 
-__all__ = ["build_app", "ensure_namespaces", "now_rfc3339", "parse_target", "serve", "ssl_context"]
+__all__ = ["build_app", "ensure_namespaces", "parse_target", "serve", "ssl_context"]
