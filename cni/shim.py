@@ -77,11 +77,12 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
     fields = (inv.command, inv.container_id, inv.netns, inv.ifname, inv.raw_args, ":".join(inv.path), stdin)
     deadline = DEADLINES[inv.command]
     try:
-        if os.environ.get("KUBEWEFT_SHIM_TRANSPORT") == "grpc":
+        message = encode_request(*fields)
+        if os.environ.get("KUBEWEFT_SHIM_TRANSPORT") == "grpc" or len(message) > _MAX_BODY:
             code, msg, details, result = _call_grpc(conf.socket, method, fields, deadline)
         else:
             code, msg, details, result = decode_response(
-                call_unary(conf.socket, f"/kubeweft.v1.Cni/{method}", encode_request(*fields), deadline))
+                call_unary(conf.socket, f"/kubeweft.v1.Cni/{method}", message, deadline))
     except AgentUnreachable as e:
         return agent_down(inv, conf, str(e))
     if code is not None:
@@ -119,6 +120,8 @@ METHODS = {"ADD": "Add", "DEL": "Del", "CHECK": "Check", "STATUS": "Status", "GC
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
 _END_STREAM, _ACK, _PADDED = 0x1, 0x1, 0x8
+_MAX_FRAME = 16384
+_MAX_BODY = 65535 - 5         # the default initial window, less the gRPC message prefix
 
 
 class AgentUnreachable(Exception):
@@ -232,9 +235,13 @@ def call_unary(sock_path: str, path: str, message: bytes, timeout: float) -> byt
         except OSError as e:
             raise AgentUnreachable(f"connect {sock_path}: {e.strerror or e}") from None
         body = b"\x00" + len(message).to_bytes(4, "big") + message
+        # DATA frames of at most the default SETTINGS_MAX_FRAME_SIZE (16 KiB); the body fits the
+        # default flow-control window (64 KiB, checked by the caller), so no WINDOW_UPDATE wait
+        chunks = [body[i:i + _MAX_FRAME] for i in range(0, len(body), _MAX_FRAME)]
         s.sendall(_PREFACE + _frame(_SETTINGS, 0, 0)
                   + _frame(_HEADERS, 0x4, 1, _request_headers(path, timeout))   # END_HEADERS
-                  + _frame(_DATA, _END_STREAM, 1, body))
+                  + b"".join(_frame(_DATA, _END_STREAM if i == len(chunks) - 1 else 0, 1, c)
+                             for i, c in enumerate(chunks)))
         buf, data = b"", bytearray()
         while True:
             while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):

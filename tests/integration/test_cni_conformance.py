@@ -644,3 +644,14 @@ spec:
     lab.kubectl("delete", "pod", "kw-2", "--wait=false")
     assert _wait(lambda: not (data2 / ip2).exists(), 60), "address of a deleted pod still reserved"
     lab.kubectl("delete", "pod", "kw-1", "--wait=false")
+
+
+@pytest.mark.parametrize("size", [30_000, 70_000])
+def test_large_configs_cross_the_wire(node, size):
+    """30 kB: several HTTP/2 DATA frames from the shim's own client; 70 kB: beyond the default
+    flow-control window, so the shim hands the call to the grpc library."""
+    pod = node.new_pod()
+    rc, res, err = node.cni("ADD", f"big{size}", pod, conf=node.conf(padding="x" * size))
+    assert rc == 0, err
+    assert node.pod_addrs(pod) == [res["ips"][0]["address"]]
+    assert node.cni("DEL", f"big{size}", pod, conf=node.conf(padding="x" * size))[0] == 0
