@@ -325,6 +325,10 @@ def test_kubectl_service_lifecycle(server):
     server.kubectl("apply", "-f", "svc.yaml")
     got = yaml.safe_load(server.kubectl("get", "svc", "h1-kcsvc", "-o", "yaml").stdout)
     assert [p["port"] for p in got["spec"]["ports"]] == [81]
+    server.kubectl("edit", "svc", "h1-kcsvc", env={"KUBE_EDITOR": "sed -i s/port:\\ 81/port:\\ 82/"})
+    server.kubectl("label", "svc", "h1-kcsvc", "edited=yes")
+    got = yaml.safe_load(server.kubectl("get", "svc", "h1-kcsvc", "-o", "yaml").stdout)
+    assert [p["port"] for p in got["spec"]["ports"]] == [82] and got["metadata"]["labels"] == {"edited": "yes"}
     out = server.kubectl("create", "service", "clusterip", "h1-foo", "--tcp=80:8080").stdout
     assert "service/h1-foo created" in out
     table = server.kubectl("get", "svc", "-o", "wide").stdout.splitlines()
