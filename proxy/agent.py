@@ -60,7 +60,7 @@ def make_api(kubeconfig: str | None):
     return client.ApiClient()
 
 
-def wait_pod_cidr(api_client, node: str, timeout: float) -> str:
+def wait_pod_cidr(api_client, node: str, timeout: float, stop: threading.Event | None = None) -> str:
     """The Node's spec.podCIDR, read with the real kubernetes client, waiting until it is set."""
     from kubernetes import client
 
@@ -79,7 +79,10 @@ def wait_pod_cidr(api_client, node: str, timeout: float) -> str:
         if time.monotonic() > deadline:
             raise SystemExit(f"kubeweft agent: no podCIDR for node {node!r} after {timeout:.0f}s ({last})")
         log.info("waiting for the podCIDR of node %s (%s)", node, last)
-        time.sleep(1.0)
+        if stop is not None and stop.wait(1.0):
+            raise SystemExit(0)          # SIGTERM while waiting: nothing to clean up yet
+        if stop is None:
+            time.sleep(1.0)
 
 
 def prepare_socket(path: Path) -> None:
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         pod_cidr = args.pod_cidr
     else:
         api = make_api(args.kubeconfig)
-        pod_cidr = wait_pod_cidr(api, args.node_name, args.pod_cidr_timeout)
+        pod_cidr = wait_pod_cidr(api, args.node_name, args.pod_cidr_timeout, stop)
     state_dir = Path(args.state_dir)
     data_dir = Path(args.data_dir) if args.data_dir else state_dir / "cni" / "data"
     overlay = start_overlay(api, args.node_name, args.overlay, pod_cidr) if api is not None else None

@@ -259,3 +259,22 @@ def test_shim_hpack_integers():
     assert _hpack_int(10, 5) == bytes([0b01010])
     assert _hpack_int(1337, 5) == bytes([0b11111, 0b10011010, 0b00001010])
     assert _hpack_int(42, 8) == bytes([42])
+
+
+# --- install-cni's renderings -------------------------------------------------------------------
+
+def test_install_renders_a_fast_script_and_the_conflist():
+    from cni import install
+
+    script = install.render_script("/venv/bin/python3", ["/repo", "/usr/lib/python3.11"])
+    assert script.startswith("#!/venv/bin/python3 -IS\n")      # no site.py: tens of ms per pod
+    assert "from cni.shim import main" in script and "'/repo'" in script
+    conf = install.render_conflist("/run/kw/agent.sock", "/var/lib/kw/ipam")
+    assert conf["cniVersion"] == "1.1.0" and conf["name"] == "kubeweft"
+    (plugin,) = conf["plugins"]
+    assert plugin == {"type": "kubeweft", "socket": "/run/kw/agent.sock", "dataDir": "/var/lib/kw/ipam",
+                      "bridge": "kw0", "capabilities": {"portMappings": True, "mac": True, "ips": True,
+                                                        "bandwidth": True}}
+    # what the runtime sends the plugin parses back into the same settings
+    net = spec.parse_config(json.dumps({"cniVersion": "1.1.0", "name": "kubeweft", **plugin}))
+    assert (net.socket, net.data_dir, net.bridge) == ("/run/kw/agent.sock", "/var/lib/kw/ipam", "kw0")
