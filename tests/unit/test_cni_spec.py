@@ -278,3 +278,22 @@ def test_install_renders_a_fast_script_and_the_conflist():
     # what the runtime sends the plugin parses back into the same settings
     net = spec.parse_config(json.dumps({"cniVersion": "1.1.0", "name": "kubeweft", **plugin}))
     assert (net.socket, net.data_dir, net.bridge) == ("/run/kw/agent.sock", "/var/lib/kw/ipam", "kw0")
+
+
+def test_the_shim_path_imports_neither_grpc_nor_protobuf_nor_pyroute2():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io, os, json\n"
+        "os.environ.update(CNI_COMMAND='STATUS')\n"
+        "sys.stdin = io.TextIOWrapper(io.BytesIO(json.dumps({'cniVersion': '1.1.0', 'name': 'n', "
+        "'type': 'kubeweft', 'socket': '/nonexistent/agent.sock'}).encode()))\n"
+        "from cni import shim\n"
+        "rc = shim.main()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google', 'pyroute2', 'dataclasses'))\n"
+        "print('\\n' + json.dumps({'rc': rc, 'heavy': heavy}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert '"code": 50' in proc.stdout                      # STATUS, agent down: plugin not available
+    assert last == {"rc": 1, "heavy": []}
