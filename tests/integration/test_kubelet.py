@@ -327,3 +327,21 @@ def test_host_port_reaches_the_pod_from_the_external_host(lab2, core):
     def dnat_gone():
         return "18080" not in lab2.run_in(lab2.cfg.node_netns("node1"), ["iptables-save", "-t", "nat"]).stdout
     wait_for("the hostPort DNAT removed", dnat_gone, timeout=20)
+
+
+def test_a_dead_workload_is_restarted_in_the_same_sandbox(lab2, core):
+    core.create_namespaced_pod(NS, pod_doc("phoenix", "node1", [{"containerPort": 80}]))
+    pod = wait_for("phoenix Ready", lambda: next((p for p in list_pods(core) if p.metadata.name == "phoenix"
+                                                  and is_ready(p)), None))
+    entry = pods_json(lab2, "node1")[pod.metadata.uid]
+    os.kill(entry["pid"], signal.SIGKILL)            # this test's own pod's workload
+
+    def restarted():
+        p = core.read_namespaced_pod("phoenix", NS)
+        cs = (p.status.container_statuses or [None])[0]
+        return p if cs is not None and cs.restart_count == 1 and is_ready(p) else None
+    p = wait_for("phoenix restarted and Ready", restarted, timeout=20)
+    again = pods_json(lab2, "node1")[pod.metadata.uid]
+    assert again["pid"] != entry["pid"] and again["netns"] == entry["netns"]
+    assert p.status.pod_ip == pod.status.pod_ip
+    assert http_get(lab2, lab2.cfg.node_netns("node1"), f"http://{p.status.pod_ip}/hostname") == "phoenix"
