@@ -96,6 +96,7 @@ async def run(cfg: LabConfig, history: int = 200_000) -> int:
     keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip])
     store = Store(history=history)
     apiapp.ensure_namespaces(store, cfg)
+    apiapp.ensure_kubernetes_service(store, cfg)
     app = apiapp.build_app(store, cfg, keys.token)
     ctx = apiapp.ssl_context(str(keys.cert), str(keys.key))
 

@@ -24,7 +24,7 @@ import yaml
 from aiohttp import web
 
 from .. import admission, errors, selectors
-from ..config import LabConfig
+from ..config import API_PORT, LabConfig
 from ..resources import Resource, find
 from ..store import Store
 from . import discovery, openapi, patch, protobuf, tables, validation
@@ -286,8 +286,11 @@ class Handlers:
 
     async def patch(self, request: web.Request, t: Target) -> web.Response:
         ctype = request.headers.get("Content-Type", "")
-        old = self.store.get(t.resource, t.namespace or "", t.name or "")
         body = await request.read()
+        # No await from here to the write: the patch applies to the current object atomically,
+        # as the real server's GuaranteedUpdate does, so a controller's write in between cannot
+        # turn into a spurious 409 (a resourceVersion inside the patch is still a precondition).
+        old = self.store.get(t.resource, t.namespace or "", t.name or "")
         new = copy.deepcopy(patch.apply_patch(ctype, old, body))
         if not isinstance(new, dict):
             raise errors.bad_request("the patch did not result in an object")
@@ -562,6 +565,31 @@ def ensure_namespaces(store: Store, cfg: LabConfig,
             store.create(_NAMESPACES, admission.admit(store, cfg, _NAMESPACES, "CREATE", obj, None))
 
 
+def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
+    """default/kubernetes, as every cluster has it: the first address of the service range,
+    443 -> the API server on the control-plane address (in-cluster clients use it)."""
+    import ipaddress
+
+    services = find("", "services")
+    slices = find("discovery.k8s.io", "endpointslices")
+    if store.try_get(services, "default", "kubernetes") is None:
+        ip = str(ipaddress.ip_network(cfg.service_cidr)[1])
+        svc = {"metadata": {"name": "kubernetes", "namespace": "default",
+                            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+               "spec": {"type": "ClusterIP", "clusterIP": ip,
+                        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": API_PORT}]}}
+        store.create(services, admission.admit(store, cfg, services, "CREATE", svc, None))
+    if store.try_get(slices, "default", "kubernetes") is None:
+        eps = {"metadata": {"name": "kubernetes", "namespace": "default",
+                            "labels": {"kubernetes.io/service-name": "kubernetes",
+                                       "endpointslice.kubernetes.io/managed-by": "lab-apiserver"}},
+               "addressType": "IPv4",
+               "endpoints": [{"addresses": [cfg.control_plane_ip],
+                              "conditions": {"ready": True, "serving": True, "terminating": False}}],
+               "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}
+        store.create(slices, eps)
+
+
 async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.AppRunner:
     """Start serving `app` over TLS on already-bound listening sockets; returns the runner
     (await runner.cleanup() to stop)."""
@@ -572,4 +600,4 @@ async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.A
     return runner
 
 
-__all__ = ["build_app", "ensure_namespaces", "parse_target", "serve", "ssl_context"]
+__all__ = ["build_app", "ensure_kubernetes_service", "ensure_namespaces", "parse_target", "serve", "ssl_context"]
