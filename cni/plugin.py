@@ -27,8 +27,6 @@ from .shim import AGENT_STATE
 
 log = logging.getLogger("kubeweft.cni")
 
-VXLAN_OVERHEAD = 50
-
 
 def _optional(name: str):
     """The datapath engineer's optional modules (nftables hostports, tc bandwidth)."""
@@ -46,7 +44,7 @@ class CniPlugin:
         self.pod_cidr = pod_cidr
         self.data_dir = Path(data_dir)
         self.bridge_name = bridge
-        self.mtu = mtu or (datapath.underlay_mtu() - VXLAN_OVERHEAD)
+        self.mtu = mtu or datapath.plan_pod_mtu(datapath.underlay_mtu())
         self.cluster_cidr = cluster_cidr
         self._nft = _optional("nft")
         self._bandwidth = _optional("bandwidth")
