@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lab import netns as lab_netns  # noqa: E402
+from lab import netns as lab_netns
 
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
 REFERENCE_BIN = "/usr/lib/cni"
@@ -38,7 +38,7 @@ def sh(*argv: str) -> None:
 
 def pctl(samples: list[float], q: float) -> float:
     s = sorted(samples)
-    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 2)
+    return round(s[min(len(s) - 1, round(q * (len(s) - 1)))], 2)
 
 
 def summary(samples: list[float]) -> dict:
@@ -120,7 +120,7 @@ class Bench:
         # this process is in the node netns already; the agent inherits it
         self.agent = subprocess.Popen([KUBEWEFT, "agent", "--pod-cidr", "10.247.1.0/24", "--socket", str(socket),
                                        "--state-dir", str(socket.parent), "--node-name", "bench",
-                                       "--log-level", "INFO"], stdout=log, stderr=subprocess.STDOUT)
+                                       "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         end = time.monotonic() + 30
         while not socket.exists():
@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                 p.call("DEL", "warm", pod)
                 b.drop_pods([pod])
             results = {p.name: b.run_case(p, args.pods, args.rounds) for p in (kw, ref)}
+        except BaseException:
+            log = tmp / "agent.log"
+            if log.exists():
+                print("agent log (tail):\n" + log.read_text()[-4000:], file=sys.stderr)
+            raise
         finally:
             b.stop_agent()
             lab_netns._setns_fd(home)       # back to where we started before removing anything
