@@ -1,0 +1,54 @@
+"""A lab API server alone, as a subprocess on loopback (no namespaces): for tests of clients."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
+
+
+class Server:
+    def __init__(self, tmp: Path, name: str, history: int = 40):
+        self.root, self.name = tmp, name
+        self.state = tmp / name
+        self.kubeconfig = self.state / "kubeconfig"
+        env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp))
+        self.log = open(tmp / "apiserver.log", "wb")  # noqa: SIM115 (open while the server runs)
+        self.proc = subprocess.Popen([sys.executable, "-m", "lab.apiserver", "--lab", name,
+                                      "--history", str(history)],
+                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        ready = self.state / "apiserver.ready"
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("apiserver did not start:\n" + (tmp / "apiserver.log").read_text())
+            time.sleep(0.1)
+        self.ready = json.loads(ready.read_text())
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.root),
+                        **(env or {}))
+        p = subprocess.run([str(KUBECTL), *args], capture_output=True, text=True, input=input,
+                           env=full_env, timeout=timeout, cwd=self.root, check=False)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stdout}{p.stderr}")
+        return p
