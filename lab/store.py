@@ -87,6 +87,10 @@ class Watch:
 
     async def next(self, timeout: float | None = None) -> tuple[str, dict] | None:
         """The next (type, object), or None when `timeout` seconds pass first."""
+        if not self.queue.empty():
+            # wait_for(get(), 0) times out even with items queued (py3.11): a watch whose
+            # bookmark is due would then spin without ever sending its queued events
+            return self.queue.get_nowait()
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except asyncio.TimeoutError:
