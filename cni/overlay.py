@@ -15,8 +15,9 @@ This module imports nothing that does I/O; cni/overlay_apply.py does the netlink
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 VXLAN_DEVICE = "kw.1"
 VXLAN_VNI = 1

@@ -13,8 +13,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 
-from .overlay import (VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI, FdbEntry, Neighbour, Op, OverlayState,
-                      Route)
+from .overlay import VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI, FdbEntry, Neighbour, Op, OverlayState, Route
 
 RTPROT_KUBEWEFT = 0xAF      # our routes' rtm_protocol: unused by iproute2's rt_protos
 RTNH_F_ONLINK = 4
@@ -96,8 +95,8 @@ def apply_ops(ipr: IPRoute, ops: list[Op]) -> None:
         item = op.item
         try:
             if isinstance(item, Route):
-                kwargs = dict(dst=item.dst, gateway=item.gateway, oif=_index(ipr, item.dev),
-                              proto=RTPROT_KUBEWEFT)
+                kwargs = {"dst": item.dst, "gateway": item.gateway, "oif": _index(ipr, item.dev),
+                          "proto": RTPROT_KUBEWEFT}
                 if item.onlink:
                     kwargs["flags"] = RTNH_F_ONLINK
                 ipr.route("del" if op.action == "delete" else "replace", **kwargs)

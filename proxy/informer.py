@@ -11,11 +11,12 @@ list and after every re-list `on_sync(objects)` gets the whole set, so a consume
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from kubernetes.client import ApiClient
 
@@ -50,7 +51,7 @@ class Informer:
         self.relists = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Informer":
+    def start(self) -> Informer:
         self._thread = threading.Thread(target=self._run, name=f"informer {self.name}", daemon=True)
         self._thread.start()
         return self
@@ -59,10 +60,8 @@ class Informer:
         self._stop.set()
         resp = self._response
         if resp is not None:
-            try:
-                resp.close()
-            except Exception:   # closing a half-read stream may raise; we are leaving anyway
-                pass
+            with contextlib.suppress(OSError, AttributeError):
+                resp.close()    # closing a half-read stream may raise; we are leaving anyway
 
     def wait_synced(self, timeout: float) -> bool:
         return self.synced.wait(timeout)
@@ -152,7 +151,7 @@ class Informer:
             except _Expired as e:
                 log.info("%s: %s; re-listing", self.name, e)
                 need_list = True
-            except Exception as e:   # connection loss, API server restart: retry with backoff
+            except Exception as e:  # noqa: BLE001 - connection loss, API server restart: retry with backoff
                 if self._stop.is_set():
                     return
                 status = getattr(e, "status", None)

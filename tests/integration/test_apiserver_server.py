@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 HISTORY = 40          # small, so that 410 Gone is reachable
 
-from .apiserver_proc import Server  # noqa: E402
+from .apiserver_proc import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -35,17 +35,18 @@ def two_nodes():
         yield names, IPRoute
     finally:
         for n in names.values():
-            subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=10)
+            subprocess.run(["ip", "netns", "del", n], capture_output=True, timeout=10, check=False)
 
 
 def ping(ns: str, src: str, dst: str, size: int = 56, df: bool = False) -> subprocess.CompletedProcess:
     flags = f"-M do -s {size}" if df else f"-s {size}"
     return subprocess.run(f"ip netns exec {ns} ping -c1 -W1 {flags} -I {src} {dst}", shell=True,
-                          capture_output=True, text=True, timeout=10)
+                          capture_output=True, text=True, timeout=10, check=False)
 
 
 def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes):
-    from cni import overlay as ov, overlay_apply as oa
+    from cni import overlay as ov
+    from cni import overlay_apply as oa
     names, IPRoute = two_nodes
     macs = {}
     for i in (1, 2):
@@ -78,7 +79,8 @@ def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes):
 
 
 def test_hostgw_routes_carry_traffic(two_nodes):
-    from cni import overlay as ov, overlay_apply as oa
+    from cni import overlay as ov
+    from cni import overlay_apply as oa
     names, IPRoute = two_nodes
     nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24") for i in (1, 2)]
     for i in (1, 2):

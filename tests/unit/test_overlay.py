@@ -1,6 +1,7 @@
 """The overlay plan and its diff: what each Node becomes, and a safe order of changes."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cni import overlay as ov
 
