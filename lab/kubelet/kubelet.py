@@ -29,6 +29,7 @@ REFERENCE_PLUGINS = Path("/usr/lib/cni")
 CONFLIST_NAME = "10-lab.conflist"
 HEARTBEAT = 10.0
 WATCH_SECONDS = 240
+WATCH_IDLE_SECONDS = 75         # no event and no bookmark for this long: reconnect, resuming
 API_TIMEOUT = 10
 MERGE_PATCH = "application/merge-patch+json"
 RTPROT_LAB_ROUTES = 0xAE        # the route controller's routes (kubeweft's overlay uses 0xAF)
@@ -350,7 +351,7 @@ class Kubelet:
                     log.debug("%s: listed %d at %s", what, len(doc.get("items") or []), rv)
                 resp = list_fn(**kwargs, watch=True, resource_version=rv, allow_watch_bookmarks=True,
                                timeout_seconds=WATCH_SECONDS, _preload_content=False,
-                               _request_timeout=(API_TIMEOUT, WATCH_SECONDS + 30))
+                               _request_timeout=(API_TIMEOUT, WATCH_IDLE_SECONDS))
                 try:
                     for line in iter_resp_lines(resp):
                         if not line:
