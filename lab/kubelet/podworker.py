@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kubelet.pod")
 MAX_BACKOFF = 20.0
 RESYNC = 1.0                     # how often a running pod checks its workload
+STABLE_RUN = 60.0                # a workload that ran this long restarts without delay growth
 
 
 def now() -> str:
@@ -46,6 +47,7 @@ class PodWorker(threading.Thread):
         self.attached = False                # CNI ADD done (and not yet DEL)
         self.started = pod.start_time or now()
         self.running_since: str | None = None
+        self.running_mono = 0.0              # monotonic start of the current workload
         self.conds = {c.type: c for c in pod.conditions}
         self.ready = False
         self.error = ""                      # why the last start failed
@@ -79,7 +81,7 @@ class PodWorker(threading.Thread):
     def _loop(self) -> None:
         if self.adopt is not None:
             self._adopt(self.adopt)
-        backoff = 1.0
+        backoff = crash_backoff = 1.0
         while True:
             pod = self.pod
             if self.removed or pod.deleting:
@@ -95,14 +97,18 @@ class PodWorker(threading.Thread):
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
             elif not self.workload.alive():
-                log.warning("%s: workload %s exited; restarting", pod.key, self.workload.pid)
+                # CrashLoopBackOff: the delay doubles unless the workload had run a good while
+                if time.monotonic() - self.running_mono > STABLE_RUN:
+                    crash_backoff = 1.0
+                log.warning("%s: workload %s exited; restarting in %.0fs", pod.key, self.workload.pid,
+                            crash_backoff)
                 self.workload = None
                 self.running_since = None
                 self.restarts += 1
                 self._set_ready(False)
                 self._send_status()
-                self._backoff(min(backoff, MAX_BACKOFF))
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                self._backoff(crash_backoff)
+                crash_backoff = min(crash_backoff * 2, MAX_BACKOFF)
                 continue
             wait = self._probe_if_due()
             if self.dirty and not self._send_status():
@@ -126,15 +132,15 @@ class PodWorker(threading.Thread):
     # --- start -----------------------------------------------------------------------------------
     def _adopt(self, entry: dict) -> None:
         """A sandbox from before our restart: keep it if its workload lives, else clean it."""
-        marker = f"--pod {self.pod.key}"
         pid = entry.get("pid")
-        if sandbox.pid_runs_workload(pid, marker) and (self.netns_name is None or
+        if sandbox.pid_runs_workload(pid, self.pod.key) and (self.netns_name is None or
                                                        sandbox.netns.exists(self.netns_name)):
-            self.workload = sandbox.Workload(int(pid), None, marker)
+            self.workload = sandbox.Workload(int(pid), None, self.pod.key)
             self.ip = entry.get("ip")
             self.attached = self.netns_name is not None
             ready = self.conds.get("Ready")
             self.running_since = self.started
+            self.running_mono = time.monotonic()
             self.ready = ready.status if (ready and self.pod.probe) else self.pod.probe is None
             self.probe_ok = 1 if self.ready else 0
             log.info("%s: adopted workload %s (ip %s)", self.pod.key, pid, self.ip)
@@ -164,6 +170,7 @@ class PodWorker(threading.Thread):
                                                log_path, env=dict(pod.env))
         self.kl.record(self.uid, self._record(pid=self.workload.pid))
         self.running_since = now()
+        self.running_mono = time.monotonic()
         self.error = ""
         self.probe_ok = self.probe_fail = 0
         self.next_probe = time.monotonic() + (pod.probe.initial_delay if pod.probe else 0)
@@ -269,7 +276,7 @@ class PodWorker(threading.Thread):
             self.workload = None
         else:
             entry = self.kl.local.get(self.uid) or {}
-            stray = sandbox.Workload(entry.get("pid") or 0, None, f"--pod {pod.key}")
+            stray = sandbox.Workload(entry.get("pid") or 0, None, pod.key)
             if stray.alive():
                 stray.stop(grace)
         if self.netns_name is not None:

@@ -7,6 +7,7 @@ they outlive a kubelet that is killed; a restarted kubelet finds them again by P
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -52,15 +53,15 @@ def delete_netns(name: str) -> None:
 class Workload:
     """A workload process: our child (Popen) or one adopted after a restart (PID only)."""
 
-    def __init__(self, pid: int, popen: subprocess.Popen | None = None, marker: str = ""):
+    def __init__(self, pid: int, popen: subprocess.Popen | None = None, pod_key: str = ""):
         self.pid = pid
         self.popen = popen
-        self.marker = marker          # "--pod NS/NAME": guards an adopted PID against reuse
+        self.pod_key = pod_key        # NS/NAME: guards an adopted PID against reuse
 
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
-        return pid_runs_workload(self.pid, self.marker)
+        return pid_runs_workload(self.pid, self.pod_key)
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -87,17 +88,21 @@ class Workload:
             self.wait(5.0)
 
 
-def pid_runs_workload(pid: int | None, marker: str) -> bool:
-    """Is `pid` a live (not zombie) lab workload for this pod?"""
+def pid_runs_workload(pid: int | None, pod_key: str) -> bool:
+    """Is `pid` a live (not zombie) lab workload for pod `pod_key` (NS/NAME)?"""
     if not pid:
         return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
     state = stat.rpartition(")")[2].split()[0] if ")" in stat else "?"
-    return state not in ("Z", "X") and "lab.workload" in cmdline and marker in cmdline
+    return state not in ("Z", "X") and "lab.workload" in argv and is_pod_arg(argv, pod_key)
+
+
+def is_pod_arg(argv: list[str], pod_key: str) -> bool:
+    return any(a == "--pod" and b == pod_key for a, b in itertools.pairwise(argv))
 
 
 def workload_argv(cfg: LabConfig, pod_key: str, ports: str, netns_name: str | None) -> list[str]:
@@ -120,7 +125,7 @@ def start_workload(cfg: LabConfig, pod_key: str, ports: str, netns_name: str | N
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True, cwd=str(Path(__file__).resolve().parents[2]),
                                 env=render_workload_env(os.environ, env or {}))
-    wl = Workload(proc.pid, proc, f"--pod {pod_key}")
+    wl = Workload(proc.pid, proc, pod_key)
     deadline = time.monotonic() + ready_timeout
     while True:
         if _saw_ready(log_path, start):

@@ -144,3 +144,10 @@ def test_workload_env_keeps_the_lab_id():
                               {"KUBEWEFT_LAB_ID": "evil", "KUBEWEFT_TERM_DELAY": "3", "PATH": "/x"})
     assert env["KUBEWEFT_LAB_ID"] == "kw:t" and env["PATH"] == "/bin"
     assert env["KUBEWEFT_TERM_DELAY"] == "3" and env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_pod_arg_matches_the_exact_pod_only():
+    from lab.kubelet.sandbox import is_pod_arg
+    argv = ["python", "-m", "lab.workload", "--lab", "kw", "--pod", "default/web-1", "--ports", ""]
+    assert is_pod_arg(argv, "default/web-1")
+    assert not is_pod_arg(argv, "default/web")
