@@ -1,0 +1,41 @@
+"""proxy/nftables.py on the kernel, in a scratch netns: transactions land whole or not at all,
+reads name one object, and the context stays in the netns it was made for."""
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from proxy.nftables import Nft, NftError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+@pytest.fixture
+def scratch():
+    name = f"nftl{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
+
+
+def test_transactions_are_atomic_and_bound_to_their_netns(scratch):
+    nft = Nft(scratch)
+    nft.run(['add table ip t { comment "test table"; }',
+             ('add map ip t m { typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : '
+              'ip daddr . th dport; comment "service port . slot -> endpoint"; }'),
+             'add element ip t m { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080 }',
+             'add chain ip t lb2 { comment "two endpoints"; }',
+             'add rule ip t lb2 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @m'])
+    with pytest.raises(NftError, match="No such file"):
+        nft.run(['add element ip t m { 10.96.0.11 . tcp . 80 . 0 : 10.244.1.3 . 8080 }',
+                 'add element ip t absent { 1.2.3.4 }'])
+    elems = nft.list("map ip t m")[1]["map"]["elem"]
+    assert elems == [[{"concat": ["10.96.0.10", "tcp", 80, 0]}, {"concat": ["10.244.1.2", 8080]}]]
+    assert nft.list("map ip t nope") == []
+    listed = subprocess.run(["ip", "netns", "exec", scratch, "nft", "list", "table", "ip", "t"],
+                            capture_output=True, text=True, check=True, timeout=10).stdout
+    assert 'comment "two endpoints"' in listed
+    assert Nft().list("table ip t") == []    # a context made here sees the test's own netns, not the scratch one
