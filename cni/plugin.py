@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from . import datapath, ipam, spec
 from .errors import (
@@ -36,6 +37,14 @@ def _optional(name: str):
         return None
 
 
+class PodHook(Protocol):
+    """What the CNI tells a component about pods on this node (see CniPlugin.pod_hooks)."""
+
+    def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None: ...
+
+    def pod_deleted(self, container_id: str) -> None: ...
+
+
 class CniPlugin:
     """One node's CNI state: the pod CIDR, the IPAM stores, the bridges made so far."""
 
@@ -54,6 +63,10 @@ class CniPlugin:
         self._bridges: dict[str, object] = {}
         self._inflight: set[tuple[str, str]] = set()   # ADDs under way: GC must not free them
         self.bandwidth_requests: dict[str, dict] = {}  # recorded when cni.bandwidth is absent
+        # Components that must know a pod before its first packet (NetworkPolicy): called
+        # after the address is reserved and BEFORE the interface exists; one that raises fails
+        # the ADD with "try again later", so a pod never runs unprotected.
+        self.pod_hooks: list[PodHook] = []
 
     # --- the agent's start -------------------------------------------------------------------
     def start(self) -> None:
@@ -163,6 +176,7 @@ class CniPlugin:
         reserved_here = alloc.lookup(*key) is None
         try:
             address = alloc.reserve(inv.container_id, inv.ifname, requested)
+            self._run_pod_hooks(inv, address)
             bridge = self.bridge(conf.bridge)
             wiring = datapath.wire_pod(inv.netns, inv.ifname, address, alloc.gateway, bridge.name,
                                        mtu, datapath.host_veth_name(*key), mac=mac)
@@ -199,8 +213,28 @@ class CniPlugin:
                  inv.k8s_pod.get("K8S_POD_NAME", ""), address, wiring.host_veth)
         return spec.render_result(conf.cni_version, interfaces, ips, routes, {}, conf.prev_result)
 
+    def _run_pod_hooks(self, inv: spec.Invocation, address) -> None:
+        pod_ns = inv.k8s_pod.get("K8S_POD_NAMESPACE", "")
+        pod_name = inv.k8s_pod.get("K8S_POD_NAME", "")
+        for hook in self.pod_hooks:
+            try:
+                hook.pod_added(pod_ns, pod_name, str(address.ip), inv.container_id)
+            except CniError:
+                raise
+            except Exception as e:
+                log.exception("ADD %s: %s could not cover the pod", inv.container_id, type(hook).__name__)
+                raise CniError(TRY_AGAIN_LATER, "Try again later",
+                               f"{type(hook).__name__} could not cover pod {pod_ns}/{pod_name}: {e!r}") from e
+
+    def _forget_pod(self, container_id: str) -> None:
+        for hook in self.pod_hooks:
+            try:
+                hook.pod_deleted(container_id)
+            except Exception:
+                log.exception("DEL %s: %s failed to forget the pod", container_id, type(hook).__name__)
+
     def _rollback(self, inv, alloc, wiring, hostports: bool, reserved_here: bool) -> None:
-        steps = []
+        steps = [lambda: self._forget_pod(inv.container_id)] if reserved_here else []
         if hostports:
             steps.append(lambda: self._nft.clear_hostports(inv.container_id))
         if wiring is not None:
@@ -240,6 +274,7 @@ class CniPlugin:
             raise CniError(DATAPATH_FAILURE, "DEL could not remove the pod's veth", repr(e)) from e
         if self._nft is not None:
             self._nft.clear_hostports(inv.container_id)
+        self._forget_pod(inv.container_id)
         self.bandwidth_requests.pop(inv.container_id, None)
         if self.pod_cidr is not None:
             freed = self.allocator(conf).release(inv.container_id, inv.ifname)

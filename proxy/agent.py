@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("kubeweft.agent")
@@ -45,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
                    default=os.environ.get("KUBEWEFT_BACKEND") or "vxlan",
                    help="how pods reach other nodes (default $KUBEWEFT_BACKEND or vxlan; needs the API, "
                         "so never with --pod-cidr)")
+    p.add_argument("--service-cidr", default=os.environ.get("KUBEWEFT_SERVICE_CIDR") or "10.96.0.0/12",
+                   help="the cluster's Service range (addresses in it with no Service are dropped)")
+    p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or "",
+                   help="comma-separated CIDRs of node addresses that accept NodePorts (default: all "
+                        "but 127.0.0.0/8)")
+    p.add_argument("--healthz-bind-address", default="0.0.0.0:10256",
+                   help="kube-proxy's /healthz and /livez (empty: off)")
+    p.add_argument("--metrics-bind-address", default="0.0.0.0:10249",
+                   help="Prometheus /metrics (empty: off)")
+    p.add_argument("--no-proxy", action="store_true", help="do not run the service proxy")
+    p.add_argument("--no-policy", action="store_true", help="do not enforce NetworkPolicy")
     p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     return p
@@ -172,6 +184,44 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str):
     return overlay
 
 
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the agent's components (service proxy, policy) are told at start."""
+    node_name: str
+    pod_cidr: str
+    cluster_cidr: str | None
+    service_cidr: str
+    nodeport_addresses: tuple[str, ...]
+    healthz_bind_address: str
+    state_dir: Path
+
+
+def start_component(module: str, api, cfg: AgentConfig):
+    """Start proxy.<module> (its start(api, cfg) returns an object with .stop()). A missing module
+    is skipped with a warning; one that fails to start stops the agent (a node that silently
+    does not enforce Services or policies is worse than one that visibly fails)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"proxy.{module}")
+    except ImportError as e:
+        log.warning("no %s (%s)", module, e)
+        return None
+    component = mod.start(api, cfg)
+    log.info("%s started", module)
+    return component
+
+
+def serve_metrics(bind: str) -> None:
+    """Prometheus metrics of every component (kube-proxy's port 10249)."""
+    if not bind:
+        return
+    from prometheus_client import start_http_server
+
+    host, _, port = bind.rpartition(":")
+    start_http_server(int(port), addr=host or "0.0.0.0")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -197,6 +247,20 @@ def main(argv: list[str] | None = None) -> int:
     from cni.plugin import CniPlugin
 
     plugin = CniPlugin(pod_cidr, data_dir, bridge=args.bridge, mtu=mtu, cluster_cidr=args.cluster_cidr)
+    components = []
+    if api is not None:
+        cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, cluster_cidr=args.cluster_cidr,
+                          service_cidr=args.service_cidr,
+                          nodeport_addresses=tuple(c for c in args.nodeport_addresses.split(",") if c),
+                          healthz_bind_address=args.healthz_bind_address, state_dir=state_dir)
+        serve_metrics(args.metrics_bind_address)
+        if not args.no_proxy:
+            components.append(start_component("service_proxy", api, cfg))
+        if not args.no_policy:
+            policy = start_component("policy_controller", api, cfg)
+            components.append(policy)
+            if policy is not None:
+                plugin.pod_hooks.append(policy)       # ADD returns only once policy covers the pod
     plugin.start()
     sock = Path(args.socket)
     server = serve(plugin, sock, args.workers)
@@ -206,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     log.info("stopping")
     server.stop(grace=3).wait(5)
-    if overlay is not None:
-        overlay.stop()
+    for component in [overlay, *components]:
+        if component is not None:
+            component.stop()
     try:
         sock.unlink()
     except FileNotFoundError:
