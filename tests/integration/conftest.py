@@ -17,6 +17,8 @@ What you get here:
       lab.run_in(netns, argv, timeout=30) -> CompletedProcess (argv inside that netns, text)
   Share it politely: clean up the pods/services you create (use your own k8s namespace).
   If lab.apiserver or lab.kubelet do not exist yet, tests using lab2 are skipped.
+- `labk` (session): the same for ONE 3-node lab with `--cni kubeweft` (the agent: CNI, VXLAN
+  overlay, service proxy, policy). Issues 3-6 test on it.
 - `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120) -> Lab` brings up a
   fresh lab of your own with a unique name; every lab it made is downed after the test.
   `fresh_lab(...)` is the same as a context manager, for module-scoped fixtures.
@@ -69,7 +71,7 @@ def pytest_report_header(config):
 
 # Entries under /run/netns made by tests (engineers' scratch prefixes h1.., labs t<digits>..):
 # other test runs may add and remove them at any time, so the guard ignores them.
-TEST_NETNS = re.compile(r"^(h\d|t\d)")
+TEST_NETNS = re.compile(r"^(h\d|t\d|k\d)")
 # sysctls that move by themselves
 VOLATILE_SYSCTL = re.compile(r"(nf_conntrack_count|\.stable_secret$)")
 # per-route/address fields that move by themselves (RA lifetimes, cached PMTU)
@@ -268,6 +270,15 @@ def fresh_lab(name: str | None = None, nodes: int = 2, cni: str = "reference",
 @pytest.fixture(scope="session")
 def lab2() -> Iterator[Lab]:
     with fresh_lab(f"t{os.getpid()}", nodes=2, cni="reference", timeout=120) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def labk() -> Iterator[Lab]:
+    """ONE running 3-node lab with kubeweft's own CNI and agent (VXLAN overlay, and the service
+    proxy and policy once they exist), shared by the tests of issues 3-6. Same interface as
+    lab2; share it politely (your own k8s namespace, clean up what you create)."""
+    with fresh_lab(f"k{os.getpid()}", nodes=3, cni="kubeweft", timeout=120) as lab:
         yield lab
 
 
