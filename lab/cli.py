@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build the lab; returns when every node is Ready")
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--cni", choices=("reference", "kubeweft"), default=None,
-                    help="the CNI plugin the kubelets run (default: the lab default)")
+                    help="the CNI plugin the kubelets run (default: kubeweft)")
     up.add_argument("--timeout", type=float, default=120.0)
 
     sub.add_parser("down", help="remove everything the lab made")

@@ -36,7 +36,7 @@ def check_name(name: str) -> str:
 class LabConfig:
     name: str = DEFAULT_NAME
     nodes: int = 2
-    cni: str = "reference"           # "reference" (bridge + host-local + portmap) or "kubeweft"
+    cni: str = "kubeweft"            # "kubeweft" (install-cni + the agent) or "reference" (bridge + host-local + portmap)
     node_subnet: str = "192.168.56.0/24"
     cluster_cidr: str = "10.244.0.0/16"   # pods; a /24 per node
     node_cidr_prefix: int = 24
