@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,16 +96,10 @@ def kubelet_pids(lab, node: str) -> list[int]:
 
 
 def start_kubelet(lab, node: str) -> int:
-    """Start a kubelet as lab.lifecycle does: in the node netns, with the lab's id, own session."""
+    """Restart a kubelet exactly as `lab up` starts one."""
     from lab import lifecycle
     token = json.loads(lab.cfg.state_file.read_text())["token"]
-    env = dict(os.environ, **{lifecycle.LAB_ID_ENV: lifecycle.lab_id(lab.name, token), "PYTHONUNBUFFERED": "1"})
-    with open(lab.cfg.log_dir / f"kubelet-{node}.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lab.kubelet", "--lab", lab.name, "--node", node],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, close_fds=True,
-                                preexec_fn=lab_netns.preexec(lab.cfg.node_netns(node)))  # noqa: PLW1509
-    return proc.pid
+    return lifecycle.start_kubelet(lab.cfg, node, token).pid
 
 
 # --- fixtures -----------------------------------------------------------------------------------
