@@ -102,30 +102,44 @@ def plan_vxlan(self_name: str, nodes: Iterable[NodeInfo], dev: str = VXLAN_DEVIC
     return OverlayState(frozenset(routes), frozenset(neighbours), frozenset(fdb))
 
 
-def plan_hostgw(self_name: str, nodes: Iterable[NodeInfo], dev: str,
-                local_subnets: Iterable[str]) -> OverlayState:
-    """Routes via remote node addresses. Every remote node must be on a directly connected
-    subnet of `dev` (`local_subnets`); otherwise OverlayConfigError names the node."""
+def unreachable_nodes(self_name: str, nodes: Iterable[NodeInfo], local_subnets: Iterable[str]
+                      ) -> list[NodeInfo]:
+    """Remote nodes (with a podCIDR) whose address is on none of `local_subnets`: host-gw
+    cannot route to their pods, since its next hop must be directly connected."""
     subnets = [ipaddress.ip_network(s, strict=False) for s in local_subnets]
+    return sorted((n for n in nodes if n.name != self_name and n.pod_cidr and n.address
+                   and not any(ipaddress.ip_address(n.address) in s for s in subnets)),
+                  key=lambda n: n.name)
+
+
+def plan_hostgw(self_name: str, nodes: Iterable[NodeInfo], dev: str,
+                local_subnets: Iterable[str], strict: bool = True) -> OverlayState:
+    """Routes via remote node addresses. Every remote node must be on a directly connected
+    subnet of `dev` (`local_subnets`): if one is not, OverlayConfigError names it (strict, the
+    agent's start), or it is left out of the plan (not strict: a node that joined later)."""
+    nodes, subnets = list(nodes), list(local_subnets)
+    bad = unreachable_nodes(self_name, nodes, subnets)
+    if bad and strict:
+        raise OverlayConfigError(
+            "host-gw: " + "; ".join(f"node {n.name} ({n.address})" for n in bad)
+            + f" not directly reachable on {dev} (local subnets: {', '.join(subnets) or 'none'}); "
+            "use the vxlan backend")
+    skip = {n.name for n in bad}
     routes = set()
     for n in nodes:
-        if n.name == self_name or not n.pod_cidr or not n.address:
+        if n.name == self_name or n.name in skip or not n.pod_cidr or not n.address:
             continue
-        addr = ipaddress.ip_address(n.address)
-        if not any(addr in s for s in subnets):
-            raise OverlayConfigError(
-                f"host-gw: node {n.name} ({n.address}) is not directly reachable on {dev} "
-                f"(local subnets: {', '.join(map(str, subnets)) or 'none'}); use the vxlan backend")
         routes.add(Route(str(ipaddress.ip_network(n.pod_cidr, strict=False)), n.address, dev))
     return OverlayState(routes=frozenset(routes))
 
 
 def plan_overlay(mode: Mode, self_name: str, nodes: Iterable[NodeInfo], *, vxlan_dev: str = VXLAN_DEVICE,
-                 underlay_dev: str = "eth0", local_subnets: Iterable[str] = ()) -> OverlayState:
+                 underlay_dev: str = "eth0", local_subnets: Iterable[str] = (),
+                 strict: bool = True) -> OverlayState:
     if mode == "vxlan":
         return plan_vxlan(self_name, nodes, vxlan_dev)
     if mode == "host-gw":
-        return plan_hostgw(self_name, nodes, underlay_dev, local_subnets)
+        return plan_hostgw(self_name, nodes, underlay_dev, local_subnets, strict)
     raise OverlayConfigError(f"unknown backend {mode!r}: expected vxlan or host-gw")
 
 

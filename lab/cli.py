@@ -19,7 +19,16 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--cni", choices=("reference", "kubeweft"), default=None,
                     help="the CNI plugin the kubelets run (default: kubeweft)")
+    up.add_argument("--backend", choices=("vxlan", "host-gw"), default=None,
+                    help="kubeweft's cross-node backend (agent --overlay; default vxlan)")
     up.add_argument("--timeout", type=float, default=120.0)
+
+    na = sub.add_parser("node-add", help="add nodes to a running lab; returns when they are Ready")
+    na.add_argument("--count", type=int, default=1)
+    na.add_argument("--timeout", type=float, default=120.0)
+    nr = sub.add_parser("node-remove", help="stop a node's kubelet and agent, delete its Node, "
+                        "pods, netns and state")
+    nr.add_argument("node", metavar="NODE")
 
     sub.add_parser("down", help="remove everything the lab made")
 
@@ -61,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verb == "up":
         from . import lifecycle
-        return lifecycle.up_command(args.name, nodes=args.nodes, cni=args.cni, timeout=args.timeout)
+        return lifecycle.up_command(args.name, nodes=args.nodes, cni=args.cni, timeout=args.timeout,
+                                    backend=args.backend)
+    if args.verb == "node-add":
+        from . import lifecycle
+        return lifecycle.node_add_command(args.name, count=args.count, timeout=args.timeout)
+    if args.verb == "node-remove":
+        from . import lifecycle
+        return lifecycle.node_remove_command(args.name, args.node)
     if args.verb == "down":
         from . import lifecycle
         return lifecycle.down_command(args.name)

@@ -37,6 +37,7 @@ class LabConfig:
     name: str = DEFAULT_NAME
     nodes: int = 2
     cni: str = "kubeweft"            # "kubeweft" (install-cni + the agent) or "reference" (bridge + host-local + portmap)
+    backend: str = "vxlan"           # kubeweft's cross-node backend (agent --overlay): vxlan or host-gw
     node_subnet: str = "192.168.56.0/24"
     cluster_cidr: str = "10.244.0.0/16"   # pods; a /24 per node
     node_cidr_prefix: int = 24

@@ -184,12 +184,12 @@ def _node_summary(node) -> tuple[str, bool, str | None, str | None]:
     return node.metadata.name, ready, node.spec.pod_cidr, ip
 
 
-def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadline: float
-                      ) -> list[tuple[str, bool, str | None, str | None]]:
+def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadline: float,
+                      want: list[str] | None = None) -> list[tuple[str, bool, str | None, str | None]]:
     from kubernetes import client as k8s
 
     api = k8s.CoreV1Api(api_client(cfg))
-    want = topology.node_names(cfg)
+    want = want if want is not None else topology.node_names(cfg)
     seen: dict[str, str] = {}
     last_error = ""
     while True:
@@ -241,7 +241,8 @@ def start_agent(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
     """Start node's kubeweft agent as `up` does (--cni kubeweft), logs/agent-<node>.log."""
     return _spawn(cfg, [_venv_bin("kubeweft"), "agent", "--kubeconfig", str(cfg.node_kubeconfig),
                         "--node-name", node, "--socket", str(cfg.agent_socket(node)),
-                        "--state-dir", str(cfg.node_dir(node)), "--cluster-cidr", cfg.cluster_cidr],
+                        "--state-dir", str(cfg.node_dir(node)), "--cluster-cidr", cfg.cluster_cidr,
+                        "--overlay", cfg.backend],
                   f"agent-{node}", token, inside=cfg.node_netns(node))
 
 
@@ -280,7 +281,8 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
         for d in (cfg.cni_conf_dir(node), cfg.cni_bin_dir(node), cfg.cni_data_dir(node)):
             d.mkdir(parents=True, exist_ok=True)
 
-    _say(f"lab {cfg.name}: building {cfg.nodes} nodes, cni {cfg.cni}")
+    _say(f"lab {cfg.name}: building {cfg.nodes} nodes, cni {cfg.cni}"
+         + (f", backend {cfg.backend}" if cfg.cni == "kubeweft" else ""))
     topology.build(cfg)
 
     apiserver = _spawn(cfg, [sys.executable, "-m", "lab.apiserver", "--lab", cfg.name], "apiserver", token)
@@ -307,12 +309,14 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
         topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in nodes])
 
 
-def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float = 120.0) -> int:
+def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float = 120.0,
+               backend: str | None = None) -> int:
     try:
         check_name(name)
         if nodes < 1:
             raise LabError("--nodes must be at least 1")
-        cfg = LabConfig(name=name, nodes=nodes, cni=cni or LabConfig.cni)
+        cfg = LabConfig(name=name, nodes=nodes, cni=cni or LabConfig.cni,
+                        backend=backend or LabConfig.backend)
         up(cfg, timeout=timeout)
     except ValueError as e:
         _say(str(e))
@@ -322,6 +326,184 @@ def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float
             _say(str(e))
         return 1
     print(f"lab {name} is up: {nodes} node(s) Ready; kubeconfig {cfg.kubeconfig}")
+    return 0
+
+
+# --- nodes joining and leaving a running lab ---------------------------------------------------
+
+def node_list(cfg: LabConfig, state: dict) -> list[str]:
+    """The lab's current nodes: state["nodes"] once node-add/node-remove ran, else 1..cfg.nodes."""
+    return list(state.get("nodes") or topology.node_names(cfg))
+
+
+def plan_new_nodes(existing: list[str], count: int) -> list[tuple[int, str]]:
+    """(index, name) of `count` new nodes, numbered after the highest ever used, so a removed
+    node's name (and address) is never reused while its old Node object might linger."""
+    from .kubelet.model import node_index
+
+    top = max((node_index(n) for n in existing), default=0)
+    return [(i, f"node{i}") for i in range(top + 1, top + 1 + count)]
+
+
+def _running_state(name: str) -> tuple[LabConfig, dict]:
+    check_name(name)
+    state = read_state(name)
+    if not state or "token" not in state:
+        raise LabError(f"lab {name} is not up (no {LabConfig(name=name).state_file})")
+    return LabConfig(**state["config"]), state
+
+
+def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
+    """Add `count` nodes to running lab `name` as `up` builds them (netns on the LAN, CNI,
+    agent, kubelet) and return their names once they are Ready. On failure the new nodes are
+    removed again and LabError says why."""
+    cfg, state = _running_state(name)
+    token = state["token"]
+    nodes = node_list(cfg, state)
+    new = plan_new_nodes(nodes, count)
+    deadline = time.monotonic() + timeout
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for index, node in new:
+            for d in (cfg.cni_conf_dir(node), cfg.cni_bin_dir(node), cfg.cni_data_dir(node)):
+                d.mkdir(parents=True, exist_ok=True)
+            topology.apply_steps(topology.plan_add_node(cfg, index, node))
+            if cfg.cni == "kubeweft":
+                _install_cni(cfg, node, deadline)
+                procs[f"agent-{node}"] = start_agent(cfg, node, token)
+            procs[f"kubelet-{node}"] = start_kubelet(cfg, node, token)
+        state = read_state(name) or state
+        state["nodes"] = nodes + [n for _, n in new]
+        state.setdefault("processes", {}).update({what: p.pid for what, p in procs.items()})
+        _write_json(cfg.state_file, state)
+        ready = _wait_nodes_ready(cfg, procs, deadline, want=[n for _, n in new])
+        if cfg.cni == "kubeweft":
+            _wait_overlay_published(cfg, [n for _, n in new], deadline)
+    except BaseException as e:
+        if isinstance(e, _StartFailed) and e.log:
+            _say(f"node-add failed: {e}\n--- tail of {e.log}:\n{log_tail(e.log)}")
+        for _, node in new:
+            node_remove(name, node, missing_ok=True)
+        if isinstance(e, Exception) and not isinstance(e, LabError):
+            raise LabError(f"node-add: {e}") from e
+        raise
+    if cfg.cni == "reference":
+        everyone = _wait_nodes_ready(cfg, {}, time.monotonic() + 10, want=state["nodes"])
+        topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in everyone])
+    return [n for n, *_ in ready]
+
+
+def _wait_overlay_published(cfg: LabConfig, want: list[str], deadline: float) -> None:
+    """Until each node's agent has published its overlay end (the backend annotation, with the
+    VTEP MAC in vxlan mode) on its Node: from then on the other agents route to its pods."""
+    from kubernetes import client as k8s
+
+    from cni.overlay import ANNOTATION_BACKEND
+
+    client = api_client(cfg)
+    try:
+        core = k8s.CoreV1Api(client)
+        while True:
+            missing = [n for n in want if ANNOTATION_BACKEND not in
+                       (core.read_node(n, _request_timeout=5).metadata.annotations or {})]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise _StartFailed(f"the agent of {missing[0]} did not publish its overlay end in time",
+                                   cfg.log_dir / f"agent-{missing[0]}.log")
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def _lab_pid(name: str, token: str, pid: int | None) -> int | None:
+    """`pid` if it is alive and one of this lab's processes (never end a stranger reusing it)."""
+    if not pid or not _alive(pid):
+        return None
+    entry = f"{LAB_ID_ENV}={lab_id(name, token)}".encode()
+    return pid if _proc_environ_has(pid, entry, False) else None
+
+
+def node_remove(name: str, node: str, missing_ok: bool = False) -> list[str]:
+    """Remove `node` from running lab `name`: stop its kubelet (so it cannot re-register), delete
+    its Node object (the other agents drop their routes to it), stop its agent and workloads,
+    delete its pods from the API (the pod GC of a real cluster), its namespaces and its state."""
+    cfg, state = _running_state(name)
+    token = state["token"]
+    nodes = node_list(cfg, state)
+    if node not in nodes and not missing_ok:
+        raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(nodes) or 'none'})")
+    done: list[str] = []
+    procs = state.get("processes", {})
+    kubelet = _lab_pid(name, token, procs.get(f"kubelet-{node}"))
+    if kubelet:
+        end_processes([kubelet])
+        done.append(f"stopped kubelet-{node} ({kubelet})")
+    try:
+        pods_on_node = json.loads((cfg.node_dir(node) / "pods.json").read_text())
+    except (OSError, ValueError):
+        pods_on_node = {}
+    from kubernetes import client as k8s
+
+    client = api_client(cfg)
+    try:
+        core = k8s.CoreV1Api(client)
+        try:
+            core.delete_node(node, _request_timeout=10)
+            done.append(f"deleted Node {node}")
+        except k8s.ApiException as e:
+            if e.status != 404:
+                raise LabError(f"delete Node {node}: {e.reason}") from e
+        others = [_lab_pid(name, token, procs.get(f"agent-{node}"))]
+        others += [_lab_pid(name, token, p.get("pid")) for p in pods_on_node.values()]
+        others = [p for p in others if p]
+        if others:
+            end_processes(others)
+            done.append(f"ended processes {' '.join(map(str, others))}")
+        pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}",
+                                                _request_timeout=10).items
+        for p in pods:
+            try:
+                core.delete_namespaced_pod(p.metadata.name, p.metadata.namespace,
+                                           grace_period_seconds=0, _request_timeout=10)
+                done.append(f"deleted pod {p.metadata.namespace}/{p.metadata.name}")
+            except k8s.ApiException as e:
+                if e.status != 404:
+                    raise LabError(f"delete pod {p.metadata.name}: {e.reason}") from e
+    finally:
+        client.close()
+    names = [p["netns"] for p in pods_on_node.values() if p.get("netns")] + [cfg.node_netns(node)]
+    done += [f"deleted netns {n}" for n in topology.remove_exact(names)]
+    if cfg.node_dir(node).exists():
+        shutil.rmtree(cfg.node_dir(node), ignore_errors=True)
+    state = read_state(name) or state
+    state["nodes"] = [n for n in node_list(cfg, state) if n != node]
+    for what in (f"kubelet-{node}", f"agent-{node}"):
+        state.get("processes", {}).pop(what, None)
+    _write_json(cfg.state_file, state)
+    return done
+
+
+def node_add_command(name: str, count: int = 1, timeout: float = 120.0) -> int:
+    try:
+        if count < 1:
+            raise LabError("--count must be at least 1")
+        added = node_add(name, count, timeout)
+    except (ValueError, LabError) as e:
+        _say(str(e))
+        return 1
+    print(f"lab {name}: {' '.join(added)} Ready")
+    return 0
+
+
+def node_remove_command(name: str, node: str) -> int:
+    try:
+        lines = node_remove(name, node)
+    except (ValueError, LabError) as e:
+        _say(str(e))
+        return 1
+    for line in lines:
+        print(line)
     return 0
 
 

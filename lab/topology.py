@@ -72,17 +72,7 @@ def plan_build(cfg: LabConfig) -> list[Step]:
         _forwarding(u),
     ]
     for i, node in enumerate(node_names(cfg), start=1):
-        ns, port = cfg.node_netns(node), node_port(node)
-        steps += [
-            _ip(u, "link", "add", port, "mtu", mtu, "type", "veth",
-                "peer", "name", NODE_UPLINK, "netns", ns),
-            _ip(u, "link", "set", port, "master", UNDERLAY_BRIDGE, "up"),
-            _ip(ns, "link", "set", "lo", "up"),
-            _ip(ns, "link", "set", NODE_UPLINK, "mtu", mtu, "up"),
-            _ip(ns, "addr", "add", f"{cfg.node_ip(i)}/{lan_len}", "dev", NODE_UPLINK),
-            _ip(ns, "route", "add", "default", "via", cfg.control_plane_ip),
-            _forwarding(ns),
-        ]
+        steps += plan_node(cfg, i, node)
     x = cfg.external_netns
     steps += [
         _ip(u, "link", "add", EXT_PORT, "mtu", mtu, "type", "veth",
@@ -97,6 +87,28 @@ def plan_build(cfg: LabConfig) -> list[Step]:
     return steps
 
 
+def plan_node(cfg: LabConfig, index: int, node: str) -> list[Step]:
+    """One node's cable to the LAN, its address and default route (its netns exists already)."""
+    u, ns, port = cfg.underlay_netns, cfg.node_netns(node), node_port(node)
+    mtu = str(cfg.mtu)
+    lan_len = ipaddress.ip_network(cfg.node_subnet).prefixlen
+    return [
+        _ip(u, "link", "add", port, "mtu", mtu, "type", "veth",
+            "peer", "name", NODE_UPLINK, "netns", ns),
+        _ip(u, "link", "set", port, "master", UNDERLAY_BRIDGE, "up"),
+        _ip(ns, "link", "set", "lo", "up"),
+        _ip(ns, "link", "set", NODE_UPLINK, "mtu", mtu, "up"),
+        _ip(ns, "addr", "add", f"{cfg.node_ip(index)}/{lan_len}", "dev", NODE_UPLINK),
+        _ip(ns, "route", "add", "default", "via", cfg.control_plane_ip),
+        _forwarding(ns),
+    ]
+
+
+def plan_add_node(cfg: LabConfig, index: int, node: str) -> list[Step]:
+    """`kubeweft lab node-add`: a new node netns on the running lab's LAN."""
+    return [Step(("ip", "netns", "add", cfg.node_netns(node)))] + plan_node(cfg, index, node)
+
+
 def plan_underlay_routes(cfg: LabConfig, routes: dict[str, str]) -> list[Step]:
     """`ip route replace` in the underlay for each destination CIDR -> next-hop node IP."""
     return [_ip(cfg.underlay_netns, "route", "replace", cidr, "via", via)
@@ -107,6 +119,10 @@ def plan_pod_cidr_routes(cfg: LabConfig, nodes: list[tuple[str, str | None, str 
     """The lab's "cloud route table" for reference mode: each node's podCIDR via its node IP,
     from (name, podCIDR, InternalIP) triples; nodes missing either are skipped."""
     return plan_underlay_routes(cfg, {cidr: ip for _, cidr, ip in nodes if cidr and ip})
+
+
+def plan_underlay_route_removal(cfg: LabConfig, cidrs: list[str]) -> list[Step]:
+    return [_ip(cfg.underlay_netns, "route", "del", cidr) for cidr in sorted(cidrs)]
 
 
 def plan_remove(names: list[str]) -> list[Step]:
@@ -149,6 +165,18 @@ def list_netns(prefix: str) -> list[str]:
         return sorted(n for n in os.listdir(netns.NETNS_DIR) if n.startswith(prefix))
     except FileNotFoundError:
         return []
+
+
+def remove_exact(names: list[str]) -> list[str]:
+    """Delete exactly these namespaces (those that exist); return the names removed."""
+    removed = []
+    for step, name in zip(plan_remove(names), names):
+        if not netns.exists(name):
+            continue
+        subprocess.run(list(step.argv), check=False, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        if not netns.exists(name):
+            removed.append(name)
+    return removed
 
 
 def remove(prefix: str) -> list[str]:

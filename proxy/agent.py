@@ -166,7 +166,9 @@ def serve(plugin, sock: Path, workers: int = 8):
 
 def start_overlay(api, node: str, mode: str, pod_cidr: str):
     """The overlay controller (proxy/overlay_controller.py): VXLAN or host-gw routes to the other
-    nodes' pods. A failure is logged, not fatal: pods on this node still get wired."""
+    nodes' pods. A configuration the backend cannot carry (host-gw with a node that is not
+    directly reachable) stops the agent with a clear error: SystemExit(1). Any other failure is
+    logged, not fatal: pods on this node still get wired."""
     if mode == "none":
         return None
     try:
@@ -174,9 +176,17 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str):
     except ImportError as e:
         log.warning("no overlay controller (%s): pods reach only this node", e)
         return None
+    from cni.overlay import OverlayConfigError
+
+    overlay = None
     try:
         overlay = OverlayController(api, node, mode)
         overlay.start(pod_cidr)
+    except OverlayConfigError as e:
+        log.error("overlay %s refused: %s", mode, e)
+        if overlay is not None:
+            overlay.stop()
+        raise SystemExit(f"kubeweft agent: overlay {mode} refused: {e}") from None
     except Exception:
         log.exception("overlay %s did not start: pods reach only this node", mode)
         return None

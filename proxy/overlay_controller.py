@@ -56,6 +56,7 @@ class OverlayController:
         self.lock = threading.Lock()
         self.applied = ov.OverlayState()
         self.informer: Informer | None = None
+        self.unreachable: set[tuple[str, str]] = set()   # host-gw nodes skipped (logged once)
         self.underlay_dev = self.local_ip = ""
         self.underlay_mtu = 1500
         self.local_subnets: list[str] = []
@@ -83,7 +84,7 @@ class OverlayController:
         self.applied = oa.read_state(self.ipr, self.devices())
         # First plan synchronously, so a misconfigured host-gw cluster fails at start.
         nodes = self.core.list_node(_preload_content=False)
-        self.reconcile([ov.node_info_from_object(o) for o in json.loads(nodes.data)["items"]])
+        self.reconcile([ov.node_info_from_object(o) for o in json.loads(nodes.data)["items"]], strict=True)
         self.informer = Informer(self.api, "/api/v1/nodes", on_event=lambda *_: self._on_change(),
                                  on_sync=lambda _: self._on_change(), name="nodes").start()
 
@@ -99,13 +100,24 @@ class OverlayController:
         nodes = [ov.node_info_from_object(o) for o in list(self.informer.objects.values())]
         try:
             self.reconcile(nodes)
-        except ov.OverlayConfigError as e:
-            log.error("overlay: %s", e)       # a node that joined later on another segment
+        except Exception:                      # noqa: BLE001 - keep following; the next event retries
+            log.exception("overlay: reconcile failed")
 
-    def reconcile(self, nodes: list[ov.NodeInfo]) -> list[ov.Op]:
+    def reconcile(self, nodes: list[ov.NodeInfo], strict: bool = False) -> list[ov.Op]:
+        """Bring the kernel to the plan for `nodes`. strict (the start): a host-gw node that is
+        not directly reachable raises OverlayConfigError; later such a node is logged and skipped."""
         with self.lock:
+            if self.mode == "host-gw":
+                bad = {(n.name, n.address) for n in ov.unreachable_nodes(self.node_name, nodes,
+                                                                        self.local_subnets)}
+                if bad and not strict and bad != self.unreachable:
+                    log.error("overlay: host-gw cannot reach %s directly on %s (local subnets %s): "
+                              "skipped; pods there are unreachable from this node",
+                              ", ".join(f"{n} ({a})" for n, a in sorted(bad)), self.underlay_dev,
+                              ", ".join(self.local_subnets))
+                self.unreachable = bad
             want = ov.plan_overlay(self.mode, self.node_name, nodes, underlay_dev=self.underlay_dev,
-                                   local_subnets=self.local_subnets)
+                                   local_subnets=self.local_subnets, strict=strict)
             ops = ov.diff_overlay(self.applied, want)
             if ops:
                 oa.apply_ops(self.ipr, ops)
