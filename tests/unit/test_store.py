@@ -72,3 +72,17 @@ def test_selector_transitions_become_added_and_deleted():
         assert (await w.next(0.1))[0] == "DELETED"
         assert await w.next(0.05) is None
     asyncio.run(go())
+
+
+def test_queued_events_come_out_even_with_a_zero_timeout():
+    # A watch whose bookmark is due polls with timeout 0: queued events must still come out
+    # (asyncio.wait_for(get(), 0) used to time out with items queued, starving the watch).
+    async def go():
+        s = make_store()
+        w = s.watch(PODS)
+        for n in "abc":
+            s.create(PODS, pod(n))
+        got = [await w.next(0) for _ in range(3)]
+        assert [o["metadata"]["name"] for _, o in got] == ["a", "b", "c"]
+        assert await w.next(0) is None
+    asyncio.run(go())
