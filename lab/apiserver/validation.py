@@ -6,22 +6,13 @@ from __future__ import annotations
 import re
 
 from .. import errors
+from ..admission import fields
 from ..resources import Resource
 
-_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-              "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
-              "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
-_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-                  "'-' or '.', and must start and end with an alphanumeric character (e.g. "
-                  "'example.com', regex used for validation is "
-                  r"'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-_DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
-                "with an alphabetic character, and end with an alphanumeric character (e.g. "
-                "'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
+# one wording for names, shared with admission (lab/admission/fields.py)
+_LABEL_RE, _LABEL_MSG = fields.DNS1123_LABEL, fields.DNS1123_LABEL_MSG
+_SUBDOMAIN_RE, _SUBDOMAIN_MSG = fields.DNS1123_SUBDOMAIN, fields.DNS1123_SUBDOMAIN_MSG
+_DNS1035_RE, _DNS1035_MSG = fields.DNS1035, fields.DNS1035_MSG
 
 # which rule a kind's names follow (the rest: RFC 1123 subdomain)
 _NAME_RULES = {"Namespace": (_LABEL_RE, _LABEL_MSG, 63), "Service": (_DNS1035_RE, _DNS1035_MSG, 63)}
