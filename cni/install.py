@@ -1,22 +1,40 @@
-"""`kubeweft install-cni --bin-dir D --conf-dir D [--socket S] [--data-dir D]`: put the CNI
-executable into the runtime's bin dir as "kubeweft" and the conflist into its conf dir.
+"""`kubeweft install-cni --bin-dir D --conf-dir D [--socket S] [--data-dir D] [--standalone]`: put
+the CNI executable into the runtime's bin dir as "kubeweft" and the conflist into its conf dir.
 
-The executable is a tiny script: this interpreter with -I -S (no site.py, no user site, no
-PYTHON* variables: tens of ms saved on every pod), the module path frozen at install time, and
-a call to cni.shim:main. Both files are written to a temporary name and renamed, so a runtime
-never reads half a file.
+Two forms of the executable:
+
+- default (the lab, tests on this machine): a tiny script, this interpreter with -I -S (no
+  site.py, no user site, no PYTHON* variables: tens of ms saved on every pod), the module path
+  frozen at install time, and a call to cni.shim:main. It needs this venv to exist where the
+  runtime runs it.
+- --standalone (the DaemonSet's init container, whose venv the host never sees): a zipapp that
+  the host's own python3 runs (`#!/usr/bin/env python3`, Python >= 3.9): the shim, the
+  standard-library-only modules it imports, and what the DEL fallback needs with the agent down
+  (cni.datapath, cni.ipam, cni.nft, and pyroute2, pure Python, vendored from the installed
+  package). Every module is also there precompiled (unchecked-hash .pyc next to the .py, which
+  zipimport reads first and skips when the host's Python has another bytecode magic).
+
+Both files are written to a temporary name and renamed, so a runtime never reads half a file.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import py_compile
+import shutil
 import sys
+import tempfile
+import zipapp
 from pathlib import Path
 
 EXECUTABLE = "kubeweft"
 CONFLIST = "10-kubeweft.conflist"
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
+# what the standalone executable holds: the shim's imports, and the DEL fallback's
+STANDALONE_MODULES = ("__init__", "shim", "spec", "errors", "datapath", "ipam", "nft")
+VENDORED = ("pyroute2",)
+STANDALONE_INTERPRETER = "/usr/bin/env python3"
 
 
 def render_script(python: str, paths: list[str]) -> str:
@@ -24,6 +42,13 @@ def render_script(python: str, paths: list[str]) -> str:
             "# kubeweft CNI shim, written by `kubeweft install-cni`; see cni/shim.py\n"
             "import sys\n"
             f"sys.path[:] = {paths!r}\n"
+            "from cni.shim import main\n"
+            "sys.exit(main())\n")
+
+
+def render_zipapp_main() -> str:
+    return ("# kubeweft CNI shim, written by `kubeweft install-cni --standalone`; see cni/shim.py\n"
+            "import sys\n"
             "from cni.shim import main\n"
             "sys.exit(main())\n")
 
@@ -57,12 +82,53 @@ def write_atomic(path: Path, data: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _stage_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+
+
+def _compile_tree(root: Path) -> None:
+    """A legacy-location .pyc next to every .py (zipimport looks there, never in __pycache__),
+    unchecked-hash so that zip entry times do not matter."""
+    for src in sorted(root.rglob("*.py")):
+        arcname = src.relative_to(root).as_posix()
+        py_compile.compile(str(src), cfile=str(src.with_suffix(".pyc")), dfile=arcname, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+
+
+def build_zipapp(target: Path) -> Path:
+    """The standalone executable at target (written beside it, then renamed over it)."""
+    import importlib
+
+    import cni
+    cni_dir = Path(cni.__file__).resolve().parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.build-", dir=target.parent) as tmp:
+        stage = Path(tmp) / "app"
+        (stage / "cni").mkdir(parents=True)
+        for name in STANDALONE_MODULES:
+            shutil.copy2(cni_dir / f"{name}.py", stage / "cni" / f"{name}.py")
+        for name in VENDORED:
+            pkg = Path(importlib.import_module(name).__file__).resolve().parent
+            _stage_tree(pkg, stage / name)
+        (stage / "__main__.py").write_text(render_zipapp_main())
+        _compile_tree(stage)
+        out = Path(tmp) / "kubeweft.pyz"
+        # stored, not deflated: nothing to inflate on every pod's call
+        zipapp.create_archive(stage, out, interpreter=STANDALONE_INTERPRETER, compressed=False)
+        os.chmod(out, 0o755)
+        os.replace(out, target)
+    return target
+
+
 def install(bin_dir: Path, conf_dir: Path, socket: str, data_dir: str, bridge: str = "kw0",
-            mtu: int | None = None) -> tuple[Path, Path]:
+            mtu: int | None = None, standalone: bool = False) -> tuple[Path, Path]:
     bin_dir.mkdir(parents=True, exist_ok=True)
     conf_dir.mkdir(parents=True, exist_ok=True)
     exe = bin_dir / EXECUTABLE
-    write_atomic(exe, render_script(sys.executable, module_paths()), 0o755)
+    if standalone:
+        build_zipapp(exe)
+    else:
+        write_atomic(exe, render_script(sys.executable, module_paths()), 0o755)
     conf = conf_dir / CONFLIST
     write_atomic(conf, json.dumps(render_conflist(socket, data_dir, bridge, mtu), indent=2) + "\n", 0o644)
     return exe, conf
@@ -78,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                         "when its --state-dir is the socket's dir)")
     p.add_argument("--bridge", default="kw0")
     p.add_argument("--mtu", type=int, default=None)
+    p.add_argument("--standalone", action="store_true",
+                   help="install a zipapp that the host's python3 runs (the DaemonSet), not a script "
+                        "bound to this interpreter")
     args = p.parse_args(argv)
     socket = os.path.abspath(args.socket)
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else str(Path(socket).parent / "cni" / "data")
-    exe, conf = install(args.bin_dir, args.conf_dir, socket, data_dir, args.bridge, args.mtu)
+    exe, conf = install(args.bin_dir, args.conf_dir, socket, data_dir, args.bridge, args.mtu,
+                        standalone=args.standalone)
     print(f"installed {exe} and {conf}", file=sys.stderr)
     return 0
 
