@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     mx.add_argument("--timeout", type=float, default=1.0)
     mx.add_argument("--namespace", "-n", action="append", default=None,
                     help="only pods in these namespaces (repeatable)")
+    mx.add_argument("--world", choices=["xyz"], default=None,
+                    help="the upstream netpol world (namespaces x y z, pods a b c, ports 80/81 "
+                         "TCP+UDP), created if missing")
+    mx.add_argument("--via", choices=["pod", "service"], default="pod",
+                    help="with --world: probe pod IPs or the pods' ClusterIP Services")
+    mx.add_argument("--expect", metavar="FILE", default=None,
+                    help="with --world: NetworkPolicies (YAML/JSON, '-' stdin) to compare with")
 
     sub.add_parser("demo", help="the walkthrough: up, pods, a Service, probes, the matrix, down")
     return p
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                                    count=args.count, timeout=args.timeout, as_json=args.json)
     if args.verb == "matrix":
         from . import matrix
+        if args.world:
+            return matrix.world_command(args.name, via=args.via, expect=args.expect,
+                                        as_json=args.json, timeout=args.timeout)
         return matrix.matrix_command(args.name, as_json=args.json, timeout=args.timeout,
                                      namespaces=args.namespace)
     if args.verb == "demo":

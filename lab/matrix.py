@@ -194,6 +194,125 @@ def render_matrix(pods: Sequence[PodInfo], results: Sequence[Mapping], *, color:
     return lines
 
 
+# --- the x/y/z world of the upstream e2e netpol suite and Cyclonus (issue 6) -------------------
+XYZ_NAMESPACES = ("x", "y", "z")
+XYZ_PODS = ("a", "b", "c")
+XYZ_PORTS: tuple[tuple[int, str], ...] = ((80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP"))
+
+# expected-vs-actual cells: "allow"/"deny" agree with the model; "ALLOW"/"DENY" are what
+# happened where the model expected the opposite.
+EXPECT_STYLES: dict[str, tuple[str, str]] = {
+    "allow": ("✓", GREEN),
+    "deny": ("·", YELLOW),
+    "ALLOW": ("X", RED),                        # connected, the model says denied
+    "DENY": ("x", MAGENTA),                     # denied, the model says allowed
+}
+
+
+def xyz_ns_labels(ns: str) -> dict[str, str]:
+    return {"ns": ns, "kubernetes.io/metadata.name": ns}
+
+
+def xyz_pod_doc(ns: str, pod: str, node: str) -> dict:
+    """Pod `pod` of namespace `ns`: label pod=<pod>, ports 80 and 81, TCP and UDP, each named
+    serve-<port>-<proto> (as upstream; named-port policies resolve them)."""
+    ports = [{"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
+             for port, proto in XYZ_PORTS]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": ns, "labels": {"pod": pod}},
+            "spec": {"nodeName": node, "containers": [{"name": "cont", "image": "lab", "ports": ports}]}}
+
+
+def xyz_service_doc(ns: str, pod: str) -> dict:
+    """ClusterIP Service s-<pod> in front of one pod, the four ports straight through."""
+    ports = [{"name": f"service-port-{proto.lower()}-{port}", "port": port, "targetPort": port,
+              "protocol": proto} for port, proto in XYZ_PORTS]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s-{pod}", "namespace": ns},
+            "spec": {"selector": {"pod": pod}, "ports": ports}}
+
+
+def xyz_world_docs(nodes: Sequence[str]) -> list[dict]:
+    """Namespaces, pods and Services of the world; pod a on the first node, b on the second..."""
+    docs: list[dict] = [{"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": ns, "labels": xyz_ns_labels(ns)}} for ns in XYZ_NAMESPACES]
+    for ns in XYZ_NAMESPACES:
+        for j, pod in enumerate(XYZ_PODS):
+            docs.append(xyz_pod_doc(ns, pod, nodes[j % len(nodes)]))
+            docs.append(xyz_service_doc(ns, pod))
+    return docs
+
+
+def xyz_endpoint(pod_doc: dict, ns_labels: Mapping[str, str] | None = None):
+    """A pod of the world (JSON form, status.podIP set) -> truth_table.Endpoint."""
+    from .truth_table import pod_endpoint
+    ns = pod_doc["metadata"]["namespace"]
+    return pod_endpoint(pod_doc, ns_labels if ns_labels is not None else xyz_ns_labels(ns))
+
+
+def plan_world_probes(sources: Sequence[tuple[str, str]], dests: Sequence[tuple[str, str]],
+                      ports: Sequence[tuple[int, str]] = XYZ_PORTS) -> list[Probe]:
+    """(key, netns) sources x (key, address) destinations x ports."""
+    return [Probe(skey, snetns, dkey, dip, port, proto)
+            for skey, snetns in sources for dkey, dip in dests for port, proto in ports]
+
+
+def world_sub(port: int, proto: str) -> str:
+    """A narrow column heading: T80, U81 (36 columns must fit a terminal)."""
+    return f"{proto[:1].upper()}{port}"
+
+
+def world_cells(results: Sequence[Mapping], expected: Mapping[tuple, bool] | None) -> dict[tuple[str, Column], str]:
+    """Probe results (and the model's table, if any) -> render_table cells."""
+    cells: dict[tuple[str, Column], str] = {}
+    for r in results:
+        col = (r["to"], world_sub(r["port"], r["proto"]))
+        if expected is None:
+            cells[(r["from"], col)] = cell_value(r)
+            continue
+        ok = cell_value(r) == "connected"
+        want = expected.get((r["from"], r["to"], r["port"], r["proto"]))
+        cells[(r["from"], col)] = ("allow" if ok else "deny") if want is None or want == ok else \
+            ("ALLOW" if ok else "DENY")
+    return cells
+
+
+def render_world(results: Sequence[Mapping], expected: Mapping[tuple, bool] | None, via: str,
+                 *, color: bool = False) -> list[str]:
+    """The world's truth table: rows = from pods, columns = to pod, port/protocol."""
+    rows = list(dict.fromkeys(r["from"] for r in results))
+    columns = list(dict.fromkeys((r["to"], world_sub(r["port"], r["proto"])) for r in results))
+    cells = world_cells(results, expected)
+    styles = OUTCOME_STYLES if expected is None else EXPECT_STYLES
+    lines = [f"x/y/z world by {'ClusterIP' if via == 'service' else 'pod IP'}: "
+             "from (rows) to pod, protocol+port (columns: T80 = TCP 80)"
+             + ("; expected vs actual" if expected is not None else ""), ""]
+    lines += render_table(rows, columns, cells, styles, color=color, corner=("from \\ to", ""))
+    values = list(cells.values())
+    legend = styles if expected is None else {
+        "allowed": EXPECT_STYLES["allow"], "denied": EXPECT_STYLES["deny"],
+        "allowed, expected denied": EXPECT_STYLES["ALLOW"], "denied, expected allowed": EXPECT_STYLES["DENY"]}
+    lines += ["", render_legend(legend, color=color)]
+    if expected is None:
+        lines.append(summarize(values))
+    else:
+        bad = sum(v in ("ALLOW", "DENY") for v in values)
+        lines.append(f"{len(values) - bad}/{len(values)} as expected" + (f" ({bad} mismatches)" if bad else ""))
+    return lines
+
+
+def parse_policy_docs(docs: Iterable[object]) -> list[dict]:
+    """YAML/JSON documents (single objects or a List) -> the NetworkPolicies among them."""
+    out: list[dict] = []
+    for doc in docs:
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("kind", "").endswith("List"):
+            out += parse_policy_docs(doc.get("items") or ())
+        elif doc.get("kind") == "NetworkPolicy":
+            out.append(doc)
+    return out
+
+
 # --- I/O -------------------------------------------------------------------------------------
 def list_api_pods(cfg: LabConfig, timeout: float = 10.0) -> list[dict]:
     """Every pod of the lab, from its API server, through the host kubeconfig."""
@@ -288,3 +407,147 @@ def matrix_command(name: str, *, as_json: bool = False, timeout: float = 1.0,
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         print("\n".join(render_matrix(pods, results, color=color)))
     return 0 if ok else 1
+
+
+# --- the x/y/z world: I/O ----------------------------------------------------------------------
+@dataclass
+class World:
+    """The world as it runs: pod objects, namespace labels, Service addresses, pod netns."""
+    pods: dict[str, dict]                 # "x/a" -> pod (JSON form)
+    ns_labels: dict[str, dict]            # "x" -> labels
+    services: dict[str, str]              # "x/a" -> ClusterIP of x/s-a
+    netns: dict[str, str]                 # "x/a" -> the pod's netns
+
+    def endpoints(self) -> list:
+        return [xyz_endpoint(p, self.ns_labels.get(k.split("/")[0], {})) for k, p in sorted(self.pods.items())]
+
+    def dests(self, via: str) -> list[tuple[str, str]]:
+        if via == "service":
+            return [(k, self.services[k]) for k in sorted(self.pods) if self.services.get(k)]
+        return [(k, p["status"]["podIP"]) for k, p in sorted(self.pods.items())]
+
+    def sources(self) -> list[tuple[str, str]]:
+        return [(k, self.netns[k]) for k in sorted(self.pods) if self.netns.get(k)]
+
+
+def _json_call(fn, *args, **kw) -> dict:
+    return json.loads(fn(*args, _preload_content=False, _request_timeout=10, **kw).data)
+
+
+def ensure_world(cfg: LabConfig, timeout: float = 90.0) -> None:
+    """Create whatever of the world is missing (namespaces, pods, Services) and wait until all
+    nine pods are Ready with an address. Idempotent; `kubectl delete ns x y z` removes it."""
+    import time
+
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(cfg.kubeconfig))
+    try:
+        core = client.CoreV1Api(api)
+        nodes = sorted(n["metadata"]["name"] for n in _json_call(core.list_node).get("items", []))
+        if not nodes:
+            raise RuntimeError("the lab has no nodes")
+        for doc in xyz_world_docs(nodes):
+            kind, meta = doc["kind"], doc["metadata"]
+            try:
+                if kind == "Namespace":
+                    core.create_namespace(doc, _request_timeout=10)
+                elif kind == "Pod":
+                    core.create_namespaced_pod(meta["namespace"], doc, _request_timeout=10)
+                else:
+                    core.create_namespaced_service(meta["namespace"], doc, _request_timeout=10)
+            except client.ApiException as e:
+                if e.status != 409:
+                    raise
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = set()
+            for ns in XYZ_NAMESPACES:
+                for p in _json_call(core.list_namespaced_pod, ns).get("items", []):
+                    st = p.get("status") or {}
+                    if st.get("podIP") and any(c.get("type") == "Ready" and c.get("status") == "True"
+                                               for c in st.get("conditions") or ()):
+                        ready.add(f"{ns}/{p['metadata']['name']}")
+            if len(ready) >= len(XYZ_NAMESPACES) * len(XYZ_PODS):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"x/y/z world not Ready after {timeout:g} s: {len(ready)}/9 pods Ready")
+            time.sleep(0.3)
+    finally:
+        api.close()
+
+
+def collect_world(cfg: LabConfig) -> World:
+    from kubernetes import client, config
+
+    from .probe import read_pods
+
+    running = read_pods(cfg)
+    api = config.new_client_from_config(config_file=str(cfg.kubeconfig))
+    try:
+        core = client.CoreV1Api(api)
+        world = World({}, {}, {}, {})
+        for ns in XYZ_NAMESPACES:
+            nsobj = _json_call(core.read_namespace, ns)
+            world.ns_labels[ns] = nsobj["metadata"].get("labels") or {}
+            for p in _json_call(core.list_namespaced_pod, ns).get("items", []):
+                key = f"{ns}/{p['metadata']['name']}"
+                if p["metadata"]["name"] in XYZ_PODS and (p.get("status") or {}).get("podIP"):
+                    world.pods[key] = p
+                    world.netns[key] = (running.get(key) or {}).get("netns") or ""
+            for s in _json_call(core.list_namespaced_service, ns).get("items", []):
+                name = s["metadata"]["name"]
+                if name.startswith("s-") and (s.get("spec") or {}).get("clusterIP"):
+                    world.services[f"{ns}/{name[2:]}"] = s["spec"]["clusterIP"]
+        return world
+    finally:
+        api.close()
+
+
+def load_policies(path: str) -> list[dict]:
+    """NetworkPolicies from a YAML or JSON file ('-': stdin), several documents allowed."""
+    import yaml
+
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    return parse_policy_docs(yaml.safe_load_all(text))
+
+
+def world_command(name: str, *, via: str = "pod", expect: str | None = None, as_json: bool = False,
+                  timeout: float = 1.0, create: bool = True) -> int:
+    """`kubeweft lab matrix --world xyz [--via pod|service] [--expect FILE]`."""
+    import time
+
+    from .truth_table import expected_table
+
+    cfg = LabConfig(name=name)
+    if not cfg.state_dir.exists():
+        print(f"kubeweft lab matrix: lab {name} is not up ({cfg.state_dir} missing)", file=sys.stderr)
+        return 2
+    if create:
+        print("ensuring the x/y/z world (namespaces x y z, pods a b c, Services s-a s-b s-c) ...",
+              file=sys.stderr)
+        ensure_world(cfg)
+    world = collect_world(cfg)
+    probes = plan_world_probes(world.sources(), world.dests(via))
+    if not probes:
+        print("kubeweft lab matrix: the x/y/z world has no running pods", file=sys.stderr)
+        return 1
+    expected = None
+    if expect:
+        eps = world.endpoints()
+        expected = expected_table(load_policies(expect), eps, eps, XYZ_PORTS)
+    start = time.monotonic()
+    results = run_probes(probes, timeout, workers=64)
+    print(f"probed {len(results)} pairs in {time.monotonic() - start:.1f} s", file=sys.stderr)
+    cells = world_cells(results, expected)
+    if as_json:
+        print(json.dumps({"via": via, "results": results,
+                          "expected": None if expected is None else
+                          [{"from": k[0], "to": k[1], "port": k[2], "proto": k[3], "allowed": v}
+                           for k, v in expected.items()]}, indent=1))
+    else:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print("\n".join(render_world(results, expected, via, color=color)))
+    if expected is not None:
+        return 0 if not any(v in ("ALLOW", "DENY") for v in cells.values()) else 1
+    return 0
