@@ -508,7 +508,11 @@ def load_policies(path: str) -> list[dict]:
     """NetworkPolicies from a YAML or JSON file ('-': stdin), several documents allowed."""
     import yaml
 
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     return parse_policy_docs(yaml.safe_load_all(text))
 
 

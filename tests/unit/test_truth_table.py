@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab import matrix
-from lab.truth_table import (Endpoint, allowed, diff_tables, expected_table, policy_types,
-                             selector_matches)
+from lab.truth_table import Endpoint, allowed, diff_tables, expected_table, policy_types, selector_matches
 
 NSS, PODS = ("x", "y", "z"), ("a", "b", "c")
 PORTS = ((80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP"))
