@@ -1,0 +1,291 @@
+"""Services, EndpointSlices and Nodes as frozen dataclasses: the watch edge of the service proxy.
+
+`parse_*` take the raw JSON the informer hands over and return an immutable value, None for an
+object the proxy leaves alone (headless, ExternalName, another proxy's Service), or raise
+InvalidObject for one it cannot trust (bad addresses, ports, types): the caller logs and skips
+it, a hostile object never stops a sync. Pure: no I/O.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
+LABEL_HEADLESS = "service.kubernetes.io/headless"
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
+LABEL_ZONE = "topology.kubernetes.io/zone"
+PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+MAX_AFFINITY_TIMEOUT = 86400
+DEFAULT_AFFINITY_TIMEOUT = 10800
+
+
+class InvalidObject(ValueError):
+    """An object the proxy refuses to program (the message says why)."""
+
+
+@dataclass(frozen=True, order=True)
+class ServicePort:
+    name: str
+    protocol: str                  # tcp | udp | sctp (nft's spelling)
+    port: int
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    namespace: str
+    name: str
+    cluster_ips: tuple[str, ...]
+    ports: tuple[ServicePort, ...]
+    type: str = "ClusterIP"
+    external_ips: tuple[str, ...] = ()
+    lb_ips: tuple[str, ...] = ()
+    lb_source_ranges: tuple[str, ...] = ()
+    external_local: bool = False          # externalTrafficPolicy: Local (NodePort/LoadBalancer)
+    internal_local: bool = False          # internalTrafficPolicy: Local
+    health_check_node_port: int | None = None
+    affinity_timeout: int | None = None   # sessionAffinity ClientIP: seconds; None: no affinity
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+
+@dataclass(frozen=True, order=True)
+class SlicePort:
+    name: str
+    protocol: str
+    port: int
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    ip: str
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    node_name: str = ""
+    zone: str = ""
+    hint_zones: tuple[str, ...] | None = None   # None: the endpoint has no zone hints
+    hint_nodes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    namespace: str
+    name: str
+    service_name: str
+    ports: tuple[SlicePort, ...]
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def service_key(self) -> tuple[str, str]:
+        return self.namespace, self.service_name
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    zone: str = ""
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def _meta(obj: dict) -> tuple[str, str, dict]:
+    if not isinstance(obj, dict):
+        raise InvalidObject("not an object")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise InvalidObject("no metadata")
+    ns, name = meta.get("namespace", ""), meta.get("name")
+    if not isinstance(name, str) or not name or not isinstance(ns, str):
+        raise InvalidObject("no name")
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise InvalidObject("labels are not a map")
+    return ns, name, labels
+
+
+def _ipv4(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidObject(f"{what}: not a string")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidObject(f"{what}: {value[:60]!r} is not an IP address") from None
+    if ip.version != 4:
+        raise InvalidObject(f"{what}: {value} is not IPv4")
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        raise InvalidObject(f"{what}: {value} cannot be a Service or endpoint address")
+    return str(ip)
+
+
+def _port(value, what: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidObject(f"{what}: {value!r} is not a port")
+    return value
+
+
+def _protocol(value) -> str:
+    proto = PROTOCOLS.get(value if value is not None else "TCP")
+    if proto is None:
+        raise InvalidObject(f"protocol {value!r} is not TCP, UDP or SCTP")
+    return proto
+
+
+def _ipv4_list(values, what: str, *, skip_v6: bool = True) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise InvalidObject(f"{what}: not a list")
+    out = []
+    for v in values:
+        if skip_v6 and isinstance(v, str) and ":" in v:
+            continue                      # an IPv6 family of a dual-stack Service: not ours
+        out.append(_ipv4(v, what))
+    return tuple(dict.fromkeys(out))
+
+
+def _cidr_list(values, what: str) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise InvalidObject(f"{what}: not a list")
+    out = []
+    for v in values:
+        if not isinstance(v, str):
+            raise InvalidObject(f"{what}: not a string")
+        try:
+            net = ipaddress.ip_network(v.strip(), strict=False)
+        except ValueError:
+            raise InvalidObject(f"{what}: {v[:60]!r} is not a CIDR") from None
+        if net.version == 4:
+            out.append(str(net))
+    return tuple(dict.fromkeys(out))
+
+
+# ---- parsers ------------------------------------------------------------------------------------
+
+def parse_service(obj: dict) -> Service | None:
+    """A Service the proxy programs, None if it needs no rules, InvalidObject if it is broken."""
+    ns, name, labels = _meta(obj)
+    if LABEL_PROXY_NAME in labels or LABEL_HEADLESS in labels:
+        return None
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise InvalidObject("no spec")
+    stype = spec.get("type") or "ClusterIP"
+    if stype == "ExternalName":
+        return None
+    if stype not in ("ClusterIP", "NodePort", "LoadBalancer"):
+        raise InvalidObject(f"type {stype!r}")
+    raw_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    if not isinstance(raw_ips, list):
+        raise InvalidObject("clusterIPs: not a list")
+    if not raw_ips or raw_ips[0] == "None":
+        return None                                    # headless
+    cluster_ips = _ipv4_list(raw_ips, "clusterIPs")
+    raw_ports = spec.get("ports") or []
+    if not isinstance(raw_ports, list):
+        raise InvalidObject("ports: not a list")
+    ports = []
+    for p in raw_ports:
+        if not isinstance(p, dict):
+            raise InvalidObject("a port is not an object")
+        pname = p.get("name") or ""
+        if not isinstance(pname, str):
+            raise InvalidObject("port name is not a string")
+        node_port = _port(p.get("nodePort"), "nodePort", optional=True) \
+            if stype in ("NodePort", "LoadBalancer") else None
+        ports.append(ServicePort(pname, _protocol(p.get("protocol")), _port(p.get("port"), "port"), node_port))
+    keys = [(p.protocol, p.port) for p in ports]
+    if len(set(keys)) != len(keys) or len({p.name for p in ports}) != len(ports):
+        raise InvalidObject("duplicate ports")
+    lb_ips: tuple[str, ...] = ()
+    if stype == "LoadBalancer":
+        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        if not isinstance(ingress, list):
+            raise InvalidObject("status.loadBalancer.ingress: not a list")
+        lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")],
+                            "loadBalancer ingress")
+    affinity_timeout = None
+    if spec.get("sessionAffinity") == "ClientIP":
+        cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+        t = cfg.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT) if isinstance(cfg, dict) else None
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= MAX_AFFINITY_TIMEOUT:
+            raise InvalidObject(f"sessionAffinity timeoutSeconds {t!r}")
+        affinity_timeout = t
+    external = stype in ("NodePort", "LoadBalancer") or bool(spec.get("externalIPs"))
+    hc = spec.get("healthCheckNodePort")
+    return Service(
+        namespace=ns, name=name, cluster_ips=cluster_ips, ports=tuple(ports), type=stype,
+        external_ips=_ipv4_list(spec.get("externalIPs"), "externalIPs"), lb_ips=lb_ips,
+        lb_source_ranges=_cidr_list(spec.get("loadBalancerSourceRanges"), "loadBalancerSourceRanges")
+        if stype == "LoadBalancer" else (),
+        external_local=external and spec.get("externalTrafficPolicy") == "Local",
+        internal_local=spec.get("internalTrafficPolicy") == "Local",
+        health_check_node_port=_port(hc, "healthCheckNodePort", optional=True)
+        if stype == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local" else None,
+        affinity_timeout=affinity_timeout)
+
+
+def _names(hints, field: str) -> tuple[str, ...] | None:
+    if not isinstance(hints, dict) or field not in hints:
+        return None
+    items = hints.get(field)
+    if not isinstance(items, list):
+        return None
+    return tuple(sorted({h["name"] for h in items if isinstance(h, dict) and isinstance(h.get("name"), str)}))
+
+
+def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
+    """An IPv4 EndpointSlice of a Service, None for other address types or orphans."""
+    ns, name, labels = _meta(obj)
+    svc = labels.get(LABEL_SERVICE_NAME)
+    if not isinstance(svc, str) or not svc:
+        return None
+    if obj.get("addressType", "IPv4") != "IPv4":
+        return None
+    raw_ports = obj.get("ports") or []
+    if not isinstance(raw_ports, list):
+        raise InvalidObject("ports: not a list")
+    ports = []
+    for p in raw_ports:
+        if not isinstance(p, dict):
+            raise InvalidObject("a port is not an object")
+        if p.get("port") is None:
+            continue                       # "all ports" slices: nothing kube-proxy can use
+        ports.append(SlicePort(p.get("name") or "", _protocol(p.get("protocol")), _port(p.get("port"), "port")))
+    raw_eps = obj.get("endpoints") or []
+    if not isinstance(raw_eps, list):
+        raise InvalidObject("endpoints: not a list")
+    eps = []
+    for e in raw_eps:
+        if not isinstance(e, dict):
+            raise InvalidObject("an endpoint is not an object")
+        addrs = e.get("addresses")
+        if not isinstance(addrs, list) or not addrs:
+            raise InvalidObject("an endpoint without addresses")
+        cond = e.get("conditions") or {}
+        if not isinstance(cond, dict):
+            raise InvalidObject("conditions: not an object")
+        ready = cond.get("ready")
+        ready = True if ready is None else ready is True        # nil ready means ready (the API's rule)
+        serving = cond.get("serving")
+        serving = ready if serving is None else serving is True
+        node, zone = e.get("nodeName") or "", e.get("zone") or ""
+        if not isinstance(node, str) or not isinstance(zone, str):
+            raise InvalidObject("nodeName/zone: not strings")
+        hints = e.get("hints")
+        eps.append(Endpoint(ip=_ipv4(addrs[0], "endpoint address"), ready=ready, serving=serving,
+                            terminating=cond.get("terminating") is True, node_name=node, zone=zone,
+                            hint_zones=_names(hints, "forZones"), hint_nodes=_names(hints, "forNodes")))
+    return EndpointSlice(ns, name, svc, tuple(ports), tuple(eps))
+
+
+def parse_node(obj: dict) -> Node:
+    _, name, labels = _meta(obj)
+    zone = labels.get(LABEL_ZONE, "")
+    return Node(name, zone if isinstance(zone, str) else "")

@@ -1,0 +1,344 @@
+"""Services and EndpointSlices -> the desired nftables state of `table ip kubeweft`. Pure.
+
+The table has a FIXED set of chains and rules (render_base) and keeps every per-Service fact in
+sets and maps (render_state). The common path is one verdict-map lookup and one DNAT map lookup:
+
+    nat prerouting/output (dstnat) -> services:
+        ip daddr . l4proto . dport vmap @service-ips         -> goto lb-N   (N = endpoint count)
+        lb-N: dnat ip to ip daddr . l4proto . dport . numgen random mod N map @backends
+        node address: l4proto . dport vmap @nodeports        -> goto np-N  (@nodeport-backends)
+    externalTrafficPolicy Local, external sources: @service-ips-external / @nodeports-external
+        -> lbx-N / npx-N reading @backends-external / @nodeport-backends-external (local endpoints)
+    filter (priority -110, before NetworkPolicy at 0): no endpoints -> reject; unused port on a
+        ClusterIP -> reject; unallocated address in the service range -> drop; LoadBalancer source
+        ranges -> drop before DNAT.
+    nat postrouting (srcnat): masquerade what was marked 0x4000, and hairpin pairs.
+
+lb-N/np-N chains are shared by every Service with N endpoints, made on demand. Only Services
+with sessionAffinity ClientIP get chains of their own (kube-proxy's shape: one chain per service
+port and scope, one chain and one dynamic timeout set per endpoint), since the remembered client
+must map to one endpoint with a per-Service timeout.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .model import Endpoint, EndpointSlice, Service, ServicePort
+
+FAMILY = "ip"
+TABLE = "kubeweft"
+T = f"{FAMILY} {TABLE}"
+MASQ_MARK = 0x4000          # kube-proxy's bit; cni/nft.py owns 0x2000
+
+K_ADDR = "ipv4_addr . inet_proto . inet_service"
+K_PORT = "inet_proto . inet_service"
+V_DNAT = "ipv4_addr . inet_service"
+
+# name -> (declaration body, comment). Declarations never change: a restart re-adds them as is.
+SETS: dict[str, tuple[str, str]] = {
+    "cluster-ips": ("type ipv4_addr", "every ClusterIP: a port not in service-ips is rejected"),
+    "no-endpoint-services": (f"type {K_ADDR}", "service address . proto . port without endpoints: reject"),
+    "no-endpoint-nodeports": (f"type {K_PORT}", "nodePorts without endpoints: reject"),
+    "external-masq": (f"type {K_ADDR}", "external addresses of externalTrafficPolicy Cluster: masquerade"),
+    "external-local": (f"type {K_ADDR}", "external addresses of externalTrafficPolicy Local"),
+    "nodeport-masq": (f"type {K_PORT}", "nodePorts of externalTrafficPolicy Cluster: masquerade"),
+    "nodeport-local": (f"type {K_PORT}", "nodePorts of externalTrafficPolicy Local"),
+    "hairpin": ("type ipv4_addr . ipv4_addr", "endpoint . endpoint: a pod reaching itself via a Service"),
+    "firewall-keys": (f"type {K_ADDR}", "LoadBalancer address . proto . port with loadBalancerSourceRanges"),
+    "firewall-allow": (f"type {K_ADDR} . ipv4_addr; flags interval",
+                       "LoadBalancer address . proto . port . allowed source range"),
+}
+MAPS: dict[str, tuple[str, str]] = {
+    "service-ips": (f"type {K_ADDR} : verdict", "service address . proto . port -> lb chain"),
+    "service-ips-external": (f"type {K_ADDR} : verdict",
+                             "externalTrafficPolicy Local, external sources -> local endpoints or drop"),
+    "nodeports": (f"type {K_PORT} : verdict", "nodePort -> np chain"),
+    "nodeports-external": (f"type {K_PORT} : verdict",
+                           "externalTrafficPolicy Local nodePorts, external sources -> local endpoints"),
+    "backends": ("typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+                 "service address . proto . port . index -> endpoint . port"),
+    "backends-external": ("typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+                          "local endpoints for externalTrafficPolicy Local, external sources"),
+    "nodeport-backends": ("typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+                          "nodePort . index -> endpoint . port"),
+    "nodeport-backends-external": ("typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+                                   "local endpoints of externalTrafficPolicy Local nodePorts"),
+}
+# lb chain family -> (the map it reads, the key before the index)
+FAMILIES = {
+    "lb": ("backends", "ip daddr . meta l4proto . th dport"),
+    "lbx": ("backends-external", "ip daddr . meta l4proto . th dport"),
+    "np": ("nodeport-backends", "meta l4proto . th dport"),
+    "npx": ("nodeport-backends-external", "meta l4proto . th dport"),
+}
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What the render needs to know about this node and cluster."""
+    node_name: str
+    zone: str = ""
+    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    nodeport_cidrs: tuple[str, ...] = ()     # empty: every local address but 127.0.0.0/8
+
+
+@dataclass(frozen=True)
+class Chain:
+    comment: str
+    rules: tuple[str, ...]
+
+
+@dataclass
+class Desired:
+    sets: dict[str, frozenset[str]] = field(default_factory=dict)
+    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    chains: dict[str, Chain] = field(default_factory=dict)        # on-demand chains
+    dynsets: dict[str, str] = field(default_factory=dict)         # on-demand dynamic sets: name -> decl
+    health: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # hc port, local eps
+
+    def counts(self) -> dict[str, int]:
+        return {"elements": sum(map(len, self.sets.values())) + sum(map(len, self.maps.values())),
+                "chains": len(self.chains), "dynsets": len(self.dynsets)}
+
+
+# ---- the fixed part ------------------------------------------------------------------------------
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', "'") + '"'
+
+
+def render_base(ctx: NodeContext) -> list[str]:
+    """Table, sets, maps, fixed chains and their rules: idempotent nft commands (add, then flush
+    and refill the fixed chains; sets and maps keep their elements)."""
+    cluster = str(ipaddress.ip_network(ctx.cluster_cidr, strict=False))
+    svc_cidr = str(ipaddress.ip_network(ctx.service_cidr, strict=False))
+    if ctx.nodeport_cidrs:
+        nodeport_dst = "ip daddr { " + ", ".join(
+            str(ipaddress.ip_network(c, strict=False)) for c in ctx.nodeport_cidrs) + " } fib daddr type local"
+    else:
+        nodeport_dst = "fib daddr type local ip daddr != 127.0.0.0/8"
+    external_src = f"ip saddr != {cluster} fib saddr type != local"
+    mark = f"meta mark set meta mark or {MASQ_MARK:#x}"
+    fixed: dict[str, tuple[str, str, list[str]]] = {
+        # name: (hook declaration or "", comment, rules)
+        "nat-prerouting": ("type nat hook prerouting priority dstnat;", "service DNAT of arriving packets",
+                           ["jump services"]),
+        "nat-output": ("type nat hook output priority -100;", "service DNAT of the node's own packets",
+                       ["jump services"]),
+        "nat-postrouting": ("type nat hook postrouting priority srcnat;", "service masquerade",
+                            ["jump masquerading"]),
+        "mark-for-masquerade": ("", "set the masquerade mark", [mark]),
+        "masquerading": ("", "masquerade marked and hairpin connections", [
+            "ct status dnat ip saddr . ip daddr @hairpin masquerade",
+            f"meta mark & {MASQ_MARK:#x} == 0 return",
+            f"meta mark set meta mark xor {MASQ_MARK:#x}",
+            "masquerade fully-random"]),
+        "services": ("", "service addresses and nodePorts", [
+            f"ip daddr @cluster-ips ip saddr != {cluster} jump mark-for-masquerade",
+            "ip daddr . meta l4proto . th dport @external-masq jump mark-for-masquerade",
+            f"{external_src} ip daddr . meta l4proto . th dport vmap @service-ips-external",
+            "fib saddr type local ip daddr . meta l4proto . th dport @external-local jump mark-for-masquerade",
+            "ip daddr . meta l4proto . th dport vmap @service-ips",
+            f"{nodeport_dst} jump nodeports"]),
+        "nodeports": ("", "nodePorts on node addresses (never 127.0.0.0/8)", [
+            "meta l4proto . th dport @nodeport-masq jump mark-for-masquerade",
+            f"{external_src} meta l4proto . th dport vmap @nodeports-external",
+            "fib saddr type local meta l4proto . th dport @nodeport-local jump mark-for-masquerade",
+            "meta l4proto . th dport vmap @nodeports"]),
+        "filter-prerouting": ("type filter hook prerouting priority dstnat - 10;",
+                              "loadBalancerSourceRanges, before DNAT", [
+            "ip daddr . meta l4proto . th dport @firewall-keys "
+            "ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop"]),
+        "filter-input": ("type filter hook input priority -110;", "nodePorts and services without endpoints",
+                         ["ct state new jump service-check",
+                          f"ct state new {nodeport_dst} meta l4proto . th dport @no-endpoint-nodeports "
+                          "goto reject-chain"]),
+        "filter-forward": ("type filter hook forward priority -110;", "services without endpoints",
+                           ["ct state new jump service-check"]),
+        "filter-output": ("type filter hook output priority -110;", "services without endpoints",
+                          ["ct state new jump service-check"]),
+        "service-check": ("", "no endpoints or unused port: reject; unallocated service address: drop", [
+            "ip daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain",
+            "ip daddr @cluster-ips goto reject-chain",
+            f"ip daddr {svc_cidr} drop"]),
+        "reject-chain": ("", "connection refused at once", [
+            "meta l4proto tcp reject with tcp reset", "reject"]),
+    }
+    out = [f"add table {T} {{ comment {_quote('kubeweft service proxy: per-Service state in maps')}; }}"]
+    for name, (decl, comment) in SETS.items():
+        out.append(f"add set {T} {name} {{ {decl}; comment {_quote(comment)}; }}")
+    for name, (decl, comment) in MAPS.items():
+        out.append(f"add map {T} {name} {{ {decl}; comment {_quote(comment)}; }}")
+    for name, (hook, comment, _) in fixed.items():
+        out.append(f"add chain {T} {name} {{ {hook} comment {_quote(comment)}; }}")
+    for name, (_, _, rules) in fixed.items():
+        out.append(f"flush chain {T} {name}")
+        out += [f"add rule {T} {name} {r}" for r in rules]
+    return out
+
+
+# ---- endpoint selection (kube-proxy's CategorizeEndpoints) -------------------------------------
+
+def select_endpoints(eps: list[Endpoint], ctx: NodeContext) -> tuple[list[Endpoint], list[Endpoint]]:
+    """(cluster endpoints, local endpoints): ready ones (cluster ones narrowed by topology hints
+    when they apply), else serving-and-terminating ones."""
+    ready = [e for e in eps if e.ready]
+    cluster = _topology(ready, ctx) or [e for e in eps if not e.ready and e.serving and e.terminating]
+    local_all = [e for e in eps if e.node_name == ctx.node_name]
+    local = [e for e in local_all if e.ready] or \
+        [e for e in local_all if not e.ready and e.serving and e.terminating]
+    return cluster, local
+
+
+def _topology(ready: list[Endpoint], ctx: NodeContext) -> list[Endpoint]:
+    if not ready:
+        return ready
+    if all(e.hint_nodes is not None for e in ready):
+        mine = [e for e in ready if ctx.node_name in (e.hint_nodes or ())]
+        if mine:
+            return mine
+    if ctx.zone and all(e.hint_zones is not None for e in ready):
+        mine = [e for e in ready if ctx.zone in (e.hint_zones or ())]
+        if mine:
+            return mine
+    return ready
+
+
+def endpoints_for_port(sp: ServicePort, slices: Iterable[EndpointSlice]) -> list[tuple[Endpoint, int]]:
+    """The endpoints of one service port with their target port, deduplicated by address."""
+    seen: dict[str, tuple[Endpoint, int]] = {}
+    for sl in sorted(slices, key=lambda s: s.name):
+        port = next((p.port for p in sl.ports if p.name == sp.name and p.protocol == sp.protocol), None)
+        if port is None:
+            continue
+        for ep in sl.endpoints:
+            old = seen.get(ep.ip)
+            if old is None or (ep.ready and not old[0].ready):
+                seen[ep.ip] = (ep, port)
+    return [seen[ip] for ip in sorted(seen, key=lambda a: ipaddress.ip_address(a).packed)]
+
+
+# ---- the per-Service part ------------------------------------------------------------------------
+
+def _id(*parts: object) -> str:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return base64.b32encode(digest[:10]).decode().lower()
+
+
+class _Builder:
+    def __init__(self, ctx: NodeContext):
+        self.ctx = ctx
+        self.sets: dict[str, set[str]] = {n: set() for n in SETS}
+        self.maps: dict[str, dict[str, str]] = {n: {} for n in MAPS}
+        self.chains: dict[str, Chain] = {}
+        self.dynsets: dict[str, str] = {}
+
+    def lb_chain(self, family: str, n: int) -> str:
+        name = f"{family}-{n}"
+        if name not in self.chains:
+            m, key = FAMILIES[family]
+            self.chains[name] = Chain(f"spread over {n} endpoints of {m}",
+                                      (f"dnat ip to {key} . numgen random mod {n} map @{m}",))
+        return name
+
+    def target(self, family: str, key: str, eps: list[tuple[str, int]], svc: Service,
+               sp: ServicePort, scope: str) -> str:
+        """The verdict for `key` whose endpoints are eps (non-empty), filling the backends map."""
+        if svc.affinity_timeout is not None:
+            return f"goto {self.affinity(svc, sp, scope, eps)}"
+        m = FAMILIES[family][0]
+        for i, (ip, port) in enumerate(eps):
+            self.maps[m][f"{key} . {i}"] = f"{ip} . {port}"
+        return f"goto {self.lb_chain(family, len(eps))}"
+
+    def affinity(self, svc: Service, sp: ServicePort, scope: str, eps: list[tuple[str, int]]) -> str:
+        sid = _id(svc.namespace, svc.name, sp.protocol, sp.port, scope)
+        name = f"aff-{sid}"
+        if name in self.chains:
+            return name
+        what = f"{svc.namespace}/{svc.name}:{sp.name or sp.port}/{sp.protocol} {scope}"
+        rules, gotos = [], []
+        for i, (ip, port) in enumerate(eps):
+            eid = f"{name}-{_id(ip, port)}"
+            self.dynsets[eid] = (f"type ipv4_addr; flags dynamic,timeout; timeout {svc.affinity_timeout}s; "
+                                 f"comment {_quote(f'clients of {ip}:{port} for {what}')}")
+            self.chains[eid] = Chain(f"endpoint {ip}:{port} of {what}",
+                                     (f"update @{eid} {{ ip saddr }}",
+                                      f"meta l4proto {sp.protocol} dnat ip to {ip}:{port}"))
+            rules.append(f"ip saddr @{eid} goto {eid}")
+            gotos.append(f"{i} : goto {eid}")
+        rules.append(f"numgen random mod {len(eps)} vmap {{ {', '.join(gotos)} }}")
+        self.chains[name] = Chain(f"sessionAffinity ClientIP {svc.affinity_timeout}s of {what}", tuple(rules))
+        return name
+
+    def add_service(self, svc: Service, slices: list[EndpointSlice]) -> None:
+        local_total: set[str] = set()
+        for sp in svc.ports:
+            found = endpoints_for_port(sp, slices)
+            by_ip = {e.ip: port for e, port in found}
+            cluster, local = select_endpoints([e for e, _ in found], self.ctx)
+            all_eps = [(e.ip, by_ip[e.ip]) for e in cluster]
+            local_eps = [(e.ip, by_ip[e.ip]) for e in local]
+            local_total |= {e.ip for e in local}
+            for ip, _ in all_eps + local_eps:
+                self.sets["hairpin"].add(f"{ip} . {ip}")
+            internal = local_eps if svc.internal_local else all_eps
+            proto, port = sp.protocol, sp.port
+            for vip in svc.cluster_ips:
+                self.sets["cluster-ips"].add(vip)
+                key = f"{vip} . {proto} . {port}"
+                if not all_eps:
+                    self.sets["no-endpoint-services"].add(key)
+                elif not internal:
+                    self.maps["service-ips"][key] = "drop"     # internalTrafficPolicy Local, none here
+                else:
+                    self.maps["service-ips"][key] = self.target("lb", key, internal, svc, sp, "internal")
+            for addr in dict.fromkeys(svc.external_ips + svc.lb_ips):
+                key = f"{addr} . {proto} . {port}"
+                if addr in svc.lb_ips and svc.lb_source_ranges:
+                    self.sets["firewall-keys"].add(key)
+                    for cidr in svc.lb_source_ranges:
+                        self.sets["firewall-allow"].add(f"{key} . {cidr.removesuffix('/32')}")
+                self._external(svc, sp, key, "service-ips", "lb", all_eps, local_eps,
+                               "no-endpoint-services", "external-masq", "external-local")
+            if sp.node_port:
+                key = f"{proto} . {sp.node_port}"
+                self._external(svc, sp, key, "nodeports", "np", all_eps, local_eps,
+                               "no-endpoint-nodeports", "nodeport-masq", "nodeport-local")
+        if svc.health_check_node_port:
+            self.health_entry = (svc.health_check_node_port, len(local_total))
+        else:
+            self.health_entry = None
+
+    def _external(self, svc, sp, key, vmap, family, all_eps, local_eps, reject_set, masq_set, local_set):
+        if not all_eps:
+            self.sets[reject_set].add(key)
+            return
+        # pods and the node itself: every endpoint (short-circuit), whatever the policy
+        self.maps[vmap][key] = self.target(family, key, all_eps, svc, sp, "cluster")
+        if not svc.external_local:
+            self.sets[masq_set].add(key)
+            return
+        self.sets[local_set].add(key)
+        self.maps[f"{vmap}-external"][key] = \
+            self.target(f"{family}x", key, local_eps, svc, sp, "local") if local_eps else "drop"
+
+
+def render_state(services: Mapping[tuple[str, str], Service],
+                 slices: Mapping[tuple[str, str], Iterable[EndpointSlice]], ctx: NodeContext) -> Desired:
+    """Every element, on-demand chain and dynamic set the Services and their slices need.
+    `slices` maps a Service key to that Service's EndpointSlices."""
+    b = _Builder(ctx)
+    health = {}
+    for key in sorted(services):
+        svc = services[key]
+        b.add_service(svc, list(slices.get(key, ())))
+        if b.health_entry:
+            health[key] = b.health_entry
+    return Desired(sets={n: frozenset(v) for n, v in b.sets.items()}, maps=b.maps, chains=b.chains,
+                   dynsets=b.dynsets, health=health)
