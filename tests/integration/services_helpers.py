@@ -1,0 +1,395 @@
+"""Shared helpers of the service-proxy lab tests (tests/integration/test_services_*.py).
+
+Every test module gets a `Cluster` on the shared `labk` lab (3 nodes, kubeweft CNI + agent),
+bound to a Kubernetes namespace of its own ("h10-<topic>") that it creates and always removes:
+
+    c = Cluster(labk, "h10-clusterip")
+    c.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
+    c.wait_ready("web-1")
+    svc = c.service("web", ports=[svc_port(80, "http")], selector={"app": "web"})
+    c.wait_answer("h10-clusterip/client", svc.ip, 80)           # the agents synced
+    c.who("node:node2", svc.ip, 80, n=20) -> [ProbeResult, ...]
+
+Traffic goes through lab.probe.probe_once (a socket made inside the source netns: a pod
+"NS/NAME", "node:NODE" or "external"), so the outcome is what the kernel did to real packets:
+connected (with the endpoint's pod name and the client address it saw), refused or timeout.
+Sources run on a worker thread, never the main one (lab.netns.entered moves the thread).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ipaddress
+import json
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+from lab import netns as lab_netns
+from lab import probe as lab_probe
+from lab import topology
+from lab.probe import CONNECTED, REFUSED, TIMEOUT  # noqa: F401 (re-exported for the tests)
+
+EXTERNAL = "external"
+SYNC_TIMEOUT = 30.0           # how long an agent may take to program a new Service
+LB_PREFIX = "198.51.100."
+ZONE = "topology.kubernetes.io/zone"
+
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="h10-probe")
+
+
+# --- small pure builders --------------------------------------------------------------------
+def port(number: int, proto: str = "TCP", name: str | None = None) -> dict:
+    """A containerPort."""
+    p = {"containerPort": number, "protocol": proto}
+    if name:
+        p["name"] = name
+    return p
+
+
+def svc_port(number: int, target: int | str | None = None, proto: str = "TCP",
+             name: str | None = None, node_port: int | None = None) -> dict:
+    """A Service port; several ports need names."""
+    p: dict = {"port": number, "protocol": proto, "targetPort": target if target is not None else number}
+    if name:
+        p["name"] = name
+    if node_port:
+        p["nodePort"] = node_port
+    return p
+
+
+@dataclass
+class ProbeResult:
+    outcome: str
+    pod: str | None          # "NS/NAME" of the endpoint that answered
+    client: str | None       # the client address the endpoint saw, without the port
+    ms: float
+    raw: dict
+
+    @property
+    def name(self) -> str | None:
+        return self.pod.rpartition("/")[2] if self.pod else None
+
+
+def to_result(raw: dict) -> ProbeResult:
+    client = raw.get("client")
+    if client:
+        client = client.rpartition(":")[0].strip("[]")
+    return ProbeResult(raw["outcome"], raw.get("pod"), client, raw.get("ms", 0.0), raw)
+
+
+def outcomes(results: list[ProbeResult]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        out[r.outcome] = out.get(r.outcome, 0) + 1
+    return out
+
+
+def wait_for(what: str, fn, timeout: float = SYNC_TIMEOUT, interval: float = 0.2):
+    """Poll fn() until it returns something true; AssertionError naming `what` (and the last
+    value seen) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+# --- netns I/O -----------------------------------------------------------------------------
+def in_thread(fn, *args, **kwargs):
+    return _pool.submit(fn, *args, **kwargs).result(timeout=120)
+
+
+def http_get(netns_name: str, host: str, port_: int, path: str = "/", timeout: float = 3.0
+             ) -> tuple[int, str]:
+    """GET http://host:port/path from inside `netns_name` -> (status, body); (0, error) when no
+    answer. HTTP/1.0 with the socket made inside the netns."""
+    def run() -> tuple[int, str]:
+        with lab_netns.entered(netns_name):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((host, port_))
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port_}\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as e:
+            return 0, f"{type(e).__name__}: {e}"
+        finally:
+            sock.close()
+        head, _, body = data.decode("utf-8", "replace").partition("\r\n\r\n")
+        parts = head.split(None, 2)
+        return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
+    return in_thread(run)
+
+
+def netns_addresses(netns_name: str) -> set[str]:
+    """Every IPv4 address configured in a netns (a node: eth0, the bridge, the VXLAN device)."""
+    out = lab_netns.run(netns_name, ["ip", "-j", "-4", "addr", "show"], capture_output=True,
+                        text=True, timeout=10, check=False).stdout
+    return {a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])}
+
+
+# --- the cluster -----------------------------------------------------------------------------
+@dataclass
+class Service:
+    name: str
+    ip: str | None
+    node_ports: dict[str, int]      # port name (or str(port)) -> nodePort
+    obj: dict
+
+
+class Cluster:
+    """One test module's view of the shared lab: its own namespace, pods, Services, slices."""
+
+    def __init__(self, lab, namespace: str) -> None:
+        from kubernetes import client as k8s
+
+        self.lab, self.cfg, self.ns = lab, lab.cfg, namespace
+        self.api_client = lab.client()
+        self.core = k8s.CoreV1Api(self.api_client)
+        self.disco = k8s.DiscoveryV1Api(self.api_client)
+        self.node_ip = {f"node{i}": self.cfg.node_ip(i) for i in range(1, self.cfg.nodes + 1)}
+        self._routes: list[str] = []
+        with contextlib.suppress(Exception):
+            self.core.delete_namespace(namespace, _request_timeout=10)
+        self._delete_contents()
+        self.core.create_namespace({"metadata": {"name": namespace}}, _request_timeout=10)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove everything this module made: routes, slices, Services, pods, the namespace."""
+        for cidr in self._routes:
+            subprocess.run(["ip", "-n", self.cfg.underlay_netns, "route", "del", cidr],
+                           capture_output=True, timeout=10, check=False)
+        self._routes.clear()
+        try:
+            self._delete_contents()
+            wait_for("pods of the namespace gone", lambda: not self._raw(
+                self.core.list_namespaced_pod, self.ns)["items"], timeout=30)
+            with contextlib.suppress(Exception):
+                self.core.delete_namespace(self.ns, _request_timeout=10)
+        finally:
+            self.api_client.close()
+
+    def _delete_contents(self) -> None:
+        for fn in (self.disco.delete_collection_namespaced_endpoint_slice,
+                   self.core.delete_collection_namespaced_service,
+                   self.core.delete_collection_namespaced_pod):
+            with contextlib.suppress(Exception):
+                kw = {"grace_period_seconds": 0} if fn == self.core.delete_collection_namespaced_pod else {}
+                fn(self.ns, _request_timeout=10, **kw)
+        # delete_collection on services may be refused by older servers: one by one as well
+        with contextlib.suppress(Exception):
+            for s in self._raw(self.core.list_namespaced_service, self.ns)["items"]:
+                self.core.delete_namespaced_service(s["metadata"]["name"], self.ns, _request_timeout=10)
+
+    @staticmethod
+    def _raw(fn, *args, **kwargs) -> dict:
+        return json.loads(fn(*args, _preload_content=False, _request_timeout=10, **kwargs).data)
+
+    # --- pods ------------------------------------------------------------------------------
+    def pod(self, name: str, node: str, ports: list[dict] | None = None,
+            labels: dict | None = None, env: dict | None = None, grace: int | None = None) -> None:
+        container: dict = {"name": "main", "image": "lab", "ports": ports or [port(8080)]}
+        if env:
+            container["env"] = [{"name": k, "value": str(v)} for k, v in env.items()]
+        spec: dict = {"nodeName": node, "containers": [container]}
+        if grace is not None:
+            spec["terminationGracePeriodSeconds"] = grace
+        self.core.create_namespaced_pod(self.ns, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.ns, "labels": labels or {}},
+            "spec": spec}, _request_timeout=10)
+
+    def wait_ready(self, *names: str, timeout: float = 60.0) -> dict[str, str]:
+        """Wait until every named pod is Ready with an IP and a netns to probe from -> name: IP."""
+        def ready() -> dict[str, str] | None:
+            pods = {p["metadata"]["name"]: p for p in self._raw(self.core.list_namespaced_pod, self.ns)["items"]}
+            local = lab_probe.read_pods(self.cfg)
+            out = {}
+            for n in names:
+                p = pods.get(n)
+                if not p:
+                    return None
+                conds = {c["type"]: c["status"] for c in p.get("status", {}).get("conditions") or []}
+                ip = p.get("status", {}).get("podIP")
+                if conds.get("Ready") != "True" or not ip or f"{self.ns}/{n}" not in local:
+                    return None
+                out[n] = ip
+            return out
+        return wait_for(f"pods {', '.join(names)} Ready", ready, timeout=timeout, interval=0.3)
+
+    def delete_pod(self, name: str, grace: int | None = 0) -> None:
+        kw = {} if grace is None else {"grace_period_seconds": grace}
+        self.core.delete_namespaced_pod(name, self.ns, _request_timeout=10, **kw)
+
+    # --- Services and slices ----------------------------------------------------------------
+    def service(self, name: str, ports: list[dict], selector: dict | None = None,
+                type_: str = "ClusterIP", labels: dict | None = None, **spec_extra) -> Service:
+        spec: dict = {"type": type_, "ports": ports, **spec_extra}
+        if selector is not None:
+            spec["selector"] = selector
+        obj = self._raw(self.core.create_namespaced_service, self.ns, {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": self.ns, "labels": labels or {}}, "spec": spec})
+        return self._to_service(obj)
+
+    def patch_service(self, name: str, spec: dict) -> Service:
+        return self._to_service(self._raw(self.core.patch_namespaced_service, name, self.ns,
+                                          {"spec": spec}))
+
+    def delete_service(self, name: str) -> None:
+        self.core.delete_namespaced_service(name, self.ns, _request_timeout=10)
+
+    def get_service(self, name: str) -> Service:
+        return self._to_service(self._raw(self.core.read_namespaced_service, name, self.ns))
+
+    @staticmethod
+    def _to_service(obj: dict) -> Service:
+        spec = obj.get("spec") or {}
+        ip = spec.get("clusterIP")
+        nps = {(p.get("name") or str(p["port"])): p["nodePort"] for p in spec.get("ports") or []
+               if p.get("nodePort")}
+        return Service(obj["metadata"]["name"], ip if ip and ip != "None" else None, nps, obj)
+
+    def lb_ip(self, name: str, timeout: float = 20.0) -> str:
+        """The LoadBalancer ingress IP the lab's allocator gave the Service."""
+        def ingress():
+            lb = (self._raw(self.core.read_namespaced_service, name, self.ns).get("status") or {}).get(
+                "loadBalancer") or {}
+            return next((i["ip"] for i in lb.get("ingress") or [] if i.get("ip")), None)
+        return wait_for(f"a LoadBalancer IP for {name}", ingress, timeout=timeout)
+
+    def endpoint_slice(self, name: str, service: str, endpoints: list[dict], ports: list[dict],
+                       labels: dict | None = None) -> None:
+        """Create or replace an EndpointSlice we write ourselves (for a selectorless Service).
+        endpoints: [{"addresses": [ip], "conditions": {...}, "nodeName": ..., "zone": ...}]"""
+        body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                "metadata": {"name": name, "namespace": self.ns,
+                             "labels": {"kubernetes.io/service-name": service,
+                                        "endpointslice.kubernetes.io/managed-by": "h10-tests",
+                                        **(labels or {})}},
+                "endpoints": endpoints, "ports": ports}
+        try:
+            current = self._raw(self.disco.read_namespaced_endpoint_slice, name, self.ns)
+        except Exception:  # noqa: BLE001 - not there yet
+            self.disco.create_namespaced_endpoint_slice(self.ns, body, _request_timeout=10)
+            return
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        self.disco.replace_namespaced_endpoint_slice(name, self.ns, body, _request_timeout=10)
+
+    def slice_endpoints(self, service: str) -> list[dict]:
+        items = self._raw(self.disco.list_namespaced_endpoint_slice, self.ns,
+                          label_selector=f"kubernetes.io/service-name={service}")["items"]
+        return [ep for s in items for ep in s.get("endpoints") or []]
+
+    def wait_endpoints(self, service: str, count: int, timeout: float = 30.0) -> list[dict]:
+        return wait_for(f"{count} ready endpoints of {service}", lambda: (
+            eps if len(eps := [e for e in self.slice_endpoints(service)
+                               if (e.get("conditions") or {}).get("ready")]) == count else None),
+            timeout=timeout)
+
+    # --- the lab's wires --------------------------------------------------------------------
+    def route(self, cidr: str, node: str) -> None:
+        """Route `cidr` (an LB IP or externalIP /32) from the underlay (the external host's
+        router) to `node`; removed by close()."""
+        if "/" not in cidr:
+            cidr += "/32"
+        topology.ensure_underlay_route(self.cfg, cidr, self.node_ip[node])
+        if cidr not in self._routes:
+            self._routes.append(cidr)
+
+    def source_netns(self, source: str) -> str:
+        if source == EXTERNAL:
+            return self.cfg.external_netns
+        if source.startswith("node:"):
+            return self.cfg.node_netns(source[5:])
+        key = source if "/" in source else f"{self.ns}/{source}"
+        entry = lab_probe.read_pods(self.cfg).get(key)
+        if not entry or not entry.get("netns"):
+            raise AssertionError(f"pod {key} is not running (no netns in pods.json)")
+        return entry["netns"]
+
+    def node_addresses(self, node: str) -> set[str]:
+        return netns_addresses(self.cfg.node_netns(node))
+
+    def pod_ip(self, name: str) -> str:
+        return self._raw(self.core.read_namespaced_pod, name, self.ns)["status"]["podIP"]
+
+    # --- traffic ---------------------------------------------------------------------------
+    def probe(self, source: str, host: str, port_: int, udp: bool = False,
+              timeout: float = 2.0) -> ProbeResult:
+        ns = self.source_netns(source)
+        return to_result(in_thread(lab_probe.probe_once, ns, host, port_, udp=udp, timeout=timeout))
+
+    def who(self, source: str, host: str, port_: int, n: int = 12, udp: bool = False,
+            timeout: float = 2.0) -> list[ProbeResult]:
+        """n separate connections (n new sockets, so n new conntrack flows)."""
+        ns = self.source_netns(source)
+        futs = [_pool.submit(lab_probe.probe_once, ns, host, port_, udp=udp, timeout=timeout)
+                for _ in range(n)]
+        return [to_result(f.result(timeout=120)) for f in futs]
+
+    def wait_answer(self, source: str, host: str, port_: int, udp: bool = False,
+                    pods: set[str] | None = None, timeout: float = SYNC_TIMEOUT) -> ProbeResult:
+        """Probe until a connection succeeds (and, with `pods`, lands on one of those pod names):
+        the agents have programmed the Service."""
+        def once():
+            r = self.probe(source, host, port_, udp=udp, timeout=1.0)
+            return r if r.outcome == CONNECTED and (pods is None or r.name in pods) else None
+        return wait_for(f"{source} -> {host}:{port_}{'/udp' if udp else ''} answering", once,
+                        timeout=timeout, interval=0.3)
+
+    def wait_outcome(self, source: str, host: str, port_: int, outcome: str, udp: bool = False,
+                     timeout: float = SYNC_TIMEOUT) -> ProbeResult:
+        def once():
+            r = self.probe(source, host, port_, udp=udp, timeout=1.0)
+            return r if r.outcome == outcome else None
+        return wait_for(f"{source} -> {host}:{port_} {outcome}", once, timeout=timeout, interval=0.3)
+
+
+def unused_service_ip(cluster: Cluster) -> str:
+    """An address in the service range that no Service holds (the top of the range)."""
+    used = {s.get("spec", {}).get("clusterIP") for s in Cluster._raw(
+        cluster.core.list_service_for_all_namespaces)["items"]}
+    net = ipaddress.ip_network(cluster.cfg.service_cidr)
+    for offset in range(net.num_addresses - 10, net.num_addresses - 200, -1):
+        ip = str(net[offset])
+        if ip not in used:
+            return ip
+    raise AssertionError("no free address in the service range")
+
+
+@contextlib.contextmanager
+def cluster(lab, namespace: str):
+    """A Cluster for one test module, always closed (pods, Services, routes, namespace gone)."""
+    c = Cluster(lab, namespace)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def names(results: list[ProbeResult]) -> set[str | None]:
+    """The endpoint pod names that answered (None for a failed attempt)."""
+    return {r.name for r in results}
+
+
+def clients(results: list[ProbeResult]) -> set[str | None]:
+    return {r.client for r in results}
+
+
+def used_node_ports(cluster: Cluster) -> set[int]:
+    """Every nodePort allocated in the lab (all namespaces: the lab is shared)."""
+    return {p["nodePort"] for s in Cluster._raw(cluster.core.list_service_for_all_namespaces)["items"]
+            for p in (s.get("spec") or {}).get("ports") or [] if p.get("nodePort")}

@@ -1,0 +1,68 @@
+"""sessionAffinity ClientIP with timeoutSeconds, with real traffic.
+
+    node1: web-1, client1    node2: web-2    node3: web-3, client3
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .services_helpers import CONNECTED, cluster, names, port, svc_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NS = "h10-affinity"
+WEB = {"web-1", "web-2", "web-3"}
+TIMEOUT_S = 2
+
+
+@pytest.fixture(scope="module")
+def c(labk):
+    with cluster(labk, NS) as cl:
+        for i in (1, 2, 3):
+            cl.pod(f"web-{i}", f"node{i}", ports=[port(8080, name="http")], labels={"app": "web"})
+        cl.pod("client1", "node1")
+        cl.pod("client3", "node3")
+        cl.wait_ready("web-1", "web-2", "web-3", "client1", "client3")
+        cl.plain = cl.service("plain", [svc_port(80, "http")], selector={"app": "web"})
+        cl.sticky = cl.service("sticky", [svc_port(80, "http", name="tcp"), svc_port(80, "http", "UDP", name="udp")],
+                               selector={"app": "web"}, sessionAffinity="ClientIP",
+                               sessionAffinityConfig={"clientIP": {"timeoutSeconds": TIMEOUT_S}})
+        cl.wait_endpoints("sticky", 3)
+        cl.wait_answer("client1", cl.sticky.ip, 80)
+        cl.wait_answer("client1", cl.plain.ip, 80)
+        yield cl
+
+
+def test_without_affinity_connections_spread(c):
+    # the reference: the same client, no affinity, lands on every endpoint
+    assert names(c.who("client1", c.plain.ip, 80, n=24)) == WEB
+
+
+@pytest.mark.parametrize("source", ["client1", "client3", "node:node2"])
+def test_client_ip_sticks_to_one_endpoint(c, source):
+    results = [c.probe(source, c.sticky.ip, 80) for _ in range(15)]   # one after the other
+    assert {r.outcome for r in results} == {CONNECTED}, results
+    assert len(names(results)) == 1, results
+
+
+def test_udp_sticks_too(c):
+    c.wait_answer("client3", c.sticky.ip, 80, udp=True)
+    results = [c.probe("client3", c.sticky.ip, 80, udp=True) for _ in range(12)]
+    assert {r.outcome for r in results} == {CONNECTED}, results
+    assert len(names(results)) == 1, results
+
+
+def test_affinity_expires_after_timeout_seconds(c):
+    # After timeoutSeconds without a new connection the client is free again: over a few idle
+    # pauses it must land somewhere else at least once (each pause: 2/3 chance; 8 pauses fail
+    # by chance with probability (1/3)^8 < 0.02 %).
+    first = c.probe("client3", c.sticky.ip, 80).name
+    seen = {first}
+    for _ in range(8):
+        time.sleep(TIMEOUT_S + 1.2)
+        seen.add(c.probe("client3", c.sticky.ip, 80).name)
+        if len(seen) > 1:
+            break
+    assert len(seen) > 1 and None not in seen, seen

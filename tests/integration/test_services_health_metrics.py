@@ -1,0 +1,90 @@
+"""The agent's kube-proxy health and metrics endpoints, over real sockets in every node:
+/healthz and /livez on 10256, Prometheus /metrics on 10249 with kube-proxy's metric names, and
+the sync metrics moving when a Service changes.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from .services_helpers import cluster, http_get, port, svc_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+NS = "h10-health"
+NODES = ["node1", "node2", "node3"]
+# kube-proxy's names for the same meanings (pkg/proxy/metrics)
+KUBE_PROXY_METRICS = [
+    "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
+    "kubeproxy_sync_proxy_rules_duration_seconds_count",
+    "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+    "kubeproxy_network_programming_duration_seconds_bucket",
+]
+
+
+@pytest.fixture(scope="module")
+def c(labk):
+    with cluster(labk, NS) as cl:
+        yield cl
+
+
+def metrics(c, node: str, address: str | None = None) -> dict[str, float]:
+    status, body = http_get(c.cfg.node_netns(node), address or "127.0.0.1", 10249, "/metrics")
+    assert status == 200, (status, body[:300])
+    out = {}
+    for line in body.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$", line)
+        if m:
+            try:
+                out[m.group(1)] = float(m.group(2))
+            except ValueError:
+                pass
+    return out
+
+
+def base(samples: dict[str, float]) -> set[str]:
+    return {k.partition("{")[0] for k in samples}
+
+
+@pytest.mark.parametrize("node", NODES)
+@pytest.mark.parametrize("path", ["/healthz", "/livez"])
+def test_healthz_and_livez(c, node, path):
+    status, body = wait_for(f"{path} 200 on {node}", lambda: (
+        r if (r := http_get(c.cfg.node_netns(node), "127.0.0.1", 10256, path))[0] == 200 else None))
+    assert status == 200
+    if path == "/healthz" and body.strip().startswith("{"):
+        doc = json.loads(body)
+        assert "lastUpdated" in doc, doc        # kube-proxy's /healthz body
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_healthz_on_the_node_address(c, node):
+    # kube-proxy binds 0.0.0.0:10256: load balancers probe it from outside
+    status, _ = http_get(c.cfg.external_netns, c.node_ip[node], 10256, "/healthz")
+    assert status == 200
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_metrics_have_kube_proxy_names(c, node):
+    names = base(metrics(c, node))
+    missing = [m for m in KUBE_PROXY_METRICS if m not in names]
+    assert not missing, f"missing {missing}; kubeproxy metrics present: {sorted(n for n in names if 'kubeproxy' in n)}"
+    assert any(n.startswith("kubeproxy_sync_proxy_rules_nftables") for n in names), sorted(names)
+
+
+def test_sync_metrics_move_on_a_change(c):
+    before = metrics(c, "node2")
+    count = "kubeproxy_sync_proxy_rules_duration_seconds_count"
+    c.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
+    c.wait_ready("web-1")
+    svc = c.service("web", [svc_port(80, "http")], selector={"app": "web"})
+    c.wait_endpoints("web", 1)
+    c.wait_answer("node:node2", svc.ip, 80)
+    after = wait_for("a new sync counted", lambda: (
+        m if (m := metrics(c, "node2")).get(count, 0) > before.get(count, 0) else None))
+    assert after["kubeproxy_sync_proxy_rules_last_timestamp_seconds"] >= \
+        before.get("kubeproxy_sync_proxy_rules_last_timestamp_seconds", 0)
+    npd = "kubeproxy_network_programming_duration_seconds_count"
+    assert after.get(npd, 0) >= 1, "an EndpointSlice change was programmed and measured"

@@ -1,0 +1,80 @@
+"""NodePort with real traffic: on every node address, from the external host, pods and nodes;
+never on 127.0.0.1 (CVE-2020-8558); TCP and UDP.
+
+    node1: web-1    node2: web-2    node3: client3 (no endpoint of its own)
+"""
+from __future__ import annotations
+
+import pytest
+
+from .services_helpers import CONNECTED, EXTERNAL, cluster, names, port, svc_port, used_node_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NS = "h10-nodeport"
+WEB = {"web-1", "web-2"}
+NODES = ["node1", "node2", "node3"]
+
+
+@pytest.fixture(scope="module")
+def c(labk):
+    with cluster(labk, NS) as cl:
+        cl.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
+        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
+        cl.pod("client3", "node3")
+        cl.ips = cl.wait_ready("web-1", "web-2", "client3")
+        cl.svc = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, "http", "UDP", name="udp")],
+                            selector={"app": "web"}, type_="NodePort")
+        cl.np, cl.np_udp = cl.svc.node_ports["http"], cl.svc.node_ports["udp"]
+        cl.wait_endpoints("web", 2)
+        for node in NODES:
+            cl.wait_answer(EXTERNAL, cl.node_ip[node], cl.np)
+        yield cl
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_external_reaches_every_endpoint_on_every_node(c, node):
+    results = c.who(EXTERNAL, c.node_ip[node], c.np, n=16)
+    assert names(results) == WEB, results
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_external_traffic_is_masqueraded_to_the_node(c, node):
+    # externalTrafficPolicy Cluster: the endpoint sees the node that got the packet, so the
+    # answer goes back through it; never the external client's own address
+    results = c.who(EXTERNAL, c.node_ip[node], c.np, n=12)
+    assert {r.outcome for r in results} == {CONNECTED}
+    for r in results:
+        assert r.client != c.cfg.external_ip, r
+        if r.name != {"node1": "web-1", "node2": "web-2"}.get(node):   # remote endpoint
+            assert r.client in c.node_addresses(node), r
+
+
+@pytest.mark.parametrize("source", ["client3", "node:node3", "node:node1"])
+@pytest.mark.parametrize("node", ["node1", "node3"])
+def test_pods_and_nodes_reach_node_ports(c, source, node):
+    results = c.who(source, c.node_ip[node], c.np, n=12)
+    assert names(results) == WEB, results
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_udp_node_port_from_external(c, node):
+    c.wait_answer(EXTERNAL, c.node_ip[node], c.np_udp, udp=True)
+    results = c.who(EXTERNAL, c.node_ip[node], c.np_udp, udp=True, n=16)
+    assert names(results) == WEB, results
+
+
+@pytest.mark.parametrize("node", ["node1", "node3"])
+def test_never_on_localhost(c, node):
+    # CVE-2020-8558: 127.0.0.1:<nodePort> on the node must not reach the Service
+    for udp in (False, True):
+        nodeport = c.np_udp if udp else c.np
+        results = c.who(f"node:{node}", "127.0.0.1", nodeport, n=3, udp=udp, timeout=1.0)
+        assert all(r.outcome != CONNECTED for r in results), results
+
+
+def test_unknown_node_port_is_not_answered(c):
+    used = used_node_ports(c)
+    free = next(p for p in range(32767, 30000, -1) if p not in used)
+    r = c.probe(EXTERNAL, c.node_ip["node1"], free, timeout=1.0)
+    assert r.outcome != CONNECTED, r

@@ -1,0 +1,144 @@
+"""kill -9 the agent of the client's node under a steady stream of NEW connections to a
+ClusterIP, restart it as `lab up` does (lab.lifecycle.start_agent): not one connection fails,
+and a connection established before the kill keeps working after the restart.
+
+The agent reconciles with the kernel at start without flushing (issue 5, item 4), so the rules
+it left behind keep serving while it is down and while it starts again.
+
+    node1: client1, the agent that dies    node2: web-2    node3: web-3
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import lifecycle
+from lab import netns as lab_netns
+from lab import probe as lab_probe
+
+from .services_helpers import CONNECTED, cluster, http_get, in_thread, names, port, svc_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NS = "h10-restart"
+NODE = "node1"
+RATE = 20            # new connections per second
+DURATION = 10.0      # seconds of stream
+KILL_AT = 3.0        # seconds into the stream
+DOWN_FOR = 1.0       # seconds without an agent before the restart
+
+
+@pytest.fixture(scope="module")
+def c(labk):
+    with cluster(labk, NS) as cl:
+        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
+        cl.pod("web-3", "node3", ports=[port(8080, name="http")], labels={"app": "web"})
+        cl.pod("client1", NODE)
+        cl.wait_ready("web-2", "web-3", "client1")
+        cl.svc = cl.service("web", [svc_port(80, "http")], selector={"app": "web"})
+        cl.wait_endpoints("web", 2)
+        cl.wait_answer("client1", cl.svc.ip, 80)
+        yield cl
+
+
+def agent_pid(c, node: str) -> int:
+    """The running agent of `node`: a process of this lab whose argv says agent --node-name node."""
+    token = json.loads(c.cfg.state_file.read_text())["token"]
+    for pid in lifecycle.find_processes(c.cfg.name, token):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == node.encode():
+            return pid
+    raise AssertionError(f"no agent process for {node}")
+
+
+def record_agent(c, node: str, pid: int) -> None:
+    """Put the new agent's pid in state.json, as `lab up` keeps it (others may look it up)."""
+    path = c.cfg.state_file
+    state = json.loads(path.read_text())
+    state.setdefault("processes", {})[f"agent-{node}"] = pid
+    tmp = path.with_suffix(".json.h10tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def keepalive_socket(netns_name: str, host: str, port_: int) -> socket.socket:
+    def make():
+        with lab_netns.entered(netns_name):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(3)
+        s.connect((host, port_))
+        return s
+    return in_thread(make)
+
+
+def whoami(sock: socket.socket) -> str:
+    """One keep-alive HTTP request on an open connection -> the pod that answered."""
+    sock.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return lab_probe.parse_answer(data)[0] or ""
+
+
+def test_kill_9_agent_under_new_connections(c):
+    sources = [c.source_netns("client1"), c.cfg.node_netns(NODE)]
+    old = agent_pid(c, NODE)
+    token = json.loads(c.cfg.state_file.read_text())["token"]
+    held = keepalive_socket(sources[0], c.svc.ip, 80)
+    first = whoami(held)
+    assert first.endswith(("web-2", "web-3")), first
+
+    results: list[dict] = []
+    restarted = None
+    killed, kill_time = False, 0.0
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            futs = []
+            t0 = time.monotonic()
+            for i in range(int(RATE * DURATION)):
+                due = t0 + i / RATE
+                while time.monotonic() < due:
+                    time.sleep(min(0.005, max(0.0, due - time.monotonic())))
+                now = time.monotonic() - t0
+                if not killed and now >= KILL_AT:
+                    os.kill(old, signal.SIGKILL)
+                    killed = True
+                    wait_for("the agent gone", lambda: not lifecycle._alive(old), timeout=5, interval=0.02)
+                    kill_time = time.monotonic() - t0
+                if killed and restarted is None and now >= kill_time + DOWN_FOR:
+                    restarted = lifecycle.start_agent(c.cfg, NODE, token)
+                    record_agent(c, NODE, restarted.pid)
+                futs.append(pool.submit(lab_probe.probe_once, sources[i % 2], c.svc.ip, 80, timeout=3.0))
+            results = [f.result(timeout=30) for f in futs]
+    finally:
+        if killed and restarted is None:          # never leave the shared lab without this agent
+            restarted = lifecycle.start_agent(c.cfg, NODE, token)
+            record_agent(c, NODE, restarted.pid)
+    assert restarted is not None
+    failed = [r for r in results if r["outcome"] != CONNECTED]
+    assert not failed, f"{len(failed)} of {len(results)} new connections failed: {failed[:5]}"
+    assert {(r["pod"] or "").rpartition("/")[2] for r in results} == {"web-2", "web-3"}
+    # the connection made before the kill still works, to the same endpoint
+    assert whoami(held) == first
+    held.close()
+    # the new agent is up and serving: healthy, and it programs a change made now
+    assert restarted.poll() is None, "the restarted agent exited"
+    wait_for("the new agent healthy", lambda: http_get(c.cfg.node_netns(NODE), "127.0.0.1", 10256,
+                                                       "/healthz")[0] == 200, timeout=30)
+    c.pod("web-1", NODE, ports=[port(8080, name="http")], labels={"app": "web"})
+    c.wait_ready("web-1")
+    wait_for("the new agent programs a new endpoint",
+             lambda: names(c.who("client1", c.svc.ip, 80, n=12)) == {"web-1", "web-2", "web-3"})

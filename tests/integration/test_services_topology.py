@@ -1,0 +1,66 @@
+"""Topology hints and trafficDistribution with real traffic.
+
+Nodes carry topology.kubernetes.io/zone: node1 and node3 zone-a, node2 zone-b. With
+trafficDistribution PreferClose the slice controller gives every endpoint a hint for its own
+zone, and a node's proxy then uses only the endpoints hinted for its zone.
+
+    node1: web-1, client1 (zone-a)    node2: web-2, client2 (zone-b)    node3: web-3, client3 (zone-a)
+"""
+from __future__ import annotations
+
+import pytest
+
+from .services_helpers import cluster, names, port, svc_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NS = "h10-topology"
+ZONE_A, ZONE_B = {"web-1", "web-3"}, {"web-2"}
+ALL = ZONE_A | ZONE_B
+
+
+@pytest.fixture(scope="module")
+def c(labk):
+    with cluster(labk, NS) as cl:
+        for i in (1, 2, 3):
+            cl.pod(f"web-{i}", f"node{i}", ports=[port(8080, name="http")], labels={"app": "web"})
+            cl.pod(f"client{i}", f"node{i}")
+        cl.wait_ready(*(f"web-{i}" for i in (1, 2, 3)), *(f"client{i}" for i in (1, 2, 3)))
+        cl.close_svc = cl.service("close", [svc_port(80, "http")], selector={"app": "web"},
+                                  trafficDistribution="PreferClose")
+        cl.plain = cl.service("plain", [svc_port(80, "http")], selector={"app": "web"})
+        eps = cl.wait_endpoints("close", 3)
+        assert all(e.get("hints") for e in eps), eps
+        yield cl
+
+
+@pytest.mark.parametrize("source,want", [("client1", ZONE_A), ("client3", ZONE_A), ("client2", ZONE_B),
+                                         ("node:node2", ZONE_B), ("node:node3", ZONE_A)])
+def test_prefer_close_stays_in_zone(c, source, want):
+    c.wait_answer(source, c.close_svc.ip, 80)
+    wait_for(f"{source} in its zone", lambda: names(c.who(source, c.close_svc.ip, 80, n=16)) == want)
+    assert names(c.who(source, c.close_svc.ip, 80, n=16)) == want
+
+
+@pytest.mark.parametrize("source", ["client2", "client1"])
+def test_without_hints_every_zone(c, source):
+    c.wait_answer(source, c.plain.ip, 80)
+    assert names(c.who(source, c.plain.ip, 80, n=24)) == ALL
+
+
+def test_hints_followed_and_ignored_where_a_zone_has_none(c):
+    # A hand-written slice: web-1 and web-2 hinted for zone-a, web-3 (in zone-a) for zone-c.
+    # zone-a nodes follow the hints (web-1, web-2, not their zone-mate web-3); zone-b has no
+    # endpoint hinted for it, so kube-proxy ignores hints there and uses every endpoint.
+    ips = {n: c.pod_ip(n) for n in ALL}
+    hint = {"web-1": "zone-a", "web-2": "zone-a", "web-3": "zone-c"}
+    svc = c.service("manual", [svc_port(80, 8080, name="http")])
+    c.endpoint_slice("manual-1", "manual", [
+        {"addresses": [ips[n]], "nodeName": f"node{n[-1]}", "zone": "zone-b" if n == "web-2" else "zone-a",
+         "conditions": {"ready": True, "serving": True, "terminating": False},
+         "hints": {"forZones": [{"name": hint[n]}]}} for n in sorted(ALL)],
+        [{"name": "http", "port": 8080, "protocol": "TCP"}])
+    c.wait_answer("client2", svc.ip, 80)
+    wait_for("zone-b uses everything", lambda: names(c.who("client2", svc.ip, 80, n=24)) == ALL)
+    wait_for("zone-a follows the hints", lambda: names(c.who("client1", svc.ip, 80, n=16)) == {"web-1", "web-2"})
+    assert names(c.who("client3", svc.ip, 80, n=16)) == {"web-1", "web-2"}

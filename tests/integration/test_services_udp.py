@@ -1,0 +1,98 @@
+"""UDP conntrack cleanup with real traffic: a client reusing ONE UDP socket (as a DNS resolver
+does) moves to a live endpoint at once after its endpoint leaves the Service.
+
+The departing endpoint keeps running and answering: without the cleanup, the client's conntrack
+entry would keep its datagrams going to it, so an answer from the other endpoint proves the
+entry was removed (not merely that the old one died).
+
+    node1: dns-1, client1    node2: dns-2    node3: client3
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from lab import netns as lab_netns
+
+from .services_helpers import cluster, in_thread, port, svc_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NS = "h10-udp"
+SLICE = "manual-1"
+PORTS = [{"name": "dns", "port": 5353, "protocol": "UDP"}]
+
+
+@pytest.fixture(scope="module")
+def c(labk):
+    with cluster(labk, NS) as cl:
+        cl.pod("dns-1", "node1", ports=[port(5353, "UDP", "dns")])
+        cl.pod("dns-2", "node2", ports=[port(5353, "UDP", "dns")])
+        cl.pod("client1", "node1")
+        cl.pod("client3", "node3")
+        cl.ips = cl.wait_ready("dns-1", "dns-2", "client1", "client3")
+        yield cl
+
+
+class UdpClient:
+    """One connected UDP socket inside a netns, reused for every query."""
+
+    def __init__(self, netns_name: str, host: str, port_: int) -> None:
+        def make():
+            with lab_netns.entered(netns_name):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((host, port_))
+            return s
+        self.sock = in_thread(make)
+
+    def ask(self, timeout: float = 0.5) -> str | None:
+        """'whoami' -> the pod name that answered, or None (no answer in time)."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.send(b"whoami")
+            data = self.sock.recv(2048)
+        except OSError:
+            return None
+        return json.loads(data)["pod"].rpartition("/")[2]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ep(ip: str, node: str) -> dict:
+    return {"addresses": [ip], "nodeName": node, "conditions": {"ready": True, "serving": True, "terminating": False}}
+
+
+@pytest.mark.parametrize("source", ["client1", "client3", "node:node3"])
+def test_one_socket_moves_to_a_live_endpoint_at_once(c, source):
+    name = f"dns-{source.replace(':', '-')}"
+    svc = c.service(name, [svc_port(5353, 5353, "UDP", name="dns")])             # selectorless
+    slice_name = f"{name}-1"
+    both = [ep(c.ips["dns-1"], "node1"), ep(c.ips["dns-2"], "node2")]
+    c.endpoint_slice(slice_name, name, both, PORTS)
+    c.wait_answer(source, svc.ip, 5353, udp=True)
+    client = UdpClient(c.source_netns(source), svc.ip, 5353)
+    try:
+        first = wait_for("an answer", client.ask, timeout=10)
+        for _ in range(5):
+            assert client.ask() == first, "one socket is one flow: always the same endpoint"
+        other = "dns-2" if first == "dns-1" else "dns-1"
+        # take the answering endpoint out of the Service (it keeps running)
+        c.endpoint_slice(slice_name, name, [e for e in both if e["nodeName"] != f"node{first[-1]}"], PORTS)
+        t0 = time.monotonic()
+        got = None
+        while time.monotonic() - t0 < 10:
+            got = client.ask(timeout=0.2)
+            if got == other:
+                break
+        moved_after = time.monotonic() - t0
+        assert got == other, f"the socket still reaches {got} 10 s after {first} left the Service"
+        # "at once": within the agent's sync plus the cleanup, far below any conntrack timeout
+        assert moved_after < 3.0, moved_after
+        for _ in range(5):
+            assert client.ask() == other
+    finally:
+        client.close()
