@@ -1,0 +1,501 @@
+"""The agent's NetworkPolicy component: watch Pods, Namespaces and NetworkPolicies, keep the table
+of proxy/render_policy.py equal to them, and cover a new pod before its CNI ADD returns.
+
+    start(api, cfg) -> PolicyController       (agent; waits for the three informers' first list)
+    .pod_added(ns, name, ip, container_id)    (CNI ADD, before the pod's interface exists)
+    .pod_deleted(container_id)                (CNI DEL)
+    .stop()
+
+State kept in memory (DESIGN.md decision 3): the structure last applied (sets, counters,
+chains) and, per pod, the (set, element) pairs it contributes, with a reference count per
+pair (two pods may briefly claim one IP). A sync diffs and sends one transaction; a transaction
+that fails (someone changed our table) is followed by a rebuild of the whole table from memory.
+
+Denied connections are logged by the kernel to nflog group render_policy.NFLOG_GROUP (rate
+limited per policy and direction); a thread here reads that group over a netlink socket and
+logs source, destination, port, direction and policy. Per-policy counters are named nft
+counters, exported as kubeweft_networkpolicy_{drops,allowed}_total{namespace,policy,direction}.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import replace
+
+from . import policy_model as pm
+from . import render_policy as rp
+from .informer import Informer
+from .nftables import Nft, NftError
+
+log = logging.getLogger("kubeweft.policy")
+
+SYNC_TIMEOUT = 60.0
+FETCH_TIMEOUT = 3.0
+PodKey = tuple[str, str]
+
+
+class PolicyController:
+    def __init__(self, api, node_name: str, pod_cidr: str, nft: Nft | None = None):
+        self.api = api
+        self.node_name = node_name
+        self.pod_net = ipaddress.IPv4Network(pod_cidr, strict=False)
+        self.nft = nft or Nft()
+        self.lock = threading.RLock()
+        self.policies: dict[str, pm.Policy] = {}
+        self.pods: dict[PodKey, pm.Pod] = {}
+        self.namespaces: dict[str, pm.Namespace] = {}
+        self.cni_pods: dict[str, tuple[PodKey, str]] = {}     # container ID -> (pod, ip)
+        self.cni_ips: dict[PodKey, str] = {}                  # pods this node's CNI wired
+        self.index = rp.PolicyIndex()
+        self.candidates: dict[str, tuple] = {}                # namespace -> candidate peer sets
+        self.decls: dict[str, rp.Decl] = {}                   # structure applied
+        self.members: dict[PodKey, frozenset[rp.Member]] = {} # per pod, applied
+        self.counts: Counter = Counter()                      # (set, element) -> pods claiming it
+        self.dirty_pods: set[PodKey] = set()
+        self.dirty_policies = True
+        self.dirty_all = True
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.transactions = 0
+        self.rebuilds = 0
+        self.informers: list[Informer] = []
+        self._threads: list[threading.Thread] = []
+        self._nflog: socket.socket | None = None
+        self._collector = None
+        self.denials_logged = 0
+
+    # --- the watch edge -----------------------------------------------------------------------
+    def _parse(self, kind: str, obj: dict):
+        try:
+            return {"pod": pm.parse_pod, "ns": pm.parse_namespace, "pol": pm.parse_policy}[kind](obj)
+        except pm.ModelError as e:
+            meta = obj.get("metadata") or {}
+            log.warning("skipping %s %s/%s: %s", kind, meta.get("namespace", ""), meta.get("name", ""), e)
+            return None
+
+    def _on_event(self, kind: str, etype: str, obj: dict) -> None:
+        key = (obj.get("metadata") or {}).get("namespace", ""), (obj.get("metadata") or {}).get("name", "")
+        with self.lock:
+            if kind == "pol":
+                parsed = self._parse(kind, obj) if etype != "DELETED" else None
+                if parsed is None:
+                    self.policies.pop(f"{key[0]}/{key[1]}", None)
+                else:
+                    self.policies[parsed.key] = parsed
+                self.dirty_policies = True
+            elif kind == "ns":
+                parsed = self._parse(kind, obj) if etype != "DELETED" else None
+                if parsed is None:
+                    self.namespaces.pop(key[1], None)
+                else:
+                    self.namespaces[parsed.name] = parsed
+                self.candidates.pop(key[1], None)
+                self.dirty_pods.update(k for k in self.pods if k[0] == key[1])
+            else:
+                parsed = self._parse(kind, obj) if etype != "DELETED" else None
+                if parsed is None:
+                    self.pods.pop(key, None)
+                else:
+                    self.pods[key] = self._with_cni_ip(parsed)
+                self.dirty_pods.add(key)
+        self.wake.set()
+
+    def _on_sync(self, kind: str, objects: dict) -> None:
+        with self.lock:
+            if kind == "pol":
+                self.policies = {p.key: p for p in map(lambda o: self._parse(kind, o), objects.values()) if p}
+            elif kind == "ns":
+                self.namespaces = {n.name: n for n in map(lambda o: self._parse(kind, o), objects.values()) if n}
+                self.candidates.clear()
+            else:
+                pods = (self._parse(kind, o) for o in objects.values())
+                self.pods = {p.key: self._with_cni_ip(p) for p in pods if p}
+            self.dirty_all = True
+            self.dirty_policies = True
+        self.wake.set()
+
+    def _with_cni_ip(self, pod: pm.Pod) -> pm.Pod:
+        """The kubelet reports podIP only after ADD returns: until then, the IP the CNI gave."""
+        ip = self.cni_ips.get(pod.key)
+        if ip and not pod.ip:
+            return replace(pod, ip=ip, node=pod.node or self.node_name)
+        return pod
+
+    # --- planning -----------------------------------------------------------------------------
+    def _is_local(self, pod: pm.Pod) -> bool:
+        if pod.key in self.cni_ips:
+            return True
+        if pod.node:
+            return pod.node == self.node_name
+        return bool(pod.ip) and ipaddress.IPv4Address(pod.ip) in self.pod_net
+
+    def _namespace(self, name: str) -> pm.Namespace:
+        return self.namespaces.get(name) or pm.Namespace(name, frozenset({(pm.NAME_LABEL, name)}))
+
+    def _plan_pod(self, key: PodKey) -> frozenset[rp.Member]:
+        pod = self.pods.get(key)
+        if pod is None:
+            return frozenset()
+        cands = self.candidates.get(pod.namespace)
+        ns = self._namespace(pod.namespace)
+        if cands is None:
+            cands = self.candidates[pod.namespace] = rp.candidate_peer_sets(self.index, ns)
+        return rp.plan_pod_members(self.index, pod, ns, self._is_local(pod), cands)
+
+    def _diff_members(self, keys) -> tuple[list[rp.Member], list[rp.Member]]:
+        """Update per-pod members and counts for `keys`; the elements to delete and to add."""
+        removed, added = [], []
+        for key in keys:
+            new = self._plan_pod(key)
+            old = self.members.get(key, frozenset())
+            if new == old:
+                continue
+            for m in old - new:
+                self.counts[m] -= 1
+                if self.counts[m] <= 0:
+                    del self.counts[m]
+                    removed.append(m)
+            for m in new - old:
+                self.counts[m] += 1
+                if self.counts[m] == 1:
+                    added.append(m)
+            if new:
+                self.members[key] = new
+            else:
+                self.members.pop(key, None)
+        return removed, added
+
+    def _plan_locked(self) -> list[str]:
+        """The commands of one sync (caller holds the lock); state is advanced optimistically."""
+        new_decls = self.decls
+        if self.dirty_policies:
+            self.index = rp.index_policies(self.policies.values())
+            self.candidates.clear()
+            new_decls = rp.render_decls(self.index)
+            self.dirty_all = True
+        if self.dirty_all:
+            keys = set(self.pods) | set(self.members)
+        else:
+            keys = self.dirty_pods
+        self.dirty_pods, self.dirty_policies, self.dirty_all = set(), False, False
+        removed, added = self._diff_members(keys)
+        # elements of sets that no longer exist leave with their set
+        removed = [m for m in removed if f"set {m[0]}" in self.decls]
+        lines = rp.plan_update(self.decls, new_decls, removed, added)
+        self.decls = new_decls
+        return lines
+
+    # --- I/O ------------------------------------------------------------------------------------
+    def _apply(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        try:
+            self.nft.run(lines)
+            self.transactions += 1
+        except NftError as e:
+            log.error("policy transaction failed, rebuilding the table: %s", e)
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        """The whole table from memory in one transaction (start, and recovery)."""
+        with self.lock:
+            members = list(self.counts)
+            self.nft.run(rp.render_table(self.decls, members))
+            self.rebuilds += 1
+            self.transactions += 1
+
+    def sync(self) -> None:
+        with self.lock:
+            t0 = time.monotonic()
+            lines = self._plan_locked()
+            self._apply(lines)
+            if lines:
+                log.debug("policy sync: %d commands in %.1f ms", len(lines), (time.monotonic() - t0) * 1000)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(1.0)
+            if self.stopping.is_set():
+                return
+            self.wake.clear()
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - keep enforcing; the next event retries
+                log.exception("policy sync failed")
+                with self.lock:
+                    self.dirty_all = True
+                time.sleep(0.5)
+
+    # --- the CNI's hooks ------------------------------------------------------------------------
+    def _fetch(self, path: str) -> dict | None:
+        """One object from the API as JSON; None when it does not exist."""
+        method, url, headers, body, post = self.api.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        resp = self.api.call_api(method, url, headers, body, post, _request_timeout=FETCH_TIMEOUT)
+        raw = resp.response
+        try:
+            data = raw.read()
+        finally:
+            raw.release_conn()
+        if resp.status == 404:
+            return None
+        if resp.status >= 400:
+            raise RuntimeError(f"GET {path}: HTTP {resp.status}")
+        return json.loads(data)
+
+    def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:
+        """Make the pod's IP a member of every set it belongs in, in the kernel, now."""
+        key = (namespace, name)
+        with self.lock:
+            known = key in self.pods
+            ns_known = namespace in self.namespaces
+        obj = None if known else self._fetch(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        ns_obj = None if ns_known else self._fetch(f"/api/v1/namespaces/{namespace}")
+        with self.lock:
+            if obj is not None and key not in self.pods:
+                pod = pm.parse_pod(obj)        # raises on a broken pod: ADD is retried
+                self.pods[key] = pod
+            if ns_obj is not None and namespace not in self.namespaces:
+                self.namespaces[namespace] = pm.parse_namespace(ns_obj)
+                self.candidates.pop(namespace, None)
+            pod = self.pods.get(key) or pm.Pod(namespace, name, "", self.node_name)
+            self.cni_pods[container_id] = (key, ip)
+            self.cni_ips[key] = ip
+            self.pods[key] = replace(pod, ip=ip, node=self.node_name, terminal=False)
+            self.dirty_pods.add(key)
+            lines = self._plan_locked()
+            try:
+                self.nft.run(lines)
+                self.transactions += 1
+            except NftError:
+                log.exception("pod_added %s/%s: transaction failed; rebuilding", namespace, name)
+                self.rebuild()                   # raises if even that fails: ADD fails, retried
+
+    def pod_deleted(self, container_id: str) -> None:
+        with self.lock:
+            entry = self.cni_pods.pop(container_id, None)
+            if entry is None:
+                return
+            key, ip = entry
+            if self.cni_ips.get(key) == ip:
+                del self.cni_ips[key]
+            pod = self.pods.get(key)
+            if pod is not None and pod.ip == ip:
+                # its sandbox is gone: the address may go to another pod, whatever the API says
+                self.pods[key] = replace(pod, ip="")
+            self.dirty_pods.add(key)
+            self._apply(self._plan_locked())
+
+    # --- observability --------------------------------------------------------------------------
+    def policy_of(self, pid: str) -> str:
+        with self.lock:
+            for p, pol in self.index.policies:
+                if p == pid:
+                    return pol.key
+        return f"?/{pid}"
+
+    def read_counters(self) -> dict[tuple[str, str, str, str], int]:
+        """(namespace, policy, direction, "ok"|"drop") -> packets, from our named counters."""
+        out = {}
+        for item in self.nft.list(f"counters table {rp.T}"):
+            c = item.get("counter")
+            if not c:
+                continue
+            parts = c["name"].rsplit("_", 2)
+            if len(parts) != 3:
+                continue
+            ns, _, name = self.policy_of(parts[0]).partition("/")
+            out[(ns, name, "ingress" if parts[1] == "in" else "egress", parts[2])] = c.get("packets", 0)
+        return out
+
+    def _read_nflog(self) -> None:
+        sock = self._nflog
+        while not self.stopping.is_set() and sock is not None:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            for prefix, payload in parse_nflog(data):
+                which = rp.parse_log_prefix(prefix)
+                if which is None:
+                    continue
+                direction, pid = which
+                pkt = parse_ipv4(payload)
+                self.denials_logged += 1
+                log.warning("denied %s by %s: %s", "ingress" if direction == "in" else "egress",
+                            self.policy_of(pid), pkt or "(not IPv4)")
+
+    def start(self, timeout: float = SYNC_TIMEOUT) -> PolicyController:
+        for kind, path in (("ns", "/api/v1/namespaces"),
+                           ("pol", "/apis/networking.k8s.io/v1/networkpolicies"),
+                           ("pod", "/api/v1/pods")):
+            self.informers.append(Informer(
+                self.api, path, name=f"policy {kind}",
+                on_event=lambda t, o, k=kind: self._on_event(k, t, o),
+                on_sync=lambda objs, k=kind: self._on_sync(k, objs)).start())
+        deadline = time.monotonic() + timeout
+        for inf in self.informers:
+            if not inf.wait_synced(max(0.1, deadline - time.monotonic())):
+                self.stop()
+                raise RuntimeError(f"NetworkPolicy: {inf.name} did not list within {timeout:.0f}s")
+        with self.lock:
+            self._plan_locked()
+            self.rebuild()                       # replaces any table a previous agent left
+        try:
+            self._nflog = open_nflog(rp.NFLOG_GROUP)
+        except OSError as e:
+            log.warning("no nflog group %d (%s): denied connections are counted, not logged",
+                        rp.NFLOG_GROUP, e)
+        for target, name in ((self._run, "policy sync"), (self._read_nflog, "policy nflog")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._collector = register_metrics(self)
+        log.info("NetworkPolicy: %d policies, %d pods, %d namespaces", len(self.policies),
+                 len(self.pods), len(self.namespaces))
+        return self
+
+    def stop(self) -> None:
+        """Stop watching; the table stays (pods stay protected while the agent restarts)."""
+        self.stopping.set()
+        self.wake.set()
+        for inf in self.informers:
+            inf.stop()
+        if self._nflog is not None:
+            self._nflog.close()
+        for t in self._threads:
+            t.join(3)
+        if self._collector is not None:
+            from prometheus_client import REGISTRY
+            REGISTRY.unregister(self._collector)
+            self._collector = None
+
+
+def start(api, cfg) -> PolicyController:
+    """The agent's entry point (proxy/agent.py: start_component)."""
+    return PolicyController(api, cfg.node_name, cfg.pod_cidr).start()
+
+
+# ---- metrics ---------------------------------------------------------------------------------------
+
+def register_metrics(ctl: PolicyController):
+    from prometheus_client import REGISTRY
+    from prometheus_client.core import CounterMetricFamily
+
+    class Collector:
+        def collect(self):
+            drops = CounterMetricFamily("kubeweft_networkpolicy_drops", "packets denied, by the policy "
+                                        "that isolated the pod", labels=["namespace", "policy", "direction"])
+            allowed = CounterMetricFamily("kubeweft_networkpolicy_allowed", "new connections' packets "
+                                          "allowed by a policy's rules", labels=["namespace", "policy", "direction"])
+            try:
+                counters = ctl.read_counters()
+            except Exception as e:  # noqa: BLE001 - a scrape must not take the agent down
+                log.warning("reading policy counters: %s", e)
+                counters = {}
+            for (ns, name, direction, what), packets in sorted(counters.items()):
+                (drops if what == "drop" else allowed).add_metric([ns, name, direction], packets)
+            yield drops
+            yield allowed
+
+    collector = Collector()
+    REGISTRY.register(collector)
+    return collector
+
+
+# ---- nflog over netlink (no library here speaks it) ------------------------------------------
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_ULOG = 4
+NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
+NFULA_CFG_CMD, NFULA_CFG_MODE = 1, 2
+NFULNL_CFG_CMD_BIND = 1
+NFULNL_COPY_PACKET = 2
+NFULA_PAYLOAD, NFULA_PREFIX = 9, 10
+NLM_F_REQUEST, NLM_F_ACK = 1, 4
+NLMSG_ERROR = 2
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    length = 4 + len(data)
+    return struct.pack("=HH", length, kind) + data + b"\0" * ((4 - length % 4) % 4)
+
+
+def _config_msg(group: int, attrs: bytes, seq: int) -> bytes:
+    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(group)) + attrs
+    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+                       NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+def open_nflog(group: int) -> socket.socket:
+    """A netlink socket bound to nflog `group` in this thread's netns, copying 128 bytes."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.bind((0, 0))
+        sock.settimeout(2.0)
+        for seq, attrs in enumerate((_attr(NFULA_CFG_CMD, struct.pack("=B", NFULNL_CFG_CMD_BIND)),
+                                     _attr(NFULA_CFG_MODE, struct.pack(">IBB", 128, NFULNL_COPY_PACKET, 0))),
+                                    start=1):
+            sock.send(_config_msg(group, attrs, seq))
+            ack = sock.recv(4096)
+            if len(ack) >= 20:
+                _, mtype, _, _, _ = struct.unpack_from("=IHHII", ack)
+                err = struct.unpack_from("=i", ack, 16)[0]
+                if mtype == NLMSG_ERROR and err != 0:
+                    raise OSError(-err, f"nflog config: {errno.errorcode.get(-err, err)}")
+        sock.settimeout(1.0)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def parse_nflog(data: bytes) -> list[tuple[str, bytes]]:
+    """Netlink datagram -> [(prefix, packet bytes)] of its nflog packet messages. Pure."""
+    out = []
+    off = 0
+    while off + 16 <= len(data):
+        length, mtype, _, _, _ = struct.unpack_from("=IHHII", data, off)
+        if length < 16:
+            break
+        if mtype == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
+            prefix, payload = "", b""
+            a = off + 16 + 4                        # nlmsghdr + nfgenmsg
+            end = off + length
+            while a + 4 <= end:
+                alen, akind = struct.unpack_from("=HH", data, a)
+                if alen < 4:
+                    break
+                value = data[a + 4:a + alen]
+                akind &= 0x7fff
+                if akind == NFULA_PREFIX:
+                    prefix = value.rstrip(b"\0").decode("ascii", "replace")
+                elif akind == NFULA_PAYLOAD:
+                    payload = value
+                a += (alen + 3) & ~3
+            out.append((prefix, payload))
+        off += (length + 3) & ~3
+    return out
+
+
+def parse_ipv4(pkt: bytes) -> str | None:
+    """'tcp 10.244.1.2:40000 -> 10.244.2.3:80' from an IPv4 packet's first bytes. Pure."""
+    if len(pkt) < 20 or pkt[0] >> 4 != 4:
+        return None
+    ihl = (pkt[0] & 0x0F) * 4
+    proto = pkt[9]
+    src, dst = socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])
+    name = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp"}.get(proto, f"proto {proto}")
+    if proto in (6, 17, 132) and len(pkt) >= ihl + 4:
+        sport, dport = struct.unpack_from(">HH", pkt, ihl)
+        return f"{name} {src}:{sport} -> {dst}:{dport}"
+    return f"{name} {src} -> {dst}"

@@ -1,0 +1,416 @@
+"""NetworkPolicy model -> the nftables table that enforces it. Pure: no I/O imports.
+
+    table inet kubeweft-policy
+      set in_isolated      local pods selected by at least one policy with Ingress
+      set eg_isolated      local pods selected by at least one policy with Egress
+      set p<id>_sel        local pods a policy selects                  (one per policy)
+      set p<id>_i<R>       pods matching the selector peers of ingress rule R   (all nodes)
+      set p<id>_e<R>       pods matching the selector peers of egress rule R    (all nodes)
+      set np_<proto>_<name>  pod ip . proto . port of every pod's containerPort <name> (all nodes)
+      counter p<id>_{in,eg}_{ok,drop}   per policy and direction: allowed / denied packets
+      chain filter_forward   hook forward: pod traffic, bridged or routed (after DNAT, before SNAT)
+      chain filter_input     hook input: a local pod's egress to its own node
+      chain pol_egress       egress isolation: every policy selecting the source, then drop
+      chain pol_ingress      ingress isolation: every policy selecting the destination, then drop
+      chain p<id>_in / p<id>_eg   one policy's allow rules
+
+Flow of a new connection in forward: egress is checked if the source is a local isolated pod
+(an allow there continues with `goto pol_ingress`), then ingress if the destination is a local
+isolated pod. So a connection needs the source's egress (on its node) and the destination's
+ingress (on its node). Established and related packets are accepted first: replies pass, and a
+policy change does not cut connections that are already established (as Calico and Cilium).
+The node's own traffic to its pods takes the output hook, where nothing is checked: kubelet
+probes always pass. A pod's traffic to its own node takes input, where its egress is checked.
+
+Every set holds IPv4 addresses (or ip . proto . port for named ports), so a label or namespace
+change is a few element changes; chains change only when policies do.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .policy_model import EGRESS, INGRESS, Labels, Namespace, Peer, Pod, Policy, PortSpec, Rule
+
+FAMILY = "inet"
+TABLE = "kubeweft-policy"
+T = f"{FAMILY} {TABLE}"
+NFLOG_GROUP = 7                                  # denied connections, read by the agent
+LOG_LIMIT = "rate 10/second burst 20 packets"    # per policy and direction
+IN_ISOLATED, EG_ISOLATED = "in_isolated", "eg_isolated"
+CHAIN_FORWARD, CHAIN_INPUT = "filter_forward", "filter_input"
+CHAIN_INGRESS, CHAIN_EGRESS = "pol_ingress", "pol_egress"
+ADDR = "ipv4_addr"
+ADDR_PORT = "ipv4_addr . inet_proto . inet_service"
+LOG_PREFIX = "kwp"
+
+
+# ---- the IR: what is rendered, and what the semantics test interprets -------------------------
+
+@dataclass(frozen=True)
+class Match:
+    expr: str                      # "ip saddr", "ip daddr", "meta l4proto", "th dport", "ct state",
+                                   # "ip daddr . meta l4proto . th dport"
+    op: str = "=="                 # "==" or "!="
+    set: str = ""                  # a named set of ours
+    values: tuple[str, ...] = ()   # literals: prefixes, a protocol, "80" or "80-90", ct states
+
+
+@dataclass(frozen=True)
+class NftRule:
+    matches: tuple[Match, ...]
+    verdict: str = ""              # accept, drop, "jump X", "goto X", or "" (log only)
+    counter: str = ""              # a named counter
+    log: str = ""                  # nflog prefix (rate-limited by LOG_LIMIT)
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class SetDecl:
+    name: str
+    type: str
+    comment: str
+
+
+@dataclass(frozen=True)
+class CounterDecl:
+    name: str
+    comment: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    comment: str
+    rules: tuple[NftRule, ...] = ()
+    hook: str = ""                 # "forward" / "input" for base chains
+
+
+Decl = SetDecl | CounterDecl | Chain
+
+
+def decl_key(d: Decl) -> str:
+    kind = "set" if isinstance(d, SetDecl) else "counter" if isinstance(d, CounterDecl) else "chain"
+    return f"{kind} {d.name}"
+
+
+# ---- names -------------------------------------------------------------------------------------
+
+def policy_id(key: str) -> str:
+    """A short stable name for a policy's sets, chains and counters (names are limited and
+    policy names are not all valid nft identifiers)."""
+    return "p" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def named_port_set(protocol: str, name: str) -> str:
+    return f"np_{protocol}_{name.replace('-', '_')}"      # port names never contain '_'
+
+
+def log_prefix(direction: str, pid: str) -> str:
+    return f"{LOG_PREFIX} {direction} {pid} "
+
+
+def parse_log_prefix(prefix: str) -> tuple[str, str] | None:
+    """'kwp in p0123 ' -> ('in', 'p0123'); None for someone else's prefix."""
+    parts = prefix.split()
+    if len(parts) == 3 and parts[0] == LOG_PREFIX and parts[1] in ("in", "eg"):
+        return parts[1], parts[2]
+    return None
+
+
+# ---- the policy index: which sets a pod can be in -----------------------------------------------
+
+@dataclass(frozen=True)
+class PeerSet:
+    name: str
+    namespace: str                 # the policy's
+    peers: tuple[Peer, ...]        # selector peers only
+
+    def matches(self, pod: Pod, ns_labels: Labels) -> bool:
+        for p in self.peers:
+            if p.namespace_selector is None:
+                if pod.namespace == self.namespace and p.pod_selector.matches(pod.labels):
+                    return True
+            elif p.namespace_selector.matches(ns_labels) and (
+                    p.pod_selector is None or p.pod_selector.matches(pod.labels)):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class PolicyIndex:
+    policies: tuple[tuple[str, Policy], ...] = ()                   # (id, policy), sorted by key
+    by_namespace: Mapping[str, tuple[tuple[str, Policy], ...]] = field(default_factory=dict)
+    local_peer_sets: Mapping[str, tuple[PeerSet, ...]] = field(default_factory=dict)  # pod-selector-only
+    ns_peer_sets: tuple[PeerSet, ...] = ()                          # with a namespaceSelector
+    named_ports: frozenset[tuple[str, str]] = frozenset()           # (protocol, name) in use
+
+
+def _selector_peers(rule: Rule) -> tuple[Peer, ...]:
+    return tuple(p for p in rule.peers if p.ip_block is None)
+
+
+def index_policies(policies: Iterable[Policy]) -> PolicyIndex:
+    ordered = sorted(policies, key=lambda p: (p.namespace, p.name))
+    pairs = tuple((policy_id(p.key), p) for p in ordered)
+    by_ns: dict[str, list] = {}
+    local: dict[str, list] = {}
+    ns_sets: list[PeerSet] = []
+    named: set[tuple[str, str]] = set()
+    for pid, pol in pairs:
+        by_ns.setdefault(pol.namespace, []).append((pid, pol))
+        for d, rules in (("i", pol.ingress), ("e", pol.egress)):
+            for r, rule in enumerate(rules):
+                named.update((ps.protocol, ps.port) for ps in rule.ports if isinstance(ps.port, str))
+                peers = _selector_peers(rule)
+                if not peers:
+                    continue
+                ps = PeerSet(f"{pid}_{d}{r}", pol.namespace, peers)
+                if any(p.namespace_selector is not None for p in peers):
+                    ns_sets.append(ps)
+                else:
+                    local.setdefault(pol.namespace, []).append(ps)
+    return PolicyIndex(pairs, {k: tuple(v) for k, v in by_ns.items()},
+                       {k: tuple(v) for k, v in local.items()}, tuple(ns_sets), frozenset(named))
+
+
+def candidate_peer_sets(index: PolicyIndex, namespace: Namespace) -> tuple[PeerSet, ...]:
+    """The peer sets a pod of this namespace might be in (the controller caches this per
+    namespace, so that a pod is tested against few selectors)."""
+    ns_sets = tuple(ps for ps in index.ns_peer_sets
+                    if any(p.namespace_selector is not None and p.namespace_selector.matches(namespace.labels)
+                           for p in ps.peers)
+                    or any(p.namespace_selector is None for p in ps.peers) and ps.namespace == namespace.name)
+    return index.local_peer_sets.get(namespace.name, ()) + ns_sets
+
+
+Member = tuple[str, str]           # (set name, element text)
+
+
+def plan_pod_members(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
+                     candidates: tuple[PeerSet, ...] | None = None) -> frozenset[Member]:
+    """Every (set, element) this pod puts into the kernel on this node."""
+    if not pod.ip or pod.host_network or pod.terminal:
+        return frozenset()
+    ip = pod.ip
+    out: set[Member] = set()
+    if local:
+        for pid, pol in index.by_namespace.get(pod.namespace, ()):
+            if pol.pod_selector.matches(pod.labels):
+                out.add((f"{pid}_sel", ip))
+                if INGRESS in pol.types:
+                    out.add((IN_ISOLATED, ip))
+                if EGRESS in pol.types:
+                    out.add((EG_ISOLATED, ip))
+    if candidates is None:
+        candidates = candidate_peer_sets(index, namespace)
+    for ps in candidates:
+        if ps.matches(pod, namespace.labels):
+            out.add((ps.name, ip))
+    for cp in pod.ports:
+        if (cp.protocol, cp.name) in index.named_ports:
+            out.add((named_port_set(cp.protocol, cp.name), f"{ip} . {cp.protocol} . {cp.port}"))
+    return frozenset(out)
+
+
+# ---- rendering the structure ------------------------------------------------------------------
+
+def plan_ip_block_prefixes(blocks: Iterable) -> tuple[str, ...]:
+    """The IPv4 prefixes of the union of (cidr minus its excepts), non-overlapping (nft rejects
+    overlapping intervals in one set). IPv6 blocks match nothing in this IPv4 datapath."""
+    nets: list[ipaddress.IPv4Network] = []
+    for b in blocks:
+        net = ipaddress.ip_network(b.cidr, strict=False)
+        if net.version != 4:
+            continue
+        parts = [net]
+        for x in b.excepts:
+            ex = ipaddress.ip_network(x, strict=False)
+            nxt = []
+            for p in parts:
+                if ex.subnet_of(p):
+                    nxt.extend(p.address_exclude(ex))
+                elif not p.subnet_of(ex):
+                    nxt.append(p)
+            parts = nxt
+        nets.extend(parts)
+    return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
+
+
+def _port_matches(ports: tuple[PortSpec, ...]) -> list[tuple[Match, ...]]:
+    if not ports:
+        return [()]
+    out = []
+    for ps in ports:
+        if isinstance(ps.port, str):
+            out.append((Match("ip daddr . meta l4proto . th dport", set=named_port_set(ps.protocol, ps.port)),))
+        elif ps.port is None:
+            out.append((Match("meta l4proto", values=(ps.protocol,)),))
+        else:
+            rng = f"{ps.port}-{ps.end_port}" if ps.end_port and ps.end_port != ps.port else str(ps.port)
+            out.append((Match("meta l4proto", values=(ps.protocol,)), Match("th dport", values=(rng,))))
+    return out
+
+
+def _peer_matches(rule: Rule, addr: str, set_name: str) -> list[tuple[Match, ...]]:
+    if not rule.peers:
+        return [()]
+    out = []
+    if _selector_peers(rule):
+        out.append((Match(addr, set=set_name),))
+    prefixes = plan_ip_block_prefixes(p.ip_block for p in rule.peers if p.ip_block is not None)
+    if prefixes:
+        out.append((Match(addr, values=prefixes),))
+    return out                     # may be []: a rule whose peers can match nothing here
+
+
+def render_policy(pid: str, pol: Policy) -> list[Decl]:
+    """One policy's sets, counters and allow chains."""
+    who = f"{pol.namespace}/{pol.name}"
+    decls: list[Decl] = [SetDecl(f"{pid}_sel", ADDR, f"local pods selected by {who}")]
+    for direction, d, rules, addr, verdict in (
+            (INGRESS, "in", pol.ingress, "ip saddr", "accept"),
+            (EGRESS, "eg", pol.egress, "ip daddr", f"goto {CHAIN_INGRESS}")):
+        if direction not in pol.types:
+            continue
+        ok, drop = f"{pid}_{d}_ok", f"{pid}_{d}_drop"
+        decls += [CounterDecl(ok, f"{who} {direction.lower()}: allowed"),
+                  CounterDecl(drop, f"{who} {direction.lower()}: denied")]
+        body = []
+        for r, rule in enumerate(rules):
+            set_name = f"{pid}_{d[0]}{r}"
+            if _selector_peers(rule):
+                side = "sources" if d == "in" else "destinations"
+                decls.append(SetDecl(set_name, ADDR, f"{who} {direction.lower()} rule {r}: {side} by selector"))
+            for peer in _peer_matches(rule, addr, set_name):
+                for port in _port_matches(rule.ports):
+                    body.append(NftRule(peer + port, verdict, counter=ok))
+        decls.append(Chain(f"{pid}_{d}", f"{who} {direction.lower()}: allow rules", tuple(body)))
+    return decls
+
+
+def render_dispatch(index: PolicyIndex) -> list[Decl]:
+    """The base chains and the two isolation chains (rewritten whenever policies come or go)."""
+    est = NftRule((Match("ct state", values=("established,related",)),), "accept",
+                  comment="replies and established connections (a policy change cuts none)")
+    to_egress = NftRule((Match("ip saddr", set=EG_ISOLATED),), f"jump {CHAIN_EGRESS}",
+                        comment="source is a local egress-isolated pod")
+    forward = Chain(CHAIN_FORWARD, "NetworkPolicy of pod traffic, after DNAT and before SNAT",
+                    (est, to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
+    inp = Chain(CHAIN_INPUT, "NetworkPolicy egress of local pods to this node", (est, to_egress),
+                hook="input")
+    chains = []
+    for direction, d, name, addr, isolated in ((INGRESS, "in", CHAIN_INGRESS, "ip daddr", IN_ISOLATED),
+                                               (EGRESS, "eg", CHAIN_EGRESS, "ip saddr", None)):
+        pols = [(pid, pol) for pid, pol in index.policies if direction in pol.types]
+        rules: list[NftRule] = []
+        if isolated:
+            rules.append(NftRule((Match(addr, "!=", set=isolated),), "accept",
+                                 comment="destination not isolated for ingress"))
+        rules += [NftRule((Match(addr, set=f"{pid}_sel"),), f"jump {pid}_{d}") for pid, _ in pols]
+        rules += [NftRule((Match(addr, set=f"{pid}_sel"),), log=log_prefix(d, pid)) for pid, _ in pols]
+        rules += [NftRule((Match(addr, set=f"{pid}_sel"),), "drop", counter=f"{pid}_{d}_drop")
+                  for pid, _ in pols]
+        rules.append(NftRule((), "drop", comment="isolated, and no policy allowed it"))
+        chains.append(Chain(name, f"{direction.lower()} isolation: every policy selecting the pod, "
+                                  f"then drop", tuple(rules)))
+    return [forward, inp, *chains]
+
+
+def render_decls(index: PolicyIndex) -> dict[str, Decl]:
+    """The whole desired structure (no elements), keyed by decl_key."""
+    decls: list[Decl] = [
+        SetDecl(IN_ISOLATED, ADDR, "local pods selected by a policy with Ingress"),
+        SetDecl(EG_ISOLATED, ADDR, "local pods selected by a policy with Egress"),
+    ]
+    decls += [SetDecl(named_port_set(proto, name), ADDR_PORT,
+                      f"pod ip . {proto} . port of every containerPort named {name}")
+              for proto, name in sorted(index.named_ports)]
+    for pid, pol in index.policies:
+        decls += render_policy(pid, pol)
+    decls += render_dispatch(index)
+    return {decl_key(d): d for d in decls}
+
+
+# ---- text --------------------------------------------------------------------------------------
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', "'").replace("\\", "/")[:120] + '"'
+
+
+def render_match(m: Match) -> str:
+    if m.set:
+        value = f"@{m.set}"
+    elif len(m.values) == 1:
+        value = m.values[0]
+    else:
+        value = "{ " + ", ".join(m.values) + " }"
+    return f"{m.expr} {'!= ' if m.op == '!=' else ''}{value}"
+
+
+def render_rule(chain: str, rule: NftRule) -> str:
+    parts = [render_match(m) for m in rule.matches]
+    if rule.log:
+        parts.append(f"limit {LOG_LIMIT} log prefix {_quote(rule.log)} group {NFLOG_GROUP}")
+    if rule.counter:
+        parts.append(f"counter name {_quote(rule.counter)}")
+    if rule.verdict:
+        parts.append(rule.verdict)
+    if rule.comment:
+        parts.append(f"comment {_quote(rule.comment)}")
+    return f"add rule {T} {chain} " + " ".join(parts)
+
+
+def render_add(d: Decl) -> str:
+    if isinstance(d, SetDecl):
+        return f"add set {T} {d.name} {{ type {d.type}; comment {_quote(d.comment)}; }}"
+    if isinstance(d, CounterDecl):
+        return f"add counter {T} {d.name} {{ comment {_quote(d.comment)}; }}"
+    hook = f"type filter hook {d.hook} priority filter; policy accept; " if d.hook else ""
+    return f"add chain {T} {d.name} {{ {hook}comment {_quote(d.comment)}; }}"
+
+
+def render_fill(c: Chain) -> list[str]:
+    return [render_rule(c.name, r) for r in c.rules]
+
+
+def render_elements(verb: str, members: Iterable[Member]) -> list[str]:
+    by_set: dict[str, list[str]] = {}
+    for s, e in members:
+        by_set.setdefault(s, []).append(e)
+    return [f"{verb} element {T} {s} {{ {', '.join(sorted(es))} }}" for s, es in sorted(by_set.items())]
+
+
+def render_table(decls: Mapping[str, Decl], members: Iterable[Member]) -> list[str]:
+    """The whole table from scratch, replacing whatever is there, as one transaction."""
+    lines = [f"add table {T}", f"delete table {T}",
+             f'add table {T} {{ comment "kubeweft NetworkPolicy enforcement"; }}']
+    lines += [render_add(d) for d in decls.values()]
+    for d in decls.values():
+        if isinstance(d, Chain):
+            lines += render_fill(d)
+    return lines + render_elements("add", members)
+
+
+def plan_update(old: Mapping[str, Decl], new: Mapping[str, Decl],
+                removed: Iterable[Member], added: Iterable[Member]) -> list[str]:
+    """The commands from `old` to `new` plus element changes, in an order nft accepts in one
+    transaction: declare, refill changed chains, element changes, then delete what went."""
+    lines = [render_add(d) for k, d in new.items() if k not in old]
+    for k, d in new.items():
+        if isinstance(d, Chain) and old.get(k) != d:
+            if k in old:
+                lines.append(f"flush chain {T} {d.name}")
+            lines += render_fill(d)
+    gone = [d for k, d in old.items() if k not in new]
+    gone_sets = {d.name for d in gone if isinstance(d, SetDecl)}
+    lines += render_elements("delete", (m for m in removed if m[0] not in gone_sets))
+    lines += render_elements("add", added)
+    # a chain that goes may be jumped to from another that goes: flush them all first
+    lines += [f"flush chain {T} {d.name}" for d in gone if isinstance(d, Chain)]
+    lines += [f"delete chain {T} {d.name}" for d in gone if isinstance(d, Chain)]
+    lines += [f"delete {'set' if isinstance(d, SetDecl) else 'counter'} {T} {d.name}"
+              for d in gone if not isinstance(d, Chain)]
+    return lines
