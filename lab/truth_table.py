@@ -15,7 +15,7 @@ The semantics, as upstream defines them:
   on the destination pod (name AND protocol must match a containerPort), or none (every port
   of that protocol).
 - A connection needs the source's egress and the destination's ingress; traffic from a pod's
-  own node to it always passes. Replies of allowed connections pass (not modelled: the
+  own node to it always passes, and so does a pod's traffic to its own address (loopback). Replies of allowed connections pass (not modelled: the
   probes see them as part of the connection).
 """
 from __future__ import annotations
@@ -169,6 +169,9 @@ def direction_allows(policies: Sequence[Mapping], direction: str, local: Endpoin
 def allowed(policies: Sequence[Mapping], src: Endpoint, dst: Endpoint, port: int, proto: str) -> bool:
     """May `src` open a connection to `dst` on port/proto (after any Service DNAT)?"""
     proto = proto.upper()
+    if src.is_pod and src.key == dst.key:
+        return True                      # a pod to its own address: loopback, no policy (upstream
+        #                                  e2e's AllowLoopback); it never leaves the pod's netns
     if not src.is_pod and src.node is not None and dst.is_pod and src.node == dst.node:
         return True                      # a pod's own node always reaches it
     return direction_allows(policies, EGRESS, src, dst, dst, port, proto) and \

@@ -33,16 +33,18 @@ def netpol(ns: str, spec: dict, name: str = "p") -> dict:
 
 
 def reach(policies, port=80, proto="TCP", sources=None) -> set[tuple[str, str]]:
-    """The (from, to) pod pairs allowed on one port."""
+    """The (from, to) pod pairs allowed on one port, a pod to itself left out (loopback, always
+    allowed: test_loopback_always_passes)."""
     srcs = sources or ALL_PODS
-    return {(s.key, d.key) for s in srcs for d in ALL_PODS if allowed(policies, s, d, port, proto)}
+    return {(s.key, d.key) for s in srcs for d in ALL_PODS
+            if s.key != d.key and allowed(policies, s, d, port, proto)}
 
 
-EVERY = {(s.key, d.key) for s in ALL_PODS for d in ALL_PODS}
+EVERY = {(s.key, d.key) for s in ALL_PODS for d in ALL_PODS if s.key != d.key}
 
 
 def into(dest: str, sources) -> set[tuple[str, str]]:
-    return {(s, dest) for s in sources}
+    return {(s, dest) for s in sources if s != dest}
 
 
 ALL_KEYS = [p.key for p in ALL_PODS]
@@ -51,6 +53,12 @@ ALL_KEYS = [p.key for p in ALL_PODS]
 # --- policyTypes and isolation -------------------------------------------------------------------
 def test_no_policy_allows_everything():
     assert reach([]) == EVERY
+
+
+def test_loopback_always_passes():
+    deny = [netpol("x", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})]
+    assert allowed(deny, W["x/a"], W["x/a"], 80, "TCP")
+    assert not allowed(deny, W["x/a"], W["x/b"], 80, "TCP")
 
 
 def test_policy_types_default():
@@ -206,7 +214,7 @@ def test_ip_block_with_except():
         "cidr": "10.244.0.0/16", "except": ["10.244.1.0/24"]}}]}]})]
     r = reach(pols)
     # pods b (node2, 10.244.1.x) are excepted
-    assert {p[0] for p in r if p[1] == "x/a"} == {k for k in ALL_KEYS if not k.endswith("/b")}
+    assert {p[0] for p in r if p[1] == "x/a"} == {k for k in ALL_KEYS if not k.endswith("/b") and k != "x/a"}
     assert not allowed(pols, W["external"], W["x/a"], 80, "TCP")
     ext = [netpol("x", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}]})]
     assert allowed(ext, W["external"], W["x/a"], 80, "TCP")

@@ -1,0 +1,181 @@
+"""Shared helpers of issue 6's lab tests: the x/y/z world on the shared `labk` lab, policies
+through the real kubectl, and truth tables probed with real packets and compared with the
+model (lab/truth_table.py).
+
+    from tests.integration.netpol_helpers import xyz, Sources, apply_policies, ...
+
+`xyz` (module fixture) creates the world (lab.matrix.ensure_world: namespaces x y z labelled
+ns=..., pods a b c with ports 80/81 TCP+UDP named serve-<port>-<proto>, Services s-a s-b s-c),
+routes the external host to the pod CIDRs (the lab's "cloud route table", which kubeweft mode
+does not install by itself), and removes all of it afterwards, also on failure.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from lab import matrix, topology
+from lab.truth_table import Endpoint, diff_tables, expected_table
+
+NAMESPACES = matrix.XYZ_NAMESPACES
+PORTS = matrix.XYZ_PORTS
+PROBE_TIMEOUT = 0.6           # per probe; a denied probe costs exactly this
+SETTLE = 12.0                 # how long the agent may take to converge on a policy change
+
+
+@dataclass
+class XYZ:
+    lab: object                           # conftest.Lab
+    world: matrix.World
+    nodes: list[tuple[str, str, str]]     # (name, podCIDR, InternalIP)
+
+    def pods(self) -> list[Endpoint]:
+        return self.world.endpoints()
+
+    def pod(self, key: str) -> Endpoint:
+        return next(p for p in self.pods() if p.key == key)
+
+    def refresh(self) -> None:
+        """Re-read the world (labels after a relabel)."""
+        self.world = matrix.collect_world(self.lab.cfg)
+
+    def node_sources(self) -> list[tuple[Endpoint, str]]:
+        return [(Endpoint(f"node:{n}", ip, node=n), self.lab.cfg.node_netns(n)) for n, _, ip in self.nodes]
+
+    def external(self) -> tuple[Endpoint, str]:
+        return Endpoint("external", self.lab.cfg.external_ip), self.lab.cfg.external_netns
+
+
+def _nodes(lab) -> list[tuple[str, str, str]]:
+    doc = json.loads(lab.kubectl("get", "nodes", "-o", "json").stdout)
+    out = []
+    for n in doc["items"]:
+        ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+        out.append((n["metadata"]["name"], n["spec"]["podCIDR"], ip))
+    return sorted(out)
+
+
+def delete_world(lab) -> None:
+    for ns in NAMESPACES:
+        lab.kubectl("delete", "networkpolicy", "--all", "-n", ns, "--ignore-not-found", "--wait=false",
+                    check=False, timeout=30)
+        lab.kubectl("delete", "pod,service", "--all", "-n", ns, "--grace-period=0", "--ignore-not-found",
+                    "--wait=false", check=False, timeout=30)
+    lab.kubectl("delete", "namespace", *NAMESPACES, "--ignore-not-found", "--wait=false", check=False, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def xyz(labk) -> Iterator[XYZ]:
+    nodes = _nodes(labk)
+    routes = topology.plan_pod_cidr_routes(labk.cfg, nodes)
+    try:
+        matrix.ensure_world(labk.cfg, timeout=90)
+        topology.apply_steps(routes)
+        for ns in NAMESPACES:           # a previous run's leftovers must not skew the first case
+            labk.kubectl("delete", "networkpolicy", "--all", "-n", ns, check=False, timeout=30)
+        yield XYZ(labk, matrix.collect_world(labk.cfg), nodes)
+    finally:
+        topology.apply_steps(topology.plan_underlay_route_removal(labk.cfg, [c for _, c, _ in nodes])) \
+            if _routes_present(labk, nodes) else None
+        delete_world(labk)
+
+
+def _routes_present(lab, nodes) -> bool:
+    out = lab.run_in(lab.cfg.underlay_netns, ["ip", "-4", "route", "show"]).stdout
+    return any(cidr in out for _, cidr, _ in nodes)
+
+
+# --- policies ------------------------------------------------------------------------------------
+def netpol(ns: str, name: str, spec: dict) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def apply_policies(lab, policies: Sequence[dict]) -> None:
+    if policies:
+        # a YAML stream of JSON documents: kubectl cannot validate a v1 List against this server
+        lab.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(p) for p in policies), timeout=60)
+
+
+def delete_policies(lab) -> None:
+    for ns in NAMESPACES:
+        lab.kubectl("delete", "networkpolicy", "--all", "-n", ns, "--ignore-not-found", check=False, timeout=30)
+
+
+# --- tables --------------------------------------------------------------------------------------
+Key = tuple[str, str, int, str]
+
+
+def plan(xyz: XYZ, via: str, *, pods: bool = True, nodes: bool = False,
+         external: bool = False) -> tuple[list[matrix.Probe], list[Endpoint], list[Endpoint]]:
+    """Probes and the model's (sources, destinations). Nodes probe only their own pods (the
+    only node traffic the semantics fix); the external host probes pod IPs only."""
+    dest_eps = xyz.pods()
+    addr = dict(xyz.world.dests(via))
+    probes: list[matrix.Probe] = []
+    sources: list[Endpoint] = []
+    if pods:
+        netns = dict(xyz.world.sources())
+        for src in xyz.pods():
+            sources.append(src)
+            # by Service, a pod to itself hairpins through the node: no fixed answer, left out
+            probes += [matrix.Probe(src.key, netns[src.key], d.key, addr[d.key], port, proto)
+                       for d in dest_eps if via == "pod" or d.key != src.key for port, proto in PORTS]
+    if nodes:
+        for ep, ns in xyz.node_sources():
+            sources.append(ep)
+            probes += [matrix.Probe(ep.key, ns, d.key, addr[d.key], port, proto)
+                       for d in dest_eps if d.node == ep.node for port, proto in PORTS]
+    if external and via == "pod":
+        ep, ns = xyz.external()
+        sources.append(ep)
+        probes += [matrix.Probe(ep.key, ns, d.key, addr[d.key], port, proto)
+                   for d in dest_eps for port, proto in PORTS]
+    return probes, sources, dest_eps
+
+
+def probe_table(probes: Sequence[matrix.Probe]) -> tuple[dict[Key, bool], list[dict]]:
+    results = matrix.run_probes(probes, PROBE_TIMEOUT, workers=64)
+    table = {(r["from"], r["to"], r["port"], r["proto"]): matrix.cell_value(r) == "connected" for r in results}
+    return table, results
+
+
+def check_table(xyz: XYZ, policies: Sequence[dict], via: str = "pod", *, nodes: bool = False,
+                external: bool = False, settle: float = SETTLE) -> dict[Key, bool]:
+    """Probe until the real table equals the model's (the agent converges within `settle`
+    seconds), else fail with the differing cells and the drawn table. Returns the table."""
+    probes, sources, dests = plan(xyz, via, nodes=nodes, external=external)
+    full = expected_table(policies, sources, dests, PORTS)
+    probed = {(p.source, p.dest, p.port, p.proto) for p in probes}
+    want = {k: v for k, v in full.items() if k in probed}
+    deadline = time.monotonic() + settle
+    while True:
+        got, results = probe_table(probes)
+        diff = diff_tables(want, got)
+        if not diff:
+            return got
+        if time.monotonic() > deadline:
+            drawn = "\n".join(matrix.render_world(results, want, via))
+            pytest.fail(f"{len(diff)} cells differ from the model (via {via}) after {settle:g} s:\n"
+                        + "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else "") + "\n\n" + drawn,
+                        pytrace=False)
+        time.sleep(0.3)
+
+
+def agent_has_policy() -> str | None:
+    """Why enforcement cannot be tested yet, or None."""
+    import importlib.util
+    if importlib.util.find_spec("proxy.policy_controller") is None:
+        return "proxy/policy_controller.py does not exist yet (issue 6 enforcement)"
+    return None
+
+
+def agent_has_service_proxy() -> str | None:
+    import importlib.util
+    if importlib.util.find_spec("proxy.service_proxy") is None:
+        return "proxy/service_proxy.py does not exist yet (issue 5): no ClusterIP datapath"
+    return None

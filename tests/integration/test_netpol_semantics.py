@@ -1,0 +1,177 @@
+"""NetworkPolicy semantics with real traffic in the upstream x/y/z world (issue 6, Must show).
+
+Every case applies its policies with the real kubectl, waits for the agent by probing until the
+whole truth table (9 pods x 9 pods x ports 80/81 x TCP/UDP, and the nodes and the external host
+where the case says so) equals the model's (lab/truth_table.py), and deletes its policies. The
+model is independent of the agent's code; tests/unit/test_truth_table.py pins it to hand-written
+upstream cases.
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.netpol_helpers import (
+    agent_has_policy,
+    agent_has_service_proxy,
+    apply_policies,
+    check_table,
+    delete_policies,
+    netpol,
+    xyz,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+__all__ = ["xyz"]               # the fixture, imported for pytest
+
+
+def sel(**labels) -> dict:
+    return {"matchLabels": labels}
+
+
+NS_Y = {"namespaceSelector": sel(ns="y")}
+POD_A, POD_B, POD_C = sel(pod="a"), sel(pod="b"), sel(pod="c")
+
+# name -> (policies, probe from nodes too, from the external host too)
+CASES: dict[str, tuple[list[dict], bool, bool]] = {
+    # policyTypes defaulting to [Ingress]; isolation only of x, only of ingress: x's pods still
+    # reach y and z, and the replies come back into the isolated pods; their own node still
+    # reaches them, the external host does not
+    "deny-all-ingress": ([netpol("x", "deny", {"podSelector": {}})], True, True),
+    "deny-all-egress": ([netpol("x", "deny", {"podSelector": {}, "policyTypes": ["Egress"]})], True, False),
+    "allow-all-ingress-undoes-deny": ([netpol("x", "deny", {"podSelector": {}}),
+                                       netpol("x", "all", {"podSelector": {}, "ingress": [{}]})], False, True),
+    "pod-selector-same-namespace": ([netpol("x", "p", {"podSelector": POD_A,
+                                                       "ingress": [{"from": [{"podSelector": POD_B}]}]})],
+                                    False, False),
+    "namespace-selector": ([netpol("x", "p", {"podSelector": POD_A, "ingress": [{"from": [NS_Y]}]})],
+                           False, False),
+    "and-in-one-peer": ([netpol("x", "p", {"podSelector": POD_A, "ingress": [
+        {"from": [{"namespaceSelector": sel(ns="y"), "podSelector": POD_C}]}]})], False, False),
+    "or-in-two-peers": ([netpol("x", "p", {"podSelector": POD_A, "ingress": [
+        {"from": [NS_Y, {"podSelector": POD_C}]}]})], False, False),
+    "empty-selectors": ([netpol("x", "p1", {"podSelector": POD_A, "ingress": [{"from": [{"namespaceSelector": {}}]}]}),
+                         netpol("y", "p2", {"podSelector": POD_A, "ingress": [{"from": [{"podSelector": {}}]}]})],
+                        False, True),
+    "match-expressions": ([netpol("x", "p", {
+        "podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a", "b"]}]},
+        "ingress": [{"from": [
+            {"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x", "y"]}]}},
+            {"podSelector": {"matchExpressions": [{"key": "pod", "operator": "DoesNotExist"}]}},
+            {"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "Exists"}]},
+             "podSelector": sel(pod="c")}]}]})], False, False),
+    "union-of-policies": ([netpol("x", "p1", {"podSelector": POD_A, "ingress": [{"from": [{"podSelector": POD_B}]}]}),
+                           netpol("x", "p2", {"podSelector": {}, "ingress": [
+                               {"from": [{"namespaceSelector": sel(ns="z")}]}]})], False, False),
+    "port-number-tcp-only": ([netpol("x", "p", {"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]})],
+                             False, True),
+    "port-number-udp": ([netpol("x", "p", {"podSelector": {}, "ingress": [
+        {"from": [NS_Y], "ports": [{"port": 81, "protocol": "UDP"}]}]})], False, False),
+    "named-port": ([netpol("x", "p", {"podSelector": {}, "ingress": [
+        {"ports": [{"port": "serve-81-udp", "protocol": "UDP"}, {"port": "serve-80-tcp"}]}]})], False, False),
+    "named-port-wrong-protocol": ([netpol("x", "p", {"podSelector": {}, "ingress": [
+        {"ports": [{"port": "serve-81-udp"}]}]})], False, False),   # TCP by default: matches nothing
+    "end-port": ([netpol("x", "p", {"podSelector": {}, "ingress": [
+        {"ports": [{"port": 81, "endPort": 90, "protocol": "TCP"}]}]})], False, False),
+    "protocol-only": ([netpol("x", "p", {"podSelector": {}, "ingress": [{"ports": [{"protocol": "UDP"}]}]})],
+                      False, True),
+    "ports-and-peers-per-rule": ([netpol("x", "p", {"podSelector": {}, "ingress": [
+        {"from": [NS_Y], "ports": [{"port": 80}]},
+        {"from": [{"namespaceSelector": sel(ns="z")}], "ports": [{"port": 81, "protocol": "UDP"}]}]})],
+        False, False),
+    "egress-to-namespace": ([netpol("x", "p", {"podSelector": POD_A, "policyTypes": ["Egress"],
+                                               "egress": [{"to": [NS_Y]}]})], False, False),
+    # egress from x/a allowed to y only, and y/b isolated for ingress: x/a -> y/b needs both
+    "egress-and-ingress-both-needed": ([
+        netpol("x", "p", {"podSelector": POD_A, "egress": [{"to": [NS_Y, {"podSelector": {}}]}]}),
+        netpol("y", "q", {"podSelector": POD_B, "ingress": [{"from": [{"namespaceSelector": sel(ns="x"),
+                                                                      "podSelector": POD_B}]}]})],
+        False, False),
+    "egress-named-port": ([netpol("y", "p", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+        {"to": [{"namespaceSelector": {}}], "ports": [{"port": "serve-80-udp", "protocol": "UDP"}]}]})],
+        False, False),
+}
+
+
+@pytest.fixture(scope="module")
+def enforced(xyz):
+    why = agent_has_policy()
+    if why:
+        pytest.skip(why)
+    check_table(xyz, [])              # the world is fully open to begin with
+    return xyz
+
+
+@pytest.fixture
+def policies(enforced):
+    """Applied by the test; deleted afterwards, and the world is open again before the next."""
+    yield lambda pols: apply_policies(enforced.lab, pols)
+    delete_policies(enforced.lab)
+    check_table(enforced, [])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_case_by_pod_ip(enforced, policies, case):
+    pols, nodes, external = CASES[case]
+    policies(pols)
+    check_table(enforced, pols, "pod", nodes=nodes, external=external)
+
+
+def _ip_block_cases(x) -> dict[str, list[dict]]:
+    """ipBlock cases need the world's addresses: the external host, one node's podCIDR."""
+    ext = x.lab.cfg.external_ip
+    node2_cidr = next(c for n, c, _ in x.nodes if n == "node2")
+    yb = x.pod("y/b").ip
+    return {
+        "from-external-cidr": [netpol("x", "p", {"podSelector": {}, "ingress": [
+            {"from": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}]})],
+        "external-excepted": [netpol("x", "p", {"podSelector": {}, "ingress": [
+            {"from": [{"ipBlock": {"cidr": "203.0.113.0/24", "except": [f"{ext}/32"]}}]}]})],
+        "pod-cidr-with-except": [netpol("x", "p", {"podSelector": {}, "ingress": [
+            {"from": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": [node2_cidr]}}]}]})],
+        "egress-ip-block-except": [netpol("x", "p", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+            {"to": [{"ipBlock": {"cidr": node2_cidr, "except": [f"{yb}/32"]}}]}]})],
+    }
+
+
+@pytest.mark.parametrize("case", ["from-external-cidr", "external-excepted", "pod-cidr-with-except",
+                                  "egress-ip-block-except"])
+def test_ip_block(enforced, policies, case):
+    pols = _ip_block_cases(enforced)[case]
+    policies(pols)
+    check_table(enforced, pols, "pod", nodes=True, external=True)
+
+
+def test_label_changes_move_pods_in_and_out(enforced, policies):
+    """A pod relabelled into a policy's podSelector is isolated, out of it open again; a
+    namespace relabelled into a peer's namespaceSelector gains access."""
+    lab = enforced.lab
+    pols = [netpol("x", "p", {"podSelector": sel(role="db"),
+                              "ingress": [{"from": [{"namespaceSelector": sel(team="blue")}]}]})]
+    policies(pols)
+    try:
+        check_table(enforced, pols)                          # selects nobody yet
+        lab.kubectl("label", "pod", "b", "role=db", "-n", "x")
+        lab.kubectl("label", "namespace", "z", "team=blue")
+        enforced.refresh()
+        check_table(enforced, pols)                          # x/b open to z only
+        lab.kubectl("label", "namespace", "z", "team-")
+        enforced.refresh()
+        check_table(enforced, pols)                          # x/b open to nobody
+        lab.kubectl("label", "pod", "b", "role-", "-n", "x")
+        enforced.refresh()
+        check_table(enforced, pols)                          # open again
+    finally:
+        lab.kubectl("label", "pod", "b", "role-", "-n", "x", check=False)
+        lab.kubectl("label", "namespace", "z", "team-", check=False)
+        enforced.refresh()
+
+
+@pytest.mark.parametrize("case", ["deny-all-ingress", "and-in-one-peer", "named-port", "egress-to-namespace"])
+def test_case_by_service(enforced, policies, case):
+    """Policy is judged after DNAT: by ClusterIP the table is the backend pods' table."""
+    why = agent_has_service_proxy()
+    if why:
+        pytest.skip(why)
+    pols = CASES[case][0]
+    policies(pols)
+    check_table(enforced, pols, "service")
