@@ -100,7 +100,7 @@ class OverlayController:
         nodes = [ov.node_info_from_object(o) for o in list(self.informer.objects.values())]
         try:
             self.reconcile(nodes)
-        except Exception:                      # noqa: BLE001 - keep following; the next event retries
+        except Exception:                      # keep following; the next event retries
             log.exception("overlay: reconcile failed")
 
     def reconcile(self, nodes: list[ov.NodeInfo], strict: bool = False) -> list[ov.Op]:

@@ -1,0 +1,220 @@
+"""Cross-node pod networking on real labs (issue 4).
+
+On the shared 3-node `labk` (kubeweft CNI, VXLAN): every pod reaches every pod on every node by
+pod IP over TCP and UDP and the server sees the true client pod address; node <-> pod on every
+node; pod -> external host is masqueraded to the node address.
+On a lab of this file's own: nodes joining and leaving (routes follow within a second, traffic
+between the others never stops) and an agent kill -9 + restart (the kernel keeps every entry,
+a running probe loop loses nothing).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from lab import lifecycle
+
+from . import conftest
+from . import overlay_helpers as oh
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NS = "h7-overlay"
+PLACEMENT = {f"p{node}{j}": f"node{node}" for node in (1, 2, 3) for j in "ab"}
+SERVER_PORT = 9099
+
+
+@pytest.fixture(scope="module")
+def pods(labk):
+    try:
+        yield oh.create_pods(labk.cfg, NS, PLACEMENT)
+    finally:
+        oh.delete_namespace(labk.cfg, NS)
+
+
+def node_ips(labk) -> dict[str, str]:
+    return {n["name"]: n["address"] for n in labk.status()["nodes"]}
+
+
+def test_every_pod_reaches_every_pod_tcp_and_udp_with_its_true_address(labk, pods):
+    proc = labk.cli("matrix", "-n", NS, "--json", "--timeout", "2", check=False, timeout=120)
+    results = json.loads(proc.stdout)["results"]
+    # 6 sources x 6 targets x (8080/TCP, 8080/UDP)
+    assert len(results) == 6 * 6 * 2
+    assert {(r["from"], r["to"], r["proto"]) for r in results} == {
+        (f"{NS}/{a}", f"{NS}/{b}", proto) for a in PLACEMENT for b in PLACEMENT for proto in ("TCP", "UDP")}
+    bad = [r for r in results if r["outcome"] != "connected" or r["pod"] != r["to"]]
+    assert not bad, json.dumps(bad, indent=1)
+    # never NAT between pods: the server saw the client pod's own address, across nodes too
+    ips = {p.key: p.ip for p in pods.values()}
+    seen = [(r["from"], r["client"].rpartition(":")[0]) for r in results]
+    assert all(ip == ips[src] for src, ip in seen), seen
+    cross = [r for r in results if pods[r["from"].split("/")[1]].node != pods[r["to"].split("/")[1]].node]
+    assert len(cross) == 6 * 4 * 2
+    assert proc.returncode == 0
+
+
+def test_overlay_routes_on_every_node_are_flannels(labk, pods):
+    status = labk.status()["nodes"]
+    for n in status:
+        others = {o["podCIDR"] for o in status if o["name"] != n["name"]}
+        assert oh.route_dsts(n["netns"]) == others, n["name"]
+        k = oh.kernel_overlay(n["netns"])
+        assert len(k["neighbours"]) == len(k["fdb"]) == len(others)
+        # pods get underlay (1500) minus the VXLAN overhead
+        link = json.loads(oh.run_in(n["netns"], ["ip", "-j", "link", "show", "kw.1"]).stdout)[0]
+        assert link["mtu"] == 1450
+    for p in pods.values():
+        link = json.loads(oh.run_in(p.netns, ["ip", "-j", "link", "show", "eth0"]).stdout)[0]
+        assert link["mtu"] == 1450, p.key
+
+
+def test_node_to_pod_on_every_node(labk, pods):
+    for node in ("node1", "node2", "node3"):
+        for p in pods.values():
+            for udp in (False, True):
+                r = oh.probe(labk.cfg.node_netns(node), p.ip, 8080, udp=udp)
+                assert r["outcome"] == "connected" and r["pod"] == p.key, (node, p.key, udp, r)
+
+
+def test_pod_to_node_on_every_node(labk, pods):
+    ips = node_ips(labk)
+    servers = [oh.workload_in(labk.cfg.node_netns(n), SERVER_PORT, f"node/{n}") for n in ips]
+    for s in servers:
+        s.__enter__()
+    try:
+        for p in pods.values():
+            for node, ip in ips.items():
+                r = oh.probe(p.netns, ip, SERVER_PORT)
+                assert r["outcome"] == "connected" and r["pod"] == f"node/{node}", (p.key, node, r)
+    finally:
+        for s in servers:
+            s.__exit__(None, None, None)
+
+
+def test_pod_to_external_is_masqueraded_to_its_node_address(labk, pods):
+    ips = node_ips(labk)
+    with oh.workload_in(labk.cfg.external_netns, SERVER_PORT, "external/host"):
+        for p in pods.values():
+            for udp in (False, True):
+                r = oh.probe(p.netns, labk.cfg.external_ip, SERVER_PORT, udp=udp)
+                assert r["outcome"] == "connected", (p.key, udp, r)
+                assert r["client"].rpartition(":")[0] == ips[p.node], (p.key, r)
+
+
+# --- a lab of our own: nodes joining and leaving, an agent restart ------------------------------
+
+@pytest.fixture(scope="module")
+def ownlab():
+    name = conftest.unique_lab_name("h7j")
+    with oh.backend_lab(name, nodes=2, backend="vxlan", on_name=conftest._session_lab_names.add) as cfg:
+        pods = oh.create_pods(cfg, "h7-join", {"a": "node1", "b": "node2"})
+        yield cfg, pods
+
+
+def _node_published(cfg, node: str):
+    core = oh.api(cfg)
+
+    def check() -> bool:
+        try:
+            n = core.read_node(node, _request_timeout=2)
+        except Exception:  # noqa: BLE001 - not there yet
+            return False
+        ready = any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+        return ready and "kubeweft.io/vtep-mac" in (n.metadata.annotations or {})
+    return core, check
+
+
+def _node_gone(cfg, node: str):
+    from kubernetes.client import ApiException
+    core = oh.api(cfg)
+
+    def check() -> bool:
+        try:
+            core.read_node(node, _request_timeout=2)
+            return False
+        except ApiException as e:
+            return e.status == 404
+    return core, check
+
+
+def test_nodes_join_and_leave_routes_follow_within_a_second_traffic_never_stops(ownlab):
+    import concurrent.futures as cf
+    cfg, pods = ownlab
+    a, b = pods["a"], pods["b"]
+    with oh.ProbeLoop(a.netns, b.ip, 8080) as loop, cf.ThreadPoolExecutor(4) as pool:
+        # --- join: node3 becomes Ready with its VTEP published; node1 and node2 route to it
+        core, published = _node_published(cfg, "node3")
+        t_ready = pool.submit(oh.first_time, published, 90, 0.05)
+        t_routes = {n: pool.submit(oh.first_time, lambda n=n: len(oh.route_dsts(cfg.node_netns(n))) == 2, 90)
+                    for n in ("node1", "node2")}
+        oh.lab_cli(cfg.name, "node-add", timeout=150)
+        ready_at = t_ready.result(100)
+        core.api_client.close()
+        assert ready_at is not None
+        for n, fut in t_routes.items():
+            at = fut.result(100)
+            assert at is not None and at - ready_at < 1.0, (n, at and at - ready_at)
+        cidr3 = {x["name"]: x["podCIDR"] for x in lifecycle.status(cfg.name)["nodes"]}["node3"]
+        assert all(cidr3 in oh.route_dsts(cfg.node_netns(n)) for n in ("node1", "node2"))
+        c = oh.create_pods(cfg, "h7-join", {"c": "node3"}, create_namespace=False)["c"]
+        assert oh.probe(a.netns, c.ip, 8080)["pod"] == c.key
+        assert oh.probe(c.netns, b.ip, 8080, udp=True)["client"].startswith(c.ip + ":")
+
+        # --- leave: node3's Node is deleted; its routes go from node1 and node2 within a second
+        core, gone = _node_gone(cfg, "node3")
+        t_gone = pool.submit(oh.first_time, gone, 60)
+        t_routes = {n: pool.submit(oh.first_time, lambda n=n: cidr3 not in oh.route_dsts(cfg.node_netns(n)), 60)
+                    for n in ("node1", "node2")}
+        out = oh.lab_cli(cfg.name, "node-remove", "node3", timeout=90).stdout
+        gone_at = t_gone.result(70)
+        core.api_client.close()
+        assert gone_at is not None, out
+        for n, fut in t_routes.items():
+            at = fut.result(70)
+            assert at is not None and at - gone_at < 1.0, (n, at and at - gone_at)
+        assert oh.kernel_overlay(cfg.node_netns("node1"))["fdb"].__len__() == 1
+        assert not any(n.endswith("-node3") for n in lab_netns(cfg))
+        assert not cfg.node_dir("node3").exists()
+        time.sleep(0.3)
+    assert loop.attempts > 40, loop.attempts
+    assert loop.failures == [], loop.failures[:5]
+
+
+def lab_netns(cfg) -> list[str]:
+    from lab.topology import list_netns
+    return list_netns(cfg.netns_prefix)
+
+
+def test_agent_restart_changes_nothing_in_the_kernel_and_loses_no_packet(ownlab):
+    cfg, pods = ownlab
+    a, b = pods["a"], pods["b"]
+    state = oh.lab_state(cfg)
+    ns = cfg.node_netns("node1")
+    before = oh.kernel_overlay(ns)
+    assert before["routes"] and before["ifindex"]
+    log = cfg.log_dir / "agent-node1.log"
+    with oh.ProbeLoop(a.netns, b.ip, 8080) as tcp, oh.ProbeLoop(b.netns, a.ip, 8080, udp=True) as udp:
+        time.sleep(0.3)
+        pid = state["processes"]["agent-node1"]
+        assert lifecycle._lab_pid(cfg.name, state["token"], pid), "agent-node1 is not running"
+        mark = log.stat().st_size
+        oh.kill9(pid)
+        assert oh.first_time(lambda: not lifecycle._alive(pid), 5) is not None
+        proc = lifecycle.start_agent(cfg, "node1", state["token"])
+        state["processes"]["agent-node1"] = proc.pid
+        lifecycle._write_json(cfg.state_file, state)
+        # the new agent is up once it serves the CNI again
+        up = oh.first_time(lambda: "serving CNI" in log.read_text()[mark:], 60, 0.1)
+        assert up is not None, log.read_text()[mark:][-3000:]
+        restarted = log.read_text()[mark:]
+        time.sleep(0.5)
+    after = oh.kernel_overlay(ns)
+    assert after == before
+    # nothing was re-applied: the restarted controller found the kernel already right
+    assert "overlay: add" not in restarted and "overlay: replace" not in restarted and \
+        "overlay: delete" not in restarted, restarted
+    for loop in (tcp, udp):
+        assert loop.attempts > 10 and loop.failures == [], (loop.attempts, loop.failures[:5])
