@@ -1,0 +1,269 @@
+"""kubeweft's CNI as the lab runs it: install-cni's conflist, the lab kubelet executing it through
+lab/cniexec.py, the node agents serving it (issue 3 on a real lab).
+
+On `labk` (the shared 3-node lab, kubeweft CNI; our pods in k8s namespace h8cni):
+- every pod gets an address from its own node's podCIDR, and the API, the kubelet's records
+  (pods.json, the cniexec result cache), the IPAM store and the pod's netns all agree;
+- the conflist is the 1.1.0 one install-cni wrote, and it is what the kubelet ran;
+- a hostPort is reachable from the external host;
+- deleting a pod frees its address and its veth.
+On a fresh 1-node lab of our own (h8...), since it kills an agent:
+- STATUS answers 0 with the agent up and 50 with it killed;
+- ADD with the agent down fails with 11, the kubelet retries, and the pod becomes Ready once
+  the agent is back (restarted as lab.lifecycle.start_agent does).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cni import datapath, install
+from lab import cniexec, lifecycle
+from lab import netns as lab_netns
+
+pytestmark = pytest.mark.integration
+
+NS = "h8cni"
+HOSTPORT = 19182
+BRIDGE = "kw0"
+
+
+def wait_for(fn, timeout: float, every: float = 0.5, what: str = ""):
+    """fn() until truthy (returned), or AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or fn}")
+        time.sleep(every)
+
+
+def pod_yaml(name: str, node: str, namespace: str = NS, host_port: int | None = None) -> str:
+    port = {"containerPort": 8080}
+    if host_port:
+        port["hostPort"] = host_port
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+                       "spec": {"nodeName": node, "containers": [{"name": "app", "image": "lab/workload",
+                                                                  "ports": [port]}]}})
+
+
+def get_pod(lab, name: str, namespace: str = NS) -> dict | None:
+    proc = lab.kubectl("get", "pod", "-n", namespace, name, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def ready(pod: dict | None) -> bool:
+    conds = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+def ready_pods(lab, names, namespace: str = NS) -> dict[str, dict] | None:
+    """name -> pod once every named pod is Ready, else None."""
+    got = {n: get_pod(lab, n, namespace) for n in names}
+    return got if all(ready(p) for p in got.values()) else None
+
+
+def node_pod_cidr(lab, node: str) -> str:
+    return json.loads(lab.kubectl("get", "node", node, "-o", "json").stdout)["spec"]["podCIDR"]
+
+
+def kubelet_record(lab, node: str, namespace: str, name: str) -> dict | None:
+    path = lab.cfg.node_dir(node) / "pods.json"
+    try:
+        entries = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return None
+    return next((e for e in entries.values() if (e["namespace"], e["name"]) == (namespace, name)), None)
+
+
+def cached_result(lab, node: str, container_id: str) -> dict:
+    path = lab.cfg.cni_data_dir(node) / "results" / cniexec.cache_file_name("kubeweft", container_id, "eth0")
+    return json.loads(path.read_text())
+
+
+def node_links(lab, node: str) -> dict[str, dict]:
+    out = lab.run_in(lab.cfg.node_netns(node), ["ip", "-j", "link", "show"]).stdout
+    return {link["ifname"]: link for link in json.loads(out or "[]")}
+
+
+def pod_addresses(lab, netns_name: str) -> list[str]:
+    out = lab.run_in(netns_name, ["ip", "-j", "-4", "addr", "show", "dev", "eth0"]).stdout
+    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]") for a in link["addr_info"]]
+
+
+def reservation(lab, node: str, ip: str) -> str | None:
+    """The container ID holding ip in node's IPAM store, or None."""
+    try:
+        return (lab.cfg.cni_data_dir(node) / ip).read_text().split("\n")[0]
+    except FileNotFoundError:
+        return None
+
+
+# --- on the shared 3-node lab ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pods(labk):
+    """One pod per node (the one on node2 with a hostPort), Ready; removed afterwards."""
+    nodes = [labk.cfg.node_name(i) for i in range(1, labk.cfg.nodes + 1)]
+    placement = {f"p{i}": n for i, n in enumerate(nodes, 1)}
+    labk.kubectl("create", "namespace", NS, check=False)
+    try:
+        for name, node in placement.items():
+            labk.kubectl("apply", "-f", "-", input=pod_yaml(name, node, host_port=HOSTPORT if node == nodes[1]
+                                                            else None))
+        got = wait_for(lambda: ready_pods(labk, placement), 90, what="pods Ready")
+        yield labk, placement, got
+    finally:
+        labk.kubectl("delete", "pod", "-n", NS, "--all", "--wait=false", check=False)
+        labk.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def test_the_installed_conflist_is_1_1_0_and_the_kubelet_runs_it(pods):
+    lab, placement, _ = pods
+    for node in placement.values():
+        conf_dir = lab.cfg.cni_conf_dir(node)
+        assert [p.name for p in conf_dir.iterdir()] == [install.CONFLIST]
+        written = json.loads((conf_dir / install.CONFLIST).read_text())
+        assert written == install.render_conflist(str(lab.cfg.agent_socket(node)),
+                                                  str(lab.cfg.cni_data_dir(node)))
+        net = cniexec.load_network_config(conf_dir)
+        assert (net.name, net.cni_version, net.plugins[0]["type"]) == ("kubeweft", "1.1.0", "kubeweft")
+        # the executable is install-cni's: the venv script (the lab's choice; faster than the zipapp)
+        first = (lab.cfg.cni_bin_dir(node) / "kubeweft").read_text().splitlines()[0]
+        assert first.startswith("#!") and first.endswith("-IS")
+
+
+def test_pods_get_their_nodes_podcidr_and_every_record_agrees(pods):
+    lab, placement, got = pods
+    seen = set()
+    for name, node in placement.items():
+        pod = got[name]
+        ip = pod["status"]["podIP"]
+        assert pod["spec"]["nodeName"] == node
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(node_pod_cidr(lab, node)), (name, ip)
+        assert ip not in seen
+        seen.add(ip)
+        rec = kubelet_record(lab, node, NS, name)
+        assert rec and rec["ip"] == ip, rec
+        cid = rec["containerID"]
+        entry = cached_result(lab, node, cid)
+        result = entry["result"]
+        # what the kubelet recorded is the 1.1.0 result of the conflist's plugin
+        assert entry["networkName"] == "kubeweft" and result["cniVersion"] == "1.1.0"
+        assert entry["netns"] == str(lab_netns.path(rec["netns"]))
+        bridge, host, inner = result["interfaces"]
+        assert bridge["name"] == BRIDGE and inner["name"] == "eth0" and inner["sandbox"] == entry["netns"]
+        assert host["name"] == datapath.host_veth_name(cid, "eth0")
+        (addr,) = result["ips"]
+        assert addr["address"].split("/")[0] == ip
+        assert addr["gateway"] == str(ipaddress.ip_network(node_pod_cidr(lab, node))[1])
+        # ... and it is what the kernel and the IPAM store hold
+        assert pod_addresses(lab, rec["netns"]) == [addr["address"]]
+        assert reservation(lab, node, ip) == cid
+        link = node_links(lab, node)[host["name"]]
+        assert link.get("master") == BRIDGE and "UP" in link["flags"]
+
+
+def test_hostport_is_reachable_from_the_external_host(pods):
+    lab, placement, _ = pods
+    node = lab.cfg.node_name(2)
+    name = next(n for n, where in placement.items() if where == node)
+
+    def probe():
+        proc = lab.cli("probe", "--from", "external", "--json", "--timeout", "3",
+                       f"{lab.cfg.node_ip(2)}:{HOSTPORT}", check=False)
+        r = json.loads(proc.stdout.splitlines()[0])
+        return r if r["outcome"] == "connected" else None
+    r = wait_for(probe, 20, 1, "the hostPort to answer")
+    assert r["pod"] == f"{NS}/{name}", r
+    # another node's address does not carry it
+    proc = lab.cli("probe", "--from", "external", "--json", "--timeout", "2",
+                   f"{lab.cfg.node_ip(1)}:{HOSTPORT}", check=False)
+    assert json.loads(proc.stdout.splitlines()[0])["outcome"] != "connected"
+
+
+def test_deleting_a_pod_frees_its_address_and_veth(pods):
+    lab, placement, got = pods
+    name, node = "p3", placement["p3"]
+    ip = got[name]["status"]["podIP"]
+    rec = kubelet_record(lab, node, NS, name)
+    veth = datapath.host_veth_name(rec["containerID"], "eth0")
+    assert reservation(lab, node, ip) and veth in node_links(lab, node)
+    lab.kubectl("delete", "pod", "-n", NS, name, "--wait=false")
+    wait_for(lambda: reservation(lab, node, ip) is None and veth not in node_links(lab, node), 60,
+             what=f"{ip} and {veth} to be freed")
+    wait_for(lambda: kubelet_record(lab, node, NS, name) is None, 30, what="the kubelet to forget the pod")
+    assert not lab_netns.exists(rec["netns"])
+
+
+# --- a lab of our own: the agent is killed ----------------------------------------------------------
+
+def _status(lab, node: str) -> int:
+    """The CNI STATUS of node through cniexec and the installed conflist: 0 or the error code."""
+    runtime = cniexec.CniRuntime(lab.cfg.cni_bin_dir(node), lab.cfg.state_dir / "h8-status-cache",
+                                 timeout=20, preexec_fn=lab_netns.preexec(lab.cfg.node_netns(node)))
+    try:
+        runtime.status(cniexec.load_network_config(lab.cfg.cni_conf_dir(node)))
+    except cniexec.CniError as e:
+        return e.code
+    return 0
+
+
+def _agent_pid(lab, node: str) -> int:
+    return lifecycle.read_state(lab.name)["processes"][f"agent-{node}"]
+
+
+def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(lab_factory):
+    lab = lab_factory(nodes=1, cni="kubeweft", prefix="h8")
+    node = lab.cfg.node_name(1)
+    sock = lab.cfg.agent_socket(node)
+    wait_for(lambda: _status(lab, node) == 0, 60, what="STATUS 0 from a running agent")
+    pid = _agent_pid(lab, node)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+             Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z", 10,
+             what="the agent to die")
+    assert sock.exists()                                # a stale socket: nobody answers on it
+    assert _status(lab, node) == 50
+
+    lab.kubectl("apply", "-f", "-", input=pod_yaml("late", node, namespace="default"))
+
+    def failing():
+        conds = ((get_pod(lab, "late", "default") or {}).get("status") or {}).get("conditions") or []
+        msg = next((c.get("message", "") for c in conds if c["type"] == "Ready"), "")
+        return msg if "CNI error 11" in msg else None
+    msg = wait_for(failing, 30, what="the pod to report ADD's error 11")
+    assert "Try again later" in msg and "kubeweft" in msg
+    # nothing of the refused ADD is left: no reservation, no veth on the bridge
+    assert not [f for f in lab.cfg.cni_data_dir(node).iterdir() if f.name[0].isdigit()
+                and f.name != "last_reserved_ip"]
+    assert not [n for n, link in node_links(lab, node).items() if link.get("master") == BRIDGE]
+    time.sleep(2)                                        # a retry or two, still refused
+    assert not ready(get_pod(lab, "late", "default"))
+
+    token = lifecycle.read_state(lab.name)["token"]
+    agent = lifecycle.start_agent(lab.cfg, node, token)
+    try:
+        pod = wait_for(lambda: ready_pods(lab, ["late"], "default"), 60,
+                       what="the pod to become Ready after the agent is back")["late"]
+        ip = pod["status"]["podIP"]
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(node_pod_cidr(lab, node))
+        assert reservation(lab, node, ip) == kubelet_record(lab, node, "default", "late")["containerID"]
+        assert _status(lab, node) == 0
+        assert agent.poll() is None
+    finally:
+        if agent.poll() is None:       # lab down ends it too (by its KUBEWEFT_LAB_ID); reap it here
+            agent.terminate()
+            try:
+                agent.wait(10)
+            except Exception:  # noqa: BLE001
+                agent.kill()
+                agent.wait(5)
