@@ -14,49 +14,141 @@ the render uses, so a restarted agent diffs against what the kernel holds withou
 """
 from __future__ import annotations
 
-from .render_services import T, Chain, Desired
+from .render_services import MAPS, SETS, T, Aggregate, Chain, Desired, Touched
 
 
-def _batches(verb: str, kind_name: str, items: list[str], size: int = 4000) -> list[str]:
-    return [f"{verb} element {T} {kind_name} {{ {', '.join(items[i:i + size])} }}"
+def _batches(verb: str, name: str, items: list[str], size: int = 4000) -> list[str]:
+    return [f"{verb} element {T} {name} {{ {', '.join(items[i:i + size])} }}"
             for i in range(0, len(items), size)]
 
 
-def diff_state(applied: Desired, want: Desired, *, unknown_chains: bool = False) -> list[str]:
-    """Commands turning `applied` into `want`. With unknown_chains (after a restart) every wanted
-    chain is (re)written, since only the maps were read back."""
+def empty_applied() -> Desired:
+    return Desired(sets={n: frozenset() for n in SETS}, maps={n: {} for n in MAPS})
+
+
+def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
+                 unknown_chains: bool = False) -> list[str]:
+    """Commands turning the touched part of `applied` (the mirror of the kernel) into `want`.
+    With unknown_chains (right after a restart) every wanted chain is flushed and rewritten,
+    since only the maps and sets were read back."""
     cmds: list[str] = []
     # 1. dynamic sets and chains that must exist before elements point at them
-    for name, decl in want.dynsets.items():
-        if name not in applied.dynsets:
+    for name in sorted(touched.dynsets):
+        decl = want.dynset(name)
+        if decl is not None and name not in applied.dynsets:
             cmds.append(f"add set {T} {name} {{ {decl}; }}")
-    for name, chain in want.chains.items():
-        old = applied.chains.get(name)
-        if old is None:
+    gone_chains, rules = [], []
+    for name in sorted(touched.chains):
+        chain, old = want.chain(name), applied.chains.get(name)
+        if chain is None:
+            if old is not None:
+                gone_chains.append(name)
+            continue
+        if old is None:       # every chain declared before any rule jumps to one
             cmds.append(f'add chain {T} {name} {{ comment "{chain.comment}"; }}')
         if old != chain or unknown_chains:
             if old is not None or unknown_chains:
-                cmds.append(f"flush chain {T} {name}")
-            cmds += [f"add rule {T} {name} {r}" for r in chain.rules]
-    # 2. elements
-    deletes, adds = [], []
-    for name in sorted(set(want.sets) | set(applied.sets)):
-        old, new = applied.sets.get(name, frozenset()), want.sets.get(name, frozenset())
-        deletes += _batches("delete", name, sorted(old - new))
-        adds += _batches("add", name, sorted(new - old))
-    for name in sorted(set(want.maps) | set(applied.maps)):
-        old, new = applied.maps.get(name, {}), want.maps.get(name, {})
-        gone = [k for k in old if old[k] != new.get(k)]
-        fresh = [f"{k} : {v}" for k, v in new.items() if old.get(k) != v]
-        deletes += _batches("delete", name, sorted(gone))
-        adds += _batches("add", name, sorted(fresh))
-    cmds += deletes + adds
+                rules.append(f"flush chain {T} {name}")
+            rules += [f"add rule {T} {name} {r}" for r in chain.rules]
+    cmds += rules
+    # 2. elements: deletes first (a changed map value is a delete and an add)
+    dels: dict[str, list[str]] = {}
+    adds: dict[str, list[str]] = {}
+    for name, e in touched.elements:
+        have, need = e in applied.sets.get(name, ()), want.has(name, e)
+        if have and not need:
+            dels.setdefault(name, []).append(e)
+        elif need and not have:
+            adds.setdefault(name, []).append(e)
+    for name, k in touched.keys:
+        old, new = applied.maps.get(name, {}).get(k), want.value(name, k)
+        if old == new:
+            continue
+        if old is not None:
+            dels.setdefault(name, []).append(k)
+        if new is not None:
+            adds.setdefault(name, []).append(f"{k} : {new}")
+    for name in sorted(dels):
+        cmds += _batches("delete", name, sorted(dels[name]))
+    for name in sorted(adds):
+        cmds += _batches("add", name, sorted(adds[name]))
     # 3. what nothing references any more
-    gone_chains = [n for n in applied.chains if n not in want.chains]
     cmds += [f"flush chain {T} {n}" for n in gone_chains]
     cmds += [f"delete chain {T} {n}" for n in gone_chains]
-    cmds += [f"delete set {T} {n}" for n in applied.dynsets if n not in want.dynsets]
+    cmds += [f"delete set {T} {n}" for n in sorted(touched.dynsets)
+             if want.dynset(n) is None and n in applied.dynsets]
     return cmds
+
+
+def commit_touched(applied: Desired, want: Aggregate, touched: Touched) -> None:
+    """Bring the mirror `applied` up to date once the transaction of diff_touched landed. It is
+    updated in place: copying 100k elements per sync would cost more than the sync."""
+    for name, e in touched.elements:
+        elems = applied.sets.get(name)
+        if not isinstance(elems, set):
+            elems = applied.sets[name] = set(elems or ())
+        (elems.add if want.has(name, e) else elems.discard)(e)
+    for name, k in touched.keys:
+        v = want.value(name, k)
+        m = applied.maps.setdefault(name, {})
+        if v is None:
+            m.pop(k, None)
+        else:
+            m[k] = v
+    for n in touched.chains:
+        c = want.chain(n)
+        if c is None:
+            applied.chains.pop(n, None)
+        else:
+            applied.chains[n] = c
+    for n in touched.dynsets:
+        d = want.dynset(n)
+        if d is None:
+            applied.dynsets.pop(n, None)
+        else:
+            applied.dynsets[n] = d
+    applied.health = want.health()
+
+
+def touched_all(applied: Desired, want: Aggregate) -> Touched:
+    """Everything either side holds: a full sync."""
+    t = want.everything()
+    t.elements |= {(n, e) for n, v in applied.sets.items() for e in v}
+    t.keys |= {(n, k) for n, v in applied.maps.items() for k in v}
+    t.chains |= set(applied.chains)
+    t.dynsets |= set(applied.dynsets)
+    return t
+
+
+def plan_udp_cleanup(applied: Desired, want: Aggregate, touched: Touched) -> set[tuple[str | None, int, str]]:
+    """(service address or None for a nodePort, port, endpoint ip) of UDP endpoints that leave a
+    service port with this change: their conntrack entries must go (kube-proxy's stale UDP flows)."""
+    gone = set()
+    for name, k in touched.keys:
+        if not name.startswith(("backends", "nodeport-backends")):
+            continue
+        old = applied.maps.get(name, {}).get(k)
+        if old is None:
+            continue
+        parts = k.split(" . ")
+        addr, proto, port = (None, parts[0], parts[1]) if name.startswith("nodeport") else parts[:3]
+        if proto != "udp":
+            continue
+        still = _values_for(want, name, parts[:-1])
+        if old not in still:
+            gone.add((addr, int(port), old.split(" . ")[0]))
+    return gone
+
+
+def _values_for(want: Aggregate, name: str, prefix: list[str]) -> set[str]:
+    out, i = set(), 0
+    base = " . ".join(prefix)
+    while True:
+        v = want.value(name, f"{base} . {i}")
+        if v is None:
+            return out
+        out.add(v)
+        i += 1
 
 
 # ---- reading back (after a restart) ----------------------------------------------------------

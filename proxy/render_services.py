@@ -59,15 +59,18 @@ MAPS: dict[str, tuple[str, str]] = {
     "nodeports": (f"type {K_PORT} : verdict", "nodePort -> np chain"),
     "nodeports-external": (f"type {K_PORT} : verdict",
                            "externalTrafficPolicy Local nodePorts, external sources -> local endpoints"),
-    "backends": ("typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+    "backends": ("typeof ip daddr . meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
                  "service address . proto . port . index -> endpoint . port"),
-    "backends-external": ("typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+    "backends-external": ("typeof ip daddr . meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
                           "local endpoints for externalTrafficPolicy Local, external sources"),
-    "nodeport-backends": ("typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+    "nodeport-backends": ("typeof meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
                           "nodePort . index -> endpoint . port"),
-    "nodeport-backends-external": ("typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+    "nodeport-backends-external": ("typeof meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
                                    "local endpoints of externalTrafficPolicy Local nodePorts"),
 }
+# (typeof says "tcp dport" only to name the key's type: nft 1.0.6 cannot add a rule that looks
+# up an existing map whose typeof holds "th dport" (it fails with "conflicting protocols"); the
+# lookups use th dport and the elements hold tcp, udp and sctp ports alike.)
 # lb chain family -> (the map it reads, the key before the index)
 FAMILIES = {
     "lb": ("backends", "ip daddr . meta l4proto . th dport"),
@@ -329,16 +332,130 @@ class _Builder:
             self.target(f"{family}x", key, local_eps, svc, sp, "local") if local_eps else "drop"
 
 
+def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeContext) -> Desired:
+    """The elements, on-demand chains and dynamic sets of ONE Service (a fragment)."""
+    b = _Builder(ctx)
+    b.add_service(svc, list(slices))
+    return Desired(sets={n: frozenset(v) for n, v in b.sets.items() if v},
+                   maps={n: v for n, v in b.maps.items() if v}, chains=b.chains, dynsets=b.dynsets,
+                   health={svc.key: b.health_entry} if b.health_entry else {})
+
+
+@dataclass
+class Touched:
+    """What an update of fragments may have changed: only these are diffed."""
+    elements: set[tuple[str, str]] = field(default_factory=set)     # (set name, element)
+    keys: set[tuple[str, str]] = field(default_factory=set)         # (map name, key)
+    chains: set[str] = field(default_factory=set)
+    dynsets: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.elements or self.keys or self.chains or self.dynsets)
+
+    def merge(self, other: Touched) -> None:
+        self.elements |= other.elements
+        self.keys |= other.keys
+        self.chains |= other.chains
+        self.dynsets |= other.dynsets
+
+
+class Aggregate:
+    """The desired state as the sum of per-Service fragments, reference-counted, so that one
+    Service's change touches only its own elements (and shared ones are kept while any Service
+    needs them). A map key claimed by two Services (one externalIP:port, say) goes to the
+    Service whose namespace/name sorts first, as a full render would decide."""
+
+    def __init__(self) -> None:
+        self.fragments: dict[tuple[str, str], Desired] = {}
+        self.set_refs: dict[tuple[str, str], int] = {}
+        self.map_vals: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+        self.chain_refs: dict[str, list] = {}          # name -> [count, Chain]
+        self.dynset_refs: dict[str, list] = {}         # name -> [count, decl]
+        self.health_of: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def put(self, key: tuple[str, str], frag: Desired | None) -> Touched:
+        touched = Touched()
+        old = self.fragments.pop(key, None)
+        if old is not None:
+            self._count(key, old, -1, touched)
+            self.health_of.pop(key, None)
+        if frag is not None:
+            self.fragments[key] = frag
+            self._count(key, frag, +1, touched)
+            self.health_of.update(frag.health)
+        return touched
+
+    def _count(self, svc: tuple[str, str], frag: Desired, d: int, touched: Touched) -> None:
+        for name, elems in frag.sets.items():
+            for e in elems:
+                k = (name, e)
+                n = self.set_refs.get(k, 0) + d
+                if n:
+                    self.set_refs[k] = n
+                else:
+                    del self.set_refs[k]
+                touched.elements.add(k)
+        for name, m in frag.maps.items():
+            for mk, v in m.items():
+                k = (name, mk)
+                owners = self.map_vals.setdefault(k, {})
+                if d > 0:
+                    owners[svc] = v
+                else:
+                    owners.pop(svc, None)
+                    if not owners:
+                        del self.map_vals[k]
+                touched.keys.add(k)
+        for refs, items, seen in ((self.chain_refs, frag.chains, touched.chains),
+                                  (self.dynset_refs, frag.dynsets, touched.dynsets)):
+            for name, value in items.items():
+                entry = refs.setdefault(name, [0, value])
+                entry[0] += d
+                if d > 0:
+                    entry[1] = value
+                if entry[0] <= 0:
+                    del refs[name]
+                seen.add(name)
+
+    def has(self, name: str, elem: str) -> bool:
+        return (name, elem) in self.set_refs
+
+    def value(self, name: str, key: str) -> str | None:
+        owners = self.map_vals.get((name, key))
+        return owners[min(owners)] if owners else None
+
+    def chain(self, name: str) -> Chain | None:
+        entry = self.chain_refs.get(name)
+        return entry[1] if entry else None
+
+    def dynset(self, name: str) -> str | None:
+        entry = self.dynset_refs.get(name)
+        return entry[1] if entry else None
+
+    def health(self) -> dict[tuple[str, str], tuple[int, int]]:
+        return dict(self.health_of)
+
+    def everything(self) -> Touched:
+        return Touched(elements=set(self.set_refs), keys=set(self.map_vals), chains=set(self.chain_refs),
+                       dynsets=set(self.dynset_refs))
+
+    def materialize(self) -> Desired:
+        sets: dict[str, set[str]] = {n: set() for n in SETS}
+        for name, e in self.set_refs:
+            sets[name].add(e)
+        maps: dict[str, dict[str, str]] = {n: {} for n in MAPS}
+        for (name, k) in self.map_vals:
+            maps[name][k] = self.value(name, k)
+        return Desired(sets={n: frozenset(v) for n, v in sets.items()}, maps=maps,
+                       chains={n: e[1] for n, e in self.chain_refs.items()},
+                       dynsets={n: e[1] for n, e in self.dynset_refs.items()}, health=self.health())
+
+
 def render_state(services: Mapping[tuple[str, str], Service],
                  slices: Mapping[tuple[str, str], Iterable[EndpointSlice]], ctx: NodeContext) -> Desired:
-    """Every element, on-demand chain and dynamic set the Services and their slices need.
+    """The whole desired state in one go (what any sequence of incremental updates must equal).
     `slices` maps a Service key to that Service's EndpointSlices."""
-    b = _Builder(ctx)
-    health = {}
+    agg = Aggregate()
     for key in sorted(services):
-        svc = services[key]
-        b.add_service(svc, list(slices.get(key, ())))
-        if b.health_entry:
-            health[key] = b.health_entry
-    return Desired(sets={n: frozenset(v) for n, v in b.sets.items()}, maps=b.maps, chains=b.chains,
-                   dynsets=b.dynsets, health=health)
+        agg.put(key, render_service(services[key], slices.get(key, ()), ctx))
+    return agg.materialize()

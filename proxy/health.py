@@ -1,0 +1,140 @@
+"""kube-proxy's health endpoints: /healthz and /livez (port 10256), and one server per
+healthCheckNodePort of an externalTrafficPolicy Local LoadBalancer, answering 200 while this
+node has local endpoints for the Service and 503 otherwise (the cloud load balancer's probe).
+
+Healthy means: no change has been waiting for a sync longer than `timeout` (kube-proxy's rule:
+lastQueued after lastUpdated and older than the timeout is unhealthy)."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger(__name__)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else ""
+
+
+class ProxyHealth:
+    def __init__(self, timeout: float = 60.0):
+        self.timeout = timeout
+        self.last_updated = 0.0
+        self.last_queued = 0.0
+        self._lock = threading.Lock()
+
+    def queued(self) -> None:
+        with self._lock:
+            if self.last_queued <= self.last_updated:
+                self.last_queued = time.time()
+
+    def updated(self) -> None:
+        with self._lock:
+            self.last_updated = time.time()
+
+    def status(self) -> tuple[bool, dict]:
+        now = time.time()
+        with self._lock:
+            stale = self.last_queued > self.last_updated and now - self.last_queued > self.timeout
+            body = {"lastUpdated": _iso(self.last_updated), "currentTime": _iso(now),
+                    "nodeEligible": True}
+        return not stale, body
+
+
+class _Server:
+    """A ThreadingHTTPServer on its own daemon thread."""
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]):
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
+                                       name=f"health:{port}", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def _reply(handler: BaseHTTPRequestHandler, code: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("X-Content-Type-Options", "nosniff")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def serve_proxy_health(bind: str, health: ProxyHealth) -> _Server | None:
+    """/healthz and /livez on bind ("host:port"; empty: off)."""
+    if not bind:
+        return None
+    host, _, port = bind.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            path = self.path.split("?", 1)[0]
+            if path not in ("/healthz", "/livez"):
+                _reply(self, 404, {"error": "not found"})
+                return
+            ok, body = health.status()
+            _reply(self, 200 if ok else 503, body)
+
+        def log_message(self, *args):
+            pass
+
+    return _Server(host or "0.0.0.0", int(port), Handler)
+
+
+class ServiceHealthServers:
+    """One HTTP server per healthCheckNodePort, following the render's health table."""
+
+    def __init__(self, host: str = "0.0.0.0"):
+        self.host = host
+        self.servers: dict[int, _Server] = {}
+        self.state: dict[int, tuple[tuple[str, str], int]] = {}   # port -> (service key, local eps)
+        self._lock = threading.Lock()
+
+    def update(self, health: dict[tuple[str, str], tuple[int, int]]) -> None:
+        want = {port: (key, n) for key, (port, n) in health.items()}
+        with self._lock:
+            self.state = want
+            for port in [p for p in self.servers if p not in want]:
+                self.servers.pop(port).close()
+            for port in want:
+                if port not in self.servers:
+                    try:
+                        self.servers[port] = _Server(self.host, port, self._handler(port))
+                    except OSError as e:
+                        log.error("healthCheckNodePort %d: %s", port, e)
+
+    def _handler(self, port: int) -> type[BaseHTTPRequestHandler]:
+        servers = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                entry = servers.state.get(port)
+                if entry is None:
+                    _reply(self, 503, {"error": "no service"})
+                    return
+                (ns, name), n = entry
+                _reply(self, 200 if n > 0 else 503,
+                       {"service": {"namespace": ns, "name": name}, "localEndpoints": n,
+                        "serviceProxyHealthy": True})
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self.servers.values():
+                s.close()
+            self.servers.clear()

@@ -1,0 +1,307 @@
+"""The service proxy: Services and EndpointSlices -> `table ip kubeweft` (kube-proxy's job).
+
+    informers (raw JSON) -> model (frozen values) -> per-Service fragments (render_service)
+        -> Aggregate (ref-counted desired state) -> diff of the touched elements only
+        -> ONE nft transaction -> mirror of what the kernel holds -> conntrack cleanup, health
+
+Only the Services whose objects changed are re-rendered, and only their elements are diffed, so
+one EndpointSlice change costs the same at 30 Services and at 30,000. The ruleset is never
+listed: at start the agent reads back only its own sets and maps (never flushing them), so a
+restarted agent changes nothing that is right and connections keep flowing through it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+
+from . import metrics
+from .conntrack import clear_udp
+from .diff_services import (commit_touched, diff_touched, empty_applied, known_chains, parse_elements,
+                            plan_udp_cleanup, referenced_chains, touched_all)
+from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
+from .informer import Informer
+from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
+from .nftables import Nft, NftError
+from .render_services import MAPS, SETS, T, Aggregate, Desired, NodeContext, render_base, render_service
+
+log = logging.getLogger(__name__)
+
+SVC_PATH = "/api/v1/services"
+SLICE_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
+NODE_PATH = "/api/v1/nodes"
+TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+SYNC_WAIT = 120.0        # bounded wait for the informers' first list
+COALESCE = 0.002         # gather events arriving together into one transaction
+
+
+def _trigger_time(obj: dict, default: float) -> float:
+    ts = ((obj.get("metadata") or {}).get("annotations") or {}).get(TRIGGER_ANNOTATION)
+    if isinstance(ts, str):
+        try:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return default
+
+
+class ServiceProxy:
+    def __init__(self, api, cfg):
+        self.api = api
+        self.cfg = cfg
+        self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
+                               service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses))
+        self.nft = Nft()                       # the agent lives in the node's netns
+        self.lock = threading.Lock()
+        self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
+        self.slices: dict[tuple[str, str], object] = {}        # slice key -> EndpointSlice
+        self.slices_of: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        self.full = True
+        self.triggers: list[float] = []
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.agg = Aggregate()
+        self.applied: Desired = empty_applied()
+        self.recovered = False
+        self.syncs = 0
+        self.health = ProxyHealth()
+        self.service_health = ServiceHealthServers()
+        self.health_server = None
+        self.informers: list[Informer] = []
+        self.thread: threading.Thread | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> ServiceProxy:
+        try:
+            self.health_server = serve_proxy_health(self.cfg.healthz_bind_address, self.health)
+        except OSError as e:
+            log.error("healthz on %s: %s", self.cfg.healthz_bind_address, e)
+        self.informers = [
+            Informer(self.api, SVC_PATH, on_event=self._on_service, on_sync=self._on_services,
+                     name="services"),
+            Informer(self.api, SLICE_PATH, on_event=self._on_slice, on_sync=self._on_slices,
+                     name="endpointslices"),
+            Informer(self.api, NODE_PATH, on_event=lambda _t, o: self._on_node(o),
+                     on_sync=lambda objs: [self._on_node(o) for o in objs.values()],
+                     params={"fieldSelector": f"metadata.name={self.cfg.node_name}"}, name="node"),
+        ]
+        for inf in self.informers:
+            inf.start()
+        self.thread = threading.Thread(target=self._run, name="service-proxy", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        for inf in self.informers:
+            inf.stop()
+        if self.thread:
+            self.thread.join(10)
+        self.service_health.close()
+        if self.health_server:
+            self.health_server.close()
+
+    # ---- informer callbacks (informer threads) --------------------------------------------------
+    def _mark(self, keys, trigger: float | None = None) -> None:
+        self.dirty.update(keys)
+        if trigger is not None:
+            self.triggers.append(trigger)
+        self.health.queued()
+        metrics.LAST_QUEUED.set(time.time())
+        self.wake.set()
+
+    def _parse_service(self, obj: dict):
+        try:
+            return parse_service(obj)
+        except InvalidObject as e:
+            meta = obj.get("metadata") or {} if isinstance(obj, dict) else {}
+            log.warning("service %s/%s skipped: %s", meta.get("namespace"), meta.get("name"), e)
+            return None
+
+    def _on_service(self, etype: str, obj: dict) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        svc = None if etype == "DELETED" else self._parse_service(obj)
+        with self.lock:
+            if svc is None:
+                self.services.pop(key, None)
+            else:
+                self.services[key] = svc
+            metrics.SERVICE_CHANGES.inc()
+            self._mark([key])
+
+    def _on_services(self, objects: dict) -> None:
+        parsed = {}
+        for key, obj in objects.items():
+            svc = self._parse_service(obj)
+            if svc is not None:
+                parsed[key] = svc
+        with self.lock:
+            old = set(self.services)
+            self.services = parsed
+            self._mark(old | set(parsed))
+
+    def _parse_slice(self, obj: dict):
+        try:
+            return parse_endpoint_slice(obj)
+        except InvalidObject as e:
+            meta = obj.get("metadata") or {} if isinstance(obj, dict) else {}
+            log.warning("endpointslice %s/%s skipped: %s", meta.get("namespace"), meta.get("name"), e)
+            return None
+
+    def _put_slice(self, key, sl) -> set:
+        """Index one slice (None: remove); the Service keys it affects. Holds self.lock."""
+        touched = set()
+        old = self.slices.pop(key, None)
+        if old is not None:
+            touched.add(old.service_key)
+            self.slices_of.get(old.service_key, set()).discard(key)
+        if sl is not None:
+            self.slices[key] = sl
+            self.slices_of.setdefault(sl.service_key, set()).add(key)
+            touched.add(sl.service_key)
+        return touched
+
+    def _on_slice(self, etype: str, obj: dict) -> None:
+        now = time.time()
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        sl = None if etype == "DELETED" else self._parse_slice(obj)
+        with self.lock:
+            touched = self._put_slice(key, sl)
+            metrics.ENDPOINT_CHANGES.inc()
+            self._mark(touched, _trigger_time(obj, now))
+
+    def _on_slices(self, objects: dict) -> None:
+        with self.lock:
+            touched = set()
+            for key in list(self.slices):
+                if key not in objects:
+                    touched |= self._put_slice(key, None)
+            for key, obj in objects.items():
+                touched |= self._put_slice(key, self._parse_slice(obj))
+            self._mark(touched)
+
+    def _on_node(self, obj: dict) -> None:
+        try:
+            node = parse_node(obj)
+        except InvalidObject:
+            return
+        if node.name != self.ctx.node_name or node.zone == self.ctx.zone:
+            return
+        with self.lock:
+            self.ctx = NodeContext(self.ctx.node_name, node.zone, self.ctx.cluster_cidr,
+                                   self.ctx.service_cidr, self.ctx.nodeport_cidrs)
+            self.full = True
+            self._mark(())
+
+    # ---- the sync loop --------------------------------------------------------------------------
+    def _run(self) -> None:
+        deadline = time.monotonic() + SYNC_WAIT
+        while not all(inf.synced.is_set() for inf in self.informers):
+            if self.stopping.wait(0.05):
+                return
+            if time.monotonic() > deadline:
+                log.error("informers not synced after %.0fs; still waiting", SYNC_WAIT)
+                deadline = time.monotonic() + SYNC_WAIT
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                self.sync()
+                backoff = 0.5
+            except Exception:
+                metrics.SYNC_FAILURES.inc()
+                log.exception("service sync failed; re-reading our maps and retrying in %.1fs", backoff)
+                self.recovered = False
+                with self.lock:
+                    self.full = True
+                    self.wake.set()
+                if self.stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.wake.wait(60.0)
+            if self.stopping.is_set():
+                return
+            time.sleep(COALESCE)
+
+    def recover(self) -> Desired:
+        """What the kernel holds of our sets and maps (targeted reads, never the ruleset)."""
+        sets, maps = {}, {}
+        for name in SETS:
+            sets[name] = parse_elements(self.nft.list(f"set {T} {name}"))[1]
+        for name in MAPS:
+            maps[name] = parse_elements(self.nft.list(f"map {T} {name}"))[1] or {}
+        sets = {n: (v if isinstance(v, frozenset) else frozenset()) for n, v in sets.items()}
+        maps = {n: (v if isinstance(v, dict) else {}) for n, v in maps.items()}
+        return Desired(sets=sets, maps=maps, chains=known_chains(referenced_chains(maps)))
+
+    def sync(self) -> int:
+        """One transaction for everything queued; returns the number of commands sent."""
+        self.wake.clear()
+        t0 = time.monotonic()
+        with self.lock:
+            full = self.full or not self.recovered
+            keys = set(self.services) | set(self.agg.fragments) if full else self.dirty
+            self.dirty = set()
+            self.full = False
+            triggers, self.triggers = self.triggers, []
+            ctx = self.ctx
+            work = [(k, self.services.get(k), [self.slices[s] for s in self.slices_of.get(k, ())])
+                    for k in keys]
+        touched = None
+        for key, svc, slices in work:
+            t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None)
+            if touched is None:
+                touched = t
+            else:
+                touched.merge(t)
+        base: list[str] = []
+        unknown = False
+        if not self.recovered:
+            self.applied = self.recover()
+            base = render_base(ctx)
+            unknown = True
+        if full:
+            touched = touched_all(self.applied, self.agg)
+        if touched is None:
+            return 0
+        cmds = base + diff_touched(self.applied, self.agg, touched, unknown_chains=unknown)
+        udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
+        if cmds:
+            try:
+                self.nft.run(cmds)
+            except NftError:
+                log.error("nft transaction of %d commands failed", len(cmds))
+                raise
+        commit_touched(self.applied, self.agg, touched)
+        self.recovered = True
+        self.syncs += 1
+        now = time.time()
+        elapsed = time.monotonic() - t0
+        metrics.SYNC_DURATION.observe(elapsed)
+        (metrics.SYNC_FULL_DURATION if full else metrics.SYNC_PARTIAL_DURATION).observe(elapsed)
+        for trig in triggers:
+            metrics.NETWORK_PROGRAMMING.observe(max(0.0, now - trig))
+        metrics.LAST_SYNC.set(now)
+        metrics.COMMANDS.observe(len(cmds))
+        counts = self.applied.counts()
+        metrics.ELEMENTS.set(counts["elements"])
+        metrics.CHAINS.set(counts["chains"])
+        metrics.SERVICES.set(len(self.agg.fragments))
+        self.health.updated()
+        self.service_health.update(self.applied.health)
+        if udp_gone:
+            clear_udp(udp_gone)
+        log.log(logging.INFO if full or len(cmds) > 50 else logging.DEBUG,
+                "synced %s: %d services changed, %d commands in %.1f ms",
+                "full" if full else "partial", len(work), len(cmds), elapsed * 1000)
+        return len(cmds)
+
+
+def start(api, cfg) -> ServiceProxy:
+    """The agent's entry point: returns at once; the first sync follows the informers' lists."""
+    return ServiceProxy(api, cfg).start()
