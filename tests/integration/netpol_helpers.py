@@ -15,12 +15,14 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from lab import matrix, topology
 from lab.truth_table import Endpoint, diff_tables, expected_table
 
+ROOT = Path(__file__).resolve().parents[2]
 NAMESPACES = matrix.XYZ_NAMESPACES
 PORTS = matrix.XYZ_PORTS
 PROBE_TIMEOUT = 0.6           # per probe; a denied probe costs exactly this
@@ -179,3 +181,82 @@ def agent_has_service_proxy() -> str | None:
     if importlib.util.find_spec("proxy.service_proxy") is None:
         return "proxy/service_proxy.py does not exist yet (issue 5): no ClusterIP datapath"
     return None
+
+
+# --- the attacker of the race test ---------------------------------------------------------------
+def flood(cidr: str, port: int, seconds: float, skip: int = 1) -> dict:
+    """Until SIGTERM (or `seconds`): to every address of `cidr` (after the first `skip` hosts,
+    the bridge), again and again, a TCP SYN (non-blocking connect) and a UDP "whoami" on
+    `port`. Records every answer a workload gave (TCP: connected, then "whoami" answered;
+    UDP: a reply), with the wall-clock time it arrived, and counts RSTs per address."""
+    import errno
+    import ipaddress
+    import select
+    import signal
+    import socket
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    hosts = [str(h) for h in ipaddress.ip_network(cidr).hosts()][skip:]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setblocking(False)
+    answers: list[dict] = []
+    refused: dict[str, int] = {}
+    rounds = syns = dgrams = 0
+    end = time.monotonic() + seconds
+
+    def drain_udp() -> None:
+        while True:
+            try:
+                data, peer = udp.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            answers.append({"t": time.time(), "proto": "UDP", "ip": peer[0], "answer": data.decode("utf-8", "replace")})
+
+    while not stop["now"] and time.monotonic() < end:
+        rounds += 1
+        socks: dict[socket.socket, str] = {}
+        for ip in hosts:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((ip, port))
+            socks[s] = ip
+            syns += 1
+            try:
+                udp.sendto(b"whoami", (ip, port))
+                dgrams += 1
+            except OSError:
+                pass
+        t_end = time.monotonic() + 0.03
+        pending = dict(socks)
+        while pending and time.monotonic() < t_end:
+            _, writable, _ = select.select([], list(pending), [], max(0.0, t_end - time.monotonic()))
+            for s in writable:
+                ip = pending.pop(s)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err == 0:
+                    s.setblocking(True)
+                    s.settimeout(0.3)
+                    try:
+                        s.sendall(b"whoami\n")
+                        data = s.recv(2048)
+                    except OSError:
+                        data = b""
+                    answers.append({"t": time.time(), "proto": "TCP", "ip": ip,
+                                    "answer": data.decode("utf-8", "replace")})
+                elif err in (errno.ECONNREFUSED, errno.ECONNRESET):
+                    refused[ip] = refused.get(ip, 0) + 1
+            drain_udp()
+        for s in socks:
+            s.close()
+        drain_udp()
+    return {"rounds": rounds, "syns": syns, "datagrams": dgrams, "answers": answers, "refused": refused,
+            "addresses": len(hosts)}
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] == ["flood"]:
+        print(json.dumps(flood(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))), flush=True)
