@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from lab import netns
 from lab.config import LabConfig
@@ -229,7 +230,7 @@ class ProbeLoop:
                 self.failures.append(dict(r, at=time.monotonic()))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "ProbeLoop":
+    def __enter__(self) -> Self:
         self._thread = threading.Thread(target=self._run, name="probe-loop", daemon=True)
         self._thread.start()
         return self
