@@ -14,7 +14,8 @@ the render uses, so a restarted agent diffs against what the kernel holds withou
 """
 from __future__ import annotations
 
-from .render_services import MAPS, SETS, T, Aggregate, Chain, Desired, Touched
+from .render_services import (MAPS, SETS, T, VMAP_OF, Aggregate, Chain, Desired, Touched, family_chain,
+                              map_family)
 
 
 def _batches(verb: str, name: str, items: list[str], size: int = 4000) -> list[str]:
@@ -44,10 +45,15 @@ def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
             if old is not None:
                 gone_chains.append(name)
             continue
+        # lb-N chains are never rewritten (their rule depends on N only, and nft 1.0.6 cannot
+        # re-add it once its map exists); other chains are, when unknown after a restart
+        unknown = unknown_chains and not chain.map
         if old is None:       # every chain declared before any rule jumps to one
-            cmds.append(f'add chain {T} {name} {{ comment "{chain.comment}"; }}')
-        if old != chain or unknown_chains:
-            if old is not None or unknown_chains:
+            if chain.map:
+                cmds.append(f"add map {T} {chain.map} {{ {chain.map_decl}; }}")
+            cmds.append(f'add chain {T} {name} {{ comment "{chain.comment[:120]}"; }}')
+        if old != chain or unknown:
+            if old is not None or unknown:
                 rules.append(f"flush chain {T} {name}")
             rules += [f"add rule {T} {name} {r}" for r in chain.rules]
     cmds += rules
@@ -75,6 +81,7 @@ def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
     # 3. what nothing references any more
     cmds += [f"flush chain {T} {n}" for n in gone_chains]
     cmds += [f"delete chain {T} {n}" for n in gone_chains]
+    cmds += [f"delete map {T} {applied.chains[n].map}" for n in gone_chains if applied.chains[n].map]
     cmds += [f"delete set {T} {n}" for n in sorted(touched.dynsets)
              if want.dynset(n) is None and n in applied.dynsets]
     return cmds
@@ -125,30 +132,32 @@ def plan_udp_cleanup(applied: Desired, want: Aggregate, touched: Touched) -> set
     service port with this change: their conntrack entries must go (kube-proxy's stale UDP flows)."""
     gone = set()
     for name, k in touched.keys:
-        if not name.startswith(("backends", "nodeport-backends")):
+        family = map_family(name)
+        if family is None:
             continue
         old = applied.maps.get(name, {}).get(k)
         if old is None:
             continue
         parts = k.split(" . ")
-        addr, proto, port = (None, parts[0], parts[1]) if name.startswith("nodeport") else parts[:3]
+        addr, proto, port = (None, parts[0], parts[1]) if family.startswith("np") else parts[:3]
         if proto != "udp":
             continue
-        still = _values_for(want, name, parts[:-1])
-        if old not in still:
+        if old not in _values_now(want, family, " . ".join(parts[:-1])):
             gone.add((addr, int(port), old.split(" . ")[0]))
     return gone
 
 
-def _values_for(want: Aggregate, name: str, prefix: list[str]) -> set[str]:
+def _values_now(want: Aggregate, family: str, key: str) -> set[str]:
+    """The endpoints the service key now spreads over, whatever its endpoint count."""
+    target = want.value(VMAP_OF[family], key) or ""
+    chain = family_chain(target.split(" ", 1)[1]) if target.startswith("goto ") else None
+    if chain is None:
+        return set()
     out, i = set(), 0
-    base = " . ".join(prefix)
-    while True:
-        v = want.value(name, f"{base} . {i}")
-        if v is None:
-            return out
+    while (v := want.value(chain.map, f"{key} . {i}")) is not None:
         out.add(v)
         i += 1
+    return out
 
 
 # ---- reading back (after a restart) ----------------------------------------------------------
@@ -190,5 +199,6 @@ def referenced_chains(maps: dict[str, dict[str, str]]) -> set[str]:
 
 
 def known_chains(names: set[str]) -> dict[str, Chain]:
-    """Placeholders for chains known to exist but with unknown rules (rewritten on next sync)."""
-    return {n: Chain("", ("?",)) for n in names}
+    """What the kernel holds of chains known to exist: lb-N chains exactly (their rule depends on
+    N only); others as placeholders with unknown rules, rewritten on the next sync."""
+    return {n: family_chain(n) or Chain("", ("?",)) for n in names}

@@ -59,25 +59,20 @@ MAPS: dict[str, tuple[str, str]] = {
     "nodeports": (f"type {K_PORT} : verdict", "nodePort -> np chain"),
     "nodeports-external": (f"type {K_PORT} : verdict",
                            "externalTrafficPolicy Local nodePorts, external sources -> local endpoints"),
-    "backends": ("typeof ip daddr . meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
-                 "service address . proto . port . index -> endpoint . port"),
-    "backends-external": ("typeof ip daddr . meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
-                          "local endpoints for externalTrafficPolicy Local, external sources"),
-    "nodeport-backends": ("typeof meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
-                          "nodePort . index -> endpoint . port"),
-    "nodeport-backends-external": ("typeof meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
-                                   "local endpoints of externalTrafficPolicy Local nodePorts"),
 }
-# (typeof says "tcp dport" only to name the key's type: nft 1.0.6 cannot add a rule that looks
-# up an existing map whose typeof holds "th dport" (it fails with "conflicting protocols"); the
-# lookups use th dport and the elements hold tcp, udp and sctp ports alike.)
-# lb chain family -> (the map it reads, the key before the index)
+# The endpoints of lb-N live in their own map backends-N, made in the same transaction as the
+# chain: nft 1.0.6 cannot add a rule that looks up an EXISTING map whose typeof holds "th dport"
+# (it fails with "conflicting protocols"), and with "tcp dport" it adds a tcp-only dependency.
+# A chain and its map are created together, never rewritten (the rule depends only on N), and
+# deleted together when no Service has N endpoints any more.
+# lb chain family -> (map prefix, the key before the index, what it is for)
 FAMILIES = {
-    "lb": ("backends", "ip daddr . meta l4proto . th dport"),
-    "lbx": ("backends-external", "ip daddr . meta l4proto . th dport"),
-    "np": ("nodeport-backends", "meta l4proto . th dport"),
-    "npx": ("nodeport-backends-external", "meta l4proto . th dport"),
+    "lb": ("backends", "ip daddr . meta l4proto . th dport", "service address . proto . port . index"),
+    "lbx": ("backends-external", "ip daddr . meta l4proto . th dport", "eTP Local external: address . proto . port . index"),
+    "np": ("nodeport-backends", "meta l4proto . th dport", "nodePort proto . port . index"),
+    "npx": ("nodeport-backends-external", "meta l4proto . th dport", "eTP Local external: nodePort proto . port . index"),
 }
+VMAP_OF = {"lb": "service-ips", "lbx": "service-ips-external", "np": "nodeports", "npx": "nodeports-external"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +89,29 @@ class NodeContext:
 class Chain:
     comment: str
     rules: tuple[str, ...]
+    map: str = ""            # a map made and deleted with the chain (lb-N: backends-N)
+    map_decl: str = ""
+
+
+def family_chain(name: str) -> Chain | None:
+    """The lb-N / lbx-N / np-N / npx-N chain of that name (None for other names)."""
+    family, _, n = name.rpartition("-")
+    if family not in FAMILIES or not n.isdigit() or int(n) < 1:
+        return None
+    prefix, key, what = FAMILIES[family]
+    m = f"{prefix}-{n}"
+    return Chain(f"spread over {n} endpoints in {m}",
+                 (f"dnat ip to {key} . numgen random mod {n} map @{m}",), map=m,
+                 map_decl=f"typeof {key} . numgen random mod {n} : ip daddr . th dport; "
+                          f"comment {_quote(what + ' -> endpoint . port')}")
+
+
+def map_family(name: str) -> str | None:
+    """'lb' for backends-3, 'npx' for nodeport-backends-external-2, ...; None otherwise."""
+    base, _, n = name.rpartition("-")
+    if not n.isdigit():
+        return None
+    return next((f for f, (prefix, _, _) in FAMILIES.items() if prefix == base), None)
 
 
 @dataclass
@@ -112,7 +130,8 @@ class Desired:
 # ---- the fixed part ------------------------------------------------------------------------------
 
 def _quote(text: str) -> str:
-    return '"' + text.replace('"', "'") + '"'
+    """An nft comment (at most 128 bytes in the kernel; object names are cut, not the table)."""
+    return '"' + text.replace('"', "'")[:120] + '"'
 
 
 def render_base(ctx: NodeContext) -> list[str]:
@@ -163,7 +182,7 @@ def render_base(ctx: NodeContext) -> list[str]:
                           "goto reject-chain"]),
         "filter-forward": ("type filter hook forward priority -110;", "services without endpoints",
                            ["ct state new jump service-check"]),
-        "filter-output": ("type filter hook output priority -110;", "services without endpoints",
+        "filter-output": ("type filter hook output priority -90;", "services without endpoints (after nat output's DNAT at -100)",
                           ["ct state new jump service-check"]),
         "service-check": ("", "no endpoints or unused port: reject; unallocated service address: drop", [
             "ip daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain",
@@ -244,9 +263,7 @@ class _Builder:
     def lb_chain(self, family: str, n: int) -> str:
         name = f"{family}-{n}"
         if name not in self.chains:
-            m, key = FAMILIES[family]
-            self.chains[name] = Chain(f"spread over {n} endpoints of {m}",
-                                      (f"dnat ip to {key} . numgen random mod {n} map @{m}",))
+            self.chains[name] = family_chain(name)
         return name
 
     def target(self, family: str, key: str, eps: list[tuple[str, int]], svc: Service,
@@ -254,10 +271,11 @@ class _Builder:
         """The verdict for `key` whose endpoints are eps (non-empty), filling the backends map."""
         if svc.affinity_timeout is not None:
             return f"goto {self.affinity(svc, sp, scope, eps)}"
-        m = FAMILIES[family][0]
+        name = self.lb_chain(family, len(eps))
+        m = self.maps.setdefault(self.chains[name].map, {})
         for i, (ip, port) in enumerate(eps):
-            self.maps[m][f"{key} . {i}"] = f"{ip} . {port}"
-        return f"goto {self.lb_chain(family, len(eps))}"
+            m[f"{key} . {i}"] = f"{ip} . {port}"
+        return f"goto {name}"
 
     def affinity(self, svc: Service, sp: ServicePort, scope: str, eps: list[tuple[str, int]]) -> str:
         sid = _id(svc.namespace, svc.name, sp.protocol, sp.port, scope)
@@ -445,7 +463,7 @@ class Aggregate:
             sets[name].add(e)
         maps: dict[str, dict[str, str]] = {n: {} for n in MAPS}
         for (name, k) in self.map_vals:
-            maps[name][k] = self.value(name, k)
+            maps.setdefault(name, {})[k] = self.value(name, k)
         return Desired(sets={n: frozenset(v) for n, v in sets.items()}, maps=maps,
                        chains={n: e[1] for n, e in self.chain_refs.items()},
                        dynsets={n: e[1] for n, e in self.dynset_refs.items()}, health=self.health())

@@ -229,15 +229,23 @@ class ServiceProxy:
             time.sleep(COALESCE)
 
     def recover(self) -> Desired:
-        """What the kernel holds of our sets and maps (targeted reads, never the ruleset)."""
+        """What the kernel holds of our sets and maps (targeted reads, never the ruleset): the
+        fixed ones, then the backends map of every lb chain they point at."""
         sets, maps = {}, {}
         for name in SETS:
-            sets[name] = parse_elements(self.nft.list(f"set {T} {name}"))[1]
+            kind, elems = parse_elements(self.nft.list(f"set {T} {name}"))
+            sets[name] = elems if kind == "set" else frozenset()
         for name in MAPS:
-            maps[name] = parse_elements(self.nft.list(f"map {T} {name}"))[1] or {}
-        sets = {n: (v if isinstance(v, frozenset) else frozenset()) for n, v in sets.items()}
-        maps = {n: (v if isinstance(v, dict) else {}) for n, v in maps.items()}
-        return Desired(sets=sets, maps=maps, chains=known_chains(referenced_chains(maps)))
+            kind, elems = parse_elements(self.nft.list(f"map {T} {name}"))
+            maps[name] = elems if kind == "map" else {}
+        chains = known_chains(referenced_chains(maps))
+        for chain in chains.values():
+            if chain.map:
+                kind, elems = parse_elements(self.nft.list(f"map {T} {chain.map}"))
+                maps[chain.map] = elems if kind == "map" else {}
+        log.info("read back %d elements, %d chains of table %s",
+                 sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), T)
+        return Desired(sets=sets, maps=maps, chains=chains)
 
     def sync(self) -> int:
         """One transaction for everything queued; returns the number of commands sent."""
