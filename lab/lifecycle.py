@@ -303,6 +303,9 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
     _say(f"  waiting for {cfg.nodes} node(s) to be Ready "
          f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more)")
     nodes = _wait_nodes_ready(cfg, procs, deadline)
+    if cfg.cni == "kubeweft":
+        _wait_overlay_published(cfg, topology.node_names(cfg), deadline)
+        _wait_overlay_routes(cfg, topology.node_names(cfg), deadline)
     if cfg.cni == "reference":
         # The lab's cloud route table: the external host reaches pods (and pods it)
         # unmasqueraded; node-to-node pod routes are the kubelets' job.
@@ -379,6 +382,7 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
         ready = _wait_nodes_ready(cfg, procs, deadline, want=[n for _, n in new])
         if cfg.cni == "kubeweft":
             _wait_overlay_published(cfg, [n for _, n in new], deadline)
+            _wait_overlay_routes(cfg, state["nodes"], deadline)
     except BaseException as e:
         if isinstance(e, _StartFailed) and e.log:
             _say(f"node-add failed: {e}\n--- tail of {e.log}:\n{log_tail(e.log)}")
@@ -414,6 +418,28 @@ def _wait_overlay_published(cfg: LabConfig, want: list[str], deadline: float) ->
             time.sleep(0.1)
     finally:
         client.close()
+
+
+def _wait_overlay_routes(cfg: LabConfig, nodes: list[str], deadline: float) -> None:
+    """Until every node's agent routes to every other node's pods (one kubeweft route, protocol
+    0xAF, per other node): then cross-node pod traffic works the moment a pod is Ready."""
+    from cni.overlay_apply import RTPROT_KUBEWEFT
+
+    pending = list(nodes)
+    while pending:
+        have = {}
+        for node in pending:
+            proc = subprocess.run(["ip", "-n", cfg.node_netns(node), "-4", "route", "show", "proto",
+                                   str(RTPROT_KUBEWEFT)], capture_output=True, text=True, timeout=10,
+                                  check=False)
+            have[node] = len(proc.stdout.splitlines())
+        pending = [n for n in pending if have[n] < len(nodes) - 1]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise _StartFailed(f"the agent of {pending[0]} routes to {have[pending[0]]} of "
+                               f"{len(nodes) - 1} other nodes", cfg.log_dir / f"agent-{pending[0]}.log")
+        time.sleep(0.1)
 
 
 def _lab_pid(name: str, token: str, pid: int | None) -> int | None:
