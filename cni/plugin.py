@@ -173,9 +173,9 @@ class CniPlugin:
         hostports = False
         # A reservation that exists already belongs to an earlier ADD of this key: a failure
         # now must not free it (the runtime's DEL will).
-        reserved_here = alloc.lookup(*key) is None
+        reserved_here = False
         try:
-            address = alloc.reserve(inv.container_id, inv.ifname, requested)
+            address, reserved_here = alloc.claim(inv.container_id, inv.ifname, requested)
             self._run_pod_hooks(inv, address)
             bridge = self.bridge(conf.bridge)
             wiring = datapath.wire_pod(inv.netns, inv.ifname, address, alloc.gateway, bridge.name,

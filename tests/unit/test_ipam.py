@@ -118,6 +118,26 @@ def test_store_ignores_foreign_files_and_removes_crash_leftovers(tmp_path):
     assert set(a.reservations()) == {("c1", "eth0")}
 
 
+def test_claim_says_whether_it_reserved(tmp_path):
+    a = Allocator(tmp_path, "10.0.0.0/29")
+    first, new = a.claim("c1", "eth0")
+    assert new and a.claim("c1", "eth0") == (first, False)
+    assert a.reserve("c1", "eth0") == first
+
+
+def test_torn_records_are_skipped_then_removed_by_gc(tmp_path):
+    """A power loss may leave an address file with no record (nothing is fsync'ed): it is never
+    handed out while there, and gc/reconcile remove it."""
+    a = Allocator(tmp_path, "10.0.0.0/29")
+    (tmp_path / "10.0.0.2").write_bytes(b"")
+    assert a.reserve("c1", "eth0").ip == A("10.0.0.3")
+    assert a.reservations() == {("c1", "eth0"): a.lookup("c1", "eth0")}
+    assert a.gc({("c1", "eth0")}) == []
+    assert not (tmp_path / "10.0.0.2").exists()
+    assert a.reserve("c2", "eth0").ip == A("10.0.0.4")    # cursor order; .2 is free again
+    assert a.free_count() == 3
+
+
 def test_threads_never_share_an_address(tmp_path):
     a = Allocator(tmp_path, "10.0.0.0/24")
     b = Allocator(tmp_path, "10.0.0.0/24")       # a second handle on the same dir: flock excludes
