@@ -27,37 +27,58 @@ def empty_applied() -> Desired:
     return Desired(sets={n: frozenset() for n in SETS}, maps={n: {} for n in MAPS})
 
 
-def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
-                 unknown_chains: bool = False) -> list[str]:
-    """Commands turning the touched part of `applied` (the mirror of the kernel) into `want`.
-    With unknown_chains (right after a restart) every wanted chain is flushed and rewritten,
-    since only the maps and sets were read back."""
-    cmds: list[str] = []
-    # 1. dynamic sets and chains that must exist before elements point at them
-    for name in sorted(touched.dynsets):
+def _objects(applied: Desired, want: Aggregate, chains: set[str], dynsets: set[str],
+             unknown_chains: bool) -> tuple[list[str], list[str]]:
+    """(commands before the elements, commands after them) for chains, their maps and dynamic sets."""
+    pre: list[str] = []
+    for name in sorted(dynsets):
         decl = want.dynset(name)
         if decl is not None and name not in applied.dynsets:
-            cmds.append(f"add set {T} {name} {{ {decl}; }}")
+            pre.append(f"add set {T} {name} {{ {decl}; }}")
     gone_chains, rules = [], []
-    for name in sorted(touched.chains):
+    for name in sorted(chains):
         chain, old = want.chain(name), applied.chains.get(name)
         if chain is None:
             if old is not None:
                 gone_chains.append(name)
             continue
-        # lb-N chains are never rewritten (their rule depends on N only, and nft 1.0.6 cannot
-        # re-add it once its map exists); other chains are, when unknown after a restart
+        # lb chains are never rewritten (their rule depends on protocol and N only, and nft 1.0.6
+        # cannot re-add it once its map exists); other chains are, when unknown after a restart
         unknown = unknown_chains and not chain.map
         if old is None:       # every chain declared before any rule jumps to one
             if chain.map:
-                cmds.append(f"add map {T} {chain.map} {{ {chain.map_decl}; }}")
-            cmds.append(f'add chain {T} {name} {{ comment "{chain.comment[:120]}"; }}')
+                pre.append(f"add map {T} {chain.map} {{ {chain.map_decl}; }}")
+            pre.append(f'add chain {T} {name} {{ comment "{chain.comment[:120]}"; }}')
         if old != chain or unknown:
             if old is not None or unknown:
                 rules.append(f"flush chain {T} {name}")
             rules += [f"add rule {T} {name} {r}" for r in chain.rules]
-    cmds += rules
-    # 2. elements: deletes first (a changed map value is a delete and an add)
+    pre += rules
+    post = [f"flush chain {T} {n}" for n in gone_chains]
+    post += [f"delete chain {T} {n}" for n in gone_chains]
+    post += [f"delete map {T} {applied.chains[n].map}" for n in gone_chains if applied.chains[n].map]
+    post += [f"delete set {T} {n}" for n in sorted(dynsets) if want.dynset(n) is None and n in applied.dynsets]
+    return pre, post
+
+
+def _elements(dels: dict[str, list[str]], adds: dict[str, list[str]]) -> list[str]:
+    """Deletes first (a changed map value is a delete and an add), sorted for stable output."""
+    cmds = []
+    for name in sorted(dels):
+        if dels[name]:
+            cmds += _batches("delete", name, sorted(dels[name]))
+    for name in sorted(adds):
+        if adds[name]:
+            cmds += _batches("add", name, sorted(adds[name]))
+    return cmds
+
+
+def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
+                 unknown_chains: bool = False) -> list[str]:
+    """Commands turning the touched part of `applied` (the mirror of the kernel) into `want`.
+    With unknown_chains (right after a restart) every wanted chain but the lb ones is flushed and
+    rewritten, since only the sets and maps were read back."""
+    pre, post = _objects(applied, want, touched.chains, touched.dynsets, unknown_chains)
     dels: dict[str, list[str]] = {}
     adds: dict[str, list[str]] = {}
     for name, e in touched.elements:
@@ -74,17 +95,24 @@ def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
             dels.setdefault(name, []).append(k)
         if new is not None:
             adds.setdefault(name, []).append(f"{k} : {new}")
-    for name in sorted(dels):
-        cmds += _batches("delete", name, sorted(dels[name]))
-    for name in sorted(adds):
-        cmds += _batches("add", name, sorted(adds[name]))
-    # 3. what nothing references any more
-    cmds += [f"flush chain {T} {n}" for n in gone_chains]
-    cmds += [f"delete chain {T} {n}" for n in gone_chains]
-    cmds += [f"delete map {T} {applied.chains[n].map}" for n in gone_chains if applied.chains[n].map]
-    cmds += [f"delete set {T} {n}" for n in sorted(touched.dynsets)
-             if want.dynset(n) is None and n in applied.dynsets]
-    return cmds
+    return pre + _elements(dels, adds) + post
+
+
+def diff_full(applied: Desired, want: Aggregate, *, unknown_chains: bool = False) -> tuple[list[str], Desired]:
+    """Commands turning all of `applied` into `want`, with set operations (a full sync at 30k
+    Services compares ~200k elements), and the mirror once they landed."""
+    desired = want.materialize()
+    pre, post = _objects(applied, want, set(want.chain_refs) | set(applied.chains),
+                         set(want.dynset_refs) | set(applied.dynsets), unknown_chains)
+    dels, adds = {}, {}
+    for name in set(desired.sets) | set(applied.sets):
+        old, new = applied.sets.get(name, frozenset()), desired.sets.get(name, frozenset())
+        dels[name], adds[name] = list(old - new), list(new - old)
+    for name in set(desired.maps) | set(applied.maps):
+        old, new = applied.maps.get(name, {}), desired.maps.get(name, {})
+        dels[name] = [k for k, _ in old.items() - new.items()]
+        adds[name] = [f"{k} : {v}" for k, v in new.items() - old.items()]
+    return pre + _elements(dels, adds) + post, desired     # materialize made it: ours to keep
 
 
 def commit_touched(applied: Desired, want: Aggregate, touched: Touched) -> None:
@@ -117,6 +145,11 @@ def commit_touched(applied: Desired, want: Aggregate, touched: Touched) -> None:
     applied.health = want.health()
 
 
+def touched_udp(applied: Desired) -> Touched:
+    """The UDP backends keys the mirror holds (what plan_udp_cleanup needs after a full sync)."""
+    return Touched(keys={(n, k) for n, m in applied.maps.items() if "-udp-" in n for k in m})
+
+
 def touched_all(applied: Desired, want: Aggregate) -> Touched:
     """Everything either side holds: a full sync."""
     t = want.everything()
@@ -132,29 +165,31 @@ def plan_udp_cleanup(applied: Desired, want: Aggregate, touched: Touched) -> set
     service port with this change: their conntrack entries must go (kube-proxy's stale UDP flows)."""
     gone = set()
     for name, k in touched.keys:
-        family = map_family(name)
-        if family is None:
+        fam = map_family(name)
+        if fam is None or fam[1] != "udp":
             continue
         old = applied.maps.get(name, {}).get(k)
         if old is None:
             continue
+        family = fam[0]
         parts = k.split(" . ")
-        addr, proto, port = (None, parts[0], parts[1]) if family.startswith("np") else parts[:3]
-        if proto != "udp":
-            continue
-        if old not in _values_now(want, family, " . ".join(parts[:-1])):
+        if family.startswith("np"):
+            addr, port, vkey = None, parts[0], f"udp . {parts[0]}"
+        else:
+            addr, port, vkey = parts[0], parts[1], f"{parts[0]} . udp . {parts[1]}"
+        if old not in _values_now(want, family, vkey, " . ".join(parts[:-1])):
             gone.add((addr, int(port), old.split(" . ")[0]))
     return gone
 
 
-def _values_now(want: Aggregate, family: str, key: str) -> set[str]:
+def _values_now(want: Aggregate, family: str, vkey: str, bkey: str) -> set[str]:
     """The endpoints the service key now spreads over, whatever its endpoint count."""
-    target = want.value(VMAP_OF[family], key) or ""
+    target = want.value(VMAP_OF[family], vkey) or ""
     chain = family_chain(target.split(" ", 1)[1]) if target.startswith("goto ") else None
     if chain is None:
         return set()
     out, i = set(), 0
-    while (v := want.value(chain.map, f"{key} . {i}")) is not None:
+    while (v := want.value(chain.map, f"{bkey} . {i}")) is not None:
         out.add(v)
         i += 1
     return out

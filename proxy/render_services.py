@@ -22,6 +22,8 @@ must map to one endpoint with a per-Service timeout.
 from __future__ import annotations
 
 import base64
+import collections
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
@@ -60,19 +62,21 @@ MAPS: dict[str, tuple[str, str]] = {
     "nodeports-external": (f"type {K_PORT} : verdict",
                            "externalTrafficPolicy Local nodePorts, external sources -> local endpoints"),
 }
-# The endpoints of lb-N live in their own map backends-N, made in the same transaction as the
-# chain: nft 1.0.6 cannot add a rule that looks up an EXISTING map whose typeof holds "th dport"
-# (it fails with "conflicting protocols"), and with "tcp dport" it adds a tcp-only dependency.
-# A chain and its map are created together, never rewritten (the rule depends only on N), and
-# deleted together when no Service has N endpoints any more.
-# lb chain family -> (map prefix, the key before the index, what it is for)
+# The endpoints behind lb-<proto>-N live in their own map backends-<proto>-N, made in the same
+# transaction as the chain and deleted with it; the chain's one rule depends on proto and N only,
+# so it is never rewritten. Keys name the protocol's port (tcp dport) rather than th dport: nft
+# 1.0.6 cannot add a rule against an existing typeof map holding th dport ("conflicting
+# protocols"), and the protocol in the map name instead of the key saves a field per element
+# (nft parses ~20 us per element; fields cost).
+# lb chain family -> (map prefix, key expression before the index with {p} the protocol, what)
 FAMILIES = {
-    "lb": ("backends", "ip daddr . meta l4proto . th dport", "service address . proto . port . index"),
-    "lbx": ("backends-external", "ip daddr . meta l4proto . th dport", "eTP Local external: address . proto . port . index"),
-    "np": ("nodeport-backends", "meta l4proto . th dport", "nodePort proto . port . index"),
-    "npx": ("nodeport-backends-external", "meta l4proto . th dport", "eTP Local external: nodePort proto . port . index"),
+    "lb": ("backends", "ip daddr . {p} dport", "service address . port . index"),
+    "lbx": ("backends-external", "ip daddr . {p} dport", "eTP Local external: address . port . index"),
+    "np": ("nodeport-backends", "{p} dport", "nodePort . index"),
+    "npx": ("nodeport-backends-external", "{p} dport", "eTP Local external: nodePort . index"),
 }
 VMAP_OF = {"lb": "service-ips", "lbx": "service-ips-external", "np": "nodeports", "npx": "nodeports-external"}
+PROTOS = ("tcp", "udp", "sctp")
 
 
 @dataclass(frozen=True)
@@ -93,25 +97,31 @@ class Chain:
     map_decl: str = ""
 
 
+@functools.lru_cache(maxsize=4096)
 def family_chain(name: str) -> Chain | None:
-    """The lb-N / lbx-N / np-N / npx-N chain of that name (None for other names)."""
-    family, _, n = name.rpartition("-")
-    if family not in FAMILIES or not n.isdigit() or int(n) < 1:
+    """The lb-tcp-3 / lbx-udp-1 / np-sctp-2 / npx-tcp-1 ... chain of that name (None otherwise)."""
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in PROTOS or not parts[2].isdigit() \
+            or int(parts[2]) < 1:
         return None
+    family, proto, n = parts
     prefix, key, what = FAMILIES[family]
-    m = f"{prefix}-{n}"
+    key = key.format(p=proto)
+    m = f"{prefix}-{proto}-{n}"
     return Chain(f"spread over {n} endpoints in {m}",
                  (f"dnat ip to {key} . numgen random mod {n} map @{m}",), map=m,
-                 map_decl=f"typeof {key} . numgen random mod {n} : ip daddr . th dport; "
-                          f"comment {_quote(what + ' -> endpoint . port')}")
+                 map_decl=f"typeof {key} . numgen random mod {n} : ip daddr . {proto} dport; "
+                          f"comment {_quote(f'{what} -> endpoint . port ({proto})')}")
 
 
-def map_family(name: str) -> str | None:
-    """'lb' for backends-3, 'npx' for nodeport-backends-external-2, ...; None otherwise."""
-    base, _, n = name.rpartition("-")
-    if not n.isdigit():
+def map_family(name: str) -> tuple[str, str] | None:
+    """('lb', 'udp') for backends-udp-3, ('npx', 'tcp') for nodeport-backends-external-tcp-2, ..."""
+    rest, _, n = name.rpartition("-")
+    base, _, proto = rest.rpartition("-")
+    if not n.isdigit() or proto not in PROTOS:
         return None
-    return next((f for f, (prefix, _, _) in FAMILIES.items() if prefix == base), None)
+    family = next((f for f, (prefix, _, _) in FAMILIES.items() if prefix == base), None)
+    return (family, proto) if family else None
 
 
 @dataclass
@@ -242,7 +252,7 @@ def endpoints_for_port(sp: ServicePort, slices: Iterable[EndpointSlice]) -> list
             old = seen.get(ep.ip)
             if old is None or (ep.ready and not old[0].ready):
                 seen[ep.ip] = (ep, port)
-    return [seen[ip] for ip in sorted(seen, key=lambda a: ipaddress.ip_address(a).packed)]
+    return [seen[ip] for ip in sorted(seen)]          # any stable order; strings sort fastest
 
 
 # ---- the per-Service part ------------------------------------------------------------------------
@@ -255,26 +265,27 @@ def _id(*parts: object) -> str:
 class _Builder:
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
-        self.sets: dict[str, set[str]] = {n: set() for n in SETS}
-        self.maps: dict[str, dict[str, str]] = {n: {} for n in MAPS}
+        self.sets: dict[str, set[str]] = collections.defaultdict(set)
+        self.maps: dict[str, dict[str, str]] = collections.defaultdict(dict)
         self.chains: dict[str, Chain] = {}
         self.dynsets: dict[str, str] = {}
 
-    def lb_chain(self, family: str, n: int) -> str:
-        name = f"{family}-{n}"
+    def lb_chain(self, family: str, proto: str, n: int) -> str:
+        name = f"{family}-{proto}-{n}"
         if name not in self.chains:
             self.chains[name] = family_chain(name)
         return name
 
-    def target(self, family: str, key: str, eps: list[tuple[str, int]], svc: Service,
+    def target(self, family: str, bkey: str, eps: list[tuple[str, int]], svc: Service,
                sp: ServicePort, scope: str) -> str:
-        """The verdict for `key` whose endpoints are eps (non-empty), filling the backends map."""
+        """The verdict for a service key whose endpoints are eps (non-empty), filling the backends
+        map under bkey (the key without the protocol, which the map's name holds)."""
         if svc.affinity_timeout is not None:
             return f"goto {self.affinity(svc, sp, scope, eps)}"
-        name = self.lb_chain(family, len(eps))
-        m = self.maps.setdefault(self.chains[name].map, {})
+        name = self.lb_chain(family, sp.protocol, len(eps))
+        m = self.maps[self.chains[name].map]
         for i, (ip, port) in enumerate(eps):
-            m[f"{key} . {i}"] = f"{ip} . {port}"
+            m[f"{bkey} . {i}"] = f"{ip} . {port}"
         return f"goto {name}"
 
     def affinity(self, svc: Service, sp: ServicePort, scope: str, eps: list[tuple[str, int]]) -> str:
@@ -306,8 +317,9 @@ class _Builder:
             all_eps = [(e.ip, by_ip[e.ip]) for e in cluster]
             local_eps = [(e.ip, by_ip[e.ip]) for e in local]
             local_total |= {e.ip for e in local}
-            for ip, _ in all_eps + local_eps:
-                self.sets["hairpin"].add(f"{ip} . {ip}")
+            for e in cluster + local:       # only a pod on this node can reach itself through it
+                if e.node_name in ("", self.ctx.node_name):
+                    self.sets["hairpin"].add(f"{e.ip} . {e.ip}")
             internal = local_eps if svc.internal_local else all_eps
             proto, port = sp.protocol, sp.port
             for vip in svc.cluster_ips:
@@ -318,36 +330,37 @@ class _Builder:
                 elif not internal:
                     self.maps["service-ips"][key] = "drop"     # internalTrafficPolicy Local, none here
                 else:
-                    self.maps["service-ips"][key] = self.target("lb", key, internal, svc, sp, "internal")
+                    self.maps["service-ips"][key] = self.target("lb", f"{vip} . {port}", internal, svc, sp,
+                                                                 "internal")
             for addr in dict.fromkeys(svc.external_ips + svc.lb_ips):
                 key = f"{addr} . {proto} . {port}"
                 if addr in svc.lb_ips and svc.lb_source_ranges:
                     self.sets["firewall-keys"].add(key)
                     for cidr in svc.lb_source_ranges:
                         self.sets["firewall-allow"].add(f"{key} . {cidr.removesuffix('/32')}")
-                self._external(svc, sp, key, "service-ips", "lb", all_eps, local_eps,
+                self._external(svc, sp, key, f"{addr} . {port}", "service-ips", "lb", all_eps, local_eps,
                                "no-endpoint-services", "external-masq", "external-local")
             if sp.node_port:
                 key = f"{proto} . {sp.node_port}"
-                self._external(svc, sp, key, "nodeports", "np", all_eps, local_eps,
+                self._external(svc, sp, key, str(sp.node_port), "nodeports", "np", all_eps, local_eps,
                                "no-endpoint-nodeports", "nodeport-masq", "nodeport-local")
         if svc.health_check_node_port:
             self.health_entry = (svc.health_check_node_port, len(local_total))
         else:
             self.health_entry = None
 
-    def _external(self, svc, sp, key, vmap, family, all_eps, local_eps, reject_set, masq_set, local_set):
+    def _external(self, svc, sp, key, bkey, vmap, family, all_eps, local_eps, reject_set, masq_set, local_set):
         if not all_eps:
             self.sets[reject_set].add(key)
             return
         # pods and the node itself: every endpoint (short-circuit), whatever the policy
-        self.maps[vmap][key] = self.target(family, key, all_eps, svc, sp, "cluster")
+        self.maps[vmap][key] = self.target(family, bkey, all_eps, svc, sp, "cluster")
         if not svc.external_local:
             self.sets[masq_set].add(key)
             return
         self.sets[local_set].add(key)
         self.maps[f"{vmap}-external"][key] = \
-            self.target(f"{family}x", key, local_eps, svc, sp, "local") if local_eps else "drop"
+            self.target(f"{family}x", bkey, local_eps, svc, sp, "local") if local_eps else "drop"
 
 
 def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeContext) -> Desired:

@@ -18,8 +18,8 @@ from datetime import datetime
 
 from . import metrics
 from .conntrack import clear_udp
-from .diff_services import (commit_touched, diff_touched, empty_applied, known_chains, parse_elements,
-                            plan_udp_cleanup, referenced_chains, touched_all)
+from .diff_services import (commit_touched, diff_full, diff_touched, empty_applied, known_chains,
+                            parse_elements, plan_udp_cleanup, referenced_chains, touched_udp)
 from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
@@ -274,18 +274,24 @@ class ServiceProxy:
             base = render_base(ctx)
             unknown = True
         if full:
-            touched = touched_all(self.applied, self.agg)
-        if touched is None:
-            return 0
-        cmds = base + diff_touched(self.applied, self.agg, touched, unknown_chains=unknown)
-        udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
+            udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
+            diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
+            cmds = base + diff
+        else:
+            if touched is None:
+                return 0
+            cmds = diff_touched(self.applied, self.agg, touched)
+            udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
         if cmds:
             try:
                 self.nft.run(cmds)
             except NftError:
                 log.error("nft transaction of %d commands failed", len(cmds))
                 raise
-        commit_touched(self.applied, self.agg, touched)
+        if full:
+            self.applied = mirror
+        else:
+            commit_touched(self.applied, self.agg, touched)
         self.recovered = True
         self.syncs += 1
         now = time.time()

@@ -1,0 +1,86 @@
+"""The service proxy's pure path at scale: render + diff of N Services x 3 endpoints, one
+EndpointSlice change, and (with --netns, as root) loading the transaction into nft in a scratch
+network namespace made and removed here. Prints JSON.
+
+    .venv/bin/python bench/render_services.py --services 30000 [--netns]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proxy import diff_services as d  # noqa: E402
+from proxy import render_services as r  # noqa: E402
+from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort  # noqa: E402
+
+NETNS = "h9-bench"
+
+
+def make(n: int, eps: int = 3) -> tuple[dict, dict]:
+    services, slices = {}, {}
+    for i in range(n):
+        key = ("bench", f"s{i}")
+        vip = f"10.{96 + i // 65536}.{i // 256 % 256}.{i % 256}"
+        services[key] = Service("bench", f"s{i}", (vip,), (ServicePort("http", "tcp", 80),))
+        slices[key] = [EndpointSlice("bench", f"s{i}-x", f"s{i}", (SlicePort("http", "tcp", 8080),),
+                                     tuple(Endpoint(f"10.{200 + j}.{i // 256 % 256}.{i % 256}", node_name=f"n{j}")
+                                           for j in range(eps)))]
+    return services, slices
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--services", type=int, default=30000)
+    ap.add_argument("--netns", action="store_true", help="also load into nft in a scratch netns (root)")
+    args = ap.parse_args()
+    ctx = r.NodeContext("n0", service_cidr="10.96.0.0/12")
+    services, slices = make(args.services)
+    out: dict = {"services": args.services, "endpoints_per_service": 3}
+    t0 = time.perf_counter()
+    agg = r.Aggregate()
+    for key, svc in services.items():
+        agg.put(key, r.render_service(svc, slices[key], ctx))
+    t1 = time.perf_counter()
+    diff, applied = d.diff_full(d.empty_applied(), agg)
+    cmds = r.render_base(ctx) + diff
+    t2 = t3 = time.perf_counter()
+    out.update(render_s=round(t1 - t0, 3), diff_s=round(t2 - t1, 3), commit_s=round(t3 - t2, 3),
+               commands=len(cmds), text_mb=round(sum(map(len, cmds)) / 1e6, 1))
+    # one EndpointSlice change: the second endpoint of one Service moves
+    key = ("bench", "s123")
+    old = slices[key][0]
+    new = EndpointSlice(old.namespace, old.name, old.service_name, old.ports,
+                        (old.endpoints[0], Endpoint("10.250.0.1", node_name="n1"), old.endpoints[2]))
+    t4 = time.perf_counter()
+    t = agg.put(key, r.render_service(services[key], [new], ctx))
+    one = d.diff_touched(applied, agg, t)
+    t5 = time.perf_counter()
+    out.update(one_change_ms=round((t5 - t4) * 1000, 2), one_change_commands=len(one))
+    if args.netns:
+        subprocess.run(["ip", "netns", "add", NETNS], check=True, timeout=10)
+        try:
+            def nft(text: str) -> float:
+                t = time.perf_counter()
+                p = subprocess.run(["ip", "netns", "exec", NETNS, "nft", "-f", "-"], input=text, text=True,
+                                   capture_output=True, timeout=120)
+                if p.returncode:
+                    raise SystemExit(p.stderr[:2000])
+                return time.perf_counter() - t
+            out["nft_full_load_s"] = round(nft("\n".join(cmds)), 3)
+            out["nft_one_change_ms"] = round(nft("\n".join(one)) * 1000, 1)
+        finally:
+            subprocess.run(["ip", "netns", "del", NETNS], timeout=10)
+    out["python_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
