@@ -1,0 +1,135 @@
+"""proxy.model: Service/EndpointSlice/Node JSON -> frozen values; hostile objects raise
+InvalidObject (the proxy logs and skips them), objects the proxy leaves alone give None."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from proxy.model import (DEFAULT_AFFINITY_TIMEOUT, InvalidObject, ServicePort, parse_endpoint_slice,
+                         parse_node, parse_service)
+
+SVC = {
+    "metadata": {"namespace": "default", "name": "web"},
+    "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+             "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
+                       {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}],
+             "externalIPs": ["192.168.56.200"], "externalTrafficPolicy": "Local",
+             "healthCheckNodePort": 31000, "loadBalancerSourceRanges": ["203.0.113.0/24", "2001:db8::/32"],
+             "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}},
+    "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}, {"hostname": "lb.example"}]}},
+}
+SLICE = {
+    "metadata": {"namespace": "default", "name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+    "addressType": "IPv4",
+    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    "endpoints": [
+        {"addresses": ["10.244.1.5"], "conditions": {"ready": True}, "nodeName": "node1", "zone": "zone-a",
+         "hints": {"forZones": [{"name": "zone-a"}]}},
+        {"addresses": ["10.244.2.5"], "conditions": {"ready": False, "serving": True, "terminating": True},
+         "nodeName": "node2"},
+        {"addresses": ["10.244.3.5"]},
+    ],
+}
+
+
+def with_spec(**changes) -> dict:
+    obj = copy.deepcopy(SVC)
+    obj["spec"].update(changes)
+    return obj
+
+
+def test_service_fields():
+    svc = parse_service(SVC)
+    assert svc.key == ("default", "web")
+    assert svc.cluster_ips == ("10.96.0.20",)
+    assert svc.ports == (ServicePort("http", "tcp", 80, 30080), ServicePort("dns", "udp", 53, 30053))
+    assert svc.external_ips == ("192.168.56.200",)
+    assert svc.lb_ips == ("198.51.100.1",)
+    assert svc.lb_source_ranges == ("203.0.113.0/24",)          # the IPv6 range is not ours
+    assert svc.external_local and not svc.internal_local
+    assert svc.health_check_node_port == 31000
+    assert svc.affinity_timeout == 60
+
+
+def test_defaults():
+    svc = parse_service({"metadata": {"namespace": "a", "name": "b"},
+                         "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}],
+                                  "sessionAffinity": "ClientIP"}})
+    assert svc.type == "ClusterIP" and svc.ports == (ServicePort("", "tcp", 80),)
+    assert svc.affinity_timeout == DEFAULT_AFFINITY_TIMEOUT
+    assert not svc.external_local and svc.health_check_node_port is None
+
+
+@pytest.mark.parametrize("obj", [
+    with_spec(clusterIP="None", clusterIPs=["None"]),                       # headless
+    with_spec(type="ExternalName", externalName="example.com"),
+    {**SVC, "metadata": {"namespace": "default", "name": "x",
+                         "labels": {"service.kubernetes.io/service-proxy-name": "other"}}},
+    {**SVC, "metadata": {"namespace": "default", "name": "x",
+                         "labels": {"service.kubernetes.io/headless": ""}}},
+])
+def test_left_alone(obj):
+    assert parse_service(obj) is None
+
+
+@pytest.mark.parametrize("obj", [
+    "a string", {}, {"metadata": {"name": "x"}}, {"metadata": {"name": "x"}, "spec": []},
+    with_spec(clusterIPs=["10.96.0.300"]), with_spec(clusterIPs=["127.0.0.1"]),
+    with_spec(clusterIPs="10.96.0.1"),
+    with_spec(ports=[{"port": 0}]), with_spec(ports=[{"port": 70000}]), with_spec(ports=[{"port": "80"}]),
+    with_spec(ports=[{"port": True}]), with_spec(ports=[{"port": 80, "protocol": "ICMP"}]),
+    with_spec(ports=[{"name": "a", "port": 80}, {"name": "b", "port": 80}]),           # duplicate
+    with_spec(ports="80"), with_spec(type="Weird"), with_spec(externalIPs=["not-an-ip"]),
+    with_spec(loadBalancerSourceRanges=["10.0.0.0/33"]),
+    with_spec(sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}}),
+    with_spec(sessionAffinityConfig={"clientIP": {"timeoutSeconds": 86401}}),
+    with_spec(ports=[{"port": 80, "nodePort": 99999}]),
+])
+def test_invalid_services_raise(obj):
+    with pytest.raises(InvalidObject):
+        parse_service(obj)
+
+
+def test_same_port_two_protocols_is_valid():
+    svc = parse_service(with_spec(ports=[{"name": "t", "port": 53}, {"name": "u", "port": 53, "protocol": "UDP"}]))
+    assert [(p.protocol, p.port) for p in svc.ports] == [("tcp", 53), ("udp", 53)]
+
+
+def test_dual_stack_keeps_ipv4():
+    svc = parse_service(with_spec(clusterIPs=["10.96.0.20", "fd00::20"], externalIPs=["fd00::1", "192.168.56.7"]))
+    assert svc.cluster_ips == ("10.96.0.20",) and svc.external_ips == ("192.168.56.7",)
+
+
+def test_slice_fields_and_conditions():
+    sl = parse_endpoint_slice(SLICE)
+    assert sl.service_key == ("default", "web")
+    a, b, c = sl.endpoints
+    assert (a.ip, a.ready, a.serving, a.terminating, a.node_name, a.zone, a.hint_zones) == \
+        ("10.244.1.5", True, True, False, "node1", "zone-a", ("zone-a",))
+    assert (b.ready, b.serving, b.terminating, b.hint_zones) == (False, True, True, None)
+    assert (c.ready, c.serving) == (True, True)                 # nil conditions mean ready
+    assert sl.ports[0].port == 8080 and sl.ports[0].protocol == "tcp"
+
+
+@pytest.mark.parametrize("change", [
+    {"metadata": {"namespace": "default", "name": "orphan"}},                  # no service label
+    {"addressType": "IPv6"}, {"addressType": "FQDN"},
+])
+def test_slices_left_alone(change):
+    assert parse_endpoint_slice({**SLICE, **change}) is None
+
+
+@pytest.mark.parametrize("change", [
+    {"endpoints": [{"addresses": []}]}, {"endpoints": [{"addresses": ["10.1.1"]}]},
+    {"endpoints": [{"addresses": ["0.0.0.0"]}]}, {"endpoints": "x"}, {"ports": [{"port": -1}]},
+    {"endpoints": [{"addresses": ["10.0.0.1"], "conditions": "yes"}]},
+])
+def test_invalid_slices_raise(change):
+    with pytest.raises(InvalidObject):
+        parse_endpoint_slice({**SLICE, **change})
+
+
+def test_node_zone():
+    assert parse_node({"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "zone-b"}}}).zone == "zone-b"
+    assert parse_node({"metadata": {"name": "n1"}}).zone == ""
