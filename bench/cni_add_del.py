@@ -1,5 +1,8 @@
 """CNI ADD and DEL latency: kubeweft (shim -> gRPC -> agent) against the reference bridge +
 host-local plugins, in one run, on one scratch node netns made and removed here (prefix h6a).
+kubeweft runs twice: as the lab installs it (the venv script) and as the DaemonSet does (the
+`install-cni --standalone` zipapp, run by /usr/bin/python3 -I). The load average is printed too:
+on a shared 2-core machine it moves every figure.
 
 Each plugin is executed as a runtime does (env + stdin, a fresh process per call): N pods one
 after the other, then rounds of 16 at once. Prints one JSON document: p50/p99 per case and
@@ -47,15 +50,18 @@ def summary(samples: list[float]) -> dict:
 
 
 class Plugin:
-    def __init__(self, name: str, exe: str, cni_path: str, conf: dict) -> None:
+    def __init__(self, name: str, exe: str, cni_path: str, conf: dict, short: str = "",
+                 interpreter: tuple[str, ...] = ()) -> None:
         self.name, self.exe, self.cni_path, self.conf = name, exe, cni_path, json.dumps(conf).encode()
+        self.short = short or name[:3]
+        self.argv = [*interpreter, exe]
 
     def call(self, command: str, cid: str, pod: str) -> float:
         env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": str(lab_netns.path(pod)),
                "CNI_IFNAME": "eth0", "CNI_PATH": self.cni_path, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid}"}
         t0 = time.perf_counter()
-        proc = subprocess.run([self.exe], input=self.conf, env=env, capture_output=True, timeout=60, check=False)
+        proc = subprocess.run(self.argv, input=self.conf, env=env, capture_output=True, timeout=60, check=False)
         ms = (time.perf_counter() - t0) * 1000
         if proc.returncode != 0:
             raise RuntimeError(f"{self.name} {command} {cid}: rc {proc.returncode}: {proc.stdout!r} {proc.stderr!r}")
@@ -94,7 +100,7 @@ class Bench:
     def run_case(self, plugin: Plugin, pods_n: int, rounds: int) -> dict:
         out: dict = {}
         pods = self.new_pods(pods_n)
-        ids = [f"{plugin.name[:3]}s{i}" for i in range(pods_n)]
+        ids = [f"{plugin.short}s{i}" for i in range(pods_n)]
         add = [plugin.call("ADD", c, p) for c, p in zip(ids, pods, strict=True)]
         self.check_time()
         dele = [plugin.call("DEL", c, p) for c, p in zip(ids, pods, strict=True)]
@@ -104,7 +110,7 @@ class Bench:
         for r in range(rounds):
             self.check_time()
             pods = self.new_pods(PARALLEL)
-            ids = [f"{plugin.name[:3]}r{r}x{i}" for i in range(PARALLEL)]
+            ids = [f"{plugin.short}r{r}x{i}" for i in range(PARALLEL)]
             with ThreadPoolExecutor(PARALLEL) as pool:
                 t0 = time.perf_counter()
                 add_p += list(pool.map(lambda a: plugin.call("ADD", *a), zip(ids, pods, strict=True)))
@@ -159,21 +165,28 @@ def main(argv: list[str] | None = None) -> int:
             bin_dir, sock = tmp / "bin", tmp / "run" / "agent.sock"
             sh(KUBEWEFT, "install-cni", "--bin-dir", str(bin_dir), "--conf-dir", str(tmp / "net.d"),
                "--socket", str(sock))
+            zbin = tmp / "zbin"
+            sh(KUBEWEFT, "install-cni", "--standalone", "--bin-dir", str(zbin), "--conf-dir",
+               str(tmp / "net.d-zipapp"), "--socket", str(sock))
             b.start_agent(sock)
-            kw = Plugin("kubeweft", str(bin_dir / "kubeweft"), str(bin_dir),
-                        {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "socket": str(sock),
-                         "dataDir": str(sock.parent / "cni" / "data"), "bridge": "kw0"})
+            kw_conf = {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "socket": str(sock),
+                       "dataDir": str(sock.parent / "cni" / "data"), "bridge": "kw0"}
+            kw = Plugin("kubeweft", str(bin_dir / "kubeweft"), str(bin_dir), kw_conf)
+            kwz = Plugin("kubeweft_zipapp", str(zbin / "kubeweft"), str(zbin), kw_conf, short="kwz",
+                         interpreter=("/usr/bin/python3", "-I"))
             ref = Plugin("reference", f"{REFERENCE_BIN}/bridge", REFERENCE_BIN,
                          {"cniVersion": "1.0.0", "name": "refnet", "type": "bridge", "bridge": "cni0",
                           "isGateway": True, "ipMasq": False, "hairpinMode": True,
                           "ipam": {"type": "host-local", "subnet": "10.247.2.0/24",
                                    "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp / "host-local")}})
-            for p in (kw, ref):              # warm up: bridge creation, page cache
+            load_before = os.getloadavg()
+            for p in (kw, kwz, ref):         # warm up: bridge creation, page cache
                 (pod,) = b.new_pods(1)
                 p.call("ADD", "warm", pod)
                 p.call("DEL", "warm", pod)
                 b.drop_pods([pod])
-            results = {p.name: b.run_case(p, args.pods, args.rounds) for p in (kw, ref)}
+            results = {p.name: b.run_case(p, args.pods, args.rounds) for p in (kw, kwz, ref)}
+            load_after = os.getloadavg()
         except BaseException:
             log = tmp / "agent.log"
             if log.exists():
@@ -185,11 +198,15 @@ def main(argv: list[str] | None = None) -> int:
             os.close(home)
             for ns in [*b.pods, b.node]:
                 subprocess.run(["ip", "netns", "del", ns], timeout=30, check=False, capture_output=True)
-    k, r = results["kubeweft"], results["reference"]
-    ratio = {f"{case}_p50": round(k[case]["p50_ms"] / r[case]["p50_ms"], 2)
-             for case in k if isinstance(k[case], dict)}
-    print(json.dumps({"benchmark": "cni_add_del", "kubeweft": k, "reference": r,
-                      "ratio_kubeweft_to_reference": ratio, "target_add_p50_ms": TARGET_ADD_P50_MS,
+    k, z, r = results["kubeweft"], results["kubeweft_zipapp"], results["reference"]
+
+    def ratio(a: dict) -> dict:
+        return {f"{case}_p50": round(a[case]["p50_ms"] / r[case]["p50_ms"], 2)
+                for case in a if isinstance(a[case], dict)}
+    print(json.dumps({"benchmark": "cni_add_del", "loadavg_1m": [load_before[0], load_after[0]],
+                      "kubeweft": k, "kubeweft_zipapp": z, "reference": r,
+                      "ratio_kubeweft_to_reference": ratio(k), "ratio_zipapp_to_reference": ratio(z),
+                      "target_add_p50_ms": TARGET_ADD_P50_MS,
                       "meets_target": k["add_seq"]["p50_ms"] <= TARGET_ADD_P50_MS}, indent=2))
     return 0
 
