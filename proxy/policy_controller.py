@@ -53,6 +53,8 @@ class PolicyController:
         self.namespaces: dict[str, pm.Namespace] = {}
         self.cni_pods: dict[str, tuple[PodKey, str]] = {}     # container ID -> (pod, ip)
         self.cni_ips: dict[PodKey, str] = {}                  # pods this node's CNI wired
+        self.gone: dict[PodKey, str] = {}                     # IPs of sandboxes DEL removed
+        self.names: dict[str, str] = {}                       # policy id -> namespace/name
         self.index = rp.PolicyIndex()
         self.candidates: dict[str, tuple] = {}                # namespace -> candidate peer sets
         self.decls: dict[str, rp.Decl] = {}                   # structure applied
@@ -102,6 +104,7 @@ class PolicyController:
                 parsed = self._parse(kind, obj) if etype != "DELETED" else None
                 if parsed is None:
                     self.pods.pop(key, None)
+                    self.gone.pop(key, None)
                 else:
                     self.pods[key] = self._with_cni_ip(parsed)
                 self.dirty_pods.add(key)
@@ -110,9 +113,11 @@ class PolicyController:
     def _on_sync(self, kind: str, objects: dict) -> None:
         with self.lock:
             if kind == "pol":
-                self.policies = {p.key: p for p in map(lambda o: self._parse(kind, o), objects.values()) if p}
+                pols = (self._parse(kind, o) for o in objects.values())
+                self.policies = {p.key: p for p in pols if p}
             elif kind == "ns":
-                self.namespaces = {n.name: n for n in map(lambda o: self._parse(kind, o), objects.values()) if n}
+                nss = (self._parse(kind, o) for o in objects.values())
+                self.namespaces = {n.name: n for n in nss if n}
                 self.candidates.clear()
             else:
                 pods = (self._parse(kind, o) for o in objects.values())
@@ -122,7 +127,10 @@ class PolicyController:
         self.wake.set()
 
     def _with_cni_ip(self, pod: pm.Pod) -> pm.Pod:
-        """The kubelet reports podIP only after ADD returns: until then, the IP the CNI gave."""
+        """The kubelet reports podIP only after ADD returns: until then, the IP the CNI gave.
+        After DEL the API may still show the old podIP (terminating): that address is free."""
+        if pod.ip and self.gone.get(pod.key) == pod.ip:
+            return replace(pod, ip="")
         ip = self.cni_ips.get(pod.key)
         if ip and not pod.ip:
             return replace(pod, ip=ip, node=pod.node or self.node_name)
@@ -177,6 +185,7 @@ class PolicyController:
         new_decls = self.decls
         if self.dirty_policies:
             self.index = rp.index_policies(self.policies.values())
+            self.names = {pid: pol.key for pid, pol in self.index.policies}
             self.candidates.clear()
             new_decls = rp.render_decls(self.index)
             self.dirty_all = True
@@ -227,7 +236,7 @@ class PolicyController:
             self.wake.clear()
             try:
                 self.sync()
-            except Exception:  # noqa: BLE001 - keep enforcing; the next event retries
+            except Exception:  # keep enforcing; the next event retries
                 log.exception("policy sync failed")
                 with self.lock:
                     self.dirty_all = True
@@ -268,6 +277,7 @@ class PolicyController:
             pod = self.pods.get(key) or pm.Pod(namespace, name, "", self.node_name)
             self.cni_pods[container_id] = (key, ip)
             self.cni_ips[key] = ip
+            self.gone.pop(key, None)
             self.pods[key] = replace(pod, ip=ip, node=self.node_name, terminal=False)
             self.dirty_pods.add(key)
             lines = self._plan_locked()
@@ -286,6 +296,7 @@ class PolicyController:
             key, ip = entry
             if self.cni_ips.get(key) == ip:
                 del self.cni_ips[key]
+            self.gone[key] = ip
             pod = self.pods.get(key)
             if pod is not None and pod.ip == ip:
                 # its sandbox is gone: the address may go to another pod, whatever the API says
@@ -295,11 +306,7 @@ class PolicyController:
 
     # --- observability --------------------------------------------------------------------------
     def policy_of(self, pid: str) -> str:
-        with self.lock:
-            for p, pol in self.index.policies:
-                if p == pid:
-                    return pol.key
-        return f"?/{pid}"
+        return self.names.get(pid) or f"?/{pid}"
 
     def read_counters(self) -> dict[tuple[str, str, str, str], int]:
         """(namespace, policy, direction, "ok"|"drop") -> packets, from our named counters."""

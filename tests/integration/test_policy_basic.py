@@ -205,3 +205,90 @@ def test_drops_are_counted_and_logged(world, clean_policies):
     while not want.search(log_file.read_text(errors="replace")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert want.search(log_file.read_text(errors="replace"))
+
+
+# ---- the controller's bookkeeping against a real kernel, events fed by hand ------------------------
+
+@pytest.fixture
+def scratch_nft():
+    from proxy.nftables import Nft
+
+    name = f"h11-ctl-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        yield Nft(name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
+
+
+def _elements(nft, set_name: str) -> set[str]:
+    out = set()
+    for item in nft.list(f"set inet kubeweft-policy {set_name}"):
+        for e in item.get("set", {}).get("elem", []) or []:
+            out.add(e if isinstance(e, str) else json.dumps(e))
+    return out
+
+
+def _pod_obj(name, ip, labels, node="node1"):
+    return {"metadata": {"namespace": "x", "name": name, "labels": labels},
+            "spec": {"nodeName": node}, "status": {"podIP": ip} if ip else {}}
+
+
+def test_controller_bookkeeping(scratch_nft):
+    from proxy import render_policy as rp
+    from proxy.policy_controller import PolicyController
+
+    ctl = PolicyController(None, "node1", "10.244.0.0/24", nft=scratch_nft)
+    pol = {"metadata": {"namespace": "x", "name": "p"},
+           "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}}
+    ctl._on_sync("ns", {("", "x"): {"metadata": {"name": "x"}}})
+    ctl._on_sync("pol", {("x", "p"): pol, ("x", "bad"): {"metadata": {"namespace": "x", "name": "bad"},
+                                                           "spec": {"podSelector": "everything"}}})
+    ctl._on_sync("pod", {("x", "c"): _pod_obj("c", "10.244.1.9", {"app": "client"}, node="node2")})
+    with ctl.lock:
+        ctl._plan_locked()
+        ctl.rebuild()
+    pid = rp.policy_id("x/p")
+    assert list(ctl.policies) == ["x/p"]                      # the broken one skipped
+    assert _elements(scratch_nft, f"{pid}_i0") == {"10.244.1.9"}
+
+    # ADD of a pod the informer has seen without an IP yet: covered before pod_added returns
+    ctl._on_event("pod", "ADDED", _pod_obj("w", "", {"app": "web"}))
+    ctl.pod_added("x", "w", "10.244.0.5", "cid-1")
+    assert _elements(scratch_nft, rp.IN_ISOLATED) == {"10.244.0.5"}
+    assert _elements(scratch_nft, f"{pid}_sel") == {"10.244.0.5"}
+    # the informer's next view, still without podIP, keeps the CNI's address
+    ctl._on_event("pod", "MODIFIED", _pod_obj("w", "", {"app": "web"}))
+    ctl.sync()
+    assert _elements(scratch_nft, rp.IN_ISOLATED) == {"10.244.0.5"}
+
+    # a label change: one small transaction
+    before = ctl.transactions
+    ctl._on_event("pod", "MODIFIED", _pod_obj("c", "10.244.1.9", {"app": "other"}, node="node2"))
+    ctl.sync()
+    assert ctl.transactions == before + 1 and _elements(scratch_nft, f"{pid}_i0") == set()
+
+    # DEL: the address leaves every set, and a late informer view with the old podIP does not
+    # bring it back (the IP may already belong to another pod)
+    ctl.pod_deleted("cid-1")
+    assert _elements(scratch_nft, rp.IN_ISOLATED) == set()
+    ctl._on_event("pod", "MODIFIED", _pod_obj("w", "10.244.0.5", {"app": "web"}))
+    ctl.sync()
+    assert _elements(scratch_nft, rp.IN_ISOLATED) == set()
+
+    # someone removes our elements behind our back: the next failed transaction rebuilds
+    ctl._on_event("pod", "MODIFIED", _pod_obj("c", "10.244.1.9", {"app": "client"}, node="node2"))
+    ctl.sync()
+    scratch_nft.run(f"flush set inet kubeweft-policy {pid}_i0")
+    ctl._on_event("pod", "DELETED", _pod_obj("c", "10.244.1.9", {"app": "client"}, node="node2"))
+    rebuilds = ctl.rebuilds
+    ctl.sync()                                   # delete element of a missing element fails
+    assert ctl.rebuilds == rebuilds + 1
+    assert _elements(scratch_nft, f"{pid}_i0") == set()
+
+    # the policy goes: its chains, sets and counters go in one transaction
+    ctl._on_event("pol", "DELETED", pol)
+    ctl.sync()
+    assert not scratch_nft.exists(f"set inet kubeweft-policy {pid}_sel")
+    assert not scratch_nft.exists(f"chain inet kubeweft-policy {pid}_in")
