@@ -294,7 +294,6 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
     procs: dict[str, subprocess.Popen] = {"apiserver": apiserver}
     for node in topology.node_names(cfg):
         if cfg.cni == "kubeweft":
-            _install_cni(cfg, node, deadline)
             procs[f"agent-{node}"] = start_agent(cfg, node, token)
         procs[f"kubelet-{node}"] = start_kubelet(cfg, node, token)
     state["processes"] = {what: p.pid for what, p in procs.items()}
@@ -302,9 +301,10 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
 
     _say(f"  waiting for {cfg.nodes} node(s) to be Ready "
          f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more)")
+    if cfg.cni == "kubeweft":
+        _install_cni_when_published(cfg, topology.node_names(cfg), procs, deadline)
     nodes = _wait_nodes_ready(cfg, procs, deadline)
     if cfg.cni == "kubeweft":
-        _wait_overlay_published(cfg, topology.node_names(cfg), deadline)
         _wait_overlay_routes(cfg, topology.node_names(cfg), deadline)
     if cfg.cni == "reference":
         # The lab's cloud route table: the external host reaches pods (and pods it)
@@ -372,16 +372,16 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
                 d.mkdir(parents=True, exist_ok=True)
             topology.apply_steps(topology.plan_add_node(cfg, index, node))
             if cfg.cni == "kubeweft":
-                _install_cni(cfg, node, deadline)
                 procs[f"agent-{node}"] = start_agent(cfg, node, token)
             procs[f"kubelet-{node}"] = start_kubelet(cfg, node, token)
         state = read_state(name) or state
         state["nodes"] = nodes + [n for _, n in new]
         state.setdefault("processes", {}).update({what: p.pid for what, p in procs.items()})
         _write_json(cfg.state_file, state)
+        if cfg.cni == "kubeweft":
+            _install_cni_when_published(cfg, [n for _, n in new], procs, deadline)
         ready = _wait_nodes_ready(cfg, procs, deadline, want=[n for _, n in new])
         if cfg.cni == "kubeweft":
-            _wait_overlay_published(cfg, [n for _, n in new], deadline)
             _wait_overlay_routes(cfg, state["nodes"], deadline)
     except BaseException as e:
         if isinstance(e, _StartFailed) and e.log:
@@ -397,25 +397,38 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
     return [n for n, *_ in ready]
 
 
-def _wait_overlay_published(cfg: LabConfig, want: list[str], deadline: float) -> None:
-    """Until each node's agent has published its overlay end (the backend annotation, with the
-    VTEP MAC in vxlan mode) on its Node: from then on the other agents route to its pods."""
+def _install_cni_when_published(cfg: LabConfig, want: list[str], procs: dict[str, subprocess.Popen],
+                                deadline: float) -> None:
+    """Install each node's CNI (binary and conflist) once its agent has published its overlay
+    end (the backend annotation, with the VTEP MAC in vxlan mode) on its Node. The conflist is
+    what makes the lab kubelet report Ready (NetworkReady), so a Ready node is one the other
+    agents already route to, as with a CNI DaemonSet that writes its config once it is up."""
     from kubernetes import client as k8s
 
     from cni.overlay import ANNOTATION_BACKEND
 
     client = api_client(cfg)
+    pending = list(want)
     try:
         core = k8s.CoreV1Api(client)
-        while True:
-            missing = [n for n in want if ANNOTATION_BACKEND not in
-                       (core.read_node(n, _request_timeout=5).metadata.annotations or {})]
-            if not missing:
-                return
-            if time.monotonic() >= deadline:
-                raise _StartFailed(f"the agent of {missing[0]} did not publish its overlay end in time",
-                                   cfg.log_dir / f"agent-{missing[0]}.log")
-            time.sleep(0.1)
+        while pending:
+            for what, proc in procs.items():
+                if proc.poll() is not None:
+                    raise _StartFailed(f"{what} exited with code {proc.returncode}",
+                                       cfg.log_dir / f"{what}.log")
+            for node in list(pending):
+                try:
+                    ann = core.read_node(node, _request_timeout=5).metadata.annotations or {}
+                except Exception:  # noqa: BLE001 - not registered yet, or the API is busy
+                    ann = {}
+                if ANNOTATION_BACKEND in ann:
+                    _install_cni(cfg, node, deadline)
+                    pending.remove(node)
+            if pending and time.monotonic() >= deadline:
+                raise _StartFailed(f"the agent of {pending[0]} did not publish its overlay end in time",
+                                   cfg.log_dir / f"agent-{pending[0]}.log")
+            if pending:
+                time.sleep(0.1)
     finally:
         client.close()
 
