@@ -24,10 +24,13 @@ import json
 import logging
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections import Counter
 from dataclasses import replace
+
+from lab import netns as lab_netns
 
 from . import policy_model as pm
 from . import render_policy as rp
@@ -42,8 +45,10 @@ PodKey = tuple[str, str]
 
 
 class PolicyController:
-    def __init__(self, api, node_name: str, pod_cidr: str, nft: Nft | None = None):
+    def __init__(self, api, node_name: str, pod_cidr: str, nft: Nft | None = None,
+                 netns: str | None = None):
         self.api = api
+        self.netns = netns              # None: the agent's own (the node's); else tests' scratch one
         self.node_name = node_name
         self.pod_net = ipaddress.IPv4Network(pod_cidr, strict=False)
         self.nft = nft or Nft()
@@ -287,6 +292,32 @@ class PolicyController:
             except NftError:
                 log.exception("pod_added %s/%s: transaction failed; rebuilding", namespace, name)
                 self.rebuild()                   # raises if even that fails: ADD fails, retried
+        self.forget_flows(ip)
+
+    def forget_flows(self, ip: str) -> None:
+        """Delete conntrack entries of an address that a new pod now holds. An entry that saw a
+        reply from the address's previous pod is "established": without this, the new pod
+        would get that flow's packets past its policies (ct state established is accepted
+        first). Entries to the pod (also DNATed: reply source) and from it."""
+        procs = []
+        for flag in ("--reply-src", "--orig-src"):          # both at once: ADD waits for them
+            argv = ["conntrack", "-D", flag, ip]
+            try:
+                kw = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+                if self.netns is not None:
+                    kw["preexec_fn"] = lab_netns.preexec(self.netns)
+                procs.append((flag, subprocess.Popen(argv, **kw)))
+            except OSError as e:
+                log.warning("conntrack cleanup of %s: %s", ip, e)
+        for flag, proc in procs:
+            try:
+                # exit 1 ("0 flow entries have been deleted") is the usual case of nothing to do
+                if proc.wait(timeout=5) == 0:
+                    log.info("conntrack: removed old flows of %s (%s)", ip, flag)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+                log.warning("conntrack cleanup of %s (%s) timed out", ip, flag)
 
     def pod_deleted(self, container_id: str) -> None:
         with self.lock:

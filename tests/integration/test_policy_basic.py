@@ -216,7 +216,7 @@ def scratch_nft():
     name = f"h11-ctl-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
     try:
-        yield Nft(name)
+        yield Nft(name), name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
@@ -238,7 +238,8 @@ def test_controller_bookkeeping(scratch_nft):
     from proxy import render_policy as rp
     from proxy.policy_controller import PolicyController
 
-    ctl = PolicyController(None, "node1", "10.244.0.0/24", nft=scratch_nft)
+    scratch_nft, name = scratch_nft
+    ctl = PolicyController(None, "node1", "10.244.0.0/24", nft=scratch_nft, netns=name)
     pol = {"metadata": {"namespace": "x", "name": "p"},
            "spec": {"podSelector": {"matchLabels": {"app": "web"}},
                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}}
@@ -253,9 +254,16 @@ def test_controller_bookkeeping(scratch_nft):
     assert list(ctl.policies) == ["x/p"]                      # the broken one skipped
     assert _elements(scratch_nft, f"{pid}_i0") == {"10.244.1.9"}
 
+    # a flow that saw replies from the address's previous holder: "established", it would pass
+    # any policy, so pod_added must remove it
+    ct = ["conntrack", "-I", "-p", "udp", "-s", "203.0.113.2", "-d", "10.244.0.5", "--sport", "40551",
+          "--dport", "80", "-t", "60", "-u", "SEEN_REPLY"]
+    assert netns.run(name, ct, capture_output=True, timeout=10).returncode == 0
     # ADD of a pod the informer has seen without an IP yet: covered before pod_added returns
     ctl._on_event("pod", "ADDED", _pod_obj("w", "", {"app": "web"}))
     ctl.pod_added("x", "w", "10.244.0.5", "cid-1")
+    flows = netns.run(name, ["conntrack", "-L"], capture_output=True, text=True, timeout=10).stdout
+    assert "10.244.0.5" not in flows
     assert _elements(scratch_nft, rp.IN_ISOLATED) == {"10.244.0.5"}
     assert _elements(scratch_nft, f"{pid}_sel") == {"10.244.0.5"}
     # the informer's next view, still without podIP, keeps the CNI's address
