@@ -1,23 +1,27 @@
 """Services and EndpointSlices -> the desired nftables state of `table ip kubeweft`. Pure.
 
 The table has a FIXED set of chains and rules (render_base) and keeps every per-Service fact in
-sets and maps (render_state). The common path is one verdict-map lookup and one DNAT map lookup:
+sets and maps (render_service, one fragment per Service). The common path is one verdict-map
+lookup and one DNAT map lookup:
 
     nat prerouting/output (dstnat) -> services:
-        ip daddr . l4proto . dport vmap @service-ips         -> goto lb-N   (N = endpoint count)
-        lb-N: dnat ip to ip daddr . l4proto . dport . numgen random mod N map @backends
-        node address: l4proto . dport vmap @nodeports        -> goto np-N  (@nodeport-backends)
+        ip daddr . l4proto . dport vmap @service-ips      -> goto lb-<proto>-N  (N endpoints)
+        lb-tcp-N: dnat ip to ip daddr . tcp dport . numgen random mod N map @backends-tcp-N
+        node address (never 127/8): l4proto . dport vmap @nodeports -> goto np-<proto>-N
     externalTrafficPolicy Local, external sources: @service-ips-external / @nodeports-external
-        -> lbx-N / npx-N reading @backends-external / @nodeport-backends-external (local endpoints)
-    filter (priority -110, before NetworkPolicy at 0): no endpoints -> reject; unused port on a
-        ClusterIP -> reject; unallocated address in the service range -> drop; LoadBalancer source
-        ranges -> drop before DNAT.
-    nat postrouting (srcnat): masquerade what was marked 0x4000, and hairpin pairs.
+        -> lbx-/npx- chains over the local endpoints, or drop when there are none here
+    filter (priority -110, output -90: before NetworkPolicy at 0, after DNAT): no endpoints ->
+        reject; unused port on a ClusterIP -> reject; unallocated address in the service range ->
+        drop; loadBalancerSourceRanges -> drop before DNAT (filter prerouting, dstnat - 10).
+    nat postrouting (srcnat): masquerade what was marked 0x4000 (off-cluster sources to a
+        ClusterIP, node-sourced traffic, externalTrafficPolicy Cluster external addresses and
+        nodePorts), and hairpin pairs (this node's endpoint reaching itself).
 
-lb-N/np-N chains are shared by every Service with N endpoints, made on demand. Only Services
-with sessionAffinity ClientIP get chains of their own (kube-proxy's shape: one chain per service
-port and scope, one chain and one dynamic timeout set per endpoint), since the remembered client
-must map to one endpoint with a per-Service timeout.
+lb chains are shared by every Service with the same protocol and endpoint count, made on
+demand with their backends map. Only Services with sessionAffinity ClientIP get chains of
+their own (kube-proxy's shape: one chain per service port and scope, one chain and one dynamic
+timeout set per endpoint): the remembered client must map to one endpoint with a per-Service
+timeout, and nft 1.0.6 cannot update a map with data from the packet path after DNAT.
 """
 from __future__ import annotations
 
