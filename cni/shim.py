@@ -78,7 +78,7 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
     deadline = DEADLINES[inv.command]
     try:
         message = encode_request(*fields)
-        if os.environ.get("KUBEWEFT_SHIM_TRANSPORT") == "grpc" or len(message) > _MAX_BODY:
+        if os.environ.get("KUBEWEFT_SHIM_TRANSPORT") == "grpc":
             code, msg, details, result = _call_grpc(conf.socket, method, fields, deadline)
         else:
             code, msg, details, result = decode_response(
@@ -111,17 +111,19 @@ def _call_grpc(sock: str, method: str, fields: tuple, deadline: float):
 # --- a unary gRPC call with the standard library only ------------------------------------------
 # `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (DESIGN.md decision 1). A
 # unary call over h2c on a unix socket needs little: the connection preface, one HEADERS frame
-# (HPACK literals, no Huffman, no dynamic table), one DATA frame; and on the way back only the
-# DATA frames of stream 1. The response headers and trailers are skipped, not decoded: the agent
+# (HPACK literals, no Huffman, no dynamic table), DATA frames within the peer's flow-control
+# windows (configs past 64 KiB wait for WINDOW_UPDATEs; the standalone zipapp has no grpc
+# library to hand them to); and on the way back only the DATA frames of stream 1. The response headers and trailers are skipped, not decoded: the agent
 # always answers with a CniResponse (errors travel inside it), so "no message" means a failure
 # of the transport or the agent, whatever grpc-status says.
 
 METHODS = {"ADD": "Add", "DEL": "Del", "CHECK": "Check", "STATUS": "Status", "GC": "GC"}
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8
 _END_STREAM, _ACK, _PADDED = 0x1, 0x1, 0x8
+_SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 _MAX_FRAME = 16384
-_MAX_BODY = 65535 - 5         # the default initial window, less the gRPC message prefix
+_DEFAULT_WINDOW = 65535
 
 
 class AgentUnreachable(Exception):
@@ -224,7 +226,9 @@ def _request_headers(path: str, timeout: float) -> bytes:
 
 
 def call_unary(sock_path: str, path: str, message: bytes, timeout: float) -> bytes:
-    """One unary gRPC call on a unix socket; the response message's bytes."""
+    """One unary gRPC call on a unix socket; the response message's bytes. The request body is
+    sent in DATA frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE) within the
+    peer's flow-control windows: beyond the initial 64 KiB it waits for WINDOW_UPDATEs."""
     import socket
     deadline = time.monotonic() + timeout
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -234,40 +238,24 @@ def call_unary(sock_path: str, path: str, message: bytes, timeout: float) -> byt
             s.connect(sock_path)
         except OSError as e:
             raise AgentUnreachable(f"connect {sock_path}: {e.strerror or e}") from None
-        body = b"\x00" + len(message).to_bytes(4, "big") + message
-        # DATA frames of at most the default SETTINGS_MAX_FRAME_SIZE (16 KiB); the body fits the
-        # default flow-control window (64 KiB, checked by the caller), so no WINDOW_UPDATE wait
-        chunks = [body[i:i + _MAX_FRAME] for i in range(0, len(body), _MAX_FRAME)]
         s.sendall(_PREFACE + _frame(_SETTINGS, 0, 0)
-                  + _frame(_HEADERS, 0x4, 1, _request_headers(path, timeout))   # END_HEADERS
-                  + b"".join(_frame(_DATA, _END_STREAM if i == len(chunks) - 1 else 0, 1, c)
-                             for i, c in enumerate(chunks)))
-        buf, data = b"", bytearray()
-        while True:
-            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AgentUnreachable(f"deadline of {timeout:.0f}s exceeded")
-                s.settimeout(left)
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise AgentUnreachable("the agent closed the connection without an answer")
-                buf += chunk
-            n = int.from_bytes(buf[:3], "big")
-            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-            payload, buf = buf[9:9 + n], buf[9 + n:]
-            if kind == _SETTINGS and not flags & _ACK:
-                s.sendall(_frame(_SETTINGS, _ACK, 0))
-            elif kind == _PING and not flags & _ACK:
-                s.sendall(_frame(_PING, _ACK, 0, payload))
-            elif kind == _GOAWAY or (kind == _RST_STREAM and stream == 1):
-                raise AgentUnreachable("the agent reset the call")
-            elif kind == _DATA and stream == 1:
-                if flags & _PADDED:
-                    payload = payload[1:len(payload) - payload[0]]
-                data += payload
-            if stream == 1 and kind in (_DATA, _HEADERS) and flags & _END_STREAM:
-                break
+                  + _frame(_HEADERS, 0x4, 1, _request_headers(path, timeout)))      # END_HEADERS
+        frames = _Frames(s, deadline, timeout)
+        body = b"\x00" + len(message).to_bytes(4, "big") + message
+        sent, data = 0, bytearray()
+        done = False                  # the response stream ended (possibly before we finished)
+        while sent < len(body) and not done:
+            room = min(frames.conn_window, frames.stream_window, _MAX_FRAME, len(body) - sent)
+            if room > 0:
+                last = sent + room == len(body)
+                s.sendall(_frame(_DATA, _END_STREAM if last else 0, 1, body[sent:sent + room]))
+                sent += room
+                frames.conn_window -= room
+                frames.stream_window -= room
+            else:
+                done = frames.read_one(data)
+        while not done:
+            done = frames.read_one(data)
         if len(data) < 5 or data[0] != 0 or len(data) < 5 + int.from_bytes(data[1:5], "big"):
             raise AgentUnreachable("the agent answered without a response message")
         return bytes(data[5:5 + int.from_bytes(data[1:5], "big")])
@@ -277,6 +265,53 @@ def call_unary(sock_path: str, path: str, message: bytes, timeout: float) -> byt
         raise AgentUnreachable(f"{sock_path}: {e}") from None
     finally:
         s.close()
+
+
+class _Frames:
+    """The receiving side of the connection: frames read one at a time; SETTINGS and PING
+    answered, WINDOW_UPDATE and SETTINGS_INITIAL_WINDOW_SIZE tracked for the sender."""
+
+    def __init__(self, s, deadline: float, timeout: float) -> None:
+        self.s, self.deadline, self.timeout = s, deadline, timeout
+        self.buf = b""
+        self.conn_window = self.stream_window = self.initial_window = _DEFAULT_WINDOW
+
+    def read_one(self, data: bytearray) -> bool:
+        """Read and handle one frame; DATA of stream 1 goes to data. True once stream 1 ends."""
+        while len(self.buf) < 9 or len(self.buf) < 9 + int.from_bytes(self.buf[:3], "big"):
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise AgentUnreachable(f"deadline of {self.timeout:.0f}s exceeded")
+            self.s.settimeout(left)
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise AgentUnreachable("the agent closed the connection without an answer")
+            self.buf += chunk
+        n = int.from_bytes(self.buf[:3], "big")
+        kind, flags, stream = self.buf[3], self.buf[4], int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
+        payload, self.buf = self.buf[9:9 + n], self.buf[9 + n:]
+        if kind == _SETTINGS and not flags & _ACK:
+            for i in range(0, len(payload) - 5, 6):
+                if int.from_bytes(payload[i:i + 2], "big") == _SETTINGS_INITIAL_WINDOW_SIZE:
+                    new = int.from_bytes(payload[i + 2:i + 6], "big")
+                    self.stream_window += new - self.initial_window
+                    self.initial_window = new
+            self.s.sendall(_frame(_SETTINGS, _ACK, 0))
+        elif kind == _PING and not flags & _ACK:
+            self.s.sendall(_frame(_PING, _ACK, 0, payload))
+        elif kind == _WINDOW_UPDATE and len(payload) >= 4:
+            increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if stream == 0:
+                self.conn_window += increment
+            elif stream == 1:
+                self.stream_window += increment
+        elif kind == _GOAWAY or (kind == _RST_STREAM and stream == 1):
+            raise AgentUnreachable("the agent reset the call")
+        elif kind == _DATA and stream == 1:
+            if flags & _PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            data += payload
+        return stream == 1 and kind in (_DATA, _HEADERS) and bool(flags & _END_STREAM)
 
 
 def agent_down(inv: spec.Invocation, conf: spec.NetConf, why: str) -> bytes:

@@ -153,6 +153,19 @@ def test_agent_down_add_11_status_50_and_del_on_the_vendored_pyroute2(tmp_path):
         assert n.cni("DEL", "down1", pods[1])[:2] == (0, None)             # a second DEL: fine
 
 
+@pytest.mark.parametrize("size", [70_000, 400_000])
+def test_configs_beyond_the_flow_control_window_without_grpc(node, size):
+    """No grpc library here: the shim's own HTTP/2 client waits for the agent's WINDOW_UPDATEs."""
+    assert not _host_python_has("grpc")
+    pod = node.new_pod()
+    conf = node.conf(padding="x" * size)
+    rc, res, err = node.cni("ADD", f"big{size}", pod, conf=conf)
+    assert rc == 0, err
+    assert node.pod_addrs(pod) == [res["ips"][0]["address"]]
+    assert node.cni("DEL", f"big{size}", pod, conf=conf)[:2] == (0, None)
+    assert f"big{size}" not in node.reserved().values()
+
+
 def _time_version(argv: list[str], runs: int = 15) -> float:
     """Median wall time of a VERSION call in ms."""
     times = []
@@ -183,9 +196,9 @@ def test_import_budget_against_the_venv_script(node, tmp_path):
     zipped = _time_version(zipapp_exe)
     script = _time_version([str(script_bin / "kubeweft")])
     print(f"\nVERSION p50: zipapp (/usr/bin/python3 -I) {zipped:.1f} ms, venv script {script:.1f} ms, "
-          f"ratio {zipped / script:.2f}")
-    assert zipped < 150, f"zipapp VERSION p50 {zipped:.0f} ms"
-    assert zipped < 3 * script + 20, (zipped, script)
+          f"ratio {zipped / script:.2f}, load {os.getloadavg()[0]:.1f}")
+    # ~31 vs ~26 ms on a quiet 2-core machine; a shared one moves both, so the bound is relative
+    assert zipped < 2 * script + 20, (zipped, script)
 
 
 def test_zipapp_has_no_path_of_its_build(node):
