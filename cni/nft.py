@@ -186,11 +186,37 @@ def parse_map_elements(listing: dict, map_name: str) -> dict[str, list[tuple[str
 
 # ---- the shell: one context and the applied state per netns -------------------------------
 
+class _NftCli:
+    """The `nft` binary behind python-nftables' interface (cmd, json_cmd): for a python without
+    python3-nftables, i.e. a host's python3 running the standalone shim's DEL fallback."""
+
+    def __init__(self) -> None:
+        import shutil
+        self.exe = shutil.which("nft") or "/usr/sbin/nft"
+
+    def _run(self, args: list[str], data: str) -> tuple[int, str, str]:
+        import subprocess
+        proc = subprocess.run([self.exe, *args, "-f", "-"], input=data, capture_output=True, text=True,
+                              timeout=20, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        return self._run([], text)
+
+    def json_cmd(self, cmds: dict) -> tuple[int, dict, str]:
+        rc, out, err = self._run(["-j"], json.dumps(cmds))
+        return rc, (json.loads(out) if out.strip() else {}), err
+
+
 class _Table:
     def __init__(self) -> None:
-        import nftables  # Debian's python3-nftables (DESIGN.md, decision 6)
-        self.nft = nftables.Nftables()
-        self.nft.set_json_output(True)
+        try:
+            import nftables  # Debian's python3-nftables (DESIGN.md, decision 6)
+        except ImportError:
+            self.nft = _NftCli()
+        else:
+            self.nft = nftables.Nftables()
+            self.nft.set_json_output(True)
         self.lock = threading.Lock()
         self.based = False
         self.cluster: str | None = None

@@ -133,7 +133,13 @@ def test_agent_down_add_11_status_50_and_del_on_the_vendored_pyroute2(tmp_path):
     assert not _host_python_has("pyroute2"), "this test needs a /usr/bin/python3 without pyroute2"
     with StandaloneNode(tmp_path, pod_cidr="10.247.2.0/24", bridge="kwy", tag=_tag()) as n:
         pods = [n.new_pod() for _ in range(2)]
-        results = [n.add(p, cid=f"down{i}") for i, p in enumerate(pods)]
+        results = [n.add(p, cid=f"down{i}", runtimeConfig={"portMappings": [
+            {"hostPort": 18090 + i, "containerPort": 8080, "protocol": "tcp"}]}) for i, p in enumerate(pods)]
+        ips = [r["ips"][0]["address"].split("/")[0] for r in results]
+
+        def hostport_table() -> str:
+            return sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
+        assert all(ip in hostport_table() for ip in ips)
         assert n.stop_agent() == 0
         rc, out, err = n.cni("ADD", "late", n.new_pod())
         assert rc != 0 and out["code"] == 11 and "agent" in out["details"], err
@@ -145,11 +151,13 @@ def test_agent_down_add_11_status_50_and_del_on_the_vendored_pyroute2(tmp_path):
         assert "done in-process" in err and "failed" not in err, err
         assert results[0]["interfaces"][1]["name"] not in n.host_veths()
         assert n.pod_addrs(pods[0]) == [] and "down0" not in n.reserved().values()
+        assert ips[0] not in hostport_table() and ips[1] in hostport_table()      # python-nftables
         # strictest: not even site-packages (-S): stdlib and the archive only
         n.python = (HOST_PYTHON, "-I", "-S")
         rc, out, err = n.cni("DEL", "down1", pods[1])
-        assert (rc, out) == (0, None) and "done in-process" in err, err
+        assert (rc, out) == (0, None) and "done in-process" in err and "failed" not in err, err
         assert n.host_veths() == [] and n.reserved() == {}
+        assert ips[1] not in hostport_table()                  # without python-nftables: the nft CLI
         assert n.cni("DEL", "down1", pods[1])[:2] == (0, None)             # a second DEL: fine
 
 
