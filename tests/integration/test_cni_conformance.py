@@ -651,7 +651,7 @@ spec:
 @pytest.mark.parametrize("size", [30_000, 70_000])
 def test_large_configs_cross_the_wire(node, size):
     """30 kB: several HTTP/2 DATA frames from the shim's own client; 70 kB: beyond the default
-    flow-control window, so the shim hands the call to the grpc library."""
+    flow-control window, so the shim's client waits for the agent's WINDOW_UPDATEs."""
     pod = node.new_pod()
     rc, res, err = node.cni("ADD", f"big{size}", pod, conf=node.conf(padding="x" * size))
     assert rc == 0, err
