@@ -46,7 +46,7 @@ def main() -> int:
     t0 = time.perf_counter()
     agg = r.Aggregate()
     for key, svc in services.items():
-        agg.put(key, r.render_service(svc, slices[key], ctx))
+        agg.put(key, r.render_service(svc, slices[key], ctx), track=False)
     t1 = time.perf_counter()
     diff, applied = d.diff_full(d.empty_applied(), agg)
     cmds = r.render_base(ctx) + diff

@@ -398,51 +398,85 @@ class Aggregate:
     """The desired state as the sum of per-Service fragments, reference-counted, so that one
     Service's change touches only its own elements (and shared ones are kept while any Service
     needs them). A map key claimed by two Services (one externalIP:port, say) goes to the
-    Service whose namespace/name sorts first, as a full render would decide."""
+    Service whose namespace/name sorts first, as a full render would decide.
+    Nested per-name dicts, and one (owner, value) pair per map key: 30k Services hold ~200k
+    elements, and a dict or tuple per element would cost seconds and hundreds of MB."""
 
     def __init__(self) -> None:
         self.fragments: dict[tuple[str, str], Desired] = {}
-        self.set_refs: dict[tuple[str, str], int] = {}
-        self.map_vals: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+        self.set_refs: dict[str, dict[str, int]] = {}
+        self.map_owner: dict[str, dict[str, tuple[tuple[str, str], str]]] = {}
+        self.map_claims: dict[tuple[str, str], dict[tuple[str, str], str]] = {}   # contested keys only
         self.chain_refs: dict[str, list] = {}          # name -> [count, Chain]
         self.dynset_refs: dict[str, list] = {}         # name -> [count, decl]
         self.health_of: dict[tuple[str, str], tuple[int, int]] = {}
 
-    def put(self, key: tuple[str, str], frag: Desired | None) -> Touched:
+    def put(self, key: tuple[str, str], frag: Desired | None, track: bool = True) -> Touched:
+        """Replace the fragment of one Service (None: remove it). With track, what may have
+        changed is returned (a full sync diffs everything and skips that)."""
         touched = Touched()
         old = self.fragments.pop(key, None)
         if old is not None:
-            self._count(key, old, -1, touched)
+            self._remove(key, old, touched if track else None)
             self.health_of.pop(key, None)
         if frag is not None:
             self.fragments[key] = frag
-            self._count(key, frag, +1, touched)
+            self._add(key, frag, touched if track else None)
             self.health_of.update(frag.health)
         return touched
 
-    def _count(self, svc: tuple[str, str], frag: Desired, d: int, touched: Touched) -> None:
+    def _add(self, svc: tuple[str, str], frag: Desired, touched: Touched | None) -> None:
         for name, elems in frag.sets.items():
+            refs = self.set_refs.setdefault(name, {})
             for e in elems:
-                k = (name, e)
-                n = self.set_refs.get(k, 0) + d
-                if n:
-                    self.set_refs[k] = n
-                else:
-                    del self.set_refs[k]
-                touched.elements.add(k)
+                refs[e] = refs.get(e, 0) + 1
+            if touched is not None:
+                touched.elements.update((name, e) for e in elems)
         for name, m in frag.maps.items():
-            for mk, v in m.items():
-                k = (name, mk)
-                owners = self.map_vals.setdefault(k, {})
-                if d > 0:
-                    owners[svc] = v
+            owners = self.map_owner.setdefault(name, {})
+            for k, v in m.items():
+                cur = owners.get(k)
+                if cur is None or cur[0] == svc:
+                    owners[k] = (svc, v)
                 else:
-                    owners.pop(svc, None)
-                    if not owners:
-                        del self.map_vals[k]
-                touched.keys.add(k)
-        for refs, items, seen in ((self.chain_refs, frag.chains, touched.chains),
-                                  (self.dynset_refs, frag.dynsets, touched.dynsets)):
+                    claims = self.map_claims.setdefault((name, k), {cur[0]: cur[1]})
+                    claims[svc] = v
+                    first = min(claims)
+                    owners[k] = (first, claims[first])
+            if touched is not None:
+                touched.keys.update((name, k) for k in m)
+        self._objects(frag, +1, touched)
+
+    def _remove(self, svc: tuple[str, str], frag: Desired, touched: Touched | None) -> None:
+        for name, elems in frag.sets.items():
+            refs = self.set_refs[name]
+            for e in elems:
+                n = refs[e] - 1
+                if n:
+                    refs[e] = n
+                else:
+                    del refs[e]
+            if touched is not None:
+                touched.elements.update((name, e) for e in elems)
+        for name, m in frag.maps.items():
+            owners = self.map_owner[name]
+            for k in m:
+                claims = self.map_claims.get((name, k))
+                if claims is None:
+                    del owners[k]
+                    continue
+                claims.pop(svc, None)
+                first = min(claims)
+                owners[k] = (first, claims[first])
+                if len(claims) == 1:
+                    del self.map_claims[(name, k)]
+            if touched is not None:
+                touched.keys.update((name, k) for k in m)
+        self._objects(frag, -1, touched)
+
+    def _objects(self, frag: Desired, d: int, touched: Touched | None) -> None:
+        for refs, items, seen in ((self.chain_refs, frag.chains, touched.chains if touched is not None else None),
+                                  (self.dynset_refs, frag.dynsets, touched.dynsets if touched is not None else None)):
             for name, value in items.items():
                 entry = refs.setdefault(name, [0, value])
                 entry[0] += d
@@ -450,14 +484,15 @@ class Aggregate:
                     entry[1] = value
                 if entry[0] <= 0:
                     del refs[name]
-                seen.add(name)
+                if seen is not None:
+                    seen.add(name)
 
     def has(self, name: str, elem: str) -> bool:
-        return (name, elem) in self.set_refs
+        return elem in self.set_refs.get(name, ())
 
     def value(self, name: str, key: str) -> str | None:
-        owners = self.map_vals.get((name, key))
-        return owners[min(owners)] if owners else None
+        owner = self.map_owner.get(name, {}).get(key)
+        return owner[1] if owner else None
 
     def chain(self, name: str) -> Chain | None:
         entry = self.chain_refs.get(name)
@@ -471,17 +506,16 @@ class Aggregate:
         return dict(self.health_of)
 
     def everything(self) -> Touched:
-        return Touched(elements=set(self.set_refs), keys=set(self.map_vals), chains=set(self.chain_refs),
-                       dynsets=set(self.dynset_refs))
+        return Touched(elements={(n, e) for n, refs in self.set_refs.items() for e in refs},
+                       keys={(n, k) for n, owners in self.map_owner.items() for k in owners},
+                       chains=set(self.chain_refs), dynsets=set(self.dynset_refs))
 
     def materialize(self) -> Desired:
-        sets: dict[str, set[str]] = {n: set() for n in SETS}
-        for name, e in self.set_refs:
-            sets[name].add(e)
+        sets = {n: frozenset() for n in SETS}
+        sets.update((n, frozenset(refs)) for n, refs in self.set_refs.items())
         maps: dict[str, dict[str, str]] = {n: {} for n in MAPS}
-        for (name, k) in self.map_vals:
-            maps.setdefault(name, {})[k] = self.value(name, k)
-        return Desired(sets={n: frozenset(v) for n, v in sets.items()}, maps=maps,
+        maps.update((n, {k: v for k, (_, v) in owners.items()}) for n, owners in self.map_owner.items())
+        return Desired(sets=sets, maps=maps,
                        chains={n: e[1] for n, e in self.chain_refs.items()},
                        dynsets={n: e[1] for n, e in self.dynset_refs.items()}, health=self.health())
 

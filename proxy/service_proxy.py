@@ -262,7 +262,7 @@ class ServiceProxy:
                     for k in keys]
         touched = None
         for key, svc, slices in work:
-            t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None)
+            t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None, track=not full)
             if touched is None:
                 touched = t
             else:

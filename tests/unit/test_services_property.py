@@ -122,7 +122,9 @@ def services(draw, name):
                   for i, p in enumerate(protos))
     local = kind != "ClusterIP" and draw(st.booleans())
     return Service("ns", name, (f"10.96.0.{NAMES.index(name) + 10}",), ports, kind,
-                   external_ips=(f"192.168.56.{200 + NAMES.index(name)}",) if draw(st.booleans()) else (),
+                   # a small pool: two Services may claim one externalIP:port (the first name wins)
+                   external_ips=(draw(st.sampled_from(["192.168.56.200", "192.168.56.201"])),)
+                   if draw(st.booleans()) else (),
                    lb_ips=(f"198.51.100.{NAMES.index(name) + 1}",) if kind == "LoadBalancer" else (),
                    lb_source_ranges=("203.0.113.0/24",) if kind == "LoadBalancer" and draw(st.booleans()) else (),
                    external_local=local, internal_local=draw(st.booleans()),
