@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from lab import netns as lab_netns
 from lab import probe as lab_probe
 from lab import topology
-from lab.probe import CONNECTED, REFUSED, TIMEOUT  # noqa: F401 (re-exported for the tests)
+from lab.probe import CONNECTED, REFUSED, TIMEOUT
 
 EXTERNAL = "external"
 SYNC_TIMEOUT = 30.0           # how long an agent may take to program a new Service
@@ -344,18 +344,31 @@ class Cluster:
                     pods: set[str] | None = None, timeout: float = SYNC_TIMEOUT) -> ProbeResult:
         """Probe until a connection succeeds (and, with `pods`, lands on one of those pod names):
         the agents have programmed the Service."""
+        seen: list[ProbeResult] = []
+
         def once():
             r = self.probe(source, host, port_, udp=udp, timeout=1.0)
+            seen[:] = [r]
             return r if r.outcome == CONNECTED and (pods is None or r.name in pods) else None
-        return wait_for(f"{source} -> {host}:{port_}{'/udp' if udp else ''} answering", once,
-                        timeout=timeout, interval=0.3)
+        try:
+            return wait_for(f"{source} -> {host}:{port_}{'/udp' if udp else ''} answering", once,
+                            timeout=timeout, interval=0.3)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last probe: {seen[0].raw if seen else None}") from None
 
     def wait_outcome(self, source: str, host: str, port_: int, outcome: str, udp: bool = False,
                      timeout: float = SYNC_TIMEOUT) -> ProbeResult:
+        seen: list[ProbeResult] = []
+
         def once():
             r = self.probe(source, host, port_, udp=udp, timeout=1.0)
+            seen[:] = [r]
             return r if r.outcome == outcome else None
-        return wait_for(f"{source} -> {host}:{port_} {outcome}", once, timeout=timeout, interval=0.3)
+        try:
+            return wait_for(f"{source} -> {host}:{port_}{'/udp' if udp else ''} {outcome}", once,
+                            timeout=timeout, interval=0.3)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last probe: {seen[0].raw if seen else None}") from None
 
 
 def unused_service_ip(cluster: Cluster) -> str:
@@ -393,3 +406,41 @@ def used_node_ports(cluster: Cluster) -> set[int]:
     """Every nodePort allocated in the lab (all namespaces: the lab is shared)."""
     return {p["nodePort"] for s in Cluster._raw(cluster.core.list_service_for_all_namespaces)["items"]
             for p in (s.get("spec") or {}).get("ports") or [] if p.get("nodePort")}
+
+
+def udp_outcome(netns_name: str, host: str, port_: int, timeout: float = 1.0) -> str:
+    """A UDP "whoami" on a connected socket -> CONNECTED, REFUSED or TIMEOUT.
+
+    Unlike lab.probe, a send() failing with EPERM is not the end: a netfilter reject on the
+    sender's own OUTPUT hook drops the datagram (EPERM) AND sends an ICMP port unreachable to
+    the socket, which the next recv() reports as ECONNREFUSED; a plain drop leaves recv() to
+    time out. So node-sourced refused and dropped stay apart."""
+    import errno
+
+    def run() -> str:
+        with lab_netns.entered(netns_name):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.connect((host, port_))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    sock.send(b"whoami")
+                except PermissionError:
+                    pass
+                except ConnectionRefusedError:
+                    return REFUSED
+                sock.settimeout(max(0.01, min(0.3, deadline - time.monotonic())))
+                try:
+                    if sock.recv(2048):
+                        return CONNECTED
+                except TimeoutError:
+                    continue
+                except OSError as e:
+                    if e.errno == errno.ECONNREFUSED:
+                        return REFUSED
+                    raise
+            return TIMEOUT
+        finally:
+            sock.close()
+    return in_thread(run)

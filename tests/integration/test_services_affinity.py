@@ -26,7 +26,7 @@ def c(labk):
         cl.pod("client3", "node3")
         cl.wait_ready("web-1", "web-2", "web-3", "client1", "client3")
         cl.plain = cl.service("plain", [svc_port(80, "http")], selector={"app": "web"})
-        cl.sticky = cl.service("sticky", [svc_port(80, "http", name="tcp"), svc_port(80, "http", "UDP", name="udp")],
+        cl.sticky = cl.service("sticky", [svc_port(80, "http", name="tcp"), svc_port(80, 8080, "UDP", name="udp")],
                                selector={"app": "web"}, sessionAffinity="ClientIP",
                                sessionAffinityConfig={"clientIP": {"timeoutSeconds": TIMEOUT_S}})
         cl.wait_endpoints("sticky", 3)

@@ -31,7 +31,7 @@ def c(labk):
 
 @pytest.fixture(scope="module")
 def lb(c):
-    svc = c.service("lb", [svc_port(80, "http", name="http"), svc_port(80, "http", "UDP", name="udp")],
+    svc = c.service("lb", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
                     selector={"app": "web"}, type_="LoadBalancer")
     ip = c.lb_ip("lb")
     c.route(ip, "node3")                  # a node without an endpoint: traffic must cross over

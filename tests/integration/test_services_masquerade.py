@@ -29,9 +29,9 @@ def c(labk):
         cl.pod("solo", "node2", ports=[port(8080, name="http")], labels={"app": "solo"})
         cl.pod("client1", "node1")
         cl.ips = cl.wait_ready("web-1", "web-2", "solo", "client1")
-        cl.web = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, "http", "UDP", name="udp")],
+        cl.web = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
                             selector={"app": "web"})
-        cl.solo = cl.service("solo", [svc_port(80, "http", name="http"), svc_port(80, "http", "UDP", name="udp")],
+        cl.solo = cl.service("solo", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
                              selector={"app": "solo"})
         cl.wait_endpoints("web", 2)
         cl.wait_endpoints("solo", 1)

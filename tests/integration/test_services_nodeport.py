@@ -23,7 +23,7 @@ def c(labk):
         cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
         cl.pod("client3", "node3")
         cl.ips = cl.wait_ready("web-1", "web-2", "client3")
-        cl.svc = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, "http", "UDP", name="udp")],
+        cl.svc = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
                             selector={"app": "web"}, type_="NodePort")
         cl.np, cl.np_udp = cl.svc.node_ports["http"], cl.svc.node_ports["udp"]
         cl.wait_endpoints("web", 2)

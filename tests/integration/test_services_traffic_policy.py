@@ -130,7 +130,7 @@ def test_health_check_follows_endpoints(c, local_lb):
 
 @pytest.fixture(scope="module")
 def itp(c):
-    svc = c.service("itp", [svc_port(80, "http", name="http"), svc_port(80, "http", "UDP", name="udp")],
+    svc = c.service("itp", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
                     selector={"app": "web"}, internalTrafficPolicy="Local")
     c.wait_endpoints("itp", 2)
     c.wait_answer("client1", svc.ip, 80)

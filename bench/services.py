@@ -1,0 +1,523 @@
+"""The service proxy at scale: full sync time and agent memory at 1k, 10k and 30k Services
+(3 endpoints each), one EndpointSlice change to the kernel at 30k, and ClusterIP connect
+latency against the same backend dialled directly at 10 and at 30k Services.
+
+It brings up a lab of its own (`h10bench`, 2 nodes, kubeweft CNI + agent) and always removes
+it. Services are created without selectors, with EndpointSlices written here (fake endpoint
+addresses, never dialled), straight through the API with many requests in flight.
+
+- full sync: after each scale step the table `ip kubeweft` of node1 is deleted and node1's
+  agent restarted (as `lab up` starts it), so its first sync loads everything from nothing;
+  its duration is the agent's own kubeproxy_sync_proxy_rules_duration_seconds (first sample)
+  and, from outside, the time from the agent's start until the last Service is in the kernel.
+  Agent memory: VmRSS (and the peak, VmHWM) of that agent process once synced.
+- one change: an EndpointSlice's endpoint replaced; the time from the API write to the new
+  endpoint being in the kernel map (polled with `nft get element`, one element), and the
+  agent's kubeproxy_network_programming_duration_seconds over those changes.
+- latency: TCP connect time (SYN to SYN-ACK, through the kernel) from a pod on node1 to a
+  backend pod on node2, via its ClusterIP and directly, interleaved; median and p90.
+- reference (same run): kube-proxy-style per-Service and per-endpoint chains for the same
+  Services, loaded with `nft -f` into a scratch netns (h10bench-ref) at 1k and 10k.
+
+    .venv/bin/python bench/services.py [--scales 1000,10000,30000] [--timeout 600]
+
+Prints one JSON document on stdout; a small text chart of the latencies on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lab import lifecycle, topology
+from lab import netns as lab_netns
+from lab.config import LabConfig
+
+LAB = "h10bench"
+NS = "h10-bench"
+REF_NETNS = "h10bench-ref"
+KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
+NODE = "node1"
+TARGETS = {"full_sync_30k_s": 2.0, "change_ms": 50.0, "agent_rss_mb": 400.0, "clusterip_vs_direct": 1.10}
+IN_FLIGHT = 16
+
+
+def say(msg: str) -> None:
+    print(f"[bench/services] {msg}", file=sys.stderr, flush=True)
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the benchmark ran out of time")
+        return left
+
+
+def pctl(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def endpoint_ip(i: int, k: int) -> str:
+    """A fake endpoint address for Service i, endpoint k (10.250.0.0/16, never dialled)."""
+    n = i * 3 + k
+    return f"10.{250 + n // 62500}.{(n // 250) % 250}.{n % 250 + 1}"
+
+
+def service_body(i: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}", "namespace": NS},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
+
+
+def slice_body(i: int, ips: list[str], rv: str | None = None) -> dict:
+    meta = {"name": f"s{i}-1", "namespace": NS,
+            "labels": {"kubernetes.io/service-name": f"s{i}",
+                       "endpointslice.kubernetes.io/managed-by": "h10-bench"}}
+    if rv:
+        meta["resourceVersion"] = rv
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": meta, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True, "serving": True, "terminating": False},
+                           "nodeName": "node2"} for ip in ips]}
+
+
+# --- the API, fast ----------------------------------------------------------------------------
+class Api:
+    """aiohttp against the lab API server (the kubernetes client manages ~40 writes/s here;
+    this does ~700)."""
+
+    def __init__(self, cfg: LabConfig) -> None:
+        import yaml
+        kc = yaml.safe_load(cfg.kubeconfig.read_text())
+        self.server = kc["clusters"][0]["cluster"]["server"]
+        self.token = kc["users"][0]["user"]["token"]
+        self.ctx = ssl.create_default_context(cafile=str(cfg.pki_dir / "ca.crt"))
+
+    async def _run(self, jobs: list[tuple[str, str, dict | None]]) -> list[dict]:
+        import aiohttp
+        hdr = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        out: list[dict] = [{}] * len(jobs)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(headers=hdr, timeout=timeout,
+                                         connector=aiohttp.TCPConnector(ssl=self.ctx, limit=IN_FLIGHT)) as s:
+            sem = asyncio.Semaphore(IN_FLIGHT)
+
+            async def one(n: int, method: str, path: str, body: dict | None) -> None:
+                async with sem, s.request(method, self.server + path, json=body) as r:
+                    text = await r.text()
+                    if r.status >= 300 and not (method == "POST" and r.status == 409):
+                        raise RuntimeError(f"{method} {path}: {r.status} {text[:300]}")
+                    out[n] = json.loads(text) if text else {}
+            await asyncio.gather(*(one(n, *job) for n, job in enumerate(jobs)))
+        return out
+
+    def run(self, jobs: list[tuple[str, str, dict | None]]) -> list[dict]:
+        return asyncio.run(self._run(jobs))
+
+    def get(self, path: str) -> dict:
+        return self.run([("GET", path, None)])[0]
+
+
+SVC_PATH = f"/api/v1/namespaces/{NS}/services"
+SLICE_PATH = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+
+
+def create_services(api: Api, start: int, stop: int) -> dict[int, str]:
+    """Services s<start>..s<stop-1> and their slices -> {i: clusterIP}."""
+    ips: dict[int, str] = {}
+    step = 2000
+    for lo in range(start, stop, step):
+        hi = min(stop, lo + step)
+        svcs = api.run([("POST", SVC_PATH, service_body(i)) for i in range(lo, hi)])
+        api.run([("POST", SLICE_PATH, slice_body(i, [endpoint_ip(i, k) for k in range(3)])) for i in range(lo, hi)])
+        for i, svc in zip(range(lo, hi), svcs):
+            ips[i] = svc.get("spec", {}).get("clusterIP", "")
+    return ips
+
+
+# --- the kernel, from inside node1 --------------------------------------------------------------
+class NodeNft:
+    """A libnftables context made on a thread inside node1's netns (it stays bound there)."""
+
+    def __init__(self, netns_name: str) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.pool.submit(self._init, netns_name).result(timeout=30)
+
+    def _init(self, netns_name: str) -> None:
+        import nftables
+        lab_netns.setns(netns_name)          # this pool's only thread lives in the node's netns
+        self.nft = nftables.Nftables()
+
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        return self.pool.submit(self.nft.cmd, text).result(timeout=60)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def has_service(nft: NodeNft, ip: str) -> bool:
+    rc, out, _ = nft.cmd(f"get element ip kubeweft service-ips {{ {ip} . tcp . 80 }}")
+    return rc == 0 and ip in out
+
+
+def backend_has(nft: NodeNft, vip: str, endpoint: str) -> bool:
+    keys = ", ".join(f"{vip} . tcp . 80 . {k}" for k in range(3))
+    rc, out, _ = nft.cmd(f"get element ip kubeweft backends {{ {keys} }}")
+    return rc == 0 and endpoint in out
+
+
+# --- the agent -------------------------------------------------------------------------------
+def http_get(netns_name: str, host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    def run() -> tuple[int, str]:
+        with lab_netns.entered(netns_name):
+            s = socket.socket()
+        s.settimeout(timeout)
+        try:
+            s.connect((host, port))
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        except OSError as e:
+            return 0, str(e)
+        finally:
+            s.close()
+        head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+        parts = head.split()
+        return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result(timeout=timeout + 5)
+
+
+def metrics(cfg: LabConfig) -> dict[str, float]:
+    status, body = http_get(cfg.node_netns(NODE), "127.0.0.1", 10249, "/metrics")
+    out: dict[str, float] = {}
+    if status != 200:
+        return out
+    for line in body.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$", line)
+        if m:
+            try:
+                out[m.group(1)] = float(m.group(2))
+            except ValueError:
+                pass
+    return out
+
+
+def agent_pid(cfg: LabConfig, token: str) -> int | None:
+    for pid in lifecycle.find_processes(cfg.name, token):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == NODE.encode():
+            return pid
+    return None
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+SYNC_SUM = "kubeproxy_sync_proxy_rules_duration_seconds_sum"
+SYNC_COUNT = "kubeproxy_sync_proxy_rules_duration_seconds_count"
+NPD_SUM = "kubeproxy_network_programming_duration_seconds_sum"
+NPD_COUNT = "kubeproxy_network_programming_duration_seconds_count"
+
+
+def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: Deadline) -> dict:
+    """Delete node1's table, restart its agent; time the first, complete sync."""
+    pid = agent_pid(cfg, token)
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+        while lifecycle._alive(pid):
+            deadline.left()
+            time.sleep(0.02)
+    nft.cmd("delete table ip kubeweft")
+    t0 = time.monotonic()
+    proc = lifecycle.start_agent(cfg, NODE, token)
+    while not has_service(nft, last_ip):
+        deadline.left()
+        if proc.poll() is not None:
+            raise RuntimeError(f"the agent exited ({proc.returncode}); see {cfg.log_dir}/agent-{NODE}.log")
+        time.sleep(0.05)
+    wall = time.monotonic() - t0
+    m: dict[str, float] = {}
+    while not m.get(SYNC_COUNT):
+        deadline.left()
+        m = metrics(cfg)
+        time.sleep(0.1)
+    count, total = m[SYNC_COUNT], m[SYNC_SUM]
+    # the first sample is the full sync when it is the only one; else the mean is an upper bound
+    time.sleep(1.0)                               # let the agent settle before reading memory
+    out = {"agent_first_sync_s": round(total / count, 3), "syncs_counted": int(count),
+           "start_to_last_service_in_kernel_s": round(wall, 2), **{k + "_MB": v for k, v in rss_mb(proc.pid).items()}}
+    for key in ("kubeproxy_sync_proxy_rules_nftables_elements", "kubeproxy_sync_proxy_rules_nftables_objects"):
+        hits = {k: v for k, v in m.items() if k.startswith(key)}
+        if hits:
+            out[key] = hits
+    return out
+
+
+def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], rounds: int,
+               deadline: Deadline) -> dict:
+    """Replace one endpoint of a Service's slice; time API write -> kernel."""
+    before = metrics(cfg)
+    samples = []
+    for r in range(rounds):
+        i = (r * 7919) % len(ips)
+        vip = ips[i]
+        new = f"10.253.{r // 250}.{r % 250 + 1}"
+        cur = api.get(f"{SLICE_PATH}/s{i}-1")
+        body = slice_body(i, [new] + [endpoint_ip(i, k) for k in (1, 2)], cur["metadata"]["resourceVersion"])
+        t0 = time.monotonic()
+        api.run([("PUT", f"{SLICE_PATH}/s{i}-1", body)])
+        while not backend_has(nft, vip, new):
+            deadline.left()
+            if time.monotonic() - t0 > 10:
+                raise RuntimeError(f"endpoint {new} of {vip} not in the kernel after 10 s")
+            time.sleep(0.001)
+        samples.append((time.monotonic() - t0) * 1000)
+        time.sleep(0.2)
+    after = metrics(cfg)
+    out = {"api_write_to_kernel_ms": {"n": len(samples), "p50": round(pctl(samples, 0.5), 1),
+                                      "p90": round(pctl(samples, 0.9), 1), "max": round(max(samples), 1)}}
+    dn = after.get(NPD_COUNT, 0) - before.get(NPD_COUNT, 0)
+    if dn > 0:
+        out["agent_network_programming_ms_mean"] = round((after[NPD_SUM] - before.get(NPD_SUM, 0)) / dn * 1000, 1)
+        out["agent_network_programming_samples"] = int(dn)
+    ds = after.get(SYNC_COUNT, 0) - before.get(SYNC_COUNT, 0)
+    if ds > 0:
+        out["agent_sync_ms_mean"] = round((after[SYNC_SUM] - before.get(SYNC_SUM, 0)) / ds * 1000, 1)
+    return out
+
+
+# --- latency ---------------------------------------------------------------------------------
+def connect_times(netns_name: str, targets: dict[str, tuple[str, int]], n: int) -> dict[str, dict]:
+    """TCP connect() time per target, interleaved, from inside a pod's netns."""
+    def run() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {k: [] for k in targets}
+        for _ in range(n):
+            for name, addr in targets.items():
+                with lab_netns.entered(netns_name):
+                    s = socket.socket()
+                s.settimeout(2)
+                t0 = time.perf_counter()
+                try:
+                    s.connect(addr)
+                    out[name].append((time.perf_counter() - t0) * 1e6)
+                except OSError:
+                    pass
+                finally:
+                    s.close()
+        return out
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        raw = pool.submit(run).result(timeout=300)
+    return {k: {"n": len(v), "p50_us": round(pctl(v, 0.5), 1), "p90_us": round(pctl(v, 0.9), 1),
+                "mean_us": round(statistics.fmean(v), 1)} for k, v in raw.items() if v}
+
+
+def latency_chart(rows: list[tuple[str, float]]) -> str:
+    top = max(v for _, v in rows) or 1
+    width = 48
+    return "\n".join(f"  {label:<24} {'#' * max(1, round(v / top * width)):<{width}} {v:7.1f} us"
+                     for label, v in rows)
+
+
+# --- the reference: kube-proxy-style chains ---------------------------------------------------
+def render_kube_proxy_style(n: int) -> str:
+    """kube-proxy nftables mode's shape: a vmap into one chain per Service port, which picks an
+    endpoint chain (one per endpoint) with numgen; each endpoint chain masquerade-marks and DNATs."""
+    lines = ["add table ip kpref", "add chain ip kpref services",
+             "add map ip kpref service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }",
+             "add rule ip kpref services ip daddr . meta l4proto . th dport vmap @service-ips"]
+    for i in range(n):
+        vip = f"172.{16 + i // 62500}.{(i // 250) % 250}.{i % 250 + 1}"
+        svc = f"svc-{i}"
+        lines.append(f"add chain ip kpref {svc}")
+        for k in range(3):
+            ip = endpoint_ip(i, k)
+            lines += [f"add chain ip kpref sep-{i}-{k}",
+                      f"add rule ip kpref sep-{i}-{k} ip saddr {ip} meta mark set meta mark or 0x4000",
+                      f"add rule ip kpref sep-{i}-{k} meta l4proto tcp dnat to {ip}:8080"]
+        lines.append(f"add rule ip kpref {svc} numgen random mod 3 vmap "
+                     f"{{ 0 : goto sep-{i}-0, 1 : goto sep-{i}-1, 2 : goto sep-{i}-2 }}")
+        lines.append(f"add element ip kpref service-ips {{ {vip} . tcp . 80 : goto {svc} }}")
+    return "\n".join(lines) + "\n"
+
+
+def reference_load(n: int, deadline: Deadline) -> dict:
+    subprocess.run(["ip", "netns", "add", REF_NETNS], check=True, capture_output=True, timeout=10)
+    try:
+        path = Path(f"/tmp/{REF_NETNS}-{os.getpid()}.nft")
+        path.write_text(render_kube_proxy_style(n))
+        t0 = time.monotonic()
+        proc = lab_netns.run(REF_NETNS, ["nft", "-f", str(path)], capture_output=True, text=True,
+                             timeout=max(1.0, min(120.0, deadline.left())), check=False)
+        took = time.monotonic() - t0
+        path.unlink()
+        if proc.returncode != 0:
+            return {"error": proc.stderr[:300]}
+        return {"chains": n * 4, "load_s": round(took, 2)}
+    finally:
+        subprocess.run(["ip", "netns", "delete", REF_NETNS], capture_output=True, timeout=10, check=False)
+
+
+# --- main ------------------------------------------------------------------------------------
+def setup_pods(cfg: LabConfig, api: Api, deadline: Deadline) -> tuple[str, str, str]:
+    """A backend on node2, a client on node1, a Service for the backend -> (client netns,
+    backend IP, ClusterIP)."""
+    from lab.probe import read_pods
+    pod = lambda name, node, ports: {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "lab", "ports": ports}]}}
+    api.run([("POST", f"/api/v1/namespaces/{NS}/pods", pod("backend", "node2", [{"containerPort": 8080}])),
+             ("POST", f"/api/v1/namespaces/{NS}/pods", pod("client", NODE, [{"containerPort": 8080}]))])
+    svc = api.run([("POST", SVC_PATH, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "backend"},
+                                       "spec": {"selector": {"app": "backend"},
+                                                "ports": [{"port": 80, "targetPort": 8080}]}})])[0]
+    while True:
+        deadline.left()
+        local = read_pods(cfg)
+        b = api.get(f"/api/v1/namespaces/{NS}/pods/backend").get("status", {}).get("podIP")
+        if b and f"{NS}/client" in local and f"{NS}/backend" in local:
+            break
+        time.sleep(0.3)
+    return local[f"{NS}/client"]["netns"], b, svc["spec"]["clusterIP"]
+
+
+def wait_cluster_ip(netns_name: str, vip: str, deadline: Deadline) -> None:
+    from lab.probe import CONNECTED, probe_once
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        while pool.submit(probe_once, netns_name, vip, 80, timeout=1.0).result()["outcome"] != CONNECTED:
+            deadline.left()
+            time.sleep(0.3)
+
+
+def run(scales: list[int], latency_n: int, change_rounds: int, ref_scales: list[int], deadline: Deadline) -> dict:
+    cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft")
+    result: dict = {"lab": LAB, "endpoints_per_service": 3, "targets": TARGETS}
+    say("lab up (2 nodes, kubeweft)")
+    lifecycle.up(cfg, timeout=min(120.0, deadline.left()))
+    token = json.loads(cfg.state_file.read_text())["token"]
+    api = Api(cfg)
+    api.run([("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})])
+    nft = NodeNft(cfg.node_netns(NODE))
+    try:
+        client_ns, backend_ip, vip = setup_pods(cfg, api, deadline)
+        wait_cluster_ip(client_ns, vip, deadline)
+        targets = {"clusterip": (vip, 80), "direct": (backend_ip, 8080)}
+        ips = create_services(api, 0, 8)                         # ~10 Services in all
+        say(f"latency at {len(ips) + 2} Services")
+        result["latency_at_10"] = connect_times(client_ns, targets, latency_n)
+        result["full_sync"] = {}
+        made = 0
+        for n in scales:
+            t0 = time.monotonic()
+            ips.update(create_services(api, made, n))
+            made = n
+            say(f"{n} Services created in {time.monotonic() - t0:.1f} s; full sync of node1's agent")
+            result["full_sync"][str(n)] = full_sync(cfg, token, nft, ips[n - 1], deadline)
+            say(f"  {result['full_sync'][str(n)]}")
+        say(f"one EndpointSlice change at {made} Services, {change_rounds} times")
+        result["one_change"] = {"services": made, **one_change(cfg, api, nft, ips, change_rounds, deadline)}
+        wait_cluster_ip(client_ns, vip, deadline)
+        say(f"latency at {made} Services")
+        result[f"latency_at_{made}"] = connect_times(client_ns, targets, latency_n)
+    finally:
+        nft.close()
+        say("lab down")
+        lifecycle.down(LAB)
+    result["reference_kube_proxy_style_chains"] = {}
+    for n in ref_scales:
+        say(f"reference: kube-proxy-style chains for {n} Services")
+        result["reference_kube_proxy_style_chains"][str(n)] = reference_load(n, deadline)
+    return result
+
+
+def verdicts(result: dict) -> dict:
+    out = {}
+    sync = result.get("full_sync", {})
+    if sync:
+        top = max(sync, key=int)
+        out[f"full_sync_{top}_s"] = sync[top]["agent_first_sync_s"]
+        out["full_sync_ok"] = sync[top]["agent_first_sync_s"] < TARGETS["full_sync_30k_s"]
+        out["agent_rss_mb"] = sync[top].get("VmRSS_MB")
+        out["agent_rss_ok"] = (sync[top].get("VmHWM_MB") or 0) < TARGETS["agent_rss_mb"]
+    change = result.get("one_change", {})
+    if change:
+        out["change_p50_ms"] = change["api_write_to_kernel_ms"]["p50"]
+        out["change_ok"] = change["api_write_to_kernel_ms"]["p50"] < TARGETS["change_ms"]
+    big = [k for k in result if k.startswith("latency_at_") and k != "latency_at_10"]
+    if big:
+        lat = result[big[0]]
+        ratio = lat["clusterip"]["p50_us"] / lat["direct"]["p50_us"]
+        out["clusterip_over_direct_p50"] = round(ratio, 3)
+        out["latency_ok"] = ratio <= TARGETS["clusterip_vs_direct"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scales", default="1000,10000,30000")
+    ap.add_argument("--reference-scales", default="1000,10000")
+    ap.add_argument("--latency-samples", type=int, default=300)
+    ap.add_argument("--changes", type=int, default=20)
+    ap.add_argument("--timeout", type=float, default=580.0)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/services.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    if lifecycle.is_up(LabConfig(name=LAB)) or topology.list_netns(REF_NETNS):
+        say(f"removing a lab {LAB} left from an earlier run")
+        lifecycle.down(LAB)
+        subprocess.run(["ip", "netns", "delete", REF_NETNS], capture_output=True, timeout=10, check=False)
+    deadline = Deadline(args.timeout)
+    t0 = time.monotonic()
+    result: dict = {}
+    rc = 0
+    try:
+        result = run([int(x) for x in args.scales.split(",") if x],
+                     args.latency_samples, args.changes,
+                     [int(x) for x in args.reference_scales.split(",") if x], deadline)
+    except Exception as e:  # noqa: BLE001 - report what was measured, and why it stopped
+        result["error"] = f"{type(e).__name__}: {e}"
+        rc = 1
+    finally:
+        if lifecycle.is_up(LabConfig(name=LAB)):
+            lifecycle.down(LAB)
+    result["verdicts"] = verdicts(result) if "error" not in result else {}
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    rows = [(f"{k.removeprefix('latency_at_')} svc {path}", v[path]["p50_us"])
+            for k, v in result.items() if k.startswith("latency_at_") for path in ("direct", "clusterip") if path in v]
+    if rows:
+        print("connect latency, p50 (pod on node1 -> backend on node2):\n" + latency_chart(rows), file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
