@@ -36,6 +36,26 @@ SYNC_WAIT = 120.0        # bounded wait for the informers' first list
 COALESCE = 0.002         # gather events arriving together into one transaction
 
 
+class _NoCopy(dict):
+    """A dict that keeps nothing."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+class LeanInformer(Informer):
+    """The informer without its copy of every object: the proxy keeps only parsed values, and
+    30k Services with their EndpointSlices as raw JSON would cost ~200 MB."""
+
+    @property
+    def objects(self) -> dict:
+        return _NoCopy()
+
+    @objects.setter
+    def objects(self, value) -> None:
+        pass
+
+
 def _trigger_time(obj: dict, default: float) -> float:
     ts = ((obj.get("metadata") or {}).get("annotations") or {}).get(TRIGGER_ANNOTATION)
     if isinstance(ts, str):
@@ -79,9 +99,9 @@ class ServiceProxy:
         except OSError as e:
             log.error("healthz on %s: %s", self.cfg.healthz_bind_address, e)
         self.informers = [
-            Informer(self.api, SVC_PATH, on_event=self._on_service, on_sync=self._on_services,
+            LeanInformer(self.api, SVC_PATH, on_event=self._on_service, on_sync=self._on_services,
                      name="services"),
-            Informer(self.api, SLICE_PATH, on_event=self._on_slice, on_sync=self._on_slices,
+            LeanInformer(self.api, SLICE_PATH, on_event=self._on_slice, on_sync=self._on_slices,
                      name="endpointslices"),
             Informer(self.api, NODE_PATH, on_event=lambda _t, o: self._on_node(o),
                      on_sync=lambda objs: [self._on_node(o) for o in objs.values()],
