@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     def too_long(*_):
         raise TimeoutError(f"bench/overlay.py: over {args.timeout:.0f} s")
     signal.signal(signal.SIGALRM, too_long)
+    # SIGTERM too unwinds through the labs' `with` blocks, which bring them down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.alarm(int(args.timeout))           # the labs' `with` blocks still bring them down
     results: dict[str, dict] = {}
     t0 = time.monotonic()

@@ -143,7 +143,8 @@ def test_nodes_join_and_leave_routes_follow_within_a_second_traffic_never_stops(
     import concurrent.futures as cf
     cfg, pods = ownlab
     a, b = pods["a"], pods["b"]
-    with oh.ProbeLoop(a.netns, b.ip, 8080) as loop, cf.ThreadPoolExecutor(4) as pool:
+    with oh.ProbeLoop(a.netns, b.ip, 8080) as loop, oh.ProbeLoop(b.netns, a.ip, 8080, udp=True) as uloop, \
+            cf.ThreadPoolExecutor(4) as pool:
         # --- join: node3 becomes Ready; node1 and node2 route to it within a second (in fact
         # before: the lab installs a node's CNI config, which makes it Ready, once its agent is up)
         core, ready = _node_ready(cfg, "node3")
@@ -181,9 +182,10 @@ def test_nodes_join_and_leave_routes_follow_within_a_second_traffic_never_stops(
         assert not any(n.endswith("-node3") for n in lab_netns(cfg))
         assert not cfg.node_dir("node3").exists()
         time.sleep(0.3)
-    print(f"probe loop a -> b: {loop.attempts} probes, {len(loop.failures)} failed")
-    assert loop.attempts > 40, loop.attempts
-    assert loop.failures == [], loop.failures[:5]
+    for what, lp in (("TCP a -> b", loop), ("UDP b -> a", uloop)):
+        print(f"probe loop {what}: {lp.attempts} probes, {len(lp.failures)} failed")
+        assert lp.attempts > 40, (what, lp.attempts)
+        assert lp.failures == [], (what, lp.failures[:5])
 
 
 def lab_netns(cfg) -> list[str]:
