@@ -102,7 +102,7 @@ def build_zipapp(target: Path) -> Path:
     import cni
     cni_dir = Path(cni.__file__).resolve().parent
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.build-", dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="kubeweft-cni-build-") as tmp:
         stage = Path(tmp) / "app"
         (stage / "cni").mkdir(parents=True)
         for name in STANDALONE_MODULES:
@@ -112,11 +112,16 @@ def build_zipapp(target: Path) -> Path:
             _stage_tree(pkg, stage / name)
         (stage / "__main__.py").write_text(render_zipapp_main())
         _compile_tree(stage)
-        out = Path(tmp) / "kubeweft.pyz"
-        # stored, not deflated: nothing to inflate on every pod's call
-        zipapp.create_archive(stage, out, interpreter=STANDALONE_INTERPRETER, compressed=False)
-        os.chmod(out, 0o755)
-        os.replace(out, target)
+        # written beside the target (same filesystem: the rename is atomic); stored, not
+        # deflated: nothing to inflate on every pod's call
+        out = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            zipapp.create_archive(stage, out, interpreter=STANDALONE_INTERPRETER, compressed=False)
+            os.chmod(out, 0o755)
+            os.replace(out, target)
+        finally:
+            if out.exists():
+                out.unlink()
     return target
 
 

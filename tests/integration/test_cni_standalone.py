@@ -85,6 +85,7 @@ def test_the_standalone_executable_is_a_zipapp_for_the_hosts_python(node):
     exe = node.bin_dir / "kubeweft"
     assert exe.read_bytes().split(b"\n", 1)[0] == b"#!/usr/bin/env python3"
     assert os.access(exe, os.X_OK)
+    assert [p.name for p in node.bin_dir.iterdir()] == ["kubeweft"]      # no build leftovers
     with zipfile.ZipFile(exe) as z:
         names = set(z.namelist())
         main = z.read("__main__.py").decode()
