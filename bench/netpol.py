@@ -1,0 +1,361 @@
+"""NetworkPolicy at scale (issue 6): time to apply 1,000 policies over 5,000 pods, the latency of
+one label change, and pod-to-pod iperf3 throughput with those policies loaded against none, in
+one run on one 3-node kubeweft lab. Prints one JSON document. Never a test.
+
+    .venv/bin/python bench/netpol.py [--pods 5000] [--policies 1000] [--lab NAME] [--timeout 540]
+
+- The 5,000 pods are API objects only: bound to a node no kubelet serves ("ghost"), with
+  status.podIP set through the status subresource, in 10 namespaces; to the agents they are
+  peers like any other (labels app=a0..a49, tier=t0..t6; namespaces labelled ns=n0..n9).
+- Policy j (namespace bench-n<j%10>) selects app=a<j%50> and allows port 80 from
+  [tier=t<j%7>] OR [namespace ns=n<j+1> AND app=a<j+3>]: its ingress peer set on every node
+  holds a few dozen to a hundred pod addresses.
+- "apply time" runs from the return of the last policy create to the moment node1's table holds
+  every policy's peer set complete (read with `nft -j list table` in node1's netns; one read
+  takes `read_s`, the resolution of the figure). All three nodes are checked at the end.
+- "label change": one ghost pod's tier label moves it into a policy's peer set and back; the
+  time from the PATCH returning to the address appearing in (leaving) node1's set.
+- iperf3: a server pod on node1, a client on node2 (VXLAN), TCP, before any policy and again
+  with the 1,000 policies loaded plus 20 policies that select the server (one allows the client),
+  so the server's packets pass its isolation chain.
+
+Without --lab it brings up its own lab (h12netpol) and always brings it down; with --lab it uses
+that lab and deletes what it created.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lab import netns as lab_netns
+from lab.config import LabConfig
+from proxy.render_policy import TABLE, policy_id
+
+KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
+GHOST_NODE = "ghost"
+GHOST_NET = ipaddress.ip_network("10.244.128.0/17")   # inside the cluster CIDR, no node's podCIDR
+NAMESPACES = 10
+IPERF_NS = "bench-iperf"
+WORKERS = 8
+
+
+def say(msg: str) -> None:
+    print(f"[netpol bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --- what the world is (pure) --------------------------------------------------------------------
+def ghost_pod(i: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"g{i}", "namespace": f"bench-n{i % NAMESPACES}",
+                         "labels": {"app": f"a{i % 50}", "tier": f"t{i % 7}"}},
+            "spec": {"nodeName": GHOST_NODE, "containers": [{"name": "c", "image": "lab",
+                                                             "ports": [{"containerPort": 80}]}]}}
+
+
+def ghost_ip(i: int) -> str:
+    return str(GHOST_NET[i + 1])
+
+
+def bench_policy(j: int) -> dict:
+    ns = j % NAMESPACES
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": f"pol{j}", "namespace": f"bench-n{ns}"},
+            "spec": {"podSelector": {"matchLabels": {"app": f"a{j % 50}"}},
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": f"t{j % 7}"}}},
+                                           {"namespaceSelector": {"matchLabels": {"ns": f"n{(ns + 1) % NAMESPACES}"}},
+                                            "podSelector": {"matchLabels": {"app": f"a{(j + 3) % 50}"}}}],
+                                  "ports": [{"port": 80}]}]}}
+
+
+def expected_peer_set(j: int, pods: int, tiers: dict[int, int] | None = None) -> set[str]:
+    """The addresses policy j's ingress peer set must hold (tiers: pod -> overridden tier)."""
+    ns = j % NAMESPACES
+    out = set()
+    for i in range(pods):
+        pns, app, tier = i % NAMESPACES, i % 50, (tiers or {}).get(i, i % 7)
+        if (pns == ns and tier == j % 7) or (pns == (ns + 1) % NAMESPACES and app == (j + 3) % 50):
+            out.add(ghost_ip(i))
+    return out
+
+
+def iperf_policies() -> list[dict]:
+    """20 policies selecting the iperf server; only the last allows the client (port 5201)."""
+    out = []
+    for k in range(19):
+        out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": f"srv{k}", "namespace": IPERF_NS},
+                    "spec": {"podSelector": {"matchLabels": {"role": "server"}},
+                             "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": f"n{k % NAMESPACES}"}},
+                                                    "podSelector": {"matchLabels": {"tier": f"t{k % 7}"}}}],
+                                          "ports": [{"port": 5201}]}]}})
+    out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "srv-client", "namespace": IPERF_NS},
+                "spec": {"podSelector": {"matchLabels": {"role": "server"}},
+                         "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                      "ports": [{"port": 5201}]}]}})
+    return out
+
+
+# --- I/O -----------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, lab: str, deadline: float):
+        from kubernetes import client, config
+
+        self.cfg = LabConfig(name=lab)
+        self.deadline = deadline
+        self.api = config.new_client_from_config(config_file=str(self.cfg.kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.net = client.NetworkingV1Api(self.api)
+        self.client = client
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the benchmark ran out of time")
+        return left
+
+    def nft_json(self, node: str, *what: str) -> dict:
+        proc = lab_netns.run(self.cfg.node_netns(node), ["nft", "-j", "list", *what],
+                             capture_output=True, text=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            return {"nftables": []}
+        return json.loads(proc.stdout)
+
+    def sets(self, node: str) -> dict[str, set[str]]:
+        """Every set of the policy table on `node`: name -> elements (addresses as text)."""
+        out: dict[str, set[str]] = {}
+        for item in self.nft_json(node, "table", "inet", TABLE).get("nftables", []):
+            s = item.get("set")
+            if s:
+                out[s["name"]] = {e if isinstance(e, str) else json.dumps(e) for e in s.get("elem", [])}
+        return out
+
+    def set_has(self, node: str, name: str, ip: str) -> bool:
+        for item in self.nft_json(node, "set", "inet", TABLE, name).get("nftables", []):
+            if item.get("set"):
+                return ip in (item["set"].get("elem") or [])
+        return False
+
+    def create_ns(self, name: str, labels: dict) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name, "labels": labels}}, _request_timeout=10)
+        except self.client.ApiException as e:
+            if e.status != 409:
+                raise
+
+    def make_ghost(self, i: int) -> None:
+        doc = ghost_pod(i)
+        ns, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
+        try:
+            self.core.create_namespaced_pod(ns, doc, _request_timeout=30)
+        except self.client.ApiException as e:
+            if e.status != 409:
+                raise
+        ip = ghost_ip(i)
+        self.core.patch_namespaced_pod_status(name, ns, {"status": {
+            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}, _request_timeout=30)
+
+    def real_pod(self, name: str, node: str, role: str) -> None:
+        doc = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": IPERF_NS, "labels": {"role": role}},
+               # the workload listens on port 80; iperf3 gets 5201 to itself
+               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "lab",
+                                                          "ports": [{"containerPort": 80}]}]}}
+        try:
+            self.core.create_namespaced_pod(IPERF_NS, doc, _request_timeout=10)
+        except self.client.ApiException as e:
+            if e.status != 409:
+                raise
+
+    def wait_ready(self, names: list[str]) -> dict[str, str]:
+        from lab.probe import read_pods
+
+        while True:
+            pods = {p.metadata.name: p for p in self.core.list_namespaced_pod(IPERF_NS, _request_timeout=10).items}
+            running = read_pods(self.cfg)
+            if all(n in pods and pods[n].status.pod_ip and running.get(f"{IPERF_NS}/{n}") for n in names):
+                return {n: pods[n].status.pod_ip for n in names}
+            self.left()
+            time.sleep(0.3)
+
+    def iperf(self, server_ip: str, seconds: int) -> dict:
+        from lab.probe import read_pods
+
+        running = read_pods(self.cfg)
+        srv_ns, cli_ns = running[f"{IPERF_NS}/server"]["netns"], running[f"{IPERF_NS}/client"]["netns"]
+        server = subprocess.Popen(["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, preexec_fn=lab_netns.preexec(srv_ns))  # noqa: PLW1509
+        try:
+            time.sleep(0.5)
+            proc = lab_netns.run(cli_ns, ["iperf3", "-c", server_ip, "-p", "5201", "-t", str(seconds), "-J"],
+                                 capture_output=True, text=True, timeout=seconds + 30, check=False)
+            if proc.returncode != 0:
+                return {"error": (proc.stdout + proc.stderr)[-500:]}
+            end = json.loads(proc.stdout)["end"]
+            return {"gbit_s": round(end["sum_received"]["bits_per_second"] / 1e9, 3),
+                    "retransmits": end["sum_sent"].get("retransmits"), "seconds": seconds}
+        finally:
+            server.kill()
+            server.wait(timeout=10)
+
+    def create_policies(self, docs: list[dict]) -> None:
+        def one(doc: dict) -> None:
+            try:
+                self.net.create_namespaced_network_policy(doc["metadata"]["namespace"], doc, _request_timeout=30)
+            except self.client.ApiException as e:
+                if e.status != 409:
+                    raise
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(one, docs))
+
+    def cleanup(self, pods: int, policies: int) -> None:
+        say("cleaning up the objects this run made")
+        for ns in [f"bench-n{k}" for k in range(NAMESPACES)] + [IPERF_NS]:
+            for what in ("networkpolicy", "pod"):
+                subprocess.run([str(ROOT / ".venv" / "bin" / "kubectl"), "--kubeconfig", str(self.cfg.kubeconfig),
+                                "delete", what, "--all", "-n", ns, "--grace-period=0", "--wait=false"],
+                               capture_output=True, timeout=120, check=False)
+            try:
+                self.core.delete_namespace(ns, _request_timeout=10)
+            except self.client.ApiException:
+                pass
+
+
+def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
+    out: dict = {"pods": pods, "policies": policies, "nodes": 3}
+    # 1. two real pods and the baseline throughput
+    b.create_ns(IPERF_NS, {"ns": "iperf"})
+    b.real_pod("server", "node1", "server")
+    b.real_pod("client", "node2", "client")
+    ips = b.wait_ready(["server", "client"])
+    say(f"iperf3 without policies ({iperf_seconds} s)")
+    out["iperf_no_policies"] = b.iperf(ips["server"], iperf_seconds)
+
+    # 2. 5,000 ghost pods
+    for k in range(NAMESPACES):
+        b.create_ns(f"bench-n{k}", {"ns": f"n{k}"})
+    say(f"creating {pods} pods (API objects with status.podIP) ...")
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(b.make_ghost, range(pods)))
+    out["pods_create_s"] = round(time.monotonic() - t0, 2)
+    time.sleep(3.0)                      # the agents' pod watches catch up (not part of the figure)
+
+    # 3. 1,000 policies: from the last create to node1's sets complete
+    docs = [bench_policy(j) for j in range(policies)]
+    expected = {f"{policy_id(f'bench-n{j % NAMESPACES}/pol{j}')}_i0": expected_peer_set(j, pods)
+                for j in range(policies)}
+    say(f"creating {policies} policies ...")
+    t0 = time.monotonic()
+    b.create_policies(docs)
+    t_last = time.monotonic()
+    out["policies_create_s"] = round(t_last - t0, 2)
+    reads = []
+    while True:
+        r0 = time.monotonic()
+        sets = b.sets("node1")
+        reads.append(time.monotonic() - r0)
+        missing = sum(1 for name, want in expected.items() if not want <= sets.get(name, set()))
+        if not missing:
+            break
+        if b.left() < 120:
+            out["apply_error"] = f"{missing} of {policies} peer sets still incomplete on node1"
+            break
+        time.sleep(0.2)
+    out["apply_s_from_last_create"] = round(time.monotonic() - t_last, 2)
+    out["apply_s_from_first_create"] = round(time.monotonic() - t0, 2)
+    out["read_s"] = round(statistics.median(reads), 2)
+    out["elements_node1"] = sum(len(v) for k, v in sets.items() if k in expected)
+    out["elements_expected"] = sum(len(v) for v in expected.values())
+    exact = {}
+    for node in ("node1", "node2", "node3"):
+        got = b.sets(node)
+        exact[node] = all(got.get(name) == want for name, want in expected.items())
+    out["sets_exact_on_every_node"] = exact
+
+    # 4. label change: pod g0 (bench-n0, tier t0) into policy j's tier peer (j%10 == 0, j%7 == 1)
+    j = next((j for j in range(policies) if j % NAMESPACES == 0 and j % 7 == 1), None)
+    if j is not None:
+        set_name = f"{policy_id(f'bench-n0/pol{j}')}_i0"
+        ip = ghost_ip(0)
+        lat_in, lat_out = [], []
+        for _ in range(5):
+            for tier, want, lat in (("t1", True, lat_in), ("t0", False, lat_out)):
+                b.core.patch_namespaced_pod("g0", "bench-n0", {"metadata": {"labels": {"tier": tier}}},
+                                            _request_timeout=10)
+                t0 = time.monotonic()
+                while b.set_has("node1", set_name, ip) != want:
+                    if time.monotonic() - t0 > 30:
+                        break
+                    time.sleep(0.002)
+                lat.append((time.monotonic() - t0) * 1000)
+        out["label_change_ms"] = {"into_set_p50": round(statistics.median(lat_in), 1),
+                                  "out_of_set_p50": round(statistics.median(lat_out), 1),
+                                  "max": round(max(lat_in + lat_out), 1), "n": len(lat_in) + len(lat_out),
+                                  "poll_resolution_ms": "one nft list set per poll (~5-15 ms)"}
+
+    # 5. throughput with the policies loaded (plus 20 that isolate the server)
+    b.create_policies(iperf_policies())
+    sel = f"{policy_id(f'{IPERF_NS}/srv-client')}_i0"
+    t0 = time.monotonic()
+    while not b.set_has("node1", sel, ips["client"]) and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+    say(f"iperf3 with {policies + 20} policies ({iperf_seconds} s)")
+    out["iperf_with_policies"] = b.iperf(ips["server"], iperf_seconds)
+    a, c = out["iperf_no_policies"].get("gbit_s"), out["iperf_with_policies"].get("gbit_s")
+    if a and c:
+        out["throughput_ratio_with_vs_without"] = round(c / a, 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pods", type=int, default=5000)
+    ap.add_argument("--policies", type=int, default=1000)
+    ap.add_argument("--iperf-seconds", type=int, default=5)
+    ap.add_argument("--lab", default=None, help="use this running 3-node kubeweft lab")
+    ap.add_argument("--timeout", type=float, default=540.0)
+    args = ap.parse_args(argv)
+    if args.pods > GHOST_NET.num_addresses - 2:
+        ap.error(f"at most {GHOST_NET.num_addresses - 2} pods")
+    start = time.monotonic()
+    deadline = start + args.timeout
+    name = args.lab or "h12netpol"
+    own = args.lab is None
+    result: dict = {"bench": "netpol"}
+    b = None
+    try:
+        if own:
+            say(f"bringing up lab {name} (3 nodes, kubeweft)")
+            proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "up", "--nodes", "3", "--cni", "kubeweft"],
+                                  capture_output=True, text=True, timeout=200, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"lab up failed: {proc.stdout}{proc.stderr}")
+        b = Bench(name, deadline)
+        result.update(run(b, args.pods, args.policies, args.iperf_seconds))
+    except Exception as e:  # noqa: BLE001 - report what was measured and why it stopped
+        result["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        if b is not None and not own:
+            b.cleanup(args.pods, args.policies)
+        if b is not None:
+            b.api.close()
+        if own:
+            subprocess.run([KUBEWEFT, "lab", "--name", name, "down"], capture_output=True, timeout=120, check=False)
+    result["total_s"] = round(time.monotonic() - start, 1)
+    print(json.dumps(result, indent=1))
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
