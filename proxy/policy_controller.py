@@ -68,6 +68,8 @@ class PolicyController:
         self.dirty_pods: set[PodKey] = set()
         self.dirty_policies = True
         self.dirty_all = True
+        self.changed: set[str] = set()                        # ids of policies changed since
+        self._changed_candidates: dict[str, tuple] = {}
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.transactions = 0
@@ -96,6 +98,7 @@ class PolicyController:
                     self.policies.pop(f"{key[0]}/{key[1]}", None)
                 else:
                     self.policies[parsed.key] = parsed
+                self.changed.add(rp.policy_id(f"{key[0]}/{key[1]}"))
                 self.dirty_policies = True
             elif kind == "ns":
                 parsed = self._parse(kind, obj) if etype != "DELETED" else None
@@ -152,7 +155,9 @@ class PolicyController:
     def _namespace(self, name: str) -> pm.Namespace:
         return self.namespaces.get(name) or pm.Namespace(name, frozenset({(pm.NAME_LABEL, name)}))
 
-    def _plan_pod(self, key: PodKey) -> frozenset[rp.Member]:
+    def _plan_pod(self, key: PodKey, changed: frozenset[str] | None = None) -> frozenset[rp.Member]:
+        """The pod's members; with `changed` (policy ids), only those policies are evaluated and
+        the rest is taken from what the pod has now."""
         pod = self.pods.get(key)
         if pod is None:
             return frozenset()
@@ -160,13 +165,20 @@ class PolicyController:
         ns = self._namespace(pod.namespace)
         if cands is None:
             cands = self.candidates[pod.namespace] = rp.candidate_peer_sets(self.index, ns)
+        if changed is not None:
+            few = self._changed_candidates.get(pod.namespace)
+            if few is None:     # per sync: only the changed policies' peer sets of this namespace
+                few = self._changed_candidates[pod.namespace] = tuple(
+                    ps for ps in cands if ps.name[:13] in changed)
+            return rp.plan_pod_members_delta(self.index, pod, ns, self._is_local(pod),
+                                             self.members.get(key, frozenset()), changed, few)
         return rp.plan_pod_members(self.index, pod, ns, self._is_local(pod), cands)
 
-    def _diff_members(self, keys) -> tuple[list[rp.Member], list[rp.Member]]:
+    def _diff_members(self, keys, changed: frozenset[str] | None = None) -> tuple[list, list]:
         """Update per-pod members and counts for `keys`; the elements to delete and to add."""
         removed, added = [], []
         for key in keys:
-            new = self._plan_pod(key)
+            new = self._plan_pod(key, changed)
             old = self.members.get(key, frozenset())
             if new == old:
                 continue
@@ -188,18 +200,26 @@ class PolicyController:
     def _plan_locked(self) -> list[str]:
         """The commands of one sync (caller holds the lock); state is advanced optimistically."""
         new_decls = self.decls
+        removed: list[rp.Member] = []
+        added: list[rp.Member] = []
         if self.dirty_policies:
             self.index = rp.index_policies(self.policies.values())
             self.names = {pid: pol.key for pid, pol in self.index.policies}
             self.candidates.clear()
-            new_decls = rp.render_decls(self.index)
-            self.dirty_all = True
-        if self.dirty_all:
-            keys = set(self.pods) | set(self.members)
-        else:
-            keys = self.dirty_pods
+            new_decls = rp.render_decls(self.index, str(self.pod_net))
+            if not self.dirty_all:
+                # only some policies changed: test just those against every other pod
+                changed = frozenset(self.changed)
+                self._changed_candidates = {}
+                removed, added = self._diff_members(
+                    [k for k in set(self.pods) | set(self.members) if k not in self.dirty_pods], changed)
+        keys = set(self.pods) | set(self.members) if self.dirty_all else self.dirty_pods
         self.dirty_pods, self.dirty_policies, self.dirty_all = set(), False, False
-        removed, added = self._diff_members(keys)
+        self.changed = set()
+        more_removed, more_added = self._diff_members(keys)
+        # an element may leave with one pass and come back with the other: net them out
+        gone, came = set(removed) | set(more_removed), set(added) | set(more_added)
+        removed, added = list(gone - came), list(came - gone)
         # elements of sets that no longer exist leave with their set
         removed = [m for m in removed if f"set {m[0]}" in self.decls]
         lines = rp.plan_update(self.decls, new_decls, removed, added)

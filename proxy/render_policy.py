@@ -3,6 +3,8 @@
     table inet kubeweft-policy
       set in_isolated      local pods selected by at least one policy with Ingress
       set eg_isolated      local pods selected by at least one policy with Egress
+      set local_pods       local pods (from their ADD on): other addresses of the node's pod CIDR
+                           are dropped, so nothing waits in a neighbour queue for a pod to come
       set p<id>_sel        local pods a policy selects                  (one per policy)
       set p<id>_i<R>       pods matching the selector peers of ingress rule R   (all nodes)
       set p<id>_e<R>       pods matching the selector peers of egress rule R    (all nodes)
@@ -40,6 +42,7 @@ T = f"{FAMILY} {TABLE}"
 NFLOG_GROUP = 7                                  # denied connections, read by the agent
 LOG_LIMIT = "rate 10/second burst 20 packets"    # per policy and direction
 IN_ISOLATED, EG_ISOLATED = "in_isolated", "eg_isolated"
+LOCAL_PODS = "local_pods"
 CHAIN_FORWARD, CHAIN_INPUT = "filter_forward", "filter_input"
 CHAIN_INGRESS, CHAIN_EGRESS = "pol_ingress", "pol_egress"
 ADDR = "ipv4_addr"
@@ -146,6 +149,7 @@ class PolicyIndex:
     local_peer_sets: Mapping[str, tuple[PeerSet, ...]] = field(default_factory=dict)  # pod-selector-only
     ns_peer_sets: tuple[PeerSet, ...] = ()                          # with a namespaceSelector
     named_ports: frozenset[tuple[str, str]] = frozenset()           # (protocol, name) in use
+    types: Mapping[str, frozenset[str]] = field(default_factory=dict)  # id -> policyTypes
 
 
 def _selector_peers(rule: Rule) -> tuple[Peer, ...]:
@@ -173,7 +177,8 @@ def index_policies(policies: Iterable[Policy]) -> PolicyIndex:
                 else:
                     local.setdefault(pol.namespace, []).append(ps)
     return PolicyIndex(pairs, {k: tuple(v) for k, v in by_ns.items()},
-                       {k: tuple(v) for k, v in local.items()}, tuple(ns_sets), frozenset(named))
+                       {k: tuple(v) for k, v in local.items()}, tuple(ns_sets), frozenset(named),
+                       {pid: pol.types for pid, pol in pairs})
 
 
 def candidate_peer_sets(index: PolicyIndex, namespace: Namespace) -> tuple[PeerSet, ...]:
@@ -197,6 +202,7 @@ def plan_pod_members(index: PolicyIndex, pod: Pod, namespace: Namespace, local: 
     ip = pod.ip
     out: set[Member] = set()
     if local:
+        out.add((LOCAL_PODS, ip))
         for pid, pol in index.by_namespace.get(pod.namespace, ()):
             if pol.pod_selector.matches(pod.labels):
                 out.add((f"{pid}_sel", ip))
@@ -209,6 +215,48 @@ def plan_pod_members(index: PolicyIndex, pod: Pod, namespace: Namespace, local: 
     for ps in candidates:
         if ps.matches(pod, namespace.labels):
             out.add((ps.name, ip))
+    for cp in pod.ports:
+        if (cp.protocol, cp.name) in index.named_ports:
+            out.add((named_port_set(cp.protocol, cp.name), f"{ip} . {cp.protocol} . {cp.port}"))
+    return frozenset(out)
+
+
+_SHARED = (IN_ISOLATED, EG_ISOLATED, LOCAL_PODS)
+
+
+def set_owner(set_name: str) -> str:
+    """The policy id a per-policy set belongs to ('' for the shared sets)."""
+    head, sep, _ = set_name.partition("_")
+    return head if sep and len(head) == 13 and head[0] == "p" else ""
+
+
+def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
+                           old: frozenset[Member], changed: frozenset[str],
+                           candidates: tuple[PeerSet, ...] | None = None) -> frozenset[Member]:
+    """plan_pod_members after the policies `changed` (ids: added, modified or deleted) changed
+    and nothing else did, from the pod's members before: only those policies' selectors are
+    evaluated, so a policy change costs one selector test per pod, not one per policy."""
+    if not pod.ip or pod.host_network or pod.terminal:
+        return frozenset()
+    ip = pod.ip
+    # per-policy sets are named p<12 hex>_...: their first 13 characters are the owner's id
+    out = {m for m in old if m[0][:13] not in changed and m[0] not in _SHARED and m[0][:3] != "np_"}
+    if local:
+        out.add((LOCAL_PODS, ip))
+        for pid, pol in index.by_namespace.get(pod.namespace, ()):
+            if pid in changed and pol.pod_selector.matches(pod.labels):
+                out.add((f"{pid}_sel", ip))
+    if candidates is None:
+        candidates = candidate_peer_sets(index, namespace)
+    for ps in candidates:
+        if ps.name[:13] in changed and ps.matches(pod, namespace.labels):
+            out.add((ps.name, ip))
+    for owner in [s[:13] for s, _ in out if s[-4:] == "_sel"]:
+        types = index.types.get(owner, frozenset())
+        if INGRESS in types:
+            out.add((IN_ISOLATED, ip))
+        if EGRESS in types:
+            out.add((EG_ISOLATED, ip))
     for cp in pod.ports:
         if (cp.protocol, cp.name) in index.named_ports:
             out.add((named_port_set(cp.protocol, cp.name), f"{ip} . {cp.protocol} . {cp.port}"))
@@ -291,14 +339,20 @@ def render_policy(pid: str, pol: Policy) -> list[Decl]:
     return decls
 
 
-def render_dispatch(index: PolicyIndex) -> list[Decl]:
+def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None) -> list[Decl]:
     """The base chains and the two isolation chains (rewritten whenever policies come or go)."""
     est = NftRule((Match("ct state", values=("established,related",)),), "accept",
                   comment="replies and established connections (a policy change cuts none)")
+    # Packets routed to an address of this node's pod CIDR before its pod exists would pass (no
+    # policy selects an address without a pod) and wait in the neighbour queue, to be delivered
+    # once the pod's interface is up: a packet before ADD returned. Only known pods' addresses.
+    unknown = [NftRule((Match("ip daddr", values=(str(ipaddress.ip_network(pod_cidr, strict=False)),)),
+                        Match("ip daddr", "!=", set=LOCAL_PODS)), "drop",
+                       comment="an address of this node's pods that no pod holds (yet)")] if pod_cidr else []
     to_egress = NftRule((Match("ip saddr", set=EG_ISOLATED),), f"jump {CHAIN_EGRESS}",
                         comment="source is a local egress-isolated pod")
     forward = Chain(CHAIN_FORWARD, "NetworkPolicy of pod traffic, after DNAT and before SNAT",
-                    (est, to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
+                    (est, *unknown, to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
     inp = Chain(CHAIN_INPUT, "NetworkPolicy egress of local pods to this node", (est, to_egress),
                 hook="input")
     chains = []
@@ -319,9 +373,10 @@ def render_dispatch(index: PolicyIndex) -> list[Decl]:
     return [forward, inp, *chains]
 
 
-def render_decls(index: PolicyIndex) -> dict[str, Decl]:
-    """The whole desired structure (no elements), keyed by decl_key."""
+def render_decls(index: PolicyIndex, pod_cidr: str | None = None) -> dict[str, Decl]:
+    """The whole desired structure (no elements), keyed by decl_key; pod_cidr: this node's."""
     decls: list[Decl] = [
+        SetDecl(LOCAL_PODS, ADDR, "pods of this node, from their CNI ADD on"),
         SetDecl(IN_ISOLATED, ADDR, "local pods selected by a policy with Ingress"),
         SetDecl(EG_ISOLATED, ADDR, "local pods selected by a policy with Egress"),
     ]
@@ -330,7 +385,7 @@ def render_decls(index: PolicyIndex) -> dict[str, Decl]:
               for proto, name in sorted(index.named_ports)]
     for pid, pol in index.policies:
         decls += render_policy(pid, pol)
-    decls += render_dispatch(index)
+    decls += render_dispatch(index, pod_cidr)
     return {decl_key(d): d for d in decls}
 
 

@@ -266,6 +266,7 @@ def test_controller_bookkeeping(scratch_nft):
     assert "10.244.0.5" not in flows
     assert _elements(scratch_nft, rp.IN_ISOLATED) == {"10.244.0.5"}
     assert _elements(scratch_nft, f"{pid}_sel") == {"10.244.0.5"}
+    assert _elements(scratch_nft, rp.LOCAL_PODS) == {"10.244.0.5"}          # c is on node2
     # the informer's next view, still without podIP, keeps the CNI's address
     ctl._on_event("pod", "MODIFIED", _pod_obj("w", "", {"app": "web"}))
     ctl.sync()
@@ -280,7 +281,7 @@ def test_controller_bookkeeping(scratch_nft):
     # DEL: the address leaves every set, and a late informer view with the old podIP does not
     # bring it back (the IP may already belong to another pod)
     ctl.pod_deleted("cid-1")
-    assert _elements(scratch_nft, rp.IN_ISOLATED) == set()
+    assert _elements(scratch_nft, rp.IN_ISOLATED) == set() == _elements(scratch_nft, rp.LOCAL_PODS)
     ctl._on_event("pod", "MODIFIED", _pod_obj("w", "10.244.0.5", {"app": "web"}))
     ctl.sync()
     assert _elements(scratch_nft, rp.IN_ISOLATED) == set()

@@ -68,7 +68,7 @@ def members_on(index, node):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_table(case):
     index = rp.index_policies(CASES[case])
-    text = "\n".join(rp.render_table(rp.render_decls(index), members_on(index, "node1"))) + "\n"
+    text = "\n".join(rp.render_table(rp.render_decls(index, "10.244.0.0/24"), members_on(index, "node1"))) + "\n"
     path = GOLDEN / f"{case}.nft"
     if os.environ.get("UPDATE_GOLDEN"):
         path.parent.mkdir(parents=True, exist_ok=True)
