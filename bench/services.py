@@ -149,7 +149,10 @@ def create_services(api: Api, start: int, stop: int) -> dict[int, str]:
         svcs = api.run([("POST", SVC_PATH, service_body(i)) for i in range(lo, hi)])
         api.run([("POST", SLICE_PATH, slice_body(i, [endpoint_ip(i, k) for k in range(3)])) for i in range(lo, hi)])
         for i, svc in zip(range(lo, hi), svcs):
-            ips[i] = svc.get("spec", {}).get("clusterIP", "")
+            ip = svc.get("spec", {}).get("clusterIP")
+            if not ip:
+                raise RuntimeError(f"Service s{i} has no clusterIP: {str(svc)[:200]}")
+            ips[i] = ip
     return ips
 
 
@@ -178,9 +181,25 @@ def has_service(nft: NodeNft, ip: str) -> bool:
     return rc == 0 and ip in out
 
 
-def backend_has(nft: NodeNft, vip: str, endpoint: str) -> bool:
-    keys = ", ".join(f"{vip} . tcp . 80 . {k}" for k in range(3))
-    rc, out, _ = nft.cmd(f"get element ip kubeweft backends {{ {keys} }}")
+# The endpoints map's name and key have had several shapes (one map; one per endpoint count;
+# one per protocol and count): the first candidate that holds a known Service's endpoint wins.
+BACKEND_FORMS = [("backends-tcp-3", "{vip} . 80 . {k}"), ("backends-3", "{vip} . tcp . 80 . {k}"),
+                 ("backends", "{vip} . tcp . 80 . {k}")]
+
+
+def backend_form(nft: NodeNft, vip: str, endpoint: str) -> tuple[str, str]:
+    for form in BACKEND_FORMS:
+        if backend_has(nft, vip, endpoint, form):
+            return form
+    _, out, _ = nft.cmd("list maps table ip kubeweft")
+    names = re.findall(r"map (\S+) \{", out)
+    raise RuntimeError(f"cannot find {vip}'s endpoint {endpoint} in any of {BACKEND_FORMS}; maps: {names}")
+
+
+def backend_has(nft: NodeNft, vip: str, endpoint: str, form: tuple[str, str]) -> bool:
+    name, key = form
+    keys = ", ".join(key.format(vip=vip, k=k) for k in range(3))
+    rc, out, _ = nft.cmd(f"get element ip kubeweft {name} {{ {keys} }}")
     return rc == 0 and endpoint in out
 
 
@@ -287,6 +306,11 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
     """Replace one endpoint of a Service's slice; time API write -> kernel."""
     before = metrics(cfg)
     samples = []
+    form = backend_form(nft, ips[0], endpoint_ip(0, 0))
+    t0 = time.monotonic()
+    for _ in range(20):
+        backend_has(nft, ips[0], endpoint_ip(0, 0), form)
+    poll_ms = (time.monotonic() - t0) / 20 * 1000           # the resolution of the timing below
     for r in range(rounds):
         i = (r * 7919) % len(ips)
         vip = ips[i]
@@ -295,7 +319,7 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
         body = slice_body(i, [new] + [endpoint_ip(i, k) for k in (1, 2)], cur["metadata"]["resourceVersion"])
         t0 = time.monotonic()
         api.run([("PUT", f"{SLICE_PATH}/s{i}-1", body)])
-        while not backend_has(nft, vip, new):
+        while not backend_has(nft, vip, new, form):
             deadline.left()
             if time.monotonic() - t0 > 10:
                 raise RuntimeError(f"endpoint {new} of {vip} not in the kernel after 10 s")
@@ -304,7 +328,8 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
         time.sleep(0.2)
     after = metrics(cfg)
     out = {"api_write_to_kernel_ms": {"n": len(samples), "p50": round(pctl(samples, 0.5), 1),
-                                      "p90": round(pctl(samples, 0.9), 1), "max": round(max(samples), 1)}}
+                                      "p90": round(pctl(samples, 0.9), 1), "max": round(max(samples), 1)},
+           "kernel_poll_ms": round(poll_ms, 2)}
     dn = after.get(NPD_COUNT, 0) - before.get(NPD_COUNT, 0)
     if dn > 0:
         out["agent_network_programming_ms_mean"] = round((after[NPD_SUM] - before.get(NPD_SUM, 0)) / dn * 1000, 1)
@@ -417,9 +442,11 @@ def wait_cluster_ip(netns_name: str, vip: str, deadline: Deadline) -> None:
             time.sleep(0.3)
 
 
-def run(scales: list[int], latency_n: int, change_rounds: int, ref_scales: list[int], deadline: Deadline) -> dict:
+def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref_scales: list[int],
+        deadline: Deadline) -> None:
+    """Fill `result` step by step (what was measured stays there if a later step fails)."""
     cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft")
-    result: dict = {"lab": LAB, "endpoints_per_service": 3, "targets": TARGETS}
+    result.update({"lab": LAB, "endpoints_per_service": 3, "targets": TARGETS})
     say("lab up (2 nodes, kubeweft)")
     lifecycle.up(cfg, timeout=min(120.0, deadline.left()))
     token = json.loads(cfg.state_file.read_text())["token"]
@@ -434,7 +461,7 @@ def run(scales: list[int], latency_n: int, change_rounds: int, ref_scales: list[
         say(f"latency at {len(ips) + 2} Services")
         result["latency_at_10"] = connect_times(client_ns, targets, latency_n)
         result["full_sync"] = {}
-        made = 0
+        made = len(ips)
         for n in scales:
             t0 = time.monotonic()
             ips.update(create_services(api, made, n))
@@ -455,7 +482,6 @@ def run(scales: list[int], latency_n: int, change_rounds: int, ref_scales: list[
     for n in ref_scales:
         say(f"reference: kube-proxy-style chains for {n} Services")
         result["reference_kube_proxy_style_chains"][str(n)] = reference_load(n, deadline)
-    return result
 
 
 def verdicts(result: dict) -> dict:
@@ -469,8 +495,11 @@ def verdicts(result: dict) -> dict:
         out["agent_rss_ok"] = (sync[top].get("VmHWM_MB") or 0) < TARGETS["agent_rss_mb"]
     change = result.get("one_change", {})
     if change:
-        out["change_p50_ms"] = change["api_write_to_kernel_ms"]["p50"]
-        out["change_ok"] = change["api_write_to_kernel_ms"]["p50"] < TARGETS["change_ms"]
+        # the target counts from the change reaching the agent: its network programming metric
+        # (event received -> transaction committed); API write -> kernel is reported beside it
+        out["change_agent_ms"] = change.get("agent_network_programming_ms_mean")
+        out["change_api_to_kernel_p50_ms"] = change["api_write_to_kernel_ms"]["p50"]
+        out["change_ok"] = (change.get("agent_network_programming_ms_mean") or 1e9) < TARGETS["change_ms"]
     big = [k for k in result if k.startswith("latency_at_") and k != "latency_at_10"]
     if big:
         lat = result[big[0]]
@@ -500,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {}
     rc = 0
     try:
-        result = run([int(x) for x in args.scales.split(",") if x],
+        run(result, [int(x) for x in args.scales.split(",") if x],
                      args.latency_samples, args.changes,
                      [int(x) for x in args.reference_scales.split(",") if x], deadline)
     except Exception as e:  # noqa: BLE001 - report what was measured, and why it stopped
@@ -509,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if lifecycle.is_up(LabConfig(name=LAB)):
             lifecycle.down(LAB)
-    result["verdicts"] = verdicts(result) if "error" not in result else {}
+    try:
+        result["verdicts"] = verdicts(result)
+    except (KeyError, ValueError, ZeroDivisionError) as e:
+        result["verdicts"] = {"error": f"incomplete: {e}"}
     result["seconds"] = round(time.monotonic() - t0, 1)
     rows = [(f"{k.removeprefix('latency_at_')} svc {path}", v[path]["p50_us"])
             for k, v in result.items() if k.startswith("latency_at_") for path in ("direct", "clusterip") if path in v]
