@@ -14,8 +14,18 @@ the render uses, so a restarted agent diffs against what the kernel holds withou
 """
 from __future__ import annotations
 
-from .render_services import (MAPS, SETS, T, VMAP_OF, Aggregate, Chain, Desired, Touched, family_chain,
-                              map_family)
+from .render_services import (
+    MAPS,
+    SETS,
+    VMAP_OF,
+    Aggregate,
+    Chain,
+    Desired,
+    T,
+    Touched,
+    family_chain,
+    map_family,
+)
 
 
 def _batches(verb: str, name: str, items: list[str], size: int = 4000) -> list[str]:

@@ -10,14 +10,14 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else ""
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else ""
 
 
 class ProxyHealth:
@@ -78,7 +78,7 @@ def serve_proxy_health(bind: str, health: ProxyHealth) -> _Server | None:
     host, _, port = bind.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             path = self.path.split("?", 1)[0]
             if path not in ("/healthz", "/livez"):
                 _reply(self, 404, {"error": "not found"})
@@ -118,7 +118,7 @@ class ServiceHealthServers:
         servers = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 entry = servers.state.get(port)
                 if entry is None:
                     _reply(self, 503, {"error": "no service"})

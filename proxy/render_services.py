@@ -188,12 +188,12 @@ def render_base(ctx: NodeContext) -> list[str]:
             "meta l4proto . th dport vmap @nodeports"]),
         "filter-prerouting": ("type filter hook prerouting priority dstnat - 10;",
                               "loadBalancerSourceRanges, before DNAT", [
-            "ip daddr . meta l4proto . th dport @firewall-keys "
-            "ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop"]),
+            ("ip daddr . meta l4proto . th dport @firewall-keys "
+             "ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop")]),
         "filter-input": ("type filter hook input priority -110;", "nodePorts and services without endpoints",
                          ["ct state new jump service-check",
-                          f"ct state new {nodeport_dst} meta l4proto . th dport @no-endpoint-nodeports "
-                          "goto reject-chain"]),
+                          (f"ct state new {nodeport_dst} meta l4proto . th dport @no-endpoint-nodeports "
+                           "goto reject-chain")]),
         "filter-forward": ("type filter hook forward priority -110;", "services without endpoints",
                            ["ct state new jump service-check"]),
         "filter-output": ("type filter hook output priority -90;", "services without endpoints (after nat output's DNAT at -100)",

@@ -18,13 +18,22 @@ from datetime import datetime
 
 from . import metrics
 from .conntrack import clear_udp
-from .diff_services import (commit_touched, diff_full, diff_touched, empty_applied, known_chains,
-                            parse_elements, plan_udp_cleanup, referenced_chains, touched_udp)
+from .diff_services import (
+    commit_touched,
+    diff_full,
+    diff_touched,
+    empty_applied,
+    known_chains,
+    parse_elements,
+    plan_udp_cleanup,
+    referenced_chains,
+    touched_udp,
+)
 from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
 from .nftables import Nft, NftError
-from .render_services import MAPS, SETS, T, Aggregate, Desired, NodeContext, render_base, render_service
+from .render_services import MAPS, SETS, Aggregate, Desired, NodeContext, T, render_base, render_service
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,7 @@ def _trigger_time(obj: dict, default: float) -> float:
     ts = ((obj.get("metadata") or {}).get("annotations") or {}).get(TRIGGER_ANNOTATION)
     if isinstance(ts, str):
         try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            return datetime.fromisoformat(ts).timestamp()      # 3.11 reads the trailing Z
         except ValueError:
             pass
     return default

@@ -6,8 +6,14 @@ import copy
 
 import pytest
 
-from proxy.model import (DEFAULT_AFFINITY_TIMEOUT, InvalidObject, ServicePort, parse_endpoint_slice,
-                         parse_node, parse_service)
+from proxy.model import (
+    DEFAULT_AFFINITY_TIMEOUT,
+    InvalidObject,
+    ServicePort,
+    parse_endpoint_slice,
+    parse_node,
+    parse_service,
+)
 
 SVC = {
     "metadata": {"namespace": "default", "name": "web"},
