@@ -13,9 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import statistics
 import subprocess
-import time
 import zipfile
 from pathlib import Path
 
@@ -175,25 +173,7 @@ def test_configs_beyond_the_flow_control_window_without_grpc(node, size):
     assert f"big{size}" not in node.reserved().values()
 
 
-def _time_version(argv: list[str], runs: int = 15) -> float:
-    """Median wall time of a VERSION call in ms."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run(argv, input=b'{"cniVersion": "1.1.0"}',
-                              env={"CNI_COMMAND": "VERSION", "PATH": HOST_PATH},
-                              capture_output=True, timeout=30, check=False)
-        times.append((time.perf_counter() - start) * 1000)
-        assert proc.returncode == 0, proc.stderr
-    return statistics.median(times)
-
-
-def test_import_budget_against_the_venv_script(node, tmp_path):
-    script_bin = tmp_path / "script-bin"
-    subprocess.run([KUBEWEFT, "install-cni", "--bin-dir", str(script_bin), "--conf-dir",
-                    str(tmp_path / "net.d"), "--socket", str(node.socket)],
-                   check=True, timeout=30, capture_output=True)
-    zipapp_exe = [HOST_PYTHON, "-I", str(node.bin_dir / "kubeweft")]
+def test_forwarding_path_imports_neither_pyroute2_nor_the_datapath(node):
     # the VERSION and forwarding path loads neither pyroute2 nor the datapath (DESIGN.md decision 1)
     proc = subprocess.run([HOST_PYTHON, "-I", "-X", "importtime", str(node.bin_dir / "kubeweft")],
                           input=b'{"cniVersion": "1.1.0"}', env={"CNI_COMMAND": "VERSION"},
@@ -201,13 +181,7 @@ def test_import_budget_against_the_venv_script(node, tmp_path):
     imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines() if "|" in line}
     assert "cni.shim" in imported and "cni.spec" in imported
     assert not {"pyroute2", "cni.datapath", "cni.ipam", "grpc", "asyncio"} & imported
-    # precompiled: the shim's modules are read from the archive's .pyc, not compiled per call
-    zipped = _time_version(zipapp_exe)
-    script = _time_version([str(script_bin / "kubeweft")])
-    print(f"\nVERSION p50: zipapp (/usr/bin/python3 -I) {zipped:.1f} ms, venv script {script:.1f} ms, "
-          f"ratio {zipped / script:.2f}, load {os.getloadavg()[0]:.1f}")
-    # ~31 vs ~26 ms on a quiet 2-core machine; a shared one moves both, so the bound is relative
-    assert zipped < 2 * script + 20, (zipped, script)
+    # how fast each starts is bench/cni_add_del.py's business (it times the zipapp too)
 
 
 def test_zipapp_has_no_path_of_its_build(node):
