@@ -285,12 +285,18 @@ class PolicyController:
         return json.loads(data)
 
     def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:
-        """Make the pod's IP a member of every set it belongs in, in the kernel, now."""
+        """Make the pod's IP a member of every set it belongs in, in the kernel, now. A pod the
+        API does not know (yet) fails the ADD (the kubelet retries): its labels decide its
+        isolation. An attachment without K8S_POD_* arguments is no pod: no policy selects it."""
+        if not namespace or not name:
+            namespace, name = "", f"cni:{container_id}"
         key = (namespace, name)
         with self.lock:
-            known = key in self.pods
-            ns_known = namespace in self.namespaces
+            known = key in self.pods or not namespace
+            ns_known = namespace in self.namespaces or not namespace
         obj = None if known else self._fetch(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        if not known and obj is None:
+            raise RuntimeError(f"pod {namespace}/{name} is not in the API (yet)")
         ns_obj = None if ns_known else self._fetch(f"/api/v1/namespaces/{namespace}")
         with self.lock:
             if obj is not None and key not in self.pods:

@@ -301,3 +301,20 @@ def test_controller_bookkeeping(scratch_nft):
     ctl.sync()
     assert not scratch_nft.exists(f"set inet kubeweft-policy {pid}_sel")
     assert not scratch_nft.exists(f"chain inet kubeweft-policy {pid}_in")
+
+
+def test_an_attachment_without_pod_arguments_is_only_a_local_address(scratch_nft):
+    from proxy import render_policy as rp
+    from proxy.policy_controller import PolicyController
+
+    scratch_nft, name = scratch_nft
+    ctl = PolicyController(None, "node1", "10.244.0.0/24", nft=scratch_nft, netns=name)
+    for kind in ("ns", "pol", "pod"):
+        ctl._on_sync(kind, {})
+    with ctl.lock:
+        ctl._plan_locked()
+        ctl.rebuild()
+    ctl.pod_added("", "", "10.244.0.9", "cid-x")
+    assert _elements(scratch_nft, rp.LOCAL_PODS) == {"10.244.0.9"}
+    ctl.pod_deleted("cid-x")
+    assert _elements(scratch_nft, rp.LOCAL_PODS) == set()
