@@ -11,6 +11,13 @@ chains) and, per pod, the (set, element) pairs it contributes, with a reference 
 pair (two pods may briefly claim one IP). A sync diffs and sends one transaction; a transaction
 that fails (someone changed our table) is followed by a rebuild of the whole table from memory.
 
+Before the first packet: pod_added puts the pod's address into every set (local_pods, its
+selections, peer sets) in one transaction, then deletes the address's conntrack entries (a
+flow that saw replies from the address's previous pod would pass as established), all before
+the interface exists. Addresses of this node's pod CIDR that no pod holds get nothing, so no
+packet waits in a neighbour queue for the next pod. Established connections survive policy
+changes (like Calico and Cilium); new ones follow the new policy.
+
 Denied connections are logged by the kernel to nflog group render_policy.NFLOG_GROUP (rate
 limited per policy and direction); a thread here reads that group over a netlink socket and
 logs source, destination, port, direction and policy. Per-policy counters are named nft
