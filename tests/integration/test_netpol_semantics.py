@@ -175,3 +175,37 @@ def test_case_by_service(enforced, policies, case):
     pols = CASES[case][0]
     policies(pols)
     check_table(enforced, pols, "service")
+
+
+def test_established_connection_survives_a_new_deny(enforced, policies):
+    """A TCP connection opened before a deny-all keeps working (replies and established flows
+    pass: the agent's stated behaviour, as Calico's and Cilium's); new ones are denied."""
+    import concurrent.futures
+    import socket
+
+    from lab import netns
+
+    src_ns = dict(enforced.world.sources())["x/b"]
+    dst_ip = enforced.pod("x/a").ip
+
+    def connect() -> socket.socket:
+        with netns.entered(src_ns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2.0)
+        s.connect((dst_ip, 80))
+        return s
+
+    def ask(s: socket.socket) -> str:
+        s.sendall(b"whoami\n")
+        return s.recv(4096).decode()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:   # setns on a helper thread
+        sock = pool.submit(connect).result()
+    try:
+        assert '"x/a"' in ask(sock)
+        pols = [netpol("x", "deny", {"podSelector": {}})]
+        policies(pols)
+        check_table(enforced, pols)                  # new connections are denied now
+        assert '"x/a"' in ask(sock), "the established connection was cut by the new policy"
+    finally:
+        sock.close()
