@@ -11,6 +11,7 @@ restarted agent changes nothing that is right and connections keep flowing throu
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -43,6 +44,7 @@ NODE_PATH = "/api/v1/nodes"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # bounded wait for the informers' first list
 COALESCE = 0.002         # gather events arriving together into one transaction
+FIRST_LOAD_CHUNK = 1_000_000   # bytes of nft text per transaction of a big first load (~20k elements)
 
 
 class _NoCopy(dict):
@@ -276,6 +278,27 @@ class ServiceProxy:
                  sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), T)
         return Desired(sets=sets, maps=maps, chains=chains)
 
+    def _first_load(self, cmds: list[str]) -> None:
+        """The first programming of an empty table, in several transactions: libnftables needs
+        ~1.5 KB per element to parse one, ~300 MB at 30k Services. Safe only because nothing was
+        programmed yet: chains and maps first, then the elements map by map in name order, so
+        backends-* are in before service-ips and nodeports point at them."""
+        elements = [c for c in cmds if c.startswith(("add element ", "delete element "))]
+        structure = [c for c in cmds if not c.startswith(("add element ", "delete element "))]
+        self.nft.run(structure)
+        batch: list[str] = []
+        size = transactions = 0
+        for c in elements + [""]:
+            if batch and (not c or size + len(c) > FIRST_LOAD_CHUNK):
+                self.nft.run(batch)
+                transactions += 1
+                batch, size = [], 0
+            if c:
+                batch.append(c)
+                size += len(c)
+        log.info("first load of an empty table: %d element commands in %d transactions",
+                 len(elements), transactions)
+
     def sync(self) -> int:
         """One transaction for everything queued; returns the number of commands sent."""
         self.wake.clear()
@@ -313,12 +336,16 @@ class ServiceProxy:
             udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
         if cmds:
             try:
-                self.nft.run(cmds)
+                if full and not self.applied.counts()["elements"] and sum(map(len, cmds)) > FIRST_LOAD_CHUNK:
+                    self._first_load(cmds)
+                else:
+                    self.nft.run(cmds)
             except NftError:
                 log.error("nft transaction of %d commands failed", len(cmds))
                 raise
         if full:
             self.applied = mirror
+            _trim_heap()
         else:
             commit_touched(self.applied, self.agg, touched)
         self.recovered = True
@@ -343,6 +370,15 @@ class ServiceProxy:
                 "synced %s: %d services changed, %d commands in %.1f ms",
                 "full" if full else "partial", len(work), len(cmds), elapsed * 1000)
         return len(cmds)
+
+
+def _trim_heap() -> None:
+    """Give back to the system what libnftables took to parse a big transaction (at 30k
+    Services ~300 MB, freed but kept by malloc)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def start(api, cfg) -> ServiceProxy:
