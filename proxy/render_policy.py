@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -391,8 +392,13 @@ def render_decls(index: PolicyIndex, pod_cidr: str | None = None) -> dict[str, D
 
 # ---- text --------------------------------------------------------------------------------------
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/@,()=+'-]")
+
+
 def _quote(text: str) -> str:
-    return '"' + text.replace('"', "'").replace("\\", "/")[:120] + '"'
+    """A comment or prefix as an nft string: names come from the API, and a quote, backslash or
+    newline in one must not end the string or the command."""
+    return '"' + _UNSAFE.sub("?", text.replace('"', "'"))[:120] + '"'
 
 
 def render_match(m: Match) -> str:

@@ -171,3 +171,13 @@ def test_names_are_stable_short_and_log_prefixes_round_trip():
     assert rp.parse_log_prefix(rp.log_prefix("eg", pid)) == ("eg", pid)
     assert rp.parse_log_prefix("someone else ") is None
     assert rp.named_port_set("udp", "dns-tcp") == "np_udp_dns_tcp"
+
+
+def test_hostile_names_cannot_leave_their_comment():
+    evil = pm.Policy('x"\n', 'p"; flush ruleset\nadd table ip evil', pm.Selector(), frozenset({pm.INGRESS}))
+    lines = rp.render_table(rp.render_decls(rp.index_policies([evil])), [])
+    assert not any("\n" in line for line in lines)
+    for line in lines:
+        if "comment" in line:
+            inner = line.split("comment ", 1)[1]
+            assert inner.count('"') == 2, line
