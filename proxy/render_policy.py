@@ -105,6 +105,7 @@ def decl_key(d: Decl) -> str:
 def policy_id(key: str) -> str:
     """A short stable name for a policy's sets, chains and counters (names are limited and
     policy names are not all valid nft identifiers)."""
+    # 13 characters: per-policy sets are recognised by their first 13 (plan_pod_members_delta)
     return "p" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -223,12 +224,6 @@ def plan_pod_members(index: PolicyIndex, pod: Pod, namespace: Namespace, local: 
 
 
 _SHARED = (IN_ISOLATED, EG_ISOLATED, LOCAL_PODS)
-
-
-def set_owner(set_name: str) -> str:
-    """The policy id a per-policy set belongs to ('' for the shared sets)."""
-    head, sep, _ = set_name.partition("_")
-    return head if sep and len(head) == 13 and head[0] == "p" else ""
 
 
 def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
