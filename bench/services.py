@@ -203,6 +203,39 @@ def backend_has(nft: NodeNft, vip: str, endpoint: str, form: tuple[str, str]) ->
     return rc == 0 and endpoint in out
 
 
+class SliceWatch:
+    """A watch on the bench's EndpointSlices from the host (127.0.0.1), as the agent has one: the
+    arrival time of each endpoint address, to split API write -> kernel into the API server's
+    delivery and the agent's part."""
+
+    def __init__(self, api: Api, rv: str) -> None:
+        import http.client
+        import threading
+        host, _, port = api.server.removeprefix("https://").partition(":")
+        self.conn = http.client.HTTPSConnection(host, int(port), context=api.ctx, timeout=300)
+        self.conn.request("GET", f"{SLICE_PATH}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true",
+                          headers={"Authorization": f"Bearer {api.token}"})
+        self.resp = self.conn.getresponse()
+        self.seen: dict[str, float] = {}
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.resp:
+                t = time.monotonic()
+                for ip in re.findall(rb'"(10\.253\.[0-9.]+)"', line):
+                    self.seen.setdefault(ip.decode(), t)
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close()
+
+
 # --- the agent -------------------------------------------------------------------------------
 def http_get(netns_name: str, host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
     def run() -> tuple[int, str]:
@@ -227,7 +260,11 @@ def http_get(netns_name: str, host: str, port: int, path: str, timeout: float = 
 
 
 def metrics(cfg: LabConfig) -> dict[str, float]:
-    status, body = http_get(cfg.node_netns(NODE), "127.0.0.1", 10249, "/metrics")
+    """The agent's /metrics (a busy agent answers slowly: generous timeout, a few tries)."""
+    for _ in range(3):
+        status, body = http_get(cfg.node_netns(NODE), "127.0.0.1", 10249, "/metrics", timeout=20)
+        if status == 200:
+            break
     out: dict[str, float] = {}
     if status != 200:
         return out
@@ -305,7 +342,8 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
                deadline: Deadline) -> dict:
     """Replace one endpoint of a Service's slice; time API write -> kernel."""
     before = metrics(cfg)
-    samples = []
+    samples, delivery = [], []
+    watch = SliceWatch(api, api.get(f"{SLICE_PATH}?limit=1")["metadata"]["resourceVersion"])
     form = backend_form(nft, ips[0], endpoint_ip(0, 0))
     t0 = time.monotonic()
     for _ in range(20):
@@ -325,11 +363,17 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
                 raise RuntimeError(f"endpoint {new} of {vip} not in the kernel after 10 s")
             time.sleep(0.001)
         samples.append((time.monotonic() - t0) * 1000)
+        if new in watch.seen:
+            delivery.append((watch.seen[new] - t0) * 1000)
         time.sleep(0.2)
+    watch.close()
     after = metrics(cfg)
     out = {"api_write_to_kernel_ms": {"n": len(samples), "p50": round(pctl(samples, 0.5), 1),
                                       "p90": round(pctl(samples, 0.9), 1), "max": round(max(samples), 1)},
            "kernel_poll_ms": round(poll_ms, 2)}
+    if delivery:
+        out["api_write_to_watch_event_ms"] = {"n": len(delivery), "p50": round(pctl(delivery, 0.5), 1),
+                                              "p90": round(pctl(delivery, 0.9), 1)}
     dn = after.get(NPD_COUNT, 0) - before.get(NPD_COUNT, 0)
     if dn > 0:
         out["agent_network_programming_ms_mean"] = round((after[NPD_SUM] - before.get(NPD_SUM, 0)) / dn * 1000, 1)
