@@ -399,13 +399,14 @@ class Aggregate:
     Service's change touches only its own elements (and shared ones are kept while any Service
     needs them). A map key claimed by two Services (one externalIP:port, say) goes to the
     Service whose namespace/name sorts first, as a full render would decide.
-    Nested per-name dicts, and one (owner, value) pair per map key: 30k Services hold ~200k
-    elements, and a dict or tuple per element would cost seconds and hundreds of MB."""
+    Per-name dicts, map values updated in bulk (C loops): 30k Services hold ~200k elements,
+    and Python work per element costs seconds."""
 
     def __init__(self) -> None:
         self.fragments: dict[tuple[str, str], Desired] = {}
-        self.set_refs: dict[str, dict[str, int]] = {}
-        self.map_owner: dict[str, dict[str, tuple[tuple[str, str], str]]] = {}
+        self.set_refs: dict[str, dict[str, int]] = {}                 # name -> element -> count
+        self.map_vals: dict[str, dict[str, str]] = {}                  # name -> key -> value
+        self.map_svc: dict[str, dict[str, tuple[str, str]]] = {}       # name -> key -> owner
         self.map_claims: dict[tuple[str, str], dict[tuple[str, str], str]] = {}   # contested keys only
         self.chain_refs: dict[str, list] = {}          # name -> [count, Chain]
         self.dynset_refs: dict[str, list] = {}         # name -> [count, decl]
@@ -426,23 +427,33 @@ class Aggregate:
         return touched
 
     def _add(self, svc: tuple[str, str], frag: Desired, touched: Touched | None) -> None:
+        set_refs = self.set_refs
         for name, elems in frag.sets.items():
-            refs = self.set_refs.setdefault(name, {})
-            for e in elems:
+            refs = set_refs.get(name)
+            if refs is None:
+                refs = set_refs[name] = {}
+            for e in elems:                  # a fragment's sets are small: a loop beats Counter
                 refs[e] = refs.get(e, 0) + 1
             if touched is not None:
                 touched.elements.update((name, e) for e in elems)
         for name, m in frag.maps.items():
-            owners = self.map_owner.setdefault(name, {})
-            for k, v in m.items():
-                cur = owners.get(k)
-                if cur is None or cur[0] == svc:
-                    owners[k] = (svc, v)
-                else:
-                    claims = self.map_claims.setdefault((name, k), {cur[0]: cur[1]})
-                    claims[svc] = v
+            vals = self.map_vals.setdefault(name, {})
+            svcs = self.map_svc.setdefault(name, {})
+            if not svcs.keys().isdisjoint(m):
+                clash = svcs.keys() & m.keys()
+                for k in clash:
+                    if svcs[k] == svc:
+                        vals[k] = m[k]
+                        continue
+                    claims = self.map_claims.setdefault((name, k), {svcs[k]: vals[k]})
+                    claims[svc] = m[k]
                     first = min(claims)
-                    owners[k] = (first, claims[first])
+                    svcs[k], vals[k] = first, claims[first]
+                fresh = {k: v for k, v in m.items() if k not in clash}
+            else:
+                fresh = m
+            vals.update(fresh)
+            svcs.update(dict.fromkeys(fresh, svc))
             if touched is not None:
                 touched.keys.update((name, k) for k in m)
         self._objects(frag, +1, touched)
@@ -459,15 +470,15 @@ class Aggregate:
             if touched is not None:
                 touched.elements.update((name, e) for e in elems)
         for name, m in frag.maps.items():
-            owners = self.map_owner[name]
+            vals, svcs = self.map_vals[name], self.map_svc[name]
             for k in m:
                 claims = self.map_claims.get((name, k))
                 if claims is None:
-                    del owners[k]
+                    del vals[k], svcs[k]
                     continue
                 claims.pop(svc, None)
                 first = min(claims)
-                owners[k] = (first, claims[first])
+                svcs[k], vals[k] = first, claims[first]
                 if len(claims) == 1:
                     del self.map_claims[(name, k)]
             if touched is not None:
@@ -491,8 +502,7 @@ class Aggregate:
         return elem in self.set_refs.get(name, ())
 
     def value(self, name: str, key: str) -> str | None:
-        owner = self.map_owner.get(name, {}).get(key)
-        return owner[1] if owner else None
+        return self.map_vals.get(name, {}).get(key)
 
     def chain(self, name: str) -> Chain | None:
         entry = self.chain_refs.get(name)
@@ -507,14 +517,14 @@ class Aggregate:
 
     def everything(self) -> Touched:
         return Touched(elements={(n, e) for n, refs in self.set_refs.items() for e in refs},
-                       keys={(n, k) for n, owners in self.map_owner.items() for k in owners},
+                       keys={(n, k) for n, vals in self.map_vals.items() for k in vals},
                        chains=set(self.chain_refs), dynsets=set(self.dynset_refs))
 
     def materialize(self) -> Desired:
         sets = {n: frozenset() for n in SETS}
         sets.update((n, frozenset(refs)) for n, refs in self.set_refs.items())
         maps: dict[str, dict[str, str]] = {n: {} for n in MAPS}
-        maps.update((n, {k: v for k, (_, v) in owners.items()}) for n, owners in self.map_owner.items())
+        maps.update((n, dict(vals)) for n, vals in self.map_vals.items())
         return Desired(sets=sets, maps=maps,
                        chains={n: e[1] for n, e in self.chain_refs.items()},
                        dynsets={n: e[1] for n, e in self.dynset_refs.items()}, health=self.health())
