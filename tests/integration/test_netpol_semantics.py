@@ -209,3 +209,27 @@ def test_established_connection_survives_a_new_deny(enforced, policies):
         assert '"x/a"' in ask(sock), "the established connection was cut by the new policy"
     finally:
         sock.close()
+
+
+def test_matrix_cli_draws_expected_vs_actual(enforced, policies, tmp_path):
+    """`kubeweft lab matrix --world xyz --expect FILE`: exit 0 when the lab agrees with the
+    model for FILE's policies, 1 with the mismatches marked when it does not."""
+    import json
+
+    pols = [netpol("x", "deny", {"podSelector": POD_A})]
+    policies(pols)
+    check_table(enforced, pols)
+    right, wrong = tmp_path / "right.yaml", tmp_path / "wrong.yaml"
+    right.write_text("\n---\n".join(json.dumps(p) for p in pols))
+    wrong.write_text(json.dumps(netpol("y", "deny", {"podSelector": POD_A})))
+    ok = enforced.lab.cli("matrix", "--world", "xyz", "--expect", str(right), "--timeout", "0.6", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "324/324 as expected" in ok.stdout
+    bad = enforced.lab.cli("matrix", "--world", "xyz", "--expect", str(wrong), "--timeout", "0.6", check=False)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    # x/a denied though the model (for y's policy) allows it; y/a allowed though it denies it
+    assert "(64 mismatches)" in bad.stdout, bad.stdout
+    doc = json.loads(enforced.lab.cli("matrix", "--world", "xyz", "--via", "pod", "--json", "--timeout", "0.6",
+                                      check=False).stdout)
+    denied = {(r["from"], r["to"]) for r in doc["results"] if r["outcome"] != "connected"}
+    assert denied == {(f"{ns}/{p}", "x/a") for ns in "xyz" for p in "abc" if (ns, p) != ("x", "a")}
