@@ -307,3 +307,19 @@ def test_parse_policy_docs_takes_policies_from_lists_and_streams():
     pol = netpol("x", {"podSelector": {}})
     docs = [None, {"kind": "Namespace"}, pol, {"kind": "List", "items": [pol, {"kind": "Pod"}]}]
     assert matrix.parse_policy_docs(docs) == [pol, pol]
+
+
+def test_sctp_is_a_protocol_of_its_own():
+    pols = [netpol("x", {"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}]})]
+    assert allowed(pols, W["y/a"], W["x/a"], 80, "SCTP")
+    assert not allowed(pols, W["y/a"], W["x/a"], 80, "TCP")
+    assert not allowed(pols, W["y/a"], W["x/a"], 80, "UDP")
+
+
+def test_cli_matrix_world_flags():
+    from lab.cli import _parser
+    args = _parser().parse_args(["--name", "t1", "matrix", "--world", "xyz", "--via", "service",
+                                 "--expect", "p.yaml"])
+    assert (args.world, args.via, args.expect) == ("xyz", "service", "p.yaml")
+    args = _parser().parse_args(["matrix"])
+    assert (args.world, args.via, args.expect) == (None, "pod", None)
