@@ -343,7 +343,8 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
     """Replace one endpoint of a Service's slice; time API write -> kernel."""
     before = metrics(cfg)
     samples, delivery = [], []
-    watch = SliceWatch(api, api.get(f"{SLICE_PATH}?limit=1")["metadata"]["resourceVersion"])
+    # from the resourceVersion of one slice, not a list: a list of 30k slices is 15 MB of JSON
+    watch = SliceWatch(api, api.get(f"{SLICE_PATH}/s0-1")["metadata"]["resourceVersion"])
     form = backend_form(nft, ips[0], endpoint_ip(0, 0))
     t0 = time.monotonic()
     for _ in range(20):
@@ -518,6 +519,10 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
         wait_cluster_ip(client_ns, vip, deadline)
         say(f"latency at {made} Services")
         result[f"latency_at_{made}"] = connect_times(client_ns, targets, latency_n)
+    except BaseException:
+        result["log_tails"] = {f.stem: lifecycle.log_tail(f, 15) for f in sorted(cfg.log_dir.glob("*.log"))
+                               if f.stem in ("apiserver", f"agent-{NODE}")}
+        raise
     finally:
         nft.close()
         say("lab down")
