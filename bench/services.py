@@ -225,8 +225,8 @@ class SliceWatch:
                 t = time.monotonic()
                 for ip in re.findall(rb'"(10\.253\.[0-9.]+)"', line):
                     self.seen.setdefault(ip.decode(), t)
-        except (OSError, ValueError):
-            pass
+        except Exception:  # noqa: BLE001 - closed under us (IncompleteRead, OSError): done
+            return
 
     def close(self) -> None:
         try:

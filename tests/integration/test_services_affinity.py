@@ -1,6 +1,6 @@
 """sessionAffinity ClientIP with timeoutSeconds, with real traffic.
 
-    node1: web-1, client1    node2: web-2    node3: web-3, client3
+    node1: web-1, client1    node2: web-2    node3: web-3, client3    and the external host
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .services_helpers import CONNECTED, cluster, names, port, svc_port
+from .services_helpers import CONNECTED, EXTERNAL, cluster, names, port, svc_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -27,7 +27,7 @@ def c(labk):
         cl.wait_ready("web-1", "web-2", "web-3", "client1", "client3")
         cl.plain = cl.service("plain", [svc_port(80, "http")], selector={"app": "web"})
         cl.sticky = cl.service("sticky", [svc_port(80, "http", name="tcp"), svc_port(80, 8080, "UDP", name="udp")],
-                               selector={"app": "web"}, sessionAffinity="ClientIP",
+                               selector={"app": "web"}, type_="NodePort", sessionAffinity="ClientIP",
                                sessionAffinityConfig={"clientIP": {"timeoutSeconds": TIMEOUT_S}})
         cl.wait_endpoints("sticky", 3)
         cl.wait_answer("client1", cl.sticky.ip, 80)
@@ -43,6 +43,15 @@ def test_without_affinity_connections_spread(c):
 @pytest.mark.parametrize("source", ["client1", "client3", "node:node2"])
 def test_client_ip_sticks_to_one_endpoint(c, source):
     results = [c.probe(source, c.sticky.ip, 80) for _ in range(15)]   # one after the other
+    assert {r.outcome for r in results} == {CONNECTED}, results
+    assert len(names(results)) == 1, results
+
+
+@pytest.mark.parametrize("node", ["node1", "node3"])
+def test_external_client_sticks_through_a_node_port(c, node):
+    nodeport = c.sticky.node_ports["tcp"]
+    c.wait_answer(EXTERNAL, c.node_ip[node], nodeport)
+    results = [c.probe(EXTERNAL, c.node_ip[node], nodeport) for _ in range(15)]
     assert {r.outcome for r in results} == {CONNECTED}, results
     assert len(names(results)) == 1, results
 
