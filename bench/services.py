@@ -2,7 +2,7 @@
 (3 endpoints each), one EndpointSlice change to the kernel at 30k, and ClusterIP connect
 latency against the same backend dialled directly at 10 and at 30k Services.
 
-It brings up a lab of its own (`h10bench`, 2 nodes, kubeweft CNI + agent) and always removes
+It brings up a lab of its own (`h10b<pid>`, 2 nodes, kubeweft CNI + agent) and always removes
 it. Services are created without selectors, with EndpointSlices written here (fake endpoint
 addresses, never dialled), straight through the API with many requests in flight.
 
@@ -17,7 +17,7 @@ addresses, never dialled), straight through the API with many requests in flight
 - latency: TCP connect time (SYN to SYN-ACK, through the kernel) from a pod on node1 to a
   backend pod on node2, via its ClusterIP and directly, interleaved; median and p90.
 - reference (same run): kube-proxy-style per-Service and per-endpoint chains for the same
-  Services, loaded with `nft -f` into a scratch netns (h10bench-ref) at 1k and 10k.
+  Services, loaded with `nft -f` into a scratch netns (h10b<pid>-ref) at 1k and 10k.
 
     .venv/bin/python bench/services.py [--scales 1000,10000,30000] [--timeout 600]
 
@@ -47,9 +47,11 @@ from lab import lifecycle, topology
 from lab import netns as lab_netns
 from lab.config import LabConfig
 
-LAB = "h10bench"
+# One lab per run (pid in the name): two runs at once (a developer's and `make bench`) must not
+# take each other's lab down.
+LAB = f"h10b{os.getpid()}"
 NS = "h10-bench"
-REF_NETNS = "h10bench-ref"
+REF_NETNS = f"{LAB}-ref"
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
 NODE = "node1"
 TARGETS = {"full_sync_30k_s": 2.0, "change_ms": 50.0, "agent_rss_mb": 400.0, "clusterip_vs_direct": 1.10}
@@ -289,6 +291,18 @@ def agent_pid(cfg: LabConfig, token: str) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_percent(pid: int, seconds: float = 2.0) -> float:
+    """CPU the agent burns with nothing changing (a busy agent delays every event)."""
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100, 1)
+
+
 def rss_mb(pid: int) -> dict[str, float]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -330,7 +344,8 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
     # the first sample is the full sync when it is the only one; else the mean is an upper bound
     time.sleep(1.0)                               # let the agent settle before reading memory
     out = {"agent_first_sync_s": round(total / count, 3), "syncs_counted": int(count),
-           "start_to_last_service_in_kernel_s": round(wall, 2), **{k + "_MB": v for k, v in rss_mb(proc.pid).items()}}
+           "start_to_last_service_in_kernel_s": round(wall, 2), **{k + "_MB": v for k, v in rss_mb(proc.pid).items()},
+           "agent_idle_cpu_percent": idle_cpu_percent(proc.pid)}
     for key in ("kubeproxy_sync_proxy_rules_nftables_elements", "kubeproxy_sync_proxy_rules_nftables_objects"):
         hits = {k: v for k, v in m.items() if k.startswith(key)}
         if hits:
@@ -339,9 +354,10 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
 
 
 def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], rounds: int,
-               deadline: Deadline) -> dict:
+               deadline: Deadline, pid: int | None = None) -> dict:
     """Replace one endpoint of a Service's slice; time API write -> kernel."""
     before = metrics(cfg)
+    cpu0, wall0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
     samples, delivery = [], []
     # from the resourceVersion of one slice, not a list: a list of 30k slices is 15 MB of JSON
     watch = SliceWatch(api, api.get(f"{SLICE_PATH}/s0-1")["metadata"]["resourceVersion"])
@@ -368,10 +384,11 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
             delivery.append((watch.seen[new] - t0) * 1000)
         time.sleep(0.2)
     watch.close()
+    cpu_pct = round((cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0) * 100, 1) if pid else None
     after = metrics(cfg)
     out = {"api_write_to_kernel_ms": {"n": len(samples), "p50": round(pctl(samples, 0.5), 1),
                                       "p90": round(pctl(samples, 0.9), 1), "max": round(max(samples), 1)},
-           "kernel_poll_ms": round(poll_ms, 2)}
+           "kernel_poll_ms": round(poll_ms, 2), "agent_cpu_percent_meanwhile": cpu_pct}
     if delivery:
         out["api_write_to_watch_event_ms"] = {"n": len(delivery), "p50": round(pctl(delivery, 0.5), 1),
                                               "p90": round(pctl(delivery, 0.9), 1)}
@@ -515,7 +532,8 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
             result["full_sync"][str(n)] = full_sync(cfg, token, nft, ips[n - 1], deadline)
             say(f"  {result['full_sync'][str(n)]}")
         say(f"one EndpointSlice change at {made} Services, {change_rounds} times")
-        result["one_change"] = {"services": made, **one_change(cfg, api, nft, ips, change_rounds, deadline)}
+        result["one_change"] = {"services": made, **one_change(cfg, api, nft, ips, change_rounds, deadline,
+                                                                     agent_pid(cfg, token))}
         wait_cluster_ip(client_ns, vip, deadline)
         say(f"latency at {made} Services")
         result[f"latency_at_{made}"] = connect_times(client_ns, targets, latency_n)
@@ -570,9 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/services.py needs root (network namespaces)", file=sys.stderr)
         return 2
     if lifecycle.is_up(LabConfig(name=LAB)) or topology.list_netns(REF_NETNS):
-        say(f"removing a lab {LAB} left from an earlier run")
-        lifecycle.down(LAB)
-        subprocess.run(["ip", "netns", "delete", REF_NETNS], capture_output=True, timeout=10, check=False)
+        say(f"lab {LAB} exists already (a run with this pid?): not touching it")
+        return 1
     deadline = Deadline(args.timeout)
     t0 = time.monotonic()
     result: dict = {}
