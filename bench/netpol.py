@@ -330,8 +330,116 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     return out
 
 
+def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
+    """The agent's policy controller alone, in a scratch netns, its watch events fed by hand at
+    the bench's shapes: where the time goes without the API server (a profiling aid)."""
+    import cProfile
+    import os
+    import threading
+
+    from proxy.nftables import Nft
+    from proxy.policy_controller import PolicyController
+
+    name = f"h14-scratch-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    out: dict = {"mode": "scratch", "pods": pods, "policies": policies}
+    prof = cProfile.Profile() if profile else None
+    try:
+        nft = Nft(name)
+        ctl = PolicyController(None, "node1", "10.244.1.0/24", nft=nft, netns=name)
+        ctl._on_sync("ns", {("", f"bench-n{k}"): {"metadata": {"name": f"bench-n{k}", "labels": {"ns": f"n{k}"}}}
+                            for k in range(NAMESPACES)})
+        ctl._on_sync("pol", {})
+        objs = {}
+        for i in range(pods):
+            doc = ghost_pod(i)
+            doc["status"] = {"podIP": ghost_ip(i), "phase": "Running"}
+            objs[(doc["metadata"]["namespace"], doc["metadata"]["name"])] = doc
+        ctl._on_sync("pod", objs)
+        with ctl.lock:
+            ctl._plan_locked()
+            ctl.rebuild()
+        worker = threading.Thread(target=ctl._run, daemon=True)
+        worker.start()
+
+        def idle() -> None:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                with ctl.lock:
+                    if not ctl.wake.is_set() and not ctl.dirty_pods and not ctl.dirty_policies \
+                            and not ctl.dirty_all:
+                        return
+                time.sleep(0.001)
+            raise TimeoutError("the controller did not settle")
+
+        if prof:
+            prof.enable()
+        # 1,000 policies as the API delivers them: one event at a time, ~1,000/s
+        t0 = time.monotonic()
+        tx0 = ctl.transactions
+        for j in range(policies):
+            ctl._on_event("pol", "ADDED", bench_policy(j))
+            time.sleep(0.001)
+        t_last = time.monotonic()
+        idle()
+        out["apply_s_from_last_event"] = round(time.monotonic() - t_last, 3)
+        out["apply_s_from_first_event"] = round(time.monotonic() - t0, 3)
+        out["transactions"] = ctl.transactions - tx0
+        want = expected_peer_set(1, pods)
+        out["peer_set_ok"] = _scratch_elements(nft, f"{policy_id('bench-n1/pol1')}_i0") == want
+        # one label change in, and out
+        lat = []
+        for k in range(10):
+            doc = json.loads(json.dumps(objs[("bench-n0", "g0")]))
+            doc["metadata"]["labels"]["tier"] = "t1" if k % 2 == 0 else "t0"
+            t0 = time.monotonic()
+            ctl._on_event("pod", "MODIFIED", doc)
+            idle()
+            lat.append((time.monotonic() - t0) * 1000)
+        out["label_change_ms_p50"] = round(statistics.median(lat), 2)
+        out["label_change_ms_max"] = round(max(lat), 2)
+        # one policy added, then deleted
+        lat_add, lat_del = [], []
+        for k in range(5):
+            doc = bench_policy(policies + k)
+            t0 = time.monotonic()
+            ctl._on_event("pol", "ADDED", doc)
+            idle()
+            lat_add.append((time.monotonic() - t0) * 1000)
+            t0 = time.monotonic()
+            ctl._on_event("pol", "DELETED", doc)
+            idle()
+            lat_del.append((time.monotonic() - t0) * 1000)
+        out["policy_add_ms_p50"] = round(statistics.median(lat_add), 1)
+        out["policy_delete_ms_p50"] = round(statistics.median(lat_del), 1)
+        # full build of the same state for comparison
+        t0 = time.monotonic()
+        with ctl.lock:
+            ctl.rebuild()
+        out["full_rebuild_s"] = round(time.monotonic() - t0, 3)
+        if prof:
+            prof.disable()
+            prof.dump_stats(profile)
+        ctl.stopping.set()
+        ctl.wake.set()
+        worker.join(5)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
+    return out
+
+
+def _scratch_elements(nft, set_name: str) -> set[str]:
+    out = set()
+    for item in nft.list(f"set inet {TABLE} {set_name}"):
+        out.update(e for e in item.get("set", {}).get("elem", []) or [] if isinstance(e, str))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scratch", action="store_true",
+                    help="no lab: the policy controller alone in a scratch netns, events fed by hand")
+    ap.add_argument("--profile", default=None, help="with --scratch: write cProfile stats here")
     ap.add_argument("--pods", type=int, default=5000)
     ap.add_argument("--policies", type=int, default=1000)
     ap.add_argument("--iperf-seconds", type=int, default=5)
@@ -340,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.pods > GHOST_NET.num_addresses - 2:
         ap.error(f"at most {GHOST_NET.num_addresses - 2} pods")
+    if args.scratch:
+        print(json.dumps(scratch(args.pods, args.policies, args.profile), indent=1))
+        return 0
     start = time.monotonic()
     deadline = start + args.timeout
     name = args.lab or "h12netpol"

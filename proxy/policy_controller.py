@@ -48,6 +48,12 @@ log = logging.getLogger("kubeweft.policy")
 
 SYNC_TIMEOUT = 60.0
 FETCH_TIMEOUT = 3.0
+# after the first event of a burst, wait this long for the rest: one transaction for all of it
+# (events that arrive while a sync runs are coalesced into the next one anyway)
+DEBOUNCE = 0.005
+# up to this many changed policies in one sync, only the pods they may affect are evaluated;
+# beyond it, every pod once against every candidate set (a full plan, no rebuild)
+FEW_POLICIES = 50
 PodKey = tuple[str, str]
 
 
@@ -72,11 +78,17 @@ class PolicyController:
         self.decls: dict[str, rp.Decl] = {}                   # structure applied
         self.members: dict[PodKey, frozenset[rp.Member]] = {} # per pod, applied
         self.counts: Counter = Counter()                      # (set, element) -> pods claiming it
+        self.rendered: dict[str, tuple[pm.Policy, dict[str, rp.Decl]]] = {}  # per policy id
+        self.pid_pods: dict[str, set[PodKey]] = {}           # policy id -> pods in its sets
+        self.pending: list[tuple[str, str, object]] = []      # watch events not yet taken in
+        self.pending_lock = threading.Lock()                  # never held for long: the watch
         self.dirty_pods: set[PodKey] = set()
         self.dirty_policies = True
         self.dirty_all = True
         self.changed: set[str] = set()                        # ids of policies changed since
-        self._changed_candidates: dict[str, tuple] = {}
+        self._changed_candidates: dict[str, tuple] = {}        # per sync: namespace -> few
+        self._changed_ids: frozenset[str] = frozenset()
+        self._changed_ns_sets: tuple[rp.PeerSet, ...] = ()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.transactions = 0
@@ -97,49 +109,67 @@ class PolicyController:
             return None
 
     def _on_event(self, kind: str, etype: str, obj: dict) -> None:
-        key = (obj.get("metadata") or {}).get("namespace", ""), (obj.get("metadata") or {}).get("name", "")
-        with self.lock:
-            if kind == "pol":
-                parsed = self._parse(kind, obj) if etype != "DELETED" else None
-                if parsed is None:
-                    self.policies.pop(f"{key[0]}/{key[1]}", None)
-                else:
-                    self.policies[parsed.key] = parsed
-                self.changed.add(rp.policy_id(f"{key[0]}/{key[1]}"))
-                self.dirty_policies = True
-            elif kind == "ns":
-                parsed = self._parse(kind, obj) if etype != "DELETED" else None
-                if parsed is None:
-                    self.namespaces.pop(key[1], None)
-                else:
-                    self.namespaces[parsed.name] = parsed
-                self.candidates.pop(key[1], None)
-                self.dirty_pods.update(k for k in self.pods if k[0] == key[1])
-            else:
-                parsed = self._parse(kind, obj) if etype != "DELETED" else None
-                if parsed is None:
-                    self.pods.pop(key, None)
-                    self.gone.pop(key, None)
-                else:
-                    self.pods[key] = self._with_cni_ip(parsed)
-                self.dirty_pods.add(key)
+        """The watch threads only queue: a sync in progress (the lock, an nft transaction) must
+        not hold up the delivery of the events that follow, which the next sync takes in whole."""
+        with self.pending_lock:
+            self.pending.append((kind, etype, obj))
         self.wake.set()
 
     def _on_sync(self, kind: str, objects: dict) -> None:
-        with self.lock:
-            if kind == "pol":
-                pols = (self._parse(kind, o) for o in objects.values())
-                self.policies = {p.key: p for p in pols if p}
-            elif kind == "ns":
-                nss = (self._parse(kind, o) for o in objects.values())
-                self.namespaces = {n.name: n for n in nss if n}
-                self.candidates.clear()
-            else:
-                pods = (self._parse(kind, o) for o in objects.values())
-                self.pods = {p.key: self._with_cni_ip(p) for p in pods if p}
-            self.dirty_all = True
-            self.dirty_policies = True
+        with self.pending_lock:
+            self.pending.append((kind, "SYNC", objects))
         self.wake.set()
+
+    def _drain_locked(self) -> None:
+        """Take the queued watch events into the model, in order (caller holds the lock)."""
+        with self.pending_lock:
+            batch, self.pending = self.pending, []
+        for kind, etype, obj in batch:
+            if etype == "SYNC":
+                self._take_sync(kind, obj)      # type: ignore[arg-type]
+            else:
+                self._take_event(kind, etype, obj)      # type: ignore[arg-type]
+
+    def _take_event(self, kind: str, etype: str, obj: dict) -> None:
+        key = (obj.get("metadata") or {}).get("namespace", ""), (obj.get("metadata") or {}).get("name", "")
+        if kind == "pol":
+            parsed = self._parse(kind, obj) if etype != "DELETED" else None
+            if parsed is None:
+                self.policies.pop(f"{key[0]}/{key[1]}", None)
+            else:
+                self.policies[parsed.key] = parsed
+            self.changed.add(rp.policy_id(f"{key[0]}/{key[1]}"))
+            self.dirty_policies = True
+        elif kind == "ns":
+            parsed = self._parse(kind, obj) if etype != "DELETED" else None
+            if parsed is None:
+                self.namespaces.pop(key[1], None)
+            else:
+                self.namespaces[parsed.name] = parsed
+            self.candidates.pop(key[1], None)
+            self.dirty_pods.update(k for k in self.pods if k[0] == key[1])
+        else:
+            parsed = self._parse(kind, obj) if etype != "DELETED" else None
+            if parsed is None:
+                self.pods.pop(key, None)
+                self.gone.pop(key, None)
+            else:
+                self.pods[key] = self._with_cni_ip(parsed)
+            self.dirty_pods.add(key)
+
+    def _take_sync(self, kind: str, objects: dict) -> None:
+        if kind == "pol":
+            pols = (self._parse(kind, o) for o in objects.values())
+            self.policies = {p.key: p for p in pols if p}
+        elif kind == "ns":
+            nss = (self._parse(kind, o) for o in objects.values())
+            self.namespaces = {n.name: n for n in nss if n}
+            self.candidates.clear()
+        else:
+            pods = (self._parse(kind, o) for o in objects.values())
+            self.pods = {p.key: self._with_cni_ip(p) for p in pods if p}
+        self.dirty_all = True
+        self.dirty_policies = True
 
     def _with_cni_ip(self, pod: pm.Pod) -> pm.Pod:
         """The kubelet reports podIP only after ADD returns: until then, the IP the CNI gave.
@@ -173,12 +203,9 @@ class PolicyController:
         if cands is None:
             cands = self.candidates[pod.namespace] = rp.candidate_peer_sets(self.index, ns)
         if changed is not None:
-            few = self._changed_candidates.get(pod.namespace)
-            if few is None:     # per sync: only the changed policies' peer sets of this namespace
-                few = self._changed_candidates[pod.namespace] = tuple(
-                    ps for ps in cands if ps.name[:13] in changed)
             return rp.plan_pod_members_delta(self.index, pod, ns, self._is_local(pod),
-                                             self.members.get(key, frozenset()), changed, few)
+                                             self.members.get(key, frozenset()), changed,
+                                             self._few_candidates(pod.namespace))
         return rp.plan_pod_members(self.index, pod, ns, self._is_local(pod), cands)
 
     def _diff_members(self, keys, changed: frozenset[str] | None = None) -> tuple[list, list]:
@@ -189,6 +216,16 @@ class PolicyController:
             old = self.members.get(key, frozenset())
             if new == old:
                 continue
+            old_pids = {s[:13] for s, _ in old if s[0] == "p"}
+            new_pids = {s[:13] for s, _ in new if s[0] == "p"}
+            for pid in old_pids - new_pids:
+                pods = self.pid_pods.get(pid)
+                if pods is not None:
+                    pods.discard(key)
+                    if not pods:
+                        del self.pid_pods[pid]
+            for pid in new_pids - old_pids:
+                self.pid_pods.setdefault(pid, set()).add(key)
             for m in old - new:
                 self.counts[m] -= 1
                 if self.counts[m] <= 0:
@@ -204,32 +241,110 @@ class PolicyController:
                 self.members.pop(key, None)
         return removed, added
 
+    def _few_candidates(self, namespace: str) -> tuple[rp.PeerSet, ...]:
+        """The changed policies' peer sets a pod of `namespace` might be in (per sync)."""
+        few = self._changed_candidates.get(namespace)
+        if few is None:
+            changed = self._changed_ids
+            few = self._changed_candidates[namespace] = tuple(
+                ps for ps in self.index.local_peer_sets.get(namespace, ()) if ps.name[:13] in changed
+            ) + rp.filter_candidates(self._changed_ns_sets, self._namespace(namespace))
+        return few
+
+    def _affected(self, changed: frozenset[str]) -> set[PodKey]:
+        """Pods whose members the `changed` policies may change: those in their sets now, and
+        those their new selectors match (one test per pod and changed selector)."""
+        out: set[PodKey] = set()
+        for pid in changed:
+            out |= self.pid_pods.get(pid, set())
+        sels: dict[str, list[pm.Selector]] = {}
+        for pid, pol in self.index.policies:
+            if pid in changed:
+                sels.setdefault(pol.namespace, []).append(pol.pod_selector)
+        for key, pod in self.pods.items():
+            if key in out or not pod.ip or pod.host_network or pod.terminal:
+                continue
+            few = self._few_candidates(pod.namespace)
+            mine = sels.get(pod.namespace)
+            if not few and not mine:
+                continue
+            ns_labels = self._namespace(pod.namespace).labels
+            if any(ps.matches(pod, ns_labels) for ps in few) or (
+                    mine and self._is_local(pod) and any(sel.matches(pod.labels) for sel in mine)):
+                out.add(key)
+        return out
+
+    def _render_decls_locked(self, changed: frozenset[str] | None) -> tuple[dict[str, rp.Decl], set[str] | None]:
+        """The whole structure, each policy's part rendered again only when it changed; and the
+        keys that may differ from what is applied (None: any)."""
+        decls: dict[str, rp.Decl] = {}
+        for d in (rp.SetDecl(rp.LOCAL_PODS, rp.ADDR, "pods of this node, from their CNI ADD on"),
+                  rp.SetDecl(rp.IN_ISOLATED, rp.ADDR, "local pods selected by a policy with Ingress"),
+                  rp.SetDecl(rp.EG_ISOLATED, rp.ADDR, "local pods selected by a policy with Egress")):
+            decls[rp.decl_key(d)] = d
+        for proto, name in sorted(self.index.named_ports):
+            d = rp.SetDecl(rp.named_port_set(proto, name), rp.ADDR_PORT,
+                           f"pod ip . {proto} . port of every containerPort named {name}")
+            decls[rp.decl_key(d)] = d
+        keys: set[str] = set(decls)
+        rendered: dict[str, tuple[pm.Policy, dict[str, rp.Decl]]] = {}
+        for pid, pol in self.index.policies:
+            have = self.rendered.get(pid)
+            if have is None or have[0] is not pol:
+                have = (pol, {rp.decl_key(d): d for d in rp.render_policy(pid, pol)})
+                keys.update(have[1])
+            rendered[pid] = have
+            decls.update(have[1])
+        for pid, (_, old) in self.rendered.items():
+            if pid not in rendered or rendered[pid] is not self.rendered[pid]:
+                keys.update(old)
+        self.rendered = rendered
+        for d in rp.render_dispatch(self.index, str(self.pod_net)):
+            decls[rp.decl_key(d)] = d
+            keys.add(rp.decl_key(d))
+        keys.update(k for k in self.decls if k.startswith("chain n"))   # namespaces without policies now
+        return decls, None if changed is None else keys
+
     def _plan_locked(self) -> list[str]:
         """The commands of one sync (caller holds the lock); state is advanced optimistically."""
+        self._drain_locked()
         new_decls = self.decls
+        keys: set[str] | None = set()
         removed: list[rp.Member] = []
         added: list[rp.Member] = []
         if self.dirty_policies:
+            old_named = self.index.named_ports
             self.index = rp.index_policies(self.policies.values())
             self.names = {pid: pol.key for pid, pol in self.index.policies}
-            self.candidates.clear()
-            new_decls = rp.render_decls(self.index, str(self.pod_net))
-            if not self.dirty_all:
-                # only some policies changed: test just those against every other pod
-                changed = frozenset(self.changed)
+            changed = frozenset(self.changed)
+            few = (not self.dirty_all and len(changed) <= FEW_POLICIES
+                   and self.index.named_ports == old_named)
+            new_decls, keys = self._render_decls_locked(changed if few else None)
+            if few:
+                # only some policies changed: evaluate just those, and only for the pods they
+                # may affect; the per-namespace candidate caches lose and gain their peer sets
+                self._changed_ids = changed
+                self._changed_ns_sets = tuple(ps for ps in self.index.ns_peer_sets if ps.name[:13] in changed)
                 self._changed_candidates = {}
-                removed, added = self._diff_members(
-                    [k for k in set(self.pods) | set(self.members) if k not in self.dirty_pods], changed)
-        keys = set(self.pods) | set(self.members) if self.dirty_all else self.dirty_pods
+                for ns in list(self.candidates):
+                    self.candidates[ns] = tuple(ps for ps in self.candidates[ns] if ps.name[:13] not in changed) \
+                        + self._few_candidates(ns)
+                affected = self._affected(changed) - self.dirty_pods
+                removed, added = self._diff_members(affected, changed)
+            else:
+                self.candidates.clear()
+                self.dirty_all = True
+        all_keys = self.dirty_all
+        pods = set(self.pods) | set(self.members) if all_keys else self.dirty_pods
         self.dirty_pods, self.dirty_policies, self.dirty_all = set(), False, False
         self.changed = set()
-        more_removed, more_added = self._diff_members(keys)
+        more_removed, more_added = self._diff_members(pods)
         # an element may leave with one pass and come back with the other: net them out
         gone, came = set(removed) | set(more_removed), set(added) | set(more_added)
         removed, added = list(gone - came), list(came - gone)
         # elements of sets that no longer exist leave with their set
         removed = [m for m in removed if f"set {m[0]}" in self.decls]
-        lines = rp.plan_update(self.decls, new_decls, removed, added)
+        lines = rp.plan_update(self.decls, new_decls, removed, added, keys)
         self.decls = new_decls
         return lines
 
@@ -262,7 +377,8 @@ class PolicyController:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            self.wake.wait(1.0)
+            if self.wake.wait(1.0):
+                time.sleep(DEBOUNCE)
             if self.stopping.is_set():
                 return
             self.wake.clear()
@@ -299,6 +415,7 @@ class PolicyController:
             namespace, name = "", f"cni:{container_id}"
         key = (namespace, name)
         with self.lock:
+            self._drain_locked()
             known = key in self.pods or not namespace
             ns_known = namespace in self.namespaces or not namespace
         obj = None if known else self._fetch(f"/api/v1/namespaces/{namespace}/pods/{name}")

@@ -12,8 +12,11 @@
       counter p<id>_{in,eg}_{ok,drop}   per policy and direction: allowed / denied packets
       chain filter_forward   hook forward: pod traffic, bridged or routed (after DNAT, before SNAT)
       chain filter_input     hook input: a local pod's egress to its own node
-      chain pol_egress       egress isolation: every policy selecting the source, then drop
-      chain pol_ingress      ingress isolation: every policy selecting the destination, then drop
+      chain pol_egress       egress isolation: each namespace's dispatch chain, then drop
+      chain pol_ingress      ingress isolation: each namespace's dispatch chain, then drop
+      chain n<id>_in / n<id>_eg   one namespace's policies: jump to each selecting policy's
+                           allow rules, then log and count the denial (a policy change
+                           rewrites its namespace's chain only)
       chain p<id>_in / p<id>_eg   one policy's allow rules
 
 Flow of a new connection in forward: egress is checked if the source is a local isolated pod
@@ -186,11 +189,15 @@ def index_policies(policies: Iterable[Policy]) -> PolicyIndex:
 def candidate_peer_sets(index: PolicyIndex, namespace: Namespace) -> tuple[PeerSet, ...]:
     """The peer sets a pod of this namespace might be in (the controller caches this per
     namespace, so that a pod is tested against few selectors)."""
-    ns_sets = tuple(ps for ps in index.ns_peer_sets
-                    if any(p.namespace_selector is not None and p.namespace_selector.matches(namespace.labels)
-                           for p in ps.peers)
-                    or any(p.namespace_selector is None for p in ps.peers) and ps.namespace == namespace.name)
-    return index.local_peer_sets.get(namespace.name, ()) + ns_sets
+    return index.local_peer_sets.get(namespace.name, ()) + filter_candidates(index.ns_peer_sets, namespace)
+
+
+def filter_candidates(peer_sets: Iterable[PeerSet], namespace: Namespace) -> tuple[PeerSet, ...]:
+    """Those of `peer_sets` a pod of this namespace might be in."""
+    return tuple(ps for ps in peer_sets
+                 if any(p.namespace_selector is not None and p.namespace_selector.matches(namespace.labels)
+                        for p in ps.peers)
+                 or any(p.namespace_selector is None for p in ps.peers) and ps.namespace == namespace.name)
 
 
 Member = tuple[str, str]           # (set name, element text)
@@ -335,8 +342,28 @@ def render_policy(pid: str, pol: Policy) -> list[Decl]:
     return decls
 
 
+def namespace_chain(namespace: str, d: str) -> str:
+    """The dispatch chain of one namespace's policies in direction d ("in"/"eg")."""
+    return "n" + hashlib.sha256(namespace.encode()).hexdigest()[:12] + f"_{d}"
+
+
+def render_namespace_dispatch(namespace: str, pols: Iterable[tuple[str, Policy]], direction: str,
+                              d: str, addr: str) -> Chain:
+    """Every policy of one namespace selecting the pod (a policy selects only pods of its own
+    namespace, so a pod meets only its namespace's rules): jump to its allow rules, then log and
+    count the denial. A policy change rewrites this chain only, not every namespace's."""
+    pols = [pid for pid, pol in pols if direction in pol.types]
+    rules = [NftRule((Match(addr, set=f"{pid}_sel"),), f"jump {pid}_{d}") for pid in pols]
+    rules += [NftRule((Match(addr, set=f"{pid}_sel"),), log=log_prefix(d, pid)) for pid in pols]
+    rules += [NftRule((Match(addr, set=f"{pid}_sel"),), "drop", counter=f"{pid}_{d}_drop") for pid in pols]
+    return Chain(namespace_chain(namespace, d), f"{direction.lower()} policies of namespace "
+                 f"{namespace}", tuple(rules))
+
+
 def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None) -> list[Decl]:
-    """The base chains and the two isolation chains (rewritten whenever policies come or go)."""
+    """The base chains, the two isolation chains and one dispatch chain per namespace with
+    policies (the isolation chains change only when a namespace gets its first policy or loses
+    its last)."""
     est = NftRule((Match("ct state", values=("established,related",)),), "accept",
                   comment="replies and established connections (a policy change cuts none)")
     # Packets routed to an address of this node's pod CIDR before its pod exists would pass (no
@@ -351,18 +378,17 @@ def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None) -> list[Dec
                     (est, *unknown, to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
     inp = Chain(CHAIN_INPUT, "NetworkPolicy egress of local pods to this node", (est, to_egress),
                 hook="input")
-    chains = []
+    chains: list[Decl] = []
     for direction, d, name, addr, isolated in ((INGRESS, "in", CHAIN_INGRESS, "ip daddr", IN_ISOLATED),
                                                (EGRESS, "eg", CHAIN_EGRESS, "ip saddr", None)):
-        pols = [(pid, pol) for pid, pol in index.policies if direction in pol.types]
         rules: list[NftRule] = []
         if isolated:
             rules.append(NftRule((Match(addr, "!=", set=isolated),), "accept",
                                  comment="destination not isolated for ingress"))
-        rules += [NftRule((Match(addr, set=f"{pid}_sel"),), f"jump {pid}_{d}") for pid, _ in pols]
-        rules += [NftRule((Match(addr, set=f"{pid}_sel"),), log=log_prefix(d, pid)) for pid, _ in pols]
-        rules += [NftRule((Match(addr, set=f"{pid}_sel"),), "drop", counter=f"{pid}_{d}_drop")
-                  for pid, _ in pols]
+        for ns, pols in sorted(index.by_namespace.items()):
+            if any(direction in pol.types for _, pol in pols):
+                chains.append(render_namespace_dispatch(ns, pols, direction, d, addr))
+                rules.append(NftRule((), f"jump {namespace_chain(ns, d)}"))
         rules.append(NftRule((), "drop", comment="isolated, and no policy allowed it"))
         chains.append(Chain(name, f"{direction.lower()} isolation: every policy selecting the pod, "
                                   f"then drop", tuple(rules)))
@@ -451,9 +477,15 @@ def render_table(decls: Mapping[str, Decl], members: Iterable[Member]) -> list[s
 
 
 def plan_update(old: Mapping[str, Decl], new: Mapping[str, Decl],
-                removed: Iterable[Member], added: Iterable[Member]) -> list[str]:
+                removed: Iterable[Member], added: Iterable[Member],
+                keys: Iterable[str] | None = None) -> list[str]:
     """The commands from `old` to `new` plus element changes, in an order nft accepts in one
-    transaction: declare, refill changed chains, element changes, then delete what went."""
+    transaction: declare, refill changed chains, element changes, then delete what went.
+    keys: the only decl keys that may differ (the caller knows; the rest is not compared)."""
+    if keys is not None:
+        keys = set(keys)
+        old = {k: old[k] for k in keys if k in old}
+        new = {k: new[k] for k in keys if k in new}
     lines = [render_add(d) for k, d in new.items() if k not in old]
     for k, d in new.items():
         if isinstance(d, Chain) and old.get(k) != d:
