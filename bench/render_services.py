@@ -20,7 +20,7 @@ from proxy import diff_services as d
 from proxy import render_services as r
 from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 
-NETNS = "h9-bench"
+NETNS = "h13-bench"
 
 
 def make(n: int, eps: int = 3) -> tuple[dict, dict]:
@@ -43,7 +43,7 @@ def main() -> int:
     ctx = r.NodeContext("n0", service_cidr="10.96.0.0/12")
     services, slices = make(args.services)
     out: dict = {"services": args.services, "endpoints_per_service": 3}
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     agg = r.Aggregate()
     for key, svc in services.items():
         agg.put(key, r.render_service(svc, slices[key], ctx), track=False)
@@ -51,7 +51,7 @@ def main() -> int:
     diff, applied = d.diff_full(d.empty_applied(), agg)
     cmds = r.render_base(ctx) + diff
     t2 = t3 = time.perf_counter()
-    out.update(render_s=round(t1 - t0, 3), diff_s=round(t2 - t1, 3), commit_s=round(t3 - t2, 3),
+    out.update(render_diff_cpu_s=round(time.process_time() - cpu0, 3), render_s=round(t1 - t0, 3), diff_s=round(t2 - t1, 3), commit_s=round(t3 - t2, 3),
                commands=len(cmds), text_mb=round(sum(map(len, cmds)) / 1e6, 1))
     # one EndpointSlice change: the second endpoint of one Service moves
     key = ("bench", "s123")
@@ -73,7 +73,10 @@ def main() -> int:
                 if p.returncode:
                     raise SystemExit(p.stderr[:2000])
                 return time.perf_counter() - t
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             out["nft_full_load_s"] = round(nft("\n".join(cmds)), 3)
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out["nft_full_load_cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3)
             # the agent's way: one libnftables context bound to the netns, the change in-process
             from proxy.nftables import Nft
             ctx_nft = Nft(NETNS)
@@ -87,6 +90,20 @@ def main() -> int:
                 ctx_nft.run(one if i % 2 == 0 else back)
                 times.append(round((time.perf_counter() - t0) * 1000, 2))
             out["nft_one_change_ms"] = times
+            # the agent's first load of an empty table (ServiceProxy.sync): render, diff and nft
+            # in batches, nft on a second thread
+            from proxy.service_proxy import load_empty
+            subprocess.run(["ip", "netns", "exec", NETNS, "nft", "delete", "table", r.T], check=True, timeout=30)
+            work = [(k, services[k], slices[k]) for k in services]
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            mirror = d.empty_applied()
+            sent = load_empty(ctx_nft, r.Aggregate(), mirror, work, ctx, r.render_base(ctx))
+            out["agent_first_load_s"] = round(time.perf_counter() - t0, 3)
+            out["agent_first_load_cpu_s"] = round(time.process_time() - cpu0, 3)
+            out["agent_first_load_commands"] = sent
+            p = subprocess.run(["ip", "netns", "exec", NETNS, "nft", "list", "map", r.T, "service-ips"],
+                               capture_output=True, text=True, timeout=60, check=True)
+            out["loaded_service_ips"] = p.stdout.count(": goto ")
         finally:
             subprocess.run(["ip", "netns", "del", NETNS], timeout=10, check=False)
     out["python_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

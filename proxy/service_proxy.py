@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import queue
 import threading
 import time
 from datetime import datetime
@@ -21,6 +22,7 @@ from . import metrics
 from .conntrack import clear_udp
 from .diff_services import (
     commit_touched,
+    diff_added,
     diff_full,
     diff_touched,
     empty_applied,
@@ -34,7 +36,16 @@ from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
 from .nftables import Nft, NftError
-from .render_services import MAPS, SETS, Aggregate, Desired, NodeContext, T, render_base, render_service
+from .render_services import (
+    MAPS,
+    SETS,
+    Aggregate,
+    Desired,
+    NodeContext,
+    T,
+    render_base,
+    render_service,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +55,7 @@ NODE_PATH = "/api/v1/nodes"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # bounded wait for the informers' first list
 COALESCE = 0.002         # gather events arriving together into one transaction
-FIRST_LOAD_CHUNK = 1_000_000   # bytes of nft text per transaction of a big first load (~20k elements)
+LOAD_BATCH = 2000        # Services per transaction of the first load of an empty table
 
 
 class _NoCopy(dict):
@@ -278,27 +289,6 @@ class ServiceProxy:
                  sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), T)
         return Desired(sets=sets, maps=maps, chains=chains)
 
-    def _first_load(self, cmds: list[str]) -> None:
-        """The first programming of an empty table, in several transactions: libnftables needs
-        ~1.5 KB per element to parse one, ~300 MB at 30k Services. Safe only because nothing was
-        programmed yet: chains and maps first, then the elements map by map in name order, so
-        backends-* are in before service-ips and nodeports point at them."""
-        elements = [c for c in cmds if c.startswith(("add element ", "delete element "))]
-        structure = [c for c in cmds if not c.startswith(("add element ", "delete element "))]
-        self.nft.run(structure)
-        batch: list[str] = []
-        size = transactions = 0
-        for c in elements + [""]:
-            if batch and (not c or size + len(c) > FIRST_LOAD_CHUNK):
-                self.nft.run(batch)
-                transactions += 1
-                batch, size = [], 0
-            if c:
-                batch.append(c)
-                size += len(c)
-        log.info("first load of an empty table: %d element commands in %d transactions",
-                 len(elements), transactions)
-
     def sync(self) -> int:
         """One transaction for everything queued; returns the number of commands sent."""
         self.wake.clear()
@@ -312,42 +302,46 @@ class ServiceProxy:
             ctx = self.ctx
             work = [(k, self.services.get(k), [self.slices[s] for s in self.slices_of.get(k, ())])
                     for k in keys]
-        touched = None
-        for key, svc, slices in work:
-            t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None, track=not full)
-            if touched is None:
-                touched = t
-            else:
-                touched.merge(t)
         base: list[str] = []
         unknown = False
         if not self.recovered:
             self.applied = self.recover()
             base = render_base(ctx)
             unknown = True
-        if full:
-            udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
-            diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
-            cmds = base + diff
-        else:
-            if touched is None:
-                return 0
-            cmds = diff_touched(self.applied, self.agg, touched)
-            udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
-        if cmds:
-            try:
-                if full and not self.applied.counts()["elements"] and sum(map(len, cmds)) > FIRST_LOAD_CHUNK:
-                    self._first_load(cmds)
-                else:
-                    self.nft.run(cmds)
-            except NftError:
-                log.error("nft transaction of %d commands failed", len(cmds))
-                raise
-        if full:
-            self.applied = mirror
+        udp_gone: set = set()
+        if full and len(work) > LOAD_BATCH and not self.applied.counts()["elements"]:
+            sent = load_empty(self.nft, self.agg, self.applied, work, ctx, base)
             _trim_heap()
         else:
-            commit_touched(self.applied, self.agg, touched)
+            touched = None
+            for key, svc, slices in work:
+                t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None,
+                                 track=not full)
+                if touched is None:
+                    touched = t
+                else:
+                    touched.merge(t)
+            if full:
+                udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
+                diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
+                cmds = base + diff
+            else:
+                if touched is None:
+                    return 0
+                cmds = diff_touched(self.applied, self.agg, touched)
+                udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
+            if cmds:
+                try:
+                    self.nft.run(cmds)
+                except NftError:
+                    log.error("nft transaction of %d commands failed", len(cmds))
+                    raise
+            if full:
+                self.applied = mirror
+                _trim_heap()
+            else:
+                commit_touched(self.applied, self.agg, touched)
+            sent = len(cmds)
         self.recovered = True
         self.syncs += 1
         now = time.time()
@@ -357,7 +351,7 @@ class ServiceProxy:
         for trig in triggers:
             metrics.NETWORK_PROGRAMMING.observe(max(0.0, now - trig))
         metrics.LAST_SYNC.set(now)
-        metrics.COMMANDS.observe(len(cmds))
+        metrics.COMMANDS.observe(sent)
         counts = self.applied.counts()
         metrics.ELEMENTS.set(counts["elements"])
         metrics.CHAINS.set(counts["chains"])
@@ -366,10 +360,61 @@ class ServiceProxy:
         self.service_health.update(self.applied.health)
         if udp_gone:
             clear_udp(udp_gone)
-        log.log(logging.INFO if full or len(cmds) > 50 else logging.DEBUG,
+        log.log(logging.INFO if full or sent > 50 else logging.DEBUG,
                 "synced %s: %d services changed, %d commands in %.1f ms",
-                "full" if full else "partial", len(work), len(cmds), elapsed * 1000)
-        return len(cmds)
+                "full" if full else "partial", len(work), sent, elapsed * 1000)
+        return sent
+
+
+def load_empty(nft: Nft, agg: Aggregate, applied: Desired, work: list, ctx: NodeContext,
+               base: list[str]) -> int:
+    """The first programming of an empty table: the fixed structure, then the Services in
+    batches of LOAD_BATCH, one transaction each, applied on a second thread while this one
+    renders the next batch (libnftables runs without the GIL: two cores, ~half the time).
+    Why not one transaction: at 30k Services libnftables needs ~280 MB to parse 180k
+    elements at once (measured with nft -f), above what the agent may use. Each batch
+    holds every element of its Services (backends with the map entry that points at them),
+    so a Service is either fully programmed or not yet at all. `applied` (empty, as recovered)
+    is updated in place. Returns the number of commands sent."""
+    nft.run(base)
+    jobs: queue.Queue = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def apply() -> None:
+        while (text := jobs.get()) is not None:
+            if not failed:
+                try:
+                    nft.run(text)
+                except BaseException as e:  # noqa: BLE001 - re-raised on the sync thread
+                    failed.append(e)
+    worker = threading.Thread(target=apply, name="service-proxy-load", daemon=True)
+    worker.start()
+    sent = len(base)
+    # Services that went away first: the kernel holds none of their elements, and afterwards
+    # every batch only adds (diff_added's precondition)
+    work = sorted(work, key=lambda w: w[1] is not None)
+    try:
+        for i in range(0, len(work), LOAD_BATCH):
+            frags = []
+            for key, svc, slices in work[i:i + LOAD_BATCH]:
+                frag = render_service(svc, slices, ctx) if svc is not None else None
+                agg.put(key, frag, track=False)
+                if frag is not None:
+                    frags.append(frag)
+            cmds = diff_added(applied, agg, frags, unknown_chains=True)
+            if failed:
+                break
+            if cmds:
+                sent += len(cmds)
+                jobs.put("\n".join(cmds), timeout=120)
+    finally:
+        jobs.put(None, timeout=120)
+        worker.join(120)
+    applied.health = agg.health()
+    if failed:
+        raise failed[0]
+    log.info("first load of an empty table: %d Services in batches of %d", len(work), LOAD_BATCH)
+    return sent
 
 
 def _trim_heap() -> None:

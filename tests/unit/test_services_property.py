@@ -208,3 +208,84 @@ def test_incremental_syncs_equal_one_full_sync(ops, batch):
     assert set(applied.chains) == set(kernel.chains) == set(mirror.chains)
     # and a full re-sync against the mirror has nothing to do
     assert d.diff_full(applied, agg)[0] == []
+
+
+class TextNft(FakeNft):
+    """FakeNft fed as the agent's Nft is: one text transaction per call."""
+
+    def run(self, cmds) -> None:
+        super().run(cmds.splitlines() if isinstance(cmds, str) else cmds)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations(), operations(), st.integers(1, 3), st.booleans())
+def test_batched_first_load_equals_one_full_sync(before, ops, batch, backwards):
+    """The first load of an empty table (load_empty: batches of Services, diff_added) programs
+    what one full sync would, also when the Aggregate still holds Services that went away
+    and two Services claim one map key from different batches."""
+    from proxy import service_proxy as sp
+
+    def apply(svcs: dict, sls: dict, ops_) -> None:
+        for what, key, obj in ops_:
+            if what == "svc":
+                svcs[("ns", key)] = obj
+            elif what == "svc-del":
+                svcs.pop(("ns", key), None)
+            elif what == "slice":
+                sls[key] = obj
+            else:
+                sls.pop(key, None)
+
+    svcs: dict = {}
+    sls: dict = {}
+    apply(svcs, sls, before)
+    agg = r.Aggregate()                  # what an earlier agent run had (the kernel lost it)
+    for k, s in svcs.items():
+        agg.put(k, r.render_service(s, slices_of(sls, k), CTX), track=False)
+    apply(svcs, sls, ops)
+    # in any order (the agent's comes from a set): a later batch may win a contested key
+    work = [(k, svcs.get(k), slices_of(sls, k)) for k in sorted(set(svcs) | set(agg.fragments), reverse=backwards)]
+    kernel, applied = TextNft(), d.empty_applied()
+    old = sp.LOAD_BATCH
+    sp.LOAD_BATCH = batch
+    try:
+        sp.load_empty(kernel, agg, applied, work, CTX, [])
+    finally:
+        sp.LOAD_BATCH = old
+
+    fresh_agg = r.Aggregate()
+    for k, s in svcs.items():
+        fresh_agg.put(k, r.render_service(s, slices_of(sls, k), CTX))
+    fresh = FakeNft()
+    fresh.run(d.diff_full(d.empty_applied(), fresh_agg)[0])
+    assert kernel.state() == fresh.state()
+    assert {n: frozenset(v) for n, v in applied.sets.items() if v} == kernel.state()[0]
+    assert {n: v for n, v in applied.maps.items() if v} == kernel.state()[1]
+    assert set(applied.chains) == set(kernel.chains)
+    assert applied.health == fresh_agg.health()
+    assert d.diff_full(applied, agg)[0] == []
+
+
+def _claimant(name: str, ip: str) -> tuple[Service, EndpointSlice]:
+    svc = Service("ns", name, (f"10.96.0.{NAMES.index(name) + 10}",), (ServicePort("p", "tcp", 80),),
+                  external_ips=("192.168.56.200",))
+    return svc, EndpointSlice("ns", f"{name}-0", name, (SlicePort("p", "tcp", 8080),), (Endpoint(ip),))
+
+
+def test_batched_first_load_moves_a_contested_key_and_drops_a_gone_claim():
+    """c's claim on 192.168.56.200:80 lands first, then b (sorting first) takes the key over in
+    a later batch; a, gone since the last run but still in the Aggregate, would win over both
+    and must leave no value behind."""
+    from proxy import service_proxy as sp
+    (a, sla), (b, slb), (c, slc) = (_claimant(n, ip) for n, ip in zip(NAMES, IPS))
+    agg = r.Aggregate()
+    agg.put(a.key, r.render_service(a, [sla], CTX), track=False)
+    kernel, applied = TextNft(), d.empty_applied()
+    old = sp.LOAD_BATCH
+    sp.LOAD_BATCH = 1
+    try:
+        sp.load_empty(kernel, agg, applied, [(c.key, c, [slc]), (b.key, b, [slb]), (a.key, None, [])], CTX, [])
+    finally:
+        sp.LOAD_BATCH = old
+    assert kernel.maps["backends-tcp-1"]["192.168.56.200 . 80 . 0"] == f"{IPS[1]} . 8080"
+    assert d.diff_full(applied, agg)[0] == []
