@@ -10,17 +10,23 @@ one run on one 3-node kubeweft lab. Prints one JSON document. Never a test.
 - Policy j (namespace bench-n<j%10>) selects app=a<j%50> and allows port 80 from
   [tier=t<j%7>] OR [namespace ns=n<j+1> AND app=a<j+3>]: its ingress peer set on every node
   holds a few dozen to a hundred pod addresses.
-- "apply time" runs from the return of the last policy create to the moment node1's table holds
-  every policy's peer set complete (read with `nft -j list table` in node1's netns; one read
-  takes `read_s`, the resolution of the figure). All three nodes are checked at the end.
+- "apply time" runs from the return of the last policy create to node1's agent's transaction
+  that brought its table to every policy with nothing pending (its metrics
+  kubeweft_networkpolicy_{policies_applied,pending_events,last_applied_timestamp_seconds},
+  polled; the table is not listed while timing). Then node1's whole table is listed once to
+  check that every peer set is complete (if not, listing goes on and the figure is the time of
+  the first complete listing, "apply_by": "listing"); all three nodes are checked exactly.
 - "label change": one ghost pod's tier label moves it into a policy's peer set and back; the
-  time from the PATCH returning to the address appearing in (leaving) node1's set.
+  time from the PATCH returning to node1's transaction (agent metric), and to the address
+  appearing in (leaving) the set as seen by `nft list set` polls (coarser).
+- "policy add / delete": one more policy, created then deleted, five times: from the API call
+  call (made) to node1's transaction with the policy count changed (agent metric).
 - iperf3: a server pod on node1, a client on node2 (VXLAN), TCP, before any policy, with the
   1,000 policies loaded plus 20 policies that select the server (one allows the client), so the
   server's packets pass its isolation chain, and once more after all are deleted; the ratio is
   with / mean(without).
 
-Without --lab it brings up its own lab (h12netpol) and always brings it down; with --lab it uses
+Without --lab it brings up its own lab (h14netpol) and always brings it down; with --lab it uses
 that lab and deletes what it created.
 """
 from __future__ import annotations
@@ -141,6 +147,34 @@ class Bench:
                 out[s["name"]] = {e if isinstance(e, str) else json.dumps(e) for e in s.get("elem", [])}
         return out
 
+    def metrics(self, node: str = "node1") -> dict[str, float]:
+        """The policy gauges of the node's agent (kubeweft_networkpolicy_*, no labels)."""
+        import urllib.request
+
+        def get() -> str:
+            with lab_netns.entered(self.cfg.node_netns(node)), \
+                    urllib.request.urlopen("http://127.0.0.1:10249/metrics", timeout=30) as r:
+                return r.read().decode()
+        with ThreadPoolExecutor(1) as pool:                  # a netns is entered per thread
+            text = pool.submit(get).result(timeout=40)
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("kubeweft_networkpolicy_") and "{" not in line:
+                name, _, value = line.partition(" ")
+                out[name[len("kubeweft_networkpolicy_"):]] = float(value)
+        return out
+
+    def wait_applied(self, policies: int, since_wall: float, timeout: float = 60) -> float | None:
+        """Seconds from `since_wall` to node1's transaction with `policies` policies and nothing
+        pending; None on timeout."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < min(timeout, self.left()):
+            m = self.metrics()
+            if m.get("policies_applied") == policies and m.get("pending_events") == 0:
+                return m["last_applied_timestamp_seconds"] - since_wall
+            time.sleep(0.05)
+        return None
+
     def set_has(self, node: str, name: str, ip: str) -> bool:
         for item in self.nft_json(node, "set", "inet", TABLE, name).get("nftables", []):
             if item.get("set"):
@@ -256,11 +290,13 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     docs = [bench_policy(j) for j in range(policies)]
     expected = {f"{policy_id(f'bench-n{j % NAMESPACES}/pol{j}')}_i0": expected_peer_set(j, pods)
                 for j in range(policies)}
+    base = int(b.metrics().get("policies_applied", 0))
     say(f"creating {policies} policies ...")
-    t0 = time.monotonic()
+    t0, w0 = time.monotonic(), time.time()
     b.create_policies(docs)
-    t_last = time.monotonic()
+    t_last, w_last = time.monotonic(), time.time()
     out["policies_create_s"] = round(t_last - t0, 2)
+    by_metric = b.wait_applied(base + policies, w_last, timeout=300)
     reads = []
     while True:
         r0 = time.monotonic()
@@ -269,13 +305,20 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
         missing = sum(1 for name, want in expected.items() if not want <= sets.get(name, set()))
         if not missing:
             break
+        by_metric = None                  # the agent said done, the kernel disagreed: listing
         if b.left() < 120:
             out["apply_error"] = f"{missing} of {policies} peer sets still incomplete on node1"
             break
         time.sleep(0.2)
-    out["apply_s_from_last_create"] = round(time.monotonic() - t_last, 2)
-    out["apply_s_from_first_create"] = round(time.monotonic() - t0, 2)
-    out["read_s"] = round(statistics.median(reads), 2)
+    if by_metric is not None:
+        out["apply_by"] = "agent metric, then one complete listing"
+        out["apply_s_from_last_create"] = round(by_metric, 3)
+        out["apply_s_from_first_create"] = round(by_metric + w_last - w0, 3)
+    else:
+        out["apply_by"] = "listing"
+        out["apply_s_from_last_create"] = round(time.monotonic() - t_last, 2)
+        out["apply_s_from_first_create"] = round(time.monotonic() - t0, 2)
+    out["listing_s"] = round(statistics.median(reads), 2)
     out["elements_node1"] = sum(len(v) for k, v in sets.items() if k in expected)
     out["elements_expected"] = sum(len(v) for v in expected.values())
     exact = {}
@@ -289,21 +332,44 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     if j is not None:
         set_name = f"{policy_id(f'bench-n0/pol{j}')}_i0"
         ip = ghost_ip(0)
-        lat_in, lat_out = [], []
+        lat_in, lat_out, to_kernel = [], [], []
         for _ in range(5):
             for tier, want, lat in (("t1", True, lat_in), ("t0", False, lat_out)):
+                before = b.metrics().get("last_applied_timestamp_seconds", 0)
                 b.core.patch_namespaced_pod("g0", "bench-n0", {"metadata": {"labels": {"tier": tier}}},
                                             _request_timeout=10)
-                t0 = time.monotonic()
+                t0, w0 = time.monotonic(), time.time()
                 while b.set_has("node1", set_name, ip) != want:
                     if time.monotonic() - t0 > 30:
                         break
                     time.sleep(0.002)
                 lat.append((time.monotonic() - t0) * 1000)
-        out["label_change_ms"] = {"into_set_p50": round(statistics.median(lat_in), 1),
-                                  "out_of_set_p50": round(statistics.median(lat_out), 1),
-                                  "max": round(max(lat_in + lat_out), 1), "n": len(lat_in) + len(lat_out),
+                applied = b.metrics().get("last_applied_timestamp_seconds", 0)
+                if applied > before:
+                    to_kernel.append((applied - w0) * 1000)
+        out["label_change_ms"] = {"api_to_kernel_p50": round(statistics.median(to_kernel), 1) if to_kernel else None,
+                                  "api_to_kernel_max": round(max(to_kernel), 1) if to_kernel else None,
+                                  "seen_by_poll_into_set_p50": round(statistics.median(lat_in), 1),
+                                  "seen_by_poll_out_of_set_p50": round(statistics.median(lat_out), 1),
+                                  "seen_by_poll_max": round(max(lat_in + lat_out), 1), "n": len(lat_in) + len(lat_out),
                                   "poll_resolution_ms": "one nft list set per poll (~5-15 ms)"}
+
+    # 4b. one policy more, created and deleted
+    adds, dels = [], []
+    for k in range(5):
+        doc = bench_policy(policies + k)
+        ns = doc["metadata"]["namespace"]
+        w0 = time.time()
+        b.net.create_namespaced_network_policy(ns, doc, _request_timeout=10)
+        adds.append(b.wait_applied(base + policies + 1, w0, timeout=30))
+        w0 = time.time()
+        b.net.delete_namespaced_network_policy(doc["metadata"]["name"], ns, _request_timeout=10)
+        dels.append(b.wait_applied(base + policies, w0, timeout=30))
+    ok_add, ok_del = [a * 1000 for a in adds if a is not None], [d * 1000 for d in dels if d is not None]
+    out["policy_add_ms"] = {"p50": round(statistics.median(ok_add), 1) if ok_add else None,
+                            "max": round(max(ok_add), 1) if ok_add else None, "n": len(ok_add)}
+    out["policy_delete_ms"] = {"p50": round(statistics.median(ok_del), 1) if ok_del else None,
+                               "max": round(max(ok_del), 1) if ok_del else None, "n": len(ok_del)}
 
     # 5. throughput with the policies loaded (plus 20 that isolate the server)
     b.create_policies(iperf_policies())
@@ -453,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.monotonic()
     deadline = start + args.timeout
-    name = args.lab or "h12netpol"
+    name = args.lab or "h14netpol"
     own = args.lab is None
     result: dict = {"bench": "netpol"}
     b = None

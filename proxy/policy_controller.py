@@ -93,6 +93,8 @@ class PolicyController:
         self.stopping = threading.Event()
         self.transactions = 0
         self.rebuilds = 0
+        self.applied_policies = 0                             # in the table, as of last_applied
+        self.last_applied = 0.0                               # wall clock of the last transaction
         self.informers: list[Informer] = []
         self._threads: list[threading.Thread] = []
         self._nflog: socket.socket | None = None
@@ -354,7 +356,7 @@ class PolicyController:
             return
         try:
             self.nft.run(lines)
-            self.transactions += 1
+            self._applied()
         except NftError as e:
             log.error("policy transaction failed, rebuilding the table: %s", e)
             self.rebuild()
@@ -365,7 +367,18 @@ class PolicyController:
             members = list(self.counts)
             self.nft.run(rp.render_table(self.decls, members))
             self.rebuilds += 1
-            self.transactions += 1
+            self._applied()
+
+    def _applied(self) -> None:
+        self.transactions += 1
+        self.applied_policies = len(self.index.policies)
+        self.last_applied = time.time()
+
+    def pending_events(self) -> int:
+        """Watch events not yet in the kernel (queued, or taken in by a sync still running)."""
+        with self.pending_lock:
+            queued = len(self.pending)
+        return queued + (1 if self.wake.is_set() or self.dirty_pods or self.dirty_policies else 0)
 
     def sync(self) -> None:
         with self.lock:
@@ -438,7 +451,7 @@ class PolicyController:
             lines = self._plan_locked()
             try:
                 self.nft.run(lines)
-                self.transactions += 1
+                self._applied()
             except NftError:
                 log.exception("pod_added %s/%s: transaction failed; rebuilding", namespace, name)
                 self.rebuild()                   # raises if even that fails: ADD fails, retried
@@ -577,7 +590,7 @@ def start(api, cfg) -> PolicyController:
 
 def register_metrics(ctl: PolicyController):
     from prometheus_client import REGISTRY
-    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     class Collector:
         def collect(self):
@@ -594,6 +607,12 @@ def register_metrics(ctl: PolicyController):
                 (drops if what == "drop" else allowed).add_metric([ns, name, direction], packets)
             yield drops
             yield allowed
+            yield GaugeMetricFamily("kubeweft_networkpolicy_policies_applied", "policies in the "
+                                    "table as of the last transaction", value=ctl.applied_policies)
+            yield GaugeMetricFamily("kubeweft_networkpolicy_last_applied_timestamp_seconds",
+                                    "wall clock of the last policy transaction", value=ctl.last_applied)
+            yield GaugeMetricFamily("kubeweft_networkpolicy_pending_events", "watch events not yet "
+                                    "in the kernel", value=ctl.pending_events())
 
     collector = Collector()
     REGISTRY.register(collector)
