@@ -8,12 +8,16 @@ client-go's reflector does.
 
 Every change is handed to `on_event(type, obj)` on the informer's own thread; after the first
 list and after every re-list `on_sync(objects)` gets the whole set, so a consumer can rebuild.
+With `transform`, the list's items are decoded one at a time and kept (and handed to on_sync)
+as transform(obj): the raw JSON of a 30k-object list (~140 MB as Python objects for 30k
+EndpointSlices) is never alive at once, only its text.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -34,12 +38,14 @@ class Informer:
     def __init__(self, api: ApiClient, path: str, *,
                  on_event: Callable[[str, dict], None] | None = None,
                  on_sync: Callable[[dict[ObjKey, dict]], None] | None = None,
-                 params: dict[str, str] | None = None, watch_timeout: int = 300, name: str = ""):
+                 params: dict[str, str] | None = None, watch_timeout: int = 300, name: str = "",
+                 transform: Callable[[dict], object] | None = None):
         self.api = api
         self.path = path                      # e.g. /api/v1/nodes, /apis/discovery.k8s.io/v1/endpointslices
         self.params = dict(params or {})      # labelSelector, fieldSelector
         self.on_event = on_event
         self.on_sync = on_sync
+        self.transform = transform
         self.watch_timeout = watch_timeout
         self.name = name or path
         self.objects: dict[ObjKey, dict] = {}
@@ -87,12 +93,20 @@ class Informer:
     def _list(self) -> None:
         raw = self._request({}, 60)
         try:
-            body = json.loads(raw.read())
+            text = raw.read().decode()
         finally:
             raw.release_conn()
-        objects = {key_of(o): o for o in body.get("items") or []}
+        transform = self.transform or (lambda o: o)
+        objects = {}
+        meta: dict = {}
+        for field, value in iter_list(text):
+            if field == "items":
+                objects[key_of(value)] = transform(value)
+            elif field == "metadata":
+                meta = value
+        del text
         self.objects = objects
-        self.resource_version = body.get("metadata", {}).get("resourceVersion", "")
+        self.resource_version = meta.get("resourceVersion", "") if isinstance(meta, dict) else ""
         self.relists += 1
         if self.on_sync:
             self.on_sync(dict(objects))
@@ -134,7 +148,7 @@ class Informer:
         if etype == "DELETED":
             self.objects.pop(key, None)
         else:
-            self.objects[key] = obj
+            self.objects[key] = self.transform(obj) if self.transform else obj
         if self.on_event:
             self.on_event(etype, obj)
 
@@ -164,3 +178,48 @@ class Informer:
 
 class _Expired(Exception):
     pass
+
+
+_decoder = json.JSONDecoder()
+_ws = re.compile(r"[ \t\n\r]*")
+
+
+def iter_list(text: str):
+    """(field, value) of a JSON list response's top-level object, every element of `items`
+    yielded as ("items", element) one at a time (the C scanner decodes each in turn)."""
+    def skip(i: int) -> int:
+        return _ws.match(text, i).end()
+
+    def expect(i: int, ch: str) -> int:
+        i = skip(i)
+        if text[i:i + 1] != ch:
+            raise ValueError(f"list response: expected {ch!r} at {i}")
+        return i + 1
+
+    i = expect(0, "{")
+    if text[skip(i):skip(i) + 1] == "}":
+        return
+    while True:
+        field, i = _decoder.raw_decode(text, skip(i))
+        i = expect(i, ":")
+        i = skip(i)
+        if field == "items" and text[i:i + 1] == "[":
+            i = skip(i + 1)
+            if text[i:i + 1] == "]":
+                i += 1
+            else:
+                while True:
+                    item, i = _decoder.raw_decode(text, i)
+                    yield "items", item
+                    i = skip(i)
+                    if text[i:i + 1] == "]":
+                        i += 1
+                        break
+                    i = skip(expect(i, ","))
+        else:
+            value, i = _decoder.raw_decode(text, i)
+            yield field, value
+        i = skip(i)
+        if text[i:i + 1] == "}":
+            return
+        i = expect(i, ",")

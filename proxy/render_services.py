@@ -225,32 +225,46 @@ def select_endpoints(eps: list[Endpoint], ctx: NodeContext) -> tuple[list[Endpoi
     when they apply), else serving-and-terminating ones."""
     ready = [e for e in eps if e.ready]
     cluster = _topology(ready, ctx) or [e for e in eps if not e.ready and e.serving and e.terminating]
-    local_all = [e for e in eps if e.node_name == ctx.node_name]
+    me = ctx.node_name
+    local_all = [e for e in eps if e.node_name == me]
+    if not local_all:
+        return cluster, local_all
     local = [e for e in local_all if e.ready] or \
         [e for e in local_all if not e.ready and e.serving and e.terminating]
     return cluster, local
 
 
 def _topology(ready: list[Endpoint], ctx: NodeContext) -> list[Endpoint]:
+    # the first endpoint decides most cases: hints apply only when every endpoint has them
     if not ready:
         return ready
-    if all(e.hint_nodes is not None for e in ready):
+    if ready[0].hint_nodes is not None and all(e.hint_nodes is not None for e in ready):
         mine = [e for e in ready if ctx.node_name in (e.hint_nodes or ())]
         if mine:
             return mine
-    if ctx.zone and all(e.hint_zones is not None for e in ready):
+    if ctx.zone and ready[0].hint_zones is not None and all(e.hint_zones is not None for e in ready):
         mine = [e for e in ready if ctx.zone in (e.hint_zones or ())]
         if mine:
             return mine
     return ready
 
 
+def _slice_name(sl: EndpointSlice) -> str:
+    return sl.name
+
+
 def endpoints_for_port(sp: ServicePort, slices: Iterable[EndpointSlice]) -> list[tuple[Endpoint, int]]:
     """The endpoints of one service port with their target port, deduplicated by address."""
     seen: dict[str, tuple[Endpoint, int]] = {}
-    for sl in sorted(slices, key=lambda s: s.name):
-        port = next((p.port for p in sl.ports if p.name == sp.name and p.protocol == sp.protocol), None)
-        if port is None:
+    if not isinstance(slices, (list, tuple)) or len(slices) > 1:
+        slices = sorted(slices, key=_slice_name)
+    name, proto = sp.name, sp.protocol
+    for sl in slices:
+        for p in sl.ports:
+            if p.name == name and p.protocol == proto:
+                port = p.port
+                break
+        else:
             continue
         for ep in sl.endpoints:
             old = seen.get(ep.ip)
@@ -436,24 +450,23 @@ class Aggregate:
                 refs[e] = refs.get(e, 0) + 1
             if touched is not None:
                 touched.elements.update((name, e) for e in elems)
+        map_vals, map_svc = self.map_vals, self.map_svc
         for name, m in frag.maps.items():
-            vals = self.map_vals.setdefault(name, {})
-            svcs = self.map_svc.setdefault(name, {})
-            if not svcs.keys().isdisjoint(m):
-                clash = svcs.keys() & m.keys()
-                for k in clash:
-                    if svcs[k] == svc:
-                        vals[k] = m[k]
-                        continue
-                    claims = self.map_claims.setdefault((name, k), {svcs[k]: vals[k]})
-                    claims[svc] = m[k]
-                    first = min(claims)
-                    svcs[k], vals[k] = first, claims[first]
-                fresh = {k: v for k, v in m.items() if k not in clash}
-            else:
-                fresh = m
-            vals.update(fresh)
-            svcs.update(dict.fromkeys(fresh, svc))
+            vals = map_vals.get(name)
+            if vals is None:
+                vals = map_vals[name] = {}
+                map_svc[name] = {}
+            svcs = map_svc[name]
+            for k, v in m.items():           # a fragment's maps are small: a loop beats set views
+                owner = svcs.get(k)
+                if owner is None or owner == svc:
+                    vals[k] = v
+                    svcs[k] = svc
+                    continue
+                claims = self.map_claims.setdefault((name, k), {owner: vals[k]})
+                claims[svc] = v
+                first = min(claims)
+                svcs[k], vals[k] = first, claims[first]
             if touched is not None:
                 touched.keys.update((name, k) for k in m)
         self._objects(frag, +1, touched)

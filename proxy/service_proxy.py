@@ -121,10 +121,11 @@ class ServiceProxy:
         except OSError as e:
             log.error("healthz on %s: %s", self.cfg.healthz_bind_address, e)
         self.informers = [
+            # lists decoded item by item into model values (transform): never 30k raw objects at once
             LeanInformer(self.api, SVC_PATH, on_event=self._on_service, on_sync=self._on_services,
-                     name="services"),
+                         name="services", transform=self._parse_service),
             LeanInformer(self.api, SLICE_PATH, on_event=self._on_slice, on_sync=self._on_slices,
-                     name="endpointslices"),
+                         name="endpointslices", transform=self._parse_slice),
             Informer(self.api, NODE_PATH, on_event=lambda _t, o: self._on_node(o),
                      on_sync=lambda objs: [self._on_node(o) for o in objs.values()],
                      params={"fieldSelector": f"metadata.name={self.cfg.node_name}"}, name="node"),
@@ -176,11 +177,8 @@ class ServiceProxy:
             self._mark([key])
 
     def _on_services(self, objects: dict) -> None:
-        parsed = {}
-        for key, obj in objects.items():
-            svc = self._parse_service(obj)
-            if svc is not None:
-                parsed[key] = svc
+        """objects: key -> Service, or None for one we leave alone (parsed by the informer)."""
+        parsed = {key: svc for key, svc in objects.items() if svc is not None}
         with self.lock:
             old = set(self.services)
             self.services = parsed
@@ -218,13 +216,14 @@ class ServiceProxy:
             self._mark(touched, _trigger_time(obj, now))
 
     def _on_slices(self, objects: dict) -> None:
+        """objects: key -> EndpointSlice, or None for one we cannot use (parsed by the informer)."""
         with self.lock:
             touched = set()
             for key in list(self.slices):
                 if key not in objects:
                     touched |= self._put_slice(key, None)
-            for key, obj in objects.items():
-                touched |= self._put_slice(key, self._parse_slice(obj))
+            for key, sl in objects.items():
+                touched |= self._put_slice(key, sl)
             self._mark(touched)
 
     def _on_node(self, obj: dict) -> None:
