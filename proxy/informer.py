@@ -8,19 +8,20 @@ client-go's reflector does.
 
 Every change is handed to `on_event(type, obj)` on the informer's own thread; after the first
 list and after every re-list `on_sync(objects)` gets the whole set, so a consumer can rebuild.
-With `transform`, the list's items are decoded one at a time and kept (and handed to on_sync)
-as transform(obj): the raw JSON of a 30k-object list (~140 MB as Python objects for 30k
-EndpointSlices) is never alive at once, only its text.
+A list is decoded as it arrives, item by item; with `transform`, items are kept (and handed
+to on_sync) as transform(obj), so the raw JSON of a 30k-object list (~140 MB as Python objects
+for 30k EndpointSlices, plus its text twice over) is never alive at once.
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from kubernetes.client import ApiClient
 
@@ -92,19 +93,18 @@ class Informer:
 
     def _list(self) -> None:
         raw = self._request({}, 60)
-        try:
-            text = raw.read().decode()
-        finally:
-            raw.release_conn()
         transform = self.transform or (lambda o: o)
         objects = {}
         meta: dict = {}
-        for field, value in iter_list(text):
-            if field == "items":
-                objects[key_of(value)] = transform(value)
-            elif field == "metadata":
-                meta = value
-        del text
+        try:
+            # decoded as it arrives: a 30k-object list is never whole in memory, as bytes or text
+            for field, value in iter_list(raw.stream(1 << 20, decode_content=True)):
+                if field == "items":
+                    objects[key_of(value)] = transform(value)
+                elif field == "metadata":
+                    meta = value
+        finally:
+            raw.release_conn()
         self.objects = objects
         self.resource_version = meta.get("resourceVersion", "") if isinstance(meta, dict) else ""
         self.relists += 1
@@ -182,44 +182,88 @@ class _Expired(Exception):
 
 _decoder = json.JSONDecoder()
 _ws = re.compile(r"[ \t\n\r]*")
+_scalar = re.compile(r"[^,\]}\s]*")
 
 
-def iter_list(text: str):
+class _Text:
+    """JSON text arriving in chunks: decoded values are taken from the front, and what was
+    taken is dropped when the next chunk comes (never the whole response in memory)."""
+
+    def __init__(self, source: str | Iterable[bytes]):
+        if isinstance(source, str):
+            self.buf, self.done, self.chunks = source, True, iter(())
+        else:
+            self.buf, self.done, self.chunks = "", False, iter(source)
+        self.pos = 0
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+
+    def more(self) -> bool:
+        """Append the next chunk; False at the end of the text."""
+        while not self.done:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.done = True
+                text = self.utf8.decode(b"", final=True)
+            else:
+                text = self.utf8.decode(chunk)
+            if text:
+                self.buf = self.buf[self.pos:] + text
+                self.pos = 0
+                return True
+        return False
+
+    def peek(self) -> str:
+        """The next character after white space ('' at the end)."""
+        while True:
+            self.pos = _ws.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
+                return ""
+
+    def take(self, ch: str) -> None:
+        if self.peek() != ch:
+            raise ValueError(f"list response: expected {ch!r}, got {self.buf[self.pos:self.pos + 20]!r}")
+        self.pos += 1
+
+    def value(self):
+        if self.peek() not in '{["':
+            # a number or literal: have all of it (up to a delimiter) before decoding
+            while _scalar.match(self.buf, self.pos).end() == len(self.buf) and self.more():
+                pass
+        while True:
+            try:
+                value, self.pos = _decoder.raw_decode(self.buf, self.pos)
+                return value
+            except json.JSONDecodeError:
+                if not self.more():
+                    raise
+
+
+def iter_list(source: str | Iterable[bytes]) -> Iterator[tuple[str, object]]:
     """(field, value) of a JSON list response's top-level object, every element of `items`
-    yielded as ("items", element) one at a time (the C scanner decodes each in turn)."""
-    def skip(i: int) -> int:
-        return _ws.match(text, i).end()
-
-    def expect(i: int, ch: str) -> int:
-        i = skip(i)
-        if text[i:i + 1] != ch:
-            raise ValueError(f"list response: expected {ch!r} at {i}")
-        return i + 1
-
-    i = expect(0, "{")
-    if text[skip(i):skip(i) + 1] == "}":
+    yielded as ("items", element) one at a time. `source`: the text, or its bytes in chunks
+    (then only about a chunk and one item are in memory at once)."""
+    t = _Text(source)
+    t.take("{")
+    if t.peek() == "}":
         return
     while True:
-        field, i = _decoder.raw_decode(text, skip(i))
-        i = expect(i, ":")
-        i = skip(i)
-        if field == "items" and text[i:i + 1] == "[":
-            i = skip(i + 1)
-            if text[i:i + 1] == "]":
-                i += 1
+        field = t.value()
+        t.take(":")
+        if field == "items" and t.peek() == "[":
+            t.take("[")
+            if t.peek() == "]":
+                t.take("]")
             else:
                 while True:
-                    item, i = _decoder.raw_decode(text, i)
-                    yield "items", item
-                    i = skip(i)
-                    if text[i:i + 1] == "]":
-                        i += 1
+                    yield "items", t.value()
+                    if t.peek() == "]":
+                        t.take("]")
                         break
-                    i = skip(expect(i, ","))
+                    t.take(",")
         else:
-            value, i = _decoder.raw_decode(text, i)
-            yield field, value
-        i = skip(i)
-        if text[i:i + 1] == "}":
+            yield field, t.value()
+        if t.peek() == "}":
             return
-        i = expect(i, ",")
+        t.take(",")
