@@ -85,6 +85,8 @@ class PolicyController:
         self.members: dict[PodKey, frozenset[rp.Member]] = {} # per pod, applied
         self.counts: Counter = Counter()                      # (set, element) -> pods claiming it
         self.rendered: dict[str, tuple[pm.Policy, dict[str, rp.Decl]]] = {}  # per policy id
+        self._index_memo: dict = {}                           # rp.index_policies' cache
+        self._by_ns: dict[str, list[PodKey]] | None = None
         self.pid_pods: dict[str, set[PodKey]] = {}           # policy id -> pods in its sets
         self.pending: list[tuple[str, str, object]] = []      # watch events not yet taken in
         self.pending_lock = threading.Lock()                  # never held for long: the watch
@@ -161,9 +163,12 @@ class PolicyController:
         else:
             parsed = self._parse(kind, obj) if etype != "DELETED" else None
             if parsed is None:
-                self.pods.pop(key, None)
+                if self.pods.pop(key, None) is not None:
+                    self._by_ns = None
                 self.gone.pop(key, None)
             else:
+                if key not in self.pods:
+                    self._by_ns = None
                 self.pods[key] = self._with_cni_ip(parsed)
             self.dirty_pods.add(key)
 
@@ -178,6 +183,7 @@ class PolicyController:
         else:
             pods = (self._parse(kind, o) for o in objects.values())
             self.pods = {p.key: self._with_cni_ip(p) for p in pods if p}
+            self._by_ns = None
         self.dirty_all = True
         self.dirty_policies = True
 
@@ -271,18 +277,29 @@ class PolicyController:
         for pid, pol in self.index.policies:
             if pid in changed:
                 sels.setdefault(pol.namespace, []).append(pol.pod_selector)
-        for key, pod in self.pods.items():
-            if key in out or not pod.ip or pod.host_network or pod.terminal:
-                continue
-            few = self._few_candidates(pod.namespace)
-            mine = sels.get(pod.namespace)
+        for ns, keys in self._pods_by_namespace().items():
+            few = self._few_candidates(ns)
+            mine = sels.get(ns)
             if not few and not mine:
-                continue
-            ns_labels = self._namespace(pod.namespace).labels
-            if any(ps.matches(pod, ns_labels) for ps in few) or (
-                    mine and self._is_local(pod) and any(sel.matches(pod.labels) for sel in mine)):
-                out.add(key)
+                continue                        # no changed selector can match this namespace
+            ns_labels = self._namespace(ns).labels
+            for key in keys:
+                pod = self.pods[key]
+                if key in out or not pod.ip or pod.host_network or pod.terminal:
+                    continue
+                if any(ps.matches(pod, ns_labels) for ps in few) or (
+                        mine and self._is_local(pod) and any(sel.matches(pod.labels) for sel in mine)):
+                    out.add(key)
         return out
+
+    def _pods_by_namespace(self) -> dict[str, list[PodKey]]:
+        """namespace -> its pods (made again after a pod comes or goes: _by_ns = None)."""
+        if self._by_ns is None:
+            by_ns: dict[str, list[PodKey]] = {}
+            for key in self.pods:
+                by_ns.setdefault(key[0], []).append(key)
+            self._by_ns = by_ns
+        return self._by_ns
 
     def _render_decls_locked(self, changed: frozenset[str] | None) -> tuple[dict[str, rp.Decl], set[str] | None]:
         """The whole structure, each policy's part rendered again only when it changed; and the
@@ -305,14 +322,19 @@ class PolicyController:
                 keys.update(have[1])
             rendered[pid] = have
             decls.update(have[1])
-        for pid, (_, old) in self.rendered.items():
+        touched = set()                         # namespaces whose policies changed
+        for pid, (pol, old) in self.rendered.items():
             if pid not in rendered or rendered[pid] is not self.rendered[pid]:
                 keys.update(old)
+                touched.add(pol.namespace)
+        touched.update(rendered[pid][0].namespace for pid in changed or () if pid in rendered)
         self.rendered = rendered
-        for d in rp.render_dispatch(self.index, str(self.pod_net)):
+        for d in rp.render_dispatch(self.index, str(self.pod_net), self.decls,
+                                    None if changed is None else touched):
             decls[rp.decl_key(d)] = d
             keys.add(rp.decl_key(d))
-        keys.update(k for k in self.decls if k.startswith("chain n"))   # namespaces without policies now
+        # a namespace's dispatch chains that go with its last policy
+        keys.update(f"chain {rp.namespace_chain(ns, d)}" for ns in touched for d in ("in", "eg"))
         return decls, None if changed is None else keys
 
     def _plan_locked(self) -> list[str]:
@@ -324,7 +346,7 @@ class PolicyController:
         added: list[rp.Member] = []
         if self.dirty_policies:
             old_named = self.index.named_ports
-            self.index = rp.index_policies(self.policies.values())
+            self.index = rp.index_policies(self.policies.values(), self._index_memo)
             self.names = {pid: pol.key for pid, pol in self.index.policies}
             changed = frozenset(self.changed)
             # however many changed, testing only their selectors costs less than a full plan
@@ -449,6 +471,7 @@ class PolicyController:
             if obj is not None and key not in self.pods:
                 pod = pm.parse_pod(obj)        # raises on a broken pod: ADD is retried
                 self.pods[key] = pod
+                self._by_ns = None
             if ns_obj is not None and namespace not in self.namespaces:
                 self.namespaces[namespace] = pm.parse_namespace(ns_obj)
                 self.candidates.pop(namespace, None)
@@ -456,6 +479,8 @@ class PolicyController:
             self.cni_pods[container_id] = (key, ip)
             self.cni_ips[key] = ip
             self.gone.pop(key, None)
+            if key not in self.pods:
+                self._by_ns = None
             self.pods[key] = replace(pod, ip=ip, node=self.node_name, terminal=False)
             self.dirty_pods.add(key)
             lines = self._plan_locked()

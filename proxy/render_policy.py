@@ -161,26 +161,50 @@ def _selector_peers(rule: Rule) -> tuple[Peer, ...]:
     return tuple(p for p in rule.peers if p.ip_block is None)
 
 
-def index_policies(policies: Iterable[Policy]) -> PolicyIndex:
+def _policy_parts(pol: Policy) -> tuple[str, tuple[tuple[PeerSet, bool], ...], frozenset[tuple[str, str]]]:
+    """One policy's id, peer sets (with: has a namespaceSelector) and named ports."""
+    pid = policy_id(pol.key)
+    sets = []
+    named: set[tuple[str, str]] = set()
+    for d, rules in (("i", pol.ingress), ("e", pol.egress)):
+        for r, rule in enumerate(rules):
+            named.update((ps.protocol, ps.port) for ps in rule.ports if isinstance(ps.port, str))
+            peers = _selector_peers(rule)
+            if peers:
+                sets.append((PeerSet(f"{pid}_{d}{r}", pol.namespace, peers),
+                             any(p.namespace_selector is not None for p in peers)))
+    return pid, tuple(sets), frozenset(named)
+
+
+def index_policies(policies: Iterable[Policy], memo: dict | None = None) -> PolicyIndex:
+    """memo: a cache the caller keeps from one call to the next (policy key -> (policy, its
+    parts)); it only saves work, the index is the same without it."""
     ordered = sorted(policies, key=lambda p: (p.namespace, p.name))
-    pairs = tuple((policy_id(p.key), p) for p in ordered)
+    parts = []
+    for pol in ordered:
+        have = memo.get(pol.key) if memo is not None else None
+        if have is None or have[0] is not pol:
+            have = (pol, _policy_parts(pol))
+            if memo is not None:
+                memo[pol.key] = have
+        parts.append(have[1])
+    if memo is not None and len(memo) > len(parts):
+        keep = {pol.key for pol in ordered}
+        for k in [k for k in memo if k not in keep]:
+            del memo[k]
+    pairs = tuple((pid, pol) for (pid, _, _), pol in zip(parts, ordered))
     by_ns: dict[str, list] = {}
     local: dict[str, list] = {}
     ns_sets: list[PeerSet] = []
     named: set[tuple[str, str]] = set()
-    for pid, pol in pairs:
+    for (pid, sets, names), pol in zip(parts, ordered):
         by_ns.setdefault(pol.namespace, []).append((pid, pol))
-        for d, rules in (("i", pol.ingress), ("e", pol.egress)):
-            for r, rule in enumerate(rules):
-                named.update((ps.protocol, ps.port) for ps in rule.ports if isinstance(ps.port, str))
-                peers = _selector_peers(rule)
-                if not peers:
-                    continue
-                ps = PeerSet(f"{pid}_{d}{r}", pol.namespace, peers)
-                if any(p.namespace_selector is not None for p in peers):
-                    ns_sets.append(ps)
-                else:
-                    local.setdefault(pol.namespace, []).append(ps)
+        named |= names
+        for ps, across in sets:
+            if across:
+                ns_sets.append(ps)
+            else:
+                local.setdefault(pol.namespace, []).append(ps)
     return PolicyIndex(pairs, {k: tuple(v) for k, v in by_ns.items()},
                        {k: tuple(v) for k, v in local.items()}, tuple(ns_sets), frozenset(named),
                        {pid: pol.types for pid, pol in pairs})
@@ -360,10 +384,14 @@ def render_namespace_dispatch(namespace: str, pols: Iterable[tuple[str, Policy]]
                  f"{namespace}", tuple(rules))
 
 
-def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None) -> list[Decl]:
+def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None,
+                    previous: Mapping[str, Decl] | None = None,
+                    only: Iterable[str] | None = None) -> list[Decl]:
     """The base chains, the two isolation chains and one dispatch chain per namespace with
     policies (the isolation chains change only when a namespace gets its first policy or loses
-    its last)."""
+    its last). With `only` (namespaces whose policies changed), the other namespaces' chains are
+    taken from `previous` (the decls rendered last time) as they are."""
+    only = None if only is None else set(only)
     est = NftRule((Match("ct state", values=("established,related",)),), "accept",
                   comment="replies and established connections (a policy change cuts none)")
     # Packets routed to an address of this node's pod CIDR before its pod exists would pass (no
@@ -386,7 +414,11 @@ def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None) -> list[Dec
             rules.append(NftRule((Match(addr, "!=", set=isolated),), "accept",
                                  comment="destination not isolated for ingress"))
         for ns, pols in sorted(index.by_namespace.items()):
-            if any(direction in pol.types for _, pol in pols):
+            key = f"chain {namespace_chain(ns, d)}"
+            if only is not None and previous is not None and ns not in only and key in previous:
+                chains.append(previous[key])
+                rules.append(NftRule((), f"jump {namespace_chain(ns, d)}"))
+            elif any(direction in pol.types for _, pol in pols):
                 chains.append(render_namespace_dispatch(ns, pols, direction, d, addr))
                 rules.append(NftRule((), f"jump {namespace_chain(ns, d)}"))
         rules.append(NftRule((), "drop", comment="isolated, and no policy allowed it"))

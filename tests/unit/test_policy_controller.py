@@ -111,13 +111,23 @@ def test_incremental_equals_from_scratch(seed):
             else:
                 pols[(ns, name)] = policy(ns, name, rnd)
                 ctl._on_event("pol", "MODIFIED", pols[(ns, name)])
-        elif r < 0.85:                               # a pod's labels change
+        elif r < 0.8:                                # a pod's labels change
             key = rnd.choice(list(pods))
             doc = pods[key]
             doc = dict(doc, metadata=dict(doc["metadata"], labels={"app": rnd.choice("abc"),
                                                                    "tier": rnd.choice("xy")}))
             pods[key] = doc
             ctl._on_event("pod", "MODIFIED", doc)
+        elif r < 0.93:                               # a pod goes, or a new one comes
+            if rnd.random() < 0.5 and pods:
+                key = rnd.choice(list(pods))
+                ctl._on_event("pod", "DELETED", pods.pop(key))
+            else:
+                i = 100 + step
+                ns, node = rnd.choice(list(nss)), rnd.choice(["node1", "node2"])
+                ip = f"10.244.{0 if node == 'node1' else 1}.{i}"
+                pods[(ns, f"p{i}")] = pod(ns, f"p{i}", ip, {"app": rnd.choice("abc"), "tier": rnd.choice("xy")}, node)
+                ctl._on_event("pod", "ADDED", pods[(ns, f"p{i}")])
         else:                                        # a namespace's labels change
             n = rnd.choice(list(nss))
             nss[n] = namespace(n, rnd.choice(["red", "blue"]))
