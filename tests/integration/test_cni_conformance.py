@@ -515,6 +515,39 @@ def test_chained_with_reference_portmap_through_cniexec(node):
     assert node.pod_addrs(pod) == []
 
 
+def test_chained_with_reference_tuning_and_bandwidth_through_cniexec(node):
+    """kubeweft, then Debian's tuning (a sysctl and the MTU inside the pod) and bandwidth (a tbf
+    qdisc on the host veth that kubeweft's result names): both read prevResult and act on the
+    interfaces kubeweft made; DEL runs in reverse and leaves nothing."""
+    from lab import cniexec
+
+    for plugin in ("tuning", "bandwidth"):
+        shutil.copy(REFERENCE / plugin, node.bin_dir / plugin)
+    conflist = {"cniVersion": "1.0.0", "name": "kwtune", "plugins": [
+        {"type": "kubeweft", "socket": str(node.socket), "dataDir": str(node.data_dir), "bridge": "kw0"},
+        {"type": "tuning", "mtu": 1400, "sysctl": {"net.ipv4.conf.eth0.accept_local": "1"}},
+        {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+    ]}
+    net = cniexec.parse_network_config(json.dumps(conflist))
+    runtime = cniexec.CniRuntime(node.bin_dir, node.tmp / "cniexec-tune", timeout=30,
+                                 preexec_fn=lab_netns.preexec(node.node))
+    pod = node.new_pod()
+    rt = cniexec.RuntimeConf(container_id="tuned", netns=str(lab_netns.path(pod)),
+                             capability_args={"bandwidth": {"ingressRate": 8_000_000, "ingressBurst": 65536,
+                                                            "egressRate": 8_000_000, "egressBurst": 65536}})
+    try:
+        result = runtime.add(net, rt)
+        host_veth = result["interfaces"][1]["name"]
+        assert sh("ip", "netns", "exec", pod, "sysctl", "-n", "net.ipv4.conf.eth0.accept_local").strip() == "1"
+        assert json.loads(sh("ip", "-j", "-n", pod, "link", "show", "eth0"))[0]["mtu"] == 1400
+        qdiscs = sh("tc", "qdisc", "show", "dev", host_veth, netns=node.node)
+        assert "tbf" in qdiscs, qdiscs
+    finally:
+        runtime.delete(net, rt)
+    assert "tuned" not in node.reserved().values()
+    assert node.pod_addrs(pod) == []
+
+
 def test_installed_conflist_through_cniexec_add_check_status_gc_del(node):
     """The conflist install-cni wrote (1.1.0), as the lab kubelet will use it."""
     from lab import cniexec
