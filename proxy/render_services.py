@@ -280,6 +280,23 @@ def _id(*parts: object) -> str:
     return base64.b32encode(digest[:10]).decode().lower()
 
 
+@functools.lru_cache(maxsize=4096)
+def _lb_chain(family: str, proto: str, n: int) -> tuple[str, Chain]:
+    name = f"{family}-{proto}-{n}"
+    return name, family_chain(name)
+
+
+class _Goto(dict):
+    """'lb-tcp-3' -> 'goto lb-tcp-3', one string shared by every map value that names it."""
+
+    def __missing__(self, name: str) -> str:
+        value = self[name] = f"goto {name}"
+        return value
+
+
+_GOTO = _Goto()
+
+
 class _Builder:
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
@@ -289,9 +306,8 @@ class _Builder:
         self.dynsets: dict[str, str] = {}
 
     def lb_chain(self, family: str, proto: str, n: int) -> str:
-        name = f"{family}-{proto}-{n}"
-        if name not in self.chains:
-            self.chains[name] = family_chain(name)
+        name, chain = _lb_chain(family, proto, n)
+        self.chains[name] = chain
         return name
 
     def target(self, family: str, bkey: str, eps: list[tuple[str, int]], svc: Service,
@@ -300,11 +316,12 @@ class _Builder:
         map under bkey (the key without the protocol, which the map's name holds)."""
         if svc.affinity_timeout is not None:
             return f"goto {self.affinity(svc, sp, scope, eps)}"
-        name = self.lb_chain(family, sp.protocol, len(eps))
-        m = self.maps[self.chains[name].map]
+        name, chain = _lb_chain(family, sp.protocol, len(eps))
+        self.chains[name] = chain
+        m = self.maps[chain.map]
         for i, (ip, port) in enumerate(eps):
             m[f"{bkey} . {i}"] = f"{ip} . {port}"
-        return f"goto {name}"
+        return _GOTO[name]
 
     def affinity(self, svc: Service, sp: ServicePort, scope: str, eps: list[tuple[str, int]]) -> str:
         sid = _id(svc.namespace, svc.name, sp.protocol, sp.port, scope)
@@ -328,16 +345,20 @@ class _Builder:
 
     def add_service(self, svc: Service, slices: list[EndpointSlice]) -> None:
         local_total: set[str] = set()
+        me = self.ctx.node_name
         for sp in svc.ports:
             found = endpoints_for_port(sp, slices)
             by_ip = {e.ip: port for e, port in found}
             cluster, local = select_endpoints([e for e, _ in found], self.ctx)
             all_eps = [(e.ip, by_ip[e.ip]) for e in cluster]
             local_eps = [(e.ip, by_ip[e.ip]) for e in local]
-            local_total |= {e.ip for e in local}
-            for e in cluster + local:       # only a pod on this node can reach itself through it
-                if e.node_name in ("", self.ctx.node_name):
-                    self.sets["hairpin"].add(f"{e.ip} . {e.ip}")
+            if local:
+                local_total.update(e.ip for e in local)
+            hairpin = [f"{e.ip} . {e.ip}" for e in cluster if e.node_name == me or not e.node_name]
+            if local:            # only a pod on this node can reach itself through it
+                hairpin += [f"{e.ip} . {e.ip}" for e in local if e.node_name == me or not e.node_name]
+            if hairpin:
+                self.sets["hairpin"].update(hairpin)
             internal = local_eps if svc.internal_local else all_eps
             proto, port = sp.protocol, sp.port
             for vip in svc.cluster_ips:
@@ -384,7 +405,7 @@ class _Builder:
 def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeContext) -> Desired:
     """The elements, on-demand chains and dynamic sets of ONE Service (a fragment)."""
     b = _Builder(ctx)
-    b.add_service(svc, list(slices))
+    b.add_service(svc, slices if isinstance(slices, list) else list(slices))
     return Desired(sets={n: frozenset(v) for n, v in b.sets.items() if v},
                    maps={n: v for n, v in b.maps.items() if v}, chains=b.chains, dynsets=b.dynsets,
                    health={svc.key: b.health_entry} if b.health_entry else {})
@@ -437,7 +458,8 @@ class Aggregate:
         if frag is not None:
             self.fragments[key] = frag
             self._add(key, frag, touched if track else None)
-            self.health_of.update(frag.health)
+            if frag.health:
+                self.health_of.update(frag.health)
         return touched
 
     def _add(self, svc: tuple[str, str], frag: Desired, touched: Touched | None) -> None:
@@ -499,17 +521,10 @@ class Aggregate:
         self._objects(frag, -1, touched)
 
     def _objects(self, frag: Desired, d: int, touched: Touched | None) -> None:
-        for refs, items, seen in ((self.chain_refs, frag.chains, touched.chains if touched is not None else None),
-                                  (self.dynset_refs, frag.dynsets, touched.dynsets if touched is not None else None)):
-            for name, value in items.items():
-                entry = refs.setdefault(name, [0, value])
-                entry[0] += d
-                if d > 0:
-                    entry[1] = value
-                if entry[0] <= 0:
-                    del refs[name]
-                if seen is not None:
-                    seen.add(name)
+        if frag.chains:
+            _count(self.chain_refs, frag.chains, d, touched.chains if touched is not None else None)
+        if frag.dynsets:
+            _count(self.dynset_refs, frag.dynsets, d, touched.dynsets if touched is not None else None)
 
     def has(self, name: str, elem: str) -> bool:
         return elem in self.set_refs.get(name, ())
@@ -541,6 +556,21 @@ class Aggregate:
         return Desired(sets=sets, maps=maps,
                        chains={n: e[1] for n, e in self.chain_refs.items()},
                        dynsets={n: e[1] for n, e in self.dynset_refs.items()}, health=self.health())
+
+
+def _count(refs: dict[str, list], items: dict, d: int, seen: set[str] | None) -> None:
+    """Reference counts of chains or dynamic sets: name -> [count, latest value]."""
+    for name, value in items.items():
+        entry = refs.get(name)
+        if entry is None:
+            entry = refs[name] = [0, value]
+        entry[0] += d
+        if d > 0:
+            entry[1] = value
+        if entry[0] <= 0:
+            del refs[name]
+        if seen is not None:
+            seen.add(name)
 
 
 def render_state(services: Mapping[tuple[str, str], Service],
