@@ -547,7 +547,9 @@ class PolicyController:
         if self._reader is None:
             self._reader = Nft(self.netns) if self.netns is not None else Nft()
         out = {}
-        for item in self._reader.list(f"counters table {rp.T}"):
+        # "list table" reads only this table ("list counters" fills nft's whole cache: every
+        # element of the service proxy's maps, ~4 s and ~240 MB at 30k Services)
+        for item in self._reader.list(f"table {rp.T}"):
             c = item.get("counter")
             if not c:
                 continue
