@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import itertools
 import logging
 import queue
 import threading
@@ -397,9 +398,10 @@ def load_empty(nft: Nft, agg: Aggregate, applied: Desired, work: list, ctx: Node
     work = sorted(work, key=lambda w: w[1] is not None)
     try:
         with _gc_paused():
-            for i in range(0, len(work), LOAD_BATCH):
+            # a small first batch: nft starts while the next ones render
+            for i, j in _batches(len(work), LOAD_BATCH // 8, LOAD_BATCH):
                 frags = []
-                for key, svc, slices in work[i:i + LOAD_BATCH]:
+                for key, svc, slices in work[i:j]:
                     frag = render_service(svc, slices, ctx) if svc is not None else None
                     agg.put(key, frag, track=False)
                     if frag is not None:
@@ -418,6 +420,12 @@ def load_empty(nft: Nft, agg: Aggregate, applied: Desired, work: list, ctx: Node
         raise failed[0]
     log.info("first load of an empty table: %d Services in batches of %d", len(work), LOAD_BATCH)
     return sent
+
+
+def _batches(n: int, first: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) of n items: one of `first`, then of `size`."""
+    bounds = [0, *range(min(first, n), n, size), n]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @contextlib.contextmanager
