@@ -2,6 +2,12 @@
 EndpointSlice change, and (with --netns, as root) loading the transaction into nft in a scratch
 network namespace made and removed here. Prints JSON.
 
+With --netns: nft_full_load_* is the whole table as ONE transaction through `nft -f` (for
+reference: what a single transaction costs); nft_one_change_ms is one change through the
+agent's libnftables context; agent_first_load_* is the agent's own first load of an empty table
+(service_proxy.load_empty: render, diff and nft in batches, nft on a second thread), wall clock
+and CPU seconds of both threads. CPU seconds say more than wall clock on a busy machine.
+
     .venv/bin/python bench/render_services.py --services 30000 [--netns]
 """
 from __future__ import annotations
