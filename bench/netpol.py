@@ -164,26 +164,34 @@ class Bench:
                 out[name[len("kubeweft_networkpolicy_"):]] = float(value)
         return out
 
-    def wait_applied(self, policies: int, since_wall: float, timeout: float = 60) -> float | None:
+    def wait_applied(self, policies: int, since_wall: float, timeout: float = 60,
+                     split: list | None = None) -> float | None:
         """Seconds from `since_wall` to node1's transaction with `policies` policies and nothing
-        pending; None on timeout."""
+        pending; None on timeout. split gets (to the agent's last event, from it to the kernel)."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < min(timeout, self.left()):
             m = self.metrics()
             if m.get("policies_applied") == policies and m.get("pending_events") == 0:
+                if split is not None:
+                    split.append((m["last_event_timestamp_seconds"] - since_wall,
+                                  m["last_applied_timestamp_seconds"] - m["last_event_timestamp_seconds"]))
                 return m["last_applied_timestamp_seconds"] - since_wall
             # the figure is the agent's own clock: polling slowly costs no precision, and a
             # scrape lists 2,000 counters (every COUNTER_MAX_AGE at most)
             time.sleep(0.25)
         return None
 
-    def wait_transaction(self, after: float, since_wall: float, timeout: float = 30) -> float | None:
+    def wait_transaction(self, after: float, since_wall: float, timeout: float = 30,
+                         split: list | None = None) -> float | None:
         """Seconds from `since_wall` to node1's first transaction after wall clock `after` once
         nothing is pending; None on timeout."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < min(timeout, self.left()):
             m = self.metrics()
             if m.get("last_applied_timestamp_seconds", 0) > after and m.get("pending_events") == 0:
+                if split is not None:
+                    split.append((m["last_event_timestamp_seconds"] - since_wall,
+                                  m["last_applied_timestamp_seconds"] - m["last_event_timestamp_seconds"]))
                 return m["last_applied_timestamp_seconds"] - since_wall
             time.sleep(0.1)
         return None
@@ -279,6 +287,14 @@ class Bench:
                 pass
 
 
+def _split_ms(split: list) -> dict:
+    """p50 of (API call -> the agent's last watch event, that event -> its transaction), ms."""
+    if not split:
+        return {}
+    return {"api_to_agent_p50": round(statistics.median(a for a, _ in split) * 1000, 1),
+            "agent_to_kernel_p50": round(statistics.median(k for _, k in split) * 1000, 1)}
+
+
 def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     out: dict = {"pods": pods, "policies": policies, "nodes": 3}
     # 1. two real pods and the baseline throughput
@@ -309,7 +325,8 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     b.create_policies(docs)
     t_last, w_last = time.monotonic(), time.time()
     out["policies_create_s"] = round(t_last - t0, 2)
-    by_metric = b.wait_applied(base + policies, w_last, timeout=300)
+    split: list = []
+    by_metric = b.wait_applied(base + policies, w_last, timeout=300, split=split)
     reads = []
     while True:
         r0 = time.monotonic()
@@ -327,6 +344,7 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
         out["apply_by"] = "agent metric, then one complete listing"
         out["apply_s_from_last_create"] = round(by_metric, 3)
         out["apply_s_from_first_create"] = round(by_metric + w_last - w0, 3)
+        out["apply_last_event_after_last_create_s"] = round(split[0][0], 3)    # API delivery
     else:
         out["apply_by"] = "listing"
         out["apply_s_from_last_create"] = round(time.monotonic() - t_last, 2)
@@ -345,37 +363,39 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     if j is not None:
         set_name = f"{policy_id(f'bench-n0/pol{j}')}_i0"
         ip = ghost_ip(0)
-        lat, wrong = [], 0
+        lat, wrong, split = [], 0, []
         for _ in range(5):
             for tier, want in (("t1", True), ("t0", False)):
                 before = b.metrics().get("last_applied_timestamp_seconds", 0)
                 w0 = time.time()
                 b.core.patch_namespaced_pod("g0", "bench-n0", {"metadata": {"labels": {"tier": tier}}},
                                             _request_timeout=10)
-                took = b.wait_transaction(before, w0)
+                took = b.wait_transaction(before, w0, split=split)
                 if took is not None:
                     lat.append(took * 1000)
                 wrong += b.set_has("node1", set_name, ip) != want       # the kernel agrees
         out["label_change_ms"] = {"api_call_to_kernel_p50": round(statistics.median(lat), 1) if lat else None,
                                   "max": round(max(lat), 1) if lat else None, "n": len(lat),
-                                  "kernel_disagreed": wrong}
+                                  "kernel_disagreed": wrong, **_split_ms(split)}
 
     # 4b. one policy more, created and deleted
-    adds, dels = [], []
+    adds, dels, split_add, split_del = [], [], [], []
     for k in range(5):
         doc = bench_policy(policies + k)
         ns = doc["metadata"]["namespace"]
         w0 = time.time()
         b.net.create_namespaced_network_policy(ns, doc, _request_timeout=10)
-        adds.append(b.wait_applied(base + policies + 1, w0, timeout=30))
+        adds.append(b.wait_applied(base + policies + 1, w0, timeout=30, split=split_add))
         w0 = time.time()
         b.net.delete_namespaced_network_policy(doc["metadata"]["name"], ns, _request_timeout=10)
-        dels.append(b.wait_applied(base + policies, w0, timeout=30))
+        dels.append(b.wait_applied(base + policies, w0, timeout=30, split=split_del))
     ok_add, ok_del = [a * 1000 for a in adds if a is not None], [d * 1000 for d in dels if d is not None]
     out["policy_add_ms"] = {"p50": round(statistics.median(ok_add), 1) if ok_add else None,
-                            "max": round(max(ok_add), 1) if ok_add else None, "n": len(ok_add)}
+                            "max": round(max(ok_add), 1) if ok_add else None, "n": len(ok_add),
+                            **_split_ms(split_add)}
     out["policy_delete_ms"] = {"p50": round(statistics.median(ok_del), 1) if ok_del else None,
-                               "max": round(max(ok_del), 1) if ok_del else None, "n": len(ok_del)}
+                               "max": round(max(ok_del), 1) if ok_del else None, "n": len(ok_del),
+                               **_split_ms(split_del)}
 
     # 5. throughput with the policies loaded (plus 20 that isolate the server)
     b.create_policies(iperf_policies())

@@ -103,6 +103,7 @@ class PolicyController:
         self.rebuilds = 0
         self.applied_policies = 0                             # in the table, as of last_applied
         self.last_applied = 0.0                               # wall clock of the last transaction
+        self.last_event = 0.0                                 # wall clock of the last watch event
         self.informers: list[Informer] = []
         self._threads: list[threading.Thread] = []
         self._nflog: socket.socket | None = None
@@ -125,6 +126,7 @@ class PolicyController:
         not hold up the delivery of the events that follow, which the next sync takes in whole."""
         with self.pending_lock:
             self.pending.append((kind, etype, obj))
+            self.last_event = time.time()
         self.wake.set()
 
     def _on_sync(self, kind: str, objects: dict) -> None:
@@ -656,6 +658,8 @@ def register_metrics(ctl: PolicyController):
                                     "table as of the last transaction", value=ctl.applied_policies)
             yield GaugeMetricFamily("kubeweft_networkpolicy_last_applied_timestamp_seconds",
                                     "wall clock of the last policy transaction", value=ctl.last_applied)
+            yield GaugeMetricFamily("kubeweft_networkpolicy_last_event_timestamp_seconds",
+                                    "wall clock of the last watch event received", value=ctl.last_event)
             yield GaugeMetricFamily("kubeweft_networkpolicy_pending_events", "watch events not yet "
                                     "in the kernel", value=ctl.pending_events())
 
