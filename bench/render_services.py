@@ -103,7 +103,7 @@ def main() -> int:
             work = [(k, services[k], slices[k]) for k in services]
             cpu0, t0 = time.process_time(), time.perf_counter()
             mirror = d.empty_applied()
-            sent = load_empty(ctx_nft, r.Aggregate(), mirror, work, ctx, r.render_base(ctx))
+            sent = load_empty(ctx_nft, r.Aggregate(), mirror, work, ctx, r.render_base(ctx), Nft(NETNS))
             out["agent_first_load_s"] = round(time.perf_counter() - t0, 3)
             out["agent_first_load_cpu_s"] = round(time.process_time() - cpu0, 3)
             out["agent_first_load_commands"] = sent

@@ -58,7 +58,7 @@ NODE_PATH = "/api/v1/nodes"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # bounded wait for the informers' first list
 COALESCE = 0.002         # gather events arriving together into one transaction
-LOAD_BATCH = 2000        # Services per transaction of the first load of an empty table
+LOAD_BATCH = 1000        # Services per transaction of the first load of an empty table
 
 
 class _NoCopy(dict):
@@ -98,6 +98,7 @@ class ServiceProxy:
         self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
                                service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses))
         self.nft = Nft()                       # the agent lives in the node's netns
+        self.load_nft: Nft | None = None
         self.lock = threading.Lock()
         self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
         self.slices: dict[tuple[str, str], object] = {}        # slice key -> EndpointSlice
@@ -312,7 +313,9 @@ class ServiceProxy:
             unknown = True
         udp_gone: set = set()
         if full and len(work) > LOAD_BATCH and not self.applied.counts()["elements"]:
-            sent = load_empty(self.nft, self.agg, self.applied, work, ctx, base)
+            if self.load_nft is None:
+                self.load_nft = Nft()        # a second context: two batches parsed at once
+            sent = load_empty(self.nft, self.agg, self.applied, work, ctx, base, self.load_nft)
             _trim_heap()
         else:
             touched = None
@@ -370,28 +373,36 @@ class ServiceProxy:
 
 
 def load_empty(nft: Nft, agg: Aggregate, applied: Desired, work: list, ctx: NodeContext,
-               base: list[str]) -> int:
+               base: list[str], nft2: Nft | None = None) -> int:
     """The first programming of an empty table: the fixed structure, then the Services in
-    batches of LOAD_BATCH, one transaction each, applied on a second thread while this one
-    renders the next batch (libnftables runs without the GIL: two cores, ~half the time).
+    batches of LOAD_BATCH, one transaction each, applied on other threads while this one
+    renders the next batch (libnftables runs without the GIL; with nft2, a second context,
+    two batches are parsed at once: libnftables is the longer part).
     Why not one transaction: at 30k Services libnftables needs ~280 MB to parse 180k
     elements at once (measured with nft -f), above what the agent may use. Each batch
     holds every element of its Services (backends with the map entry that points at them),
-    so a Service is either fully programmed or not yet at all. `applied` (empty, as recovered)
-    is updated in place. Returns the number of commands sent."""
+    so a Service is either fully programmed or not yet at all. A batch that creates or deletes
+    anything (a new lb chain and its map, a key changing hands) waits for every batch before
+    it and holds back the ones after it; the others only add elements and may land in any
+    order. `applied` (empty, as recovered) is updated in place. Returns commands sent."""
     nft.run(base)
     jobs: queue.Queue = queue.Queue(maxsize=2)
     failed: list[BaseException] = []
 
-    def apply() -> None:
+    def apply(ctx_: Nft) -> None:
         while (text := jobs.get()) is not None:
-            if not failed:
-                try:
-                    nft.run(text)
-                except BaseException as e:  # noqa: BLE001 - re-raised on the sync thread
-                    failed.append(e)
-    worker = threading.Thread(target=apply, name="service-proxy-load", daemon=True)
-    worker.start()
+            try:
+                if not failed:
+                    ctx_.run(text)
+            except BaseException as e:  # noqa: BLE001 - re-raised on the sync thread
+                failed.append(e)
+            finally:
+                jobs.task_done()
+        jobs.task_done()
+    workers = [threading.Thread(target=apply, args=(c,), name="service-proxy-load", daemon=True)
+               for c in ([nft, nft2] if nft2 is not None else [nft])]
+    for w in workers:
+        w.start()
     sent = len(base)
     # Services that went away first: the kernel holds none of their elements, and afterwards
     # every batch only adds (diff_added's precondition)
@@ -411,10 +422,17 @@ def load_empty(nft: Nft, agg: Aggregate, applied: Desired, work: list, ctx: Node
                     break
                 if cmds:
                     sent += len(cmds)
+                    ordered = any(not c.startswith("add element ") for c in cmds)
+                    if ordered:
+                        jobs.join()          # every batch before it is in
                     jobs.put("\n".join(cmds), timeout=120)
+                    if ordered:
+                        jobs.join()          # and it is in before any after it
     finally:
-        jobs.put(None, timeout=120)
-        worker.join(120)
+        for _ in workers:
+            jobs.put(None, timeout=120)
+        for w in workers:
+            w.join(120)
     applied.health = agg.health()
     if failed:
         raise failed[0]

@@ -9,6 +9,8 @@ EndpointSlice changes must equal what a fresh agent would program for the final 
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -211,15 +213,26 @@ def test_incremental_syncs_equal_one_full_sync(ops, batch):
 
 
 class TextNft(FakeNft):
-    """FakeNft fed as the agent's Nft is: one text transaction per call."""
+    """FakeNft fed as the agent's Nft is: one text transaction per call, atomic (two threads
+    may send transactions at once, as the kernel serializes them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
 
     def run(self, cmds) -> None:
-        super().run(cmds.splitlines() if isinstance(cmds, str) else cmds)
+        text = cmds if isinstance(cmds, str) else "\n".join(cmds)
+        if self.slow and "add map" in text:
+            time.sleep(0.05)          # parsed slowly, while the other context takes the next batch
+        with self.lock:
+            super().run(text.splitlines())
+
+    slow = False
 
 
 @settings(max_examples=150, deadline=None)
-@given(operations(), operations(), st.integers(1, 3), st.booleans())
-def test_batched_first_load_equals_one_full_sync(before, ops, batch, backwards):
+@given(operations(), operations(), st.integers(1, 3), st.booleans(), st.booleans())
+def test_batched_first_load_equals_one_full_sync(before, ops, batch, backwards, two):
     """The first load of an empty table (load_empty: batches of Services, diff_added) programs
     what one full sync would, also when the Aggregate still holds Services that went away
     and two Services claim one map key from different batches."""
@@ -249,7 +262,7 @@ def test_batched_first_load_equals_one_full_sync(before, ops, batch, backwards):
     old = sp.LOAD_BATCH
     sp.LOAD_BATCH = batch
     try:
-        sp.load_empty(kernel, agg, applied, work, CTX, [])
+        sp.load_empty(kernel, agg, applied, work, CTX, [], kernel if two else None)
     finally:
         sp.LOAD_BATCH = old
 
@@ -281,10 +294,12 @@ def test_batched_first_load_moves_a_contested_key_and_drops_a_gone_claim():
     agg = r.Aggregate()
     agg.put(a.key, r.render_service(a, [sla], CTX), track=False)
     kernel, applied = TextNft(), d.empty_applied()
+    kernel.slow = True      # two contexts: the batch that makes the map must land before the rest
     old = sp.LOAD_BATCH
     sp.LOAD_BATCH = 1
     try:
-        sp.load_empty(kernel, agg, applied, [(c.key, c, [slc]), (b.key, b, [slb]), (a.key, None, [])], CTX, [])
+        sp.load_empty(kernel, agg, applied, [(c.key, c, [slc]), (b.key, b, [slb]), (a.key, None, [])], CTX, [],
+                      kernel)
     finally:
         sp.LOAD_BATCH = old
     assert kernel.maps["backends-tcp-1"]["192.168.56.200 . 80 . 0"] == f"{IPS[1]} . 8080"
