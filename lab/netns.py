@@ -16,8 +16,8 @@ import ctypes
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -71,8 +71,8 @@ def preexec(name_or_path: str | Path):
     return _enter
 
 
-def run(name: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, preexec_fn=preexec(name), **kwargs)
+def run(name: str, argv: list[str], *, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, preexec_fn=preexec(name), check=check, **kwargs)
 
 
 def _gettid() -> int:

@@ -19,8 +19,8 @@ import copy
 import datetime
 import secrets
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from . import errors
 from .resources import BY_PLURAL, Resource
@@ -31,7 +31,7 @@ Predicate = Callable[[dict], bool]
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Event:
 class Watch:
     """One subscriber's queue of events. Iterate with `await watch.next(timeout)`; close when done."""
 
-    def __init__(self, store: "Store", resource: Resource | None, namespace: str | None,
+    def __init__(self, store: Store, resource: Resource | None, namespace: str | None,
                  predicate: Predicate | None):
         self._store = store
         self.resource = resource
@@ -93,7 +93,7 @@ class Watch:
             return self.queue.get_nowait()
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     def close(self) -> None:
