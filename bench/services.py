@@ -212,6 +212,9 @@ def backend_has(nft: NodeNft, vip: str, endpoint: str, form: tuple[str, str]) ->
     return rc == 0 and endpoint in out
 
 
+PROBE_TABLE = "h15probe"
+
+
 class NftMonitor:
     """`nft monitor new elements` inside a node's netns: when each new endpoint address (10.253.x.y)
     first shows up in an element added to table ip kubeweft. The kernel sends the notification at
@@ -223,16 +226,35 @@ class NftMonitor:
                                      preexec_fn=lab_netns.preexec(netns_name))
         self.seen: dict[str, float] = {}
         self.cond = threading.Condition()
+        self.subscribed = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
-        time.sleep(0.3)                       # subscribed before the first write (it starts in ms)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"nft monitor exited ({self.proc.returncode})")
+
+    def wait_subscribed(self, nft: NodeNft, timeout: float) -> float:
+        """Seconds until the monitor prints an element added to a probe table: nft reads the
+        ruleset (at 30k, ~180k elements: seconds) before it subscribes, and misses what comes
+        before. The probe table is the bench's own, in the bench's own lab, removed at once."""
+        t0 = time.monotonic()
+        nft.cmd(f"add table ip {PROBE_TABLE}; add set ip {PROBE_TABLE} s {{ type ipv4_addr ; }}")
+        try:
+            while not self.subscribed.is_set():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"nft monitor exited ({self.proc.returncode})")
+                if time.monotonic() - t0 > timeout:
+                    raise RuntimeError(f"nft monitor printed nothing in {timeout:.0f} s")
+                nft.cmd(f"flush set ip {PROBE_TABLE} s; add element ip {PROBE_TABLE} s {{ 127.0.0.1 }}")
+                self.subscribed.wait(1.0)
+        finally:
+            nft.cmd(f"delete table ip {PROBE_TABLE}")
+        return time.monotonic() - t0
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             t = time.monotonic()
+            if line.startswith(f"add element ip {PROBE_TABLE} "):
+                self.subscribed.set()
+                continue
             # the text form has no table filter: "add element ip kubeweft <set> { ... }"
             if not line.startswith("add element ip kubeweft "):
                 continue
@@ -431,6 +453,12 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
     # from the resourceVersion of one slice, not a list: a list of 30k slices is 15 MB of JSON
     watch = SliceWatch(api, api.get(f"{SLICE_PATH}/s0-1")["metadata"]["resourceVersion"])
     monitor = NftMonitor(cfg.node_netns(NODE))
+    try:
+        subscribed_s = monitor.wait_subscribed(nft, min(120.0, deadline.left()))
+    except BaseException:
+        monitor.close()
+        watch.close()
+        raise
     cpu0, wall0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
     samples, delivery, agent_part = [], [], []
     last: tuple[str, str] = ("", "")
@@ -463,6 +491,7 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
                          "max": round(max(v), 1)}
     out = {"api_write_to_kernel_ms": summary(samples),
            "kernel_seen_by": "nft monitor new elements (node1's netns)",
+           "monitor_subscribed_s": round(subscribed_s, 2),
            "agent_cpu_percent_meanwhile": cpu_pct}
     if delivery:
         out["api_write_to_watch_event_ms"] = summary(delivery)
