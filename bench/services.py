@@ -223,7 +223,7 @@ class NftMonitor:
     def __init__(self, netns_name: str) -> None:
         self.proc = subprocess.Popen(["nft", "monitor", "new", "elements"], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-                                     preexec_fn=lab_netns.preexec(netns_name))
+                                     preexec_fn=lab_netns.preexec(netns_name))  # noqa: PLW1509 - setns only
         self.seen: dict[str, float] = {}
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
