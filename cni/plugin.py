@@ -18,6 +18,7 @@ from .errors import (
     DATAPATH_FAILURE,
     INTERNAL,
     INVALID_NETWORK_CONFIG,
+    IO_FAILURE,
     PLUGIN_NOT_AVAILABLE,
     PLUGIN_NOT_AVAILABLE_RESOURCES,
     TRY_AGAIN_LATER,
@@ -111,7 +112,10 @@ class CniPlugin:
         with self._lock:
             alloc = self._allocators.get(path)
             if alloc is None:
-                alloc = ipam.Allocator(path, self.pod_cidr)
+                try:
+                    alloc = ipam.Allocator(path, self.pod_cidr)
+                except OSError as e:      # dataDir not creatable or not writable
+                    raise CniError(IO_FAILURE, "I/O failure", f"IPAM store {path}: {e}") from e
                 if path != self.data_dir:
                     # a store named by the conflist (dataDir), not the agent's own: reconcile it
                     # too before first use (start() did the agent's own)

@@ -16,6 +16,7 @@ from .errors import (
     INCOMPATIBLE_VERSION,
     INVALID_ENVIRONMENT,
     INVALID_NETWORK_CONFIG,
+    UNSUPPORTED_FIELD,
     CniError,
 )
 
@@ -219,6 +220,13 @@ def parse_config(data: bytes | str, command: str = "ADD") -> NetConf:
     rc = doc.get("runtimeConfig") or {}
     if not isinstance(rc, dict):
         raise _invalid("runtimeConfig must be an object")
+    ipam_conf = doc.get("ipam")
+    if ipam_conf and command in ("ADD", "CHECK"):      # DEL and GC still clean up
+        # kubeweft's agent owns IPAM (crash-safe, reconciled against the veths): a delegated
+        # IPAM plugin would hand out addresses the agent does not know about
+        kind = ipam_conf.get("type") if isinstance(ipam_conf, dict) else ipam_conf
+        raise CniError(UNSUPPORTED_FIELD, "Unsupported field in network configuration",
+                       f"ipam: {json.dumps(kind)}: kubeweft allocates addresses itself; remove the ipam section")
     mtu = doc.get("mtu")
     if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535):
         raise _invalid(f"mtu must be an integer in 68..65535, got {mtu!r}")

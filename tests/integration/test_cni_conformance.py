@@ -279,8 +279,9 @@ def test_add_into_a_missing_netns_rolls_back(node):
     ("no-command", 4), ("no-containerid", 4), ("no-ifname", 4), ("no-path", 4), ("bad-ifname", 4),
     ("unknown-command", 4), ("bad-json", 6), ("no-version", 1), ("old-version", 1),
     ("no-name", 7), ("bad-mtu", 7), ("check-0.3.1", 1), ("status-1.0.0", 1), ("bad-mac", 7),
+    ("delegated-ipam", 2), ("unusable-data-dir", 5),
 ])
-def test_error_codes(node, case, code):
+def test_error_codes(node, case, code, tmp_path):
     pod = node.new_pod()
     kw: dict = {}
     if case.startswith("no-") and case[3:] in ("command", "containerid", "ifname", "path"):
@@ -308,10 +309,18 @@ def test_error_codes(node, case, code):
         command, conf["cniVersion"] = "STATUS", "1.0.0"
     elif case == "bad-mac":
         conf["runtimeConfig"] = {"mac": "not-a-mac"}
+    elif case == "delegated-ipam":
+        conf["ipam"] = {"type": "host-local", "subnet": "10.9.0.0/24"}
+    elif case == "unusable-data-dir":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        conf["dataDir"] = str(blocker / "ipam")
     rc, out, err = node.cni(command, "errs", pod, conf=conf, **kw)
     assert not err.lstrip().startswith("{")            # stdout carries the error, stderr only logs
     assert rc != 0
     assert out["code"] == code, out
+    if code == 2:
+        assert "ipam" in out["details"] and "host-local" in out["details"]   # the key and its value
     assert out["msg"] and out["cniVersion"] in ("0.2.0", "0.3.1", "1.0.0", "1.1.0")
     assert "errs" not in node.reserved().values()
     assert node.pod_addrs(pod) == []

@@ -297,3 +297,12 @@ def test_the_shim_path_imports_neither_grpc_nor_protobuf_nor_pyroute2():
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert '"code": 50' in proc.stdout                      # STATUS, agent down: plugin not available
     assert last == {"rc": 1, "heavy": []}
+
+
+def test_a_delegated_ipam_section_is_unsupported_on_add_but_never_blocks_del():
+    conf = json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "kubeweft",
+                       "ipam": {"type": "host-local"}}).encode()
+    with pytest.raises(CniError) as e:
+        spec.parse_config(conf, "ADD")
+    assert e.value.code == 2 and '"host-local"' in e.value.details
+    assert spec.parse_config(conf, "DEL").name == "n"
