@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from lab import lifecycle, topology
 from lab import netns as lab_netns
 from lab.config import LabConfig
+from proxy.metrics import parse_samples
 
 # One lab per run (pid in the name): two runs at once (a developer's and `make bench`) must not
 # take each other's lab down.
@@ -348,17 +349,7 @@ def metrics(cfg: LabConfig) -> dict[str, float]:
         status, body = http_get(cfg.node_netns(NODE), "127.0.0.1", 10249, "/metrics", timeout=20)
         if status == 200:
             break
-    out: dict[str, float] = {}
-    if status != 200:
-        return out
-    for line in body.splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$", line)
-        if m:
-            try:
-                out[m.group(1)] = float(m.group(2))
-            except ValueError:
-                pass
-    return out
+    return parse_samples(body) if status == 200 else {}
 
 
 def agent_pid(cfg: LabConfig, token: str) -> int | None:

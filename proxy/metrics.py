@@ -3,6 +3,7 @@ kube-proxy's names where the meaning is the same; kubeweft_ for the rest."""
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
 
 _BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 
@@ -32,3 +33,14 @@ COMMANDS = Histogram("kubeweft_service_proxy_transaction_commands",
 SERVICES = Gauge("kubeweft_service_proxy_services", "Services the proxy programs")
 CONNTRACK_DELETES = Counter("kubeweft_service_proxy_conntrack_deletes",
                             "conntrack clean-ups of UDP endpoints that went away")
+
+
+def parse_samples(text: str) -> dict[str, float]:
+    """A /metrics page as {'name{label="v",...}': value} (labels sorted; bare name when none),
+    read with prometheus_client's own parser: for tests and benchmarks reading the agent."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out

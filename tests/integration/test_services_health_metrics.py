@@ -5,9 +5,10 @@ the sync metrics moving when a Service changes.
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
+
+from proxy.metrics import parse_samples
 
 from .services_helpers import cluster, http_get, port, svc_port, wait_for
 
@@ -33,15 +34,7 @@ def c(labk):
 def metrics(c, node: str, address: str | None = None) -> dict[str, float]:
     status, body = http_get(c.cfg.node_netns(node), address or "127.0.0.1", 10249, "/metrics")
     assert status == 200, (status, body[:300])
-    out = {}
-    for line in body.splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$", line)
-        if m:
-            try:
-                out[m.group(1)] = float(m.group(2))
-            except ValueError:
-                pass
-    return out
+    return parse_samples(body)
 
 
 def base(samples: dict[str, float]) -> set[str]:

@@ -39,3 +39,11 @@ def test_conntrack_argv():
         "conntrack", "-D", "-p", "udp", "--orig-dst", "10.96.0.10", "--orig-port-dst", "53",
         "--reply-src", "10.244.1.5"]
     assert argv_for(None, 30053, "10.244.1.5")[4:6] == ["--orig-port-dst", "30053"]
+
+
+def test_parse_samples_reads_a_metrics_page_with_labels():
+    from proxy.metrics import parse_samples
+    page = ('# HELP x_total things\n# TYPE x_total counter\nx_total{b="2",a="1"} 3.0\n'
+            '# TYPE h histogram\nh_bucket{le="+Inf"} 2.0\nh_count 2.0\nh_sum 0.5\n')
+    assert parse_samples(page) == {'x_total{a="1",b="2"}': 3.0, 'h_bucket{le="+Inf"}': 2.0,
+                                   "h_count": 2.0, "h_sum": 0.5}
