@@ -136,6 +136,16 @@ def _protocol(value) -> str:
     return proto
 
 
+def _objects(values, what: str, item: str) -> list[dict]:
+    """A JSON list whose every item is an object (None and missing read as empty)."""
+    values = values or []
+    if not isinstance(values, list):
+        raise InvalidObject(f"{what}: not a list")
+    if not all(isinstance(v, dict) for v in values):
+        raise InvalidObject(f"{item} is not an object")
+    return values
+
+
 def _ipv4_list(values, what: str, *, skip_v6: bool = True) -> tuple[str, ...]:
     if values is None:
         return ()
@@ -188,13 +198,8 @@ def parse_service(obj: dict) -> Service | None:
     if not raw_ips or raw_ips[0] == "None":
         return None                                    # headless
     cluster_ips = _ipv4_list(raw_ips, "clusterIPs")
-    raw_ports = spec.get("ports") or []
-    if not isinstance(raw_ports, list):
-        raise InvalidObject("ports: not a list")
     ports = []
-    for p in raw_ports:
-        if not isinstance(p, dict):
-            raise InvalidObject("a port is not an object")
+    for p in _objects(spec.get("ports"), "ports", "a port"):
         pname = p.get("name") or ""
         if not isinstance(pname, str):
             raise InvalidObject("port name is not a string")
@@ -249,23 +254,13 @@ def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
         return None
     if obj.get("addressType", "IPv4") != "IPv4":
         return None
-    raw_ports = obj.get("ports") or []
-    if not isinstance(raw_ports, list):
-        raise InvalidObject("ports: not a list")
     ports = []
-    for p in raw_ports:
-        if not isinstance(p, dict):
-            raise InvalidObject("a port is not an object")
+    for p in _objects(obj.get("ports"), "ports", "a port"):
         if p.get("port") is None:
             continue                       # "all ports" slices: nothing kube-proxy can use
         ports.append(SlicePort(p.get("name") or "", _protocol(p.get("protocol")), _port(p.get("port"), "port")))
-    raw_eps = obj.get("endpoints") or []
-    if not isinstance(raw_eps, list):
-        raise InvalidObject("endpoints: not a list")
     eps = []
-    for e in raw_eps:
-        if not isinstance(e, dict):
-            raise InvalidObject("an endpoint is not an object")
+    for e in _objects(obj.get("endpoints"), "endpoints", "an endpoint"):
         addrs = e.get("addresses")
         if not isinstance(addrs, list) or not addrs:
             raise InvalidObject("an endpoint without addresses")
