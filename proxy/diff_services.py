@@ -215,8 +215,13 @@ def commit_touched(applied: Desired, want: Aggregate, touched: Touched) -> None:
 
 
 def touched_udp(applied: Desired) -> Touched:
-    """The UDP backends keys the mirror holds (what plan_udp_cleanup needs after a full sync)."""
-    return Touched(keys={(n, k) for n, m in applied.maps.items() if "-udp-" in n for k in m})
+    """The UDP keys the mirror holds (what plan_udp_cleanup needs after a full sync): every key of
+    the backends-udp-N maps, and the UDP service keys that go to a sessionAffinity chain."""
+    keys = {(n, k) for n, m in applied.maps.items() if "-udp-" in n for k in m}
+    for vmap in _FAMILY_OF_VMAP:
+        keys.update((vmap, k) for k, v in applied.maps.get(vmap, {}).items()
+                    if v.startswith(_GOTO_AFF) and _udp_key(vmap, k))
+    return Touched(keys=keys)
 
 
 def touched_all(applied: Desired, want: Aggregate) -> Touched:
@@ -231,9 +236,15 @@ def touched_all(applied: Desired, want: Aggregate) -> Touched:
 
 def plan_udp_cleanup(applied: Desired, want: Aggregate, touched: Touched) -> set[tuple[str | None, int, str]]:
     """(service address or None for a nodePort, port, endpoint ip) of UDP endpoints that leave a
-    service port with this change: their conntrack entries must go (kube-proxy's stale UDP flows)."""
+    service port with this change: their conntrack entries must go (kube-proxy's stale UDP flows).
+    Endpoints show in two places: the backends-udp-N maps (one key per service key and index),
+    and, for sessionAffinity ClientIP, the aff-<sid> chain a service key goes to (its endpoints
+    are the aff-<sid>-<eid> chains it names). Only touched keys are looked at."""
     gone = set()
     for name, k in touched.keys:
+        if name in _FAMILY_OF_VMAP:
+            _plan_affinity(applied, want, name, k, gone)
+            continue
         fam = map_family(name)
         if fam is None or fam[1] != "udp":
             continue
@@ -246,17 +257,71 @@ def plan_udp_cleanup(applied: Desired, want: Aggregate, touched: Touched) -> set
             addr, port, vkey = None, parts[0], f"udp . {parts[0]}"
         else:
             addr, port, vkey = parts[0], parts[1], f"{parts[0]} . udp . {parts[1]}"
-        if old not in _values_now(want, family, vkey, " . ".join(parts[:-1])):
+        if old not in _values_now(want, VMAP_OF[family], vkey, " . ".join(parts[:-1])):
             gone.add((addr, int(port), old.split(" . ")[0]))
     return gone
 
 
-def _values_now(want: Aggregate, family: str, vkey: str, bkey: str) -> set[str]:
-    """The endpoints the service key now spreads over, whatever its endpoint count."""
-    target = want.value(VMAP_OF[family], vkey) or ""
-    chain = family_chain(target.split(" ", 1)[1]) if target.startswith("goto ") else None
+_FAMILY_OF_VMAP = {vmap: family for family, vmap in VMAP_OF.items()}
+_GOTO_AFF = "goto aff-"
+
+
+def _udp_key(vmap: str, key: str) -> bool:
+    """Whether a service-ips* key (addr . proto . port) or nodeports* key (proto . port) is UDP."""
+    return key.startswith("udp . ") if _FAMILY_OF_VMAP[vmap].startswith("np") else " . udp . " in key
+
+
+def _plan_affinity(applied: Desired, want: Aggregate, vmap: str, key: str,
+                   gone: set[tuple[str | None, int, str]]) -> None:
+    """The endpoints of the affinity chain a UDP service key went to that it no longer reaches
+    (the chain lost them, or the key now goes elsewhere or nowhere). After a restart the old
+    chain's rules are unknown (a placeholder): nothing to compare, nothing planned."""
+    old = applied.maps.get(vmap, {}).get(key)
+    if old is None or not old.startswith(_GOTO_AFF) or not _udp_key(vmap, key):
+        return
+    before = _affinity_endpoints(applied.chains.get, old[5:])
+    if not before:
+        return
+    parts = key.split(" . ")
+    if _FAMILY_OF_VMAP[vmap].startswith("np"):
+        addr, port, bkey = None, parts[1], parts[1]
+    else:
+        addr, port, bkey = parts[0], parts[2], f"{parts[0]} . {parts[2]}"
+    now = _values_now(want, vmap, key, bkey)
+    for ep in before - now:
+        gone.add((addr, int(port), ep.split(" . ")[0]))
+
+
+def _affinity_endpoints(chain_of, name: str) -> set[str]:
+    """'ip . port' of every endpoint of the affinity chain `name`: its rules 'ip saddr @E goto E'
+    name the endpoint chains E, whose last rule is '... dnat ip to IP:PORT'."""
+    chain = chain_of(name)
+    out: set[str] = set()
     if chain is None:
+        return out
+    for rule in chain.rules:
+        if not rule.startswith("ip saddr @"):
+            continue
+        ep_chain = chain_of(rule.rpartition(" goto ")[2])
+        if ep_chain is None or not ep_chain.rules:
+            continue
+        dest = ep_chain.rules[-1].rpartition(" dnat ip to ")[2]
+        ip, _, port = dest.rpartition(":")
+        if ip:
+            out.add(f"{ip} . {port}")
+    return out
+
+
+def _values_now(want: Aggregate, vmap: str, vkey: str, bkey: str) -> set[str]:
+    """The endpoints ('ip . port') the service key now spreads over, whatever its endpoint count,
+    through an lb chain and its backends map or a sessionAffinity chain."""
+    target = want.value(vmap, vkey) or ""
+    if not target.startswith("goto "):
         return set()
+    name = target[5:]
+    chain = family_chain(name)
+    if chain is None:
+        return _affinity_endpoints(want.chain, name) if name.startswith("aff-") else set()
     out, i = set(), 0
     while (v := want.value(chain.map, f"{bkey} . {i}")) is not None:
         out.add(v)
