@@ -15,11 +15,14 @@ addresses, never dialled), straight through the API with many requests in flight
   the table costs seconds of CPU at 30k and would slow the sync it measures.
   Agent memory: VmRSS (and the peak, VmHWM) of that agent process once synced.
 - one change: an EndpointSlice's endpoint replaced; the time from the API write to the new
-  endpoint being in the kernel map, seen by an `nft monitor new elements` process in node1's
-  netns (the kernel's notification of the commit; polling with `nft get element` instead
-  re-reads all ~180k elements after every agent transaction, 0.6-12 s per read at 30k, and
-  measured itself), and the agent's kubeproxy_network_programming_duration_seconds over those
-  changes. The new endpoint is checked once with `nft get element` after the timed rounds.
+  endpoint being in the kernel map, seen by a netlink socket in node1's netns subscribed to the
+  nftables multicast group (bench/nft_events.py: the kernel's NEWSETELEM notification of the
+  commit, the address read from the backends map element's data). Neither `nft monitor` (it
+  reads the whole ruleset, ~180k elements at 30k, before it subscribes: not within 120 s) nor
+  polling with `nft get element` (re-reads every element after each agent transaction, 0.6-12 s
+  per read at 30k, and measures itself) can time this. Also the agent's
+  kubeproxy_network_programming_duration_seconds over those changes. The new endpoint is
+  checked once with `nft get element` after the timed rounds.
 - latency: TCP connect time (SYN to SYN-ACK, through the kernel) from a pod on node1 to a
   backend pod on node2, via its ClusterIP and directly, interleaved; median and p90.
 - reference (same run): kube-proxy-style per-Service and per-endpoint chains for the same
@@ -50,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.nft_events import ElementMonitor
 from lab import lifecycle, topology
 from lab import netns as lab_netns
 from lab.config import LabConfig
@@ -213,80 +217,6 @@ def backend_has(nft: NodeNft, vip: str, endpoint: str, form: tuple[str, str]) ->
     return rc == 0 and endpoint in out
 
 
-PROBE_TABLE = "h15probe"
-
-
-class NftMonitor:
-    """`nft monitor new elements` inside a node's netns: when each new endpoint address (10.253.x.y)
-    first shows up in an element added to table ip kubeweft. The kernel sends the notification at
-    the commit; nft only prints it (it reads no set back), so this times the agent, not the reader."""
-
-    def __init__(self, netns_name: str) -> None:
-        self.proc = subprocess.Popen(["nft", "monitor", "new", "elements"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-                                     preexec_fn=lab_netns.preexec(netns_name))  # noqa: PLW1509 - setns only
-        self.seen: dict[str, float] = {}
-        self.cond = threading.Condition()
-        self.subscribed = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def wait_subscribed(self, nft: NodeNft, timeout: float) -> float:
-        """Seconds until the monitor prints an element added to a probe table: nft reads the
-        ruleset (at 30k, ~180k elements: seconds) before it subscribes, and misses what comes
-        before. The probe table is the bench's own, in the bench's own lab, removed at once."""
-        t0 = time.monotonic()
-        nft.cmd(f"add table ip {PROBE_TABLE}; add set ip {PROBE_TABLE} s {{ type ipv4_addr ; }}")
-        try:
-            while not self.subscribed.is_set():
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"nft monitor exited ({self.proc.returncode})")
-                if time.monotonic() - t0 > timeout:
-                    raise RuntimeError(f"nft monitor printed nothing in {timeout:.0f} s")
-                nft.cmd(f"flush set ip {PROBE_TABLE} s; add element ip {PROBE_TABLE} s {{ 127.0.0.1 }}")
-                self.subscribed.wait(1.0)
-        finally:
-            nft.cmd(f"delete table ip {PROBE_TABLE}")
-        return time.monotonic() - t0
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            t = time.monotonic()
-            if line.startswith(f"add element ip {PROBE_TABLE} "):
-                self.subscribed.set()
-                continue
-            # the text form has no table filter: "add element ip kubeweft <set> { ... }"
-            if not line.startswith("add element ip kubeweft "):
-                continue
-            found = re.findall(r"\b10\.253\.\d+\.\d+\b", line)
-            if found:
-                with self.cond:
-                    for ip in found:
-                        self.seen.setdefault(ip, t)
-                    self.cond.notify_all()
-        with self.cond:                       # nft ended: wake any waiter
-            self.cond.notify_all()
-
-    def wait(self, ip: str, timeout: float) -> float | None:
-        """The monotonic time `ip` was first seen in the kernel, or None after `timeout`."""
-        with self.cond:
-            self.cond.wait_for(lambda: ip in self.seen or self.proc.poll() is not None, timeout)
-            return self.seen.get(ip)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.thread.join(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-
 class SliceWatch:
     """A watch on the bench's EndpointSlices from the host (127.0.0.1), as the agent has one: the
     arrival time of each endpoint address, to split API write -> kernel into the API server's
@@ -294,7 +224,6 @@ class SliceWatch:
 
     def __init__(self, api: Api, rv: str) -> None:
         import http.client
-        import threading
         host, _, port = api.server.removeprefix("https://").partition(":")
         self.conn = http.client.HTTPSConnection(host, int(port), context=api.ctx, timeout=300)
         self.conn.request("GET", f"{SLICE_PATH}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true",
@@ -439,15 +368,15 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
 
 def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], rounds: int,
                deadline: Deadline, pid: int | None = None) -> dict:
-    """Replace one endpoint of a Service's slice; time API write -> kernel with `nft monitor`."""
+    """Replace one endpoint of a Service's slice; time API write -> kernel with a netlink monitor
+    of the backends maps' new elements in node1's netns."""
     before = metrics(cfg)
     # from the resourceVersion of one slice, not a list: a list of 30k slices is 15 MB of JSON
     watch = SliceWatch(api, api.get(f"{SLICE_PATH}/s0-1")["metadata"]["resourceVersion"])
-    monitor = NftMonitor(cfg.node_netns(NODE))
     try:
-        subscribed_s = monitor.wait_subscribed(nft, min(120.0, deadline.left()))
+        # subscribed when it returns (no ruleset read): what the agent commits from now on is seen
+        monitor = ElementMonitor(cfg.node_netns(NODE), "kubeweft", "backends-", timeout=min(30.0, deadline.left()))
     except BaseException:
-        monitor.close()
         watch.close()
         raise
     cpu0, wall0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
@@ -464,7 +393,8 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
             api.run([("PUT", f"{SLICE_PATH}/s{i}-1", body)])
             seen = monitor.wait(new, min(10.0, deadline.left()))
             if seen is None:
-                raise RuntimeError(f"endpoint {new} of {vip} not in the kernel after 10 s (nft monitor)")
+                raise RuntimeError(f"endpoint {new} of {vip} not in the kernel after 10 s (netlink monitor; "
+                                   f"error {monitor.error!r}, {monitor.overflows} overflows)")
             samples.append((seen - t0) * 1000)
             if new in watch.seen:
                 delivery.append((watch.seen[new] - t0) * 1000)
@@ -481,8 +411,9 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
     summary = lambda v: {"n": len(v), "p50": round(pctl(v, 0.5), 1), "p90": round(pctl(v, 0.9), 1),
                          "max": round(max(v), 1)}
     out = {"api_write_to_kernel_ms": summary(samples),
-           "kernel_seen_by": "nft monitor new elements (node1's netns)",
-           "monitor_subscribed_s": round(subscribed_s, 2),
+           "kernel_seen_by": "netlink NFNLGRP_NFTABLES NEWSETELEM, backends-* maps (node1's netns)",
+           "monitor_ready_ms": round(monitor.ready_s * 1000, 2),
+           "monitor_overflows": monitor.overflows,
            "agent_cpu_percent_meanwhile": cpu_pct}
     if delivery:
         out["api_write_to_watch_event_ms"] = summary(delivery)
@@ -632,8 +563,7 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
             result["one_change"] = {"services": made, **one_change(cfg, api, nft, ips, change_rounds,
                                                                          deadline, agent_pid(cfg, token))}
         except RuntimeError as e:
-            # the nft monitor can fail to subscribe at the largest scale: keep the other figures
-            # (the agent's own network-programming metric is still in its /metrics)
+            # keep the other figures if the change step fails (an endpoint never seen in 10 s)
             say(f"  change step failed: {e}")
             result["one_change"] = {"services": made, "error": str(e)}
         wait_cluster_ip(client_ns, vip, deadline)
