@@ -11,11 +11,22 @@ thread inside the node's netns stays bound there even if used from other threads
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
+import time
 
 import nftables
 
 from lab import netns as _netns
+
+from . import element_codec as codec
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_EXT_ACK, NETLINK_CAP_ACK = 11, 10
+SO_SNDBUFFORCE = 32
+IO_TIMEOUT = 30.0
 
 
 class NftError(RuntimeError):
@@ -36,6 +47,7 @@ class Nft:
                 try:
                     with _netns.entered(netns):
                         box["ctx"] = self._new_context()
+                        box["link"] = ElementLink()
                 except Exception as e:  # noqa: BLE001 - reported on the calling thread
                     box["error"] = e
             t = threading.Thread(target=make, name=f"nft-{netns}")
@@ -44,6 +56,7 @@ class Nft:
             if "error" in box:
                 raise box["error"]
             self._ctx = box["ctx"]
+        self.elements: ElementLink = box["link"] if netns is not None else ElementLink()
         self.transactions = 0
 
     @staticmethod
@@ -82,3 +95,95 @@ class Nft:
 
     def exists(self, what: str) -> bool:
         return bool(self.list(what))
+
+
+class ElementLink:
+    """Set and map elements over a NETLINK_NETFILTER socket (proxy/element_codec.py says why).
+    Like a libnftables context, the socket belongs to the netns of the thread that made it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self._sock.bind((0, 0))
+        self._sock.settimeout(IO_TIMEOUT)
+        for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):     # short error answers, with the reason
+            try:
+                self._sock.setsockopt(SOL_NETLINK, opt, 1)
+            except OSError:
+                pass
+        self._next_seq = int(time.time()) & 0xFFFFFF or 1
+        self._sndbuf = 0
+        self.transactions = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def run(self, family: str, table: str,
+            ops: list[tuple[str, str, codec.ElementType, list[str]]]) -> int:
+        """ONE transaction of element changes: ops are (verb 'add'|'delete', set or map name,
+        its element type, element texts), applied in order; all land or none does. Raises
+        NftError with the kernel's reason. Returns the number of elements sent."""
+        msgs: list[bytes] = []
+        count = 0
+        with self._lock:
+            seq = self._next_seq
+            for verb, name, etype, items in ops:
+                if items:
+                    msgs += codec.encode_elements(family, table, name, etype, items, delete=verb == "delete",
+                                                  seq=seq + 1 + len(msgs))
+                    count += len(items)
+            if not msgs:
+                return 0
+            batch = codec.encode_batch(msgs, seq)       # seq, then seq+1 .. seq+n, then seq+n+1
+            self._next_seq = (seq + len(msgs) + 2) & 0x7FFFFFFF or 1
+            if len(batch) > self._sndbuf:
+                # the whole batch is one datagram (as libnftables does: mnl_set_sndbuffer)
+                self._sndbuf = max(len(batch) * 2, 1 << 20)
+                self._sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self._sndbuf)
+            self._sock.send(batch)
+            self.transactions += 1
+            self._wait_acks(seq, {seq + 1 + i for i in range(len(msgs))})
+        return count
+
+    def _wait_acks(self, begin: int, pending: set[int]) -> None:
+        """Every message asked for an ack; an error answering the batch begin (the kernel could
+        not even queue its errors) ends the batch."""
+        errors: list[str] = []
+        while pending:
+            data = self._sock.recv(1 << 20)
+            for mtype, _, _, payload in codec.iter_messages(data):
+                if mtype != codec.NLMSG_ERROR:
+                    continue
+                errno, seq = codec.decode_error(payload)
+                if seq == begin and errno:
+                    raise NftError(f"netlink element transaction failed: {os.strerror(errno)}")
+                if seq in pending:
+                    pending.discard(seq)
+                    if errno:
+                        errors.append(f"{os.strerror(errno)} (message {seq})")
+        if errors:
+            raise NftError("netlink element transaction failed: " + "; ".join(errors[:5]))
+
+    def dump(self, family: str, table: str, name: str, etype: codec.ElementType) -> list[tuple[str, str | None]] | None:
+        """Every element of one set or map as (key, value or None); None when it does not exist."""
+        dec = codec.ElementDecoder(etype)
+        out: list[tuple[str, str | None]] = []
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq = (seq + 1) & 0x7FFFFFFF or 1
+            self._sock.send(codec.encode_dump_request(family, table, name, seq))
+            while True:
+                data = self._sock.recv(1 << 20)
+                for mtype, _, mseq, payload in codec.iter_messages(data):
+                    if mseq != seq:
+                        continue
+                    if mtype == codec.NLMSG_DONE:
+                        return out
+                    if mtype == codec.NLMSG_ERROR:
+                        errno, _ = codec.decode_error(payload)
+                        if errno == 0:
+                            continue
+                        if errno == 2:          # ENOENT: no such table or set
+                            return None
+                        raise NftError(f"netlink dump of {name}: {os.strerror(errno)}")
+                    out += dec.decode(payload)
