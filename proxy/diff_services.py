@@ -28,9 +28,23 @@ from .render_services import (
 )
 
 
+class ElementCommand(str):
+    """An 'add|delete element' nft command that also carries its parts (verb, set or map name,
+    element texts), so that the service proxy can send the elements over netlink
+    (proxy/element_codec.py) rather than through nft's parser. Everything else reads it as text."""
+    verb: str
+    name: str
+    items: list[str]
+
+    @classmethod
+    def make(cls, verb: str, name: str, items: list[str]) -> ElementCommand:
+        cmd = cls(f"{verb} element {T} {name} {{ {', '.join(items)} }}")
+        cmd.verb, cmd.name, cmd.items = verb, name, items
+        return cmd
+
+
 def _batches(verb: str, name: str, items: list[str], size: int = 4000) -> list[str]:
-    return [f"{verb} element {T} {name} {{ {', '.join(items[i:i + size])} }}"
-            for i in range(0, len(items), size)]
+    return [ElementCommand.make(verb, name, items[i:i + size]) for i in range(0, len(items), size)]
 
 
 def empty_applied() -> Desired:
@@ -123,65 +137,6 @@ def diff_full(applied: Desired, want: Aggregate, *, unknown_chains: bool = False
         dels[name] = [k for k, _ in old.items() - new.items()]
         adds[name] = [f"{k} : {v}" for k, v in new.items() - old.items()]
     return pre + _elements(dels, adds) + post, desired     # materialize made it: ours to keep
-
-
-def diff_added(applied: Desired, want: Aggregate, frags: list[Desired], *,
-               unknown_chains: bool = False) -> list[str]:
-    """Commands for Services whose fragments were just put into `want`, when the kernel holds
-    nothing of them (the first load of an empty table, in batches): their elements that
-    `applied` lacks, and map keys whose winning value differs (a key two Services claim may
-    change hands between batches). `applied` is brought up to date in place at once (on a
-    failed transaction the caller re-reads the kernel). What diff_touched would send for
-    these Services, without its per-element bookkeeping: 30k Services hold ~180k elements."""
-    chains: set[str] = set()
-    dynsets: set[str] = set()
-    set_new: dict[str, set[str]] = {}
-    map_keys: dict[str, dict[str, None]] = {}
-    for f in frags:
-        chains.update(f.chains)
-        dynsets.update(f.dynsets)
-        for name, elems in f.sets.items():
-            acc = set_new.get(name)
-            if acc is None:
-                set_new[name] = set(elems)
-            else:
-                acc |= elems
-        for name, m in f.maps.items():
-            acc = map_keys.get(name)
-            if acc is None:
-                map_keys[name] = dict.fromkeys(m)
-            else:
-                acc.update(dict.fromkeys(m))
-    pre, post = _objects(applied, want, chains, dynsets, unknown_chains)
-    dels: dict[str, list[str]] = {}
-    adds: dict[str, list[str]] = {}
-    for name, elems in set_new.items():
-        have = applied.sets.get(name)
-        if not isinstance(have, set):
-            have = applied.sets[name] = set(have or ())
-        new = elems - have
-        have |= new
-        adds[name] = list(new)
-    for name, keys in map_keys.items():
-        vals = want.map_vals.get(name, {})
-        have = applied.maps.setdefault(name, {})
-        changed = {k: v for k in keys if (v := vals.get(k)) is not None and have.get(k) != v}
-        dels[name] = [k for k in changed if k in have]
-        have.update(changed)
-        adds[name] = [f"{k} : {v}" for k, v in changed.items()]
-    for n in chains:
-        c = want.chain(n)
-        if c is None:
-            applied.chains.pop(n, None)
-        else:
-            applied.chains[n] = c
-    for n in dynsets:
-        d = want.dynset(n)
-        if d is None:
-            applied.dynsets.pop(n, None)
-        else:
-            applied.dynsets[n] = d
-    return pre + _elements(dels, adds) + post
 
 
 def commit_touched(applied: Desired, want: Aggregate, touched: Touched) -> None:

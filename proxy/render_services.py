@@ -128,6 +128,20 @@ def map_family(name: str) -> tuple[str, str] | None:
     return (family, proto) if family else None
 
 
+def declaration(name: str) -> str | None:
+    """The declaration of one of our sets or maps ('type ...' or 'typeof ...; comment ...'):
+    the fixed ones, and the backends map of any lb chain; None for anything else."""
+    if name in SETS:
+        return SETS[name][0]
+    if name in MAPS:
+        return MAPS[name][0]
+    fam = map_family(name)
+    if fam is None:
+        return None
+    chain = family_chain(f"{fam[0]}-{fam[1]}-{name.rpartition('-')[2]}")
+    return chain.map_decl if chain is not None and chain.map == name else None
+
+
 @dataclass
 class Desired:
     sets: dict[str, frozenset[str]] = field(default_factory=dict)

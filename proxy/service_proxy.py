@@ -2,21 +2,23 @@
 
     informers (raw JSON) -> model (frozen values) -> per-Service fragments (render_service)
         -> Aggregate (ref-counted desired state) -> diff of the touched elements only
-        -> ONE nft transaction -> mirror of what the kernel holds -> conntrack cleanup, health
+        -> element changes in ONE netlink transaction (structure, when it changes, through
+           libnftables around it) -> mirror of what the kernel holds -> conntrack cleanup, health
 
 Only the Services whose objects changed are re-rendered, and only their elements are diffed, so
 one EndpointSlice change costs the same at 30 Services and at 30,000. The ruleset is never
-listed: at start the agent reads back only its own sets and maps (never flushing them), so a
-restarted agent changes nothing that is right and connections keep flowing through it.
+listed: at start the agent reads back only its own sets and maps over netlink (never flushing
+them), so a restarted agent changes nothing that is right and connections keep flowing through
+it. Elements skip nft's parser (proxy/element_codec.py): at 30k Services, ~180k elements cost
+~2 s of libnftables CPU as text and ~0.4 s encoded here plus ~0.4 s in the kernel.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
-import itertools
 import logging
-import queue
 import threading
 import time
 from datetime import datetime
@@ -24,8 +26,8 @@ from datetime import datetime
 from . import metrics
 from .conntrack import clear_udp
 from .diff_services import (
+    ElementCommand,
     commit_touched,
-    diff_added,
     diff_full,
     diff_touched,
     empty_applied,
@@ -35,17 +37,21 @@ from .diff_services import (
     referenced_chains,
     touched_udp,
 )
+from .element_codec import ElementType, element_type
 from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
 from .nftables import Nft, NftError
 from .render_services import (
+    FAMILY,
     MAPS,
     SETS,
+    TABLE,
     Aggregate,
     Desired,
     NodeContext,
     T,
+    declaration,
     render_base,
     render_service,
 )
@@ -58,7 +64,6 @@ NODE_PATH = "/api/v1/nodes"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # bounded wait for the informers' first list
 COALESCE = 0.002         # gather events arriving together into one transaction
-LOAD_BATCH = 1000        # Services per transaction of the first load of an empty table
 
 
 class _NoCopy(dict):
@@ -98,7 +103,6 @@ class ServiceProxy:
         self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
                                service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses))
         self.nft = Nft()                       # the agent lives in the node's netns
-        self.load_nft: Nft | None = None
         self.lock = threading.Lock()
         self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
         self.slices: dict[tuple[str, str], object] = {}        # slice key -> EndpointSlice
@@ -276,18 +280,12 @@ class ServiceProxy:
     def recover(self) -> Desired:
         """What the kernel holds of our sets and maps (targeted reads, never the ruleset): the
         fixed ones, then the backends map of every lb chain they point at."""
-        sets, maps = {}, {}
-        for name in SETS:
-            kind, elems = parse_elements(self.nft.list(f"set {T} {name}"))
-            sets[name] = elems if kind == "set" else frozenset()
-        for name in MAPS:
-            kind, elems = parse_elements(self.nft.list(f"map {T} {name}"))
-            maps[name] = elems if kind == "map" else {}
+        sets = {name: read_set(self.nft, name) for name in SETS}
+        maps = {name: read_map(self.nft, name) for name in MAPS}
         chains = known_chains(referenced_chains(maps))
         for chain in chains.values():
             if chain.map:
-                kind, elems = parse_elements(self.nft.list(f"map {T} {chain.map}"))
-                maps[chain.map] = elems if kind == "map" else {}
+                maps[chain.map] = read_map(self.nft, chain.map)
         log.info("read back %d elements, %d chains of table %s",
                  sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), T)
         return Desired(sets=sets, maps=maps, chains=chains)
@@ -312,21 +310,15 @@ class ServiceProxy:
             base = render_base(ctx)
             unknown = True
         udp_gone: set = set()
-        if full and len(work) > LOAD_BATCH and not self.applied.counts()["elements"]:
-            if self.load_nft is None:
-                self.load_nft = Nft()        # a second context: two batches parsed at once
-            sent = load_empty(self.nft, self.agg, self.applied, work, ctx, base, self.load_nft)
-            _trim_heap()
-        else:
-            touched = None
-            with _gc_paused() if full else contextlib.nullcontext():
-                for key, svc, slices in work:
-                    t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None,
-                                     track=not full)
-                    if touched is None:
-                        touched = t
-                    else:
-                        touched.merge(t)
+        touched = None
+        with _gc_paused() if full else contextlib.nullcontext():
+            for key, svc, slices in work:
+                t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None,
+                                 track=not full)
+                if touched is None:
+                    touched = t
+                else:
+                    touched.merge(t)
             if full:
                 udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
                 diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
@@ -338,16 +330,16 @@ class ServiceProxy:
                 udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
             if cmds:
                 try:
-                    self.nft.run(cmds)
+                    apply_commands(self.nft, cmds)
                 except NftError:
                     log.error("nft transaction of %d commands failed", len(cmds))
                     raise
-            if full:
-                self.applied = mirror
-                _trim_heap()
-            else:
-                commit_touched(self.applied, self.agg, touched)
-            sent = len(cmds)
+        if full:
+            self.applied = mirror
+            _trim_heap()
+        else:
+            commit_touched(self.applied, self.agg, touched)
+        sent = len(cmds)
         self.recovered = True
         self.syncs += 1
         now = time.time()
@@ -372,78 +364,63 @@ class ServiceProxy:
         return sent
 
 
-def load_empty(nft: Nft, agg: Aggregate, applied: Desired, work: list, ctx: NodeContext,
-               base: list[str], nft2: Nft | None = None) -> int:
-    """The first programming of an empty table: the fixed structure, then the Services in
-    batches of LOAD_BATCH, one transaction each, applied on other threads while this one
-    renders the next batch (libnftables runs without the GIL; with nft2, a second context,
-    two batches are parsed at once: libnftables is the longer part).
-    Why not one transaction: at 30k Services libnftables needs ~280 MB to parse 180k
-    elements at once (measured with nft -f), above what the agent may use. Each batch
-    holds every element of its Services (backends with the map entry that points at them),
-    so a Service is either fully programmed or not yet at all. A batch that creates or deletes
-    anything (a new lb chain and its map, a key changing hands) waits for every batch before
-    it and holds back the ones after it; the others only add elements and may land in any
-    order. `applied` (empty, as recovered) is updated in place. Returns commands sent."""
-    nft.run(base)
-    jobs: queue.Queue = queue.Queue(maxsize=2)
-    failed: list[BaseException] = []
-
-    def apply(ctx_: Nft) -> None:
-        while (text := jobs.get()) is not None:
-            try:
-                if not failed:
-                    ctx_.run(text)
-            except BaseException as e:  # noqa: BLE001 - re-raised on the sync thread
-                failed.append(e)
-            finally:
-                jobs.task_done()
-        jobs.task_done()
-    workers = [threading.Thread(target=apply, args=(c,), name="service-proxy-load", daemon=True)
-               for c in ([nft, nft2] if nft2 is not None else [nft])]
-    for w in workers:
-        w.start()
-    sent = len(base)
-    # Services that went away first: the kernel holds none of their elements, and afterwards
-    # every batch only adds (diff_added's precondition)
-    work = sorted(work, key=lambda w: w[1] is not None)
-    try:
-        with _gc_paused():
-            # a small first batch: nft starts while the next ones render
-            for i, j in _batches(len(work), LOAD_BATCH // 8, LOAD_BATCH):
-                frags = []
-                for key, svc, slices in work[i:j]:
-                    frag = render_service(svc, slices, ctx) if svc is not None else None
-                    agg.put(key, frag, track=False)
-                    if frag is not None:
-                        frags.append(frag)
-                cmds = diff_added(applied, agg, frags, unknown_chains=True)
-                if failed:
-                    break
-                if cmds:
-                    sent += len(cmds)
-                    ordered = any(not c.startswith("add element ") for c in cmds)
-                    if ordered:
-                        jobs.join()          # every batch before it is in
-                    jobs.put("\n".join(cmds), timeout=120)
-                    if ordered:
-                        jobs.join()          # and it is in before any after it
-    finally:
-        for _ in workers:
-            jobs.put(None, timeout=120)
-        for w in workers:
-            w.join(120)
-    applied.health = agg.health()
-    if failed:
-        raise failed[0]
-    log.info("first load of an empty table: %d Services in batches of %d", len(work), LOAD_BATCH)
-    return sent
+@functools.lru_cache(maxsize=4096)
+def _element_type(name: str) -> ElementType | None:
+    decl = declaration(name)
+    return element_type(decl) if decl is not None else None
 
 
-def _batches(n: int, first: int, size: int) -> list[tuple[int, int]]:
-    """[start, end) of n items: one of `first`, then of `size`."""
-    bounds = [0, *range(min(first, n), n, size), n]
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+def split_commands(cmds: list[str]) -> tuple[list[str], list[tuple[str, str, ElementType, list[str]]], list[str]]:
+    """A diff's commands (structure, then elements, then structure that goes) as (nft text
+    before, element changes for netlink, nft text after). Elements of sets the netlink codec
+    cannot write (intervals: loadBalancerSourceRanges) stay text: added before the others,
+    deleted after them, so a firewall key never lacks its allowed ranges."""
+    pre: list[str] = []
+    ops: list[tuple[str, str, ElementType, list[str]]] = []
+    post: list[str] = []
+    for c in cmds:
+        if isinstance(c, ElementCommand):
+            et = _element_type(c.name)
+            if et is not None:
+                ops.append((c.verb, c.name, et, c.items))
+            else:
+                (pre if c.verb == "add" else post).append(c)
+        else:
+            (post if ops else pre).append(c)
+    return pre, ops, post
+
+
+def apply_commands(nft: Nft, cmds: list[str]) -> None:
+    """Structure through libnftables, elements over netlink (proxy/element_codec.py: nft parses
+    ~10 us per element). Up to three transactions, each leaving a working table: chains and maps
+    exist before any element points at them and go only after nothing does; the element changes
+    of one sync (a key moving to another chain included) land together."""
+    pre, ops, post = split_commands(cmds)
+    if pre:
+        nft.run(pre)
+    if ops:
+        nft.elements.run(FAMILY, TABLE, ops)
+    if post:
+        nft.run(post)
+
+
+def read_set(nft: Nft, name: str) -> frozenset[str]:
+    """The elements of one of our sets ({} when it does not exist): over netlink when the codec
+    reads its type (no nft cache fill), else through nft."""
+    et = _element_type(name)
+    if et is not None:
+        got = nft.elements.dump(FAMILY, TABLE, name, et)
+        return frozenset(k for k, _ in got or ())
+    kind, elems = parse_elements(nft.list(f"set {T} {name}"))
+    return elems if kind == "set" else frozenset()
+
+
+def read_map(nft: Nft, name: str) -> dict[str, str]:
+    et = _element_type(name)
+    if et is not None:
+        return {k: v for k, v in nft.elements.dump(FAMILY, TABLE, name, et) or () if v is not None}
+    kind, elems = parse_elements(nft.list(f"map {T} {name}"))
+    return elems if kind == "map" else {}
 
 
 @contextlib.contextmanager
@@ -461,8 +438,8 @@ def _gc_paused():
 
 
 def _trim_heap() -> None:
-    """Give back to the system what libnftables took to parse a big transaction (at 30k
-    Services ~300 MB, freed but kept by malloc)."""
+    """Give back to the system what a full sync's temporary objects took (freed, but kept by
+    malloc otherwise)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

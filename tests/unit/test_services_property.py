@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy import diff_services as d
+from proxy import element_codec as codec
 from proxy import render_services as r
+from proxy import service_proxy as sp
 from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 
 CTX = r.NodeContext("node1", zone="zone-a")
@@ -171,7 +172,7 @@ def test_incremental_syncs_equal_one_full_sync(ops, batch):
     sls: dict = {}
     agg = r.Aggregate()
     applied = d.empty_applied()
-    kernel = FakeNft()
+    kernel = TextNft()
     pending: set = set()
     for i, (what, key, obj) in enumerate(ops):
         if what == "svc":
@@ -194,15 +195,16 @@ def test_incremental_syncs_equal_one_full_sync(ops, batch):
             s = svcs.get(k)
             touched.merge(agg.put(k, r.render_service(s, slices_of(sls, k), CTX) if s else None))
         pending.clear()
-        kernel.run(d.diff_touched(applied, agg, touched))
+        # as the agent applies them: structure as text, elements over netlink (encoded, decoded)
+        sp.apply_commands(kernel, d.diff_touched(applied, agg, touched))
         d.commit_touched(applied, agg, touched)
 
     fresh_agg = r.Aggregate()
     for k, s in svcs.items():
         fresh_agg.put(k, r.render_service(s, slices_of(sls, k), CTX))
-    fresh = FakeNft()
+    fresh = TextNft()
     diff, mirror = d.diff_full(d.empty_applied(), fresh_agg)
-    fresh.run(diff)
+    sp.apply_commands(fresh, diff)
     assert kernel.state() == fresh.state()
     # the in-memory mirror equals the kernel too (it is what the next diff trusts)
     assert {n: frozenset(v) for n, v in applied.sets.items() if v} == kernel.state()[0]
@@ -213,8 +215,8 @@ def test_incremental_syncs_equal_one_full_sync(ops, batch):
 
 
 class TextNft(FakeNft):
-    """FakeNft fed as the agent's Nft is: one text transaction per call, atomic (two threads
-    may send transactions at once, as the kernel serializes them)."""
+    """FakeNft fed as the agent's Nft is: one text transaction per call, and element changes
+    through `elements` (the netlink path), each atomic."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -222,85 +224,32 @@ class TextNft(FakeNft):
 
     def run(self, cmds) -> None:
         text = cmds if isinstance(cmds, str) else "\n".join(cmds)
-        if self.slow and "add map" in text:
-            time.sleep(0.05)          # parsed slowly, while the other context takes the next batch
         with self.lock:
             super().run(text.splitlines())
 
-    slow = False
+    @property
+    def elements(self) -> NetlinkElements:
+        return NetlinkElements(self)
 
 
-@settings(max_examples=150, deadline=None)
-@given(operations(), operations(), st.integers(1, 3), st.booleans(), st.booleans())
-def test_batched_first_load_equals_one_full_sync(before, ops, batch, backwards, two):
-    """The first load of an empty table (load_empty: batches of Services, diff_added) programs
-    what one full sync would, also when the Aggregate still holds Services that went away
-    and two Services claim one map key from different batches."""
-    from proxy import service_proxy as sp
+class NetlinkElements:
+    """The agent's netlink element path (Nft.elements) in front of the model: every element
+    goes through the real encoder and back through the decoder (what the kernel would store),
+    then into the model as one atomic transaction."""
 
-    def apply(svcs: dict, sls: dict, ops_) -> None:
-        for what, key, obj in ops_:
-            if what == "svc":
-                svcs[("ns", key)] = obj
-            elif what == "svc-del":
-                svcs.pop(("ns", key), None)
-            elif what == "slice":
-                sls[key] = obj
-            else:
-                sls.pop(key, None)
+    def __init__(self, kernel: TextNft) -> None:
+        self.kernel = kernel
 
-    svcs: dict = {}
-    sls: dict = {}
-    apply(svcs, sls, before)
-    agg = r.Aggregate()                  # what an earlier agent run had (the kernel lost it)
-    for k, s in svcs.items():
-        agg.put(k, r.render_service(s, slices_of(sls, k), CTX), track=False)
-    apply(svcs, sls, ops)
-    # in any order (the agent's comes from a set): a later batch may win a contested key
-    work = [(k, svcs.get(k), slices_of(sls, k)) for k in sorted(set(svcs) | set(agg.fragments), reverse=backwards)]
-    kernel, applied = TextNft(), d.empty_applied()
-    old = sp.LOAD_BATCH
-    sp.LOAD_BATCH = batch
-    try:
-        sp.load_empty(kernel, agg, applied, work, CTX, [], kernel if two else None)
-    finally:
-        sp.LOAD_BATCH = old
-
-    fresh_agg = r.Aggregate()
-    for k, s in svcs.items():
-        fresh_agg.put(k, r.render_service(s, slices_of(sls, k), CTX))
-    fresh = FakeNft()
-    fresh.run(d.diff_full(d.empty_applied(), fresh_agg)[0])
-    assert kernel.state() == fresh.state()
-    assert {n: frozenset(v) for n, v in applied.sets.items() if v} == kernel.state()[0]
-    assert {n: v for n, v in applied.maps.items() if v} == kernel.state()[1]
-    assert set(applied.chains) == set(kernel.chains)
-    assert applied.health == fresh_agg.health()
-    assert d.diff_full(applied, agg)[0] == []
-
-
-def _claimant(name: str, ip: str) -> tuple[Service, EndpointSlice]:
-    svc = Service("ns", name, (f"10.96.0.{NAMES.index(name) + 10}",), (ServicePort("p", "tcp", 80),),
-                  external_ips=("192.168.56.200",))
-    return svc, EndpointSlice("ns", f"{name}-0", name, (SlicePort("p", "tcp", 8080),), (Endpoint(ip),))
-
-
-def test_batched_first_load_moves_a_contested_key_and_drops_a_gone_claim():
-    """c's claim on 192.168.56.200:80 lands first, then b (sorting first) takes the key over in
-    a later batch; a, gone since the last run but still in the Aggregate, would win over both
-    and must leave no value behind."""
-    from proxy import service_proxy as sp
-    (a, sla), (b, slb), (c, slc) = (_claimant(n, ip) for n, ip in zip(NAMES, IPS))
-    agg = r.Aggregate()
-    agg.put(a.key, r.render_service(a, [sla], CTX), track=False)
-    kernel, applied = TextNft(), d.empty_applied()
-    kernel.slow = True      # two contexts: the batch that makes the map must land before the rest
-    old = sp.LOAD_BATCH
-    sp.LOAD_BATCH = 1
-    try:
-        sp.load_empty(kernel, agg, applied, [(c.key, c, [slc]), (b.key, b, [slb]), (a.key, None, [])], CTX, [],
-                      kernel)
-    finally:
-        sp.LOAD_BATCH = old
-    assert kernel.maps["backends-tcp-1"]["192.168.56.200 . 80 . 0"] == f"{IPS[1]} . 8080"
-    assert d.diff_full(applied, agg)[0] == []
+    def run(self, family: str, table: str, ops) -> int:
+        assert (family, table) == (r.FAMILY, r.TABLE)
+        cmds = []
+        for verb, name, etype, items in ops:
+            dec = codec.ElementDecoder(etype)
+            back = []
+            for msg in codec.encode_elements(family, table, name, etype, items, delete=verb == "delete"):
+                back += [k if v is None or verb == "delete" else f"{k} : {v}" for k, v in dec.decode(msg[16:])]
+            assert back == items, (name, items[:3], back[:3])
+            cmds.append(d.ElementCommand.make(verb, name, back))
+        with self.kernel.lock:
+            FakeNft.run(self.kernel, cmds)
+        return sum(len(c.items) for c in cmds)
