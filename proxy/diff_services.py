@@ -14,6 +14,10 @@ the render uses, so a restarted agent diffs against what the kernel holds withou
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
+from .element_codec import NFT_SET_EVAL, NFT_SET_MAP
 from .render_services import (
     MAPS,
     SETS,
@@ -326,3 +330,57 @@ def known_chains(names: set[str]) -> dict[str, Chain]:
     """What the kernel holds of chains known to exist: lb-N chains exactly (their rule depends on
     N only); others as placeholders with unknown rules, rewritten on the next sync."""
     return {n: family_chain(n) or Chain("", ("?",)) for n in names}
+
+
+def fixed_chains(base: list[str]) -> set[str]:
+    """The names of the fixed chains among render_base's commands ('add chain ip kubeweft X {...')."""
+    head = f"add chain {T} "
+    return {c[len(head):].split(" ", 1)[0] for c in base if c.startswith(head)}
+
+
+_ENDPOINT_COMMENT = re.compile(r"endpoint (\d{1,3}(?:\.\d{1,3}){3}):(\d+) of ")
+_UNKNOWN = "?"          # a rule the agent did not read back: never equal to a rendered one
+
+
+def recovered_objects(chains: Iterable[tuple[str, str]], sets: Iterable[tuple[str, int]],
+                      fixed: set[str]) -> tuple[dict[str, Chain], dict[str, str]]:
+    """(on-demand chains, dynamic sets) of the table as a restarted agent knows them from a
+    listing of its chains (name, comment) and sets (name, NFT_SET_* flags), read over netlink
+    (ElementLink.chains/.sets): EVERY chain but the fixed ones, so that the next full sync
+    deletes what nobody wants any more (a leak otherwise) and plans for what went away.
+
+    - lb-family chains exactly (their rule depends on protocol and N only), with their backends
+      map when the table holds it (made and deleted with the chain, in one transaction each);
+    - an affinity chain aff-<sid> as a placeholder whose rules name its endpoint chains (the
+      listed aff-<sid>-<eid>), and each endpoint chain as a placeholder whose last rule names the
+      endpoint its comment gives ('endpoint IP:PORT of ...'): what _affinity_endpoints reads to
+      plan the UDP conntrack cleanup of endpoints that left while the agent was down;
+    - any other chain as a placeholder with unknown rules (rewritten when wanted, else deleted);
+    - dynamic sets (flags dynamic, not maps, not fixed) by name, their declaration unknown: one
+      still wanted is left alone, one not wanted is deleted."""
+    listed = {name: comment for name, comment in chains if name not in fixed}
+    set_names = {name for name, _ in sets}
+    endpoints_of: dict[str, list[str]] = {}
+    for name in listed:
+        parts = name.split("-")
+        if parts[0] == "aff" and len(parts) == 3:
+            endpoints_of.setdefault(f"aff-{parts[1]}", []).append(name)
+    out: dict[str, Chain] = {}
+    for name, comment in listed.items():
+        lb = family_chain(name)
+        if lb is not None:
+            if lb.map in set_names:
+                out[name] = lb
+            # else: an lb chain without its map was never made by us (one transaction makes both)
+            continue
+        parts = name.split("-")
+        if parts[0] == "aff" and len(parts) == 2:
+            eps = sorted(endpoints_of.get(name, ()))
+            out[name] = Chain(comment, (*(f"ip saddr @{e} goto {e}" for e in eps), _UNKNOWN))
+        elif parts[0] == "aff" and len(parts) == 3 and (m := _ENDPOINT_COMMENT.match(comment)):
+            out[name] = Chain(comment, (_UNKNOWN, f"{_UNKNOWN} dnat ip to {m[1]}:{m[2]}"))
+        else:
+            out[name] = Chain(comment, (_UNKNOWN,))
+    dynsets = {name: _UNKNOWN for name, flags in sets
+               if flags & NFT_SET_EVAL and not flags & NFT_SET_MAP and name not in SETS and name not in MAPS}
+    return out, dynsets

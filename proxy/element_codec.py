@@ -277,6 +277,11 @@ def encode_elements(family: str, table: str, name: str, etype: ElementType, elem
     return out
 
 
+def renumber(message: bytes, seq: int) -> bytes:
+    """The same netlink message with another sequence number."""
+    return message[:8] + seq.to_bytes(4, sys.byteorder) + message[12:]
+
+
 def encode_batch(messages: list[bytes], seq: int) -> bytes:
     """One transaction: BATCH_BEGIN (seq), the messages (numbered seq+1 .. seq+n by the caller),
     BATCH_END (seq+n+1)."""
@@ -401,3 +406,78 @@ class ElementDecoder:
             if key is not None:
                 out.append((key, value))
         return out
+
+
+# ---- listing a table's chains and sets (GETCHAIN / GETSET dumps) -------------------------------
+# What a restarted agent needs to know of its table's structure, without nft's cache fill of
+# every element: the chains (name and comment) and the sets and maps (name and flags).
+
+NFT_MSG_GETTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN, NFT_MSG_NEWSET, NFT_MSG_GETSET = 1, 3, 4, 9, 10
+NFTA_TABLE_NAME = 1
+NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_USERDATA = 1, 3, 12
+NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS = 1, 2, 3
+# linux/netfilter/nf_tables.h enum nft_set_flags
+NFT_SET_ANONYMOUS, NFT_SET_CONSTANT, NFT_SET_INTERVAL, NFT_SET_MAP = 0x1, 0x2, 0x4, 0x8
+NFT_SET_TIMEOUT, NFT_SET_EVAL = 0x10, 0x20             # 'flags dynamic' is NFT_SET_EVAL
+NLM_F_DUMP_INTR = 0x10
+UDATA_COMMENT = 0                                       # libnftnl NFTNL_UDATA_{CHAIN,SET}_COMMENT
+
+
+def _string(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _dump_request(msg: int, family: str, table: str, table_attr: int, seq: int) -> bytes:
+    return _message((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK, seq,
+                    NFPROTO[family], 0, _nla(table_attr, table.encode() + b"\0"))
+
+
+def encode_chain_dump_request(family: str, table: str, seq: int) -> bytes:
+    """GETCHAIN dump of one family. The kernel (6.x) may answer with the chains of EVERY table of
+    the family (the table attribute is a filter only where the kernel honours it):
+    decode_chain keeps those of our table."""
+    return _dump_request(NFT_MSG_GETCHAIN, family, table, NFTA_CHAIN_TABLE, seq)
+
+
+def encode_set_dump_request(family: str, table: str, seq: int) -> bytes:
+    """GETSET dump of the sets and maps of one table (ENOENT when the table does not exist)."""
+    return _dump_request(NFT_MSG_GETSET, family, table, NFTA_SET_TABLE, seq)
+
+
+def encode_table_request(family: str, table: str, seq: int) -> bytes:
+    """GETTABLE of one table (not a dump): a NEWTABLE answer, or ENOENT when it does not exist."""
+    return _message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, seq,
+                    NFPROTO[family], 0, _nla(NFTA_TABLE_NAME, table.encode() + b"\0"))
+
+
+def decode_udata_comment(raw: bytes) -> str:
+    """The comment in a chain's or set's NFTA_*_USERDATA: libnftnl's TLVs (1-byte type, 1-byte
+    length, value), type 0 the comment with its trailing NUL; '' when there is none."""
+    i = 0
+    while i + 2 <= len(raw):
+        kind, n = raw[i], raw[i + 1]
+        if kind == UDATA_COMMENT:
+            return _string(raw[i + 2:i + 2 + n])
+        i += 2 + n
+    return ""
+
+
+def decode_chain(payload: bytes, table: str) -> tuple[str, str] | None:
+    """(chain name, comment) of one NEWCHAIN answer (payload after the nlmsghdr); None when the
+    chain belongs to another table."""
+    attrs = dict(_attrs(payload[4:]))
+    if NFTA_CHAIN_NAME not in attrs or _string(attrs.get(NFTA_CHAIN_TABLE, b"")) != table:
+        return None
+    return _string(attrs[NFTA_CHAIN_NAME]), decode_udata_comment(attrs.get(NFTA_CHAIN_USERDATA, b""))
+
+
+def decode_set(payload: bytes, table: str) -> tuple[str, int] | None:
+    """(set or map name, NFT_SET_* flags) of one NEWSET answer; None for another table's set and
+    for anonymous sets (the `{ ... }` and vmaps inside rules, which belong to their rule)."""
+    attrs = dict(_attrs(payload[4:]))
+    if NFTA_SET_NAME not in attrs or _string(attrs.get(NFTA_SET_TABLE, b"")) != table:
+        return None
+    flags = struct.unpack("!I", attrs[NFTA_SET_FLAGS][:4])[0] if NFTA_SET_FLAGS in attrs else 0
+    if flags & NFT_SET_ANONYMOUS:
+        return None
+    return _string(attrs[NFTA_SET_NAME]), flags

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 import nftables
 
@@ -97,12 +98,22 @@ class Nft:
         return bool(self.list(what))
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """One encoded element transaction (ElementLink.prepare) waiting to be sent."""
+    data: bytes
+    seq: int              # the batch begin's; its messages follow, then the batch end
+    messages: int
+    elements: int
+
+
 class ElementLink:
     """Set and map elements over a NETLINK_NETFILTER socket (proxy/element_codec.py says why).
     Like a libnftables context, the socket belongs to the netns of the thread that made it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # the socket: one request and its answers at a time
+        self._seq_lock = threading.Lock()
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self._sock.bind((0, 0))
         self._sock.settimeout(IO_TIMEOUT)
@@ -118,32 +129,54 @@ class ElementLink:
     def close(self) -> None:
         self._sock.close()
 
+    def _take_seqs(self, n: int) -> int:
+        """The first of n consecutive sequence numbers nobody else on this socket uses."""
+        with self._seq_lock:
+            seq = self._next_seq
+            if seq + n > 0x7FFFFFFF:
+                seq = 1
+            self._next_seq = seq + n
+            return seq
+
     def run(self, family: str, table: str,
             ops: list[tuple[str, str, codec.ElementType, list[str]]]) -> int:
         """ONE transaction of element changes: ops are (verb 'add'|'delete', set or map name,
         its element type, element texts), applied in order; all land or none does. Raises
         NftError with the kernel's reason. Returns the number of elements sent."""
+        return self.send(self.prepare(family, table, ops))
+
+    def prepare(self, family: str, table: str,
+                ops: list[tuple[str, str, codec.ElementType, list[str]]]) -> PreparedBatch | None:
+        """The transaction of `run`, encoded and numbered but not sent (None: nothing to send).
+        Encoding is Python work; `send` is mostly the kernel's, without the GIL: a caller may
+        encode the next batch while another thread sends this one."""
         msgs: list[bytes] = []
         count = 0
+        for verb, name, etype, items in ops:
+            if items:
+                msgs += codec.encode_elements(family, table, name, etype, items, delete=verb == "delete",
+                                              seq=1 + len(msgs))
+                count += len(items)
+        if not msgs:
+            return None
+        # numbered now, when the encoding is done: seq, then seq+1 .. seq+n, then seq+n+1
+        seq = self._take_seqs(len(msgs) + 2)
+        msgs = [codec.renumber(m, seq + 1 + i) for i, m in enumerate(msgs)]
+        return PreparedBatch(codec.encode_batch(msgs, seq), seq, len(msgs), count)
+
+    def send(self, batch: PreparedBatch | None) -> int:
+        """Send one prepared transaction and wait for the kernel's answer to each message."""
+        if batch is None:
+            return 0
         with self._lock:
-            seq = self._next_seq
-            for verb, name, etype, items in ops:
-                if items:
-                    msgs += codec.encode_elements(family, table, name, etype, items, delete=verb == "delete",
-                                                  seq=seq + 1 + len(msgs))
-                    count += len(items)
-            if not msgs:
-                return 0
-            batch = codec.encode_batch(msgs, seq)       # seq, then seq+1 .. seq+n, then seq+n+1
-            self._next_seq = (seq + len(msgs) + 2) & 0x7FFFFFFF or 1
-            if len(batch) > self._sndbuf:
+            if len(batch.data) > self._sndbuf:
                 # the whole batch is one datagram (as libnftables does: mnl_set_sndbuffer)
-                self._sndbuf = max(len(batch) * 2, 1 << 20)
+                self._sndbuf = max(len(batch.data) * 2, 1 << 20)
                 self._sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self._sndbuf)
-            self._sock.send(batch)
+            self._sock.send(batch.data)
             self.transactions += 1
-            self._wait_acks(seq, {seq + 1 + i for i in range(len(msgs))})
-        return count
+            self._wait_acks(batch.seq, {batch.seq + 1 + i for i in range(batch.messages)})
+        return batch.elements
 
     def _wait_acks(self, begin: int, pending: set[int]) -> None:
         """Every message asked for an ack; an error answering the batch begin (the kernel could
@@ -168,9 +201,8 @@ class ElementLink:
         """Every element of one set or map as (key, value or None); None when it does not exist."""
         dec = codec.ElementDecoder(etype)
         out: list[tuple[str, str | None]] = []
+        seq = self._take_seqs(1)
         with self._lock:
-            seq = self._next_seq
-            self._next_seq = (seq + 1) & 0x7FFFFFFF or 1
             self._sock.send(codec.encode_dump_request(family, table, name, seq))
             while True:
                 data = self._sock.recv(1 << 20)
@@ -187,3 +219,73 @@ class ElementLink:
                             return None
                         raise NftError(f"netlink dump of {name}: {os.strerror(errno)}")
                     out += dec.decode(payload)
+
+    # ---- the table's structure (a restarted agent's read-back; never nft's whole cache) --------
+    def chains(self, family: str, table: str) -> list[tuple[str, str]] | None:
+        """(name, comment) of every chain of one table; None when the table does not exist."""
+        got = self._dump_objects(lambda seq: codec.encode_chain_dump_request(family, table, seq), codec.NFT_MSG_NEWCHAIN,
+                                 lambda p: codec.decode_chain(p, table), f"chains of {table}")
+        if got is None or got or self._table_exists(family, table):
+            return got
+        return None
+
+    def sets(self, family: str, table: str) -> list[tuple[str, int]] | None:
+        """(name, NFT_SET_* flags) of every named set and map of one table; None when the table
+        does not exist."""
+        return self._dump_objects(lambda seq: codec.encode_set_dump_request(family, table, seq), codec.NFT_MSG_NEWSET,
+                                  lambda p: codec.decode_set(p, table), f"sets of {table}")
+
+    def _table_exists(self, family: str, table: str) -> bool:
+        return self._dump_objects(lambda seq: codec.encode_table_request(family, table, seq), None, lambda p: None,
+                                  f"table {table}", done_on_ack=True) is not None
+
+    def _dump_objects(self, request, answer: int | None, decode, what: str, *,
+                      done_on_ack: bool = False, attempts: int = 3) -> list | None:
+        """Send request(seq) (one netlink message), collect decode(payload) of the answers of type
+        `answer` until NLMSG_DONE (or the ack, with done_on_ack). None on ENOENT; a dump the kernel
+        marks interrupted (the ruleset changed meanwhile) is asked again. Bounded: IO_TIMEOUT for
+        the whole of it."""
+        mtype_wanted = None if answer is None else (codec.NFNL_SUBSYS_NFTABLES << 8) | answer
+        deadline = time.monotonic() + IO_TIMEOUT
+        for _ in range(attempts):
+            out: list = []
+            interrupted = False
+            with self._lock:
+                seq = self._next_seq
+                self._next_seq = (seq + 1) & 0x7FFFFFFF or 1
+                self._sock.send(request(seq))
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise NftError(f"netlink read of {what}: no answer in {IO_TIMEOUT:.0f} s")
+                    self._sock.settimeout(left)
+                    try:
+                        data = self._sock.recv(1 << 20)
+                    except TimeoutError:
+                        raise NftError(f"netlink read of {what}: no answer in {IO_TIMEOUT:.0f} s") from None
+                    finally:
+                        self._sock.settimeout(IO_TIMEOUT)
+                    finished = False
+                    for mtype, flags, mseq, payload in codec.iter_messages(data):
+                        if mseq != seq:
+                            continue
+                        if flags & codec.NLM_F_DUMP_INTR:
+                            interrupted = True
+                        if mtype == codec.NLMSG_DONE:
+                            finished = True
+                        elif mtype == codec.NLMSG_ERROR:
+                            errno, _ = codec.decode_error(payload)
+                            if errno == 2:          # ENOENT: no such table
+                                return None
+                            if errno:
+                                raise NftError(f"netlink read of {what}: {os.strerror(errno)}")
+                            finished = finished or done_on_ack
+                        elif mtype == mtype_wanted:
+                            item = decode(payload)
+                            if item is not None:
+                                out.append(item)
+                    if finished:
+                        break
+            if not interrupted:
+                return out
+        raise NftError(f"netlink read of {what}: interrupted {attempts} times (the ruleset kept changing)")

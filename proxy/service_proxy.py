@@ -31,10 +31,10 @@ from .diff_services import (
     diff_full,
     diff_touched,
     empty_applied,
-    known_chains,
+    fixed_chains,
     parse_elements,
     plan_udp_cleanup,
-    referenced_chains,
+    recovered_objects,
     touched_udp,
 )
 from .element_codec import ElementType, element_type
@@ -278,17 +278,22 @@ class ServiceProxy:
             time.sleep(COALESCE)
 
     def recover(self) -> Desired:
-        """What the kernel holds of our sets and maps (targeted reads, never the ruleset): the
-        fixed ones, then the backends map of every lb chain they point at."""
+        """What the kernel holds of our table (targeted reads over netlink, never the ruleset nor
+        nft's cache): the names and comments of its chains and the names of its sets, so EVERY
+        on-demand chain and dynamic set is known and the next full sync deletes those nobody
+        wants (diff_services.recovered_objects); then the elements of the fixed sets and maps and
+        of the backends map of every lb chain."""
+        listed_chains = self.nft.elements.chains(FAMILY, TABLE) or []
+        listed_sets = self.nft.elements.sets(FAMILY, TABLE) or []
+        chains, dynsets = recovered_objects(listed_chains, listed_sets, fixed_chains(render_base(self.ctx)))
         sets = {name: read_set(self.nft, name) for name in SETS}
         maps = {name: read_map(self.nft, name) for name in MAPS}
-        chains = known_chains(referenced_chains(maps))
         for chain in chains.values():
             if chain.map:
                 maps[chain.map] = read_map(self.nft, chain.map)
-        log.info("read back %d elements, %d chains of table %s",
-                 sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), T)
-        return Desired(sets=sets, maps=maps, chains=chains)
+        log.info("read back %d elements, %d chains, %d dynamic sets of table %s",
+                 sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), len(dynsets), T)
+        return Desired(sets=sets, maps=maps, chains=chains, dynsets=dynsets)
 
     def sync(self) -> int:
         """One transaction for everything queued; returns the number of commands sent."""

@@ -1,0 +1,134 @@
+"""ServiceProxy.recover() on the kernel, in scratch network namespaces (no lab): the table a
+dead agent left (an affinity Service with two endpoints, a ClusterIP over lb-tcp-3, and a stray
+lb-tcp-9 chain with its backends-tcp-9 map) is read back over netlink (chains, sets, elements),
+and the first full sync after the restart, with one affinity endpoint gone meanwhile, leaves
+EXACTLY the table a fresh agent writes for the new state: the gone endpoint's chain and dynamic
+set and the stray chain and map are deleted, and the gone endpoint is planned for UDP conntrack
+cleanup. Also: ElementLink.chains/.sets on tables that do not exist or hold nothing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from proxy import diff_services as d
+from proxy import render_services as r
+from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from proxy.nftables import Nft
+from proxy.service_proxy import ServiceProxy, apply_commands
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+              pytest.mark.timeout(120)]
+CTX = r.NodeContext("node1")
+A, B, C = "10.244.1.5", "10.244.2.5", "10.244.3.5"
+
+
+@pytest.fixture
+def netns_pair() -> Iterator[tuple[str, str]]:
+    names = [f"h23{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    made = []
+    try:
+        for n in names:
+            subprocess.run(["ip", "netns", "add", n], check=True, timeout=10)
+            made.append(n)
+        yield names[0], names[1]
+    finally:
+        for n in made:
+            subprocess.run(["ip", "netns", "del", n], check=False, timeout=10)
+
+
+def nft_text(netns: str, text: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=text, text=True,
+                   capture_output=True, check=True, timeout=30)
+
+
+def table_json(netns: str) -> list:
+    """The whole table, handles dropped and elements sorted (this test may list it: it is small)."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", r.FAMILY, r.TABLE],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    items = []
+    for item in json.loads(out)["nftables"]:
+        for obj in item.values():
+            if isinstance(obj, dict):
+                obj.pop("handle", None)
+                if isinstance(obj.get("elem"), list):
+                    obj["elem"] = sorted(obj["elem"], key=json.dumps)
+        items.append(item)
+    return sorted(items, key=json.dumps)
+
+
+def services(dns_endpoints: tuple[str, ...]) -> r.Aggregate:
+    port = SlicePort("dns", "udp", 5353)
+    dns = Service("ns", "dns", ("10.96.0.10",), (ServicePort("dns", "udp", 53),), "ClusterIP",
+                  affinity_timeout=30)
+    web = Service("ns", "web", ("10.96.0.11",), (ServicePort("http", "tcp", 80),), "ClusterIP")
+    agg = r.Aggregate()
+    agg.put(dns.key, r.render_service(dns, [EndpointSlice("ns", "dns-1", "dns", (port,), tuple(
+        Endpoint(ip, node_name="node2") for ip in dns_endpoints))], CTX))
+    agg.put(web.key, r.render_service(web, [EndpointSlice("ns", "web-1", "web", (SlicePort("http", "tcp", 8080),),
+                                                          tuple(Endpoint(ip, node_name="node2") for ip in (A, B, C)))],
+                                      CTX))
+    return agg
+
+
+def write(nft: Nft, applied: r.Desired, agg: r.Aggregate, unknown: bool) -> r.Desired:
+    diff, mirror = d.diff_full(applied, agg, unknown_chains=unknown)
+    apply_commands(nft, r.render_base(CTX) + diff)
+    return mirror
+
+
+STRAY = f"""
+add map {r.T} backends-tcp-9 {{ {r.family_chain("lb-tcp-9").map_decl}; }}
+add chain {r.T} lb-tcp-9 {{ comment "spread over 9 endpoints in backends-tcp-9"; }}
+add rule {r.T} lb-tcp-9 {r.family_chain("lb-tcp-9").rules[0]}
+add element {r.T} backends-tcp-9 {{ 10.96.0.99 . 80 . 0 : 10.244.9.9 . 8080 }}
+"""
+
+
+def test_restart_reads_every_chain_and_set_and_the_full_sync_leaves_a_fresh_table(netns_pair):
+    old_ns, fresh_ns = netns_pair
+    nft = Nft(old_ns)
+    before = write(nft, d.empty_applied(), services((A, B)), unknown=False)
+    nft_text(old_ns, STRAY)
+    aff_endpoint_chains = {n for n in before.chains if n.startswith("aff-") and n.count("-") == 2}
+    assert len(aff_endpoint_chains) == 2 and set(before.dynsets) == aff_endpoint_chains
+
+    # the restarted agent: a new context, recover() as the agent runs it
+    agent = SimpleNamespace(nft=Nft(old_ns), ctx=CTX)
+    rec = ServiceProxy.recover(agent)
+    assert set(rec.chains) == set(before.chains) | {"lb-tcp-9"}
+    assert set(rec.dynsets) == set(before.dynsets)
+    assert rec.maps["backends-tcp-9"] == {"10.96.0.99 . 80 . 0": "10.244.9.9 . 8080"}
+    assert rec.maps["backends-tcp-3"] == before.maps["backends-tcp-3"]
+
+    # B went away while the agent was down
+    now = services((A,))
+    assert d.plan_udp_cleanup(rec, now, d.touched_udp(rec)) == {("10.96.0.10", 53, B)}
+    after = write(agent.nft, rec, now, unknown=True)
+
+    # exactly what a fresh agent writes for the new state
+    write(Nft(fresh_ns), d.empty_applied(), services((A,)), unknown=False)
+    assert table_json(old_ns) == table_json(fresh_ns)
+    listed = {n for n, _ in agent.nft.elements.chains(r.FAMILY, r.TABLE)}
+    assert "lb-tcp-9" not in listed and not (aff_endpoint_chains - set(after.chains)) & listed
+    assert "backends-tcp-9" not in {n for n, _ in agent.nft.elements.sets(r.FAMILY, r.TABLE)}
+
+    # and a second restart changes nothing
+    again = ServiceProxy.recover(agent)
+    diff, _ = d.diff_full(again, now, unknown_chains=True)
+    assert [c for c in diff if not c.startswith(("flush chain", "add rule"))] == []
+
+
+def test_listing_a_missing_or_empty_table(netns_pair):
+    ns, _ = netns_pair
+    link = Nft(ns).elements
+    assert link.chains(r.FAMILY, r.TABLE) is None and link.sets(r.FAMILY, r.TABLE) is None
+    nft_text(ns, f"add table {r.T}\nadd table ip other\nadd chain ip other x\nadd set ip other s {{ type ipv4_addr; }}")
+    assert link.chains(r.FAMILY, r.TABLE) == [] and link.sets(r.FAMILY, r.TABLE) == []
+    assert link.chains(r.FAMILY, "other") == [("x", "")]
+    assert link.sets(r.FAMILY, "other") == [("s", 0)]
