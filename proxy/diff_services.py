@@ -89,15 +89,19 @@ def _objects(applied: Desired, want: Aggregate, chains: set[str], dynsets: set[s
     return pre, post
 
 
+SORT_MAX = 4000      # longer element lists keep their order: sorting 180k strings costs ~70 ms
+
+
 def _elements(dels: dict[str, list[str]], adds: dict[str, list[str]]) -> list[str]:
-    """Deletes first (a changed map value is a delete and an add), sorted for stable output."""
+    """Deletes first (a changed map value is a delete and an add); by name, so that backends
+    maps come before the verdict maps that point at them; elements sorted for stable output
+    unless there are many."""
     cmds = []
-    for name in sorted(dels):
-        if dels[name]:
-            cmds += _batches("delete", name, sorted(dels[name]))
-    for name in sorted(adds):
-        if adds[name]:
-            cmds += _batches("add", name, sorted(adds[name]))
+    for verb, lists in (("delete", dels), ("add", adds)):
+        for name in sorted(lists):
+            items = lists[name]
+            if items:
+                cmds += _batches(verb, name, sorted(items) if len(items) <= SORT_MAX else items)
     return cmds
 
 
@@ -138,8 +142,9 @@ def diff_full(applied: Desired, want: Aggregate, *, unknown_chains: bool = False
         dels[name], adds[name] = list(old - new), list(new - old)
     for name in set(desired.maps) | set(applied.maps):
         old, new = applied.maps.get(name, {}), desired.maps.get(name, {})
-        dels[name] = [k for k, _ in old.items() - new.items()]
-        adds[name] = [f"{k} : {v}" for k, v in new.items() - old.items()]
+        get_new, get_old = new.get, old.get        # lookups: cheaper than sets of (key, value)
+        dels[name] = [k for k, v in old.items() if get_new(k) != v]
+        adds[name] = [f"{k} : {v}" for k, v in new.items() if get_old(k) != v]
     return pre + _elements(dels, adds) + post, desired     # materialize made it: ours to keep
 
 

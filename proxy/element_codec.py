@@ -114,8 +114,17 @@ def _host32(v: int) -> int:
 
 
 _FMT = {"ipv4_addr": "4s", "inet_proto": "B3x", "inet_service": "H2x", "integer": "I"}
+# numgen indexes are small: their host-order values looked up, not computed, per element
+_INDEX = {str(i): _host32(i) for i in range(4096)}
+
+
+def _integer(text: str) -> int:
+    v = _INDEX.get(text)
+    return v if v is not None else _host32(int(text))
+
+
 _TO = {"ipv4_addr": socket.inet_aton, "inet_proto": PROTO_NUMBERS.__getitem__, "inet_service": int,
-       "integer": lambda s: _host32(int(s))}
+       "integer": _integer}
 _FROM = {"ipv4_addr": socket.inet_ntoa, "inet_proto": lambda v: PROTO_NAMES.get(v, str(v)),
          "inet_service": str, "integer": lambda v: str(_host32(v))}
 
@@ -226,14 +235,27 @@ class ElementEncoder:
 
     def encode(self, text: str, *, key_only: bool = False) -> bytes:
         """key_only: a map element to delete, named by its key (a value after it is ignored)."""
+        return self.encoder(key_only)(text)
+
+    def encoder(self, key_only: bool = False):
+        """The function text -> element bytes (chosen once for a list of elements)."""
         if self.etype.data is None:
-            return self.key_only(text)
+            return self.key_only
         if key_only:
-            return self.key_only(text.partition(" : ")[0])
+            return lambda text: self.key_only(text.partition(" : ")[0])
         if self.full is not None:
-            if " : " not in text:
-                raise ValueError(f"map element without a value: {text!r}")
+            return self._full
+        return self._verdict_element
+
+    def _full(self, text: str) -> bytes:
+        try:
             return self.full(text)
+        except ValueError:
+            if " : " not in text:
+                raise ValueError(f"map element without a value: {text!r}") from None
+            raise
+
+    def _verdict_element(self, text: str) -> bytes:
         k, _, v = text.partition(" : ")
         if not v:
             raise ValueError(f"map element without a value: {text!r}")
@@ -264,14 +286,18 @@ def encode_elements(family: str, table: str, name: str, etype: ElementType, elem
         body = b"".join(chunk)
         attrs = head + _NLA.pack(4 + len(body), NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED) + body
         out.append(_message(mtype, flags, seq + len(out), fam, 0, attrs))
-    one = functools.partial(enc.encode, key_only=delete)
+    one = enc.encoder(key_only=delete)
+    append = chunk.append
     for text in elements:
         e = one(text)
-        if size + len(e) > MAX_NEST:
+        n = len(e)
+        if size + n > MAX_NEST:
             flush()
-            chunk, size = [], 0
-        chunk.append(e)
-        size += len(e)
+            chunk = []
+            append = chunk.append
+            size = 0
+        append(e)
+        size += n
     if chunk:
         flush()
     return out

@@ -251,8 +251,7 @@ class ElementLink:
             out: list = []
             interrupted = False
             with self._lock:
-                seq = self._next_seq
-                self._next_seq = (seq + 1) & 0x7FFFFFFF or 1
+                seq = self._take_seqs(1)
                 self._sock.send(request(seq))
                 while True:
                     left = deadline - time.monotonic()

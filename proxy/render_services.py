@@ -461,17 +461,17 @@ class Aggregate:
         self.dynset_refs: dict[str, list] = {}         # name -> [count, decl]
         self.health_of: dict[tuple[str, str], tuple[int, int]] = {}
 
-    def put(self, key: tuple[str, str], frag: Desired | None, track: bool = True) -> Touched:
+    def put(self, key: tuple[str, str], frag: Desired | None, track: bool = True) -> Touched | None:
         """Replace the fragment of one Service (None: remove it). With track, what may have
-        changed is returned (a full sync diffs everything and skips that)."""
-        touched = Touched()
+        changed is returned; without, None (a full sync diffs everything and skips that)."""
+        touched = Touched() if track else None
         old = self.fragments.pop(key, None)
         if old is not None:
-            self._remove(key, old, touched if track else None)
+            self._remove(key, old, touched)
             self.health_of.pop(key, None)
         if frag is not None:
             self.fragments[key] = frag
-            self._add(key, frag, touched if track else None)
+            self._add(key, frag, touched)
             if frag.health:
                 self.health_of.update(frag.health)
         return touched

@@ -19,6 +19,7 @@ import ctypes
 import functools
 import gc
 import logging
+import queue
 import threading
 import time
 from datetime import datetime
@@ -41,7 +42,7 @@ from .element_codec import ElementType, element_type
 from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
-from .nftables import Nft, NftError
+from .nftables import ElementLink, Nft, NftError
 from .render_services import (
     FAMILY,
     MAPS,
@@ -64,6 +65,8 @@ NODE_PATH = "/api/v1/nodes"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # bounded wait for the informers' first list
 COALESCE = 0.002         # gather events arriving together into one transaction
+LOAD_CHUNK = 16384       # elements per transaction when filling an empty table
+SEND_TIMEOUT = 120.0
 
 
 class _NoCopy(dict):
@@ -317,13 +320,17 @@ class ServiceProxy:
         udp_gone: set = set()
         touched = None
         with _gc_paused() if full else contextlib.nullcontext():
-            for key, svc, slices in work:
-                t = self.agg.put(key, render_service(svc, slices, ctx) if svc is not None else None,
-                                 track=not full)
-                if touched is None:
-                    touched = t
-                else:
-                    touched.merge(t)
+            put = self.agg.put
+            if full:
+                for key, svc, slices in work:
+                    put(key, render_service(svc, slices, ctx) if svc is not None else None, track=False)
+            else:
+                for key, svc, slices in work:
+                    t = put(key, render_service(svc, slices, ctx) if svc is not None else None)
+                    if touched is None:
+                        touched = t
+                    else:
+                        touched.merge(t)
             if full:
                 udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
                 diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
@@ -335,7 +342,7 @@ class ServiceProxy:
                 udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
             if cmds:
                 try:
-                    apply_commands(self.nft, cmds)
+                    apply_commands(self.nft, cmds, empty=full and not self.applied.counts()["elements"])
                 except NftError:
                     log.error("nft transaction of %d commands failed", len(cmds))
                     raise
@@ -395,18 +402,70 @@ def split_commands(cmds: list[str]) -> tuple[list[str], list[tuple[str, str, Ele
     return pre, ops, post
 
 
-def apply_commands(nft: Nft, cmds: list[str]) -> None:
+def apply_commands(nft: Nft, cmds: list[str], *, empty: bool = False) -> None:
     """Structure through libnftables, elements over netlink (proxy/element_codec.py: nft parses
     ~10 us per element). Up to three transactions, each leaving a working table: chains and maps
     exist before any element points at them and go only after nothing does; the element changes
-    of one sync (a key moving to another chain included) land together."""
+    of one sync (a key moving to another chain included) land together.
+    empty: the table holds no elements yet (the first sync): then they go in transactions of
+    LOAD_CHUNK, sent on another thread while this one encodes the next (the kernel's share,
+    ~2 us per element, runs without the GIL). Nothing was reachable before, and the diff lists
+    backends maps before the verdict maps that point at them, so a Service is not reachable
+    before its endpoints are in."""
     pre, ops, post = split_commands(cmds)
     if pre:
         nft.run(pre)
     if ops:
-        nft.elements.run(FAMILY, TABLE, ops)
+        if empty and sum(len(items) for *_, items in ops) > LOAD_CHUNK:
+            send_pipelined(nft.elements, chunk_ops(ops, LOAD_CHUNK))
+        else:
+            nft.elements.run(FAMILY, TABLE, ops)
     if post:
         nft.run(post)
+
+
+def chunk_ops(ops: list[tuple[str, str, ElementType, list[str]]], size: int) -> list[list[tuple]]:
+    """ops cut into runs of at most `size` elements, in order."""
+    chunks: list[list[tuple]] = [[]]
+    room = size
+    for verb, name, et, items in ops:
+        i = 0
+        while i < len(items):
+            if room == 0:
+                chunks.append([])
+                room = size
+            part = items[i:i + room]
+            chunks[-1].append((verb, name, et, part))
+            room -= len(part)
+            i += len(part)
+    return [c for c in chunks if c]
+
+
+def send_pipelined(link: ElementLink, chunks: list[list[tuple]]) -> None:
+    """Encode chunk i+1 here while a sender thread has the kernel apply chunk i; the first
+    failure stops the rest and is raised here."""
+    jobs: queue.Queue = queue.Queue(maxsize=1)
+    failed: list[BaseException] = []
+
+    def sender() -> None:
+        while (batch := jobs.get()) is not None:
+            if not failed:
+                try:
+                    link.send(batch)
+                except BaseException as e:  # noqa: BLE001 - raised on the caller's thread
+                    failed.append(e)
+    t = threading.Thread(target=sender, name="service-proxy-load", daemon=True)
+    t.start()
+    try:
+        for ops in chunks:
+            if failed:
+                break
+            jobs.put(link.prepare(FAMILY, TABLE, ops), timeout=SEND_TIMEOUT)
+    finally:
+        jobs.put(None, timeout=SEND_TIMEOUT)
+        t.join(SEND_TIMEOUT)
+    if failed:
+        raise failed[0]
 
 
 def read_set(nft: Nft, name: str) -> frozenset[str]:

@@ -14,6 +14,7 @@ import pytest
 
 from proxy import diff_services as d
 from proxy import render_services as r
+from proxy import service_proxy as sp
 from proxy.element_codec import element_type
 from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 from proxy.nftables import Nft, NftError
@@ -98,6 +99,18 @@ def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair):
         assert read_set(nft, name) == mirror.sets.get(name, frozenset()), name
     for name, m in mirror.maps.items():
         assert read_map(nft, name) == m, name
+
+
+def test_the_first_load_in_pipelined_transactions_leaves_the_same_table(netns_pair, monkeypatch):
+    text_ns, link_ns = netns_pair
+    cmds, _ = desired()
+    subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input="\n".join(cmds), text=True,
+                   capture_output=True, check=True, timeout=60)
+    monkeypatch.setattr(sp, "LOAD_CHUNK", 7)
+    nft = Nft(link_ns)
+    apply_commands(nft, cmds, empty=True)
+    assert nft.elements.transactions > 5
+    assert table_json(link_ns) == table_json(text_ns)
 
 
 def test_an_element_transaction_lands_whole_or_not_at_all(netns_pair):
