@@ -13,7 +13,11 @@ addresses, never dialled), straight through the API with many requests in flight
   (the agent's kubeproxy_sync_proxy_rules_last_timestamp_seconds, confirmed by one `nft get
   element`). The bench waits on the agent's /metrics (every 0.5 s), not on nft: an nft read of
   the table costs seconds of CPU at 30k and would slow the sync it measures.
-  Agent memory: VmRSS (and the peak, VmHWM) of that agent process once synced.
+  Agent memory: VmRSS (and the peak, VmHWM) of that agent process once synced. agent_log:
+  the agent's own lines for that sync (read back, render, diff, apply in ms).
+- restart with the table in place (at the last scale): node1's agent killed (-9) and started
+  again without deleting its table, as after a crash: the first sync reads the table back over
+  netlink and reconciles (its duration, memory and log lines as above).
 - one change: an EndpointSlice's endpoint replaced; the time from the API write to the new
   endpoint being in the kernel map, seen by a netlink socket in node1's netns subscribed to the
   nftables multicast group (bench/nft_events.py: the kernel's NEWSETELEM notification of the
@@ -320,15 +324,20 @@ NPD_COUNT = "kubeproxy_network_programming_duration_seconds_count"
 LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
 
 
-def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: Deadline) -> dict:
-    """Delete node1's table, restart its agent; time the first, complete sync."""
+def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: Deadline,
+              keep_table: bool = False) -> dict:
+    """Delete node1's table (keep_table: leave it, as a crashed agent does), restart its agent;
+    time the first, complete sync."""
     pid = agent_pid(cfg, token)
     if pid:
         os.kill(pid, signal.SIGKILL)
         while lifecycle._alive(pid):
             deadline.left()
             time.sleep(0.02)
-    nft.cmd("delete table ip kubeweft")
+    log = cfg.log_dir / f"agent-{NODE}.log"
+    log_from = log.stat().st_size if log.exists() else 0
+    if not keep_table:
+        nft.cmd("delete table ip kubeweft")
     t0, t0_wall = time.monotonic(), time.time()
     proc = lifecycle.start_agent(cfg, NODE, token)
 
@@ -363,6 +372,11 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
         hits = {k: v for k, v in m.items() if k.startswith(key)}
         if hits:
             out[key] = hits
+    # the agent's own account of its first sync: read back, render, diff, apply
+    with open(log, errors="replace") as f:
+        f.seek(log_from)
+        lines = [ln.strip() for ln in f if "synced full" in ln or "read back" in ln]
+    out["agent_log"] = [ln.split("proxy.service_proxy", 1)[-1].strip(": ") for ln in lines[:2]]
     return out
 
 
@@ -558,6 +572,9 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
             say(f"{n} Services created in {time.monotonic() - t0:.1f} s; full sync of node1's agent")
             result["full_sync"][str(n)] = full_sync(cfg, token, nft, ips[n - 1], deadline)
             say(f"  {result['full_sync'][str(n)]}")
+        say(f"restart of node1's agent with its table in place ({made} Services: read back, reconcile)")
+        result["restart_with_table"] = full_sync(cfg, token, nft, ips[made - 1], deadline, keep_table=True)
+        say(f"  {result['restart_with_table']}")
         say(f"one EndpointSlice change at {made} Services, {change_rounds} times")
         try:
             result["one_change"] = {"services": made, **one_change(cfg, api, nft, ips, change_rounds,
@@ -592,6 +609,11 @@ def verdicts(result: dict) -> dict:
         out["full_sync_ok"] = sync[top]["agent_first_sync_s"] < TARGETS["full_sync_30k_s"]
         out["agent_rss_mb"] = sync[top].get("VmRSS_MB")
         out["agent_rss_ok"] = (sync[top].get("VmHWM_MB") or 0) < TARGETS["agent_rss_mb"]
+    restart = result.get("restart_with_table")
+    if restart:
+        out["restart_sync_s"] = restart["agent_first_sync_s"]
+        out["restart_peak_mb"] = restart.get("VmHWM_MB")
+        out["restart_rss_ok"] = (restart.get("VmHWM_MB") or 0) < TARGETS["agent_rss_mb"]
     change = result.get("one_change", {})
     if change:
         # the target counts from the change reaching the agent: its network programming metric

@@ -239,7 +239,8 @@ def _plan_affinity(applied: Desired, want: Aggregate, vmap: str, key: str,
                    gone: set[tuple[str | None, int, str]]) -> None:
     """The endpoints of the affinity chain a UDP service key went to that it no longer reaches
     (the chain lost them, or the key now goes elsewhere or nowhere). After a restart the old
-    chain's rules are unknown (a placeholder): nothing to compare, nothing planned."""
+    chains are the kernel's (recovered_objects: the endpoints from the endpoint chains'
+    comments); a chain whose endpoints are unknown plans nothing."""
     old = applied.maps.get(vmap, {}).get(key)
     if old is None or not old.startswith(_GOTO_AFF) or not _udp_key(vmap, key):
         return
@@ -324,17 +325,6 @@ def parse_elements(listing: list[dict]) -> tuple[str, frozenset[str] | dict[str,
                     return kind, frozenset(_text(e) for e in elems)
                 return kind, {_text(k): _text(v) for k, v in elems}
     return "set", frozenset()
-
-
-def referenced_chains(maps: dict[str, dict[str, str]]) -> set[str]:
-    """Chains that map values jump to (after a restart they exist in the kernel)."""
-    return {v.split(" ", 1)[1] for m in maps.values() for v in m.values() if v.startswith(("goto ", "jump "))}
-
-
-def known_chains(names: set[str]) -> dict[str, Chain]:
-    """What the kernel holds of chains known to exist: lb-N chains exactly (their rule depends on
-    N only); others as placeholders with unknown rules, rewritten on the next sync."""
-    return {n: family_chain(n) or Chain("", ("?",)) for n in names}
 
 
 def fixed_chains(base: list[str]) -> set[str]:

@@ -7,9 +7,10 @@
 
 Only the Services whose objects changed are re-rendered, and only their elements are diffed, so
 one EndpointSlice change costs the same at 30 Services and at 30,000. The ruleset is never
-listed: at start the agent reads back only its own sets and maps over netlink (never flushing
-them), so a restarted agent changes nothing that is right and connections keep flowing through
-it. Elements skip nft's parser (proxy/element_codec.py): at 30k Services, ~180k elements cost
+listed: at start the agent reads back its own table over netlink (the names of its chains and
+sets, the elements of its sets and maps; never flushing them), so a restarted agent changes
+nothing that is right, deletes what nobody wants any more, and connections keep flowing
+through it. Elements skip nft's parser (proxy/element_codec.py): at 30k Services, ~180k elements cost
 ~2 s of libnftables CPU as text and ~0.4 s encoded here plus ~0.4 s in the kernel.
 """
 from __future__ import annotations
@@ -286,6 +287,7 @@ class ServiceProxy:
         on-demand chain and dynamic set is known and the next full sync deletes those nobody
         wants (diff_services.recovered_objects); then the elements of the fixed sets and maps and
         of the backends map of every lb chain."""
+        t0 = time.monotonic()
         listed_chains = self.nft.elements.chains(FAMILY, TABLE) or []
         listed_sets = self.nft.elements.sets(FAMILY, TABLE) or []
         chains, dynsets = recovered_objects(listed_chains, listed_sets, fixed_chains(render_base(self.ctx)))
@@ -294,12 +296,19 @@ class ServiceProxy:
         for chain in chains.values():
             if chain.map:
                 maps[chain.map] = read_map(self.nft, chain.map)
-        log.info("read back %d elements, %d chains, %d dynamic sets of table %s",
-                 sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), len(dynsets), T)
+        log.info("read back %d elements, %d chains, %d dynamic sets of table %s in %.0f ms",
+                 sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), len(dynsets), T,
+                 (time.monotonic() - t0) * 1000)
         return Desired(sets=sets, maps=maps, chains=chains, dynsets=dynsets)
 
     def sync(self) -> int:
-        """One transaction for everything queued; returns the number of commands sent."""
+        """One transaction for everything queued; returns the number of commands sent.
+        No cyclic garbage collection meanwhile: a full sync makes ~100k objects (read back,
+        work list, fragments) and with 30k Services alive every collection walks them all."""
+        with _gc_paused():
+            return self._sync()
+
+    def _sync(self) -> int:
         self.wake.clear()
         t0 = time.monotonic()
         with self.lock:
@@ -319,33 +328,36 @@ class ServiceProxy:
             unknown = True
         udp_gone: set = set()
         touched = None
-        with _gc_paused() if full else contextlib.nullcontext():
-            put = self.agg.put
-            if full:
-                for key, svc, slices in work:
-                    put(key, render_service(svc, slices, ctx) if svc is not None else None, track=False)
-            else:
-                for key, svc, slices in work:
-                    t = put(key, render_service(svc, slices, ctx) if svc is not None else None)
-                    if touched is None:
-                        touched = t
-                    else:
-                        touched.merge(t)
-            if full:
-                udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
-                diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
-                cmds = base + diff
-            else:
+        t_read = time.monotonic()
+        put = self.agg.put
+        if full:
+            for key, svc, slices in work:
+                put(key, render_service(svc, slices, ctx) if svc is not None else None, track=False)
+        else:
+            for key, svc, slices in work:
+                t = put(key, render_service(svc, slices, ctx) if svc is not None else None)
                 if touched is None:
-                    return 0
-                cmds = diff_touched(self.applied, self.agg, touched)
-                udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
-            if cmds:
-                try:
-                    apply_commands(self.nft, cmds, empty=full and not self.applied.counts()["elements"])
-                except NftError:
-                    log.error("nft transaction of %d commands failed", len(cmds))
-                    raise
+                    touched = t
+                else:
+                    touched.merge(t)
+        t_render = time.monotonic()
+        if full:
+            udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
+            diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
+            cmds = base + diff
+        else:
+            if touched is None:
+                return 0
+            cmds = diff_touched(self.applied, self.agg, touched)
+            udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
+        t_diff = time.monotonic()
+        if cmds:
+            try:
+                apply_commands(self.nft, cmds, empty=full and not self.applied.counts()["elements"])
+            except NftError:
+                log.error("nft transaction of %d commands failed", len(cmds))
+                raise
+        t_applied = time.monotonic()
         if full:
             self.applied = mirror
             _trim_heap()
@@ -371,8 +383,10 @@ class ServiceProxy:
         if udp_gone:
             clear_udp(udp_gone)
         log.log(logging.INFO if full or sent > 50 else logging.DEBUG,
-                "synced %s: %d services changed, %d commands in %.1f ms",
-                "full" if full else "partial", len(work), sent, elapsed * 1000)
+                "synced %s: %d services changed, %d commands in %.1f ms (read back %.0f, render %.0f, "
+                "diff %.0f, apply %.0f ms)", "full" if full else "partial", len(work), sent, elapsed * 1000,
+                (t_read - t0) * 1000, (t_render - t_read) * 1000, (t_diff - t_render) * 1000,
+                (t_applied - t_diff) * 1000)
         return sent
 
 
@@ -489,9 +503,8 @@ def read_map(nft: Nft, name: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _gc_paused():
-    """No cyclic garbage collection while a full sync builds ~100k objects: nothing it makes
-    forms a cycle, and with 30k Services alive every collection walks them all (~15% of the
-    sync's CPU)."""
+    """No cyclic garbage collection while a sync builds objects: nothing it makes forms a cycle,
+    and with 30k Services alive every collection walks them all (~15% of a full sync's CPU)."""
     was = gc.isenabled()
     gc.disable()
     try:

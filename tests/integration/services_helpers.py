@@ -21,14 +21,16 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import json
+import os
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from lab import lifecycle, topology
 from lab import netns as lab_netns
 from lab import probe as lab_probe
-from lab import topology
 from lab.probe import CONNECTED, REFUSED, TIMEOUT
 
 EXTERNAL = "external"
@@ -444,3 +446,53 @@ def udp_outcome(netns_name: str, host: str, port_: int, timeout: float = 1.0) ->
         finally:
             sock.close()
     return in_thread(run)
+
+
+# ---- shared by the UDP, affinity and restart tests -------------------------------------------
+
+class UdpClient:
+    """One connected UDP socket made inside a netns, reused for every query."""
+
+    def __init__(self, netns_name: str, host: str, port_: int) -> None:
+        def make() -> socket.socket:
+            with lab_netns.entered(netns_name):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((host, port_))
+            return s
+        self.sock = in_thread(make)
+
+    def ask(self, timeout: float = 0.5) -> str | None:
+        """'whoami' -> the pod name that answered, or None (no answer in time, or an ICMP error)."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.send(b"whoami")
+            data = self.sock.recv(2048)
+        except OSError:
+            return None
+        return json.loads(data)["pod"].rpartition("/")[2]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def agent_pid(c, node: str) -> int:
+    """The running agent of `node`: a process of this lab whose argv says agent --node-name node."""
+    token = json.loads(c.cfg.state_file.read_text())["token"]
+    for pid in lifecycle.find_processes(c.cfg.name, token):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == node.encode():
+            return pid
+    raise AssertionError(f"no agent process for {node}")
+
+
+def record_agent(c, node: str, pid: int) -> None:
+    """Put the new agent's pid in state.json, as `lab up` keeps it (others may look it up)."""
+    path = c.cfg.state_file
+    state = json.loads(path.read_text())
+    state.setdefault("processes", {})[f"agent-{node}"] = pid
+    tmp = path.with_suffix(".json.h10tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)

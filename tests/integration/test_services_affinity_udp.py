@@ -15,15 +15,11 @@ on the client's node.
 from __future__ import annotations
 
 import contextlib
-import json
-import socket
 import time
 
 import pytest
 
-from lab import netns as lab_netns
-
-from .services_helpers import EXTERNAL, cluster, in_thread, port, svc_port, wait_for
+from .services_helpers import EXTERNAL, UdpClient, cluster, port, svc_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -38,31 +34,6 @@ def c(labk):
         cl.pod("client3", "node3")
         cl.wait_ready("client3")
         yield cl
-
-
-class UdpClient:
-    """One connected UDP socket made inside a netns, reused for every query."""
-
-    def __init__(self, netns_name: str, host: str, port_: int) -> None:
-        def make() -> socket.socket:
-            with lab_netns.entered(netns_name):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.connect((host, port_))
-            return s
-        self.sock = in_thread(make)
-
-    def ask(self, timeout: float = 0.5) -> str | None:
-        """'whoami' -> the pod name that answered, or None (no answer in time, or an ICMP error)."""
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.send(b"whoami")
-            data = self.sock.recv(2048)
-        except OSError:
-            return None
-        return json.loads(data)["pod"].rpartition("/")[2]
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.mark.parametrize("source", ["client3", "node:node3", EXTERNAL])

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,18 @@ from lab import lifecycle
 from lab import netns as lab_netns
 from lab import probe as lab_probe
 
-from .services_helpers import CONNECTED, cluster, http_get, in_thread, names, port, svc_port, wait_for
+from .services_helpers import (
+    CONNECTED,
+    agent_pid,
+    cluster,
+    http_get,
+    in_thread,
+    names,
+    port,
+    record_agent,
+    svc_port,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -46,29 +56,6 @@ def c(labk):
         cl.wait_endpoints("web", 2)
         cl.wait_answer("client1", cl.svc.ip, 80)
         yield cl
-
-
-def agent_pid(c, node: str) -> int:
-    """The running agent of `node`: a process of this lab whose argv says agent --node-name node."""
-    token = json.loads(c.cfg.state_file.read_text())["token"]
-    for pid in lifecycle.find_processes(c.cfg.name, token):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == node.encode():
-            return pid
-    raise AssertionError(f"no agent process for {node}")
-
-
-def record_agent(c, node: str, pid: int) -> None:
-    """Put the new agent's pid in state.json, as `lab up` keeps it (others may look it up)."""
-    path = c.cfg.state_file
-    state = json.loads(path.read_text())
-    state.setdefault("processes", {})[f"agent-{node}"] = pid
-    tmp = path.with_suffix(".json.h10tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def keepalive_socket(netns_name: str, host: str, port_: int) -> socket.socket:

@@ -29,9 +29,7 @@ from lab import netns as lab_netns
 from proxy.nftables import Nft
 from proxy.render_services import FAMILY, TABLE, T, family_chain
 
-from .services_helpers import cluster, in_thread, port, svc_port, wait_for
-from .test_services_affinity_udp import UdpClient
-from .test_services_restart import agent_pid, record_agent
+from .services_helpers import UdpClient, agent_pid, cluster, in_thread, port, record_agent, svc_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -112,14 +112,3 @@ def test_touched_udp_covers_udp_affinity_keys_only():
     _, applied = d.diff_full(d.empty_applied(), agg)
     assert d.touched_udp(applied).keys == {("service-ips", "10.96.0.10 . udp . 53"), ("nodeports", "udp . 30053")}
 
-
-def test_after_a_restart_unknown_affinity_chains_plan_nothing():
-    # recover() knows the kernel's affinity chains only as placeholders: nothing to compare
-    s = service()
-    agg = r.Aggregate()
-    agg.put(s.key, r.render_service(s, slices(A, B), CTX))
-    _, mirror = d.diff_full(d.empty_applied(), agg)
-    recovered = r.Desired(sets=mirror.sets, maps=mirror.maps,
-                          chains=d.known_chains(d.referenced_chains(mirror.maps)))
-    agg.put(s.key, r.render_service(s, slices(A), CTX))
-    assert d.plan_udp_cleanup(recovered, agg, d.touched_udp(recovered)) == set()
