@@ -67,6 +67,7 @@ TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # bounded wait for the informers' first list
 COALESCE = 0.002         # gather events arriving together into one transaction
 LOAD_CHUNK = 16384       # elements per transaction when filling an empty table
+TEXT_MAX = 2000          # a sync with structure and at most this many elements: one nft transaction
 SEND_TIMEOUT = 120.0
 
 
@@ -417,16 +418,21 @@ def split_commands(cmds: list[str]) -> tuple[list[str], list[tuple[str, str, Ele
 
 
 def apply_commands(nft: Nft, cmds: list[str], *, empty: bool = False) -> None:
-    """Structure through libnftables, elements over netlink (proxy/element_codec.py: nft parses
-    ~10 us per element). Up to three transactions, each leaving a working table: chains and maps
-    exist before any element points at them and go only after nothing does; the element changes
-    of one sync (a key moving to another chain included) land together.
+    """ONE transaction whenever it is cheap: element changes alone over netlink
+    (proxy/element_codec.py: nft parses ~10 us per element); with structure (a new lb chain and
+    its map, a chain to delete) and at most TEXT_MAX elements, all of it through libnftables.
+    Larger syncs with structure take up to three transactions, each leaving a working table:
+    chains and maps exist before any element points at them and go only after nothing does;
+    the element changes (a key moving to another chain included) land together.
     empty: the table holds no elements yet (the first sync): then they go in transactions of
     LOAD_CHUNK, sent on another thread while this one encodes the next (the kernel's share,
     ~2 us per element, runs without the GIL). Nothing was reachable before, and the diff lists
     backends maps before the verdict maps that point at them, so a Service is not reachable
     before its endpoints are in."""
     pre, ops, post = split_commands(cmds)
+    if (pre or post) and sum(len(items) for *_, items in ops) <= TEXT_MAX:
+        nft.run(cmds)
+        return
     if pre:
         nft.run(pre)
     if ops:

@@ -84,15 +84,17 @@ def table_json(netns: str) -> list:
     return sorted(items, key=json.dumps)
 
 
-def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair):
+def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair, monkeypatch):
     text_ns, link_ns = netns_pair
     cmds, mirror = desired()
     assert sum(len(c.items) for c in cmds if isinstance(c, d.ElementCommand)) > 50
     subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input="\n".join(cmds), text=True,
                    capture_output=True, check=True, timeout=60)
+    monkeypatch.setattr(sp, "TEXT_MAX", 0)       # as a big sync: structure as text, elements over netlink
     nft = Nft(link_ns)
     apply_commands(nft, cmds)
     assert nft.elements.transactions == 1          # every element in one transaction
+    assert nft.transactions == 1                   # the structure (nothing goes: no third one)
     assert table_json(link_ns) == table_json(text_ns)
     # and what was written reads back over netlink as the render wrote it
     for name in r.SETS:
@@ -107,6 +109,7 @@ def test_the_first_load_in_pipelined_transactions_leaves_the_same_table(netns_pa
     subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input="\n".join(cmds), text=True,
                    capture_output=True, check=True, timeout=60)
     monkeypatch.setattr(sp, "LOAD_CHUNK", 7)
+    monkeypatch.setattr(sp, "TEXT_MAX", 0)
     nft = Nft(link_ns)
     apply_commands(nft, cmds, empty=True)
     assert nft.elements.transactions > 5

@@ -70,3 +70,42 @@ def test_a_failed_chunk_stops_the_rest_and_is_raised():
         sp.send_pipelined(link, chunks)
     assert link.sent == chunks[:1]
     assert len(link.prepared) <= 4          # the queue holds one: no more than two ahead of the failure
+
+
+class RecordingNft:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.elements = self
+
+    def run(self, *args):
+        if len(args) == 1:                   # Nft.run(commands): one libnftables transaction
+            self.calls.append(("nft", list(args[0])))
+        else:                                # ElementLink.run(family, table, ops)
+            self.calls.append(("netlink", [(v, n, items) for v, n, _, items in args[2]]))
+
+
+def _elements(n: int) -> d.ElementCommand:
+    return d.ElementCommand.make("add", "hairpin", [f"10.244.{i // 256}.{i % 256} . 10.244.{i // 256}.{i % 256}"
+                                                    for i in range(n)])
+
+
+def test_element_changes_alone_are_one_netlink_transaction():
+    nft = RecordingNft()
+    sp.apply_commands(nft, [_elements(3)])
+    assert [kind for kind, _ in nft.calls] == ["netlink"]
+
+
+def test_structure_with_few_elements_is_one_nft_transaction():
+    nft = RecordingNft()
+    cmds = ["add chain ip kubeweft lb-tcp-4", _elements(5), "delete chain ip kubeweft lb-tcp-3"]
+    sp.apply_commands(nft, cmds)
+    assert nft.calls == [("nft", cmds)]
+
+
+def test_structure_with_many_elements_goes_around_one_netlink_transaction(monkeypatch):
+    monkeypatch.setattr(sp, "TEXT_MAX", 4)
+    nft = RecordingNft()
+    big = _elements(5)
+    sp.apply_commands(nft, ["add chain ip kubeweft lb-tcp-4", big, "delete chain ip kubeweft lb-tcp-3"])
+    assert nft.calls == [("nft", ["add chain ip kubeweft lb-tcp-4"]), ("netlink", [("add", "hairpin", big.items)]),
+                         ("nft", ["delete chain ip kubeweft lb-tcp-3"])]

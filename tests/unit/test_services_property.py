@@ -166,8 +166,19 @@ def slices_of(all_slices: dict, key) -> list:
 
 
 @settings(max_examples=150, deadline=None)
-@given(operations(), st.integers(1, 4))
-def test_incremental_syncs_equal_one_full_sync(ops, batch):
+@given(operations(), st.integers(1, 4), st.sampled_from([0, 2000]))
+def test_incremental_syncs_equal_one_full_sync(ops, batch, text_max):
+    """text_max 0: every sync with structure is cut into structure, elements, structure (each a
+    transaction of its own: the model rejects any order that leaves a dangling reference);
+    2000: such syncs are one nft transaction."""
+    old_max, sp.TEXT_MAX = sp.TEXT_MAX, text_max
+    try:
+        _incremental_syncs_equal_one_full_sync(ops, batch)
+    finally:
+        sp.TEXT_MAX = old_max
+
+
+def _incremental_syncs_equal_one_full_sync(ops, batch):
     svcs: dict = {}
     sls: dict = {}
     agg = r.Aggregate()
