@@ -110,7 +110,7 @@ def main() -> int:
                 agg2.put(k, r.render_service(svc, slices[k], ctx), track=False)
             diff2, _ = d.diff_full(d.empty_applied(), agg2, unknown_chains=True)
             t1 = time.perf_counter()
-            apply_commands(ctx_nft, r.render_base(ctx) + diff2)
+            apply_commands(ctx_nft, r.render_base(ctx) + diff2, empty=True)
             out["agent_first_load_s"] = round(time.perf_counter() - t0, 3)
             out["agent_first_load_cpu_s"] = round(time.process_time() - cpu0, 3)
             out["agent_first_load_apply_s"] = round(time.perf_counter() - t1, 3)

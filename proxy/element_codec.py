@@ -12,8 +12,9 @@ ipv4_addr, inet_proto, inet_service and integer fields (a numgen index is an int
 byte order), and verdict maps (goto/jump/drop/accept). Interval sets, timeouts and element
 comments are not: `element_type` returns None for them and callers keep the text path.
 
-Every field takes a 4-byte register slot (nft pads a 1-byte protocol and a 2-byte port to 4),
-network byte order except integers. The layout was checked against what nft's own parser puts
+Every field of a concatenation takes a 4-byte register slot (nft pads a 1-byte protocol and a
+2-byte port to 4), network byte order except integers; a protocol or port alone is not padded
+and not written here. The layout was checked against what nft's own parser puts
 in the kernel (tests/integration/test_element_codec.py compares the two byte for byte).
 """
 from __future__ import annotations
@@ -91,16 +92,22 @@ def element_type(decl: str) -> ElementType | None:
             out.append(kind)
         return tuple(out)
     key = fields(key_text)
-    if key is None or "verdict" in key:
+    if key is None or "verdict" in key or _unpadded(key):
         return None
     if not data_text:
         return ElementType(key)
     if data_text.strip() == "verdict":
         return ElementType(key, ("verdict",))
     data = fields(data_text)
-    if data is None or "verdict" in data:
+    if data is None or "verdict" in data or _unpadded(data):
         return None
     return ElementType(key, data)
+
+
+def _unpadded(fields: tuple[str, ...]) -> bool:
+    """nft pads a protocol or port to a 4-byte slot only inside a concatenation: alone it is 1
+    or 2 bytes, which this codec does not write (none of our sets has such a type)."""
+    return len(fields) == 1 and fields[0] in ("inet_proto", "inet_service")
 
 
 # ---- fields <-> bytes --------------------------------------------------------------------------
@@ -408,6 +415,8 @@ class ElementDecoder:
         i, end = 0, len(body)
         while i + 4 <= end:
             n = _NLA.unpack_from(body, i)[0]
+            if n < 4:                       # malformed: stop rather than spin
+                break
             if n != size:                   # not the plain shape: read this one the long way
                 out += self._decode_walk(body[i:i + ((n + 3) & ~3)])
             else:
@@ -477,8 +486,9 @@ def encode_table_request(family: str, table: str, seq: int) -> bytes:
 
 
 def decode_udata_comment(raw: bytes) -> str:
-    """The comment in a chain's or set's NFTA_*_USERDATA: libnftnl's TLVs (1-byte type, 1-byte
-    length, value), type 0 the comment with its trailing NUL; '' when there is none."""
+    """The comment in a chain's NFTA_CHAIN_USERDATA: libnftnl's TLVs (1-byte type, 1-byte
+    length, value), type 0 the comment with its trailing NUL; '' when there is none. (A set's
+    user data numbers its TLVs differently: 0 is the key byte order there, 7 the comment.)"""
     i = 0
     while i + 2 <= len(raw):
         kind, n = raw[i], raw[i + 1]

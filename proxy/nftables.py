@@ -26,7 +26,7 @@ from . import element_codec as codec
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_EXT_ACK, NETLINK_CAP_ACK = 11, 10
-SO_SNDBUFFORCE = 32
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 IO_TIMEOUT = 30.0
 
 
@@ -123,7 +123,7 @@ class ElementLink:
             except OSError:
                 pass
         self._next_seq = int(time.time()) & 0xFFFFFF or 1
-        self._sndbuf = 0
+        self._sndbuf = self._rcvbuf = 0
         self.transactions = 0
 
     def close(self) -> None:
@@ -169,13 +169,20 @@ class ElementLink:
         if batch is None:
             return 0
         with self._lock:
-            if len(batch.data) > self._sndbuf:
-                # the whole batch is one datagram (as libnftables does: mnl_set_sndbuffer)
-                self._sndbuf = max(len(batch.data) * 2, 1 << 20)
-                self._sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self._sndbuf)
-            self._sock.send(batch.data)
-            self.transactions += 1
-            self._wait_acks(batch.seq, {batch.seq + 1 + i for i in range(batch.messages)})
+            try:
+                if len(batch.data) > self._sndbuf:
+                    # the whole batch is one datagram (as libnftables does: mnl_set_sndbuffer);
+                    # every message's ack arrives at once after it (nft: ~1 kB per command)
+                    self._sndbuf = max(len(batch.data) * 2, 1 << 20)
+                    self._sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self._sndbuf)
+                if batch.messages * 1024 > self._rcvbuf:
+                    self._rcvbuf = max(batch.messages * 1024, 1 << 20)
+                    self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self._rcvbuf)
+                self._sock.send(batch.data)
+                self.transactions += 1
+                self._wait_acks(batch.seq, {batch.seq + 1 + i for i in range(batch.messages)})
+            except OSError as e:        # a timeout, ENOBUFS: whether it landed is unknown
+                raise NftError(f"netlink element transaction: {e}") from e
         return batch.elements
 
     def _wait_acks(self, begin: int, pending: set[int]) -> None:
@@ -200,25 +207,9 @@ class ElementLink:
     def dump(self, family: str, table: str, name: str, etype: codec.ElementType) -> list[tuple[str, str | None]] | None:
         """Every element of one set or map as (key, value or None); None when it does not exist."""
         dec = codec.ElementDecoder(etype)
-        out: list[tuple[str, str | None]] = []
-        seq = self._take_seqs(1)
-        with self._lock:
-            self._sock.send(codec.encode_dump_request(family, table, name, seq))
-            while True:
-                data = self._sock.recv(1 << 20)
-                for mtype, _, mseq, payload in codec.iter_messages(data):
-                    if mseq != seq:
-                        continue
-                    if mtype == codec.NLMSG_DONE:
-                        return out
-                    if mtype == codec.NLMSG_ERROR:
-                        errno, _ = codec.decode_error(payload)
-                        if errno == 0:
-                            continue
-                        if errno == 2:          # ENOENT: no such table or set
-                            return None
-                        raise NftError(f"netlink dump of {name}: {os.strerror(errno)}")
-                    out += dec.decode(payload)
+        got = self._dump_objects(lambda seq: codec.encode_dump_request(family, table, name, seq),
+                                 codec.NFT_MSG_NEWSETELEM, dec.decode, f"elements of {name}")
+        return None if got is None else [e for part in got for e in part]
 
     # ---- the table's structure (a restarted agent's read-back; never nft's whole cache) --------
     def chains(self, family: str, table: str) -> list[tuple[str, str]] | None:
@@ -262,6 +253,8 @@ class ElementLink:
                         data = self._sock.recv(1 << 20)
                     except TimeoutError:
                         raise NftError(f"netlink read of {what}: no answer in {IO_TIMEOUT:.0f} s") from None
+                    except OSError as e:
+                        raise NftError(f"netlink read of {what}: {e}") from e
                     finally:
                         self._sock.settimeout(IO_TIMEOUT)
                     finished = False

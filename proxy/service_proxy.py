@@ -120,6 +120,7 @@ class ServiceProxy:
         self.agg = Aggregate()
         self.applied: Desired = empty_applied()
         self.recovered = False
+        self.udp_pending: set = set()          # UDP flows planned for cleanup, not yet cleared
         self.syncs = 0
         self.health = ProxyHealth()
         self.service_health = ServiceHealthServers()
@@ -352,6 +353,9 @@ class ServiceProxy:
             cmds = diff_touched(self.applied, self.agg, touched)
             udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
         t_diff = time.monotonic()
+        # planned flows wait here until cleared: if the apply fails after a transaction landed,
+        # the re-read kernel no longer shows the endpoints that went, and nothing plans them again
+        self.udp_pending |= udp_gone
         if cmds:
             try:
                 apply_commands(self.nft, cmds, empty=full and not self.applied.counts()["elements"])
@@ -381,8 +385,9 @@ class ServiceProxy:
         metrics.SERVICES.set(len(self.agg.fragments))
         self.health.updated()
         self.service_health.update(self.applied.health)
-        if udp_gone:
-            clear_udp(udp_gone)
+        if self.udp_pending:
+            flows, self.udp_pending = self.udp_pending, set()
+            clear_udp(flows)
         log.log(logging.INFO if full or sent > 50 else logging.DEBUG,
                 "synced %s: %d services changed, %d commands in %.1f ms (read back %.0f, render %.0f, "
                 "diff %.0f, apply %.0f ms)", "full" if full else "partial", len(work), sent, elapsed * 1000,
@@ -437,11 +442,24 @@ def apply_commands(nft: Nft, cmds: list[str], *, empty: bool = False) -> None:
         nft.run(pre)
     if ops:
         if empty and sum(len(items) for *_, items in ops) > LOAD_CHUNK:
-            send_pipelined(nft.elements, chunk_ops(ops, LOAD_CHUNK))
+            send_pipelined(nft.elements, chunk_ops(order_for_load(ops), LOAD_CHUNK))
         else:
             nft.elements.run(FAMILY, TABLE, ops)
     if post:
         nft.run(post)
+
+
+# Sets whose elements make traffic to an address refused unless a verdict map already has its
+# key (service-check: a ClusterIP without the port in service-ips is rejected): loaded last.
+LOAD_LAST = ("cluster-ips",)
+
+
+def order_for_load(ops: list[tuple[str, str, ElementType, list[str]]]) -> list[tuple]:
+    """The order of an empty table's element transactions: the diff's (backends maps before the
+    verdict maps that point at them), with LOAD_LAST after everything else, so that while the
+    load runs a Service's address is refused only once it is complete (before, it is dropped
+    by the service range rule, and a client's retry finds it)."""
+    return sorted(ops, key=lambda op: op[1] in LOAD_LAST)
 
 
 def chunk_ops(ops: list[tuple[str, str, ElementType, list[str]]], size: int) -> list[list[tuple]]:
@@ -482,8 +500,13 @@ def send_pipelined(link: ElementLink, chunks: list[list[tuple]]) -> None:
                 break
             jobs.put(link.prepare(FAMILY, TABLE, ops), timeout=SEND_TIMEOUT)
     finally:
-        jobs.put(None, timeout=SEND_TIMEOUT)
+        try:
+            jobs.put(None, timeout=SEND_TIMEOUT)
+        except queue.Full:
+            failed.append(NftError("netlink load: the sender took no job in time"))
         t.join(SEND_TIMEOUT)
+    if t.is_alive():
+        raise NftError(f"netlink load: a transaction unanswered after {SEND_TIMEOUT:.0f} s")
     if failed:
         raise failed[0]
 

@@ -109,3 +109,26 @@ def test_structure_with_many_elements_goes_around_one_netlink_transaction(monkey
     sp.apply_commands(nft, ["add chain ip kubeweft lb-tcp-4", big, "delete chain ip kubeweft lb-tcp-3"])
     assert nft.calls == [("nft", ["add chain ip kubeweft lb-tcp-4"]), ("netlink", [("add", "hairpin", big.items)]),
                          ("nft", ["delete chain ip kubeweft lb-tcp-3"])]
+
+
+def test_the_empty_load_adds_cluster_ips_after_the_verdict_maps():
+    # a ClusterIP in cluster-ips but not yet in service-ips is refused (service-check), so an
+    # address goes into cluster-ips only once its Service is complete
+    ops = [("add", n, None, ["x"]) for n in ("backends-tcp-3", "cluster-ips", "hairpin", "service-ips")]
+    assert [n for _, n, _, _ in sp.order_for_load(ops)] == ["backends-tcp-3", "hairpin", "service-ips",
+                                                            "cluster-ips"]
+
+
+def test_a_sender_that_never_answers_is_an_error_not_a_success(monkeypatch):
+    monkeypatch.setattr(sp, "SEND_TIMEOUT", 0.2)
+    release = threading.Event()
+
+    class StuckLink(RecordingLink):
+        def send(self, ops):
+            release.wait(5)
+            return super().send(ops)
+    try:
+        with pytest.raises(NftError):
+            sp.send_pipelined(StuckLink(), [[("add", "m", None, ["0"])]])
+    finally:
+        release.set()

@@ -54,6 +54,8 @@ def test_element_types_of_our_declarations():
     "type ether_addr",
     "typeof ip6 daddr : verdict",
     "type verdict : ipv4_addr",
+    "type inet_service",                    # alone, a port is 2 bytes (padded only in concatenations)
+    "type ipv4_addr : inet_proto",
     "something else",
 ])
 def test_declarations_the_codec_leaves_to_nft(decl):
@@ -174,3 +176,9 @@ def test_elements_with_extra_attributes_are_read_the_long_way():
     elem = c._nla(c.NFTA_LIST_ELEM | c.NLA_F_NESTED, body)
     payload = bytes(4) + c._nla(c.NFTA_SET_ELEM_LIST_ELEMENTS | c.NLA_F_NESTED, elem + enc)
     assert c.ElementDecoder(BACKENDS).decode(payload) == [("10.96.0.1 . 80 . 2", "10.244.1.5 . 8080")] * 2
+
+
+def test_a_zero_length_attribute_ends_the_fast_read():
+    good = c.ElementEncoder(BACKENDS).encode("10.96.0.1 . 80 . 2 : 10.244.1.5 . 8080")
+    payload = bytes(4) + c._nla(c.NFTA_SET_ELEM_LIST_ELEMENTS | c.NLA_F_NESTED, good + bytes(8))
+    assert c.ElementDecoder(BACKENDS).decode(payload) == [("10.96.0.1 . 80 . 2", "10.244.1.5 . 8080")]
