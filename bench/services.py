@@ -286,14 +286,7 @@ def metrics(cfg: LabConfig) -> dict[str, float]:
 
 
 def agent_pid(cfg: LabConfig, token: str) -> int | None:
-    for pid in lifecycle.find_processes(cfg.name, token):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == NODE.encode():
-            return pid
-    return None
+    return lifecycle.find_agent(cfg.name, token, NODE)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -90,6 +90,18 @@ def find_processes(name: str, token: str | None) -> list[int]:
     return sorted(pids)
 
 
+def find_agent(name: str, token: str | None, node: str) -> int | None:
+    """The PID of this lab's node agent for `node` (argv: agent ... --node-name node), or None."""
+    for pid in find_processes(name, token):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == node.encode():
+            return pid
+    return None
+
+
 def _alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:

@@ -26,7 +26,6 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from lab import lifecycle, topology
 from lab import netns as lab_netns
@@ -476,16 +475,10 @@ class UdpClient:
 
 
 def agent_pid(c, node: str) -> int:
-    """The running agent of `node`: a process of this lab whose argv says agent --node-name node."""
-    token = json.loads(c.cfg.state_file.read_text())["token"]
-    for pid in lifecycle.find_processes(c.cfg.name, token):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == node.encode():
-            return pid
-    raise AssertionError(f"no agent process for {node}")
+    """The running agent of `node` in lab c."""
+    pid = lifecycle.find_agent(c.cfg.name, json.loads(c.cfg.state_file.read_text())["token"], node)
+    assert pid is not None, f"no agent process for {node}"
+    return pid
 
 
 def record_agent(c, node: str, pid: int) -> None:

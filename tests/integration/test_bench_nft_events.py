@@ -10,6 +10,8 @@ import pytest
 
 from bench.nft_events import ElementMonitor, parse_new_elements
 
+from .netns_helpers import scratch_netns
+
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
               pytest.mark.timeout(120)]
 
@@ -29,19 +31,12 @@ def add_backend(netns: str, table: str, vip: str, ep: str, set_name: str = "back
 @pytest.fixture
 def netns_pair():
     """Two scratch netns, each with tables h22t and h22other holding the agent's map shape."""
-    names = [f"h22{uuid.uuid4().hex[:6]}" for _ in range(2)]
-    made = []
-    try:
+    with scratch_netns("h22", 2) as names:
         for name in names:
-            subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-            made.append(name)
             nft(name, "\n".join(["add table ip h22t", MAP.format(t="h22t"),
                                  "add map ip h22t other { type ipv4_addr : ipv4_addr ; }",
                                  "add table ip h22other", MAP.format(t="h22other")]) + "\n")
         yield names
-    finally:
-        for name in made:
-            subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def test_monitor_sees_the_data_address_of_its_table_and_sets_only(netns_pair):

@@ -4,10 +4,8 @@ network namespaces: the same Services programmed through `nft -f` and through th
 an element transaction lands whole or not at all."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -20,22 +18,16 @@ from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 from proxy.nftables import Nft, NftError
 from proxy.service_proxy import apply_commands, read_map, read_set
 
+from .netns_helpers import scratch_netns, table_json
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 CTX = r.NodeContext("node1", zone="zone-a")
 
 
 @pytest.fixture
 def netns_pair() -> Iterator[tuple[str, str]]:
-    names = [f"elc{uuid.uuid4().hex[:6]}" for _ in range(2)]
-    made = []
-    try:
-        for n in names:
-            subprocess.run(["ip", "netns", "add", n], check=True, timeout=10)
-            made.append(n)
-        yield names[0], names[1]
-    finally:
-        for n in made:
-            subprocess.run(["ip", "netns", "del", n], check=False, timeout=10)
+    with scratch_netns("elc", 2) as (one, two):
+        yield one, two
 
 
 def services() -> list[tuple[Service, list[EndpointSlice]]]:
@@ -68,20 +60,6 @@ def desired() -> tuple[list[str], r.Desired]:
         agg.put(svc.key, r.render_service(svc, slices, CTX))
     diff, mirror = d.diff_full(d.empty_applied(), agg)
     return r.render_base(CTX) + diff, mirror
-
-
-def table_json(netns: str) -> list:
-    out = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", r.FAMILY, r.TABLE],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    items = []
-    for item in json.loads(out)["nftables"]:
-        for obj in item.values():
-            if isinstance(obj, dict):
-                obj.pop("handle", None)
-                if isinstance(obj.get("elem"), list):
-                    obj["elem"] = sorted(obj["elem"], key=json.dumps)
-        items.append(item)
-    return sorted(items, key=json.dumps)
 
 
 def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair, monkeypatch):

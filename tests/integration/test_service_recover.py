@@ -7,10 +7,8 @@ set and the stray chain and map are deleted, and the gone endpoint is planned fo
 cleanup. Also: ElementLink.chains/.sets on tables that do not exist or hold nothing."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -22,6 +20,8 @@ from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 from proxy.nftables import Nft
 from proxy.service_proxy import ServiceProxy, apply_commands
 
+from .netns_helpers import scratch_netns, table_json
+
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
               pytest.mark.timeout(120)]
 CTX = r.NodeContext("node1")
@@ -30,36 +30,13 @@ A, B, C = "10.244.1.5", "10.244.2.5", "10.244.3.5"
 
 @pytest.fixture
 def netns_pair() -> Iterator[tuple[str, str]]:
-    names = [f"h23{uuid.uuid4().hex[:6]}" for _ in range(2)]
-    made = []
-    try:
-        for n in names:
-            subprocess.run(["ip", "netns", "add", n], check=True, timeout=10)
-            made.append(n)
-        yield names[0], names[1]
-    finally:
-        for n in made:
-            subprocess.run(["ip", "netns", "del", n], check=False, timeout=10)
+    with scratch_netns("h23", 2) as (one, two):
+        yield one, two
 
 
 def nft_text(netns: str, text: str) -> None:
     subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=text, text=True,
                    capture_output=True, check=True, timeout=30)
-
-
-def table_json(netns: str) -> list:
-    """The whole table, handles dropped and elements sorted (this test may list it: it is small)."""
-    out = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", r.FAMILY, r.TABLE],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    items = []
-    for item in json.loads(out)["nftables"]:
-        for obj in item.values():
-            if isinstance(obj, dict):
-                obj.pop("handle", None)
-                if isinstance(obj.get("elem"), list):
-                    obj["elem"] = sorted(obj["elem"], key=json.dumps)
-        items.append(item)
-    return sorted(items, key=json.dumps)
 
 
 def services(dns_endpoints: tuple[str, ...]) -> r.Aggregate:

@@ -9,15 +9,11 @@ entry was removed (not merely that the old one died).
 """
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import pytest
 
-from lab import netns as lab_netns
-
-from .services_helpers import cluster, in_thread, port, svc_port, wait_for
+from .services_helpers import UdpClient, cluster, port, svc_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -35,31 +31,6 @@ def c(labk):
         cl.pod("client3", "node3")
         cl.ips = cl.wait_ready("dns-1", "dns-2", "client1", "client3")
         yield cl
-
-
-class UdpClient:
-    """One connected UDP socket inside a netns, reused for every query."""
-
-    def __init__(self, netns_name: str, host: str, port_: int) -> None:
-        def make():
-            with lab_netns.entered(netns_name):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.connect((host, port_))
-            return s
-        self.sock = in_thread(make)
-
-    def ask(self, timeout: float = 0.5) -> str | None:
-        """'whoami' -> the pod name that answered, or None (no answer in time)."""
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.send(b"whoami")
-            data = self.sock.recv(2048)
-        except OSError:
-            return None
-        return json.loads(data)["pod"].rpartition("/")[2]
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def ep(ip: str, node: str) -> dict:
