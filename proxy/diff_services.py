@@ -352,7 +352,9 @@ def recovered_objects(chains: Iterable[tuple[str, str]], sets: Iterable[tuple[st
       plan the UDP conntrack cleanup of endpoints that left while the agent was down;
     - any other chain as a placeholder with unknown rules (rewritten when wanted, else deleted);
     - dynamic sets (flags dynamic, not maps, not fixed) by name, their declaration unknown: one
-      still wanted is left alone, one not wanted is deleted."""
+      still wanted is left alone, one not wanted is deleted.
+    Not recovered: an lb chain listed without its map, or a backends map without its chain;
+    the agent never leaves either (both are made in one transaction and deleted in one)."""
     listed = {name: comment for name, comment in chains if name not in fixed}
     set_names = {name for name, _ in sets}
     endpoints_of: dict[str, list[str]] = {}
