@@ -23,13 +23,16 @@ import functools
 import socket
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .nfnetlink import NLA as _NLA
+from .nfnetlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST
+from .nfnetlink import attr as _nla
+from .nfnetlink import attrs as _attrs
+from .nfnetlink import message as _message
+
 # netlink and nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h, nfnetlink.h)
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x400
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLA_F_NESTED = 0x8000
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM = 12, 13, 14
@@ -46,10 +49,6 @@ PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
 # The ELEMENTS attribute's length is 16 bits: one message carries at most ~64 kB of elements.
 MAX_NEST = 60_000
 
-_HDR = struct.Struct("=IHHII")        # nlmsghdr: len, type, flags, seq, pid
-_NFGEN = struct.Struct("!BBH")        # nfgenmsg: family, version, res_id (big endian)
-_NLA = struct.Struct("=HH")           # nlattr: len, type
-_ERR = struct.Struct("=i")
 
 # ---- element types -----------------------------------------------------------------------------
 
@@ -195,11 +194,6 @@ def _unpack(fields: tuple[str, ...]):
     return lambda raw: " . ".join(c(v) for c, v in zip(conv, unpack(raw), strict=True))
 
 
-def _nla(kind: int, payload: bytes) -> bytes:
-    n = 4 + len(payload)
-    return _NLA.pack(n, kind) + payload + b"\0" * (-n % 4)
-
-
 @functools.lru_cache(maxsize=65536)
 def _verdict(text: str) -> bytes:
     """'goto lb-tcp-3' -> the NFTA_SET_ELEM_DATA attribute (shared by every element naming it)."""
@@ -272,10 +266,6 @@ class ElementEncoder:
 
 # ---- messages ----------------------------------------------------------------------------------
 
-def _message(mtype: int, flags: int, seq: int, family: int, res_id: int, attrs: bytes) -> bytes:
-    return _HDR.pack(20 + len(attrs), mtype, flags, seq, 0) + _NFGEN.pack(family, 0, res_id) + attrs
-
-
 def encode_elements(family: str, table: str, name: str, etype: ElementType, elements: Iterable[str], *,
                     delete: bool = False, seq: int = 1) -> list[bytes]:
     """NEWSETELEM (or DELSETELEM) messages for these elements, each asking for an ack, with
@@ -330,34 +320,6 @@ def encode_dump_request(family: str, table: str, name: str, seq: int) -> bytes:
 
 
 # ---- reading -----------------------------------------------------------------------------------
-
-def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
-    """(type, flags, seq, payload after the nlmsghdr) of each netlink message in a datagram."""
-    i = 0
-    while i + 16 <= len(data):
-        n, mtype, flags, seq, _ = _HDR.unpack_from(data, i)
-        if n < 16:
-            raise ValueError(f"netlink message of length {n}")
-        yield mtype, flags, seq, data[i + 16:i + n]
-        i += (n + 3) & ~3
-
-
-def decode_error(payload: bytes) -> tuple[int, int]:
-    """(errno, seq of the message it answers) of an NLMSG_ERROR (errno 0: an ack)."""
-    err = _ERR.unpack_from(payload)[0]
-    seq = _HDR.unpack_from(payload, 4)[3] if len(payload) >= 20 else 0
-    return -err, seq
-
-
-def _attrs(buf: bytes) -> Iterator[tuple[int, bytes]]:
-    i = 0
-    while i + 4 <= len(buf):
-        n, kind = _NLA.unpack_from(buf, i)
-        if n < 4:
-            break
-        yield kind & 0x3FFF, buf[i + 4:i + n]
-        i += (n + 3) & ~3
-
 
 def _decode_data(raw: bytes, decode_value) -> str:
     for kind, body in _attrs(raw):

@@ -22,8 +22,8 @@ import nftables
 from lab import netns as _netns
 
 from . import element_codec as codec
+from . import nfnetlink as nl
 
-NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_EXT_ACK, NETLINK_CAP_ACK = 11, 10
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
@@ -114,7 +114,7 @@ class ElementLink:
     def __init__(self) -> None:
         self._lock = threading.Lock()          # the socket: one request and its answers at a time
         self._seq_lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
         self._sock.bind((0, 0))
         self._sock.settimeout(IO_TIMEOUT)
         for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):     # short error answers, with the reason
@@ -191,10 +191,10 @@ class ElementLink:
         errors: list[str] = []
         while pending:
             data = self._sock.recv(1 << 20)
-            for mtype, _, _, payload in codec.iter_messages(data):
-                if mtype != codec.NLMSG_ERROR:
+            for mtype, _, _, payload in nl.iter_messages(data):
+                if mtype != nl.NLMSG_ERROR:
                     continue
-                errno, seq = codec.decode_error(payload)
+                errno, seq = nl.decode_error(payload)
                 if seq == begin and errno:
                     raise NftError(f"netlink element transaction failed: {os.strerror(errno)}")
                 if seq in pending:
@@ -258,15 +258,15 @@ class ElementLink:
                     finally:
                         self._sock.settimeout(IO_TIMEOUT)
                     finished = False
-                    for mtype, flags, mseq, payload in codec.iter_messages(data):
+                    for mtype, flags, mseq, payload in nl.iter_messages(data):
                         if mseq != seq:
                             continue
                         if flags & codec.NLM_F_DUMP_INTR:
                             interrupted = True
-                        if mtype == codec.NLMSG_DONE:
+                        if mtype == nl.NLMSG_DONE:
                             finished = True
-                        elif mtype == codec.NLMSG_ERROR:
-                            errno, _ = codec.decode_error(payload)
+                        elif mtype == nl.NLMSG_ERROR:
+                            errno, _ = nl.decode_error(payload)
                             if errno == 2:          # ENOENT: no such table
                                 return None
                             if errno:

@@ -47,6 +47,7 @@ from dataclasses import replace
 
 from lab import netns as lab_netns
 
+from . import nfnetlink as nl
 from . import policy_model as pm
 from . import render_policy as rp
 from .informer import Informer
@@ -668,46 +669,32 @@ def register_metrics(ctl: PolicyController):
     return collector
 
 
-# ---- nflog over netlink (no library here speaks it) ------------------------------------------
+# ---- nflog over netlink (no library here speaks it; framing from proxy/nfnetlink.py) --------
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
 NFULA_CFG_CMD, NFULA_CFG_MODE = 1, 2
 NFULNL_CFG_CMD_BIND = 1
 NFULNL_COPY_PACKET = 2
 NFULA_PAYLOAD, NFULA_PREFIX = 9, 10
-NLM_F_REQUEST, NLM_F_ACK = 1, 4
-NLMSG_ERROR = 2
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    length = 4 + len(data)
-    return struct.pack("=HH", length, kind) + data + b"\0" * ((4 - length % 4) % 4)
-
-
-def _config_msg(group: int, attrs: bytes, seq: int) -> bytes:
-    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(group)) + attrs
-    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
-                       NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
 def open_nflog(group: int) -> socket.socket:
     """A netlink socket bound to nflog `group` in this thread's netns, copying 128 bytes."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
     try:
         sock.bind((0, 0))
         sock.settimeout(2.0)
-        for seq, attrs in enumerate((_attr(NFULA_CFG_CMD, struct.pack("=B", NFULNL_CFG_CMD_BIND)),
-                                     _attr(NFULA_CFG_MODE, struct.pack(">IBB", 128, NFULNL_COPY_PACKET, 0))),
+        for seq, attrs in enumerate((nl.attr(NFULA_CFG_CMD, struct.pack("=B", NFULNL_CFG_CMD_BIND)),
+                                     nl.attr(NFULA_CFG_MODE, struct.pack(">IBB", 128, NFULNL_COPY_PACKET, 0))),
                                     start=1):
-            sock.send(_config_msg(group, attrs, seq))
-            ack = sock.recv(4096)
-            if len(ack) >= 20:
-                _, mtype, _, _, _ = struct.unpack_from("=IHHII", ack)
-                err = struct.unpack_from("=i", ack, 16)[0]
-                if mtype == NLMSG_ERROR and err != 0:
-                    raise OSError(-err, f"nflog config: {errno.errorcode.get(-err, err)}")
+            sock.send(nl.message((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, nl.NLM_F_REQUEST | nl.NLM_F_ACK,
+                                 seq, socket.AF_UNSPEC, group, attrs))
+            for mtype, _, _, payload in nl.iter_messages(sock.recv(4096)):
+                if mtype == nl.NLMSG_ERROR:
+                    err, _ = nl.decode_error(payload)
+                    if err:
+                        raise OSError(err, f"nflog config: {errno.errorcode.get(err, err)}")
         sock.settimeout(1.0)
         return sock
     except BaseException:
@@ -718,28 +705,19 @@ def open_nflog(group: int) -> socket.socket:
 def parse_nflog(data: bytes) -> list[tuple[str, bytes]]:
     """Netlink datagram -> [(prefix, packet bytes)] of its nflog packet messages. Pure."""
     out = []
-    off = 0
-    while off + 16 <= len(data):
-        length, mtype, _, _, _ = struct.unpack_from("=IHHII", data, off)
-        if length < 16:
-            break
-        if mtype == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-            prefix, payload = "", b""
-            a = off + 16 + 4                        # nlmsghdr + nfgenmsg
-            end = off + length
-            while a + 4 <= end:
-                alen, akind = struct.unpack_from("=HH", data, a)
-                if alen < 4:
-                    break
-                value = data[a + 4:a + alen]
-                akind &= 0x7fff
-                if akind == NFULA_PREFIX:
+    try:
+        for mtype, _, _, payload in nl.iter_messages(data):
+            if mtype != (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
+                continue
+            prefix, packet = "", b""
+            for kind, value in nl.attrs(payload[4:]):          # after the nfgenmsg
+                if kind == NFULA_PREFIX:
                     prefix = value.rstrip(b"\0").decode("ascii", "replace")
-                elif akind == NFULA_PAYLOAD:
-                    payload = value
-                a += (alen + 3) & ~3
-            out.append((prefix, payload))
-        off += (length + 3) & ~3
+                elif kind == NFULA_PAYLOAD:
+                    packet = value
+            out.append((prefix, packet))
+    except ValueError:              # a malformed message: keep what came before it
+        pass
     return out
 
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy import element_codec as c
+from proxy import nfnetlink as nl
 from proxy import render_services as r
 
 K_ADDR_VERDICT = c.element_type(r.MAPS["service-ips"][0])
@@ -127,7 +128,7 @@ def test_any_element_reads_back_as_written(named, delete):
     msgs = c.encode_elements("ip", "kubeweft", name, etype, items, delete=delete, seq=7)
     back = []
     for m in msgs:
-        mtype, flags, _, payload = next(c.iter_messages(m))
+        mtype, flags, _, payload = next(nl.iter_messages(m))
         assert mtype == (c.NFNL_SUBSYS_NFTABLES << 8) | (c.NFT_MSG_DELSETELEM if delete else c.NFT_MSG_NEWSETELEM)
         assert flags & c.NLM_F_ACK
         back += c.ElementDecoder(etype).decode(payload)
@@ -144,7 +145,7 @@ def test_many_elements_are_split_into_messages_of_at_most_64k():
     assert len(msgs) > 1
     seqs, back = [], []
     for m in msgs:
-        _, _, seq, payload = next(c.iter_messages(m))
+        _, _, seq, payload = next(nl.iter_messages(m))
         seqs.append(seq)
         nest = dict(attrs(payload[4:]))[c.NFTA_SET_ELEM_LIST_ELEMENTS]
         assert len(nest) + 4 <= 0xFFFF
@@ -155,7 +156,7 @@ def test_many_elements_are_split_into_messages_of_at_most_64k():
 
 def test_a_batch_is_framed_by_begin_and_end():
     msgs = c.encode_elements("ip", "kubeweft", "hairpin", HAIRPIN, ["1.2.3.4 . 1.2.3.4"], seq=11)
-    batch = list(c.iter_messages(c.encode_batch(msgs, 10)))
+    batch = list(nl.iter_messages(c.encode_batch(msgs, 10)))
     assert [(t, s) for t, _, s, _ in batch] == [(c.NFNL_MSG_BATCH_BEGIN, 10),
                                                 ((c.NFNL_SUBSYS_NFTABLES << 8) | c.NFT_MSG_NEWSETELEM, 11),
                                                 (c.NFNL_MSG_BATCH_END, 12)]
@@ -165,8 +166,8 @@ def test_a_batch_is_framed_by_begin_and_end():
 
 def test_errors_and_acks_name_the_message_they_answer():
     answered = struct.pack("=IHHII", 40, 0xA0C, 5, 1234, 0)
-    assert c.decode_error(struct.pack("=i", -2) + answered) == (2, 1234)
-    assert c.decode_error(struct.pack("=i", 0) + answered) == (0, 1234)
+    assert nl.decode_error(struct.pack("=i", -2) + answered) == (2, 1234)
+    assert nl.decode_error(struct.pack("=i", 0) + answered) == (0, 1234)
 
 
 def test_elements_with_extra_attributes_are_read_the_long_way():

@@ -1,0 +1,47 @@
+"""proxy/nfnetlink.py framing, and the nflog parser built on it (proxy/policy_controller.py)."""
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from proxy import nfnetlink as nl
+from proxy.policy_controller import (
+    NFNL_SUBSYS_ULOG,
+    NFULA_PAYLOAD,
+    NFULA_PREFIX,
+    NFULNL_MSG_PACKET,
+    parse_ipv4,
+    parse_nflog,
+)
+
+
+def test_attributes_are_padded_and_read_back():
+    raw = nl.attr(3, b"abcde") + nl.attr(7 | nl.NLA_F_NESTED, nl.attr(1, b"xy"))
+    assert len(raw) == 12 + 12
+    assert list(nl.attrs(raw)) == [(3, b"abcde"), (7, nl.attr(1, b"xy"))]
+    assert list(nl.attrs(struct.pack("=HH", 2, 1) + b"junk")) == []       # malformed: stop
+
+
+def test_messages_carry_type_flags_seq_and_a_big_endian_res_id():
+    m = nl.message(0x0A0C, nl.NLM_F_REQUEST | nl.NLM_F_ACK, 77, 2, 10, nl.attr(1, b"t\0"))
+    [(mtype, flags, seq, payload)] = list(nl.iter_messages(m + m[:8]))   # a torn tail is ignored
+    assert (mtype, flags, seq) == (0x0A0C, 5, 77)
+    assert payload[:4] == bytes([2, 0, 0, 10])
+    with pytest.raises(ValueError):
+        list(nl.iter_messages(struct.pack("=IHHII", 8, 0, 0, 0, 0)))
+
+
+def packet_message(prefix: str, packet: bytes) -> bytes:
+    return nl.message((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET, 0, 0, socket.AF_INET, 7,
+                      nl.attr(NFULA_PREFIX, prefix.encode() + b"\0") + nl.attr(NFULA_PAYLOAD, packet))
+
+
+def test_nflog_packets_are_read_with_their_prefix():
+    ip = bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]) + socket.inet_aton("10.244.1.2") \
+        + socket.inet_aton("10.244.2.3") + struct.pack(">HHHH", 40000, 53, 8, 0)
+    data = packet_message("kw-ingress ns/deny", ip) + packet_message("kw-egress ns/x", b"")
+    got = parse_nflog(data + struct.pack("=IHHII", 4, 0, 0, 0, 0))        # malformed tail: kept what came before
+    assert got == [("kw-ingress ns/deny", ip), ("kw-egress ns/x", b"")]
+    assert parse_ipv4(got[0][1]) == "udp 10.244.1.2:40000 -> 10.244.2.3:53"
