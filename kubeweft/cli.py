@@ -13,6 +13,7 @@ verbs:
   agent         run the node agent (CNI server, service proxy, policy)
   install-cni   copy the CNI executable and write the conflist
   lab           the embedded cluster: up, down, status, exec, probe, matrix, demo ...
+  services      what this node's service table does with each Service frontend (from the kernel)
 """
 
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         from proxy.agent import main as run
     elif verb == "install-cni":
         from cni.install import main as run
+    elif verb == "services":
+        from proxy.service_proxy import services_command as run
     else:
         print(f"kubeweft: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr, end="")
         return 2

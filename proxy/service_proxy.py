@@ -21,6 +21,7 @@ import functools
 import gc
 import logging
 import queue
+import sys
 import threading
 import time
 from datetime import datetime
@@ -54,6 +55,7 @@ from .render_services import (
     NodeContext,
     T,
     declaration,
+    family_chain,
     render_base,
     render_service,
 )
@@ -293,11 +295,7 @@ class ServiceProxy:
         listed_chains = self.nft.elements.chains(FAMILY, TABLE) or []
         listed_sets = self.nft.elements.sets(FAMILY, TABLE) or []
         chains, dynsets = recovered_objects(listed_chains, listed_sets, fixed_chains(render_base(self.ctx)))
-        sets = {name: read_set(self.nft, name) for name in SETS}
-        maps = {name: read_map(self.nft, name) for name in MAPS}
-        for chain in chains.values():
-            if chain.map:
-                maps[chain.map] = read_map(self.nft, chain.map)
+        sets, maps = read_elements(self.nft, chains.values())
         log.info("read back %d elements, %d chains, %d dynamic sets of table %s in %.0f ms",
                  sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), len(dynsets), T,
                  (time.monotonic() - t0) * 1000)
@@ -528,6 +526,48 @@ def read_map(nft: Nft, name: str) -> dict[str, str]:
         return {k: v for k, v in nft.elements.dump(FAMILY, TABLE, name, et) or () if v is not None}
     kind, elems = parse_elements(nft.list(f"map {T} {name}"))
     return elems if kind == "map" else {}
+
+
+def read_elements(nft: Nft, chains) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, str]]]:
+    """(sets, maps) of the table in the kernel: the fixed sets and maps, and the backends map of
+    each of `chains` that has one."""
+    sets = {name: read_set(nft, name) for name in SETS}
+    maps = {name: read_map(nft, name) for name in MAPS}
+    for chain in chains:
+        if chain.map:
+            maps[chain.map] = read_map(nft, chain.map)
+    return sets, maps
+
+
+def services_command(argv: list[str]) -> int:
+    """`kubeweft services`: what this network namespace's service table does with each
+    frontend, read from the kernel (in the lab: `kubeweft lab node-exec NODE -- kubeweft
+    services`)."""
+    import argparse
+    import json
+    from dataclasses import asdict
+
+    from .frontends import describe_frontends, format_frontends
+    ap = argparse.ArgumentParser(prog="kubeweft services",
+                                 description="what this network namespace's service table does with each "
+                                             "Service frontend, read from the kernel")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    nft = Nft()
+    if nft.elements.chains(FAMILY, TABLE) is None:
+        print(f"kubeweft services: no table {T} in this network namespace (is the agent running here?)",
+              file=sys.stderr)
+        return 1
+    maps = {name: read_map(nft, name) for name in MAPS}
+    targets = {v.split(" ", 1)[1] for m in maps.values() for v in m.values() if v.startswith("goto ")}
+    chains = [c for c in map(family_chain, targets) if c is not None]
+    sets, maps = read_elements(nft, chains)
+    frontends = describe_frontends(sets, maps)
+    if args.json:
+        print(json.dumps([asdict(f) for f in frontends], indent=2))
+    else:
+        print("\n".join(format_frontends(frontends)))
+    return 0
 
 
 @contextlib.contextmanager

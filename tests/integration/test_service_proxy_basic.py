@@ -20,6 +20,7 @@ from lab import netns as lab_netns
 
 NS = "h9smoke"
 GOLDEN = Path(__file__).resolve().parents[1] / "unit" / "golden" / "services"
+KUBEWEFT = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubeweft"
 
 MANIFEST = f"""
 apiVersion: v1
@@ -111,6 +112,25 @@ def test_service_without_endpoints_refuses_at_once(smoke):
         time.sleep(0.5)
     assert r["outcome"] == "refused", r
     assert r["ms"] < 500, r                    # a reset, not a timeout
+
+
+@pytest.mark.timeout(120)
+def test_kubeweft_services_lists_what_the_kernel_does_with_each_frontend(smoke):
+    lab, ips, svcs = smoke
+    want = sorted(f"{ips[p]}:8080" for p in ("web-a", "web-b"))
+    deadline = time.monotonic() + 60
+    while True:
+        proc = lab.cli("node-exec", "node1", "--", str(KUBEWEFT), "services", "--json", timeout=60)
+        rows = {(f["address"], f["clients"]): f for f in json.loads(proc.stdout)}
+        web = rows.get((f"{svcs['web']}:80/tcp", "all"))
+        if web and sorted(web["backends"]) == want or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert web is not None and web["action"] == "spread" and sorted(web["backends"]) == want, web
+    assert rows[(f"{svcs['nobody']}:80/tcp", "all")]["action"] == "reject"
+    text = lab.cli("node-exec", "node1", "--", str(KUBEWEFT), "services", timeout=60).stdout
+    assert text.splitlines()[0].split() == ["FRONTEND", "CLIENTS", "ACTION", "BACKENDS", "NOTES"]
+    assert any(line.startswith(f"{svcs['web']}:80/tcp") for line in text.splitlines())
 
 
 @pytest.fixture

@@ -1,0 +1,88 @@
+"""What a node's service table does with each frontend, from the sets and maps read back out of
+the kernel: the `kubeweft services` listing (what `cilium service list` is for Cilium). Pure.
+
+The answer comes from the kernel, not from the agent's memory, so it shows what packets meet:
+a frontend (service address . protocol . port, or a nodePort on every node address) and where
+it sends new connections: spread over its endpoints, to sticky endpoints (sessionAffinity),
+refused (no endpoints), or dropped (a traffic policy Local with no endpoint on this node).
+External clients of externalTrafficPolicy Local Services have a view of their own.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .render_services import family_chain
+
+# verdict map -> (who the row is for, the nodePort form)
+VIEWS = {"service-ips": ("all", False), "service-ips-external": ("external", False),
+         "nodeports": ("all", True), "nodeports-external": ("external", True)}
+
+
+@dataclass(frozen=True)
+class Frontend:
+    address: str                 # "10.96.0.10:53/udp"; "*:30080/tcp" for a nodePort
+    clients: str                 # "all", or "external" (externalTrafficPolicy Local's own view)
+    action: str                  # spread | affinity | reject | drop | unknown
+    backends: tuple[str, ...]    # "ip:port" of the endpoints it spreads over
+    notes: tuple[str, ...] = ()
+
+
+def _address(key: str, nodeport: bool) -> tuple[str, str]:
+    """('10.96.0.10:53/udp', backends-map key prefix '10.96.0.10 . 53') of a verdict map key."""
+    parts = key.split(" . ")
+    if nodeport:
+        proto, port = parts
+        return f"*:{port}/{proto}", port
+    addr, proto, port = parts
+    return f"{addr}:{port}/{proto}", f"{addr} . {port}"
+
+
+def _notes(key: str, nodeport: bool, sets: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
+    out = []
+    if key in sets.get("nodeport-masq" if nodeport else "external-masq", ()):
+        out.append("external clients masqueraded")
+    if key in sets.get("nodeport-local" if nodeport else "external-local", ()):
+        out.append("externalTrafficPolicy Local")
+    if not nodeport and key in sets.get("firewall-keys", ()):
+        ranges = sorted(e.rsplit(" . ", 1)[1] for e in sets.get("firewall-allow", ())
+                        if e.rsplit(" . ", 1)[0] == key)
+        out.append("loadBalancerSourceRanges " + ",".join(ranges))
+    return tuple(out)
+
+
+def describe_frontends(sets: Mapping[str, frozenset[str]], maps: Mapping[str, Mapping[str, str]]) -> list[Frontend]:
+    """Every frontend of the table, sorted by address then view."""
+    out: list[Frontend] = []
+    for vmap, (clients, nodeport) in VIEWS.items():
+        for key, verdict in maps.get(vmap, {}).items():
+            address, bkey = _address(key, nodeport)
+            backends: tuple[str, ...] = ()
+            target = verdict.split(" ", 1)[1] if verdict.startswith(("goto ", "jump ")) else ""
+            chain = family_chain(target) if target else None
+            if chain is not None:
+                action = "spread"
+                bmap = maps.get(chain.map, {})
+                n = int(target.rsplit("-", 1)[1])
+                backends = tuple(bmap.get(f"{bkey} . {i}", "?").replace(" . ", ":") for i in range(n))
+            elif target.startswith("aff-"):
+                action = "affinity"
+            elif verdict in ("drop", "reject"):
+                action = verdict
+            else:
+                action = "unknown"
+            out.append(Frontend(address, clients, action, backends, _notes(key, nodeport, sets)))
+    for name, nodeport in (("no-endpoint-services", False), ("no-endpoint-nodeports", True)):
+        for key in sets.get(name, ()):
+            out.append(Frontend(_address(key, nodeport)[0], "all", "reject", (),
+                                ("no endpoints: connection refused",)))
+    return sorted(out, key=lambda f: (f.address.startswith("*"), f.address, f.clients))
+
+
+def format_frontends(frontends: list[Frontend]) -> list[str]:
+    """Aligned columns, as kubectl prints them."""
+    rows = [("FRONTEND", "CLIENTS", "ACTION", "BACKENDS", "NOTES")]
+    for f in frontends:
+        rows.append((f.address, f.clients, f.action, ",".join(f.backends) or "-", "; ".join(f.notes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["   ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
