@@ -1,5 +1,6 @@
 """`kubeweft lab demo` (what `make demo` runs): a 2-node lab, pods on both nodes, a Service,
-probes from a pod, a node and the external host, the connectivity matrix, then down.
+probes from a pod, a node and the external host, a node's service table, the connectivity
+matrix, then down.
 
 Exit 0 when the pod matrix is all green. The lab is always removed (finally), but only if this
 run brought it up: a lab of the same name that was already there is left alone.
@@ -10,7 +11,7 @@ import concurrent.futures
 import sys
 import time
 
-from . import lifecycle, matrix, probe
+from . import lifecycle, matrix, probe, shell
 from .config import LabConfig
 
 NAMESPACE = "default"
@@ -120,6 +121,12 @@ def run(cfg: LabConfig) -> int:
             print(f"    the Service answers everywhere; backends seen: {', '.join(answered)}")
         else:
             print("    the Service did not answer every probe (see above)")
+
+        if cfg.cni != "reference":
+            say(f"what {nodes[0]}'s service table does with each frontend (kubeweft lab node-exec "
+                f"{nodes[0]} -- kubeweft services)")
+            shell.exec_command(cfg.name, "node-exec", nodes[0],
+                               [sys.executable, "-m", "kubeweft", "services"])
 
         say("the connectivity matrix: every pod to every pod, on each declared port")
         matrix_rc = matrix.matrix_command(cfg.name, timeout=1.0, namespaces=[NAMESPACE])

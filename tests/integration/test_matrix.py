@@ -117,9 +117,13 @@ def test_demo_end_to_end():
         out = proc.stdout
         assert proc.returncode == 0, out + proc.stderr
         for heading in ("up", "waiting for the pods", "from pod client", "from node node1",
-                        "from the external host", "Service web", "connectivity matrix", "down"):
+                        "from the external host", "Service web", "service table", "connectivity matrix",
+                        "down"):
             assert heading in out, heading
         assert "all green" in out
+        # node1's service table lists the Service's NodePort, spread over the three web pods
+        nodeport = next(line for line in out.splitlines() if line.startswith("*:"))
+        assert " spread " in nodeport and nodeport.count(":80") == 3, nodeport
         assert not os.path.exists(f"/run/kubeweft/{name}")
         assert not [n for n in os.listdir("/run/netns") if n.startswith(f"{name}-")]
     finally:
