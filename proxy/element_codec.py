@@ -300,17 +300,16 @@ def encode_elements(family: str, table: str, name: str, etype: ElementType, elem
     return out
 
 
-def renumber(message: bytes, seq: int) -> bytes:
-    """The same netlink message with another sequence number."""
-    return message[:8] + seq.to_bytes(4, sys.byteorder) + message[12:]
-
-
 def encode_batch(messages: list[bytes], seq: int) -> bytes:
-    """One transaction: BATCH_BEGIN (seq), the messages (numbered seq+1 .. seq+n by the caller),
-    BATCH_END (seq+n+1)."""
-    begin = _message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, b"")
-    end = _message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + len(messages) + 1, 0, NFNL_SUBSYS_NFTABLES, b"")
-    return b"".join([begin, *messages, end])
+    """One transaction: BATCH_BEGIN (seq), the messages numbered seq+1 .. seq+n here (whatever
+    numbers they carried), BATCH_END (seq+n+1). One copy of the messages, stamped in place."""
+    buf = bytearray(_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, b""))
+    for i, m in enumerate(messages):
+        at = len(buf)
+        buf += m
+        buf[at + 8:at + 12] = (seq + 1 + i).to_bytes(4, sys.byteorder)
+    buf += _message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + len(messages) + 1, 0, NFNL_SUBSYS_NFTABLES, b"")
+    return bytes(buf)
 
 
 def encode_dump_request(family: str, table: str, name: str, seq: int) -> bytes:

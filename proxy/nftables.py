@@ -154,14 +154,12 @@ class ElementLink:
         count = 0
         for verb, name, etype, items in ops:
             if items:
-                msgs += codec.encode_elements(family, table, name, etype, items, delete=verb == "delete",
-                                              seq=1 + len(msgs))
+                msgs += codec.encode_elements(family, table, name, etype, items, delete=verb == "delete")
                 count += len(items)
         if not msgs:
             return None
-        # numbered now, when the encoding is done: seq, then seq+1 .. seq+n, then seq+n+1
+        # numbered now, when their count is known: seq, then seq+1 .. seq+n, then seq+n+1
         seq = self._take_seqs(len(msgs) + 2)
-        msgs = [codec.renumber(m, seq + 1 + i) for i, m in enumerate(msgs)]
         return PreparedBatch(codec.encode_batch(msgs, seq), seq, len(msgs), count)
 
     def send(self, batch: PreparedBatch | None) -> int:

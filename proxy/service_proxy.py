@@ -15,10 +15,13 @@ through it. Elements skip nft's parser (proxy/element_codec.py): at 30k Services
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import gc
+import json
 import logging
 import queue
 import sys
@@ -41,6 +44,7 @@ from .diff_services import (
     touched_udp,
 )
 from .element_codec import ElementType, element_type
+from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
@@ -543,28 +547,21 @@ def services_command(argv: list[str]) -> int:
     """`kubeweft services`: what this network namespace's service table does with each
     frontend, read from the kernel (in the lab: `kubeweft lab node-exec NODE -- kubeweft
     services`)."""
-    import argparse
-    import json
-    from dataclasses import asdict
-
-    from .frontends import describe_frontends, format_frontends
     ap = argparse.ArgumentParser(prog="kubeweft services",
                                  description="what this network namespace's service table does with each "
                                              "Service frontend, read from the kernel")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     nft = Nft()
-    if nft.elements.chains(FAMILY, TABLE) is None:
+    listed = nft.elements.chains(FAMILY, TABLE)
+    if listed is None:
         print(f"kubeweft services: no table {T} in this network namespace (is the agent running here?)",
               file=sys.stderr)
         return 1
-    maps = {name: read_map(nft, name) for name in MAPS}
-    targets = {v.split(" ", 1)[1] for m in maps.values() for v in m.values() if v.startswith("goto ")}
-    chains = [c for c in map(family_chain, targets) if c is not None]
-    sets, maps = read_elements(nft, chains)
+    sets, maps = read_elements(nft, [c for c in (family_chain(name) for name, _ in listed) if c is not None])
     frontends = describe_frontends(sets, maps)
     if args.json:
-        print(json.dumps([asdict(f) for f in frontends], indent=2))
+        print(json.dumps([dataclasses.asdict(f) for f in frontends], indent=2))
     else:
         print("\n".join(format_frontends(frontends)))
     return 0

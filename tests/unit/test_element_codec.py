@@ -155,8 +155,8 @@ def test_many_elements_are_split_into_messages_of_at_most_64k():
 
 
 def test_a_batch_is_framed_by_begin_and_end():
-    msgs = c.encode_elements("ip", "kubeweft", "hairpin", HAIRPIN, ["1.2.3.4 . 1.2.3.4"], seq=11)
-    batch = list(nl.iter_messages(c.encode_batch(msgs, 10)))
+    msgs = c.encode_elements("ip", "kubeweft", "hairpin", HAIRPIN, ["1.2.3.4 . 1.2.3.4"], seq=99)
+    batch = list(nl.iter_messages(c.encode_batch(msgs, 10)))       # numbered by the batch
     assert [(t, s) for t, _, s, _ in batch] == [(c.NFNL_MSG_BATCH_BEGIN, 10),
                                                 ((c.NFNL_SUBSYS_NFTABLES << 8) | c.NFT_MSG_NEWSETELEM, 11),
                                                 (c.NFNL_MSG_BATCH_END, 12)]
