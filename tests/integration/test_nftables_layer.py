@@ -2,23 +2,20 @@
 reads name one object, and the context stays in the netns it was made for."""
 import os
 import subprocess
-import uuid
 
 import pytest
 
 from proxy.nftables import Nft, NftError
+
+from .netns_helpers import scratch_netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 
 @pytest.fixture
 def scratch():
-    name = f"nftl{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
+    with scratch_netns("nftl") as (name,):
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def test_transactions_are_atomic_and_bound_to_their_netns(scratch):

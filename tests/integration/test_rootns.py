@@ -4,24 +4,20 @@ Proven on a scratch namespace we change, never on the root one.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from .conftest import diff_snapshots, snapshot_netns
+from .netns_helpers import scratch_netns
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def scratch():
-    name = f"h3r{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
+    with scratch_netns("h3r") as (name,):
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
 
 
 def ip(ns: str, *args: str) -> None:
