@@ -27,4 +27,8 @@ bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 proto: setup
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. proto/kubeweft.proto
+	@# -I maps the folder to the import package's path, so the generated code imports kubeweft.proto
+	rm -rf build/proto && mkdir -p build/proto
+	$(PY) -m grpc_tools.protoc -Ikubeweft/proto=proto --python_out=build/proto --grpc_python_out=build/proto \
+		kubeweft/proto/kubeweft.proto
+	cp build/proto/kubeweft/proto/kubeweft_pb2*.py proto/

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
 REFERENCE_BIN = "/usr/lib/cni"

@@ -50,9 +50,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lab import netns as lab_netns
-from lab.config import LabConfig
-from proxy.render_policy import TABLE, policy_id
+from kubeweft.lab import netns as lab_netns
+from kubeweft.lab.config import LabConfig
+from kubeweft.proxy.render_policy import TABLE, policy_id
 
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
 GHOST_NODE = "ghost"
@@ -240,7 +240,7 @@ class Bench:
                 raise
 
     def wait_ready(self, names: list[str]) -> dict[str, str]:
-        from lab.probe import read_pods
+        from kubeweft.lab.probe import read_pods
 
         while True:
             pods = {p.metadata.name: p for p in self.core.list_namespaced_pod(IPERF_NS, _request_timeout=10).items}
@@ -251,7 +251,7 @@ class Bench:
             time.sleep(0.3)
 
     def iperf(self, server_ip: str, seconds: int) -> dict:
-        from lab.probe import read_pods
+        from kubeweft.lab.probe import read_pods
 
         running = read_pods(self.cfg)
         srv_ns, cli_ns = running[f"{IPERF_NS}/server"]["netns"], running[f"{IPERF_NS}/client"]["netns"]
@@ -435,8 +435,8 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
     import cProfile
     import threading
 
-    from proxy.nftables import Nft
-    from proxy.policy_controller import PolicyController
+    from kubeweft.proxy.nftables import Nft
+    from kubeweft.proxy.policy_controller import PolicyController
 
     name = f"h14-scratch-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)

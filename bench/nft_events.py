@@ -40,7 +40,7 @@ from pyroute2.netlink.nfnetlink.nftsocket import NFPROTO_IPV4, NFT_MSG_NEWSETELE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270

@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lab import netns
+from kubeweft.lab import netns
+
 from tests.integration import overlay_helpers as oh
 
 IPERF_PORT = 5201

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proxy import diff_services as d
-from proxy import render_services as r
-from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 
 NETNS = "h13-bench"
 
@@ -88,7 +88,7 @@ def main() -> int:
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             out["nft_full_load_cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3)
             # the agent's way: one libnftables context bound to the netns, the change in-process
-            from proxy.nftables import Nft
+            from kubeweft.proxy.nftables import Nft
             ctx_nft = Nft(NETNS)
             d.commit_touched(applied, agg, t)
             t_back = agg.put(key, r.render_service(services[key], [old], ctx))
@@ -102,7 +102,7 @@ def main() -> int:
             out["nft_one_change_ms"] = times
             # the agent's first sync of an empty table (ServiceProxy.sync, full): render, diff,
             # structure through libnftables and the elements over netlink
-            from proxy.service_proxy import apply_commands
+            from kubeweft.proxy.service_proxy import apply_commands
             subprocess.run(["ip", "netns", "exec", NETNS, "nft", "delete", "table", r.T], check=True, timeout=30)
             cpu0, t0 = time.process_time(), time.perf_counter()
             agg2 = r.Aggregate()

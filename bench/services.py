@@ -57,11 +57,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kubeweft.lab import lifecycle, topology
+from kubeweft.lab import netns as lab_netns
+from kubeweft.lab.config import LabConfig
+from kubeweft.proxy.metrics import parse_samples
+
 from bench.nft_events import ElementMonitor
-from lab import lifecycle, topology
-from lab import netns as lab_netns
-from lab.config import LabConfig
-from proxy.metrics import parse_samples
 
 # One lab per run (pid in the name): two runs at once (a developer's and `make bench`) must not
 # take each other's lab down.
@@ -369,7 +370,7 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
     with open(log, errors="replace") as f:
         f.seek(log_from)
         lines = [ln.strip() for ln in f if "synced full" in ln or "read back" in ln]
-    out["agent_log"] = [ln.split("proxy.service_proxy", 1)[-1].strip(": ") for ln in lines[:2]]
+    out["agent_log"] = [ln.split("kubeweft.proxy.service_proxy", 1)[-1].strip(": ") for ln in lines[:2]]
     return out
 
 
@@ -511,7 +512,7 @@ def reference_load(n: int, deadline: Deadline) -> dict:
 def setup_pods(cfg: LabConfig, api: Api, deadline: Deadline) -> tuple[str, str, str]:
     """A backend on node2, a client on node1, a Service for the backend -> (client netns,
     backend IP, ClusterIP)."""
-    from lab.probe import read_pods
+    from kubeweft.lab.probe import read_pods
     pod = lambda name, node, ports: {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
         "spec": {"nodeName": node, "containers": [{"name": "main", "image": "lab", "ports": ports}]}}
@@ -531,7 +532,7 @@ def setup_pods(cfg: LabConfig, api: Api, deadline: Deadline) -> tuple[str, str, 
 
 
 def wait_cluster_ip(netns_name: str, vip: str, deadline: Deadline) -> None:
-    from lab.probe import CONNECTED, probe_once
+    from kubeweft.lab.probe import CONNECTED, probe_once
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         while pool.submit(probe_once, netns_name, vip, 80, timeout=1.0).result()["outcome"] != CONNECTED:
             deadline.left()

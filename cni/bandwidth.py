@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniError
+from kubeweft.cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniError
 
 LATENCY_MS = 25                 # the reference plugin's queue latency
 MIN_BURST_BYTES = 3000          # at least two full-size frames, or tbf drops everything
@@ -53,9 +53,8 @@ def _apply(ipr, index: int, tbf: Tbf) -> None:
 
 def apply_bandwidth(netns_path: str, pod_ifname: str, host_veth: str, bandwidth: dict) -> None:
     """Shape the pod's traffic (see the module doc). Runs in the node netns, after wire_pod."""
+    from kubeweft.cni import datapath
     from pyroute2.netlink.exceptions import NetlinkError
-
-    from cni import datapath
 
     ingress, egress = plan_bandwidth(bandwidth)
     try:

@@ -24,10 +24,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubeweft.cni.errors import DATAPATH_FAILURE, INTERFACE_EXISTS, UNKNOWN_CONTAINER, CniError
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-
-from cni.errors import DATAPATH_FAILURE, INTERFACE_EXISTS, UNKNOWN_CONTAINER, CniError
 
 VXLAN_OVERHEAD = 50               # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 HOST_VETH_PREFIX = "kw"

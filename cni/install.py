@@ -37,19 +37,24 @@ VENDORED = ("pyroute2",)
 STANDALONE_INTERPRETER = "/usr/bin/env python3"
 
 
-def render_script(python: str, paths: list[str]) -> str:
+def render_script(python: str, paths: list[str], package_dirs: list[str]) -> str:
+    """package_dirs: where kubeweft's subpackages live. In an editable install they are the
+    checkout's top-level folders (setuptools' package-dir), which only the .pth hook that -S
+    skips would map; so the script sets the package's search path itself."""
     return (f"#!{python} -IS\n"
             "# kubeweft CNI shim, written by `kubeweft install-cni`; see cni/shim.py\n"
             "import sys\n"
             f"sys.path[:] = {paths!r}\n"
-            "from cni.shim import main\n"
+            "import kubeweft\n"
+            f"kubeweft.__path__[:] = {package_dirs!r}\n"
+            "from kubeweft.cni.shim import main\n"
             "sys.exit(main())\n")
 
 
 def render_zipapp_main() -> str:
     return ("# kubeweft CNI shim, written by `kubeweft install-cni --standalone`; see cni/shim.py\n"
             "import sys\n"
-            "from cni.shim import main\n"
+            "from kubeweft.cni.shim import main\n"
             "sys.exit(main())\n")
 
 
@@ -64,12 +69,21 @@ def render_conflist(socket: str, data_dir: str, bridge: str = "kw0", mtu: int | 
 
 def module_paths() -> list[str]:
     """sys.path entries that hold what the shim (and its in-process DEL) imports."""
-    import cni
-    repo = str(Path(cni.__file__).resolve().parent.parent)
+    import kubeweft
+    top = str(Path(kubeweft.__file__).resolve().parent.parent)
     script_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
-    paths = [repo] + [p for p in sys.path
-                      if p and p != script_dir and (os.path.isdir(p) or p.endswith(".zip"))]
+    paths = [top] + [p for p in sys.path
+                     if p and p != script_dir and (os.path.isdir(p) or p.endswith(".zip"))]
     return list(dict.fromkeys(paths))
+
+
+def package_dirs() -> list[str]:
+    """kubeweft's __path__ as the shim must see it: the package's own folder, and the folder
+    that holds cni/ (the same one in a wheel install; the checkout in an editable one)."""
+    import kubeweft
+    from kubeweft import cni
+    dirs = [str(Path(kubeweft.__file__).resolve().parent), str(Path(cni.__file__).resolve().parent.parent)]
+    return list(dict.fromkeys(dirs))
 
 
 def write_atomic(path: Path, data: str, mode: int) -> None:
@@ -99,14 +113,15 @@ def build_zipapp(target: Path) -> Path:
     """The standalone executable at target (written beside it, then renamed over it)."""
     import importlib
 
-    import cni
+    from kubeweft import cni
     cni_dir = Path(cni.__file__).resolve().parent
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kubeweft-cni-build-") as tmp:
         stage = Path(tmp) / "app"
-        (stage / "cni").mkdir(parents=True)
+        (stage / "kubeweft" / "cni").mkdir(parents=True)
+        (stage / "kubeweft" / "__init__.py").write_text("")
         for name in STANDALONE_MODULES:
-            shutil.copy2(cni_dir / f"{name}.py", stage / "cni" / f"{name}.py")
+            shutil.copy2(cni_dir / f"{name}.py", stage / "kubeweft" / "cni" / f"{name}.py")
         for name in VENDORED:
             pkg = Path(importlib.import_module(name).__file__).resolve().parent
             _stage_tree(pkg, stage / name)
@@ -133,7 +148,7 @@ def install(bin_dir: Path, conf_dir: Path, socket: str, data_dir: str, bridge: s
     if standalone:
         build_zipapp(exe)
     else:
-        write_atomic(exe, render_script(sys.executable, module_paths()), 0o755)
+        write_atomic(exe, render_script(sys.executable, module_paths(), package_dirs()), 0o755)
     conf = conf_dir / CONFLIST
     write_atomic(conf, json.dumps(render_conflist(socket, data_dir, bridge, mtu), indent=2) + "\n", 0o644)
     return exe, conf

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from cni.errors import ADDRESS_UNAVAILABLE, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
+from kubeweft.cni.errors import ADDRESS_UNAVAILABLE, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
 
 Key = tuple[str, str]          # (container_id, ifname)
 

@@ -26,7 +26,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-from cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniError
+from kubeweft.cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniError
 
 FAMILY = "ip"
 TABLE = "kubeweft-cni"

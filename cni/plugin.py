@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from . import datapath, ipam, spec
+from . import bandwidth, datapath, ipam, nft, spec
 from .errors import (
     CHECK_MISMATCH,
     DATAPATH_FAILURE,
@@ -28,14 +28,6 @@ from .errors import (
 from .shim import AGENT_STATE
 
 log = logging.getLogger("kubeweft.cni")
-
-
-def _optional(name: str):
-    """The datapath engineer's optional modules (nftables hostports, tc bandwidth)."""
-    try:
-        return __import__(f"cni.{name}", fromlist=[name])
-    except ImportError:
-        return None
 
 
 class PodHook(Protocol):
@@ -56,8 +48,8 @@ class CniPlugin:
         self.bridge_name = bridge
         self.mtu = mtu or datapath.plan_pod_mtu(datapath.underlay_mtu())
         self.cluster_cidr = cluster_cidr
-        self._nft = _optional("nft")
-        self._bandwidth = _optional("bandwidth")
+        self._nft = nft
+        self._bandwidth = bandwidth
         self._lock = threading.Lock()
         self._bridge_lock = threading.Lock()
         self._allocators: dict[Path, ipam.Allocator] = {}

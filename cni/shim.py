@@ -93,8 +93,7 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
 def _call_grpc(sock: str, method: str, fields: tuple, deadline: float):
     """The same call through the grpc library (KUBEWEFT_SHIM_TRANSPORT=grpc): +100 ms of imports."""
     import grpc
-
-    from proto import kubeweft_pb2, kubeweft_pb2_grpc
+    from kubeweft.proto import kubeweft_pb2, kubeweft_pb2_grpc
 
     names = ("command", "container_id", "netns", "ifname", "args", "path", "config")
     req = kubeweft_pb2.CniRequest(**dict(zip(names, fields, strict=True)))

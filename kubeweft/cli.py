@@ -24,13 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     verb, rest = argv[0], argv[1:]
     if verb == "lab":
-        from lab.cli import main as run
+        from kubeweft.lab.cli import main as run
     elif verb == "agent":
-        from proxy.agent import main as run
+        from kubeweft.proxy.agent import main as run
     elif verb == "install-cni":
-        from cni.install import main as run
+        from kubeweft.cni.install import main as run
     elif verb == "services":
-        from proxy.service_proxy import services_command as run
+        from kubeweft.proxy.service_proxy import services_command as run
     else:
         print(f"kubeweft: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr, end="")
         return 2

@@ -245,7 +245,7 @@ def _install_cni(cfg: LabConfig, node: str, deadline: float) -> None:
 def start_kubelet(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
     """Start node's kubelet as `up` does (also to restart one in a test): in the node's netns,
     own session, KUBEWEFT_LAB_ID set, output appended to logs/kubelet-<node>.log."""
-    return _spawn(cfg, [sys.executable, "-m", "lab.kubelet", "--lab", cfg.name, "--node", node],
+    return _spawn(cfg, [sys.executable, "-m", "kubeweft.lab.kubelet", "--lab", cfg.name, "--node", node],
                   f"kubelet-{node}", token, inside=cfg.node_netns(node))
 
 
@@ -297,7 +297,7 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
          + (f", backend {cfg.backend}" if cfg.cni == "kubeweft" else ""))
     topology.build(cfg)
 
-    apiserver = _spawn(cfg, [sys.executable, "-m", "lab.apiserver", "--lab", cfg.name], "apiserver", token)
+    apiserver = _spawn(cfg, [sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", cfg.name], "apiserver", token)
     ready = _wait_apiserver(cfg, apiserver, deadline)
     state["apiserver"] = {"pid": ready.get("pid", apiserver.pid), "port": ready.get("port")}
     _write_json(cfg.state_file, state)
@@ -416,8 +416,7 @@ def _install_cni_when_published(cfg: LabConfig, want: list[str], procs: dict[str
     what makes the lab kubelet report Ready (NetworkReady), so a Ready node is one the other
     agents already route to, as with a CNI DaemonSet that writes its config once it is up."""
     from kubernetes import client as k8s
-
-    from cni.overlay import ANNOTATION_BACKEND
+    from kubeweft.cni.overlay import ANNOTATION_BACKEND
 
     client = api_client(cfg)
     pending = list(want)
@@ -448,7 +447,7 @@ def _install_cni_when_published(cfg: LabConfig, want: list[str], procs: dict[str
 def _wait_overlay_routes(cfg: LabConfig, nodes: list[str], deadline: float) -> None:
     """Until every node's agent routes to every other node's pods (one kubeweft route, protocol
     0xAF, per other node): then cross-node pod traffic works the moment a pod is Ready."""
-    from cni.overlay_apply import RTPROT_KUBEWEFT
+    from kubeweft.cni.overlay_apply import RTPROT_KUBEWEFT
 
     pending = list(nodes)
     while pending:

@@ -3,9 +3,9 @@
 import grpc
 import warnings
 
-from proto import kubeweft_pb2 as proto_dot_kubeweft__pb2
+from kubeweft.proto import kubeweft_pb2 as kubeweft_dot_proto_dot_kubeweft__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/kubeweft_pb2_grpc.py depends on'
+        + ' but the generated code in kubeweft/proto/kubeweft_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class CniStub:
         """
         self.Add = channel.unary_unary(
                 '/kubeweft.v1.Cni/Add',
-                request_serializer=proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-                response_deserializer=proto_dot_kubeweft__pb2.CniResponse.FromString,
+                request_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+                response_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
                 _registered_method=True)
         self.Del = channel.unary_unary(
                 '/kubeweft.v1.Cni/Del',
-                request_serializer=proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-                response_deserializer=proto_dot_kubeweft__pb2.CniResponse.FromString,
+                request_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+                response_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
                 _registered_method=True)
         self.Check = channel.unary_unary(
                 '/kubeweft.v1.Cni/Check',
-                request_serializer=proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-                response_deserializer=proto_dot_kubeweft__pb2.CniResponse.FromString,
+                request_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+                response_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/kubeweft.v1.Cni/Status',
-                request_serializer=proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-                response_deserializer=proto_dot_kubeweft__pb2.CniResponse.FromString,
+                request_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+                response_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
                 _registered_method=True)
         self.GC = channel.unary_unary(
                 '/kubeweft.v1.Cni/GC',
-                request_serializer=proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-                response_deserializer=proto_dot_kubeweft__pb2.CniResponse.FromString,
+                request_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+                response_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
                 _registered_method=True)
 
 
@@ -99,28 +99,28 @@ def add_CniServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Add': grpc.unary_unary_rpc_method_handler(
                     servicer.Add,
-                    request_deserializer=proto_dot_kubeweft__pb2.CniRequest.FromString,
-                    response_serializer=proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
+                    request_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.FromString,
+                    response_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
             ),
             'Del': grpc.unary_unary_rpc_method_handler(
                     servicer.Del,
-                    request_deserializer=proto_dot_kubeweft__pb2.CniRequest.FromString,
-                    response_serializer=proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
+                    request_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.FromString,
+                    response_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
             ),
             'Check': grpc.unary_unary_rpc_method_handler(
                     servicer.Check,
-                    request_deserializer=proto_dot_kubeweft__pb2.CniRequest.FromString,
-                    response_serializer=proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
+                    request_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.FromString,
+                    response_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=proto_dot_kubeweft__pb2.CniRequest.FromString,
-                    response_serializer=proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
+                    request_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.FromString,
+                    response_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
             ),
             'GC': grpc.unary_unary_rpc_method_handler(
                     servicer.GC,
-                    request_deserializer=proto_dot_kubeweft__pb2.CniRequest.FromString,
-                    response_serializer=proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
+                    request_deserializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.FromString,
+                    response_serializer=kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -148,8 +148,8 @@ class Cni:
             request,
             target,
             '/kubeweft.v1.Cni/Add',
-            proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-            proto_dot_kubeweft__pb2.CniResponse.FromString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -175,8 +175,8 @@ class Cni:
             request,
             target,
             '/kubeweft.v1.Cni/Del',
-            proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-            proto_dot_kubeweft__pb2.CniResponse.FromString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -202,8 +202,8 @@ class Cni:
             request,
             target,
             '/kubeweft.v1.Cni/Check',
-            proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-            proto_dot_kubeweft__pb2.CniResponse.FromString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -229,8 +229,8 @@ class Cni:
             request,
             target,
             '/kubeweft.v1.Cni/Status',
-            proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-            proto_dot_kubeweft__pb2.CniResponse.FromString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -256,8 +256,8 @@ class Cni:
             request,
             target,
             '/kubeweft.v1.Cni/GC',
-            proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
-            proto_dot_kubeweft__pb2.CniResponse.FromString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniRequest.SerializeToString,
+            kubeweft_dot_proto_dot_kubeweft__pb2.CniResponse.FromString,
             options,
             channel_credentials,
             insecure,

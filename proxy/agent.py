@@ -120,9 +120,9 @@ class CniServicer:
         self.plugin = plugin
 
     def _call(self, request, context):
-        from cni import spec
-        from cni.errors import INTERNAL, CniError
-        from proto import kubeweft_pb2
+        from kubeweft.cni import spec
+        from kubeweft.cni.errors import INTERNAL, CniError
+        from kubeweft.proto import kubeweft_pb2
 
         inv = spec.Invocation(command=request.command, container_id=request.container_id,
                               netns=request.netns, ifname=request.ifname, raw_args=request.args,
@@ -148,8 +148,7 @@ class CniServicer:
 
 def serve(plugin, sock: Path, workers: int = 8):
     import grpc
-
-    from proto import kubeweft_pb2_grpc
+    from kubeweft.proto import kubeweft_pb2_grpc
 
     prepare_socket(sock)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cni"))
@@ -172,11 +171,11 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str):
     if mode == "none":
         return None
     try:
-        from proxy.overlay_controller import OverlayController
+        from kubeweft.proxy.overlay_controller import OverlayController
     except ImportError as e:
         log.warning("no overlay controller (%s): pods reach only this node", e)
         return None
-    from cni.overlay import OverlayConfigError
+    from kubeweft.cni.overlay import OverlayConfigError
 
     overlay = None
     try:
@@ -206,19 +205,12 @@ class AgentConfig:
     state_dir: Path
 
 
-def start_component(module: str, api, cfg: AgentConfig):
-    """Start proxy.<module> (its start(api, cfg) returns an object with .stop()). A missing module
-    is skipped with a warning; one that fails to start stops the agent (a node that silently
-    does not enforce Services or policies is worse than one that visibly fails)."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"proxy.{module}")
-    except ImportError as e:
-        log.warning("no %s (%s)", module, e)
-        return None
-    component = mod.start(api, cfg)
-    log.info("%s started", module)
+def start_component(start, name: str, api, cfg: AgentConfig):
+    """Start one component (start(api, cfg) returns an object with .stop()). One that fails to
+    start stops the agent: a node that silently does not enforce Services or policies is worse
+    than one that visibly fails."""
+    component = start(api, cfg)
+    log.info("%s started", name)
     return component
 
 
@@ -254,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     overlay = start_overlay(api, args.node_name, args.overlay, pod_cidr) if api is not None else None
     mtu = args.mtu or (overlay.pod_mtu if overlay is not None else None)
 
-    from cni.plugin import CniPlugin
+    from kubeweft.cni.plugin import CniPlugin
 
     plugin = CniPlugin(pod_cidr, data_dir, bridge=args.bridge, mtu=mtu, cluster_cidr=args.cluster_cidr)
     components = []
@@ -265,12 +257,13 @@ def main(argv: list[str] | None = None) -> int:
                           healthz_bind_address=args.healthz_bind_address, state_dir=state_dir)
         serve_metrics(args.metrics_bind_address)
         if not args.no_proxy:
-            components.append(start_component("service_proxy", api, cfg))
+            from kubeweft.proxy import service_proxy
+            components.append(start_component(service_proxy.start, "service proxy", api, cfg))
         if not args.no_policy:
-            policy = start_component("policy_controller", api, cfg)
+            from kubeweft.proxy import policy_controller
+            policy = start_component(policy_controller.start, "policy controller", api, cfg)
             components.append(policy)
-            if policy is not None:
-                plugin.pod_hooks.append(policy)       # ADD returns only once policy covers the pod
+            plugin.pod_hooks.append(policy)       # ADD returns only once policy covers the pod
     plugin.start()
     sock = Path(args.socket)
     server = serve(plugin, sock, args.workers)

@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass
 
 import nftables
-
-from lab import netns as _netns
+from kubeweft.lab import netns as _netns
 
 from . import element_codec as codec
 from . import nfnetlink as nl

@@ -14,10 +14,9 @@ import socket
 import threading
 
 from kubernetes.client import ApiClient, CoreV1Api
+from kubeweft.cni import overlay as ov
+from kubeweft.cni import overlay_apply as oa
 from pyroute2 import IPRoute
-
-from cni import overlay as ov
-from cni import overlay_apply as oa
 
 from .informer import Informer
 

@@ -45,7 +45,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 from . import nfnetlink as nl
 from . import policy_model as pm

@@ -26,7 +26,7 @@ from ..store import Store
 from . import app as apiapp
 from . import pki as pkimod
 
-log = logging.getLogger("lab.apiserver")
+log = logging.getLogger("kubeweft.lab.apiserver")
 
 
 def load_config(name: str) -> LabConfig:

@@ -29,7 +29,7 @@ from ..resources import Resource, find
 from ..store import Store
 from . import discovery, openapi, patch, protobuf, tables, validation
 
-log = logging.getLogger("lab.apiserver")
+log = logging.getLogger("kubeweft.lab.apiserver")
 
 STORE_KEY = web.AppKey("store", Store)
 CFG_KEY = web.AppKey("cfg", LabConfig)

@@ -22,7 +22,7 @@ from .. import errors
 from ..resources import BY_PLURAL
 from .loop import Reconciler
 
-log = logging.getLogger("lab.controllers.endpointslices")
+log = logging.getLogger("kubeweft.lab.controllers.endpointslices")
 
 PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]

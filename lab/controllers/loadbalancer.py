@@ -14,7 +14,7 @@ import logging
 from ..resources import BY_PLURAL
 from .loop import Reconciler
 
-log = logging.getLogger("lab.controllers.loadbalancer")
+log = logging.getLogger("kubeweft.lab.controllers.loadbalancer")
 
 SERVICES = BY_PLURAL[("", "services")]
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Hashable
 
-log = logging.getLogger("lab.controllers")
+log = logging.getLogger("kubeweft.lab.controllers")
 
 DEBOUNCE = 0.02          # seconds: long enough to batch a burst, short enough to feel instant
 YIELD_EVERY = 100        # keys synced between two yields to the event loop

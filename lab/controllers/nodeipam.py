@@ -12,7 +12,7 @@ import logging
 from ..resources import BY_PLURAL
 from .loop import Reconciler
 
-log = logging.getLogger("lab.controllers.nodeipam")
+log = logging.getLogger("kubeweft.lab.controllers.nodeipam")
 
 NODES = BY_PLURAL[("", "nodes")]
 ALL = "nodes"            # one key: a pass looks at every Node (there are few)

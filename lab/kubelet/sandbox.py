@@ -98,7 +98,7 @@ def pid_runs_workload(pid: int | None, pod_key: str) -> bool:
     except OSError:
         return False
     state = stat.rpartition(")")[2].split()[0] if ")" in stat else "?"
-    return state not in ("Z", "X") and "lab.workload" in argv and is_pod_arg(argv, pod_key)
+    return state not in ("Z", "X") and "kubeweft.lab.workload" in argv and is_pod_arg(argv, pod_key)
 
 
 def is_pod_arg(argv: list[str], pod_key: str) -> bool:
@@ -106,7 +106,7 @@ def is_pod_arg(argv: list[str], pod_key: str) -> bool:
 
 
 def workload_argv(cfg: LabConfig, pod_key: str, ports: str, netns_name: str | None) -> list[str]:
-    argv = [sys.executable, "-m", "lab.workload", "--lab", cfg.name, "--pod", pod_key, "--ports", ports]
+    argv = [sys.executable, "-m", "kubeweft.lab.workload", "--lab", cfg.name, "--pod", pod_key, "--ports", ports]
     if netns_name:
         argv = ["nsenter", f"--net={netns.path(netns_name)}", "--", *argv]
     return argv

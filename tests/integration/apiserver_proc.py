@@ -20,7 +20,7 @@ class Server:
         self.kubeconfig = self.state / "kubeconfig"
         env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp))
         self.log = open(tmp / "apiserver.log", "wb")  # noqa: SIM115 (open while the server runs)
-        self.proc = subprocess.Popen([sys.executable, "-m", "lab.apiserver", "--lab", name,
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", name,
                                       "--history", str(history)],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         ready = self.state / "apiserver.ready"

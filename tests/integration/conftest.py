@@ -41,9 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from lab import netns as lab_netns
-from lab.config import STATE_ROOT, LabConfig
+from kubeweft.lab import netns as lab_netns
+from kubeweft.lab.config import STATE_ROOT, LabConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -223,7 +222,7 @@ class Lab:
 
 def lab_parts_missing() -> str | None:
     """Why a full lab cannot come up yet (a piece not written yet), or None."""
-    for mod in ("lab.apiserver.__main__", "lab.kubelet.__main__"):
+    for mod in ("kubeweft.lab.apiserver.__main__", "kubeweft.lab.kubelet.__main__"):
         try:
             if importlib.util.find_spec(mod) is None:
                 return f"{mod} does not exist yet"

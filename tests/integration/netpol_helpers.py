@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from lab import matrix, topology
-from lab.truth_table import Endpoint, diff_tables, expected_table
+from kubeweft.lab import matrix, topology
+from kubeweft.lab.truth_table import Endpoint, diff_tables, expected_table
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACES = matrix.XYZ_NAMESPACES
@@ -171,14 +170,14 @@ def check_table(xyz: XYZ, policies: Sequence[dict], via: str = "pod", *, nodes: 
 def agent_has_policy() -> str | None:
     """Why enforcement cannot be tested yet, or None."""
     import importlib.util
-    if importlib.util.find_spec("proxy.policy_controller") is None:
+    if importlib.util.find_spec("kubeweft.proxy.policy_controller") is None:
         return "proxy/policy_controller.py does not exist yet (issue 6 enforcement)"
     return None
 
 
 def agent_has_service_proxy() -> str | None:
     import importlib.util
-    if importlib.util.find_spec("proxy.service_proxy") is None:
+    if importlib.util.find_spec("kubeweft.proxy.service_proxy") is None:
         return "proxy/service_proxy.py does not exist yet (issue 5): no ClusterIP datapath"
     return None
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from lab import netns
-from lab.config import LabConfig
+from kubeweft.lab import netns
+from kubeweft.lab.config import LabConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
@@ -90,8 +90,7 @@ def create_pods(cfg: LabConfig, ns: str, placement: dict[str, str], timeout: flo
     """Pods name -> node in namespace `ns` (made first unless told not to); returns them Ready,
     with their IP and netns (from the kubelets' pods.json)."""
     from kubernetes.client import ApiException
-
-    from lab.probe import read_pods
+    from kubeweft.lab.probe import read_pods
 
     core = api(cfg)
     try:
@@ -153,7 +152,7 @@ def ping(ns: str, dst: str, size: int = 56, df: bool = True, count: int = 1,
 @contextlib.contextmanager
 def workload_in(ns: str, port: int, who: str = "server/x") -> Iterator[subprocess.Popen]:
     """The lab's workload (TCP and UDP whoami on `port`) inside netns `ns`, ended by PID after."""
-    proc = subprocess.Popen([sys.executable, "-m", "lab.workload", "--pod", who, "--ports", f"{port}/TCP"],
+    proc = subprocess.Popen([sys.executable, "-m", "kubeweft.lab.workload", "--pod", who, "--ports", f"{port}/TCP"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
                             preexec_fn=netns.preexec(ns))  # noqa: PLW1509
     try:
@@ -166,8 +165,8 @@ def workload_in(ns: str, port: int, who: str = "server/x") -> Iterator[subproces
 
 
 def probe(src_ns: str, host: str, port: int, udp: bool = False, timeout: float = 2.0) -> dict:
-    """lab.probe.probe_once from a worker thread (it enters the netns on that thread)."""
-    from lab.probe import probe_once
+    """kubeweft.lab.probe.probe_once from a worker thread (it enters the netns on that thread)."""
+    from kubeweft.lab.probe import probe_once
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(probe_once, src_ns, host, port, udp=udp, timeout=timeout).result(timeout + 5)
 
@@ -222,7 +221,7 @@ class ProbeLoop:
     _thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        from lab.probe import probe_once
+        from kubeweft.lab.probe import probe_once
         while not self._stop.is_set():
             r = probe_once(self.src_ns, self.host, self.port, udp=self.udp, timeout=1.0)
             self.attempts += 1

@@ -27,10 +27,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from lab import lifecycle, topology
-from lab import netns as lab_netns
-from lab import probe as lab_probe
-from lab.probe import CONNECTED, REFUSED, TIMEOUT
+from kubeweft.lab import lifecycle, topology
+from kubeweft.lab import netns as lab_netns
+from kubeweft.lab import probe as lab_probe
+from kubeweft.lab.probe import CONNECTED, REFUSED, TIMEOUT
 
 EXTERNAL = "external"
 SYNC_TIMEOUT = 30.0           # how long an agent may take to program a new Service

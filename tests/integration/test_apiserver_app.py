@@ -7,10 +7,9 @@ import json
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
-from lab.apiserver import app as apiapp
-from lab.config import LabConfig
-from lab.store import Store
+from kubeweft.lab.apiserver import app as apiapp
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.store import Store
 
 TOKEN = "h1-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

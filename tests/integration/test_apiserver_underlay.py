@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lab import netns
+from kubeweft.lab import netns
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
@@ -42,7 +41,7 @@ def test_listens_in_underlay_and_on_loopback(underlay, tmp_path):
     root_inode = netns.current_inode()
     env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp_path))
     log = open(tmp_path / "apiserver.log", "wb")  # noqa: SIM115 (open while the server runs)
-    proc = subprocess.Popen([sys.executable, "-m", "lab.apiserver", "--lab", name], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", name], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         ready = tmp_path / name / "apiserver.ready"

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 pytestmark = pytest.mark.integration
 
@@ -488,7 +487,7 @@ def _connect_from(netns: str, host: str, port: int) -> str:
 def test_chained_with_reference_portmap_through_cniexec(node):
     """The conflist kubeweft + portmap (cniVersion 1.0.0: Debian's portmap speaks up to 1.0.0), run by
     the lab's libcni-like runtime: a hostPort on the node is reachable from the external host."""
-    from lab import cniexec
+    from kubeweft.lab import cniexec
 
     conflist = {"cniVersion": "1.0.0", "name": "kwchain", "plugins": [
         {"type": "kubeweft", "socket": str(node.socket), "dataDir": str(node.data_dir), "bridge": "kw0",
@@ -528,7 +527,7 @@ def test_chained_with_reference_tuning_and_bandwidth_through_cniexec(node):
     """kubeweft, then Debian's tuning (a sysctl and the MTU inside the pod) and bandwidth (a tbf
     qdisc on the host veth that kubeweft's result names): both read prevResult and act on the
     interfaces kubeweft made; DEL runs in reverse and leaves nothing."""
-    from lab import cniexec
+    from kubeweft.lab import cniexec
 
     for plugin in ("tuning", "bandwidth"):
         shutil.copy(REFERENCE / plugin, node.bin_dir / plugin)
@@ -559,7 +558,7 @@ def test_chained_with_reference_tuning_and_bandwidth_through_cniexec(node):
 
 def test_installed_conflist_through_cniexec_add_check_status_gc_del(node):
     """The conflist install-cni wrote (1.1.0), as the lab kubelet will use it."""
-    from lab import cniexec
+    from kubeweft.lab import cniexec
 
     net = cniexec.load_network_config(node.conf_dir)
     assert net is not None and net.cni_version == "1.1.0" and net.plugins[0]["type"] == "kubeweft"
@@ -676,7 +675,7 @@ spec:
         p = probe("--from", "default/kw-1", f"{ip2}:8080")
         return p if p["outcome"] == "connected" else None
     import importlib.util
-    if importlib.util.find_spec("proxy.overlay_controller") is not None:     # the overlay exists
+    if importlib.util.find_spec("kubeweft.proxy.overlay_controller") is not None:     # the overlay exists
         r = _wait(cross, 30, 1)
         assert r and r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
     # hostPort on node2 from the external host, through the agent's nftables

@@ -13,8 +13,7 @@ import threading
 import time
 
 import pytest
-
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 from .test_cni_conformance import ScratchNode
 

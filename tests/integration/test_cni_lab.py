@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cni import datapath, install
-from lab import cniexec, lifecycle
-from lab import netns as lab_netns
+from kubeweft.cni import datapath, install
+from kubeweft.lab import cniexec, lifecycle
+from kubeweft.lab import netns as lab_netns
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 from .test_cni_conformance import ScratchNode, sh
 

@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from kubeweft.lab import netns as lab_netns
 
-from lab import netns as lab_netns
 from tests.integration.test_cni_conformance import KUBEWEFT, REFERENCE, ScratchNode, sh
 
 pytestmark = pytest.mark.integration
@@ -179,8 +179,8 @@ def test_forwarding_path_imports_neither_pyroute2_nor_the_datapath(node):
                           input=b'{"cniVersion": "1.1.0"}', env={"CNI_COMMAND": "VERSION"},
                           capture_output=True, timeout=30, check=False)
     imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines() if "|" in line}
-    assert "cni.shim" in imported and "cni.spec" in imported
-    assert not {"pyroute2", "cni.datapath", "cni.ipam", "grpc", "asyncio"} & imported
+    assert "kubeweft.cni.shim" in imported and "kubeweft.cni.spec" in imported
+    assert not {"pyroute2", "kubeweft.cni.datapath", "kubeweft.cni.ipam", "grpc", "asyncio"} & imported
     # how fast each starts is bench/cni_add_del.py's business (it times the zipapp too)
 
 

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lab import netns
-from lab.cniexec import CniError, CniRuntime, RuntimeConf, kubernetes_args, load_network_config
+from kubeweft.lab import netns
+from kubeweft.lab.cniexec import CniError, CniRuntime, RuntimeConf, kubernetes_args, load_network_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

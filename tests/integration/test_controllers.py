@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lab import admission, controllers
-from lab.config import LabConfig
-from lab.resources import BY_PLURAL
-from lab.store import Store
+from kubeweft.lab import admission, controllers
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.store import Store
 
 NS = BY_PLURAL[("", "namespaces")]
 NODES = BY_PLURAL[("", "nodes")]
@@ -280,7 +279,7 @@ def kubectl(tmp_path_factory):
     name = f"h2c{os.getpid() % 100000}"
     env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp))
     with open(tmp / "apiserver.log", "wb") as log:      # the child keeps its own copy of the fd
-        proc = subprocess.Popen([sys.executable, "-m", "lab.apiserver", "--lab", name], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", name], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

@@ -20,8 +20,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
@@ -103,14 +102,14 @@ def topo():
     try:
         yield t.up()
     finally:
-        if "cni.nft" in sys.modules:
-            sys.modules["cni.nft"].reset()        # its contexts would keep the dead netns alive
+        if "kubeweft.cni.nft" in sys.modules:
+            sys.modules["kubeweft.cni.nft"].reset()        # its contexts would keep the dead netns alive
         t.down()
     assert not [n for n in os.listdir(lab_netns.NETNS_DIR) if n.startswith(t.prefix)]
 
 
 def wire(topo: Topology, n: int, ip: str, **kw):
-    from cni import datapath
+    from kubeweft.cni import datapath
     ns = topo.pod_netns(n)
     hv = datapath.host_veth_name(f"ctr{n}", "eth0")
     w = in_netns(topo.node, datapath.wire_pod, ns, "eth0", ipaddress.IPv4Interface(f"{ip}/24"), GW.ip,
@@ -119,7 +118,7 @@ def wire(topo: Topology, n: int, ip: str, **kw):
 
 
 def bridge(topo: Topology):
-    from cni import datapath
+    from kubeweft.cni import datapath
     mtu = in_netns(topo.node, datapath.underlay_mtu) - datapath.VXLAN_OVERHEAD
     return in_netns(topo.node, datapath.ensure_bridge, "kw0", GW, mtu)
 
@@ -127,7 +126,7 @@ def bridge(topo: Topology):
 # ---- names and the bridge ----------------------------------------------------------------
 
 def test_host_veth_names_are_short_deterministic_distinct():
-    from cni import datapath
+    from kubeweft.cni import datapath
     names = {datapath.host_veth_name(f"{c:064x}", i) for c in range(2000) for i in ("eth0", "net1")}
     assert len(names) == 4000
     assert all(len(n) <= 15 and n.startswith("kw") for n in names)
@@ -135,7 +134,7 @@ def test_host_veth_names_are_short_deterministic_distinct():
 
 
 def test_bridge_underlay_mtu_and_sysctls(topo):
-    from cni import datapath
+    from kubeweft.cni import datapath
     assert in_netns(topo.node, datapath.underlay_mtu) == 1500
     sh("ip", "-n", topo.node, "link", "set", "eth0", "mtu", "9000")
     assert in_netns(topo.node, datapath.underlay_mtu) == 9000
@@ -156,7 +155,7 @@ def test_bridge_underlay_mtu_and_sysctls(topo):
 # ---- wiring ------------------------------------------------------------------------------
 
 def test_wire_pod_address_route_mtu_hairpin_mac_and_ping(topo):
-    from cni import datapath
+    from kubeweft.cni import datapath
     bridge(topo)
     ns1, w1 = wire(topo, 1, "10.244.1.5", mac="02:42:0a:f4:01:05")
     _ns2, w2 = wire(topo, 2, "10.244.1.6")
@@ -180,8 +179,8 @@ def test_wire_pod_address_route_mtu_hairpin_mac_and_ping(topo):
 
 
 def test_wire_fails_if_ifname_exists_and_touches_nothing(topo):
-    from cni import datapath
-    from cni.errors import INTERFACE_EXISTS, CniError
+    from kubeweft.cni import datapath
+    from kubeweft.cni.errors import INTERFACE_EXISTS, CniError
     bridge(topo)
     ns, _w = wire(topo, 1, "10.244.1.5")
     before = in_netns(topo.node, datapath.list_host_veths, "kw0")
@@ -199,8 +198,8 @@ def node_links(topo: Topology) -> set[str]:
 
 
 def test_rollback_on_forced_failures_leaves_nothing(topo):
-    from cni import datapath
-    from cni.errors import DATAPATH_FAILURE, UNKNOWN_CONTAINER, CniError
+    from kubeweft.cni import datapath
+    from kubeweft.cni.errors import DATAPATH_FAILURE, UNKNOWN_CONTAINER, CniError
     bridge(topo)
     ns = topo.pod_netns(1)
     links = node_links(topo)
@@ -233,7 +232,7 @@ def test_rollback_on_forced_failures_leaves_nothing(topo):
 
 
 def test_unwire_leaves_nothing_and_is_idempotent(topo):
-    from cni import datapath
+    from kubeweft.cni import datapath
     bridge(topo)
     links = node_links(topo)
     ns, w = wire(topo, 1, "10.244.1.5")
@@ -260,7 +259,7 @@ def test_unwire_leaves_nothing_and_is_idempotent(topo):
 def test_wire_is_fast(topo):
     import time
 
-    from cni import datapath
+    from kubeweft.cni import datapath
     bridge(topo)
     times = []
     for n in range(5):
@@ -342,7 +341,7 @@ def ask(ns_name: str, proto: str, ip: str, port: int) -> str:
 
 
 def test_masquerade_only_leaving_the_cluster(topo):
-    from cni import nft
+    from kubeweft.cni import nft
     bridge(topo)
     wire(topo, 1, "10.244.1.5")
     wire(topo, 2, "10.244.1.6")
@@ -359,8 +358,8 @@ def test_masquerade_only_leaving_the_cluster(topo):
 
 
 def test_hostport_dnat_from_the_external_host(topo):
-    from cni import nft
-    from cni.errors import CniError
+    from kubeweft.cni import nft
+    from kubeweft.cni.errors import CniError
     bridge(topo)
     wire(topo, 1, "10.244.1.5")
     wire(topo, 2, "10.244.1.6")
@@ -398,7 +397,7 @@ def test_hostport_dnat_from_the_external_host(topo):
 def test_parallel_wire_and_unwire(topo):
     """16 pods wired and unwired at once from 16 threads of the node netns (as the agent's gRPC
     workers do): every pod gets its own working interface, and nothing is left afterwards."""
-    from cni import datapath
+    from kubeweft.cni import datapath
     bridge(topo)
     links = node_links(topo)
     pods = {n: topo.pod_netns(n) for n in range(16)}
@@ -478,7 +477,7 @@ def receive_time(ns_server: str, ns_client: str, ip: str, port: int, size: int) 
 
 
 def test_bandwidth_shapes_both_directions(topo):
-    from cni import bandwidth, datapath
+    from kubeweft.cni import bandwidth, datapath
     bridge(topo)
     ns, w = wire(topo, 1, "10.244.1.5")
     pod1 = f"{topo.prefix}-pod1"

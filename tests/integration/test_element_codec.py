@@ -9,14 +9,13 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-
-from proxy import diff_services as d
-from proxy import render_services as r
-from proxy import service_proxy as sp
-from proxy.element_codec import element_type
-from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
-from proxy.nftables import Nft, NftError
-from proxy.service_proxy import apply_commands, read_map, read_set
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy import service_proxy as sp
+from kubeweft.proxy.element_codec import element_type
+from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy.nftables import Nft, NftError
+from kubeweft.proxy.service_proxy import apply_commands, read_map, read_set
 
 from .netns_helpers import scratch_netns, table_json
 

@@ -7,8 +7,7 @@ import time
 
 import kubernetes
 import pytest
-
-from proxy.informer import Informer
+from kubeweft.proxy.informer import Informer
 
 from .apiserver_proc import Server
 

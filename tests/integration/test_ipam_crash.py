@@ -14,17 +14,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from cni import ipam
-from cni.ipam import Allocator
+from kubeweft.cni import ipam
+from kubeweft.cni.ipam import Allocator
 
 SUBNET = "10.250.0.0/28"          # 13 usable addresses, 16 keys: exhaustion is exercised too
 KEYS = [(f"ctr{i:02d}", "eth0" if i % 3 else "net1") for i in range(16)]
 
 CHILD = r"""
 import random, sys
-from cni.ipam import Allocator
-from cni.errors import CniError
+from kubeweft.cni.ipam import Allocator
+from kubeweft.cni.errors import CniError
 keys = [(f"ctr{i:02d}", "eth0" if i % 3 else "net1") for i in range(16)]
 a = Allocator(sys.argv[1], sys.argv[2])
 print("ready", flush=True)

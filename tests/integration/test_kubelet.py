@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -82,7 +81,7 @@ def bridge_ports(lab, node: str) -> set[str]:
 
 
 def kubelet_pids(lab, node: str) -> list[int]:
-    from lab import lifecycle
+    from kubeweft.lab import lifecycle
     token = json.loads(lab.cfg.state_file.read_text())["token"]
     out = []
     for pid in lifecycle.find_processes(lab.name, token):
@@ -90,14 +89,14 @@ def kubelet_pids(lab, node: str) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"lab.kubelet" in cmd and node.encode() in cmd:
+        if b"kubeweft.lab.kubelet" in cmd and node.encode() in cmd:
             out.append(pid)
     return out
 
 
 def start_kubelet(lab, node: str) -> int:
     """Restart a kubelet exactly as `lab up` starts one."""
-    from lab import lifecycle
+    from kubeweft.lab import lifecycle
     token = json.loads(lab.cfg.state_file.read_text())["token"]
     return lifecycle.start_kubelet(lab.cfg, node, token).pid
 
@@ -214,7 +213,7 @@ def test_delete_removes_netns_veth_and_address(lab2, core):
     assert not ipam_file.exists()
     assert pod.metadata.uid not in pods_json(lab2, "node1")
     cmdline = Path(f"/proc/{entry['pid']}/cmdline")
-    assert not cmdline.exists() or b"lab.workload" not in cmdline.read_bytes()
+    assert not cmdline.exists() or b"kubeweft.lab.workload" not in cmdline.read_bytes()
 
 
 def test_a_pod_that_cannot_start_is_reported_and_the_others_run(lab2, core):

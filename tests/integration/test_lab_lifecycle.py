@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lab import lifecycle, netns, topology
-from lab.config import LabConfig
+from kubeweft.lab import lifecycle, netns, topology
+from kubeweft.lab.config import LabConfig
 
 from .conftest import KUBEWEFT, _session_lab_names, unique_lab_name
 
@@ -293,7 +292,7 @@ def test_down_after_kill9_of_apiserver_and_kubelet(lab_factory):
     state = json.loads(lab.cfg.state_file.read_text())
     pids = lab_pids(lab.name)
     assert state["apiserver"]["pid"] in pids
-    kubelets = [p for p in pids if b"lab.kubelet" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    kubelets = [p for p in pids if b"kubeweft.lab.kubelet" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert sorted(kubelets) == sorted(state["processes"][f"kubelet-node{i}"] for i in (1, 2))
     os.kill(state["apiserver"]["pid"], signal.SIGKILL)
     os.kill(state["processes"]["kubelet-node1"], signal.SIGKILL)

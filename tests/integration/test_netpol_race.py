@@ -17,8 +17,8 @@ import sys
 import time
 
 import pytest
+from kubeweft.lab import netns, topology
 
-from lab import netns, topology
 from tests.integration.netpol_helpers import ROOT, _nodes, agent_has_policy, netpol
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

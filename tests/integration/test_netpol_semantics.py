@@ -183,7 +183,7 @@ def test_established_connection_survives_a_new_deny(enforced, policies):
     import concurrent.futures
     import socket
 
-    from lab import netns
+    from kubeweft.lab import netns
 
     src_ns = dict(enforced.world.sources())["x/b"]
     dst_ip = enforced.pod("x/a").ip

@@ -4,8 +4,7 @@ import os
 import subprocess
 
 import pytest
-
-from proxy.nftables import Nft, NftError
+from kubeweft.proxy.nftables import Nft, NftError
 
 from .netns_helpers import scratch_netns
 

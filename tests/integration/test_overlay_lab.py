@@ -13,8 +13,7 @@ import json
 import time
 
 import pytest
-
-from lab import lifecycle
+from kubeweft.lab import lifecycle
 
 from . import conftest
 from . import overlay_helpers as oh
@@ -189,7 +188,7 @@ def test_nodes_join_and_leave_routes_follow_within_a_second_traffic_never_stops(
 
 
 def lab_netns(cfg) -> list[str]:
-    from lab.topology import list_netns
+    from kubeweft.lab.topology import list_netns
     return list_netns(cfg.netns_prefix)
 
 

@@ -45,8 +45,8 @@ def ping(ns: str, src: str, dst: str, size: int = 56, df: bool = False) -> subpr
 
 
 def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes):
-    from cni import overlay as ov
-    from cni import overlay_apply as oa
+    from kubeweft.cni import overlay as ov
+    from kubeweft.cni import overlay_apply as oa
     names, IPRoute = two_nodes
     macs = {}
     for i in (1, 2):
@@ -79,8 +79,8 @@ def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes):
 
 
 def test_hostgw_routes_carry_traffic(two_nodes):
-    from cni import overlay as ov
-    from cni import overlay_apply as oa
+    from kubeweft.cni import overlay as ov
+    from kubeweft.cni import overlay_apply as oa
     names, IPRoute = two_nodes
     nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24") for i in (1, 2)]
     for i in (1, 2):

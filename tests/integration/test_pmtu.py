@@ -18,8 +18,7 @@ import socket
 import threading
 
 import pytest
-
-from lab import lifecycle, netns
+from kubeweft.lab import lifecycle, netns
 
 from . import conftest
 from . import overlay_helpers as oh

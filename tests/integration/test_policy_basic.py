@@ -18,9 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from lab import netns
-from lab.probe import CONNECTED, probe_once, read_pods
+from kubeweft.lab import netns
+from kubeweft.lab.probe import CONNECTED, probe_once, read_pods
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -30,7 +29,7 @@ SETTLE = 10.0
 
 
 def test_golden_tables_load_into_the_kernel():
-    from proxy.nftables import Nft
+    from kubeweft.proxy.nftables import Nft
 
     name = f"h11-golden-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
@@ -211,7 +210,7 @@ def test_drops_are_counted_and_logged(world, clean_policies):
 
 @pytest.fixture
 def scratch_nft():
-    from proxy.nftables import Nft
+    from kubeweft.proxy.nftables import Nft
 
     name = f"h11-ctl-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
@@ -235,8 +234,8 @@ def _pod_obj(name, ip, labels, node="node1"):
 
 
 def test_controller_bookkeeping(scratch_nft):
-    from proxy import render_policy as rp
-    from proxy.policy_controller import PolicyController
+    from kubeweft.proxy import render_policy as rp
+    from kubeweft.proxy.policy_controller import PolicyController
 
     scratch_nft, name = scratch_nft
     ctl = PolicyController(None, "node1", "10.244.0.0/24", nft=scratch_nft, netns=name)
@@ -304,8 +303,8 @@ def test_controller_bookkeeping(scratch_nft):
 
 
 def test_an_attachment_without_pod_arguments_is_only_a_local_address(scratch_nft):
-    from proxy import render_policy as rp
-    from proxy.policy_controller import PolicyController
+    from kubeweft.proxy import render_policy as rp
+    from kubeweft.proxy.policy_controller import PolicyController
 
     scratch_nft, name = scratch_nft
     ctl = PolicyController(None, "node1", "10.244.0.0/24", nft=scratch_nft, netns=name)

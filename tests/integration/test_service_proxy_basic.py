@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lab import netns as lab_netns
+from kubeweft.lab import netns as lab_netns
 
 NS = "h9smoke"
 GOLDEN = Path(__file__).resolve().parents[1] / "unit" / "golden" / "services"

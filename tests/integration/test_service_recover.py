@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
-
-from proxy import diff_services as d
-from proxy import render_services as r
-from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
-from proxy.nftables import Nft
-from proxy.service_proxy import ServiceProxy, apply_commands
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy.nftables import Nft
+from kubeweft.proxy.service_proxy import ServiceProxy, apply_commands
 
 from .netns_helpers import scratch_netns, table_json
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from proxy.metrics import parse_samples
+from kubeweft.proxy.metrics import parse_samples
 
 from .services_helpers import cluster, http_get, port, svc_port, wait_for
 

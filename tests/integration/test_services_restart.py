@@ -17,10 +17,9 @@ import socket
 import time
 
 import pytest
-
-from lab import lifecycle
-from lab import netns as lab_netns
-from lab import probe as lab_probe
+from kubeweft.lab import lifecycle
+from kubeweft.lab import netns as lab_netns
+from kubeweft.lab import probe as lab_probe
 
 from .services_helpers import (
     CONNECTED,

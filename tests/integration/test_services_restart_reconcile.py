@@ -23,11 +23,10 @@ import signal
 import time
 
 import pytest
-
-from lab import lifecycle
-from lab import netns as lab_netns
-from proxy.nftables import Nft
-from proxy.render_services import FAMILY, TABLE, T, family_chain
+from kubeweft.lab import lifecycle
+from kubeweft.lab import netns as lab_netns
+from kubeweft.proxy.nftables import Nft
+from kubeweft.proxy.render_services import FAMILY, TABLE, T, family_chain
 
 from .services_helpers import UdpClient, agent_pid, cluster, in_thread, port, record_agent, svc_port, wait_for
 

@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lab import netns
-from lab.probe import probe_once
+from kubeweft.lab import netns
+from kubeweft.lab.probe import probe_once
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -62,7 +61,7 @@ class Workload:
     def __init__(self, ports: str, *extra: str, pod: str = POD, ns: str = SERVER_NS) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [PY, "-m", "lab.workload", "--lab", LAB, "--pod", pod, "--ports", ports, *extra],
+            [PY, "-m", "kubeweft.lab.workload", "--lab", LAB, "--pod", pod, "--ports", ports, *extra],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=netns.preexec(ns))  # noqa: PLW1509
         ready, _, _ = select.select([self.proc.stdout], [], [], 5)
         line = self.proc.stdout.readline() if ready else b""
@@ -111,7 +110,7 @@ def test_workload_says_ready_and_loads_only_the_standard_library(workload):
     # Start-up speed itself is a benchmark matter; what keeps it fast is that the workload
     # (one process per pod) imports nothing heavy.
     assert workload.startup > 0
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import lab.workload"],
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import kubeweft.lab.workload"],
                           capture_output=True, text=True, timeout=30, check=True)
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert not imported & {"kubernetes", "pyroute2", "aiohttp", "yaml", "grpc", "urllib3", "nftables"}

@@ -2,11 +2,10 @@
 import copy
 
 import pytest
-
-from lab import admission, errors
-from lab.config import LabConfig
-from lab.resources import BY_PLURAL
-from lab.store import Store
+from kubeweft.lab import admission, errors
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.store import Store
 
 NS = BY_PLURAL[("", "namespaces")]
 SVC = BY_PLURAL[("", "services")]

@@ -3,8 +3,7 @@ import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from lab.apiserver.pki import ensure_pki
+from kubeweft.lab.apiserver.pki import ensure_pki
 
 
 def test_certificate_names_and_signature(tmp_path):

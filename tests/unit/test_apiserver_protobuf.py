@@ -1,8 +1,7 @@
 """The protobuf bodies kubectl's typed clients send (kubectl create service|namespace)."""
 import pytest
-
-from lab import errors
-from lab.apiserver.protobuf import MAGIC, decode_object
+from kubeweft.lab import errors
+from kubeweft.lab.apiserver.protobuf import MAGIC, decode_object
 
 
 def varint(n: int) -> bytes:

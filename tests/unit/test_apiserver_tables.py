@@ -2,8 +2,7 @@
 import datetime
 
 import pytest
-
-from lab.apiserver.tables import human_duration, render_table
+from kubeweft.lab.apiserver.tables import human_duration, render_table
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 T0 = "2026-01-01T11:55:00Z"        # five minutes before NOW

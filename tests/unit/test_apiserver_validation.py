@@ -1,10 +1,9 @@
 """Generic validation: names, unknown fields (fieldValidation), discovery and OpenAPI documents."""
 import pytest
-
-from lab import errors
-from lab.apiserver import discovery, openapi
-from lab.apiserver.validation import check_name, drop_fields, find_unknown_fields, strict_error
-from lab.resources import BY_PLURAL
+from kubeweft.lab import errors
+from kubeweft.lab.apiserver import discovery, openapi
+from kubeweft.lab.apiserver.validation import check_name, drop_fields, find_unknown_fields, strict_error
+from kubeweft.lab.resources import BY_PLURAL
 
 PODS, SVCS, NSS = BY_PLURAL[("", "pods")], BY_PLURAL[("", "services")], BY_PLURAL[("", "namespaces")]
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from proxy import diff_services as d
-from proxy import service_proxy as sp
-from proxy.nftables import NftError
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import service_proxy as sp
+from kubeweft.proxy.nftables import NftError
 
 
 def test_split_keeps_structure_around_the_elements_and_intervals_as_text():

@@ -6,9 +6,8 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from cni import spec
-from cni.errors import CniError
+from kubeweft.cni import spec
+from kubeweft.cni.errors import CniError
 
 ADD_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/run/netns/x",
            "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin:/usr/lib/cni"}
@@ -232,8 +231,8 @@ def test_check_wants_the_interface_in_that_sandbox():
 # --- the shim's stdlib gRPC codec, against the real protobuf stubs --------------------------------
 
 def test_shim_request_encoding_matches_protobuf():
-    from cni import shim
-    from proto import kubeweft_pb2
+    from kubeweft.cni import shim
+    from kubeweft.proto import kubeweft_pb2
 
     fields = ("ADD", "c0ffee", "/run/netns/x", "eth0", "K8S_POD_NAME=p", "/opt/cni/bin", b'{"a": 1}' * 40)
     req = kubeweft_pb2.CniRequest.FromString(shim.encode_request(*fields))
@@ -244,8 +243,8 @@ def test_shim_request_encoding_matches_protobuf():
 
 @given(st.binary(max_size=300), st.integers(1, 2**31), st.text(max_size=50), st.text(max_size=300))
 def test_shim_response_decoding_matches_protobuf(result, code, msg, details):
-    from cni import shim
-    from proto import kubeweft_pb2
+    from kubeweft.cni import shim
+    from kubeweft.proto import kubeweft_pb2
 
     ok = kubeweft_pb2.CniResponse(result=result).SerializeToString()
     assert shim.decode_response(ok) == (None, "", "", result)
@@ -254,7 +253,7 @@ def test_shim_response_decoding_matches_protobuf(result, code, msg, details):
 
 
 def test_shim_hpack_integers():
-    from cni.shim import _hpack_int
+    from kubeweft.cni.shim import _hpack_int
     # RFC 7541 C.1: 10 and 1337 with a 5-bit prefix, 42 with an 8-bit one
     assert _hpack_int(10, 5) == bytes([0b01010])
     assert _hpack_int(1337, 5) == bytes([0b11111, 0b10011010, 0b00001010])
@@ -264,11 +263,13 @@ def test_shim_hpack_integers():
 # --- install-cni's renderings -------------------------------------------------------------------
 
 def test_install_renders_a_fast_script_and_the_conflist():
-    from cni import install
+    from kubeweft.cni import install
 
-    script = install.render_script("/venv/bin/python3", ["/repo", "/usr/lib/python3.11"])
+    script = install.render_script("/venv/bin/python3", ["/repo", "/usr/lib/python3.11"],
+                                   ["/repo/kubeweft", "/repo"])
     assert script.startswith("#!/venv/bin/python3 -IS\n")      # no site.py: tens of ms per pod
-    assert "from cni.shim import main" in script and "'/repo'" in script
+    assert "from kubeweft.cni.shim import main" in script and "'/repo'" in script
+    assert "kubeweft.__path__[:] = ['/repo/kubeweft', '/repo']" in script
     conf = install.render_conflist("/run/kw/agent.sock", "/var/lib/kw/ipam")
     assert conf["cniVersion"] == "1.1.0" and conf["name"] == "kubeweft"
     (plugin,) = conf["plugins"]
@@ -289,7 +290,7 @@ def test_the_shim_path_imports_neither_grpc_nor_protobuf_nor_pyroute2():
         "os.environ.update(CNI_COMMAND='STATUS')\n"
         "sys.stdin = io.TextIOWrapper(io.BytesIO(json.dumps({'cniVersion': '1.1.0', 'name': 'n', "
         "'type': 'kubeweft', 'socket': '/nonexistent/agent.sock'}).encode()))\n"
-        "from cni import shim\n"
+        "from kubeweft.cni import shim\n"
         "rc = shim.main()\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google', 'pyroute2', 'dataclasses'))\n"
         "print('\\n' + json.dumps({'rc': rc, 'heavy': heavy}))\n")

@@ -2,8 +2,7 @@
 import json
 
 import pytest
-
-from lab.cniexec import (
+from kubeweft.lab.cniexec import (
     RUNTIME_ERROR,
     CniError,
     ConfigError,

@@ -1,12 +1,11 @@
-"""lab.config: names, addresses and paths of a lab (pure)."""
+"""kubeweft.lab.config: names, addresses and paths of a lab (pure)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 
 import pytest
-
-from lab.config import STATE_ROOT, LabConfig, check_name
+from kubeweft.lab.config import STATE_ROOT, LabConfig, check_name
 
 
 def test_default_addresses_follow_the_readme():

@@ -1,7 +1,7 @@
 """Pure plans of the node IPAM, scheduler and load-balancer controllers."""
-from lab.controllers.loadbalancer import plan_lb_ip
-from lab.controllers.nodeipam import plan_pod_cidrs
-from lab.controllers.scheduler import NodeView, parse_node, plan_binding
+from kubeweft.lab.controllers.loadbalancer import plan_lb_ip
+from kubeweft.lab.controllers.nodeipam import plan_pod_cidrs
+from kubeweft.lab.controllers.scheduler import NodeView, parse_node, plan_binding
 
 
 def test_pod_cidrs_next_free_and_reused():

@@ -7,10 +7,9 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from proxy import element_codec as c
-from proxy import nfnetlink as nl
-from proxy import render_services as r
+from kubeweft.proxy import element_codec as c
+from kubeweft.proxy import nfnetlink as nl
+from kubeweft.proxy import render_services as r
 
 K_ADDR_VERDICT = c.element_type(r.MAPS["service-ips"][0])
 BACKENDS = c.element_type(r.declaration("backends-tcp-3"))

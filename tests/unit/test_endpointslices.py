@@ -1,8 +1,7 @@
 """The EndpointSlice plan: conditions, named ports, several slices, zones, minimal writes."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from lab.controllers.endpointslices import (
+from kubeweft.lab.controllers.endpointslices import (
     LABEL_MANAGED_BY,
     LABEL_SERVICE_NAME,
     MANAGED_BY,

@@ -1,10 +1,10 @@
 """proxy/frontends.py: the `kubeweft services` listing from a table's sets and maps."""
 from __future__ import annotations
 
-from proxy import diff_services as d
-from proxy import render_services as r
-from proxy.frontends import Frontend, describe_frontends, format_frontends
-from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy.frontends import Frontend, describe_frontends, format_frontends
+from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 
 CTX = r.NodeContext("node1")
 HTTP = (SlicePort("http", "tcp", 8080),)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from proxy.informer import iter_list
+from kubeweft.proxy.informer import iter_list
 
 DOCS = [
     {},

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from cni import ipam
-from cni.errors import ADDRESS_UNAVAILABLE, INVALID_NETWORK_CONFIG, CniError
-from cni.ipam import Allocator
+from kubeweft.cni import ipam
+from kubeweft.cni.errors import ADDRESS_UNAVAILABLE, INVALID_NETWORK_CONFIG, CniError
+from kubeweft.cni.ipam import Allocator
 
 A = ipaddress.IPv4Address
 

@@ -1,6 +1,6 @@
 """The lab kubelet's pure part: pods and nodes in, status documents, conflist and routes out."""
-from lab.kubelet import model
-from lab.kubelet.sandbox import render_workload_env
+from kubeweft.lab.kubelet import model
+from kubeweft.lab.kubelet.sandbox import render_workload_env
 
 
 def pod_obj(**spec_extra) -> dict:
@@ -147,7 +147,7 @@ def test_workload_env_keeps_the_lab_id():
 
 
 def test_pod_arg_matches_the_exact_pod_only():
-    from lab.kubelet.sandbox import is_pod_arg
-    argv = ["python", "-m", "lab.workload", "--lab", "kw", "--pod", "default/web-1", "--ports", ""]
+    from kubeweft.lab.kubelet.sandbox import is_pod_arg
+    argv = ["python", "-m", "kubeweft.lab.workload", "--lab", "kw", "--pod", "default/web-1", "--ports", ""]
     assert is_pod_arg(argv, "default/web-1")
     assert not is_pod_arg(argv, "default/web")

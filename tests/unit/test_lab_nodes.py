@@ -1,7 +1,7 @@
 """Nodes joining a running lab, the pure parts: names and the commands that wire one node."""
-from lab.config import LabConfig
-from lab.lifecycle import node_list, plan_new_nodes
-from lab.topology import plan_add_node, plan_build
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.lifecycle import node_list, plan_new_nodes
+from kubeweft.lab.topology import plan_add_node, plan_build
 
 CFG = LabConfig(name="kw", nodes=3)
 

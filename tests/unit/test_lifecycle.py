@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import pytest
-
-from lab.config import LabConfig
-from lab.errors import LabError
-from lab.lifecycle import lab_id, plan_state, render_status, render_table
-from lab.shell import parse_pod_target
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.errors import LabError
+from kubeweft.lab.lifecycle import lab_id, plan_state, render_status, render_table
+from kubeweft.lab.shell import parse_pod_target
 
 CFG = LabConfig(name="kw")
 NODES = [

@@ -1,7 +1,7 @@
 """The matrix's pure core: pods -> probes -> the drawn table, legend and summary."""
 import re
 
-from lab.matrix import (
+from kubeweft.lab.matrix import (
     OUTCOME_STYLES,
     PodInfo,
     parse_pods,

@@ -1,12 +1,11 @@
-"""proxy.model: Service/EndpointSlice/Node JSON -> frozen values; hostile objects raise
+"""kubeweft.proxy.model: Service/EndpointSlice/Node JSON -> frozen values; hostile objects raise
 InvalidObject (the proxy logs and skips them), objects the proxy leaves alone give None."""
 from __future__ import annotations
 
 import copy
 
 import pytest
-
-from proxy.model import (
+from kubeweft.proxy.model import (
     DEFAULT_AFFINITY_TIMEOUT,
     InvalidObject,
     ServicePort,

@@ -5,9 +5,8 @@ import socket
 import struct
 
 import pytest
-
-from proxy import nfnetlink as nl
-from proxy.policy_controller import (
+from kubeweft.proxy import nfnetlink as nl
+from kubeweft.proxy.policy_controller import (
     NFNL_SUBSYS_ULOG,
     NFULA_PAYLOAD,
     NFULA_PREFIX,

@@ -1,12 +1,11 @@
-"""cni.nft's pure part: the table's text, the hostPort plan, element transactions, map parsing."""
+"""kubeweft.cni.nft's pure part: the table's text, the hostPort plan, element transactions, map parsing."""
 from __future__ import annotations
 
 import re
 
 import pytest
-
-from cni import nft
-from cni.errors import INVALID_NETWORK_CONFIG, CniError
+from kubeweft.cni import nft
+from kubeweft.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 
 def test_every_table_chain_and_map_has_a_comment():

@@ -2,8 +2,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from cni import overlay as ov
+from kubeweft.cni import overlay as ov
 
 
 def node(i: int, mac: str | None = "auto", cidr: str | None = "auto", addr: str | None = None):

@@ -1,7 +1,6 @@
 """host-gw: which remote nodes are not directly reachable, strict (agent start) and lenient plans."""
 import pytest
-
-from cni import overlay as ov
+from kubeweft.cni import overlay as ov
 
 SUBNETS = ["192.168.56.0/24"]
 

@@ -3,9 +3,8 @@ import copy
 import json
 
 import pytest
-
-from lab import errors
-from lab.apiserver.patch import apply_patch, merge_patch, strategic_merge
+from kubeweft.lab import errors
+from kubeweft.lab.apiserver.patch import apply_patch, merge_patch, strategic_merge
 
 POD = {
     "metadata": {"name": "p", "labels": {"app": "web", "tier": "front"}, "finalizers": ["a"]},

@@ -7,9 +7,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from proxy import render_policy as rp
-from proxy.policy_controller import PolicyController
+from kubeweft.proxy import render_policy as rp
+from kubeweft.proxy.policy_controller import PolicyController
 
 NODE_CIDR = "10.244.0.0/24"
 

@@ -3,8 +3,7 @@ must be refused whole (ModelError) rather than half-applied."""
 from __future__ import annotations
 
 import pytest
-
-from proxy import policy_model as pm
+from kubeweft.proxy import policy_model as pm
 
 
 def policy(spec: dict, ns: str = "x", name: str = "p") -> dict:

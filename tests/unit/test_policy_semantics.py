@@ -13,9 +13,8 @@ import ipaddress
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from proxy import policy_model as pm
-from proxy import render_policy as rp
+from kubeweft.proxy import policy_model as pm
+from kubeweft.proxy import render_policy as rp
 
 NODES = ("n0", "n1")
 CIDRS_OF = {"n0": "10.244.0.0/24", "n1": "10.244.1.0/24"}

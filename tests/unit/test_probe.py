@@ -3,9 +3,15 @@ import errno
 import json
 
 import pytest
-
-from lab.probe import ProbeError, classify_error, parse_answer, parse_source, parse_target, render_line
-from lab.workload import Workload, parse_ports
+from kubeweft.lab.probe import (
+    ProbeError,
+    classify_error,
+    parse_answer,
+    parse_source,
+    parse_target,
+    render_line,
+)
+from kubeweft.lab.workload import Workload, parse_ports
 
 
 @pytest.mark.parametrize("exc,outcome", [

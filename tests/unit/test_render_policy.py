@@ -11,9 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from proxy import policy_model as pm
-from proxy import render_policy as rp
+from kubeweft.proxy import policy_model as pm
+from kubeweft.proxy import render_policy as rp
 
 GOLDEN = Path(__file__).parent / "golden" / "policy"
 

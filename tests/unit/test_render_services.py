@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-
-from proxy import diff_services as d
-from proxy import render_services as r
-from proxy.model import Endpoint, EndpointSlice, parse_endpoint_slice, parse_service
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy.model import Endpoint, EndpointSlice, parse_endpoint_slice, parse_service
 
 GOLDEN = Path(__file__).parent / "golden" / "services"
 CTX = r.NodeContext("node1", zone="zone-a", cluster_cidr="10.244.0.0/16", service_cidr="10.96.0.0/12")

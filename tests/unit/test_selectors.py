@@ -2,9 +2,8 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from lab import errors
-from lab.selectors import make_predicate, parse_field_selector, parse_label_selector
+from kubeweft.lab import errors
+from kubeweft.lab.selectors import make_predicate, parse_field_selector, parse_label_selector
 
 
 def obj(labels=None, **fields):

@@ -1,11 +1,11 @@
-"""proxy.health's rule (kube-proxy's): unhealthy only when a change has waited for a sync longer
+"""kubeweft.proxy.health's rule (kube-proxy's): unhealthy only when a change has waited for a sync longer
 than the timeout; proxy.conntrack's command lines."""
 from __future__ import annotations
 
 import time
 
-from proxy.conntrack import argv_for
-from proxy.health import ProxyHealth
+from kubeweft.proxy.conntrack import argv_for
+from kubeweft.proxy.health import ProxyHealth
 
 
 def test_healthy_before_anything_happened():
@@ -42,7 +42,7 @@ def test_conntrack_argv():
 
 
 def test_parse_samples_reads_a_metrics_page_with_labels():
-    from proxy.metrics import parse_samples
+    from kubeweft.proxy.metrics import parse_samples
     page = ('# HELP x_total things\n# TYPE x_total counter\nx_total{b="2",a="1"} 3.0\n'
             '# TYPE h histogram\nh_bucket{le="+Inf"} 2.0\nh_count 2.0\nh_sum 0.5\n')
     assert parse_samples(page) == {'x_total{a="1",b="2"}': 3.0, 'h_bucket{le="+Inf"}': 2.0,

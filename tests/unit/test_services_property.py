@@ -13,12 +13,11 @@ import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from proxy import diff_services as d
-from proxy import element_codec as codec
-from proxy import render_services as r
-from proxy import service_proxy as sp
-from proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import element_codec as codec
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy import service_proxy as sp
+from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 
 CTX = r.NodeContext("node1", zone="zone-a")
 PREFIX = f"{r.T} "

@@ -2,10 +2,9 @@
 import asyncio
 
 import pytest
-
-from lab import errors
-from lab.resources import BY_PLURAL
-from lab.store import Store
+from kubeweft.lab import errors
+from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.store import Store
 
 NS = BY_PLURAL[("", "namespaces")]
 PODS = BY_PLURAL[("", "pods")]

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import struct
 
-from proxy import diff_services as d
-from proxy import element_codec as c
-from proxy import render_services as r
-from proxy.model import parse_endpoint_slice, parse_service
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import element_codec as c
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy.model import parse_endpoint_slice, parse_service
 
 CHAIN_LB = bytes.fromhex(
     "020000030d0001006b75626577656674000000000d0003006c622d7463702d39000000000c0002000000000000000001"

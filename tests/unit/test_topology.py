@@ -1,10 +1,9 @@
-"""lab.topology's plans (pure): what the lab builds, and that nothing lands in the root netns."""
+"""kubeweft.lab.topology's plans (pure): what the lab builds, and that nothing lands in the root netns."""
 from __future__ import annotations
 
 import pytest
-
-from lab.config import LabConfig
-from lab.topology import Step, lab_netns, node_port, plan_build, plan_pod_cidr_routes, plan_remove
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.topology import Step, lab_netns, node_port, plan_build, plan_pod_cidr_routes, plan_remove
 
 CFG = LabConfig(name="kw", nodes=2)
 

@@ -3,9 +3,15 @@ suite's and Cyclonus's x/y/z world, each case's expected table written out by ha
 from __future__ import annotations
 
 import pytest
-
-from lab import matrix
-from lab.truth_table import Endpoint, allowed, diff_tables, expected_table, policy_types, selector_matches
+from kubeweft.lab import matrix
+from kubeweft.lab.truth_table import (
+    Endpoint,
+    allowed,
+    diff_tables,
+    expected_table,
+    policy_types,
+    selector_matches,
+)
 
 NSS, PODS = ("x", "y", "z"), ("a", "b", "c")
 PORTS = ((80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP"))
@@ -317,7 +323,7 @@ def test_sctp_is_a_protocol_of_its_own():
 
 
 def test_cli_matrix_world_flags():
-    from lab.cli import _parser
+    from kubeweft.lab.cli import _parser
     args = _parser().parse_args(["--name", "t1", "matrix", "--world", "xyz", "--via", "service",
                                  "--expect", "p.yaml"])
     assert (args.world, args.via, args.expect) == ("xyz", "service", "p.yaml")

@@ -6,9 +6,9 @@ Service's fragment, and checks the conntrack flows planned on the partial sync (
 Aggregate.put) and on a full sync (touched_udp of the mirror)."""
 from __future__ import annotations
 
-from proxy import diff_services as d
-from proxy import render_services as r
-from proxy.model import parse_endpoint_slice, parse_service
+from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy.model import parse_endpoint_slice, parse_service
 
 CTX = r.NodeContext("node1", cluster_cidr="10.244.0.0/16", service_cidr="10.96.0.0/12")
 A, B, C = "10.244.1.5", "10.244.2.5", "10.244.3.5"
