@@ -10,11 +10,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from kubeweft.cni.protocols import PROTOCOLS
+
 LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
 LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_ZONE = "topology.kubernetes.io/zone"
-PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 MAX_AFFINITY_TIMEOUT = 86400
 DEFAULT_AFFINITY_TIMEOUT = 10800
 

@@ -33,6 +33,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kubeweft.cni.protocols import NFT_PROTOCOLS
+
 from .model import Endpoint, EndpointSlice, Service, ServicePort
 from .nft_text import quote
 
@@ -81,7 +83,6 @@ FAMILIES = {
     "npx": ("nodeport-backends-external", "{p} dport", "eTP Local external: nodePort . index"),
 }
 VMAP_OF = {"lb": "service-ips", "lbx": "service-ips-external", "np": "nodeports", "npx": "nodeports-external"}
-PROTOS = ("tcp", "udp", "sctp")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Chain:
 def family_chain(name: str) -> Chain | None:
     """The lb-tcp-3 / lbx-udp-1 / np-sctp-2 / npx-tcp-1 ... chain of that name (None otherwise)."""
     parts = name.split("-")
-    if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in PROTOS or not parts[2].isdigit() \
+    if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in NFT_PROTOCOLS or not parts[2].isdigit() \
             or int(parts[2]) < 1:
         return None
     family, proto, n = parts
@@ -123,7 +124,7 @@ def map_family(name: str) -> tuple[str, str] | None:
     """('lb', 'udp') for backends-udp-3, ('npx', 'tcp') for nodeport-backends-external-tcp-2, ..."""
     rest, _, n = name.rpartition("-")
     base, _, proto = rest.rpartition("-")
-    if not n.isdigit() or proto not in PROTOS:
+    if not n.isdigit() or proto not in NFT_PROTOCOLS:
         return None
     family = next((f for f, (prefix, _, _) in FAMILIES.items() if prefix == base), None)
     return (family, proto) if family else None
