@@ -32,6 +32,8 @@ from kubeweft.lab import netns as lab_netns
 from kubeweft.lab import probe as lab_probe
 from kubeweft.lab.probe import CONNECTED, REFUSED, TIMEOUT
 
+from .waiting import wait_for
+
 EXTERNAL = "external"
 SYNC_TIMEOUT = 30.0           # how long an agent may take to program a new Service
 LB_PREFIX = "198.51.100."
@@ -85,20 +87,6 @@ def outcomes(results: list[ProbeResult]) -> dict[str, int]:
     for r in results:
         out[r.outcome] = out.get(r.outcome, 0) + 1
     return out
-
-
-def wait_for(what: str, fn, timeout: float = SYNC_TIMEOUT, interval: float = 0.2):
-    """Poll fn() until it returns something true; AssertionError naming `what` (and the last
-    value seen) after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 # --- netns I/O -----------------------------------------------------------------------------

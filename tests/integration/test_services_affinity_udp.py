@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from .services_helpers import EXTERNAL, UdpClient, cluster, port, svc_port, wait_for
+from .services_helpers import EXTERNAL, UdpClient, cluster, port, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

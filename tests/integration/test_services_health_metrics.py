@@ -9,7 +9,8 @@ import json
 import pytest
 from kubeweft.proxy.metrics import parse_samples
 
-from .services_helpers import cluster, http_get, port, svc_port, wait_for
+from .services_helpers import cluster, http_get, port, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -25,8 +25,8 @@ from .services_helpers import (
     svc_port,
     udp_outcome,
     unused_service_ip,
-    wait_for,
 )
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

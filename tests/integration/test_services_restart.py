@@ -31,8 +31,8 @@ from .services_helpers import (
     port,
     record_agent,
     svc_port,
-    wait_for,
 )
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

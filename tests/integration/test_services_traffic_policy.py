@@ -26,8 +26,8 @@ from .services_helpers import (
     names,
     port,
     svc_port,
-    wait_for,
 )
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

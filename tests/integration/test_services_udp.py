@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from .services_helpers import UdpClient, cluster, port, svc_port, wait_for
+from .services_helpers import UdpClient, cluster, port, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
