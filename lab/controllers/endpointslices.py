@@ -19,15 +19,11 @@ import logging
 from dataclasses import dataclass, field
 
 from .. import errors
-from ..resources import BY_PLURAL
+from ..resources import NODES, PODS, SERVICES, SLICES
 from .loop import Reconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.endpointslices")
 
-PODS = BY_PLURAL[("", "pods")]
-SERVICES = BY_PLURAL[("", "services")]
-NODES = BY_PLURAL[("", "nodes")]
-SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
 
 MANAGED_BY = "endpointslice-controller.k8s.io"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"

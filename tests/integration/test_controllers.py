@@ -16,16 +16,13 @@ from pathlib import Path
 import pytest
 from kubeweft.lab import admission, controllers
 from kubeweft.lab.config import LabConfig
-from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.resources import EVENTS, NODES, PODS, SLICES
+from kubeweft.lab.resources import NAMESPACES as NS
+from kubeweft.lab.resources import SERVICES as SVC
 from kubeweft.lab.store import Store
 
 from .waiting import wait_for
 
-NS = BY_PLURAL[("", "namespaces")]
-NODES = BY_PLURAL[("", "nodes")]
-PODS = BY_PLURAL[("", "pods")]
-SVC = BY_PLURAL[("", "services")]
-SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
 CFG = LabConfig(name="h2")
 NSNAME = "h2"
 
@@ -210,7 +207,7 @@ def test_pods_scheduled_spread_and_unschedulable_retried():
             assert (cond["status"], cond["reason"]) == ("False", "Unschedulable")
             assert cond["message"].startswith("0/3 nodes are available: 1 node(s) had untolerated taint")
             events = {(e["involvedObject"]["name"], e["reason"]): e["message"]
-                      for e in c.store.list(BY_PLURAL[("", "events")], NSNAME)[0]}
+                      for e in c.store.list(EVENTS, NSNAME)[0]}
             assert events[("h2-p0", "Scheduled")] == f"Successfully assigned {NSNAME}/h2-p0 to {placed['h2-p0']}"
             assert events[("h2-ssd", "FailedScheduling")] == cond["message"]
             # a matching node arrives: the pod is retried and bound there
