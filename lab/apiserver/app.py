@@ -39,7 +39,6 @@ STATE_KEY = web.AppKey("state", dict)
 DEFAULT_WATCH_SECONDS = 1800
 BOOKMARK_SECONDS = 3.0          # how often a watch that allows bookmarks gets one
 TICK_SECONDS = 1.0              # how often an idle watch checks its client is still there
-NOT_FOUND_MSG = "the server could not find the requested resource"
 
 
 def _dumps(obj: Any) -> str:
@@ -49,6 +48,13 @@ def _dumps(obj: Any) -> str:
 def _json(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(text=_dumps(obj), status=status, content_type="application/json",
                         headers=headers)
+
+
+def _json_or_404(doc: dict | None) -> web.Response:
+    """A discovery document, or 404 where there is none (an unknown group or version)."""
+    if doc is None:
+        raise errors.no_such_path()
+    return _json(doc)
 
 
 def _status_response(err: errors.APIError) -> web.Response:
@@ -75,16 +81,16 @@ def parse_target(group: str, version: str, tail: str) -> Target:
     if len(segs) >= 3 and segs[0] == "namespaces" and segs[2] != "status":
         ns, segs = segs[1], segs[2:]
     if not segs or len(segs) > 3:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     resource = find(group, segs[0])
     if resource is None or resource.version != version or (ns is not None and not resource.namespaced):
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     name = segs[1] if len(segs) > 1 else None
     sub = segs[2] if len(segs) > 2 else None
     if sub is not None and sub not in resource.subresources:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     if name is not None and resource.namespaced and ns is None:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     return Target(resource, ns, name, sub, watch_prefix)
 
 
@@ -161,34 +167,26 @@ class Handlers:
         return _json(discovery.render_api_group_list())
 
     async def api_group(self, request: web.Request) -> web.Response:
-        doc = discovery.render_api_group(request.match_info["group"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(discovery.render_api_group(request.match_info["group"]))
 
     async def core_v1(self, request: web.Request) -> web.Response:
         return _json(discovery.render_resource_list("", "v1"))
 
     async def group_version(self, request: web.Request) -> web.Response:
-        doc = discovery.render_resource_list(request.match_info["group"], request.match_info["version"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(discovery.render_resource_list(request.match_info["group"],
+                                                           request.match_info["version"]))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
         return _json(openapi.render_v3_index())
 
     async def openapi_v3_gv(self, request: web.Request) -> web.Response:
-        doc = openapi.render_v3_group_version(request.match_info["gv"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(openapi.render_v3_group_version(request.match_info["gv"]))
 
     # resources
     async def core_resource(self, request: web.Request) -> web.StreamResponse:
@@ -500,7 +498,7 @@ def _auth_middleware(token: str):
             resp = _status_response(e)
         except web.HTTPException as e:
             if e.status == 404:
-                resp = _status_response(errors.APIError(404, "NotFound", NOT_FOUND_MSG))
+                resp = _status_response(errors.no_such_path())
             elif e.status == 405:
                 resp = _status_response(errors.method_not_allowed())
             else:
