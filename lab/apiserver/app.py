@@ -94,6 +94,15 @@ def parse_target(group: str, version: str, tail: str) -> Target:
     return Target(resource, ns, name, sub, watch_prefix)
 
 
+def _namespace_from_url(meta: dict, t: Target) -> None:
+    """A namespaced object takes the URL's namespace; another one in the body is refused."""
+    if t.resource.namespaced:
+        if meta.get("namespace") and meta["namespace"] != t.namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the "
+                                     "namespace sent on the request")
+        meta["namespace"] = t.namespace
+
+
 async def _read_body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
@@ -233,7 +242,8 @@ class Handlers:
         return _json({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
                       "metadata": {"resourceVersion": str(rv)}, "items": items})
 
-    async def create(self, request: web.Request, t: Target) -> web.Response:
+    async def _read_object(self, request: web.Request, t: Target) -> tuple[dict, dict]:
+        """The object in a create's or update's body, of the URL's kind, and its metadata."""
         obj = await _read_body(request)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request was empty or not an object")
@@ -241,11 +251,11 @@ class Handlers:
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
-        if t.resource.namespaced:
-            if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the "
-                                         "namespace sent on the request")
-            meta["namespace"] = t.namespace
+        return obj, meta
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        obj, meta = await self._read_object(request, t)
+        _namespace_from_url(meta, t)
         headers = _field_check(request, t.resource, obj, creating=True)
         if meta.get("name"):
             validation.check_name(t.resource, meta["name"])
@@ -264,20 +274,12 @@ class Handlers:
         return _json(self.store.create(t.resource, obj), 201, headers)
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
-        obj = await _read_body(request)
-        if not isinstance(obj, dict):
-            raise errors.bad_request("the body of the request was empty or not an object")
-        self._check_type(t.resource, obj)
-        meta = obj.setdefault("metadata", {})
+        obj, meta = await self._read_object(request, t)
         if meta.get("name") and meta["name"] != t.name:
             raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name "
                                      f"on the URL ({t.name})")
         meta["name"] = t.name
-        if t.resource.namespaced:
-            if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the "
-                                         "namespace sent on the request")
-            meta["namespace"] = t.namespace
+        _namespace_from_url(meta, t)
         headers = _field_check(request, t.resource, obj, creating=False)
         old = self.store.get(t.resource, t.namespace or "", t.name or "")
         return _json(self._write(request, t, obj, old), 200, headers)
