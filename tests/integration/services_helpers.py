@@ -474,6 +474,16 @@ class UdpClient:
             return None
         return json.loads(data)["pod"].rpartition("/")[2]
 
+    def ask_until(self, want: str, within: float) -> tuple[str | None, float]:
+        """Ask until `want` answers or `within` seconds pass: (the last answer, the seconds it took)."""
+        t0 = time.monotonic()
+        got = None
+        while time.monotonic() - t0 < within:
+            got = self.ask(timeout=0.2)
+            if got == want:
+                break
+        return got, time.monotonic() - t0
+
     def close(self) -> None:
         self.sock.close()
 
