@@ -4,6 +4,7 @@
     nodeipam        a podCIDR per Node (kube-controller-manager's range allocator)
     scheduler       binds pods to Nodes (kube-scheduler)
     loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
+    announcer       routes to those IPs on the lab's router, as a BGP speaker announces them
 
 Each is a `loop.Reconciler`: a store hook marks keys, a task syncs them. Allocation of
 ClusterIPs and NodePorts happens at admission (lab/admission.py), as in the real registry.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
+from .announcer import LoadBalancerAnnouncer
 from .endpointslices import EndpointSliceController
 from .loadbalancer import LoadBalancerController
 from .loop import Reconciler
@@ -19,7 +21,7 @@ from .nodeipam import NodeIPAMController
 from .scheduler import Scheduler
 
 KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
-                                       LoadBalancerController)
+                                       LoadBalancerController, LoadBalancerAnnouncer)
 
 
 def build(store, cfg) -> list[Reconciler]:

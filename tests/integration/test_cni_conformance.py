@@ -666,10 +666,8 @@ spec:
     def cross() -> dict | None:
         p = probe("--from", "default/kw-1", f"{ip2}:8080")
         return p if p["outcome"] == "connected" else None
-    import importlib.util
-    if importlib.util.find_spec("kubeweft.proxy.overlay_controller") is not None:     # the overlay exists
-        r = wait_for("kw-1 -> kw-2 across nodes", cross, 30, interval=1)
-        assert r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
+    r = wait_for("kw-1 -> kw-2 across nodes", cross, 30, interval=1)
+    assert r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
     # hostPort on node2 from the external host, through the agent's nftables
     r = probe("--from", "external", f"{cfg.node_ip(2)}:19002")
     assert r["outcome"] == "connected" and r["pod"] == "default/kw-2", r

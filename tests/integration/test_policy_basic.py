@@ -241,7 +241,7 @@ def test_controller_bookkeeping(scratch_nft):
         ctl._plan_locked()
         ctl.rebuild()
     pid = rp.policy_id("x/p")
-    assert list(ctl.policies) == ["x/p"]                      # the broken one skipped
+    assert list(ctl.planner.policies) == ["x/p"]              # the broken one skipped
     assert _elements(scratch_nft, f"{pid}_i0") == {"10.244.1.9"}
 
     # a flow that saw replies from the address's previous holder: "established", it would pass
