@@ -7,8 +7,10 @@ connection pool) and hands back the raw response, for the caller to stream or re
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from kubernetes.client import ApiClient
+if TYPE_CHECKING:       # the caller brings the client: this module imports no part of it
+    from kubernetes.client import ApiClient
 
 
 def open_get(api: ApiClient, path: str, timeout: float | tuple, query: Iterable[tuple[str, str]] = ()):
