@@ -157,8 +157,7 @@ class CniPlugin:
     # --- ADD ---------------------------------------------------------------------------------
     def add(self, inv: spec.Invocation, conf: spec.NetConf) -> dict:
         key = (inv.container_id, inv.ifname)
-        requested = (conf.ips or [None])[0] or inv.args.get("IP") or None
-        mac = conf.mac or spec.parse_mac(inv.args.get("MAC"))
+        requested, mac = spec.parse_requested(conf, inv)
         mappings = conf.port_mappings
         bandwidth = conf.bandwidth
         mtu = conf.mtu or self.mtu

@@ -6,6 +6,7 @@ built in the 1.1.0 shape and converted down to the version the configuration ask
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections import namedtuple
@@ -37,9 +38,15 @@ _REQUIRED_ENV = {
 # The oldest configuration version that may carry each command.
 _MIN_VERSION = {"CHECK": (0, 4, 0), "STATUS": (1, 1, 0), "GC": (1, 1, 0)}
 
-_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_IFNAME_BAD = re.compile(r"[/:\s]")
+# \Z, not $: "$" also matches before a trailing newline
+_ID_RE = re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+_MAC_RE = re.compile(r"\A[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
+# The kernel's dev_valid_name: at most IFNAMSIZ-1 bytes, not "." or "..", no '/', ':' or byte the
+# kernel's isspace() takes for a space (its Latin-1 table counts 0xa0, which UTF-8 continuation
+# bytes contain: "à" is c3 a0).
+IFNAMSIZ = 16
+_IFNAME_BAD_BYTES = frozenset(b"/: \t\n\v\f\r\xa0")
+UNIX_PATH_MAX = 108                  # sun_path, with its terminating NUL
 
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
 DEFAULT_BRIDGE = "kw0"
@@ -68,10 +75,21 @@ def render_version_info(config_version: str | None = None) -> dict:
     return {"cniVersion": ver, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
+def load_json(data: bytes | str):
+    """One JSON value in UTF-8, as RFC 8259 has it between systems: json.loads alone would take
+    UTF-16 or UTF-32 bytes too. ValueError for anything else, also for nesting deeper than the C
+    decoder's recursion limit (~1,000 levels), where it raises RecursionError."""
+    text = bytes(data).decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def peek_version(config: bytes | str | None) -> str | None:
     """The cniVersion of a configuration, or None when there is none or it does not parse."""
     try:
-        doc = json.loads(config) if config else None
+        doc = load_json(config) if config else None
     except ValueError:
         return None
     v = doc.get("cniVersion") if isinstance(doc, dict) else None
@@ -108,40 +126,63 @@ def parse_args(raw: str) -> dict:
     return out
 
 
+def ifname_problem(name: str) -> str:
+    """Why Linux would refuse `name` as an interface name ("" if it would not)."""
+    try:
+        raw = name.encode()
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return ("is empty" if not raw else
+            f"is too long (max {IFNAMSIZ - 1} bytes)" if len(raw) >= IFNAMSIZ else
+            "may not be . or .." if raw in (b".", b"..") else
+            "contains / or : or whitespace" if _IFNAME_BAD_BYTES.intersection(raw) else "")
+
+
 def validate_ifname(name: str) -> None:
     """Linux's rules for an interface name, as the spec restates them."""
-    why = ("is empty" if not name else
-           "is too long (max 15 characters)" if len(name) > 15 else
-           "may not be . or .." if name in (".", "..") else
-           "contains / or : or whitespace" if _IFNAME_BAD.search(name) else "")
+    why = ifname_problem(name)
     if why:
         raise CniError(INVALID_ENVIRONMENT, "Invalid necessary environment variables",
                        f"CNI_IFNAME {name!r} {why}")
 
 
+def _env_text(environ: Mapping[str, str], name: str) -> str:
+    """A CNI_* variable as text. os.environ holds bytes that are not UTF-8 as lone surrogates
+    (surrogateescape); the agent's protocol carries UTF-8 strings, so such a value is refused."""
+    value = environ.get(name, "")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise CniError(INVALID_ENVIRONMENT, "Invalid necessary environment variables",
+                       f"{name} is not valid UTF-8: {value!r}") from None
+    return value
+
+
 def parse_env(environ: Mapping[str, str]) -> Invocation:
     """Read CNI_* variables; code 4 for a missing or invalid one. Empty counts as missing."""
-    command = environ.get("CNI_COMMAND", "")
+    env = {name: _env_text(environ, name) for name in
+           ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")}
+    command = env["CNI_COMMAND"]
     if not command:
         raise CniError(INVALID_ENVIRONMENT, "Invalid necessary environment variables",
                        "required env variables [CNI_COMMAND] missing")
     if command not in COMMANDS:
         raise CniError(INVALID_ENVIRONMENT, "Invalid necessary environment variables",
                        f"unknown CNI_COMMAND: {command}")
-    missing = [k for k in _REQUIRED_ENV[command] if not environ.get(k)]
+    missing = [k for k in _REQUIRED_ENV[command] if not env[k]]
     if missing:
         raise CniError(INVALID_ENVIRONMENT, "Invalid necessary environment variables",
                        f"required env variables [{','.join(missing)}] missing")
-    cid = environ.get("CNI_CONTAINERID", "")
+    cid = env["CNI_CONTAINERID"]
     if cid and not _ID_RE.match(cid):
         raise CniError(INVALID_ENVIRONMENT, "Invalid necessary environment variables",
                        f"invalid characters in CNI_CONTAINERID {cid!r}")
-    ifname = environ.get("CNI_IFNAME", "")
+    ifname = env["CNI_IFNAME"]
     if command in ("ADD", "CHECK", "DEL"):
         validate_ifname(ifname)
-    raw_args = environ.get("CNI_ARGS", "")
-    path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
-    return Invocation(command=command, container_id=cid, netns=environ.get("CNI_NETNS", ""),
+    raw_args = env["CNI_ARGS"]
+    path = tuple(p for p in env["CNI_PATH"].split(":") if p)
+    return Invocation(command=command, container_id=cid, netns=env["CNI_NETNS"],
                       ifname=ifname, args=parse_args(raw_args), raw_args=raw_args, path=path)
 
 
@@ -196,8 +237,8 @@ def parse_config(data: bytes | str, command: str = "ADD") -> NetConf:
     """stdin -> NetConf: 6 if it is not JSON, 1 for a version we do not speak (or one too old for
     the command), 7 for a missing or malformed field."""
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        doc = load_json(data)
+    except ValueError as e:
         raise CniError(DECODING_FAILURE, "Failed to decode content", f"network config: {e}") from None
     if not isinstance(doc, dict):
         raise CniError(DECODING_FAILURE, "Failed to decode content", "network config is not a JSON object")
@@ -229,7 +270,7 @@ def parse_config(data: bytes | str, command: str = "ADD") -> NetConf:
         raise CniError(UNSUPPORTED_FIELD, "Unsupported field in network configuration",
                        f"ipam: {json.dumps(kind)}: kubeweft allocates addresses itself; remove the ipam section")
     mtu = doc.get("mtu")
-    if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535):
+    if mtu is not None and not _is_int(mtu, 68, 65535):
         raise _invalid(f"mtu must be an integer in 68..65535, got {mtu!r}")
     strings = {}
     for key in ("socket", "dataDir", "bridge", "logFile"):
@@ -237,9 +278,13 @@ def parse_config(data: bytes | str, command: str = "ADD") -> NetConf:
         if v is not None and not isinstance(v, str):
             raise _invalid(f"field {key!r} must be a string")
         strings[key] = v or ""
+        if key != "bridge" and strings[key]:
+            why = path_problem(strings[key], UNIX_PATH_MAX - 1 if key == "socket" else None)
+            if why:
+                raise _invalid(f"field {key!r}: {strings[key][:200]!r} {why}")
     bridge = strings["bridge"] or DEFAULT_BRIDGE
-    if len(bridge) > 15 or _IFNAME_BAD.search(bridge):
-        raise _invalid(f"invalid bridge name {bridge!r}")
+    if ifname_problem(bridge):
+        raise _invalid(f"invalid bridge name {bridge!r}: {ifname_problem(bridge)}")
     prev = doc.get("prevResult")
     prev_result = parse_result(prev) if prev is not None else None
     return NetConf(cni_version=version, name=doc["name"], type=doc["type"], raw=doc,
@@ -248,13 +293,29 @@ def parse_config(data: bytes | str, command: str = "ADD") -> NetConf:
                    log_file=strings["logFile"])
 
 
+def path_problem(path: str, max_bytes: int | None = None) -> str:
+    """Why `path` cannot name a file the plugin uses ("" if it can): relative paths would depend
+    on the working directory of whichever process reads them (the shim's or the agent's)."""
+    try:
+        raw = path.encode()
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if b"\0" in raw:
+        return "contains a NUL byte"
+    if not path.startswith("/"):
+        return "is not an absolute path"
+    if max_bytes is not None and len(raw) > max_bytes:
+        return f"is longer than {max_bytes} bytes"
+    return ""
+
+
 def parse_valid_attachments(conf: NetConf) -> set[tuple[str, str]]:
     """GC's list of attachments to keep: cni.dev/valid-attachments (1.1.0), or the draft's
     cni.dev/attachments. Null means none; absent is an error, so that a runtime bug never
     frees every address."""
     for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
         if key in conf.raw:
-            items = conf.raw[key] or []
+            items = [] if conf.raw[key] is None else conf.raw[key]      # null: an empty list, as in Go
             break
     else:
         raise _invalid("GC needs cni.dev/valid-attachments")
@@ -281,23 +342,47 @@ def parse_port_mappings(value) -> list[PortMapping]:
         if not isinstance(m, dict):
             raise _invalid(f"bad port mapping {m!r}")
         hp, cp = m.get("hostPort"), m.get("containerPort")
-        proto = str(m.get("protocol") or "tcp").lower()
-        if not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in (hp, cp)):
+        proto, host_ip = m.get("protocol") or "tcp", m.get("hostIP") or ""
+        if not all(_is_int(p, 1, 65535) for p in (hp, cp)):
             raise _invalid(f"port mapping {m!r}: hostPort and containerPort must be in 1..65535")
-        if proto not in NFT_PROTOCOLS:
+        if not isinstance(proto, str) or proto.lower() not in NFT_PROTOCOLS:
             raise _invalid(f"port mapping {m!r}: unknown protocol {proto!r}")
-        out.append(PortMapping(hp, cp, proto, str(m.get("hostIP") or "")))
+        if host_ip and not _is_ip(host_ip):
+            raise _invalid(f"port mapping {m!r}: hostIP {host_ip!r} is not an IP address")
+        out.append(PortMapping(hp, cp, proto.lower(), host_ip))
     return out
 
 
-def parse_mac(value) -> str | None:
+def _is_int(value, low: int, high: int) -> bool:
+    """A JSON integer (not a bool, which Python counts as one) in low..high."""
+    return type(value) is int and low <= value <= high
+
+
+def _is_ip(value) -> bool:
+    return isinstance(value, str) and _parsed(ipaddress.ip_address, value) is not None
+
+
+def parse_mac(value, what: str = "runtimeConfig.mac") -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or not _MAC_RE.match(value):
-        raise _invalid(f"runtimeConfig.mac {value!r} is not a MAC address")
+        raise _invalid(f"{what} {value!r} is not a MAC address")
     if int(value[:2], 16) & 1:
-        raise _invalid(f"runtimeConfig.mac {value!r} is a multicast address")
+        raise _invalid(f"{what} {value!r} is a multicast address")
     return value.lower()
+
+
+def parse_requested(conf: NetConf, inv: Invocation) -> tuple[str | None, str | None]:
+    """The address and MAC the runtime asks for: runtimeConfig's ips and mac, else CNI_ARGS' IP
+    and MAC (host-local's and the reference plugins' convention). Both sources are checked even
+    when runtimeConfig wins, as libcni's typed CNI_ARGS refuse a malformed IP or MAC."""
+    arg_ip = inv.args.get("IP") or None
+    if arg_ip is not None and not isinstance(_parsed(ipaddress.ip_interface, arg_ip), ipaddress.IPv4Interface):
+        raise _invalid(f"CNI_ARGS IP {arg_ip!r} is not an IPv4 address (kubeweft is IPv4-only)")
+    arg_mac = parse_mac(inv.args.get("MAC"), "CNI_ARGS MAC")
+    ips = conf.ips
+    arg_ip = str(ipaddress.ip_interface(arg_ip).ip) if arg_ip else None
+    return (ips[0] if ips else arg_ip), (conf.mac or arg_mac)
 
 
 def parse_ips(value) -> list[str]:
@@ -308,12 +393,15 @@ def parse_ips(value) -> list[str]:
         raise _invalid("runtimeConfig.ips must be a list of strings")
     out = []
     for v in value:
-        addr = v.split("/")[0]
-        parts = addr.split(".")
-        if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        addr = _parsed(ipaddress.ip_interface, v)
+        if not isinstance(addr, ipaddress.IPv4Interface):
             raise _invalid(f"runtimeConfig.ips: {v!r} is not an IPv4 address (kubeweft is IPv4-only)")
-        out.append(addr)
+        out.append(str(addr.ip))
     return out
+
+
+# tbf counts rates and bursts in bytes in 32-bit fields: 2**35 bits and above do not fit
+BANDWIDTH_MAX = 2**35 - 1
 
 
 def parse_bandwidth(value) -> dict | None:
@@ -321,9 +409,9 @@ def parse_bandwidth(value) -> dict | None:
     if value in (None, {}):
         return None
     keys = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
-    if not isinstance(value, dict) or not all(
-            isinstance(value.get(k, 0), int) and value.get(k, 0) >= 0 for k in keys):
-        raise _invalid(f"runtimeConfig.bandwidth {value!r}: rates and bursts are non-negative integers")
+    if not isinstance(value, dict) or not all(_is_int(value.get(k, 0), 0, BANDWIDTH_MAX) for k in keys):
+        raise _invalid(f"runtimeConfig.bandwidth {value!r}: rates and bursts are integers in "
+                       f"0..{BANDWIDTH_MAX}")
     return {k: value[k] for k in keys if k in value}
 
 
@@ -333,22 +421,68 @@ _IFACE_KEYS = {"1.1.0": ("name", "mac", "mtu", "sandbox", "socketPath", "pciID")
 _ROUTE_KEYS = {"1.1.0": ("dst", "gw", "mtu", "advmss", "priority", "table", "scope")}
 
 
+# The types of a result's fields, as libcni's types100.Result decodes them ("cidr": a string
+# ParseCIDR takes, "ip": one ParseIP takes, "strings": a list of strings). null counts as absent.
+_RESULT_FIELDS = {
+    "interfaces": {"name": str, "mac": str, "mtu": int, "sandbox": str, "socketPath": str, "pciID": str},
+    "ips": {"address": "cidr", "gateway": "ip", "interface": int, "version": str},
+    "routes": {"dst": "cidr", "gw": "ip", "mtu": int, "advmss": int, "priority": int, "table": int,
+               "scope": int},
+    "dns": {"nameservers": "strings", "domain": str, "search": "strings", "options": "strings"},
+}
+
+
+def _undecodable(details: str) -> CniError:
+    return CniError(DECODING_FAILURE, "Failed to decode content", details)
+
+
+def _typed(obj: dict, where: str, fields: dict) -> dict:
+    """obj with its known fields checked against their types (unknown fields pass through)."""
+    for key, kind in fields.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if kind == "cidr":
+            ok = isinstance(value, str) and "/" in value and _parsed(ipaddress.ip_interface, value) is not None
+        elif kind == "ip":
+            ok = _is_ip(value)
+        elif kind == "strings":
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:
+            ok = type(value) is kind          # bool is no int, as in Go
+        if not ok:
+            raise _undecodable(f"{where}.{key}: {value!r} is not a valid {getattr(kind, '__name__', kind)}")
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def _parsed(parse, value):
+    """parse(value), or None where it raises ValueError."""
+    try:
+        return parse(value)
+    except ValueError:
+        return None
+
+
 def parse_result(doc) -> dict:
-    """A result of any supported version (a prevResult) -> the 1.1.0 shape (no ips[].version)."""
+    """A result of any supported version (a prevResult) -> the 1.1.0 shape (no ips[].version).
+    A field of the wrong type, an address that is not a CIDR or a gateway that is not an IP is a
+    decoding failure (6), as in libcni: CHECK and the results built on it trust these types."""
     if not isinstance(doc, dict):
-        raise CniError(DECODING_FAILURE, "Failed to decode content", "prevResult is not a JSON object")
+        raise _undecodable("prevResult is not a JSON object")
     out: dict = {"cniVersion": LATEST}
     for key in ("interfaces", "ips", "routes"):
-        items = doc.get(key) or []
+        items = [] if doc.get(key) is None else doc[key]
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise CniError(DECODING_FAILURE, "Failed to decode content", f"prevResult.{key} must be a list")
-        out[key] = [dict(i) for i in items]
-    for ip in out["ips"]:
+            raise _undecodable(f"prevResult.{key} must be a list of objects")
+        out[key] = [_typed(i, f"prevResult.{key}[{n}]", _RESULT_FIELDS[key]) for n, i in enumerate(items)]
+    for n, ip in enumerate(out["ips"]):
         ip.pop("version", None)
-        if not isinstance(ip.get("address"), str):
-            raise CniError(DECODING_FAILURE, "Failed to decode content", "prevResult.ips[].address missing")
-    dns = doc.get("dns")
-    out["dns"] = dict(dns) if isinstance(dns, dict) else {}
+        if "address" not in ip:
+            raise _undecodable(f"prevResult.ips[{n}].address missing")
+    dns = {} if doc.get("dns") is None else doc["dns"]
+    if not isinstance(dns, dict):
+        raise _undecodable("prevResult.dns must be an object")
+    out["dns"] = _typed(dns, "prevResult.dns", _RESULT_FIELDS["dns"])
     return out
 
 

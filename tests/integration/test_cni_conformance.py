@@ -52,7 +52,8 @@ class ScratchNode:
     """A node netns with the agent running in it, the CNI installed in a temp dir, pod netns."""
 
     def __init__(self, tmp: Path, pod_cidr: str = "10.250.1.0/24", bridge: str = "kw0",
-                 ext: bool = False, tag: str | None = None, agent_args: tuple = ()) -> None:
+                 ext: bool = False, tag: str | None = None, agent_args: tuple = (),
+                 cwd: Path | None = None) -> None:
         self.tag = tag or f"h6a{os.getpid() % 100000}x{next(_ids)}"
         self.tmp, self.pod_cidr, self.bridge = tmp, pod_cidr, bridge
         self.node = f"{self.tag}-node"
@@ -62,6 +63,7 @@ class ScratchNode:
         self.data_dir = self.socket.parent / "cni" / "data"     # install-cni's default
         self.agent: subprocess.Popen | None = None
         self.agent_args = agent_args
+        self.cwd = cwd                  # the agent's working directory (None: the test's)
         self.pods: list[str] = []
         self._pods = itertools.count(1)
 
@@ -101,7 +103,7 @@ class ScratchNode:
                 [KUBEWEFT, "agent", "--pod-cidr", self.pod_cidr, "--node-name", "scratch",
                  "--socket", str(self.socket), "--state-dir", str(self.socket.parent),
                  "--bridge", self.bridge, *self.agent_args, *extra],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
                 preexec_fn=lab_netns.preexec(self.node))  # noqa: PLW1509 - main thread only
         deadline = time.monotonic() + 20
         while not self._answers():
