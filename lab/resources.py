@@ -34,13 +34,36 @@ VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",), "namespace"),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",), "node"),
-    Resource("", "v1", "pods", "Pod", True, ("po",), ("status",), "pod", ("all",)),
+    Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction"), "pod", ("all",)),
     Resource("", "v1", "services", "Service", True, ("svc",), ("status",), "service", ("all",)),
     Resource("", "v1", "events", "Event", True, ("ev",), (), "event"),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, (), (), "endpointslice"),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",), (),
              "networkpolicy"),
+    Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"),
+             "deployment", ("all",)),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"),
+             "replicaset", ("all",)),
+    Resource("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), ("status",), "daemonset", ("all",)),
+    Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True, (), (),
+             "controllerrevision"),
 )
+
+
+@dataclass(frozen=True)
+class Subresource:
+    """A subresource whose body is a kind of its own (discovery names its group, version, kind)."""
+    group: str
+    version: str
+    kind: str
+    verbs: tuple[str, ...]
+
+
+# subresource name -> its kind; the others ("status") carry the parent's kind
+SUBRESOURCE_KINDS: dict[str, Subresource] = {
+    "scale": Subresource("autoscaling", "v1", "Scale", ("get", "patch", "update")),
+    "eviction": Subresource("policy", "v1", "Eviction", ("create",)),
+}
 
 BY_PLURAL: dict[tuple[str, str], Resource] = {(r.group, r.plural): r for r in RESOURCES}
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}

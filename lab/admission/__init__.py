@@ -7,6 +7,7 @@ the lab serves:
     allocations  ClusterIP and NodePort allocation, derived from the store's Services
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks
+    workloads    apps/v1 Deployment, ReplicaSet, DaemonSet, ControllerRevision defaults and validation
 
 Node (podCIDR set once) and Namespace (phase Active) are small enough to live here. The pure
 parts (`default_*`, `validate_*`, `plan_*`) take and return plain dicts and do no I/O.
@@ -18,6 +19,8 @@ from ..errors import Cause
 from .fields import forbidden, raise_if
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
 from .services import admit_service
+from .workloads import KINDS as WORKLOAD_KINDS
+from .workloads import admit_workload
 
 # --- entry points (called by the API server) -------------------------------------------------
 
@@ -56,6 +59,11 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         return obj
     if kind == "Namespace":
         default_namespace(obj, operation == "CREATE")
+        return obj
+    if kind in WORKLOAD_KINDS and resource.group == "apps":
+        if subresource == "status":
+            return obj
+        raise_if(admit_workload(kind, operation, obj, old), "apps", kind, obj)
         return obj
     if kind == "Node" and operation == "UPDATE" and old is not None and subresource != "status":
         raise_if(validate_node_update(obj, old), "", "Node", obj)

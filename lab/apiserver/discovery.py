@@ -5,7 +5,7 @@ aggregated form first and falls back to these when the server answers with plain
 """
 from __future__ import annotations
 
-from ..resources import RESOURCES, VERBS, groups
+from ..resources import RESOURCES, SUBRESOURCE_KINDS, VERBS, groups
 
 SERVER_VERSION = {"major": "1", "minor": "35", "emulationMajor": "1", "emulationMinor": "35",
                   "minCompatibilityMajor": "1", "minCompatibilityMinor": "34",
@@ -56,7 +56,11 @@ def render_resource_list(group: str, version: str) -> dict | None:
             main["categories"] = list(r.categories)
         items.append(main)
         for sub in r.subresources:
-            items.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                          "kind": r.kind, "verbs": ["get", "patch", "update"]})
+            entry = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                     "kind": r.kind, "verbs": ["get", "patch", "update"]}
+            own = SUBRESOURCE_KINDS.get(sub)
+            if own is not None:         # kubectl scale and drain find the body's kind here
+                entry.update(group=own.group, version=own.version, kind=own.kind, verbs=list(own.verbs))
+            items.append(entry)
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items}
