@@ -1,5 +1,6 @@
 """Decoding of the Kubernetes protobuf wire format, for the few request bodies kubectl sends as
-application/vnd.kubernetes.protobuf (its typed clients: `kubectl create service|namespace`).
+application/vnd.kubernetes.protobuf (its typed clients: `kubectl create service|namespace|
+deployment`, the evictions of `kubectl drain`).
 Pure. Only the fields those commands set are known; other fields are skipped. Responses are
 always JSON, which every client accepts.
 
@@ -14,8 +15,9 @@ from .. import errors
 
 MAGIC = b"k8s\x00"
 
-# message -> field number -> (json name, type, repeated); type is a scalar kind or a message name
-_S, _I, _B = "string", "int", "bool"
+# message -> field number -> (json name, type, repeated); type is a scalar kind or a message name.
+# _P is an int behind a Go pointer (replicas, gracePeriodSeconds): its zero is sent and kept.
+_S, _I, _B, _P = "string", "int", "bool", "int*"
 SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "Unknown": {1: ("typeMeta", "TypeMeta", False), 2: ("raw", "bytes", False)},
     "TypeMeta": {1: ("apiVersion", _S, False), 2: ("kind", _S, False)},
@@ -32,8 +34,36 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
                     6: ("appProtocol", _S, False)},
     "Namespace": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "NamespaceSpec", False)},
     "NamespaceSpec": {1: ("finalizers", _S, True)},
+    # kubectl create deployment (apps/v1 generated.proto)
+    "Deployment": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "DeploymentSpec", False)},
+    "DeploymentSpec": {1: ("replicas", _P, False), 2: ("selector", "LabelSelector", False),
+                       3: ("template", "PodTemplateSpec", False), 4: ("strategy", "DeploymentStrategy", False),
+                       5: ("minReadySeconds", _I, False), 6: ("revisionHistoryLimit", _P, False),
+                       7: ("paused", _B, False), 9: ("progressDeadlineSeconds", _P, False)},
+    "DeploymentStrategy": {1: ("type", _S, False), 2: ("rollingUpdate", "RollingUpdateDeployment", False)},
+    "RollingUpdateDeployment": {1: ("maxUnavailable", "IntOrString", False),
+                                2: ("maxSurge", "IntOrString", False)},
+    "LabelSelector": {1: ("matchLabels", "map", True),
+                      2: ("matchExpressions", "LabelSelectorRequirement", True)},
+    "LabelSelectorRequirement": {1: ("key", _S, False), 2: ("operator", _S, False), 3: ("values", _S, True)},
+    "PodTemplateSpec": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "PodSpec", False)},
+    "PodSpec": {2: ("containers", "Container", True), 3: ("restartPolicy", _S, False),
+                4: ("terminationGracePeriodSeconds", _P, False), 6: ("dnsPolicy", _S, False),
+                7: ("nodeSelector", "map", True), 8: ("serviceAccountName", _S, False),
+                10: ("nodeName", _S, False), 11: ("hostNetwork", _B, False)},
+    "Container": {1: ("name", _S, False), 2: ("image", _S, False), 3: ("command", _S, True),
+                  4: ("args", _S, True), 5: ("workingDir", _S, False), 6: ("ports", "ContainerPort", True),
+                  7: ("env", "EnvVar", True)},
+    "ContainerPort": {1: ("name", _S, False), 2: ("hostPort", _I, False), 3: ("containerPort", _I, False),
+                      4: ("protocol", _S, False), 5: ("hostIP", _S, False)},
+    "EnvVar": {1: ("name", _S, False), 2: ("value", _S, False)},
+    # kubectl drain (policy/v1 Eviction, meta/v1 DeleteOptions)
+    "Eviction": {1: ("metadata", "ObjectMeta", False), 2: ("deleteOptions", "DeleteOptions", False)},
+    "DeleteOptions": {1: ("gracePeriodSeconds", _P, False), 2: ("preconditions", "Preconditions", False),
+                      4: ("propagationPolicy", _S, False), 5: ("dryRun", _S, True)},
+    "Preconditions": {1: ("uid", _S, False), 2: ("resourceVersion", _S, False)},
 }
-TOP_LEVEL = {"Service", "Namespace"}
+TOP_LEVEL = {"Service", "Namespace", "Deployment", "Eviction"}
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -104,7 +134,7 @@ def decode_message(name: str, buf: bytes) -> dict:
         field, typ, repeated = schema[num]
         if typ == _S:
             value = val.decode()
-        elif typ == _I:
+        elif typ in (_I, _P):
             value = _signed(val)
         elif typ == _B:
             value = bool(val)
@@ -120,7 +150,7 @@ def decode_message(name: str, buf: bytes) -> dict:
             value = decode_message(typ, val)
         if repeated:
             out.setdefault(field, []).append(value)
-        elif value not in ("", 0, False, {}):
+        elif typ == _P or value not in ("", 0, False, {}):
             out[field] = value
     return out
 

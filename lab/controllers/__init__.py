@@ -4,6 +4,10 @@
     nodeipam        a podCIDR per Node (kube-controller-manager's range allocator)
     scheduler       binds pods to Nodes (kube-scheduler)
     loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
+    deployment      Deployments -> ReplicaSets, rolling updates (kube-controller-manager)
+    replicaset      ReplicaSets -> Pods (kube-controller-manager)
+    daemonset       DaemonSets -> a Pod per eligible Node, ControllerRevisions (kube-controller-manager)
+    garbagecollector  dependents deleted with their owners, by ownerReferences (kube-controller-manager)
 
 Each is a `loop.Reconciler`: a store hook marks keys, a task syncs them. Allocation of
 ClusterIPs and NodePorts happens at admission (lab/admission.py), as in the real registry.
@@ -12,14 +16,19 @@ from __future__ import annotations
 
 import asyncio
 
+from .daemonset import DaemonSetController
+from .deployment import DeploymentController
 from .endpointslices import EndpointSliceController
+from .garbagecollector import GarbageCollector
 from .loadbalancer import LoadBalancerController
 from .loop import Reconciler
 from .nodeipam import NodeIPAMController
+from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
 
 KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
-                                       LoadBalancerController)
+                                       LoadBalancerController, DeploymentController, ReplicaSetController,
+                                       DaemonSetController, GarbageCollector)
 
 
 def build(store, cfg) -> list[Reconciler]:

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Hashable
+
+from ..resources import BY_PLURAL
+from ..store import now_rfc3339
+from .events import render_event
 
 log = logging.getLogger("kubeweft.lab.controllers")
 
+EVENTS = BY_PLURAL[("", "events")]
 DEBOUNCE = 0.02          # seconds: long enough to batch a burst, short enough to feel instant
 YIELD_EVERY = 100        # keys synced between two yields to the event loop
 RETRY_AFTER = 1.0        # seconds before a key whose sync raised is tried again
@@ -52,6 +58,15 @@ class Reconciler:
         self.dirty[key] = None
         self.wake.set()
 
+    def record_event(self, obj: dict, kind: str, reason: str, message: str, action: str = "") -> None:
+        """A core/v1 Event about `obj`, from this controller (kubectl describe lists it)."""
+        self.store.create(EVENTS, render_event(obj, kind, reason, message, self.name, now_rfc3339(),
+                                               time.time_ns(), action))
+
+    def mark_later(self, key: Hashable, seconds: float) -> None:
+        """Mark `key` again in `seconds` (a time-based change: minReadySeconds, a deadline)."""
+        asyncio.get_running_loop().call_later(seconds, self.mark, key)
+
     def hook(self, ev) -> None:
         try:
             self.on_event(ev)
@@ -59,7 +74,7 @@ class Reconciler:
             log.exception("%s: on_event failed", self.name)
 
     def _retry(self, key: Hashable) -> None:
-        asyncio.get_running_loop().call_later(RETRY_AFTER, self.mark, key)
+        self.mark_later(key, RETRY_AFTER)
 
     async def run(self) -> None:
         while True:

@@ -19,7 +19,6 @@ from .loop import Reconciler
 
 PODS = BY_PLURAL[("", "pods")]
 NODES = BY_PLURAL[("", "nodes")]
-EVENTS = BY_PLURAL[("", "events")]
 SCHEDULER_NAME = "default-scheduler"
 
 SELECTOR_MISMATCH = "node(s) didn't match Pod's node affinity/selector"
@@ -91,19 +90,6 @@ def plan_binding(pod: dict, nodes: list[NodeView], counts: dict[str, int]) -> tu
     reasons = ", ".join(sorted(f"{c} {r}" for r, c in why.items()))
     return None, (f"0/{n} nodes are available: {reasons}. preemption: 0/{n} nodes are available: "
                   f"{n} Preemption is not helpful for scheduling.")
-
-
-def plan_event(pod: dict, kind: str, reason: str, message: str, now: str) -> dict:
-    """A core/v1 Event about `pod`, as `kubectl describe pod` lists them."""
-    meta = pod["metadata"]
-    return {"metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": meta["namespace"],
-                               "name": meta["name"], "uid": meta.get("uid", ""),
-                               "resourceVersion": meta.get("resourceVersion", "")},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
-            "reportingInstance": SCHEDULER_NAME, "action": "Scheduling" if kind == "Warning" else "Binding",
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1}
 
 
 def wants_scheduling(pod: dict) -> bool:
@@ -214,4 +200,4 @@ class Scheduler(Reconciler):
         return True
 
     def _event(self, pod: dict, kind: str, reason: str, message: str) -> None:
-        self.store.create(EVENTS, plan_event(pod, kind, reason, message, now_rfc3339()))
+        self.record_event(pod, kind, reason, message, "Scheduling" if kind == "Warning" else "Binding")

@@ -1,0 +1,171 @@
+"""The ReplicaSet controller: keeps spec.replicas pods of the template running.
+
+As kube-controller-manager's: pods are the ReplicaSet's by their controller ownerReference
+(orphans its selector matches are adopted, owned pods it no longer matches are released); too
+few active pods and it creates more (named <rs>-<5 random characters>, at most BURST a pass),
+too many and it deletes the ones that cost least first (unscheduled before scheduled, pending
+before running, unready before ready, pods on crowded nodes, ready for the shortest time, most
+restarts, newest); status counts replicas, fully labelled, ready and available pods. The plans
+(`plan_replicas`, `plan_rs_status`) are pure.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+from .. import admission, deletion, errors
+from ..resources import BY_PLURAL
+from .loop import Reconciler
+from .owners import OwnerIndex, controller_ref, key_of, plan_claim
+from .podtemplate import PodView, parse_pod, render_pod
+
+log = logging.getLogger("kubeweft.lab.controllers.replicaset")
+
+PODS = BY_PLURAL[("", "pods")]
+REPLICASETS = BY_PLURAL[("apps", "replicasets")]
+COMPONENT = "replicaset-controller"
+BURST = 500                                       # kube-controller-manager's burstReplicas
+
+_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+
+
+def rank_for_deletion(pods: list[PodView]) -> list[PodView]:
+    """`pods` in the order the real controller deletes them (controller.ActivePodsWithRanks)."""
+    per_node = collections.Counter(p.node for p in pods if p.node)
+
+    def cost(p: PodView) -> tuple:
+        return (bool(p.node), _PHASE_RANK.get(p.phase, 0), p.ready, -per_node.get(p.node, 0),
+                -(p.ready_since or 0.0) if p.ready else 0.0, -p.restarts, -p.created, p.name)
+    return sorted(pods, key=cost)
+
+
+def plan_replicas(replicas: int, pods: list[PodView]) -> tuple[int, list[str]]:
+    """(how many pods to create, which to delete) so that `replicas` pods are active."""
+    active = [p for p in pods if p.active]
+    diff = len(active) - replicas
+    if diff < 0:
+        return min(-diff, BURST), []
+    return 0, [p.name for p in rank_for_deletion(active)[:diff]]
+
+
+def plan_rs_status(rs: dict, pods: list[PodView], now: float) -> tuple[dict, float | None]:
+    """The ReplicaSet's status, and in how many seconds a pod turns available (minReadySeconds)."""
+    spec = rs.get("spec") or {}
+    min_ready = int(spec.get("minReadySeconds") or 0)
+    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    active = [p for p in pods if p.active]
+    labelled = [p for p in active if all(p.label(k) == v for k, v in template_labels.items())]
+    ready = [p for p in active if p.ready]
+    available = [p for p in ready if p.available(min_ready, now)]
+    status: dict = {"replicas": len(active)}
+    for field, n in (("fullyLabeledReplicas", len(labelled)), ("readyReplicas", len(ready)),
+                     ("availableReplicas", len(available))):
+        if n:
+            status[field] = n
+    status["observedGeneration"] = rs["metadata"].get("generation", 1)
+    waits = [p.ready_since + min_ready - now for p in ready if p not in available and p.ready_since]
+    return status, (max(0.0, min(waits)) + 0.1 if waits else None)
+
+
+class ReplicaSetController(Reconciler):
+    name = COMPONENT
+
+    def __init__(self, store, cfg):
+        super().__init__(store, cfg)
+        self.pods = OwnerIndex()
+        self.sets: dict[str, tuple[str, str]] = {}               # ReplicaSet uid -> key
+        self.selectors: dict[tuple[str, str], dict] = {}         # key -> spec.selector (adoption)
+
+    def prime(self) -> None:
+        for pod in self.store.list(PODS)[0]:
+            self.pods.put(pod)
+        for rs in self.store.list(REPLICASETS)[0]:
+            self._track(rs, present=True)
+            self.mark(key_of(rs))
+
+    def _track(self, rs: dict, present: bool) -> None:
+        key, uid = key_of(rs), rs["metadata"]["uid"]
+        if present:
+            self.sets[uid] = key
+            self.selectors[key] = (rs.get("spec") or {}).get("selector") or {}
+        else:
+            self.sets.pop(uid, None)
+            self.selectors.pop(key, None)
+
+    def on_event(self, ev) -> None:
+        if ev.resource is REPLICASETS:
+            self._track(ev.obj, present=ev.type != "DELETED")
+            if ev.type != "DELETED":
+                self.mark(key_of(ev.obj))
+        elif ev.resource is PODS:
+            key = key_of(ev.obj)
+            if ev.type == "DELETED":
+                owners = {self.pods.remove(key)}
+            else:
+                owners = set(self.pods.put(ev.obj))
+                if owners == {None}:
+                    self._mark_adopters(ev.obj)
+            for uid in owners:
+                if uid in self.sets:
+                    self.mark(self.sets[uid])
+
+    def _mark_adopters(self, pod: dict) -> None:
+        """An orphan pod: the ReplicaSets of its namespace look at it (they may adopt it)."""
+        ns = pod["metadata"].get("namespace", "")
+        if pod["metadata"].get("labels"):
+            for key in self.selectors:
+                if key[0] == ns:
+                    self.mark(key)
+
+    def sync(self, key: tuple[str, str]) -> None:
+        rs = self.store.try_get(REPLICASETS, *key)
+        if rs is None:
+            return
+        uid = rs["metadata"]["uid"]
+        claim = plan_claim(rs, self.pods.of(uid), self.pods.orphans_in(key[0]))
+        for pod in claim.release:
+            self._set_controller(pod, None)
+        for pod in claim.adopt:
+            self._set_controller(pod, rs)
+        if not rs["metadata"].get("deletionTimestamp"):
+            create, delete = plan_replicas(int((rs.get("spec") or {}).get("replicas", 1)),
+                                           [parse_pod(p) for p in self.pods.of(uid)])
+            for _ in range(create):
+                self._create_pod(rs)
+            for name in delete:
+                self._delete_pod(rs, name)
+        status, wait = plan_rs_status(rs, [parse_pod(p) for p in self.pods.of(uid)], time.time())
+        if status != rs.get("status"):
+            self.store.update(REPLICASETS, {"metadata": {"namespace": key[0], "name": key[1]},
+                                            "status": status}, subresource="status")
+            self.writes += 1
+        if wait is not None:
+            self.mark_later(key, wait)
+
+    def _set_controller(self, pod: dict, owner: dict | None) -> None:
+        new = dict(pod, metadata=dict(pod["metadata"]))
+        refs = [r for r in pod["metadata"].get("ownerReferences") or [] if not r.get("controller")]
+        if owner is not None:
+            refs.append(controller_ref(owner))
+        new["metadata"]["ownerReferences"] = refs
+        self.store.update(PODS, new)
+        self.writes += 1
+
+    def _create_pod(self, rs: dict) -> None:
+        pod = render_pod(rs, (rs.get("spec") or {}).get("template") or {})
+        try:
+            made = self.store.create(PODS, admission.admit(self.store, self.cfg, PODS, "CREATE", pod, None))
+        except errors.APIError as e:
+            self.record_event(rs, "Warning", "FailedCreate", f"Error creating: {e.message}")
+            raise
+        self.writes += 1
+        self.record_event(rs, "Normal", "SuccessfulCreate", f"Created pod: {made['metadata']['name']}")
+
+    def _delete_pod(self, rs: dict, name: str) -> None:
+        pod = self.store.try_get(PODS, rs["metadata"]["namespace"], name)
+        if pod is None:
+            return
+        deletion.delete_object(self.store, self.cfg, PODS, pod)
+        self.writes += 1
+        self.record_event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
