@@ -1,6 +1,6 @@
 """Decoding of the Kubernetes protobuf wire format, for the few request bodies kubectl sends as
 application/vnd.kubernetes.protobuf (its typed clients: `kubectl create service|namespace|
-deployment`, the evictions of `kubectl drain`).
+deployment`).
 Pure. Only the fields those commands set are known; other fields are skipped. Responses are
 always JSON, which every client accepts.
 
@@ -16,7 +16,7 @@ from .. import errors
 MAGIC = b"k8s\x00"
 
 # message -> field number -> (json name, type, repeated); type is a scalar kind or a message name.
-# _P is an int behind a Go pointer (replicas, gracePeriodSeconds): its zero is sent and kept.
+# _P is an int behind a Go pointer (replicas): its zero is sent, and kept here.
 _S, _I, _B, _P = "string", "int", "bool", "int*"
 SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "Unknown": {1: ("typeMeta", "TypeMeta", False), 2: ("raw", "bytes", False)},
@@ -57,13 +57,8 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "ContainerPort": {1: ("name", _S, False), 2: ("hostPort", _I, False), 3: ("containerPort", _I, False),
                       4: ("protocol", _S, False), 5: ("hostIP", _S, False)},
     "EnvVar": {1: ("name", _S, False), 2: ("value", _S, False)},
-    # kubectl drain (policy/v1 Eviction, meta/v1 DeleteOptions)
-    "Eviction": {1: ("metadata", "ObjectMeta", False), 2: ("deleteOptions", "DeleteOptions", False)},
-    "DeleteOptions": {1: ("gracePeriodSeconds", _P, False), 2: ("preconditions", "Preconditions", False),
-                      4: ("propagationPolicy", _S, False), 5: ("dryRun", _S, True)},
-    "Preconditions": {1: ("uid", _S, False), 2: ("resourceVersion", _S, False)},
 }
-TOP_LEVEL = {"Service", "Namespace", "Deployment", "Eviction"}
+TOP_LEVEL = {"Service", "Namespace", "Deployment"}
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:

@@ -468,7 +468,8 @@ def plan_rollout_status(d: DeploymentView, rss: list[RSView], new: RSView | None
     cond = get_condition(status, "Progressing")
     if (d.progress_deadline is not None and cond is not None and not is_complete(d, status)
             and cond.get("reason") not in (TIMED_OUT, NEW_RS_AVAILABLE)):
-        since = epoch(cond.get("lastUpdateTime")) or now
+        since = epoch(cond.get("lastUpdateTime"))
+        since = now if since is None else since
         wait = max(since + d.progress_deadline - now, 0.0) + 1.0
     return status, wait
 
