@@ -168,17 +168,20 @@ def validate_template(spec: dict, path: str, kind: str) -> list[Cause]:
     return out
 
 
-def _validate_replicas(spec: dict) -> list[Cause]:
+def validate_replicaset(obj: dict) -> list[Cause]:
+    """A ReplicaSet, and what a Deployment shares with it."""
+    spec = obj.get("spec") or {}
     out = _nonnegative("spec.replicas", spec.get("replicas"))
     out += _nonnegative("spec.minReadySeconds", spec.get("minReadySeconds", 0))
+    # the real ReplicaSet validation says "deployment" here too
+    out += validate_selector(spec.get("selector"), "spec.selector", "deployment")
+    out += validate_template(spec, "spec", "ReplicaSet")
     return out
 
 
 def validate_deployment(obj: dict) -> list[Cause]:
     spec = obj.get("spec") or {}
-    out = _validate_replicas(spec)
-    out += validate_selector(spec.get("selector"), "spec.selector", "deployment")
-    out += validate_template(spec, "spec", "ReplicaSet")
+    out = validate_replicaset(obj)
     strategy = spec.get("strategy") or {}
     stype = strategy.get("type")
     if stype == "Recreate":
@@ -202,15 +205,6 @@ def validate_deployment(obj: dict) -> list[Cause]:
         out += _nonnegative("spec.progressDeadlineSeconds", deadline)
         if deadline <= (spec.get("minReadySeconds") or 0):
             out.append(invalid("spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds"))
-    return out
-
-
-def validate_replicaset(obj: dict) -> list[Cause]:
-    spec = obj.get("spec") or {}
-    out = _validate_replicas(spec)
-    # the real ReplicaSet validation says "deployment" here too
-    out += validate_selector(spec.get("selector"), "spec.selector", "deployment")
-    out += validate_template(spec, "spec", "ReplicaSet")
     return out
 
 

@@ -28,10 +28,10 @@ from .. import admission, deletion
 from ..admission.workloads import TEMPLATE_GENERATION
 from ..resources import BY_PLURAL
 from .deployment import scaled_value
-from .loop import Reconciler
-from .owners import OwnerIndex, controller_ref, key_of, plan_claim
+from .owners import OwnerIndex, controller_ref, key_of
 from .podtemplate import PodView, compute_hash, parse_pod, render_pod
-from .scheduler import NodeView, parse_node, tolerates
+from .scheduler import NodeView, parse_node, tolerates, track_node
+from .workload import WorkloadReconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.daemonset")
 
@@ -239,15 +239,13 @@ def plan_rolling_update(ds: DaemonSetView, nodes: list[NodeView], by_node: dict[
     if desired > 0 and max_unavailable == 0 and max_surge == 0:
         max_unavailable = 1
     names = list(dict.fromkeys(wanted + [n for n in by_node if n]))
+    # per node: (updated pod, out-of-date pod, whether there is at most one of each)
+    pairs = [(name, *_updated_and_old(by_node.get(name, []), ds, rev_hash)) for name in names]
     if max_surge == 0:
         unavailable, replace, candidates = 0, [], []
-        for name in names:
-            new, old, ok = _updated_and_old(by_node.get(name, []), ds, rev_hash)
-            if not ok:
-                unavailable += 1
-                continue
-            if (old is None and new is None) or (old is not None and new is not None):
-                unavailable += 1
+        for _, new, old, ok in pairs:
+            if not ok or (old is None) == (new is None):
+                unavailable += 1                     # nothing there, or two: the manage pass sorts it
             elif new is not None:
                 if not new.available(ds.min_ready, now):
                     unavailable += 1
@@ -259,14 +257,12 @@ def plan_rolling_update(ds: DaemonSetView, nodes: list[NodeView], by_node: dict[
         room = max(0, min(max_unavailable - unavailable, len(candidates)))
         return replace + candidates[:room], []
     surged, delete, create = 0, [], []
-    for name in names:
-        new, old, ok = _updated_and_old(by_node.get(name, []), ds, rev_hash)
+    for name, new, old, ok in pairs:
         if not ok:
             surged += 1
+        elif old is None:
             continue
-        if old is None:
-            continue
-        if new is None:
+        elif new is None:
             if not old.available(ds.min_ready, now):
                 create.append(name)
             elif surged < max_surge:
@@ -375,7 +371,7 @@ def render_daemon_pod(owner: dict, ds: DaemonSetView, node: str, rev_hash: str) 
 
 # --- the controller ---------------------------------------------------------------------------------------
 
-class DaemonSetController(Reconciler):
+class DaemonSetController(WorkloadReconciler):
     name = COMPONENT
 
     def __init__(self, store, cfg):
@@ -410,22 +406,11 @@ class DaemonSetController(Reconciler):
             else:
                 owners = set(index.put(ev.obj))
                 if owners == {None} and ev.obj["metadata"].get("labels"):
-                    ns = ev.obj["metadata"].get("namespace", "")
-                    for key in self.sets.values():       # an orphan: a DaemonSet may adopt it
-                        if key[0] == ns:
-                            self.mark(key)
+                    self.mark_namespace(self.sets.values(), ev.obj["metadata"].get("namespace", ""))
             for uid in owners:
                 if uid in self.sets:
                     self.mark(self.sets[uid])
-        elif ev.resource is NODES:
-            name = ev.obj["metadata"]["name"]
-            new = None if ev.type == "DELETED" else parse_node(ev.obj)
-            if self.nodes.get(name) == new:
-                return                                   # a heartbeat: nothing a DaemonSet looks at
-            if new is None:
-                self.nodes.pop(name, None)
-            else:
-                self.nodes[name] = new
+        elif ev.resource is NODES and track_node(self.nodes, ev):
             for key in self.sets.values():
                 self.mark(key)
 
@@ -436,8 +421,8 @@ class DaemonSetController(Reconciler):
         ds = parse_daemonset(obj)
         if ds.deleting:
             return
-        self._claim(obj, PODS, self.pods)
-        self._claim(obj, REVISIONS, self.revisions)
+        self.claim(obj, PODS, self.pods)
+        self.claim(obj, REVISIONS, self.revisions)
         rev_hash, old = self._history(obj, ds)
         if not rev_hash:
             return                   # a hash collision was counted: the status event brings a new pass
@@ -447,9 +432,9 @@ class DaemonSetController(Reconciler):
         if not (create or delete) and ds.rolling:
             delete, create = plan_rolling_update(ds, nodes, by_node, rev_hash, time.time())
         for name in delete:
-            self._delete_pod(obj, name)
+            self.delete_pod(obj, name)
         for node in create:
-            self._create_pod(obj, ds, node, rev_hash)
+            self.create_pod(obj, render_daemon_pod(obj, ds, node, rev_hash))
         live = {p.label(HASH_LABEL) for p in map(parse_pod, self.pods.of(ds.uid))}
         for name in plan_history_cleanup(ds, old, live):
             rev = self.store.try_get(REVISIONS, ds.namespace, name)
@@ -468,15 +453,6 @@ class DaemonSetController(Reconciler):
             self.writes += 1
         if wait is not None:
             self.mark_later(key, wait)
-
-    def _claim(self, obj: dict, resource, index: OwnerIndex) -> None:
-        claim = plan_claim(obj, index.of(obj["metadata"]["uid"]), index.orphans_in(obj["metadata"]["namespace"]))
-        for item, owner in [(r, None) for r in claim.release] + [(r, obj) for r in claim.adopt]:
-            new = copy.deepcopy(item)
-            refs = [r for r in new["metadata"].get("ownerReferences") or [] if not r.get("controller")]
-            new["metadata"]["ownerReferences"] = refs + ([controller_ref(owner)] if owner else [])
-            self.store.update(resource, new)
-            self.writes += 1
 
     def _history(self, obj: dict, ds: DaemonSetView) -> tuple[str, list[dict]]:
         """The current revision's hash (made or renumbered as needed) and the old revisions;
@@ -501,18 +477,3 @@ class DaemonSetController(Reconciler):
             cur = self.store.update(REVISIONS, renumbered)
             self.writes += 1
         return (cur["metadata"].get("labels") or {}).get(HASH_LABEL, ""), old
-
-    def _create_pod(self, obj: dict, ds: DaemonSetView, node: str, rev_hash: str) -> None:
-        pod = render_daemon_pod(obj, ds, node, rev_hash)
-        made = self.store.create(PODS, admission.admit(self.store, self.cfg, PODS, "CREATE", pod, None))
-        self.writes += 1
-        self.record_event(obj, "Normal", "SuccessfulCreate", f"Created pod: {made['metadata']['name']}")
-
-    def _delete_pod(self, obj: dict, name: str) -> None:
-        pod = self.store.try_get(PODS, obj["metadata"]["namespace"], name)
-        if pod is None:
-            return
-        deletion.delete_object(self.store, self.cfg, PODS, pod)
-        self.writes += 1
-        self.record_event(obj, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
-

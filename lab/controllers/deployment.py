@@ -28,9 +28,9 @@ from .. import admission, deletion
 from ..admission.workloads import drop_nulls
 from ..resources import BY_PLURAL
 from ..store import now_rfc3339
-from .loop import Reconciler
-from .owners import OwnerIndex, controller_ref, key_of, plan_claim
+from .owners import OwnerIndex, controller_ref, key_of
 from .podtemplate import compute_hash, epoch
+from .workload import WorkloadReconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.deployment")
 
@@ -500,7 +500,7 @@ def plan_paused_condition(d: DeploymentView, status: dict, now: str) -> None:
 
 # --- the controller ------------------------------------------------------------------------------------
 
-class DeploymentController(Reconciler):
+class DeploymentController(WorkloadReconciler):
     name = COMPONENT
 
     def __init__(self, store, cfg):
@@ -547,7 +547,7 @@ class DeploymentController(Reconciler):
             else:
                 owners = set(self._put_rs(ev.obj))
                 if owners == {None}:
-                    self._mark_namespace(ev.obj["metadata"].get("namespace", ""))
+                    self.mark_namespace(self.namespaces, ev.obj["metadata"].get("namespace", ""))
             for uid in owners:
                 if uid in self.deployments:
                     self.mark(self.deployments[uid])
@@ -559,18 +559,13 @@ class DeploymentController(Reconciler):
                 if d_uid in self.deployments:
                     self.mark(self.deployments[d_uid])
 
-    def _mark_namespace(self, ns: str) -> None:
-        for key in self.namespaces:
-            if key[0] == ns:
-                self.mark(key)
-
     # --- sync ---
     def sync(self, key: tuple[str, str]) -> None:
         obj = self.store.try_get(DEPLOYMENTS, *key)
         if obj is None:
             return
         d = parse_deployment(obj)
-        self._claim(obj)
+        self.claim(obj, REPLICASETS, self.sets)
         rss = self._views(d.uid)
         status = copy.deepcopy(d.status)
         stamp = now_rfc3339()
@@ -604,13 +599,7 @@ class DeploymentController(Reconciler):
         if new is None:
             self._write_status(obj, status)
             return
-        step = plan_rolling_step(d, new, olds)
-        self._apply_scale(obj, d, step)
-        rss = self._views(d.uid)
-        new, olds = split_replicasets(d, rss)
-        if not step and is_complete(d, d.status):
-            self._cleanup(d, olds)
-        self._finish(obj, d, rss, new, status)
+        self._finish(obj, d, plan_rolling_step(d, new, olds), status)
 
     def _rollout_recreate(self, obj: dict, d: DeploymentView, rss: list[RSView], status: dict) -> None:
         new, olds = split_replicasets(d, rss)
@@ -623,29 +612,20 @@ class DeploymentController(Reconciler):
                 step, _ = plan_recreate_step(d, new, olds, left)
         elif new is not None:
             self._sync_revision(obj, d, new, olds)
+        self._finish(obj, d, step, status)
+
+    def _finish(self, obj: dict, d: DeploymentView, step: dict[str, int], status: dict) -> None:
+        """Scale by this pass's step; with nothing left to do, clean old revisions up; then the
+        rollout status."""
         self._apply_scale(obj, d, step)
         rss = self._views(d.uid)
         new, olds = split_replicasets(d, rss)
         if not step and is_complete(d, d.status):
             self._cleanup(d, olds)
-        self._finish(obj, d, rss, new, status)
-
-    def _finish(self, obj: dict, d: DeploymentView, rss: list[RSView], new: RSView | None,
-                status: dict) -> None:
         final, wait = plan_rollout_status(d, rss, new, status, time.time())
         self._write_status(obj, final)
         if wait is not None:
             self.mark_later(key_of(obj), wait)
-
-    def _claim(self, obj: dict) -> None:
-        claim = plan_claim(obj, self.sets.of(obj["metadata"]["uid"]),
-                           self.sets.orphans_in(obj["metadata"]["namespace"]))
-        for rs, owner in [(r, None) for r in claim.release] + [(r, obj) for r in claim.adopt]:
-            new = copy.deepcopy(rs)
-            refs = [r for r in new["metadata"].get("ownerReferences") or [] if not r.get("controller")]
-            new["metadata"]["ownerReferences"] = refs + ([controller_ref(owner)] if owner else [])
-            self.store.update(REPLICASETS, new)
-            self.writes += 1
 
     def _ensure_new_rs(self, obj: dict, d: DeploymentView, new: RSView | None, olds: list[RSView],
                        status: dict) -> RSView | None:

@@ -14,11 +14,10 @@ import collections
 import logging
 import time
 
-from .. import admission, deletion, errors
 from ..resources import BY_PLURAL
-from .loop import Reconciler
-from .owners import OwnerIndex, controller_ref, key_of, plan_claim
+from .owners import OwnerIndex, key_of
 from .podtemplate import PodView, parse_pod, render_pod
+from .workload import WorkloadReconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.replicaset")
 
@@ -68,35 +67,27 @@ def plan_rs_status(rs: dict, pods: list[PodView], now: float) -> tuple[dict, flo
     return status, (max(0.0, min(waits)) + 0.1 if waits else None)
 
 
-class ReplicaSetController(Reconciler):
+class ReplicaSetController(WorkloadReconciler):
     name = COMPONENT
 
     def __init__(self, store, cfg):
         super().__init__(store, cfg)
         self.pods = OwnerIndex()
         self.sets: dict[str, tuple[str, str]] = {}               # ReplicaSet uid -> key
-        self.selectors: dict[tuple[str, str], dict] = {}         # key -> spec.selector (adoption)
 
     def prime(self) -> None:
         for pod in self.store.list(PODS)[0]:
             self.pods.put(pod)
         for rs in self.store.list(REPLICASETS)[0]:
-            self._track(rs, present=True)
+            self.sets[rs["metadata"]["uid"]] = key_of(rs)
             self.mark(key_of(rs))
-
-    def _track(self, rs: dict, present: bool) -> None:
-        key, uid = key_of(rs), rs["metadata"]["uid"]
-        if present:
-            self.sets[uid] = key
-            self.selectors[key] = (rs.get("spec") or {}).get("selector") or {}
-        else:
-            self.sets.pop(uid, None)
-            self.selectors.pop(key, None)
 
     def on_event(self, ev) -> None:
         if ev.resource is REPLICASETS:
-            self._track(ev.obj, present=ev.type != "DELETED")
-            if ev.type != "DELETED":
+            if ev.type == "DELETED":
+                self.sets.pop(ev.obj["metadata"]["uid"], None)
+            else:
+                self.sets[ev.obj["metadata"]["uid"]] = key_of(ev.obj)
                 self.mark(key_of(ev.obj))
         elif ev.resource is PODS:
             key = key_of(ev.obj)
@@ -104,37 +95,25 @@ class ReplicaSetController(Reconciler):
                 owners = {self.pods.remove(key)}
             else:
                 owners = set(self.pods.put(ev.obj))
-                if owners == {None}:
-                    self._mark_adopters(ev.obj)
+                if owners == {None} and ev.obj["metadata"].get("labels"):
+                    self.mark_namespace(self.sets.values(), key[0])
             for uid in owners:
                 if uid in self.sets:
                     self.mark(self.sets[uid])
-
-    def _mark_adopters(self, pod: dict) -> None:
-        """An orphan pod: the ReplicaSets of its namespace look at it (they may adopt it)."""
-        ns = pod["metadata"].get("namespace", "")
-        if pod["metadata"].get("labels"):
-            for key in self.selectors:
-                if key[0] == ns:
-                    self.mark(key)
 
     def sync(self, key: tuple[str, str]) -> None:
         rs = self.store.try_get(REPLICASETS, *key)
         if rs is None:
             return
         uid = rs["metadata"]["uid"]
-        claim = plan_claim(rs, self.pods.of(uid), self.pods.orphans_in(key[0]))
-        for pod in claim.release:
-            self._set_controller(pod, None)
-        for pod in claim.adopt:
-            self._set_controller(pod, rs)
+        self.claim(rs, PODS, self.pods)
         if not rs["metadata"].get("deletionTimestamp"):
             create, delete = plan_replicas(int((rs.get("spec") or {}).get("replicas", 1)),
                                            [parse_pod(p) for p in self.pods.of(uid)])
             for _ in range(create):
-                self._create_pod(rs)
+                self.create_pod(rs, render_pod(rs, (rs.get("spec") or {}).get("template") or {}))
             for name in delete:
-                self._delete_pod(rs, name)
+                self.delete_pod(rs, name)
         status, wait = plan_rs_status(rs, [parse_pod(p) for p in self.pods.of(uid)], time.time())
         if status != rs.get("status"):
             self.store.update(REPLICASETS, {"metadata": {"namespace": key[0], "name": key[1]},
@@ -142,30 +121,3 @@ class ReplicaSetController(Reconciler):
             self.writes += 1
         if wait is not None:
             self.mark_later(key, wait)
-
-    def _set_controller(self, pod: dict, owner: dict | None) -> None:
-        new = dict(pod, metadata=dict(pod["metadata"]))
-        refs = [r for r in pod["metadata"].get("ownerReferences") or [] if not r.get("controller")]
-        if owner is not None:
-            refs.append(controller_ref(owner))
-        new["metadata"]["ownerReferences"] = refs
-        self.store.update(PODS, new)
-        self.writes += 1
-
-    def _create_pod(self, rs: dict) -> None:
-        pod = render_pod(rs, (rs.get("spec") or {}).get("template") or {})
-        try:
-            made = self.store.create(PODS, admission.admit(self.store, self.cfg, PODS, "CREATE", pod, None))
-        except errors.APIError as e:
-            self.record_event(rs, "Warning", "FailedCreate", f"Error creating: {e.message}")
-            raise
-        self.writes += 1
-        self.record_event(rs, "Normal", "SuccessfulCreate", f"Created pod: {made['metadata']['name']}")
-
-    def _delete_pod(self, rs: dict, name: str) -> None:
-        pod = self.store.try_get(PODS, rs["metadata"]["namespace"], name)
-        if pod is None:
-            return
-        deletion.delete_object(self.store, self.cfg, PODS, pod)
-        self.writes += 1
-        self.record_event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")

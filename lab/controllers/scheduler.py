@@ -43,6 +43,20 @@ def parse_node(obj: dict) -> NodeView:
                     bool(spec.get("unschedulable")), taints)
 
 
+def track_node(nodes: dict[str, NodeView], ev) -> bool:
+    """Keep a name -> NodeView cache in step with a Node event; False when nothing placement
+    reads changed (the kubelets' status heartbeats)."""
+    name = ev.obj["metadata"]["name"]
+    new = None if ev.type == "DELETED" else parse_node(ev.obj)
+    if nodes.get(name) == new:
+        return False
+    if new is None:
+        nodes.pop(name, None)
+    else:
+        nodes[name] = new
+    return True
+
+
 def tolerates(tolerations: list[dict], taint: tuple[str, str, str]) -> bool:
     key, value, effect = taint
     for t in tolerations:
@@ -153,15 +167,7 @@ class Scheduler(Reconciler):
             self._track(ev.obj, present=ev.type != "DELETED")
             if ev.type != "DELETED" and wants_scheduling(ev.obj) and not self.syncing:
                 self.mark((ev.obj["metadata"]["namespace"], ev.obj["metadata"]["name"]))
-        elif ev.resource is NODES:
-            name = ev.obj["metadata"]["name"]
-            new = None if ev.type == "DELETED" else parse_node(ev.obj)
-            if self.nodes.get(name) == new:
-                return                       # status heartbeats: nothing the scheduler looks at
-            if new is None:
-                self.nodes.pop(name, None)
-            else:
-                self.nodes[name] = new
+        elif ev.resource is NODES and track_node(self.nodes, ev):
             for key in self.pending:         # retry every pod still waiting for a node
                 self.mark(key)
 
