@@ -1,4 +1,4 @@
-"""NetworkPolicy at scale (issue 6): time to apply 1,000 policies over 5,000 pods, the latency of
+"""NetworkPolicy at scale: time to apply 1,000 policies over 5,000 pods, the latency of
 one label change, and pod-to-pod iperf3 throughput with those policies loaded against none, in
 one run on one 3-node kubeweft lab. Prints one JSON document. Never a test.
 
@@ -433,7 +433,6 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
     """The agent's policy controller alone, in a scratch netns, its watch events fed by hand at
     the bench's shapes: where the time goes without the API server (a profiling aid)."""
     import cProfile
-    import threading
 
     from kubeweft.proxy.nftables import Nft
     from kubeweft.proxy.policy_controller import PolicyController
@@ -457,15 +456,13 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
         with ctl.lock:
             ctl._plan_locked()
             ctl.rebuild()
-        worker = threading.Thread(target=ctl._run, daemon=True)
-        worker.start()
+        ctl.loop.start()
 
         def idle() -> None:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 with ctl.lock:
-                    if not ctl.wake.is_set() and not ctl.dirty_pods and not ctl.dirty_policies \
-                            and not ctl.dirty_all:
+                    if not ctl.pending_events():
                         return
                 time.sleep(0.001)
             raise TimeoutError("the controller did not settle")
@@ -518,9 +515,7 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
         if prof:
             prof.disable()
             prof.dump_stats(profile)
-        ctl.stopping.set()
-        ctl.wake.set()
-        worker.join(5)
+        ctl.loop.stop(5)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
     return out

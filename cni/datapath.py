@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeweft.cni.errors import DATAPATH_FAILURE, INTERFACE_EXISTS, UNKNOWN_CONTAINER, CniError
+from kubeweft.proxy.overlay.vxlan import VXLAN_OVERHEAD
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-VXLAN_OVERHEAD = 50               # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 HOST_VETH_PREFIX = "kw"
 IFNAMSIZ = 15
 LOOPBACK_IFINDEX = 1              # lo is ifindex 1 in every netns
@@ -37,7 +37,7 @@ _CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# sysctls of the node netns (DESIGN.md decision 5): bridged pod traffic must see the inet hooks
+# sysctls of the node netns (docs/architecture.md, decision 5): bridged pod traffic must see the inet hooks
 SYSCTL_IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 SYSCTL_BRIDGE_NF = ("/proc/sys/net/bridge/bridge-nf-call-iptables",
                     "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
@@ -87,6 +87,7 @@ def random_mac() -> str:
 
 
 def plan_pod_mtu(underlay: int) -> int:
+    """The pod MTU when the agent is not told one: room for the default (VXLAN) backend's header."""
     return underlay - VXLAN_OVERHEAD
 
 

@@ -32,7 +32,7 @@ EXECUTABLE = "kubeweft"
 CONFLIST = "10-kubeweft.conflist"
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
 # what the standalone executable holds: the shim's imports, and the DEL fallback's
-STANDALONE_MODULES = ("__init__", "shim", "spec", "errors", "datapath", "ipam", "nft")
+STANDALONE_MODULES = ("__init__", "shim", "protowire", "spec", "protocols", "errors", "datapath", "ipam", "nft")
 VENDORED = ("pyroute2",)
 STANDALONE_INTERPRETER = "/usr/bin/env python3"
 

@@ -27,12 +27,12 @@ import threading
 from dataclasses import dataclass
 
 from kubeweft.cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniError
+from kubeweft.cni.protocols import NFT_PROTOCOLS
 
 FAMILY = "ip"
 TABLE = "kubeweft-cni"
 MAP_ANY = "hostports"
 MAP_IP = "hostip_ports"
-PROTOCOLS = ("tcp", "udp", "sctp")
 # A packet mark bit: set in prerouting/output on pod traffic that a hostPort DNAT sends back to a
 # pod (hairpin: the answer would otherwise go pod-to-pod and miss the conntrack reversal), and
 # masqueraded in postrouting. kube-proxy uses 0x4000 and 0x8000; the proxy must not use this bit.
@@ -128,7 +128,7 @@ def plan_hostports(mappings: list[dict], pod_ip: str) -> list[HostPort]:
             pod = str(ipaddress.IPv4Address(pod_ip))
         except (KeyError, TypeError, ValueError) as e:
             raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}", str(e)) from None
-        if proto not in PROTOCOLS or not (0 < host_port < 65536 and 0 < container_port < 65536):
+        if proto not in NFT_PROTOCOLS or not (0 < host_port < 65536 and 0 < container_port < 65536):
             raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}")
         if host_ip in ("", "0.0.0.0"):
             hip = None

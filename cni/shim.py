@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from . import spec
+from . import protowire, spec
 from .errors import PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CniError
 
 DEADLINES = {"ADD": 20.0, "DEL": 10.0, "CHECK": 10.0, "STATUS": 10.0, "GC": 10.0}
@@ -129,15 +129,6 @@ class AgentUnreachable(Exception):
     """No answer from the agent: socket missing or refused, deadline, or a broken exchange."""
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def encode_request(command: str, container_id: str, netns: str, ifname: str, args: str, path: str,
                    config: bytes) -> bytes:
     """kubeweft.v1.CniRequest in protobuf wire format (fields 1-7, all length-delimited)."""
@@ -145,48 +136,18 @@ def encode_request(command: str, container_id: str, netns: str, ifname: str, arg
     for number, value in enumerate((command, container_id, netns, ifname, args, path, config), 1):
         data = value.encode() if isinstance(value, str) else bytes(value)
         if data:
-            out += _varint(number << 3 | 2) + _varint(len(data)) + data
+            out += protowire.encode_bytes_field(number, data)
     return bytes(out)
-
-
-def _fields(buf: bytes):
-    """(field number, value) of a protobuf message; varints as int, length-delimited as bytes."""
-    i = 0
-    while i < len(buf):
-        key, i = _read_varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _read_varint(buf, i)
-        elif wire == 2:
-            n, i = _read_varint(buf, i)
-            value, i = buf[i:i + n], i + n
-        elif wire in (1, 5):
-            step = 8 if wire == 1 else 4
-            value, i = buf[i:i + step], i + step
-        else:
-            raise ValueError(f"protobuf wire type {wire} not supported")
-        yield number, value
-
-
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = n = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, i
-        shift += 7
 
 
 def decode_response(buf: bytes) -> tuple[int | None, str, str, bytes]:
     """kubeweft.v1.CniResponse -> (error code or None, msg, details, result)."""
     result, error = b"", None
-    for number, value in _fields(buf):
+    for number, _, value in protowire.fields(buf):
         if number == 1:
             result = value
         elif number == 2:
-            error = {n: v for n, v in _fields(value)}
+            error = {n: v for n, _, v in protowire.fields(value)}
     if error is None:
         return None, "", "", result
     return (int(error.get(1, 0)), bytes(error.get(2, b"")).decode(errors="replace"),

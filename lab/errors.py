@@ -64,6 +64,11 @@ def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> APIError:
                                 for c in causes]})
 
 
+def no_such_path() -> APIError:
+    """404 for a path the server does not serve (no such group, version, kind or subresource)."""
+    return APIError(404, "NotFound", "the server could not find the requested resource")
+
+
 def bad_request(message: str) -> APIError:
     return APIError(400, "BadRequest", message)
 

@@ -416,7 +416,7 @@ def _install_cni_when_published(cfg: LabConfig, want: list[str], procs: dict[str
     what makes the lab kubelet report Ready (NetworkReady), so a Ready node is one the other
     agents already route to, as with a CNI DaemonSet that writes its config once it is up."""
     from kubernetes import client as k8s
-    from kubeweft.cni.overlay import ANNOTATION_BACKEND
+    from kubeweft.proxy.overlay.plan import ANNOTATION_BACKEND
 
     client = api_client(cfg)
     pending = list(want)
@@ -447,7 +447,7 @@ def _install_cni_when_published(cfg: LabConfig, want: list[str], procs: dict[str
 def _wait_overlay_routes(cfg: LabConfig, nodes: list[str], deadline: float) -> None:
     """Until every node's agent routes to every other node's pods (one kubeweft route, protocol
     0xAF, per other node): then cross-node pod traffic works the moment a pod is Ready."""
-    from kubeweft.cni.overlay_apply import RTPROT_KUBEWEFT
+    from kubeweft.proxy.overlay.kernel import RTPROT_KUBEWEFT
 
     pending = list(nodes)
     while pending:

@@ -68,6 +68,17 @@ SUBRESOURCE_KINDS: dict[str, Subresource] = {
 BY_PLURAL: dict[tuple[str, str], Resource] = {(r.group, r.plural): r for r in RESOURCES}
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}
 
+NAMESPACES = BY_PLURAL[("", "namespaces")]
+NODES = BY_PLURAL[("", "nodes")]
+PODS = BY_PLURAL[("", "pods")]
+SERVICES = BY_PLURAL[("", "services")]
+EVENTS = BY_PLURAL[("", "events")]
+SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
+REPLICASETS = BY_PLURAL[("apps", "replicasets")]
+DAEMONSETS = BY_PLURAL[("apps", "daemonsets")]
+REVISIONS = BY_PLURAL[("apps", "controllerrevisions")]
+
 
 def find(group: str, plural: str) -> Resource | None:
     return BY_PLURAL.get((group, plural))

@@ -23,9 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import errors
-from .resources import BY_PLURAL, Resource
-
-NAMESPACES = BY_PLURAL[("", "namespaces")]
+from .resources import NAMESPACES, Resource
 
 Predicate = Callable[[dict], bool]
 

@@ -164,18 +164,18 @@ def serve(plugin, sock: Path, workers: int = 8):
 
 
 def start_overlay(api, node: str, mode: str, pod_cidr: str):
-    """The overlay controller (proxy/overlay_controller.py): VXLAN or host-gw routes to the other
+    """The overlay controller (proxy/overlay/controller.py): VXLAN or host-gw routes to the other
     nodes' pods. A configuration the backend cannot carry (host-gw with a node that is not
     directly reachable) stops the agent with a clear error: SystemExit(1). Any other failure is
     logged, not fatal: pods on this node still get wired."""
     if mode == "none":
         return None
     try:
-        from kubeweft.proxy.overlay_controller import OverlayController
+        from kubeweft.proxy.overlay.controller import OverlayController
     except ImportError as e:
         log.warning("no overlay controller (%s): pods reach only this node", e)
         return None
-    from kubeweft.cni.overlay import OverlayConfigError
+    from kubeweft.proxy.overlay.plan import OverlayConfigError
 
     overlay = None
     try:

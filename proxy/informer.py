@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from kubernetes.client import ApiClient
 
+from .api_get import open_get
+
 log = logging.getLogger(__name__)
 
 ObjKey = tuple[str, str]
@@ -77,18 +79,14 @@ class Informer:
     def _request(self, params: dict, timeout: float | tuple):
         """GET self.path through the client's config, auth and pool; the urllib3 response, unread."""
         query = [(k, v) for k, v in {**self.params, **params}.items() if v != ""]
-        method, url, headers, body, post = self.api.param_serialize(
-            "GET", self.path, query_params=query, header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"])
-        resp = self.api.call_api(method, url, headers, body, post, _request_timeout=timeout)
-        raw = resp.response
-        if resp.status == 410:
+        status, raw = open_get(self.api, self.path, timeout, query)
+        if status == 410:
             raw.release_conn()
             raise _Expired("410 Gone")
-        if resp.status >= 400:
+        if status >= 400:
             detail = raw.read()[:300]
             raw.release_conn()
-            raise RuntimeError(f"GET {self.path}: HTTP {resp.status}: {detail!r}")
+            raise RuntimeError(f"GET {self.path}: HTTP {status}: {detail!r}")
         return raw
 
     def _list(self) -> None:

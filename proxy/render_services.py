@@ -33,7 +33,10 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kubeweft.cni.protocols import NFT_PROTOCOLS
+
 from .model import Endpoint, EndpointSlice, Service, ServicePort
+from .nft_text import quote
 
 FAMILY = "ip"
 TABLE = "kubeweft"
@@ -80,7 +83,6 @@ FAMILIES = {
     "npx": ("nodeport-backends-external", "{p} dport", "eTP Local external: nodePort . index"),
 }
 VMAP_OF = {"lb": "service-ips", "lbx": "service-ips-external", "np": "nodeports", "npx": "nodeports-external"}
-PROTOS = ("tcp", "udp", "sctp")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Chain:
 def family_chain(name: str) -> Chain | None:
     """The lb-tcp-3 / lbx-udp-1 / np-sctp-2 / npx-tcp-1 ... chain of that name (None otherwise)."""
     parts = name.split("-")
-    if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in PROTOS or not parts[2].isdigit() \
+    if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in NFT_PROTOCOLS or not parts[2].isdigit() \
             or int(parts[2]) < 1:
         return None
     family, proto, n = parts
@@ -115,14 +117,14 @@ def family_chain(name: str) -> Chain | None:
     return Chain(f"spread over {n} endpoints in {m}",
                  (f"dnat ip to {key} . numgen random mod {n} map @{m}",), map=m,
                  map_decl=f"typeof {key} . numgen random mod {n} : ip daddr . {proto} dport; "
-                          f"comment {_quote(f'{what} -> endpoint . port ({proto})')}")
+                          f"comment {quote(f'{what} -> endpoint . port ({proto})')}")
 
 
 def map_family(name: str) -> tuple[str, str] | None:
     """('lb', 'udp') for backends-udp-3, ('npx', 'tcp') for nodeport-backends-external-tcp-2, ..."""
     rest, _, n = name.rpartition("-")
     base, _, proto = rest.rpartition("-")
-    if not n.isdigit() or proto not in PROTOS:
+    if not n.isdigit() or proto not in NFT_PROTOCOLS:
         return None
     family = next((f for f, (prefix, _, _) in FAMILIES.items() if prefix == base), None)
     return (family, proto) if family else None
@@ -156,11 +158,6 @@ class Desired:
 
 
 # ---- the fixed part ------------------------------------------------------------------------------
-
-def _quote(text: str) -> str:
-    """An nft comment (at most 128 bytes in the kernel; object names are cut, not the table)."""
-    return '"' + text.replace('"', "'")[:120] + '"'
-
 
 def render_base(ctx: NodeContext) -> list[str]:
     """Table, sets, maps, fixed chains and their rules: idempotent nft commands (add, then flush
@@ -219,13 +216,13 @@ def render_base(ctx: NodeContext) -> list[str]:
         "reject-chain": ("", "connection refused at once", [
             "meta l4proto tcp reject with tcp reset", "reject"]),
     }
-    out = [f"add table {T} {{ comment {_quote('kubeweft service proxy: per-Service state in maps')}; }}"]
+    out = [f"add table {T} {{ comment {quote('kubeweft service proxy: per-Service state in maps')}; }}"]
     for name, (decl, comment) in SETS.items():
-        out.append(f"add set {T} {name} {{ {decl}; comment {_quote(comment)}; }}")
+        out.append(f"add set {T} {name} {{ {decl}; comment {quote(comment)}; }}")
     for name, (decl, comment) in MAPS.items():
-        out.append(f"add map {T} {name} {{ {decl}; comment {_quote(comment)}; }}")
+        out.append(f"add map {T} {name} {{ {decl}; comment {quote(comment)}; }}")
     for name, (hook, comment, _) in fixed.items():
-        out.append(f"add chain {T} {name} {{ {hook} comment {_quote(comment)}; }}")
+        out.append(f"add chain {T} {name} {{ {hook} comment {quote(comment)}; }}")
     for name, (_, _, rules) in fixed.items():
         out.append(f"flush chain {T} {name}")
         out += [f"add rule {T} {name} {r}" for r in rules]
@@ -347,7 +344,7 @@ class _Builder:
         for i, (ip, port) in enumerate(eps):
             eid = f"{name}-{_id(ip, port)}"
             self.dynsets[eid] = (f"type ipv4_addr; flags dynamic,timeout; timeout {svc.affinity_timeout}s; "
-                                 f"comment {_quote(f'clients of {ip}:{port} for {what}')}")
+                                 f"comment {quote(f'clients of {ip}:{port} for {what}')}")
             self.chains[eid] = Chain(f"endpoint {ip}:{port} of {what}",
                                      (f"update @{eid} {{ ip saddr }}",
                                       f"meta l4proto {sp.protocol} dnat ip to {ip}:{port}"))

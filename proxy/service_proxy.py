@@ -63,6 +63,7 @@ from .render_services import (
     render_base,
     render_service,
 )
+from .sync_loop import SyncLoop
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ SVC_PATH = "/api/v1/services"
 SLICE_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
 NODE_PATH = "/api/v1/nodes"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
-SYNC_WAIT = 120.0        # bounded wait for the informers' first list
+SYNC_WAIT = 120.0        # an error is logged each time the informers' first lists take this long
 COALESCE = 0.002         # gather events arriving together into one transaction
+RESYNC = 60.0            # seconds between two syncs when no event comes
 LOAD_CHUNK = 16384       # elements per transaction when filling an empty table
 TEXT_MAX = 2000          # a sync with structure and at most this many elements: one nft transaction
 SEND_TIMEOUT = 120.0
@@ -121,8 +123,6 @@ class ServiceProxy:
         self.dirty: set[tuple[str, str]] = set()
         self.full = True
         self.triggers: list[float] = []
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
         self.agg = Aggregate()
         self.applied: Desired = empty_applied()
         self.recovered = False
@@ -132,7 +132,8 @@ class ServiceProxy:
         self.service_health = ServiceHealthServers()
         self.health_server = None
         self.informers: list[Informer] = []
-        self.thread: threading.Thread | None = None
+        self.loop = SyncLoop("service-proxy", self.sync, debounce=COALESCE, period=RESYNC,
+                             on_failure=self._sync_failed, ready=self._listed, ready_warn=SYNC_WAIT)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> ServiceProxy:
@@ -152,17 +153,13 @@ class ServiceProxy:
         ]
         for inf in self.informers:
             inf.start()
-        self.thread = threading.Thread(target=self._run, name="service-proxy", daemon=True)
-        self.thread.start()
+        self.loop.start()
         return self
 
     def stop(self) -> None:
-        self.stopping.set()
-        self.wake.set()
         for inf in self.informers:
             inf.stop()
-        if self.thread:
-            self.thread.join(10)
+        self.loop.stop(10)
         self.service_health.close()
         if self.health_server:
             self.health_server.close()
@@ -174,7 +171,7 @@ class ServiceProxy:
             self.triggers.append(trigger)
         self.health.queued()
         metrics.LAST_QUEUED.set(time.time())
-        self.wake.set()
+        self.loop.wake()
 
     def _parse_service(self, obj: dict):
         try:
@@ -260,34 +257,16 @@ class ServiceProxy:
             self._mark(())
 
     # ---- the sync loop --------------------------------------------------------------------------
-    def _run(self) -> None:
-        deadline = time.monotonic() + SYNC_WAIT
-        while not all(inf.synced.is_set() for inf in self.informers):
-            if self.stopping.wait(0.05):
-                return
-            if time.monotonic() > deadline:
-                log.error("informers not synced after %.0fs; still waiting", SYNC_WAIT)
-                deadline = time.monotonic() + SYNC_WAIT
-        backoff = 0.5
-        while not self.stopping.is_set():
-            try:
-                self.sync()
-                backoff = 0.5
-            except Exception:
-                metrics.SYNC_FAILURES.inc()
-                log.exception("service sync failed; re-reading our maps and retrying in %.1fs", backoff)
-                self.recovered = False
-                with self.lock:
-                    self.full = True
-                    self.wake.set()
-                if self.stopping.wait(backoff):
-                    return
-                backoff = min(backoff * 2, 10.0)
-                continue
-            self.wake.wait(60.0)
-            if self.stopping.is_set():
-                return
-            time.sleep(COALESCE)
+    def _listed(self) -> bool:
+        return all(inf.synced.is_set() for inf in self.informers)
+
+    def _sync_failed(self) -> None:
+        """After a failed sync the kernel's table is unknown: the retry reads it back and syncs
+        everything."""
+        metrics.SYNC_FAILURES.inc()
+        self.recovered = False
+        with self.lock:
+            self.full = True
 
     def recover(self) -> Desired:
         """What the kernel holds of our table (targeted reads over netlink, never the ruleset nor
@@ -313,7 +292,6 @@ class ServiceProxy:
             return self._sync()
 
     def _sync(self) -> int:
-        self.wake.clear()
         t0 = time.monotonic()
         with self.lock:
             full = self.full or not self.recovered

@@ -39,7 +39,6 @@ STATE_KEY = web.AppKey("state", dict)
 DEFAULT_WATCH_SECONDS = 1800
 BOOKMARK_SECONDS = 3.0          # how often a watch that allows bookmarks gets one
 TICK_SECONDS = 1.0              # how often an idle watch checks its client is still there
-NOT_FOUND_MSG = "the server could not find the requested resource"
 
 
 def _dumps(obj: Any) -> str:
@@ -49,6 +48,13 @@ def _dumps(obj: Any) -> str:
 def _json(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(text=_dumps(obj), status=status, content_type="application/json",
                         headers=headers)
+
+
+def _json_or_404(doc: dict | None) -> web.Response:
+    """A discovery document, or 404 where there is none (an unknown group or version)."""
+    if doc is None:
+        raise errors.no_such_path()
+    return _json(doc)
 
 
 def _status_response(err: errors.APIError) -> web.Response:
@@ -75,17 +81,26 @@ def parse_target(group: str, version: str, tail: str) -> Target:
     if len(segs) >= 3 and segs[0] == "namespaces" and segs[2] != "status":
         ns, segs = segs[1], segs[2:]
     if not segs or len(segs) > 3:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     resource = find(group, segs[0])
     if resource is None or resource.version != version or (ns is not None and not resource.namespaced):
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     name = segs[1] if len(segs) > 1 else None
     sub = segs[2] if len(segs) > 2 else None
     if sub is not None and sub not in resource.subresources:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     if name is not None and resource.namespaced and ns is None:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     return Target(resource, ns, name, sub, watch_prefix)
+
+
+def _namespace_from_url(meta: dict, t: Target) -> None:
+    """A namespaced object takes the URL's namespace; another one in the body is refused."""
+    if t.resource.namespaced:
+        if meta.get("namespace") and meta["namespace"] != t.namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the "
+                                     "namespace sent on the request")
+        meta["namespace"] = t.namespace
 
 
 async def _read_body(request: web.Request) -> Any:
@@ -164,34 +179,26 @@ class Handlers:
         return _json(discovery.render_api_group_list())
 
     async def api_group(self, request: web.Request) -> web.Response:
-        doc = discovery.render_api_group(request.match_info["group"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(discovery.render_api_group(request.match_info["group"]))
 
     async def core_v1(self, request: web.Request) -> web.Response:
         return _json(discovery.render_resource_list("", "v1"))
 
     async def group_version(self, request: web.Request) -> web.Response:
-        doc = discovery.render_resource_list(request.match_info["group"], request.match_info["version"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(discovery.render_resource_list(request.match_info["group"],
+                                                           request.match_info["version"]))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
         return _json(openapi.render_v3_index())
 
     async def openapi_v3_gv(self, request: web.Request) -> web.Response:
-        doc = openapi.render_v3_group_version(request.match_info["gv"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(openapi.render_v3_group_version(request.match_info["gv"]))
 
     # resources
     async def core_resource(self, request: web.Request) -> web.StreamResponse:
@@ -281,7 +288,8 @@ class Handlers:
         return _json({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
                       "metadata": {"resourceVersion": str(rv)}, "items": items})
 
-    async def create(self, request: web.Request, t: Target) -> web.Response:
+    async def _read_object(self, request: web.Request, t: Target) -> tuple[dict, dict]:
+        """The object in a create's or update's body, of the URL's kind, and its metadata."""
         obj = await _read_body(request)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request was empty or not an object")
@@ -289,11 +297,11 @@ class Handlers:
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
-        if t.resource.namespaced:
-            if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the "
-                                         "namespace sent on the request")
-            meta["namespace"] = t.namespace
+        return obj, meta
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        obj, meta = await self._read_object(request, t)
+        _namespace_from_url(meta, t)
         headers = _field_check(request, t.resource, obj, creating=True)
         if meta.get("name"):
             validation.check_name(t.resource, meta["name"])
@@ -312,20 +320,12 @@ class Handlers:
         return _json(self.store.create(t.resource, obj), 201, headers)
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
-        obj = await _read_body(request)
-        if not isinstance(obj, dict):
-            raise errors.bad_request("the body of the request was empty or not an object")
-        self._check_type(t.resource, obj)
-        meta = obj.setdefault("metadata", {})
+        obj, meta = await self._read_object(request, t)
         if meta.get("name") and meta["name"] != t.name:
             raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name "
                                      f"on the URL ({t.name})")
         meta["name"] = t.name
-        if t.resource.namespaced:
-            if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the "
-                                         "namespace sent on the request")
-            meta["namespace"] = t.namespace
+        _namespace_from_url(meta, t)
         headers = _field_check(request, t.resource, obj, creating=False)
         old = self.store.get(t.resource, t.namespace or "", t.name or "")
         return _json(self._write(request, t, obj, old), 200, headers)
@@ -548,7 +548,7 @@ def _auth_middleware(token: str):
             resp = _status_response(e)
         except web.HTTPException as e:
             if e.status == 404:
-                resp = _status_response(errors.APIError(404, "NotFound", NOT_FOUND_MSG))
+                resp = _status_response(errors.no_such_path())
             elif e.status == 405:
                 resp = _status_response(errors.method_not_allowed())
             else:

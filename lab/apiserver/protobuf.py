@@ -11,6 +11,8 @@ omitempty would.
 """
 from __future__ import annotations
 
+from kubeweft.cni import protowire
+
 from .. import errors
 
 MAGIC = b"k8s\x00"
@@ -61,46 +63,13 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
 TOP_LEVEL = {"Service", "Namespace", "Deployment"}
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
-def _fields(buf: bytes):
-    """(field number, wire type, value) for every field of one message."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, i = _varint(buf, i)
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            val, i = buf[i:i + n], i + n
-        elif wire == 1:
-            val, i = buf[i:i + 8], i + 8
-        elif wire == 5:
-            val, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield num, wire, val
-
-
 def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def _int_or_string(buf: bytes) -> int | str:
     kind, ival, sval = 0, 0, ""
-    for num, _, val in _fields(buf):
+    for num, _, val in protowire.fields(buf):
         if num == 1:
             kind = val
         elif num == 2:
@@ -112,7 +81,7 @@ def _int_or_string(buf: bytes) -> int | str:
 
 def _map_entry(buf: bytes) -> tuple[str, str]:
     k = v = ""
-    for num, _, val in _fields(buf):
+    for num, _, val in protowire.fields(buf):
         if num == 1:
             k = val.decode()
         elif num == 2:
@@ -123,7 +92,7 @@ def _map_entry(buf: bytes) -> tuple[str, str]:
 def decode_message(name: str, buf: bytes) -> dict:
     schema = SCHEMA[name]
     out: dict = {}
-    for num, _, val in _fields(buf):
+    for num, _, val in protowire.fields(buf):
         if num not in schema:
             continue
         field, typ, repeated = schema[num]

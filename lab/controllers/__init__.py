@@ -4,6 +4,7 @@
     nodeipam        a podCIDR per Node (kube-controller-manager's range allocator)
     scheduler       binds pods to Nodes (kube-scheduler)
     loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
+    announcer       routes to those IPs on the lab's router, as a BGP speaker announces them
     deployment      Deployments -> ReplicaSets, rolling updates (kube-controller-manager)
     replicaset      ReplicaSets -> Pods (kube-controller-manager)
     daemonset       DaemonSets -> a Pod per eligible Node, ControllerRevisions (kube-controller-manager)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 
+from .announcer import LoadBalancerAnnouncer
 from .daemonset import DaemonSetController
 from .deployment import DeploymentController
 from .endpointslices import EndpointSliceController
@@ -27,8 +29,8 @@ from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
 
 KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
-                                       LoadBalancerController, DeploymentController, ReplicaSetController,
-                                       DaemonSetController, GarbageCollector)
+                                       LoadBalancerController, LoadBalancerAnnouncer, DeploymentController,
+                                       ReplicaSetController, DaemonSetController, GarbageCollector)
 
 
 def build(store, cfg) -> list[Reconciler]:

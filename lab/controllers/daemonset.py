@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .. import admission, deletion
 from ..admission.workloads import TEMPLATE_GENERATION
-from ..resources import BY_PLURAL
+from ..resources import DAEMONSETS, NODES, PODS, REVISIONS
 from .deployment import scaled_value
 from .owners import OwnerIndex, controller_ref, key_of
 from .podtemplate import PodView, compute_hash, parse_pod, render_pod
@@ -35,10 +35,6 @@ from .workload import WorkloadReconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.daemonset")
 
-DAEMONSETS = BY_PLURAL[("apps", "daemonsets")]
-REVISIONS = BY_PLURAL[("apps", "controllerrevisions")]
-PODS = BY_PLURAL[("", "pods")]
-NODES = BY_PLURAL[("", "nodes")]
 COMPONENT = "daemonset-controller"
 HASH_LABEL = "controller-revision-hash"
 GENERATION_LABEL = "pod-template-generation"

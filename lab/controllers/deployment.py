@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .. import admission, deletion
 from ..admission.workloads import drop_nulls
-from ..resources import BY_PLURAL
+from ..resources import DEPLOYMENTS, PODS, REPLICASETS
 from ..store import now_rfc3339
 from .owners import OwnerIndex, controller_ref, key_of
 from .podtemplate import compute_hash, epoch
@@ -34,9 +34,6 @@ from .workload import WorkloadReconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.deployment")
 
-DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
-REPLICASETS = BY_PLURAL[("apps", "replicasets")]
-PODS = BY_PLURAL[("", "pods")]
 COMPONENT = "deployment-controller"
 
 HASH_LABEL = "pod-template-hash"

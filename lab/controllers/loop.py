@@ -13,13 +13,12 @@ import logging
 import time
 from collections.abc import Hashable
 
-from ..resources import BY_PLURAL
+from ..resources import EVENTS
 from ..store import now_rfc3339
 from .events import render_event
 
 log = logging.getLogger("kubeweft.lab.controllers")
 
-EVENTS = BY_PLURAL[("", "events")]
 DEBOUNCE = 0.02          # seconds: long enough to batch a burst, short enough to feel instant
 YIELD_EVERY = 100        # keys synced between two yields to the event loop
 RETRY_AFTER = 1.0        # seconds before a key whose sync raised is tried again

@@ -14,15 +14,13 @@ import collections
 import logging
 import time
 
-from ..resources import BY_PLURAL
+from ..resources import PODS, REPLICASETS
 from .owners import OwnerIndex, key_of
 from .podtemplate import PodView, parse_pod, render_pod
 from .workload import WorkloadReconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.replicaset")
 
-PODS = BY_PLURAL[("", "pods")]
-REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 COMPONENT = "replicaset-controller"
 BURST = 500                                       # kube-controller-manager's burstReplicas
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-from ..resources import BY_PLURAL
+from ..resources import NODES, PODS
 from ..store import now_rfc3339
 from .loop import Reconciler
 
-PODS = BY_PLURAL[("", "pods")]
-NODES = BY_PLURAL[("", "nodes")]
 SCHEDULER_NAME = "default-scheduler"
 
 SELECTOR_MISMATCH = "node(s) didn't match Pod's node affinity/selector"

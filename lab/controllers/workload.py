@@ -6,11 +6,9 @@ from __future__ import annotations
 import copy
 
 from .. import admission, deletion, errors
-from ..resources import BY_PLURAL
+from ..resources import PODS
 from .loop import Reconciler
 from .owners import OwnerIndex, controller_ref, plan_claim
-
-PODS = BY_PLURAL[("", "pods")]
 
 
 class WorkloadReconciler(Reconciler):

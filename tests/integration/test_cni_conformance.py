@@ -28,6 +28,8 @@ from typing import Self
 import pytest
 from kubeweft.lab import netns as lab_netns
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -632,15 +634,6 @@ def test_bandwidth_capability_shapes_both_directions(node):
 
 # --- the lab: `kubeweft lab up --cni kubeweft` (install-cni, the agent, the lab kubelet) --------------
 
-def _wait(fn, timeout: float = 60, every: float = 0.5):
-    end = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got or time.monotonic() > end:
-            return got
-        time.sleep(every)
-
-
 def test_lab_with_kubeweft_cni(lab_factory):
     lab = lab_factory(nodes=2, cni="kubeweft")
     cfg = lab.cfg
@@ -648,7 +641,7 @@ def test_lab_with_kubeweft_cni(lab_factory):
     conf = json.loads((cfg.cni_conf_dir(node1) / "10-kubeweft.conflist").read_text())
     assert conf["cniVersion"] == "1.1.0" and conf["plugins"][0]["type"] == "kubeweft"
     # Ready means "a CNI config exists": the agent may still be starting
-    assert _wait(cfg.agent_socket(node1).exists, 60), "the agent never made its socket"
+    wait_for("the agent's socket", cfg.agent_socket(node1).exists, 60, interval=0.5)
     assert (cfg.agent_socket(node1).stat().st_mode & 0o777) == 0o600
     pods = "".join(f"""---
 apiVersion: v1
@@ -663,8 +656,7 @@ spec:
     def running() -> dict | None:
         st = {p["name"]: p for p in lab.status()["pods"] if p["name"].startswith("kw-")}
         return st if len(st) == 2 and all(p.get("ip") for p in st.values()) else None
-    st = _wait(running, 90)
-    assert st, lab.status()
+    st = wait_for("both pods running with an address", running, 90, interval=0.5)
     ip1, ip2 = st["kw-1"]["ip"], st["kw-2"]["ip"]
     assert ip1.startswith("10.244.") and ip1 != ip2
 
@@ -674,10 +666,8 @@ spec:
     def cross() -> dict | None:
         p = probe("--from", "default/kw-1", f"{ip2}:8080")
         return p if p["outcome"] == "connected" else None
-    import importlib.util
-    if importlib.util.find_spec("kubeweft.proxy.overlay_controller") is not None:     # the overlay exists
-        r = _wait(cross, 30, 1)
-        assert r and r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
+    r = wait_for("kw-1 -> kw-2 across nodes", cross, 30, interval=1)
+    assert r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
     # hostPort on node2 from the external host, through the agent's nftables
     r = probe("--from", "external", f"{cfg.node_ip(2)}:19002")
     assert r["outcome"] == "connected" and r["pod"] == "default/kw-2", r
@@ -685,7 +675,7 @@ spec:
     data2 = cfg.cni_data_dir(cfg.node_name(2))
     assert (data2 / ip2).exists()
     lab.kubectl("delete", "pod", "kw-2", "--wait=false")
-    assert _wait(lambda: not (data2 / ip2).exists(), 60), "address of a deleted pod still reserved"
+    wait_for("the deleted pod's address freed", lambda: not (data2 / ip2).exists(), 60, interval=0.5)
     lab.kubectl("delete", "pod", "kw-1", "--wait=false")
 
 

@@ -87,10 +87,10 @@ def test_the_standalone_executable_is_a_zipapp_for_the_hosts_python(node):
     with zipfile.ZipFile(exe) as z:
         names = set(z.namelist())
         main = z.read("__main__.py").decode()
-    for module in ("shim", "spec", "errors", "datapath", "ipam", "nft"):
-        assert f"cni/{module}.py" in names and f"cni/{module}.pyc" in names, module
+    for module in ("shim", "protowire", "spec", "protocols", "errors", "datapath", "ipam", "nft"):
+        assert f"kubeweft/cni/{module}.py" in names and f"kubeweft/cni/{module}.pyc" in names, module
     assert "pyroute2/__init__.py" in names and "pyroute2/iproute/linux.py" in names
-    assert not any(n.startswith(("grpc/", "google/", "proto/", "kubernetes/")) for n in names)
+    assert not any(n.startswith(("grpc/", "google/", "kubeweft/proto/", "kubernetes/")) for n in names)
     assert "/work/" not in main and ".venv" not in main          # nothing of this machine's paths
     # the conflist is the same as the script install's
     conf = json.loads((node.conf_dir / "10-kubeweft.conflist").read_text())
@@ -185,10 +185,10 @@ def test_forwarding_path_imports_neither_pyroute2_nor_the_datapath(node):
 
 
 def test_zipapp_has_no_path_of_its_build(node):
-    """Byte-compiled with archive-relative names: a traceback names cni/shim.py, not a temp dir."""
+    """Byte-compiled with archive-relative names: a traceback names kubeweft/cni/shim.py, not a temp dir."""
     with zipfile.ZipFile(node.bin_dir / "kubeweft") as z:
-        data = z.read("cni/shim.pyc")
-    assert b"cni/shim.py" in data and b".build-" not in data and b"/tmp/" not in data
+        data = z.read("kubeweft/cni/shim.pyc")
+    assert b"kubeweft/cni/shim.py" in data and b".build-" not in data and b"/tmp/" not in data
 
 
 def test_module_paths_unchanged_for_the_script(tmp_path):

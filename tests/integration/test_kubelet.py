@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from kubeweft.lab import netns as lab_netns
 
+from .waiting import wait_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 NS = "h4-kubelet"
@@ -45,17 +47,6 @@ def pod_doc(name: str, node: str, ports: list[dict] | None = None, probe: dict |
 
 def is_ready(pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-
-
-def wait_for(what: str, fn, timeout: float = 30.0, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 def http_get(lab, netns_name: str, url: str, timeout: float = 3.0) -> str:

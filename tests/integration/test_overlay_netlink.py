@@ -44,48 +44,84 @@ def ping(ns: str, src: str, dst: str, size: int = 56, df: bool = False) -> subpr
                           capture_output=True, text=True, timeout=10, check=False)
 
 
+def underlay(i: int):
+    from kubeweft.proxy.overlay.plan import Underlay
+    return Underlay("eth0", f"192.168.56.{10 + i}", 1500, ("192.168.56.0/24",))
+
+
 def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes):
-    from kubeweft.cni import overlay as ov
-    from kubeweft.cni import overlay_apply as oa
+    from kubeweft.proxy.overlay import kernel, vxlan
+    from kubeweft.proxy.overlay import plan as ov
     names, IPRoute = two_nodes
+    backend = {i: vxlan.VxlanBackend(underlay(i)) for i in (1, 2)}
     macs = {}
     for i in (1, 2):
         with IPRoute(netns=names[i]) as ipr:
-            macs[i] = oa.ensure_vxlan_device(ipr, f"192.168.56.{10 + i}", "eth0", f"10.244.{i}.0/32", 1450)
+            macs[i] = vxlan.ensure_vxlan_device(ipr, f"192.168.56.{10 + i}", "eth0", f"10.244.{i}.0/32", 1450)
     nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24", macs[i]) for i in (1, 2)]
     for i in (1, 2):
         with IPRoute(netns=names[i]) as ipr:
-            want = ov.plan_vxlan(f"node{i}", nodes)
-            oa.apply_ops(ipr, ov.diff_overlay(oa.read_state(ipr, ["kw.1"]), want))
-            assert oa.read_state(ipr, ["kw.1"]) == want
+            want = ov.plan_overlay(backend[i], f"node{i}", nodes)
+            kernel.apply_ops(ipr, ov.diff_overlay(backend[i].read_state(ipr), want))
+            assert backend[i].read_state(ipr) == want
 
     assert ping(names[1], "10.244.1.1", "10.244.2.1").returncode == 0
 
     # An agent restart: the device is kept (same ifindex) and the diff against the kernel is empty.
     with IPRoute(netns=names[1]) as ipr:
         idx = ipr.link_lookup(ifname="kw.1")[0]
-        assert oa.ensure_vxlan_device(ipr, "192.168.56.11", "eth0", "10.244.1.0/32", 1450) == macs[1]
+        assert backend[1].setup(ipr, "10.244.1.0/24") == {ov.ANNOTATION_VTEP_MAC: macs[1]}
         assert ipr.link_lookup(ifname="kw.1")[0] == idx
-        assert ov.diff_overlay(oa.read_state(ipr, ["kw.1"]), ov.plan_vxlan("node1", nodes)) == []
+        assert ov.diff_overlay(backend[1].read_state(ipr), ov.plan_overlay(backend[1], "node1", nodes)) == []
 
     # node2 leaves: route, neighbour and FDB entry go, in that order, and traffic stops.
     with IPRoute(netns=names[1]) as ipr:
-        ops = ov.diff_overlay(oa.read_state(ipr, ["kw.1"]), ov.plan_vxlan("node1", nodes[:1]))
+        ops = ov.diff_overlay(backend[1].read_state(ipr), ov.plan_overlay(backend[1], "node1", nodes[:1]))
         assert [o.action for o in ops] == ["delete"] * 3
         assert isinstance(ops[0].item, ov.Route)
-        oa.apply_ops(ipr, ops)
-        assert oa.read_state(ipr, ["kw.1"]) == ov.OverlayState()
+        kernel.apply_ops(ipr, ops)
+        assert backend[1].read_state(ipr) == ov.OverlayState()
     assert ping(names[1], "10.244.1.1", "10.244.2.1").returncode != 0
 
 
 def test_hostgw_routes_carry_traffic(two_nodes):
-    from kubeweft.cni import overlay as ov
-    from kubeweft.cni import overlay_apply as oa
+    from kubeweft.proxy.overlay import kernel
+    from kubeweft.proxy.overlay import plan as ov
+    from kubeweft.proxy.overlay.hostgw import HostGwBackend
     names, IPRoute = two_nodes
     nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24") for i in (1, 2)]
     for i in (1, 2):
         with IPRoute(netns=names[i]) as ipr:
-            want = ov.plan_hostgw(f"node{i}", nodes, "eth0", ["192.168.56.0/24"])
-            oa.apply_ops(ipr, ov.diff_overlay(oa.read_state(ipr, ["eth0"]), want))
-            assert oa.read_state(ipr, ["eth0"]) == want
+            backend = HostGwBackend(kernel.discover_underlay(ipr, f"192.168.56.{10 + i}"))
+            assert backend.underlay == underlay(i)
+            want = ov.plan_overlay(backend, f"node{i}", nodes)
+            kernel.apply_ops(ipr, ov.diff_overlay(backend.read_state(ipr), want))
+            assert backend.read_state(ipr) == want
     assert ping(names[1], "10.244.1.1", "10.244.2.1").returncode == 0
+
+
+def test_cleanup_removes_only_what_the_backend_made(two_nodes):
+    """A node switching backend: each backend's cleanup takes away its own entries (the VXLAN
+    device; host-gw's routes, by protocol) and leaves every other route of the node alone."""
+    from kubeweft.proxy.overlay import kernel
+    from kubeweft.proxy.overlay import plan as ov
+    from kubeweft.proxy.overlay.hostgw import HostGwBackend
+    from kubeweft.proxy.overlay.vxlan import VxlanBackend
+    names, IPRoute = two_nodes
+    nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24", f"0e:00:00:00:00:0{i}")
+             for i in (1, 2)]
+    sh(f"ip -n {names[1]} route add 10.99.0.0/24 via 192.168.56.12 dev eth0")   # not ours
+    with IPRoute(netns=names[1]) as ipr:
+        vx, hg = VxlanBackend(underlay(1)), HostGwBackend(underlay(1))
+        vx.setup(ipr, "10.244.1.0/24")
+        kernel.apply_ops(ipr, ov.diff_overlay(ov.OverlayState(), ov.plan_overlay(vx, "node1", nodes)))
+        vx.cleanup(ipr)
+        assert ipr.link_lookup(ifname="kw.1") == []
+        assert "10.244.2.0/24" not in sh(f"ip -n {names[1]} -4 route show")
+
+        kernel.apply_ops(ipr, ov.diff_overlay(ov.OverlayState(), ov.plan_overlay(hg, "node1", nodes)))
+        assert hg.read_state(ipr).routes == {ov.Route("10.244.2.0/24", "192.168.56.12", "eth0")}
+        hg.cleanup(ipr)
+        assert hg.read_state(ipr) == ov.OverlayState()
+    routes = sh(f"ip -n {names[1]} -4 route show")
+    assert "10.99.0.0/24 via 192.168.56.12" in routes and "10.244.2.0/24" not in routes

@@ -28,11 +28,10 @@ from .services_helpers import (
     http_get,
     in_thread,
     names,
-    port,
     record_agent,
     svc_port,
-    wait_for,
 )
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -47,10 +46,7 @@ DOWN_FOR = 1.0       # seconds without an agent before the restart
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("web-3", "node3", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("client1", NODE)
-        cl.wait_ready("web-2", "web-3", "client1")
+        cl.start_pods(web={"web-2": "node2", "web-3": "node3"}, clients={"client1": NODE})
         cl.svc = cl.service("web", [svc_port(80, "http")], selector={"app": "web"})
         cl.wait_endpoints("web", 2)
         cl.wait_answer("client1", cl.svc.ip, 80)
@@ -124,7 +120,7 @@ def test_kill_9_agent_under_new_connections(c):
     assert restarted.poll() is None, "the restarted agent exited"
     wait_for("the new agent healthy", lambda: http_get(c.cfg.node_netns(NODE), "127.0.0.1", 10256,
                                                        "/healthz")[0] == 200, timeout=30)
-    c.pod("web-1", NODE, ports=[port(8080, name="http")], labels={"app": "web"})
+    c.web_pod("web-1", NODE)
     c.wait_ready("web-1")
     wait_for("the new agent programs a new endpoint",
              lambda: names(c.who("client1", c.svc.ip, 80, n=12)) == {"web-1", "web-2", "web-3"})

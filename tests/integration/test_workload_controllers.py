@@ -9,14 +9,9 @@ import copy
 
 import pytest
 from kubeweft.lab import deletion
-from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.resources import DAEMONSETS, DEPLOYMENTS, REPLICASETS, REVISIONS
 
 from .test_controllers import CFG, NODES, NSNAME, PODS, Cluster, node
-
-DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
-REPLICASETS = BY_PLURAL[("apps", "replicasets")]
-DAEMONSETS = BY_PLURAL[("apps", "daemonsets")]
-REVISIONS = BY_PLURAL[("apps", "controllerrevisions")]
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""proxy/nfnetlink.py framing, and the nflog parser built on it (proxy/policy_controller.py)."""
+"""proxy/nfnetlink.py framing, and the nflog parser built on it (proxy/nflog.py)."""
 from __future__ import annotations
 
 import socket
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 from kubeweft.proxy import nfnetlink as nl
-from kubeweft.proxy.policy_controller import (
+from kubeweft.proxy.nflog import (
     NFNL_SUBSYS_ULOG,
     NFULA_PAYLOAD,
     NFULA_PREFIX,
@@ -44,3 +44,18 @@ def test_nflog_packets_are_read_with_their_prefix():
     got = parse_nflog(data + struct.pack("=IHHII", 4, 0, 0, 0, 0))        # malformed tail: kept what came before
     assert got == [("kw-ingress ns/deny", ip), ("kw-egress ns/x", b"")]
     assert parse_ipv4(got[0][1]) == "udp 10.244.1.2:40000 -> 10.244.2.3:53"
+
+
+def test_the_drop_log_names_the_direction_and_the_policy(caplog):
+    from kubeweft.proxy import render_policy as rp
+    from kubeweft.proxy.nflog import DropLog
+
+    ip = bytes([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]) + socket.inet_aton("10.244.1.2") \
+        + socket.inet_aton("10.244.0.3") + struct.pack(">HH", 40001, 81)
+    drops = DropLog(rp.NFLOG_GROUP, {"p0a1b2c3d4e5": "x/deny-c"}.get)
+    assert drops.log_packet(rp.log_prefix("in", "p0a1b2c3d4e5"), ip)
+    assert drops.log_packet(rp.log_prefix("eg", "p0a1b2c3d4e5"), b"\x60")
+    assert not drops.log_packet("someone else's prefix", ip)
+    assert drops.denials_logged == 2
+    assert "denied ingress by x/deny-c: tcp 10.244.1.2:40001 -> 10.244.0.3:81" in caplog.text
+    assert "denied egress by x/deny-c: (not IPv4)" in caplog.text

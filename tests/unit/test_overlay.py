@@ -1,8 +1,12 @@
 """The overlay plan and its diff: what each Node becomes, and a safe order of changes."""
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kubeweft.cni import overlay as ov
+from kubeweft.proxy.overlay import plan as ov
+from kubeweft.proxy.overlay.hostgw import HostGwBackend
+from kubeweft.proxy.overlay.vxlan import VxlanBackend
+
+UNDERLAY = ov.Underlay("eth0", "192.168.56.11", 1500, ("192.168.56.0/24",))
+VXLAN = VxlanBackend(UNDERLAY)
 
 
 def node(i: int, mac: str | None = "auto", cidr: str | None = "auto", addr: str | None = None):
@@ -11,38 +15,35 @@ def node(i: int, mac: str | None = "auto", cidr: str | None = "auto", addr: str 
                        vtep_mac=f"0e:00:00:00:00:{i:02x}" if mac == "auto" else mac)
 
 
+def plan_vxlan(self_name: str, nodes) -> ov.OverlayState:
+    return ov.plan_overlay(VXLAN, self_name, nodes)
+
+
 def test_vxlan_plan_is_flannels_shape():
-    plan = ov.plan_vxlan("node1", [node(1), node(2)])
+    plan = plan_vxlan("node1", [node(1), node(2)])
     assert plan.routes == {ov.Route("10.244.2.0/24", "10.244.2.0", "kw.1", onlink=True)}
     assert plan.neighbours == {ov.Neighbour("10.244.2.0", "0e:00:00:00:00:02", "kw.1")}
     assert plan.fdb == {ov.FdbEntry("0e:00:00:00:00:02", "192.168.56.12", "kw.1")}
 
 
 def test_nodes_without_podcidr_or_vtep_are_skipped():
-    plan = ov.plan_vxlan("node1", [node(1), node(2, mac=None), node(3, cidr=None), node(4)])
+    plan = plan_vxlan("node1", [node(1), node(2, mac=None), node(3, cidr=None), node(4)])
     assert {r.dst for r in plan.routes} == {"10.244.4.0/24"}
 
 
-def test_hostgw_routes_via_node_addresses_and_refuses_remote_l3():
-    plan = ov.plan_hostgw("node1", [node(1), node(2)], "eth0", ["192.168.56.0/24"])
-    assert plan.routes == {ov.Route("10.244.2.0/24", "192.168.56.12", "eth0")}
-    with pytest.raises(ov.OverlayConfigError, match="node3 .*not directly reachable"):
-        ov.plan_hostgw("node1", [node(1), node(3, addr="192.168.57.3")], "eth0", ["192.168.56.0/24"])
-
-
-def test_mtu_per_mode():
-    assert ov.pod_mtu("vxlan", 1500) == 1450
-    assert ov.pod_mtu("host-gw", 1500) == 1500
+def test_mtu_per_backend():
+    assert VxlanBackend(UNDERLAY).pod_mtu == 1450
+    assert HostGwBackend(UNDERLAY).pod_mtu == 1500
 
 
 def test_nothing_to_do_when_already_right():
-    plan = ov.plan_vxlan("node1", [node(1), node(2), node(3)])
+    plan = plan_vxlan("node1", [node(1), node(2), node(3)])
     assert ov.diff_overlay(plan, plan) == []
 
 
 def test_address_change_replaces_fdb_only():
-    before = ov.plan_vxlan("node1", [node(1), node(2)])
-    after = ov.plan_vxlan("node1", [node(1), node(2, addr="192.168.56.99")])
+    before = plan_vxlan("node1", [node(1), node(2)])
+    after = plan_vxlan("node1", [node(1), node(2, addr="192.168.56.99")])
     ops = ov.diff_overlay(before, after)
     assert [(o.action, type(o.item).__name__) for o in ops] == [("replace", "FdbEntry")]
 
@@ -75,8 +76,8 @@ def consistent(state: ov.OverlayState) -> bool:
 @settings(max_examples=300, deadline=None)
 @given(node_sets, node_sets)
 def test_diff_reaches_desired_and_every_step_is_consistent(before_nodes, after_nodes):
-    current = ov.plan_vxlan("node1", before_nodes)
-    desired = ov.plan_vxlan("node1", after_nodes)
+    current = plan_vxlan("node1", before_nodes)
+    desired = plan_vxlan("node1", after_nodes)
     ops = ov.diff_overlay(current, desired)
     state = current
     for op in ops:

@@ -11,15 +11,14 @@ from kubeweft.lab.apiserver.protobuf import decode_object
 from kubeweft.lab.apiserver.scale import apply_scale, render_scale
 from kubeweft.lab.apiserver.tables import render_table
 from kubeweft.lab.config import LabConfig
-from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.resources import DAEMONSETS as DS
+from kubeweft.lab.resources import DEPLOYMENTS as DEP
+from kubeweft.lab.resources import NAMESPACES as NS
+from kubeweft.lab.resources import REPLICASETS as RS
 from kubeweft.lab.store import Store
 
 GOLDEN = Path(__file__).parent / "golden" / "protobuf"
 CFG = LabConfig(name="h2")
-NS = BY_PLURAL[("", "namespaces")]
-DEP = BY_PLURAL[("apps", "deployments")]
-DS = BY_PLURAL[("apps", "daemonsets")]
-RS = BY_PLURAL[("apps", "replicasets")]
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
 

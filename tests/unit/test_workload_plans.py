@@ -21,7 +21,7 @@ from kubeweft.lab.controllers.podtemplate import PodView, parse_pod
 from kubeweft.lab.controllers.replicaset import plan_replicas, plan_rs_status, rank_for_deletion
 from kubeweft.lab.controllers.scheduler import NodeView
 from kubeweft.lab.deletion import plan_deletion
-from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.resources import PODS, REPLICASETS
 
 NOW = 1_000_000.0
 
@@ -218,7 +218,7 @@ def test_garbage_collector_decisions():
 
 
 def test_deletion_graceful_pods_finalizers_and_propagation():
-    pods, rs = BY_PLURAL[("", "pods")], BY_PLURAL[("apps", "replicasets")]
+    pods, rs = PODS, REPLICASETS
     now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     scheduled = {"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5}}
     marked = plan_deletion(pods, scheduled, None, None, now)

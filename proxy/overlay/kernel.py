@@ -1,0 +1,106 @@
+"""The overlay's entries in the kernel, over netlink (pyroute2): the underlay, reading back
+routes, neighbours and FDB entries, and carrying out a diff's operations.
+
+Runs in the node's network namespace (the agent's). Routes that kubeweft installs carry their
+own protocol number, so a read-back finds exactly ours and a restart of the agent can diff
+against the kernel instead of flushing.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
+
+from .plan import FdbEntry, Neighbour, Op, Route, Underlay
+
+RTPROT_KUBEWEFT = 0xAF      # our routes' rtm_protocol: unused by iproute2's rt_protos
+RTNH_F_ONLINK = 4
+
+
+def link_index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def discover_underlay(ipr: IPRoute, node_ip: str | None = None) -> Underlay:
+    """The device holding the node's address if known, else the device of the default route,
+    with its address, MTU and connected subnets."""
+    links = {link["index"]: link for link in ipr.get_links()}
+    for a in ipr.get_addr(family=socket.AF_INET):
+        addr = a.get_attr("IFA_ADDRESS")
+        if node_ip and addr == node_ip:
+            link = links[a["index"]]
+            break
+    else:
+        defaults = ipr.get_default_routes(family=socket.AF_INET)
+        if not defaults:
+            raise RuntimeError("no underlay: no address matches the node and there is no default route")
+        link = links[defaults[0].get_attr("RTA_OIF")]
+        addr = next(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET, index=link["index"]))
+    subnets = tuple(str(ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network)
+                    for a in ipr.get_addr(family=socket.AF_INET, index=link["index"]))
+    return Underlay(link.get_attr("IFLA_IFNAME"), addr, link.get_attr("IFLA_MTU"), subnets)
+
+
+def read_routes(ipr: IPRoute, dev: str) -> set[Route]:
+    """Our routes (by protocol) out of `dev`."""
+    idx = link_index(ipr, dev)
+    if idx is None:
+        return set()
+    routes = set()
+    for r in ipr.get_routes(family=socket.AF_INET, oif=idx, proto=RTPROT_KUBEWEFT):
+        if r.get_attr("RTA_OIF") != idx or r["proto"] != RTPROT_KUBEWEFT:
+            continue
+        dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
+        routes.add(Route(str(ipaddress.ip_network(dst)), r.get_attr("RTA_GATEWAY"), dev,
+                         onlink=bool(r["flags"] & RTNH_F_ONLINK)))
+    return routes
+
+
+def read_neighbours(ipr: IPRoute, dev: str) -> set[Neighbour]:
+    """The permanent neighbours on `dev`."""
+    idx = link_index(ipr, dev)
+    if idx is None:
+        return set()
+    return {Neighbour(n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR"), dev)
+            for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=idx)
+            if n["ifindex"] == idx and n["state"] & NUD_PERMANENT}
+
+
+def read_fdb(ipr: IPRoute, dev: str) -> set[FdbEntry]:
+    """The FDB entries on `dev` that send a MAC to a remote address (not the all-zeros default)."""
+    idx = link_index(ipr, dev)
+    if idx is None:
+        return set()
+    fdb = set()
+    for f in ipr.fdb("dump", ifindex=idx):
+        mac, dst = f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST")
+        if f["ifindex"] == idx and dst and mac and mac != "00:00:00:00:00:00":
+            fdb.add(FdbEntry(mac, dst, dev))
+    return fdb
+
+
+def apply_ops(ipr: IPRoute, ops: list[Op]) -> None:
+    """Carry out the ops in order. Deleting something already gone is not an error."""
+    for op in ops:
+        item = op.item
+        try:
+            if isinstance(item, Route):
+                kwargs = {"dst": item.dst, "gateway": item.gateway, "oif": link_index(ipr, item.dev),
+                          "proto": RTPROT_KUBEWEFT}
+                if item.onlink:
+                    kwargs["flags"] = RTNH_F_ONLINK
+                ipr.route("del" if op.action == "delete" else "replace", **kwargs)
+            elif isinstance(item, Neighbour):
+                ipr.neigh("del" if op.action == "delete" else "replace", dst=item.ip, lladdr=item.mac,
+                          ifindex=link_index(ipr, item.dev), state=NUD_PERMANENT)
+            else:
+                ipr.fdb("del" if op.action == "delete" else "replace", ifindex=link_index(ipr, item.dev),
+                        lladdr=item.mac, dst=item.dst, state=NUD_PERMANENT, flags=NTF_SELF)
+        except NetlinkError as e:
+            if op.action == "delete" and e.code in (2, 3, 19):   # ENOENT, ESRCH, ENODEV: gone already
+                continue
+            raise

@@ -1,0 +1,362 @@
+"""The NetworkPolicy planner: what `table inet kubeweft-policy` must hold, and the nft commands
+that take the kernel from what it holds to that. Pure: Pods, Namespaces and NetworkPolicies come
+in as policy_model values, commands go out as text; no I/O, no clock, no threads (the
+controller, proxy/policy_controller.py, holds a lock around every call).
+
+State (docs/architecture.md, the policy controller): the structure last planned (sets, counters,
+chains) and, per pod, the (set, element) pairs it contributes, with a reference count per pair
+(two pods may briefly claim one IP). A plan diffs against that state and advances it at once;
+when the kernel refuses a plan, the controller sends `table()`: the whole table from this state.
+
+Cost: a change of a few policies evaluates only those policies, and only for the pods in their
+sets (pid_pods) or matched by their new selectors (a scan with one test per pod), re-renders
+only their decls and their namespace's dispatch chain, and compares only those decls. A pod or
+namespace change re-plans only its pods.
+
+A pod the CNI wired but the API does not show with an address yet gets the address the CNI gave
+(the kubelet reports podIP only after ADD returns); after DEL, the address is free whatever the
+API still shows. Addresses of this node's pod CIDR that no pod holds are in no set.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
+
+from . import policy_model as pm
+from . import render_policy as rp
+
+PodKey = tuple[str, str]
+
+
+class PolicyPlanner:
+    def __init__(self, node_name: str, pod_cidr: str):
+        self.node_name = node_name
+        self.pod_net = ipaddress.IPv4Network(pod_cidr, strict=False)
+        self.policies: dict[str, pm.Policy] = {}
+        self.pods: dict[PodKey, pm.Pod] = {}
+        self.namespaces: dict[str, pm.Namespace] = {}
+        self.cni_pods: dict[str, tuple[PodKey, str]] = {}     # container ID -> (pod, ip)
+        self.cni_ips: dict[PodKey, str] = {}                  # pods this node's CNI wired
+        self.gone: dict[PodKey, str] = {}                     # IPs of sandboxes DEL removed
+        self.names: dict[str, str] = {}                       # policy id -> namespace/name
+        self.index = rp.PolicyIndex()
+        self.candidates: dict[str, tuple] = {}                # namespace -> candidate peer sets
+        self.decls: dict[str, rp.Decl] = {}                   # structure planned
+        self.members: dict[PodKey, frozenset[rp.Member]] = {} # per pod, planned
+        self.counts: Counter = Counter()                      # (set, element) -> pods claiming it
+        self.rendered: dict[str, tuple[pm.Policy, dict[str, rp.Decl]]] = {}  # per policy id
+        self._index_memo: dict = {}                           # rp.index_policies' cache
+        self._by_ns: dict[str, list[PodKey]] | None = None
+        self.pid_pods: dict[str, set[PodKey]] = {}            # policy id -> pods in its sets
+        self.dirty_pods: set[PodKey] = set()
+        self.dirty_policies = True
+        self.dirty_all = True
+        self.changed: set[str] = set()                        # ids of policies changed since
+        self._changed_candidates: dict[str, tuple] = {}       # per plan: namespace -> few
+        self._changed_ids: frozenset[str] = frozenset()
+        self._changed_ns_sets: tuple[rp.PeerSet, ...] = ()
+
+    # --- what the watches say -----------------------------------------------------------------
+    def put_policy(self, key: str, policy: pm.Policy | None) -> None:
+        """Policy `key` (namespace/name) is now `policy`; None: it is gone (or unusable)."""
+        if policy is None:
+            self.policies.pop(key, None)
+        else:
+            self.policies[policy.key] = policy
+        self.changed.add(rp.policy_id(key))
+        self.dirty_policies = True
+
+    def put_namespace(self, name: str, namespace: pm.Namespace | None) -> None:
+        if namespace is None:
+            self.namespaces.pop(name, None)
+        else:
+            self.namespaces[namespace.name] = namespace
+        self.candidates.pop(name, None)
+        self.dirty_pods.update(k for k in self.pods if k[0] == name)
+
+    def put_pod(self, key: PodKey, pod: pm.Pod | None) -> None:
+        if pod is None:
+            if self.pods.pop(key, None) is not None:
+                self._by_ns = None
+            self.gone.pop(key, None)
+        else:
+            if key not in self.pods:
+                self._by_ns = None
+            self.pods[key] = self._with_cni_ip(pod)
+        self.dirty_pods.add(key)
+
+    def set_policies(self, policies: Iterable[pm.Policy]) -> None:
+        """A full list: these and no others."""
+        self.policies = {p.key: p for p in policies}
+        self._relisted()
+
+    def set_namespaces(self, namespaces: Iterable[pm.Namespace]) -> None:
+        self.namespaces = {n.name: n for n in namespaces}
+        self.candidates.clear()
+        self._relisted()
+
+    def set_pods(self, pods: Iterable[pm.Pod]) -> None:
+        self.pods = {p.key: self._with_cni_ip(p) for p in pods}
+        self._by_ns = None
+        self._relisted()
+
+    def _relisted(self) -> None:
+        self.dirty_all = True
+        self.dirty_policies = True
+
+    def knows(self, key: PodKey) -> tuple[bool, bool]:
+        """(the pod, its namespace) are known; an attachment without a namespace is no pod and
+        needs neither."""
+        return key in self.pods or not key[0], key[0] in self.namespaces or not key[0]
+
+    # --- what the CNI says ----------------------------------------------------------------------
+    def add_cni_pod(self, key: PodKey, ip: str, container_id: str, pod: pm.Pod | None = None,
+                    namespace: pm.Namespace | None = None) -> None:
+        """The CNI gave `ip` to pod `key` (its sandbox `container_id`). pod, namespace: as read
+        from the API when the watches had not delivered them yet."""
+        if pod is not None and key not in self.pods:
+            self.pods[key] = pod
+            self._by_ns = None
+        if namespace is not None and key[0] not in self.namespaces:
+            self.namespaces[key[0]] = namespace
+            self.candidates.pop(key[0], None)
+        known = self.pods.get(key) or pm.Pod(key[0], key[1], "", self.node_name)
+        self.cni_pods[container_id] = (key, ip)
+        self.cni_ips[key] = ip
+        self.gone.pop(key, None)
+        if key not in self.pods:
+            self._by_ns = None
+        self.pods[key] = replace(known, ip=ip, node=self.node_name, terminal=False)
+        self.dirty_pods.add(key)
+
+    def remove_cni_pod(self, container_id: str) -> bool:
+        """The CNI removed sandbox `container_id`; False when it gave it no address."""
+        entry = self.cni_pods.pop(container_id, None)
+        if entry is None:
+            return False
+        key, ip = entry
+        if self.cni_ips.get(key) == ip:
+            del self.cni_ips[key]
+        self.gone[key] = ip
+        pod = self.pods.get(key)
+        if pod is not None and pod.ip == ip:
+            # its sandbox is gone: the address may go to another pod, whatever the API says
+            self.pods[key] = replace(pod, ip="")
+        self.dirty_pods.add(key)
+        return True
+
+    # --- what the controller asks ---------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        """Something changed that no plan has taken in."""
+        return bool(self.dirty_pods) or self.dirty_policies or self.dirty_all
+
+    def replan_all(self) -> None:
+        """The next plan evaluates every pod (after a sync failed half-way)."""
+        self.dirty_all = True
+
+    def policy_of(self, pid: str) -> str:
+        """namespace/name of a policy id (as in counter names and log prefixes)."""
+        return self.names.get(pid) or f"?/{pid}"
+
+    def table(self) -> list[str]:
+        """The whole table as planned, replacing whatever the kernel holds, in one transaction."""
+        return rp.render_table(self.decls, list(self.counts))
+
+    def _with_cni_ip(self, pod: pm.Pod) -> pm.Pod:
+        """The kubelet reports podIP only after ADD returns: until then, the IP the CNI gave.
+        After DEL the API may still show the old podIP (terminating): that address is free."""
+        if pod.ip and self.gone.get(pod.key) == pod.ip:
+            return replace(pod, ip="")
+        ip = self.cni_ips.get(pod.key)
+        if ip and not pod.ip:
+            return replace(pod, ip=ip, node=pod.node or self.node_name)
+        return pod
+
+    # --- planning --------------------------------------------------------------------------------
+    def _is_local(self, pod: pm.Pod) -> bool:
+        if pod.key in self.cni_ips:
+            return True
+        if pod.node:
+            return pod.node == self.node_name
+        return bool(pod.ip) and ipaddress.IPv4Address(pod.ip) in self.pod_net
+
+    def _namespace(self, name: str) -> pm.Namespace:
+        return self.namespaces.get(name) or pm.Namespace(name, frozenset({(pm.NAME_LABEL, name)}))
+
+    def _plan_pod(self, key: PodKey, changed: frozenset[str] | None = None) -> frozenset[rp.Member]:
+        """The pod's members; with `changed` (policy ids), only those policies are evaluated and
+        the rest is taken from what the pod has now."""
+        pod = self.pods.get(key)
+        if pod is None:
+            return frozenset()
+        cands = self.candidates.get(pod.namespace)
+        ns = self._namespace(pod.namespace)
+        if cands is None:
+            cands = self.candidates[pod.namespace] = rp.candidate_peer_sets(self.index, ns)
+        if changed is not None:
+            return rp.plan_pod_members_delta(self.index, pod, ns, self._is_local(pod),
+                                             self.members.get(key, frozenset()), changed,
+                                             self._few_candidates(pod.namespace))
+        return rp.plan_pod_members(self.index, pod, ns, self._is_local(pod), cands)
+
+    def _diff_members(self, keys, changed: frozenset[str] | None = None) -> tuple[list, list]:
+        """Update per-pod members and counts for `keys`; the elements to delete and to add."""
+        removed, added = [], []
+        for key in keys:
+            new = self._plan_pod(key, changed)
+            old = self.members.get(key, frozenset())
+            if new == old:
+                continue
+            old_pids = {s[:13] for s, _ in old if s[0] == "p"}
+            new_pids = {s[:13] for s, _ in new if s[0] == "p"}
+            for pid in old_pids - new_pids:
+                pods = self.pid_pods.get(pid)
+                if pods is not None:
+                    pods.discard(key)
+                    if not pods:
+                        del self.pid_pods[pid]
+            for pid in new_pids - old_pids:
+                self.pid_pods.setdefault(pid, set()).add(key)
+            for m in old - new:
+                self.counts[m] -= 1
+                if self.counts[m] <= 0:
+                    del self.counts[m]
+                    removed.append(m)
+            for m in new - old:
+                self.counts[m] += 1
+                if self.counts[m] == 1:
+                    added.append(m)
+            if new:
+                self.members[key] = new
+            else:
+                self.members.pop(key, None)
+        return removed, added
+
+    def _few_candidates(self, namespace: str) -> tuple[rp.PeerSet, ...]:
+        """The changed policies' peer sets a pod of `namespace` might be in (per sync)."""
+        few = self._changed_candidates.get(namespace)
+        if few is None:
+            changed = self._changed_ids
+            few = self._changed_candidates[namespace] = tuple(
+                ps for ps in self.index.local_peer_sets.get(namespace, ()) if ps.name[:13] in changed
+            ) + rp.filter_candidates(self._changed_ns_sets, self._namespace(namespace))
+        return few
+
+    def _affected(self, changed: frozenset[str]) -> set[PodKey]:
+        """Pods whose members the `changed` policies may change: those in their sets now, and
+        those their new selectors match (one test per pod and changed selector)."""
+        out: set[PodKey] = set()
+        for pid in changed:
+            out |= self.pid_pods.get(pid, set())
+        sels: dict[str, list[pm.Selector]] = {}
+        for pid, pol in self.index.policies:
+            if pid in changed:
+                sels.setdefault(pol.namespace, []).append(pol.pod_selector)
+        for ns, keys in self._pods_by_namespace().items():
+            few = self._few_candidates(ns)
+            mine = sels.get(ns)
+            if not few and not mine:
+                continue                        # no changed selector can match this namespace
+            ns_labels = self._namespace(ns).labels
+            for key in keys:
+                pod = self.pods[key]
+                if key in out or not pod.ip or pod.host_network or pod.terminal:
+                    continue
+                if any(ps.matches(pod, ns_labels) for ps in few) or (
+                        mine and self._is_local(pod) and any(sel.matches(pod.labels) for sel in mine)):
+                    out.add(key)
+        return out
+
+    def _pods_by_namespace(self) -> dict[str, list[PodKey]]:
+        """namespace -> its pods (made again after a pod comes or goes: _by_ns = None)."""
+        if self._by_ns is None:
+            by_ns: dict[str, list[PodKey]] = {}
+            for key in self.pods:
+                by_ns.setdefault(key[0], []).append(key)
+            self._by_ns = by_ns
+        return self._by_ns
+
+    def _render_decls(self, changed: frozenset[str] | None) -> tuple[dict[str, rp.Decl], set[str] | None]:
+        """The whole structure, each policy's part rendered again only when it changed; and the
+        keys that may differ from what is applied (None: any)."""
+        decls: dict[str, rp.Decl] = {}
+        for d in (rp.SetDecl(rp.LOCAL_PODS, rp.ADDR, "pods of this node, from their CNI ADD on"),
+                  rp.SetDecl(rp.IN_ISOLATED, rp.ADDR, "local pods selected by a policy with Ingress"),
+                  rp.SetDecl(rp.EG_ISOLATED, rp.ADDR, "local pods selected by a policy with Egress")):
+            decls[rp.decl_key(d)] = d
+        for proto, name in sorted(self.index.named_ports):
+            d = rp.SetDecl(rp.named_port_set(proto, name), rp.ADDR_PORT,
+                           f"pod ip . {proto} . port of every containerPort named {name}")
+            decls[rp.decl_key(d)] = d
+        keys: set[str] = set(decls)
+        rendered: dict[str, tuple[pm.Policy, dict[str, rp.Decl]]] = {}
+        for pid, pol in self.index.policies:
+            have = self.rendered.get(pid)
+            if have is None or have[0] is not pol:
+                have = (pol, {rp.decl_key(d): d for d in rp.render_policy(pid, pol)})
+                keys.update(have[1])
+            rendered[pid] = have
+            decls.update(have[1])
+        touched = set()                         # namespaces whose policies changed
+        for pid, (pol, old) in self.rendered.items():
+            if pid not in rendered or rendered[pid] is not self.rendered[pid]:
+                keys.update(old)
+                touched.add(pol.namespace)
+        touched.update(rendered[pid][0].namespace for pid in changed or () if pid in rendered)
+        self.rendered = rendered
+        for d in rp.render_dispatch(self.index, str(self.pod_net), self.decls,
+                                    None if changed is None else touched):
+            decls[rp.decl_key(d)] = d
+            keys.add(rp.decl_key(d))
+        # a namespace's dispatch chains that go with its last policy
+        keys.update(f"chain {rp.namespace_chain(ns, d)}" for ns in touched for d in ("in", "eg"))
+        return decls, None if changed is None else keys
+
+    def plan(self) -> list[str]:
+        """The commands that take the table from the last plan to the present state; the state
+        advances to it at once (the controller rebuilds from it when the kernel refuses them)."""
+        new_decls = self.decls
+        keys: set[str] | None = set()
+        removed: list[rp.Member] = []
+        added: list[rp.Member] = []
+        if self.dirty_policies:
+            old_named = self.index.named_ports
+            self.index = rp.index_policies(self.policies.values(), self._index_memo)
+            self.names = {pid: pol.key for pid, pol in self.index.policies}
+            changed = frozenset(self.changed)
+            # however many changed, testing only their selectors costs less than a full plan
+            # (which tests every pod against every candidate set); a new named port, or a
+            # re-list, plans every pod
+            few = not self.dirty_all and self.index.named_ports == old_named
+            new_decls, keys = self._render_decls(changed if few else None)
+            if few:
+                # only some policies changed: evaluate just those, and only for the pods they
+                # may affect; the per-namespace candidate caches lose and gain their peer sets
+                self._changed_ids = changed
+                self._changed_ns_sets = tuple(ps for ps in self.index.ns_peer_sets if ps.name[:13] in changed)
+                self._changed_candidates = {}
+                for ns in list(self.candidates):
+                    self.candidates[ns] = tuple(ps for ps in self.candidates[ns] if ps.name[:13] not in changed) \
+                        + self._few_candidates(ns)
+                affected = self._affected(changed) - self.dirty_pods
+                removed, added = self._diff_members(affected, changed)
+            else:
+                self.candidates.clear()
+                self.dirty_all = True
+        all_keys = self.dirty_all
+        pods = set(self.pods) | set(self.members) if all_keys else self.dirty_pods
+        self.dirty_pods, self.dirty_policies, self.dirty_all = set(), False, False
+        self.changed = set()
+        more_removed, more_added = self._diff_members(pods)
+        # an element may leave with one pass and come back with the other: net them out
+        gone, came = set(removed) | set(more_removed), set(added) | set(more_added)
+        removed, added = list(gone - came), list(came - gone)
+        # elements of sets that no longer exist leave with their set
+        removed = [m for m in removed if f"set {m[0]}" in self.decls]
+        lines = rp.plan_update(self.decls, new_decls, removed, added, keys)
+        self.decls = new_decls
+        return lines
+
