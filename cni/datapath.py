@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeweft.cni.errors import DATAPATH_FAILURE, INTERFACE_EXISTS, UNKNOWN_CONTAINER, CniError
-from kubeweft.proxy.overlay.vxlan import VXLAN_OVERHEAD
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -84,6 +83,11 @@ def random_mac() -> str:
     b = bytearray(os.urandom(6))
     b[0] = (b[0] & 0xFE) | 0x02
     return ":".join(f"{x:02x}" for x in b)
+
+
+# outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. Defined here, not with the VXLAN backend
+# (which imports it), because the standalone CNI executable ships cni/ alone.
+VXLAN_OVERHEAD = 50
 
 
 def plan_pod_mtu(underlay: int) -> int:
