@@ -264,14 +264,9 @@ class Handlers:
             raise errors.bad_request("name in URL does not match name in Eviction object")
         pod = self.store.get(t.resource, t.namespace or "", t.name or "")
         opts = body.get("deleteOptions") or {}
-        pre = opts.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != pod["metadata"].get("uid"):
-            raise errors.conflict("", "pods", t.name or "",
-                                  f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                  f"UID in object meta: {pod['metadata'].get('uid')}")
+        _check_preconditions(t, pod, opts)
         if not (_dry_run(request) or opts.get("dryRun")):
-            grace = opts.get("gracePeriodSeconds")
-            self._delete_one(t.resource, pod, dict(opts, gracePeriodSeconds=None if grace is None else int(grace)))
+            self._delete_one(t.resource, pod, opts)
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                       "code": 201}, status=201)
 
@@ -373,16 +368,7 @@ class Handlers:
     async def delete(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)
         obj = self.store.get(t.resource, t.namespace or "", t.name or "")
-        pre = opts.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != obj["metadata"].get("uid"):
-            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
-                                  f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                  f"UID in object meta: {obj['metadata'].get('uid')}")
-        if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"].get("resourceVersion"):
-            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
-                                  "Precondition failed: ResourceVersion in precondition: "
-                                  f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                  f"{obj['metadata'].get('resourceVersion')}")
+        _check_preconditions(t, obj, opts)
         if _dry_run(request) or opts.get("dryRun"):
             return _json(obj)
         return _json(self._delete_one(t.resource, obj, opts))
@@ -502,6 +488,17 @@ _NAMESPACES = find("", "namespaces")
 
 def _dry_run(request: web.Request) -> bool:
     return bool(request.query.getall("dryRun", []))
+
+
+def _check_preconditions(t: Target, obj: dict, opts: dict) -> None:
+    """DeleteOptions.preconditions: 409 Conflict when the uid or resourceVersion differ."""
+    pre = opts.get("preconditions") or {}
+    meta = obj["metadata"]
+    for field, shown in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        if pre.get(field) and pre[field] != meta.get(field):
+            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
+                                  f"Precondition failed: {shown} in precondition: {pre[field]}, "
+                                  f"{shown} in object meta: {meta.get(field)}")
 
 
 def _propagation(opts: dict) -> str | None:

@@ -31,6 +31,7 @@ class Reconciler:
         self.store = store
         self.cfg = cfg
         self.dirty: dict[Hashable, None] = {}      # insertion-ordered set
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}     # see mark_later
         self.wake = asyncio.Event()
         self.syncing = False                        # True while our own writes emit events
         self.passes = 0                             # completed passes (tests and metrics)
@@ -63,8 +64,20 @@ class Reconciler:
                                                time.time_ns(), action))
 
     def mark_later(self, key: Hashable, seconds: float) -> None:
-        """Mark `key` again in `seconds` (a time-based change: minReadySeconds, a deadline)."""
-        asyncio.get_running_loop().call_later(seconds, self.mark, key)
+        """Mark `key` again in `seconds` (a time-based change: minReadySeconds, a deadline).
+        One timer per key, the earliest asked for: a rollout's every pass asks again."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + seconds
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.mark(key)
 
     def hook(self, ev) -> None:
         try:
