@@ -28,7 +28,7 @@ from .. import admission, deletion
 from ..admission.workloads import TEMPLATE_GENERATION
 from ..resources import DAEMONSETS, NODES, PODS, REVISIONS
 from .deployment import scaled_value
-from .owners import OwnerIndex, controller_ref, key_of
+from .owners import OwnerIndex, controller_ref
 from .podtemplate import PodView, compute_hash, parse_pod, render_pod
 from .scheduler import NodeView, parse_node, tolerates, track_node
 from .workload import WorkloadReconciler
@@ -370,12 +370,13 @@ def render_daemon_pod(owner: dict, ds: DaemonSetView, node: str, rev_hash: str) 
 class DaemonSetController(WorkloadReconciler):
     name = COMPONENT
 
+    kind = DAEMONSETS
+
     def __init__(self, store, cfg):
         super().__init__(store, cfg)
         self.pods = OwnerIndex()
         self.revisions = OwnerIndex()
         self.nodes: dict[str, NodeView] = {}
-        self.sets: dict[str, tuple[str, str]] = {}          # DaemonSet uid -> key
 
     def prime(self) -> None:
         for n in self.store.list(NODES)[0]:
@@ -384,30 +385,17 @@ class DaemonSetController(WorkloadReconciler):
             self.pods.put(pod)
         for rev in self.store.list(REVISIONS)[0]:
             self.revisions.put(rev)
-        for ds in self.store.list(DAEMONSETS)[0]:
-            self.sets[ds["metadata"]["uid"]] = key_of(ds)
-            self.mark(key_of(ds))
+        self.prime_owners()
 
     def on_event(self, ev) -> None:
         if ev.resource is DAEMONSETS:
-            if ev.type == "DELETED":
-                self.sets.pop(ev.obj["metadata"]["uid"], None)
-            else:
-                self.sets[ev.obj["metadata"]["uid"]] = key_of(ev.obj)
-                self.mark(key_of(ev.obj))
-        elif ev.resource is PODS or ev.resource is REVISIONS:
-            index = self.pods if ev.resource is PODS else self.revisions
-            if ev.type == "DELETED":
-                owners = {index.remove(key_of(ev.obj))}
-            else:
-                owners = set(index.put(ev.obj))
-                if owners == {None} and ev.obj["metadata"].get("labels"):
-                    self.mark_namespace(self.sets.values(), ev.obj["metadata"].get("namespace", ""))
-            for uid in owners:
-                if uid in self.sets:
-                    self.mark(self.sets[uid])
+            self.track_owner(ev)
+        elif ev.resource is PODS:
+            self.track_owned(ev, self.pods)
+        elif ev.resource is REVISIONS:
+            self.track_owned(ev, self.revisions)
         elif ev.resource is NODES and track_node(self.nodes, ev):
-            for key in self.sets.values():
+            for key in self.owners.values():
                 self.mark(key)
 
     def sync(self, key: tuple[str, str]) -> None:

@@ -28,7 +28,7 @@ from .. import admission, deletion
 from ..admission.workloads import drop_nulls
 from ..resources import DEPLOYMENTS, PODS, REPLICASETS
 from ..store import now_rfc3339
-from .owners import OwnerIndex, controller_ref, key_of
+from .owners import OwnerIndex, controller_ref, controller_uid, key_of
 from .podtemplate import compute_hash, epoch
 from .workload import WorkloadReconciler
 
@@ -500,61 +500,41 @@ def plan_paused_condition(d: DeploymentView, status: dict, now: str) -> None:
 class DeploymentController(WorkloadReconciler):
     name = COMPONENT
 
+    kind = DEPLOYMENTS
+
     def __init__(self, store, cfg):
         super().__init__(store, cfg)
         self.sets = OwnerIndex()                      # ReplicaSets by Deployment uid
         self.pods = OwnerIndex()                      # pods by ReplicaSet uid (Recreate waits on them)
-        self.deployments: dict[str, tuple[str, str]] = {}      # uid -> key
-        self.namespaces: dict[tuple[str, str], None] = {}      # Deployment keys (adoption)
-        self.rs_owner: dict[str, str] = {}                     # ReplicaSet uid -> Deployment uid
+        self.rs_owner: dict[str, str] = {}            # ReplicaSet uid -> Deployment uid
 
     # --- caches ---
     def prime(self) -> None:
         for rs in self.store.list(REPLICASETS)[0]:
-            self._put_rs(rs)
+            self.sets.put(rs)
+            self._set_rs_owner(rs, present=True)
         for pod in self.store.list(PODS)[0]:
             self.pods.put(pod)
-        for d in self.store.list(DEPLOYMENTS)[0]:
-            self.deployments[d["metadata"]["uid"]] = key_of(d)
-            self.namespaces[key_of(d)] = None
-            self.mark(key_of(d))
+        self.prime_owners()
 
-    def _put_rs(self, rs: dict) -> tuple[str | None, str | None]:
-        before, now = self.sets.put(rs)
-        if now:
-            self.rs_owner[rs["metadata"]["uid"]] = now
+    def _set_rs_owner(self, rs: dict, present: bool) -> None:
+        uid, owner = rs["metadata"]["uid"], controller_uid(rs) if present else None
+        if owner:
+            self.rs_owner[uid] = owner
         else:
-            self.rs_owner.pop(rs["metadata"]["uid"], None)
-        return before, now
+            self.rs_owner.pop(uid, None)
 
     def on_event(self, ev) -> None:
         if ev.resource is DEPLOYMENTS:
-            uid, key = ev.obj["metadata"]["uid"], key_of(ev.obj)
-            if ev.type == "DELETED":
-                self.deployments.pop(uid, None)
-                self.namespaces.pop(key, None)
-            else:
-                self.deployments[uid] = key
-                self.namespaces[key] = None
-                self.mark(key)
+            self.track_owner(ev)
         elif ev.resource is REPLICASETS:
-            if ev.type == "DELETED":
-                owners = {self.sets.remove(key_of(ev.obj))}
-                self.rs_owner.pop(ev.obj["metadata"]["uid"], None)
-            else:
-                owners = set(self._put_rs(ev.obj))
-                if owners == {None}:
-                    self.mark_namespace(self.namespaces, ev.obj["metadata"].get("namespace", ""))
-            for uid in owners:
-                if uid in self.deployments:
-                    self.mark(self.deployments[uid])
+            self.track_owned(ev, self.sets)
+            self._set_rs_owner(ev.obj, present=ev.type != "DELETED")
         elif ev.resource is PODS:
             key = key_of(ev.obj)
             rs_uid = self.pods.remove(key) if ev.type == "DELETED" else self.pods.put(ev.obj)[1]
-            if ev.type == "DELETED" and rs_uid in self.rs_owner:
-                d_uid = self.rs_owner[rs_uid]
-                if d_uid in self.deployments:
-                    self.mark(self.deployments[d_uid])
+            if ev.type == "DELETED" and self.rs_owner.get(rs_uid) in self.owners:
+                self.mark(self.owners[self.rs_owner[rs_uid]])     # Recreate waits for old pods to go
 
     # --- sync ---
     def sync(self, key: tuple[str, str]) -> None:

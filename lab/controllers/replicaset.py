@@ -15,7 +15,7 @@ import logging
 import time
 
 from ..resources import PODS, REPLICASETS
-from .owners import OwnerIndex, key_of
+from .owners import OwnerIndex
 from .podtemplate import PodView, parse_pod, render_pod
 from .workload import WorkloadReconciler
 
@@ -68,36 +68,22 @@ def plan_rs_status(rs: dict, pods: list[PodView], now: float) -> tuple[dict, flo
 class ReplicaSetController(WorkloadReconciler):
     name = COMPONENT
 
+    kind = REPLICASETS
+
     def __init__(self, store, cfg):
         super().__init__(store, cfg)
         self.pods = OwnerIndex()
-        self.sets: dict[str, tuple[str, str]] = {}               # ReplicaSet uid -> key
 
     def prime(self) -> None:
         for pod in self.store.list(PODS)[0]:
             self.pods.put(pod)
-        for rs in self.store.list(REPLICASETS)[0]:
-            self.sets[rs["metadata"]["uid"]] = key_of(rs)
-            self.mark(key_of(rs))
+        self.prime_owners()
 
     def on_event(self, ev) -> None:
         if ev.resource is REPLICASETS:
-            if ev.type == "DELETED":
-                self.sets.pop(ev.obj["metadata"]["uid"], None)
-            else:
-                self.sets[ev.obj["metadata"]["uid"]] = key_of(ev.obj)
-                self.mark(key_of(ev.obj))
+            self.track_owner(ev)
         elif ev.resource is PODS:
-            key = key_of(ev.obj)
-            if ev.type == "DELETED":
-                owners = {self.pods.remove(key)}
-            else:
-                owners = set(self.pods.put(ev.obj))
-                if owners == {None} and ev.obj["metadata"].get("labels"):
-                    self.mark_namespace(self.sets.values(), key[0])
-            for uid in owners:
-                if uid in self.sets:
-                    self.mark(self.sets[uid])
+            self.track_owned(ev, self.pods)
 
     def sync(self, key: tuple[str, str]) -> None:
         rs = self.store.try_get(REPLICASETS, *key)

@@ -1,17 +1,57 @@
-"""The writes the workload controllers (Deployment, ReplicaSet, DaemonSet) share: claiming what
-their selector matches (adopting orphans, releasing what no longer matches), and making and
-deleting their pods with the events kube-controller-manager records for them."""
+"""What the workload controllers (Deployment, ReplicaSet, DaemonSet) share: their caches of the
+workloads they run and of what those own, kept from store events; claiming what a selector
+matches (adopting orphans, releasing what no longer matches); making and deleting pods with the
+events kube-controller-manager records for them."""
 from __future__ import annotations
 
 import copy
 
 from .. import admission, deletion, errors
-from ..resources import PODS
+from ..resources import PODS, Resource
 from .loop import Reconciler
-from .owners import OwnerIndex, controller_ref, plan_claim
+from .owners import Key, OwnerIndex, controller_ref, key_of, plan_claim
 
 
 class WorkloadReconciler(Reconciler):
+    kind: Resource                   # the workload resource each subclass runs
+
+    def __init__(self, store, cfg):
+        super().__init__(store, cfg)
+        self.owners: dict[str, Key] = {}          # uid -> key of every workload of self.kind
+
+    # --- caches, from store events ---
+    def prime_owners(self) -> None:
+        for obj in self.store.list(self.kind)[0]:
+            self.owners[obj["metadata"]["uid"]] = key_of(obj)
+            self.mark(key_of(obj))
+
+    def track_owner(self, ev) -> None:
+        """A workload's own event: know it by uid, and sync it."""
+        uid = ev.obj["metadata"]["uid"]
+        if ev.type == "DELETED":
+            self.owners.pop(uid, None)
+        else:
+            self.owners[uid] = key_of(ev.obj)
+            self.mark(key_of(ev.obj))
+
+    def track_owned(self, ev, index: OwnerIndex) -> None:
+        """An event of something workloads own (a pod, a ReplicaSet, a revision): index it and
+        sync the workload it belonged to and belongs to; an orphan with labels may be adopted,
+        so the workloads of its namespace look at it."""
+        key = key_of(ev.obj)
+        if ev.type == "DELETED":
+            owners = {index.remove(key)}
+        else:
+            owners = set(index.put(ev.obj))
+            if owners == {None} and ev.obj["metadata"].get("labels"):
+                for owner in self.owners.values():
+                    if owner[0] == key[0]:
+                        self.mark(owner)
+        for uid in owners:
+            if uid in self.owners:
+                self.mark(self.owners[uid])
+
+    # --- writes ---
     def claim(self, owner: dict, resource, index: OwnerIndex) -> None:
         """Adopt the orphans `owner` selects, release the objects it owns but no longer selects."""
         meta = owner["metadata"]
@@ -22,12 +62,6 @@ class WorkloadReconciler(Reconciler):
             new["metadata"]["ownerReferences"] = refs + ([controller_ref(new_owner)] if new_owner else [])
             self.store.update(resource, new)
             self.writes += 1
-
-    def mark_namespace(self, keys, namespace: str) -> None:
-        """Mark the owners of `namespace` among `keys` (an orphan there may be theirs to adopt)."""
-        for key in keys:
-            if key[0] == namespace:
-                self.mark(key)
 
     def create_pod(self, owner: dict, pod: dict) -> dict:
         try:
