@@ -61,6 +61,7 @@ class GarbageCollector(Reconciler):
         self.dependents: dict[str, set[ObjKey]] = collections.defaultdict(set)   # owner uid -> dependents
         self.refs: dict[ObjKey, tuple[tuple[str, bool], ...]] = {}               # dependent -> (uid, blocks)
         self.uids: dict[ObjKey, str] = {}                                          # indexed object -> its uid
+        self.live: set[str] = set()                 # the uids of every object in the store
         self.deleting: dict[str, ObjKey] = {}       # owners waiting on the collector (foreground/orphan)
 
     # --- the index ---
@@ -77,14 +78,18 @@ class GarbageCollector(Reconciler):
         key, meta = self._key(resource, obj), obj["metadata"]
         refs = tuple((r.get("uid", ""), bool(r.get("blockOwnerDeletion")))
                      for r in meta.get("ownerReferences") or [])
+        self.uids[key] = meta.get("uid", "")
+        self.live.add(meta.get("uid", ""))
         if refs != self.refs.get(key, ()):
             self._unindex(key)
             if refs:
                 self.refs[key] = refs
                 for uid, _ in refs:
                     self.dependents[uid].add(key)
-                self.mark(("dependent", key))
-        self.uids[key] = meta.get("uid", "")
+                # an owner that exists and is not deleting leaves nothing to do (a pod made by its
+                # ReplicaSet): its DELETED event or its finalizers bring the dependent back
+                if any(uid not in self.live or uid in self.deleting for uid, _ in refs):
+                    self.mark(("dependent", key))
         finalizers = meta.get("finalizers") or []
         if meta.get("deletionTimestamp") and (FOREGROUND in finalizers or ORPHAN in finalizers):
             self.deleting[meta.get("uid", "")] = key
@@ -110,6 +115,7 @@ class GarbageCollector(Reconciler):
                 self.mark(("owner", self.deleting[uid]))
         self._unindex(key)
         uid = self.uids.pop(key, ev.obj["metadata"].get("uid", ""))
+        self.live.discard(uid)
         self.deleting.pop(uid, None)
         for dep in self.dependents.get(uid, ()):
             self.mark(("dependent", dep))
