@@ -61,25 +61,29 @@ class AddTable:
 
 
 @dataclass(frozen=True, slots=True)
-class AddSet:
-    """decl: 'type ...' with any options ('flags dynamic,timeout; timeout 30s; comment "..."')."""
+class _Declaration:
+    """'add set|map': decl is 'type ...' (a map: 'type K : V' or 'typeof EXPR : EXPR') with any
+    options ('flags dynamic,timeout; timeout 30s; comment "..."')."""
     name: str
     decl: str
     comment: str = ""
+    kind: ClassVar[str] = ""
 
     def text(self, table: str) -> str:
-        return f"add set {table} {self.name}" + _body(self.decl, f"comment {quote(self.comment)}" if self.comment else "")
+        return f"add {self.kind} {table} {self.name}" + _body(
+            self.decl, f"comment {quote(self.comment)}" if self.comment else "")
 
 
-@dataclass(frozen=True, slots=True)
-class AddMap:
-    """decl: 'type K : V' or 'typeof EXPR : EXPR', with any options."""
-    name: str
-    decl: str
-    comment: str = ""
+class AddSet(_Declaration):
+    """Declare a named set."""
+    __slots__ = ()
+    kind = "set"
 
-    def text(self, table: str) -> str:
-        return f"add map {table} {self.name}" + _body(self.decl, f"comment {quote(self.comment)}" if self.comment else "")
+
+class AddMap(_Declaration):
+    """Declare a named map (a verdict map too)."""
+    __slots__ = ()
+    kind = "map"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +98,6 @@ class AddChain:
 
 
 @dataclass(frozen=True, slots=True)
-class FlushChain:
-    name: str
-
-    def text(self, table: str) -> str:
-        return f"flush chain {table} {self.name}"
-
-
-@dataclass(frozen=True, slots=True)
 class AddRule:
     chain: str
     rule: str
@@ -111,52 +107,64 @@ class AddRule:
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteChain:
+class _Named:
+    """'<verb> <kind> <table> <name>': flush or delete one object."""
     name: str
+    verb: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
 
     def text(self, table: str) -> str:
-        return f"delete chain {table} {self.name}"
+        return f"{self.verb} {self.kind} {table} {self.name}"
+
+
+class FlushChain(_Named):
+    """Remove every rule of one chain."""
+    __slots__ = ()
+    verb, kind = "flush", "chain"
+
+
+class DeleteChain(_Named):
+    """Delete one chain (the kernel refuses while anything jumps to it)."""
+    __slots__ = ()
+    verb, kind = "delete", "chain"
+
+
+class DeleteSet(_Named):
+    """Delete one set (the kernel refuses while a rule names it)."""
+    __slots__ = ()
+    verb, kind = "delete", "set"
+
+
+class DeleteMap(_Named):
+    """Delete one map (the kernel refuses while a rule names it)."""
+    __slots__ = ()
+    verb, kind = "delete", "map"
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteSet:
-    name: str
-
-    def text(self, table: str) -> str:
-        return f"delete set {table} {self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteMap:
-    name: str
-
-    def text(self, table: str) -> str:
-        return f"delete map {table} {self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class AddElements:
-    """Elements of one set or map: 'key' for a set, 'key : value' for a map."""
+class ElementCommand:
+    """Elements of one set or map: 'key' for a set, 'key : value' for a map (to delete from a
+    map, the key alone)."""
     name: str
     elements: tuple[str, ...]
-    verb: ClassVar[str] = "add"
+    verb: ClassVar[str] = ""
 
     def text(self, table: str) -> str:
-        return f"add element {table} {self.name} {{ {', '.join(self.elements)} }}"
+        return f"{self.verb} element {table} {self.name} {{ {', '.join(self.elements)} }}"
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteElements:
-    """Elements of one set, or keys of one map, to delete."""
-    name: str
-    elements: tuple[str, ...]
-    verb: ClassVar[str] = "delete"
-
-    def text(self, table: str) -> str:
-        return f"delete element {table} {self.name} {{ {', '.join(self.elements)} }}"
+class AddElements(ElementCommand):
+    """Add elements (a map key that holds another value is refused)."""
+    __slots__ = ()
+    verb = "add"
 
 
-ElementCommand = AddElements | DeleteElements
+class DeleteElements(ElementCommand):
+    """Delete elements (one that is not there is refused)."""
+    __slots__ = ()
+    verb = "delete"
+
+
 Command = (AddTable | AddSet | AddMap | AddChain | FlushChain | AddRule | DeleteChain | DeleteSet | DeleteMap
            | AddElements | DeleteElements)
 
