@@ -51,10 +51,6 @@ class Transaction:
         self.commands.extend(commands)
         return self
 
-    def extend(self, commands: Iterable[Command]) -> Transaction:
-        self.commands.extend(commands)
-        return self
-
     def part(self, commands: Iterable[Command]) -> Transaction:
         """Another transaction for the same table."""
         return Transaction(self.table, commands)

@@ -35,7 +35,7 @@ from .render_services import (
 def read_table(nft, ctx: NodeContext) -> Desired:
     """What the kernel holds of our table: every on-demand chain and dynamic set (so the next
     full sync deletes those nobody wants), and the elements of the fixed sets and maps and of
-    the backends map of every lb chain. An empty Desired when the table does not exist."""
+    the backends map of every lb chain (none of them when the table does not exist)."""
     listed_chains = nft.elements.chains(FAMILY, TABLE) or []
     listed_sets = nft.elements.sets(FAMILY, TABLE) or []
     chains, dynsets = recovered_objects(listed_chains, listed_sets, fixed_chains(render_base(ctx)))

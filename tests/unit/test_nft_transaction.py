@@ -84,7 +84,7 @@ def kernel() -> FakeNft:
     """The service table as a fresh agent leaves it, plus an unused chain lb-tcp-3; history
     starts after that."""
     fake = FakeNft()
-    fake.run(tx(r.render_base(CTX) + [AddChain("lb-tcp-3", "spread over 3 endpoints")]))
+    fake.run(tx(r.render_base(CTX)).add(AddChain("lb-tcp-3", "spread over 3 endpoints")))
     fake.history.clear()
     return fake
 
