@@ -77,15 +77,15 @@ class Nft:
         return ctx
 
     def run(self, commands) -> None:
-        """Apply commands as one transaction: nft text, a list of lines, or a Transaction
+        """Apply commands as one transaction: nft text, lines of it, or a Transaction
         (proxy/nft_transaction.py; its nft text). Raises NftError (with nft's message) on
         failure, in which case nothing of the batch was applied."""
         if isinstance(commands, str):
             text = commands
-        elif isinstance(commands, list):
-            text = "\n".join(commands)
-        else:
+        elif hasattr(commands, "text"):
             text = commands.text()
+        else:
+            text = "\n".join(commands)
         if not text.strip():
             return
         with self._lock:
