@@ -237,8 +237,8 @@ def _plan_affinity(applied: Desired, want: Aggregate, vmap: str, key: str,
                    gone: set[tuple[str | None, int, str]]) -> None:
     """The endpoints of the affinity chain a UDP service key went to that it no longer reaches
     (the chain lost them, or the key now goes elsewhere or nowhere). After a restart the old
-    chains are the kernel's (table_readback.recovered_objects: the endpoints from the endpoint chains'
-    comments); a chain whose endpoints are unknown plans nothing."""
+    chains are the kernel's (table_readback.recovered_objects: the endpoints from the endpoint
+    chains' comments); a chain whose endpoints are unknown plans nothing."""
     old = applied.maps.get(vmap, {}).get(key)
     if old is None or not old.startswith(_GOTO_AFF) or not _udp_key(vmap, key):
         return

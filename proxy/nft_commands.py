@@ -46,6 +46,10 @@ class Table:
         return f"{self.family} {self.name}"
 
 
+def _comment(text: str) -> str:
+    return f"comment {quote(text)}" if text else ""
+
+
 def _body(*parts: str) -> str:
     """The braces of an add command ('{ a; b; }'), empty when there is nothing to declare."""
     kept = [p for p in parts if p]
@@ -57,7 +61,7 @@ class AddTable:
     comment: str = ""
 
     def text(self, table: str) -> str:
-        return f"add table {table}" + _body(f"comment {quote(self.comment)}" if self.comment else "")
+        return f"add table {table}" + _body(_comment(self.comment))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +74,7 @@ class _Declaration:
     kind: ClassVar[str] = ""
 
     def text(self, table: str) -> str:
-        return f"add {self.kind} {table} {self.name}" + _body(
-            self.decl, f"comment {quote(self.comment)}" if self.comment else "")
+        return f"add {self.kind} {table} {self.name}" + _body(self.decl, _comment(self.comment))
 
 
 class AddSet(_Declaration):
@@ -94,7 +97,7 @@ class AddChain:
     hook: str = ""
 
     def text(self, table: str) -> str:
-        return f"add chain {table} {self.name}" + _body(self.hook, f"comment {quote(self.comment)}" if self.comment else "")
+        return f"add chain {table} {self.name}" + _body(self.hook, _comment(self.comment))
 
 
 @dataclass(frozen=True, slots=True)

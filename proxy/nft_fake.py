@@ -69,7 +69,8 @@ def _check_element(etype: codec.ElementType, text: str, delete: bool, name: str)
         ok = fields == len(etype.key) and (not value or (delete and etype.data is not None))
     elif etype.data == ("verdict",):
         verb, _, target = value.partition(" ")
-        ok = fields == len(etype.key) and verb in codec.VERDICT_CODES and bool(target) == (verb in ("goto", "jump"))
+        ok = (fields == len(etype.key) and verb in codec.VERDICT_CODES
+              and bool(target) == (verb in ("goto", "jump")))
     else:
         ok = fields == len(etype.key) and len(value.split(" . ")) == len(etype.data)
     try:
@@ -93,11 +94,13 @@ class FakeTable:
     decls: dict[str, str] = field(default_factory=dict)                # set or map -> declaration
 
     def copy(self) -> FakeTable:
-        return FakeTable(self.comment, {n: list(r) for n, r in self.chains.items()}, dict(self.chain_comments),
+        return FakeTable(self.comment, {n: list(r) for n, r in self.chains.items()},
+                         dict(self.chain_comments),
                          dict(self.hooks), {n: set(e) for n, e in self.sets.items()},
                          {n: dict(m) for n, m in self.maps.items()}, dict(self.decls))
 
-    def state(self) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, str]], dict[str, tuple[str, ...]]]:
+    def state(self) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, str]],
+                             dict[str, tuple[str, ...]]]:
         """(non-empty sets, non-empty maps, every chain with its rules): what two tables compare by."""
         return ({n: frozenset(v) for n, v in self.sets.items() if v},
                 {n: dict(v) for n, v in self.maps.items() if v},
@@ -339,7 +342,8 @@ class FakeElementLink:
                 decl = table.decls.get(name)
                 etype = codec.element_type(decl) if decl is not None else None
                 if etype is None:
-                    raise _fail(errno.ENOENT if decl is None else errno.EINVAL, f"elements of {name} over netlink")
+                    raise _fail(errno.ENOENT if decl is None else errno.EINVAL,
+                                f"elements of {name} over netlink")
                 try:
                     got = codec.ElementDecoder(etype).decode(payload)
                 except (ValueError, KeyError, OSError, struct.error) as err:

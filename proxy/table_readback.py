@@ -62,7 +62,8 @@ def read_map(nft, name: str) -> dict[str, str]:
     return elems if kind == "map" else {}
 
 
-def read_elements(nft, chains: Iterable[Chain]) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, str]]]:
+def read_elements(nft, chains: Iterable[Chain]
+                  ) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, str]]]:
     """(sets, maps) of the table in the kernel: the fixed sets and maps, and the backends map of
     each of `chains` that has one."""
     sets = {name: read_set(nft, name) for name in SETS}
@@ -126,8 +127,9 @@ def recovered_objects(chains: Iterable[tuple[str, str]], sets: Iterable[tuple[st
       map when the table holds it (made and deleted with the chain, in one transaction each);
     - an affinity chain aff-<sid> as a placeholder whose rules name its endpoint chains (the
       listed aff-<sid>-<eid>), and each endpoint chain as a placeholder whose last rule names the
-      endpoint its comment gives ('endpoint IP:PORT of ...'): what diff_services reads to
-      plan the UDP conntrack cleanup of endpoints that left while the agent was down;
+      endpoint its comment gives ('endpoint IP:PORT of ...'): what diff_services.
+      _affinity_endpoints reads to plan the UDP conntrack cleanup of endpoints that left while
+      the agent was down;
     - any other chain as a placeholder with unknown rules (rewritten when wanted, else deleted);
     - dynamic sets (flags dynamic, not maps, not fixed) by name, their declaration unknown: one
       still wanted is left alone, one not wanted is deleted.
