@@ -30,7 +30,7 @@ from kubeweft.proxy import render_services as r
 from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
 
-NETNS = "h13-bench"
+NETNS = "kw-render-bench"
 
 
 def make(n: int, eps: int = 3) -> tuple[dict, dict]:

@@ -31,7 +31,7 @@ A, B, C = "10.244.1.5", "10.244.2.5", "10.244.3.5"
 
 @pytest.fixture
 def netns_pair() -> Iterator[tuple[str, str]]:
-    with scratch_netns("h23", 2) as (one, two):
+    with scratch_netns("rcv", 2) as (one, two):
         yield one, two
 
 
