@@ -102,12 +102,14 @@ def _trigger_time(obj: dict, default: float) -> float:
 
 
 class ServiceProxy:
-    def __init__(self, api, cfg):
+    def __init__(self, api, cfg, nft=None):
+        """nft: the nftables backend; by default Nft() here, in the node's netns where the agent
+        lives (tests give the Fake, proxy/nft_fake.py)."""
         self.api = api
         self.cfg = cfg
         self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
                                service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses))
-        self.nft = Nft()                       # the agent lives in the node's netns
+        self.nft = nft if nft is not None else Nft()
         self.lock = threading.Lock()
         self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
         self.slices: dict[tuple[str, str], object] = {}        # slice key -> EndpointSlice
