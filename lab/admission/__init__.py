@@ -7,6 +7,8 @@ the lab serves:
     allocations  ClusterIP and NodePort allocation, derived from the store's Services
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks
+    configs      ConfigMap and Secret keys, sizes, immutability; Secret types and stringData
+    rbac         Role, ClusterRole and binding validation
 
 Node (podCIDR set once) and Namespace (phase Active) are small enough to live here. The pure
 parts (`default_*`, `validate_*`, `plan_*`) take and return plain dicts and do no I/O.
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 from .. import errors
 from ..errors import Cause
-from .fields import forbidden, raise_if
+from .configs import admit_config_map, admit_secret
+from .fields import forbidden, invalid, raise_if
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
+from .rbac import admit_binding, admit_role
 from .services import admit_service
 
 # --- entry points (called by the API server) -------------------------------------------------
@@ -59,6 +63,16 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         return obj
     if kind == "Node" and operation == "UPDATE" and old is not None and subresource != "status":
         raise_if(validate_node_update(obj, old), "", "Node", obj)
+    if kind == "ConfigMap":
+        return admit_config_map(obj, old)
+    if kind == "Secret":
+        return admit_secret(obj, old)
+    if kind in ("Role", "ClusterRole"):
+        return admit_role(kind, obj)
+    if kind in ("RoleBinding", "ClusterRoleBinding"):
+        return admit_binding(kind, obj, old)
+    if kind == "Lease":
+        raise_if(validate_lease(obj), "coordination.k8s.io", "Lease", obj)
     return obj
 
 
@@ -76,6 +90,18 @@ def validate_node_update(node: dict, old: dict) -> list[Cause]:
     if was and ((node.get("spec") or {}).get("podCIDRs") or []) != was:
         return [forbidden("spec.podCIDRs", 'node updates may not change podCIDR except from "" to valid')]
     return []
+
+
+# --- Lease ----------------------------------------------------------------------------------
+
+def validate_lease(lease: dict) -> list[Cause]:
+    spec = lease.get("spec") or {}
+    causes = []
+    if spec.get("leaseDurationSeconds") is not None and spec["leaseDurationSeconds"] <= 0:
+        causes.append(invalid("spec.leaseDurationSeconds", spec["leaseDurationSeconds"], "must be greater than 0"))
+    if spec.get("leaseTransitions") is not None and spec["leaseTransitions"] < 0:
+        causes.append(invalid("spec.leaseTransitions", spec["leaseTransitions"], "must be greater than or equal to 0"))
+    return causes
 
 
 # --- Namespace ------------------------------------------------------------------------------

@@ -5,8 +5,11 @@ URL layout as the real server's:
     /api/v1/namespaces/<ns>/<plural>[/<name>[/<sub>]]          namespaced
     /apis/<group>/<version>/...                                 the same for named groups
     /api/v1/watch/...                                           the legacy watch prefix
-Every create and update (PUT, PATCH, status too) goes through lab.admission.admit, every delete
-is followed by lab.admission.release. Errors are metav1.Status bodies (lab.errors).
+Every request is authenticated, impersonated and authorized first (access.Access: the admin
+token, ServiceAccount tokens, RBAC). Every create and update (PUT, PATCH, status too) goes through
+lab.admission.admit, every delete is followed by lab.admission.release. The reviews
+(SelfSubjectAccessReview, ...) and serviceaccounts/token are answered, never stored. Errors are
+metav1.Status bodies (lab.errors).
 """
 from __future__ import annotations
 
@@ -27,7 +30,10 @@ from .. import admission, errors, selectors
 from ..config import API_PORT, LabConfig
 from ..resources import Resource, find
 from ..store import Store
-from . import discovery, openapi, patch, protobuf, tables, validation
+from . import discovery, openapi, patch, protobuf, reviews, tables, tokens, validation
+from .access import Access
+from .attributes import request_attributes
+from .identity import User
 
 log = logging.getLogger("kubeweft.lab.apiserver")
 
@@ -35,10 +41,13 @@ STORE_KEY = web.AppKey("store", Store)
 CFG_KEY = web.AppKey("cfg", LabConfig)
 TOKEN_KEY = web.AppKey("token", str)
 STATE_KEY = web.AppKey("state", dict)
+USER = "kubeweft.user"           # the request's (impersonated) User, set by the auth middleware
 
 DEFAULT_WATCH_SECONDS = 1800
 BOOKMARK_SECONDS = 3.0          # how often a watch that allows bookmarks gets one
 TICK_SECONDS = 1.0              # how often an idle watch checks its client is still there
+# what the real server says of every request for v1 Endpoints since 1.33
+ENDPOINTS_WARNING = '299 - "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"'
 
 
 def _dumps(obj: Any) -> str:
@@ -160,9 +169,10 @@ def _field_check(request: web.Request, resource: Resource, obj: dict, creating: 
 
 # --- handlers ----------------------------------------------------------------------------------
 class Handlers:
-    def __init__(self, store: Store, cfg: LabConfig):
+    def __init__(self, store: Store, cfg: LabConfig, access: Access):
         self.store = store
         self.cfg = cfg
+        self.access = access
         self.stopping = asyncio.Event()
 
     # discovery and friends
@@ -206,7 +216,21 @@ class Handlers:
 
     async def _dispatch(self, request: web.Request, group: str, version: str) -> web.StreamResponse:
         t = parse_target(group, version, request.match_info["tail"])
+        resp = await self._route(request, t)
+        if t.resource.kind == "Endpoints" and not resp.prepared:
+            resp.headers["Warning"] = ENDPOINTS_WARNING
+        return resp
+
+    async def _route(self, request: web.Request, t: Target) -> web.StreamResponse:
         m = request.method
+        if not t.resource.stored:
+            if m == "POST" and t.name is None and (t.namespace is not None or not t.resource.namespaced):
+                return await self.review(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "token":
+            if m == "POST":
+                return await self.token(request, t)
+            raise errors.method_not_allowed()
         if t.name is None:
             if m == "GET":
                 if t.watch_prefix or _flag(request, "watch"):
@@ -228,6 +252,32 @@ class Handlers:
             if m == "DELETE" and t.subresource is None:
                 return await self.delete(request, t)
         raise errors.method_not_allowed()
+
+    async def review(self, request: web.Request, t: Target) -> web.Response:
+        """The create-only reviews: who may do what, and who am I."""
+        kind = t.resource.kind
+        body = reviews.check_kind(await _read_body(request), kind, t.resource.api_version)
+        user: User = request[USER]
+        if kind == "SelfSubjectReview":
+            return _json(reviews.render_self_subject_review(user), 201)
+        if kind == "SelfSubjectRulesReview":
+            reviews.validate_rules_review(body)
+            rules, problems = self.access.rules_for(user, body["spec"]["namespace"])
+            return _json(reviews.render_rules_review(body, rules, problems), 201)
+        namespace = t.namespace or ""
+        reviews.validate_access_review(kind, body, namespace)
+        spec = dict(body["spec"])
+        if kind == "LocalSubjectAccessReview" and spec.get("resourceAttributes") is not None:
+            spec["resourceAttributes"] = dict(spec["resourceAttributes"], namespace=namespace)
+        who = reviews.review_user(kind, spec, user)
+        decision = self.access.authorize(reviews.review_attributes(spec, who))
+        return _json(reviews.render_access_review(kind, body, who, decision, namespace), 201)
+
+    async def token(self, request: web.Request, t: Target) -> web.Response:
+        """TokenRequest: a signed token for the ServiceAccount named in the URL."""
+        body = await _read_body(request)
+        body = reviews.check_kind({} if body is None else body, "TokenRequest", "authentication.k8s.io/v1")
+        return _json(self.access.token_request(t.namespace or "", t.name or "", body), 201)
 
     def get(self, request: web.Request, t: Target) -> web.Response:
         obj = self.store.get(t.resource, t.namespace or "", t.name or "")
@@ -486,15 +536,16 @@ async def _delete_options(request: web.Request) -> dict:
 
 
 # --- middlewares and the application -----------------------------------------------------------
-def _auth_middleware(token: str):
-    expected = f"Bearer {token}"
-
+def _auth_middleware(access: Access):
     @web.middleware
     async def middleware(request: web.Request, handler):
         started = time.monotonic()
+        user = None
         try:
-            if request.headers.get("Authorization", "") != expected:
-                raise errors.unauthorized()
+            user = access.impersonate(access.authenticate(request.headers.get("Authorization", "")),
+                                      request.headers)
+            request[USER] = user
+            access.check(request_attributes(user, request.method, request.path, request.query))
             resp = await handler(request)
         except errors.APIError as e:
             resp = _status_response(e)
@@ -509,16 +560,19 @@ def _auth_middleware(token: str):
             log.exception("internal error on %s %s", request.method, request.path_qs)
             resp = _status_response(errors.APIError(500, "InternalError",
                                                     f"Internal error occurred: {e!r}"))
-        log.info("%s %s %s %.1fms", request.method, request.path_qs, resp.status,
-                 (time.monotonic() - started) * 1000)
+        who = "" if user is None or user.privileged else f" ({user.name})"
+        log.info("%s %s %s %.1fms%s", request.method, request.path_qs, resp.status,
+                 (time.monotonic() - started) * 1000, who)
         return resp
     return middleware
 
 
-def build_app(store: Store, cfg: LabConfig, token: str) -> web.Application:
-    """The aiohttp application serving `store` to clients presenting `token`."""
-    app = web.Application(middlewares=[_auth_middleware(token)], client_max_size=64 * 1024 * 1024)
-    h = Handlers(store, cfg)
+def build_app(store: Store, cfg: LabConfig, token: str, signer: tokens.Signer | None = None) -> web.Application:
+    """The aiohttp application serving `store` to clients presenting `token` (the admin) or a
+    ServiceAccount token `signer` signed (a key of its own when None)."""
+    access = Access(store, token, signer or tokens.Signer.generate())
+    app = web.Application(middlewares=[_auth_middleware(access)], client_max_size=64 * 1024 * 1024)
+    h = Handlers(store, cfg, access)
     app[STORE_KEY] = store
     app[CFG_KEY] = cfg
     app[TOKEN_KEY] = token
@@ -588,6 +642,13 @@ def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
                               "conditions": {"ready": True, "serving": True, "terminating": False}}],
                "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}
         store.create(slices, eps)
+    endpoints = find("", "endpoints")
+    if store.try_get(endpoints, "default", "kubernetes") is None:
+        store.create(endpoints, {
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": cfg.control_plane_ip}],
+                         "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}]})
 
 
 async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.AppRunner:

@@ -5,6 +5,9 @@
     scheduler       binds pods to Nodes (kube-scheduler)
     loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
     announcer       routes to those IPs on the lab's router, as a BGP speaker announces them
+    serviceaccounts the default ServiceAccount and kube-root-ca.crt in every namespace
+    endpoints       v1 Endpoints in step with the EndpointSlices of each selector Service
+    clusterroles    ClusterRole aggregation (admin, edit, view)
 
 Each is a `loop.Reconciler`: a store hook marks keys, a task syncs them. Allocation of
 ClusterIPs and NodePorts happens at admission (lab/admission.py), as in the real registry.
@@ -14,14 +17,19 @@ from __future__ import annotations
 import asyncio
 
 from .announcer import LoadBalancerAnnouncer
+from .clusterroles import ClusterRoleAggregationController
+from .endpoints import EndpointsController
 from .endpointslices import EndpointSliceController
 from .loadbalancer import LoadBalancerController
 from .loop import Reconciler
 from .nodeipam import NodeIPAMController
 from .scheduler import Scheduler
+from .serviceaccounts import ServiceAccountsController
 
 KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
-                                       LoadBalancerController, LoadBalancerAnnouncer)
+                                       LoadBalancerController, LoadBalancerAnnouncer,
+                                       ServiceAccountsController, EndpointsController,
+                                       ClusterRoleAggregationController)
 
 
 def build(store, cfg) -> list[Reconciler]:
