@@ -199,7 +199,10 @@ class Handlers:
         return web.Response(text="ok")
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        raise errors.no_such_path()
+        if "protobuf" in request.headers.get("Accept", ""):
+            return web.Response(body=openapi.render_v2_protobuf(),
+                                content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+        return _json(openapi.render_v2())
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
         return _json(openapi.render_v3_index())
