@@ -34,17 +34,23 @@ class ClusterRoleAggregationController(Reconciler):
         self.mark("all")
 
     def on_event(self, ev) -> None:
-        if ev.resource is CLUSTER_ROLES:
+        if ev.resource is CLUSTER_ROLES and not self.syncing:
             self.mark("all")          # any role's labels or rules may feed any aggregate
 
     def sync(self, key) -> None:
-        roles = self.store.list(CLUSTER_ROLES)[0]
-        for role in roles:
-            if not role.get("aggregationRule"):
-                continue
-            want = plan_aggregated_rules(role, roles)
-            if (role.get("rules") or []) != want:
-                new = dict(role, rules=want)
-                new["metadata"] = dict(role["metadata"])
-                self.store.update(CLUSTER_ROLES, new)
-                self.writes += 1
+        # aggregates feed aggregates (view into edit into admin): repeat until nothing changes
+        for _ in range(10):
+            changed = False
+            roles = self.store.list(CLUSTER_ROLES)[0]
+            for role in roles:
+                if not role.get("aggregationRule"):
+                    continue
+                want = plan_aggregated_rules(role, roles)
+                if (role.get("rules") or []) != want:
+                    new = dict(role, rules=want)
+                    new["metadata"] = dict(role["metadata"])
+                    self.store.update(CLUSTER_ROLES, new)
+                    self.writes += 1
+                    changed = True
+            if not changed:
+                return
