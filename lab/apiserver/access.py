@@ -146,6 +146,45 @@ class Access:
         cluster, local = self._bindings(namespace)
         return rbac.rules_for(user, namespace, cluster, local, self._get_role)
 
+    # --- RBAC writes ---------------------------------------------------------------------------
+    def check_rbac_write(self, user: User, kind: str, namespace: str, obj: dict) -> None:
+        """Creating or changing a role or binding grants nothing the writer does not hold, unless
+        the writer may `escalate` that role or `bind` the role referenced (as the real registry's
+        escalation check): 403 otherwise."""
+        if user.privileged:
+            return
+        name = (obj.get("metadata") or {}).get("name", "")
+        plural = {"Role": "roles", "ClusterRole": "clusterroles", "RoleBinding": "rolebindings",
+                  "ClusterRoleBinding": "clusterrolebindings"}[kind]
+
+        def deny(why: str) -> errors.APIError:
+            qualified = f"{plural}.{rbac.RBAC_GROUP}"
+            return errors.APIError(403, "Forbidden", f'{qualified} "{name}" is forbidden: {why}',
+                                   {"name": name, "group": rbac.RBAC_GROUP, "kind": plural})
+
+        if kind in ("Role", "ClusterRole"):
+            if self.authorize(rbac.Attributes(user, "escalate", True, namespace, rbac.RBAC_GROUP, "v1", plural,
+                                              name=name)).allowed:
+                return
+            owner, _ = self.rules_for(user, namespace)
+            if obj.get("aggregationRule") and uncovered_all(owner):
+                raise deny("must have cluster-admin privileges to use the aggregationRule")
+            missing = rbac.uncovered(owner, list(obj.get("rules") or []))
+        else:
+            ref = obj.get("roleRef") or {}
+            ref_plural = "roles" if ref.get("kind") == "Role" else "clusterroles"
+            if self.authorize(rbac.Attributes(user, "bind", True, namespace, rbac.RBAC_GROUP, "v1", ref_plural,
+                                              name=ref.get("name", ""))).allowed:
+                return
+            role = self._get_role(ref.get("kind", ""), namespace if ref.get("kind") == "Role" else "",
+                                  ref.get("name", ""))
+            if role is None:
+                raise deny(f'{ref_plural[:-1]}.{rbac.RBAC_GROUP} "{ref.get("name", "")}" not found')
+            owner, _ = self.rules_for(user, namespace)
+            missing = rbac.uncovered(owner, list(role.get("rules") or []))
+        if missing:
+            raise deny(rbac.escalation_message(user, missing))
+
     # --- TokenRequest ------------------------------------------------------------------------
     def token_request(self, namespace: str, name: str, body: dict) -> dict:
         """POST .../serviceaccounts/<name>/token: a signed token for that ServiceAccount."""
@@ -209,3 +248,11 @@ def validate_token_request(spec: dict, name: str) -> None:
         elif not ref.get("name"):
             causes.append(invalid("spec.boundObjectRef.name", ref.get("name", ""), "name must be set"))
     raise_if(causes, "authentication.k8s.io", "TokenRequest", {"metadata": {"name": name}})
+
+
+FULL_AUTHORITY = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}, {"verbs": ["*"], "nonResourceURLs": ["*"]}]
+
+
+def uncovered_all(owner: list[dict]) -> bool:
+    """True unless `owner` holds everything (cluster-admin's rules)."""
+    return bool(rbac.uncovered(owner, FULL_AUTHORITY))

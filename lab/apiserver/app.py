@@ -41,7 +41,7 @@ STORE_KEY = web.AppKey("store", Store)
 CFG_KEY = web.AppKey("cfg", LabConfig)
 TOKEN_KEY = web.AppKey("token", str)
 STATE_KEY = web.AppKey("state", dict)
-USER = "kubeweft.user"           # the request's (impersonated) User, set by the auth middleware
+USER = web.RequestKey("user", User)   # the (impersonated) User, set by the auth middleware
 
 DEFAULT_WATCH_SECONDS = 1800
 BOOKMARK_SECONDS = 3.0          # how often a watch that allows bookmarks gets one
@@ -321,6 +321,7 @@ class Handlers:
             meta.pop(drop, None)
         if t.resource.namespaced and self.store.try_get(_NAMESPACES, "", t.namespace or "") is None:
             raise errors.not_found("", "namespaces", t.namespace or "")
+        self._check_escalation(request, t, obj)
         obj = admission.admit(self.store, self.cfg, t.resource, "CREATE", obj, None)
         if _dry_run(request):
             return _json(obj, 201, headers)
@@ -371,10 +372,15 @@ class Handlers:
                 obj["status"] = copy.deepcopy(old["status"])
             else:
                 obj.pop("status", None)
+        self._check_escalation(request, t, obj)
         obj = admission.admit(self.store, self.cfg, t.resource, "UPDATE", obj, old)
         if _dry_run(request):
             return obj
         return self.store.update(t.resource, obj, t.subresource)
+
+    def _check_escalation(self, request: web.Request, t: Target, obj: dict) -> None:
+        if t.resource.group == "rbac.authorization.k8s.io":
+            self.access.check_rbac_write(request[USER], t.resource.kind, t.namespace or "", obj)
 
     async def delete(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)

@@ -207,3 +207,75 @@ def forbidden(attrs: Attributes, reason: str = "") -> errors.APIError:
     details = {k: v for k, v in (("name", attrs.name), ("group", attrs.api_group),
                                  ("kind", attrs.resource)) if v}
     return errors.APIError(403, "Forbidden", f"{subject} is forbidden: {msg}", details)
+
+
+# --- escalation: one may grant only what one holds -----------------------------------------
+
+def breakdown(rule: dict) -> list[dict]:
+    """A rule as single-verb, single-resource (and single-name) rules (validation.BreakdownRule)."""
+    out = []
+    names = rule.get("resourceNames") or []
+    for group in rule.get("apiGroups") or []:
+        for resource in rule.get("resources") or []:
+            for verb in rule.get("verbs") or []:
+                base = {"apiGroups": [group], "resources": [resource], "verbs": [verb]}
+                out += [dict(base, resourceNames=[n]) for n in names] if names else [base]
+    for url in rule.get("nonResourceURLs") or []:
+        for verb in rule.get("verbs") or []:
+            out.append({"nonResourceURLs": [url], "verbs": [verb]})
+    return out
+
+
+def _has_all(owner: list[str], wanted: list[str]) -> bool:
+    return all(w in owner for w in wanted)
+
+
+def _resources_cover(owner: list[str], wanted: list[str]) -> bool:
+    if ALL in owner or _has_all(owner, wanted):
+        return True
+    for path in wanted:
+        if path in owner:
+            continue
+        if "/" not in path or f"*/{path.split('/', 1)[1]}" not in owner:
+            return False
+    return True
+
+
+def _url_covers(owner: str, path: str) -> bool:
+    return owner == path or (owner.endswith("*") and path.startswith(owner.rstrip("*")))
+
+
+def rule_covers(owner: dict, sub: dict) -> bool:
+    """validation.ruleCovers: does `owner` grant everything the broken-down rule `sub` does?"""
+    ov, og = owner.get("verbs") or [], owner.get("apiGroups") or []
+    onames, snames = owner.get("resourceNames") or [], sub.get("resourceNames") or []
+    return ((ALL in ov or _has_all(ov, sub.get("verbs") or []))
+            and (ALL in og or _has_all(og, sub.get("apiGroups") or []))
+            and _resources_cover(owner.get("resources") or [], sub.get("resources") or [])
+            and all(any(_url_covers(o, p) for o in owner.get("nonResourceURLs") or [])
+                    for p in sub.get("nonResourceURLs") or [])
+            and (not onames or (bool(snames) and _has_all(onames, snames))))
+
+
+def uncovered(owner_rules: list[dict], rules: list[dict]) -> list[dict]:
+    """The broken-down rules of `rules` that no rule of `owner_rules` covers (validation.Covers)."""
+    return [sub for r in rules for sub in breakdown(r) if not any(rule_covers(o, sub) for o in owner_rules)]
+
+
+def _go_quoted(values: list[str]) -> str:
+    return "[" + " ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "]"
+
+
+def compact_string(rule: dict) -> str:
+    """rbacv1helpers.CompactString: {APIGroups:[""], Resources:["secrets"], Verbs:["get"]}."""
+    parts = [f"{label}:{_go_quoted(rule[key])}" for label, key in
+             (("APIGroups", "apiGroups"), ("Resources", "resources"), ("NonResourceURLs", "nonResourceURLs"),
+              ("ResourceNames", "resourceNames"), ("Verbs", "verbs")) if rule.get(key)]
+    return "{" + ", ".join(parts) + "}"
+
+
+def escalation_message(user: User, missing: list[dict]) -> str:
+    """ConfirmNoEscalation's error text."""
+    lines = sorted({compact_string(r) for r in missing})
+    return (f'user "{user.name}" (groups={_go_quoted(list(user.groups))}) is attempting to grant RBAC '
+            "permissions not currently held:\n" + "\n".join(lines))

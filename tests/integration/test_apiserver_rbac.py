@@ -348,3 +348,27 @@ def test_endpoints_follow_endpoint_slices(server, admin):
         except ApiException as e:
             return e.status == 404
     wait_for("the Endpoints to go with the Service", gone)
+
+
+def test_no_escalation_through_roles_and_bindings(server):
+    server.kubectl("create", "serviceaccount", "granter", "-n", NS)
+    server.kubectl("create", "rolebinding", "granter-admin", "--clusterrole=admin",
+                   f"--serviceaccount={NS}:granter", "-n", NS)
+    token = server.kubectl("create", "token", "granter", "-n", NS).stdout.strip()
+    # what admin holds, it may grant
+    server.kubectl("--token", token, "create", "role", "cm-reader", "--verb=get", "--resource=configmaps", "-n", NS)
+    server.kubectl("--token", token, "create", "rolebinding", "cm-reader", "--role=cm-reader",
+                   f"--serviceaccount={NS}:reader", "-n", NS)
+    # what it does not hold, it may not
+    p = server.kubectl("--token", token, "create", "role", "node-reader", "--verb=list", "--resource=nodes",
+                       "-n", NS, check=False)
+    assert p.returncode != 0
+    assert ('roles.rbac.authorization.k8s.io "node-reader" is forbidden: user '
+            f'"system:serviceaccount:{NS}:granter" (groups=["system:serviceaccounts" "system:serviceaccounts:{NS}" '
+            '"system:authenticated"]) is attempting to grant RBAC permissions not currently held:\n'
+            '{APIGroups:[""], Resources:["nodes"], Verbs:["list"]}') in p.stderr
+    p = server.kubectl("--token", token, "create", "rolebinding", "root", "--clusterrole=cluster-admin",
+                       f"--serviceaccount={NS}:granter", "-n", NS, check=False)
+    assert p.returncode != 0 and "is attempting to grant RBAC permissions not currently held" in p.stderr
+    assert server.kubectl("auth", "can-i", "get", "configmaps", "--as", f"system:serviceaccount:{NS}:reader",
+                          "-n", NS, check=False).stdout.strip() == "yes"

@@ -181,3 +181,22 @@ def test_aggregation_follows_labels():
                     {"verbs": ["get"], "apiGroups": ["x"], "resources": ["widgets"]}]}
     other = {"metadata": {"name": "c"}, "rules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]}
     assert plan_aggregated_rules(agg, [agg, r1, r2, other]) == r2["rules"]
+
+
+def test_escalation_covers_and_message():
+    owner = [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "*/log"]},
+             {"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a"]},
+             {"verbs": ["get"], "nonResourceURLs": ["/healthz/*"]}]
+    assert rbac.uncovered(owner, [{"verbs": ["list"], "apiGroups": [""], "resources": ["pods", "pods/log"]}]) == []
+    assert rbac.uncovered(owner, [{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"],
+                                   "resourceNames": ["a"]}]) == []
+    # a name-restricted grant does not cover the whole resource
+    assert rbac.uncovered(owner, [{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}]) == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert rbac.uncovered(owner, [{"verbs": ["get"], "nonResourceURLs": ["/healthz/etcd"]}]) == []
+    missing = rbac.uncovered(owner, [{"verbs": ["delete", "get"], "apiGroups": ["", "apps"], "resources": ["pods"]}])
+    assert len(missing) == 3
+    assert rbac.escalation_message(SA, missing[:1]) == (
+        'user "system:serviceaccount:team:reader" (groups=["system:serviceaccounts" "system:serviceaccounts:team" '
+        '"system:authenticated"]) is attempting to grant RBAC permissions not currently held:\n'
+        '{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}')
