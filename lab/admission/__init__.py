@@ -9,6 +9,7 @@ the lab serves:
     fields       field errors worded as the real server's, shared name and port checks
     configs      ConfigMap and Secret keys, sizes, immutability; Secret types and stringData
     rbac         Role, ClusterRole and binding validation
+    serviceaccount  a Pod's ServiceAccount and its projected token volume
 
 Node (podCIDR set once) and Namespace (phase Active) are small enough to live here. The pure
 parts (`default_*`, `validate_*`, `plan_*`) take and return plain dicts and do no I/O.
@@ -21,6 +22,7 @@ from .configs import admit_config_map, admit_secret
 from .fields import forbidden, invalid, raise_if
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
 from .rbac import admit_binding, admit_role
+from .serviceaccount import admit_pod_service_account
 from .services import admit_service
 
 # --- entry points (called by the API server) -------------------------------------------------
@@ -51,6 +53,8 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         if subresource == "status":
             return obj
         default_pod(obj)
+        if operation == "CREATE":
+            admit_pod_service_account(store, obj)
         causes = validate_pod(obj)
         if operation == "UPDATE" and old is not None:
             causes += validate_pod_update(obj, old)

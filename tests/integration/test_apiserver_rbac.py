@@ -372,3 +372,20 @@ def test_no_escalation_through_roles_and_bindings(server):
     assert p.returncode != 0 and "is attempting to grant RBAC permissions not currently held" in p.stderr
     assert server.kubectl("auth", "can-i", "get", "configmaps", "--as", f"system:serviceaccount:{NS}:reader",
                           "-n", NS, check=False).stdout.strip() == "yes"
+
+
+def test_pods_run_as_a_service_account_with_its_token_mounted(server):
+    server.kubectl("run", "sa-pod", "-n", NS, "--image=any")
+    spec = json.loads(server.kubectl("get", "pod", "sa-pod", "-n", NS, "-o", "json").stdout)["spec"]
+    assert spec["serviceAccountName"] == "default"
+    volume = next(v for v in spec["volumes"] if v["name"].startswith("kube-api-access-"))
+    sources = volume["projected"]["sources"]
+    assert sources[0] == {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert spec["containers"][0]["volumeMounts"] == [
+        {"name": volume["name"], "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}]
+    p = server.kubectl("run", "ghost-pod", "-n", NS, "--image=any", "--overrides",
+                       json.dumps({"spec": {"serviceAccountName": "ghost"}}), check=False)
+    assert p.returncode != 0
+    assert (f'pods "ghost-pod" is forbidden: error looking up service account {NS}/ghost: '
+            'serviceaccount "ghost" not found') in p.stderr
