@@ -11,7 +11,6 @@ Service without a selector keeps whatever Endpoints its owner writes.
 """
 from __future__ import annotations
 
-from .. import errors
 from ..resources import BY_PLURAL
 from .endpointslices import LABEL_HEADLESS, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY
 from .loop import Reconciler
@@ -139,7 +138,7 @@ class EndpointsController(Reconciler):
         have = self.store.try_get(ENDPOINTS, ns, name)
         if svc is None:
             if have is not None:
-                self._delete(ns, name)
+                self.delete(ENDPOINTS, ns, name)
             return
         spec = svc.get("spec") or {}
         if not spec.get("selector") or spec.get("type") == "ExternalName":
@@ -156,11 +155,3 @@ class EndpointsController(Reconciler):
                 new["subsets"] = want["subsets"]
             self.store.update(ENDPOINTS, new)
             self.writes += 1
-
-    def _delete(self, namespace: str, name: str) -> None:
-        try:
-            self.store.delete(ENDPOINTS, namespace, name)
-            self.writes += 1
-        except errors.APIError as e:
-            if e.code != 404:
-                raise

@@ -12,6 +12,8 @@ import asyncio
 import logging
 from collections.abc import Hashable
 
+from .. import errors
+
 log = logging.getLogger("kubeweft.lab.controllers")
 
 DEBOUNCE = 0.02          # seconds: long enough to batch a burst, short enough to feel instant
@@ -57,6 +59,15 @@ class Reconciler:
             self.on_event(ev)
         except Exception:                       # a bad object must not break the store's write
             log.exception("%s: on_event failed", self.name)
+
+    def delete(self, resource, namespace: str, name: str) -> None:
+        """Delete an object this controller keeps; one that is already gone is no error."""
+        try:
+            self.store.delete(resource, namespace, name)
+            self.writes += 1
+        except errors.APIError as e:
+            if e.code != 404:
+                raise
 
     def _retry(self, key: Hashable) -> None:
         asyncio.get_running_loop().call_later(RETRY_AFTER, self.mark, key)
