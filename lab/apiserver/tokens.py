@@ -81,7 +81,8 @@ class Signer:
         return cls(ec.generate_private_key(ec.SECP256R1()))
 
     def issue(self, claims: dict) -> str:
-        return jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        # the real server's header has no "typ"
+        return jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": None})
 
     def verify(self, token: str, audiences: tuple[str, ...] = API_AUDIENCES) -> dict:
         """The claims of a token this key signed, for one of `audiences`, not expired, with the

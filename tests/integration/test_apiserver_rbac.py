@@ -18,7 +18,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 from kubeweft.lab.apiserver import tokens
 
-from .apiserver_proc import Server
+from .apiserver_proc import ROOT, Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -389,3 +389,25 @@ def test_pods_run_as_a_service_account_with_its_token_mounted(server):
     assert p.returncode != 0
     assert (f'pods "ghost-pod" is forbidden: error looking up service account {NS}/ghost: '
             'serviceaccount "ghost" not found') in p.stderr
+
+
+def test_the_agents_service_account_from_deploy(server):
+    server.kubectl("apply", "-f", str(ROOT / "deploy" / "rbac.yaml"))
+    token = server.kubectl("create", "token", "kubeweft", "-n", "kube-system").stdout.strip()
+    with client_with_token(server, token) as c:
+        core = kubernetes.client.CoreV1Api(c)
+        core.list_node()
+        core.list_service_for_all_namespaces()
+        kubernetes.client.DiscoveryV1Api(c).list_endpoint_slice_for_all_namespaces()
+        kubernetes.client.NetworkingV1Api(c).list_network_policy_for_all_namespaces()
+        w = kubernetes.watch.Watch()
+        for _ in w.stream(core.list_namespace, timeout_seconds=1):
+            w.stop()
+        with pytest.raises(ApiException) as e:
+            core.list_secret_for_all_namespaces()
+        assert e.value.status == 403
+        with pytest.raises(ApiException) as e:
+            core.delete_namespace(NS)
+        assert json.loads(e.value.body)["message"] == (
+            f'namespaces "{NS}" is forbidden: User "system:serviceaccount:kube-system:kubeweft" cannot delete '
+            f'resource "namespaces" in API group "" in the namespace "{NS}"')
