@@ -9,6 +9,7 @@ Impersonate-User / -Group / -Uid / -Extra-* replace the user when the requester 
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import logging
 import time
@@ -47,6 +48,8 @@ class Access:
             return identity.ADMIN
         if tokens.looks_like_jwt(token):
             try:
+                if tokens.unverified_issuer(token) == tokens.LEGACY_ISSUER:
+                    return self.legacy_user(token, self.signer.verify_legacy(token))
                 return self.service_account_user(self.signer.verify(token))
             except tokens.InvalidToken as e:
                 log.info("service account token rejected: %s", e)
@@ -76,6 +79,20 @@ class Access:
         return User(identity.service_account_username(ns, name), sa["metadata"]["uid"],
                     identity.with_authenticated(identity.service_account_groups(ns), name),
                     tuple(sorted(extra.items())))
+
+    def legacy_user(self, token: str, claims: dict) -> User:
+        """A Secret-based token: valid while its Secret holds it and its ServiceAccount is the same."""
+        p = tokens.LEGACY_PREFIX
+        ns, name = claims[f"{p}namespace"], claims[f"{p}service-account.name"]
+        secret = self.store.try_get(BOUND_RESOURCES["Secret"], ns, claims[f"{p}secret.name"])
+        held = ((secret or {}).get("data") or {}).get("token", "")
+        if secret is None or base64.b64decode(held or "").decode(errors="replace") != token:
+            raise tokens.InvalidToken(f"the token's Secret {ns}/{claims[f'{p}secret.name']} is gone or changed")
+        sa = self.store.try_get(SERVICE_ACCOUNTS, ns, name)
+        if sa is None or sa["metadata"].get("uid") != claims.get(f"{p}service-account.uid"):
+            raise tokens.InvalidToken(f"service account {ns}/{name} is gone or was recreated")
+        return User(identity.service_account_username(ns, name), sa["metadata"]["uid"],
+                    identity.with_authenticated(identity.service_account_groups(ns), name))
 
     # --- impersonation -----------------------------------------------------------------------
     def impersonate(self, requester: User, headers: Mapping[str, str]) -> User:

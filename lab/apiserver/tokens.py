@@ -26,6 +26,9 @@ DEFAULT_EXPIRATION = 3600
 MIN_EXPIRATION = 600                  # ValidateTokenRequest: "less than 10 minutes"
 MAX_EXPIRATION = 1 << 32
 BOUND_KINDS = ("Pod", "Secret", "Node")
+# the long-lived tokens the token controller writes into kubernetes.io/service-account-token Secrets
+LEGACY_ISSUER = "kubernetes/serviceaccount"
+LEGACY_PREFIX = "kubernetes.io/serviceaccount/"
 
 
 class InvalidToken(Exception):
@@ -53,6 +56,20 @@ def plan_claims(namespace: str, name: str, sa_uid: str, audiences: list[str], no
     return {"aud": list(audiences), "exp": now + expiration_seconds, "iat": now, "iss": ISSUER,
             "jti": jti or str(uuid.uuid4()), "kubernetes.io": private, "nbf": now,
             "sub": identity.service_account_username(namespace, name)}
+
+
+def plan_legacy_claims(namespace: str, name: str, sa_uid: str, secret: str) -> dict:
+    """The claims of a Secret-based token: no audience, no expiry, valid while the Secret lives."""
+    return {"iss": LEGACY_ISSUER, f"{LEGACY_PREFIX}namespace": namespace,
+            f"{LEGACY_PREFIX}secret.name": secret, f"{LEGACY_PREFIX}service-account.name": name,
+            f"{LEGACY_PREFIX}service-account.uid": sa_uid, "sub": identity.service_account_username(namespace, name)}
+
+
+def unverified_issuer(token: str) -> str:
+    try:
+        return str(jwt.decode(token, options={"verify_signature": False}).get("iss", ""))
+    except jwt.PyJWTError:
+        return ""
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -99,6 +116,20 @@ class Signer:
         ns, sa = private.get("namespace", ""), private["serviceaccount"].get("name", "")
         if claims["sub"] != identity.service_account_username(ns, sa):
             raise InvalidToken(f"sub {claims['sub']!r} does not name the service account {ns}/{sa}")
+        return claims
+
+    def verify_legacy(self, token: str) -> dict:
+        """The claims of a Secret-based token this key signed; InvalidToken otherwise."""
+        try:
+            claims = jwt.decode(token, self.public_key, algorithms=[ALGORITHM], issuer=LEGACY_ISSUER,
+                                options={"require": ["iss", "sub"], "verify_aud": False})
+        except jwt.PyJWTError as e:
+            raise InvalidToken(str(e)) from None
+        ns = claims.get(f"{LEGACY_PREFIX}namespace", "")
+        name = claims.get(f"{LEGACY_PREFIX}service-account.name", "")
+        if not claims.get(f"{LEGACY_PREFIX}secret.name") or \
+                claims["sub"] != identity.service_account_username(ns, name):
+            raise InvalidToken("not a service account token: claims do not name a ServiceAccount and Secret")
         return claims
 
 

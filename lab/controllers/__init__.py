@@ -8,6 +8,7 @@
     serviceaccounts the default ServiceAccount and kube-root-ca.crt in every namespace
     endpoints       v1 Endpoints in step with the EndpointSlices of each selector Service
     clusterroles    ClusterRole aggregation (admin, edit, view)
+    tokensecrets    long-lived tokens in kubernetes.io/service-account-token Secrets
 
 Each is a `loop.Reconciler`: a store hook marks keys, a task syncs them. Allocation of
 ClusterIPs and NodePorts happens at admission (lab/admission.py), as in the real registry.
@@ -25,11 +26,12 @@ from .loop import Reconciler
 from .nodeipam import NodeIPAMController
 from .scheduler import Scheduler
 from .serviceaccounts import ServiceAccountsController
+from .tokensecrets import TokenSecretsController
 
 KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
                                        LoadBalancerController, LoadBalancerAnnouncer,
                                        ServiceAccountsController, EndpointsController,
-                                       ClusterRoleAggregationController)
+                                       ClusterRoleAggregationController, TokenSecretsController)
 
 
 def build(store, cfg) -> list[Reconciler]:

@@ -411,3 +411,22 @@ def test_the_agents_service_account_from_deploy(server):
         assert json.loads(e.value.body)["message"] == (
             f'namespaces "{NS}" is forbidden: User "system:serviceaccount:kube-system:kubeweft" cannot delete '
             f'resource "namespaces" in API group "" in the namespace "{NS}"')
+
+
+def test_long_lived_token_secret(server):
+    server.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "reader-token", "annotations": {"kubernetes.io/service-account.name": "reader"}}}))
+
+    def token():
+        out = server.kubectl("get", "secret", "reader-token", "-n", NS, "-o", "jsonpath={.data.token}").stdout
+        return base64.b64decode(out).decode() if out else ""
+    tok = wait_for("the token controller to fill the Secret", token)
+    claims = jwt.decode(tok, options={"verify_signature": False})
+    assert claims["iss"] == "kubernetes/serviceaccount" and "exp" not in claims
+    assert claims["sub"] == f"system:serviceaccount:{NS}:reader"
+    ca = server.kubectl("get", "secret", "reader-token", "-n", NS, "-o", "jsonpath={.data.ca\\.crt}").stdout
+    assert base64.b64decode(ca).decode() == (server.state / "pki" / "ca.crt").read_text()
+    assert raw_get(server, f"/api/v1/namespaces/{NS}/pods", tok)[0] == 200
+    server.kubectl("delete", "secret", "reader-token", "-n", NS)
+    assert raw_get(server, f"/api/v1/namespaces/{NS}/pods", tok)[0] == 401

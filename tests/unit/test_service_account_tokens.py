@@ -86,3 +86,15 @@ def test_token_request_validation(spec, message):
     assert message in e.value.message
     assert e.value.message.startswith('TokenRequest.authentication.k8s.io "reader" is invalid: ')
     validate_token_request({"expirationSeconds": 600, "audiences": ["x"]}, "reader")
+
+
+def test_legacy_tokens(signer):
+    claims = tokens.plan_legacy_claims("team", "reader", "u", "reader-token")
+    assert claims["sub"] == "system:serviceaccount:team:reader" and "exp" not in claims and "aud" not in claims
+    token = signer.issue(claims)
+    assert tokens.unverified_issuer(token) == tokens.LEGACY_ISSUER
+    assert signer.verify_legacy(token)["kubernetes.io/serviceaccount/secret.name"] == "reader-token"
+    with pytest.raises(tokens.InvalidToken):
+        signer.verify(token)                     # not a bound token: no audience, no expiry
+    with pytest.raises(tokens.InvalidToken):
+        tokens.Signer.generate().verify_legacy(token)
