@@ -130,6 +130,67 @@ ACCESS_REVIEW_STATUS: dict[str, Field] = {
                                   "authorization check.")),
 }
 
+POD_SPEC: dict[str, Field] = {
+    "containers": ("[]Container", ("List of containers belonging to the pod. Containers cannot currently be added "
+                                  "or removed. There must be at least one container in a Pod. Cannot be updated.")),
+    "initContainers": ("[]Container", ("List of initialization containers belonging to the pod. Init containers "
+                                      "are executed in order prior to containers being started.")),
+    "nodeName": ("string", ("NodeName indicates in which node this pod is scheduled. If empty, this pod is a "
+                           "candidate for scheduling by the scheduler defined in schedulerName.")),
+    "nodeSelector": ("map[string]string", ("NodeSelector is a selector which must be true for the pod to fit on a "
+                                          "node. Selector which must match a node's labels for the pod to be "
+                                          "scheduled on that node.")),
+    "restartPolicy": ("string", ("Restart policy for all containers within the pod. One of Always, OnFailure, "
+                                "Never. Default to Always.")),
+    "serviceAccountName": ("string", ("ServiceAccountName is the name of the ServiceAccount to use to run this "
+                                     "pod.")),
+    "automountServiceAccountToken": ("boolean", ("AutomountServiceAccountToken indicates whether a service "
+                                                "account token should be automatically mounted.")),
+    "hostNetwork": ("boolean", ("Host networking requested for this pod. Use the host's network namespace. "
+                               "Default to false.")),
+    "terminationGracePeriodSeconds": ("integer", ("Optional duration in seconds the pod needs to terminate "
+                                                 "gracefully. Defaults to 30 seconds.")),
+    "tolerations": ("[]Object", "If specified, the pod's tolerations."),
+    "volumes": ("[]Object", "List of volumes that can be mounted by containers belonging to the pod."),
+}
+CONTAINER: dict[str, Field] = {
+    "name": ("string", ("Name of the container specified as a DNS_LABEL. Each container in a pod must have a "
+                       "unique name (DNS_LABEL). Cannot be updated.")),
+    "image": ("string", "Container image name."),
+    "command": ("[]string", ("Entrypoint array. Not executed within a shell. The container image's ENTRYPOINT is "
+                            "used if this is not provided.")),
+    "args": ("[]string", ("Arguments to the entrypoint. The container image's CMD is used if this is not "
+                         "provided.")),
+    "env": ("[]Object", "List of environment variables to set in the container. Cannot be updated."),
+    "ports": ("[]Object", "List of ports to expose from the container."),
+    "readinessProbe": ("Object", ("Periodic probe of container service readiness. Container will be removed from "
+                                 "service endpoints if the probe fails.")),
+    "livenessProbe": ("Object", ("Periodic probe of container liveness. Container will be restarted if the probe "
+                                "fails.")),
+    "resources": ("Object", "Compute Resources required by this container. Cannot be updated."),
+    "volumeMounts": ("[]Object", "Pod volumes to mount into the container's filesystem. Cannot be updated."),
+}
+SERVICE_SPEC: dict[str, Field] = {
+    "type": ("string", ("type determines how the Service is exposed. Defaults to ClusterIP. Valid options are "
+                       "ExternalName, ClusterIP, NodePort, and LoadBalancer.")),
+    "selector": ("map[string]string", ("Route service traffic to pods with label keys and values matching this "
+                                      "selector.")),
+    "ports": ("[]ServicePort", "The list of ports that are exposed by this service."),
+    "clusterIP": ("string", "clusterIP is the IP address of the service and is usually assigned randomly."),
+    "externalTrafficPolicy": ("string", ("externalTrafficPolicy describes how nodes distribute service traffic "
+                                        "they receive on one of the Service's \"externally-facing\" addresses.")),
+    "sessionAffinity": ("string", "Supports \"ClientIP\" and \"None\". Used to maintain session affinity."),
+}
+SERVICE_PORT: dict[str, Field] = {
+    "name": ("string", "The name of this port within the service. This must be a DNS_LABEL."),
+    "port": ("integer", "The port that will be exposed by this service."),
+    "targetPort": ("string", "Number or name of the port to access on the pods targeted by the service."),
+    "protocol": ("string", ("The IP protocol for this port. Supports \"TCP\", \"UDP\", and \"SCTP\". Default "
+                           "is TCP.")),
+    "nodePort": ("integer", ("The port on each node on which this service is exposed when type is NodePort or "
+                            "LoadBalancer.")),
+}
+
 # sub-schemas by name (referenced from fields as "PolicyRule", "[]Subject", ...)
 DEFINITIONS: dict[str, tuple[str, str, dict[str, Field]]] = {
     # name: (schema id, description, fields)
@@ -155,6 +216,13 @@ DEFINITIONS: dict[str, tuple[str, str, dict[str, Field]]] = {
                                 "set"), ACCESS_REVIEW_SPEC),
     "SubjectAccessReviewStatus": ("io.k8s.api.authorization.v1.SubjectAccessReviewStatus",
                                   "SubjectAccessReviewStatus", ACCESS_REVIEW_STATUS),
+    "PodSpec": ("io.k8s.api.core.v1.PodSpec", "PodSpec is a description of a pod.", POD_SPEC),
+    "Container": ("io.k8s.api.core.v1.Container", ("A single application container that you want to run within a "
+                                                  "pod."), CONTAINER),
+    "ServiceSpec": ("io.k8s.api.core.v1.ServiceSpec", ("ServiceSpec describes the attributes that a user creates "
+                                                      "on a service."), SERVICE_SPEC),
+    "ServicePort": ("io.k8s.api.core.v1.ServicePort", "ServicePort contains information on service's port.",
+                    SERVICE_PORT),
 }
 
 _RULES = ("[]PolicyRule", "Rules holds all the PolicyRules for this Role")
@@ -173,14 +241,14 @@ KINDS: dict[str, tuple[str, dict[str, Field]]] = {
                         "status": ("Object", ("Most recently observed status of the node. Populated by the "
                                              "system. Read-only."))}),
     "Pod": (("Pod is a collection of containers that can run on a host. This resource is created by clients and "
-            "scheduled onto hosts."), {"spec": ("Object", "Specification of the desired behavior of the pod."),
+            "scheduled onto hosts."), {"spec": ("PodSpec", "Specification of the desired behavior of the pod."),
                                       "status": ("Object", ("Most recently observed status of the pod. This data "
                                                            "may not be up to date. Populated by the system. "
                                                            "Read-only."))}),
     "Service": (("Service is a named abstraction of software service (for example, mysql) consisting of local port "
                 "(for example 3306) that the proxy listens on, and the selector that determines which pods will "
                 "answer requests sent through the proxy."),
-                {"spec": ("Object", "Spec defines the behavior of a service."),
+                {"spec": ("ServiceSpec", "Spec defines the behavior of a service."),
                  "status": ("Object", ("Most recently observed status of the service. Populated by the system. "
                                       "Read-only."))}),
     "ConfigMap": ("ConfigMap holds configuration data for pods to consume.", {

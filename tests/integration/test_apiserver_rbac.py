@@ -262,6 +262,8 @@ def test_kubectl_get_and_explain_new_kinds(server):
     explained = server.kubectl("explain", "configmap.data").stdout
     assert "FIELD: data <map[string]string>" in explained
     assert "Data contains the configuration data." in explained
+    assert "FIELD: image <string>" in server.kubectl("explain", "pods.spec.containers.image").stdout
+    assert "FIELD: rules <[]PolicyRule>" in server.kubectl("explain", "clusterrole.rules").stdout
     for kind in ("secret", "serviceaccount", "endpoints", "role", "clusterrolebinding", "lease",
                  "selfsubjectaccessreview", "pod", "service", "networkpolicy"):
         p = server.kubectl("explain", kind)
