@@ -91,6 +91,7 @@ STATUS_SUBRESOURCE = Subresource(("get", "patch", "update"))
 def subresource(name: str) -> Subresource:
     return SUBRESOURCES.get(name, STATUS_SUBRESOURCE)
 
+
 BY_PLURAL: dict[tuple[str, str], Resource] = {(r.group, r.plural): r for r in RESOURCES}
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}
 
@@ -100,6 +101,14 @@ PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
 EVENTS = BY_PLURAL[("", "events")]
 SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+CONFIG_MAPS = BY_PLURAL[("", "configmaps")]
+SECRETS = BY_PLURAL[("", "secrets")]
+SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]
+ENDPOINTS = BY_PLURAL[("", "endpoints")]
+ROLES = BY_PLURAL[("rbac.authorization.k8s.io", "roles")]
+CLUSTER_ROLES = BY_PLURAL[("rbac.authorization.k8s.io", "clusterroles")]
+ROLE_BINDINGS = BY_PLURAL[("rbac.authorization.k8s.io", "rolebindings")]
+CLUSTER_ROLE_BINDINGS = BY_PLURAL[("rbac.authorization.k8s.io", "clusterrolebindings")]
 
 
 def find(group: str, plural: str) -> Resource | None:

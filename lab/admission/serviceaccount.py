@@ -13,9 +13,8 @@ from __future__ import annotations
 import secrets
 
 from .. import errors
-from ..resources import find
+from ..resources import SERVICE_ACCOUNTS
 
-SERVICE_ACCOUNTS = find("", "serviceaccounts")
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_EXPIRATION = 3607                  # the kubelet's projected tokens: one hour and 7 s
 _SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # utilrand's alphabet, as in kube-api-access-xxxxx

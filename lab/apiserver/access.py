@@ -17,18 +17,22 @@ from collections.abc import Mapping
 
 from .. import errors
 from ..admission.fields import invalid, raise_if
-from ..resources import find
+from ..resources import (
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    NODES,
+    PODS,
+    ROLE_BINDINGS,
+    ROLES,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+)
 from . import identity, rbac, tokens
 from .identity import User
 
 log = logging.getLogger("kubeweft.lab.apiserver")
 
-SERVICE_ACCOUNTS = find("", "serviceaccounts")
-CLUSTER_ROLES = find("rbac.authorization.k8s.io", "clusterroles")
-CLUSTER_ROLE_BINDINGS = find("rbac.authorization.k8s.io", "clusterrolebindings")
-ROLES = find("rbac.authorization.k8s.io", "roles")
-ROLE_BINDINGS = find("rbac.authorization.k8s.io", "rolebindings")
-BOUND_RESOURCES = {"Pod": find("", "pods"), "Secret": find("", "secrets"), "Node": find("", "nodes")}
+BOUND_RESOURCES = {"Pod": PODS, "Secret": SECRETS, "Node": NODES}
 EXTRA_PREFIX = "Impersonate-Extra-"
 
 

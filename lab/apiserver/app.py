@@ -28,7 +28,7 @@ from aiohttp import web
 
 from .. import admission, errors, selectors
 from ..config import API_PORT, LabConfig
-from ..resources import Resource, find
+from ..resources import ENDPOINTS, Resource, find
 from ..store import Store
 from . import discovery, openapi, patch, protobuf, reviews, tables, tokens, validation
 from .access import Access
@@ -651,9 +651,8 @@ def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
                               "conditions": {"ready": True, "serving": True, "terminating": False}}],
                "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}
         store.create(slices, eps)
-    endpoints = find("", "endpoints")
-    if store.try_get(endpoints, "default", "kubernetes") is None:
-        store.create(endpoints, {
+    if store.try_get(ENDPOINTS, "default", "kubernetes") is None:
+        store.create(ENDPOINTS, {
             "metadata": {"name": "kubernetes", "namespace": "default",
                          "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": cfg.control_plane_ip}],

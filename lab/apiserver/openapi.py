@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from kubeweft.cni import protowire
+
 from ..resources import RESOURCES, groups
 from . import schemas
 
@@ -69,15 +71,10 @@ def render_v2() -> dict:
             "definitions": schemas.render_schemas(kinds, "#/definitions/")}
 
 
-def _pb_field(number: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field (all this document needs; lengths stay below 128)."""
-    return bytes([number << 3 | 2, len(payload)]) + payload
-
-
 def render_v2_protobuf() -> bytes:
     """gnostic's openapi_v2.Document {swagger: "2.0", info: {title, version}}: no definitions."""
-    info = _pb_field(1, b"Kubernetes") + _pb_field(2, b"v1.35.0")
-    return _pb_field(1, b"2.0") + _pb_field(2, info)
+    info = protowire.encode_bytes_field(1, b"Kubernetes") + protowire.encode_bytes_field(2, b"v1.35.0")
+    return protowire.encode_bytes_field(1, b"2.0") + protowire.encode_bytes_field(2, info)
 
 
 def render_v3_index() -> dict:

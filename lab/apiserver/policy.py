@@ -10,7 +10,7 @@ cluster serves; kinds this lab does not serve are named all the same, as a real 
 """
 from __future__ import annotations
 
-from ..resources import find
+from ..resources import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES
 from . import identity
 
 BOOTSTRAP_LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
@@ -131,9 +131,8 @@ def render_cluster_role_bindings() -> list[dict]:
 
 def ensure_bootstrap_policy(store) -> None:
     """Create the default roles and bindings that are missing (ones a user changed are kept)."""
-    roles = find("rbac.authorization.k8s.io", "clusterroles")
-    bindings = find("rbac.authorization.k8s.io", "clusterrolebindings")
-    for resource, objs in ((roles, render_cluster_roles()), (bindings, render_cluster_role_bindings())):
+    for resource, objs in ((CLUSTER_ROLES, render_cluster_roles()),
+                           (CLUSTER_ROLE_BINDINGS, render_cluster_role_bindings())):
         for obj in objs:
             if store.try_get(resource, "", obj["metadata"]["name"]) is None:
                 store.create(resource, obj)

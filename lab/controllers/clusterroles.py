@@ -5,11 +5,9 @@ ClusterRole labelled rbac.authorization.k8s.io/aggregate-to-<role>=true appears.
 """
 from __future__ import annotations
 
-from ..resources import BY_PLURAL
+from ..resources import CLUSTER_ROLES
 from ..truth_table import selector_matches
 from .loop import Reconciler
-
-CLUSTER_ROLES = BY_PLURAL[("rbac.authorization.k8s.io", "clusterroles")]
 
 
 def plan_aggregated_rules(role: dict, roles: list[dict]) -> list[dict]:

@@ -11,13 +11,10 @@ Service without a selector keeps whatever Endpoints its owner writes.
 """
 from __future__ import annotations
 
-from ..resources import BY_PLURAL
+from ..resources import ENDPOINTS, SERVICES, SLICES
 from .endpointslices import LABEL_HEADLESS, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY
 from .loop import Reconciler
 
-SERVICES = BY_PLURAL[("", "services")]
-SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
-ENDPOINTS = BY_PLURAL[("", "endpoints")]
 LABEL_SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"
 
 

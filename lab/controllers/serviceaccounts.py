@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import logging
 
-from ..resources import BY_PLURAL
+from ..resources import CONFIG_MAPS, NAMESPACES, SERVICE_ACCOUNTS
 from .loop import Reconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.serviceaccounts")
 
-NAMESPACES = BY_PLURAL[("", "namespaces")]
-SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]
-CONFIG_MAPS = BY_PLURAL[("", "configmaps")]
 
 DEFAULT_SA = "default"
 ROOT_CA = "kube-root-ca.crt"

@@ -9,13 +9,11 @@ import base64
 import logging
 
 from ..apiserver import tokens
-from ..resources import BY_PLURAL
+from ..resources import SECRETS, SERVICE_ACCOUNTS
 from .loop import Reconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.tokensecrets")
 
-SECRETS = BY_PLURAL[("", "secrets")]
-SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]
 TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME = "kubernetes.io/service-account.name"
 SA_UID = "kubernetes.io/service-account.uid"

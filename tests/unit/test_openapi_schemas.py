@@ -1,6 +1,6 @@
 """OpenAPI documents for kubectl explain and for client-side validation of a v1 List. Pure."""
+from kubeweft.cni.protowire import fields
 from kubeweft.lab.apiserver import openapi
-from kubeweft.lab.apiserver.protobuf import _fields
 from kubeweft.lab.resources import RESOURCES
 
 
@@ -30,10 +30,10 @@ def test_v3_documents_carry_every_served_kind_for_explain():
 
 
 def test_v2_protobuf_is_an_empty_document():
-    fields = {num: val for num, _, val in _fields(openapi.render_v2_protobuf())}
-    assert fields[1] == b"2.0"
-    assert {num: val for num, _, val in _fields(fields[2])} == {1: b"Kubernetes", 2: b"v1.35.0"}
-    assert 9 not in fields                       # no definitions: kubectl skips client-side validation
+    doc = {num: val for num, _, val in fields(openapi.render_v2_protobuf())}
+    assert doc[1] == b"2.0"
+    assert {num: val for num, _, val in fields(doc[2])} == {1: b"Kubernetes", 2: b"v1.35.0"}
+    assert 9 not in doc                       # no definitions: kubectl skips client-side validation
     v2 = openapi.render_v2()
     assert v2["swagger"] == "2.0"
     assert v2["definitions"]["io.k8s.api.rbac.v1.Role"]["properties"]["rules"]["items"] == {
