@@ -22,8 +22,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from kubernetes.client import ApiClient
+if TYPE_CHECKING:       # the kubernetes package imports PyYAML and more: only where it is called
+    from kubernetes.client import ApiClient
 
 from .api_get import open_get
 
