@@ -18,8 +18,11 @@ AGENT_WITHOUT = """
 import sys
 sys.modules[{module!r}] = None
 from kubeweft.cli import main
-sys.exit(main(["agent"]))
+sys.exit(main(["agent", *{args!r}]))
 """
+# the CNI alone: state under /dev/null, so that an agent the check did not stop fails at its IPAM
+# store, before it makes a bridge
+CNI_ONLY = ["--test-pod-cidr", "10.99.0.0/24", "--state-dir", "/dev/null/kubeweft", "--socket", "/dev/null/sock"]
 
 PLUGIN_WITHOUT_NFTABLES = """
 import sys
@@ -45,15 +48,24 @@ def run_python(code: str) -> subprocess.CompletedProcess:
     ("kubernetes", "pip install kubernetes"),
 ])
 def test_the_agent_refuses_to_start_without(module, install):
-    proc = run_python(AGENT_WITHOUT.format(module=module))
+    proc = run_python(AGENT_WITHOUT.format(module=module, args=[]))
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == \
         f"kubeweft agent: cannot start: no python module {module!r} ({install})"
 
 
 def test_the_agent_with_everything_gets_past_the_check():
-    proc = run_python(AGENT_WITHOUT.format(module="a_module_nobody_imports"))
+    proc = run_python(AGENT_WITHOUT.format(module="a_module_nobody_imports", args=[]))
     assert proc.returncode == 2 and "--node-name" in proc.stderr, proc.stderr
+
+
+def test_the_cni_alone_needs_libnftables_but_not_the_kubernetes_client():
+    proc = run_python(AGENT_WITHOUT.format(module="nftables", args=CNI_ONLY))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "kubeweft agent: cannot start: no python module 'nftables' (apt-get install python3-nftables)"
+    proc = run_python(AGENT_WITHOUT.format(module="kubernetes", args=CNI_ONLY))
+    assert "no python module" not in proc.stderr and "/dev/null/kubeweft" in proc.stderr, proc.stderr
 
 
 def test_the_cni_plugin_needs_libnftables(tmp_path):
