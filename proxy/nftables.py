@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nftables
-from kubeweft.lab import netns as _netns
+from kubeweft.cni import netns as _netns
 
 from . import element_codec as codec
 from . import nfnetlink as nl
@@ -46,23 +46,10 @@ class Nft:
         self._lock = threading.Lock()
         if netns is None:
             self._ctx = self._new_context()
+            self.elements = ElementLink()
         else:
-            box: dict = {}
-
-            def make() -> None:
-                try:
-                    with _netns.entered(netns):
-                        box["ctx"] = self._new_context()
-                        box["link"] = ElementLink()
-                except Exception as e:  # noqa: BLE001 - reported on the calling thread
-                    box["error"] = e
-            t = threading.Thread(target=make, name=f"nft-{netns}")
-            t.start()
-            t.join(10)
-            if "error" in box:
-                raise box["error"]
-            self._ctx = box["ctx"]
-        self.elements: ElementLink = box["link"] if netns is not None else ElementLink()
+            self._ctx, self.elements = _netns.call_in(
+                netns, lambda: (self._new_context(), ElementLink()), thread_name=f"nft-{netns}")
         self.transactions = 0
 
     @staticmethod
