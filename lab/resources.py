@@ -15,6 +15,7 @@ class Resource:
     subresources: tuple[str, ...] = ()
     singular: str = ""
     categories: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ()         # empty: the eight of VERBS (reviews are create-only)
 
     @property
     def group_version(self) -> str:
@@ -28,6 +29,15 @@ class Resource:
     def list_kind(self) -> str:
         return self.kind + "List"
 
+    @property
+    def served_verbs(self) -> tuple[str, ...]:
+        return self.verbs or VERBS
+
+    @property
+    def stored(self) -> bool:
+        """False for the create-only reviews: answered from the request, never kept."""
+        return "get" in self.served_verbs
+
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -40,6 +50,26 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, (), (), "endpointslice"),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",), (),
              "networkpolicy"),
+    Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",), (), "configmap"),
+    Resource("", "v1", "secrets", "Secret", True, (), (), "secret"),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",), "serviceaccount"),
+    Resource("", "v1", "endpoints", "Endpoints", True, ("ep",), (), "endpoints"),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, (), (),
+             "clusterrolebinding"),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, (), (), "clusterrole"),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, (), (), "rolebinding"),
+    Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True, (), (), "role"),
+    Resource("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", True,
+             (), (), "localsubjectaccessreview", (), ("create",)),
+    Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
+             (), (), "selfsubjectaccessreview", (), ("create",)),
+    Resource("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False,
+             (), (), "selfsubjectrulesreview", (), ("create",)),
+    Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False,
+             (), (), "subjectaccessreview", (), ("create",)),
+    Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False,
+             (), (), "selfsubjectreview", (), ("create",)),
+    Resource("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), "lease"),
     Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"),
              "deployment", ("all",)),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"),
@@ -52,18 +82,24 @@ RESOURCES: tuple[Resource, ...] = (
 
 @dataclass(frozen=True)
 class Subresource:
-    """A subresource whose body is a kind of its own (discovery names its group, version, kind)."""
-    group: str
-    version: str
-    kind: str
     verbs: tuple[str, ...]
+    group: str = ""             # a subresource of another kind than its parent (serviceaccounts/token)
+    version: str = ""
+    kind: str = ""
 
 
-# subresource name -> its kind; the others ("status") carry the parent's kind
-SUBRESOURCE_KINDS: dict[str, Subresource] = {
-    "scale": Subresource("autoscaling", "v1", "Scale", ("get", "patch", "update")),
-    "eviction": Subresource("policy", "v1", "Eviction", ("create",)),
+# what discovery says of each subresource; the rest (status) are get, patch, update of the parent kind
+SUBRESOURCES: dict[str, Subresource] = {
+    "token": Subresource(("create",), "authentication.k8s.io", "v1", "TokenRequest"),
+    "scale": Subresource(("get", "patch", "update"), "autoscaling", "v1", "Scale"),
+    "eviction": Subresource(("create",), "policy", "v1", "Eviction"),
 }
+STATUS_SUBRESOURCE = Subresource(("get", "patch", "update"))
+
+
+def subresource(name: str) -> Subresource:
+    return SUBRESOURCES.get(name, STATUS_SUBRESOURCE)
+
 
 BY_PLURAL: dict[tuple[str, str], Resource] = {(r.group, r.plural): r for r in RESOURCES}
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}
@@ -74,6 +110,14 @@ PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
 EVENTS = BY_PLURAL[("", "events")]
 SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+CONFIG_MAPS = BY_PLURAL[("", "configmaps")]
+SECRETS = BY_PLURAL[("", "secrets")]
+SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]
+ENDPOINTS = BY_PLURAL[("", "endpoints")]
+ROLES = BY_PLURAL[("rbac.authorization.k8s.io", "roles")]
+CLUSTER_ROLES = BY_PLURAL[("rbac.authorization.k8s.io", "clusterroles")]
+ROLE_BINDINGS = BY_PLURAL[("rbac.authorization.k8s.io", "rolebindings")]
+CLUSTER_ROLE_BINDINGS = BY_PLURAL[("rbac.authorization.k8s.io", "clusterrolebindings")]
 DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
 REPLICASETS = BY_PLURAL[("apps", "replicasets")]
 DAEMONSETS = BY_PLURAL[("apps", "daemonsets")]

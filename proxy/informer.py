@@ -19,11 +19,14 @@ import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from kubernetes.client import ApiClient
+if TYPE_CHECKING:       # the kubernetes package imports PyYAML and more: only where it is called
+    from kubernetes.client import ApiClient
 
 from .api_get import open_get
 
@@ -66,11 +69,16 @@ class Informer:
         return self
 
     def stop(self) -> None:
+        """Ends the watch at once. The watching thread is blocked in a read of the stream, holding
+        the response's buffer lock, so closing the response from here would wait for the next
+        event (up to the watch timeout): shutting the socket down ends that read instead."""
         self._stop.set()
         resp = self._response
-        if resp is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                resp.close()    # closing a half-read stream may raise; we are leaving anyway
+        sock = getattr(getattr(resp, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # socket.socket's shutdown, not SSLSocket's, which drops the TLS state under the reader
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def wait_synced(self, timeout: float) -> bool:
         return self.synced.wait(timeout)

@@ -25,6 +25,7 @@ from ..config import API_PORT, LabConfig
 from ..store import Store
 from . import app as apiapp
 from . import pki as pkimod
+from . import policy, tokens
 
 log = logging.getLogger("kubeweft.lab.apiserver")
 
@@ -97,7 +98,9 @@ async def run(cfg: LabConfig, history: int = 200_000) -> int:
     store = Store(history=history)
     apiapp.ensure_namespaces(store, cfg)
     apiapp.ensure_kubernetes_service(store, cfg)
-    app = apiapp.build_app(store, cfg, keys.token)
+    policy.ensure_bootstrap_policy(store)
+    signer = tokens.Signer.from_pem(keys.service_account_key.read_bytes()) if keys.service_account_key else None
+    app = apiapp.build_app(store, cfg, keys.token, signer)
     ctx = apiapp.ssl_context(str(keys.cert), str(keys.key))
 
     local = _listen("127.0.0.1", 0)

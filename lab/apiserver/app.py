@@ -5,8 +5,11 @@ URL layout as the real server's:
     /api/v1/namespaces/<ns>/<plural>[/<name>[/<sub>]]          namespaced
     /apis/<group>/<version>/...                                 the same for named groups
     /api/v1/watch/...                                           the legacy watch prefix
-Every create and update (PUT, PATCH, status too) goes through lab.admission.admit, every delete
-is followed by lab.admission.release. Errors are metav1.Status bodies (lab.errors).
+Every request is authenticated, impersonated and authorized first (access.Access: the admin
+token, ServiceAccount tokens, RBAC). Every create and update (PUT, PATCH, status too) goes through
+lab.admission.admit, every delete is followed by lab.admission.release. The reviews
+(SelfSubjectAccessReview, ...) and serviceaccounts/token are answered, never stored. Errors are
+metav1.Status bodies (lab.errors).
 """
 from __future__ import annotations
 
@@ -25,9 +28,12 @@ from aiohttp import web
 
 from .. import admission, deletion, errors, selectors
 from ..config import API_PORT, LabConfig
-from ..resources import Resource, find
+from ..resources import ENDPOINTS, Resource, find
 from ..store import Store
-from . import discovery, openapi, patch, protobuf, scale, tables, validation
+from . import discovery, openapi, patch, protobuf, reviews, scale, tables, tokens, validation
+from .access import Access
+from .attributes import request_attributes
+from .identity import User
 
 log = logging.getLogger("kubeweft.lab.apiserver")
 
@@ -35,10 +41,13 @@ STORE_KEY = web.AppKey("store", Store)
 CFG_KEY = web.AppKey("cfg", LabConfig)
 TOKEN_KEY = web.AppKey("token", str)
 STATE_KEY = web.AppKey("state", dict)
+USER = web.RequestKey("user", User)   # the (impersonated) User, set by the auth middleware
 
 DEFAULT_WATCH_SECONDS = 1800
 BOOKMARK_SECONDS = 3.0          # how often a watch that allows bookmarks gets one
 TICK_SECONDS = 1.0              # how often an idle watch checks its client is still there
+# what the real server says of every request for v1 Endpoints since 1.33
+ENDPOINTS_WARNING = '299 - "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"'
 
 
 def _dumps(obj: Any) -> str:
@@ -163,9 +172,10 @@ def _field_check(request: web.Request, resource: Resource, obj: dict, creating: 
 
 # --- handlers ----------------------------------------------------------------------------------
 class Handlers:
-    def __init__(self, store: Store, cfg: LabConfig):
+    def __init__(self, store: Store, cfg: LabConfig, access: Access):
         self.store = store
         self.cfg = cfg
+        self.access = access
         self.stopping = asyncio.Event()
 
     # discovery and friends
@@ -192,7 +202,10 @@ class Handlers:
         return web.Response(text="ok")
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        raise errors.no_such_path()
+        if "protobuf" in request.headers.get("Accept", ""):
+            return web.Response(body=openapi.render_v2_protobuf(),
+                                content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+        return _json(openapi.render_v2())
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
         return _json(openapi.render_v3_index())
@@ -209,7 +222,27 @@ class Handlers:
 
     async def _dispatch(self, request: web.Request, group: str, version: str) -> web.StreamResponse:
         t = parse_target(group, version, request.match_info["tail"])
+        resp = await self._route(request, t)
+        if t.resource.kind == "Endpoints" and not resp.prepared:
+            resp.headers["Warning"] = ENDPOINTS_WARNING
+        return resp
+
+    async def _route(self, request: web.Request, t: Target) -> web.StreamResponse:
         m = request.method
+        if not t.resource.stored:
+            if m == "POST" and t.name is None and (t.namespace is not None or not t.resource.namespaced):
+                return await self.review(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "token":
+            if m == "POST":
+                return await self.token(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "eviction":
+            if m == "POST":
+                return await self.evict(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "scale" and not t.watch_prefix:
+            return await self.scale_subresource(request, t)
         if t.name is None:
             if m == "GET":
                 if t.watch_prefix or _flag(request, "watch"):
@@ -219,11 +252,7 @@ class Handlers:
                 return await self.create(request, t)
             if m == "DELETE":
                 return await self.delete_collection(request, t)
-        elif t.subresource == "scale" and not t.watch_prefix:
-            return await self.scale_subresource(request, t)
-        elif t.subresource == "eviction" and m == "POST":
-            return await self.evict(request, t)
-        elif t.subresource != "eviction":
+        else:
             if m == "GET":
                 if t.watch_prefix or _flag(request, "watch"):
                     return await self.watch(request, t)
@@ -270,6 +299,32 @@ class Handlers:
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                       "code": 201}, status=201)
 
+    async def review(self, request: web.Request, t: Target) -> web.Response:
+        """The create-only reviews: who may do what, and who am I."""
+        kind = t.resource.kind
+        body = reviews.check_kind(await _read_body(request), kind, t.resource.api_version)
+        user: User = request[USER]
+        if kind == "SelfSubjectReview":
+            return _json(reviews.render_self_subject_review(user), 201)
+        if kind == "SelfSubjectRulesReview":
+            reviews.validate_rules_review(body)
+            rules, problems = self.access.rules_for(user, body["spec"]["namespace"])
+            return _json(reviews.render_rules_review(body, rules, problems), 201)
+        namespace = t.namespace or ""
+        reviews.validate_access_review(kind, body, namespace)
+        spec = dict(body["spec"])
+        if kind == "LocalSubjectAccessReview" and spec.get("resourceAttributes") is not None:
+            spec["resourceAttributes"] = dict(spec["resourceAttributes"], namespace=namespace)
+        who = reviews.review_user(kind, spec, user)
+        decision = self.access.authorize(reviews.review_attributes(spec, who))
+        return _json(reviews.render_access_review(kind, body, who, decision, namespace), 201)
+
+    async def token(self, request: web.Request, t: Target) -> web.Response:
+        """TokenRequest: a signed token for the ServiceAccount named in the URL."""
+        body = await _read_body(request)
+        body = reviews.check_kind({} if body is None else body, "TokenRequest", "authentication.k8s.io/v1")
+        return _json(self.access.token_request(t.namespace or "", t.name or "", body), 201)
+
     def get(self, request: web.Request, t: Target) -> web.Response:
         obj = self.store.get(t.resource, t.namespace or "", t.name or "")
         if _wants_table(request):
@@ -309,6 +364,7 @@ class Handlers:
             meta.pop(drop, None)
         if t.resource.namespaced and self.store.try_get(_NAMESPACES, "", t.namespace or "") is None:
             raise errors.not_found("", "namespaces", t.namespace or "")
+        self._check_escalation(request, t, obj)
         obj = admission.admit(self.store, self.cfg, t.resource, "CREATE", obj, None)
         if _dry_run(request):
             return _json(obj, 201, headers)
@@ -359,11 +415,16 @@ class Handlers:
                 obj["status"] = copy.deepcopy(old["status"])
             else:
                 obj.pop("status", None)
+        self._check_escalation(request, t, obj)
         obj = admission.admit(self.store, self.cfg, t.resource, "UPDATE", obj, old)
         if _dry_run(request):
             return obj
         stored = self.store.update(t.resource, obj, t.subresource)
         return deletion.finish_if_done(self.store, self.cfg, t.resource, stored)
+
+    def _check_escalation(self, request: web.Request, t: Target, obj: dict) -> None:
+        if t.resource.group == "rbac.authorization.k8s.io":
+            self.access.check_rbac_write(request[USER], t.resource.kind, t.namespace or "", obj)
 
     async def delete(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)
@@ -531,15 +592,16 @@ async def _delete_options(request: web.Request) -> dict:
 
 
 # --- middlewares and the application -----------------------------------------------------------
-def _auth_middleware(token: str):
-    expected = f"Bearer {token}"
-
+def _auth_middleware(access: Access):
     @web.middleware
     async def middleware(request: web.Request, handler):
         started = time.monotonic()
+        user = None
         try:
-            if request.headers.get("Authorization", "") != expected:
-                raise errors.unauthorized()
+            user = access.impersonate(access.authenticate(request.headers.get("Authorization", "")),
+                                      request.headers)
+            request[USER] = user
+            access.check(request_attributes(user, request.method, request.path, request.query))
             resp = await handler(request)
         except errors.APIError as e:
             resp = _status_response(e)
@@ -554,16 +616,19 @@ def _auth_middleware(token: str):
             log.exception("internal error on %s %s", request.method, request.path_qs)
             resp = _status_response(errors.APIError(500, "InternalError",
                                                     f"Internal error occurred: {e!r}"))
-        log.info("%s %s %s %.1fms", request.method, request.path_qs, resp.status,
-                 (time.monotonic() - started) * 1000)
+        who = "" if user is None or user.privileged else f" ({user.name})"
+        log.info("%s %s %s %.1fms%s", request.method, request.path_qs, resp.status,
+                 (time.monotonic() - started) * 1000, who)
         return resp
     return middleware
 
 
-def build_app(store: Store, cfg: LabConfig, token: str) -> web.Application:
-    """The aiohttp application serving `store` to clients presenting `token`."""
-    app = web.Application(middlewares=[_auth_middleware(token)], client_max_size=64 * 1024 * 1024)
-    h = Handlers(store, cfg)
+def build_app(store: Store, cfg: LabConfig, token: str, signer: tokens.Signer | None = None) -> web.Application:
+    """The aiohttp application serving `store` to clients presenting `token` (the admin) or a
+    ServiceAccount token `signer` signed (a key of its own when None)."""
+    access = Access(store, token, signer or tokens.Signer.generate())
+    app = web.Application(middlewares=[_auth_middleware(access)], client_max_size=64 * 1024 * 1024)
+    h = Handlers(store, cfg, access)
     app[STORE_KEY] = store
     app[CFG_KEY] = cfg
     app[TOKEN_KEY] = token
@@ -633,6 +698,12 @@ def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
                               "conditions": {"ready": True, "serving": True, "terminating": False}}],
                "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}
         store.create(slices, eps)
+    if store.try_get(ENDPOINTS, "default", "kubernetes") is None:
+        store.create(ENDPOINTS, {
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": cfg.control_plane_ip}],
+                         "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}]})
 
 
 async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.AppRunner:

@@ -27,6 +27,17 @@ COLUMNS: dict[str, list[Column]] = {
     "Namespace": [_NAME, ("Status", "string", 0), _AGE],
     "Event": [("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
               ("Object", "string", 0), ("Message", "string", 0)],
+    "ConfigMap": [_NAME, ("Data", "string", 0), _AGE],
+    "Secret": [_NAME, ("Type", "string", 0), ("Data", "string", 0), _AGE],
+    "ServiceAccount": [_NAME, ("Secrets", "string", 0), _AGE],
+    "Endpoints": [_NAME, ("Endpoints", "string", 0), _AGE],
+    "Role": [_NAME, ("Created At", "date", 0)],
+    "ClusterRole": [_NAME, ("Created At", "date", 0)],
+    "RoleBinding": [_NAME, ("Role", "string", 0), _AGE, ("Users", "string", 1), ("Groups", "string", 1),
+                    ("ServiceAccounts", "string", 1)],
+    "ClusterRoleBinding": [_NAME, ("Role", "string", 0), _AGE, ("Users", "string", 1), ("Groups", "string", 1),
+                           ("ServiceAccounts", "string", 1)],
+    "Lease": [_NAME, ("Holder", "string", 0), _AGE],
     "Deployment": [_NAME, ("Ready", "string", 0), ("Up-to-date", "string", 0), ("Available", "string", 0),
                    _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
     "ReplicaSet": [_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
@@ -174,6 +185,40 @@ def _event_row(o: dict, now: datetime.datetime) -> list:
             o.get("message", "")]
 
 
+def format_endpoints(subsets: list[dict]) -> str:
+    """printers' formatEndpoints: ready ip:port pairs, three at most, then "+ N more..."."""
+    shown: list[str] = []
+    count = 0
+    for ss in subsets:
+        addrs = [a.get("ip", "") for a in ss.get("addresses") or []]
+        ports = ss.get("ports") or []
+        targets = [list(addrs)] if not ports else [
+            [f"[{ip}]:{p.get('port')}" if ":" in ip else f"{ip}:{p.get('port')}" for ip in addrs] for p in ports]
+        for group in targets:
+            count += len(group)
+            shown.extend(group[:max(0, 3 - len(shown))])
+    text = ",".join(shown)
+    if count > len(shown):
+        return f"{text} + {count - len(shown)} more..."
+    return text or "<none>"
+
+
+def _binding_row(o: dict, now: datetime.datetime) -> list:
+    ref = o.get("roleRef") or {}
+    subjects = o.get("subjects") or []
+
+    def names(kind: str) -> str:
+        return ", ".join(s.get("name", "") for s in subjects if s.get("kind") == kind)
+    sas = ", ".join(f"{s.get('namespace', '')}/{s.get('name', '')}" for s in subjects
+                    if s.get("kind") == "ServiceAccount")
+    return [o["metadata"].get("name"), f"{ref.get('kind', '')}/{ref.get('name', '')}", _age(o, now),
+            names("User"), names("Group"), sas]
+
+
+def _created_at(o: dict, now: datetime.datetime) -> list:
+    return [o["metadata"].get("name"), o["metadata"].get("creationTimestamp", "")]
+
+
 def _template_cells(o: dict) -> list[str]:
     """Containers, images and selector of a workload (the -o wide columns)."""
     spec = o.get("spec") or {}
@@ -225,6 +270,19 @@ _ROWS = {
     "Namespace": lambda o, now: [o["metadata"].get("name"),
                                  (o.get("status") or {}).get("phase") or "Active", _age(o, now)],
     "Event": _event_row,
+    "ConfigMap": lambda o, now: [o["metadata"].get("name"),
+                                 len(o.get("data") or {}) + len(o.get("binaryData") or {}), _age(o, now)],
+    "Secret": lambda o, now: [o["metadata"].get("name"), o.get("type", ""), len(o.get("data") or {}),
+                              _age(o, now)],
+    "ServiceAccount": lambda o, now: [o["metadata"].get("name"), len(o.get("secrets") or []), _age(o, now)],
+    "Endpoints": lambda o, now: [o["metadata"].get("name"), format_endpoints(o.get("subsets") or []),
+                                 _age(o, now)],
+    "Role": _created_at,
+    "ClusterRole": _created_at,
+    "RoleBinding": _binding_row,
+    "ClusterRoleBinding": _binding_row,
+    "Lease": lambda o, now: [o["metadata"].get("name"), (o.get("spec") or {}).get("holderIdentity", "<unknown>"),
+                             _age(o, now)],
     "Deployment": _deployment_row, "ReplicaSet": _replicaset_row, "DaemonSet": _daemonset_row,
     "ControllerRevision": _revision_row,
 }

@@ -5,6 +5,10 @@
     scheduler       binds pods to Nodes (kube-scheduler)
     loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
     announcer       routes to those IPs on the lab's router, as a BGP speaker announces them
+    serviceaccounts the default ServiceAccount and kube-root-ca.crt in every namespace
+    endpoints       v1 Endpoints in step with the EndpointSlices of each selector Service
+    clusterroles    ClusterRole aggregation (admin, edit, view)
+    tokensecrets    long-lived tokens in kubernetes.io/service-account-token Secrets
     deployment      Deployments -> ReplicaSets, rolling updates (kube-controller-manager)
     replicaset      ReplicaSets -> Pods (kube-controller-manager)
     daemonset       DaemonSets -> a Pod per eligible Node, ControllerRevisions (kube-controller-manager)
@@ -18,8 +22,10 @@ from __future__ import annotations
 import asyncio
 
 from .announcer import LoadBalancerAnnouncer
+from .clusterroles import ClusterRoleAggregationController
 from .daemonset import DaemonSetController
 from .deployment import DeploymentController
+from .endpoints import EndpointsController
 from .endpointslices import EndpointSliceController
 from .garbagecollector import GarbageCollector
 from .loadbalancer import LoadBalancerController
@@ -27,10 +33,15 @@ from .loop import Reconciler
 from .nodeipam import NodeIPAMController
 from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
+from .serviceaccounts import ServiceAccountsController
+from .tokensecrets import TokenSecretsController
 
 KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
-                                       LoadBalancerController, LoadBalancerAnnouncer, DeploymentController,
-                                       ReplicaSetController, DaemonSetController, GarbageCollector)
+                                       LoadBalancerController, LoadBalancerAnnouncer,
+                                       ServiceAccountsController, EndpointsController,
+                                       ClusterRoleAggregationController, TokenSecretsController,
+                                       DeploymentController, ReplicaSetController, DaemonSetController,
+                                       GarbageCollector)
 
 
 def build(store, cfg) -> list[Reconciler]:

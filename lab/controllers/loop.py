@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Hashable
 
+from .. import errors
 from ..resources import EVENTS
 from ..store import now_rfc3339
 from .events import render_event
@@ -84,6 +85,15 @@ class Reconciler:
             self.on_event(ev)
         except Exception:                       # a bad object must not break the store's write
             log.exception("%s: on_event failed", self.name)
+
+    def delete(self, resource, namespace: str, name: str) -> None:
+        """Delete an object this controller keeps; one that is already gone is no error."""
+        try:
+            self.store.delete(resource, namespace, name)
+            self.writes += 1
+        except errors.APIError as e:
+            if e.code != 404:
+                raise
 
     def _retry(self, key: Hashable) -> None:
         self.mark_later(key, RETRY_AFTER)

@@ -87,7 +87,7 @@ def test_the_standalone_executable_is_a_zipapp_for_the_hosts_python(node):
     with zipfile.ZipFile(exe) as z:
         names = set(z.namelist())
         main = z.read("__main__.py").decode()
-    for module in ("shim", "protowire", "spec", "protocols", "errors", "datapath", "ipam", "nft"):
+    for module in ("shim", "protowire", "spec", "protocols", "errors", "datapath", "ipam", "netns", "nft"):
         assert f"kubeweft/cni/{module}.py" in names and f"kubeweft/cni/{module}.pyc" in names, module
     assert "pyroute2/__init__.py" in names and "pyroute2/iproute/linux.py" in names
     assert not any(n.startswith(("grpc/", "google/", "kubeweft/proto/", "kubernetes/")) for n in names)

@@ -72,27 +72,27 @@ def test_validation_messages():
     bad = deployment(replicas=-1, selector={"matchLabels": {"app": "x"}})
     bad["spec"]["template"]["spec"]["restartPolicy"] = "Never"
     assert rejected(DEP, bad) == (
-        'Deployment "web" is invalid: [spec.replicas: Invalid value: -1: must be greater than or equal to 0, '
+        'Deployment.apps "web" is invalid: [spec.replicas: Invalid value: -1: must be greater than or equal to 0, '
         'spec.template.metadata.labels: Invalid value: {"app":"web"}: `selector` does not match template '
         '`labels`, spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"]')
     assert rejected(DEP, deployment(selector={})) == \
-        'Deployment "web" is invalid: spec.selector: Invalid value: {}: empty selector is invalid for deployment'
+        'Deployment.apps "web" is invalid: spec.selector: Invalid value: {}: empty selector is invalid for deployment'
     no_sel = deployment()
     del no_sel["spec"]["selector"]
-    assert rejected(RS, no_sel) == 'ReplicaSet "web" is invalid: spec.selector: Required value'
+    assert rejected(RS, no_sel) == 'ReplicaSet.apps "web" is invalid: spec.selector: Required value'
     zero = deployment(strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}})
-    assert rejected(DEP, zero) == ('Deployment "web" is invalid: spec.strategy.rollingUpdate.maxUnavailable: '
+    assert rejected(DEP, zero) == ('Deployment.apps "web" is invalid: spec.strategy.rollingUpdate.maxUnavailable: '
                                    'Invalid value: "0%": may not be 0 when `maxSurge` is 0')
     ds = {"metadata": {"name": "web", "namespace": "default"},
           "spec": dict(deployment()["spec"], updateStrategy={"type": "RollingUpdate", "rollingUpdate": {
               "maxSurge": 1, "maxUnavailable": 1}})}
-    assert rejected(DS, ds) == ('DaemonSet "web" is invalid: spec.updateStrategy.rollingUpdate.maxSurge: '
+    assert rejected(DS, ds) == ('DaemonSet.apps "web" is invalid: spec.updateStrategy.rollingUpdate.maxSurge: '
                                 'Invalid value: 1: may not be set when maxUnavailable is non-zero')
     old = admit(DEP, deployment())
     moved = copy.deepcopy(old)
     moved["spec"]["selector"] = {"matchLabels": {"app": "web", "v": "2"}}
     moved["spec"]["template"]["metadata"]["labels"]["v"] = "2"
-    assert rejected(DEP, moved, old) == ('Deployment "web" is invalid: spec.selector: Invalid value: '
+    assert rejected(DEP, moved, old) == ('Deployment.apps "web" is invalid: spec.selector: Invalid value: '
                                          '{"matchLabels":{"app":"web","v":"2"}}: field is immutable')
 
 
@@ -131,7 +131,7 @@ def test_scale_subresource():
     assert d["spec"]["replicas"] == 3
     with pytest.raises(errors.APIError) as e:
         apply_scale(d, dict(scale, spec={"replicas": -1}))
-    assert e.value.message == ('Scale "web" is invalid: spec.replicas: Invalid value: -1: '
+    assert e.value.message == ('Scale.autoscaling "web" is invalid: spec.replicas: Invalid value: -1: '
                                'must be greater than or equal to 0')
 
 
