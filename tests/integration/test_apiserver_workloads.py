@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
 from .apiserver_proc import Server
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -37,15 +37,6 @@ def get(server, *args) -> dict:
     return json.loads(server.kubectl("get", *args, "-o", "json").stdout)
 
 
-def eventually(what: str, fn, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (got := fn()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return got
-
-
 def test_scale_subresource_get_patch_and_kubectl_scale(server):
     server.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2")
     scale = get(server, "deployment", "web", "--subresource=scale")
@@ -53,13 +44,13 @@ def test_scale_subresource_get_patch_and_kubectl_scale(server):
         ("Scale", "autoscaling/v1", {"replicas": 2}, "app=web")
     server.kubectl("patch", "deployment", "web", "--subresource=scale", "--type=merge",
                    "-p", '{"spec":{"replicas":4}}')
-    eventually("a ReplicaSet of 4", lambda: [r for r in get(server, "rs", "-l", "app=web")["items"]
+    wait_for("a ReplicaSet of 4", lambda: [r for r in get(server, "rs", "-l", "app=web")["items"]
                                              if r["spec"]["replicas"] == 4])
     assert len(get(server, "pods", "-l", "app=web")["items"]) == 4
     server.kubectl("scale", "deployment/web", "--replicas=1", "--current-replicas=4")
     stale = server.kubectl("scale", "deployment/web", "--replicas=3", "--current-replicas=4", check=False)
     assert stale.returncode != 0 and "Expected replicas to be 4, was 1" in stale.stderr
-    eventually("one pod left", lambda: len(get(server, "pods", "-l", "app=web")["items"]) == 1)
+    wait_for("one pod left", lambda: len(get(server, "pods", "-l", "app=web")["items"]) == 1)
     server.kubectl("delete", "deployment", "web")
 
 
@@ -72,7 +63,7 @@ def test_invalid_deployment_is_refused_with_the_real_message(server):
 
 def test_orphan_then_foreground_deletion(server):
     server.kubectl("create", "deployment", "keep", "--image=nginx", "--replicas=2")
-    eventually("pods of keep", lambda: len(get(server, "pods", "-l", "app=keep")["items"]) == 2)
+    wait_for("pods of keep", lambda: len(get(server, "pods", "-l", "app=keep")["items"]) == 2)
     server.kubectl("delete", "deployment", "keep", "--cascade=orphan")
     rs = get(server, "rs", "-l", "app=keep")["items"]
     assert len(rs) == 1 and not rs[0]["metadata"].get("ownerReferences")
@@ -80,7 +71,7 @@ def test_orphan_then_foreground_deletion(server):
     pods = {p["metadata"]["name"] for p in get(server, "pods", "-l", "app=keep")["items"]}
     server.kubectl("create", "deployment", "keep", "--image=nginx", "--replicas=2")
     uid = get(server, "deployment", "keep")["metadata"]["uid"]
-    eventually("the ReplicaSet adopted", lambda: (get(server, "rs", "-l", "app=keep")["items"][0]["metadata"]
+    wait_for("the ReplicaSet adopted", lambda: (get(server, "rs", "-l", "app=keep")["items"][0]["metadata"]
                                                   .get("ownerReferences") or [{}])[0].get("uid") == uid)
     assert {p["metadata"]["name"] for p in get(server, "pods", "-l", "app=keep")["items"]} == pods
     # unscheduled pods go at once, so a foreground deletion completes without a kubelet

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from .conftest import KUBEWEFT, fresh_lab, unique_lab_name
-from .services_helpers import wait_for
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
