@@ -87,7 +87,7 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
 
 
 # --- a unary gRPC call with the standard library only ------------------------------------------
-# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (DESIGN.md decision 1). A
+# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (docs/architecture.md, decision 1). A
 # unary call over h2c on a unix socket needs little: the connection preface, one HEADERS frame
 # (HPACK literals, no Huffman, no dynamic table), DATA frames within the peer's flow-control
 # windows (configs past 64 KiB wait for WINDOW_UPDATEs; the standalone zipapp has no grpc

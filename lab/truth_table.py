@@ -1,5 +1,5 @@
 """The expected reachability under a set of NetworkPolicies: a small, independent evaluator of
-the networking.k8s.io/v1 semantics, the oracle of issue 6's lab tests and of
+the networking.k8s.io/v1 semantics, the oracle of the NetworkPolicy lab tests and of
 `kubeweft lab matrix --expect`. Pure: policies are plain dicts (their JSON/YAML form).
 
 The semantics, as upstream defines them:
