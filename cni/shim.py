@@ -4,9 +4,10 @@ It checks the environment and the configuration itself (so errors carry the spec
 when the agent is down), answers VERSION itself and forwards ADD, DEL, CHECK, STATUS and GC to
 the node agent's gRPC service (proto/kubeweft.proto) on its unix socket. It imports only the
 standard library: the unary gRPC call is made by `call_unary` below, since `import grpc` and the
-protobuf stubs cost 100-150 ms here. pyroute2 costs 120-150 ms more (DESIGN.md, decision 1), so the datapath is imported
-only on the one path that needs it, DEL with the agent down. stdout carries the result or the error
-JSON and nothing else; logs go to stderr, or to the configuration's logFile.
+protobuf stubs cost 100-150 ms here. pyroute2 costs 120-150 ms more (docs/architecture.md,
+decision 1), so the datapath is imported only on the one path that needs it, DEL with the agent
+down. stdout carries the result or the error JSON and nothing else; logs go to stderr, or to the
+configuration's logFile.
 """
 from __future__ import annotations
 
