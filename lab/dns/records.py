@@ -51,13 +51,14 @@ IN = dns.rdataclass.IN
 T = dns.rdatatype
 MAX_CNAME_CHAIN = 8
 POD_MODES = ("disabled", "insecure", "verified")
+CLUSTER_LOCAL = dns.name.from_text("cluster.local")
+REVERSE_ZONES = (dns.name.from_text("in-addr.arpa"), dns.name.from_text("ip6.arpa"))
 
 
 @dataclass(frozen=True)
 class Config:
-    zone: dns.name.Name = dns.name.from_text("cluster.local")
-    reverse_zones: tuple[dns.name.Name, ...] = (dns.name.from_text("in-addr.arpa"),
-                                                dns.name.from_text("ip6.arpa"))
+    zone: dns.name.Name = CLUSTER_LOCAL
+    reverse_zones: tuple[dns.name.Name, ...] = REVERSE_ZONES
     ttl: int = 5                     # CoreDNS's kubernetes plugin's default
     pods: str = "insecure"           # kubeadm's Corefile: any a-b-c-d answers; verified: a Pod has it
 
