@@ -1,23 +1,6 @@
 """The part of a CoreDNS Corefile this server understands, read into `Settings`.
 
-kubeadm's Corefile (the ConfigMap kube-system/coredns) is the default:
-
-    .:53 {
-        errors
-        health { lameduck 5s }
-        ready
-        kubernetes cluster.local in-addr.arpa ip6.arpa {
-           pods insecure
-           fallthrough in-addr.arpa ip6.arpa
-           ttl 30
-        }
-        prometheus :9153
-        forward . /etc/resolv.conf { max_concurrent 1000 }
-        cache 30
-        loop
-        reload
-        loadbalance
-    }
+kubeadm's Corefile (the ConfigMap kube-system/coredns, `KUBEADM_COREFILE`) is the default.
 
 Read: the first server block's port; `bind` addresses; `kubernetes` zones (the first one not
 under .arpa is the cluster domain, the .arpa ones are the reverse zones) with `pods`, `ttl` and

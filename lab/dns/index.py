@@ -104,13 +104,13 @@ class Cluster:
                 del self._slices[owner]
         given: dict[str, tuple[str, ...]] = {}
         if slc is not None:
-            owner = (slc.namespace, slc.service)
+            owner = (key[0], slc.service)
             self._slice_owner[key] = owner
             self._slices.setdefault(owner, {})[key[1]] = slc
             for ep in slc.endpoints:
                 if ep.ready:
                     for address in ep.addresses:
-                        name = f"{endpoint_label(ep.hostname, address)}.{slc.service}.{slc.namespace}.svc"
+                        name = f"{endpoint_label(ep.hostname, address)}.{slc.service}.{key[0]}.svc"
                         given[address] = (*given.get(address, ()), name)
         self._give(("slice", *key), given)
 

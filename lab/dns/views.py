@@ -44,8 +44,7 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class EndpointSlice:
-    namespace: str
-    name: str
+    """A slice's namespace and name are its key in the index."""
     service: str
     ports: tuple[Port, ...]
     endpoints: tuple[Endpoint, ...]
@@ -130,7 +129,7 @@ def slice_from(obj: dict) -> EndpointSlice | None:
         # nil ready means ready: the API's rule for consumers
         endpoints.append(Endpoint(addresses, ready is None or ready is True,
                                   hostname.lower() if isinstance(hostname, str) else ""))
-    return EndpointSlice(key[0], key[1], service.lower(), _ports(obj.get("ports")), tuple(endpoints))
+    return EndpointSlice(service.lower(), _ports(obj.get("ports")), tuple(endpoints))
 
 
 def pod_from(obj: dict) -> Pod | None:

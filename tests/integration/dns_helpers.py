@@ -4,7 +4,6 @@ it is), and the DNS server run inside that netns."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 from kubeweft.lab import netns
+
+from .apiserver_proc import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,9 +83,10 @@ class DnsProcess:
         self.ns, self.addr = ns, addr
         self.log = open(log, "ab")  # noqa: SIM115 (open while the server runs)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeweft.lab.dns", "--kubeconfig", str(kubeconfig), "--listen", addr,
+            # nsenter, not a preexec_fn: this test process runs threads
+            ["nsenter", f"--net={netns.path(ns)}", sys.executable, "-m", "kubeweft.lab.dns", "--kubeconfig", str(kubeconfig), "--listen", addr,
              "--metrics", f"{addr}:9153", "--health", f"{addr}:8080", "--ready", f"{addr}:8181", *extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=netns.preexec(ns))
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, port: int, path: str) -> tuple[int, str]:
         def fetch() -> tuple[int, str]:
@@ -101,12 +103,6 @@ class DnsProcess:
         return self.get(8181, "/ready")[0] == 200
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = terminate(self.proc)
         self.log.close()
-        return self.proc.returncode
+        return code

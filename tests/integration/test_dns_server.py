@@ -5,6 +5,7 @@ ndots, and raw UDP and TCP): the specification's records, truncation over UDP wi
 a deleted Service gone within 1 s, and a restart that a client keeping one UDP socket rides out."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -30,64 +31,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 ADDR = "10.53.0.10"
 NS = "dnstest"
 
-SERVICES = f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  selector: {{app: web}}
-  ports:
-  - {{name: http, port: 80, protocol: TCP}}
-  - {{name: metrics, port: 9100, protocol: UDP}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: stable, namespace: {NS}}}
-spec:
-  ports: [{{port: 8080}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: db, namespace: {NS}}}
-spec:
-  clusterIP: None
-  selector: {{app: db}}
-  ports: [{{name: pg, port: 5432, protocol: TCP}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: db-written
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: db, endpointslice.kubernetes.io/managed-by: tests}}
-addressType: IPv4
-ports: [{{name: pg, port: 5432, protocol: TCP}}]
-endpoints:
-- {{addresses: [10.244.1.10], hostname: db-0, conditions: {{ready: true}}}}
-- {{addresses: [10.244.1.11], conditions: {{ready: true}}}}
-- {{addresses: [10.244.1.12], hostname: db-2, conditions: {{ready: false}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: ext, namespace: {NS}}}
-spec: {{type: ExternalName, externalName: www.example.com}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: many, namespace: {NS}}}
-spec:
-  clusterIP: None
-  ports: [{{port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: many-written
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: many, endpointslice.kubernetes.io/managed-by: tests}}
-addressType: IPv4
-endpoints:
-""" + "".join(f"- {{addresses: [10.244.2.{i}]}}\n" for i in range(1, 101))
+def service(name: str, spec: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def written_slice(service_name: str, endpoints: list[dict], ports: list[dict]) -> dict:
+    """An EndpointSlice written by the test, not the controller (another managed-by)."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": f"{service_name}-written", "namespace": NS,
+                         "labels": {"kubernetes.io/service-name": service_name,
+                                    "endpointslice.kubernetes.io/managed-by": "tests"}},
+            "ports": ports, "endpoints": endpoints}
+
+
+def endpoint(ip: str, hostname: str = "", ready: bool = True) -> dict:
+    return {"addresses": [ip], "conditions": {"ready": ready}, **({"hostname": hostname} if hostname else {})}
+
+
+PG = {"name": "pg", "port": 5432, "protocol": "TCP"}
+OBJECTS = [
+    service("web", {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                                                          {"name": "metrics", "port": 9100, "protocol": "UDP"}]}),
+    service("stable", {"ports": [{"port": 8080}]}),
+    service("db", {"clusterIP": "None", "selector": {"app": "db"}, "ports": [PG]}),
+    written_slice("db", [endpoint("10.244.1.10", "db-0"), endpoint("10.244.1.11"),
+                         endpoint("10.244.1.12", "db-2", ready=False)], [PG]),
+    service("ext", {"type": "ExternalName", "externalName": "www.example.com"}),
+    service("many", {"clusterIP": "None", "ports": [{"port": 80}]}),
+    written_slice("many", [endpoint(f"10.244.2.{i}") for i in range(1, 101)], []),
+]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +73,8 @@ def setup(tmp_path_factory):
             relay = LoopbackRelay(ns, api.ready["port"])
             try:
                 api.kubectl("create", "namespace", NS)
-                api.kubectl("apply", "-f", "-", input=SERVICES)
+                api.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                 "items": OBJECTS}))
                 api.kubectl("create", "-n", NS, "-f", "-",
                             input="apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
                                   "spec: {containers: [{name: c, image: any}]}\n")
