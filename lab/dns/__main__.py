@@ -35,7 +35,7 @@ log = logging.getLogger("kubeweft.lab.dns")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kubeweft.lab.dns", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m kubeweft.lab.dns", description="The lab's cluster DNS, in CoreDNS's place.")
     # CoreDNS's own flags (Go's flag package takes one dash or two)
     p.add_argument("-conf", "--conf", dest="conf", default="", help="Corefile to read")
     p.add_argument("-dns.port", "--dns.port", dest="port", type=int, default=None,

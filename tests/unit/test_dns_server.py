@@ -111,3 +111,18 @@ def test_listen_addresses():
     assert parse_listen("[fd00::a]:53") == Listen("fd00::a", 53)
     assert parse_listen("fd00::a", 1053) == Listen("fd00::a", 1053)
     assert Listen("fd00::a", 53).server_label == "dns://[fd00::a]:53"
+
+
+def test_coredns_flags_and_the_corefile(tmp_path, monkeypatch):
+    from kubeweft.lab.dns.__main__ import _parser, settings_from
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    # the CoreDNS image's args with no Corefile on disk: kubeadm's, with the port of -dns.port
+    s = settings_from(_parser().parse_args(["-conf", str(tmp_path / "Corefile"), "-dns.port", "1053"]))
+    assert (s.port, s.pods, s.ttl, s.metrics, s.ready, s.binds) == (1053, "insecure", 30, ":9153", ":8181", [])
+    conf = tmp_path / "Corefile"
+    conf.write_text(".:53 {\n  kubernetes kw.test in-addr.arpa {\n    pods verified\n  }\n}\n")
+    s = settings_from(_parser().parse_args(["-conf", str(conf), "--listen", "10.96.0.10", "--ttl", "7"]))
+    assert (s.zone, s.pods, s.ttl, s.binds, s.metrics, s.port) == ("kw.test", "verified", 7, ["10.96.0.10"], "", 53)
+    monkeypatch.setenv("KUBECONFIG", "/k")
+    assert settings_from(_parser().parse_args([])).kubeconfig == "/k"
+    assert settings_from(_parser().parse_args(["--kubeconfig", "/x"])).kubeconfig == "/x"
