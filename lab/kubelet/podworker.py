@@ -78,6 +78,7 @@ class ContainerRun:
         self.ready_seen = False          # the lab workload printed "ready" (its sockets are bound)
         self.env: dict[str, str] = {}
         self.config_error = ""           # why the last start could not even be tried
+        self.terminating = False         # the pod is being deleted
         self.readiness = probes.ProbeState()
         self.liveness = probes.ProbeState()
         self.startup = probes.ProbeState()
@@ -93,7 +94,7 @@ class ContainerRun:
 
     @property
     def ready(self) -> bool:
-        if not self.started or (self.workload and not self.ready_seen):
+        if self.terminating or not self.started or (self.workload and not self.ready_seen):
             return False
         return self.spec.readiness is None or self.readiness.ok
 
@@ -539,7 +540,7 @@ class PodWorker(threading.Thread):
         grace = float(pod.grace_seconds) if api_delete else min(float(pod.grace_seconds), 2.0)
         if api_delete and any(r.proc for r in self.runs):
             for r in self.mains:
-                r.readiness = probes.ProbeState()
+                r.terminating = True           # unready at once: Services stop sending new traffic
             self._send_status()
         self._teardown_sandbox(grace)
         self.torn_down = True
