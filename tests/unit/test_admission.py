@@ -238,27 +238,3 @@ def test_node_pod_cidr_may_only_be_set_once(store):
                          'podCIDR except from "" to valid')
     same = {"metadata": {"name": "h2n", "labels": {"a": "b"}}, "spec": dict(old["spec"])}
     assert admission.admit(store, CFG, nodes, "UPDATE", same, old) is same
-
-
-def test_service_account_token_volume_as_the_admission_plugin_adds_it():
-    from kubeweft.lab.admission.pods import SA_MOUNT_PATH, mount_service_account_token
-    pod = {"spec": {"containers": [{"name": "a"}, {"name": "b", "volumeMounts": [
-        {"name": "own", "mountPath": SA_MOUNT_PATH}]}], "initContainers": [{"name": "i"}]}}
-    mount_service_account_token(pod, None, "x2b9z")
-    spec = pod["spec"]
-    assert spec["serviceAccountName"] == spec["serviceAccount"] == "default"
-    vol = spec["volumes"][0]
-    assert vol["name"] == "kube-api-access-x2b9z" and vol["projected"]["defaultMode"] == 420
-    sources = vol["projected"]["sources"]
-    assert sources[0] == {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
-    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
-    assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    mounts = {c["name"]: c["volumeMounts"] for c in spec["containers"] + spec["initContainers"]}
-    assert mounts["a"] == mounts["i"] == [{"name": "kube-api-access-x2b9z", "readOnly": True,
-                                           "mountPath": SA_MOUNT_PATH}]
-    assert mounts["b"] == [{"name": "own", "mountPath": SA_MOUNT_PATH}]      # its own mount stays
-    off = {"spec": {"containers": [{"name": "a"}], "serviceAccountName": "robot"}}
-    mount_service_account_token(off, False, "x")                             # the ServiceAccount says no
-    assert "volumes" not in off["spec"] and off["spec"]["serviceAccount"] == "robot"
-    on = {"spec": {"containers": [{"name": "a"}], "automountServiceAccountToken": True}}
-    assert mount_service_account_token(on, False, "x")["spec"]["volumes"]    # the pod wins
