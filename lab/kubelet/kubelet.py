@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -455,7 +456,7 @@ class Kubelet:
             pids = self._execs.pop(uid, set())
         for pid in pids:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 

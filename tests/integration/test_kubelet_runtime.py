@@ -115,8 +115,10 @@ def test_volumes_inside_a_container(lab):
 
 @pytest.mark.skipif(not served("serviceaccounts"), reason="the API server serves no ServiceAccounts yet")
 def test_projected_service_account_token_calls_the_api_in_cluster(lab):
-    script = ("from kubernetes import client, config; config.load_incluster_config(); "
-              "print(client.CoreV1Api().read_namespace('default').metadata.name)")
+    # the token authenticates (RBAC then refuses what the default ServiceAccount may not do)
+    script = ("from kubernetes import client, config; config.load_incluster_config()\n"
+              "try:\n    client.CoreV1Api().read_namespace('default')\n"
+              "except client.ApiException as e:\n    print(e.status, e.body)")
     apply(lab, pod("incluster", [{"name": "main", "image": "ghcr.io/kubeweft/kubeweft:latest",
                                   "command": ["sleep", "3600"]}]))
     wait_ready(lab, "incluster")
@@ -124,7 +126,8 @@ def test_projected_service_account_token_calls_the_api_in_cluster(lab):
     assert exec_out(lab, "incluster", "cat", f"{sa_dir}/namespace") == NS
     token = exec_out(lab, "incluster", "cat", f"{sa_dir}/token")
     assert token.startswith("eyJ") and "BEGIN CERTIFICATE" in exec_out(lab, "incluster", "cat", f"{sa_dir}/ca.crt")
-    assert exec_out(lab, "incluster", "python3", "-c", script).strip() == "default"
+    out = exec_out(lab, "incluster", "python3", "-c", script)
+    assert out.startswith("403 ") and 'User \\"system:serviceaccount:default:default\\" cannot get resource' in out
 
 
 def test_env_as_the_kubelet_sets_it(lab):
