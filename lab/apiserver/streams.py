@@ -185,21 +185,18 @@ async def pod_exec(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _relay(client: web.WebSocketResponse, kubelet: aiohttp.ClientWebSocketResponse) -> None:
-    async def up() -> None:
-        async for msg in client:
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                await kubelet.send_bytes(msg.data)
-            elif msg.type == aiohttp.WSMsgType.TEXT:
-                await kubelet.send_str(msg.data)
+async def _pipe(src, dst) -> None:
+    """Forward every data message of WebSocket `src` to `dst` until `src` closes."""
+    async for msg in src:
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            await dst.send_bytes(msg.data)
+        elif msg.type == aiohttp.WSMsgType.TEXT:
+            await dst.send_str(msg.data)
 
-    async def down() -> None:
-        async for msg in kubelet:
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                await client.send_bytes(msg.data)
-            elif msg.type == aiohttp.WSMsgType.TEXT:
-                await client.send_str(msg.data)
-    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+
+async def _relay(client: web.WebSocketResponse, kubelet: aiohttp.ClientWebSocketResponse) -> None:
+    """Both ways, until either side closes."""
+    tasks = [asyncio.ensure_future(_pipe(client, kubelet)), asyncio.ensure_future(_pipe(kubelet, client))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

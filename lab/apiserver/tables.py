@@ -96,6 +96,12 @@ def _terminated_reason(t: dict, prefix: str = "") -> str:
     return f"{prefix}ExitCode:{t.get('exitCode', 0)}"
 
 
+def _later_restart(c: dict, last: datetime.datetime | None) -> datetime.datetime | None:
+    """The later of `last` and when container status `c` last finished (its lastState)."""
+    t = parse_time(((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+    return last if t is None or (last is not None and last >= t) else t
+
+
 def _pod_row(o: dict, now: datetime.datetime) -> list:
     """As kubectl's printPod: the STATUS column from init containers, then containers (last one
     wins), Terminating over all; RESTARTS with how long ago the last one was."""
@@ -107,9 +113,7 @@ def _pod_row(o: dict, now: datetime.datetime) -> list:
     inits = status.get("initContainerStatuses") or []
     for i, c in enumerate(inits):
         restarts += int(c.get("restartCount", 0))
-        last = ((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
-        if last:
-            last_restart = max(filter(None, (last_restart, parse_time(last))))
+        last_restart = _later_restart(c, last_restart)
         state = c.get("state") or {}
         term, waiting = state.get("terminated"), state.get("waiting")
         if term is not None and term.get("exitCode") == 0:
@@ -128,9 +132,7 @@ def _pod_row(o: dict, now: datetime.datetime) -> list:
         restarts, has_running = 0, False
         for c in reversed(status.get("containerStatuses") or []):
             restarts += int(c.get("restartCount", 0))
-            last = ((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
-            if last:
-                last_restart = max(filter(None, (last_restart, parse_time(last))))
+            last_restart = _later_restart(c, last_restart)
             state = c.get("state") or {}
             waiting, term = state.get("waiting"), state.get("terminated")
             if waiting and waiting.get("reason"):

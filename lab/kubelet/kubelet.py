@@ -324,6 +324,9 @@ class Kubelet:
                 w.update(pod)
                 return
             if pod.uid in self.finished or pod.phase in ("Succeeded", "Failed"):
+                if pod.deleting and pod.uid not in self.finished:
+                    # a finished pod with nothing left here: let its deletion complete
+                    threading.Thread(target=self.delete_pod, args=(pod,), daemon=True).start()
                 return
         self._start_worker(PodWorker(self, pod))
 

@@ -394,7 +394,7 @@ class PodWorker(threading.Thread):
                 continue
             self._finished(r)
 
-    def _finished(self, r: ContainerRun, reason: str = "", message: str = "") -> None:
+    def _finished(self, r: ContainerRun) -> None:
         proc = r.proc
         r.proc = None
         code = proc.exit_code() if proc else None
@@ -403,8 +403,8 @@ class PodWorker(threading.Thread):
                                      "The container could not be located when the pod was terminated",
                                      container_id=r.container_id)
         else:
-            term = status.Terminated(code, reason or status.terminated_reason(code), r.started_at, now(),
-                                     message, container_id=r.container_id)
+            term = status.Terminated(code, status.terminated_reason(code), r.started_at, now(),
+                                     container_id=r.container_id)
         r.state, r.terminated = "terminated", term
         r.finished_mono = backoff.restart_at(r.backoff, time.monotonic(), backoff.CAP)
         log.info("%s: container %s exited with %s (%s)", self.pod.key, r.spec.name, term.exit_code, term.reason)
@@ -514,7 +514,8 @@ class PodWorker(threading.Thread):
             proc = runtime.adopt(rec)
             if proc is None:
                 if rec.get("pid") and r.state != "terminated":
-                    r.proc, r.started_at = runtime.ContainerProcess(0, -1), rec.get("startedAt", "")
+                    # it ended while we were down: its exit code is lost (ContainerStatusUnknown)
+                    r.started_at = rec.get("startedAt", "")
                     self._finished(r)
                 continue
             r.proc, r.state, r.started_at = proc, "running", rec.get("startedAt") or now()
