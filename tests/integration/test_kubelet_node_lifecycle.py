@@ -16,7 +16,7 @@ from kubeweft.lab.kubelet import model
 
 from .conftest import fresh_lab, unique_lab_name
 from .kubelet_helpers import apply, get, is_ready, served
-from .services_helpers import wait_for
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

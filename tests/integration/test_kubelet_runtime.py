@@ -4,8 +4,8 @@ volumes inside a container (hostPath on the node's own directories, emptyDir sha
 container, downwardAPI, configMap, secret and the projected ServiceAccount token when the API
 serves those kinds), env as the kubelet sets it, init containers in order, restart policies with
 CrashLoopBackOff, a liveness probe restarting a container, readiness gating, kubectl logs
-(-f, --previous, --tail, -c), kubectl exec (exit codes; -it with a TTY), an nginx pod answering
-on port 80 behind its Service; and at the end, kill -9 of the kubelet, `lab down`, and nothing
+(-f, --previous, --tail, -c), kubectl exec (exit codes; -it with a TTY), an nginx Deployment
+answering on port 80 behind its Service; and at the end, kill -9 of the kubelet, `lab down`, and nothing
 left: no process, no mount namespace of a container, the root mount table as before.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .kubelet_helpers import (
     root_mounts,
     served,
 )
-from .services_helpers import wait_for
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -291,16 +291,17 @@ def test_exec_it_gives_a_shell_with_a_tty(lab):
         term.kill()
 
 
-def test_nginx_pod_answers_on_port_80_behind_its_service(lab):
-    lab.kubectl("run", "web", "--image=nginx", "--labels=app=web")
-    lab.kubectl("expose", "pod", "web", "--port=80")
+def test_nginx_deployment_answers_on_port_80_behind_its_service(lab):
+    lab.kubectl("create", "deployment", "web", "--image=nginx")
+    lab.kubectl("expose", "deployment", "web", "--port=80")
     apply(lab, pod("client", [sh("main", "exec sleep 3600")]))
-    wait_ready(lab, "web")
+    lab.kubectl("rollout", "status", "deployment/web", "--timeout=60s", timeout=90)
     wait_ready(lab, "client")
     ip = get(lab, "svc", "web")["spec"]["clusterIP"]
     answer = wait_for("the Service answering", lambda: lab.kubectl(
         "exec", "client", "--", "curl", "-s", "-m", "2", f"http://{ip}/hostname", check=False).stdout, timeout=30)
-    assert answer == "web"
+    pods = [p["metadata"]["name"] for p in get(lab, "pods", "-l", "app=web")["items"]]
+    assert answer in pods and answer.startswith("web-")
 
 
 def _mount_namespaces(pids: list[int]) -> set[str]:
