@@ -5,6 +5,7 @@ There are no images in the lab; a container runs on the node's filesystem:
   `kubeweft`, `kubeweft-cni` and `python3` resolving to this virtualenv's;
 - a container with a command runs it (command + args); one with args alone runs the args, as
   images without an ENTRYPOINT do (busybox, alpine, debian: `kubectl run x --image=busybox -- sleep 1d`);
+- CoreDNS runs the lab's cluster DNS (lab/dns) with the container's args (-conf ...);
 - agnhost's netexec and serve-hostname, and pause, run what they would;
 - anything else runs the lab workload (lab/workload.py) on the container's declared ports, or
   on 80 for web server images (nginx, httpd) that declare none.
@@ -49,7 +50,7 @@ def is_kubeweft_image(image: str) -> bool:
     return repo in KUBEWEFT_IMAGES or repo.endswith("/kubeweft/kubeweft")
 
 
-def _workload(pod: Pod, container: Container, python: str, ports: str, lab: str) -> Process:
+def _workload(pod: Pod, python: str, ports: str, lab: str) -> Process:
     return Process((python, "-m", "kubeweft.lab.workload", "--lab", lab, "--pod", pod.key, "--ports", ports),
                    workload=True)
 
@@ -88,7 +89,7 @@ def plan_process(pod: Pod, container: Container, argv: tuple[str, ...], args: tu
     if is_kubeweft_image(container.image):
         cmd = list(argv + args)
         if not cmd:
-            return _workload(pod, container, python, render_ports(container), lab)
+            return _workload(pod, python, render_ports(container), lab)
         head = cmd[0].rsplit("/", 1)[-1]
         if head in VENV_COMMANDS:
             cmd[0] = f"{venv_bin}/{head}"
@@ -98,16 +99,18 @@ def plan_process(pod: Pod, container: Container, argv: tuple[str, ...], args: tu
     if name == "agnhost" and not argv and args:
         if args[0] == "netexec":
             http, udp = _flag(args, "http-port", 8080), _flag(args, "udp-port", 8081)
-            return _workload(pod, container, python, f"{http}/TCP,{udp}/UDP", lab)
+            return _workload(pod, python, f"{http}/TCP,{udp}/UDP", lab)
         if args[0] == "serve-hostname":
-            return _workload(pod, container, python, f"{_flag(args, 'port', 9376)}/TCP", lab)
+            return _workload(pod, python, f"{_flag(args, 'port', 9376)}/TCP", lab)
         if args[0] == "pause":
             return Process(("sleep", "infinity"))
+    if name == "coredns" and not argv:
+        return Process((python, "-m", "kubeweft.lab.dns", *args))
     if name == "pause" and not argv and not args:
         return Process(("sleep", "infinity"))
     if argv or args:
         return Process(argv + args)
-    return _workload(pod, container, python, render_ports(container, WEB_SERVERS.get(name, 0)), lab)
+    return _workload(pod, python, render_ports(container, WEB_SERVERS.get(name, 0)), lab)
 
 
 def render_command(p: Process) -> str:

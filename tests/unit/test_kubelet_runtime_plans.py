@@ -40,6 +40,8 @@ def _pod(container: dict) -> podspec.Pod:
     ({"image": "registry.k8s.io/e2e-test-images/agnhost:2.52", "args": ["netexec", "--http-port=9000"]},
      ("py", "-m", "kubeweft.lab.workload", "--lab", "kw", "--pod", "ns/p", "--ports", "9000/TCP,8081/UDP"), True),
     ({"image": "registry.k8s.io/pause:3.10"}, ("sleep", "infinity"), False),
+    ({"image": "registry.k8s.io/coredns/coredns:v1.12.0", "args": ["-conf", "/etc/coredns/Corefile"]},
+     ("py", "-m", "kubeweft.lab.dns", "-conf", "/etc/coredns/Corefile"), False),
     ({"image": "ghcr.io/kubeweft/kubeweft:latest", "command": ["kubeweft", "agent", "--x"]},
      ("/venv/bin/kubeweft", "agent", "--x"), False),
     ({"image": "ghcr.io/kubeweft/kubeweft@sha256:ab", "command": ["python3", "-c", "1"]}, ("py", "-c", "1"), False),
