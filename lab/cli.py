@@ -17,8 +17,9 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="build the lab; returns when every node is Ready")
     up.add_argument("--nodes", type=int, default=2)
-    up.add_argument("--cni", choices=("reference", "kubeweft"), default=None,
-                    help="the CNI plugin the kubelets run (default: kubeweft)")
+    up.add_argument("--cni", choices=("reference", "kubeweft", "none"), default=None,
+                    help="the CNI plugin the kubelets run (default: kubeweft); none: the nodes stay "
+                         "NotReady until a CNI config appears in their conf dir (a CNI DaemonSet's job)")
     up.add_argument("--backend", choices=("vxlan", "host-gw"), default=None,
                     help="kubeweft's cross-node backend (agent --overlay; default vxlan)")
     up.add_argument("--timeout", type=float, default=120.0)

@@ -44,7 +44,7 @@ VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",), "namespace"),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",), "node"),
-    Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction"), "pod", ("all",)),
+    Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction", "exec", "log"), "pod", ("all",)),
     Resource("", "v1", "services", "Service", True, ("svc",), ("status",), "service", ("all",)),
     Resource("", "v1", "events", "Event", True, ("ev",), (), "event"),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, (), (), "endpointslice"),
@@ -93,6 +93,8 @@ SUBRESOURCES: dict[str, Subresource] = {
     "token": Subresource(("create",), "authentication.k8s.io", "v1", "TokenRequest"),
     "scale": Subresource(("get", "patch", "update"), "autoscaling", "v1", "Scale"),
     "eviction": Subresource(("create",), "policy", "v1", "Eviction"),
+    "exec": Subresource(("create", "get"), kind="PodExecOptions"),      # served by apiserver/streams.py
+    "log": Subresource(("get",)),
 }
 STATUS_SUBRESOURCE = Subresource(("get", "patch", "update"))
 

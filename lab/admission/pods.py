@@ -62,7 +62,21 @@ def default_pod_spec(spec: dict) -> dict:
             res["requests"] = dict(res["limits"])
         for p in c.get("ports") or []:
             p.setdefault("protocol", "TCP")
+        for key in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if isinstance(c.get(key), dict):
+                default_probe(c[key])
     return spec
+
+
+def default_probe(probe: dict) -> dict:
+    """SetDefaults_Probe and SetDefaults_HTTPGetAction (in place)."""
+    for key, value in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1),
+                       ("failureThreshold", 3)):
+        probe.setdefault(key, value)
+    if isinstance(probe.get("httpGet"), dict):
+        probe["httpGet"].setdefault("path", "/")
+        probe["httpGet"].setdefault("scheme", "HTTP")
+    return probe
 
 
 def plan_qos_class(spec: dict) -> str:

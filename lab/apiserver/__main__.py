@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import ipaddress
 import json
 import logging
 import os
@@ -94,7 +95,9 @@ def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
 
 async def run(cfg: LabConfig, history: int = 200_000) -> int:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip])
+    # the serving certificate names the kubernetes Service's ClusterIP too: in-cluster clients
+    # (KUBERNETES_SERVICE_HOST) verify it as they would a real API server's
+    keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip, str(ipaddress.ip_network(cfg.service_cidr)[1])])
     store = Store(history=history)
     apiapp.ensure_namespaces(store, cfg)
     apiapp.ensure_kubernetes_service(store, cfg)

@@ -30,7 +30,7 @@ from .. import admission, deletion, errors, selectors
 from ..config import API_PORT, LabConfig
 from ..resources import ENDPOINTS, Resource, find
 from ..store import Store
-from . import discovery, openapi, patch, protobuf, reviews, scale, tables, tokens, validation
+from . import discovery, openapi, patch, protobuf, reviews, scale, streams, tables, tokens, validation
 from .access import Access
 from .attributes import request_attributes
 from .identity import User
@@ -655,6 +655,7 @@ def build_app(store: Store, cfg: LabConfig, token: str, signer: tokens.Signer | 
     r.add_get("/apis/{group}", h.api_group)
     r.add_get("/apis/{group}/{version}", h.group_version)
     r.add_get("/apis/{group}/{version}/", h.group_version)
+    streams.add_routes(app)
     r.add_route("*", "/api/v1/{tail:.+}", h.core_resource)
     r.add_route("*", "/apis/{group}/{version}/{tail:.+}", h.group_resource)
     return app
@@ -667,7 +668,7 @@ def ssl_context(cert: str, key: str) -> ssl.SSLContext:
 
 
 def ensure_namespaces(store: Store, cfg: LabConfig,
-                      names: tuple[str, ...] = ("default", "kube-system", "kube-public")) -> None:
+                      names: tuple[str, ...] = ("default", "kube-system", "kube-public", "kube-node-lease")) -> None:
     for name in names:
         if store.try_get(_NAMESPACES, "", name) is None:
             obj = {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},

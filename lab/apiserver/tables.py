@@ -88,21 +88,70 @@ def _age(obj: dict, now: datetime.datetime) -> str:
     return "<unknown>" if t is None else human_duration((now - t).total_seconds())
 
 
+def _terminated_reason(t: dict, prefix: str = "") -> str:
+    if t.get("reason"):
+        return prefix + t["reason"]
+    if t.get("signal"):
+        return f"{prefix}Signal:{t['signal']}"
+    return f"{prefix}ExitCode:{t.get('exitCode', 0)}"
+
+
+def _later_restart(c: dict, last: datetime.datetime | None) -> datetime.datetime | None:
+    """The later of `last` and when container status `c` last finished (its lastState)."""
+    t = parse_time(((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+    return last if t is None or (last is not None and last >= t) else t
+
+
 def _pod_row(o: dict, now: datetime.datetime) -> list:
+    """As kubectl's printPod: the STATUS column from init containers, then containers (last one
+    wins), Terminating over all; RESTARTS with how long ago the last one was."""
     spec, status, meta = o.get("spec", {}), o.get("status", {}), o.get("metadata", {})
     containers = spec.get("containers") or []
-    cstats = status.get("containerStatuses") or []
-    ready = sum(1 for c in cstats if c.get("ready"))
-    restarts = sum(int(c.get("restartCount", 0)) for c in cstats)
     reason = status.get("reason") or status.get("phase") or "Pending"
-    for c in cstats:
-        waiting = (c.get("state") or {}).get("waiting")
-        if waiting and waiting.get("reason"):
-            reason = waiting["reason"]
-    if meta.get("deletionTimestamp"):
+    restarts, ready, last_restart = 0, 0, None
+    initializing = False
+    inits = status.get("initContainerStatuses") or []
+    for i, c in enumerate(inits):
+        restarts += int(c.get("restartCount", 0))
+        last_restart = _later_restart(c, last_restart)
+        state = c.get("state") or {}
+        term, waiting = state.get("terminated"), state.get("waiting")
+        if term is not None and term.get("exitCode") == 0:
+            continue
+        if term is not None:
+            reason = _terminated_reason(term, "Init:")
+        elif waiting and waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            reason = "Init:" + waiting["reason"]
+        else:
+            reason = f"Init:{i}/{len(spec.get('initContainers') or inits)}"
+        initializing = True
+        break
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
+                      for c in status.get("conditions") or [])
+    if not initializing or initialized:
+        restarts, has_running = 0, False
+        for c in reversed(status.get("containerStatuses") or []):
+            restarts += int(c.get("restartCount", 0))
+            last_restart = _later_restart(c, last_restart)
+            state = c.get("state") or {}
+            waiting, term = state.get("waiting"), state.get("terminated")
+            if waiting and waiting.get("reason"):
+                reason = waiting["reason"]
+            elif term is not None:
+                reason = _terminated_reason(term)
+            elif c.get("ready") and "running" in state:
+                has_running = True
+                ready += 1
+        if reason == "Completed" and has_running:
+            reason = "Running" if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                      for c in status.get("conditions") or []) else "NotReady"
+    if meta.get("deletionTimestamp") and status.get("phase") not in ("Succeeded", "Failed"):
         reason = "Terminating"
+    restarts_text = str(restarts)
+    if restarts and last_restart is not None:
+        restarts_text = f"{restarts} ({human_duration((now - last_restart).total_seconds())} ago)"
     gates = spec.get("readinessGates") or []
-    return [meta.get("name"), f"{ready}/{len(containers)}", reason, restarts, _age(o, now),
+    return [meta.get("name"), f"{ready}/{len(containers)}", reason, restarts_text, _age(o, now),
             status.get("podIP") or "<none>", spec.get("nodeName") or "<none>",
             status.get("nominatedNodeName") or "<none>", f"0/{len(gates)}" if gates else "<none>"]
 

@@ -2,6 +2,7 @@
 
     endpointslices  EndpointSlices for Services with selectors (kube-controller-manager)
     nodeipam        a podCIDR per Node (kube-controller-manager's range allocator)
+    nodelifecycle   not-ready and unreachable taints from each Node's Ready condition
     scheduler       binds pods to Nodes (kube-scheduler)
     loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
     announcer       routes to those IPs on the lab's router, as a BGP speaker announces them
@@ -31,13 +32,14 @@ from .garbagecollector import GarbageCollector
 from .loadbalancer import LoadBalancerController
 from .loop import Reconciler
 from .nodeipam import NodeIPAMController
+from .nodelifecycle import NodeLifecycleController
 from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
 from .serviceaccounts import ServiceAccountsController
 from .tokensecrets import TokenSecretsController
 
-KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
-                                       LoadBalancerController, LoadBalancerAnnouncer,
+KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, NodeLifecycleController, Scheduler,
+                                       EndpointSliceController, LoadBalancerController, LoadBalancerAnnouncer,
                                        ServiceAccountsController, EndpointsController,
                                        ClusterRoleAggregationController, TokenSecretsController,
                                        DeploymentController, ReplicaSetController, DaemonSetController,

@@ -73,8 +73,9 @@ def _misfit(pod: dict, node: NodeView) -> str | None:
     spec = pod.get("spec") or {}
     if node.unschedulable:
         return UNSCHEDULABLE
-    if not node.ready:
-        # the node lifecycle controller would have tainted it; say so as the real message does
+    if not node.ready and not tolerates(spec.get("tolerations") or [], ("node.kubernetes.io/not-ready", "",
+                                                                        "NoSchedule")):
+        # tainted by the node lifecycle controller, or about to be: say so as the real message does
         return "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
     labels = dict(node.labels)
     if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):

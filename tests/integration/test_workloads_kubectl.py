@@ -57,10 +57,10 @@ def rollout(lab, what: str) -> str:
 def test_tutorial_deployment_expose_scale_and_restart_without_a_failed_request(lab):
     lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=3")
     try:
-        # the lab workload answers on 8080 when the container declares no port; like a preStop
+        # an nginx container that declares no port answers on 80, as on kind; like a preStop
         # sleep, KUBEWEFT_TERM_DELAY keeps it serving while the Service lets go of it
         lab.kubectl("set", "env", "deployment/web", "KUBEWEFT_TERM_DELAY=2")
-        lab.kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080")
+        lab.kubectl("expose", "deployment", "web", "--port=80")
         lab.kubectl("run", "client", "--image=any")
         rollout(lab, "deployment/web")
         lab.kubectl("wait", "--for=condition=Ready", "pod/client", "--timeout=50s", timeout=60)
