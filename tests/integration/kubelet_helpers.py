@@ -11,8 +11,6 @@ import signal
 import time
 from collections.abc import Iterator
 
-from kubeweft.lab.resources import find
-
 from .conftest import KUBECTL, Lab, fresh_lab, unique_lab_name
 
 
@@ -35,11 +33,6 @@ def lab_with_env(env: dict[str, str], prefix: str = "t", **kw) -> Iterator[Lab]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def served(plural: str, group: str = "") -> bool:
-    """Does this checkout's API server serve the kind (another part of the lab adds some)?"""
-    return find(group, plural) is not None
 
 
 def apply(lab: Lab, *docs: dict) -> None:

@@ -1,9 +1,9 @@
 """Node lifecycle as a kubelet reports it, on ONE 1-node lab without a CNI (`lab up --cni none`):
 the node is NotReady with the runtime's reason and tainted not-ready until its CNI conf dir holds
-a config; a pod that does not tolerate the taint stays Pending; a hostNetwork pod that tolerates
-it runs there and installs the CNI through hostPath volumes (as a CNI DaemonSet does), into the
+a config; a pod that does not tolerate the taint stays Pending; a CNI installer DaemonSet whose
+hostNetwork pod tolerates it runs there and installs the CNI through hostPath volumes, into the
 node's own directories; then the node is Ready and untainted and the pending pod runs; the node
-renews its Lease (when the API serves Leases). Everything through the real kubectl.
+renews its Lease. Everything through the real kubectl.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from kubeweft.lab.kubelet import model
 
 from .conftest import fresh_lab, unique_lab_name
-from .kubelet_helpers import apply, get, is_ready, served
+from .kubelet_helpers import apply, get, is_ready
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -36,13 +36,13 @@ def ready_condition(node: dict) -> dict:
 
 
 def installer(lab, conflist: dict) -> dict:
-    """A CNI installer as a DaemonSet's pod: hostNetwork, tolerating not-ready, writing the
-    plugins and the conflist through hostPath volumes."""
+    """A CNI installer DaemonSet: hostNetwork, tolerating not-ready, writing the plugins and the
+    conflist through hostPath volumes."""
     script = ("cp /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /host/opt/cni/bin/ && "
               'printf "%s" "$CONF" > /host/etc/cni/net.d/10-lab.conflist && hostname && cat /etc/hosts && '
               "exec sleep 3600")
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cni-installer", "namespace": "kube-system"},
-            "spec": {"hostNetwork": True, "terminationGracePeriodSeconds": 1,
+    labels = {"app": "cni-installer"}
+    pod_spec = {"hostNetwork": True, "terminationGracePeriodSeconds": 1,
                      "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
                                       "effect": "NoSchedule"}],
                      "containers": [{"name": "install", "image": "busybox", "command": ["sh", "-c", script],
@@ -51,7 +51,11 @@ def installer(lab, conflist: dict) -> dict:
                                                       {"name": "conf", "mountPath": "/host/etc/cni/net.d"}]}],
                      "volumes": [{"name": "bin", "hostPath": {"path": "/opt/cni/bin", "type": "DirectoryOrCreate"}},
                                  {"name": "conf", "hostPath": {"path": "/etc/cni/net.d",
-                                                               "type": "DirectoryOrCreate"}}]}}
+                                                               "type": "DirectoryOrCreate"}}]}
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "cni-installer", "namespace": "kube-system"},
+            "spec": {"selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
 
 
 def test_a_node_without_cni_config_is_not_ready_and_tainted_and_keeps_pods_away(lab):
@@ -79,12 +83,14 @@ def test_host_network_pod_tolerating_the_taint_installs_the_cni_and_the_node_tur
     apply(lab, installer(lab, conflist))
 
     def installer_running():
-        pod = get(lab, "-n", "kube-system", "pod", "cni-installer")
-        return pod if is_ready(pod) else None
-    pod = wait_for("the installer Running on the NotReady node", installer_running, timeout=30)
+        pods = get(lab, "-n", "kube-system", "pod", "-l", "app=cni-installer")["items"]
+        return pods[0] if len(pods) == 1 and is_ready(pods[0]) else None
+    pod = wait_for("the DaemonSet's pod Running on the NotReady node", installer_running, timeout=30)
     assert pod["spec"]["nodeName"] == "node1" and pod["status"]["podIP"] == lab.cfg.node_ip(1)
-    logs = wait_for("the installer's log", lambda: lab.kubectl("-n", "kube-system", "logs", "cni-installer").stdout,
-                    timeout=20)
+    ds = get(lab, "-n", "kube-system", "ds", "cni-installer")
+    assert ds["status"]["desiredNumberScheduled"] == 1        # the NotReady node is eligible
+    logs = wait_for("the installer's log", lambda: lab.kubectl("-n", "kube-system", "logs",
+                                                                pod["metadata"]["name"]).stdout, timeout=20)
     assert logs.startswith("node1\n") and "# Kubernetes-managed hosts file (host network)." in logs
     # the hostPaths are the node's own directories, never the machine's
     written = lab.cfg.cni_conf_dir("node1") / "10-lab.conflist"
@@ -107,7 +113,6 @@ def test_host_network_pod_tolerating_the_taint_installs_the_cni_and_the_node_tur
     assert waiter["status"]["podIP"].startswith(node["spec"]["podCIDR"].rsplit(".", 2)[0])
 
 
-@pytest.mark.skipif(not served("leases", "coordination.k8s.io"), reason="the API server serves no Lease kind yet")
 def test_the_node_renews_its_lease(lab):
     lease = get(lab, "-n", "kube-node-lease", "lease", "node1")
     assert lease["spec"]["holderIdentity"] == "node1" and lease["spec"]["leaseDurationSeconds"] == 40
