@@ -193,11 +193,12 @@ def test_rendered_server_block():
     }}
 }}
 """ in conf
-    for line in ("pid /s/nginx.pid;", "error_log /s/logs/error.log notice;", "proxy_temp_path /s/tmp/proxy;",
-                 "ssl_certificate /s/conf/certs/default.pem;", "proxy_set_header X-Forwarded-For $remote_addr;",
-                 "proxy_set_header X-Real-IP $remote_addr;", "proxy_set_header Host $best_http_host;",
-                 "proxy_set_header X-Forwarded-Proto $scheme;"):
-        assert f"    {line}\n" in conf
+    for line in ("pid /s/nginx.pid;", "error_log /s/logs/error.log notice;"):
+        assert f"\n{line}\n" in conf
+    for line in ("proxy_temp_path /s/tmp/proxy;", "ssl_certificate /s/conf/certs/default.pem;",
+                 "proxy_set_header X-Forwarded-For $remote_addr;", "proxy_set_header X-Real-IP $remote_addr;",
+                 "proxy_set_header Host $best_http_host;", "proxy_set_header X-Forwarded-Proto $scheme;"):
+        assert f"\n    {line}\n" in conf
     assert "user " not in conf
 
 
