@@ -4,8 +4,8 @@ Started by the lab kubelet inside the pod's netns. It listens on every declared 
 UDP for each (8080 if none), on 0.0.0.0, and prints one line "ready" once all are bound.
 
 - HTTP over TCP (keep-alive): GET /hostname -> pod name, /clientip -> "IP:PORT" it saw,
-  /whoami -> {"pod": "NS/NAME", "client": "IP:PORT"}, /headers -> the same with "headers" (the
-  request's, names lower-cased: what a proxy in front set), /ready -> 200 "ok" or 503 (flipped by
+  /whoami -> {"pod": "NS/NAME", "client": "IP:PORT"}, /headers and /headers/... -> the same with
+  "headers" (the request's, names lower-cased: what a proxy in front set), /ready -> 200 "ok" or 503 (flipped by
   /ready/off and /ready/on), /healthz -> 200, anything else 404.
 - A plain TCP line "hostname", "clientip" or "whoami" gets the answer as one line.
 - UDP: a datagram "hostname", "clientip" or "whoami" gets the answer back.
@@ -198,7 +198,7 @@ class Workload:
             return 200, text, client
         if path == "/whoami":
             return 200, "application/json", json.dumps({"pod": self.pod, "client": client})
-        if path == "/headers":
+        if path == "/headers" or path.startswith("/headers/"):
             return 200, "application/json", json.dumps({"pod": self.pod, "client": client, "headers": headers or {}})
         if path == "/healthz":
             return 200, text, "ok"

@@ -87,15 +87,28 @@ class Nginx:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> int:
-        """Start the master on the live configuration; returns its PID."""
+    def start(self, timeout: float = 10.0) -> int:
+        """Start the master on the live configuration; returns its PID once nginx serves."""
         ok, out = self.test(self.conf)
         if not ok:
             raise RuntimeError(f"nginx -t failed on {self.conf}: {out}")
         self.proc = subprocess.Popen([*self._argv(self.conf), "-g", "daemon off; master_process on;"],
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        # nginx writes its pid file after it has bound its listening sockets: then it serves
+        deadline = time.monotonic() + timeout
+        while self._pid_file() != self.proc.pid:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nginx did not start (exit {self.proc.returncode}); see {self.error_log}")
+            time.sleep(0.02)
         log.info("nginx started, master pid %d", self.proc.pid)
         return self.proc.pid
+
+    def _pid_file(self) -> int | None:
+        try:
+            return int((self.state_dir / "nginx.pid").read_text())
+        except (OSError, ValueError):
+            return None
 
     def reload(self) -> None:
         if self.running:
