@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 from kubeweft.proxy.informer import Informer
 
+from ..files import write_atomic
 from . import certs, render, status
 from .classes import select_ingresses
-from .nginx import Nginx, write_atomic
+from .nginx import Nginx
 from .views import (
     IngressView,
     ingress_class_view,
@@ -179,9 +180,9 @@ class IngressController:
         self.ensure_node_address()
         served, plan = self.plan()
         text, files = render.render_nginx_conf(plan, self.settings()), render.render_files(plan)
-        for fname, data in files.items():
-            write_atomic(self.nginx.conf_dir / fname, data, 0o600)
-        write_atomic(self.nginx.conf, text.encode())
+        ok, out = self.nginx.apply(text, files)     # nginx not running yet: nothing to reload
+        if not ok:
+            raise RuntimeError(f"the first configuration was refused by nginx -t: {out}")
         self.nginx.start()
         self.applied = (text, files)
         log.info("serving %d Ingresses of class %s", len(served), self.opts.ingress_class)

@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..files import write_atomic
+
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
@@ -29,14 +31,6 @@ TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 def _die_with_parent() -> None:
     """preexec_fn: SIGTERM to the child when its parent (the controller) exits, however it exits."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class Nginx:
@@ -67,7 +61,7 @@ class Nginx:
             if not path.exists() or path.read_bytes() != data:
                 write_atomic(path, data, 0o600)
         candidate = self.conf_dir / "nginx.conf.new"
-        write_atomic(candidate, conf_text.encode())
+        write_atomic(candidate, conf_text, 0o644)
         ok, out = self.test(candidate)
         if not ok:
             log.error("new configuration refused by nginx -t, the live one stays: %s", out)

@@ -13,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 
 
+def stop_process(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to this PID, SIGKILL after `grace` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class Server:
     def __init__(self, tmp: Path, name: str, history: int = 40):
         self.root, self.name = tmp, name
@@ -33,13 +44,7 @@ class Server:
         self.ready = json.loads(ready.read_text())
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
         self.log.close()
         return self.proc.returncode
 

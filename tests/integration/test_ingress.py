@@ -32,7 +32,7 @@ from kubeweft.lab.ingress import certs, render
 from kubeweft.lab.ingress.nginx import Nginx
 from kubeweft.lab.ingress.views import ingress_view, secret_view, service_view, slice_view
 
-from .apiserver_proc import Server
+from .apiserver_proc import Server, stop_process
 from .netns_helpers import scratch_netns
 from .overlay_helpers import workload_in
 from .waiting import wait_for
@@ -70,13 +70,7 @@ def process(argv: list[str], ns: str, log: Path, env: dict | None = None):
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, 15)
         out.close()
 
 
