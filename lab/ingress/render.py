@@ -22,6 +22,8 @@ updateServerLocations, extractTLSSecretName; rootfs/etc/nginx/template/nginx.tmp
 - Backends are the Service's endpoints from its EndpointSlices (ready addresses, the slice
   port named as the Service port), one upstream per Service port, as ingress-nginx balances
   them; a backend with no endpoint answers 503, a missing default backend 404.
+- A path with other characters than letters, digits and `-._~/` is left out (ingress-nginx's
+  strict-validate-path-type; nginx would read `;`, `{` or a space in it as syntax).
 - Towards the backend: Host as the client sent it, X-Real-IP and X-Forwarded-For the client's
   address (a client's own X-Forwarded-For is not trusted), X-Forwarded-Proto/-Host/-Port.
 """
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from .views import Backend, IngressView, Key, SecretView, ServiceView, SliceView
 
 CATCH_ALL = "_"
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9\-._~/]*$")
 NOT_FOUND, UNAVAILABLE, PROXY = "not-found", "unavailable", "proxy"
 DEFAULT_CERT = "certs/default.pem"
 
@@ -179,6 +182,8 @@ def plan_config(ingresses: Iterable[IngressView], services: Mapping[Key, Service
             host = rule.host or CATCH_ALL
             for p in rule.paths:
                 path = p.path or "/"
+                if not SAFE_PATH.match(path):
+                    continue
                 action, up = target(ing.namespace, p.backend)
                 entries[host].append(_Entry(path, p.path_type, action, up, ing.ssl_redirect,
                                             f"{ing.namespace}/{ing.name} {path} ({p.path_type})"))

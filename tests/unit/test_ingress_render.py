@@ -87,6 +87,12 @@ def test_prefix_is_by_path_element_and_exact_keeps_its_own_backend():
         "/raw": ("proxy", "default-web-80")}
 
 
+def test_paths_nginx_would_read_as_syntax_are_left_out():
+    p = plan(ing("a", rule("a.example", ("/ok-1.2_~", "Exact", be("web")), ("/x;return 200", "Prefix", be("web")),
+                           ("/a b", "Exact", be("web")), ("/{x}", "ImplementationSpecific", be("web")))))
+    assert set(locations(p, "a.example")) == {"/", "= /ok-1.2_~"}
+
+
 def test_first_ingress_wins_a_path_and_names_the_host_default_backend():
     old = ing("old", rule("a.example", ("/x", "Prefix", be("web"))), created="2026-01-01T00:00:00Z",
               default=be("api", "admin"))
