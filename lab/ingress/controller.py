@@ -11,6 +11,7 @@ which ingress-nginx avoids with Lua; Debian's nginx has none, and a reload takes
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
@@ -132,38 +133,49 @@ class IngressController:
         return status.plan_addresses(self.opts.publish_status_address, publish, self.node_address)
 
     def sync_status(self, served: list[IngressView]) -> None:
-        from kubernetes.client import ApiException, NetworkingV1Api
-
         want = self.addresses()
         if not want:
             return
-        api = NetworkingV1Api(self.api)
+        body = status.render_status_patch(want)
         for ing in served:
             if ing.addresses == want:
                 continue
-            try:
-                api.patch_namespaced_ingress_status(ing.name, ing.namespace, status.render_status_patch(want),
-                                                    _request_timeout=10)
+            path = f"/apis/networking.k8s.io/v1/namespaces/{ing.namespace}/ingresses/{ing.name}/status"
+            code, answer = self._call("PATCH", path, body)
+            if code == 200:
                 log.info("status of %s/%s: %s", ing.namespace, ing.name, [a or h for a, h in want])
-            except ApiException as e:
-                log.warning("status of %s/%s not written: %s", ing.namespace, ing.name, e.reason)
+            else:
+                log.warning("status of %s/%s not written: HTTP %d %s", ing.namespace, ing.name, code, answer)
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """One request through the client's config, auth and pool, JSON both ways (the client's
+        typed API would import its ~2 s of model classes for these few calls)."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/merge-patch+json"
+        req = self.api.param_serialize(method, path, header_params=headers, body=body, auth_settings=["BearerToken"])
+        resp = self.api.call_api(*req[:4], _request_timeout=10).response
+        try:
+            data = resp.data
+        finally:
+            resp.release_conn()
+        try:
+            return resp.status, json.loads(data or b"{}")
+        except ValueError:
+            return resp.status, {}
 
     def ensure_node_address(self) -> None:
         """The address of the node the controller's pod runs on (ExternalIP, else InternalIP)."""
-        from kubernetes.client import ApiException, CoreV1Api
-
         if not (self.opts.pod_name and self.opts.pod_namespace) or self.opts.publish_service \
                 or self.opts.publish_status_address:
             return
-        core = CoreV1Api(self.api)
-        try:
-            pod = core.read_namespaced_pod(self.opts.pod_name, self.opts.pod_namespace, _request_timeout=10)
-            node = core.read_node(pod.spec.node_name, _request_timeout=10) if pod.spec.node_name else None
-        except ApiException as e:
-            log.warning("cannot read pod %s/%s or its node: %s", self.opts.pod_namespace, self.opts.pod_name,
-                        e.reason)
+        code, pod = self._call("GET", f"/api/v1/namespaces/{self.opts.pod_namespace}/pods/{self.opts.pod_name}")
+        node_name = (pod.get("spec") or {}).get("nodeName") if code == 200 else None
+        code, node = self._call("GET", f"/api/v1/nodes/{node_name}") if node_name else (code, {})
+        if code != 200:
+            log.warning("cannot read pod %s/%s or its node: HTTP %d", self.opts.pod_namespace, self.opts.pod_name, code)
             return
-        addrs = {a.type: a.address for a in (node.status.addresses or [])} if node is not None else {}
+        addrs = {a.get("type"): a.get("address") for a in (node.get("status") or {}).get("addresses") or []}
         self.node_address = addrs.get("ExternalIP") or addrs.get("InternalIP") or ""
 
     def start(self, sync_timeout: float = 60.0) -> None:
@@ -171,15 +183,18 @@ class IngressController:
         default_cert = self.nginx.conf_dir / render.DEFAULT_CERT
         if not default_cert.exists():
             write_atomic(default_cert, certs.make_default_certificate(), 0o600)
+        log.debug("default certificate in place")
         for inf in self.informers.values():
             inf.start()
         deadline = time.monotonic() + sync_timeout
         for name, inf in self.informers.items():
             if not inf.wait_synced(max(0.1, deadline - time.monotonic())):
                 raise TimeoutError(f"the {name} informer did not sync in {sync_timeout:g} s")
+        log.debug("informers synced")
         self.ensure_node_address()
         served, plan = self.plan()
         text, files = render.render_nginx_conf(plan, self.settings()), render.render_files(plan)
+        log.debug("first configuration rendered")
         ok, out = self.nginx.apply(text, files)     # nginx not running yet: nothing to reload
         if not ok:
             raise RuntimeError(f"the first configuration was refused by nginx -t: {out}")

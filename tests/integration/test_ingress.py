@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from kubeweft.lab import netns
 from kubeweft.lab.ingress import certs, render
+from kubeweft.lab.ingress.controller import IngressController, Options
 from kubeweft.lab.ingress.nginx import Nginx
 from kubeweft.lab.ingress.views import ingress_view, secret_view, service_view, slice_view
 
@@ -243,8 +244,10 @@ def test_ingress_routes_http_and_https_to_the_services_endpoints(world):
     # a host with TLS redirects plain HTTP; a host without serves it
     redirect = fetch(client, "a.example", "/headers/x")
     assert redirect["status"] == 308 and redirect["location"] == "https://a.example/headers/x"
-    plain = fetch(client, "b.example", "/headers", headers={"X-Forwarded-For": "203.0.113.66"})
-    assert backend_of(plain) == "default/web-1"
+    def plain_by_web() -> dict | None:
+        r = fetch(client, "b.example", "/headers", headers={"X-Forwarded-For": "203.0.113.66"})
+        return r if backend_of(r) == "default/web-1" else None
+    plain = wait_for("b.example over HTTP", plain_by_web, timeout=10)
     # the client's own X-Forwarded-For is not trusted: the backend sees the client's address
     assert plain["json"]["headers"]["x-forwarded-for"] == CLIENT_IP
     assert plain["json"]["headers"]["x-forwarded-proto"] == "http"
@@ -288,6 +291,24 @@ def test_ingress_routes_http_and_https_to_the_services_endpoints(world):
     ctl.send_signal(signal.SIGTERM)
     assert ctl.wait(20) == 0
     wait_for("nginx gone", lambda: not any(alive(p) for p in [world["master"], *world["workers"]]), timeout=10)
+
+    # with nothing published, the status shows the address of the node its pod (POD_NAME,
+    # POD_NAMESPACE) runs on, as ingress-nginx's
+    apply(server, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node7"},
+                   "status": {"addresses": [{"type": "InternalIP", "address": "192.168.56.17"}]}},
+          {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "controller-0", "namespace": "ingress-nginx"},
+           "spec": {"nodeName": "node7", "containers": [{"name": "controller", "image": "x"}]}})
+    server.kubectl("patch", "node", "node7", "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"addresses": [{"type": "InternalIP", "address": "192.168.56.17"}]}}))
+    from kubernetes import config
+    api = config.new_client_from_config(config_file=str(server.kubeconfig))
+    try:
+        local = IngressController(api, Options(state_dir=tmp / "local", pod_name="controller-0",
+                                               pod_namespace="ingress-nginx"))
+        local.ensure_node_address()
+        assert local.addresses() == (("192.168.56.17", ""),)
+    finally:
+        api.close()
 
 
 def test_rendered_configuration_passes_nginx_t_and_a_refused_one_never_goes_live(tmp_path):
