@@ -34,7 +34,7 @@ from kubeweft.cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniErr
 from kubeweft.cni.protocols import NFT_PROTOCOLS
 
 try:
-    import nftables  # Debian's python3-nftables (DESIGN.md, decision 6)
+    import nftables  # Debian's python3-nftables (docs/architecture.md)
 except ImportError:
     nftables = None
 

@@ -4,9 +4,10 @@ It checks the environment and the configuration itself (so errors carry the spec
 when the agent is down), answers VERSION itself and forwards ADD, DEL, CHECK, STATUS and GC to
 the node agent's gRPC service (proto/kubeweft.proto) on its unix socket. It imports only the
 standard library: the unary gRPC call is made by `call_unary` below, since `import grpc` and the
-protobuf stubs cost 100-150 ms here. pyroute2 costs 120-150 ms more (DESIGN.md, decision 1), so the datapath is imported
-only on the one path that needs it, DEL with the agent down. stdout carries the result or the error
-JSON and nothing else; logs go to stderr, or to the configuration's logFile.
+protobuf stubs cost 100-150 ms here. pyroute2 costs 120-150 ms more (docs/architecture.md,
+decision 1), so the datapath is imported only on the one path that needs it, DEL with the agent
+down. stdout carries the result or the error JSON and nothing else; logs go to stderr, or to the
+configuration's logFile.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
 
 
 # --- a unary gRPC call with the standard library only ------------------------------------------
-# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (DESIGN.md decision 1). A
+# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (docs/architecture.md, decision 1). A
 # unary call over h2c on a unix socket needs little: the connection preface, one HEADERS frame
 # (HPACK literals, no Huffman, no dynamic table), DATA frames within the peer's flow-control
 # windows (configs past 64 KiB wait for WINDOW_UPDATEs; the standalone zipapp has no grpc

@@ -44,7 +44,7 @@ VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",), "namespace"),
     Resource("", "v1", "nodes", "Node", False, ("no",), ("status",), "node"),
-    Resource("", "v1", "pods", "Pod", True, ("po",), ("status",), "pod", ("all",)),
+    Resource("", "v1", "pods", "Pod", True, ("po",), ("status", "eviction"), "pod", ("all",)),
     Resource("", "v1", "services", "Service", True, ("svc",), ("status",), "service", ("all",)),
     Resource("", "v1", "events", "Event", True, ("ev",), (), "event"),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, (), (), "endpointslice"),
@@ -72,6 +72,13 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False,
              (), (), "selfsubjectreview", (), ("create",)),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), "lease"),
+    Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale"),
+             "deployment", ("all",)),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("status", "scale"),
+             "replicaset", ("all",)),
+    Resource("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), ("status",), "daemonset", ("all",)),
+    Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True, (), (),
+             "controllerrevision"),
 )
 
 
@@ -86,6 +93,8 @@ class Subresource:
 # what discovery says of each subresource; the rest (status) are get, patch, update of the parent kind
 SUBRESOURCES: dict[str, Subresource] = {
     "token": Subresource(("create",), "authentication.k8s.io", "v1", "TokenRequest"),
+    "scale": Subresource(("get", "patch", "update"), "autoscaling", "v1", "Scale"),
+    "eviction": Subresource(("create",), "policy", "v1", "Eviction"),
 }
 STATUS_SUBRESOURCE = Subresource(("get", "patch", "update"))
 
@@ -113,6 +122,10 @@ ROLES = BY_PLURAL[("rbac.authorization.k8s.io", "roles")]
 CLUSTER_ROLES = BY_PLURAL[("rbac.authorization.k8s.io", "clusterroles")]
 ROLE_BINDINGS = BY_PLURAL[("rbac.authorization.k8s.io", "rolebindings")]
 CLUSTER_ROLE_BINDINGS = BY_PLURAL[("rbac.authorization.k8s.io", "clusterrolebindings")]
+DEPLOYMENTS = BY_PLURAL[("apps", "deployments")]
+REPLICASETS = BY_PLURAL[("apps", "replicasets")]
+DAEMONSETS = BY_PLURAL[("apps", "daemonsets")]
+REVISIONS = BY_PLURAL[("apps", "controllerrevisions")]
 
 
 def find(group: str, plural: str) -> Resource | None:

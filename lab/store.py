@@ -28,6 +28,15 @@ from .resources import NAMESPACES, Resource
 Predicate = Callable[[dict], bool]
 
 
+# apimachinery's rand.String alphabet: no vowels (no words), no 0/1/3 (no look-alikes)
+SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def random_suffix(n: int = 5) -> str:
+    """What the real server appends to a generateName (web-7d4b9c-x2kq5)."""
+    return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(n))
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -138,7 +147,7 @@ class Store:
     def create(self, resource: Resource, obj: dict) -> dict:
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+            meta["name"] = meta["generateName"] + random_suffix()
         name = meta.get("name")
         if not name:
             raise errors.invalid(resource.group, resource.kind, "",

@@ -1,4 +1,5 @@
-"""The program every lab pod runs: `python -m lab.workload --lab NAME --pod NS/NAME --ports 80/TCP,...`.
+"""The program every lab pod runs:
+`python -m kubeweft.lab.workload --lab NAME --pod NS/NAME --ports 80/TCP,...`.
 
 Started by the lab kubelet inside the pod's netns. It listens on every declared port, TCP AND
 UDP for each (8080 if none), on 0.0.0.0, and prints one line "ready" once all are bound.
@@ -43,7 +44,7 @@ def parse_ports(spec: str) -> tuple[list[int], list[str]]:
         if not item:
             continue
         number, _, proto = item.partition("/")
-        if proto.upper() == "SCTP":      # no SCTP sockets on this kernel (DESIGN.md, decision 7)
+        if proto.upper() == "SCTP":      # no SCTP sockets on this kernel (docs/architecture.md, decision 7)
             skipped.append(item)
             continue
         port = int(number)
@@ -260,7 +261,7 @@ class Workload:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.workload")
+    p = argparse.ArgumentParser(prog="python -m kubeweft.lab.workload")
     p.add_argument("--lab", default="", help="the lab's name (for logs only)")
     p.add_argument("--pod", required=True, metavar="NS/NAME")
     p.add_argument("--ports", default="", help="80/TCP,81/UDP,...; empty means 8080")

@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# DESIGN.md decision 6: python-nftables is Debian's; the venv sees it through system site-packages.
+# docs/architecture.md, decision 6: python-nftables is Debian's; the venv sees it through system site-packages.
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   /usr/bin/python3 -m venv --system-site-packages .venv

@@ -11,6 +11,7 @@ the lab serves:
     configs      ConfigMap and Secret keys, sizes, immutability; Secret types and stringData
     rbac         Role, ClusterRole and binding validation
     serviceaccount  a Pod's ServiceAccount and its projected token volume
+    workloads    apps/v1 Deployment, ReplicaSet, DaemonSet, ControllerRevision defaults and validation
 
 Node (podCIDR set once) and Namespace (phase Active) are small enough to live here. The pure
 parts (`default_*`, `validate_*`, `plan_*`) take and return plain dicts and do no I/O.
@@ -26,6 +27,8 @@ from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
 from .rbac import admit_binding, admit_role
 from .serviceaccount import admit_pod_service_account
 from .services import admit_service
+from .workloads import KINDS as WORKLOAD_KINDS
+from .workloads import admit_workload
 
 # --- entry points (called by the API server) -------------------------------------------------
 
@@ -66,6 +69,11 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         return obj
     if kind == "Namespace":
         default_namespace(obj, operation == "CREATE")
+        return obj
+    if kind in WORKLOAD_KINDS and resource.group == "apps":
+        if subresource == "status":
+            return obj
+        raise_if(admit_workload(kind, operation, obj, old), "apps", kind, obj)
         return obj
     if kind == "Node" and operation == "UPDATE" and old is not None and subresource != "status":
         raise_if(validate_node_update(obj, old), "", "Node", obj)

@@ -1,4 +1,4 @@
-"""`python -m lab.apiserver --lab NAME`: the lab's API server process.
+"""`python -m kubeweft.lab.apiserver --lab NAME`: the lab's API server process.
 
 Reads the lab's config, makes the PKI if missing, listens on 127.0.0.1:<free port> (root netns)
 and on <control-plane-ip>:6443 inside the underlay netns when that exists, writes the two
@@ -65,7 +65,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
     """A listening socket made by a helper thread inside `ns`: it stays in that netns while this
-    process lives in the root one (DESIGN.md, "The lab")."""
+    process lives in the root one (docs/architecture.md, "The lab")."""
     out: dict = {}
 
     def work() -> None:
@@ -130,7 +130,7 @@ async def run(cfg: LabConfig, history: int = 200_000) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.apiserver")
+    p = argparse.ArgumentParser(prog="python -m kubeweft.lab.apiserver")
     p.add_argument("--lab", required=True, help="the lab's name")
     p.add_argument("--history", type=int, default=200_000,
                    help="events kept for watches; an older resourceVersion gets 410 Gone")

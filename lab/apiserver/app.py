@@ -26,11 +26,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from .. import admission, errors, selectors
+from .. import admission, deletion, errors, selectors
 from ..config import API_PORT, LabConfig
 from ..resources import ENDPOINTS, Resource, find
 from ..store import Store
-from . import discovery, openapi, patch, protobuf, reviews, tables, tokens, validation
+from . import discovery, openapi, patch, protobuf, reviews, scale, tables, tokens, validation
 from .access import Access
 from .attributes import request_attributes
 from .identity import User
@@ -113,7 +113,10 @@ def _namespace_from_url(meta: dict, t: Target) -> None:
 
 
 async def _read_body(request: web.Request) -> Any:
-    raw = await request.read()
+    return _decode_body(request, await request.read())
+
+
+def _decode_body(request: web.Request, raw: bytes) -> Any:
     if not raw.strip():
         return None
     ctype = (request.content_type if "Content-Type" in request.headers else "application/json").lower()
@@ -234,6 +237,12 @@ class Handlers:
             if m == "POST":
                 return await self.token(request, t)
             raise errors.method_not_allowed()
+        if t.subresource == "eviction":
+            if m == "POST":
+                return await self.evict(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "scale" and not t.watch_prefix:
+            return await self.scale_subresource(request, t)
         if t.name is None:
             if m == "GET":
                 if t.watch_prefix or _flag(request, "watch"):
@@ -255,6 +264,40 @@ class Handlers:
             if m == "DELETE" and t.subresource is None:
                 return await self.delete(request, t)
         raise errors.method_not_allowed()
+
+    async def scale_subresource(self, request: web.Request, t: Target) -> web.Response:
+        """GET, PUT or PATCH the autoscaling/v1 Scale of a Deployment or ReplicaSet."""
+        if request.method not in ("GET", "PUT", "PATCH"):
+            raise errors.method_not_allowed()
+        raw = await request.read() if request.method != "GET" else b""
+        # no await from here to the write (as in patch())
+        obj = self.store.get(t.resource, t.namespace or "", t.name or "")
+        if request.method == "GET":
+            return _json(scale.render_scale(obj))
+        if request.method == "PATCH":
+            body = patch.apply_patch(request.headers.get("Content-Type", ""), scale.render_scale(obj), raw)
+        else:
+            body = _decode_body(request, raw)
+        new = scale.apply_scale(obj, body)
+        main = Target(t.resource, t.namespace, t.name, None, False)
+        return _json(scale.render_scale(self._write(request, main, new, obj)))
+
+    async def evict(self, request: web.Request, t: Target) -> web.Response:
+        """policy/v1 Eviction: delete the pod with the eviction's DeleteOptions. No
+        PodDisruptionBudget is served, so no eviction is ever refused for one."""
+        body = await _read_body(request)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request was empty or not an object")
+        name = (body.get("metadata") or {}).get("name")
+        if name and name != t.name:
+            raise errors.bad_request("name in URL does not match name in Eviction object")
+        pod = self.store.get(t.resource, t.namespace or "", t.name or "")
+        opts = body.get("deleteOptions") or {}
+        _check_preconditions(t, pod, opts)
+        if not (_dry_run(request) or opts.get("dryRun")):
+            self._delete_one(t.resource, pod, opts)
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "code": 201}, status=201)
 
     async def review(self, request: web.Request, t: Target) -> web.Response:
         """The create-only reviews: who may do what, and who am I."""
@@ -376,7 +419,8 @@ class Handlers:
         obj = admission.admit(self.store, self.cfg, t.resource, "UPDATE", obj, old)
         if _dry_run(request):
             return obj
-        return self.store.update(t.resource, obj, t.subresource)
+        stored = self.store.update(t.resource, obj, t.subresource)
+        return deletion.finish_if_done(self.store, self.cfg, t.resource, stored)
 
     def _check_escalation(self, request: web.Request, t: Target, obj: dict) -> None:
         if t.resource.group == "rbac.authorization.k8s.io":
@@ -385,38 +429,15 @@ class Handlers:
     async def delete(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)
         obj = self.store.get(t.resource, t.namespace or "", t.name or "")
-        pre = opts.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != obj["metadata"].get("uid"):
-            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
-                                  f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                  f"UID in object meta: {obj['metadata'].get('uid')}")
-        if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"].get("resourceVersion"):
-            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
-                                  "Precondition failed: ResourceVersion in precondition: "
-                                  f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                  f"{obj['metadata'].get('resourceVersion')}")
+        _check_preconditions(t, obj, opts)
         if _dry_run(request) or opts.get("dryRun"):
             return _json(obj)
-        return _json(self._delete_one(t.resource, obj, opts.get("gracePeriodSeconds")))
+        return _json(self._delete_one(t.resource, obj, opts))
 
-    def _delete_one(self, resource: Resource, obj: dict, grace: int | None) -> dict:
-        """Delete now, or (a scheduled Pod, grace not 0) mark it terminating for its kubelet."""
-        meta = obj["metadata"]
-        spec = obj.get("spec") or {}
-        if resource.kind == "Pod" and spec.get("nodeName") and grace != 0:
-            if meta.get("deletionTimestamp"):
-                return obj                      # already terminating: the kubelet finishes it
-            if grace is None:
-                grace = spec.get("terminationGracePeriodSeconds")
-            grace = 30 if grace is None else int(grace)
-            new = copy.deepcopy(obj)
-            when = _now() + datetime.timedelta(seconds=grace)
-            new["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-            new["metadata"]["deletionGracePeriodSeconds"] = grace
-            return self.store.update(resource, new)
-        gone = self.store.delete(resource, meta.get("namespace", ""), meta["name"])
-        admission.release(self.store, self.cfg, resource, gone)
-        return gone
+    def _delete_one(self, resource: Resource, obj: dict, opts: dict) -> dict:
+        """Delete now, or mark: a scheduled Pod for its kubelet, an object for its finalizers."""
+        return deletion.delete_object(self.store, self.cfg, resource, obj, opts.get("gracePeriodSeconds"),
+                                      _propagation(opts))
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)
@@ -424,7 +445,7 @@ class Handlers:
         out = []
         if not (_dry_run(request) or opts.get("dryRun")):
             for obj in list(items):
-                out.append(self._delete_one(t.resource, obj, opts.get("gracePeriodSeconds")))
+                out.append(self._delete_one(t.resource, obj, opts))
         else:
             out = items
         return _json({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
@@ -530,6 +551,30 @@ def _dry_run(request: web.Request) -> bool:
     return bool(request.query.getall("dryRun", []))
 
 
+def _check_preconditions(t: Target, obj: dict, opts: dict) -> None:
+    """DeleteOptions.preconditions: 409 Conflict when the uid or resourceVersion differ."""
+    pre = opts.get("preconditions") or {}
+    meta = obj["metadata"]
+    for field, shown in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        if pre.get(field) and pre[field] != meta.get(field):
+            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
+                                  f"Precondition failed: {shown} in precondition: {pre[field]}, "
+                                  f"{shown} in object meta: {meta.get(field)}")
+
+
+def _propagation(opts: dict) -> str | None:
+    """The propagation policy of DeleteOptions (orphanDependents is its older spelling)."""
+    if opts.get("propagationPolicy"):
+        policy = opts["propagationPolicy"]
+        if policy not in ("Foreground", "Background", "Orphan"):
+            raise errors.bad_request(f'DeleteOptions.propagationPolicy: Unsupported value: "{policy}": '
+                                     'supported values: "Foreground", "Background", "Orphan"')
+        return policy
+    if opts.get("orphanDependents") is not None:
+        return "Orphan" if opts["orphanDependents"] else "Background"
+    return None
+
+
 async def _delete_options(request: web.Request) -> dict:
     """DeleteOptions from the body, overridden by query parameters."""
     body = await _read_body(request)
@@ -539,6 +584,8 @@ async def _delete_options(request: web.Request) -> dict:
             opts["gracePeriodSeconds"] = int(request.query["gracePeriodSeconds"])
         except ValueError:
             raise errors.bad_request("gracePeriodSeconds must be an integer") from None
+    if "propagationPolicy" in request.query:
+        opts["propagationPolicy"] = request.query["propagationPolicy"]
     if opts.get("gracePeriodSeconds") is not None:
         opts["gracePeriodSeconds"] = int(opts["gracePeriodSeconds"])
     return opts

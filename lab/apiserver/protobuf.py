@@ -1,7 +1,7 @@
 """Decoding of the Kubernetes protobuf wire format, for the few request bodies kubectl sends as
 application/vnd.kubernetes.protobuf (its typed clients: `kubectl create service|namespace|configmap|
-secret|serviceaccount|token|role|rolebinding|clusterrole|clusterrolebinding`, `kubectl auth can-i`
-and `kubectl auth whoami`).
+secret|serviceaccount|token|role|rolebinding|clusterrole|clusterrolebinding|deployment`, `kubectl
+auth can-i` and `kubectl auth whoami`).
 Pure. Only the fields those commands set are known; other fields are skipped. Responses are
 always JSON, which every client accepts.
 
@@ -20,8 +20,9 @@ from .. import errors
 
 MAGIC = b"k8s\x00"
 
-# message -> field number -> (json name, type, repeated); type is a scalar kind or a message name
-_S, _I, _B = "string", "int", "bool"
+# message -> field number -> (json name, type, repeated); type is a scalar kind or a message name.
+# _P is an int behind a Go pointer (replicas): its zero is sent, and kept here.
+_S, _I, _B, _P = "string", "int", "bool", "int*"
 SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "Unknown": {1: ("typeMeta", "TypeMeta", False), 2: ("raw", "bytes", False)},
     "TypeMeta": {1: ("apiVersion", _S, False), 2: ("kind", _S, False)},
@@ -99,11 +100,31 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "Subject": {1: ("kind", _S, False), 2: ("apiGroup", _S, False), 3: ("name", _S, False),
                 4: ("namespace", _S, False)},
     "RoleRef": {1: ("apiGroup", _S, False), 2: ("kind", _S, False), 3: ("name", _S, False)},
+    # kubectl create deployment (apps/v1 generated.proto)
+    "Deployment": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "DeploymentSpec", False)},
+    "DeploymentSpec": {1: ("replicas", _P, False), 2: ("selector", "LabelSelector", False),
+                       3: ("template", "PodTemplateSpec", False), 4: ("strategy", "DeploymentStrategy", False),
+                       5: ("minReadySeconds", _I, False), 6: ("revisionHistoryLimit", _P, False),
+                       9: ("progressDeadlineSeconds", _P, False)},
+    "DeploymentStrategy": {1: ("type", _S, False), 2: ("rollingUpdate", "RollingUpdateDeployment", False)},
+    "RollingUpdateDeployment": {1: ("maxUnavailable", "IntOrString", False),
+                                2: ("maxSurge", "IntOrString", False)},
+    "PodTemplateSpec": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "PodSpec", False)},
+    "PodSpec": {2: ("containers", "Container", True), 3: ("restartPolicy", _S, False),
+                4: ("terminationGracePeriodSeconds", _P, False), 6: ("dnsPolicy", _S, False),
+                7: ("nodeSelector", "map", True), 8: ("serviceAccountName", _S, False),
+                10: ("nodeName", _S, False)},
+    "Container": {1: ("name", _S, False), 2: ("image", _S, False), 3: ("command", _S, True),
+                  4: ("args", _S, True), 5: ("workingDir", _S, False), 6: ("ports", "ContainerPort", True),
+                  7: ("env", "EnvVar", True)},
+    "ContainerPort": {1: ("name", _S, False), 2: ("hostPort", _I, False), 3: ("containerPort", _I, False),
+                      4: ("protocol", _S, False), 5: ("hostIP", _S, False)},
+    "EnvVar": {1: ("name", _S, False), 2: ("value", _S, False)},
 }
 TOP_LEVEL = {"Ingress", "IngressClass", "Service", "Namespace", "ConfigMap", "Secret", "ServiceAccount",
              "TokenRequest", "SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview",
              "SelfSubjectRulesReview", "SelfSubjectReview", "Role", "ClusterRole", "RoleBinding",
-             "ClusterRoleBinding"}
+             "ClusterRoleBinding", "Deployment"}
 
 
 def _signed(v: int) -> int:
@@ -143,7 +164,7 @@ def decode_message(name: str, buf: bytes) -> dict:
         field, typ, repeated = schema[num]
         if typ == _S:
             value = val.decode()
-        elif typ == _I:
+        elif typ in (_I, _P):
             value = _signed(val)
         elif typ == _B:
             value = bool(val)
@@ -162,8 +183,8 @@ def decode_message(name: str, buf: bytes) -> dict:
             value = decode_message(typ, val)
         if repeated:
             out.setdefault(field, []).append(value)
-        elif typ == _B or value not in ("", 0, {}):
-            out[field] = value           # the bools decoded here are pointers: present means set
+        elif typ in (_B, _P) or value not in ("", 0, {}):
+            out[field] = value           # bools and _P ints decoded here are pointers: present means set
     return out
 
 

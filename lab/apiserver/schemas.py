@@ -418,6 +418,34 @@ KINDS: dict[str, tuple[str, dict[str, Field]]] = {
         "spec": ("LeaseSpec", ("spec contains the specification of the Lease. More info: https://git.k8s.io/"
                               "community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
     }),
+    "Deployment": ("Deployment enables declarative updates for Pods and ReplicaSets.", {
+        "spec": ("Object", "Specification of the desired behavior of the Deployment."),
+        "status": ("Object", "Most recently observed status of the Deployment."),
+    }),
+    "ReplicaSet": ("ReplicaSet ensures that a specified number of pod replicas are running at any given time.", {
+        "spec": ("Object", ("Spec defines the specification of the desired behavior of the ReplicaSet. More info: "
+                           "https://git.k8s.io/community/contributors/devel/sig-architecture/"
+                           "api-conventions.md#spec-and-status")),
+        "status": ("Object", ("Status is the most recently observed status of the ReplicaSet. This data may be out "
+                             "of date by some window of time. Populated by the system. Read-only. More info: "
+                             "https://git.k8s.io/community/contributors/devel/sig-architecture/"
+                             "api-conventions.md#spec-and-status")),
+    }),
+    "DaemonSet": ("DaemonSet represents the configuration of a daemon set.", {
+        "spec": ("Object", ("The desired behavior of this daemon set. More info: https://git.k8s.io/community/"
+                           "contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
+        "status": ("Object", ("The current status of this daemon set. This data may be out of date by some window "
+                             "of time. Populated by the system. Read-only. More info: https://git.k8s.io/"
+                             "community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
+    }),
+    "ControllerRevision": (("ControllerRevision implements an immutable snapshot of state data. Clients are "
+                           "responsible for serializing and deserializing the objects that contain their internal "
+                           "state. Once a ControllerRevision has been successfully created, it can not be updated. "
+                           "The API Server will fail validation of all requests that attempt to mutate the Data "
+                           "field. ControllerRevisions may, however, be deleted."), {
+        "data": ("Object", "Data is the serialized representation of the state."),
+        "revision": ("integer", "Revision indicates the revision of the state represented by Data."),
+    }),
 }
 
 

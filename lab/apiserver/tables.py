@@ -41,6 +41,14 @@ COLUMNS: dict[str, list[Column]] = {
     "ClusterRoleBinding": [_NAME, ("Role", "string", 0), _AGE, ("Users", "string", 1), ("Groups", "string", 1),
                            ("ServiceAccounts", "string", 1)],
     "Lease": [_NAME, ("Holder", "string", 0), _AGE],
+    "Deployment": [_NAME, ("Ready", "string", 0), ("Up-to-date", "string", 0), ("Available", "string", 0),
+                   _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
+    "ReplicaSet": [_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
+                   _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
+    "DaemonSet": [_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
+                  ("Up-to-date", "integer", 0), ("Available", "integer", 0), ("Node Selector", "string", 0),
+                  _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
+    "ControllerRevision": [_NAME, ("Controller", "string", 0), ("Revision", "integer", 0), _AGE],
 }
 
 
@@ -244,6 +252,49 @@ def _created_at(o: dict, now: datetime.datetime) -> list:
     return [o["metadata"].get("name"), o["metadata"].get("creationTimestamp", "")]
 
 
+def _template_cells(o: dict) -> list[str]:
+    """Containers, images and selector of a workload (the -o wide columns)."""
+    spec = o.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    selector = format_selector(spec.get("selector"))
+    return [",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers),
+            "" if selector == "<none>" else selector]
+
+
+def _deployment_row(o: dict, now: datetime.datetime) -> list:
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    return [o["metadata"].get("name"), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+            status.get("updatedReplicas", 0), status.get("availableReplicas", 0), _age(o, now),
+            *_template_cells(o)]
+
+
+def _replicaset_row(o: dict, now: datetime.datetime) -> list:
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    return [o["metadata"].get("name"), spec.get("replicas", 1), status.get("replicas", 0),
+            status.get("readyReplicas", 0), _age(o, now), *_template_cells(o)]
+
+
+def _daemonset_row(o: dict, now: datetime.datetime) -> list:
+    status = o.get("status") or {}
+    node_selector = ((((o.get("spec") or {}).get("template") or {}).get("spec") or {})
+                     .get("nodeSelector") or {})
+    return [o["metadata"].get("name"), status.get("desiredNumberScheduled", 0),
+            status.get("currentNumberScheduled", 0), status.get("numberReady", 0),
+            status.get("updatedNumberScheduled", 0), status.get("numberAvailable", 0),
+            ",".join(f"{k}={v}" for k, v in sorted(node_selector.items())) or "<none>", _age(o, now),
+            *_template_cells(o)]
+
+
+def _revision_row(o: dict, now: datetime.datetime) -> list:
+    owner = next((r for r in o["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    controller = "<none>"
+    if owner is not None:
+        group = owner.get("apiVersion", "").rpartition("/")[0]
+        kind = f"{owner.get('kind', '')}.{group}" if group else owner.get("kind", "")
+        controller = f"{kind.lower()}/{owner.get('name', '')}"
+    return [o["metadata"].get("name"), controller, o.get("revision", 0), _age(o, now)]
+
+
 _ROWS = {
     "Pod": _pod_row, "Service": _service_row, "Node": _node_row, "EndpointSlice": _slice_row,
     "NetworkPolicy": lambda o, now: [o["metadata"].get("name"),
@@ -266,6 +317,8 @@ _ROWS = {
     "ClusterRoleBinding": _binding_row,
     "Lease": lambda o, now: [o["metadata"].get("name"), (o.get("spec") or {}).get("holderIdentity", "<unknown>"),
                              _age(o, now)],
+    "Deployment": _deployment_row, "ReplicaSet": _replicaset_row, "DaemonSet": _daemonset_row,
+    "ControllerRevision": _revision_row,
 }
 
 

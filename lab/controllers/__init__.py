@@ -9,6 +9,10 @@
     endpoints       v1 Endpoints in step with the EndpointSlices of each selector Service
     clusterroles    ClusterRole aggregation (admin, edit, view)
     tokensecrets    long-lived tokens in kubernetes.io/service-account-token Secrets
+    deployment      Deployments -> ReplicaSets, rolling updates (kube-controller-manager)
+    replicaset      ReplicaSets -> Pods (kube-controller-manager)
+    daemonset       DaemonSets -> a Pod per eligible Node, ControllerRevisions (kube-controller-manager)
+    garbagecollector  dependents deleted with their owners, by ownerReferences (kube-controller-manager)
 
 Each is a `loop.Reconciler`: a store hook marks keys, a task syncs them. Allocation of
 ClusterIPs and NodePorts happens at admission (lab/admission.py), as in the real registry.
@@ -19,11 +23,15 @@ import asyncio
 
 from .announcer import LoadBalancerAnnouncer
 from .clusterroles import ClusterRoleAggregationController
+from .daemonset import DaemonSetController
+from .deployment import DeploymentController
 from .endpoints import EndpointsController
 from .endpointslices import EndpointSliceController
+from .garbagecollector import GarbageCollector
 from .loadbalancer import LoadBalancerController
 from .loop import Reconciler
 from .nodeipam import NodeIPAMController
+from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
 from .serviceaccounts import ServiceAccountsController
 from .tokensecrets import TokenSecretsController
@@ -31,7 +39,9 @@ from .tokensecrets import TokenSecretsController
 KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
                                        LoadBalancerController, LoadBalancerAnnouncer,
                                        ServiceAccountsController, EndpointsController,
-                                       ClusterRoleAggregationController, TokenSecretsController)
+                                       ClusterRoleAggregationController, TokenSecretsController,
+                                       DeploymentController, ReplicaSetController, DaemonSetController,
+                                       GarbageCollector)
 
 
 def build(store, cfg) -> list[Reconciler]:

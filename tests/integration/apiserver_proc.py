@@ -13,15 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 
 
-def stop_process(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to this PID, SIGKILL after `grace` seconds; reaped either way."""
+def terminate(proc: subprocess.Popen) -> int | None:
+    """SIGTERM, SIGKILL if it is still there 10 s later; its exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(grace)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+    return proc.returncode
 
 
 class Server:
@@ -44,9 +45,9 @@ class Server:
         self.ready = json.loads(ready.read_text())
 
     def stop(self) -> int | None:
-        stop_process(self.proc, 10)
+        code = terminate(self.proc)
         self.log.close()
-        return self.proc.returncode
+        return code
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -174,7 +174,8 @@ def test_configs_beyond_the_flow_control_window_without_grpc(node, size):
 
 
 def test_forwarding_path_imports_neither_pyroute2_nor_the_datapath(node):
-    # the VERSION and forwarding path loads neither pyroute2 nor the datapath (DESIGN.md decision 1)
+    # the VERSION and forwarding path loads neither pyroute2 nor the datapath
+    # (docs/architecture.md, decision 1)
     proc = subprocess.run([HOST_PYTHON, "-I", "-X", "importtime", str(node.bin_dir / "kubeweft")],
                           input=b'{"cniVersion": "1.1.0"}', env={"CNI_COMMAND": "VERSION"},
                           capture_output=True, timeout=30, check=False)

@@ -33,7 +33,7 @@ from kubeweft.lab.ingress.controller import IngressController, Options
 from kubeweft.lab.ingress.nginx import Nginx
 from kubeweft.lab.ingress.views import ingress_view, secret_view, service_view, slice_view
 
-from .apiserver_proc import Server, stop_process
+from .apiserver_proc import Server, terminate
 from .netns_helpers import scratch_netns
 from .overlay_helpers import workload_in
 from .waiting import wait_for
@@ -71,7 +71,7 @@ def process(argv: list[str], ns: str, log: Path, env: dict | None = None):
     try:
         yield proc
     finally:
-        stop_process(proc, 15)
+        terminate(proc)
         out.close()
 
 

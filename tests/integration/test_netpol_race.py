@@ -1,4 +1,4 @@
-"""Before the first packet (issue 6, Must show): pods created in a loop under a default-deny
+"""Before the first packet: pods created in a loop under a default-deny
 ingress policy; an attacker on the external host floods the node's whole podCIDR, TCP SYNs and
 UDP datagrams to port 80, from before the first pod exists until after the last is Ready.
 

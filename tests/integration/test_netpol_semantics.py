@@ -1,4 +1,4 @@
-"""NetworkPolicy semantics with real traffic in the upstream x/y/z world (issue 6, Must show).
+"""NetworkPolicy semantics with real traffic in the upstream x/y/z world.
 
 Every case applies its policies with the real kubectl, waits for the agent by probing until the
 whole truth table (9 pods x 9 pods x ports 80/81 x TCP/UDP, and the nodes and the external host

@@ -2,7 +2,7 @@
 ClusterIP, restart it as `lab up` does (lab.lifecycle.start_agent): not one connection fails,
 and a connection established before the kill keeps working after the restart.
 
-The agent reconciles with the kernel at start without flushing (issue 5, item 4), so the rules
+The agent reconciles with the kernel at start without flushing, so the rules
 it left behind keep serving while it is down and while it starts again.
 
     node1: client1, the agent that dies    node2: web-2    node3: web-3
