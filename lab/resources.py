@@ -50,6 +50,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, (), (), "endpointslice"),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",), (),
              "networkpolicy"),
+    Resource("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",), "ingress"),
+    Resource("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False, (), (), "ingressclass"),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",), (), "configmap"),
     Resource("", "v1", "secrets", "Secret", True, (), (), "secret"),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",), "serviceaccount"),
@@ -112,6 +114,8 @@ PODS = BY_PLURAL[("", "pods")]
 SERVICES = BY_PLURAL[("", "services")]
 EVENTS = BY_PLURAL[("", "events")]
 SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+INGRESSES = BY_PLURAL[("networking.k8s.io", "ingresses")]
+INGRESS_CLASSES = BY_PLURAL[("networking.k8s.io", "ingressclasses")]
 CONFIG_MAPS = BY_PLURAL[("", "configmaps")]
 SECRETS = BY_PLURAL[("", "secrets")]
 SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]

@@ -5,7 +5,8 @@ Started by the lab kubelet inside the pod's netns. It listens on every declared 
 UDP for each (8080 if none), on 0.0.0.0, and prints one line "ready" once all are bound.
 
 - HTTP over TCP (keep-alive): GET /hostname -> pod name, /clientip -> "IP:PORT" it saw,
-  /whoami -> {"pod": "NS/NAME", "client": "IP:PORT"}, /ready -> 200 "ok" or 503 (flipped by
+  /whoami -> {"pod": "NS/NAME", "client": "IP:PORT"}, /headers and /headers/... -> the same with
+  "headers" (the request's, names lower-cased: what a proxy in front set), /ready -> 200 "ok" or 503 (flipped by
   /ready/off and /ready/on), /healthz -> 200, anything else 404.
 - A plain TCP line "hostname", "clientip" or "whoami" gets the answer as one line.
 - UDP: a datagram "hostname", "clientip" or "whoami" gets the answer back.
@@ -170,7 +171,7 @@ class Workload:
                 method, target, version = (p.decode("latin-1") for p in parts)
                 conn_hdr = headers.get("connection", "").lower()
                 close = conn_hdr == "close" or (version == "HTTP/1.0" and conn_hdr != "keep-alive")
-                code, ctype, body = self.route(method, target.split("?", 1)[0], st["peer"])
+                code, ctype, body = self.route(method, target.split("?", 1)[0], st["peer"], headers)
                 st["out"] += self.http_response(code, ctype, body, close, head_only=method == "HEAD")
                 st["close"] = close
             else:
@@ -188,7 +189,7 @@ class Workload:
             return json.dumps({"pod": self.pod, "client": client})
         return f"error: unknown command {command[:40]!r}; try {', '.join(COMMANDS)}"
 
-    def route(self, method: str, path: str, client: str) -> tuple[int, str, str]:
+    def route(self, method: str, path: str, client: str, headers: dict | None = None) -> tuple[int, str, str]:
         text = "text/plain; charset=utf-8"
         if method not in ("GET", "HEAD"):
             return 404, text, "not found\n"
@@ -198,6 +199,8 @@ class Workload:
             return 200, text, client
         if path == "/whoami":
             return 200, "application/json", json.dumps({"pod": self.pod, "client": client})
+        if path == "/headers" or path.startswith("/headers/"):
+            return 200, "application/json", json.dumps({"pod": self.pod, "client": client, "headers": headers or {}})
         if path == "/healthz":
             return 200, text, "ok"
         if path == "/ready":

@@ -4,6 +4,7 @@ What a real kube-apiserver does between decoding a request and writing it to etc
 the lab serves:
 
     services     Service defaults, what an update keeps, validation with the real wording
+    ingresses    Ingress and IngressClass validation, the default IngressClass
     allocations  ClusterIP and NodePort allocation, derived from the store's Services
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks
@@ -21,6 +22,7 @@ from .. import errors
 from ..errors import Cause
 from .configs import admit_config_map, admit_secret
 from .fields import forbidden, invalid, raise_if
+from .ingresses import admit_ingress, admit_ingress_class
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
 from .rbac import admit_binding, admit_role
 from .serviceaccount import admit_pod_service_account
@@ -85,6 +87,10 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         return admit_binding(kind, obj, old)
     if kind == "Lease":
         raise_if(validate_lease(obj), "coordination.k8s.io", "Lease", obj)
+    if kind == "Ingress":
+        return admit_ingress(store, operation, obj, subresource)
+    if kind == "IngressClass":
+        return admit_ingress_class(obj, old)
     return obj
 
 

@@ -17,12 +17,12 @@ import signal
 import socket
 import sys
 import threading
-from pathlib import Path
 
 import yaml
 
 from .. import controllers, netns
 from ..config import API_PORT, LabConfig
+from ..files import write_atomic
 from ..store import Store
 from . import app as apiapp
 from . import pki as pkimod
@@ -41,14 +41,6 @@ def load_config(name: str) -> LabConfig:
     if isinstance(d.get("nodeport_range"), list):
         d["nodeport_range"] = tuple(d["nodeport_range"])
     return LabConfig(**d)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def render_kubeconfig(name: str, server: str, ca_pem: bytes, token: str) -> str:

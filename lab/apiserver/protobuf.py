@@ -49,6 +49,23 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "ObjectReference": {1: ("kind", _S, False), 2: ("namespace", _S, False), 3: ("name", _S, False),
                         4: ("uid", _S, False), 5: ("apiVersion", _S, False)},
     "LocalObjectReference": {1: ("name", _S, False)},
+    # kubectl create ingress (networking/v1 generated.proto); a field named "" is inlined in JSON
+    "Ingress": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "IngressSpec", False)},
+    "IngressSpec": {1: ("defaultBackend", "IngressBackend", False), 2: ("tls", "IngressTLS", True),
+                    3: ("rules", "IngressRule", True), 4: ("ingressClassName", _S, False)},
+    "IngressBackend": {3: ("resource", "TypedLocalObjectReference", False),
+                       4: ("service", "IngressServiceBackend", False)},
+    "IngressServiceBackend": {1: ("name", _S, False), 2: ("port", "ServiceBackendPort", False)},
+    "ServiceBackendPort": {1: ("name", _S, False), 2: ("number", _I, False)},
+    "TypedLocalObjectReference": {1: ("apiGroup", _S, False), 2: ("kind", _S, False), 3: ("name", _S, False)},
+    "IngressTLS": {1: ("hosts", _S, True), 2: ("secretName", _S, False)},
+    "IngressRule": {1: ("host", _S, False), 2: ("", "IngressRuleValue", False)},
+    "IngressRuleValue": {1: ("http", "HTTPIngressRuleValue", False)},
+    "HTTPIngressRuleValue": {1: ("paths", "HTTPIngressPath", True)},
+    "HTTPIngressPath": {1: ("path", _S, False), 2: ("backend", "IngressBackend", False),
+                        3: ("pathType", _S, False)},
+    "IngressClass": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "IngressClassSpec", False)},
+    "IngressClassSpec": {1: ("controller", _S, False)},
     "TokenRequest": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "TokenRequestSpec", False)},
     "TokenRequestSpec": {1: ("audiences", _S, True), 3: ("boundObjectRef", "BoundObjectReference", False),
                          4: ("expirationSeconds", _I, False)},
@@ -104,8 +121,8 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
                       4: ("protocol", _S, False), 5: ("hostIP", _S, False)},
     "EnvVar": {1: ("name", _S, False), 2: ("value", _S, False)},
 }
-TOP_LEVEL = {"Service", "Namespace", "ConfigMap", "Secret", "ServiceAccount", "TokenRequest",
-             "SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview",
+TOP_LEVEL = {"Ingress", "IngressClass", "Service", "Namespace", "ConfigMap", "Secret", "ServiceAccount",
+             "TokenRequest", "SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview",
              "SelfSubjectRulesReview", "SelfSubjectReview", "Role", "ClusterRole", "RoleBinding",
              "ClusterRoleBinding", "Deployment"}
 
@@ -156,6 +173,9 @@ def decode_message(name: str, buf: bytes) -> dict:
         elif typ in ("map", "bytesmap"):
             k, v = _map_entry(val, raw=typ == "bytesmap")
             out.setdefault(field, {})[k] = v
+            continue
+        elif field == "":
+            out.update(decode_message(typ, val))
             continue
         elif typ == "IntOrString":
             value = _int_or_string(val)

@@ -191,6 +191,32 @@ SERVICE_PORT: dict[str, Field] = {
                             "LoadBalancer.")),
 }
 
+INGRESS_SPEC: dict[str, Field] = {
+    "defaultBackend": ("Object", ("defaultBackend is the backend that should handle requests that don't match any "
+                                 "rule. If Rules are not specified, DefaultBackend must be specified. If "
+                                 "DefaultBackend is not set, the handling of requests that do not match any of the "
+                                 "rules will be up to the Ingress controller.")),
+    "ingressClassName": ("string", ("ingressClassName is the name of an IngressClass cluster resource. Ingress "
+                                   "controller implementations use this field to know whether they should be "
+                                   "serving this Ingress resource, by a transitive connection (controller -> "
+                                   "IngressClass -> Ingress resource).")),
+    "rules": ("[]Object", ("rules is a list of host rules used to configure the Ingress. If unspecified, or no "
+                          "rule matches, all traffic is sent to the default backend.")),
+    "tls": ("[]Object", ("tls represents the TLS configuration. Currently the Ingress only supports a single TLS "
+                        "port, 443. If multiple members of this list specify different hosts, they will be "
+                        "multiplexed on the same port according to the hostname specified through the SNI TLS "
+                        "extension, if the ingress controller fulfilling the ingress supports SNI.")),
+}
+INGRESS_CLASS_SPEC: dict[str, Field] = {
+    "controller": ("string", ("controller refers to the name of the controller that should handle this class. "
+                             "This allows for different \"flavors\" that are controlled by the same controller. "
+                             "This should be specified as a domain-prefixed path no more than 250 characters in "
+                             "length, e.g. \"acme.io/ingress-controller\". This field is immutable.")),
+    "parameters": ("Object", ("parameters is a link to a custom resource containing additional configuration for "
+                             "the controller. This is optional if the controller does not require extra "
+                             "parameters.")),
+}
+
 # sub-schemas by name (referenced from fields as "PolicyRule", "[]Subject", ...)
 DEFINITIONS: dict[str, tuple[str, str, dict[str, Field]]] = {
     # name: (schema id, description, fields)
@@ -223,6 +249,10 @@ DEFINITIONS: dict[str, tuple[str, str, dict[str, Field]]] = {
                                                       "on a service."), SERVICE_SPEC),
     "ServicePort": ("io.k8s.api.core.v1.ServicePort", "ServicePort contains information on service's port.",
                     SERVICE_PORT),
+    "IngressSpec": ("io.k8s.api.networking.v1.IngressSpec",
+                    "IngressSpec describes the Ingress the user wishes to exist.", INGRESS_SPEC),
+    "IngressClassSpec": ("io.k8s.api.networking.v1.IngressClassSpec",
+                         "IngressClassSpec provides information about the class of an Ingress.", INGRESS_CLASS_SPEC),
 }
 
 _RULES = ("[]PolicyRule", "Rules holds all the PolicyRules for this Role")
@@ -314,6 +344,23 @@ KINDS: dict[str, tuple[str, dict[str, Field]]] = {
     "NetworkPolicy": ("NetworkPolicy describes what network traffic is allowed for a set of Pods",
                       {"spec": ("Object", ("spec represents the specification of the desired behavior for this "
                                           "NetworkPolicy."))}),
+    "Ingress": (("Ingress is a collection of rules that allow inbound connections to reach the endpoints defined "
+                "by a backend. An Ingress can be configured to give services externally-reachable urls, load "
+                "balance traffic, terminate SSL, offer name based virtual hosting etc."), {
+        "spec": ("IngressSpec", ("spec is the desired state of the Ingress. More info: https://git.k8s.io/community/"
+                                "contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
+        "status": ("Object", ("status is the current state of the Ingress. More info: https://git.k8s.io/"
+                             "community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
+    }),
+    "IngressClass": (("IngressClass represents the class of the Ingress, referenced by the Ingress Spec. The "
+                     "`ingressclass.kubernetes.io/is-default-class` annotation can be used to indicate that an "
+                     "IngressClass should be considered default. When a single IngressClass resource has this "
+                     "annotation set to true, new Ingress resources without a class specified will be assigned "
+                     "this default class."), {
+        "spec": ("IngressClassSpec", ("spec is the desired state of the IngressClass. More info: https://git.k8s.io/"
+                                     "community/contributors/devel/sig-architecture/"
+                                     "api-conventions.md#spec-and-status")),
+    }),
     "Event": ("Event is a report of an event somewhere in the cluster.", {
         "involvedObject": ("Object", "The object that this event is about."),
         "reason": ("string", ("This should be a short, machine understandable string that gives the reason for "

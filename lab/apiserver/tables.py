@@ -24,6 +24,9 @@ COLUMNS: dict[str, list[Column]] = {
     "EndpointSlice": [_NAME, ("AddressType", "string", 0), ("Ports", "string", 0),
                       ("Endpoints", "string", 0), _AGE],
     "NetworkPolicy": [_NAME, ("Pod-Selector", "string", 0), _AGE],
+    "Ingress": [_NAME, ("Class", "string", 0), ("Hosts", "string", 0), ("Address", "string", 0),
+                ("Ports", "string", 0), _AGE],
+    "IngressClass": [_NAME, ("Controller", "string", 0), ("Parameters", "string", 0), _AGE],
     "Namespace": [_NAME, ("Status", "string", 0), _AGE],
     "Event": [("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
               ("Object", "string", 0), ("Message", "string", 0)],
@@ -225,6 +228,36 @@ def format_selector(sel: dict | None) -> str:
     return ",".join(parts) or "<none>"
 
 
+def _ingress_row(o: dict, now: datetime.datetime) -> list:
+    """printIngress: the first three hosts, the load-balancer addresses sorted (the server
+    prints wide, so never cut), and 80 or "80, 443" when TLS is configured."""
+    spec = o.get("spec") or {}
+    rules = spec.get("rules") or []
+    hosts: list[str] = []
+    more = False
+    for rule in rules:                  # formatHosts, step by step (rules without a host count too)
+        more = more or len(hosts) == 3
+        if not more and rule.get("host"):
+            hosts.append(rule["host"])
+    text = ",".join(hosts) or "*"
+    if more and hosts:
+        text += f" + {len(rules) - 3} more..."
+    lb = ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    addresses = sorted({i.get("ip") or i.get("hostname") for i in lb if i.get("ip") or i.get("hostname")})
+    return [o["metadata"].get("name"), spec.get("ingressClassName") or "<none>", text, ",".join(addresses),
+            "80, 443" if spec.get("tls") else "80", _age(o, now)]
+
+
+def _ingress_class_row(o: dict, now: datetime.datetime) -> list:
+    spec = o.get("spec") or {}
+    params = spec.get("parameters")
+    shown = "<none>"
+    if params:
+        kind = params.get("kind", "") + (f".{params['apiGroup']}" if params.get("apiGroup") else "")
+        shown = f"{kind}/{params.get('name', '')}"
+    return [o["metadata"].get("name"), spec.get("controller", ""), shown, _age(o, now)]
+
+
 def _event_row(o: dict, now: datetime.datetime) -> list:
     last = parse_time(o.get("lastTimestamp") or o.get("eventTime") or
                       o.get("metadata", {}).get("creationTimestamp"))
@@ -316,6 +349,7 @@ _ROWS = {
     "NetworkPolicy": lambda o, now: [o["metadata"].get("name"),
                                      format_selector((o.get("spec") or {}).get("podSelector")),
                                      _age(o, now)],
+    "Ingress": _ingress_row, "IngressClass": _ingress_class_row,
     "Namespace": lambda o, now: [o["metadata"].get("name"),
                                  (o.get("status") or {}).get("phase") or "Active", _age(o, now)],
     "Event": _event_row,

@@ -65,6 +65,8 @@ _SPEC_BY_KIND = {
                 "loadBalancerIP", "loadBalancerSourceRanges", "ports", "publishNotReadyAddresses",
                 "selector", "sessionAffinity", "sessionAffinityConfig", "trafficDistribution", "type"},
     "NetworkPolicy": {"podSelector", "ingress", "egress", "policyTypes"},
+    "Ingress": {"defaultBackend", "ingressClassName", "rules", "tls"},
+    "IngressClass": {"controller", "parameters"},
     "Node": {"podCIDR", "podCIDRs", "providerID", "unschedulable", "taints", "configSource",
              "externalID"},
     "Namespace": {"finalizers"},
