@@ -126,6 +126,7 @@ def test_api_server_down_datapath_keeps_serving_and_converges_after(c):
     held = keepalive_socket(c.source_netns("client1"), c.svc.ip, 80)
     first = whoami(held)
     before = {n: element_counts(c, n) for n in NODES}
+    web_meta = c.get_service("web").obj["metadata"]
     assert any(v for v in before["node1"].values()), "no nftables elements at all on node1"
     stream = Stream(c.source_netns("client1"), c.svc.ip, 80)
     stopped = False
@@ -146,7 +147,13 @@ def test_api_server_down_datapath_keeps_serving_and_converges_after(c):
         c.lab.cli("api-start")
         stopped = False
         t_back = time.monotonic()
-        time.sleep(1)
+        # a change made the moment the API server is back, while the informers still wait
+        svc = c.service("web-new", [svc_port(81, "http")], selector={"app": "web"})
+        wait_for("the new Service in every node's nftables",
+                 lambda: all(kernel_has(c, n, svc.ip) for n in NODES), timeout=30, interval=0.1)
+        in_kernel = time.monotonic() - t_back
+        c.wait_answer("client1", svc.ip, 81, timeout=30)
+        answered = time.monotonic() - t_back
     finally:
         results = stream.stop()
         if stopped:
@@ -166,14 +173,10 @@ def test_api_server_down_datapath_keeps_serving_and_converges_after(c):
         assert max(delays) >= 1.0, f"{name}: the retry delay never grew: {delays}"
         assert len(delays) <= OUTAGE / 1.0 + 10, f"{name}: {len(delays)} retries in {OUTAGE:g} s"
 
-    # a change made once the API server is back is in every node's kernel within CONVERGE
-    t0 = time.monotonic()
-    svc = c.service("web-new", [svc_port(81, "http")], selector={"app": "web"})
-    wait_for("the new Service in every node's nftables",
-             lambda: all(kernel_has(c, n, svc.ip) for n in NODES), timeout=30, interval=0.1)
-    in_kernel = time.monotonic() - t0
-    c.wait_answer("client1", svc.ip, 81, timeout=30)
-    answered = time.monotonic() - t0
+    # the restarted server has the same objects at the same versions
+    after = c.get_service("web").obj["metadata"]
+    assert (after["uid"], after["resourceVersion"]) == (web_meta["uid"], web_meta["resourceVersion"])
+    assert int(svc.obj["metadata"]["resourceVersion"]) > int(web_meta["resourceVersion"])
     print(f"outage {OUTAGE:g} s: {len(results)} connections, 0 failed; new Service in every "
           f"kernel after {in_kernel:.2f} s, answering after {answered:.2f} s; retries on node1: "
           + ", ".join(f"{k} {len(v)} (max {max(v):.2f} s)" for k, v in retries.items()))
