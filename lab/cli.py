@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     nr.add_argument("node", metavar="NODE")
 
     sub.add_parser("down", help="remove everything the lab made")
+    sub.add_parser("api-stop", help="stop the API server, keeping its objects (the rest of the "
+                   "lab runs on)")
+    sub.add_parser("api-start", help="start the stopped API server again on the same addresses "
+                   "and token, with the objects it had")
 
     st = sub.add_parser("status", help="nodes and pods")
     st.add_argument("--json", action="store_true")
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "down":
         from . import lifecycle
         return lifecycle.down_command(args.name)
+    if args.verb in ("api-stop", "api-start"):
+        from . import lifecycle
+        return lifecycle.api_command(args.name, args.verb)
     if args.verb == "status":
         from . import lifecycle
         return lifecycle.status_command(args.name, as_json=args.json)

@@ -561,6 +561,66 @@ def node_remove_command(name: str, node: str) -> int:
     return 0
 
 
+# --- the API server stopped and started again ------------------------------------------------
+
+API_STOP_GRACE = 30.0   # seconds for the API server to stop serving and write its snapshot
+
+
+def api_stop(name: str) -> str:
+    """Stop lab `name`'s API server with SIGTERM: it stops serving and saves its store
+    (apiserver-store.json) before it exits. Everything else of the lab keeps running, on what
+    it last learnt. LabError if it does not exit in API_STOP_GRACE seconds (then SIGKILL, and
+    the store is as of the last stop)."""
+    cfg, state = _running_state(name)
+    pid = _lab_pid(name, state["token"], (state.get("apiserver") or {}).get("pid"))
+    if pid is None:
+        raise LabError(f"lab {name}: its API server is not running")
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + API_STOP_GRACE
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        end_processes([pid], grace=0)
+        raise LabError(f"lab {name}: the API server ({pid}) did not stop in {API_STOP_GRACE:.0f} s; "
+                       f"killed, its last changes are lost\n{log_tail(cfg.log_dir / 'apiserver.log')}")
+    return f"stopped apiserver ({pid})"
+
+
+def api_start(name: str, timeout: float = 60.0) -> str:
+    """Start lab `name`'s API server again on the addresses it had (the loopback port in
+    state.json, the control-plane address) with the same PKI and token; it loads the store the
+    last stop saved. Returns once it serves."""
+    cfg, state = _running_state(name)
+    token = state["token"]
+    old = state.get("apiserver") or {}
+    if _lab_pid(name, token, old.get("pid")):
+        raise LabError(f"lab {name}: its API server is running ({old['pid']})")
+    port = old.get("port") or 0
+    (cfg.state_dir / "apiserver.ready").unlink(missing_ok=True)    # a killed server's leftover
+    proc = _spawn(cfg, [sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", cfg.name,
+                        "--port", str(port)], "apiserver", token)
+    try:
+        ready = _wait_apiserver(cfg, proc, time.monotonic() + timeout)
+    except _StartFailed as e:
+        end_processes([proc.pid])
+        raise LabError(f"{e}\n{log_tail(e.log)}" if e.log else str(e)) from None
+    state = read_state(name) or state
+    state["apiserver"] = {"pid": ready.get("pid", proc.pid), "port": ready.get("port")}
+    state.setdefault("processes", {})["apiserver"] = proc.pid
+    _write_json(cfg.state_file, state)
+    return f"started apiserver ({proc.pid}) on 127.0.0.1:{ready.get('port')}"
+
+
+def api_command(name: str, verb: str) -> int:
+    try:
+        line = api_stop(name) if verb == "api-stop" else api_start(name)
+    except (ValueError, LabError) as e:
+        _say(str(e))
+        return 1
+    print(line)
+    return 0
+
+
 # --- down -------------------------------------------------------------------------------------
 
 def down(name: str) -> list[str]:

@@ -1,8 +1,10 @@
 """`python -m kubeweft.lab.apiserver --lab NAME`: the lab's API server process.
 
-Reads the lab's config, makes the PKI if missing, listens on 127.0.0.1:<free port> (root netns)
-and on <control-plane-ip>:6443 inside the underlay netns when that exists, writes the two
-kubeconfigs and then apiserver.ready. Exits cleanly on SIGTERM.
+Reads the lab's config, makes the PKI if missing, loads the store's snapshot if the lab has
+one, listens on 127.0.0.1:<--port, or a free one> (root netns) and on <control-plane-ip>:6443
+inside the underlay netns when that exists, writes the two kubeconfigs and then apiserver.ready.
+On SIGTERM it stops serving and writes the store's snapshot (apiserver-store.json), so the next
+start (`kubeweft lab api-start`) serves the same objects at the same resourceVersions.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 
 import yaml
 
@@ -85,12 +88,35 @@ def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
     return out["sock"]
 
 
-async def run(cfg: LabConfig, history: int = 200_000) -> int:
+def snapshot_path(cfg: LabConfig) -> Path:
+    return cfg.state_dir / "apiserver-store.json"
+
+
+def load_store(cfg: LabConfig, history: int) -> Store:
+    """A store with the lab's last snapshot in it, or an empty one when there is none."""
+    store = Store(history=history)
+    try:
+        data = json.loads(snapshot_path(cfg).read_text())
+    except FileNotFoundError:
+        return store
+    store.restore(data)
+    log.info("restored %d objects at resourceVersion %d from %s",
+             sum(len(e["items"]) for e in data.get("objects", [])), store.resource_version,
+             snapshot_path(cfg))
+    return store
+
+
+def save_store(cfg: LabConfig, store: Store) -> None:
+    write_atomic(snapshot_path(cfg), json.dumps(store.snapshot(), separators=(",", ":")))
+    log.info("saved the store at resourceVersion %d to %s", store.resource_version, snapshot_path(cfg))
+
+
+async def run(cfg: LabConfig, history: int = 200_000, port: int = 0) -> int:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     # the serving certificate names the kubernetes Service's ClusterIP too: in-cluster clients
     # (KUBERNETES_SERVICE_HOST) verify it as they would a real API server's
     keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip, str(ipaddress.ip_network(cfg.service_cidr)[1])])
-    store = Store(history=history)
+    store = load_store(cfg, history)
     apiapp.ensure_namespaces(store, cfg)
     apiapp.ensure_kubernetes_service(store, cfg)
     policy.ensure_bootstrap_policy(store)
@@ -98,7 +124,7 @@ async def run(cfg: LabConfig, history: int = 200_000) -> int:
     app = apiapp.build_app(store, cfg, keys.token, signer)
     ctx = apiapp.ssl_context(str(keys.cert), str(keys.key))
 
-    local = _listen("127.0.0.1", 0)
+    local = _listen("127.0.0.1", port)
     socks = [local]
     if netns.exists(cfg.underlay_netns):
         socks.append(listen_in_netns(cfg.underlay_netns, cfg.control_plane_ip, API_PORT))
@@ -124,6 +150,7 @@ async def run(cfg: LabConfig, history: int = 200_000) -> int:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await runner.cleanup()
+    save_store(cfg, store)          # after the last write: nothing changes the store any more
     try:
         if json.loads(ready.read_text()).get("pid") == os.getpid():
             ready.unlink()
@@ -137,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab", required=True, help="the lab's name")
     p.add_argument("--history", type=int, default=200_000,
                    help="events kept for watches; an older resourceVersion gets 410 Gone")
+    p.add_argument("--port", type=int, default=0,
+                   help="the loopback port (0: a free one; a restart passes the previous one)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s apiserver %(levelname)s %(message)s")
-    return asyncio.run(run(load_config(args.lab), args.history))
+    return asyncio.run(run(load_config(args.lab), args.history, args.port))
 
 
 if __name__ == "__main__":
