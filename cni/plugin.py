@@ -256,7 +256,15 @@ class CniPlugin:
         nft.clear_hostports(inv.container_id)
         self._forget_pod(inv.container_id)
         if self.pod_cidr is not None:
-            freed = self.allocator(conf).release(inv.container_id, inv.ifname)
+            try:
+                freed = self.allocator(conf).release(inv.container_id, inv.ifname)
+            except CniError as e:
+                if e.code != IO_FAILURE:
+                    raise
+                # A read-only store: the veth is gone, so the next GC or agent start frees the
+                # address; failing the DEL would only make the runtime retry it forever.
+                log.warning("DEL %s/%s: address not freed: %s", inv.container_id, inv.ifname, e)
+                return
             log.info("DEL %s/%s freed %s", inv.container_id, inv.ifname, [str(a) for a in freed or []])
 
     # --- CHECK -------------------------------------------------------------------------------
