@@ -57,18 +57,18 @@ def render_base() -> str:
         (f'add chain {t} prerouting {{ comment "source checks of frames from pod veths"; '
          f"type filter hook prerouting priority -300; policy accept; }}"),
         f"flush chain {t} prerouting",
-        f'add rule {t} prerouting {port} iifname . ether saddr != @{SET_MACS} '
-        f'counter name "{COUNTER_PREFIX}mac" drop',
-        f'add rule {t} prerouting {port} ether type ip iifname . ip saddr != @{SET_IPS} '
-        f'counter name "{COUNTER_PREFIX}ipv4" drop',
-        f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ip != @{SET_IPS} '
-        f'counter name "{COUNTER_PREFIX}arp" drop',
-        f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ether != @{SET_MACS} '
-        f'counter name "{COUNTER_PREFIX}arp" drop',
-        f'add rule {t} prerouting {port} ether type ip6 ip6 saddr != {{ ::/128, fe80::/10 }} '
-        f'counter name "{COUNTER_PREFIX}ipv6" drop',
-        f'add rule {t} prerouting {port} ether type != {{ ip, arp, ip6 }} '
-        f'counter name "{COUNTER_PREFIX}ethertype" drop',
+        (f'add rule {t} prerouting {port} iifname . ether saddr != @{SET_MACS} '
+         f'counter name "{COUNTER_PREFIX}mac" drop'),
+        (f'add rule {t} prerouting {port} ether type ip iifname . ip saddr != @{SET_IPS} '
+         f'counter name "{COUNTER_PREFIX}ipv4" drop'),
+        (f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ip != @{SET_IPS} '
+         f'counter name "{COUNTER_PREFIX}arp" drop'),
+        (f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ether != @{SET_MACS} '
+         f'counter name "{COUNTER_PREFIX}arp" drop'),
+        (f'add rule {t} prerouting {port} ether type ip6 ip6 saddr != {{ ::/128, fe80::/10 }} '
+         f'counter name "{COUNTER_PREFIX}ipv6" drop'),
+        (f'add rule {t} prerouting {port} ether type != {{ ip, arp, ip6 }} '
+         f'counter name "{COUNTER_PREFIX}ethertype" drop'),
     ]
     return "\n".join(lines) + "\n"
 
