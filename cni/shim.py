@@ -4,10 +4,10 @@ It checks the environment and the configuration itself (so errors carry the spec
 when the agent is down), answers VERSION itself and forwards ADD, DEL, CHECK, STATUS and GC to
 the node agent's gRPC service (proto/kubeweft.proto) on its unix socket. It imports only the
 standard library: the unary gRPC call is made by `call_unary` below, since `import grpc` and the
-protobuf stubs cost 100-150 ms here (KUBEWEFT_SHIM_TRANSPORT=grpc uses the grpc library
-instead). pyroute2 costs 120-150 ms more (DESIGN.md, decision 1), so the datapath is imported
-only on the one path that needs it, DEL with the agent down. stdout carries the result or the error
-JSON and nothing else; logs go to stderr, or to the configuration's logFile.
+protobuf stubs cost 100-150 ms here. pyroute2 costs 120-150 ms more (docs/architecture.md,
+decision 1), so the datapath is imported only on the one path that needs it, DEL with the agent
+down. stdout carries the result or the error JSON and nothing else; logs go to stderr, or to the
+configuration's logFile.
 """
 from __future__ import annotations
 
@@ -78,11 +78,8 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
     deadline = DEADLINES[inv.command]
     try:
         message = encode_request(*fields)
-        if os.environ.get("KUBEWEFT_SHIM_TRANSPORT") == "grpc":
-            code, msg, details, result = _call_grpc(conf.socket, method, fields, deadline)
-        else:
-            code, msg, details, result = decode_response(
-                call_unary(conf.socket, f"/kubeweft.v1.Cni/{method}", message, deadline))
+        code, msg, details, result = decode_response(
+            call_unary(conf.socket, f"/kubeweft.v1.Cni/{method}", message, deadline))
     except AgentUnreachable as e:
         return agent_down(inv, conf, str(e))
     if code is not None:
@@ -90,25 +87,8 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
     return result
 
 
-def _call_grpc(sock: str, method: str, fields: tuple, deadline: float):
-    """The same call through the grpc library (KUBEWEFT_SHIM_TRANSPORT=grpc): +100 ms of imports."""
-    import grpc
-    from kubeweft.proto import kubeweft_pb2, kubeweft_pb2_grpc
-
-    names = ("command", "container_id", "netns", "ifname", "args", "path", "config")
-    req = kubeweft_pb2.CniRequest(**dict(zip(names, fields, strict=True)))
-    try:
-        with grpc.insecure_channel(f"unix:{sock}") as channel:
-            resp = getattr(kubeweft_pb2_grpc.CniStub(channel), method)(req, timeout=deadline)
-    except grpc.RpcError as e:
-        raise AgentUnreachable(f"{e.code().name}: {e.details()}") from None
-    if resp.HasField("error"):
-        return resp.error.code, resp.error.msg, resp.error.details, b""
-    return None, "", "", resp.result
-
-
 # --- a unary gRPC call with the standard library only ------------------------------------------
-# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (DESIGN.md decision 1). A
+# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (docs/architecture.md, decision 1). A
 # unary call over h2c on a unix socket needs little: the connection preface, one HEADERS frame
 # (HPACK literals, no Huffman, no dynamic table), DATA frames within the peer's flow-control
 # windows (configs past 64 KiB wait for WINDOW_UPDATEs; the standalone zipapp has no grpc
@@ -315,10 +295,7 @@ def delete_in_process(inv: spec.Invocation, conf: spec.NetConf) -> None:
         steps.append(("release", lambda: alloc.release(inv.container_id, inv.ifname)))
 
     def hostports() -> None:
-        try:
-            from . import nft
-        except ImportError:
-            return
+        from . import nft
         nft.clear_hostports(inv.container_id)
     steps.append(("hostports", hostports))
     for name, step in steps:

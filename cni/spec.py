@@ -1,7 +1,7 @@
 """The CNI protocol, pure: the environment, the network configuration, results and their versions.
 
 Everything here is parse_/render_/convert_ work on plain values: no I/O, and only the standard
-library, because the shim imports it on every invocation (DESIGN.md, decision 1). Results are
+library, because the shim imports it on every invocation (docs/architecture.md, decision 1). Results are
 built in the 1.1.0 shape and converted down to the version the configuration asks for.
 """
 from __future__ import annotations

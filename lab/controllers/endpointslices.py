@@ -18,7 +18,6 @@ import collections
 import logging
 from dataclasses import dataclass, field
 
-from .. import errors
 from ..resources import NODES, PODS, SERVICES, SLICES
 from .loop import Reconciler
 
@@ -460,27 +459,19 @@ class EndpointSliceController(Reconciler):
         if svc is None:
             # the Service is gone: its slices go with it (the garbage collector's job, done here)
             for s in existing:
-                self._delete(s["metadata"]["namespace"], s["metadata"]["name"])
+                self.delete(SLICES, s["metadata"]["namespace"], s["metadata"]["name"])
             return
         if not svc.managed:
             return
         plan = plan_endpoint_slices(svc, self.pods_for(svc), self.zones, existing)
         for name in plan.delete:
-            self._delete(svc.namespace, name)
+            self.delete(SLICES, svc.namespace, name)
         for obj in plan.update:
             self.store.update(SLICES, obj)
             self.writes += 1
         for obj in plan.create:
             self.store.create(SLICES, obj)
             self.writes += 1
-
-    def _delete(self, namespace: str, name: str) -> None:
-        try:
-            self.store.delete(SLICES, namespace, name)
-            self.writes += 1
-        except errors.APIError as e:
-            if e.code != 404:
-                raise
 
 
 def _unindex(index: dict, namespace: str, pairs, key: tuple[str, str]) -> None:

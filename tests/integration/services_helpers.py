@@ -488,6 +488,28 @@ class UdpClient:
         self.sock.close()
 
 
+def keepalive_socket(netns_name: str, host: str, port_: int) -> socket.socket:
+    def make():
+        with lab_netns.entered(netns_name):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(3)
+        s.connect((host, port_))
+        return s
+    return in_thread(make)
+
+
+def whoami(sock: socket.socket) -> str:
+    """One keep-alive HTTP request on an open connection -> the pod that answered."""
+    sock.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return lab_probe.parse_answer(data)[0] or ""
+
+
 def agent_pid(c, node: str) -> int:
     """The running agent of `node` in lab c."""
     pid = lifecycle.find_agent(c.cfg.name, json.loads(c.cfg.state_file.read_text())["token"], node)

@@ -53,7 +53,7 @@ class ScratchNode:
 
     def __init__(self, tmp: Path, pod_cidr: str = "10.250.1.0/24", bridge: str = "kw0",
                  ext: bool = False, tag: str | None = None, agent_args: tuple = (),
-                 cwd: Path | None = None) -> None:
+                 agent_prefix: tuple = (), cwd: Path | None = None) -> None:
         self.tag = tag or f"h6a{os.getpid() % 100000}x{next(_ids)}"
         self.tmp, self.pod_cidr, self.bridge = tmp, pod_cidr, bridge
         self.node = f"{self.tag}-node"
@@ -63,6 +63,7 @@ class ScratchNode:
         self.data_dir = self.socket.parent / "cni" / "data"     # install-cni's default
         self.agent: subprocess.Popen | None = None
         self.agent_args = agent_args
+        self.agent_prefix = agent_prefix      # argv the agent runs under (e.g. unshare)
         self.cwd = cwd                  # the agent's working directory (None: the test's)
         self.pods: list[str] = []
         self._pods = itertools.count(1)
@@ -100,7 +101,7 @@ class ScratchNode:
     def start_agent(self, *extra: str) -> None:
         with open(self.tmp / "agent.log", "a") as log:
             self.agent = subprocess.Popen(
-                [KUBEWEFT, "agent", "--pod-cidr", self.pod_cidr, "--node-name", "scratch",
+                [*self.agent_prefix, KUBEWEFT, "agent", "--test-pod-cidr", self.pod_cidr, "--node-name", "scratch",
                  "--socket", str(self.socket), "--state-dir", str(self.socket.parent),
                  "--bridge", self.bridge, *self.agent_args, *extra],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
@@ -437,8 +438,8 @@ def test_agent_socket_is_root_only_and_a_stale_one_is_replaced(tmp_path):
         assert (n.socket.stat().st_mode & 0o777) == 0o600
         assert n.cni("STATUS")[0] == 0
         # a second agent on the same socket refuses to start
-        second = subprocess.run([KUBEWEFT, "agent", "--pod-cidr", "10.253.0.0/24", "--socket", str(n.socket),
-                                 "--state-dir", str(tmp_path / "other")], capture_output=True, text=True,
+        second = subprocess.run([KUBEWEFT, "agent", "--test-pod-cidr", "10.253.0.0/24", "--socket",
+                                 str(n.socket), "--state-dir", str(tmp_path / "other")], capture_output=True, text=True,
                                 timeout=30, preexec_fn=lab_netns.preexec(n.node), check=False)
         assert second.returncode != 0 and "another agent" in second.stderr
         assert n.cni("STATUS")[0] == 0
@@ -611,16 +612,33 @@ def test_hostports_and_masquerade_in_the_agents_nftables(tmp_path):
         assert pod_ip not in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
 
 
-def test_the_grpc_library_transport_gives_the_same_answers(node):
-    """KUBEWEFT_SHIM_TRANSPORT=grpc: the shim uses the grpc library instead of its own client."""
-    env = {"KUBEWEFT_SHIM_TRANSPORT": "grpc"}
+def _grpc_library_call(node: ScratchNode, command: str, cid: str, pod: str):
+    """The call the shim makes, through the grpc library and the generated stubs instead of the
+    shim's own HTTP/2 client: the reference the shim's answers are held against."""
+    import grpc
+    from kubeweft.cni.shim import METHODS
+    from kubeweft.proto import kubeweft_pb2, kubeweft_pb2_grpc
+
+    req = kubeweft_pb2.CniRequest(command=command, container_id=cid, netns=str(lab_netns.path(pod)),
+                                  ifname="eth0", path=f"{node.bin_dir}:{REFERENCE}",
+                                  config=json.dumps(node.conf()).encode())
+    with grpc.insecure_channel(f"unix:{node.socket}") as channel:
+        return getattr(kubeweft_pb2_grpc.CniStub(channel), METHODS[command])(req, timeout=20)
+
+
+def test_the_grpc_library_gets_the_answers_the_shim_gets(node):
     pod = node.new_pod()
-    rc, res, err = node.cni("ADD", "viagrpc", pod, env=env)
-    assert rc == 0, err
+    resp = _grpc_library_call(node, "ADD", "viagrpc", pod)
+    assert not resp.HasField("error"), resp.error
+    res = json.loads(resp.result)
     assert node.pod_addrs(pod) == [res["ips"][0]["address"]]
-    rc, out, _ = node.cni("ADD", "viagrpc2", pod, env=env)
-    assert rc != 0 and out["code"] == 101
-    assert node.cni("DEL", "viagrpc", pod, env=env)[:2] == (0, None)
+    # the same refusal (eth0 is taken in that netns) through both clients
+    refused = _grpc_library_call(node, "ADD", "viagrpc2", pod)
+    rc, out, _ = node.cni("ADD", "viagrpc2", pod)
+    assert refused.error.code == out["code"] == 101 and rc != 0
+    assert (refused.error.msg, refused.error.details) == (out["msg"], out.get("details", ""))
+    resp = _grpc_library_call(node, "DEL", "viagrpc", pod)
+    assert not resp.HasField("error") and resp.result == b""
     assert "viagrpc" not in node.reserved().values()
 
 

@@ -1,5 +1,5 @@
 """kubeweft's CNI as the lab runs it: install-cni's conflist, the lab kubelet executing it through
-lab/cniexec.py, the node agents serving it (issue 3 on a real lab).
+lab/cniexec.py, the node agents serving it.
 
 On `labk` (the shared 3-node lab, kubeweft CNI; our pods in k8s namespace h8cni):
 - every pod gets an address from its own node's podCIDR, and the API, the kubelet's records

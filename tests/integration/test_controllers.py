@@ -7,7 +7,6 @@ import asyncio
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from kubeweft.lab.resources import NAMESPACES as NS
 from kubeweft.lab.resources import SERVICES as SVC
 from kubeweft.lab.store import Store
 
+from .apiserver_proc import terminate
 from .waiting import wait_for
 
 CFG = LabConfig(name="h2")
@@ -293,13 +293,7 @@ def kubectl(tmp_path_factory):
                                   input=input, env=kenv, timeout=20, cwd=tmp)
         yield run
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate(proc)
 
 
 def test_kubectl_sees_allocation_validation_and_controllers(kubectl):

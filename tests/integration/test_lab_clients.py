@@ -1,4 +1,4 @@
-"""Issue 2's client-facing promises on the real 2-node reference lab (`lab2`): the kubernetes
+"""What clients see of the lab, on the real 2-node reference lab (`lab2`): the kubernetes
 client watches through a restart of its connection; a real kubectl creates, applies, edits and
 deletes Pods and Services; EndpointSlices follow pod readiness and deletion."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A restarted agent reconciles EVERY chain and set of its table (issue 5, item 4), on the shared
+"""A restarted agent reconciles EVERY chain and set of its table, on the shared
 kubeweft lab: what went away while it was down is deleted and cleaned up after, not leaked.
 
 A UDP sessionAffinity ClientIP Service has two endpoints; a one-socket client (a DNS resolver's
