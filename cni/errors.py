@@ -39,15 +39,24 @@ MESSAGES = {
 }
 
 
+# msg and details often quote the input they refuse: a 100 KiB CNI_NETNS or name came back twice
+# in the error, through gRPC, the runtime's logs and the pod's events. Cut to this many characters.
+MAX_TEXT = 4096
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT - 64]}... ({len(text)} characters in all)"
+
+
 class CniError(Exception):
     """A CNI error: `code` is the spec's error code, rendered as the error JSON by the shim."""
 
     def __init__(self, code: int, msg: str = "", details: str = "") -> None:
-        msg = msg or MESSAGES.get(code, "error")
+        msg = _cut(msg or MESSAGES.get(code, "error"))
         super().__init__(msg)
         self.code = code
         self.msg = msg
-        self.details = details
+        self.details = _cut(details)
 
     def __str__(self) -> str:
         return f"{self.msg}: {self.details}" if self.details else self.msg

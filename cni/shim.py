@@ -103,6 +103,10 @@ _END_STREAM, _ACK, _PADDED = 0x1, 0x1, 0x8
 _SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 _MAX_FRAME = 16384
 _DEFAULT_WINDOW = 65535
+# The windows this client grants the agent for its answer: it sends no WINDOW_UPDATE for what it
+# reads, so with the default 64 KiB an answer past that stalled until the deadline (an ADD result
+# that carries a large prevResult). 16 MiB holds any answer: the agent refuses configs past 4 MiB.
+_RECV_WINDOW = 1 << 24
 
 
 class AgentUnreachable(Exception):
@@ -178,7 +182,10 @@ def call_unary(sock_path: str, path: str, message: bytes, timeout: float) -> byt
             s.connect(sock_path)
         except OSError as e:
             raise AgentUnreachable(f"connect {sock_path}: {e.strerror or e}") from None
-        s.sendall(_PREFACE + _frame(_SETTINGS, 0, 0)
+        s.sendall(_PREFACE
+                  + _frame(_SETTINGS, 0, 0, _SETTINGS_INITIAL_WINDOW_SIZE.to_bytes(2, "big")
+                           + _RECV_WINDOW.to_bytes(4, "big"))
+                  + _frame(_WINDOW_UPDATE, 0, 0, (_RECV_WINDOW - _DEFAULT_WINDOW).to_bytes(4, "big"))
                   + _frame(_HEADERS, 0x4, 1, _request_headers(path, timeout)))      # END_HEADERS
         frames = _Frames(s, deadline, timeout)
         body = b"\x00" + len(message).to_bytes(4, "big") + message

@@ -99,7 +99,7 @@ class Fuzzer:
         env = dict(case.env, CNI_COMMAND=b"DEL")
         self.run(Case("DEL", tuple(env.items()), case.stdin))
         for name, path in self.netns.items():
-            with datapath.IPRoute(fileno=datapath._socket_in(path)) as ipr:
+            with datapath.open_sandbox(path) as ipr:
                 for link in ipr.get_links():
                     if link.get("ifname") not in self.baseline[name]:
                         with contextlib.suppress(NetlinkError):     # a veth's peer went with it

@@ -173,6 +173,20 @@ def test_configs_beyond_the_flow_control_window_without_grpc(node, size):
     assert f"big{size}" not in node.reserved().values()
 
 
+def test_answers_beyond_the_flow_control_window_without_grpc(node):
+    """An ADD result past 64 KiB (a long prevResult, appended to): the shim grants the agent a
+    window for it, where it used to stall until the deadline and answer 11."""
+    pod = node.new_pod()
+    prev = {"cniVersion": "1.1.0", "ips": [], "routes": [],
+            "interfaces": [{"name": f"chained{i}", "mac": "02:00:00:00:00:01"} for i in range(3000)]}
+    conf = node.conf(prevResult=prev)
+    rc, res, err = node.cni("ADD", "bigresult", pod, conf=conf)
+    assert rc == 0, err
+    assert len(json.dumps(res)) > 100_000 and res["interfaces"][:3000] == prev["interfaces"]
+    assert res["ips"][0]["interface"] == 3002                 # shifted past the chained interfaces
+    assert node.cni("DEL", "bigresult", pod, conf=conf)[:2] == (0, None)
+
+
 def test_forwarding_path_imports_neither_pyroute2_nor_the_datapath(node):
     # the VERSION and forwarding path loads neither pyroute2 nor the datapath
     # (docs/architecture.md, decision 1)

@@ -186,3 +186,12 @@ def test_gc_refuses_valid_attachments_that_are_not_a_list(value):
 def test_gc_takes_null_valid_attachments_as_an_empty_list_as_libcni_does():
     c = spec.parse_config(json.dumps(conf(**{"cni.dev/valid-attachments": None})), "GC")
     assert spec.parse_valid_attachments(c) == set()
+
+
+def test_error_text_that_quotes_huge_input_is_cut():
+    # a 43 KB CNI_NETNS came back twice in the error (msg and details): a 90 KB answer
+    err = CniError(3, f"cannot enter network namespace {'a' * 100_000}", "b" * 100_000)
+    assert len(err.to_json()) < 9_000 and "(100031 characters in all)" in err.msg
+    with pytest.raises(CniError) as ei:
+        spec.parse_env({**ADD_ENV, "CNI_IFNAME": "i" * 200_000})
+    assert len(ei.value.to_json()) < 9_000
