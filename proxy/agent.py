@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -67,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                         "but 127.0.0.0/8)")
     p.add_argument("--healthz-bind-address", default="0.0.0.0:10256",
                    help="kube-proxy's /healthz and /livez (empty: off)")
-    p.add_argument("--metrics-bind-address", default="0.0.0.0:10249",
-                   help="Prometheus /metrics (empty: off)")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1:10249",
+                   help="Prometheus /metrics (empty: off); loopback only by default, as kube-proxy has it")
     p.add_argument("--no-proxy", action="store_true",
                    help="do not run the service proxy (Services are left to another proxy, e.g. kube-proxy)")
     p.add_argument("--no-policy", action="store_true",
@@ -131,8 +132,16 @@ def wait_pod_cidr(api_client, node: str, timeout: float, stop: threading.Event |
 
 
 def prepare_socket(path: Path) -> None:
-    """Parent dir (0700), and a stale socket replaced, unless a live agent answers on it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The socket's directory root-only (0700, the agent's own) whatever the umask and whoever made
+    it (kubelet's DirectoryOrCreate makes 0755; the IPAM store's parents may come first); a
+    directory others share (sticky, as /tmp) or own is refused. A stale socket is replaced,
+    unless a live agent answers on it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.stat(path.parent)
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_ISVTX:
+        raise SystemExit(f"kubeweft agent: the socket needs a directory of its own, not {path.parent} "
+                         f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+    os.chmod(path.parent, 0o700)
     if path.exists() or path.is_symlink():
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(1.0)

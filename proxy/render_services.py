@@ -174,9 +174,13 @@ def render_base(ctx: NodeContext) -> list[Command]:
     and refill the fixed chains; sets and maps keep their elements)."""
     cluster = str(ipaddress.ip_network(ctx.cluster_cidr, strict=False))
     svc_cidr = str(ipaddress.ip_network(ctx.service_cidr, strict=False))
+    # never 127.0.0.0/8, whatever --nodeport-addresses says (kube-proxy's nftables mode neither):
+    # a DNAT in prerouting happens before the routing decision that drops a loopback destination
+    # arriving from outside, so a neighbour on the LAN could reach the Service (CVE-2020-8558)
     if ctx.nodeport_cidrs:
         nodeport_dst = "ip daddr { " + ", ".join(
-            str(ipaddress.ip_network(c, strict=False)) for c in ctx.nodeport_cidrs) + " } fib daddr type local"
+            str(ipaddress.ip_network(c, strict=False)) for c in ctx.nodeport_cidrs) + \
+            " } fib daddr type local ip daddr != 127.0.0.0/8"
     else:
         nodeport_dst = "fib daddr type local ip daddr != 127.0.0.0/8"
     external_src = f"ip saddr != {cluster} fib saddr type != local"
@@ -208,7 +212,11 @@ def render_base(ctx: NodeContext) -> list[Command]:
             "fib saddr type local meta l4proto . th dport @nodeport-local jump mark-for-masquerade",
             "meta l4proto . th dport vmap @nodeports"]),
         "filter-prerouting": ("type filter hook prerouting priority dstnat - 10",
-                              "loadBalancerSourceRanges, before DNAT", [
+                              "loopback destinations from outside, and loadBalancerSourceRanges, before DNAT", [
+            # kube-proxy's "block incoming localnet connections": a loopback destination comes
+            # only over lo; the kernel drops it from elsewhere unless route_localnet is set
+            # (by kube-proxy's iptables mode, say), so this holds whatever the sysctls are
+            'iif != "lo" ip daddr 127.0.0.0/8 counter drop',
             ("ip daddr . meta l4proto . th dport @firewall-keys "
              "ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop")]),
         "filter-input": ("type filter hook input priority -110", "nodePorts and services without endpoints",

@@ -203,7 +203,11 @@ def test_nodeport_addresses_and_never_loopback():
     base = "\n".join(lines(r.render_base(CTX)))
     assert "fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports" in base
     limited = "\n".join(lines(r.render_base(r.NodeContext("n", nodeport_cidrs=("192.168.56.0/24",)))))
-    assert "ip daddr { 192.168.56.0/24 } fib daddr type local jump nodeports" in limited
+    assert "ip daddr { 192.168.56.0/24 } fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports" in limited
+    # CVE-2020-8558: not even when the configured CIDRs take in loopback
+    everything = "\n".join(lines(r.render_base(r.NodeContext("n", nodeport_cidrs=("0.0.0.0/0",)))))
+    assert "ip daddr { 0.0.0.0/0 } fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports" in everything
+    assert 'add rule ip kubeweft filter-prerouting iif != "lo" ip daddr 127.0.0.0/8 counter drop' in base
 
 
 def test_every_object_has_a_comment():
