@@ -141,15 +141,15 @@ def test_the_api_answers_401_without_a_valid_token(labk, where, credential):
     assert status == 200 and "gitVersion" in body
 
 
-def test_kubectl_without_credentials_is_unauthorized(labk, tmp_path):
+def test_kubectl_with_a_wrong_token_is_unauthorized(labk, tmp_path):
+    # (with no credentials at all kubectl asks for a username before it sends anything)
     empty = tmp_path / "kubeconfig"
     empty.write_text("")
-    server = endpoints(labk)["host"][1]
-    proc = subprocess.run([labk.kubectl_path, "--server", server, "--certificate-authority",
-                           str(labk.cfg.pki_dir / "ca.crt"), "get", "secrets", "-A"],
-                          env={**os.environ, "KUBECONFIG": str(empty)}, capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert proc.returncode != 0 and "Unauthorized" in proc.stderr, proc.stderr
+    proc = subprocess.run([labk.kubectl_path, "--server", endpoints(labk)["host"][1], "--certificate-authority",
+                           str(labk.cfg.pki_dir / "ca.crt"), "--token", "not-the-token", "get", "secrets", "-A"],
+                          env={**os.environ, "KUBECONFIG": str(empty)}, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0 and "You must be logged in to the server" in proc.stderr, proc.stderr
 
 
 # --- CVE-2020-8558: 127.0.0.1 from a neighbour on the LAN ---------------------------------------
