@@ -341,9 +341,18 @@ def start_health(bind: str, health):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import_components(with_api=not args.test_pod_cidr)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .health import AgentHealth
+
+    health = AgentHealth()
+    health_server = None
+    if not args.test_pod_cidr and args.node_name:
+        # first of all (the health server needs the standard library alone): the kubelet's probes
+        # are answered while the rest imports (1-4 s measured here) and the agent waits for its Node
+        health.expect("cni", *(() if args.no_proxy else ("services",)), *(() if args.no_policy else ("policy",)))
+        health_server = start_health(args.healthz_bind_address, health)
+    import_components(with_api=not args.test_pod_cidr)
     if not args.test_pod_cidr and not args.node_name:
         print("kubeweft agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
         return 2
@@ -351,16 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    from .health import AgentHealth
     from .overlay.underlay import UnderlaySelector
 
-    health = AgentHealth()
-    health_server = None
     api = None
     node = NodeFacts(args.test_pod_cidr, None)
     if not args.test_pod_cidr:
-        health.expect("cni", *(() if args.no_proxy else ("services",)), *(() if args.no_policy else ("policy",)))
-        health_server = start_health(args.healthz_bind_address, health)
         api = make_api(args.kubeconfig)
         node = wait_node(api, args.node_name, args.pod_cidr_timeout, stop)
     pod_cidr = node.pod_cidr
