@@ -1,14 +1,13 @@
 """Helpers of the tests that run the node agent as a process against a lab API server alone
 (test_install_wheel.py, test_agent_deployed.py, test_overlay_underlay.py): the API server's
-underlay in a scratch netns, nodes joined to it, the agent's health endpoints, stopping it.
+underlay in a scratch netns, nodes joined to it, the agent's health endpoints (an agent is
+stopped with apiserver_proc.terminate).
 
 Everything here is bounded in time and undoes what it made, also when the test fails.
 """
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,15 +62,3 @@ def join_underlay(underlay_ns: str, node_ns: str, dev: str, address: str) -> Non
 def health(ns: str, path: str) -> int:
     """The status of the agent's health endpoint `path`, asked from inside its netns (0: no answer)."""
     return http_get(ns, "127.0.0.1", HEALTH_PORT, path)[0]
-
-
-def stop(proc: subprocess.Popen, grace: float = 15) -> int:
-    """SIGTERM, then SIGKILL after `grace` seconds; the exit status (-9 when it had to be killed)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    return proc.returncode

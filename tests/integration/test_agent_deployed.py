@@ -31,6 +31,7 @@ from kubeweft.lab import netns
 
 from . import agent_helpers
 from .agent_helpers import health
+from .apiserver_proc import terminate
 from .services_helpers import http_get
 from .waiting import wait_for
 
@@ -148,7 +149,7 @@ def deployed(tmp_path_factory):
             seen["rss_kib"] = agent_rss_kib(agent.pid)
             seen["node"] = json.loads(server.kubectl("get", "node", NODE, "-o", "json").stdout)
         finally:
-            seen["rc"] = agent_helpers.stop(agent)
+            seen["rc"] = terminate(agent)
             seen["agent_log"] = log_path.read_text()
         yield seen, server
 

@@ -394,7 +394,7 @@ def test_pods_run_as_a_service_account_with_its_token_mounted(server):
 
 
 def test_the_agents_service_account_from_deploy(server):
-    server.kubectl("apply", "-f", str(ROOT / "deploy" / "rbac.yaml"))
+    server.kubectl("apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml"))
     token = server.kubectl("create", "token", "kubeweft", "-n", "kube-system").stdout.strip()
     with client_with_token(server, token) as c:
         core = kubernetes.client.CoreV1Api(c)

@@ -25,6 +25,7 @@ import pytest
 from kubeweft.lab import netns
 
 from tests.integration import agent_helpers
+from tests.integration.apiserver_proc import terminate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -160,5 +161,5 @@ def test_the_installed_agent_starts_and_serves(venv, lab_api, tmp_path):
         assert [a.decode() for a in argv[:3]] == [str(venv / "bin" / "python"), str(venv / "bin" / "kubeweft"),
                                                   "agent"]
     finally:
-        rc = agent_helpers.stop(agent)
+        rc = terminate(agent)
     assert rc == 0, log_path.read_text()[-4000:]          # SIGTERM ends its watches and it exits

@@ -23,6 +23,7 @@ from kubeweft.lab import netns
 
 from . import agent_helpers
 from .agent_helpers import health, ip, join_underlay
+from .apiserver_proc import terminate
 from .netns_helpers import scratch_netns
 from .waiting import wait_for
 
@@ -91,7 +92,7 @@ def two_nodes(tmp: Path, backend: str, args: list[str], env_of=lambda node: {}, 
             yield server, nodes, logs
         finally:
             for agent in agents:
-                agent_helpers.stop(agent)
+                terminate(agent)
 
 
 def _alive(agent: subprocess.Popen, log: Path) -> bool:

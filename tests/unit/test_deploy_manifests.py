@@ -103,7 +103,19 @@ def test_each_overlay_names_its_api_server():
     assert endpoint(k3s) == (vagrant_server, "6443")
     # k3s under VirtualBox: the overlay on the interface that reaches the server, never the NAT one
     assert one(k3s, "ConfigMap", "kubeweft-config")["data"]["iface-can-reach"] == vagrant_server
-    assert "iface-can-reach" not in one(lab, "ConfigMap", "kubeweft-config")["data"]
+    assert one(lab, "ConfigMap", "kubeweft-config")["data"]["iface-can-reach"] == ""
+
+
+def host_paths(docs: list[dict]) -> dict[str, str]:
+    return {v["name"]: v["hostPath"]["path"] for v in pod_spec(docs)["volumes"] if "hostPath" in v}
+
+
+def test_k3s_installs_the_cni_where_its_containerd_looks():
+    assert host_paths(render("k3s"))["cni-bin"] == "/var/lib/rancher/k3s/data/cni"
+    assert host_paths(render("k3s"))["cni-conf"] == "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+    for overlay in ("kind", "lab"):
+        assert host_paths(render(overlay))["cni-bin"] == "/opt/cni/bin"
+        assert host_paths(render(overlay))["cni-conf"] == "/etc/cni/net.d"
 
 
 def test_rbac_writes_nothing_but_node_status_and_reads_no_secret(rendered):
