@@ -92,6 +92,11 @@ def endpoint(docs: list[dict]) -> tuple[str, str]:
     return data["KUBERNETES_SERVICE_HOST"], data["KUBERNETES_SERVICE_PORT"]
 
 
+def test_apply_k_deploy_is_the_kind_install():
+    """`kubectl apply -k deploy/`, as the README has always said, installs the kind flavour."""
+    assert _render("") == _render("kind")
+
+
 def test_each_overlay_names_its_api_server():
     assert not [d for d in render("base") if d["metadata"]["name"] == "kubeweft-api-endpoint"]
     assert endpoint(render("kind")) == ("kind-control-plane", "6443")
