@@ -92,9 +92,9 @@ def test_the_standalone_executable_is_a_zipapp_for_the_hosts_python(node):
     assert "pyroute2/__init__.py" in names and "pyroute2/iproute/linux.py" in names
     assert not any(n.startswith(("grpc/", "google/", "kubeweft/proto/", "kubernetes/")) for n in names)
     assert "/work/" not in main and ".venv" not in main          # nothing of this machine's paths
-    # the conflist is the same as the script install's
+    # the conflist: install-cni's default version, which containerd 1.6 and 1.7 accept too
     conf = json.loads((node.conf_dir / "10-kubeweft.conflist").read_text())
-    assert conf["cniVersion"] == "1.1.0" and conf["plugins"][0]["socket"] == str(node.socket)
+    assert conf["cniVersion"] == "1.0.0" and conf["plugins"][0]["socket"] == str(node.socket)
 
 
 def test_version_with_the_hosts_python3_only(node):
