@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# mmdebstrap builds the image (make image); binutils' objdump is PyInstaller's (the frozen CNI)
 APT_PACKAGES=(nftables python3-nftables iproute2 containernetworking-plugins conntrack
-              python3-venv python3-dev iperf3 make procps iptables iputils-ping)
+              python3-venv python3-dev iperf3 make procps iptables iputils-ping mmdebstrap binutils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
