@@ -1,8 +1,10 @@
 """`python -m kubeweft.cni.freeze OUT`: the CNI executable as a frozen onedir build that needs
 nothing on the node but the C library (glibc >= 2.35 when built on Debian 12: libpython's hypot
-symbol): OUT/kubeweft, PyInstaller's bootloader carrying kubeweft.cni.shim:main and the modules it
-imports, and OUT/_internal with libpython, the standard library's extension modules, pyroute2,
-python-nftables and libnftables (with its own libraries) for DEL while the agent is down.
+symbol) and zlib (libz.so.1, which PyInstaller's bootloader links; dpkg and rpm depend on it, so
+every Debian, Ubuntu or RPM-based node has it, kind's included): OUT/kubeweft, the bootloader
+carrying kubeweft.cni.shim:main, and OUT/_internal with libpython, the modules the shim imports
+as .pyc files, the standard library's extension modules, pyroute2, python-nftables and
+libnftables (with its own libraries) for DEL while the agent is down.
 
 Built at image build time (deploy/image/root.sh) with the image's own python3 and libraries, and
 by bench/cni_add_del.py from this venv. PyInstaller is a build tool, not a dependency of the

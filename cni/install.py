@@ -16,6 +16,28 @@ Three forms of the executable:
   zipimport reads first and skips when the host's Python has another bytecode magic).
 
 Both files are written to a temporary name and renamed, so a runtime never reads half a file.
+
+The third form, --frozen DIR: the onedir build that kubeweft.cni.freeze made at image build time,
+an interpreter and its libraries included. The DaemonSet's init container installs this form,
+not the zipapp: kind's and k3s's nodes have no python3. It lands in BIN/kubeweft.d/<digest of
+the build>/, and BIN/kubeweft is a relative symlink to the executable in it (runtimes stat and
+exec it, which follows the link; PyInstaller's bootloader finds its _internal/ from the link's
+target). A new build is copied beside the old one and the symlink renamed over it, so a call
+never sees half of either; the build the link pointed to before is kept for calls still starting
+from it, older ones are removed. All that kubeweft puts in BIN is `kubeweft` and `kubeweft.d/`,
+which `kubeweft cleanup` removes.
+
+--loopback FILE copies the reference loopback plugin (which runtimes call for the pod's lo) into
+BIN when BIN has none, and records its digest in kubeweft.d/ so that cleanup removes it only
+while it is still that file.
+
+The DaemonSet passes no --conf-dir: its agent writes the conflist once its gRPC server answers
+(`kubeweft agent --cni-conf-dir`), so a node's runtime reports the network ready only when
+kubeweft can wire pods. The conflist's cniVersion defaults to 1.0.0: containerd 1.6 and 1.7, which
+many kind and k3s releases ship, vendor libcni 1.1, which rejects 1.1.0 and so every pod; STATUS
+and GC need 1.1.0 (`--cni-version 1.1.0` where the runtime has libcni >= 1.2, as containerd 2 and
+the lab's runtime have). No runtime tells a plugin which versions it takes before it loads the
+conflist, so the version is configured, not negotiated.
 """
 from __future__ import annotations
 

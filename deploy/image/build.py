@@ -6,9 +6,9 @@ out/image/kubeweft-VERSION.tar, tagged ghcr.io/kubeweft/kubeweft:VERSION (VERSIO
 1. a wheelhouse: `pip wheel` of this checkout (the core install, no [lab] extra) and of
    build-requirements.txt, for this interpreter: Debian 12's python3.11, the image's too.
 2. the root filesystem: mmdebstrap (bookworm with its updates and security suites, minbase, the
-   packages and build-packages beside this file), whose customize hooks copy root.sh and the
-   wheelhouse in and run root.sh in the chroot with pip offline: the steps deploy/Dockerfile
-   runs. mmdebstrap mounts /proc, /sys and /dev into the chroot; it runs in a mount namespace of
+   packages listed beside this file), whose customize hooks copy root.sh and the wheelhouse in
+   and run root.sh in the chroot with pip offline (apt fetches its build-packages): the steps
+   deploy/Dockerfile runs. mmdebstrap mounts /proc, /sys and /dev into the chroot; it runs in a mount namespace of
    its own (unshare --mount --propagation private), so none of that reaches the root one.
 3. archive.py packs it: an OCI layout that is also a docker-archive (`kind load image-archive`,
    `k3s ctr images import`), with Env, Entrypoint and Cmd read from deploy/Dockerfile.
@@ -88,12 +88,14 @@ def build_wheelhouse(dest: Path) -> None:
 
 
 def mmdebstrap_argv(rootfs: Path, wheels: Path) -> list[str]:
-    packages = read_list(HERE / "packages") + read_list(HERE / "build-packages")
+    packages = read_list(HERE / "packages")
     build = "/tmp/kubeweft-build"
     copied = " ".join(shlex.quote(str(p)) for p in (wheels, HERE / "root.sh", HERE / "build-packages",
                                                     HERE / "build-requirements.txt"))
     run = f'chroot "$1" /usr/bin/env -i {" ".join(CHROOT_ENV)} sh {build}/root.sh kubeweft'
+    # merged /usr by symlinks, as debian:12-slim has it, not by the usrmerge package and its perl
     return ["mmdebstrap", "--mode=root", "--variant=minbase", f"--include={','.join(packages)}",
+            "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
             "--aptopt=APT::Install-Recommends \"false\"",
             "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
             "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",

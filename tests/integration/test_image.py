@@ -7,8 +7,9 @@ from the build's folder) into a temp folder, and every command runs with chroot 
 namespace made for it (`unshare --mount --propagation private`), where /dev and /proc are
 mounted: nothing is mounted in the root mount namespace.
 
-The CNI executable also runs on a stand-in node: a root holding the C library (Debian's libc6
-files, copied from the image) and nothing else, no python3, as kind's nodes have none; the
+The CNI executable also runs on a stand-in node: a root holding the C library and zlib (Debian's
+libc6 and zlib1g files, copied from the image) and nothing else, no python3, as kind's nodes
+have none; the
 image's `install-cni` puts it there as the DaemonSet's init container would, and the image's
 `cleanup` takes it away.
 """
@@ -18,7 +19,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -27,12 +30,17 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# the first build takes minutes (a fixture's time counts in its first test's timeout)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(3600)]
+BUILD_TIMEOUT = 3000
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 REF = f"ghcr.io/kubeweft/kubeweft:{VERSION}"
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# what the frozen CNI executable needs of a node: the C library, and zlib, which PyInstaller's
+# bootloader links (dpkg and rpm depend on it: every Debian, Ubuntu or RPM-based node has it)
+NODE_PACKAGES = ("libc6", "zlib1g")
 # mount /dev and /proc in the chroot, bind the extra folders, then chroot: all in this namespace
 IN_ROOT = ('root=$1; shift; mount --bind /dev "$root/dev" && mount -t proc proc "$root/proc" && '
            'while [ "$1" != -- ]; do mount --bind "$1" "$root$2" && shift 2; done; shift; exec chroot "$root" "$@"')
@@ -49,10 +57,17 @@ def in_root(root: Path, argv: list[str], binds: dict[Path, str] | None = None, e
 
 @pytest.fixture(scope="module")
 def built() -> dict:
-    proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "image" / "build.py")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=3000, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(proc.stdout)
+    # a session of its own: on a timeout the whole build goes (mmdebstrap, apt, pip), not just build.py
+    proc = subprocess.Popen([sys.executable, str(ROOT / "deploy" / "image" / "build.py")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=BUILD_TIMEOUT)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    assert proc.returncode == 0, err[-4000:]
+    report = json.loads(out)
     print(f"\nimage build: {report['seconds']} s (cached: {report['cached']}), archive "
           f"{report['archive_bytes'] / 2**20:.1f} MiB, filesystem {report['rootfs_bytes'] / 2**20:.1f} MiB")
     return report
@@ -143,15 +158,22 @@ def test_agent_and_tools_from_the_image(rootfs, config):
     assert in_root(rootfs, ["objdump", "--version"], env=env).returncode != 0
 
 
-def node_with_only_libc(image: Path, node: Path) -> Path:
-    """A root holding Debian's libc6 files from the image, the merged-/usr links, and the mount
-    points: what a node without python3 has at the least."""
+def node_with(image: Path, node: Path, packages: tuple[str, ...]) -> Path:
+    """A root holding the files of these Debian packages from the image, the merged-/usr links,
+    and the mount points."""
+    node.mkdir()
     for link in ("bin", "sbin", "lib", "lib64"):
         if (image / link).is_symlink():
-            (node / link).symlink_to(Path(image / link).readlink())
-    (listing,) = (image / "var/lib/dpkg/info").glob("libc6:*.list")
-    for line in listing.read_text().splitlines():
+            target = (image / link).readlink()
+            (node / target).mkdir(parents=True, exist_ok=True)
+            (node / link).symlink_to(target)
+    lines = [line for package in packages
+             for listing in (image / "var/lib/dpkg/info").glob(f"{package}:*.list")
+             for line in listing.read_text().splitlines()]
+    for line in lines:
         src, dst = image / line.lstrip("/"), node / line.lstrip("/")
+        if dst.is_symlink():                     # the merged-/usr links, made above
+            continue
         if src.is_dir() and not src.is_symlink():
             dst.mkdir(parents=True, exist_ok=True)
         elif src.is_symlink() or src.is_file():
@@ -164,7 +186,7 @@ def node_with_only_libc(image: Path, node: Path) -> Path:
 
 def test_cni_executable_on_a_node_without_python(rootfs, config, tmp_path):
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
-    node = node_with_only_libc(rootfs, tmp_path / "node")
+    node = node_with(rootfs, tmp_path / "node", NODE_PACKAGES)
     assert not list(node.rglob("python*"))
     host = {node: "/mnt"}                                        # the init container's hostPath mount
     proc = in_root(rootfs, ["kubeweft", "install-cni", "--frozen", "/opt/kubeweft/cni", "--loopback",
