@@ -15,6 +15,7 @@ plugin, the ratio kubeweft/reference, and whether ADD p50 meets the 100 ms targe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -127,8 +128,8 @@ class Bench:
     def start_agent(self, socket: Path) -> None:
         log = open(self.tmp / "agent.log", "w")  # noqa: SIM115 - the agent keeps writing to it
         # this process is in the node netns already; the agent inherits it
-        self.agent = subprocess.Popen([KUBEWEFT, "agent", "--pod-cidr", "10.247.1.0/24", "--socket", str(socket),
-                                       "--state-dir", str(socket.parent), "--node-name", "bench",
+        self.agent = subprocess.Popen([KUBEWEFT, "agent", "--test-pod-cidr", "10.247.1.0/24", "--socket",
+                                       str(socket), "--state-dir", str(socket.parent), "--node-name", "bench",
                                        "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         end = time.monotonic() + 30
@@ -157,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"skipped": "needs root (network namespaces)"}))
         return 0
     tag = f"h6ab{os.getpid() % 100000}"
-    home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    with tempfile.TemporaryDirectory(prefix="h6a-bench-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="h6a-bench-") as tmpdir, contextlib.ExitStack() as inside:
         tmp = Path(tmpdir)
         t0 = time.monotonic()
         build = freeze.build(tmp / "frozen-build")        # before the clock: not part of the run
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sh("ip", "netns", "add", b.node)
             sh("ip", "-n", b.node, "link", "set", "lo", "up")
-            lab_netns.setns(b.node)       # the whole process (one thread so far) moves in
+            inside.enter_context(lab_netns.entered(b.node))   # the whole process (one thread so far) moves in
             bin_dir, sock = tmp / "bin", tmp / "run" / "agent.sock"
             sh(KUBEWEFT, "install-cni", "--bin-dir", str(bin_dir), "--conf-dir", str(tmp / "net.d"),
                "--socket", str(sock))
@@ -203,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             b.stop_agent()
-            lab_netns._setns_fd(home)       # back to where we started before removing anything
-            os.close(home)
+            inside.close()                  # back to where we started before removing anything
             for ns in [*b.pods, b.node]:
                 subprocess.run(["ip", "netns", "del", ns], timeout=30, check=False, capture_output=True)
     k, z, f, r = (results[n] for n in ("kubeweft", "kubeweft_zipapp", "kubeweft_frozen", "reference"))

@@ -158,11 +158,9 @@ class Bench:
         import urllib.request
 
         def get() -> str:
-            with lab_netns.entered(self.cfg.node_netns(node)), \
-                    urllib.request.urlopen("http://127.0.0.1:10249/metrics", timeout=30) as r:
+            with urllib.request.urlopen("http://127.0.0.1:10249/metrics", timeout=30) as r:
                 return r.read().decode()
-        with ThreadPoolExecutor(1) as pool:                  # a netns is entered per thread
-            text = pool.submit(get).result(timeout=40)
+        text = lab_netns.call_in(self.cfg.node_netns(node), get, timeout=40)
         out = {}
         for line in text.splitlines():
             if line.startswith("kubeweft_networkpolicy_") and "{" not in line:

@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kubeweft.lab import netns
-
-from tests.integration import overlay_helpers as oh
+from kubeweft.lab import demo, lifecycle, netns
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.probe import read_pods
 
 IPERF_PORT = 5201
 RR_PORT = 5299
+READY_TIMEOUT = 90.0
 
 
 def pctl(samples: list[float], q: float) -> float:
@@ -125,16 +126,40 @@ def tcp_rr(server_ns: str, client_ns: str, host: str, rounds: int, timeout: floa
 
 # --- one backend ------------------------------------------------------------------------------
 
+def start_pods(cfg: LabConfig, placement: dict[str, str]) -> dict[str, dict]:
+    """The lab's workload in pods name -> node; once Ready, name -> the kubelet's record of it
+    (ip, netns)."""
+    from kubernetes.client import CoreV1Api
+
+    with lifecycle.api_client(cfg) as client:
+        core = CoreV1Api(client)
+        for name, node in placement.items():
+            core.create_namespaced_pod(demo.NAMESPACE, demo.pod_manifest(name, node, {"app": name}, []),
+                                       _request_timeout=10)
+        demo.wait_ready(core, list(placement), READY_TIMEOUT)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        local = read_pods(cfg)
+        if all(local.get(f"{demo.NAMESPACE}/{n}", {}).get("netns") for n in placement):
+            return {n: local[f"{demo.NAMESPACE}/{n}"] for n in placement}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no netns recorded for {sorted(placement)} in {READY_TIMEOUT:g} s")
+        time.sleep(0.3)
+
+
 def measure(backend: str, seconds: float, rounds: int, name: str) -> dict:
-    with oh.backend_lab(name, nodes=2, backend=backend) as cfg:
-        pods = oh.create_pods(cfg, "bench", {"a": "node1", "b": "node2"})
+    cfg = LabConfig(name=name, nodes=2, cni="kubeweft", backend=backend)
+    lifecycle.up(cfg, timeout=120)
+    try:
+        pods = start_pods(cfg, {"a": "node1", "b": "node2"})
         a, b = pods["a"], pods["b"]
         n1, n2 = cfg.node_netns("node1"), cfg.node_netns("node2")
-        pod_mtu = json.loads(oh.run_in(a.netns, ["ip", "-j", "link", "show", "eth0"]).stdout)[0]["mtu"]
-        out = {"pod_mtu": pod_mtu,
-               "throughput_gbps": {"pod_to_pod": iperf(b.netns, a.netns, b.ip, seconds),
+        link = netns.run(a["netns"], ["ip", "-j", "link", "show", "eth0"], capture_output=True, text=True,
+                         timeout=15, check=True)
+        out = {"pod_mtu": json.loads(link.stdout)[0]["mtu"],
+               "throughput_gbps": {"pod_to_pod": iperf(b["netns"], a["netns"], b["ip"], seconds),
                                    "node_to_node": iperf(n2, n1, cfg.node_ip(2), seconds)},
-               "tcp_rr": {"pod_to_pod": tcp_rr(b.netns, a.netns, b.ip, rounds),
+               "tcp_rr": {"pod_to_pod": tcp_rr(b["netns"], a["netns"], b["ip"], rounds),
                           "node_to_node": tcp_rr(n2, n1, cfg.node_ip(2), rounds)}}
         t, rr = out["throughput_gbps"], out["tcp_rr"]
         out["ratios"] = {
@@ -142,6 +167,8 @@ def measure(backend: str, seconds: float, rounds: int, name: str) -> dict:
             "rr_p50_pod_over_node": round(rr["pod_to_pod"]["p50_us"] / rr["node_to_node"]["p50_us"], 3),
             "rr_p99_pod_over_node": round(rr["pod_to_pod"]["p99_us"] / rr["node_to_node"]["p99_us"], 3)}
         return out
+    finally:
+        lifecycle.down(name)
 
 
 def bars(results: dict) -> str:

@@ -5,8 +5,8 @@ network namespace made and removed here. Prints JSON.
 With --netns: nft_full_load_* is the whole table as ONE transaction through `nft -f` (for
 reference: what a single transaction costs); nft_one_change_ms is one change through the
 agent's libnftables context; agent_first_load_* is the agent's own first sync of an empty table
-(render, diff, structure through libnftables, the elements over netlink: service_proxy.
-apply_commands), wall clock and CPU seconds (the kernel's work included: it runs in the send);
+(render, diff, structure through libnftables, the elements over netlink: nft_transaction.
+apply_transaction), wall clock and CPU seconds (the kernel's work included: it runs in the send);
 agent_vs_nft_full_load_cpu compares it with render + diff + `nft -f` of the same table.
 CPU seconds say more than wall clock on a busy machine.
 
@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubeweft.proxy import diff_services as d
 from kubeweft.proxy import render_services as r
 from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
 
-NETNS = "h13-bench"
+NETNS = "kw-render-bench"
 
 
 def make(n: int, eps: int = 3) -> tuple[dict, dict]:
@@ -59,10 +60,10 @@ def main() -> int:
         agg.put(key, r.render_service(svc, slices[key], ctx), track=False)
     t1 = time.perf_counter()
     diff, applied = d.diff_full(d.empty_applied(), agg)
-    cmds = r.render_base(ctx) + diff
+    cmds = Transaction(r.SERVICE_TABLE, r.render_base(ctx) + diff)
     t2 = t3 = time.perf_counter()
     out.update(render_diff_cpu_s=round(time.process_time() - cpu0, 3), render_s=round(t1 - t0, 3), diff_s=round(t2 - t1, 3), commit_s=round(t3 - t2, 3),
-               commands=len(cmds), text_mb=round(sum(map(len, cmds)) / 1e6, 1))
+               commands=len(cmds), text_mb=round(sum(map(len, cmds.lines())) / 1e6, 1))
     # one EndpointSlice change: the second endpoint of one Service moves
     key = ("bench", "s123")
     old = slices[key][0]
@@ -84,7 +85,7 @@ def main() -> int:
                     raise SystemExit(p.stderr[:2000])
                 return time.perf_counter() - t
             cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            out["nft_full_load_s"] = round(nft("\n".join(cmds)), 3)
+            out["nft_full_load_s"] = round(nft(cmds.text()), 3)
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             out["nft_full_load_cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3)
             # the agent's way: one libnftables context bound to the netns, the change in-process
@@ -97,12 +98,11 @@ def main() -> int:
             times = []
             for i in range(6):
                 t0 = time.perf_counter()
-                ctx_nft.run(one if i % 2 == 0 else back)
+                ctx_nft.run(Transaction(r.SERVICE_TABLE, one if i % 2 == 0 else back))
                 times.append(round((time.perf_counter() - t0) * 1000, 2))
             out["nft_one_change_ms"] = times
             # the agent's first sync of an empty table (ServiceProxy.sync, full): render, diff,
             # structure through libnftables and the elements over netlink
-            from kubeweft.proxy.service_proxy import apply_commands
             subprocess.run(["ip", "netns", "exec", NETNS, "nft", "delete", "table", r.T], check=True, timeout=30)
             cpu0, t0 = time.process_time(), time.perf_counter()
             agg2 = r.Aggregate()
@@ -110,7 +110,7 @@ def main() -> int:
                 agg2.put(k, r.render_service(svc, slices[k], ctx), track=False)
             diff2, _ = d.diff_full(d.empty_applied(), agg2, unknown_chains=True)
             t1 = time.perf_counter()
-            apply_commands(ctx_nft, r.render_base(ctx) + diff2, empty=True)
+            apply_transaction(ctx_nft, Transaction(r.SERVICE_TABLE, r.render_base(ctx) + diff2), empty=True)
             out["agent_first_load_s"] = round(time.perf_counter() - t0, 3)
             out["agent_first_load_cpu_s"] = round(time.process_time() - cpu0, 3)
             out["agent_first_load_apply_s"] = round(time.perf_counter() - t1, 3)

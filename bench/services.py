@@ -257,8 +257,7 @@ class SliceWatch:
 # --- the agent -------------------------------------------------------------------------------
 def http_get(netns_name: str, host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
     def run() -> tuple[int, str]:
-        with lab_netns.entered(netns_name):
-            s = socket.socket()
+        s = socket.socket()
         s.settimeout(timeout)
         try:
             s.connect((host, port))
@@ -273,8 +272,7 @@ def http_get(netns_name: str, host: str, port: int, path: str, timeout: float = 
         head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
         parts = head.split()
         return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result(timeout=timeout + 5)
+    return lab_netns.call_in(netns_name, run, timeout=timeout + 5)
 
 
 def metrics(cfg: LabConfig) -> dict[str, float]:
@@ -444,8 +442,7 @@ def connect_times(netns_name: str, targets: dict[str, tuple[str, int]], n: int) 
         out: dict[str, list[float]] = {k: [] for k in targets}
         for _ in range(n):
             for name, addr in targets.items():
-                with lab_netns.entered(netns_name):
-                    s = socket.socket()
+                s = socket.socket()
                 s.settimeout(2)
                 t0 = time.perf_counter()
                 try:
@@ -456,8 +453,7 @@ def connect_times(netns_name: str, targets: dict[str, tuple[str, int]], n: int) 
                 finally:
                     s.close()
         return out
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        raw = pool.submit(run).result(timeout=300)
+    raw = lab_netns.call_in(netns_name, run, timeout=300)
     return {k: {"n": len(v), "p50_us": round(pctl(v, 0.5), 1), "p90_us": round(pctl(v, 0.9), 1),
                 "mean_us": round(statistics.fmean(v), 1)} for k, v in raw.items() if v}
 

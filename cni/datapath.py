@@ -14,18 +14,16 @@ Layout of a wired pod:
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import ipaddress
 import os
 import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubeweft.cni import netns
 from kubeweft.cni.errors import DATAPATH_FAILURE, INTERFACE_EXISTS, UNKNOWN_CONTAINER, CniError
-from kubeweft.proxy.overlay.vxlan import VXLAN_OVERHEAD
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -33,9 +31,7 @@ HOST_VETH_PREFIX = "kw"
 IFNAMSIZ = 15
 LOOPBACK_IFINDEX = 1              # lo is ifindex 1 in every netns
 IFF_UP = 0x1
-_CLONE_NEWNET = 0x40000000
 _NETLINK_ROUTE = 0
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # sysctls of the node netns (docs/architecture.md, decision 5): bridged pod traffic must see the inet hooks
 SYSCTL_IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -86,6 +82,11 @@ def random_mac() -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
+# outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. Defined here, not with the VXLAN backend
+# (which imports it), because the standalone CNI executable ships cni/ alone.
+VXLAN_OVERHEAD = 50
+
+
 def plan_pod_mtu(underlay: int) -> int:
     """The pod MTU when the agent is not told one: room for the default (VXLAN) backend's header."""
     return underlay - VXLAN_OVERHEAD
@@ -97,43 +98,22 @@ def _gateway_ip(gateway) -> ipaddress.IPv4Address:
 
 # ---- netlink handles ---------------------------------------------------------------------
 
-def _socket_in(netns_path: str | os.PathLike) -> int:
-    """A NETLINK_ROUTE socket inside the given netns, made on a throwaway thread so the caller's
-    thread never changes namespace; returns the fd (the socket keeps its netns for life)."""
-    out: dict = {}
-
-    def make() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {netns_path}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            out["fd"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE).detach()
-        except BaseException as e:          # noqa: BLE001 - handed to the caller's thread
-            out["error"] = e
-
-    t = threading.Thread(target=make, name="kubeweft-netns", daemon=True)
-    t.start()
-    t.join(timeout=10)
-    if "error" in out:
-        raise out["error"]
-    if "fd" not in out:
-        raise TimeoutError(f"opening a netlink socket in {netns_path} timed out")
-    return out["fd"]
+def _netlink_socket() -> int:
+    """A NETLINK_ROUTE socket in the calling thread's netns, as an fd IPRoute adopts."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE).detach()
 
 
 def open_node() -> IPRoute:
     """A handle on the calling thread's current netns (the node's)."""
-    return IPRoute(fileno=socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE).detach())
+    return IPRoute(fileno=_netlink_socket())
 
 
 def open_sandbox(netns_path: str) -> IPRoute:
     """A handle on the sandbox's netns; CniError(UNKNOWN_CONTAINER) if it does not exist."""
     try:
-        return IPRoute(fileno=_socket_in(netns_path))
+        # made on a throwaway thread inside the sandbox: the socket keeps that netns for life,
+        # and the caller's thread never changes namespace
+        return IPRoute(fileno=netns.call_in(netns_path, _netlink_socket))
     except FileNotFoundError:
         raise CniError(UNKNOWN_CONTAINER, f"network namespace {netns_path} does not exist") from None
     except OSError as e:

@@ -4,16 +4,16 @@ as "kubeweft" and, with --conf-dir, the conflist into its conf dir.
 
 Three forms of the executable:
 
-- default (the lab, tests on this machine): a tiny script, this interpreter with -I -S (no
-  site.py, no user site, no PYTHON* variables: tens of ms saved on every pod), the module path
-  frozen at install time, and a call to cni.shim:main. It needs this venv to exist where the
-  runtime runs it.
+- default (a host where kubeweft is installed, such as the lab's nodes): a tiny script, this
+  interpreter with -I -S (no site.py, no user site, no PYTHON* variables: tens of ms saved on
+  every pod), the module path frozen at install time, and a call to cni.shim:main. It needs
+  this venv to exist where the runtime runs it.
 - --standalone (the DaemonSet's init container, whose venv the host never sees): a zipapp that
   the host's own python3 runs (`#!/usr/bin/env python3`, Python >= 3.9): the shim, the
   standard-library-only modules it imports, and what the DEL fallback needs with the agent down
-  (cni.datapath, cni.ipam, cni.nft, and pyroute2, pure Python, vendored from the installed
-  package). Every module is also there precompiled (unchecked-hash .pyc next to the .py, which
-  zipimport reads first and skips when the host's Python has another bytecode magic).
+  (cni.datapath, cni.ipam, cni.netns, cni.nft, and pyroute2, pure Python, vendored from the
+  installed package). Every module is also there precompiled (unchecked-hash .pyc next to the
+  .py, which zipimport reads first and skips when the host's Python has another bytecode magic).
 
 Both files are written to a temporary name and renamed, so a runtime never reads half a file.
 
@@ -58,7 +58,8 @@ EXECUTABLE = "kubeweft"
 CONFLIST = "10-kubeweft.conflist"
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
 # what the standalone executable holds: the shim's imports, and the DEL fallback's
-STANDALONE_MODULES = ("__init__", "shim", "spec", "errors", "datapath", "ipam", "nft")
+STANDALONE_MODULES = ("__init__", "shim", "protowire", "spec", "protocols", "errors", "datapath", "ipam", "netns",
+                      "nft")
 VENDORED = ("pyroute2",)
 STANDALONE_INTERPRETER = "/usr/bin/env python3"
 DEFAULT_CNI_VERSION = "1.0.0"

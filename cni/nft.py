@@ -16,23 +16,34 @@ write. The whole ruleset is never listed.
 The table, chains and rules are written as nft commands, the elements as JSON: nft 1.0.6's
 JSON parser drops table and chain comments, and every chain must carry one. Each public call
 is one transaction. The context binds to the netns of the thread that first uses it there.
+
+Through libnftables (Debian's python3-nftables), which the agent requires (`require_libnftables`
+at its start). Only a process without it, the standalone shim's DEL on a host's python3, runs the
+nft binary instead.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass
 
+from kubeweft.cni import netns
 from kubeweft.cni.errors import DATAPATH_FAILURE, INVALID_NETWORK_CONFIG, CniError
+from kubeweft.cni.protocols import NFT_PROTOCOLS
+
+try:
+    import nftables  # Debian's python3-nftables (docs/architecture.md)
+except ImportError:
+    nftables = None
+
+LIBNFTABLES_PACKAGE = "python3-nftables"
 
 FAMILY = "ip"
 TABLE = "kubeweft-cni"
 MAP_ANY = "hostports"
 MAP_IP = "hostip_ports"
-PROTOCOLS = ("tcp", "udp", "sctp")
 # A packet mark bit: set in prerouting/output on pod traffic that a hostPort DNAT sends back to a
 # pod (hairpin: the answer would otherwise go pod-to-pod and miss the conntrack reversal), and
 # masqueraded in postrouting. kube-proxy uses 0x4000 and 0x8000; the proxy must not use this bit.
@@ -128,7 +139,7 @@ def plan_hostports(mappings: list[dict], pod_ip: str) -> list[HostPort]:
             pod = str(ipaddress.IPv4Address(pod_ip))
         except (KeyError, TypeError, ValueError) as e:
             raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}", str(e)) from None
-        if proto not in PROTOCOLS or not (0 < host_port < 65536 and 0 < container_port < 65536):
+        if proto not in NFT_PROTOCOLS or not (0 < host_port < 65536 and 0 < container_port < 65536):
             raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}")
         if host_ip in ("", "0.0.0.0"):
             hip = None
@@ -192,7 +203,11 @@ class _NftCli:
 
     def __init__(self) -> None:
         import shutil
-        self.exe = shutil.which("nft") or "/usr/sbin/nft"
+        self.exe = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+        if self.exe is None:
+            raise CniError(DATAPATH_FAILURE, "nftables is not installed",
+                           f"neither the python module nftables ({LIBNFTABLES_PACKAGE}) nor the nft binary: "
+                           "apt-get install nftables")
 
     def _run(self, args: list[str], data: str) -> tuple[int, str, str]:
         import subprocess
@@ -210,9 +225,7 @@ class _NftCli:
 
 class _Table:
     def __init__(self) -> None:
-        try:
-            import nftables  # Debian's python3-nftables (DESIGN.md, decision 6)
-        except ImportError:
+        if nftables is None:
             self.nft = _NftCli()
         else:
             self.nft = nftables.Nftables()
@@ -257,7 +270,7 @@ _tables_lock = threading.Lock()
 
 def _table() -> _Table:
     """The context of the calling thread's netns (made on first use there)."""
-    ino = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
+    ino = netns.current_inode()
     with _tables_lock:
         tbl = _tables.get(ino)
         if tbl is None:
@@ -266,6 +279,14 @@ def _table() -> _Table:
 
 
 # ---- the interface -----------------------------------------------------------------------
+
+def require_libnftables() -> None:
+    """ModuleNotFoundError, naming the package to install, unless libnftables' python module is
+    there: the agent must not fall back to the nft binary (a process per hostPort change)."""
+    if nftables is None:
+        raise ModuleNotFoundError(f"No module named 'nftables': apt-get install {LIBNFTABLES_PACKAGE}",
+                                  name="nftables")
+
 
 def ensure_masquerade(cluster_cidr: str) -> None:
     """The table, its chains, and masquerade of pod traffic leaving cluster_cidr. Idempotent."""

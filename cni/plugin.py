@@ -48,14 +48,12 @@ class CniPlugin:
         self.bridge_name = bridge
         self.mtu = mtu or datapath.plan_pod_mtu(datapath.underlay_mtu())
         self.cluster_cidr = cluster_cidr
-        self._nft = nft
-        self._bandwidth = bandwidth
+        nft.require_libnftables()       # masquerade and hostPorts: a missing module stops the agent now
         self._lock = threading.Lock()
         self._bridge_lock = threading.Lock()
         self._allocators: dict[Path, ipam.Allocator] = {}
         self._bridges: dict[str, object] = {}
         self._inflight: set[tuple[str, str]] = set()   # ADDs under way: GC must not free them
-        self.bandwidth_requests: dict[str, dict] = {}  # recorded when cni.bandwidth is absent
         # Components that must know a pod before its first packet (NetworkPolicy): called
         # after the address is reserved and BEFORE the interface exists; one that raises fails
         # the ADD with "try again later", so a pod never runs unprotected.
@@ -68,8 +66,8 @@ class CniPlugin:
             return
         alloc = self.allocator(None)
         self.bridge(self.bridge_name)
-        if self.cluster_cidr and self._nft is not None:
-            self._nft.ensure_masquerade(self.cluster_cidr)
+        if self.cluster_cidr:
+            nft.ensure_masquerade(self.cluster_cidr)
         freed, _ = self.reconcile()
         if freed:
             log.info("reconcile: freed %s", freed)
@@ -160,7 +158,7 @@ class CniPlugin:
         requested = (conf.ips or [None])[0] or inv.args.get("IP") or None
         mac = conf.mac or spec.parse_mac(inv.args.get("MAC"))
         mappings = conf.port_mappings
-        bandwidth = conf.bandwidth
+        rates = conf.bandwidth
         mtu = conf.mtu or self.mtu
         alloc = self.allocator(conf)
         with self._lock:
@@ -177,14 +175,10 @@ class CniPlugin:
             wiring = datapath.wire_pod(inv.netns, inv.ifname, address, alloc.gateway, bridge.name,
                                        mtu, datapath.host_veth_name(*key), mac=mac)
             if mappings:
-                if self._nft is None:
-                    raise CniError(DATAPATH_FAILURE, "portMappings not available",
-                                   "cni.nft (hostport nftables) is not installed")
                 hostports = True
-                self._nft.set_hostports(inv.container_id, [_mapping_dict(m) for m in mappings],
-                                        str(address.ip))
-            if bandwidth:
-                self._apply_bandwidth(inv, wiring, bandwidth)
+                nft.set_hostports(inv.container_id, [_mapping_dict(m) for m in mappings], str(address.ip))
+            if rates:
+                bandwidth.apply_bandwidth(inv.netns, wiring.pod_ifname, wiring.host_veth, rates)
         except BaseException as e:
             self._rollback(inv, alloc, wiring, hostports, reserved_here)
             if isinstance(e, CniError):
@@ -232,7 +226,7 @@ class CniPlugin:
     def _rollback(self, inv, alloc, wiring, hostports: bool, reserved_here: bool) -> None:
         steps = [lambda: self._forget_pod(inv.container_id)] if reserved_here else []
         if hostports:
-            steps.append(lambda: self._nft.clear_hostports(inv.container_id))
+            steps.append(lambda: nft.clear_hostports(inv.container_id))
         if wiring is not None:
             steps.append(lambda: datapath.unwire_pod(inv.netns, inv.ifname, wiring.host_veth))
         if reserved_here:
@@ -242,15 +236,6 @@ class CniPlugin:
                 step()
             except Exception:
                 log.exception("rollback of ADD %s: a step failed", inv.container_id)
-
-    def _apply_bandwidth(self, inv: spec.Invocation, wiring, bandwidth: dict) -> None:
-        if self._bandwidth is not None and hasattr(self._bandwidth, "apply_bandwidth"):
-            self._bandwidth.apply_bandwidth(inv.netns, wiring.pod_ifname, wiring.host_veth, bandwidth)
-        else:
-            # No shaping code yet: accept and record (chain the reference bandwidth plugin to
-            # enforce it meanwhile).
-            self.bandwidth_requests[inv.container_id] = bandwidth
-            log.info("bandwidth for %s recorded, not enforced: %s", inv.container_id, bandwidth)
 
     # --- DEL ---------------------------------------------------------------------------------
     def delete(self, inv: spec.Invocation, conf: spec.NetConf) -> None:
@@ -268,10 +253,8 @@ class CniPlugin:
             raise
         except Exception as e:
             raise CniError(DATAPATH_FAILURE, "DEL could not remove the pod's veth", repr(e)) from e
-        if self._nft is not None:
-            self._nft.clear_hostports(inv.container_id)
+        nft.clear_hostports(inv.container_id)
         self._forget_pod(inv.container_id)
-        self.bandwidth_requests.pop(inv.container_id, None)
         if self.pod_cidr is not None:
             freed = self.allocator(conf).release(inv.container_id, inv.ifname)
             log.info("DEL %s/%s freed %s", inv.container_id, inv.ifname, [str(a) for a in freed or []])
@@ -326,10 +309,9 @@ class CniPlugin:
         for veth in removed:
             datapath.unwire_pod(None, "", veth)
         live_ids = {cid for cid, _ in keep}
-        if self._nft is not None:
-            for (cid, _), _addr in freed:
-                if cid not in live_ids:
-                    self._nft.clear_hostports(cid)
+        for (cid, _), _addr in freed:
+            if cid not in live_ids:
+                nft.clear_hostports(cid)
         log.info("GC: kept %d, freed %s, removed veths %s", len(keep),
                  [str(a) for _, a in freed], removed)
         return {"freed": [str(a) for _, a in freed], "removed": removed}

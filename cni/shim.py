@@ -4,10 +4,10 @@ It checks the environment and the configuration itself (so errors carry the spec
 when the agent is down), answers VERSION itself and forwards ADD, DEL, CHECK, STATUS and GC to
 the node agent's gRPC service (proto/kubeweft.proto) on its unix socket. It imports only the
 standard library: the unary gRPC call is made by `call_unary` below, since `import grpc` and the
-protobuf stubs cost 100-150 ms here (KUBEWEFT_SHIM_TRANSPORT=grpc uses the grpc library
-instead). pyroute2 costs 120-150 ms more (DESIGN.md, decision 1), so the datapath is imported
-only on the one path that needs it, DEL with the agent down. stdout carries the result or the error
-JSON and nothing else; logs go to stderr, or to the configuration's logFile.
+protobuf stubs cost 100-150 ms here. pyroute2 costs 120-150 ms more (docs/architecture.md,
+decision 1), so the datapath is imported only on the one path that needs it, DEL with the agent
+down. stdout carries the result or the error JSON and nothing else; logs go to stderr, or to the
+configuration's logFile.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from . import spec
+from . import protowire, spec
 from .errors import PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CniError
 
 DEADLINES = {"ADD": 20.0, "DEL": 10.0, "CHECK": 10.0, "STATUS": 10.0, "GC": 10.0}
@@ -78,11 +78,8 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
     deadline = DEADLINES[inv.command]
     try:
         message = encode_request(*fields)
-        if os.environ.get("KUBEWEFT_SHIM_TRANSPORT") == "grpc":
-            code, msg, details, result = _call_grpc(conf.socket, method, fields, deadline)
-        else:
-            code, msg, details, result = decode_response(
-                call_unary(conf.socket, f"/kubeweft.v1.Cni/{method}", message, deadline))
+        code, msg, details, result = decode_response(
+            call_unary(conf.socket, f"/kubeweft.v1.Cni/{method}", message, deadline))
     except AgentUnreachable as e:
         return agent_down(inv, conf, str(e))
     if code is not None:
@@ -90,25 +87,8 @@ def forward(inv: spec.Invocation, conf: spec.NetConf, stdin: bytes) -> bytes:
     return result
 
 
-def _call_grpc(sock: str, method: str, fields: tuple, deadline: float):
-    """The same call through the grpc library (KUBEWEFT_SHIM_TRANSPORT=grpc): +100 ms of imports."""
-    import grpc
-    from kubeweft.proto import kubeweft_pb2, kubeweft_pb2_grpc
-
-    names = ("command", "container_id", "netns", "ifname", "args", "path", "config")
-    req = kubeweft_pb2.CniRequest(**dict(zip(names, fields, strict=True)))
-    try:
-        with grpc.insecure_channel(f"unix:{sock}") as channel:
-            resp = getattr(kubeweft_pb2_grpc.CniStub(channel), method)(req, timeout=deadline)
-    except grpc.RpcError as e:
-        raise AgentUnreachable(f"{e.code().name}: {e.details()}") from None
-    if resp.HasField("error"):
-        return resp.error.code, resp.error.msg, resp.error.details, b""
-    return None, "", "", resp.result
-
-
 # --- a unary gRPC call with the standard library only ------------------------------------------
-# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (DESIGN.md decision 1). A
+# `import grpc` alone costs ~90 ms here, most of a pod's ADD budget (docs/architecture.md, decision 1). A
 # unary call over h2c on a unix socket needs little: the connection preface, one HEADERS frame
 # (HPACK literals, no Huffman, no dynamic table), DATA frames within the peer's flow-control
 # windows (configs past 64 KiB wait for WINDOW_UPDATEs; the standalone zipapp has no grpc
@@ -129,15 +109,6 @@ class AgentUnreachable(Exception):
     """No answer from the agent: socket missing or refused, deadline, or a broken exchange."""
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def encode_request(command: str, container_id: str, netns: str, ifname: str, args: str, path: str,
                    config: bytes) -> bytes:
     """kubeweft.v1.CniRequest in protobuf wire format (fields 1-7, all length-delimited)."""
@@ -145,48 +116,18 @@ def encode_request(command: str, container_id: str, netns: str, ifname: str, arg
     for number, value in enumerate((command, container_id, netns, ifname, args, path, config), 1):
         data = value.encode() if isinstance(value, str) else bytes(value)
         if data:
-            out += _varint(number << 3 | 2) + _varint(len(data)) + data
+            out += protowire.encode_bytes_field(number, data)
     return bytes(out)
-
-
-def _fields(buf: bytes):
-    """(field number, value) of a protobuf message; varints as int, length-delimited as bytes."""
-    i = 0
-    while i < len(buf):
-        key, i = _read_varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _read_varint(buf, i)
-        elif wire == 2:
-            n, i = _read_varint(buf, i)
-            value, i = buf[i:i + n], i + n
-        elif wire in (1, 5):
-            step = 8 if wire == 1 else 4
-            value, i = buf[i:i + step], i + step
-        else:
-            raise ValueError(f"protobuf wire type {wire} not supported")
-        yield number, value
-
-
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = n = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, i
-        shift += 7
 
 
 def decode_response(buf: bytes) -> tuple[int | None, str, str, bytes]:
     """kubeweft.v1.CniResponse -> (error code or None, msg, details, result)."""
     result, error = b"", None
-    for number, value in _fields(buf):
+    for number, _, value in protowire.fields(buf):
         if number == 1:
             result = value
         elif number == 2:
-            error = {n: v for n, v in _fields(value)}
+            error = {n: v for n, _, v in protowire.fields(value)}
     if error is None:
         return None, "", "", result
     return (int(error.get(1, 0)), bytes(error.get(2, b"")).decode(errors="replace"),
@@ -354,10 +295,7 @@ def delete_in_process(inv: spec.Invocation, conf: spec.NetConf) -> None:
         steps.append(("release", lambda: alloc.release(inv.container_id, inv.ifname)))
 
     def hostports() -> None:
-        try:
-            from . import nft
-        except ImportError:
-            return
+        from . import nft
         nft.clear_hostports(inv.container_id)
     steps.append(("hostports", hostports))
     for name, step in steps:

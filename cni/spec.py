@@ -1,7 +1,7 @@
 """The CNI protocol, pure: the environment, the network configuration, results and their versions.
 
 Everything here is parse_/render_/convert_ work on plain values: no I/O, and only the standard
-library, because the shim imports it on every invocation (DESIGN.md, decision 1). Results are
+library, because the shim imports it on every invocation (docs/architecture.md, decision 1). Results are
 built in the 1.1.0 shape and converted down to the version the configuration asks for.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .errors import (
     UNSUPPORTED_FIELD,
     CniError,
 )
+from .protocols import NFT_PROTOCOLS
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
@@ -283,7 +284,7 @@ def parse_port_mappings(value) -> list[PortMapping]:
         proto = str(m.get("protocol") or "tcp").lower()
         if not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in (hp, cp)):
             raise _invalid(f"port mapping {m!r}: hostPort and containerPort must be in 1..65535")
-        if proto not in ("tcp", "udp", "sctp"):
+        if proto not in NFT_PROTOCOLS:
             raise _invalid(f"port mapping {m!r}: unknown protocol {proto!r}")
         out.append(PortMapping(hp, cp, proto, str(m.get("hostIP") or "")))
     return out

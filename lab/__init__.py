@@ -1,1 +1,1 @@
-"""The lab: an embedded multi-node cluster in network namespaces (DESIGN.md, "The lab")."""
+"""The lab: an embedded multi-node cluster in network namespaces (docs/architecture.md, "The lab")."""

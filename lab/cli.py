@@ -17,8 +17,9 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="build the lab; returns when every node is Ready")
     up.add_argument("--nodes", type=int, default=2)
-    up.add_argument("--cni", choices=("reference", "kubeweft"), default=None,
-                    help="the CNI plugin the kubelets run (default: kubeweft)")
+    up.add_argument("--cni", choices=("reference", "kubeweft", "none"), default=None,
+                    help="the CNI plugin the kubelets run (default: kubeweft); none: the nodes stay "
+                         "NotReady until a CNI config appears in their conf dir (a CNI DaemonSet's job)")
     up.add_argument("--backend", choices=("vxlan", "host-gw"), default=None,
                     help="kubeweft's cross-node backend (agent --overlay; default vxlan)")
     up.add_argument("--timeout", type=float, default=120.0)
@@ -31,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     nr.add_argument("node", metavar="NODE")
 
     sub.add_parser("down", help="remove everything the lab made")
+    sub.add_parser("api-stop", help="stop the API server, keeping its objects (the rest of the "
+                   "lab runs on)")
+    sub.add_parser("api-start", help="start the stopped API server again on the same addresses "
+                   "and token, with the objects it had")
 
     st = sub.add_parser("status", help="nodes and pods")
     st.add_argument("--json", action="store_true")
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "down":
         from . import lifecycle
         return lifecycle.down_command(args.name)
+    if args.verb in ("api-stop", "api-start"):
+        from . import lifecycle
+        return lifecycle.api_command(args.name, args.verb)
     if args.verb == "status":
         from . import lifecycle
         return lifecycle.status_command(args.name, as_json=args.json)

@@ -36,7 +36,8 @@ def check_name(name: str) -> str:
 class LabConfig:
     name: str = DEFAULT_NAME
     nodes: int = 2
-    cni: str = "kubeweft"            # "kubeweft" (install-cni + the agent) or "reference" (bridge + host-local + portmap)
+    cni: str = "kubeweft"            # "kubeweft" (install-cni + the agent), "reference" (bridge + host-local + portmap)
+                                     # or "none" (no CNI: installed by the user, e.g. through a DaemonSet)
     backend: str = "vxlan"           # kubeweft's cross-node backend (agent --overlay): vxlan or host-gw
     node_subnet: str = "192.168.56.0/24"
     cluster_cidr: str = "10.244.0.0/16"   # pods; a /24 per node

@@ -55,13 +55,20 @@ def conflict(group: str, plural: str, name: str, why: str) -> APIError:
 
 
 def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> APIError:
-    """422, worded as the real server: 'The Service "x" is invalid: spec.ports[0].port: Invalid value: ...'"""
+    """422, worded as the real server: 'The Service "x" is invalid: spec.ports[0].port: Invalid value: ...'
+    (a kind of a named group is qualified by it: 'Role.rbac.authorization.k8s.io "x" is invalid')."""
     parts = [f"{c.field}: {c.message}" for c in causes]
     joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
-    return APIError(422, "Invalid", f'{kind} "{name}" is invalid: {joined}',
+    qualified = f"{kind}.{group}" if group else kind
+    return APIError(422, "Invalid", f'{qualified} "{name}" is invalid: {joined}',
                     {"name": name, "group": group, "kind": kind,
                      "causes": [{"reason": c.reason, "message": c.message, "field": c.field}
                                 for c in causes]})
+
+
+def no_such_path() -> APIError:
+    """404 for a path the server does not serve (no such group, version, kind or subresource)."""
+    return APIError(404, "NotFound", "the server could not find the requested resource")
 
 
 def bad_request(message: str) -> APIError:

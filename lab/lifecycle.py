@@ -197,7 +197,8 @@ def _node_summary(node) -> tuple[str, bool, str | None, str | None]:
 
 
 def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadline: float,
-                      want: list[str] | None = None) -> list[tuple[str, bool, str | None, str | None]]:
+                      want: list[str] | None = None, ready: bool = True) -> list[tuple[str, bool, str | None, str | None]]:
+    """Until every node in `want` is Ready (registered only, with `ready` False)."""
     from kubernetes import client as k8s
 
     api = k8s.CoreV1Api(api_client(cfg))
@@ -219,7 +220,7 @@ def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadli
                 seen[n] = state
                 extra = f" (podCIDR {nodes[n][2]})" if state == "Ready" else ""
                 _say(f"  {n}: {state}{extra}")
-        if all(n in nodes and nodes[n][1] for n in want):
+        if all(n in nodes and (nodes[n][1] or not ready) for n in want):
             return [nodes[n] for n in want]
         if time.monotonic() >= deadline:
             late = [n for n in want if seen.get(n) != "Ready"]
@@ -316,7 +317,8 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
          f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more)")
     if cfg.cni == "kubeweft":
         _install_cni_when_published(cfg, topology.node_names(cfg), procs, deadline)
-    nodes = _wait_nodes_ready(cfg, procs, deadline)
+    # --cni none: the nodes stay NotReady until someone (a CNI DaemonSet) writes a CNI config
+    nodes = _wait_nodes_ready(cfg, procs, deadline, ready=cfg.cni != "none")
     if cfg.cni == "kubeweft":
         _wait_overlay_routes(cfg, topology.node_names(cfg), deadline)
     if cfg.cni == "reference":
@@ -341,7 +343,8 @@ def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float
         if not getattr(e, "reported", False):
             _say(str(e))
         return 1
-    print(f"lab {name} is up: {nodes} node(s) Ready; kubeconfig {cfg.kubeconfig}")
+    state = "registered, NotReady until a CNI config is installed" if cfg.cni == "none" else "Ready"
+    print(f"lab {name} is up: {nodes} node(s) {state}; kubeconfig {cfg.kubeconfig}")
     return 0
 
 
@@ -393,7 +396,7 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
         _write_json(cfg.state_file, state)
         if cfg.cni == "kubeweft":
             _install_cni_when_published(cfg, [n for _, n in new], procs, deadline)
-        ready = _wait_nodes_ready(cfg, procs, deadline, want=[n for _, n in new])
+        ready = _wait_nodes_ready(cfg, procs, deadline, want=[n for _, n in new], ready=cfg.cni != "none")
         if cfg.cni == "kubeweft":
             _wait_overlay_routes(cfg, state["nodes"], deadline)
     except BaseException as e:
@@ -506,7 +509,8 @@ def node_remove(name: str, node: str, missing_ok: bool = False) -> list[str]:
             if e.status != 404:
                 raise LabError(f"delete Node {node}: {e.reason}") from e
         others = [_lab_pid(name, token, procs.get(f"agent-{node}"))]
-        others += [_lab_pid(name, token, p.get("pid")) for p in pods_on_node.values()]
+        others += [_lab_pid(name, token, pid) for p in pods_on_node.values()
+                   for pid in p.get("pids") or [p.get("pid")]]
         others = [p for p in others if p]
         if others:
             end_processes(others)
@@ -555,6 +559,66 @@ def node_remove_command(name: str, node: str) -> int:
         return 1
     for line in lines:
         print(line)
+    return 0
+
+
+# --- the API server stopped and started again ------------------------------------------------
+
+API_STOP_GRACE = 30.0   # seconds for the API server to stop serving and write its snapshot
+
+
+def api_stop(name: str) -> str:
+    """Stop lab `name`'s API server with SIGTERM: it stops serving and saves its store
+    (apiserver-store.json) before it exits. Everything else of the lab keeps running, on what
+    it last learnt. LabError if it does not exit in API_STOP_GRACE seconds (then SIGKILL, and
+    the store is as of the last stop)."""
+    cfg, state = _running_state(name)
+    pid = _lab_pid(name, state["token"], (state.get("apiserver") or {}).get("pid"))
+    if pid is None:
+        raise LabError(f"lab {name}: its API server is not running")
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + API_STOP_GRACE
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        end_processes([pid], grace=0)
+        raise LabError(f"lab {name}: the API server ({pid}) did not stop in {API_STOP_GRACE:.0f} s; "
+                       f"killed, its last changes are lost\n{log_tail(cfg.log_dir / 'apiserver.log')}")
+    return f"stopped apiserver ({pid})"
+
+
+def api_start(name: str, timeout: float = 60.0) -> str:
+    """Start lab `name`'s API server again on the addresses it had (the loopback port in
+    state.json, the control-plane address) with the same PKI and token; it loads the store the
+    last stop saved. Returns once it serves."""
+    cfg, state = _running_state(name)
+    token = state["token"]
+    old = state.get("apiserver") or {}
+    if _lab_pid(name, token, old.get("pid")):
+        raise LabError(f"lab {name}: its API server is running ({old['pid']})")
+    port = old.get("port") or 0
+    (cfg.state_dir / "apiserver.ready").unlink(missing_ok=True)    # a killed server's leftover
+    proc = _spawn(cfg, [sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", cfg.name,
+                        "--port", str(port)], "apiserver", token)
+    try:
+        ready = _wait_apiserver(cfg, proc, time.monotonic() + timeout)
+    except _StartFailed as e:
+        end_processes([proc.pid])
+        raise LabError(f"{e}\n{log_tail(e.log)}" if e.log else str(e)) from None
+    state = read_state(name) or state
+    state["apiserver"] = {"pid": ready.get("pid", proc.pid), "port": ready.get("port")}
+    state.setdefault("processes", {})["apiserver"] = proc.pid
+    _write_json(cfg.state_file, state)
+    return f"started apiserver ({proc.pid}) on 127.0.0.1:{ready.get('port')}"
+
+
+def api_command(name: str, verb: str) -> int:
+    try:
+        line = api_stop(name) if verb == "api-stop" else api_start(name)
+    except (ValueError, LabError) as e:
+        _say(str(e))
+        return 1
+    print(line)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Pure core: `parse_pods` (API pods + the kubelets' pods.json -> PodInfo), `plan_probes`,
 `render_table` (a generic glyph table: cells keyed by (row, column), styles keyed by cell
-value; issue 6's expected-vs-actual policy tables reuse it with their own styles) and
+value; the x/y/z world's expected-vs-actual policy tables reuse it with their own styles) and
 `render_matrix`. The shell (`list_api_pods`, `run_probes`, `matrix_command`) does the I/O;
 the kubernetes client and the socket code are imported only there.
 """
@@ -54,7 +54,7 @@ class Probe:
 
 def parse_ports(containers: Iterable[dict]) -> tuple[tuple[int, str], ...]:
     """Declared containerPorts, each on its declared protocol (SCTP cannot be probed here:
-    no SCTP sockets, DESIGN.md decision 7); none declared: the workload's 8080 TCP and UDP."""
+    no SCTP sockets, docs/architecture.md, decision 7); none declared: the workload's 8080 TCP and UDP."""
     declared: list[tuple[int, str]] = []
     probed: list[tuple[int, str]] = []
     for c in containers or ():
@@ -194,7 +194,7 @@ def render_matrix(pods: Sequence[PodInfo], results: Sequence[Mapping], *, color:
     return lines
 
 
-# --- the x/y/z world of the upstream e2e netpol suite and Cyclonus (issue 6) -------------------
+# --- the x/y/z world of the upstream e2e netpol suite and Cyclonus --------------------------
 XYZ_NAMESPACES = ("x", "y", "z")
 XYZ_PODS = ("a", "b", "c")
 XYZ_PORTS: tuple[tuple[int, str], ...] = ((80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP"))

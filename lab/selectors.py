@@ -9,7 +9,7 @@ A missing field compares as the empty string, as the real server's field sets do
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import errors
@@ -125,3 +125,25 @@ def make_predicate(label_selector: str | None, field_selector: str | None) -> Pr
         return (labels_match(reqs, obj.get("metadata", {}).get("labels"))
                 and fields_match(terms, obj))
     return predicate
+
+
+def selector_matches(selector: Mapping | None, labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector (matchLabels AND matchExpressions); {} matches everything.
+    NotIn and DoesNotExist match objects without the key, as in apimachinery."""
+    selector = selector or {}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or ():
+        key, op, values = expr["key"], expr["operator"], set(expr.get("values") or ())
+        if op == "In" and not (key in labels and labels[key] in values):
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise ValueError(f"unknown selector operator {op!r}")
+    return True

@@ -23,11 +23,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import errors
-from .resources import BY_PLURAL, Resource
-
-NAMESPACES = BY_PLURAL[("", "namespaces")]
+from .resources import NAMESPACES, Resource, find
 
 Predicate = Callable[[dict], bool]
+
+
+# apimachinery's rand.String alphabet: no vowels (no words), no 0/1/3 (no look-alikes)
+SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def random_suffix(n: int = 5) -> str:
+    """What the real server appends to a generateName (web-7d4b9c-x2kq5)."""
+    return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(n))
 
 
 def now_rfc3339() -> str:
@@ -140,7 +147,7 @@ class Store:
     def create(self, resource: Resource, obj: dict) -> dict:
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+            meta["name"] = meta["generateName"] + random_suffix()
         name = meta.get("name")
         if not name:
             raise errors.invalid(resource.group, resource.kind, "",
@@ -242,6 +249,27 @@ class Store:
     def add_hook(self, hook: Callable[[Event], None]) -> None:
         """Call `hook` synchronously after every write (controllers use it to notice work)."""
         self._hooks.append(hook)
+
+    # --- snapshots --------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Every object and the resourceVersion, as JSON-ready data (not the event history: a
+        watch from before a restore gets 410 Gone and re-lists, as after an etcd compaction)."""
+        return {"resourceVersion": self._rv,
+                "objects": [{"group": r.group, "plural": r.plural, "items": list(objs.values())}
+                            for r, objs in self._objects.items() if objs]}
+
+    def restore(self, data: dict) -> None:
+        """Load a snapshot into an empty store: the same objects, uids and resourceVersions, and
+        the counter where it was, so versions handed out afterwards never go backwards."""
+        for entry in data.get("objects", []):
+            resource = find(entry["group"], entry["plural"])
+            if resource is None:
+                raise ValueError(f"snapshot: unknown resource {entry['group']}/{entry['plural']}")
+            for obj in entry["items"]:
+                meta = obj["metadata"]
+                ns = meta.get("namespace", "") if resource.namespaced else ""
+                self._objects[resource][(ns, meta["name"])] = obj
+        self._rv = max(self._rv, int(data.get("resourceVersion", 1)))
 
     # --- internals -------------------------------------------------------------------------
     def _emit(self, ev: Event) -> None:

@@ -1,5 +1,5 @@
 """The expected reachability under a set of NetworkPolicies: a small, independent evaluator of
-the networking.k8s.io/v1 semantics, the oracle of issue 6's lab tests and of
+the networking.k8s.io/v1 semantics, the oracle of the NetworkPolicy lab tests and of
 `kubeweft lab matrix --expect`. Pure: policies are plain dicts (their JSON/YAML form).
 
 The semantics, as upstream defines them:
@@ -23,6 +23,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from .selectors import selector_matches
 
 INGRESS, EGRESS = "Ingress", "Egress"
 
@@ -52,29 +54,6 @@ def pod_endpoint(pod: Mapping, ns_labels: Mapping[str, str]) -> Endpoint:
     return Endpoint(key=f"{meta['namespace']}/{meta['name']}", ip=(pod.get("status") or {}).get("podIP", ""),
                     namespace=meta["namespace"], labels=dict(meta.get("labels") or {}),
                     ns_labels=dict(ns_labels), node=spec.get("nodeName"), named_ports=named)
-
-
-# --- selectors -----------------------------------------------------------------------------------
-def selector_matches(selector: Mapping | None, labels: Mapping[str, str]) -> bool:
-    """A metav1.LabelSelector (matchLabels AND matchExpressions); {} matches everything.
-    NotIn and DoesNotExist match objects without the key, as in apimachinery."""
-    selector = selector or {}
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for expr in selector.get("matchExpressions") or ():
-        key, op, values = expr["key"], expr["operator"], set(expr.get("values") or ())
-        if op == "In" and not (key in labels and labels[key] in values):
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            raise ValueError(f"unknown selector operator {op!r}")
-    return True
 
 
 # --- policies ------------------------------------------------------------------------------------

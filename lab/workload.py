@@ -1,10 +1,12 @@
-"""The program every lab pod runs: `python -m lab.workload --lab NAME --pod NS/NAME --ports 80/TCP,...`.
+"""The program every lab pod runs:
+`python -m kubeweft.lab.workload --lab NAME --pod NS/NAME --ports 80/TCP,...`.
 
 Started by the lab kubelet inside the pod's netns. It listens on every declared port, TCP AND
 UDP for each (8080 if none), on 0.0.0.0, and prints one line "ready" once all are bound.
 
 - HTTP over TCP (keep-alive): GET /hostname -> pod name, /clientip -> "IP:PORT" it saw,
-  /whoami -> {"pod": "NS/NAME", "client": "IP:PORT"}, /ready -> 200 "ok" or 503 (flipped by
+  /whoami -> {"pod": "NS/NAME", "client": "IP:PORT"}, /headers and /headers/... -> the same with
+  "headers" (the request's, names lower-cased: what a proxy in front set), /ready -> 200 "ok" or 503 (flipped by
   /ready/off and /ready/on), /healthz -> 200, anything else 404.
 - A plain TCP line "hostname", "clientip" or "whoami" gets the answer as one line.
 - UDP: a datagram "hostname", "clientip" or "whoami" gets the answer back.
@@ -42,7 +44,7 @@ def parse_ports(spec: str) -> tuple[list[int], list[str]]:
         if not item:
             continue
         number, _, proto = item.partition("/")
-        if proto.upper() == "SCTP":      # no SCTP sockets on this kernel (DESIGN.md, decision 7)
+        if proto.upper() == "SCTP":      # no SCTP sockets on this kernel (docs/architecture.md, decision 7)
             skipped.append(item)
             continue
         port = int(number)
@@ -169,7 +171,7 @@ class Workload:
                 method, target, version = (p.decode("latin-1") for p in parts)
                 conn_hdr = headers.get("connection", "").lower()
                 close = conn_hdr == "close" or (version == "HTTP/1.0" and conn_hdr != "keep-alive")
-                code, ctype, body = self.route(method, target.split("?", 1)[0], st["peer"])
+                code, ctype, body = self.route(method, target.split("?", 1)[0], st["peer"], headers)
                 st["out"] += self.http_response(code, ctype, body, close, head_only=method == "HEAD")
                 st["close"] = close
             else:
@@ -187,7 +189,7 @@ class Workload:
             return json.dumps({"pod": self.pod, "client": client})
         return f"error: unknown command {command[:40]!r}; try {', '.join(COMMANDS)}"
 
-    def route(self, method: str, path: str, client: str) -> tuple[int, str, str]:
+    def route(self, method: str, path: str, client: str, headers: dict | None = None) -> tuple[int, str, str]:
         text = "text/plain; charset=utf-8"
         if method not in ("GET", "HEAD"):
             return 404, text, "not found\n"
@@ -197,6 +199,8 @@ class Workload:
             return 200, text, client
         if path == "/whoami":
             return 200, "application/json", json.dumps({"pod": self.pod, "client": client})
+        if path == "/headers" or path.startswith("/headers/"):
+            return 200, "application/json", json.dumps({"pod": self.pod, "client": client, "headers": headers or {}})
         if path == "/healthz":
             return 200, text, "ok"
         if path == "/ready":
@@ -257,7 +261,7 @@ class Workload:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.workload")
+    p = argparse.ArgumentParser(prog="python -m kubeweft.lab.workload")
     p.add_argument("--lab", default="", help="the lab's name (for logs only)")
     p.add_argument("--pod", required=True, metavar="NS/NAME")
     p.add_argument("--ports", default="", help="80/TCP,81/UDP,...; empty means 8080")

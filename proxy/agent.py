@@ -1,15 +1,18 @@
-"""`kubeweft agent`: the node agent. For now it serves the CNI over gRPC on a unix socket; later
-issues grow it into the service proxy.
+"""`kubeweft agent`: the node agent. It serves the CNI over gRPC on a unix socket, keeps the
+overlay routes to the other nodes' pods, and runs the service proxy and the NetworkPolicy
+controller.
 
     kubeweft agent --kubeconfig PATH --node-name NAME --socket PATH --state-dir DIR
-                   [--cluster-cidr C] [--pod-cidr C] [--data-dir D] [--bridge kw0] [--mtu N]
+                   [--cluster-cidr C] [--data-dir D] [--bridge kw0] [--mtu N] [--overlay vxlan]
 
 In a cluster: no --kubeconfig (in-cluster config) and NODE_NAME from the environment. The node's
-podCIDR comes from the API (waited for, bounded), or from --pod-cidr for scratch tests.
+podCIDR comes from its Node object (waited for, bounded). Every module the agent runs is imported
+at start: a missing one stops it there, naming the package to install.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -28,6 +31,18 @@ log = logging.getLogger("kubeweft.agent")
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
 DEFAULT_STATE_DIR = "/var/lib/kubeweft"
 
+# What provides each module the agent imports, for the message when one is missing.
+# python3-nftables is Debian's (a venv sees it only when made with --system-site-packages); the
+# others are kubeweft's own dependencies, which pip installs with it.
+INSTALL_HINTS = {
+    "nftables": "apt-get install python3-nftables",
+    "pyroute2": "pip install 'pyroute2>=0.9'",
+    "grpc": "pip install grpcio",
+    "google": "pip install protobuf",
+    "kubernetes": "pip install kubernetes",
+    "prometheus_client": "pip install prometheus-client",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubeweft agent", description="the kubeweft node agent")
@@ -39,15 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="IPAM store (default STATE_DIR/cni/data)")
     p.add_argument("--cluster-cidr", default=os.environ.get("KUBEWEFT_CLUSTER_CIDR") or None,
                    help="pod traffic leaving this CIDR is masqueraded (default $KUBEWEFT_CLUSTER_CIDR)")
-    p.add_argument("--pod-cidr", default=None, help="skip the API lookup of the node's podCIDR")
-    p.add_argument("--pod-cidr-timeout", type=float, default=120.0)
+    p.add_argument("--pod-cidr-timeout", type=float, default=120.0,
+                   help="seconds to wait at start for the Node's spec.podCIDR")
     p.add_argument("--bridge", default="kw0")
     p.add_argument("--mtu", type=int, default=None,
                    help="pod MTU (default: the overlay's, else underlay MTU - 50)")
     p.add_argument("--overlay", choices=("vxlan", "host-gw", "none"),
                    default=os.environ.get("KUBEWEFT_BACKEND") or "vxlan",
-                   help="how pods reach other nodes (default $KUBEWEFT_BACKEND or vxlan; needs the API, "
-                        "so never with --pod-cidr)")
+                   help="how pods reach other nodes (default $KUBEWEFT_BACKEND or vxlan)")
     p.add_argument("--service-cidr", default=os.environ.get("KUBEWEFT_SERVICE_CIDR") or "10.96.0.0/12",
                    help="the cluster's Service range (addresses in it with no Service are dropped)")
     p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or "",
@@ -57,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="kube-proxy's /healthz and /livez (empty: off)")
     p.add_argument("--metrics-bind-address", default="0.0.0.0:10249",
                    help="Prometheus /metrics (empty: off)")
-    p.add_argument("--no-proxy", action="store_true", help="do not run the service proxy")
-    p.add_argument("--no-policy", action="store_true", help="do not enforce NetworkPolicy")
+    p.add_argument("--no-proxy", action="store_true",
+                   help="do not run the service proxy (Services are left to another proxy, e.g. kube-proxy)")
+    p.add_argument("--no-policy", action="store_true",
+                   help="do not enforce NetworkPolicy (left to another enforcer)")
     p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
     p.add_argument("--cni-conf-dir", default=os.environ.get("KUBEWEFT_CNI_CONF_DIR") or None,
                    help="write the conflist here once the CNI server answers (the runtime's conf dir, "
@@ -66,7 +82,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cni-version", default=os.environ.get("KUBEWEFT_CNI_VERSION") or None,
                    choices=SUPPORTED_VERSIONS, help="the conflist's cniVersion (default: install-cni's, 1.0.0)")
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
+    scratch = p.add_argument_group("for tests and benchmarks (never in a cluster)")
+    scratch.add_argument("--test-pod-cidr", metavar="CIDR", default=None,
+                         help="serve the CNI alone with this podCIDR and no API server: no overlay, "
+                              "service proxy or policy")
     return p
+
+
+@contextlib.contextmanager
+def dependencies_required():
+    """A module that is missing on import stops the agent, naming the package that provides it
+    (exit status 1)."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        hint = INSTALL_HINTS.get((e.name or "").partition(".")[0])
+        if hint is None:
+            raise
+        raise SystemExit(f"kubeweft agent: cannot start: no python module {e.name!r} ({hint})") from None
 
 
 def make_api(kubeconfig: str | None):
@@ -175,14 +208,11 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str):
     nodes' pods. A configuration the backend cannot carry (host-gw with a node that is not
     directly reachable) stops the agent with a clear error: SystemExit(1). Any other failure is
     logged, not fatal: pods on this node still get wired."""
+    from kubeweft.proxy.overlay.controller import OverlayController
+    from kubeweft.proxy.overlay.plan import OverlayConfigError
+
     if mode == "none":
         return None
-    try:
-        from kubeweft.proxy.overlay.controller import OverlayController
-    except ImportError as e:
-        log.warning("no overlay controller (%s): pods reach only this node", e)
-        return None
-    from kubeweft.proxy.overlay.plan import OverlayConfigError
 
     overlay = None
     try:
@@ -231,20 +261,38 @@ def serve_metrics(bind: str) -> None:
     start_http_server(int(port), addr=host or "0.0.0.0")
 
 
+def import_components(with_api: bool) -> None:
+    """Import every module the agent will run, so that a missing dependency stops it at start
+    rather than when a Service, a policy or a pod first needs it. Without the API (a test's
+    --test-pod-cidr) the agent runs the CNI alone, and imports only that: it starts in a
+    fraction of the time."""
+    with dependencies_required():
+        import grpc  # noqa: F401
+        from kubeweft.cni import nft, plugin  # noqa: F401
+        from kubeweft.proto import kubeweft_pb2_grpc  # noqa: F401
+        nft.require_libnftables()
+        if with_api:
+            import kubernetes  # noqa: F401
+            import prometheus_client  # noqa: F401
+            from kubeweft.proxy import policy_controller, service_proxy  # noqa: F401
+            from kubeweft.proxy.overlay import controller  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import_components(with_api=not args.test_pod_cidr)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.pod_cidr and not args.node_name:
-        print("kubeweft agent: --node-name (or $NODE_NAME) is required without --pod-cidr", file=sys.stderr)
+    if not args.test_pod_cidr and not args.node_name:
+        print("kubeweft agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
     api = None
-    if args.pod_cidr:
-        pod_cidr = args.pod_cidr
+    if args.test_pod_cidr:
+        pod_cidr = args.test_pod_cidr
     else:
         api = make_api(args.kubeconfig)
         pod_cidr = wait_pod_cidr(api, args.node_name, args.pod_cidr_timeout, stop)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from kubeweft.lab import netns as lab_netns
+from kubeweft.cni import netns as cni_netns
 
 from . import metrics
 
@@ -43,7 +43,7 @@ def delete(argvs: list[list[str]], netns: str | None = None) -> list[bool]:
     to do)."""
     kw: dict = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     if netns is not None:
-        kw["preexec_fn"] = lab_netns.preexec(netns)
+        kw["preexec_fn"] = cni_netns.preexec(netns)
     procs: list[subprocess.Popen | None] = []
     for argv in argvs:
         try:

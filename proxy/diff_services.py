@@ -1,4 +1,5 @@
-"""Desired vs applied service state -> the nft commands of ONE transaction. Pure.
+"""Desired vs applied service state -> the typed commands (proxy/nft_commands.py) of ONE
+transaction. Pure.
 
 Only what changed is sent: new and changed elements, removed elements, new and changed
 on-demand chains, and chains and dynamic sets nobody references any more. The order inside the
@@ -9,46 +10,41 @@ still jump to a chain when it is deleted):
     2. delete removed and changed elements, then add new and changed ones
     3. flush, then delete chains that are gone; then delete dynamic sets that are gone
 
-`parse_elements` turns nft's JSON listing of one of our sets or maps back into the text form
-the render uses, so a restarted agent diffs against what the kernel holds without flushing.
+How those commands reach the kernel (one transaction or three, text or netlink):
+proxy/nft_transaction.py. What a restarted agent diffs against: proxy/table_readback.py.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-
-from .element_codec import NFT_SET_EVAL, NFT_SET_MAP
+from .nft_commands import (
+    AddChain,
+    AddElements,
+    AddMap,
+    AddRule,
+    AddSet,
+    Command,
+    DeleteChain,
+    DeleteElements,
+    DeleteMap,
+    DeleteSet,
+    FlushChain,
+)
 from .render_services import (
     MAPS,
     SETS,
     VMAP_OF,
     Aggregate,
-    Chain,
     Desired,
-    T,
     Touched,
     family_chain,
     map_family,
 )
 
-
-class ElementCommand(str):
-    """An 'add|delete element' nft command that also carries its parts (verb, set or map name,
-    element texts), so that the service proxy can send the elements over netlink
-    (proxy/element_codec.py) rather than through nft's parser. Everything else reads it as text."""
-    verb: str
-    name: str
-    items: list[str]
-
-    @classmethod
-    def make(cls, verb: str, name: str, items: list[str]) -> ElementCommand:
-        cmd = cls(f"{verb} element {T} {name} {{ {', '.join(items)} }}")
-        cmd.verb, cmd.name, cmd.items = verb, name, items
-        return cmd
+BATCH = 4000         # elements per command: what one line of nft text carries at most
 
 
-def _batches(verb: str, name: str, items: list[str], size: int = 4000) -> list[str]:
-    return [ElementCommand.make(verb, name, items[i:i + size]) for i in range(0, len(items), size)]
+def _batches(verb: str, name: str, items: list[str], size: int = BATCH) -> list[Command]:
+    kind = AddElements if verb == "add" else DeleteElements
+    return [kind(name, tuple(items[i:i + size])) for i in range(0, len(items), size)]
 
 
 def empty_applied() -> Desired:
@@ -56,14 +52,15 @@ def empty_applied() -> Desired:
 
 
 def _objects(applied: Desired, want: Aggregate, chains: set[str], dynsets: set[str],
-             unknown_chains: bool) -> tuple[list[str], list[str]]:
+             unknown_chains: bool) -> tuple[list[Command], list[Command]]:
     """(commands before the elements, commands after them) for chains, their maps and dynamic sets."""
-    pre: list[str] = []
+    pre: list[Command] = []
     for name in sorted(dynsets):
         decl = want.dynset(name)
         if decl is not None and name not in applied.dynsets:
-            pre.append(f"add set {T} {name} {{ {decl}; }}")
-    gone_chains, rules = [], []
+            pre.append(AddSet(name, decl))
+    gone_chains: list[str] = []
+    rules: list[Command] = []
     for name in sorted(chains):
         chain, old = want.chain(name), applied.chains.get(name)
         if chain is None:
@@ -75,24 +72,24 @@ def _objects(applied: Desired, want: Aggregate, chains: set[str], dynsets: set[s
         unknown = unknown_chains and not chain.map
         if old is None:       # every chain declared before any rule jumps to one
             if chain.map:
-                pre.append(f"add map {T} {chain.map} {{ {chain.map_decl}; }}")
-            pre.append(f'add chain {T} {name} {{ comment "{chain.comment[:120]}"; }}')
+                pre.append(AddMap(chain.map, chain.map_decl))
+            pre.append(AddChain(name, chain.comment))
         if old != chain or unknown:
             if old is not None or unknown:
-                rules.append(f"flush chain {T} {name}")
-            rules += [f"add rule {T} {name} {r}" for r in chain.rules]
+                rules.append(FlushChain(name))
+            rules += [AddRule(name, r) for r in chain.rules]
     pre += rules
-    post = [f"flush chain {T} {n}" for n in gone_chains]
-    post += [f"delete chain {T} {n}" for n in gone_chains]
-    post += [f"delete map {T} {applied.chains[n].map}" for n in gone_chains if applied.chains[n].map]
-    post += [f"delete set {T} {n}" for n in sorted(dynsets) if want.dynset(n) is None and n in applied.dynsets]
+    post: list[Command] = [FlushChain(n) for n in gone_chains]
+    post += [DeleteChain(n) for n in gone_chains]
+    post += [DeleteMap(applied.chains[n].map) for n in gone_chains if applied.chains[n].map]
+    post += [DeleteSet(n) for n in sorted(dynsets) if want.dynset(n) is None and n in applied.dynsets]
     return pre, post
 
 
 SORT_MAX = 4000      # longer element lists keep their order: sorting 180k strings costs ~70 ms
 
 
-def _elements(dels: dict[str, list[str]], adds: dict[str, list[str]]) -> list[str]:
+def _elements(dels: dict[str, list[str]], adds: dict[str, list[str]]) -> list[Command]:
     """Deletes first (a changed map value is a delete and an add); by name, so that backends
     maps come before the verdict maps that point at them; elements sorted for stable output
     unless there are many."""
@@ -106,7 +103,7 @@ def _elements(dels: dict[str, list[str]], adds: dict[str, list[str]]) -> list[st
 
 
 def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
-                 unknown_chains: bool = False) -> list[str]:
+                 unknown_chains: bool = False) -> list[Command]:
     """Commands turning the touched part of `applied` (the mirror of the kernel) into `want`.
     With unknown_chains (right after a restart) every wanted chain but the lb ones is flushed and
     rewritten, since only the sets and maps were read back."""
@@ -130,7 +127,8 @@ def diff_touched(applied: Desired, want: Aggregate, touched: Touched, *,
     return pre + _elements(dels, adds) + post
 
 
-def diff_full(applied: Desired, want: Aggregate, *, unknown_chains: bool = False) -> tuple[list[str], Desired]:
+def diff_full(applied: Desired, want: Aggregate, *,
+              unknown_chains: bool = False) -> tuple[list[Command], Desired]:
     """Commands turning all of `applied` into `want`, with set operations (a full sync at 30k
     Services compares ~200k elements), and the mirror once they landed."""
     desired = want.materialize()
@@ -239,8 +237,8 @@ def _plan_affinity(applied: Desired, want: Aggregate, vmap: str, key: str,
                    gone: set[tuple[str | None, int, str]]) -> None:
     """The endpoints of the affinity chain a UDP service key went to that it no longer reaches
     (the chain lost them, or the key now goes elsewhere or nowhere). After a restart the old
-    chains are the kernel's (recovered_objects: the endpoints from the endpoint chains'
-    comments); a chain whose endpoints are unknown plans nothing."""
+    chains are the kernel's (table_readback.recovered_objects: the endpoints from the endpoint
+    chains' comments); a chain whose endpoints are unknown plans nothing."""
     old = applied.maps.get(vmap, {}).get(key)
     if old is None or not old.startswith(_GOTO_AFF) or not _udp_key(vmap, key):
         return
@@ -292,92 +290,3 @@ def _values_now(want: Aggregate, vmap: str, vkey: str, bkey: str) -> set[str]:
         out.add(v)
         i += 1
     return out
-
-
-# ---- reading back (after a restart) ----------------------------------------------------------
-
-def _text(value) -> str:
-    if isinstance(value, dict):
-        if "concat" in value:
-            return " . ".join(_text(v) for v in value["concat"])
-        if "prefix" in value:
-            return f"{value['prefix']['addr']}/{value['prefix']['len']}"
-        if "range" in value:
-            lo, hi = value["range"]
-            return f"{_text(lo)}-{_text(hi)}"
-        if "elem" in value:
-            return _text(value["elem"]["val"])
-        for verdict in ("goto", "jump"):
-            if verdict in value:
-                return f"{verdict} {value[verdict]['target']}"
-        if len(value) == 1:            # {"drop": null}, {"accept": null}
-            return next(iter(value))
-    return str(value)
-
-
-def parse_elements(listing: list[dict]) -> tuple[str, frozenset[str] | dict[str, str]]:
-    """('set'|'map', elements) of `nft -j list set|map` output for one of our sets or maps."""
-    for item in listing:
-        for kind in ("set", "map"):
-            if kind in item:
-                elems = item[kind].get("elem") or []
-                if kind == "set":
-                    return kind, frozenset(_text(e) for e in elems)
-                return kind, {_text(k): _text(v) for k, v in elems}
-    return "set", frozenset()
-
-
-def fixed_chains(base: list[str]) -> set[str]:
-    """The names of the fixed chains among render_base's commands ('add chain ip kubeweft X {...')."""
-    head = f"add chain {T} "
-    return {c[len(head):].split(" ", 1)[0] for c in base if c.startswith(head)}
-
-
-_ENDPOINT_COMMENT = re.compile(r"endpoint (\d{1,3}(?:\.\d{1,3}){3}):(\d+) of ")
-_UNKNOWN = "?"          # a rule the agent did not read back: never equal to a rendered one
-
-
-def recovered_objects(chains: Iterable[tuple[str, str]], sets: Iterable[tuple[str, int]],
-                      fixed: set[str]) -> tuple[dict[str, Chain], dict[str, str]]:
-    """(on-demand chains, dynamic sets) of the table as a restarted agent knows them from a
-    listing of its chains (name, comment) and sets (name, NFT_SET_* flags), read over netlink
-    (ElementLink.chains/.sets): EVERY chain but the fixed ones, so that the next full sync
-    deletes what nobody wants any more (a leak otherwise) and plans for what went away.
-
-    - lb-family chains exactly (their rule depends on protocol and N only), with their backends
-      map when the table holds it (made and deleted with the chain, in one transaction each);
-    - an affinity chain aff-<sid> as a placeholder whose rules name its endpoint chains (the
-      listed aff-<sid>-<eid>), and each endpoint chain as a placeholder whose last rule names the
-      endpoint its comment gives ('endpoint IP:PORT of ...'): what _affinity_endpoints reads to
-      plan the UDP conntrack cleanup of endpoints that left while the agent was down;
-    - any other chain as a placeholder with unknown rules (rewritten when wanted, else deleted);
-    - dynamic sets (flags dynamic, not maps, not fixed) by name, their declaration unknown: one
-      still wanted is left alone, one not wanted is deleted.
-    Not recovered: an lb chain listed without its map, or a backends map without its chain;
-    the agent never leaves either (both are made in one transaction and deleted in one)."""
-    listed = {name: comment for name, comment in chains if name not in fixed}
-    set_names = {name for name, _ in sets}
-    endpoints_of: dict[str, list[str]] = {}
-    for name in listed:
-        parts = name.split("-")
-        if parts[0] == "aff" and len(parts) == 3:
-            endpoints_of.setdefault(f"aff-{parts[1]}", []).append(name)
-    out: dict[str, Chain] = {}
-    for name, comment in listed.items():
-        lb = family_chain(name)
-        if lb is not None:
-            if lb.map in set_names:
-                out[name] = lb
-            # else: an lb chain without its map was never made by us (one transaction makes both)
-            continue
-        parts = name.split("-")
-        if parts[0] == "aff" and len(parts) == 2:
-            eps = sorted(endpoints_of.get(name, ()))
-            out[name] = Chain(comment, (*(f"ip saddr @{e} goto {e}" for e in eps), _UNKNOWN))
-        elif parts[0] == "aff" and len(parts) == 3 and (m := _ENDPOINT_COMMENT.match(comment)):
-            out[name] = Chain(comment, (_UNKNOWN, f"{_UNKNOWN} dnat ip to {m[1]}:{m[2]}"))
-        else:
-            out[name] = Chain(comment, (_UNKNOWN,))
-    dynsets = {name: _UNKNOWN for name, flags in sets
-               if flags & NFT_SET_EVAL and not flags & NFT_SET_MAP and name not in SETS and name not in MAPS}
-    return out, dynsets

@@ -10,11 +10,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from kubeweft.cni.protocols import PROTOCOLS
+
 LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
 LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_ZONE = "topology.kubernetes.io/zone"
-PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 MAX_AFFINITY_TIMEOUT = 86400
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
@@ -136,23 +137,26 @@ def _protocol(value) -> str:
     return proto
 
 
-def _objects(values, what: str, item: str) -> list[dict]:
-    """A JSON list whose every item is an object (None and missing read as empty)."""
-    values = values or []
+def _list(values, what: str) -> list:
+    """A JSON list; None (a missing field) reads as empty."""
+    if values is None:
+        return []
     if not isinstance(values, list):
         raise InvalidObject(f"{what}: not a list")
+    return values
+
+
+def _objects(values, what: str, item: str) -> list[dict]:
+    """A JSON list whose every item is an object (null, "", {} and missing read as empty)."""
+    values = _list(values or None, what)
     if not all(isinstance(v, dict) for v in values):
         raise InvalidObject(f"{item} is not an object")
     return values
 
 
 def _ipv4_list(values, what: str, *, skip_v6: bool = True) -> tuple[str, ...]:
-    if values is None:
-        return ()
-    if not isinstance(values, list):
-        raise InvalidObject(f"{what}: not a list")
     out = []
-    for v in values:
+    for v in _list(values, what):
         if skip_v6 and isinstance(v, str) and ":" in v:
             continue                      # an IPv6 family of a dual-stack Service: not ours
         out.append(_ipv4(v, what))
@@ -160,12 +164,8 @@ def _ipv4_list(values, what: str, *, skip_v6: bool = True) -> tuple[str, ...]:
 
 
 def _cidr_list(values, what: str) -> tuple[str, ...]:
-    if values is None:
-        return ()
-    if not isinstance(values, list):
-        raise InvalidObject(f"{what}: not a list")
     out = []
-    for v in values:
+    for v in _list(values, what):
         if not isinstance(v, str):
             raise InvalidObject(f"{what}: not a string")
         try:
@@ -192,9 +192,7 @@ def parse_service(obj: dict) -> Service | None:
         return None
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer"):
         raise InvalidObject(f"type {stype!r}")
-    raw_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
-    if not isinstance(raw_ips, list):
-        raise InvalidObject("clusterIPs: not a list")
+    raw_ips = _list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []), "clusterIPs")
     if not raw_ips or raw_ips[0] == "None":
         return None                                    # headless
     cluster_ips = _ipv4_list(raw_ips, "clusterIPs")
@@ -211,9 +209,8 @@ def parse_service(obj: dict) -> Service | None:
         raise InvalidObject("duplicate ports")
     lb_ips: tuple[str, ...] = ()
     if stype == "LoadBalancer":
-        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-        if not isinstance(ingress, list):
-            raise InvalidObject("status.loadBalancer.ingress: not a list")
+        ingress = _list(((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or None,
+                        "status.loadBalancer.ingress")
         lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")],
                             "loadBalancer ingress")
     affinity_timeout = None

@@ -1,9 +1,14 @@
-"""The agent's nftables layer: one libnftables context, whole transactions, targeted reads.
+"""The agent's nftables backend: one libnftables context, whole transactions, targeted reads.
 
-Writes are nft commands (text), many per call, sent as ONE transaction: either all of it lands
-or none does. Text rather than JSON because nft 1.0.6's JSON input drops table and chain
-comments, and every chain, set and map of ours carries one (DESIGN.md, Style).
-Reads name one map, set or chain: the whole ruleset is never listed (DESIGN.md, decision 3).
+Nft.run sends nft commands (text, or a Transaction of typed commands rendered to text), many
+per call, as ONE transaction: either all of it lands or none does. Text rather than JSON
+because nft 1.0.6's JSON input drops table and chain comments, and every chain, set and map of
+ours carries one (docs/architecture.md, Style). Nft.elements (ElementLink) writes and reads set
+and map elements over netlink. Reads name one map, set or chain: the whole ruleset is never
+listed (docs/architecture.md, decisions).
+
+How a Transaction is cut into these transactions: proxy/nft_transaction.py. The same interface
+over an in-memory model, for tests: proxy/nft_fake.py.
 
 A libnftables context talks to the netns of the thread that created it, so an Nft made on a
 thread inside the node's netns stays bound there even if used from other threads.
@@ -15,10 +20,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nftables
-from kubeweft.lab import netns as _netns
+from kubeweft.cni import netns as _netns
 
 from . import element_codec as codec
 from . import nfnetlink as nl
@@ -40,23 +46,10 @@ class Nft:
         self._lock = threading.Lock()
         if netns is None:
             self._ctx = self._new_context()
+            self.elements = ElementLink()
         else:
-            box: dict = {}
-
-            def make() -> None:
-                try:
-                    with _netns.entered(netns):
-                        box["ctx"] = self._new_context()
-                        box["link"] = ElementLink()
-                except Exception as e:  # noqa: BLE001 - reported on the calling thread
-                    box["error"] = e
-            t = threading.Thread(target=make, name=f"nft-{netns}")
-            t.start()
-            t.join(10)
-            if "error" in box:
-                raise box["error"]
-            self._ctx = box["ctx"]
-        self.elements: ElementLink = box["link"] if netns is not None else ElementLink()
+            self._ctx, self.elements = _netns.call_in(
+                netns, lambda: (self._new_context(), ElementLink()), thread_name=f"nft-{netns}")
         self.transactions = 0
 
     @staticmethod
@@ -70,10 +63,16 @@ class Nft:
         ctx.cmd("list table ip kubeweft-socket-probe")
         return ctx
 
-    def run(self, commands: str | list[str]) -> None:
-        """Apply commands as one transaction. Raises NftError (with nft's message) on failure,
-        in which case nothing of the batch was applied."""
-        text = commands if isinstance(commands, str) else "\n".join(commands)
+    def run(self, commands) -> None:
+        """Apply commands as one transaction: nft text, lines of it, or a Transaction
+        (proxy/nft_transaction.py; its nft text). Raises NftError (with nft's message) on
+        failure, in which case nothing of the batch was applied."""
+        if isinstance(commands, str):
+            text = commands
+        elif hasattr(commands, "text"):
+            text = commands.text()
+        else:
+            text = "\n".join(commands)
         if not text.strip():
             return
         with self._lock:
@@ -104,6 +103,24 @@ class PreparedBatch:
     seq: int              # the batch begin's; its messages follow, then the batch end
     messages: int
     elements: int
+
+
+def prepare_batch(family: str, table: str, ops: list[tuple[str, str, codec.ElementType, Sequence[str]]],
+                  take_seqs) -> PreparedBatch | None:
+    """ops (verb 'add'|'delete', set or map name, its element type, element texts) encoded as
+    ONE netlink transaction, numbered from take_seqs(n), the first of n free sequence numbers;
+    None when there is nothing to send."""
+    msgs: list[bytes] = []
+    count = 0
+    for verb, name, etype, items in ops:
+        if items:
+            msgs += codec.encode_elements(family, table, name, etype, items, delete=verb == "delete")
+            count += len(items)
+    if not msgs:
+        return None
+    # numbered now, when their count is known: seq, then seq+1 .. seq+n, then seq+n+1
+    seq = take_seqs(len(msgs) + 2)
+    return PreparedBatch(codec.encode_batch(msgs, seq), seq, len(msgs), count)
 
 
 class ElementLink:
@@ -138,28 +155,18 @@ class ElementLink:
             return seq
 
     def run(self, family: str, table: str,
-            ops: list[tuple[str, str, codec.ElementType, list[str]]]) -> int:
+            ops: list[tuple[str, str, codec.ElementType, Sequence[str]]]) -> int:
         """ONE transaction of element changes: ops are (verb 'add'|'delete', set or map name,
         its element type, element texts), applied in order; all land or none does. Raises
         NftError with the kernel's reason. Returns the number of elements sent."""
         return self.send(self.prepare(family, table, ops))
 
     def prepare(self, family: str, table: str,
-                ops: list[tuple[str, str, codec.ElementType, list[str]]]) -> PreparedBatch | None:
+                ops: list[tuple[str, str, codec.ElementType, Sequence[str]]]) -> PreparedBatch | None:
         """The transaction of `run`, encoded and numbered but not sent (None: nothing to send).
         Encoding is Python work; `send` is mostly the kernel's, without the GIL: a caller may
         encode the next batch while another thread sends this one."""
-        msgs: list[bytes] = []
-        count = 0
-        for verb, name, etype, items in ops:
-            if items:
-                msgs += codec.encode_elements(family, table, name, etype, items, delete=verb == "delete")
-                count += len(items)
-        if not msgs:
-            return None
-        # numbered now, when their count is known: seq, then seq+1 .. seq+n, then seq+n+1
-        seq = self._take_seqs(len(msgs) + 2)
-        return PreparedBatch(codec.encode_batch(msgs, seq), seq, len(msgs), count)
+        return prepare_batch(family, table, ops, self._take_seqs)
 
     def send(self, batch: PreparedBatch | None) -> int:
         """Send one prepared transaction and wait for the kernel's answer to each message."""

@@ -31,6 +31,7 @@ import time
 
 from . import policy_model as pm
 from . import render_policy as rp
+from .api_get import open_get
 from .conntrack import forget_flows
 from .informer import Informer
 from .nflog import DropLog
@@ -172,18 +173,15 @@ class PolicyController:
     # --- the CNI's hooks ------------------------------------------------------------------------
     def _fetch(self, path: str) -> dict | None:
         """One object from the API as JSON; None when it does not exist."""
-        method, url, headers, body, post = self.api.param_serialize(
-            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-        resp = self.api.call_api(method, url, headers, body, post, _request_timeout=FETCH_TIMEOUT)
-        raw = resp.response
+        status, raw = open_get(self.api, path, FETCH_TIMEOUT)
         try:
             data = raw.read()
         finally:
             raw.release_conn()
-        if resp.status == 404:
+        if status == 404:
             return None
-        if resp.status >= 400:
-            raise RuntimeError(f"GET {path}: HTTP {resp.status}")
+        if status >= 400:
+            raise RuntimeError(f"GET {path}: HTTP {status}")
         return json.loads(data)
 
     def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:

@@ -12,7 +12,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-PROTOCOLS = ("tcp", "udp", "sctp")
+from kubeweft.cni.protocols import NFT_PROTOCOLS
+
 INGRESS, EGRESS = "Ingress", "Egress"
 _OPS = ("In", "NotIn", "Exists", "DoesNotExist")
 NAME_LABEL = "kubernetes.io/metadata.name"
@@ -225,7 +226,7 @@ def _port_number(v, what: str) -> int:
 def parse_port(obj, what: str) -> PortSpec:
     d = _dict(obj, what)
     proto = d.get("protocol") or "TCP"
-    if not isinstance(proto, str) or proto.lower() not in PROTOCOLS:
+    if not isinstance(proto, str) or proto.lower() not in NFT_PROTOCOLS:
         raise ModelError(f"{what}.protocol: {proto!r} is not TCP, UDP or SCTP")
     port = d.get("port")
     if isinstance(port, str) and port.isdigit():
@@ -295,7 +296,7 @@ def parse_pod(obj) -> Pod:
             p = _dict(p, "containerPort")
             pname, proto, number = p.get("name"), (p.get("protocol") or "TCP"), p.get("containerPort")
             # unnamed ports cannot be referred to by name; odd ones are ignored, not fatal
-            if isinstance(pname, str) and pname and isinstance(proto, str) and proto.lower() in PROTOCOLS \
+            if isinstance(pname, str) and pname and isinstance(proto, str) and proto.lower() in NFT_PROTOCOLS \
                     and isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 65535:
                 ports.append(ContainerPort(pname, proto.lower(), number))
     ip = status.get("podIP") or ""

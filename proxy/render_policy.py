@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .nft_text import quote
 from .policy_model import EGRESS, INGRESS, Labels, Namespace, Peer, Pod, Policy, PortSpec, Rule
 
 FAMILY = "inet"
@@ -445,15 +445,6 @@ def render_decls(index: PolicyIndex, pod_cidr: str | None = None) -> dict[str, D
 
 # ---- text --------------------------------------------------------------------------------------
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/@,()=+'-]")
-
-
-def _quote(text: str) -> str:
-    """A comment or prefix as an nft string: names come from the API, and a quote, backslash or
-    newline in one must not end the string or the command."""
-    return '"' + _UNSAFE.sub("?", text.replace('"', "'"))[:120] + '"'
-
-
 def render_match(m: Match) -> str:
     if m.set:
         value = f"@{m.set}"
@@ -467,23 +458,23 @@ def render_match(m: Match) -> str:
 def render_rule(chain: str, rule: NftRule) -> str:
     parts = [render_match(m) for m in rule.matches]
     if rule.log:
-        parts.append(f"limit {LOG_LIMIT} log prefix {_quote(rule.log)} group {NFLOG_GROUP}")
+        parts.append(f"limit {LOG_LIMIT} log prefix {quote(rule.log)} group {NFLOG_GROUP}")
     if rule.counter:
-        parts.append(f"counter name {_quote(rule.counter)}")
+        parts.append(f"counter name {quote(rule.counter)}")
     if rule.verdict:
         parts.append(rule.verdict)
     if rule.comment:
-        parts.append(f"comment {_quote(rule.comment)}")
+        parts.append(f"comment {quote(rule.comment)}")
     return f"add rule {T} {chain} " + " ".join(parts)
 
 
 def render_add(d: Decl) -> str:
     if isinstance(d, SetDecl):
-        return f"add set {T} {d.name} {{ type {d.type}; comment {_quote(d.comment)}; }}"
+        return f"add set {T} {d.name} {{ type {d.type}; comment {quote(d.comment)}; }}"
     if isinstance(d, CounterDecl):
-        return f"add counter {T} {d.name} {{ comment {_quote(d.comment)}; }}"
+        return f"add counter {T} {d.name} {{ comment {quote(d.comment)}; }}"
     hook = f"type filter hook {d.hook} priority filter; policy accept; " if d.hook else ""
-    return f"add chain {T} {d.name} {{ {hook}comment {_quote(d.comment)}; }}"
+    return f"add chain {T} {d.name} {{ {hook}comment {quote(d.comment)}; }}"
 
 
 def render_fill(c: Chain) -> list[str]:

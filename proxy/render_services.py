@@ -33,7 +33,11 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kubeweft.cni.protocols import NFT_PROTOCOLS
+
 from .model import Endpoint, EndpointSlice, Service, ServicePort
+from .nft_commands import AddChain, AddMap, AddRule, AddSet, AddTable, Command, FlushChain, Table
+from .nft_text import quote
 
 FAMILY = "ip"
 TABLE = "kubeweft"
@@ -80,7 +84,6 @@ FAMILIES = {
     "npx": ("nodeport-backends-external", "{p} dport", "eTP Local external: nodePort . index"),
 }
 VMAP_OF = {"lb": "service-ips", "lbx": "service-ips-external", "np": "nodeports", "npx": "nodeports-external"}
-PROTOS = ("tcp", "udp", "sctp")
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class Chain:
 def family_chain(name: str) -> Chain | None:
     """The lb-tcp-3 / lbx-udp-1 / np-sctp-2 / npx-tcp-1 ... chain of that name (None otherwise)."""
     parts = name.split("-")
-    if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in PROTOS or not parts[2].isdigit() \
+    if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in NFT_PROTOCOLS or not parts[2].isdigit() \
             or int(parts[2]) < 1:
         return None
     family, proto, n = parts
@@ -115,14 +118,14 @@ def family_chain(name: str) -> Chain | None:
     return Chain(f"spread over {n} endpoints in {m}",
                  (f"dnat ip to {key} . numgen random mod {n} map @{m}",), map=m,
                  map_decl=f"typeof {key} . numgen random mod {n} : ip daddr . {proto} dport; "
-                          f"comment {_quote(f'{what} -> endpoint . port ({proto})')}")
+                          f"comment {quote(f'{what} -> endpoint . port ({proto})')}")
 
 
 def map_family(name: str) -> tuple[str, str] | None:
     """('lb', 'udp') for backends-udp-3, ('npx', 'tcp') for nodeport-backends-external-tcp-2, ..."""
     rest, _, n = name.rpartition("-")
     base, _, proto = rest.rpartition("-")
-    if not n.isdigit() or proto not in PROTOS:
+    if not n.isdigit() or proto not in NFT_PROTOCOLS:
         return None
     family = next((f for f, (prefix, _, _) in FAMILIES.items() if prefix == base), None)
     return (family, proto) if family else None
@@ -155,15 +158,19 @@ class Desired:
                 "chains": len(self.chains), "dynsets": len(self.dynsets)}
 
 
+# Sets whose elements make traffic to an address refused unless a verdict map already has its
+# key (service-check: a ClusterIP without the port in service-ips is rejected): an empty table's
+# first load, cut into several transactions, adds them last, so that while it runs a Service's
+# address is refused only once the Service is complete (before, the service range rule drops
+# it, and a client's retry finds it).
+LOAD_LAST = frozenset({"cluster-ips"})
+SERVICE_TABLE = Table(FAMILY, TABLE, declaration=declaration, load_last=LOAD_LAST)
+
+
 # ---- the fixed part ------------------------------------------------------------------------------
 
-def _quote(text: str) -> str:
-    """An nft comment (at most 128 bytes in the kernel; object names are cut, not the table)."""
-    return '"' + text.replace('"', "'")[:120] + '"'
-
-
-def render_base(ctx: NodeContext) -> list[str]:
-    """Table, sets, maps, fixed chains and their rules: idempotent nft commands (add, then flush
+def render_base(ctx: NodeContext) -> list[Command]:
+    """Table, sets, maps, fixed chains and their rules: idempotent commands (add, then flush
     and refill the fixed chains; sets and maps keep their elements)."""
     cluster = str(ipaddress.ip_network(ctx.cluster_cidr, strict=False))
     svc_cidr = str(ipaddress.ip_network(ctx.service_cidr, strict=False))
@@ -176,11 +183,11 @@ def render_base(ctx: NodeContext) -> list[str]:
     mark = f"meta mark set meta mark or {MASQ_MARK:#x}"
     fixed: dict[str, tuple[str, str, list[str]]] = {
         # name: (hook declaration or "", comment, rules)
-        "nat-prerouting": ("type nat hook prerouting priority dstnat;", "service DNAT of arriving packets",
+        "nat-prerouting": ("type nat hook prerouting priority dstnat", "service DNAT of arriving packets",
                            ["jump services"]),
-        "nat-output": ("type nat hook output priority -100;", "service DNAT of the node's own packets",
+        "nat-output": ("type nat hook output priority -100", "service DNAT of the node's own packets",
                        ["jump services"]),
-        "nat-postrouting": ("type nat hook postrouting priority srcnat;", "service masquerade",
+        "nat-postrouting": ("type nat hook postrouting priority srcnat", "service masquerade",
                             ["jump masquerading"]),
         "mark-for-masquerade": ("", "set the masquerade mark", [mark]),
         "masquerading": ("", "masquerade marked and hairpin connections", [
@@ -200,17 +207,17 @@ def render_base(ctx: NodeContext) -> list[str]:
             f"{external_src} meta l4proto . th dport vmap @nodeports-external",
             "fib saddr type local meta l4proto . th dport @nodeport-local jump mark-for-masquerade",
             "meta l4proto . th dport vmap @nodeports"]),
-        "filter-prerouting": ("type filter hook prerouting priority dstnat - 10;",
+        "filter-prerouting": ("type filter hook prerouting priority dstnat - 10",
                               "loadBalancerSourceRanges, before DNAT", [
             ("ip daddr . meta l4proto . th dport @firewall-keys "
              "ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop")]),
-        "filter-input": ("type filter hook input priority -110;", "nodePorts and services without endpoints",
+        "filter-input": ("type filter hook input priority -110", "nodePorts and services without endpoints",
                          ["ct state new jump service-check",
                           (f"ct state new {nodeport_dst} meta l4proto . th dport @no-endpoint-nodeports "
                            "goto reject-chain")]),
-        "filter-forward": ("type filter hook forward priority -110;", "services without endpoints",
+        "filter-forward": ("type filter hook forward priority -110", "services without endpoints",
                            ["ct state new jump service-check"]),
-        "filter-output": ("type filter hook output priority -90;", "services without endpoints (after nat output's DNAT at -100)",
+        "filter-output": ("type filter hook output priority -90", "services without endpoints (after nat output's DNAT at -100)",
                           ["ct state new jump service-check"]),
         "service-check": ("", "no endpoints or unused port: reject; unallocated service address: drop", [
             "ip daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain",
@@ -219,16 +226,13 @@ def render_base(ctx: NodeContext) -> list[str]:
         "reject-chain": ("", "connection refused at once", [
             "meta l4proto tcp reject with tcp reset", "reject"]),
     }
-    out = [f"add table {T} {{ comment {_quote('kubeweft service proxy: per-Service state in maps')}; }}"]
-    for name, (decl, comment) in SETS.items():
-        out.append(f"add set {T} {name} {{ {decl}; comment {_quote(comment)}; }}")
-    for name, (decl, comment) in MAPS.items():
-        out.append(f"add map {T} {name} {{ {decl}; comment {_quote(comment)}; }}")
-    for name, (hook, comment, _) in fixed.items():
-        out.append(f"add chain {T} {name} {{ {hook} comment {_quote(comment)}; }}")
+    out: list[Command] = [AddTable("kubeweft service proxy: per-Service state in maps")]
+    out += [AddSet(name, decl, comment) for name, (decl, comment) in SETS.items()]
+    out += [AddMap(name, decl, comment) for name, (decl, comment) in MAPS.items()]
+    out += [AddChain(name, comment, hook) for name, (hook, comment, _) in fixed.items()]
     for name, (_, _, rules) in fixed.items():
-        out.append(f"flush chain {T} {name}")
-        out += [f"add rule {T} {name} {r}" for r in rules]
+        out.append(FlushChain(name))
+        out += [AddRule(name, r) for r in rules]
     return out
 
 
@@ -347,7 +351,7 @@ class _Builder:
         for i, (ip, port) in enumerate(eps):
             eid = f"{name}-{_id(ip, port)}"
             self.dynsets[eid] = (f"type ipv4_addr; flags dynamic,timeout; timeout {svc.affinity_timeout}s; "
-                                 f"comment {_quote(f'clients of {ip}:{port} for {what}')}")
+                                 f"comment {quote(f'clients of {ip}:{port} for {what}')}")
             self.chains[eid] = Chain(f"endpoint {ip}:{port} of {what}",
                                      (f"update @{eid} {{ ip saddr }}",
                                       f"meta l4proto {sp.protocol} dnat ip to {ip}:{port}"))

@@ -1,17 +1,18 @@
 """The service proxy: Services and EndpointSlices -> `table ip kubeweft` (kube-proxy's job).
 
     informers (raw JSON) -> model (frozen values) -> per-Service fragments (render_service)
-        -> Aggregate (ref-counted desired state) -> diff of the touched elements only
-        -> element changes in ONE netlink transaction (structure, when it changes, through
-           libnftables around it) -> mirror of what the kernel holds -> conntrack cleanup, health
+        -> Aggregate (ref-counted desired state) -> typed commands for the touched elements only
+           (diff_services) -> a Transaction applied through the nftables layer
+           (nft_transaction: elements over netlink, structure through libnftables)
+        -> mirror of what the kernel holds -> conntrack cleanup, health
 
 Only the Services whose objects changed are re-rendered, and only their elements are diffed, so
 one EndpointSlice change costs the same at 30 Services and at 30,000. The ruleset is never
-listed: at start the agent reads back its own table over netlink (the names of its chains and
-sets, the elements of its sets and maps; never flushing them), so a restarted agent changes
-nothing that is right, deletes what nobody wants any more, and connections keep flowing
-through it. Elements skip nft's parser (proxy/element_codec.py): at 30k Services, ~180k elements cost
-~2 s of libnftables CPU as text and ~0.4 s encoded here plus ~0.4 s in the kernel.
+listed: at start the agent reads back its own table over netlink (table_readback: the names of
+its chains and sets, the elements of its sets and maps; never flushing them), so a restarted
+agent changes nothing that is right, deletes what nobody wants any more, and connections keep
+flowing through it. Elements skip nft's parser (proxy/element_codec.py): at 30k Services, ~180k
+elements cost ~2 s of libnftables CPU as text and ~0.4 s encoded here plus ~0.4 s in the kernel.
 """
 from __future__ import annotations
 
@@ -19,11 +20,9 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
-import functools
 import gc
 import json
 import logging
-import queue
 import sys
 import threading
 import time
@@ -32,38 +31,34 @@ from datetime import datetime
 from . import metrics
 from .conntrack import clear_udp
 from .diff_services import (
-    ElementCommand,
     commit_touched,
     diff_full,
     diff_touched,
     empty_applied,
-    fixed_chains,
-    parse_elements,
     plan_udp_cleanup,
-    recovered_objects,
     touched_udp,
 )
-from .element_codec import ElementType, element_type
 from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
-from .nftables import ElementLink, Nft, NftError
+from .nft_commands import Command
+from .nft_transaction import Transaction, apply_transaction
+from .nftables import Nft, NftError
 from .render_services import (
     FAMILY,
-    MAPS,
-    SETS,
+    SERVICE_TABLE,
     TABLE,
     Aggregate,
     Desired,
     NodeContext,
     T,
-    declaration,
     family_chain,
     render_base,
     render_service,
 )
 from .sync_loop import SyncLoop
+from .table_readback import read_elements, read_table
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +69,6 @@ TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # an error is logged each time the informers' first lists take this long
 COALESCE = 0.002         # gather events arriving together into one transaction
 RESYNC = 60.0            # seconds between two syncs when no event comes
-LOAD_CHUNK = 16384       # elements per transaction when filling an empty table
-TEXT_MAX = 2000          # a sync with structure and at most this many elements: one nft transaction
-SEND_TIMEOUT = 120.0
 
 
 class _NoCopy(dict):
@@ -110,12 +102,14 @@ def _trigger_time(obj: dict, default: float) -> float:
 
 
 class ServiceProxy:
-    def __init__(self, api, cfg):
+    def __init__(self, api, cfg, nft=None):
+        """nft: the nftables backend; by default Nft() here, in the node's netns where the agent
+        lives (tests give the Fake, proxy/nft_fake.py)."""
         self.api = api
         self.cfg = cfg
         self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
                                service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses))
-        self.nft = Nft()                       # the agent lives in the node's netns
+        self.nft = nft if nft is not None else Nft()
         self.lock = threading.Lock()
         self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
         self.slices: dict[tuple[str, str], object] = {}        # slice key -> EndpointSlice
@@ -269,20 +263,14 @@ class ServiceProxy:
             self.full = True
 
     def recover(self) -> Desired:
-        """What the kernel holds of our table (targeted reads over netlink, never the ruleset nor
-        nft's cache): the names and comments of its chains and the names of its sets, so EVERY
-        on-demand chain and dynamic set is known and the next full sync deletes those nobody
-        wants (diff_services.recovered_objects); then the elements of the fixed sets and maps and
-        of the backends map of every lb chain."""
+        """What the kernel holds of our table (table_readback.read_table: targeted reads over
+        netlink, never the ruleset nor nft's cache), so EVERY on-demand chain and dynamic set is
+        known and the next full sync deletes those nobody wants."""
         t0 = time.monotonic()
-        listed_chains = self.nft.elements.chains(FAMILY, TABLE) or []
-        listed_sets = self.nft.elements.sets(FAMILY, TABLE) or []
-        chains, dynsets = recovered_objects(listed_chains, listed_sets, fixed_chains(render_base(self.ctx)))
-        sets, maps = read_elements(self.nft, chains.values())
+        got = read_table(self.nft, self.ctx)
         log.info("read back %d elements, %d chains, %d dynamic sets of table %s in %.0f ms",
-                 sum(map(len, sets.values())) + sum(map(len, maps.values())), len(chains), len(dynsets), T,
-                 (time.monotonic() - t0) * 1000)
-        return Desired(sets=sets, maps=maps, chains=chains, dynsets=dynsets)
+                 got.counts()["elements"], len(got.chains), len(got.dynsets), T, (time.monotonic() - t0) * 1000)
+        return got
 
     def sync(self) -> int:
         """One transaction for everything queued; returns the number of commands sent.
@@ -302,7 +290,7 @@ class ServiceProxy:
             ctx = self.ctx
             work = [(k, self.services.get(k), [self.slices[s] for s in self.slices_of.get(k, ())])
                     for k in keys]
-        base: list[str] = []
+        base: list[Command] = []
         unknown = False
         if not self.recovered:
             self.applied = self.recover()
@@ -338,7 +326,8 @@ class ServiceProxy:
         self.udp_pending |= udp_gone
         if cmds:
             try:
-                apply_commands(self.nft, cmds, empty=full and not self.applied.counts()["elements"])
+                apply_transaction(self.nft, Transaction(SERVICE_TABLE, cmds),
+                                  empty=full and not self.applied.counts()["elements"])
             except NftError:
                 log.error("nft transaction of %d commands failed", len(cmds))
                 raise
@@ -374,151 +363,6 @@ class ServiceProxy:
                 (t_read - t0) * 1000, (t_render - t_read) * 1000, (t_diff - t_render) * 1000,
                 (t_applied - t_diff) * 1000)
         return sent
-
-
-@functools.lru_cache(maxsize=4096)
-def _element_type(name: str) -> ElementType | None:
-    decl = declaration(name)
-    return element_type(decl) if decl is not None else None
-
-
-def split_commands(cmds: list[str]) -> tuple[list[str], list[tuple[str, str, ElementType, list[str]]], list[str]]:
-    """A diff's commands (structure, then elements, then structure that goes) as (nft text
-    before, element changes for netlink, nft text after). Elements of sets the netlink codec
-    cannot write (intervals: loadBalancerSourceRanges) stay text: added before the others,
-    deleted after them, so a firewall key never lacks its allowed ranges."""
-    pre: list[str] = []
-    ops: list[tuple[str, str, ElementType, list[str]]] = []
-    post: list[str] = []
-    for c in cmds:
-        if isinstance(c, ElementCommand):
-            et = _element_type(c.name)
-            if et is not None:
-                ops.append((c.verb, c.name, et, c.items))
-            else:
-                (pre if c.verb == "add" else post).append(c)
-        else:
-            (post if ops else pre).append(c)
-    return pre, ops, post
-
-
-def apply_commands(nft: Nft, cmds: list[str], *, empty: bool = False) -> None:
-    """ONE transaction whenever it is cheap: element changes alone over netlink
-    (proxy/element_codec.py: nft parses ~10 us per element); with structure (a new lb chain and
-    its map, a chain to delete) and at most TEXT_MAX elements, all of it through libnftables.
-    Larger syncs with structure take up to three transactions, each leaving a working table:
-    chains and maps exist before any element points at them and go only after nothing does;
-    the element changes (a key moving to another chain included) land together.
-    empty: the table holds no elements yet (the first sync): then they go in transactions of
-    LOAD_CHUNK, sent on another thread while this one encodes the next (the kernel's share,
-    ~2 us per element, runs without the GIL). Nothing was reachable before, and the diff lists
-    backends maps before the verdict maps that point at them, so a Service is not reachable
-    before its endpoints are in."""
-    pre, ops, post = split_commands(cmds)
-    if (pre or post) and sum(len(items) for *_, items in ops) <= TEXT_MAX:
-        nft.run(cmds)
-        return
-    if pre:
-        nft.run(pre)
-    if ops:
-        if empty and sum(len(items) for *_, items in ops) > LOAD_CHUNK:
-            send_pipelined(nft.elements, chunk_ops(order_for_load(ops), LOAD_CHUNK))
-        else:
-            nft.elements.run(FAMILY, TABLE, ops)
-    if post:
-        nft.run(post)
-
-
-# Sets whose elements make traffic to an address refused unless a verdict map already has its
-# key (service-check: a ClusterIP without the port in service-ips is rejected): loaded last.
-LOAD_LAST = ("cluster-ips",)
-
-
-def order_for_load(ops: list[tuple[str, str, ElementType, list[str]]]) -> list[tuple]:
-    """The order of an empty table's element transactions: the diff's (backends maps before the
-    verdict maps that point at them), with LOAD_LAST after everything else, so that while the
-    load runs a Service's address is refused only once it is complete (before, it is dropped
-    by the service range rule, and a client's retry finds it)."""
-    return sorted(ops, key=lambda op: op[1] in LOAD_LAST)
-
-
-def chunk_ops(ops: list[tuple[str, str, ElementType, list[str]]], size: int) -> list[list[tuple]]:
-    """ops cut into runs of at most `size` elements, in order."""
-    chunks: list[list[tuple]] = [[]]
-    room = size
-    for verb, name, et, items in ops:
-        i = 0
-        while i < len(items):
-            if room == 0:
-                chunks.append([])
-                room = size
-            part = items[i:i + room]
-            chunks[-1].append((verb, name, et, part))
-            room -= len(part)
-            i += len(part)
-    return [c for c in chunks if c]
-
-
-def send_pipelined(link: ElementLink, chunks: list[list[tuple]]) -> None:
-    """Encode chunk i+1 here while a sender thread has the kernel apply chunk i; the first
-    failure stops the rest and is raised here."""
-    jobs: queue.Queue = queue.Queue(maxsize=1)
-    failed: list[BaseException] = []
-
-    def sender() -> None:
-        while (batch := jobs.get()) is not None:
-            if not failed:
-                try:
-                    link.send(batch)
-                except BaseException as e:  # noqa: BLE001 - raised on the caller's thread
-                    failed.append(e)
-    t = threading.Thread(target=sender, name="service-proxy-load", daemon=True)
-    t.start()
-    try:
-        for ops in chunks:
-            if failed:
-                break
-            jobs.put(link.prepare(FAMILY, TABLE, ops), timeout=SEND_TIMEOUT)
-    finally:
-        try:
-            jobs.put(None, timeout=SEND_TIMEOUT)
-        except queue.Full:
-            failed.append(NftError("netlink load: the sender took no job in time"))
-        t.join(SEND_TIMEOUT)
-    if t.is_alive():
-        raise NftError(f"netlink load: a transaction unanswered after {SEND_TIMEOUT:.0f} s")
-    if failed:
-        raise failed[0]
-
-
-def read_set(nft: Nft, name: str) -> frozenset[str]:
-    """The elements of one of our sets ({} when it does not exist): over netlink when the codec
-    reads its type (no nft cache fill), else through nft."""
-    et = _element_type(name)
-    if et is not None:
-        got = nft.elements.dump(FAMILY, TABLE, name, et)
-        return frozenset(k for k, _ in got or ())
-    kind, elems = parse_elements(nft.list(f"set {T} {name}"))
-    return elems if kind == "set" else frozenset()
-
-
-def read_map(nft: Nft, name: str) -> dict[str, str]:
-    et = _element_type(name)
-    if et is not None:
-        return {k: v for k, v in nft.elements.dump(FAMILY, TABLE, name, et) or () if v is not None}
-    kind, elems = parse_elements(nft.list(f"map {T} {name}"))
-    return elems if kind == "map" else {}
-
-
-def read_elements(nft: Nft, chains) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, str]]]:
-    """(sets, maps) of the table in the kernel: the fixed sets and maps, and the backends map of
-    each of `chains` that has one."""
-    sets = {name: read_set(nft, name) for name in SETS}
-    maps = {name: read_map(nft, name) for name in MAPS}
-    for chain in chains:
-        if chain.map:
-            maps[chain.map] = read_map(nft, chain.map)
-    return sets, maps
 
 
 def services_command(argv: list[str]) -> int:

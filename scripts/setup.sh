@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# mmdebstrap builds the image (make image); binutils' objdump is PyInstaller's (the frozen CNI)
+# nginx: the binary the lab's Ingress controller runs (in its own netns, with its own prefix;
+# Debian's nginx.service is not used). mmdebstrap builds the image (make image); binutils'
+# objdump is PyInstaller's (the frozen CNI executable)
 APT_PACKAGES=(nftables python3-nftables iproute2 containernetworking-plugins conntrack
-              python3-venv python3-dev iperf3 make procps iptables iputils-ping mmdebstrap binutils)
+              python3-venv python3-dev iperf3 make procps iptables iputils-ping nginx mmdebstrap binutils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,7 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# DESIGN.md decision 6: python-nftables is Debian's; the venv sees it through system site-packages.
+# docs/architecture.md, decision 6: python-nftables is Debian's; the venv sees it through system site-packages.
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   /usr/bin/python3 -m venv --system-site-packages .venv

@@ -4,9 +4,14 @@ What a real kube-apiserver does between decoding a request and writing it to etc
 the lab serves:
 
     services     Service defaults, what an update keeps, validation with the real wording
+    ingresses    Ingress and IngressClass validation, the default IngressClass
     allocations  ClusterIP and NodePort allocation, derived from the store's Services
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks
+    configs      ConfigMap and Secret keys, sizes, immutability; Secret types and stringData
+    rbac         Role, ClusterRole and binding validation
+    serviceaccount  a Pod's ServiceAccount and its projected token volume
+    workloads    apps/v1 Deployment, ReplicaSet, DaemonSet, ControllerRevision defaults and validation
 
 Node (podCIDR set once) and Namespace (phase Active) are small enough to live here. The pure
 parts (`default_*`, `validate_*`, `plan_*`) take and return plain dicts and do no I/O.
@@ -15,9 +20,15 @@ from __future__ import annotations
 
 from .. import errors
 from ..errors import Cause
-from .fields import forbidden, raise_if
+from .configs import admit_config_map, admit_secret
+from .fields import forbidden, invalid, raise_if
+from .ingresses import admit_ingress, admit_ingress_class
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
+from .rbac import admit_binding, admit_role
+from .serviceaccount import admit_pod_service_account
 from .services import admit_service
+from .workloads import KINDS as WORKLOAD_KINDS
+from .workloads import admit_workload
 
 # --- entry points (called by the API server) -------------------------------------------------
 
@@ -47,6 +58,8 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         if subresource == "status":
             return obj
         default_pod(obj)
+        if operation == "CREATE":
+            admit_pod_service_account(store, obj)
         causes = validate_pod(obj)
         if operation == "UPDATE" and old is not None:
             causes += validate_pod_update(obj, old)
@@ -57,8 +70,27 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
     if kind == "Namespace":
         default_namespace(obj, operation == "CREATE")
         return obj
+    if kind in WORKLOAD_KINDS and resource.group == "apps":
+        if subresource == "status":
+            return obj
+        raise_if(admit_workload(kind, operation, obj, old), "apps", kind, obj)
+        return obj
     if kind == "Node" and operation == "UPDATE" and old is not None and subresource != "status":
         raise_if(validate_node_update(obj, old), "", "Node", obj)
+    if kind == "ConfigMap":
+        return admit_config_map(obj, old)
+    if kind == "Secret":
+        return admit_secret(obj, old)
+    if kind in ("Role", "ClusterRole"):
+        return admit_role(kind, obj)
+    if kind in ("RoleBinding", "ClusterRoleBinding"):
+        return admit_binding(kind, obj, old)
+    if kind == "Lease":
+        raise_if(validate_lease(obj), "coordination.k8s.io", "Lease", obj)
+    if kind == "Ingress":
+        return admit_ingress(store, operation, obj, subresource)
+    if kind == "IngressClass":
+        return admit_ingress_class(obj, old)
     return obj
 
 
@@ -76,6 +108,18 @@ def validate_node_update(node: dict, old: dict) -> list[Cause]:
     if was and ((node.get("spec") or {}).get("podCIDRs") or []) != was:
         return [forbidden("spec.podCIDRs", 'node updates may not change podCIDR except from "" to valid')]
     return []
+
+
+# --- Lease ----------------------------------------------------------------------------------
+
+def validate_lease(lease: dict) -> list[Cause]:
+    spec = lease.get("spec") or {}
+    causes = []
+    if spec.get("leaseDurationSeconds") is not None and spec["leaseDurationSeconds"] <= 0:
+        causes.append(invalid("spec.leaseDurationSeconds", spec["leaseDurationSeconds"], "must be greater than 0"))
+    if spec.get("leaseTransitions") is not None and spec["leaseTransitions"] < 0:
+        causes.append(invalid("spec.leaseTransitions", spec["leaseTransitions"], "must be greater than or equal to 0"))
+    return causes
 
 
 # --- Namespace ------------------------------------------------------------------------------

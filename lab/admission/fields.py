@@ -6,10 +6,12 @@ import json
 import re
 from typing import Any
 
+from kubeweft.cni.protocols import PROTOCOLS as _PROTOCOLS
+
 from .. import errors
 from ..errors import Cause
 
-PROTOCOLS = ("SCTP", "TCP", "UDP")
+PROTOCOLS = tuple(sorted(_PROTOCOLS))       # in the order the API server lists them
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

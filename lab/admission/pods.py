@@ -30,15 +30,26 @@ POD_UPDATABLE = ("`spec.containers[*].image`,`spec.initContainers[*].image`,`spe
 
 def default_pod(pod: dict) -> dict:
     """SetDefaults_Pod / PodSpec / Container, plus DefaultTolerationSeconds (in place)."""
-    spec = pod.setdefault("spec", {})
+    spec = default_pod_spec(pod.setdefault("spec", {}))
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("priority", 0)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    tolerations = spec.setdefault("tolerations", [])
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if not any(t.get("key") == key and t.get("effect") in (None, "", "NoExecute") for t in tolerations):
+            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                "tolerationSeconds": 300})
+    return pod
+
+
+def default_pod_spec(spec: dict) -> dict:
+    """SetDefaults_PodSpec and SetDefaults_Container (in place): what a pod template in a
+    Deployment, ReplicaSet or DaemonSet gets too. The rest of default_pod happens to pods only."""
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("securityContext", {})
-    spec.setdefault("enableServiceLinks", True)
-    spec.setdefault("priority", 0)
-    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
         image = c.get("image", "")
         tagged = ":" in image.rsplit("/", 1)[-1] or "@" in image
@@ -51,12 +62,21 @@ def default_pod(pod: dict) -> dict:
             res["requests"] = dict(res["limits"])
         for p in c.get("ports") or []:
             p.setdefault("protocol", "TCP")
-    tolerations = spec.setdefault("tolerations", [])
-    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
-        if not any(t.get("key") == key and t.get("effect") in (None, "", "NoExecute") for t in tolerations):
-            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
-                                "tolerationSeconds": 300})
-    return pod
+        for key in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if isinstance(c.get(key), dict):
+                default_probe(c[key])
+    return spec
+
+
+def default_probe(probe: dict) -> dict:
+    """SetDefaults_Probe and SetDefaults_HTTPGetAction (in place)."""
+    for key, value in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1),
+                       ("failureThreshold", 3)):
+        probe.setdefault(key, value)
+    if isinstance(probe.get("httpGet"), dict):
+        probe["httpGet"].setdefault("path", "/")
+        probe["httpGet"].setdefault("scheme", "HTTP")
+    return probe
 
 
 def plan_qos_class(spec: dict) -> str:

@@ -1,1 +1,4 @@
-"""The lab's stand-in kube-apiserver (HTTPS, discovery, CRUD, watch). Run: python -m lab.apiserver --lab NAME"""
+"""The lab's stand-in kube-apiserver (HTTPS, discovery, CRUD, watch).
+
+Run: python -m kubeweft.lab.apiserver --lab NAME
+"""

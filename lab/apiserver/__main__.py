@@ -1,14 +1,17 @@
-"""`python -m lab.apiserver --lab NAME`: the lab's API server process.
+"""`python -m kubeweft.lab.apiserver --lab NAME`: the lab's API server process.
 
-Reads the lab's config, makes the PKI if missing, listens on 127.0.0.1:<free port> (root netns)
-and on <control-plane-ip>:6443 inside the underlay netns when that exists, writes the two
-kubeconfigs and then apiserver.ready. Exits cleanly on SIGTERM.
+Reads the lab's config, makes the PKI if missing, loads the store's snapshot if the lab has
+one, listens on 127.0.0.1:<--port, or a free one> (root netns) and on <control-plane-ip>:6443
+inside the underlay netns when that exists, writes the two kubeconfigs and then apiserver.ready.
+On SIGTERM it stops serving and writes the store's snapshot (apiserver-store.json), so the next
+start (`kubeweft lab api-start`) serves the same objects at the same resourceVersions.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import base64
+import ipaddress
 import json
 import logging
 import os
@@ -22,9 +25,11 @@ import yaml
 
 from .. import controllers, netns
 from ..config import API_PORT, LabConfig
+from ..files import write_atomic
 from ..store import Store
 from . import app as apiapp
 from . import pki as pkimod
+from . import policy, tokens
 
 log = logging.getLogger("kubeweft.lab.apiserver")
 
@@ -39,14 +44,6 @@ def load_config(name: str) -> LabConfig:
     if isinstance(d.get("nodeport_range"), list):
         d["nodeport_range"] = tuple(d["nodeport_range"])
     return LabConfig(**d)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def render_kubeconfig(name: str, server: str, ca_pem: bytes, token: str) -> str:
@@ -72,7 +69,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
     """A listening socket made by a helper thread inside `ns`: it stays in that netns while this
-    process lives in the root one (DESIGN.md, "The lab")."""
+    process lives in the root one (docs/architecture.md, "The lab")."""
     out: dict = {}
 
     def work() -> None:
@@ -91,16 +88,43 @@ def listen_in_netns(ns: str, host: str, port: int) -> socket.socket:
     return out["sock"]
 
 
-async def run(cfg: LabConfig, history: int = 200_000) -> int:
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip])
+def snapshot_path(cfg: LabConfig) -> Path:
+    return cfg.state_dir / "apiserver-store.json"
+
+
+def load_store(cfg: LabConfig, history: int) -> Store:
+    """A store with the lab's last snapshot in it, or an empty one when there is none."""
     store = Store(history=history)
+    try:
+        data = json.loads(snapshot_path(cfg).read_text())
+    except FileNotFoundError:
+        return store
+    store.restore(data)
+    log.info("restored %d objects at resourceVersion %d from %s",
+             sum(len(e["items"]) for e in data.get("objects", [])), store.resource_version,
+             snapshot_path(cfg))
+    return store
+
+
+def save_store(cfg: LabConfig, store: Store) -> None:
+    write_atomic(snapshot_path(cfg), json.dumps(store.snapshot(), separators=(",", ":")))
+    log.info("saved the store at resourceVersion %d to %s", store.resource_version, snapshot_path(cfg))
+
+
+async def run(cfg: LabConfig, history: int = 200_000, port: int = 0) -> int:
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    # the serving certificate names the kubernetes Service's ClusterIP too: in-cluster clients
+    # (KUBERNETES_SERVICE_HOST) verify it as they would a real API server's
+    keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip, str(ipaddress.ip_network(cfg.service_cidr)[1])])
+    store = load_store(cfg, history)
     apiapp.ensure_namespaces(store, cfg)
     apiapp.ensure_kubernetes_service(store, cfg)
-    app = apiapp.build_app(store, cfg, keys.token)
+    policy.ensure_bootstrap_policy(store)
+    signer = tokens.Signer.from_pem(keys.service_account_key.read_bytes()) if keys.service_account_key else None
+    app = apiapp.build_app(store, cfg, keys.token, signer)
     ctx = apiapp.ssl_context(str(keys.cert), str(keys.key))
 
-    local = _listen("127.0.0.1", 0)
+    local = _listen("127.0.0.1", port)
     socks = [local]
     if netns.exists(cfg.underlay_netns):
         socks.append(listen_in_netns(cfg.underlay_netns, cfg.control_plane_ip, API_PORT))
@@ -126,6 +150,7 @@ async def run(cfg: LabConfig, history: int = 200_000) -> int:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await runner.cleanup()
+    save_store(cfg, store)          # after the last write: nothing changes the store any more
     try:
         if json.loads(ready.read_text()).get("pid") == os.getpid():
             ready.unlink()
@@ -135,14 +160,16 @@ async def run(cfg: LabConfig, history: int = 200_000) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.apiserver")
+    p = argparse.ArgumentParser(prog="python -m kubeweft.lab.apiserver")
     p.add_argument("--lab", required=True, help="the lab's name")
     p.add_argument("--history", type=int, default=200_000,
                    help="events kept for watches; an older resourceVersion gets 410 Gone")
+    p.add_argument("--port", type=int, default=0,
+                   help="the loopback port (0: a free one; a restart passes the previous one)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s apiserver %(levelname)s %(message)s")
-    return asyncio.run(run(load_config(args.lab), args.history))
+    return asyncio.run(run(load_config(args.lab), args.history, args.port))
 
 
 if __name__ == "__main__":

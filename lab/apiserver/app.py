@@ -5,8 +5,11 @@ URL layout as the real server's:
     /api/v1/namespaces/<ns>/<plural>[/<name>[/<sub>]]          namespaced
     /apis/<group>/<version>/...                                 the same for named groups
     /api/v1/watch/...                                           the legacy watch prefix
-Every create and update (PUT, PATCH, status too) goes through lab.admission.admit, every delete
-is followed by lab.admission.release. Errors are metav1.Status bodies (lab.errors).
+Every request is authenticated, impersonated and authorized first (access.Access: the admin
+token, ServiceAccount tokens, RBAC). Every create and update (PUT, PATCH, status too) goes through
+lab.admission.admit, every delete is followed by lab.admission.release. The reviews
+(SelfSubjectAccessReview, ...) and serviceaccounts/token are answered, never stored. Errors are
+metav1.Status bodies (lab.errors).
 """
 from __future__ import annotations
 
@@ -23,11 +26,14 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from .. import admission, errors, selectors
+from .. import admission, deletion, errors, selectors
 from ..config import API_PORT, LabConfig
-from ..resources import Resource, find
+from ..resources import ENDPOINTS, Resource, find
 from ..store import Store
-from . import discovery, openapi, patch, protobuf, tables, validation
+from . import discovery, openapi, patch, protobuf, reviews, scale, streams, tables, tokens, validation
+from .access import Access
+from .attributes import request_attributes
+from .identity import User
 
 log = logging.getLogger("kubeweft.lab.apiserver")
 
@@ -35,11 +41,13 @@ STORE_KEY = web.AppKey("store", Store)
 CFG_KEY = web.AppKey("cfg", LabConfig)
 TOKEN_KEY = web.AppKey("token", str)
 STATE_KEY = web.AppKey("state", dict)
+USER = web.RequestKey("user", User)   # the (impersonated) User, set by the auth middleware
 
 DEFAULT_WATCH_SECONDS = 1800
 BOOKMARK_SECONDS = 3.0          # how often a watch that allows bookmarks gets one
 TICK_SECONDS = 1.0              # how often an idle watch checks its client is still there
-NOT_FOUND_MSG = "the server could not find the requested resource"
+# what the real server says of every request for v1 Endpoints since 1.33
+ENDPOINTS_WARNING = '299 - "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"'
 
 
 def _dumps(obj: Any) -> str:
@@ -49,6 +57,13 @@ def _dumps(obj: Any) -> str:
 def _json(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(text=_dumps(obj), status=status, content_type="application/json",
                         headers=headers)
+
+
+def _json_or_404(doc: dict | None) -> web.Response:
+    """A discovery document, or 404 where there is none (an unknown group or version)."""
+    if doc is None:
+        raise errors.no_such_path()
+    return _json(doc)
 
 
 def _status_response(err: errors.APIError) -> web.Response:
@@ -75,21 +90,33 @@ def parse_target(group: str, version: str, tail: str) -> Target:
     if len(segs) >= 3 and segs[0] == "namespaces" and segs[2] != "status":
         ns, segs = segs[1], segs[2:]
     if not segs or len(segs) > 3:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     resource = find(group, segs[0])
     if resource is None or resource.version != version or (ns is not None and not resource.namespaced):
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     name = segs[1] if len(segs) > 1 else None
     sub = segs[2] if len(segs) > 2 else None
     if sub is not None and sub not in resource.subresources:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     if name is not None and resource.namespaced and ns is None:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise errors.no_such_path()
     return Target(resource, ns, name, sub, watch_prefix)
 
 
+def _namespace_from_url(meta: dict, t: Target) -> None:
+    """A namespaced object takes the URL's namespace; another one in the body is refused."""
+    if t.resource.namespaced:
+        if meta.get("namespace") and meta["namespace"] != t.namespace:
+            raise errors.bad_request("the namespace of the provided object does not match the "
+                                     "namespace sent on the request")
+        meta["namespace"] = t.namespace
+
+
 async def _read_body(request: web.Request) -> Any:
-    raw = await request.read()
+    return _decode_body(request, await request.read())
+
+
+def _decode_body(request: web.Request, raw: bytes) -> Any:
     if not raw.strip():
         return None
     ctype = (request.content_type if "Content-Type" in request.headers else "application/json").lower()
@@ -145,9 +172,10 @@ def _field_check(request: web.Request, resource: Resource, obj: dict, creating: 
 
 # --- handlers ----------------------------------------------------------------------------------
 class Handlers:
-    def __init__(self, store: Store, cfg: LabConfig):
+    def __init__(self, store: Store, cfg: LabConfig, access: Access):
         self.store = store
         self.cfg = cfg
+        self.access = access
         self.stopping = asyncio.Event()
 
     # discovery and friends
@@ -161,34 +189,29 @@ class Handlers:
         return _json(discovery.render_api_group_list())
 
     async def api_group(self, request: web.Request) -> web.Response:
-        doc = discovery.render_api_group(request.match_info["group"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(discovery.render_api_group(request.match_info["group"]))
 
     async def core_v1(self, request: web.Request) -> web.Response:
         return _json(discovery.render_resource_list("", "v1"))
 
     async def group_version(self, request: web.Request) -> web.Response:
-        doc = discovery.render_resource_list(request.match_info["group"], request.match_info["version"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(discovery.render_resource_list(request.match_info["group"],
+                                                           request.match_info["version"]))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
+        if "protobuf" in request.headers.get("Accept", ""):
+            return web.Response(body=openapi.render_v2_protobuf(),
+                                content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+        return _json(openapi.render_v2())
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
         return _json(openapi.render_v3_index())
 
     async def openapi_v3_gv(self, request: web.Request) -> web.Response:
-        doc = openapi.render_v3_group_version(request.match_info["gv"])
-        if doc is None:
-            raise errors.APIError(404, "NotFound", NOT_FOUND_MSG)
-        return _json(doc)
+        return _json_or_404(openapi.render_v3_group_version(request.match_info["gv"]))
 
     # resources
     async def core_resource(self, request: web.Request) -> web.StreamResponse:
@@ -199,7 +222,27 @@ class Handlers:
 
     async def _dispatch(self, request: web.Request, group: str, version: str) -> web.StreamResponse:
         t = parse_target(group, version, request.match_info["tail"])
+        resp = await self._route(request, t)
+        if t.resource.kind == "Endpoints" and not resp.prepared:
+            resp.headers["Warning"] = ENDPOINTS_WARNING
+        return resp
+
+    async def _route(self, request: web.Request, t: Target) -> web.StreamResponse:
         m = request.method
+        if not t.resource.stored:
+            if m == "POST" and t.name is None and (t.namespace is not None or not t.resource.namespaced):
+                return await self.review(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "token":
+            if m == "POST":
+                return await self.token(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "eviction":
+            if m == "POST":
+                return await self.evict(request, t)
+            raise errors.method_not_allowed()
+        if t.subresource == "scale" and not t.watch_prefix:
+            return await self.scale_subresource(request, t)
         if t.name is None:
             if m == "GET":
                 if t.watch_prefix or _flag(request, "watch"):
@@ -222,6 +265,66 @@ class Handlers:
                 return await self.delete(request, t)
         raise errors.method_not_allowed()
 
+    async def scale_subresource(self, request: web.Request, t: Target) -> web.Response:
+        """GET, PUT or PATCH the autoscaling/v1 Scale of a Deployment or ReplicaSet."""
+        if request.method not in ("GET", "PUT", "PATCH"):
+            raise errors.method_not_allowed()
+        raw = await request.read() if request.method != "GET" else b""
+        # no await from here to the write (as in patch())
+        obj = self.store.get(t.resource, t.namespace or "", t.name or "")
+        if request.method == "GET":
+            return _json(scale.render_scale(obj))
+        if request.method == "PATCH":
+            body = patch.apply_patch(request.headers.get("Content-Type", ""), scale.render_scale(obj), raw)
+        else:
+            body = _decode_body(request, raw)
+        new = scale.apply_scale(obj, body)
+        main = Target(t.resource, t.namespace, t.name, None, False)
+        return _json(scale.render_scale(self._write(request, main, new, obj)))
+
+    async def evict(self, request: web.Request, t: Target) -> web.Response:
+        """policy/v1 Eviction: delete the pod with the eviction's DeleteOptions. No
+        PodDisruptionBudget is served, so no eviction is ever refused for one."""
+        body = await _read_body(request)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request was empty or not an object")
+        name = (body.get("metadata") or {}).get("name")
+        if name and name != t.name:
+            raise errors.bad_request("name in URL does not match name in Eviction object")
+        pod = self.store.get(t.resource, t.namespace or "", t.name or "")
+        opts = body.get("deleteOptions") or {}
+        _check_preconditions(t, pod, opts)
+        if not (_dry_run(request) or opts.get("dryRun")):
+            self._delete_one(t.resource, pod, opts)
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "code": 201}, status=201)
+
+    async def review(self, request: web.Request, t: Target) -> web.Response:
+        """The create-only reviews: who may do what, and who am I."""
+        kind = t.resource.kind
+        body = reviews.check_kind(await _read_body(request), kind, t.resource.api_version)
+        user: User = request[USER]
+        if kind == "SelfSubjectReview":
+            return _json(reviews.render_self_subject_review(user), 201)
+        if kind == "SelfSubjectRulesReview":
+            reviews.validate_rules_review(body)
+            rules, problems = self.access.rules_for(user, body["spec"]["namespace"])
+            return _json(reviews.render_rules_review(body, rules, problems), 201)
+        namespace = t.namespace or ""
+        reviews.validate_access_review(kind, body, namespace)
+        spec = dict(body["spec"])
+        if kind == "LocalSubjectAccessReview" and spec.get("resourceAttributes") is not None:
+            spec["resourceAttributes"] = dict(spec["resourceAttributes"], namespace=namespace)
+        who = reviews.review_user(kind, spec, user)
+        decision = self.access.authorize(reviews.review_attributes(spec, who))
+        return _json(reviews.render_access_review(kind, body, who, decision, namespace), 201)
+
+    async def token(self, request: web.Request, t: Target) -> web.Response:
+        """TokenRequest: a signed token for the ServiceAccount named in the URL."""
+        body = await _read_body(request)
+        body = reviews.check_kind({} if body is None else body, "TokenRequest", "authentication.k8s.io/v1")
+        return _json(self.access.token_request(t.namespace or "", t.name or "", body), 201)
+
     def get(self, request: web.Request, t: Target) -> web.Response:
         obj = self.store.get(t.resource, t.namespace or "", t.name or "")
         if _wants_table(request):
@@ -235,7 +338,8 @@ class Handlers:
         return _json({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
                       "metadata": {"resourceVersion": str(rv)}, "items": items})
 
-    async def create(self, request: web.Request, t: Target) -> web.Response:
+    async def _read_object(self, request: web.Request, t: Target) -> tuple[dict, dict]:
+        """The object in a create's or update's body, of the URL's kind, and its metadata."""
         obj = await _read_body(request)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request was empty or not an object")
@@ -243,11 +347,11 @@ class Handlers:
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
-        if t.resource.namespaced:
-            if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the "
-                                         "namespace sent on the request")
-            meta["namespace"] = t.namespace
+        return obj, meta
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        obj, meta = await self._read_object(request, t)
+        _namespace_from_url(meta, t)
         headers = _field_check(request, t.resource, obj, creating=True)
         if meta.get("name"):
             validation.check_name(t.resource, meta["name"])
@@ -260,26 +364,19 @@ class Handlers:
             meta.pop(drop, None)
         if t.resource.namespaced and self.store.try_get(_NAMESPACES, "", t.namespace or "") is None:
             raise errors.not_found("", "namespaces", t.namespace or "")
+        self._check_escalation(request, t, obj)
         obj = admission.admit(self.store, self.cfg, t.resource, "CREATE", obj, None)
         if _dry_run(request):
             return _json(obj, 201, headers)
         return _json(self.store.create(t.resource, obj), 201, headers)
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
-        obj = await _read_body(request)
-        if not isinstance(obj, dict):
-            raise errors.bad_request("the body of the request was empty or not an object")
-        self._check_type(t.resource, obj)
-        meta = obj.setdefault("metadata", {})
+        obj, meta = await self._read_object(request, t)
         if meta.get("name") and meta["name"] != t.name:
             raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name "
                                      f"on the URL ({t.name})")
         meta["name"] = t.name
-        if t.resource.namespaced:
-            if meta.get("namespace") and meta["namespace"] != t.namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the "
-                                         "namespace sent on the request")
-            meta["namespace"] = t.namespace
+        _namespace_from_url(meta, t)
         headers = _field_check(request, t.resource, obj, creating=False)
         old = self.store.get(t.resource, t.namespace or "", t.name or "")
         return _json(self._write(request, t, obj, old), 200, headers)
@@ -318,46 +415,29 @@ class Handlers:
                 obj["status"] = copy.deepcopy(old["status"])
             else:
                 obj.pop("status", None)
+        self._check_escalation(request, t, obj)
         obj = admission.admit(self.store, self.cfg, t.resource, "UPDATE", obj, old)
         if _dry_run(request):
             return obj
-        return self.store.update(t.resource, obj, t.subresource)
+        stored = self.store.update(t.resource, obj, t.subresource)
+        return deletion.finish_if_done(self.store, self.cfg, t.resource, stored)
+
+    def _check_escalation(self, request: web.Request, t: Target, obj: dict) -> None:
+        if t.resource.group == "rbac.authorization.k8s.io":
+            self.access.check_rbac_write(request[USER], t.resource.kind, t.namespace or "", obj)
 
     async def delete(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)
         obj = self.store.get(t.resource, t.namespace or "", t.name or "")
-        pre = opts.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != obj["metadata"].get("uid"):
-            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
-                                  f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                  f"UID in object meta: {obj['metadata'].get('uid')}")
-        if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"].get("resourceVersion"):
-            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
-                                  "Precondition failed: ResourceVersion in precondition: "
-                                  f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                  f"{obj['metadata'].get('resourceVersion')}")
+        _check_preconditions(t, obj, opts)
         if _dry_run(request) or opts.get("dryRun"):
             return _json(obj)
-        return _json(self._delete_one(t.resource, obj, opts.get("gracePeriodSeconds")))
+        return _json(self._delete_one(t.resource, obj, opts))
 
-    def _delete_one(self, resource: Resource, obj: dict, grace: int | None) -> dict:
-        """Delete now, or (a scheduled Pod, grace not 0) mark it terminating for its kubelet."""
-        meta = obj["metadata"]
-        spec = obj.get("spec") or {}
-        if resource.kind == "Pod" and spec.get("nodeName") and grace != 0:
-            if meta.get("deletionTimestamp"):
-                return obj                      # already terminating: the kubelet finishes it
-            if grace is None:
-                grace = spec.get("terminationGracePeriodSeconds")
-            grace = 30 if grace is None else int(grace)
-            new = copy.deepcopy(obj)
-            when = _now() + datetime.timedelta(seconds=grace)
-            new["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-            new["metadata"]["deletionGracePeriodSeconds"] = grace
-            return self.store.update(resource, new)
-        gone = self.store.delete(resource, meta.get("namespace", ""), meta["name"])
-        admission.release(self.store, self.cfg, resource, gone)
-        return gone
+    def _delete_one(self, resource: Resource, obj: dict, opts: dict) -> dict:
+        """Delete now, or mark: a scheduled Pod for its kubelet, an object for its finalizers."""
+        return deletion.delete_object(self.store, self.cfg, resource, obj, opts.get("gracePeriodSeconds"),
+                                      _propagation(opts))
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
         opts = await _delete_options(request)
@@ -365,7 +445,7 @@ class Handlers:
         out = []
         if not (_dry_run(request) or opts.get("dryRun")):
             for obj in list(items):
-                out.append(self._delete_one(t.resource, obj, opts.get("gracePeriodSeconds")))
+                out.append(self._delete_one(t.resource, obj, opts))
         else:
             out = items
         return _json({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
@@ -471,6 +551,30 @@ def _dry_run(request: web.Request) -> bool:
     return bool(request.query.getall("dryRun", []))
 
 
+def _check_preconditions(t: Target, obj: dict, opts: dict) -> None:
+    """DeleteOptions.preconditions: 409 Conflict when the uid or resourceVersion differ."""
+    pre = opts.get("preconditions") or {}
+    meta = obj["metadata"]
+    for field, shown in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+        if pre.get(field) and pre[field] != meta.get(field):
+            raise errors.conflict(t.resource.group, t.resource.plural, t.name or "",
+                                  f"Precondition failed: {shown} in precondition: {pre[field]}, "
+                                  f"{shown} in object meta: {meta.get(field)}")
+
+
+def _propagation(opts: dict) -> str | None:
+    """The propagation policy of DeleteOptions (orphanDependents is its older spelling)."""
+    if opts.get("propagationPolicy"):
+        policy = opts["propagationPolicy"]
+        if policy not in ("Foreground", "Background", "Orphan"):
+            raise errors.bad_request(f'DeleteOptions.propagationPolicy: Unsupported value: "{policy}": '
+                                     'supported values: "Foreground", "Background", "Orphan"')
+        return policy
+    if opts.get("orphanDependents") is not None:
+        return "Orphan" if opts["orphanDependents"] else "Background"
+    return None
+
+
 async def _delete_options(request: web.Request) -> dict:
     """DeleteOptions from the body, overridden by query parameters."""
     body = await _read_body(request)
@@ -480,27 +584,30 @@ async def _delete_options(request: web.Request) -> dict:
             opts["gracePeriodSeconds"] = int(request.query["gracePeriodSeconds"])
         except ValueError:
             raise errors.bad_request("gracePeriodSeconds must be an integer") from None
+    if "propagationPolicy" in request.query:
+        opts["propagationPolicy"] = request.query["propagationPolicy"]
     if opts.get("gracePeriodSeconds") is not None:
         opts["gracePeriodSeconds"] = int(opts["gracePeriodSeconds"])
     return opts
 
 
 # --- middlewares and the application -----------------------------------------------------------
-def _auth_middleware(token: str):
-    expected = f"Bearer {token}"
-
+def _auth_middleware(access: Access):
     @web.middleware
     async def middleware(request: web.Request, handler):
         started = time.monotonic()
+        user = None
         try:
-            if request.headers.get("Authorization", "") != expected:
-                raise errors.unauthorized()
+            user = access.impersonate(access.authenticate(request.headers.get("Authorization", "")),
+                                      request.headers)
+            request[USER] = user
+            access.check(request_attributes(user, request.method, request.path, request.query))
             resp = await handler(request)
         except errors.APIError as e:
             resp = _status_response(e)
         except web.HTTPException as e:
             if e.status == 404:
-                resp = _status_response(errors.APIError(404, "NotFound", NOT_FOUND_MSG))
+                resp = _status_response(errors.no_such_path())
             elif e.status == 405:
                 resp = _status_response(errors.method_not_allowed())
             else:
@@ -509,16 +616,19 @@ def _auth_middleware(token: str):
             log.exception("internal error on %s %s", request.method, request.path_qs)
             resp = _status_response(errors.APIError(500, "InternalError",
                                                     f"Internal error occurred: {e!r}"))
-        log.info("%s %s %s %.1fms", request.method, request.path_qs, resp.status,
-                 (time.monotonic() - started) * 1000)
+        who = "" if user is None or user.privileged else f" ({user.name})"
+        log.info("%s %s %s %.1fms%s", request.method, request.path_qs, resp.status,
+                 (time.monotonic() - started) * 1000, who)
         return resp
     return middleware
 
 
-def build_app(store: Store, cfg: LabConfig, token: str) -> web.Application:
-    """The aiohttp application serving `store` to clients presenting `token`."""
-    app = web.Application(middlewares=[_auth_middleware(token)], client_max_size=64 * 1024 * 1024)
-    h = Handlers(store, cfg)
+def build_app(store: Store, cfg: LabConfig, token: str, signer: tokens.Signer | None = None) -> web.Application:
+    """The aiohttp application serving `store` to clients presenting `token` (the admin) or a
+    ServiceAccount token `signer` signed (a key of its own when None)."""
+    access = Access(store, token, signer or tokens.Signer.generate())
+    app = web.Application(middlewares=[_auth_middleware(access)], client_max_size=64 * 1024 * 1024)
+    h = Handlers(store, cfg, access)
     app[STORE_KEY] = store
     app[CFG_KEY] = cfg
     app[TOKEN_KEY] = token
@@ -545,6 +655,7 @@ def build_app(store: Store, cfg: LabConfig, token: str) -> web.Application:
     r.add_get("/apis/{group}", h.api_group)
     r.add_get("/apis/{group}/{version}", h.group_version)
     r.add_get("/apis/{group}/{version}/", h.group_version)
+    streams.add_routes(app)
     r.add_route("*", "/api/v1/{tail:.+}", h.core_resource)
     r.add_route("*", "/apis/{group}/{version}/{tail:.+}", h.group_resource)
     return app
@@ -557,7 +668,7 @@ def ssl_context(cert: str, key: str) -> ssl.SSLContext:
 
 
 def ensure_namespaces(store: Store, cfg: LabConfig,
-                      names: tuple[str, ...] = ("default", "kube-system", "kube-public")) -> None:
+                      names: tuple[str, ...] = ("default", "kube-system", "kube-public", "kube-node-lease")) -> None:
     for name in names:
         if store.try_get(_NAMESPACES, "", name) is None:
             obj = {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
@@ -588,6 +699,12 @@ def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
                               "conditions": {"ready": True, "serving": True, "terminating": False}}],
                "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}
         store.create(slices, eps)
+    if store.try_get(ENDPOINTS, "default", "kubernetes") is None:
+        store.create(ENDPOINTS, {
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": cfg.control_plane_ip}],
+                         "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}]})
 
 
 async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.AppRunner:

@@ -5,7 +5,7 @@ aggregated form first and falls back to these when the server answers with plain
 """
 from __future__ import annotations
 
-from ..resources import RESOURCES, VERBS, groups
+from ..resources import RESOURCES, groups, subresource
 
 SERVER_VERSION = {"major": "1", "minor": "35", "emulationMajor": "1", "emulationMinor": "35",
                   "minCompatibilityMajor": "1", "minCompatibilityMinor": "34",
@@ -49,14 +49,18 @@ def render_resource_list(group: str, version: str) -> dict | None:
         if (r.group, r.version) != (group, version):
             continue
         main = {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                "kind": r.kind, "verbs": list(VERBS)}
+                "kind": r.kind, "verbs": list(r.served_verbs)}
         if r.short_names:
             main["shortNames"] = list(r.short_names)
         if r.categories:
             main["categories"] = list(r.categories)
         items.append(main)
         for sub in r.subresources:
-            items.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                          "kind": r.kind, "verbs": ["get", "patch", "update"]})
+            info = subresource(sub)
+            entry = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                     "kind": info.kind or r.kind, "verbs": list(info.verbs)}
+            if info.group or info.version:
+                entry.update(group=info.group, version=info.version)
+            items.append(entry)
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items}

@@ -1,4 +1,5 @@
-"""The lab's PKI: a CA, the API server's certificate and a bearer token, made once per lab."""
+"""The lab's PKI: a CA, the API server's certificate, the admin's bearer token and the key that
+signs ServiceAccount tokens, made once per lab."""
 from __future__ import annotations
 
 import datetime
@@ -23,6 +24,7 @@ class Pki:
     cert: Path
     key: Path
     token: str
+    service_account_key: Path | None = None     # sa.key: signs ServiceAccount tokens (ES256)
 
 
 def _write(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -44,6 +46,7 @@ def ensure_pki(pki_dir: Path, ips: list[str]) -> Pki:
     ca_crt, ca_key = pki_dir / "ca.crt", pki_dir / "ca.key"
     crt, key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
     token_file = pki_dir / "token"
+    sa_key = pki_dir / "sa.key"
     now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=3650)
 
@@ -83,4 +86,6 @@ def ensure_pki(pki_dir: Path, ips: list[str]) -> Pki:
 
     if not token_file.exists():
         _write(token_file, secrets.token_urlsafe(32).encode())
-    return Pki(ca_crt, crt, key, token_file.read_text().strip())
+    if not sa_key.exists():
+        _write(sa_key, _pem_key(ec.generate_private_key(ec.SECP256R1())))
+    return Pki(ca_crt, crt, key, token_file.read_text().strip(), sa_key)

@@ -24,9 +24,31 @@ COLUMNS: dict[str, list[Column]] = {
     "EndpointSlice": [_NAME, ("AddressType", "string", 0), ("Ports", "string", 0),
                       ("Endpoints", "string", 0), _AGE],
     "NetworkPolicy": [_NAME, ("Pod-Selector", "string", 0), _AGE],
+    "Ingress": [_NAME, ("Class", "string", 0), ("Hosts", "string", 0), ("Address", "string", 0),
+                ("Ports", "string", 0), _AGE],
+    "IngressClass": [_NAME, ("Controller", "string", 0), ("Parameters", "string", 0), _AGE],
     "Namespace": [_NAME, ("Status", "string", 0), _AGE],
     "Event": [("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
               ("Object", "string", 0), ("Message", "string", 0)],
+    "ConfigMap": [_NAME, ("Data", "string", 0), _AGE],
+    "Secret": [_NAME, ("Type", "string", 0), ("Data", "string", 0), _AGE],
+    "ServiceAccount": [_NAME, ("Secrets", "string", 0), _AGE],
+    "Endpoints": [_NAME, ("Endpoints", "string", 0), _AGE],
+    "Role": [_NAME, ("Created At", "date", 0)],
+    "ClusterRole": [_NAME, ("Created At", "date", 0)],
+    "RoleBinding": [_NAME, ("Role", "string", 0), _AGE, ("Users", "string", 1), ("Groups", "string", 1),
+                    ("ServiceAccounts", "string", 1)],
+    "ClusterRoleBinding": [_NAME, ("Role", "string", 0), _AGE, ("Users", "string", 1), ("Groups", "string", 1),
+                           ("ServiceAccounts", "string", 1)],
+    "Lease": [_NAME, ("Holder", "string", 0), _AGE],
+    "Deployment": [_NAME, ("Ready", "string", 0), ("Up-to-date", "string", 0), ("Available", "string", 0),
+                   _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
+    "ReplicaSet": [_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
+                   _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
+    "DaemonSet": [_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
+                  ("Up-to-date", "integer", 0), ("Available", "integer", 0), ("Node Selector", "string", 0),
+                  _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
+    "ControllerRevision": [_NAME, ("Controller", "string", 0), ("Revision", "integer", 0), _AGE],
 }
 
 
@@ -69,21 +91,70 @@ def _age(obj: dict, now: datetime.datetime) -> str:
     return "<unknown>" if t is None else human_duration((now - t).total_seconds())
 
 
+def _terminated_reason(t: dict, prefix: str = "") -> str:
+    if t.get("reason"):
+        return prefix + t["reason"]
+    if t.get("signal"):
+        return f"{prefix}Signal:{t['signal']}"
+    return f"{prefix}ExitCode:{t.get('exitCode', 0)}"
+
+
+def _later_restart(c: dict, last: datetime.datetime | None) -> datetime.datetime | None:
+    """The later of `last` and when container status `c` last finished (its lastState)."""
+    t = parse_time(((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+    return last if t is None or (last is not None and last >= t) else t
+
+
 def _pod_row(o: dict, now: datetime.datetime) -> list:
+    """As kubectl's printPod: the STATUS column from init containers, then containers (last one
+    wins), Terminating over all; RESTARTS with how long ago the last one was."""
     spec, status, meta = o.get("spec", {}), o.get("status", {}), o.get("metadata", {})
     containers = spec.get("containers") or []
-    cstats = status.get("containerStatuses") or []
-    ready = sum(1 for c in cstats if c.get("ready"))
-    restarts = sum(int(c.get("restartCount", 0)) for c in cstats)
     reason = status.get("reason") or status.get("phase") or "Pending"
-    for c in cstats:
-        waiting = (c.get("state") or {}).get("waiting")
-        if waiting and waiting.get("reason"):
-            reason = waiting["reason"]
-    if meta.get("deletionTimestamp"):
+    restarts, ready, last_restart = 0, 0, None
+    initializing = False
+    inits = status.get("initContainerStatuses") or []
+    for i, c in enumerate(inits):
+        restarts += int(c.get("restartCount", 0))
+        last_restart = _later_restart(c, last_restart)
+        state = c.get("state") or {}
+        term, waiting = state.get("terminated"), state.get("waiting")
+        if term is not None and term.get("exitCode") == 0:
+            continue
+        if term is not None:
+            reason = _terminated_reason(term, "Init:")
+        elif waiting and waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            reason = "Init:" + waiting["reason"]
+        else:
+            reason = f"Init:{i}/{len(spec.get('initContainers') or inits)}"
+        initializing = True
+        break
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
+                      for c in status.get("conditions") or [])
+    if not initializing or initialized:
+        restarts, has_running = 0, False
+        for c in reversed(status.get("containerStatuses") or []):
+            restarts += int(c.get("restartCount", 0))
+            last_restart = _later_restart(c, last_restart)
+            state = c.get("state") or {}
+            waiting, term = state.get("waiting"), state.get("terminated")
+            if waiting and waiting.get("reason"):
+                reason = waiting["reason"]
+            elif term is not None:
+                reason = _terminated_reason(term)
+            elif c.get("ready") and "running" in state:
+                has_running = True
+                ready += 1
+        if reason == "Completed" and has_running:
+            reason = "Running" if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                      for c in status.get("conditions") or []) else "NotReady"
+    if meta.get("deletionTimestamp") and status.get("phase") not in ("Succeeded", "Failed"):
         reason = "Terminating"
+    restarts_text = str(restarts)
+    if restarts and last_restart is not None:
+        restarts_text = f"{restarts} ({human_duration((now - last_restart).total_seconds())} ago)"
     gates = spec.get("readinessGates") or []
-    return [meta.get("name"), f"{ready}/{len(containers)}", reason, restarts, _age(o, now),
+    return [meta.get("name"), f"{ready}/{len(containers)}", reason, restarts_text, _age(o, now),
             status.get("podIP") or "<none>", spec.get("nodeName") or "<none>",
             status.get("nominatedNodeName") or "<none>", f"0/{len(gates)}" if gates else "<none>"]
 
@@ -157,6 +228,36 @@ def format_selector(sel: dict | None) -> str:
     return ",".join(parts) or "<none>"
 
 
+def _ingress_row(o: dict, now: datetime.datetime) -> list:
+    """printIngress: the first three hosts, the load-balancer addresses sorted (the server
+    prints wide, so never cut), and 80 or "80, 443" when TLS is configured."""
+    spec = o.get("spec") or {}
+    rules = spec.get("rules") or []
+    hosts: list[str] = []
+    more = False
+    for rule in rules:                  # formatHosts, step by step (rules without a host count too)
+        more = more or len(hosts) == 3
+        if not more and rule.get("host"):
+            hosts.append(rule["host"])
+    text = ",".join(hosts) or "*"
+    if more and hosts:
+        text += f" + {len(rules) - 3} more..."
+    lb = ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    addresses = sorted({i.get("ip") or i.get("hostname") for i in lb if i.get("ip") or i.get("hostname")})
+    return [o["metadata"].get("name"), spec.get("ingressClassName") or "<none>", text, ",".join(addresses),
+            "80, 443" if spec.get("tls") else "80", _age(o, now)]
+
+
+def _ingress_class_row(o: dict, now: datetime.datetime) -> list:
+    spec = o.get("spec") or {}
+    params = spec.get("parameters")
+    shown = "<none>"
+    if params:
+        kind = params.get("kind", "") + (f".{params['apiGroup']}" if params.get("apiGroup") else "")
+        shown = f"{kind}/{params.get('name', '')}"
+    return [o["metadata"].get("name"), spec.get("controller", ""), shown, _age(o, now)]
+
+
 def _event_row(o: dict, now: datetime.datetime) -> list:
     last = parse_time(o.get("lastTimestamp") or o.get("eventTime") or
                       o.get("metadata", {}).get("creationTimestamp"))
@@ -166,14 +267,107 @@ def _event_row(o: dict, now: datetime.datetime) -> list:
             o.get("message", "")]
 
 
+def format_endpoints(subsets: list[dict]) -> str:
+    """printers' formatEndpoints: ready ip:port pairs, three at most, then "+ N more..."."""
+    shown: list[str] = []
+    count = 0
+    for ss in subsets:
+        addrs = [a.get("ip", "") for a in ss.get("addresses") or []]
+        ports = ss.get("ports") or []
+        targets = [list(addrs)] if not ports else [
+            [f"[{ip}]:{p.get('port')}" if ":" in ip else f"{ip}:{p.get('port')}" for ip in addrs] for p in ports]
+        for group in targets:
+            count += len(group)
+            shown.extend(group[:max(0, 3 - len(shown))])
+    text = ",".join(shown)
+    if count > len(shown):
+        return f"{text} + {count - len(shown)} more..."
+    return text or "<none>"
+
+
+def _binding_row(o: dict, now: datetime.datetime) -> list:
+    ref = o.get("roleRef") or {}
+    subjects = o.get("subjects") or []
+
+    def names(kind: str) -> str:
+        return ", ".join(s.get("name", "") for s in subjects if s.get("kind") == kind)
+    sas = ", ".join(f"{s.get('namespace', '')}/{s.get('name', '')}" for s in subjects
+                    if s.get("kind") == "ServiceAccount")
+    return [o["metadata"].get("name"), f"{ref.get('kind', '')}/{ref.get('name', '')}", _age(o, now),
+            names("User"), names("Group"), sas]
+
+
+def _created_at(o: dict, now: datetime.datetime) -> list:
+    return [o["metadata"].get("name"), o["metadata"].get("creationTimestamp", "")]
+
+
+def _template_cells(o: dict) -> list[str]:
+    """Containers, images and selector of a workload (the -o wide columns)."""
+    spec = o.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    selector = format_selector(spec.get("selector"))
+    return [",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers),
+            "" if selector == "<none>" else selector]
+
+
+def _deployment_row(o: dict, now: datetime.datetime) -> list:
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    return [o["metadata"].get("name"), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+            status.get("updatedReplicas", 0), status.get("availableReplicas", 0), _age(o, now),
+            *_template_cells(o)]
+
+
+def _replicaset_row(o: dict, now: datetime.datetime) -> list:
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    return [o["metadata"].get("name"), spec.get("replicas", 1), status.get("replicas", 0),
+            status.get("readyReplicas", 0), _age(o, now), *_template_cells(o)]
+
+
+def _daemonset_row(o: dict, now: datetime.datetime) -> list:
+    status = o.get("status") or {}
+    node_selector = ((((o.get("spec") or {}).get("template") or {}).get("spec") or {})
+                     .get("nodeSelector") or {})
+    return [o["metadata"].get("name"), status.get("desiredNumberScheduled", 0),
+            status.get("currentNumberScheduled", 0), status.get("numberReady", 0),
+            status.get("updatedNumberScheduled", 0), status.get("numberAvailable", 0),
+            ",".join(f"{k}={v}" for k, v in sorted(node_selector.items())) or "<none>", _age(o, now),
+            *_template_cells(o)]
+
+
+def _revision_row(o: dict, now: datetime.datetime) -> list:
+    owner = next((r for r in o["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    controller = "<none>"
+    if owner is not None:
+        group = owner.get("apiVersion", "").rpartition("/")[0]
+        kind = f"{owner.get('kind', '')}.{group}" if group else owner.get("kind", "")
+        controller = f"{kind.lower()}/{owner.get('name', '')}"
+    return [o["metadata"].get("name"), controller, o.get("revision", 0), _age(o, now)]
+
+
 _ROWS = {
     "Pod": _pod_row, "Service": _service_row, "Node": _node_row, "EndpointSlice": _slice_row,
     "NetworkPolicy": lambda o, now: [o["metadata"].get("name"),
                                      format_selector((o.get("spec") or {}).get("podSelector")),
                                      _age(o, now)],
+    "Ingress": _ingress_row, "IngressClass": _ingress_class_row,
     "Namespace": lambda o, now: [o["metadata"].get("name"),
                                  (o.get("status") or {}).get("phase") or "Active", _age(o, now)],
     "Event": _event_row,
+    "ConfigMap": lambda o, now: [o["metadata"].get("name"),
+                                 len(o.get("data") or {}) + len(o.get("binaryData") or {}), _age(o, now)],
+    "Secret": lambda o, now: [o["metadata"].get("name"), o.get("type", ""), len(o.get("data") or {}),
+                              _age(o, now)],
+    "ServiceAccount": lambda o, now: [o["metadata"].get("name"), len(o.get("secrets") or []), _age(o, now)],
+    "Endpoints": lambda o, now: [o["metadata"].get("name"), format_endpoints(o.get("subsets") or []),
+                                 _age(o, now)],
+    "Role": _created_at,
+    "ClusterRole": _created_at,
+    "RoleBinding": _binding_row,
+    "ClusterRoleBinding": _binding_row,
+    "Lease": lambda o, now: [o["metadata"].get("name"), (o.get("spec") or {}).get("holderIdentity", "<unknown>"),
+                             _age(o, now)],
+    "Deployment": _deployment_row, "ReplicaSet": _replicaset_row, "DaemonSet": _daemonset_row,
+    "ControllerRevision": _revision_row,
 }
 
 

@@ -39,6 +39,15 @@ _TOP = {"apiVersion", "kind", "metadata", "spec", "status"}
 _TOP_BY_KIND = {
     "EndpointSlice": {"apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"},
     "Event": None,         # many fields; not checked
+    "ConfigMap": {"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"},
+    "Secret": {"apiVersion", "kind", "metadata", "data", "stringData", "type", "immutable"},
+    "ServiceAccount": {"apiVersion", "kind", "metadata", "secrets", "imagePullSecrets",
+                       "automountServiceAccountToken"},
+    "Endpoints": {"apiVersion", "kind", "metadata", "subsets"},
+    "Role": {"apiVersion", "kind", "metadata", "rules"},
+    "ClusterRole": {"apiVersion", "kind", "metadata", "rules", "aggregationRule"},
+    "RoleBinding": {"apiVersion", "kind", "metadata", "subjects", "roleRef"},
+    "ClusterRoleBinding": {"apiVersion", "kind", "metadata", "subjects", "roleRef"},
 }
 _SPEC_BY_KIND = {
     "Pod": {"activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "containers",
@@ -56,9 +65,13 @@ _SPEC_BY_KIND = {
                 "loadBalancerIP", "loadBalancerSourceRanges", "ports", "publishNotReadyAddresses",
                 "selector", "sessionAffinity", "sessionAffinityConfig", "trafficDistribution", "type"},
     "NetworkPolicy": {"podSelector", "ingress", "egress", "policyTypes"},
+    "Ingress": {"defaultBackend", "ingressClassName", "rules", "tls"},
+    "IngressClass": {"controller", "parameters"},
     "Node": {"podCIDR", "podCIDRs", "providerID", "unschedulable", "taints", "configSource",
              "externalID"},
     "Namespace": {"finalizers"},
+    "Lease": {"acquireTime", "holderIdentity", "leaseDurationSeconds", "leaseTransitions", "preferredHolder",
+              "renewTime", "strategy"},
 }
 _CONTAINER = {"args", "command", "env", "envFrom", "image", "imagePullPolicy", "lifecycle",
               "livenessProbe", "name", "ports", "readinessProbe", "resizePolicy", "resources",

@@ -2,9 +2,18 @@
 
     endpointslices  EndpointSlices for Services with selectors (kube-controller-manager)
     nodeipam        a podCIDR per Node (kube-controller-manager's range allocator)
+    nodelifecycle   not-ready and unreachable taints from each Node's Ready condition
     scheduler       binds pods to Nodes (kube-scheduler)
     loadbalancer    LoadBalancer ingress IPs (klipper-lb / MetalLB)
     announcer       routes to those IPs on the lab's router, as a BGP speaker announces them
+    serviceaccounts the default ServiceAccount and kube-root-ca.crt in every namespace
+    endpoints       v1 Endpoints in step with the EndpointSlices of each selector Service
+    clusterroles    ClusterRole aggregation (admin, edit, view)
+    tokensecrets    long-lived tokens in kubernetes.io/service-account-token Secrets
+    deployment      Deployments -> ReplicaSets, rolling updates (kube-controller-manager)
+    replicaset      ReplicaSets -> Pods (kube-controller-manager)
+    daemonset       DaemonSets -> a Pod per eligible Node, ControllerRevisions (kube-controller-manager)
+    garbagecollector  dependents deleted with their owners, by ownerReferences (kube-controller-manager)
 
 Each is a `loop.Reconciler`: a store hook marks keys, a task syncs them. Allocation of
 ClusterIPs and NodePorts happens at admission (lab/admission.py), as in the real registry.
@@ -14,14 +23,27 @@ from __future__ import annotations
 import asyncio
 
 from .announcer import LoadBalancerAnnouncer
+from .clusterroles import ClusterRoleAggregationController
+from .daemonset import DaemonSetController
+from .deployment import DeploymentController
+from .endpoints import EndpointsController
 from .endpointslices import EndpointSliceController
+from .garbagecollector import GarbageCollector
 from .loadbalancer import LoadBalancerController
 from .loop import Reconciler
 from .nodeipam import NodeIPAMController
+from .nodelifecycle import NodeLifecycleController
+from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
+from .serviceaccounts import ServiceAccountsController
+from .tokensecrets import TokenSecretsController
 
-KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, Scheduler, EndpointSliceController,
-                                       LoadBalancerController, LoadBalancerAnnouncer)
+KINDS: tuple[type[Reconciler], ...] = (NodeIPAMController, NodeLifecycleController, Scheduler,
+                                       EndpointSliceController, LoadBalancerController, LoadBalancerAnnouncer,
+                                       ServiceAccountsController, EndpointsController,
+                                       ClusterRoleAggregationController, TokenSecretsController,
+                                       DeploymentController, ReplicaSetController, DaemonSetController,
+                                       GarbageCollector)
 
 
 def build(store, cfg) -> list[Reconciler]:

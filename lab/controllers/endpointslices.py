@@ -18,16 +18,11 @@ import collections
 import logging
 from dataclasses import dataclass, field
 
-from .. import errors
-from ..resources import BY_PLURAL
+from ..resources import NODES, PODS, SERVICES, SLICES
 from .loop import Reconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.endpointslices")
 
-PODS = BY_PLURAL[("", "pods")]
-SERVICES = BY_PLURAL[("", "services")]
-NODES = BY_PLURAL[("", "nodes")]
-SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
 
 MANAGED_BY = "endpointslice-controller.k8s.io"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -372,12 +367,7 @@ class EndpointSliceController(Reconciler):
         key = view.key if view is not None else key
         old = self.pods.pop(key, None)
         if old is not None:
-            for k, v in old.labels:
-                idx = self.pod_index.get((old.namespace, k, v))
-                if idx is not None:
-                    idx.discard(key)
-                    if not idx:
-                        del self.pod_index[(old.namespace, k, v)]
+            _unindex(self.pod_index, old.namespace, old.labels, key)
         if view is not None:
             self.pods[key] = view
             for k, v in view.labels:
@@ -386,12 +376,7 @@ class EndpointSliceController(Reconciler):
     def _set_service(self, key: tuple[str, str], view: ServiceView | None) -> None:
         old = self.services.pop(key, None)
         if old is not None:
-            for k, v in old.selector:
-                idx = self.svc_index.get((old.namespace, k, v))
-                if idx is not None:
-                    idx.discard(key)
-                    if not idx:
-                        del self.svc_index[(old.namespace, k, v)]
+            _unindex(self.svc_index, old.namespace, old.selector, key)
         if view is not None:
             self.services[key] = view
             if view.managed:
@@ -474,13 +459,13 @@ class EndpointSliceController(Reconciler):
         if svc is None:
             # the Service is gone: its slices go with it (the garbage collector's job, done here)
             for s in existing:
-                self._delete(s["metadata"]["namespace"], s["metadata"]["name"])
+                self.delete(SLICES, s["metadata"]["namespace"], s["metadata"]["name"])
             return
         if not svc.managed:
             return
         plan = plan_endpoint_slices(svc, self.pods_for(svc), self.zones, existing)
         for name in plan.delete:
-            self._delete(svc.namespace, name)
+            self.delete(SLICES, svc.namespace, name)
         for obj in plan.update:
             self.store.update(SLICES, obj)
             self.writes += 1
@@ -488,10 +473,12 @@ class EndpointSliceController(Reconciler):
             self.store.create(SLICES, obj)
             self.writes += 1
 
-    def _delete(self, namespace: str, name: str) -> None:
-        try:
-            self.store.delete(SLICES, namespace, name)
-            self.writes += 1
-        except errors.APIError as e:
-            if e.code != 404:
-                raise
+
+def _unindex(index: dict, namespace: str, pairs, key: tuple[str, str]) -> None:
+    """Take key out of the index's (namespace, label, value) entries; an entry left empty goes."""
+    for k, v in pairs:
+        idx = index.get((namespace, k, v))
+        if idx is not None:
+            idx.discard(key)
+            if not idx:
+                del index[(namespace, k, v)]

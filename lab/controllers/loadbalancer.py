@@ -11,12 +11,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from ..resources import BY_PLURAL
+from ..resources import SERVICES
 from .loop import Reconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.loadbalancer")
 
-SERVICES = BY_PLURAL[("", "services")]
 
 
 def is_ours(svc: dict) -> bool:

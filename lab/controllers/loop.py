@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Hashable
+
+from .. import errors
+from ..resources import EVENTS
+from ..store import now_rfc3339
+from .events import render_event
 
 log = logging.getLogger("kubeweft.lab.controllers")
 
@@ -26,6 +32,7 @@ class Reconciler:
         self.store = store
         self.cfg = cfg
         self.dirty: dict[Hashable, None] = {}      # insertion-ordered set
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}     # see mark_later
         self.wake = asyncio.Event()
         self.syncing = False                        # True while our own writes emit events
         self.passes = 0                             # completed passes (tests and metrics)
@@ -52,14 +59,44 @@ class Reconciler:
         self.dirty[key] = None
         self.wake.set()
 
+    def record_event(self, obj: dict, kind: str, reason: str, message: str, action: str = "") -> None:
+        """A core/v1 Event about `obj`, from this controller (kubectl describe lists it)."""
+        self.store.create(EVENTS, render_event(obj, kind, reason, message, self.name, now_rfc3339(),
+                                               time.time_ns(), action))
+
+    def mark_later(self, key: Hashable, seconds: float) -> None:
+        """Mark `key` again in `seconds` (a time-based change: minReadySeconds, a deadline).
+        One timer per key, the earliest asked for: a rollout's every pass asks again."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + seconds
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.mark(key)
+
     def hook(self, ev) -> None:
         try:
             self.on_event(ev)
         except Exception:                       # a bad object must not break the store's write
             log.exception("%s: on_event failed", self.name)
 
+    def delete(self, resource, namespace: str, name: str) -> None:
+        """Delete an object this controller keeps; one that is already gone is no error."""
+        try:
+            self.store.delete(resource, namespace, name)
+            self.writes += 1
+        except errors.APIError as e:
+            if e.code != 404:
+                raise
+
     def _retry(self, key: Hashable) -> None:
-        asyncio.get_running_loop().call_later(RETRY_AFTER, self.mark, key)
+        self.mark_later(key, RETRY_AFTER)
 
     async def run(self) -> None:
         while True:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from ..resources import BY_PLURAL
+from ..resources import NODES
 from .loop import Reconciler
 
 log = logging.getLogger("kubeweft.lab.controllers.nodeipam")
 
-NODES = BY_PLURAL[("", "nodes")]
 ALL = "nodes"            # one key: a pass looks at every Node (there are few)
 
 

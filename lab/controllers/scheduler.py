@@ -13,13 +13,10 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-from ..resources import BY_PLURAL
+from ..resources import NODES, PODS
 from ..store import now_rfc3339
 from .loop import Reconciler
 
-PODS = BY_PLURAL[("", "pods")]
-NODES = BY_PLURAL[("", "nodes")]
-EVENTS = BY_PLURAL[("", "events")]
 SCHEDULER_NAME = "default-scheduler"
 
 SELECTOR_MISMATCH = "node(s) didn't match Pod's node affinity/selector"
@@ -44,6 +41,20 @@ def parse_node(obj: dict) -> NodeView:
                     bool(spec.get("unschedulable")), taints)
 
 
+def track_node(nodes: dict[str, NodeView], ev) -> bool:
+    """Keep a name -> NodeView cache in step with a Node event; False when nothing placement
+    reads changed (the kubelets' status heartbeats)."""
+    name = ev.obj["metadata"]["name"]
+    new = None if ev.type == "DELETED" else parse_node(ev.obj)
+    if nodes.get(name) == new:
+        return False
+    if new is None:
+        nodes.pop(name, None)
+    else:
+        nodes[name] = new
+    return True
+
+
 def tolerates(tolerations: list[dict], taint: tuple[str, str, str]) -> bool:
     key, value, effect = taint
     for t in tolerations:
@@ -62,8 +73,9 @@ def _misfit(pod: dict, node: NodeView) -> str | None:
     spec = pod.get("spec") or {}
     if node.unschedulable:
         return UNSCHEDULABLE
-    if not node.ready:
-        # the node lifecycle controller would have tainted it; say so as the real message does
+    if not node.ready and not tolerates(spec.get("tolerations") or [], ("node.kubernetes.io/not-ready", "",
+                                                                        "NoSchedule")):
+        # tainted by the node lifecycle controller, or about to be: say so as the real message does
         return "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
     labels = dict(node.labels)
     if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
@@ -91,19 +103,6 @@ def plan_binding(pod: dict, nodes: list[NodeView], counts: dict[str, int]) -> tu
     reasons = ", ".join(sorted(f"{c} {r}" for r, c in why.items()))
     return None, (f"0/{n} nodes are available: {reasons}. preemption: 0/{n} nodes are available: "
                   f"{n} Preemption is not helpful for scheduling.")
-
-
-def plan_event(pod: dict, kind: str, reason: str, message: str, now: str) -> dict:
-    """A core/v1 Event about `pod`, as `kubectl describe pod` lists them."""
-    meta = pod["metadata"]
-    return {"metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": meta["namespace"],
-                               "name": meta["name"], "uid": meta.get("uid", ""),
-                               "resourceVersion": meta.get("resourceVersion", "")},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
-            "reportingInstance": SCHEDULER_NAME, "action": "Scheduling" if kind == "Warning" else "Binding",
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1}
 
 
 def wants_scheduling(pod: dict) -> bool:
@@ -167,15 +166,7 @@ class Scheduler(Reconciler):
             self._track(ev.obj, present=ev.type != "DELETED")
             if ev.type != "DELETED" and wants_scheduling(ev.obj) and not self.syncing:
                 self.mark((ev.obj["metadata"]["namespace"], ev.obj["metadata"]["name"]))
-        elif ev.resource is NODES:
-            name = ev.obj["metadata"]["name"]
-            new = None if ev.type == "DELETED" else parse_node(ev.obj)
-            if self.nodes.get(name) == new:
-                return                       # status heartbeats: nothing the scheduler looks at
-            if new is None:
-                self.nodes.pop(name, None)
-            else:
-                self.nodes[name] = new
+        elif ev.resource is NODES and track_node(self.nodes, ev):
             for key in self.pending:         # retry every pod still waiting for a node
                 self.mark(key)
 
@@ -214,4 +205,4 @@ class Scheduler(Reconciler):
         return True
 
     def _event(self, pod: dict, kind: str, reason: str, message: str) -> None:
-        self.store.create(EVENTS, plan_event(pod, kind, reason, message, now_rfc3339()))
+        self.record_event(pod, kind, reason, message, "Scheduling" if kind == "Warning" else "Binding")

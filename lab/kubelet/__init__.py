@@ -1,1 +1,1 @@
-"""The lab kubelet: `python -m lab.kubelet --lab NAME --node NODE`, inside the node's netns."""
+"""The lab kubelet: `python -m kubeweft.lab.kubelet --lab NAME --node NODE`, inside the node's netns."""

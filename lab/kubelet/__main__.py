@@ -1,4 +1,5 @@
-"""`python -m lab.kubelet --lab NAME --node NODE`: started by lab.lifecycle inside the node's netns."""
+"""`python -m kubeweft.lab.kubelet --lab NAME --node NODE`: started by lab.lifecycle inside the
+node's netns."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from .kubelet import Kubelet
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.kubelet")
+    p = argparse.ArgumentParser(prog="python -m kubeweft.lab.kubelet")
     p.add_argument("--lab", required=True, help="the lab's name")
     p.add_argument("--node", required=True, help="this node's name, e.g. node1")
     p.add_argument("--verbose", "-v", action="store_true")

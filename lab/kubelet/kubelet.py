@@ -1,16 +1,22 @@
 """The lab kubelet: one per node, running inside the node's netns.
 
 Threads: the main one lists and watches this node's Pods and hands each to its PodWorker;
-`heartbeat` keeps the Node's Ready condition fresh; `nodes` watches all Nodes for this node's
-podCIDR (reference mode: write the conflist) and for the other nodes' podCIDRs (reference mode:
-the lab's cloud route controller, one route per other node in this netns).
+`heartbeat` keeps the Node's Ready condition fresh and renews its Lease in kube-node-lease;
+`nodes` watches all Nodes for this node's podCIDR (reference mode: write the conflist) and for
+the other nodes' podCIDRs (reference mode: the lab's cloud route controller, one route per other
+node in this netns); `server` answers the API server on the node's address, port 10250
+(container logs, exec).
 """
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +27,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from ..config import LabConfig
-from . import model, sandbox
+from . import backoff, dns, env, layout, model, podspec, rootfs, sandbox, status, volumes
 from .podworker import PodWorker, now
 
 log = logging.getLogger("kubelet")
@@ -33,6 +39,14 @@ WATCH_IDLE_SECONDS = 75         # no event and no bookmark for this long: reconn
 API_TIMEOUT = 10
 MERGE_PATCH = "application/merge-patch+json"
 RTPROT_LAB_ROUTES = 0xAE        # the route controller's routes (kubeweft's overlay uses 0xAF)
+BACKOFF_ENV = "KUBEWEFT_LAB_BACKOFF_BASE"   # seconds; CrashLoopBackOff's first delay (10 by default)
+LAB_ID_ENV = "KUBEWEFT_LAB_ID"  # every container carries it: `lab down` ends them by it
+TOKEN_REFRESH = 0.8             # a projected token is renewed after this part of its lifetime
+LEASE_RETRY = 60.0              # when the API has no Lease kind: how often to try again
+
+
+def micro_time() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Kubelet:
@@ -52,12 +66,29 @@ class Kubelet:
         self._heartbeat_wake = threading.Event()
         self._routes: dict[str, str] = {}
         self.api = self._api_client()
+        self.paths = layout.NodePaths(cfg.node_dir(node), cfg.cni_conf_dir(node), cfg.cni_bin_dir(node),
+                                      cfg.cni_data_dir(node))
+        self.cluster_dns = str(ipaddress.ip_network(cfg.service_cidr)[10])
+        self.node_hosts = dns.HOSTS_DEFAULTS + f"{self.node_ip}\t{node}\n"
+        self.node_resolv = _read("/etc/resolv.conf")
+        self.venv_bin = str(Path(sys.executable).parent)
+        self.python = sys.executable
+        self.lab_env = {LAB_ID_ENV: os.environ[LAB_ID_ENV]} if LAB_ID_ENV in os.environ else {}
+        self.rootfs_top = rootfs.plan_top(_list_root(), _checkout_tops())
+        self.backoff_base = float(os.environ.get(BACKOFF_ENV) or backoff.BASE)
+        self.token = _read(str(cfg.pki_dir / "token")).strip()
+        self._tokens: dict[tuple, tuple[str, float]] = {}     # (ns, sa, pod uid, audience, exp) -> (token, renew at)
+        self._execs: dict[str, set[int]] = {}                 # pod uid -> PIDs of exec sessions
+        self._execs_lock = threading.Lock()
+        self._node_uid = ""
+        self._lease_next = 0.0
 
     def _api_client(self) -> k8s.CoreV1Api:
         conf = k8s.Configuration()
         k8s_config.load_kube_config(config_file=str(self.cfg.node_kubeconfig), client_configuration=conf)
         conf.connection_pool_maxsize = 32         # many pod workers patch status at once
-        return k8s.CoreV1Api(k8s.ApiClient(conf))
+        self.api_client = k8s.ApiClient(conf)
+        return k8s.CoreV1Api(self.api_client)
 
     # --- main -----------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -66,6 +97,8 @@ class Kubelet:
                   self.cfg.cni_data_dir(self.node), self.cfg.log_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._retry(self.register_node, "register node")
+        from .server import KubeletServer
+        KubeletServer(self).start()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._nodes_loop, name="nodes", daemon=True).start()
         self._pods_loop()
@@ -84,7 +117,7 @@ class Kubelet:
     # --- the Node -------------------------------------------------------------------------------------
     def _ready_condition(self) -> model.Condition:
         ready = self.network.ready()
-        cond = model.next_condition(self._node_ready, "Ready", ready, now(),
+        cond = status.next_condition(self._node_ready, "Ready", ready, now(),
                                     "KubeletReady" if ready else "KubeletNotReady",
                                     "kubelet is posting ready status" if ready else model.CNI_NOT_READY)
         self._node_ready = cond
@@ -94,15 +127,18 @@ class Kubelet:
         cond = self._ready_condition()
         body = model.render_node(self.node, self.node_ip, cond, now())
         try:
-            self.api.create_node(body, _request_timeout=API_TIMEOUT)
+            created = self.api.create_node(body, _request_timeout=API_TIMEOUT)
+            self._node_uid = created.metadata.uid or ""
             log.info("registered node %s", self.node)
         except ApiException as e:
             if e.status != 409:
                 raise
             log.info("node %s exists: adopting it", self.node)
-            self.api.patch_node(self.node, {"metadata": {"labels": model.render_node_labels(self.node)}},
-                                _request_timeout=API_TIMEOUT, _content_type=MERGE_PATCH)
+            adopted = self.api.patch_node(self.node, {"metadata": {"labels": model.render_node_labels(self.node)}},
+                                          _request_timeout=API_TIMEOUT, _content_type=MERGE_PATCH)
+            self._node_uid = adopted.metadata.uid or ""
         self._post_node_status(cond)
+        self._renew_lease()
 
     def _post_node_status(self, cond: model.Condition) -> None:
         status = model.render_node_status(self.node, self.node_ip, cond, now())
@@ -125,6 +161,32 @@ class Kubelet:
                     log.info("node Ready=%s", ready_now)
             except Exception as e:  # noqa: BLE001
                 log.warning("node status: %s", _short(e))
+            self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        """Create or renew kube-node-lease/<node> (its renewTime is the node's heartbeat)."""
+        if time.monotonic() < self._lease_next:
+            return
+        self._lease_next = time.monotonic() + model.LEASE_SECONDS / 4
+        body = model.render_lease(self.node, self._node_uid, micro_time())
+        leases = k8s.CoordinationV1Api(self.api_client)
+        try:
+            try:
+                leases.patch_namespaced_lease(self.node, model.LEASE_NAMESPACE, {"spec": body["spec"]},
+                                              _request_timeout=API_TIMEOUT, _content_type=MERGE_PATCH)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                leases.create_namespaced_lease(model.LEASE_NAMESPACE, body, _request_timeout=API_TIMEOUT)
+                log.info("created lease %s/%s", model.LEASE_NAMESPACE, self.node)
+        except ApiException as e:
+            if e.status == 404:            # no Lease kind (or namespace) served: try again later
+                self._lease_next = time.monotonic() + LEASE_RETRY
+                log.debug("lease: %s", _short(e))
+            else:
+                log.warning("lease: %s", _short(e))
+        except Exception as e:  # noqa: BLE001
+            log.warning("lease: %s", _short(e))
 
     # --- all Nodes: our podCIDR, the other nodes' routes ----------------------------------------------
     def _nodes_loop(self) -> None:
@@ -217,7 +279,7 @@ class Kubelet:
             pods = {}
             for item in items:
                 try:
-                    p = model.parse_pod(item)
+                    p = podspec.parse_pod(item)
                     pods[p.uid] = p
                 except Exception:  # one malformed pod must not hide the others
                     log.exception("pod not understood: %s", (item.get("metadata") or {}).get("name"))
@@ -232,7 +294,7 @@ class Kubelet:
                 self._handle(p)
 
         def on_event(kind: str, obj: dict) -> None:
-            pod = model.parse_pod(obj)
+            pod = podspec.parse_pod(obj)
             if kind == "DELETED":
                 with self._workers_lock:
                     w = self.workers.get(pod.uid)
@@ -243,7 +305,7 @@ class Kubelet:
         self._list_watch(self.api.list_pod_for_all_namespaces,
                          {"field_selector": f"spec.nodeName={self.node}"}, on_list, on_event, "pods")
 
-    def _adopt_local(self, pods: dict[str, model.Pod]) -> None:
+    def _adopt_local(self, pods: dict[str, podspec.Pod]) -> None:
         """After a restart: keep the sandboxes of pods that still exist, remove the others."""
         for uid, entry in list(self.local.items()):
             pod = pods.get(uid)
@@ -252,16 +314,19 @@ class Kubelet:
             else:
                 log.info("pod %s/%s (%s) is gone: removing its sandbox", entry.get("namespace"),
                          entry.get("name"), uid)
-                self._start_worker(PodWorker(self, model.pod_from_record(uid, entry, self.node),
+                self._start_worker(PodWorker(self, podspec.pod_from_record(uid, entry, self.node),
                                              adopt=entry, removed=True))
 
-    def _handle(self, pod: model.Pod) -> None:
+    def _handle(self, pod: podspec.Pod) -> None:
         with self._workers_lock:
             w = self.workers.get(pod.uid)
             if w is not None:
                 w.update(pod)
                 return
             if pod.uid in self.finished or pod.phase in ("Succeeded", "Failed"):
+                if pod.deleting and pod.uid not in self.finished:
+                    # a finished pod with nothing left here: let its deletion complete
+                    threading.Thread(target=self.delete_pod, args=(pod,), daemon=True).start()
                 return
         self._start_worker(PodWorker(self, pod))
 
@@ -279,7 +344,7 @@ class Kubelet:
             if w.torn_down:
                 self.finished.add(w.uid)
 
-    def patch_pod_status(self, pod: model.Pod, status: dict) -> bool:
+    def patch_pod_status(self, pod: podspec.Pod, status: dict) -> bool:
         try:
             self.api.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status},
                                                  _request_timeout=API_TIMEOUT, _content_type=MERGE_PATCH)
@@ -292,7 +357,7 @@ class Kubelet:
             log.warning("%s: status: %s", pod.key, _short(e))
         return False
 
-    def delete_pod(self, pod: model.Pod) -> None:
+    def delete_pod(self, pod: podspec.Pod) -> None:
         body = k8s.V1DeleteOptions(grace_period_seconds=0, preconditions=k8s.V1Preconditions(uid=pod.uid))
         for attempt in range(10):
             try:
@@ -307,6 +372,96 @@ class Kubelet:
             except Exception as e:  # noqa: BLE001
                 log.warning("%s: delete: %s", pod.key, _short(e))
             self.stop.wait(min(0.5 * 2 ** attempt, 5.0))
+
+    def find_worker(self, namespace: str, name: str) -> PodWorker | None:
+        with self._workers_lock:
+            return next((w for w in self.workers.values()
+                         if w.pod.namespace == namespace and w.pod.name == name), None)
+
+    # --- what containers are made from ---------------------------------------------------------------
+    def _get_json(self, fn, *args) -> dict | None:
+        """One object as a dict, None when it does not exist."""
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=API_TIMEOUT)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return json.loads(resp.data)
+
+    def fetch_objects(self, namespace: str, refs: list[tuple[str, str]]) -> dict:
+        """(kind, name) -> the ConfigMap or Secret (None when missing) for each of `refs`."""
+        out = {}
+        for kind, name in refs:
+            fn = self.api.read_namespaced_config_map if kind == "configmap" else self.api.read_namespaced_secret
+            out[(kind, name)] = self._get_json(fn, name, namespace)
+        return out
+
+    def service_env(self, pod: podspec.Pod) -> dict[str, str]:
+        """The Service variables of `pod`'s containers: its namespace's Services (enableServiceLinks)
+        and always default/kubernetes."""
+        found = []
+        if pod.service_links:
+            resp = self.api.list_namespaced_service(pod.namespace, _preload_content=False,
+                                                    _request_timeout=API_TIMEOUT)
+            found = [env.parse_service(o) for o in json.loads(resp.data).get("items") or []]
+        master = self._get_json(self.api.read_namespaced_service, "kubernetes", "default")
+        services = {(s.namespace, s.name): s for s in found}
+        if master is not None:
+            services[("default", "kubernetes")] = env.parse_service(master)
+        return env.render_service_env(list(services.values()))
+
+    def _token(self, pod: podspec.Pod, audience: str, expiration: int) -> str:
+        """A ServiceAccount token bound to `pod` (TokenRequest), reused until 80% of its life."""
+        key = (pod.namespace, pod.service_account, pod.uid, audience, expiration)
+        cached = self._tokens.get(key)
+        if cached and time.monotonic() < cached[1]:
+            return cached[0]
+        spec: dict = {"expirationSeconds": expiration,
+                      "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid}}
+        if audience:
+            spec["audiences"] = [audience]
+        resp = self.api.create_namespaced_service_account_token(
+            pod.service_account, pod.namespace, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                                 "spec": spec},
+            _preload_content=False, _request_timeout=API_TIMEOUT)
+        doc = json.loads(resp.data)
+        granted = int((doc.get("spec") or {}).get("expirationSeconds") or expiration)
+        token = doc["status"]["token"]
+        self._tokens[key] = (token, time.monotonic() + TOKEN_REFRESH * granted)
+        return token
+
+    def fetch(self, pod: podspec.Pod, refs: list[tuple[str, str]], tokens: list[tuple[str, int]],
+              previous: volumes.Fetched | None) -> volumes.Fetched:
+        objects = self.fetch_objects(pod.namespace, refs)
+        got = {}
+        for audience, expiration in tokens:
+            try:
+                got[(audience, expiration)] = self._token(pod, audience, expiration)
+            except ApiException as e:
+                log.warning("%s: token for service account %s: %s", pod.key, pod.service_account, _short(e))
+                if previous is not None and (audience, expiration) in previous.tokens:
+                    got[(audience, expiration)] = previous.tokens[(audience, expiration)]
+        return volumes.Fetched(objects, got)
+
+    # --- exec sessions ---------------------------------------------------------------------------------
+    def add_exec(self, uid: str, pid: int) -> None:
+        with self._execs_lock:
+            self._execs.setdefault(uid, set()).add(pid)
+
+    def drop_exec(self, uid: str, pid: int) -> None:
+        with self._execs_lock:
+            self._execs.get(uid, set()).discard(pid)
+
+    def end_execs(self, uid: str) -> None:
+        """Kill the exec sessions of a pod whose containers stop (they die with them on a real node)."""
+        with self._execs_lock:
+            pids = self._execs.pop(uid, set())
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     # --- pods.json ----------------------------------------------------------------------------------
     def _load_local(self) -> dict[str, dict]:
@@ -385,6 +540,35 @@ class Kubelet:
                 log.warning("%s: watch: %s", what, _short(e))
                 self.stop.wait(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _list_root() -> list[tuple[str, str, str]]:
+    out = []
+    for name in os.listdir("/"):
+        p = Path("/") / name
+        if p.is_symlink():
+            out.append((name, "symlink", os.readlink(p)))
+        else:
+            out.append((name, "dir" if p.is_dir() else "file", ""))
+    return out
+
+
+def _checkout_tops() -> set[str]:
+    """Top-level directories holding this checkout, its virtualenv and its Python."""
+    paths = (Path(__file__), Path(sys.executable), Path(sys.prefix), Path(sys.base_prefix))
+    out = set()
+    for p in paths:
+        for q in (p, p.resolve()):
+            if len(q.parts) > 1:
+                out.add(q.parts[1])
+    return out
 
 
 def _short(e: BaseException) -> str:

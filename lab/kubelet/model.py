@@ -1,7 +1,8 @@
-"""What the lab kubelet reads from and writes to the API, as pure functions.
+"""What the lab kubelet reads from and writes to the API about its Node, as pure functions;
+pods are podspec.py's and status.py's.
 
-Pods and Nodes arrive as plain dicts (the watch edge) and become frozen dataclasses here; the
-status documents the kubelet sends are rendered here. No I/O: no kubernetes, socket or time
+Nodes arrive as plain dicts (the watch edge) and become frozen dataclasses here; the Node and
+Lease documents the kubelet sends are rendered here. No I/O: no kubernetes, socket or time
 imports; times are passed in as RFC 3339 strings.
 """
 from __future__ import annotations
@@ -10,144 +11,20 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from .podspec import Condition, Pod
+from .status import render_condition
+
 KUBELET_VERSION = "v1.35.0-kubeweft-lab"
-CNI_NOT_READY = "container runtime network not ready: cni config uninitialized"
-DEFAULT_GRACE = 30
-RUNTIME_PREFIX = "lab://"
+# the Ready condition's message while the node's CNI conf dir holds no config, word for word
+CNI_NOT_READY = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
+                 "message:Network plugin returns error: cni plugin not initialized")
+NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
 
 
 # --- pods ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Port:
-    port: int
-    protocol: str = "TCP"
-    name: str = ""
-    host_port: int = 0
-
-
-@dataclass(frozen=True)
-class Probe:
-    kind: str                    # "http" or "tcp"
-    port: int
-    path: str = "/"
-    period: float = 10.0
-    initial_delay: float = 0.0
-    timeout: float = 1.0
-    failure_threshold: int = 3
-    success_threshold: int = 1
-
-
-@dataclass(frozen=True)
-class Pod:
-    uid: str
-    namespace: str
-    name: str
-    node_name: str
-    containers: tuple[str, ...]
-    ports: tuple[Port, ...]
-    probe: Probe | None
-    host_network: bool
-    grace_seconds: int
-    deleting: bool
-    phase: str
-    resource_version: str = ""
-    start_time: str = ""
-    conditions: tuple[Condition, ...] = ()      # as the API holds them (kept on adoption)
-    env: tuple[tuple[str, str], ...] = ()       # the containers' literal env values
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-def _int(v, default: int = 0) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return default
-
-
-def parse_probe(raw: dict | None, ports: tuple[Port, ...]) -> Probe | None:
-    """A container's readinessProbe (httpGet or tcpSocket); named ports resolve against the
-    pod's declared ports. Other kinds (exec, grpc) are not supported: no probe."""
-    if not raw:
-        return None
-    if "httpGet" in raw:
-        kind, target = "http", raw["httpGet"] or {}
-    elif "tcpSocket" in raw:
-        kind, target = "tcp", raw["tcpSocket"] or {}
-    else:
-        return None
-    port = target.get("port")
-    if isinstance(port, str) and not port.isdigit():
-        port = next((p.port for p in ports if p.name == port), 0)
-    port = _int(port)
-    if not port:
-        return None
-    return Probe(kind=kind, port=port, path=target.get("path") or "/",
-                 period=max(1.0, float(raw.get("periodSeconds") or 10)),
-                 initial_delay=float(raw.get("initialDelaySeconds") or 0),
-                 timeout=max(0.2, float(raw.get("timeoutSeconds") or 1)),
-                 failure_threshold=max(1, _int(raw.get("failureThreshold"), 3)),
-                 success_threshold=max(1, _int(raw.get("successThreshold"), 1)))
-
-
-def parse_pod(obj: dict) -> Pod:
-    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-    containers = spec.get("containers") or []
-    ports: list[Port] = []
-    for c in containers:
-        for p in c.get("ports") or []:
-            if _int(p.get("containerPort")):
-                ports.append(Port(_int(p["containerPort"]), (p.get("protocol") or "TCP").upper(),
-                                  p.get("name") or "", _int(p.get("hostPort"))))
-    ports_t = tuple(ports)
-    probe = next((pr for pr in (parse_probe(c.get("readinessProbe"), ports_t) for c in containers)
-                  if pr is not None), None)
-    grace = meta.get("deletionGracePeriodSeconds")
-    if grace is None:
-        grace = spec.get("terminationGracePeriodSeconds")
-    return Pod(uid=meta.get("uid", ""), namespace=meta.get("namespace", "default"),
-               name=meta.get("name", ""), node_name=spec.get("nodeName") or "",
-               containers=tuple(c.get("name", f"c{i}") for i, c in enumerate(containers)) or ("main",),
-               ports=ports_t, probe=probe, host_network=bool(spec.get("hostNetwork")),
-               grace_seconds=max(0, _int(grace, DEFAULT_GRACE)),
-               deleting=bool(meta.get("deletionTimestamp")), phase=status.get("phase") or "Pending",
-               resource_version=meta.get("resourceVersion", ""), start_time=status.get("startTime") or "",
-               conditions=tuple(parse_conditions(status.get("conditions"))),
-               env=tuple((e["name"], str(e.get("value", ""))) for c in containers for e in c.get("env") or []
-                         if isinstance(e, dict) and e.get("name") and "valueFrom" not in e))
-
-
-def parse_conditions(raw: list | None) -> list[Condition]:
-    out = []
-    for c in raw or []:
-        if isinstance(c, dict) and c.get("type"):
-            out.append(Condition(c["type"], c.get("status") == "True", c.get("lastTransitionTime") or "",
-                                 c.get("reason") or "", c.get("message") or ""))
-    return out
-
-
-def pod_from_record(uid: str, entry: dict, node: str) -> Pod:
-    """A stand-in Pod for a pods.json entry whose API object is gone: enough to tear it down."""
-    return Pod(uid=uid, namespace=entry.get("namespace", ""), name=entry.get("name", ""), node_name=node,
-               containers=("main",), ports=(), probe=None, host_network=bool(entry.get("hostNetwork")),
-               grace_seconds=2, deleting=False, phase="Running")
-
-
 def container_id(uid: str) -> str:
     """A stable sandbox id from the pod uid: the same after a kubelet restart."""
     return hashlib.sha256(f"lab-sandbox/{uid}".encode()).hexdigest()[:32]
-
-
-def render_ports_arg(pod: Pod) -> str:
-    """The workload's --ports: '80/TCP,81/UDP' (empty: the workload picks 8080)."""
-    seen: list[str] = []
-    for p in pod.ports:
-        item = f"{p.port}/{p.protocol}"
-        if item not in seen:
-            seen.append(item)
-    return ",".join(seen)
 
 
 def render_port_mappings(pod: Pod) -> list[dict]:
@@ -175,59 +52,6 @@ def pick_pod_ip(result: dict) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: bool
-    since: str                   # lastTransitionTime
-    reason: str = ""
-    message: str = ""
-
-
-def next_condition(old: Condition | None, type_: str, status: bool, now: str, reason: str = "",
-                   message: str = "") -> Condition:
-    """The condition with lastTransitionTime kept unless its status flips."""
-    since = old.since if old is not None and old.status == status else now
-    return Condition(type_, status, since, reason, message)
-
-
-def _render_condition(c: Condition, **extra: str) -> dict:
-    out = {"type": c.type, "status": "True" if c.status else "False", "lastTransitionTime": c.since,
-           "lastProbeTime": None}
-    if c.reason:
-        out["reason"] = c.reason
-    if c.message:
-        out["message"] = c.message
-    out.update(extra)
-    return out
-
-
-def render_pod_status(pod: Pod, *, phase: str, host_ip: str, pod_ip: str | None, started: str,
-                      scheduled: Condition, initialized: Condition, ready: Condition,
-                      running_since: str | None, restart_count: int = 0, sandbox_id: str = "") -> dict:
-    """The status a kubelet reports: ready is both Ready and ContainersReady (one workload)."""
-    containers_ready = Condition("ContainersReady", ready.status, ready.since, ready.reason, ready.message)
-    status: dict = {
-        "phase": phase, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "startTime": started,
-        "conditions": [_render_condition(c) for c in (initialized, ready, containers_ready, scheduled)],
-        "containerStatuses": [],
-    }
-    if pod_ip:
-        status["podIP"] = pod_ip
-        status["podIPs"] = [{"ip": pod_ip}]
-    for name in pod.containers:
-        cs: dict = {"name": name, "ready": bool(ready.status and running_since), "restartCount": restart_count,
-                    "image": "kubeweft/lab-workload", "imageID": "", "started": bool(running_since)}
-        if running_since:
-            cs["state"] = {"running": {"startedAt": running_since}}
-            cs["containerID"] = RUNTIME_PREFIX + sandbox_id
-        else:
-            cs["state"] = {"waiting": {"reason": ready.reason or "ContainerCreating",
-                                       **({"message": ready.message} if ready.message else {})}}
-        status["containerStatuses"].append(cs)
-    return status
-
-
 # --- nodes ---------------------------------------------------------------------------------------
 def node_index(node: str) -> int:
     """'node3' -> 3."""
@@ -245,8 +69,9 @@ def render_node_labels(node: str) -> dict:
 
 
 def render_node_status(node: str, node_ip: str, ready: Condition, heartbeat: str) -> dict:
-    cond = _render_condition(ready, lastHeartbeatTime=heartbeat)
+    cond = render_condition(ready)
     cond.pop("lastProbeTime", None)
+    cond["lastHeartbeatTime"] = heartbeat
     return {
         "conditions": [cond],
         "addresses": [{"type": "InternalIP", "address": node_ip}, {"type": "Hostname", "address": node}],
@@ -261,9 +86,25 @@ def render_node_status(node: str, node_ip: str, ready: Condition, heartbeat: str
 
 
 def render_node(node: str, node_ip: str, ready: Condition, heartbeat: str) -> dict:
+    """The Node a kubelet registers: tainted not-ready until the node lifecycle controller sees
+    it Ready (so nothing that does not tolerate it lands there first)."""
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": node, "labels": render_node_labels(node)},
-            "spec": {}, "status": render_node_status(node, node_ip, ready, heartbeat)}
+            "spec": {"taints": [dict(NOT_READY_TAINT)]},
+            "status": render_node_status(node, node_ip, ready, heartbeat)}
+
+
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_SECONDS = 40               # the kubelet's nodeLeaseDurationSeconds; renewed every quarter of it
+
+
+def render_lease(node: str, node_uid: str, renew_time: str) -> dict:
+    """The node's heartbeat Lease in kube-node-lease, owned by its Node (renewTime is a MicroTime)."""
+    meta: dict = {"name": node, "namespace": LEASE_NAMESPACE}
+    if node_uid:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}]
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": renew_time}}
 
 
 @dataclass(frozen=True)

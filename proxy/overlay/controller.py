@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-from kubernetes.client import ApiClient, CoreV1Api
 from pyroute2 import IPRoute
 
 from ..informer import Informer
@@ -32,6 +32,9 @@ from .plan import (
 )
 from .vxlan import VxlanBackend
 
+if TYPE_CHECKING:       # the kubernetes package imports PyYAML and more: only where it is called
+    from kubernetes.client import ApiClient
+
 log = logging.getLogger(__name__)
 
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (VxlanBackend, HostGwBackend)}
@@ -41,6 +44,8 @@ class OverlayController:
     def __init__(self, api: ApiClient, node_name: str, mode: str = "vxlan"):
         if mode not in BACKENDS:
             raise OverlayConfigError(f"unknown backend {mode!r}: expected {' or '.join(BACKENDS)}")
+        from kubernetes.client import CoreV1Api
+
         self.api = api
         self.core = CoreV1Api(api)
         self.node_name = node_name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from kubeweft.cni.datapath import VXLAN_OVERHEAD
 from pyroute2 import IPRoute
 
 from . import kernel
@@ -20,7 +21,6 @@ from .plan import ANNOTATION_VTEP_MAC, FdbEntry, Neighbour, NodeInfo, OverlaySta
 VXLAN_DEVICE = "kw.1"
 VXLAN_VNI = 1
 VXLAN_PORT = 8472            # flannel's (and the Linux kernel's historic) VXLAN port
-VXLAN_OVERHEAD = 50          # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 
 def vtep_ip(pod_cidr: str) -> str:

@@ -13,6 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 
 
+def terminate(proc: subprocess.Popen) -> int | None:
+    """SIGTERM, SIGKILL if it is still there 10 s later; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
 class Server:
     def __init__(self, tmp: Path, name: str, history: int = 40, preexec_fn=None):
         """preexec_fn: e.g. netns.preexec(ns), to serve on that netns' loopback."""
@@ -35,15 +47,9 @@ class Server:
         self.ready = json.loads(ready.read_text())
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = terminate(self.proc)
         self.log.close()
-        return self.proc.returncode
+        return code
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -16,9 +16,8 @@ What you get here:
       lab.cli(*args, check=True, timeout=60) -> CompletedProcess of `kubeweft lab --name N ...`
       lab.run_in(netns, argv, timeout=30) -> CompletedProcess (argv inside that netns, text)
   Share it politely: clean up the pods/services you create (use your own k8s namespace).
-  If lab.apiserver or lab.kubelet do not exist yet, tests using lab2 are skipped.
 - `labk` (session): the same for ONE 3-node lab with `--cni kubeweft` (the agent: CNI, VXLAN
-  overlay, service proxy, policy). Issues 3-6 test on it.
+  overlay, service proxy, policy).
 - `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120) -> Lab` brings up a
   fresh lab of your own with a unique name; every lab it made is downed after the test.
   `fresh_lab(...)` is the same as a context manager, for module-scoped fixtures.
@@ -29,7 +28,6 @@ Snapshot helpers for tests of the guard itself: `snapshot_netns(name_or_None)`,
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
 import json
 import os
@@ -220,17 +218,6 @@ class Lab:
         return lab_netns.run(netns_name, argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def lab_parts_missing() -> str | None:
-    """Why a full lab cannot come up yet (a piece not written yet), or None."""
-    for mod in ("kubeweft.lab.apiserver.__main__", "kubeweft.lab.kubelet.__main__"):
-        try:
-            if importlib.util.find_spec(mod) is None:
-                return f"{mod} does not exist yet"
-        except ModuleNotFoundError:
-            return f"{mod} does not exist yet"
-    return None
-
-
 _counter = itertools.count(1)
 
 
@@ -247,9 +234,6 @@ def down_lab(name: str) -> subprocess.CompletedProcess:
 def fresh_lab(name: str | None = None, nodes: int = 2, cni: str = "reference",
               timeout: float = 120) -> Iterator[Lab]:
     """Bring up a lab through the real CLI, yield it, always bring it down."""
-    missing = lab_parts_missing()
-    if missing:
-        pytest.skip(f"no lab yet: {missing}")
     name = name or unique_lab_name()
     _session_lab_names.add(name)
     try:
@@ -274,9 +258,9 @@ def lab2() -> Iterator[Lab]:
 
 @pytest.fixture(scope="session")
 def labk() -> Iterator[Lab]:
-    """ONE running 3-node lab with kubeweft's own CNI and agent (VXLAN overlay, and the service
-    proxy and policy once they exist), shared by the tests of issues 3-6. Same interface as
-    lab2; share it politely (your own k8s namespace, clean up what you create)."""
+    """ONE running 3-node lab with kubeweft's own CNI and agent (VXLAN overlay, service proxy,
+    policy), shared by the tests that need kubeweft's datapath. Same interface as lab2; share it
+    politely (your own k8s namespace, clean up what you create)."""
     with fresh_lab(f"k{os.getpid()}", nodes=3, cni="kubeweft", timeout=120) as lab:
         yield lab
 

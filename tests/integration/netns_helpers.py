@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def scratch_netns(prefix: str, count: int = 1) -> Iterator[list[str]]:
-    """`count` new network namespaces named <prefix><random hex>; removed afterwards, also when
-    the test fails or one of them could not be made."""
+def scratch_netns(prefix: str, count: int = 1, suffix: str = "") -> Iterator[list[str]]:
+    """`count` new network namespaces named <prefix><random hex><suffix>; removed afterwards, also
+    when the test fails or one of them could not be made."""
     made: list[str] = []
     try:
         for _ in range(count):
-            name = f"{prefix}{uuid.uuid4().hex[:6]}"
+            name = f"{prefix}{uuid.uuid4().hex[:6]}{suffix}"
             subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
             made.append(name)
         yield made

@@ -1,4 +1,4 @@
-"""Shared helpers of issue 6's lab tests: the x/y/z world on the shared `labk` lab, policies
+"""Shared helpers of the NetworkPolicy lab tests: the x/y/z world on the shared `labk` lab, policies
 through the real kubectl, and truth tables probed with real packets and compared with the
 model (lab/truth_table.py).
 
@@ -165,21 +165,6 @@ def check_table(xyz: XYZ, policies: Sequence[dict], via: str = "pod", *, nodes: 
                         + "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else "") + "\n\n" + drawn,
                         pytrace=False)
         time.sleep(0.3)
-
-
-def agent_has_policy() -> str | None:
-    """Why enforcement cannot be tested yet, or None."""
-    import importlib.util
-    if importlib.util.find_spec("kubeweft.proxy.policy_controller") is None:
-        return "proxy/policy_controller.py does not exist yet (issue 6 enforcement)"
-    return None
-
-
-def agent_has_service_proxy() -> str | None:
-    import importlib.util
-    if importlib.util.find_spec("kubeweft.proxy.service_proxy") is None:
-        return "proxy/service_proxy.py does not exist yet (issue 5): no ClusterIP datapath"
-    return None
 
 
 # --- the attacker of the race test ---------------------------------------------------------------

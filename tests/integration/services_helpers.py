@@ -4,8 +4,7 @@ Every test module gets a `Cluster` on the shared `labk` lab (3 nodes, kubeweft C
 bound to a Kubernetes namespace of its own ("h10-<topic>") that it creates and always removes:
 
     c = Cluster(labk, "h10-clusterip")
-    c.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
-    c.wait_ready("web-1")
+    c.start_pods(web={"web-1": "node1"}, clients={"client": "node2"})    # app=web pods on 8080
     svc = c.service("web", ports=[svc_port(80, "http")], selector={"app": "web"})
     c.wait_answer("h10-clusterip/client", svc.ip, 80)           # the agents synced
     c.who("node:node2", svc.ip, 80, n=20) -> [ProbeResult, ...]
@@ -31,6 +30,8 @@ from kubeweft.lab import lifecycle, topology
 from kubeweft.lab import netns as lab_netns
 from kubeweft.lab import probe as lab_probe
 from kubeweft.lab.probe import CONNECTED, REFUSED, TIMEOUT
+
+from .waiting import wait_for
 
 EXTERNAL = "external"
 SYNC_TIMEOUT = 30.0           # how long an agent may take to program a new Service
@@ -60,6 +61,11 @@ def svc_port(number: int, target: int | str | None = None, proto: str = "TCP",
     return p
 
 
+def web_ports() -> list[dict]:
+    """A Service's ports for the app=web pods: 80/TCP to their http port, 80/UDP to 8080."""
+    return [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")]
+
+
 @dataclass
 class ProbeResult:
     outcome: str
@@ -85,20 +91,6 @@ def outcomes(results: list[ProbeResult]) -> dict[str, int]:
     for r in results:
         out[r.outcome] = out.get(r.outcome, 0) + 1
     return out
-
-
-def wait_for(what: str, fn, timeout: float = SYNC_TIMEOUT, interval: float = 0.2):
-    """Poll fn() until it returns something true; AssertionError naming `what` (and the last
-    value seen) after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 # --- netns I/O -----------------------------------------------------------------------------
@@ -211,6 +203,18 @@ class Cluster:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": self.ns, "labels": labels or {}},
             "spec": spec}, _request_timeout=10)
+
+    def web_pod(self, name: str, node: str) -> None:
+        """A pod of the app=web set: the lab workload on 8080, the containerPort named http."""
+        self.pod(name, node, ports=[port(8080, name="http")], labels={"app": "web"})
+
+    def start_pods(self, web: dict[str, str], clients: dict[str, str] | None = None) -> dict[str, str]:
+        """app=web pods and plain client pods (name -> node), all Ready -> name: IP."""
+        for name, node in web.items():
+            self.web_pod(name, node)
+        for name, node in (clients or {}).items():
+            self.pod(name, node)
+        return self.wait_ready(*web, *(clients or {}))
 
     def wait_ready(self, *names: str, timeout: float = 60.0) -> dict[str, str]:
         """Wait until every named pod is Ready with an IP and a netns to probe from -> name: IP."""
@@ -470,8 +474,40 @@ class UdpClient:
             return None
         return json.loads(data)["pod"].rpartition("/")[2]
 
+    def ask_until(self, want: str, within: float) -> tuple[str | None, float]:
+        """Ask until `want` answers or `within` seconds pass: (the last answer, the seconds it took)."""
+        t0 = time.monotonic()
+        got = None
+        while time.monotonic() - t0 < within:
+            got = self.ask(timeout=0.2)
+            if got == want:
+                break
+        return got, time.monotonic() - t0
+
     def close(self) -> None:
         self.sock.close()
+
+
+def keepalive_socket(netns_name: str, host: str, port_: int) -> socket.socket:
+    def make():
+        with lab_netns.entered(netns_name):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(3)
+        s.connect((host, port_))
+        return s
+    return in_thread(make)
+
+
+def whoami(sock: socket.socket) -> str:
+    """One keep-alive HTTP request on an open connection -> the pod that answered."""
+    sock.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return lab_probe.parse_answer(data)[0] or ""
 
 
 def agent_pid(c, node: str) -> int:

@@ -66,6 +66,12 @@ def test_errors_are_status_objects():
         assert r.status == 409 and (await r.json())["reason"] == "AlreadyExists"
         r = await c.put("/api/v1/namespaces/default/pods/a", headers=AUTH, json=pod("b"))
         assert r.status == 400 and "does not match the name on the URL" in (await r.json())["message"]
+        for method in (c.post, c.put):           # a create and an update read their body alike
+            url = "/api/v1/namespaces/default/pods" + ("/a" if method == c.put else "")
+            r = await method(url, headers=AUTH, json={**pod("a"), "metadata": ["a"]})
+            assert r.status == 400 and (await r.json())["message"] == "metadata must be an object"
+            r = await method(url, headers=AUTH, json={**pod("a"), "kind": "Service"})
+            assert r.status == 400, await r.text()
         r = await c.post("/api/v1/namespaces/default/pods?fieldValidation=Strict", headers=AUTH,
                          json={**pod("s"), "spec": {"containers": [], "foo": 1}})
         assert r.status == 400

@@ -28,6 +28,8 @@ from typing import Self
 import pytest
 from kubeweft.lab import netns as lab_netns
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +98,7 @@ class ScratchNode:
     def start_agent(self, *extra: str) -> None:
         with open(self.tmp / "agent.log", "a") as log:
             self.agent = subprocess.Popen(
-                [KUBEWEFT, "agent", "--pod-cidr", self.pod_cidr, "--node-name", "scratch",
+                [KUBEWEFT, "agent", "--test-pod-cidr", self.pod_cidr, "--node-name", "scratch",
                  "--socket", str(self.socket), "--state-dir", str(self.socket.parent),
                  "--bridge", self.bridge, *self.agent_args, *extra],
                 stdout=log, stderr=subprocess.STDOUT,
@@ -433,8 +435,8 @@ def test_agent_socket_is_root_only_and_a_stale_one_is_replaced(tmp_path):
         assert (n.socket.stat().st_mode & 0o777) == 0o600
         assert n.cni("STATUS")[0] == 0
         # a second agent on the same socket refuses to start
-        second = subprocess.run([KUBEWEFT, "agent", "--pod-cidr", "10.253.0.0/24", "--socket", str(n.socket),
-                                 "--state-dir", str(tmp_path / "other")], capture_output=True, text=True,
+        second = subprocess.run([KUBEWEFT, "agent", "--test-pod-cidr", "10.253.0.0/24", "--socket",
+                                 str(n.socket), "--state-dir", str(tmp_path / "other")], capture_output=True, text=True,
                                 timeout=30, preexec_fn=lab_netns.preexec(n.node), check=False)
         assert second.returncode != 0 and "another agent" in second.stderr
         assert n.cni("STATUS")[0] == 0
@@ -607,16 +609,33 @@ def test_hostports_and_masquerade_in_the_agents_nftables(tmp_path):
         assert pod_ip not in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
 
 
-def test_the_grpc_library_transport_gives_the_same_answers(node):
-    """KUBEWEFT_SHIM_TRANSPORT=grpc: the shim uses the grpc library instead of its own client."""
-    env = {"KUBEWEFT_SHIM_TRANSPORT": "grpc"}
+def _grpc_library_call(node: ScratchNode, command: str, cid: str, pod: str):
+    """The call the shim makes, through the grpc library and the generated stubs instead of the
+    shim's own HTTP/2 client: the reference the shim's answers are held against."""
+    import grpc
+    from kubeweft.cni.shim import METHODS
+    from kubeweft.proto import kubeweft_pb2, kubeweft_pb2_grpc
+
+    req = kubeweft_pb2.CniRequest(command=command, container_id=cid, netns=str(lab_netns.path(pod)),
+                                  ifname="eth0", path=f"{node.bin_dir}:{REFERENCE}",
+                                  config=json.dumps(node.conf()).encode())
+    with grpc.insecure_channel(f"unix:{node.socket}") as channel:
+        return getattr(kubeweft_pb2_grpc.CniStub(channel), METHODS[command])(req, timeout=20)
+
+
+def test_the_grpc_library_gets_the_answers_the_shim_gets(node):
     pod = node.new_pod()
-    rc, res, err = node.cni("ADD", "viagrpc", pod, env=env)
-    assert rc == 0, err
+    resp = _grpc_library_call(node, "ADD", "viagrpc", pod)
+    assert not resp.HasField("error"), resp.error
+    res = json.loads(resp.result)
     assert node.pod_addrs(pod) == [res["ips"][0]["address"]]
-    rc, out, _ = node.cni("ADD", "viagrpc2", pod, env=env)
-    assert rc != 0 and out["code"] == 101
-    assert node.cni("DEL", "viagrpc", pod, env=env)[:2] == (0, None)
+    # the same refusal (eth0 is taken in that netns) through both clients
+    refused = _grpc_library_call(node, "ADD", "viagrpc2", pod)
+    rc, out, _ = node.cni("ADD", "viagrpc2", pod)
+    assert refused.error.code == out["code"] == 101 and rc != 0
+    assert (refused.error.msg, refused.error.details) == (out["msg"], out.get("details", ""))
+    resp = _grpc_library_call(node, "DEL", "viagrpc", pod)
+    assert not resp.HasField("error") and resp.result == b""
     assert "viagrpc" not in node.reserved().values()
 
 
@@ -632,15 +651,6 @@ def test_bandwidth_capability_shapes_both_directions(node):
 
 # --- the lab: `kubeweft lab up --cni kubeweft` (install-cni, the agent, the lab kubelet) --------------
 
-def _wait(fn, timeout: float = 60, every: float = 0.5):
-    end = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got or time.monotonic() > end:
-            return got
-        time.sleep(every)
-
-
 def test_lab_with_kubeweft_cni(lab_factory):
     lab = lab_factory(nodes=2, cni="kubeweft")
     cfg = lab.cfg
@@ -648,7 +658,7 @@ def test_lab_with_kubeweft_cni(lab_factory):
     conf = json.loads((cfg.cni_conf_dir(node1) / "10-kubeweft.conflist").read_text())
     assert conf["cniVersion"] == "1.1.0" and conf["plugins"][0]["type"] == "kubeweft"
     # Ready means "a CNI config exists": the agent may still be starting
-    assert _wait(cfg.agent_socket(node1).exists, 60), "the agent never made its socket"
+    wait_for("the agent's socket", cfg.agent_socket(node1).exists, 60, interval=0.5)
     assert (cfg.agent_socket(node1).stat().st_mode & 0o777) == 0o600
     pods = "".join(f"""---
 apiVersion: v1
@@ -663,8 +673,7 @@ spec:
     def running() -> dict | None:
         st = {p["name"]: p for p in lab.status()["pods"] if p["name"].startswith("kw-")}
         return st if len(st) == 2 and all(p.get("ip") for p in st.values()) else None
-    st = _wait(running, 90)
-    assert st, lab.status()
+    st = wait_for("both pods running with an address", running, 90, interval=0.5)
     ip1, ip2 = st["kw-1"]["ip"], st["kw-2"]["ip"]
     assert ip1.startswith("10.244.") and ip1 != ip2
 
@@ -674,8 +683,8 @@ spec:
     def cross() -> dict | None:
         p = probe("--from", "default/kw-1", f"{ip2}:8080")
         return p if p["outcome"] == "connected" else None
-    r = _wait(cross, 30, 1)
-    assert r and r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
+    r = wait_for("kw-1 -> kw-2 across nodes", cross, 30, interval=1)
+    assert r["pod"] == "default/kw-2" and r["client"].split(":")[0] == ip1, r
     # hostPort on node2 from the external host, through the agent's nftables
     r = probe("--from", "external", f"{cfg.node_ip(2)}:19002")
     assert r["outcome"] == "connected" and r["pod"] == "default/kw-2", r
@@ -683,7 +692,7 @@ spec:
     data2 = cfg.cni_data_dir(cfg.node_name(2))
     assert (data2 / ip2).exists()
     lab.kubectl("delete", "pod", "kw-2", "--wait=false")
-    assert _wait(lambda: not (data2 / ip2).exists(), 60), "address of a deleted pod still reserved"
+    wait_for("the deleted pod's address freed", lambda: not (data2 / ip2).exists(), 60, interval=0.5)
     lab.kubectl("delete", "pod", "kw-1", "--wait=false")
 
 

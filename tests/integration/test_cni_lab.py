@@ -1,5 +1,5 @@
 """kubeweft's CNI as the lab runs it: install-cni's conflist, the lab kubelet executing it through
-lab/cniexec.py, the node agents serving it (issue 3 on a real lab).
+lab/cniexec.py, the node agents serving it.
 
 On `labk` (the shared 3-node lab, kubeweft CNI; our pods in k8s namespace h8cni):
 - every pod gets an address from its own node's podCIDR, and the API, the kubelet's records
@@ -26,23 +26,13 @@ from kubeweft.cni import datapath, install
 from kubeweft.lab import cniexec, lifecycle
 from kubeweft.lab import netns as lab_netns
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.integration
 
 NS = "h8cni"
 HOSTPORT = 19182
 BRIDGE = "kw0"
-
-
-def wait_for(fn, timeout: float, every: float = 0.5, what: str = ""):
-    """fn() until truthy (returned), or AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or fn}")
-        time.sleep(every)
 
 
 def pod_yaml(name: str, node: str, namespace: str = NS, host_port: int | None = None) -> str:
@@ -118,7 +108,7 @@ def pods(labk):
         for name, node in placement.items():
             labk.kubectl("apply", "-f", "-", input=pod_yaml(name, node, host_port=HOSTPORT if node == nodes[1]
                                                             else None))
-        got = wait_for(lambda: ready_pods(labk, placement), 90, what="pods Ready")
+        got = wait_for("pods Ready", lambda: ready_pods(labk, placement), 90, interval=0.5)
         yield labk, placement, got
     finally:
         labk.kubectl("delete", "pod", "-n", NS, "--all", "--wait=false", check=False)
@@ -181,7 +171,7 @@ def test_hostport_is_reachable_from_the_external_host(pods):
                        f"{lab.cfg.node_ip(2)}:{HOSTPORT}", check=False)
         r = json.loads(proc.stdout.splitlines()[0])
         return r if r["outcome"] == "connected" else None
-    r = wait_for(probe, 20, 1, "the hostPort to answer")
+    r = wait_for("the hostPort to answer", probe, 20, interval=1)
     assert r["pod"] == f"{NS}/{name}", r
     # another node's address does not carry it
     proc = lab.cli("probe", "--from", "external", "--json", "--timeout", "2",
@@ -197,9 +187,10 @@ def test_deleting_a_pod_frees_its_address_and_veth(pods):
     veth = datapath.host_veth_name(rec["containerID"], "eth0")
     assert reservation(lab, node, ip) and veth in node_links(lab, node)
     lab.kubectl("delete", "pod", "-n", NS, name, "--wait=false")
-    wait_for(lambda: reservation(lab, node, ip) is None and veth not in node_links(lab, node), 60,
-             what=f"{ip} and {veth} to be freed")
-    wait_for(lambda: kubelet_record(lab, node, NS, name) is None, 30, what="the kubelet to forget the pod")
+    wait_for(f"{ip} and {veth} to be freed",
+             lambda: reservation(lab, node, ip) is None and veth not in node_links(lab, node), 60, interval=0.5)
+    wait_for("the kubelet to forget the pod", lambda: kubelet_record(lab, node, NS, name) is None, 30,
+             interval=0.5)
     assert not lab_netns.exists(rec["netns"])
 
 
@@ -224,12 +215,11 @@ def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(la
     lab = lab_factory(nodes=1, cni="kubeweft", prefix="h8")
     node = lab.cfg.node_name(1)
     sock = lab.cfg.agent_socket(node)
-    wait_for(lambda: _status(lab, node) == 0, 60, what="STATUS 0 from a running agent")
+    wait_for("STATUS 0 from a running agent", lambda: _status(lab, node) == 0, 60, interval=0.5)
     pid = _agent_pid(lab, node)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or
-             Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z", 10,
-             what="the agent to die")
+    wait_for("the agent to die", lambda: not Path(f"/proc/{pid}").exists() or
+             Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z", 10, interval=0.5)
     assert sock.exists()                                # a stale socket: nobody answers on it
     assert _status(lab, node) == 50
 
@@ -239,7 +229,7 @@ def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(la
         conds = ((get_pod(lab, "late", "default") or {}).get("status") or {}).get("conditions") or []
         msg = next((c.get("message", "") for c in conds if c["type"] == "Ready"), "")
         return msg if "CNI error 11" in msg else None
-    msg = wait_for(failing, 30, what="the pod to report ADD's error 11")
+    msg = wait_for("the pod to report ADD's error 11", failing, 30, interval=0.5)
     assert "Try again later" in msg and "kubeweft" in msg
     # nothing of the refused ADD is left: no reservation, no veth on the bridge
     assert not [f for f in lab.cfg.cni_data_dir(node).iterdir() if f.name[0].isdigit()
@@ -251,8 +241,8 @@ def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(la
     token = lifecycle.read_state(lab.name)["token"]
     agent = lifecycle.start_agent(lab.cfg, node, token)
     try:
-        pod = wait_for(lambda: ready_pods(lab, ["late"], "default"), 60,
-                       what="the pod to become Ready after the agent is back")["late"]
+        pod = wait_for("the pod to become Ready after the agent is back",
+                       lambda: ready_pods(lab, ["late"], "default"), 60, interval=0.5)["late"]
         ip = pod["status"]["podIP"]
         assert ipaddress.ip_address(ip) in ipaddress.ip_network(node_pod_cidr(lab, node))
         assert reservation(lab, node, ip) == kubelet_record(lab, node, "default", "late")["containerID"]

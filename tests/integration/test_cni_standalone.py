@@ -87,7 +87,7 @@ def test_the_standalone_executable_is_a_zipapp_for_the_hosts_python(node):
     with zipfile.ZipFile(exe) as z:
         names = set(z.namelist())
         main = z.read("__main__.py").decode()
-    for module in ("shim", "spec", "errors", "datapath", "ipam", "nft"):
+    for module in ("shim", "protowire", "spec", "protocols", "errors", "datapath", "ipam", "netns", "nft"):
         assert f"kubeweft/cni/{module}.py" in names and f"kubeweft/cni/{module}.pyc" in names, module
     assert "pyroute2/__init__.py" in names and "pyroute2/iproute/linux.py" in names
     assert not any(n.startswith(("grpc/", "google/", "kubeweft/proto/", "kubernetes/")) for n in names)
@@ -174,7 +174,8 @@ def test_configs_beyond_the_flow_control_window_without_grpc(node, size):
 
 
 def test_forwarding_path_imports_neither_pyroute2_nor_the_datapath(node):
-    # the VERSION and forwarding path loads neither pyroute2 nor the datapath (DESIGN.md decision 1)
+    # the VERSION and forwarding path loads neither pyroute2 nor the datapath
+    # (docs/architecture.md, decision 1)
     proc = subprocess.run([HOST_PYTHON, "-I", "-X", "importtime", str(node.bin_dir / "kubeweft")],
                           input=b'{"cniVersion": "1.1.0"}', env={"CNI_COMMAND": "VERSION"},
                           capture_output=True, timeout=30, check=False)

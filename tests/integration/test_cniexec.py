@@ -55,6 +55,14 @@ def _write_conflist(conf_dir: Path, data_dir: Path, cni_version: str = "1.0.0") 
     (conf_dir / "10-h4.conflist").write_text(json.dumps(conf))
 
 
+def _reference_network(tmp_path: Path, node: str, cni_version: str = "1.0.0") -> tuple:
+    """The bridge + portmap network loaded from its conflist, and a runtime that runs the
+    reference plugins inside `node`."""
+    _write_conflist(tmp_path / "net.d", tmp_path / "data", cni_version)
+    net = load_network_config(tmp_path / "net.d")
+    return net, CniRuntime(REFERENCE_BIN, tmp_path / "data", timeout=20, preexec_fn=netns.preexec(node))
+
+
 def _icmp_echo(target: str, timeout: float = 2.0) -> bool:
     """One ICMP echo over a raw socket (no ping binary here); call it inside the pod's netns."""
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -100,9 +108,7 @@ def _nat_rules(node: str) -> str:
 
 def test_add_check_del_with_reference_plugins(scratch, tmp_path):
     node, pod = scratch
-    _write_conflist(tmp_path / "net.d", tmp_path / "data")
-    net = load_network_config(tmp_path / "net.d")
-    rt_env = CniRuntime(REFERENCE_BIN, tmp_path / "data", timeout=20, preexec_fn=netns.preexec(node))
+    net, rt_env = _reference_network(tmp_path, node)
     cid = "h4" + secrets.token_hex(8)
     rt = RuntimeConf(cid, str(netns.path(pod)), "eth0", kubernetes_args("default", "web-0", cid))
 
@@ -136,9 +142,7 @@ def test_add_check_del_with_reference_plugins(scratch, tmp_path):
 
 def test_port_mappings_reach_portmap_and_del_removes_them(scratch, tmp_path):
     node, pod = scratch
-    _write_conflist(tmp_path / "net.d", tmp_path / "data")
-    net = load_network_config(tmp_path / "net.d")
-    rt_env = CniRuntime(REFERENCE_BIN, tmp_path / "data", timeout=20, preexec_fn=netns.preexec(node))
+    net, rt_env = _reference_network(tmp_path, node)
     cid = "h4" + secrets.token_hex(8)
     rt = RuntimeConf(cid, str(netns.path(pod)), "eth0", kubernetes_args("default", "web-1", cid),
                      {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]})
@@ -151,9 +155,7 @@ def test_port_mappings_reach_portmap_and_del_removes_them(scratch, tmp_path):
 
 def test_plugin_error_becomes_cni_error_with_the_plugins_code(scratch, tmp_path):
     node, pod = scratch
-    _write_conflist(tmp_path / "net.d", tmp_path / "data", cni_version="9.9.9")
-    net = load_network_config(tmp_path / "net.d")
-    rt_env = CniRuntime(REFERENCE_BIN, tmp_path / "data", timeout=20, preexec_fn=netns.preexec(node))
+    net, rt_env = _reference_network(tmp_path, node, cni_version="9.9.9")
     rt = RuntimeConf("h4bad", str(netns.path(pod)), "eth0", kubernetes_args("default", "bad", "h4bad"))
     with pytest.raises(CniError) as e:
         rt_env.add(net, rt)

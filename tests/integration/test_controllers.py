@@ -7,7 +7,6 @@ import asyncio
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,14 +15,14 @@ from pathlib import Path
 import pytest
 from kubeweft.lab import admission, controllers
 from kubeweft.lab.config import LabConfig
-from kubeweft.lab.resources import BY_PLURAL
+from kubeweft.lab.resources import EVENTS, NODES, PODS, SLICES
+from kubeweft.lab.resources import NAMESPACES as NS
+from kubeweft.lab.resources import SERVICES as SVC
 from kubeweft.lab.store import Store
 
-NS = BY_PLURAL[("", "namespaces")]
-NODES = BY_PLURAL[("", "nodes")]
-PODS = BY_PLURAL[("", "pods")]
-SVC = BY_PLURAL[("", "services")]
-SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
+from .apiserver_proc import terminate
+from .waiting import wait_for
+
 CFG = LabConfig(name="h2")
 NSNAME = "h2"
 
@@ -208,7 +207,7 @@ def test_pods_scheduled_spread_and_unschedulable_retried():
             assert (cond["status"], cond["reason"]) == ("False", "Unschedulable")
             assert cond["message"].startswith("0/3 nodes are available: 1 node(s) had untolerated taint")
             events = {(e["involvedObject"]["name"], e["reason"]): e["message"]
-                      for e in c.store.list(BY_PLURAL[("", "events")], NSNAME)[0]}
+                      for e in c.store.list(EVENTS, NSNAME)[0]}
             assert events[("h2-p0", "Scheduled")] == f"Successfully assigned {NSNAME}/h2-p0 to {placed['h2-p0']}"
             assert events[("h2-ssd", "FailedScheduling")] == cond["message"]
             # a matching node arrives: the pod is retried and bound there
@@ -294,22 +293,7 @@ def kubectl(tmp_path_factory):
                                   input=input, env=kenv, timeout=20, cwd=tmp)
         yield run
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def wait_for(fn, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        out = fn()
-        if out or time.monotonic() > deadline:
-            return out
-        time.sleep(0.1)
+        terminate(proc)
 
 
 def test_kubectl_sees_allocation_validation_and_controllers(kubectl):
@@ -337,10 +321,13 @@ spec: {containers: [{name: c, image: "h2:1", ports: [{containerPort: 8080, name:
 """
     assert kubectl("apply", "-f", "-", input=manifest).returncode == 0
     assert "Successfully assigned default/h2-p1 to h2n1" in wait_for(
-        lambda: "Successfully" in (out := kubectl("describe", "pod", "h2-p1").stdout) and out)
-    assert wait_for(lambda: kubectl("get", "node", "h2n1", "-o", "jsonpath={.spec.podCIDR}").stdout) \
+        "the Scheduled event",
+        lambda: "Successfully" in (out := kubectl("describe", "pod", "h2-p1").stdout) and out, 10)
+    assert wait_for("h2n1's podCIDR",
+                    lambda: kubectl("get", "node", "h2n1", "-o", "jsonpath={.spec.podCIDR}").stdout, 10) \
         == "10.244.0.0/24"
-    assert wait_for(lambda: kubectl("get", "pod", "h2-p1", "-o", "jsonpath={.spec.nodeName}").stdout) == "h2n1"
+    assert wait_for("h2-p1 scheduled",
+                    lambda: kubectl("get", "pod", "h2-p1", "-o", "jsonpath={.spec.nodeName}").stdout, 10) == "h2n1"
     patch = '{"status":{"podIP":"10.244.0.5","conditions":[{"type":"Ready","status":"True"}]}}'
     assert kubectl("patch", "pod", "h2-p1", "--subresource=status", "--type=merge", "-p", patch).returncode == 0
 
@@ -348,15 +335,15 @@ spec: {containers: [{name: c, image: "h2:1", ports: [{containerPort: 8080, name:
         out = kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=h2-web", "-o", "json").stdout
         items = json.loads(out)["items"] if out else []
         return items and items[0]["endpoints"] and items[0]
-    s = wait_for(slice_ep)
+    s = wait_for("an EndpointSlice with the endpoint", slice_ep, 10)
     assert s and s["endpoints"][0]["addresses"] == ["10.244.0.5"] and s["endpoints"][0]["zone"] == "h2-zone"
     assert s["ports"] == [{"name": "80-8080", "port": 8080, "protocol": "TCP"}]
     p = kubectl("apply", "-f", "-", input=manifest.replace("containerPort: 8080", "containerPort: 8081"))
     assert "spec: Forbidden: pod updates may not change fields other than" in p.stderr
     assert kubectl("delete", "svc", "h2-web").returncode == 0
     # only the API server's own default/kubernetes slice is left
-    assert wait_for(lambda: kubectl("get", "endpointslices", "-o", "name").stdout.split()
-                    == ["endpointslice.discovery.k8s.io/kubernetes"])
+    wait_for("only the kubernetes slice left", lambda: kubectl("get", "endpointslices", "-o", "name").stdout.split()
+             == ["endpointslice.discovery.k8s.io/kubernetes"], 10)
     kubectl("delete", "pod", "h2-p1", "--grace-period=0", "--force")
 
 

@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 from kubeweft.proxy import diff_services as d
+from kubeweft.proxy import nft_transaction as nt
 from kubeweft.proxy import render_services as r
-from kubeweft.proxy import service_proxy as sp
 from kubeweft.proxy.element_codec import element_type
 from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy.nft_commands import ElementCommand
+from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
 from kubeweft.proxy.nftables import Nft, NftError
-from kubeweft.proxy.service_proxy import apply_commands, read_map, read_set
+from kubeweft.proxy.table_readback import read_map, read_set
 
 from .netns_helpers import scratch_netns, table_json
 
@@ -53,23 +55,23 @@ def services() -> list[tuple[Service, list[EndpointSlice]]]:
     return out
 
 
-def desired() -> tuple[list[str], r.Desired]:
+def desired() -> tuple[Transaction, r.Desired]:
     agg = r.Aggregate()
     for svc, slices in services():
         agg.put(svc.key, r.render_service(svc, slices, CTX))
     diff, mirror = d.diff_full(d.empty_applied(), agg)
-    return r.render_base(CTX) + diff, mirror
+    return Transaction(r.SERVICE_TABLE, r.render_base(CTX) + diff), mirror
 
 
 def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair, monkeypatch):
     text_ns, link_ns = netns_pair
     cmds, mirror = desired()
-    assert sum(len(c.items) for c in cmds if isinstance(c, d.ElementCommand)) > 50
-    subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input="\n".join(cmds), text=True,
+    assert sum(len(c.elements) for c in cmds if isinstance(c, ElementCommand)) > 50
+    subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input=cmds.text(), text=True,
                    capture_output=True, check=True, timeout=60)
-    monkeypatch.setattr(sp, "TEXT_MAX", 0)       # as a big sync: structure as text, elements over netlink
+    monkeypatch.setattr(nt, "TEXT_MAX", 0)       # as a big sync: structure as text, elements over netlink
     nft = Nft(link_ns)
-    apply_commands(nft, cmds)
+    apply_transaction(nft, cmds)
     assert nft.elements.transactions == 1          # every element in one transaction
     assert nft.transactions == 1                   # the structure (nothing goes: no third one)
     assert table_json(link_ns) == table_json(text_ns)
@@ -83,12 +85,12 @@ def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair, monkeypatc
 def test_the_first_load_in_pipelined_transactions_leaves_the_same_table(netns_pair, monkeypatch):
     text_ns, link_ns = netns_pair
     cmds, _ = desired()
-    subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input="\n".join(cmds), text=True,
+    subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input=cmds.text(), text=True,
                    capture_output=True, check=True, timeout=60)
-    monkeypatch.setattr(sp, "LOAD_CHUNK", 7)
-    monkeypatch.setattr(sp, "TEXT_MAX", 0)
+    monkeypatch.setattr(nt, "LOAD_CHUNK", 7)
+    monkeypatch.setattr(nt, "TEXT_MAX", 0)
     nft = Nft(link_ns)
-    apply_commands(nft, cmds, empty=True)
+    apply_transaction(nft, cmds, empty=True)
     assert nft.elements.transactions > 5
     assert table_json(link_ns) == table_json(text_ns)
 
@@ -96,7 +98,7 @@ def test_the_first_load_in_pipelined_transactions_leaves_the_same_table(netns_pa
 def test_an_element_transaction_lands_whole_or_not_at_all(netns_pair):
     ns, _ = netns_pair
     nft = Nft(ns)
-    apply_commands(nft, r.render_base(CTX))
+    apply_transaction(nft, Transaction(r.SERVICE_TABLE, r.render_base(CTX)))
     hairpin = element_type(r.SETS["hairpin"][0])
     with pytest.raises(NftError, match="No such file"):
         nft.elements.run(r.FAMILY, r.TABLE, [("add", "hairpin", hairpin, ["10.244.9.9 . 10.244.9.9"]),

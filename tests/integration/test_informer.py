@@ -10,6 +10,7 @@ import pytest
 from kubeweft.proxy.informer import Informer
 
 from .apiserver_proc import Server
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -21,15 +22,6 @@ def server(tmp_path_factory):
         yield s
     finally:
         s.stop()
-
-
-def wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def svc(name: str, port: int = 80) -> dict:
@@ -68,7 +60,7 @@ def test_informer_follows_changes_across_watch_ends_and_410(server):
         assert syncs == [["before"]]
         time.sleep(1.5)                       # the server ends the watch; the informer resumes
         core.create_namespaced_service("inf", svc("after-resume"))
-        assert wait_for(lambda: ("ADDED", "after-resume") in events)
+        wait_for("the ADDED event after the watch resumed", lambda: ("ADDED", "after-resume") in events, 10)
         assert inf.relists == 1               # resumed from its resourceVersion, no re-list
 
         # Outrun the server's history (30 events) while the informer cannot watch: it gets
@@ -80,7 +72,8 @@ def test_informer_follows_changes_across_watch_ends_and_410(server):
         core.delete_namespaced_service("after-resume", "inf")
         core.create_namespaced_service("inf", svc("after-gone"))
         inf.gate.set()
-        assert wait_for(lambda: sorted(n for _, n in inf.objects) == ["after-gone", "before"], 15)
+        wait_for("the re-listed objects",
+                 lambda: sorted(n for _, n in inf.objects) == ["after-gone", "before"], 15)
         assert inf.relists >= 2 and syncs[-1] == ["after-gone", "before"]
         assert inf.objects[("inf", "before")]["metadata"]["labels"]["i"] == "39"
     finally:

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from kubeweft.lab import netns as lab_netns
 
+from .waiting import wait_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 NS = "h4-kubelet"
@@ -45,17 +47,6 @@ def pod_doc(name: str, node: str, ports: list[dict] | None = None, probe: dict |
 
 def is_ready(pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-
-
-def wait_for(what: str, fn, timeout: float = 30.0, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 def http_get(lab, netns_name: str, url: str, timeout: float = 3.0) -> str:
@@ -227,10 +218,15 @@ def test_a_pod_that_cannot_start_is_reported_and_the_others_run(lab2, core):
 
     def b_failed():
         b = core.read_namespaced_pod("hostnet-b", NS)
-        ready = next((c for c in b.status.conditions or [] if c.type == "Ready"), None)
-        return b if ready is not None and ready.status == "False" and ready.message else None
+        cs = (b.status.container_statuses or [None])[0]
+        crashed = cs is not None and cs.last_state.terminated is not None
+        return b if crashed and cs.state.waiting is not None and not is_ready(b) else None
+    # its workload exits (the port is taken): CrashLoopBackOff, as on a real node
     b = wait_for("hostnet-b reported as failing", b_failed, timeout=20)
-    assert b.status.phase == "Pending"
+    cs = b.status.container_statuses[0]
+    assert cs.last_state.terminated.exit_code == 1 and cs.last_state.terminated.reason == "Error"
+    assert cs.restart_count >= 1 and cs.state.waiting.reason in ("CrashLoopBackOff", "ContainerCreating")
+    assert b.status.phase == "Running"
     core.create_namespaced_pod(NS, pod_doc("after-bad", "node2"))
     wait_for("after-bad Ready", lambda: is_ready(core.read_namespaced_pod("after-bad", NS)), timeout=20)
     core.delete_namespaced_pod("hostnet-b", NS, grace_period_seconds=0, _request_timeout=10)

@@ -1,4 +1,4 @@
-"""Issue 2's client-facing promises on the real 2-node reference lab (`lab2`): the kubernetes
+"""What clients see of the lab, on the real 2-node reference lab (`lab2`): the kubernetes
 client watches through a restart of its connection; a real kubectl creates, applies, edits and
 deletes Pods and Services; EndpointSlices follow pod readiness and deletion."""
 from __future__ import annotations
@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import kubernetes
 import pytest
+
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -41,17 +42,6 @@ spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: http}]
 """
-
-
-def wait_for(what: str, fn, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

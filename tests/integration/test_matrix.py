@@ -106,10 +106,7 @@ def test_probe_from_every_kind_of_source(lab2, pods):
 @pytest.mark.slow
 def test_demo_end_to_end():
     """`kubeweft lab demo` on a lab of its own: matrix all green, exit 0, nothing left behind."""
-    from tests.integration.conftest import KUBEWEFT, down_lab, lab_parts_missing
-    missing = lab_parts_missing()
-    if missing:
-        pytest.skip(f"no lab yet: {missing}")
+    from tests.integration.conftest import KUBEWEFT, down_lab
     name = f"h5d{os.getpid()}"
     try:
         proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "demo"], capture_output=True, text=True,

@@ -1,10 +1,16 @@
 """proxy/nftables.py on the kernel, in a scratch netns: transactions land whole or not at all,
-reads name one object, and the context stays in the netns it was made for."""
+reads name one object, and the context stays in the netns it was made for; the Fake
+(proxy/nft_fake.py) refuses what the kernel refuses."""
 import os
 import subprocess
 
 import pytest
+from kubeweft.proxy.nft_commands import AddElements
+from kubeweft.proxy.nft_transaction import Transaction
 from kubeweft.proxy.nftables import Nft, NftError
+from kubeweft.proxy.table_readback import parse_elements
+
+from tests.unit.test_nft_fake import ACCEPTED, REFUSED, T, base
 
 from .netns_helpers import scratch_netns
 
@@ -35,3 +41,26 @@ def test_transactions_are_atomic_and_bound_to_their_netns(scratch):
                             capture_output=True, text=True, check=True, timeout=10).stdout
     assert 'comment "two endpoints"' in listed
     assert Nft().list("table ip t") == []    # a context made here sees the test's own netns, not the scratch one
+
+
+def test_the_fake_refuses_what_the_kernel_refuses(scratch):
+    """Each transaction the Fake (proxy/nft_fake.py) refuses is refused by the kernel too, and
+    leaves nothing there either; the transactions it accepts, the kernel accepts."""
+    nft = Nft(scratch)
+
+    def fresh() -> None:
+        nft.run(f"add table {T.ref}\ndelete table {T.ref}")
+        nft.run(Transaction(T, base()))
+
+    def elements(name: str) -> frozenset[str] | dict[str, str]:
+        return parse_elements(nft.list(f"{'map' if name == 'vm' else 'set'} {T.ref} {name}"))[1]
+    for what, commands in sorted(REFUSED.items()):
+        fresh()
+        with pytest.raises(NftError):
+            nft.run(Transaction(T, [AddElements("s", ("10.0.0.7",)), *commands]))
+        assert elements("s") == frozenset() and elements("vm") == {}, what
+        assert nft.exists(f"chain {T.ref} lb") and nft.exists(f"set {T.ref} s"), what
+    fresh()
+    for commands in ACCEPTED:
+        nft.run(Transaction(T, commands))
+    assert not nft.exists(f"set {T.ref} s") and not nft.exists(f"map {T.ref} vm")

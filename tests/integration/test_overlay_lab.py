@@ -1,4 +1,4 @@
-"""Cross-node pod networking on real labs (issue 4).
+"""Cross-node pod networking on real labs.
 
 On the shared 3-node `labk` (kubeweft CNI, VXLAN): every pod reaches every pod on every node by
 pod IP over TCP and UDP and the server sees the true client pod address; node <-> pod on every

@@ -1,4 +1,4 @@
-"""Path MTU in both backends, on 2-node labs of this file's own (issue 4, item 4).
+"""Path MTU in both backends, on 2-node labs of this file's own.
 
 - Pods get the underlay MTU (1500) minus 50 with VXLAN, the full MTU with host-gw.
 - Pod to pod across nodes with DF set: exactly the pod MTU passes, one byte more fails loudly

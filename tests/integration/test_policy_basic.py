@@ -21,6 +21,8 @@ import pytest
 from kubeweft.lab import netns
 from kubeweft.lab.probe import CONNECTED, probe_once, read_pods
 
+from .waiting import wait_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 GOLDEN = Path(__file__).resolve().parents[1] / "unit" / "golden" / "policy"
@@ -54,15 +56,6 @@ def probe(src_netns: str, ip: str, port: int, udp: bool = False, timeout: float 
     """One probe, made on a worker thread (a netns is entered per thread)."""
     with _pool() as pool:
         return pool.submit(probe_once, src_netns, ip, port, udp=udp, timeout=timeout).result(timeout + 5)["outcome"]
-
-
-def eventually(fn, want, timeout: float = SETTLE):
-    deadline = time.monotonic() + timeout
-    got = fn()
-    while got != want and time.monotonic() < deadline:
-        time.sleep(0.2)
-        got = fn()
-    return got
 
 
 def pod_manifest(name: str, node: str, labels: dict) -> dict:
@@ -111,7 +104,7 @@ def test_isolation_peers_named_port_label_change_and_node(world, clean_policies)
     apply(lab, netpol("server", {"podSelector": {"matchLabels": {"role": "server"}},
                                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
                                               "ports": [{"port": "http"}]}]}))
-    assert eventually(lambda: probe(c["netns"], a["ip"], 80, timeout=0.5), "timeout") == "timeout"
+    wait_for("c -> a:80 dropped", lambda: probe(c["netns"], a["ip"], 80, timeout=0.5) == "timeout", SETTLE)
     assert probe(b["netns"], a["ip"], 80) == CONNECTED                  # the peer, on the named port
     assert probe(b["netns"], a["ip"], 81, udp=True, timeout=0.5) != CONNECTED   # not on another port
     assert probe(lab.cfg.node_netns("node1"), a["ip"], 80) == CONNECTED  # its own node always
@@ -121,10 +114,10 @@ def test_isolation_peers_named_port_label_change_and_node(world, clean_policies)
     # c becomes a client: one element change on node1, and c gets in
     t0 = time.monotonic()
     lab.kubectl("label", "pod", "-n", NS, "c", "role=client", "--overwrite")
-    assert eventually(lambda: probe(c["netns"], a["ip"], 80, timeout=0.3), CONNECTED) == CONNECTED
+    wait_for("c -> a:80 connected", lambda: probe(c["netns"], a["ip"], 80, timeout=0.3) == CONNECTED, SETTLE)
     print(f"label change to first allowed connection: {time.monotonic() - t0:.2f} s")
     lab.kubectl("label", "pod", "-n", NS, "c", "role=other", "--overwrite")
-    assert eventually(lambda: probe(c["netns"], a["ip"], 80, timeout=0.3), "timeout") == "timeout"
+    wait_for("c -> a:80 dropped", lambda: probe(c["netns"], a["ip"], 80, timeout=0.3) == "timeout", SETTLE)
 
 
 def test_egress_isolation_on_the_source_node(world, clean_policies):
@@ -133,7 +126,8 @@ def test_egress_isolation_on_the_source_node(world, clean_policies):
     apply(lab, netpol("c-out", {"podSelector": {"matchLabels": {"role": "other"}}, "policyTypes": ["Egress"],
                                 "egress": [{"to": [{"ipBlock": {"cidr": f"{b['ip']}/32"}}],
                                             "ports": [{"protocol": "UDP", "port": 81}]}]}))
-    assert eventually(lambda: probe(c["netns"], a["ip"], 81, udp=True, timeout=0.5), "timeout") == "timeout"
+    wait_for("c -> a:81/udp dropped",
+             lambda: probe(c["netns"], a["ip"], 81, udp=True, timeout=0.5) == "timeout", SETTLE)
     assert probe(c["netns"], b["ip"], 81, udp=True) == CONNECTED
     assert probe(c["netns"], b["ip"], 80, timeout=0.5) == "timeout"
     assert probe(a["netns"], c["ip"], 80) == CONNECTED       # ingress of c is not isolated; replies pass
@@ -168,12 +162,12 @@ def test_established_connections_survive_a_policy_change(world, clean_policies):
     try:
         assert _line_exchange(sock) == "a"
         apply(lab, netpol("deny-all", {"podSelector": {}}))
-        assert eventually(lambda: probe(c["netns"], a["ip"], 80, timeout=0.3), "timeout") == "timeout"
+        wait_for("c -> a:80 dropped", lambda: probe(c["netns"], a["ip"], 80, timeout=0.3) == "timeout", SETTLE)
         assert _line_exchange(sock) == "a"          # the old connection still flows
     finally:
         sock.close()
     lab.kubectl("delete", "networkpolicy", "deny-all", "-n", NS)
-    assert eventually(lambda: probe(c["netns"], a["ip"], 80, timeout=0.3), CONNECTED) == CONNECTED
+    wait_for("c -> a:80 connected", lambda: probe(c["netns"], a["ip"], 80, timeout=0.3) == CONNECTED, SETTLE)
 
 
 def _metrics(lab, node: str) -> str:
@@ -192,7 +186,7 @@ def test_drops_are_counted_and_logged(world, clean_policies):
     a, c = pods["a"], pods["c"]
     apply(lab, netpol("deny-c", {"podSelector": {"matchLabels": {"role": "server"}},
                                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]}))
-    assert eventually(lambda: probe(c["netns"], a["ip"], 80, timeout=0.3), "timeout") == "timeout"
+    wait_for("c -> a:80 dropped", lambda: probe(c["netns"], a["ip"], 80, timeout=0.3) == "timeout", SETTLE)
     assert probe(c["netns"], a["ip"], 81, udp=True, timeout=0.5) == "timeout"
     pattern = re.compile(r'kubeweft_networkpolicy_drops_total\{direction="ingress",namespace="h11smoke",'
                          r'policy="deny-c"\} (\d+)')
@@ -200,10 +194,7 @@ def test_drops_are_counted_and_logged(world, clean_policies):
     assert found and int(found.group(1)) >= 2
     log_file = lab.cfg.state_dir / "logs" / "agent-node1.log"
     want = re.compile(rf"denied ingress by {NS}/deny-c: udp {re.escape(c['ip'])}:\d+ -> {re.escape(a['ip'])}:81")
-    deadline = time.monotonic() + 5
-    while not want.search(log_file.read_text(errors="replace")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert want.search(log_file.read_text(errors="replace"))
+    wait_for("the drop in node1's agent log", lambda: want.search(log_file.read_text(errors="replace")), 5)
 
 
 # ---- the controller's bookkeeping against a real kernel, events fed by hand ------------------------

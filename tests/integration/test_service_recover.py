@@ -16,8 +16,10 @@ import pytest
 from kubeweft.proxy import diff_services as d
 from kubeweft.proxy import render_services as r
 from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy.nft_commands import AddRule, FlushChain
+from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
 from kubeweft.proxy.nftables import Nft
-from kubeweft.proxy.service_proxy import ServiceProxy, apply_commands
+from kubeweft.proxy.service_proxy import ServiceProxy
 
 from .netns_helpers import scratch_netns, table_json
 
@@ -29,7 +31,7 @@ A, B, C = "10.244.1.5", "10.244.2.5", "10.244.3.5"
 
 @pytest.fixture
 def netns_pair() -> Iterator[tuple[str, str]]:
-    with scratch_netns("h23", 2) as (one, two):
+    with scratch_netns("rcv", 2) as (one, two):
         yield one, two
 
 
@@ -54,7 +56,7 @@ def services(dns_endpoints: tuple[str, ...]) -> r.Aggregate:
 
 def write(nft: Nft, applied: r.Desired, agg: r.Aggregate, unknown: bool) -> r.Desired:
     diff, mirror = d.diff_full(applied, agg, unknown_chains=unknown)
-    apply_commands(nft, r.render_base(CTX) + diff)
+    apply_transaction(nft, Transaction(r.SERVICE_TABLE, r.render_base(CTX) + diff))
     return mirror
 
 
@@ -97,7 +99,7 @@ def test_restart_reads_every_chain_and_set_and_the_full_sync_leaves_a_fresh_tabl
     # and a second restart changes nothing
     again = ServiceProxy.recover(agent)
     diff, _ = d.diff_full(again, now, unknown_chains=True)
-    assert [c for c in diff if not c.startswith(("flush chain", "add rule"))] == []
+    assert [c for c in diff if not isinstance(c, (FlushChain, AddRule))] == []
 
 
 def test_listing_a_missing_or_empty_table(netns_pair):

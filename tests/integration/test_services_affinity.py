@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .services_helpers import CONNECTED, EXTERNAL, cluster, names, port, svc_port
+from .services_helpers import CONNECTED, EXTERNAL, cluster, names, svc_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -20,11 +20,8 @@ TIMEOUT_S = 2
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        for i in (1, 2, 3):
-            cl.pod(f"web-{i}", f"node{i}", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("client1", "node1")
-        cl.pod("client3", "node3")
-        cl.wait_ready("web-1", "web-2", "web-3", "client1", "client3")
+        cl.start_pods(web={f"web-{i}": f"node{i}" for i in (1, 2, 3)},
+                      clients={"client1": "node1", "client3": "node3"})
         cl.plain = cl.service("plain", [svc_port(80, "http")], selector={"app": "web"})
         cl.sticky = cl.service("sticky", [svc_port(80, "http", name="tcp"), svc_port(80, 8080, "UDP", name="udp")],
                                selector={"app": "web"}, type_="NodePort", sessionAffinity="ClientIP",

@@ -15,11 +15,11 @@ on the client's node.
 from __future__ import annotations
 
 import contextlib
-import time
 
 import pytest
 
-from .services_helpers import EXTERNAL, UdpClient, cluster, port, svc_port, wait_for
+from .services_helpers import EXTERNAL, UdpClient, cluster, port, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -58,13 +58,7 @@ def test_one_socket_moves_off_a_deleted_endpoint(c, source):
             assert client.ask() == first, "one socket is one flow: always the same endpoint"
         other = b if first == a else a
         c.delete_pod(first, grace=0)
-        t0 = time.monotonic()
-        got = None
-        while time.monotonic() - t0 < 3 * MOVE_WITHIN:
-            got = client.ask(timeout=0.2)
-            if got == other:
-                break
-        moved_after = time.monotonic() - t0
+        got, moved_after = client.ask_until(other, 3 * MOVE_WITHIN)
         assert got == other, f"the socket still reaches {got} {moved_after:.1f} s after {first} was deleted"
         assert moved_after < MOVE_WITHIN, moved_after
         for _ in range(5):

@@ -9,7 +9,8 @@ import json
 import pytest
 from kubeweft.proxy.metrics import parse_samples
 
-from .services_helpers import cluster, http_get, port, svc_port, wait_for
+from .services_helpers import cluster, http_get, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -69,8 +70,7 @@ def test_metrics_have_kube_proxy_names(c, node):
 def test_sync_metrics_move_on_a_change(c):
     before = metrics(c, "node2")
     count = "kubeproxy_sync_proxy_rules_duration_seconds_count"
-    c.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
-    c.wait_ready("web-1")
+    c.start_pods(web={"web-1": "node1"})
     svc = c.service("web", [svc_port(80, "http")], selector={"app": "web"})
     c.wait_endpoints("web", 1)
     c.wait_answer("node:node2", svc.ip, 80)

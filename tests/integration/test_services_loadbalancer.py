@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from .services_helpers import CONNECTED, EXTERNAL, TIMEOUT, cluster, names, port, svc_port
+from .services_helpers import CONNECTED, EXTERNAL, TIMEOUT, cluster, names, svc_port, web_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -22,17 +22,13 @@ EXTERNAL_IP = "198.51.100.250"       # outside the allocator's way (it starts at
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        cl.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("client3", "node3")
-        cl.wait_ready("web-1", "web-2", "client3")
+        cl.start_pods(web={"web-1": "node1", "web-2": "node2"}, clients={"client3": "node3"})
         yield cl
 
 
 @pytest.fixture(scope="module")
 def lb(c):
-    svc = c.service("lb", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
-                    selector={"app": "web"}, type_="LoadBalancer")
+    svc = c.service("lb", web_ports(), selector={"app": "web"}, type_="LoadBalancer")
     ip = c.lb_ip("lb")
     c.route(ip, "node3")                  # a node without an endpoint: traffic must cross over
     c.wait_endpoints("lb", 2)

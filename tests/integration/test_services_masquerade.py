@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from .services_helpers import CONNECTED, EXTERNAL, clients, cluster, names, port, svc_port, wait_for
+from .services_helpers import CONNECTED, EXTERNAL, clients, cluster, names, port, web_ports
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -24,15 +25,13 @@ NS = "h10-masquerade"
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        cl.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
+        cl.web_pod("web-1", "node1")
+        cl.web_pod("web-2", "node2")
         cl.pod("solo", "node2", ports=[port(8080, name="http")], labels={"app": "solo"})
         cl.pod("client1", "node1")
         cl.ips = cl.wait_ready("web-1", "web-2", "solo", "client1")
-        cl.web = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
-                            selector={"app": "web"})
-        cl.solo = cl.service("solo", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
-                             selector={"app": "solo"})
+        cl.web = cl.service("web", web_ports(), selector={"app": "web"})
+        cl.solo = cl.service("solo", web_ports(), selector={"app": "solo"})
         cl.wait_endpoints("web", 2)
         cl.wait_endpoints("solo", 1)
         cl.wait_answer("client1", cl.web.ip, 80)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from .services_helpers import CONNECTED, EXTERNAL, cluster, names, port, svc_port, used_node_ports
+from .services_helpers import CONNECTED, EXTERNAL, cluster, names, used_node_ports, web_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -19,12 +19,8 @@ NODES = ["node1", "node2", "node3"]
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        cl.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("client3", "node3")
-        cl.ips = cl.wait_ready("web-1", "web-2", "client3")
-        cl.svc = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
-                            selector={"app": "web"}, type_="NodePort")
+        cl.ips = cl.start_pods(web={"web-1": "node1", "web-2": "node2"}, clients={"client3": "node3"})
+        cl.svc = cl.service("web", web_ports(), selector={"app": "web"}, type_="NodePort")
         cl.np, cl.np_udp = cl.svc.node_ports["http"], cl.svc.node_ports["udp"]
         cl.wait_endpoints("web", 2)
         for node in NODES:

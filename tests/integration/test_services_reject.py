@@ -25,8 +25,9 @@ from .services_helpers import (
     svc_port,
     udp_outcome,
     unused_service_ip,
-    wait_for,
+    web_ports,
 )
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -37,11 +38,8 @@ SOURCES = ["client3", "node:node3", "node:node1"]
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        cl.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("client3", "node3")
-        cl.wait_ready("web-1", "client3")
-        cl.web = cl.service("web", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
-                            selector={"app": "web"})
+        cl.start_pods(web={"web-1": "node1"}, clients={"client3": "node3"})
+        cl.web = cl.service("web", web_ports(), selector={"app": "web"})
         cl.empty = cl.service("empty", [svc_port(80, 8080, name="http"), svc_port(80, 8080, "UDP", name="udp")],
                               selector={"app": "nobody"})
         cl.wait_endpoints("web", 1)

@@ -2,7 +2,7 @@
 ClusterIP, restart it as `lab up` does (lab.lifecycle.start_agent): not one connection fails,
 and a connection established before the kill keeps working after the restart.
 
-The agent reconciles with the kernel at start without flushing (issue 5, item 4), so the rules
+The agent reconciles with the kernel at start without flushing, so the rules
 it left behind keep serving while it is down and while it starts again.
 
     node1: client1, the agent that dies    node2: web-2    node3: web-3
@@ -13,12 +13,10 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import time
 
 import pytest
 from kubeweft.lab import lifecycle
-from kubeweft.lab import netns as lab_netns
 from kubeweft.lab import probe as lab_probe
 
 from .services_helpers import (
@@ -26,13 +24,13 @@ from .services_helpers import (
     agent_pid,
     cluster,
     http_get,
-    in_thread,
+    keepalive_socket,
     names,
-    port,
     record_agent,
     svc_port,
-    wait_for,
+    whoami,
 )
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -47,36 +45,11 @@ DOWN_FOR = 1.0       # seconds without an agent before the restart
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("web-3", "node3", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("client1", NODE)
-        cl.wait_ready("web-2", "web-3", "client1")
+        cl.start_pods(web={"web-2": "node2", "web-3": "node3"}, clients={"client1": NODE})
         cl.svc = cl.service("web", [svc_port(80, "http")], selector={"app": "web"})
         cl.wait_endpoints("web", 2)
         cl.wait_answer("client1", cl.svc.ip, 80)
         yield cl
-
-
-def keepalive_socket(netns_name: str, host: str, port_: int) -> socket.socket:
-    def make():
-        with lab_netns.entered(netns_name):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(3)
-        s.connect((host, port_))
-        return s
-    return in_thread(make)
-
-
-def whoami(sock: socket.socket) -> str:
-    """One keep-alive HTTP request on an open connection -> the pod that answered."""
-    sock.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return lab_probe.parse_answer(data)[0] or ""
 
 
 def test_kill_9_agent_under_new_connections(c):
@@ -124,7 +97,7 @@ def test_kill_9_agent_under_new_connections(c):
     assert restarted.poll() is None, "the restarted agent exited"
     wait_for("the new agent healthy", lambda: http_get(c.cfg.node_netns(NODE), "127.0.0.1", 10256,
                                                        "/healthz")[0] == 200, timeout=30)
-    c.pod("web-1", NODE, ports=[port(8080, name="http")], labels={"app": "web"})
+    c.web_pod("web-1", NODE)
     c.wait_ready("web-1")
     wait_for("the new agent programs a new endpoint",
              lambda: names(c.who("client1", c.svc.ip, 80, n=12)) == {"web-1", "web-2", "web-3"})

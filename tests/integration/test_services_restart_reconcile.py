@@ -1,4 +1,4 @@
-"""A restarted agent reconciles EVERY chain and set of its table (issue 5, item 4), on the shared
+"""A restarted agent reconciles EVERY chain and set of its table, on the shared
 kubeweft lab: what went away while it was down is deleted and cleaned up after, not leaked.
 
 A UDP sessionAffinity ClientIP Service has two endpoints; a one-socket client (a DNS resolver's
@@ -28,7 +28,8 @@ from kubeweft.lab import netns as lab_netns
 from kubeweft.proxy.nftables import Nft
 from kubeweft.proxy.render_services import FAMILY, TABLE, T, family_chain
 
-from .services_helpers import UdpClient, agent_pid, cluster, in_thread, port, record_agent, svc_port, wait_for
+from .services_helpers import UdpClient, agent_pid, cluster, in_thread, port, record_agent, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

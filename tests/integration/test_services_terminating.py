@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from .services_helpers import CONNECTED, REFUSED, cluster, names, port, svc_port, wait_for
+from .services_helpers import CONNECTED, REFUSED, cluster, names, port, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from .services_helpers import cluster, names, port, svc_port, wait_for
+from .services_helpers import cluster, names, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -22,10 +23,8 @@ ALL = ZONE_A | ZONE_B
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        for i in (1, 2, 3):
-            cl.pod(f"web-{i}", f"node{i}", ports=[port(8080, name="http")], labels={"app": "web"})
-            cl.pod(f"client{i}", f"node{i}")
-        cl.wait_ready(*(f"web-{i}" for i in (1, 2, 3)), *(f"client{i}" for i in (1, 2, 3)))
+        cl.start_pods(web={f"web-{i}": f"node{i}" for i in (1, 2, 3)},
+                      clients={f"client{i}": f"node{i}" for i in (1, 2, 3)})
         cl.close_svc = cl.service("close", [svc_port(80, "http")], selector={"app": "web"},
                                   trafficDistribution="PreferClose")
         cl.plain = cl.service("plain", [svc_port(80, "http")], selector={"app": "web"})

@@ -24,10 +24,10 @@ from .services_helpers import (
     cluster,
     http_get,
     names,
-    port,
     svc_port,
-    wait_for,
+    web_ports,
 )
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -39,11 +39,8 @@ LOCAL = {"node1": "web-1", "node2": "web-2"}
 @pytest.fixture(scope="module")
 def c(labk):
     with cluster(labk, NS) as cl:
-        cl.pod("web-1", "node1", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("web-2", "node2", ports=[port(8080, name="http")], labels={"app": "web"})
-        cl.pod("client1", "node1")
-        cl.pod("client3", "node3")
-        cl.ips = cl.wait_ready("web-1", "web-2", "client1", "client3")
+        cl.ips = cl.start_pods(web={"web-1": "node1", "web-2": "node2"},
+                               clients={"client1": "node1", "client3": "node3"})
         yield cl
 
 
@@ -116,7 +113,7 @@ def test_health_check_node_port(c, local_lb, node, count):
 def test_health_check_follows_endpoints(c, local_lb):
     svc, _ = local_lb
     hc = svc.obj["spec"]["healthCheckNodePort"]
-    c.pod("web-3", "node3", ports=[port(8080, name="http")], labels={"app": "web"})
+    c.web_pod("web-3", "node3")
     try:
         c.wait_ready("web-3")
         wait_for("node3 health 200", lambda: http_get(c.cfg.external_netns, c.node_ip["node3"], hc, "/")[0] == 200)
@@ -130,8 +127,7 @@ def test_health_check_follows_endpoints(c, local_lb):
 
 @pytest.fixture(scope="module")
 def itp(c):
-    svc = c.service("itp", [svc_port(80, "http", name="http"), svc_port(80, 8080, "UDP", name="udp")],
-                    selector={"app": "web"}, internalTrafficPolicy="Local")
+    svc = c.service("itp", web_ports(), selector={"app": "web"}, internalTrafficPolicy="Local")
     c.wait_endpoints("itp", 2)
     c.wait_answer("client1", svc.ip, 80)
     return svc

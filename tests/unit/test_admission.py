@@ -172,18 +172,29 @@ def test_pod_defaults(store):
 def test_pod_update_rule(store):
     create(store, pod("h2-p"), POD)
     cur = store.get(POD, "default", "h2-p")
-    ok = pod("h2-p", containers=[{"name": "c", "image": "busybox:1.37", "ports": [{"containerPort": 80}]}])
-    ok["metadata"]["labels"] = {"a": "b"}
+
+    def changed(change) -> dict:
+        """The stored pod with a change, as a client's read-modify-write sends it."""
+        new = copy.deepcopy(store.get(POD, "default", "h2-p"))
+        new["metadata"].pop("resourceVersion")
+        change(new)
+        return new
+    ok = changed(lambda p: (p["spec"]["containers"][0].update(image="busybox:1.37"),
+                            p["metadata"].update(labels={"a": "b"})))
     assert update(store, ok, POD)["spec"]["containers"][0]["image"] == "busybox:1.37"
-    bad = pod("h2-p", containers=[{"name": "c", "image": "busybox:1.37", "ports": [{"containerPort": 81}]}])
+    bad = changed(lambda p: p["spec"]["containers"][0].update(ports=[{"containerPort": 81, "protocol": "TCP"}]))
     e = rejected(update, store, bad, POD)
     assert e.code == 422
     assert e.message.startswith('Pod "h2-p" is invalid: spec: Forbidden: pod updates may not change fields '
                                 'other than `spec.containers[*].image`')
-    grace = pod("h2-p", containers=copy.deepcopy(ok["spec"]["containers"]), terminationGracePeriodSeconds=5)
-    assert rejected(update, store, grace, POD).code == 422
-    deadline = pod("h2-p", containers=copy.deepcopy(ok["spec"]["containers"]), activeDeadlineSeconds=60)
+    assert rejected(update, store, changed(lambda p: p["spec"].update(terminationGracePeriodSeconds=5)),
+                    POD).code == 422
+    deadline = changed(lambda p: p["spec"].update(activeDeadlineSeconds=60))
     assert update(store, deadline, POD)["spec"]["activeDeadlineSeconds"] == 60
+    # a hand-made spec without what admission added at creation (the ServiceAccount, its token
+    # volume) changes the spec, as on a real server
+    bare = pod("h2-p", containers=[{"name": "c", "image": "busybox:1.37", "ports": [{"containerPort": 80}]}])
+    assert rejected(update, store, bare, POD).code == 422
     # a status write is not subject to the spec rule
     st = {**bad, "status": {"phase": "Running"}}
     assert admission.admit(store, CFG, POD, "UPDATE", st, cur, subresource="status") is st

@@ -1,4 +1,5 @@
-"""The protobuf bodies kubectl's typed clients send (kubectl create service|namespace)."""
+"""The protobuf bodies kubectl's typed clients send (kubectl create service|namespace|secret|...,
+kubectl auth can-i)."""
 import pytest
 from kubeweft.lab import errors
 from kubeweft.lab.apiserver.protobuf import MAGIC, decode_object
@@ -56,7 +57,7 @@ def test_named_target_port_and_namespace():
 
 def test_unknown_kind_is_415_and_garbage_is_400():
     with pytest.raises(errors.APIError) as e:
-        decode_object(envelope("v1", "Secret", b""))
+        decode_object(envelope("v1", "PersistentVolumeClaim", b""))
     assert e.value.code == 415
     with pytest.raises(errors.APIError) as e:
         decode_object(MAGIC + b"\x0a\xff")
@@ -64,3 +65,29 @@ def test_unknown_kind_is_415_and_garbage_is_400():
     with pytest.raises(errors.APIError) as e:
         decode_object(b"{}")
     assert e.value.code == 400
+
+
+def test_secret_bytes_are_base64_and_pointer_bools_kept():
+    meta = s(1, "db")
+    raw = ld(1, meta) + ld(2, s(1, "pw") + ld(2, b"\x00s3cr3t")) + s(3, "Opaque") + entry(4, "user", "root") + i(5, 0)
+    obj = decode_object(envelope("v1", "Secret", raw))
+    assert obj == {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"pw": "AHMzY3IzdA=="},
+                   "type": "Opaque", "stringData": {"user": "root"}, "immutable": False}
+
+
+def test_access_review_and_token_request():
+    attrs = s(1, "team") + s(2, "list") + s(3, "") + s(5, "pods")
+    obj = decode_object(envelope("authorization.k8s.io/v1", "SelfSubjectAccessReview", ld(1, b"") + ld(2, ld(1, attrs))))
+    assert obj["spec"] == {"resourceAttributes": {"namespace": "team", "verb": "list", "resource": "pods"}}
+    spec = s(1, "vault") + s(1, "api") + i(4, 600) + ld(3, s(1, "Pod") + s(3, "web-0"))
+    obj = decode_object(envelope("authentication.k8s.io/v1", "TokenRequest", ld(2, spec)))
+    assert obj["spec"] == {"audiences": ["vault", "api"], "expirationSeconds": 600,
+                           "boundObjectRef": {"kind": "Pod", "name": "web-0"}}
+    rule = s(1, "get") + s(2, "") + s(3, "pods") + s(3, "pods/log")
+    binding = ld(2, s(1, "ServiceAccount") + s(3, "reader") + s(4, "team")) + ld(3, s(1, "rbac.authorization.k8s.io")
+                                                                                 + s(2, "Role") + s(3, "r"))
+    assert decode_object(envelope("rbac.authorization.k8s.io/v1", "Role", ld(2, rule)))["rules"] == [
+        {"verbs": ["get"], "apiGroups": [""], "resources": ["pods", "pods/log"]}]
+    obj = decode_object(envelope("rbac.authorization.k8s.io/v1", "RoleBinding", binding))
+    assert obj["subjects"] == [{"kind": "ServiceAccount", "name": "reader", "namespace": "team"}]
+    assert obj["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}

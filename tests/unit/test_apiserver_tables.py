@@ -28,16 +28,42 @@ def test_pod_table():
     pod = {"metadata": {"name": "web", "creationTimestamp": T0},
            "spec": {"nodeName": "node1", "containers": [{"name": "a"}, {"name": "b"}]},
            "status": {"phase": "Running", "podIP": "10.244.1.5",
-                      "containerStatuses": [{"ready": True, "restartCount": 1},
-                                            {"ready": False, "restartCount": 2}]}}
+                      "containerStatuses": [{"ready": True, "restartCount": 1, "state": {"running": {}}},
+                                            {"ready": False, "restartCount": 2, "state": {"running": {}}}]}}
     t = render_table("Pod", [pod], NOW, "7")
     assert t["kind"] == "Table" and t["metadata"]["resourceVersion"] == "7"
     assert names(t) == ["Name", "Ready", "Status", "Restarts", "Age"]
-    assert cells(t) == [["web", "1/2", "Running", 3, "5m"]]
+    assert cells(t) == [["web", "1/2", "Running", "3", "5m"]]
     assert cells(t, wide=True)[0][5:7] == ["10.244.1.5", "node1"]
     assert t["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     pod["metadata"]["deletionTimestamp"] = T0
     assert cells(render_table("Pod", [pod], NOW, None))[0][2] == "Terminating"
+
+
+def _pod_status(status: dict, init: int = 0) -> list:
+    pod = {"metadata": {"name": "p", "creationTimestamp": T0},
+           "spec": {"containers": [{"name": "a"}], "initContainers": [{"name": f"i{n}"} for n in range(init)]},
+           "status": status}
+    return cells(render_table("Pod", [pod], NOW, None))[0]
+
+
+def test_pod_status_column_as_kubectl_prints_it():
+    crash = {"phase": "Running", "containerStatuses": [{
+        "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T11:59:00Z"}}}]}
+    assert _pod_status(crash)[1:4] == ["0/1", "CrashLoopBackOff", "4 (60s ago)"]
+    done = {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0,
+                                                                                   "reason": "Completed"}}}]}
+    assert _pod_status(done)[2] == "Completed"
+    init = {"phase": "Pending", "initContainerStatuses": [
+        {"state": {"terminated": {"exitCode": 0}}}, {"state": {"running": {}}}],
+        "containerStatuses": [{"state": {"waiting": {"reason": "PodInitializing"}}}]}
+    assert _pod_status(init, init=2)[2] == "Init:1/2"
+    failed_init = {"phase": "Pending", "initContainerStatuses": [
+        {"restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+    assert _pod_status(failed_init, init=1)[2:4] == ["Init:CrashLoopBackOff", "2"]
+    assert _pod_status({"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"exitCode": 3}}}]},
+                       )[2] == "ExitCode:3"
 
 
 def test_service_table():

@@ -60,16 +60,28 @@ def test_discovery_documents():
     assert "pods/status" in by_name and "watch" in by_name["services"]["verbs"]
     assert by_name["services"]["shortNames"] == ["svc"]
     groups = {g["name"] for g in discovery.render_api_group_list()["groups"]}
-    assert groups == {"discovery.k8s.io", "networking.k8s.io"}
-    assert discovery.render_resource_list("apps", "v1") is None
+    assert {"discovery.k8s.io", "networking.k8s.io", "rbac.authorization.k8s.io", "authorization.k8s.io",
+            "authentication.k8s.io", "coordination.k8s.io", "apps"} <= groups
+    assert "" not in groups
+    assert discovery.render_resource_list("batch", "v1") is None
+    # kubectl drain and scale learn the kinds of these subresources from discovery
+    assert by_name["pods/eviction"] == {"name": "pods/eviction", "singularName": "", "namespaced": True,
+                                        "group": "policy", "version": "v1", "kind": "Eviction",
+                                        "verbs": ["create"]}
+    apps = {r["name"]: r for r in discovery.render_resource_list("apps", "v1")["resources"]}
+    assert (apps["deployments/scale"]["group"], apps["deployments/scale"]["kind"]) == ("autoscaling", "Scale")
+    assert apps["daemonsets"]["shortNames"] == ["ds"] and apps["deployments"]["categories"] == ["all"]
 
 
 def test_openapi_v3_says_field_validation_is_supported():
     index = openapi.render_v3_index()
-    assert set(index["paths"]) == {"api/v1", "apis/discovery.k8s.io/v1", "apis/networking.k8s.io/v1"}
+    assert {"api/v1", "apis/discovery.k8s.io/v1", "apis/networking.k8s.io/v1",
+            "apis/rbac.authorization.k8s.io/v1", "apis/coordination.k8s.io/v1", "apis/apps/v1"} <= set(index["paths"])
     doc = openapi.render_v3_group_version("api/v1")
     patch = doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"]
     assert patch["x-kubernetes-group-version-kind"] == {"group": "", "version": "v1", "kind": "Pod"}
     assert {"name": "fieldValidation", "in": "query"}.items() <= patch["parameters"][0].items()
     assert "/api/v1/nodes/{name}" in doc["paths"]
-    assert openapi.render_v3_group_version("apis/apps/v1") is None
+    assert openapi.render_v3_group_version("apis/batch/v1") is None
+    apps = openapi.render_v3_group_version("apis/apps/v1")
+    assert "/apis/apps/v1/namespaces/{namespace}/deployments/{name}" in apps["paths"]

@@ -57,3 +57,16 @@ def test_pyproject_maps_every_package_folder():
             rel = init.parent.relative_to(ROOT / folder).parts
             on_disk.add(".".join((name, *rel)))
     assert on_disk == listed
+
+
+def test_cni_imports_nothing_from_the_agent_or_the_lab():
+    """The standalone CNI executable ships cni/ alone (cni/install.py): an import of
+    kubeweft.proxy or kubeweft.lab from cni/ breaks it on a node."""
+    offenders = []
+    for p in sorted((ROOT / "cni").rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{p.relative_to(ROOT)}: {n}" for n in names
+                          if n.startswith(("kubeweft.proxy", "kubeweft.lab"))]
+    assert offenders == []

@@ -96,6 +96,28 @@ def test_invalid_services_raise(obj):
         parse_service(obj)
 
 
+@pytest.mark.parametrize("field,value", [("clusterIPs", "10.96.0.1"), ("externalIPs", "192.168.56.7"),
+                                         ("loadBalancerSourceRanges", "10.0.0.0/8"), ("ports", "80")])
+def test_a_string_where_a_list_belongs_names_the_field(field, value):
+    with pytest.raises(InvalidObject, match=f"^{field}: not a list$"):
+        parse_service(with_spec(**{field: value}))
+
+
+def test_load_balancer_ingress_must_be_a_list():
+    obj = copy.deepcopy(SVC)
+    obj["status"]["loadBalancer"]["ingress"] = {"ip": "198.51.100.1"}
+    with pytest.raises(InvalidObject, match="^status.loadBalancer.ingress: not a list$"):
+        parse_service(obj)
+
+
+def test_missing_and_empty_lists_read_as_empty():
+    svc = parse_service(with_spec(externalIPs=None, loadBalancerSourceRanges=None, ports={}))
+    assert svc.external_ips == () and svc.lb_source_ranges == () and svc.ports == ()
+    obj = copy.deepcopy(SVC)
+    obj["status"]["loadBalancer"]["ingress"] = None
+    assert parse_service(obj).lb_ips == ()
+
+
 def test_same_port_two_protocols_is_valid():
     svc = parse_service(with_spec(ports=[{"name": "t", "port": 53}, {"name": "u", "port": 53, "protocol": "UDP"}]))
     assert [(p.protocol, p.port) for p in svc.ports] == [("tcp", 53), ("udp", 53)]

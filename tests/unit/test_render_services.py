@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 from kubeweft.proxy import diff_services as d
 from kubeweft.proxy import render_services as r
+from kubeweft.proxy import table_readback as tr
 from kubeweft.proxy.model import Endpoint, EndpointSlice, parse_endpoint_slice, parse_service
+from kubeweft.proxy.nft_commands import nft_lines
 
 GOLDEN = Path(__file__).parent / "golden" / "services"
 CTX = r.NodeContext("node1", zone="zone-a", cluster_cidr="10.244.0.0/16", service_cidr="10.96.0.0/12")
+
+
+def lines(commands) -> list[str]:
+    """The nft text of typed commands for the service table."""
+    return nft_lines(commands, r.SERVICE_TABLE)
 
 
 def svc(name: str, spec: dict, status: dict | None = None, labels: dict | None = None):
@@ -86,7 +93,7 @@ def full_text(services, slices, ctx=CTX) -> str:
     for s in services:
         agg.put(s.key, r.render_service(s, [x for x in slices if x.service_key == s.key], ctx))
     diff, _ = d.diff_full(d.empty_applied(), agg)
-    return "\n".join(r.render_base(ctx) + diff) + "\n"
+    return "\n".join(lines(r.render_base(ctx) + diff)) + "\n"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -193,14 +200,14 @@ def test_unknown_target_port_name_gives_no_endpoints():
 
 
 def test_nodeport_addresses_and_never_loopback():
-    base = "\n".join(r.render_base(CTX))
+    base = "\n".join(lines(r.render_base(CTX)))
     assert "fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports" in base
-    limited = "\n".join(r.render_base(r.NodeContext("n", nodeport_cidrs=("192.168.56.0/24",))))
+    limited = "\n".join(lines(r.render_base(r.NodeContext("n", nodeport_cidrs=("192.168.56.0/24",)))))
     assert "ip daddr { 192.168.56.0/24 } fib daddr type local jump nodeports" in limited
 
 
 def test_every_object_has_a_comment():
-    for line in r.render_base(CTX):
+    for line in lines(r.render_base(CTX)):
         if line.startswith(("add table", "add chain", "add set", "add map")):
             assert "comment" in line, line
     services, slices = CASES["affinity"]
@@ -217,7 +224,7 @@ def test_one_change_touches_only_that_service():
     _, applied = d.diff_full(d.empty_applied(), agg)
     moved = eps("o-1", "other", HTTP, [ep("10.244.1.5", "node1"), ep("10.244.2.9", "node2")])
     t = agg.put(other.key, r.render_service(other, [moved], CTX))
-    assert d.diff_touched(applied, agg, t) == [
+    assert lines(d.diff_touched(applied, agg, t)) == [
         "delete element ip kubeweft backends-tcp-2 { 10.96.0.11 . 80 . 1 }",
         "add element ip kubeweft backends-tcp-2 { 10.96.0.11 . 80 . 1 : 10.244.2.9 . 8080 }"]
 
@@ -237,11 +244,11 @@ def test_udp_endpoint_leaving_is_cleaned_up():
 def test_parse_elements_round_trip():
     listing = [{"map": {"name": "backends-tcp-2", "elem": [
         [{"concat": ["10.96.0.10", 80, 0]}, {"concat": ["10.244.1.5", 8080]}]]}}]
-    assert d.parse_elements(listing) == ("map", {"10.96.0.10 . 80 . 0": "10.244.1.5 . 8080"})
+    assert tr.parse_elements(listing) == ("map", {"10.96.0.10 . 80 . 0": "10.244.1.5 . 8080"})
     listing = [{"map": {"name": "service-ips", "elem": [
         [{"concat": ["10.96.0.10", "tcp", 80]}, {"goto": {"target": "lb-tcp-2"}}],
         [{"concat": ["10.96.0.11", "tcp", 80]}, {"drop": None}]]}}]
-    assert d.parse_elements(listing)[1] == {"10.96.0.10 . tcp . 80": "goto lb-tcp-2", "10.96.0.11 . tcp . 80": "drop"}
+    assert tr.parse_elements(listing)[1] == {"10.96.0.10 . tcp . 80": "goto lb-tcp-2", "10.96.0.11 . tcp . 80": "drop"}
     listing = [{"set": {"name": "firewall-allow", "elem": [
         {"concat": ["198.51.100.1", "tcp", 80, {"prefix": {"addr": "203.0.113.0", "len": 24}}]}]}}]
-    assert d.parse_elements(listing) == ("set", frozenset({"198.51.100.1 . tcp . 80 . 203.0.113.0/24"}))
+    assert tr.parse_elements(listing) == ("set", frozenset({"198.51.100.1 . tcp . 80 . 203.0.113.0/24"}))

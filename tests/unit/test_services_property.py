@@ -1,114 +1,33 @@
 """Property: any sequence of incremental syncs leaves the same nftables state as one full sync.
 
-The transactions are run through a small model of nft (FakeNft below) that is as strict as the
-kernel where it matters to us: adding an element whose key exists with another value, deleting
-what is not there, jumping to a chain that does not exist, and deleting a chain or map that is
-still referenced all fail. The end state after every random sequence of Service and
-EndpointSlice changes must equal what a fresh agent would program for the final objects.
+The transactions go through apply_transaction into the product's Fake (proxy/nft_fake.py), as
+strict as the kernel where it matters to us: adding a map key that holds another value,
+deleting what is not there, jumping to a chain that does not exist, and deleting a chain, set
+or map that is still referenced all fail. Element changes go the netlink way (encoded by the
+codec, decoded by the Fake with each set's type). The end state after every random sequence of
+Service and EndpointSlice changes must equal what a fresh agent would program for the final
+objects.
 """
 from __future__ import annotations
-
-import re
-import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubeweft.proxy import diff_services as d
-from kubeweft.proxy import element_codec as codec
+from kubeweft.proxy import nft_transaction as nt
 from kubeweft.proxy import render_services as r
-from kubeweft.proxy import service_proxy as sp
 from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
+from kubeweft.proxy.nft_fake import FakeNft
+from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
+from kubeweft.proxy.table_readback import fixed_chains
 
 CTX = r.NodeContext("node1", zone="zone-a")
-PREFIX = f"{r.T} "
 
 
-class NftModelError(AssertionError):
-    pass
-
-
-class FakeNft:
-    def __init__(self) -> None:
-        self.sets: dict[str, set[str]] = {n: set() for n in r.SETS}
-        self.maps: dict[str, dict[str, str]] = {n: {} for n in r.MAPS}
-        self.chains: dict[str, list[str]] = {}
-
-    def refs(self) -> set[str]:
-        out = set()
-        for m in self.maps.values():
-            out |= {v.split()[1] for v in m.values() if v.startswith("goto ")}
-        for rules in self.chains.values():
-            for rule in rules:
-                out |= set(re.findall(r"goto ([\w-]+)", rule)) | set(re.findall(r"@([\w-]+)", rule))
-        return out
-
-    def run(self, cmds: list[str]) -> None:
-        for c in cmds:
-            self.one(c)
-
-    def one(self, c: str) -> None:
-        verb, _, rest = c.partition(" ")
-        kind, _, rest = rest.partition(" ")
-        assert rest.startswith(PREFIX), c
-        rest = rest[len(PREFIX):]
-        name, _, body = rest.partition(" ")
-        if kind == "element":
-            items = [x for x in body.strip()[1:-1].strip().split(", ") if x]
-            for item in items:
-                if name in self.sets:
-                    s = self.sets[name]
-                    if verb == "add":
-                        s.add(item)
-                    elif item in s:
-                        s.discard(item)
-                    else:
-                        raise NftModelError(f"delete of missing element {item} in {name}")
-                elif name in self.maps:
-                    m = self.maps[name]
-                    if verb == "add":
-                        k, _, v = item.partition(" : ")
-                        if k in m and m[k] != v:
-                            raise NftModelError(f"{name}: {k} exists with {m[k]}, not {v}")
-                        if v.startswith("goto ") and v.split()[1] not in self.chains:
-                            raise NftModelError(f"goto to missing chain {v}")
-                        m[k] = v
-                    elif item in m:
-                        del m[item]
-                    else:
-                        raise NftModelError(f"delete of missing key {item} in {name}")
-                else:
-                    raise NftModelError(f"no set or map {name}")
-        elif (verb, kind) == ("add", "map"):
-            self.maps.setdefault(name, {})
-        elif (verb, kind) == ("add", "set"):
-            self.sets.setdefault(name, set())
-        elif (verb, kind) == ("add", "chain"):
-            self.chains.setdefault(name, [])
-        elif (verb, kind) == ("flush", "chain"):
-            self.chains[name] = []
-        elif (verb, kind) == ("add", "rule"):
-            if name not in self.chains:
-                raise NftModelError(f"rule in missing chain {name}")
-            for target in re.findall(r"goto ([\w-]+)", body) + re.findall(r"@([\w-]+)", body):
-                if target not in self.chains and target not in self.maps and target not in self.sets:
-                    raise NftModelError(f"rule refers to missing {target}")
-            self.chains[name].append(body)
-        elif verb == "delete" and kind in ("chain", "map", "set"):
-            store = {"chain": self.chains, "map": self.maps, "set": self.sets}[kind]
-            if name not in store:
-                raise NftModelError(f"delete of missing {kind} {name}")
-            if kind == "chain" and store[name]:
-                raise NftModelError(f"delete of non-empty chain {name}")
-            if name in self.refs():
-                raise NftModelError(f"delete of referenced {kind} {name}")
-            del store[name]
-        else:
-            raise NftModelError(f"unknown command {c}")
-
-    def state(self) -> tuple:
-        return ({n: frozenset(v) for n, v in self.sets.items() if v},
-                {n: dict(v) for n, v in self.maps.items() if v},
-                {n: tuple(v) for n, v in self.chains.items()})
+def new_kernel() -> FakeNft:
+    """A Fake holding the service table as a fresh agent's first transaction leaves it."""
+    fake = FakeNft()
+    fake.run(Transaction(r.SERVICE_TABLE, r.render_base(CTX)))
+    return fake
 
 
 # ---- a small universe of objects ---------------------------------------------------------------
@@ -170,11 +89,11 @@ def test_incremental_syncs_equal_one_full_sync(ops, batch, text_max):
     """text_max 0: every sync with structure is cut into structure, elements, structure (each a
     transaction of its own: the model rejects any order that leaves a dangling reference);
     2000: such syncs are one nft transaction."""
-    old_max, sp.TEXT_MAX = sp.TEXT_MAX, text_max
+    old_max, nt.TEXT_MAX = nt.TEXT_MAX, text_max
     try:
         _incremental_syncs_equal_one_full_sync(ops, batch)
     finally:
-        sp.TEXT_MAX = old_max
+        nt.TEXT_MAX = old_max
 
 
 def _incremental_syncs_equal_one_full_sync(ops, batch):
@@ -182,7 +101,7 @@ def _incremental_syncs_equal_one_full_sync(ops, batch):
     sls: dict = {}
     agg = r.Aggregate()
     applied = d.empty_applied()
-    kernel = TextNft()
+    kernel = new_kernel()
     pending: set = set()
     for i, (what, key, obj) in enumerate(ops):
         if what == "svc":
@@ -206,71 +125,26 @@ def _incremental_syncs_equal_one_full_sync(ops, batch):
             touched.merge(agg.put(k, r.render_service(s, slices_of(sls, k), CTX) if s else None))
         pending.clear()
         # as the agent applies them: structure as text, elements over netlink (encoded, decoded)
-        sp.apply_commands(kernel, d.diff_touched(applied, agg, touched))
+        apply_transaction(kernel, Transaction(r.SERVICE_TABLE, d.diff_touched(applied, agg, touched)))
         d.commit_touched(applied, agg, touched)
 
     fresh_agg = r.Aggregate()
     for k, s in svcs.items():
         fresh_agg.put(k, r.render_service(s, slices_of(sls, k), CTX))
-    fresh = TextNft()
+    fresh = new_kernel()
     diff, mirror = d.diff_full(d.empty_applied(), fresh_agg)
     # the first sync of an empty table: elements in small transactions, sent on another thread
-    old_chunk, sp.LOAD_CHUNK = sp.LOAD_CHUNK, 3
+    old_chunk, nt.LOAD_CHUNK = nt.LOAD_CHUNK, 3
     try:
-        sp.apply_commands(fresh, diff, empty=True)
+        apply_transaction(fresh, Transaction(r.SERVICE_TABLE, diff), empty=True)
     finally:
-        sp.LOAD_CHUNK = old_chunk
-    assert kernel.state() == fresh.state()
+        nt.LOAD_CHUNK = old_chunk
+    table, fresh_table = kernel.table(r.FAMILY, r.TABLE), fresh.table(r.FAMILY, r.TABLE)
+    assert table.state() == fresh_table.state()
     # the in-memory mirror equals the kernel too (it is what the next diff trusts)
-    assert {n: frozenset(v) for n, v in applied.sets.items() if v} == kernel.state()[0]
-    assert {n: v for n, v in applied.maps.items() if v} == kernel.state()[1]
-    assert set(applied.chains) == set(kernel.chains) == set(mirror.chains)
+    assert {n: frozenset(v) for n, v in applied.sets.items() if v} == table.state()[0]
+    assert {n: v for n, v in applied.maps.items() if v} == table.state()[1]
+    on_demand = set(table.chains) - fixed_chains(r.render_base(CTX))
+    assert set(applied.chains) == on_demand == set(mirror.chains)
     # and a full re-sync against the mirror has nothing to do
     assert d.diff_full(applied, agg)[0] == []
-
-
-class TextNft(FakeNft):
-    """FakeNft fed as the agent's Nft is: one text transaction per call, and element changes
-    through `elements` (the netlink path), each atomic."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lock = threading.Lock()
-
-    def run(self, cmds) -> None:
-        text = cmds if isinstance(cmds, str) else "\n".join(cmds)
-        with self.lock:
-            super().run(text.splitlines())
-
-    @property
-    def elements(self) -> NetlinkElements:
-        return NetlinkElements(self)
-
-
-class NetlinkElements:
-    """The agent's netlink element path (Nft.elements) in front of the model: every element
-    goes through the real encoder and back through the decoder (what the kernel would store),
-    then into the model as one atomic transaction."""
-
-    def __init__(self, kernel: TextNft) -> None:
-        self.kernel = kernel
-
-    def prepare(self, family: str, table: str, ops) -> tuple:
-        return family, table, ops
-
-    def send(self, prepared: tuple) -> int:
-        return self.run(*prepared)
-
-    def run(self, family: str, table: str, ops) -> int:
-        assert (family, table) == (r.FAMILY, r.TABLE)
-        cmds = []
-        for verb, name, etype, items in ops:
-            dec = codec.ElementDecoder(etype)
-            back = []
-            for msg in codec.encode_elements(family, table, name, etype, items, delete=verb == "delete"):
-                back += [k if v is None or verb == "delete" else f"{k} : {v}" for k, v in dec.decode(msg[16:])]
-            assert back == items, (name, items[:3], back[:3])
-            cmds.append(d.ElementCommand.make(verb, name, back))
-        with self.kernel.lock:
-            FakeNft.run(self.kernel, cmds)
-        return sum(len(c.items) for c in cmds)

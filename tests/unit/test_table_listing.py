@@ -1,5 +1,5 @@
 """Listing the chains and sets of our table over netlink (proxy/element_codec.py: GETCHAIN and
-GETSET dumps) and what a restarted agent makes of it (diff_services.recovered_objects): every
+GETSET dumps) and what a restarted agent makes of it (table_readback.recovered_objects): every
 on-demand chain and dynamic set is known, so the first full sync after a restart deletes the
 ones nobody wants and plans the UDP conntrack cleanup of affinity endpoints that went away.
 
@@ -21,7 +21,9 @@ import struct
 from kubeweft.proxy import diff_services as d
 from kubeweft.proxy import element_codec as c
 from kubeweft.proxy import render_services as r
+from kubeweft.proxy import table_readback as tr
 from kubeweft.proxy.model import parse_endpoint_slice, parse_service
+from kubeweft.proxy.nft_commands import nft_lines
 
 CHAIN_LB = bytes.fromhex(
     "020000030d0001006b75626577656674000000000d0003006c622d7463702d39000000000c0002000000000000000001"
@@ -114,7 +116,7 @@ def kernel_after(mirror: r.Desired, extra_chains=(), extra_sets=()):
     """What ElementLink.chains/.sets list for a table holding `mirror` (plus the fixed chains and
     sets, and anything extra): comments as the kernel keeps them (cut at 120 characters)."""
     base = r.render_base(CTX)
-    chains = [(n, "fixed") for n in sorted(d.fixed_chains(base))]
+    chains = [(n, "fixed") for n in sorted(tr.fixed_chains(base))]
     chains += [(n, ch.comment[:120]) for n, ch in mirror.chains.items()] + list(extra_chains)
     sets = [(n, 0) for n in r.SETS] + [(n, c.NFT_SET_MAP) for n in r.MAPS]
     sets += [(ch.map, c.NFT_SET_MAP) for ch in mirror.chains.values() if ch.map]
@@ -124,10 +126,16 @@ def kernel_after(mirror: r.Desired, extra_chains=(), extra_sets=()):
 
 def restarted(mirror: r.Desired, **extra) -> r.Desired:
     """What recover() builds: the listing, the fixed sets and maps, the backends maps read back."""
-    chains, dynsets = d.recovered_objects(*kernel_after(mirror, **extra), d.fixed_chains(r.render_base(CTX)))
+    chains, dynsets = tr.recovered_objects(*kernel_after(mirror, **extra), tr.fixed_chains(r.render_base(CTX)))
     maps = {n: dict(mirror.maps.get(n, {})) for n in r.MAPS}
     maps.update((ch.map, dict(mirror.maps.get(ch.map, {}))) for ch in chains.values() if ch.map)
     return r.Desired(sets=dict(mirror.sets), maps=maps, chains=chains, dynsets=dynsets)
+
+
+def full_sync_text(rec: r.Desired, agg: r.Aggregate) -> tuple[list[str], r.Desired]:
+    """The first full sync after a restart, as nft text, and the mirror once it landed."""
+    cmds, after = d.diff_full(rec, agg, unknown_chains=True)
+    return nft_lines(cmds, r.SERVICE_TABLE), after
 
 
 def applied(svc, eps) -> tuple[r.Aggregate, r.Desired]:
@@ -138,7 +146,7 @@ def applied(svc, eps) -> tuple[r.Aggregate, r.Desired]:
 
 
 def test_fixed_chains_are_render_bases():
-    fixed = d.fixed_chains(r.render_base(CTX))
+    fixed = tr.fixed_chains(r.render_base(CTX))
     assert {"nat-prerouting", "services", "nodeports", "service-check", "reject-chain"} <= fixed
     assert not any(n.startswith(("aff-", "lb-")) for n in fixed)
 
@@ -170,7 +178,7 @@ def test_gone_affinity_endpoint_after_a_restart_is_planned_and_its_chain_and_set
     rec = restarted(mirror)
     agg.put(svc.key, r.render_service(svc, slices(A), CTX))      # B went while the agent was down
     assert d.plan_udp_cleanup(rec, agg, d.touched_udp(rec)) == {("10.96.0.10", 53, B)}
-    cmds, after = d.diff_full(rec, agg, unknown_chains=True)
+    cmds, after = full_sync_text(rec, agg)
     [gone] = set(mirror.dynsets) - set(after.dynsets)
     [kept] = set(after.dynsets)
     assert f"delete chain {r.T} {gone}" in cmds and f"delete set {r.T} {gone}" in cmds
@@ -189,7 +197,7 @@ def test_whole_affinity_service_gone_after_a_restart():
     rec = restarted(mirror)
     agg.put(svc.key, None)
     assert d.plan_udp_cleanup(rec, agg, d.touched_udp(rec)) == {("10.96.0.10", 53, A), ("10.96.0.10", 53, B)}
-    cmds, after = d.diff_full(rec, agg, unknown_chains=True)
+    cmds, after = full_sync_text(rec, agg)
     assert not after.chains and not after.dynsets
     for name in mirror.chains:
         assert f"delete chain {r.T} {name}" in cmds
@@ -207,7 +215,7 @@ def test_unreferenced_lb_chain_and_its_map_are_deleted():
                                 ("aff-xxxxxxxx-yyyyyyyy", c.NFT_SET_EVAL | c.NFT_SET_TIMEOUT)])
     rec.maps["backends-tcp-9"] = {"10.96.0.99 . 80 . 0": "10.244.9.9 . 80"}
     assert rec.chains["lb-tcp-9"] == r.family_chain("lb-tcp-9")
-    cmds, after = d.diff_full(rec, agg, unknown_chains=True)
+    cmds, after = full_sync_text(rec, agg)
     order = [f"flush chain {r.T} lb-tcp-9", f"delete chain {r.T} lb-tcp-9", f"delete map {r.T} backends-tcp-9"]
     assert all(cmd in cmds for cmd in order)
     assert [cmds.index(cmd) for cmd in order] == sorted(cmds.index(cmd) for cmd in order)
@@ -221,12 +229,12 @@ def test_unreferenced_lb_chain_and_its_map_are_deleted():
 
 
 def test_a_listed_lb_chain_without_its_map_is_not_ours():
-    chains, _ = d.recovered_objects([("lb-tcp-4", "x")], [], set())
+    chains, _ = tr.recovered_objects([("lb-tcp-4", "x")], [], set())
     assert chains == {}
 
 
 def test_fixed_sets_and_maps_are_not_dynamic_sets():
-    _, dynsets = d.recovered_objects([], [("cluster-ips", 0), ("service-ips", c.NFT_SET_MAP),
+    _, dynsets = tr.recovered_objects([], [("cluster-ips", 0), ("service-ips", c.NFT_SET_MAP),
                                           ("backends-tcp-2", c.NFT_SET_MAP),
                                           ("aff-a-b", c.NFT_SET_EVAL | c.NFT_SET_TIMEOUT)], set())
     assert set(dynsets) == {"aff-a-b"}

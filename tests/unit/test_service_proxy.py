@@ -1,0 +1,68 @@
+"""The service proxy's sync on the product's Fake (proxy/nft_fake.py): the first sync programs
+an empty table in one go; a restarted proxy reads the table back and its full sync rewrites no
+element; an EndpointSlice change after that is one netlink transaction of that change alone."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from kubeweft.proxy import render_services as r
+from kubeweft.proxy.model import parse_endpoint_slice, parse_service
+from kubeweft.proxy.nft_commands import ElementCommand
+from kubeweft.proxy.nft_fake import FakeNft
+from kubeweft.proxy.service_proxy import ServiceProxy
+
+CFG = SimpleNamespace(node_name="node1", cluster_cidr="10.244.0.0/16", pod_cidr="10.244.1.0/24",
+                      service_cidr="10.96.0.0/12", nodeport_addresses=())
+
+
+def service(i: int):
+    return parse_service({"metadata": {"namespace": "ns", "name": f"s{i}"},
+                          "spec": {"clusterIP": f"10.96.0.{10 + i}", "type": "NodePort",
+                                   "ports": [{"name": "http", "port": 80, "nodePort": 30080 + i}]}})
+
+
+def endpoints(i: int, *ips: str):
+    return parse_endpoint_slice({
+        "metadata": {"namespace": "ns", "name": f"s{i}-1", "labels": {"kubernetes.io/service-name": f"s{i}"}},
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": [ip], "nodeName": "node2", "conditions": {"ready": True}} for ip in ips]})
+
+
+def proxy(nft: FakeNft) -> ServiceProxy:
+    p = ServiceProxy(None, CFG, nft=nft)
+    p._on_services({svc.key: svc for svc in map(service, range(3))})
+    p._on_slices({("ns", f"s{i}-1"): endpoints(i, f"10.244.2.{i + 1}", f"10.244.3.{i + 1}") for i in range(3)})
+    return p
+
+
+def test_first_sync_restart_and_one_change_on_the_fake():
+    nft = FakeNft()
+    first = proxy(nft)
+    assert first.sync() > 0
+    table = nft.table(r.FAMILY, r.TABLE)
+    assert table.maps["service-ips"] == {f"10.96.0.{10 + i} . tcp . 80": "goto lb-tcp-2" for i in range(3)}
+    assert table.maps["backends-tcp-2"]["10.96.0.11 . 80 . 1"] == "10.244.3.2 . 8080"
+    assert [kind for kind, _ in nft.history] == ["nft"]          # structure and few elements: one go
+    loaded = table.state()
+
+    # a restarted agent on the same table: it reads it back and rewrites no element
+    nft.history.clear()
+    again = proxy(nft)
+    again.sync()
+    assert [kind for kind, _ in nft.history] == ["nft"]
+    assert not any(isinstance(c, ElementCommand) for c in nft.history[0][1])
+    assert nft.table(r.FAMILY, r.TABLE).state() == loaded
+
+    # one endpoint moves: its backends element alone, over netlink
+    nft.history.clear()
+    again._on_slice("MODIFIED", {
+        "metadata": {"namespace": "ns", "name": "s1-1", "labels": {"kubernetes.io/service-name": "s1"}},
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": [ip], "nodeName": "node2", "conditions": {"ready": True}}
+                      for ip in ("10.244.2.2", "10.244.4.2")]})
+    assert again.sync() == 4             # the moved endpoint behind the ClusterIP and the nodePort
+    assert nft.history == [("netlink", [
+        ("delete", "backends-tcp-2", ("10.96.0.11 . 80 . 1",)),
+        ("delete", "nodeport-backends-tcp-2", ("30081 . 1",)),
+        ("add", "backends-tcp-2", ("10.96.0.11 . 80 . 1 : 10.244.4.2 . 8080",)),
+        ("add", "nodeport-backends-tcp-2", ("30081 . 1 : 10.244.4.2 . 8080",))])]
