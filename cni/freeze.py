@@ -32,14 +32,12 @@ from pathlib import Path
 
 NAME = "kubeweft"
 ENTRY = "kubeweft.cni.shim"
-# subpackages the shim's imports reach (cni.datapath imports the overlay's VXLAN overhead)
-PACKAGES = ("cni", "proxy")
+# subpackages the shim's imports reach
+PACKAGES = ("cni",)
 # modules PyInstaller's analysis finds but neither the shim nor its DEL fallback imports (checked
-# with -X importtime; pyroute2 does import sqlite3 and unittest.mock): the grpc transport (only
-# with KUBEWEFT_SHIM_TRANSPORT=grpc, which needs the library installed), python-nftables'
-# optional JSON validation, and what Debian's system site-packages drag in through them
-EXCLUDES = ("grpc", "google.protobuf", "kubeweft.proto", "kubeweft.lab", "kubernetes", "jsonschema",
-            "setuptools", "pkg_resources", "requests", "urllib3", "cryptography", "OpenSSL",
+# with -X importtime; pyroute2 does import sqlite3 and unittest.mock): python-nftables' optional
+# JSON validation, and what Debian's system site-packages drag in through it
+EXCLUDES = ("jsonschema", "setuptools", "pkg_resources", "requests", "urllib3", "cryptography", "OpenSSL",
             "tkinter")
 DROPPED_RUNTIME_HOOKS = ("pyi_rth_inspect", "pyi_rth_pkgutil", "pyi_rth_multiprocessing")
 # loaded by name through ctypes (nftables.Nftables(sofile=...)), which PyInstaller cannot see
