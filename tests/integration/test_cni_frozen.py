@@ -10,20 +10,18 @@ DEL in-process on the bundled pyroute2 and python-nftables (the hostPort rule go
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from kubeweft.cni import freeze
-from kubeweft.lab import netns as lab_netns
 
-from tests.integration.test_cni_conformance import KUBEWEFT, REFERENCE, ScratchNode, sh
+from tests.integration.test_cni_conformance import REFERENCE, sh
+from tests.integration.test_cni_standalone import HOST_PATH, StandaloneNode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # run "$@" in a mount namespace of its own where the host's Python cannot be found or executed
 WITHOUT_PYTHON = ("mount -t tmpfs none /usr/lib/python3 && mount -t tmpfs none /usr/lib/python3.11 && "
                   "mount --bind /dev/null /usr/bin/python3.11 && exec \"$@\"")
@@ -39,36 +37,18 @@ def frozen_build(tmp_path_factory) -> Path:
     return freeze.build(tmp_path_factory.mktemp("h12f-build") / "kubeweft")
 
 
-class FrozenNode(ScratchNode):
-    """A ScratchNode whose bin dir holds the frozen install, each call run without Python."""
+class FrozenNode(StandaloneNode):
+    """A scratch node whose bin dir holds the frozen install, each call run without Python."""
 
     def __init__(self, tmp: Path, build: Path, **kw) -> None:
         super().__init__(tmp, **kw)
         self.build = build
 
-    def __enter__(self):
-        super().__enter__()
-        try:
-            subprocess.run([KUBEWEFT, "install-cni", "--frozen", str(self.build), "--bin-dir", str(self.bin_dir),
-                            "--loopback", str(REFERENCE / "loopback")], check=True, timeout=60, capture_output=True)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+    def install_args(self) -> list[str]:
+        return ["--frozen", str(self.build), "--loopback", str(REFERENCE / "loopback")]
 
-    def cni(self, command: str, cid: str = "", pod: str | None = None, ifname: str = "eth0",
-            conf: dict | bytes | None = None, args: str = "", env: dict | None = None,
-            drop: tuple = ()) -> tuple[int, dict | None, str]:
-        full = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid,
-                "CNI_NETNS": str(lab_netns.path(pod)) if pod else "", "CNI_IFNAME": ifname,
-                "CNI_PATH": f"{self.bin_dir}:{REFERENCE}", "CNI_ARGS": args, "PATH": HOST_PATH, **(env or {})}
-        full = {k: v for k, v in full.items() if v and k not in drop}
-        data = conf if isinstance(conf, bytes) else json.dumps(conf or self.conf()).encode()
-        proc = subprocess.run(without_python(str(self.bin_dir / "kubeweft")), input=data, env=full,
-                              capture_output=True, timeout=30, preexec_fn=lab_netns.preexec(self.node),
-                              check=False)
-        out = proc.stdout.decode()
-        return proc.returncode, (json.loads(out) if out.strip() else None), proc.stderr.decode()
+    def argv(self) -> list[str]:
+        return without_python(str(self.bin_dir / "kubeweft"))
 
 
 def _tag() -> str:
