@@ -16,6 +16,11 @@ pod veth is left and the agent's start-up reconcile frees every reservation; and
 visible only once complete, so only a power loss can leave a torn record, which gc/reconcile
 remove. Two fsyncs per ADD cost 5-15 ms on this machine's disk for nothing.
 
+A store that cannot be written (ENOSPC, EROFS, EDQUOT, EIO) makes claim() raise the CNI's I/O
+failure (code 5, not 11 "try again later": a full or read-only disk does not clear up by itself)
+and leaves no reservation; lookups still work on a read-only store (the lock file is then opened
+read-only: flock needs no write access).
+
 The pure part (candidate order, record format) is in the plan_/parse_/render_ functions.
 """
 from __future__ import annotations
@@ -56,6 +61,13 @@ def parse_record(data: bytes) -> Key | None:
     if len(parts) == 2 and parts[0] and parts[1]:
         return parts[0], parts[1]
     return None
+
+
+def render_io_failure(store: Path, e: OSError) -> CniError:
+    """The CNI error for a store that cannot be written: what happened, in words a runbook greps."""
+    what = {errno.ENOSPC: "is full (ENOSPC)", errno.EDQUOT: "is over quota (EDQUOT)",
+            errno.EROFS: "is read-only (EROFS)"}.get(e.errno, f"failed: {e.strerror or e}")
+    return CniError(IO_FAILURE, f"IPAM store {store} {what}", str(e))
 
 
 def parse_address_name(name: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
@@ -164,6 +176,9 @@ class Allocator:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, render_record(*key))
+        except OSError:
+            _unlink(tmp)               # a full disk: the empty file must not stay
+            raise
         finally:
             os.close(fd)
         try:
@@ -176,8 +191,12 @@ class Allocator:
 
     def _write_cursor(self, addr: ipaddress.IPv4Address) -> None:
         tmp = self.dir / f"{TMP_PREFIX}cursor-{os.getpid()}"
-        tmp.write_text(str(addr))
-        os.replace(tmp, self.dir / CURSOR)
+        try:
+            tmp.write_text(str(addr))
+            os.replace(tmp, self.dir / CURSOR)
+        except OSError:
+            _unlink(tmp)
+            raise
 
     # -- the interface
     def reserve(self, container_id: str, ifname: str,
@@ -199,6 +218,13 @@ class Allocator:
             if want not in self._usable:
                 raise CniError(ADDRESS_UNAVAILABLE, f"requested IP {want} is not available in {self.subnet}",
                                "it is outside the subnet, or its network, broadcast or gateway address")
+        try:
+            return self._claim_locked(key, want)
+        except OSError as e:
+            raise render_io_failure(self.dir, e) from None
+
+    def _claim_locked(self, key: Key, want: ipaddress.IPv4Address | None) -> tuple[ipaddress.IPv4Interface, bool]:
+        container_id, ifname = key
         with self._locked():
             held = self._scan()
             mine = [a for a, k in held.items() if k == key]
@@ -215,7 +241,11 @@ class Allocator:
                 if addr in held:
                     continue
                 if self._claim(addr, key):
-                    self._write_cursor(addr)
+                    try:
+                        self._write_cursor(addr)
+                    except OSError:
+                        _unlink(self.dir / str(addr))   # no reservation without its ADD
+                        raise
                     return self._iface(addr), True
         raise CniError(ADDRESS_UNAVAILABLE, f"no IP addresses available in {self.subnet}",
                        f"{len(self._usable)} addresses, all reserved")
@@ -273,7 +303,12 @@ class _StoreLock:
     def __enter__(self) -> None:
         self.tlock.acquire()
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                if e.errno != errno.EROFS:
+                    raise
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)   # reads still work
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             if self.fd >= 0:

@@ -351,3 +351,17 @@ def reset() -> None:
     lives); for tests that delete namespaces, and harmless otherwise."""
     with _tables_lock:
         _tables.clear()
+
+
+def run_text(text: str) -> None:
+    """nft commands as one transaction, through this netns' context (for the CNI's other tables)."""
+    tbl = _table()
+    with tbl.lock:
+        tbl.run_text(text)
+
+
+def run_json(cmds: dict) -> dict:
+    """A JSON command list as one transaction, through this netns' context; the answer."""
+    tbl = _table()
+    with tbl.lock:
+        return tbl.run_json(cmds)

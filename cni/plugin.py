@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from . import bandwidth, datapath, ipam, nft, spec
+from . import antispoof, bandwidth, datapath, ipam, nft, spec
 from .errors import (
     CHECK_MISMATCH,
     DATAPATH_FAILURE,
@@ -66,6 +66,7 @@ class CniPlugin:
             return
         alloc = self.allocator(None)
         self.bridge(self.bridge_name)
+        antispoof.ensure_base()         # before any pod can send: veths are checked from creation
         if self.cluster_cidr:
             nft.ensure_masquerade(self.cluster_cidr)
         freed, _ = self.reconcile()
@@ -174,6 +175,7 @@ class CniPlugin:
             bridge = self.bridge(conf.bridge)
             wiring = datapath.wire_pod(inv.netns, inv.ifname, address, alloc.gateway, bridge.name,
                                        mtu, datapath.host_veth_name(*key), mac=mac)
+            antispoof.allow_pod(wiring.host_veth, wiring.pod_mac, str(address.ip))
             if mappings:
                 hostports = True
                 nft.set_hostports(inv.container_id, [_mapping_dict(m) for m in mappings], str(address.ip))
@@ -229,6 +231,7 @@ class CniPlugin:
             steps.append(lambda: nft.clear_hostports(inv.container_id))
         if wiring is not None:
             steps.append(lambda: datapath.unwire_pod(inv.netns, inv.ifname, wiring.host_veth))
+            steps.append(lambda: antispoof.forget_pod(wiring.host_veth))
         if reserved_here:
             steps.append(lambda: alloc.release(inv.container_id, inv.ifname))
         for step in steps:
@@ -254,9 +257,18 @@ class CniPlugin:
         except Exception as e:
             raise CniError(DATAPATH_FAILURE, "DEL could not remove the pod's veth", repr(e)) from e
         nft.clear_hostports(inv.container_id)
+        antispoof.forget_pod(host_veth)
         self._forget_pod(inv.container_id)
         if self.pod_cidr is not None:
-            freed = self.allocator(conf).release(inv.container_id, inv.ifname)
+            try:
+                freed = self.allocator(conf).release(inv.container_id, inv.ifname)
+            except CniError as e:
+                if e.code != IO_FAILURE:
+                    raise
+                # A read-only store: the veth is gone, so the next GC or agent start frees the
+                # address; failing the DEL would only make the runtime retry it forever.
+                log.warning("DEL %s/%s: address not freed: %s", inv.container_id, inv.ifname, e)
+                return
             log.info("DEL %s/%s freed %s", inv.container_id, inv.ifname, [str(a) for a in freed or []])
 
     # --- CHECK -------------------------------------------------------------------------------
@@ -308,6 +320,7 @@ class CniPlugin:
         removed = sorted(datapath.list_host_veths(conf.bridge) - wanted)
         for veth in removed:
             datapath.unwire_pod(None, "", veth)
+            antispoof.forget_pod(veth)
         live_ids = {cid for cid, _ in keep}
         for (cid, _), _addr in freed:
             if cid not in live_ids:

@@ -52,7 +52,8 @@ class ScratchNode:
     """A node netns with the agent running in it, the CNI installed in a temp dir, pod netns."""
 
     def __init__(self, tmp: Path, pod_cidr: str = "10.250.1.0/24", bridge: str = "kw0",
-                 ext: bool = False, tag: str | None = None, agent_args: tuple = ()) -> None:
+                 ext: bool = False, tag: str | None = None, agent_args: tuple = (),
+                 agent_prefix: tuple = ()) -> None:
         self.tag = tag or f"h6a{os.getpid() % 100000}x{next(_ids)}"
         self.tmp, self.pod_cidr, self.bridge = tmp, pod_cidr, bridge
         self.node = f"{self.tag}-node"
@@ -62,6 +63,7 @@ class ScratchNode:
         self.data_dir = self.socket.parent / "cni" / "data"     # install-cni's default
         self.agent: subprocess.Popen | None = None
         self.agent_args = agent_args
+        self.agent_prefix = agent_prefix      # argv the agent runs under (e.g. unshare)
         self.pods: list[str] = []
         self._pods = itertools.count(1)
 
@@ -98,7 +100,7 @@ class ScratchNode:
     def start_agent(self, *extra: str) -> None:
         with open(self.tmp / "agent.log", "a") as log:
             self.agent = subprocess.Popen(
-                [KUBEWEFT, "agent", "--test-pod-cidr", self.pod_cidr, "--node-name", "scratch",
+                [*self.agent_prefix, KUBEWEFT, "agent", "--test-pod-cidr", self.pod_cidr, "--node-name", "scratch",
                  "--socket", str(self.socket), "--state-dir", str(self.socket.parent),
                  "--bridge", self.bridge, *self.agent_args, *extra],
                 stdout=log, stderr=subprocess.STDOUT,

@@ -1,0 +1,156 @@
+"""Source checks on pod veths: a pod sends only with its own MAC and IPv4 address, like Calico's
+and Cilium's. Everything else is dropped and counted before any Service or policy rule sees it.
+
+    table bridge kubeweft-cni
+      set pod_macs   ifname . ether_addr      a pod's host veth . its MAC
+      set pod_ips    ifname . ipv4_addr       a pod's host veth . its IPv4 address
+      counter spoofed_<reason>                one per reason (REASONS), read by the agent's metrics
+      chain prerouting   filter hook prerouting priority -300
+
+Why the bridge family: every pod veth is a port of the node's bridge, so one chain sees every
+frame a pod sends, routed (to the gateway) or bridged (to a pod), at the bridge's first hook.
+br_netfilter hands bridged IPv4 to the ip hooks (conntrack, Services, policy) from the same
+bridge prerouting hook at priority 0, so -300 runs first. A netdev ingress chain per veth would
+be as early but needs its chain rewritten (device list) at every ADD and DEL; here an ADD or DEL
+is two set elements.
+
+Fail closed: the chain checks every port named like a host veth (kw*), so a pod's frames are
+dropped from the moment its veth exists until its ADD has added its elements (ADD returns only
+after), and a veth whose elements are missing sends nothing.
+
+What a pod may send: IPv4 and ARP from its own MAC and address (ARP with a 0.0.0.0 sender, the
+RFC 5227 probe, is dropped: Linux sends none by itself and pods have no DHCP); IPv6 only from a
+link-local address or :: (neighbour discovery, DAD, MLD), from its own MAC, since the cluster
+is IPv4-only; no other ethertype (an 802.1Q tag would hide the inner header from these checks).
+
+Standard library only, as the rest of the CNI's node side.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from kubeweft.cni import nft
+from kubeweft.cni.datapath import HOST_VETH_PREFIX
+from kubeweft.cni.errors import CniError
+
+FAMILY = "bridge"
+TABLE = "kubeweft-cni"
+SET_MACS = "pod_macs"
+SET_IPS = "pod_ips"
+COUNTER_PREFIX = "spoofed_"
+# reason -> family label of kubeweft_spoofed_packets_total
+REASONS = {"mac": "ethernet", "ipv4": "ipv4", "arp": "arp", "ipv6": "ipv6", "ethertype": "ethernet"}
+
+
+# ---- pure core ---------------------------------------------------------------------------
+
+def render_base() -> str:
+    """The table, sets, counters and the chain, as nft commands (idempotent: add + flush)."""
+    t = f"{FAMILY} {TABLE}"
+    port = f'iifname "{HOST_VETH_PREFIX}*"'
+    lines = [
+        f'add table {t} {{ comment "kubeweft CNI: pods send only from their own MAC and address"; }}',
+        f'add set {t} {SET_MACS} {{ type ifname . ether_addr; comment "pod host veth . pod MAC"; }}',
+        f'add set {t} {SET_IPS} {{ type ifname . ipv4_addr; comment "pod host veth . pod IPv4"; }}',
+        *(f'add counter {t} {COUNTER_PREFIX}{r} {{ comment "frames from pods dropped: {r}"; }}'
+          for r in REASONS),
+        (f'add chain {t} prerouting {{ comment "source checks of frames from pod veths"; '
+         f"type filter hook prerouting priority -300; policy accept; }}"),
+        f"flush chain {t} prerouting",
+        (f'add rule {t} prerouting {port} iifname . ether saddr != @{SET_MACS} '
+         f'counter name "{COUNTER_PREFIX}mac" drop'),
+        (f'add rule {t} prerouting {port} ether type ip iifname . ip saddr != @{SET_IPS} '
+         f'counter name "{COUNTER_PREFIX}ipv4" drop'),
+        (f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ip != @{SET_IPS} '
+         f'counter name "{COUNTER_PREFIX}arp" drop'),
+        (f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ether != @{SET_MACS} '
+         f'counter name "{COUNTER_PREFIX}arp" drop'),
+        (f'add rule {t} prerouting {port} ether type ip6 ip6 saddr != {{ ::/128, fe80::/10 }} '
+         f'counter name "{COUNTER_PREFIX}ipv6" drop'),
+        (f'add rule {t} prerouting {port} ether type != {{ ip, arp, ip6 }} '
+         f'counter name "{COUNTER_PREFIX}ethertype" drop'),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_pod_elements(host_veth: str, mac: str, ip: str) -> tuple[dict, dict]:
+    """The pod's element in each set (JSON)."""
+    return ({"concat": [host_veth, mac.lower()]}, {"concat": [host_veth, str(ipaddress.IPv4Address(ip))]})
+
+
+def plan_stale(listing: dict, host_veth: str) -> dict[str, list]:
+    """set name -> the elements of host_veth, from a JSON listing of the two sets. Pure."""
+    out: dict[str, list] = {}
+    for obj in listing.get("nftables", []):
+        s = obj.get("set")
+        if not s or s.get("name") not in (SET_MACS, SET_IPS):
+            continue
+        for e in s.get("elem", []):
+            val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
+            if isinstance(val, dict) and val.get("concat", [None])[0] == host_veth:
+                out.setdefault(s["name"], []).append(val)
+    return out
+
+
+def render_ops(delete: dict[str, list], add: dict[str, list]) -> dict:
+    cmds = []
+    for verb, what in (("delete", delete), ("add", add)):
+        for name, elems in what.items():
+            if elems:
+                cmds.append({verb: {"element": {"family": FAMILY, "table": TABLE, "name": name,
+                                                "elem": elems}}})
+    return {"nftables": cmds}
+
+
+def parse_counters(listing: dict) -> dict[str, int]:
+    """reason -> packets dropped, from a JSON listing of the table. Pure."""
+    out = {}
+    for obj in listing.get("nftables", []):
+        c = obj.get("counter")
+        if c and c.get("table") == TABLE and c["name"].startswith(COUNTER_PREFIX):
+            out[c["name"][len(COUNTER_PREFIX):]] = c.get("packets", 0)
+    return out
+
+
+# ---- the shell ---------------------------------------------------------------------------
+
+def ensure_base() -> None:
+    nft.run_text(render_base())
+
+
+def _held(host_veth: str) -> dict[str, list]:
+    # one set per request: nft 1.0.6 fails a JSON request holding two list commands (ENOENT)
+    listed = [obj for n in (SET_MACS, SET_IPS) for obj in nft.run_json(
+        {"nftables": [{"list": {"set": {"family": FAMILY, "table": TABLE, "name": n}}}]}).get("nftables", [])]
+    return plan_stale({"nftables": listed}, host_veth)
+
+
+def allow_pod(host_veth: str, mac: str, ip: str) -> None:
+    """Let the pod behind host_veth send from mac and ip only (replacing what it had): one
+    transaction."""
+    try:
+        stale = _held(host_veth)
+    except CniError:
+        ensure_base()                      # first use in this netns, or the table was removed
+        stale = {}
+    mac_elem, ip_elem = render_pod_elements(host_veth, mac, ip)
+    nft.run_json(render_ops(stale, {SET_MACS: [mac_elem], SET_IPS: [ip_elem]}))
+
+
+def forget_pod(host_veth: str) -> None:
+    """Remove the pod's elements; none (or no table) is fine."""
+    try:
+        stale = _held(host_veth)
+    except CniError:
+        return
+    if stale:
+        nft.run_json(render_ops(stale, {}))
+
+
+def read_counters() -> dict[str, int]:
+    """reason -> packets dropped in this netns ({} without the table)."""
+    try:
+        return parse_counters(nft.run_json({"nftables": [{"list": {"table": {"family": FAMILY,
+                                                                             "name": TABLE}}}]}))
+    except CniError:
+        return {}
