@@ -30,6 +30,8 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeweft.cni.spec import SUPPORTED_VERSIONS
+
 log = logging.getLogger("kubeweft.agent")
 
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
@@ -87,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-policy", action="store_true",
                    help="do not enforce NetworkPolicy (left to another enforcer)")
     p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
+    p.add_argument("--cni-conf-dir", default=os.environ.get("KUBEWEFT_CNI_CONF_DIR") or None,
+                   help="write the conflist here once the CNI server answers (the runtime's conf dir, "
+                        "at the same paths as on the host)")
+    p.add_argument("--cni-version", default=os.environ.get("KUBEWEFT_CNI_VERSION") or None,
+                   choices=SUPPORTED_VERSIONS, help="the conflist's cniVersion (default: install-cni's, 1.0.0)")
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     scratch = p.add_argument_group("for tests and benchmarks (never in a cluster)")
     scratch.add_argument("--test-pod-cidr", metavar="CIDR", default=None,
@@ -403,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     health.ready_when("cni", lambda: cni_answers(sock))
     log.info("serving CNI on %s: node %s podCIDR %s bridge %s mtu %d data %s",
              sock, args.node_name or "-", pod_cidr, args.bridge, plugin.mtu, data_dir)
+    if args.cni_conf_dir:
+        # only now: the runtime reports the node's network ready once a conflist exists
+        from kubeweft.cni import install
+        conf = install.write_conflist(Path(args.cni_conf_dir), str(sock.absolute()), str(data_dir.absolute()),
+                                      args.bridge, args.mtu, args.cni_version or install.DEFAULT_CNI_VERSION)
+        log.info("wrote %s", conf)
     while not stop.wait(1.0):
         pass
     log.info("stopping")

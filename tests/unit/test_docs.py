@@ -97,7 +97,8 @@ def test_named_paths_picks_repository_paths_only():
 
 
 @pytest.mark.parametrize("verb, heading", [("agent", "## `kubeweft agent`"),
-                                           ("install-cni", "### `kubeweft install-cni`")])
+                                           ("install-cni", "### `kubeweft install-cni`"),
+                                           ("cleanup", "### `kubeweft cleanup`")])
 def test_configuration_lists_every_flag(verb, heading, monkeypatch):
     monkeypatch.setenv("COLUMNS", "1000")
     assert documented_flags(heading) == cli_flags(verb)
