@@ -316,7 +316,7 @@ def import_components(with_api: bool) -> None:
         if with_api:
             import kubernetes  # noqa: F401
             import prometheus_client  # noqa: F401
-            from kubeweft.proxy import policy_controller, service_proxy  # noqa: F401
+            from kubeweft.proxy import antispoof_metrics, policy_controller, service_proxy  # noqa: F401
             from kubeweft.proxy.overlay import controller  # noqa: F401
 
 
@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                           nodeport_addresses=tuple(c for c in args.nodeport_addresses.split(",") if c),
                           state_dir=state_dir)
         serve_metrics(args.metrics_bind_address)
+        from kubeweft.proxy import antispoof_metrics
+        antispoof_metrics.register_metrics()      # the CNI's table lives in this netns
         if not args.no_proxy:
             from kubeweft.proxy import service_proxy
             proxy = start_component(service_proxy.start, "service proxy", api, cfg)
