@@ -314,7 +314,12 @@ def test_endpoints_follow_endpoint_slices(server, admin):
     set_pod("web-2", "10.1.0.2", False)
 
     def endpoints():
-        ep = core.read_namespaced_endpoints("web", NS)
+        try:
+            ep = core.read_namespaced_endpoints("web", NS)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return None          # the endpoints controller has not written it yet
+            raise
         return [(sorted(a.ip for a in s.addresses or []), sorted(a.ip for a in s.not_ready_addresses or []),
                  [(p.name, p.port) for p in s.ports]) for s in ep.subsets or []]
 

@@ -220,7 +220,11 @@ def test_liveness_probe_restarts_the_container_and_readiness_gates_ready(lab):
              timeout=30)
     time.sleep(2)
     assert not is_ready(get(lab, "pod", "probed"))                       # readiness fails: not Ready
-    lab.kubectl("exec", "probed", "--", "touch", "/tmp/ready")
+    # the first exec through the API server and the kubelet may race the container's start under
+    # load; the error it gets then is the kubelet's own (see streams.pod_exec)
+    wait_for("kubectl exec into the running container",
+             lambda: lab.kubectl("exec", "probed", "--", "touch", "/tmp/ready", check=False).returncode == 0,
+             timeout=15, interval=1)
     wait_ready(lab, "probed", timeout=20)
     lab.kubectl("exec", "probed", "--", "rm", "/tmp/healthy")
 
