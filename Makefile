@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test unit integration lint bench proto
+.PHONY: setup demo test unit integration lint bench proto image
 
 setup:
 	@bash scripts/setup.sh
@@ -32,3 +32,7 @@ proto: setup
 	$(PY) -m grpc_tools.protoc -Ikubeweft/proto=proto --python_out=build/proto --grpc_python_out=build/proto \
 		kubeweft/proto/kubeweft.proto
 	cp build/proto/kubeweft/proto/kubeweft_pb2*.py proto/
+
+image: setup
+	@# the agent image from Debian's packages, no Docker needed: out/image/kubeweft-<version>.tar
+	$(PY) deploy/image/build.py

@@ -1,8 +1,10 @@
 """CNI ADD and DEL latency: kubeweft (shim -> gRPC -> agent) against the reference bridge +
 host-local plugins, in one run, on one scratch node netns made and removed here (prefix h6a).
-kubeweft runs twice: as the lab installs it (the venv script) and as the DaemonSet does (the
-`install-cni --standalone` zipapp, run by /usr/bin/python3 -I). The load average is printed too:
-on a shared 2-core machine it moves every figure.
+kubeweft runs three times: as the lab installs it (the venv script), as the `install-cni
+--standalone` zipapp (run by /usr/bin/python3 -I), and as the DaemonSet installs it on nodes
+without python3 (`install-cni --frozen`: the PyInstaller onedir build that kubeweft.cni.freeze
+makes, built here from this venv, which takes ~30-60 s). The load average is printed too: on a
+shared 2-core machine it moves every figure.
 
 Each plugin is executed as a runtime does (env + stdin, a fresh process per call): N pods one
 after the other, then rounds of 16 at once. Prints one JSON document: p50/p99 per case and
@@ -28,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kubeweft.cni import freeze
 from kubeweft.lab import netns as lab_netns
 
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
@@ -157,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"h6ab{os.getpid() % 100000}"
     with tempfile.TemporaryDirectory(prefix="h6a-bench-") as tmpdir, contextlib.ExitStack() as inside:
         tmp = Path(tmpdir)
+        t0 = time.monotonic()
+        build = freeze.build(tmp / "frozen-build")        # before the clock: not part of the run
+        freeze_s = round(time.monotonic() - t0, 1)
         b = Bench(tmp, tag, time.monotonic() + args.timeout)
         try:
             sh("ip", "netns", "add", b.node)
@@ -168,24 +174,27 @@ def main(argv: list[str] | None = None) -> int:
             zbin = tmp / "zbin"
             sh(KUBEWEFT, "install-cni", "--standalone", "--bin-dir", str(zbin), "--conf-dir",
                str(tmp / "net.d-zipapp"), "--socket", str(sock))
+            fbin = tmp / "fbin"
+            sh(KUBEWEFT, "install-cni", "--frozen", str(build), "--bin-dir", str(fbin))
             b.start_agent(sock)
             kw_conf = {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "socket": str(sock),
                        "dataDir": str(sock.parent / "cni" / "data"), "bridge": "kw0"}
             kw = Plugin("kubeweft", str(bin_dir / "kubeweft"), str(bin_dir), kw_conf)
             kwz = Plugin("kubeweft_zipapp", str(zbin / "kubeweft"), str(zbin), kw_conf, short="kwz",
                          interpreter=("/usr/bin/python3", "-I"))
+            kwf = Plugin("kubeweft_frozen", str(fbin / "kubeweft"), str(fbin), kw_conf, short="kwf")
             ref = Plugin("reference", f"{REFERENCE_BIN}/bridge", REFERENCE_BIN,
                          {"cniVersion": "1.0.0", "name": "refnet", "type": "bridge", "bridge": "cni0",
                           "isGateway": True, "ipMasq": False, "hairpinMode": True,
                           "ipam": {"type": "host-local", "subnet": "10.247.2.0/24",
                                    "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp / "host-local")}})
             load_before = os.getloadavg()
-            for p in (kw, kwz, ref):         # warm up: bridge creation, page cache
+            for p in (kw, kwz, kwf, ref):    # warm up: bridge creation, page cache
                 (pod,) = b.new_pods(1)
                 p.call("ADD", "warm", pod)
                 p.call("DEL", "warm", pod)
                 b.drop_pods([pod])
-            results = {p.name: b.run_case(p, args.pods, args.rounds) for p in (kw, kwz, ref)}
+            results = {p.name: b.run_case(p, args.pods, args.rounds) for p in (kw, kwz, kwf, ref)}
             load_after = os.getloadavg()
         except BaseException:
             log = tmp / "agent.log"
@@ -197,14 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             inside.close()                  # back to where we started before removing anything
             for ns in [*b.pods, b.node]:
                 subprocess.run(["ip", "netns", "del", ns], timeout=30, check=False, capture_output=True)
-    k, z, r = results["kubeweft"], results["kubeweft_zipapp"], results["reference"]
+    k, z, f, r = (results[n] for n in ("kubeweft", "kubeweft_zipapp", "kubeweft_frozen", "reference"))
 
     def ratio(a: dict) -> dict:
         return {f"{case}_p50": round(a[case]["p50_ms"] / r[case]["p50_ms"], 2)
                 for case in a if isinstance(a[case], dict)}
     print(json.dumps({"benchmark": "cni_add_del", "loadavg_1m": [load_before[0], load_after[0]],
-                      "kubeweft": k, "kubeweft_zipapp": z, "reference": r,
+                      "kubeweft": k, "kubeweft_zipapp": z, "kubeweft_frozen": f, "reference": r,
                       "ratio_kubeweft_to_reference": ratio(k), "ratio_zipapp_to_reference": ratio(z),
+                      "ratio_frozen_to_reference": ratio(f), "frozen_build_s": freeze_s,
                       "target_add_p50_ms": TARGET_ADD_P50_MS,
                       "meets_target": k["add_seq"]["p50_ms"] <= TARGET_ADD_P50_MS}, indent=2))
     return 0

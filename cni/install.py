@@ -1,7 +1,8 @@
-"""`kubeweft install-cni --bin-dir D --conf-dir D [--socket S] [--data-dir D] [--standalone]`: put
-the CNI executable into the runtime's bin dir as "kubeweft" and the conflist into its conf dir.
+"""`kubeweft install-cni --bin-dir D [--conf-dir D] [--socket S] [--data-dir D] [--cni-version V]
+[--standalone | --frozen DIR] [--loopback FILE]`: put the CNI executable into the runtime's bin dir
+as "kubeweft" and, with --conf-dir, the conflist into its conf dir.
 
-Two forms of the executable:
+Three forms of the executable:
 
 - default (a host where kubeweft is installed, such as the lab's nodes): a tiny script, this
   interpreter with -I -S (no site.py, no user site, no PYTHON* variables: tens of ms saved on
@@ -15,10 +16,33 @@ Two forms of the executable:
   .py, which zipimport reads first and skips when the host's Python has another bytecode magic).
 
 Both files are written to a temporary name and renamed, so a runtime never reads half a file.
+
+The third form, --frozen DIR: the onedir build that kubeweft.cni.freeze made at image build time,
+an interpreter and its libraries included. The DaemonSet's init container installs this form,
+not the zipapp: kind's and k3s's nodes have no python3. It lands in BIN/kubeweft.d/<digest of
+the build>/, and BIN/kubeweft is a relative symlink to the executable in it (runtimes stat and
+exec it, which follows the link; PyInstaller's bootloader finds its _internal/ from the link's
+target). A new build is copied beside the old one and the symlink renamed over it, so a call
+never sees half of either; the build the link pointed to before is kept for calls still starting
+from it, older ones are removed. All that kubeweft puts in BIN is `kubeweft` and `kubeweft.d/`,
+which `kubeweft cleanup` removes.
+
+--loopback FILE copies the reference loopback plugin (which runtimes call for the pod's lo) into
+BIN when BIN has none, and records its digest in kubeweft.d/ so that cleanup removes it only
+while it is still that file.
+
+The DaemonSet passes no --conf-dir: its agent writes the conflist once its gRPC server answers
+(`kubeweft agent --cni-conf-dir`), so a node's runtime reports the network ready only when
+kubeweft can wire pods. The conflist's cniVersion defaults to 1.0.0: containerd 1.6 and 1.7, which
+many kind and k3s releases ship, vendor libcni 1.1, which rejects 1.1.0 and so every pod; STATUS
+and GC need 1.1.0 (`--cni-version 1.1.0` where the runtime has libcni >= 1.2, as containerd 2 and
+the lab's runtime have). No runtime tells a plugin which versions it takes before it loads the
+conflist, so the version is configured, not negotiated.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import py_compile
@@ -28,6 +52,8 @@ import tempfile
 import zipapp
 from pathlib import Path
 
+from .spec import SUPPORTED_VERSIONS
+
 EXECUTABLE = "kubeweft"
 CONFLIST = "10-kubeweft.conflist"
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
@@ -36,6 +62,10 @@ STANDALONE_MODULES = ("__init__", "shim", "protowire", "spec", "protocols", "err
                       "nft")
 VENDORED = ("pyroute2",)
 STANDALONE_INTERPRETER = "/usr/bin/env python3"
+DEFAULT_CNI_VERSION = "1.0.0"
+FROZEN_DIR = "kubeweft.d"          # BIN/kubeweft.d/<digest>/: the frozen builds
+LOOPBACK = "loopback"
+LOOPBACK_MARK = "loopback.sha256"  # in kubeweft.d: the digest of the loopback install-cni copied
 
 
 def render_script(python: str, paths: list[str], package_dirs: list[str]) -> str:
@@ -60,7 +90,7 @@ def render_zipapp_main() -> str:
 
 
 def render_conflist(socket: str, data_dir: str, bridge: str = "kw0", mtu: int | None = None,
-                    version: str = "1.1.0") -> dict:
+                    version: str = DEFAULT_CNI_VERSION) -> dict:
     plugin = {"type": EXECUTABLE, "socket": socket, "dataDir": data_dir, "bridge": bridge,
               "capabilities": {"portMappings": True, "mac": True, "ips": True, "bandwidth": True}}
     if mtu:
@@ -141,39 +171,130 @@ def build_zipapp(target: Path) -> Path:
     return target
 
 
-def install(bin_dir: Path, conf_dir: Path, socket: str, data_dir: str, bridge: str = "kw0",
-            mtu: int | None = None, standalone: bool = False) -> tuple[Path, Path]:
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    conf_dir.mkdir(parents=True, exist_ok=True)
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over a folder's relative paths, modes, file contents and symlink targets."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_mode:o}\0".encode())
+        if path.is_symlink():
+            h.update(os.readlink(path).encode())
+        elif path.is_file():
+            h.update(file_digest(path).encode())
+    return h.hexdigest()
+
+
+def install_frozen(build: Path, bin_dir: Path) -> Path:
+    """BIN/kubeweft -> kubeweft.d/<digest>/kubeweft, the build copied there first (see above)."""
+    if not (build / EXECUTABLE).is_file():
+        raise FileNotFoundError(f"{build / EXECUTABLE}: not a frozen build (python -m kubeweft.cni.freeze)")
+    builds = bin_dir / FROZEN_DIR
+    builds.mkdir(parents=True, exist_ok=True)
+    name = tree_digest(build)[:16]
+    target = builds / name
+    if not target.is_dir():
+        tmp = builds / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(build, tmp, symlinks=True)
+        os.rename(tmp, target)
     exe = bin_dir / EXECUTABLE
-    if standalone:
+    previous = _frozen_target(exe)
+    link = bin_dir / f".{EXECUTABLE}.tmp-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    os.symlink(f"{FROZEN_DIR}/{name}/{EXECUTABLE}", link)
+    os.replace(link, exe)
+    for old in builds.iterdir():
+        if old.is_dir() and old.name not in (name, previous):
+            shutil.rmtree(old, ignore_errors=True)
+    return exe
+
+
+def _frozen_target(exe: Path) -> str | None:
+    """The build folder's name that BIN/kubeweft links to, if it is a frozen install."""
+    try:
+        parts = Path(os.readlink(exe)).parts
+    except OSError:
+        return None
+    return parts[1] if len(parts) == 3 and parts[0] == FROZEN_DIR else None
+
+
+def install_loopback(src: Path, bin_dir: Path) -> Path | None:
+    """Copy the loopback plugin into BIN unless BIN has one; the copy's path, or None."""
+    dst = bin_dir / LOOPBACK
+    if dst.exists():
+        return None
+    tmp = bin_dir / f".{LOOPBACK}.tmp-{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o755)
+    (bin_dir / FROZEN_DIR).mkdir(exist_ok=True)
+    write_atomic(bin_dir / FROZEN_DIR / LOOPBACK_MARK, file_digest(tmp) + "\n", 0o644)
+    os.replace(tmp, dst)
+    return dst
+
+
+def write_conflist(conf_dir: Path, socket: str, data_dir: str, bridge: str = "kw0", mtu: int | None = None,
+                   version: str = DEFAULT_CNI_VERSION) -> Path:
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"cniVersion {version!r} is not one of {', '.join(SUPPORTED_VERSIONS)}")
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = conf_dir / CONFLIST
+    write_atomic(conf, json.dumps(render_conflist(socket, data_dir, bridge, mtu, version), indent=2) + "\n", 0o644)
+    return conf
+
+
+def install(bin_dir: Path, conf_dir: Path | None, socket: str, data_dir: str, bridge: str = "kw0",
+            mtu: int | None = None, standalone: bool = False, frozen: Path | None = None,
+            loopback: Path | None = None, version: str = DEFAULT_CNI_VERSION) -> tuple[Path, Path | None]:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    exe = bin_dir / EXECUTABLE
+    if frozen is not None:
+        install_frozen(frozen, bin_dir)
+    elif standalone:
         build_zipapp(exe)
     else:
         write_atomic(exe, render_script(sys.executable, module_paths(), package_dirs()), 0o755)
-    conf = conf_dir / CONFLIST
-    write_atomic(conf, json.dumps(render_conflist(socket, data_dir, bridge, mtu), indent=2) + "\n", 0o644)
+    if loopback is not None:
+        install_loopback(loopback, bin_dir)
+    conf = write_conflist(conf_dir, socket, data_dir, bridge, mtu, version) if conf_dir is not None else None
     return exe, conf
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kubeweft install-cni")
     p.add_argument("--bin-dir", required=True, type=Path)
-    p.add_argument("--conf-dir", required=True, type=Path)
+    p.add_argument("--conf-dir", type=Path, default=None,
+                   help="write the conflist here (without it, only the executables are installed: the "
+                        "DaemonSet's agent writes the conflist once it serves)")
     p.add_argument("--socket", default=DEFAULT_SOCKET)
     p.add_argument("--data-dir", default=None,
                    help="IPAM store (default: <socket dir>/cni/data, where the agent keeps it "
                         "when its --state-dir is the socket's dir)")
     p.add_argument("--bridge", default="kw0")
     p.add_argument("--mtu", type=int, default=None)
-    p.add_argument("--standalone", action="store_true",
-                   help="install a zipapp that the host's python3 runs (the DaemonSet), not a script "
-                        "bound to this interpreter")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--standalone", action="store_true",
+                      help="install a zipapp that the host's python3 runs, not a script bound to this "
+                           "interpreter")
+    form.add_argument("--frozen", type=Path, default=None, metavar="DIR",
+                      help="install the frozen build in DIR (python -m kubeweft.cni.freeze; the image has "
+                           "it): runs on a node without python3")
+    p.add_argument("--loopback", type=Path, default=None, metavar="FILE",
+                   help="copy this loopback plugin into the bin dir if the bin dir has none")
+    p.add_argument("--cni-version", default=DEFAULT_CNI_VERSION, choices=SUPPORTED_VERSIONS,
+                   help=f"the conflist's cniVersion (default {DEFAULT_CNI_VERSION}: containerd 1.6/1.7 "
+                        "reject 1.1.0)")
     args = p.parse_args(argv)
     socket = os.path.abspath(args.socket)
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else str(Path(socket).parent / "cni" / "data")
     exe, conf = install(args.bin_dir, args.conf_dir, socket, data_dir, args.bridge, args.mtu,
-                        standalone=args.standalone)
-    print(f"installed {exe} and {conf}", file=sys.stderr)
+                        standalone=args.standalone, frozen=args.frozen, loopback=args.loopback,
+                        version=args.cni_version)
+    print(f"installed {exe}" + (f" and {conf}" if conf else ""), file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,7 @@ USAGE = """usage: kubeweft VERB [ARGS...]
 verbs:
   agent         run the node agent (CNI server, service proxy, policy)
   install-cni   copy the CNI executable and write the conflist
+  cleanup       remove kubeweft's CNI executable and conflist from this node (after an uninstall)
   lab           the embedded cluster: up, down, status, exec, probe, matrix, demo ...
   services      what this node's service table does with each Service frontend (from the kernel)
 """
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         from kubeweft.proxy.agent import main as run
     elif verb == "install-cni":
         from kubeweft.cni.install import main as run
+    elif verb == "cleanup":
+        from kubeweft.cni.cleanup import main as run
     elif verb == "services":
         from kubeweft.proxy.service_proxy import services_command as run
     else:

@@ -232,7 +232,8 @@ def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadli
 
 def _install_cni(cfg: LabConfig, node: str, deadline: float) -> None:
     argv = [_venv_bin("kubeweft"), "install-cni", "--bin-dir", str(cfg.cni_bin_dir(node)),
-            "--conf-dir", str(cfg.cni_conf_dir(node)), "--socket", str(cfg.agent_socket(node))]
+            "--conf-dir", str(cfg.cni_conf_dir(node)), "--socket", str(cfg.agent_socket(node)),
+            "--cni-version", "1.1.0"]          # the lab's runtime has STATUS and GC
     try:
         proc = subprocess.run(argv, check=False, capture_output=True, text=True,
                               timeout=max(1.0, deadline - time.monotonic()))

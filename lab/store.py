@@ -37,6 +37,21 @@ def random_suffix(n: int = 5) -> str:
     return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(n))
 
 
+# What a write to the status subresource changes besides .status: a Node's labels and annotations,
+# as the real nodeStatusStrategy resets the spec alone (flannel and kubeweft publish their Node
+# annotations with nodes/status rights, never `patch nodes`).
+STATUS_METADATA = {"Node": ("labels", "annotations")}
+
+
+def take_status_metadata(resource: Resource, meta: dict, written: dict) -> None:
+    """Into `meta` (the stored object's, copied), the metadata a status write of `written` sets."""
+    for key in STATUS_METADATA.get(resource.kind, ()):
+        if written.get(key) is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = written[key]
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -178,7 +193,8 @@ class Store:
         return obj
 
     def update(self, resource: Resource, obj: dict, subresource: str | None = None) -> dict:
-        """Replace an object. With subresource "status" only .status is taken from `obj`; without,
+        """Replace an object. With subresource "status" only .status is taken from `obj` (and what
+        STATUS_METADATA names); without,
         .status is kept from the stored object for kinds that have a status subresource.
         A resourceVersion in `obj` is a precondition (409 Conflict when stale)."""
         meta = obj.setdefault("metadata", {})
@@ -193,6 +209,7 @@ class Store:
         if subresource == "status":
             new = copy.copy(old)
             new["metadata"] = dict(old["metadata"])
+            take_status_metadata(resource, new["metadata"], meta)
             if "status" in obj:
                 new["status"] = obj["status"]
         else:

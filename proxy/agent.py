@@ -4,15 +4,21 @@ controller.
 
     kubeweft agent --kubeconfig PATH --node-name NAME --socket PATH --state-dir DIR
                    [--cluster-cidr C] [--data-dir D] [--bridge kw0] [--mtu N] [--overlay vxlan]
+                   [--node-ip IP] [--iface NAME | --iface-can-reach ADDR]
 
-In a cluster: no --kubeconfig (in-cluster config) and NODE_NAME from the environment. The node's
-podCIDR comes from its Node object (waited for, bounded). Every module the agent runs is imported
-at start: a missing one stops it there, naming the package to install.
+In a cluster: no --kubeconfig (in-cluster config: the ServiceAccount's token and CA, and the API
+server at $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT, which the DaemonSet sets from the
+kubeweft-api-endpoint ConfigMap because the kubernetes Service's ClusterIP reaches nothing
+before the agent's own rules exist) and NODE_NAME from the environment. The node's podCIDR and
+address come from its Node object (waited for, bounded). Health and readiness are served from
+the first second (proxy/health.py). Every module the agent runs is imported at start: a missing
+one stops it there, naming the package to install.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,6 +30,8 @@ import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+
+from kubeweft.cni.spec import SUPPORTED_VERSIONS
 
 log = logging.getLogger("kubeweft.agent")
 
@@ -61,13 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", choices=("vxlan", "host-gw", "none"),
                    default=os.environ.get("KUBEWEFT_BACKEND") or "vxlan",
                    help="how pods reach other nodes (default $KUBEWEFT_BACKEND or vxlan)")
+    p.add_argument("--node-ip", default=os.environ.get("KUBEWEFT_NODE_IP") or None,
+                   help="this node's address, whose interface carries the overlay (default $KUBEWEFT_NODE_IP, "
+                        "which the DaemonSet sets to status.hostIP; else the Node's InternalIP)")
+    p.add_argument("--iface", default=os.environ.get("KUBEWEFT_IFACE") or None,
+                   help="the interface that carries the overlay, on a multi-homed node (default $KUBEWEFT_IFACE)")
+    p.add_argument("--iface-can-reach", metavar="ADDR", default=os.environ.get("KUBEWEFT_IFACE_CAN_REACH") or None,
+                   help="the overlay uses the interface of the route to ADDR (default $KUBEWEFT_IFACE_CAN_REACH)")
     p.add_argument("--service-cidr", default=os.environ.get("KUBEWEFT_SERVICE_CIDR") or "10.96.0.0/12",
                    help="the cluster's Service range (addresses in it with no Service are dropped)")
     p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or "",
                    help="comma-separated CIDRs of node addresses that accept NodePorts (default: all "
                         "but 127.0.0.0/8)")
     p.add_argument("--healthz-bind-address", default="0.0.0.0:10256",
-                   help="kube-proxy's /healthz and /livez (empty: off)")
+                   help="/livez, /readyz and kube-proxy's /healthz (empty: off)")
     p.add_argument("--metrics-bind-address", default="127.0.0.1:10249",
                    help="Prometheus /metrics (empty: off); loopback only by default, as kube-proxy has it")
     p.add_argument("--no-proxy", action="store_true",
@@ -75,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-policy", action="store_true",
                    help="do not enforce NetworkPolicy (left to another enforcer)")
     p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
+    p.add_argument("--cni-conf-dir", default=os.environ.get("KUBEWEFT_CNI_CONF_DIR") or None,
+                   help="write the conflist here once the CNI server answers (the runtime's conf dir, "
+                        "at the same paths as on the host)")
+    p.add_argument("--cni-version", default=os.environ.get("KUBEWEFT_CNI_VERSION") or None,
+                   choices=SUPPORTED_VERSIONS, help="the conflist's cniVersion (default: install-cni's, 1.0.0)")
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     scratch = p.add_argument_group("for tests and benchmarks (never in a cluster)")
     scratch.add_argument("--test-pod-cidr", metavar="CIDR", default=None,
@@ -97,28 +117,57 @@ def dependencies_required():
 
 
 def make_api(kubeconfig: str | None):
-    """An ApiClient from the kubeconfig, or from the in-cluster service account."""
+    """An ApiClient from the kubeconfig, or from the in-cluster service account: the token and CA
+    the kubelet mounts under /var/run/secrets/kubernetes.io/serviceaccount and the API server
+    at $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT (the token is read again every minute,
+    as projected tokens rotate)."""
     from kubernetes import client, config
 
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    config.load_incluster_config()
-    return client.ApiClient()
+        api = config.new_client_from_config(config_file=kubeconfig)
+        log.info("API server %s (kubeconfig %s)", api.configuration.host, kubeconfig)
+        return api
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException as e:
+        raise SystemExit(f"kubeweft agent: no --kubeconfig and no in-cluster config: {e}") from None
+    log.info("API server %s (in-cluster: KUBERNETES_SERVICE_HOST, the ServiceAccount's token and CA)", cfg.host)
+    return client.ApiClient(cfg)
 
 
-def wait_pod_cidr(api_client, node: str, timeout: float, stop: threading.Event | None = None) -> str:
-    """The Node's spec.podCIDR, read with the real kubernetes client, waiting until it is set."""
-    from kubernetes import client
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the agent takes from its Node object at start."""
+    pod_cidr: str | None
+    internal_ip: str | None
 
-    api = client.CoreV1Api(api_client)
+
+def node_facts(node: dict) -> NodeFacts:
+    """spec.podCIDR and the first InternalIP of a Node object (JSON form)."""
+    internal = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
+                     if a.get("type") == "InternalIP"), None)
+    return NodeFacts((node.get("spec") or {}).get("podCIDR") or None, internal or None)
+
+
+def wait_node(api_client, node: str, timeout: float, stop: threading.Event | None = None) -> NodeFacts:
+    """The Node's facts, read through the API, waiting until its spec.podCIDR is set."""
+    from .api_get import open_get
+
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
         try:
-            obj = api.read_node(node, _request_timeout=5)
-            cidr = obj.spec.pod_cidr if obj.spec else None
-            if cidr:
-                return cidr
+            status, raw = open_get(api_client, f"/api/v1/nodes/{node}", 5)
+            try:
+                body = raw.read()
+            finally:
+                raw.release_conn()
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
+            facts = node_facts(json.loads(body))
+            if facts.pod_cidr:
+                return facts
             last = "spec.podCIDR is empty"
         except Exception as e:  # noqa: BLE001 - the API may be down, or the Node not registered yet
             last = f"{type(e).__name__}: {str(e)[:200]}"
@@ -205,10 +254,11 @@ def serve(plugin, sock: Path, workers: int = 8):
     return server
 
 
-def start_overlay(api, node: str, mode: str, pod_cidr: str):
+def start_overlay(api, node: str, mode: str, pod_cidr: str, selector):
     """The overlay controller (proxy/overlay/controller.py): VXLAN or host-gw routes to the other
-    nodes' pods. A configuration the backend cannot carry (host-gw with a node that is not
-    directly reachable) stops the agent with a clear error: SystemExit(1). Any other failure is
+    nodes' pods, over the underlay `selector` picks (proxy/overlay/underlay.py). A configuration
+    the backend cannot carry (host-gw with a node that is not directly reachable, an --iface that
+    does not exist) stops the agent with a clear error: SystemExit(1). Any other failure is
     logged, not fatal: pods on this node still get wired."""
     from kubeweft.proxy.overlay.controller import OverlayController
     from kubeweft.proxy.overlay.plan import OverlayConfigError
@@ -219,7 +269,7 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str):
     overlay = None
     try:
         overlay = OverlayController(api, node, mode)
-        overlay.start(pod_cidr)
+        overlay.start(pod_cidr, selector)
     except OverlayConfigError as e:
         log.error("overlay %s refused: %s", mode, e)
         if overlay is not None:
@@ -240,7 +290,6 @@ class AgentConfig:
     cluster_cidr: str | None
     service_cidr: str
     nodeport_addresses: tuple[str, ...]
-    healthz_bind_address: str
     state_dir: Path
 
 
@@ -276,15 +325,50 @@ def import_components(with_api: bool) -> None:
         if with_api:
             import kubernetes  # noqa: F401
             import prometheus_client  # noqa: F401
-            from kubeweft.proxy import policy_controller, service_proxy  # noqa: F401
+            from kubeweft.proxy import antispoof_metrics, policy_controller, service_proxy  # noqa: F401
             from kubeweft.proxy.overlay import controller  # noqa: F401
+
+
+def cni_answers(sock: Path) -> bool:
+    """A CNI STATUS through the agent's socket, sent as the runtime's CNI executable sends it
+    (cni/shim.py): True when the plugin says it can wire pods; raises with the reason otherwise."""
+    from kubeweft.cni import shim
+
+    netconf = json.dumps({"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft"}).encode()
+    reply = shim.call_unary(str(sock), f"/kubeweft.v1.Cni/{shim.METHODS['STATUS']}",
+                            shim.encode_request("STATUS", "", "", "", "", "", netconf), timeout=2.0)
+    code, msg, details, _ = shim.decode_response(reply)
+    if code is not None:
+        raise RuntimeError(f"CNI STATUS: {msg} ({details})")
+    return True
+
+
+def start_health(bind: str, health):
+    """The health server, before anything else runs: the kubelet's probes get an answer from the
+    agent's first second. A port that is taken is logged: the probes then fail visibly."""
+    from .health import serve_agent_health
+
+    try:
+        return serve_agent_health(bind, health)
+    except OSError as e:
+        log.error("health endpoints on %s: %s", bind, e)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import_components(with_api=not args.test_pod_cidr)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .health import AgentHealth
+
+    health = AgentHealth()
+    health_server = None
+    if not args.test_pod_cidr and args.node_name:
+        # first of all (the health server needs the standard library alone): the kubelet's probes
+        # are answered while the rest imports (1-4 s measured here) and the agent waits for its Node
+        health.expect("cni", *(() if args.no_proxy else ("services",)), *(() if args.no_policy else ("policy",)))
+        health_server = start_health(args.healthz_bind_address, health)
+    import_components(with_api=not args.test_pod_cidr)
     if not args.test_pod_cidr and not args.node_name:
         print("kubeweft agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
         return 2
@@ -292,15 +376,19 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    from .overlay.underlay import UnderlaySelector
+
     api = None
-    if args.test_pod_cidr:
-        pod_cidr = args.test_pod_cidr
-    else:
+    node = NodeFacts(args.test_pod_cidr, None)
+    if not args.test_pod_cidr:
         api = make_api(args.kubeconfig)
-        pod_cidr = wait_pod_cidr(api, args.node_name, args.pod_cidr_timeout, stop)
+        node = wait_node(api, args.node_name, args.pod_cidr_timeout, stop)
+    pod_cidr = node.pod_cidr
     state_dir = Path(args.state_dir)
     data_dir = Path(args.data_dir) if args.data_dir else state_dir / "cni" / "data"
-    overlay = start_overlay(api, args.node_name, args.overlay, pod_cidr) if api is not None else None
+    selector = UnderlaySelector(iface=args.iface, can_reach=args.iface_can_reach,
+                                node_ip=args.node_ip or node.internal_ip)
+    overlay = start_overlay(api, args.node_name, args.overlay, pod_cidr, selector) if api is not None else None
     mtu = args.mtu or (overlay.pod_mtu if overlay is not None else None)
 
     from kubeweft.cni.plugin import CniPlugin
@@ -311,21 +399,34 @@ def main(argv: list[str] | None = None) -> int:
         cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, cluster_cidr=args.cluster_cidr,
                           service_cidr=args.service_cidr,
                           nodeport_addresses=tuple(c for c in args.nodeport_addresses.split(",") if c),
-                          healthz_bind_address=args.healthz_bind_address, state_dir=state_dir)
+                          state_dir=state_dir)
         serve_metrics(args.metrics_bind_address)
+        from kubeweft.proxy import antispoof_metrics
+        antispoof_metrics.register_metrics()      # the CNI's table lives in this netns
         if not args.no_proxy:
             from kubeweft.proxy import service_proxy
-            components.append(start_component(service_proxy.start, "service proxy", api, cfg))
+            proxy = start_component(service_proxy.start, "service proxy", api, cfg)
+            components.append(proxy)
+            health.proxy = proxy.health
+            health.ready_when("services", lambda: proxy.syncs > 0)     # the first sync is in the kernel
         if not args.no_policy:
             from kubeweft.proxy import policy_controller
             policy = start_component(policy_controller.start, "policy controller", api, cfg)
             components.append(policy)
             plugin.pod_hooks.append(policy)       # ADD returns only once policy covers the pod
+            health.ready_when("policy", lambda: policy.rebuilds > 0)   # start() wrote the first table
     plugin.start()
     sock = Path(args.socket)
     server = serve(plugin, sock, args.workers)
+    health.ready_when("cni", lambda: cni_answers(sock))
     log.info("serving CNI on %s: node %s podCIDR %s bridge %s mtu %d data %s",
              sock, args.node_name or "-", pod_cidr, args.bridge, plugin.mtu, data_dir)
+    if args.cni_conf_dir:
+        # only now: the runtime reports the node's network ready once a conflist exists
+        from kubeweft.cni import install
+        conf = install.write_conflist(Path(args.cni_conf_dir), str(sock.absolute()), str(data_dir.absolute()),
+                                      args.bridge, args.mtu, args.cni_version or install.DEFAULT_CNI_VERSION)
+        log.info("wrote %s", conf)
     while not stop.wait(1.0):
         pass
     log.info("stopping")
@@ -333,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     for component in [overlay, *components]:
         if component is not None:
             component.stop()
+    if health_server is not None:
+        health_server.close()
     try:
         sock.unlink()
     except FileNotFoundError:

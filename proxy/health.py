@@ -1,15 +1,23 @@
-"""kube-proxy's health endpoints: /healthz and /livez (port 10256), and one server per
+"""The agent's health endpoints on one port (kube-proxy's 10256), and one server per
 healthCheckNodePort of an externalTrafficPolicy Local LoadBalancer, answering 200 while this
 node has local endpoints for the Service and 503 otherwise (the cloud load balancer's probe).
 
-Healthy means: no change has been waiting for a sync longer than `timeout` (kube-proxy's rule:
-lastQueued after lastUpdated and older than the timeout is unhealthy)."""
+    /livez    200 from the agent's first second (its wait for the Node's podCIDR included, so a
+              slow start is never taken for a hung one); 503 only when the service proxy left a
+              change unsynced longer than its timeout
+    /readyz   200 once every readiness check passes (the CNI server answers, the first service
+              and policy syncs are in the kernel) and /livez does; the body names each check
+    /healthz  kube-proxy's, for load balancers: the service proxy's health, 503 until it runs
+
+The service proxy is healthy unless a change has been waiting for a sync longer than `timeout`
+(kube-proxy's rule: lastQueued after lastUpdated and older than the timeout is unhealthy)."""
 from __future__ import annotations
 
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,19 +79,73 @@ def _reply(handler: BaseHTTPRequestHandler, code: int, body: dict) -> None:
     handler.wfile.write(data)
 
 
-def serve_proxy_health(bind: str, health: ProxyHealth) -> _Server | None:
-    """/healthz and /livez on bind ("host:port"; empty: off)."""
+Check = Callable[[], bool]
+
+
+def render_readiness(results: dict[str, bool | str], live: bool) -> tuple[bool, dict]:
+    """/readyz's answer from each check's result (True, False, or the error it raised) and
+    /livez's: ready when every check is True and the agent is live."""
+    checks = {name: "ok" if r is True else ("waiting" if r is False else f"error: {r}")
+              for name, r in results.items()}
+    ok = live and all(r is True for r in results.values())
+    return ok, {"ready": ok, "live": live, "checks": checks}
+
+
+class AgentHealth:
+    """What /livez, /readyz and /healthz answer. The agent names its readiness checks at start
+    (`expect`), before the components they watch exist, and hands each its check once that
+    component runs (`ready_when`): until then the check reads as waiting."""
+
+    def __init__(self) -> None:
+        self.proxy: ProxyHealth | None = None
+        self._checks: dict[str, Check | None] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self._checks.setdefault(name, None)
+
+    def ready_when(self, name: str, check: Check) -> None:
+        with self._lock:
+            self._checks[name] = check
+
+    def livez(self) -> tuple[bool, dict]:
+        if self.proxy is None:
+            return True, {"status": "ok"}
+        return self.proxy.status()
+
+    def readyz(self) -> tuple[bool, dict]:
+        with self._lock:
+            checks = dict(self._checks)
+        results: dict[str, bool | str] = {}
+        for name, check in checks.items():
+            try:
+                results[name] = bool(check()) if check is not None else False
+            except Exception as e:  # noqa: BLE001 - a failing check means not ready, with the reason
+                results[name] = f"{type(e).__name__}: {e}"
+        return render_readiness(results, self.livez()[0])
+
+    def healthz(self) -> tuple[bool, dict]:
+        if self.proxy is None:
+            return False, {"lastUpdated": "", "currentTime": _iso(time.time()), "nodeEligible": True}
+        return self.proxy.status()
+
+
+def serve_agent_health(bind: str, health: AgentHealth) -> _Server | None:
+    """/livez, /readyz and /healthz on bind ("host:port"; empty: off)."""
     if not bind:
         return None
     host, _, port = bind.rpartition(":")
+    answers = {"/livez": health.livez, "/readyz": health.readyz, "/healthz": health.healthz}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            path = self.path.split("?", 1)[0]
-            if path not in ("/healthz", "/livez"):
+            answer = answers.get(self.path.split("?", 1)[0])
+            if answer is None:
                 _reply(self, 404, {"error": "not found"})
                 return
-            ok, body = health.status()
+            ok, body = answer()
             _reply(self, 200 if ok else 503, body)
 
         def log_message(self, *args):

@@ -39,7 +39,7 @@ from .diff_services import (
     touched_udp,
 )
 from .frontends import describe_frontends, format_frontends
-from .health import ProxyHealth, ServiceHealthServers, serve_proxy_health
+from .health import ProxyHealth, ServiceHealthServers
 from .informer import Informer
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
 from .nft_commands import Command
@@ -122,19 +122,14 @@ class ServiceProxy:
         self.recovered = False
         self.udp_pending: set = set()          # UDP flows planned for cleanup, not yet cleared
         self.syncs = 0
-        self.health = ProxyHealth()
+        self.health = ProxyHealth()            # served by the agent's /healthz and /livez
         self.service_health = ServiceHealthServers()
-        self.health_server = None
         self.informers: list[Informer] = []
         self.loop = SyncLoop("service-proxy", self.sync, debounce=COALESCE, period=RESYNC,
                              on_failure=self._sync_failed, ready=self._listed, ready_warn=SYNC_WAIT)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> ServiceProxy:
-        try:
-            self.health_server = serve_proxy_health(self.cfg.healthz_bind_address, self.health)
-        except OSError as e:
-            log.error("healthz on %s: %s", self.cfg.healthz_bind_address, e)
         self.informers = [
             # lists decoded item by item into model values (transform): never 30k raw objects at once
             LeanInformer(self.api, SVC_PATH, on_event=self._on_service, on_sync=self._on_services,
@@ -155,8 +150,6 @@ class ServiceProxy:
             inf.stop()
         self.loop.stop(10)
         self.service_health.close()
-        if self.health_server:
-            self.health_server.close()
 
     # ---- informer callbacks (informer threads) --------------------------------------------------
     def _mark(self, keys, trigger: float | None = None) -> None:

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # nginx: the binary the lab's Ingress controller runs (in its own netns, with its own prefix;
-# Debian's nginx.service is not used)
+# Debian's nginx.service is not used). mmdebstrap builds the image (make image); binutils'
+# objdump is PyInstaller's (the frozen CNI executable)
 APT_PACKAGES=(nftables python3-nftables iproute2 containernetworking-plugins conntrack
-              python3-venv python3-dev iperf3 make procps iptables iputils-ping nginx)
+              python3-venv python3-dev iperf3 make procps iptables iputils-ping nginx mmdebstrap binutils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

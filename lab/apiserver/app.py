@@ -29,7 +29,7 @@ from aiohttp import web
 from .. import admission, deletion, errors, selectors
 from ..config import API_PORT, LabConfig
 from ..resources import ENDPOINTS, Resource, find
-from ..store import Store
+from ..store import Store, take_status_metadata
 from . import discovery, openapi, patch, protobuf, reviews, scale, streams, tables, tokens, validation
 from .access import Access
 from .attributes import request_attributes
@@ -400,14 +400,17 @@ class Handlers:
     def _write(self, request: web.Request, t: Target, obj: dict, old: dict) -> dict:
         """Admit and store an update of `old` to `obj` (the main resource or its status)."""
         if t.subresource == "status":
-            # the status subresource changes .status only: admission sees the resulting object
+            # the status subresource changes .status only (and a Node's labels and annotations,
+            # store.STATUS_METADATA): admission sees the resulting object
             status = obj.get("status")
-            want_rv = (obj.get("metadata") or {}).get("resourceVersion")
+            meta = obj.get("metadata") or {}
+            want_rv = meta.get("resourceVersion")
             obj = copy.deepcopy(old)
             if status is None:
                 obj.pop("status", None)
             else:
                 obj["status"] = status
+            take_status_metadata(t.resource, obj["metadata"], meta)
             if want_rv:             # a precondition, checked by the store
                 obj["metadata"]["resourceVersion"] = want_rv
         elif "status" in t.resource.subresources:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import logging
 import socket
+import time
 from urllib.parse import urlencode
 
 import aiohttp
@@ -154,11 +155,34 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+FAILURE_MEMORY = 10.0     # seconds a failed WebSocket exec is remembered for kubectl's SPDY retry
+
+
 async def pod_exec(request: web.Request) -> web.StreamResponse:
     pod, container, ip, port = _target(request)
+    meta = pod["metadata"]
+    key = (meta["namespace"], meta["name"], container)
+    failures = request.app[STATE_KEY].setdefault("exec_failures", {})
     if request.headers.get("Upgrade", "").lower() != "websocket":
+        # kubectl retries over SPDY when the WebSocket upgrade was refused: a real server then
+        # answers the same error again, so pass on the reason the WebSocket attempt failed
+        when, error = failures.get(key, (0.0, None))
+        if error is not None and time.monotonic() - when < FAILURE_MEMORY:
+            raise error
         raise errors.bad_request("Upgrade request required: this server speaks the remotecommand protocol over "
                                  "WebSocket (v5.channel.k8s.io) only, not SPDY")
+    try:
+        return await _exec_websocket(request, pod, container, ip, port)
+    except errors.APIError as e:
+        now = time.monotonic()
+        for k in [k for k, (when, _) in failures.items() if now - when >= FAILURE_MEMORY]:
+            del failures[k]
+        failures[key] = (now, e)
+        raise
+
+
+async def _exec_websocket(request: web.Request, pod: dict, container: str, ip: str,
+                          port: int) -> web.StreamResponse:
     meta = pod["metadata"]
     query = [("command", c) for c in request.query.getall("command", [])]
     query += [(k, request.query[k]) for k in EXEC_PARAMS if k in request.query]

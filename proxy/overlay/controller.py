@@ -30,6 +30,7 @@ from .plan import (
     plan_overlay,
     remote_nodes,
 )
+from .underlay import UnderlaySelector
 from .vxlan import VxlanBackend
 
 if TYPE_CHECKING:       # the kubernetes package imports PyYAML and more: only where it is called
@@ -62,17 +63,22 @@ class OverlayController:
     def pod_mtu(self) -> int:
         return self.backend.pod_mtu
 
-    def start(self, pod_cidr: str, node_ip: str | None = None) -> None:
+    def start(self, pod_cidr: str, selector: UnderlaySelector | None = None) -> None:
         """Set up this node's end and start following the Node objects. Raises
         OverlayConfigError at once for a cluster the backend cannot carry (host-gw across an
-        L3 hop)."""
-        underlay = kernel.discover_underlay(self.ipr, node_ip)
+        L3 hop) or an underlay selector that matches nothing."""
+        choice = kernel.discover_underlay(self.ipr, selector or UnderlaySelector())
+        underlay = choice.underlay
+        log.info("overlay: underlay %s %s (mtu %d), chosen by %s", underlay.dev, underlay.address,
+                 underlay.mtu, choice.why)
         self.backend = BACKENDS[self.mode](underlay)
         for other in BACKENDS.values():        # what a run with another backend left behind
             if other is not type(self.backend):
                 other(underlay).cleanup(self.ipr)
         attrs = self.backend.setup(self.ipr, pod_cidr)
-        self.core.patch_node(self.node_name, {"metadata": {"annotations": {
+        # through the status subresource, as flannel does: the agent's ServiceAccount may patch
+        # nodes/status, which carries metadata but never the spec (deploy/base/rbac.yaml)
+        self.core.patch_node_status(self.node_name, {"metadata": {"annotations": {
             ANNOTATION_PUBLIC_IP: underlay.address, ANNOTATION_BACKEND: self.mode, **attrs}}})
         self.applied = self.backend.read_state(self.ipr)
         # First plan synchronously, so a misconfigured host-gw cluster fails at start.

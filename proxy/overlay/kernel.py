@@ -14,10 +14,12 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 
-from .plan import FdbEntry, Neighbour, Op, Route, Underlay
+from .plan import FdbEntry, Neighbour, Op, Route
+from .underlay import Choice, Interface, RouteTo, UnderlaySelector, choose_underlay
 
 RTPROT_KUBEWEFT = 0xAF      # our routes' rtm_protocol: unused by iproute2's rt_protos
 RTNH_F_ONLINK = 4
+RTN_LOCAL = 2                # rtm_type of a route to one of this host's own addresses
 
 
 def link_index(ipr: IPRoute, name: str) -> int | None:
@@ -25,24 +27,35 @@ def link_index(ipr: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
-def discover_underlay(ipr: IPRoute, node_ip: str | None = None) -> Underlay:
-    """The device holding the node's address if known, else the device of the default route,
-    with its address, MTU and connected subnets."""
-    links = {link["index"]: link for link in ipr.get_links()}
+def read_interfaces(ipr: IPRoute) -> list[Interface]:
+    """Every interface with its MTU and IPv4 addresses."""
+    addrs: dict[int, list[tuple[str, int]]] = {}
     for a in ipr.get_addr(family=socket.AF_INET):
-        addr = a.get_attr("IFA_ADDRESS")
-        if node_ip and addr == node_ip:
-            link = links[a["index"]]
-            break
-    else:
-        defaults = ipr.get_default_routes(family=socket.AF_INET)
-        if not defaults:
-            raise RuntimeError("no underlay: no address matches the node and there is no default route")
-        link = links[defaults[0].get_attr("RTA_OIF")]
-        addr = next(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET, index=link["index"]))
-    subnets = tuple(str(ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network)
-                    for a in ipr.get_addr(family=socket.AF_INET, index=link["index"]))
-    return Underlay(link.get_attr("IFLA_IFNAME"), addr, link.get_attr("IFLA_MTU"), subnets)
+        addrs.setdefault(a["index"], []).append((a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
+    return [Interface(link["index"], link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU"),
+                      tuple(addrs.get(link["index"], ()))) for link in ipr.get_links()]
+
+
+def read_route_to(ipr: IPRoute, address: str) -> RouteTo | None:
+    """The route the kernel would take to `address` (a lookup: nothing is sent); None when it
+    has none."""
+    try:
+        found = ipr.route("get", dst=address)
+    except NetlinkError:            # ENETUNREACH and the like
+        return None
+    if not found:
+        return None
+    r = found[0]
+    return RouteTo(r.get_attr("RTA_OIF"), r.get_attr("RTA_PREFSRC"), r["type"] == RTN_LOCAL)
+
+
+def discover_underlay(ipr: IPRoute, selector: UnderlaySelector) -> Choice:
+    """This node's underlay as `selector` picks it (underlay.py) from the kernel's interfaces
+    and routes."""
+    defaults = ipr.get_default_routes(family=socket.AF_INET)
+    default_oif = defaults[0].get_attr("RTA_OIF") if defaults else None
+    route = read_route_to(ipr, selector.can_reach) if selector.can_reach else None
+    return choose_underlay(read_interfaces(ipr), selector, default_oif, route)
 
 
 def read_routes(ipr: IPRoute, dev: str) -> set[Route]:

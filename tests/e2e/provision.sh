@@ -9,10 +9,10 @@ apt-get install -y -qq curl nftables python3-nftables python3-venv iproute2 conn
 cd /kubeweft && bash scripts/setup.sh
 common="--node-ip $ip"
 if [ "$name" = server ]; then
-  mkdir -p /etc/rancher/k3s && cp /kubeweft/deploy/k3s-config.yaml /etc/rancher/k3s/config.yaml
+  mkdir -p /etc/rancher/k3s && cp /kubeweft/deploy/k3s/k3s-config.yaml /etc/rancher/k3s/config.yaml
   curl -sfL https://get.k3s.io | K3S_TOKEN=$token INSTALL_K3S_EXEC="server $common" sh -
   until k3s kubectl get nodes >/dev/null 2>&1; do sleep 2; done
-  k3s kubectl apply -k /kubeweft/deploy/
+  k3s kubectl apply -k /kubeweft/deploy/k3s
   cp /etc/rancher/k3s/k3s.yaml /kubeweft/.vagrant/kubeconfig
   sed -i "s/127.0.0.1/$server/" /kubeweft/.vagrant/kubeconfig
 else

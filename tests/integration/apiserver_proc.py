@@ -26,7 +26,8 @@ def terminate(proc: subprocess.Popen) -> int | None:
 
 
 class Server:
-    def __init__(self, tmp: Path, name: str, history: int = 40):
+    def __init__(self, tmp: Path, name: str, history: int = 40, preexec_fn=None):
+        """preexec_fn: e.g. netns.preexec(ns), to serve on that netns' loopback."""
         self.root, self.name = tmp, name
         self.state = tmp / name
         self.kubeconfig = self.state / "kubeconfig"
@@ -34,7 +35,8 @@ class Server:
         self.log = open(tmp / "apiserver.log", "wb")  # noqa: SIM115 (open while the server runs)
         self.proc = subprocess.Popen([sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", name,
                                       "--history", str(history)],
-                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=preexec_fn)  # noqa: PLW1509 - tests start it from the main thread
         ready = self.state / "apiserver.ready"
         deadline = time.monotonic() + 30
         while not ready.exists():

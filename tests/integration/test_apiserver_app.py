@@ -211,6 +211,34 @@ def test_cluster_scoped_and_group_paths():
     run(go)
 
 
+def test_node_status_carries_labels_and_annotations_but_never_the_spec():
+    """nodes/status as the real nodeStatusStrategy: metadata labels and annotations change with
+    the status (how a CNI agent publishes its Node annotations without `patch nodes`), the spec
+    does not; pods/status changes the status alone."""
+    async def go(c, store):
+        merge = {**AUTH, "Content-Type": "application/merge-patch+json"}
+        r = await c.post("/api/v1/nodes", headers=AUTH, json={"metadata": {"name": "h12-node"},
+                                                              "spec": {"podCIDR": "10.244.9.0/24"}})
+        assert r.status == 201
+        r = await c.patch("/api/v1/nodes/h12-node/status", headers=merge, data=json.dumps(
+            {"metadata": {"annotations": {"kubeweft.io/public-ip": "192.168.56.11"}},
+             "spec": {"podCIDR": "10.244.99.0/24", "unschedulable": True}}).encode())
+        assert r.status == 200, await r.text()
+        node = await (await c.get("/api/v1/nodes/h12-node", headers=AUTH)).json()
+        assert node["metadata"]["annotations"] == {"kubeweft.io/public-ip": "192.168.56.11"}
+        assert node["spec"] == {"podCIDR": "10.244.9.0/24"}
+        r = await c.patch("/api/v1/nodes/h12-node/status", headers=merge,
+                          data=b'{"metadata":{"annotations":{"kubeweft.io/public-ip":null}}}')
+        node = await (await c.get("/api/v1/nodes/h12-node", headers=AUTH)).json()
+        assert not node["metadata"].get("annotations")
+        await c.post("/api/v1/namespaces/default/pods", headers=AUTH, json=pod("h12-pod"))
+        r = await c.patch("/api/v1/namespaces/default/pods/h12-pod/status", headers=merge,
+                          data=b'{"metadata":{"labels":{"a":"b"}},"status":{"phase":"Running"}}')
+        got = await r.json()
+        assert got["status"]["phase"] == "Running" and not got["metadata"].get("labels")
+    run(go)
+
+
 def test_stale_resource_version_conflicts_on_update_and_status():
     async def go(c, store):
         r = await c.post("/api/v1/namespaces/default/pods", headers=AUTH, json=pod("v"))

@@ -314,7 +314,12 @@ def test_endpoints_follow_endpoint_slices(server, admin):
     set_pod("web-2", "10.1.0.2", False)
 
     def endpoints():
-        ep = core.read_namespaced_endpoints("web", NS)
+        try:
+            ep = core.read_namespaced_endpoints("web", NS)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return None          # the endpoints controller has not written it yet
+            raise
         return [(sorted(a.ip for a in s.addresses or []), sorted(a.ip for a in s.not_ready_addresses or []),
                  [(p.name, p.port) for p in s.ports]) for s in ep.subsets or []]
 
@@ -394,7 +399,7 @@ def test_pods_run_as_a_service_account_with_its_token_mounted(server):
 
 
 def test_the_agents_service_account_from_deploy(server):
-    server.kubectl("apply", "-f", str(ROOT / "deploy" / "rbac.yaml"))
+    server.kubectl("apply", "-f", str(ROOT / "deploy" / "base" / "rbac.yaml"))
     token = server.kubectl("create", "token", "kubeweft", "-n", "kube-system").stdout.strip()
     with client_with_token(server, token) as c:
         core = kubernetes.client.CoreV1Api(c)

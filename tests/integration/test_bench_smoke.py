@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CASES = [
     ("render_services.py", ["--services", "500", "--netns"], ["agent_first_load_s", "loaded_service_ips"]),
     ("nft_events.py", ["--elements", "500"], ["add_start_to_seen_ms", "overflows"]),
-    ("cni_add_del.py", ["--pods", "3", "--rounds", "1"], ["ratio_zipapp_to_reference.add_seq_p50"]),
+    ("cni_add_del.py", ["--pods", "3", "--rounds", "1"],
+     ["ratio_zipapp_to_reference.add_seq_p50", "ratio_frozen_to_reference.add_seq_p50"]),
     ("overlay.py", ["--seconds", "1", "--rr", "100", "--backends", "vxlan"], []),
     ("services.py", ["--scales", "50", "--reference-scales", "50", "--latency-samples", "10", "--changes", "2"],
      ["seconds"]),

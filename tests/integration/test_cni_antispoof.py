@@ -12,8 +12,10 @@ import struct
 import time
 
 import pytest
-from kubeweft.cni import netns
+from kubeweft.cni import antispoof, netns
 from kubeweft.lab import netns as lab_netns
+from kubeweft.proxy import antispoof_metrics
+from prometheus_client import REGISTRY
 
 from .test_cni_conformance import ScratchNode, sh
 
@@ -60,6 +62,18 @@ def _link(pod: str) -> tuple[str, str]:
     return link["address"], addr
 
 
+def _scraped(node: ScratchNode) -> dict[str, float]:
+    """reason -> kubeweft_spoofed_packets_total, as the agent's registry serves it, read from the
+    node's netns."""
+    collector = antispoof_metrics.register_metrics(
+        lambda: netns.call_in(lab_netns.path(node.node), antispoof.read_counters))
+    try:
+        return {s.labels["reason"]: s.value for m in REGISTRY.collect() if m.name == antispoof_metrics.NAME
+                for s in m.samples if s.name.endswith("_total")}
+    finally:
+        antispoof_metrics.unregister_metrics(collector)
+
+
 def _counters(node: ScratchNode) -> dict[str, int]:
     out = json.loads(sh("ip", "netns", "exec", node.node, "nft", "-j", "list", "table", "bridge", "kubeweft-cni"))
     return {o["counter"]["name"]: o["counter"]["packets"] for o in out["nftables"] if "counter" in o}
@@ -90,6 +104,7 @@ def test_spoofed_frames_reach_no_pod_and_are_counted(wired):
     }
     legit = udp_frame(a_mac, t_mac, a_ip, t_ip, b"kw-legit")
     before = _counters(node)
+    scraped_before = _scraped(node)
 
     listener = netns.call_in(lab_netns.path(target), _packet_socket, "eth0")
     sender = netns.call_in(lab_netns.path(attacker), _packet_socket, "eth0")
@@ -113,9 +128,12 @@ def test_spoofed_frames_reach_no_pod_and_are_counted(wired):
     assert b"kw-legit" in seen, "the pod's own traffic must flow"
     assert not seen & set(cases), f"spoofed frames reached the target: {sorted(seen & set(cases))}"
     after = _counters(node)
+    scraped = _scraped(node)
     for reason in {c for _, c in cases.values()}:
         expected = sum(1 for _, c in cases.values() if c == reason)
         assert after[reason] - before.get(reason, 0) >= expected, (reason, before, after)
+        metric = reason.removeprefix("spoofed_")
+        assert scraped[metric] - scraped_before[metric] >= expected, (metric, scraped_before, scraped)
 
 
 def test_del_removes_the_pods_elements(wired):

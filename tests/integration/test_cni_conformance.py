@@ -84,7 +84,7 @@ class ScratchNode:
                     sh("ip", "-n", ns, "link", "set", "eth0", "up")
                 sh("ip", "-n", self.ext, "link", "set", "lo", "up")
             subprocess.run([KUBEWEFT, "install-cni", "--bin-dir", str(self.bin_dir), "--conf-dir",
-                            str(self.conf_dir), "--socket", str(self.socket)],
+                            str(self.conf_dir), "--socket", str(self.socket), "--cni-version", "1.1.0"],
                            check=True, timeout=30, capture_output=True)
             self.start_agent()
         except BaseException:

@@ -122,7 +122,7 @@ def test_the_installed_conflist_is_1_1_0_and_the_kubelet_runs_it(pods):
         assert [p.name for p in conf_dir.iterdir()] == [install.CONFLIST]
         written = json.loads((conf_dir / install.CONFLIST).read_text())
         assert written == install.render_conflist(str(lab.cfg.agent_socket(node)),
-                                                  str(lab.cfg.cni_data_dir(node)))
+                                                  str(lab.cfg.cni_data_dir(node)), version="1.1.0")
         net = cniexec.load_network_config(conf_dir)
         assert (net.name, net.cni_version, net.plugins[0]["type"]) == ("kubeweft", "1.1.0", "kubeweft")
         # the executable is install-cni's: the venv script (the lab's choice; faster than the zipapp)

@@ -238,7 +238,7 @@ def test_agent_killed_during_policy_churn_never_opens_a_denied_flow(c):
         # a pod placed on node1 while its agent is dead: the ADD is refused with 11
         c.pod("late", "node1", labels={"role": "late"})
         wait_for("the kubelet's ADD refused with CNI error 11", lambda: re.search(
-            r"late: start failed: .*CNI error 11", kubelet_log.read_bytes()[kubelet_from:].decode(
+            r"late: sandbox: .*CNI error 11", kubelet_log.read_bytes()[kubelet_from:].decode(
                 errors="replace")), timeout=20)
         time.sleep(2)
         restarted = lifecycle.start_agent(c.cfg, "node1", token)

@@ -13,11 +13,9 @@ netns, as it does in a lab's underlay; the agent runs there with the nodes' kube
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,9 +23,9 @@ from pathlib import Path
 
 import pytest
 from kubeweft.lab import netns
-from kubeweft.lab.config import LabConfig
 
-from tests.integration.apiserver_proc import Server
+from tests.integration import agent_helpers
+from tests.integration.apiserver_proc import terminate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -36,7 +34,6 @@ LAB_DEPENDENCIES = ("aiohttp", "cryptography", "yaml", "jsonpatch")
 AGENT_AND_CNI = ("kubeweft.proxy.agent", "kubeweft.proxy.service_proxy", "kubeweft.proxy.policy_controller",
                  "kubeweft.cni.plugin", "kubeweft.cni.shim")
 POD_CIDR = "10.244.7.0/24"
-UNDERLAY_ROUTER = "192.168.56.254"      # only a default route's gateway: nothing is ever sent there
 
 
 def checkout_files() -> list[str]:
@@ -117,24 +114,6 @@ def test_the_agent_and_cni_import_no_lab_dependency(venv, tmp_path):
 
 # --- the agent from the install ------------------------------------------------------------------
 
-def ip(ns: str, *args: str) -> None:
-    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
-
-
-def healthz(ns: str) -> int:
-    """The status of the agent's /healthz, asked from inside its netns (0: no answer)."""
-    def get() -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", 10256, timeout=2)
-        try:
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status
-        except OSError:
-            return 0
-        finally:
-            conn.close()
-    return netns.call_in(ns, get, timeout=10)
-
-
 def cni_status(venv: Path, sock: Path, cwd: Path) -> subprocess.CompletedProcess:
     conf = {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "socket": str(sock)}
     return subprocess.run([str(venv / "bin" / "kubeweft-cni")], input=json.dumps(conf), text=True, cwd=cwd,
@@ -142,38 +121,10 @@ def cni_status(venv: Path, sock: Path, cwd: Path) -> subprocess.CompletedProcess
                           capture_output=True, timeout=30, check=False)
 
 
-def stop(proc: subprocess.Popen, grace: float = 15) -> int:
-    """SIGTERM, then SIGKILL after `grace` seconds; the exit status (-9 when it had to be killed)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    return proc.returncode
-
-
 @pytest.fixture
 def lab_api(tmp_path):
-    """A lab API server whose control-plane address is in a scratch netns (the lab's underlay,
-    with no node or pod in it); yields (server, that netns)."""
-    cfg = LabConfig(name=f"h10w{os.getpid() % 100000}")
-    ns = cfg.underlay_netns
-    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
-    server = None
-    try:
-        ip(ns, "link", "set", "lo", "up")
-        ip(ns, "link", "add", "lan0", "type", "bridge")
-        ip(ns, "addr", "add", f"{cfg.control_plane_ip}/24", "dev", "lan0")
-        ip(ns, "link", "set", "lan0", "up")
-        ip(ns, "route", "add", "default", "via", UNDERLAY_ROUTER)     # the overlay's underlay device
-        server = Server(tmp_path, cfg.name)
+    with agent_helpers.lab_api(tmp_path, f"h10w{os.getpid() % 100000}") as (server, ns, _):
         yield server, ns
-    finally:
-        if server is not None:
-            server.stop()
-        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=20)
 
 
 def test_the_installed_agent_starts_and_serves(venv, lab_api, tmp_path):
@@ -197,7 +148,7 @@ def test_the_installed_agent_starts_and_serves(venv, lab_api, tmp_path):
         while True:
             assert agent.poll() is None, f"the agent exited {agent.returncode}:\n{log_path.read_text()[-4000:]}"
             status = cni_status(venv, sock, tmp_path)
-            if status.returncode == 0 and healthz(ns) == 200:
+            if status.returncode == 0 and agent_helpers.health(ns, "/healthz") == 200:
                 break
             assert time.monotonic() < deadline, \
                 f"no CNI STATUS / healthz in 90 s ({status.stdout}):\n{log_path.read_text()[-4000:]}"
@@ -210,5 +161,5 @@ def test_the_installed_agent_starts_and_serves(venv, lab_api, tmp_path):
         assert [a.decode() for a in argv[:3]] == [str(venv / "bin" / "python"), str(venv / "bin" / "kubeweft"),
                                                   "agent"]
     finally:
-        rc = stop(agent)
+        rc = terminate(agent)
     assert rc == 0, log_path.read_text()[-4000:]          # SIGTERM ends its watches and it exits

@@ -88,11 +88,13 @@ def test_hostgw_routes_carry_traffic(two_nodes):
     from kubeweft.proxy.overlay import kernel
     from kubeweft.proxy.overlay import plan as ov
     from kubeweft.proxy.overlay.hostgw import HostGwBackend
+    from kubeweft.proxy.overlay.underlay import UnderlaySelector
     names, IPRoute = two_nodes
     nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24") for i in (1, 2)]
     for i in (1, 2):
         with IPRoute(netns=names[i]) as ipr:
-            backend = HostGwBackend(kernel.discover_underlay(ipr, f"192.168.56.{10 + i}"))
+            choice = kernel.discover_underlay(ipr, UnderlaySelector(node_ip=f"192.168.56.{10 + i}"))
+            backend = HostGwBackend(choice.underlay)
             assert backend.underlay == underlay(i)
             want = ov.plan_overlay(backend, f"node{i}", nodes)
             kernel.apply_ops(ipr, ov.diff_overlay(backend.read_state(ipr), want))

@@ -271,7 +271,7 @@ def test_install_renders_a_fast_script_and_the_conflist():
     assert "from kubeweft.cni.shim import main" in script and "'/repo'" in script
     assert "kubeweft.__path__[:] = ['/repo/kubeweft', '/repo']" in script
     conf = install.render_conflist("/run/kw/agent.sock", "/var/lib/kw/ipam")
-    assert conf["cniVersion"] == "1.1.0" and conf["name"] == "kubeweft"
+    assert conf["cniVersion"] == "1.0.0" and conf["name"] == "kubeweft"           # containerd 1.6/1.7 take it
     (plugin,) = conf["plugins"]
     assert plugin == {"type": "kubeweft", "socket": "/run/kw/agent.sock", "dataDir": "/var/lib/kw/ipam",
                       "bridge": "kw0", "capabilities": {"portMappings": True, "mac": True, "ips": True,

@@ -1,6 +1,6 @@
 """The docs describe the tree as it is: every file or folder of the repository they name exists,
 every relative link resolves, docs/configuration.md lists exactly the flags of `kubeweft agent`
-and `kubeweft install-cni` and the keys of deploy/configmap.yaml, and docs/metrics.md lists
+and `kubeweft install-cni` and the keys of deploy/base/configmap.yaml, and docs/metrics.md lists
 exactly the metrics the agent's code defines."""
 from __future__ import annotations
 
@@ -97,14 +97,15 @@ def test_named_paths_picks_repository_paths_only():
 
 
 @pytest.mark.parametrize("verb, heading", [("agent", "## `kubeweft agent`"),
-                                           ("install-cni", "### `kubeweft install-cni`")])
+                                           ("install-cni", "### `kubeweft install-cni`"),
+                                           ("cleanup", "### `kubeweft cleanup`")])
 def test_configuration_lists_every_flag(verb, heading, monkeypatch):
     monkeypatch.setenv("COLUMNS", "1000")
     assert documented_flags(heading) == cli_flags(verb)
 
 
 def test_configuration_lists_every_configmap_key():
-    keys = set(yaml.safe_load((ROOT / "deploy" / "configmap.yaml").read_text())["data"])
+    keys = set(yaml.safe_load((ROOT / "deploy" / "base" / "configmap.yaml").read_text())["data"])
     doc = (ROOT / "docs" / "configuration.md").read_text()
     documented = {c.strip("`") for c in table_first_column(section(doc, "## The ConfigMap"))} - {"key"}
     assert documented == keys

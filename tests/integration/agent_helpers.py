@@ -1,0 +1,64 @@
+"""Helpers of the tests that run the node agent as a process against a lab API server alone
+(test_install_wheel.py, test_agent_deployed.py, test_overlay_underlay.py): the API server's
+underlay in a scratch netns, nodes joined to it, the agent's health endpoints (an agent is
+stopped with apiserver_proc.terminate).
+
+Everything here is bounded in time and undoes what it made, also when the test fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from kubeweft.lab.config import LabConfig
+
+from .apiserver_proc import Server
+from .services_helpers import http_get
+
+UNDERLAY_ROUTER = "192.168.56.254"      # only a default route's gateway: nothing is ever sent there
+HEALTH_PORT = 10256
+
+
+def ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
+
+
+@contextlib.contextmanager
+def lab_api(tmp_path: Path, name: str) -> Iterator[tuple[Server, str, LabConfig]]:
+    """A lab API server whose control-plane address is in a scratch netns (the lab's underlay:
+    bridge lan0 with the control-plane address and a default route, no node or pod in it);
+    yields (server, that netns, the lab's config)."""
+    cfg = LabConfig(name=name)
+    ns = cfg.underlay_netns
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
+    server = None
+    try:
+        ip(ns, "link", "set", "lo", "up")
+        ip(ns, "link", "add", "lan0", "type", "bridge")
+        ip(ns, "addr", "add", f"{cfg.control_plane_ip}/24", "dev", "lan0")
+        ip(ns, "link", "set", "lan0", "up")
+        ip(ns, "route", "add", "default", "via", UNDERLAY_ROUTER)     # the overlay's underlay device
+        server = Server(tmp_path, cfg.name)
+        yield server, ns, cfg
+    finally:
+        if server is not None:
+            server.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=20)
+
+
+def join_underlay(underlay_ns: str, node_ns: str, dev: str, address: str) -> None:
+    """A veth from the underlay's bridge into node_ns as `dev` with `address`/24; made inside the
+    underlay netns with the peer moved straight into node_ns, so never in the root one."""
+    port = f"v{node_ns[-6:]}"
+    ip(underlay_ns, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", node_ns)
+    ip(underlay_ns, "link", "set", port, "master", "lan0", "up")
+    ip(node_ns, "addr", "add", f"{address}/24", "dev", dev)
+    ip(node_ns, "link", "set", dev, "up")
+    ip(node_ns, "link", "set", "lo", "up")
+
+
+def health(ns: str, path: str) -> int:
+    """The status of the agent's health endpoint `path`, asked from inside its netns (0: no answer)."""
+    return http_get(ns, "127.0.0.1", HEALTH_PORT, path)[0]

@@ -1,0 +1,92 @@
+"""The agent's /livez, /readyz and /healthz (kubeweft.proxy.health.AgentHealth), over a real HTTP
+server on loopback; and what the agent takes from its Node object."""
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+import pytest
+from kubeweft.proxy.agent import NodeFacts, node_facts
+from kubeweft.proxy.health import AgentHealth, ProxyHealth, render_readiness, serve_agent_health
+
+
+def get(port: int, path: str) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def served():
+    health = AgentHealth()
+    server = serve_agent_health("127.0.0.1:0", health)
+    try:
+        yield health, server.httpd.server_address[1]
+    finally:
+        server.close()
+
+
+def test_live_from_the_start_ready_only_once_every_expected_check_passes(served):
+    health, port = served
+    health.expect("cni", "services", "policy")
+    assert get(port, "/livez")[0] == 200
+    status, body = get(port, "/readyz")
+    assert status == 503 and body["checks"] == {"cni": "waiting", "services": "waiting", "policy": "waiting"}
+    synced = {"services": False}
+    health.ready_when("services", lambda: synced["services"])
+    health.ready_when("policy", lambda: True)
+    health.ready_when("cni", lambda: True)
+    assert get(port, "/readyz") == (503, {"ready": False, "live": True, "checks": {
+        "cni": "ok", "services": "waiting", "policy": "ok"}})
+    synced["services"] = True
+    assert get(port, "/readyz")[0] == 200
+
+
+def test_a_check_that_raises_is_not_ready_and_says_why(served):
+    health, port = served
+
+    def refused():
+        raise ConnectionRefusedError("agent.sock")
+    health.ready_when("cni", refused)
+    status, body = get(port, "/readyz")
+    assert status == 503 and body["checks"]["cni"] == "error: ConnectionRefusedError: agent.sock"
+
+
+def test_healthz_is_the_service_proxys_and_503_until_it_runs(served):
+    health, port = served
+    assert get(port, "/healthz")[0] == 503
+    health.proxy = ProxyHealth(timeout=0.05)
+    status, body = get(port, "/healthz")
+    assert status == 200 and "lastUpdated" in body
+    assert get(port, "/nope")[0] == 404
+
+
+def test_a_stale_service_proxy_is_neither_live_nor_ready(served):
+    health, port = served
+    health.proxy = ProxyHealth(timeout=0.05)
+    health.ready_when("cni", lambda: True)
+    health.proxy.updated()
+    health.proxy.queued()
+    time.sleep(0.08)
+    assert get(port, "/livez")[0] == 503
+    assert get(port, "/readyz")[0] == 503
+    health.proxy.updated()
+    assert get(port, "/livez")[0] == 200 and get(port, "/readyz")[0] == 200
+
+
+def test_render_readiness():
+    assert render_readiness({}, True) == (True, {"ready": True, "live": True, "checks": {}})
+    assert render_readiness({"cni": True}, False)[0] is False
+
+
+def test_node_facts_take_the_pod_cidr_and_the_first_internal_ip():
+    node = {"spec": {"podCIDR": "10.244.1.0/24"}, "status": {"addresses": [
+        {"type": "Hostname", "address": "node1"}, {"type": "InternalIP", "address": "192.168.56.11"},
+        {"type": "InternalIP", "address": "10.0.2.15"}]}}
+    assert node_facts(node) == NodeFacts("10.244.1.0/24", "192.168.56.11")
+    assert node_facts({"metadata": {"name": "n"}}) == NodeFacts(None, None)
