@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -211,28 +210,28 @@ def test_crash_loop_back_off_with_restart_count_and_last_state(lab):
 
 
 def test_liveness_probe_restarts_the_container_and_readiness_gates_ready(lab):
-    main = sh("main", "touch /tmp/healthy; exec sleep 3600",
+    # The container itself drives its probes' files (a marker in an emptyDir, which outlives the
+    # restart, makes only the first run fail its liveness): not Ready until /tmp/ready exists,
+    # then /tmp/healthy goes and the liveness probe restarts it.
+    script = ("touch /tmp/healthy; sleep 8; touch /tmp/ready; "
+              "if [ ! -f /scratch/once ]; then touch /scratch/once; sleep 4; rm /tmp/healthy; fi; exec sleep 3600")
+    main = sh("main", script, volumeMounts=[{"name": "scratch", "mountPath": "/scratch"}],
               livenessProbe={"exec": {"command": ["test", "-f", "/tmp/healthy"]}, "periodSeconds": 1,
                              "failureThreshold": 2},
               readinessProbe={"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1})
-    apply(lab, pod("probed", [main]))
+    apply(lab, pod("probed", [main], volumes=[{"name": "scratch", "emptyDir": {}}]))
     wait_for("probed Running", lambda: container_status(get(lab, "pod", "probed")).get("state", {}).get("running"),
              timeout=30)
-    time.sleep(2)
     assert not is_ready(get(lab, "pod", "probed"))                       # readiness fails: not Ready
-    # the first exec through the API server and the kubelet may race the container's start under
-    # load; the error it gets then is the kubelet's own (see streams.pod_exec)
-    wait_for("kubectl exec into the running container",
-             lambda: lab.kubectl("exec", "probed", "--", "touch", "/tmp/ready", check=False).returncode == 0,
-             timeout=15, interval=1)
-    wait_ready(lab, "probed", timeout=20)
-    lab.kubectl("exec", "probed", "--", "rm", "/tmp/healthy")
+    wait_ready(lab, "probed", timeout=30)
 
     def restarted():
         cs = container_status(get(lab, "pod", "probed"))
         return cs if cs.get("restartCount") == 1 and cs.get("state", {}).get("running") else None
-    cs = wait_for("probed restarted by its liveness probe", restarted, timeout=30)
+    cs = wait_for("probed restarted by its liveness probe", restarted, timeout=40)
     assert cs["lastState"]["terminated"]["exitCode"] in (137, 143) and not cs["ready"]   # a new /tmp: unready
+    wait_ready(lab, "probed", timeout=30)                                # and Ready again once it has one
+    assert container_status(get(lab, "pod", "probed"))["restartCount"] == 1   # the second run stays healthy
     lab.kubectl("delete", "pod", "probed", "--wait=false")
 
 
