@@ -6,6 +6,8 @@ There are no images in the lab; a container runs on the node's filesystem:
 - a container with a command runs it (command + args); one with args alone runs the args, as
   images without an ENTRYPOINT do (busybox, alpine, debian: `kubectl run x --image=busybox -- sleep 1d`);
 - CoreDNS runs the lab's cluster DNS (lab/dns) with the container's args (-conf ...);
+- ingress-nginx's controller runs the lab's Ingress controller (lab/ingress) with the arguments
+  that follow /nginx-ingress-controller;
 - agnhost's netexec and serve-hostname, and pause, run what they would;
 - anything else runs the lab workload (lab/workload.py) on the container's declared ports, or
   on 80 for web server images (nginx, httpd) that declare none.
@@ -21,6 +23,8 @@ KUBEWEFT_IMAGES = ("ghcr.io/kubeweft/kubeweft", "kubeweft/kubeweft", "kubeweft")
 WEB_SERVERS = {"nginx": 80, "httpd": 80, "nginx-unprivileged": 8080, "caddy": 80, "apache": 80}
 VENV_COMMANDS = ("kubeweft", "kubeweft-cni")
 PYTHON_COMMANDS = ("python", "python3")
+INGRESS_NGINX_IMAGE = "ingress-nginx/controller"
+INGRESS_NGINX_COMMAND = "nginx-ingress-controller"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -106,6 +110,11 @@ def plan_process(pod: Pod, container: Container, argv: tuple[str, ...], args: tu
             return Process(("sleep", "infinity"))
     if name == "coredns" and not argv:
         return Process((python, "-m", "kubeweft.lab.dns", *args))
+    if image_repository(container.image).endswith(INGRESS_NGINX_IMAGE):
+        cmd = argv + args
+        if cmd and cmd[0].rsplit("/", 1)[-1] == INGRESS_NGINX_COMMAND:
+            cmd = cmd[1:]
+        return Process((python, "-m", "kubeweft.lab.ingress", *cmd))
     if name == "pause" and not argv and not args:
         return Process(("sleep", "infinity"))
     if argv or args:

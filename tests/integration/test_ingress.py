@@ -15,11 +15,9 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
-import http.client
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from kubeweft.lab.ingress.nginx import Nginx
 from kubeweft.lab.ingress.views import ingress_view, secret_view, service_view, slice_view
 
 from .apiserver_proc import Server, terminate
+from .ingress_helpers import backend_of, nginx_404
+from .ingress_helpers import fetch as fetch_from
 from .netns_helpers import scratch_netns
 from .overlay_helpers import workload_in
 from .waiting import wait_for
@@ -90,42 +90,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-# --- a client in its netns --------------------------------------------------------------------
-
-def fetch(ns: str, host: str, path: str, tls: bool = False, sni: str | None = None,
-          headers: dict | None = None) -> dict:
-    """One request from netns `ns` to the controller: status, headers, body (JSON when it is),
-    and the certificate served (DER) for TLS."""
-    def go() -> dict:
-        sock = socket.create_connection((INGRESS_IP, 443 if tls else 80), timeout=5)
-        cert = None
-        if tls:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            sock = ctx.wrap_socket(sock, server_hostname=sni or host)
-            cert = sock.getpeercert(binary_form=True)
-        try:
-            extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode())
-            resp = http.client.HTTPResponse(sock)
-            resp.begin()
-            body = resp.read().decode(errors="replace")
-            out = {"status": resp.status, "location": resp.getheader("Location"), "body": body, "cert": cert}
-        finally:
-            sock.close()
-        with contextlib.suppress(ValueError):
-            out["json"] = json.loads(body)
-        return out
-    return netns.call_in(ns, go, timeout=15)
-
-
-def backend_of(resp: dict) -> str | None:
-    return (resp.get("json") or {}).get("pod")
-
-
-def nginx_404(resp: dict) -> bool:
-    """nginx's own 404 page (the default backend), not a backend's."""
-    return resp["status"] == 404 and "<center>nginx</center>" in resp["body"]
+def fetch(ns: str, host: str, path: str, **kw) -> dict:
+    return fetch_from(ns, INGRESS_IP, host, path, **kw)
 
 
 # --- API objects --------------------------------------------------------------------------------
