@@ -147,3 +147,19 @@ def test_routing_tls_and_the_client_address_from_the_external_host(world):
     table = wait_for("the address in kubectl get ingress", rows)
     assert table["site"][1:5] == ["nginx", "a.example", address, "80,"]
     assert table["fallback"][1:4] == ["nginx", "*", address]
+
+    # with externalTrafficPolicy Cluster the service proxy masquerades the external client (the
+    # node's address reaches nginx); Local again brings its address back
+    def real_ip() -> str:
+        return wait_for("b.example answering", lambda: from_web("b.example", "/headers", False))[
+            "json"]["headers"]["x-real-ip"]
+
+    def set_policy(policy: str) -> None:
+        lab.kubectl("patch", "service", "-n", "ingress-nginx", "ingress-nginx-controller", "-p",
+                    json.dumps({"spec": {"externalTrafficPolicy": policy}}))
+    set_policy("Cluster")
+    try:
+        wait_for("the client masqueraded under Cluster", lambda: real_ip() != client_ip)
+    finally:
+        set_policy("Local")
+    wait_for("the client's address under Local again", lambda: real_ip() == client_ip)
