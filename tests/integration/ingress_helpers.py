@@ -16,11 +16,11 @@ MANIFEST = ROOT / "lab" / "manifests" / "ingress-nginx.yaml"
 
 
 def fetch(ns: str, address: str, host: str, path: str, tls: bool = False, sni: str | None = None,
-          headers: dict | None = None) -> dict:
-    """One request from netns `ns` to `address` (80, or 443 with TLS): status, Location, body
-    (and its JSON when it is), and the certificate served (DER) for TLS."""
+          headers: dict | None = None, port: int = 0) -> dict:
+    """One request from netns `ns` to `address` (`port`; by default 80, or 443 with TLS): status,
+    Location, body (and its JSON when it is), and the certificate served (DER) for TLS."""
     def go() -> dict:
-        sock = socket.create_connection((address, 443 if tls else 80), timeout=5)
+        sock = socket.create_connection((address, port or (443 if tls else 80)), timeout=5)
         cert = None
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -148,6 +148,14 @@ def test_routing_tls_and_the_client_address_from_the_external_host(world):
     assert table["site"][1:5] == ["nginx", "a.example", address, "80,"]
     assert table["fallback"][1:4] == ["nginx", "*", address]
 
+    # the Service's NodePort on the controller's node, as the articles reach it, keeps the client too
+    svc = json.loads(lab.kubectl("get", "service", "-n", "ingress-nginx", "ingress-nginx-controller",
+                                 "-o", "json").stdout)
+    node_port = next(p["nodePort"] for p in svc["spec"]["ports"] if p["name"] == "http")
+    via_node = fetch(ext, world["controller"]["status"]["hostIP"], "b.example", "/headers", port=node_port)
+    assert backend_of(via_node).startswith(f"{NS}/web-")
+    assert via_node["json"]["headers"]["x-forwarded-for"] == client_ip
+
     # with externalTrafficPolicy Cluster the service proxy masquerades the external client (the
     # node's address reaches nginx); Local again brings its address back
     def real_ip() -> str:
