@@ -125,7 +125,7 @@ def apply_addons(cfg: LabConfig, names: Iterable[str] = DEFAULT_ADDONS, timeout:
         _kubectl(cfg, ["apply", "-f", str(path)], deadline - time.monotonic())
     if cfg.cni == "none":
         return time.monotonic() - start
-    for stem, text in texts.items():
+    for text in texts.values():
         for namespace, name in plan_rollouts(text):
             left = max(1.0, deadline - time.monotonic())
             _kubectl(cfg, ["rollout", "status", f"deployment/{name}", "-n", namespace,
