@@ -213,6 +213,7 @@ def test_a_dns_rollout_restart_while_a_client_keeps_one_udp_socket(lab):
         if client.poll() is None:
             client.kill()
             client.wait()
+    assert out.strip(), err
     queries = json.loads(out)["queries"]
     failures = [q for q in queries if q[1] is None or q[2] != 0]
     worst = max(q[1] - q[0] for q in queries if q[1] is not None)
