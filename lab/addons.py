@@ -4,9 +4,11 @@ Deployment's rollout waited for.
 
 `apply_addons(cfg)` applies the manifests named in DEFAULT_ADDONS (in name order; other
 manifests of the directory are applied only when named) and returns once they serve: every
-Deployment rolled out and, where the lab has kubeweft's service proxy, the cluster DNS
-answering at its Service address from every node. On a lab whose nodes stay NotReady (--cni
-none) it only applies: the pods wait, Pending, for a CNI, as CoreDNS's do on a new kind cluster.
+Deployment rolled out and the cluster DNS answering at its Service address from every node. On a
+lab whose nodes stay NotReady (--cni none) it only applies: the pods wait, Pending, for a CNI, as
+CoreDNS's do on a new kind cluster. A lab on the reference plugins gets none: without a service
+proxy no ClusterIP answers, neither the DNS Service nor the kubernetes Service through which
+in-cluster clients (the DNS server) reach the API, so the addons could never become ready.
 """
 from __future__ import annotations
 
@@ -114,9 +116,13 @@ def wait_dns(cfg: LabConfig, server: str, deadline: float) -> None:
                 time.sleep(0.1)
 
 
-def apply_addons(cfg: LabConfig, names: Iterable[str] = DEFAULT_ADDONS, timeout: float = 90.0) -> float:
-    """Apply the addons `names` to lab `cfg` and wait until they serve (see the module's doc);
-    the seconds it took. LabError when kubectl fails or a rollout does not end in `timeout`."""
+def apply_addons(cfg: LabConfig, names: Iterable[str] = DEFAULT_ADDONS, timeout: float = 90.0) -> str:
+    """Apply the addons `names` to lab `cfg` and wait until they serve (see the module's doc); a
+    line saying what was done and how long it took. LabError when kubectl fails or a rollout
+    does not end in `timeout`."""
+    names = sorted(set(names))
+    if cfg.cni == "reference":
+        return "none (the reference plugins bring no service proxy for them)"
     start = time.monotonic()
     deadline = start + timeout
     paths = manifest_paths(names)
@@ -124,13 +130,13 @@ def apply_addons(cfg: LabConfig, names: Iterable[str] = DEFAULT_ADDONS, timeout:
     for path in paths:
         _kubectl(cfg, ["apply", "-f", str(path)], deadline - time.monotonic())
     if cfg.cni == "none":
-        return time.monotonic() - start
+        return f"{', '.join(names)} applied, Pending until a CNI is installed"
     for text in texts.values():
         for namespace, name in plan_rollouts(text):
             left = max(1.0, deadline - time.monotonic())
             _kubectl(cfg, ["rollout", "status", f"deployment/{name}", "-n", namespace,
                            f"--timeout={left:.0f}s"], left + 10)
     dns_ip = service_address(texts[DNS_ADDON], "kube-system", "kube-dns") if DNS_ADDON in texts else None
-    if dns_ip and cfg.cni == "kubeweft":     # the reference plugins bring no service proxy
+    if dns_ip:
         wait_dns(cfg, dns_ip, deadline)
-    return time.monotonic() - start
+    return f"{', '.join(names)} ready in {time.monotonic() - start:.1f} s"

@@ -83,3 +83,8 @@ def test_plan_rollouts():
     assert addons.plan_rollouts(COREDNS) == [("kube-system", "coredns")]
     assert addons.plan_rollouts("kind: Deployment\napiVersion: apps/v1\nmetadata: {name: x}\n---\n"
                                 "kind: Service\napiVersion: v1\nmetadata: {name: y}\n") == [("default", "x")]
+
+
+def test_a_reference_lab_gets_no_addons():
+    # no service proxy: neither the DNS Service nor the API's kubernetes Service would answer
+    assert addons.apply_addons(LabConfig(name="x", cni="reference")).startswith("none")
