@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
-import ipaddress
 import json
 import re
 import socket
 import sys
 import time
 from pathlib import Path
+
+import dns.inet
 
 from . import netns
 from .config import LabConfig
@@ -89,20 +90,12 @@ def is_hostname(host: str) -> bool:
     return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
-def is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def parse_target(target: str) -> tuple[str, int]:
     """'10.244.1.2:80', '[fd00::1]:80' or 'web.default:80' -> (host, port)."""
     host, sep, port = target.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
-            or not (is_address(host) or is_hostname(host)):
+            or not (dns.inet.is_address(host) or is_hostname(host)):
         raise ProbeError(f"target must be HOST:PORT (an address, or a name a pod resolves), got {target!r}")
     return host, int(port)
 
@@ -278,7 +271,7 @@ def probe_command(name: str, source: str, target: str, *, udp: bool = False, cou
             host, port = parse_target(target)
             ns = resolve_source(cfg, source)
             asked = host
-            if not is_address(host):
+            if not dns.inet.is_address(host):
                 host = pool.submit(resolve_in_pod, cfg, source, host).result()
                 if not as_json:
                     print(f"{asked} is {host} (resolved from {source})", flush=True)
