@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kubeweft.lab.probe import read_pods
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import KUBEWEFT, fresh_lab, unique_lab_name
@@ -82,6 +83,13 @@ def test_the_dns_addon_runs_as_kubeadms_with_its_service_account(lab):
         assert p["spec"]["containers"][0]["args"] == ["-conf", "/etc/coredns/Corefile"]
         mounts = {m["mountPath"] for m in p["spec"]["containers"][0]["volumeMounts"]}
         assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts
+    dns_pods = [e for e in read_pods(lab.cfg).values() if e["namespace"] == "kube-system"]
+    assert len(dns_pods) == 2, dns_pods
+    for entry in dns_pods:
+        environ = Path(f"/proc/{entry['pid']}/environ").read_bytes().split(b"\0")
+        assert b"KUBERNETES_SERVICE_HOST=10.96.0.1" in environ
+        assert not [e for e in environ if e.startswith(b"KUBECONFIG=")]
+        assert Path(f"/proc/{entry['pid']}/root/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
     sa = "--as=system:serviceaccount:kube-system:coredns"
     for verb, what, allowed in (("watch", "endpointslices.discovery.k8s.io", "yes"), ("list", "services", "yes"),
                                 ("create", "services", "no"), ("get", "secrets", "no")):
