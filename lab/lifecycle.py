@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import netns, topology
+from . import addons, netns, topology
 from .config import LabConfig, check_name
 from .errors import LabError
 
@@ -325,6 +325,7 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
         # The lab's cloud route table: the external host reaches pods (and pods it)
         # unmasqueraded; node-to-node pod routes are the kubelets' job.
         topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in nodes])
+    _say(f"  addons: {addons.apply_addons(cfg, timeout=max(10.0, deadline - time.monotonic()))}")
 
 
 def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float = 120.0,

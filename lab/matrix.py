@@ -356,6 +356,19 @@ def run_probes(probes: Sequence[Probe], timeout: float, workers: int = 32,
     return results  # type: ignore[return-value]
 
 
+SYSTEM_NAMESPACE = "kube-system"
+
+
+def select_pods(api_pods: Sequence[dict], namespaces: Sequence[str] | None) -> list[dict]:
+    """The pods of `namespaces`; without any, every pod but kube-system's: the lab's addons (the
+    cluster DNS) do not run the workload the probes talk to."""
+    def namespace(p: dict) -> str | None:
+        return (p.get("metadata") or {}).get("namespace")
+    if namespaces:
+        return [p for p in api_pods if namespace(p) in namespaces]
+    return [p for p in api_pods if namespace(p) != SYSTEM_NAMESPACE]
+
+
 def collect(cfg: LabConfig, namespaces: Sequence[str] | None = None) -> tuple[list[PodInfo], list[str]]:
     """The lab's pods, from the API (ports) joined with pods.json (netns); pods.json alone if
     the API cannot be reached."""
@@ -368,8 +381,7 @@ def collect(cfg: LabConfig, namespaces: Sequence[str] | None = None) -> tuple[li
     except Exception as e:  # noqa: BLE001 - any failure of the API path falls back the same way
         notes.append(f"API not reachable ({type(e).__name__}): pods from pods.json, ports 8080")
         api_pods = pods_from_running(running)
-    if namespaces:
-        api_pods = [p for p in api_pods if p.get("metadata", {}).get("namespace") in namespaces]
+    api_pods = select_pods(api_pods, namespaces)
     pods, more = parse_pods(api_pods, running, cfg.node_netns)
     return pods, notes + more
 

@@ -5,6 +5,10 @@ and does the I/O after stepping back out: a socket stays in the netns it was mad
 subprocess is needed, so one probe costs about a millisecond plus the network. Call it from a
 worker thread, never the main one (probe_command and lab.matrix do).
 
+A target may name its host (`web:80`, `web.default.svc.cluster.local:80`) when the source is a
+pod: the name is resolved as that pod resolves it, with the nameservers, search list and ndots
+of its own /etc/resolv.conf (the cluster DNS, for a ClusterFirst pod), asked from its netns.
+
 The pure part, classifying an error into an outcome and parsing the answer, is kept apart in
 `classify_error` and `parse_answer` (unit-tested without root).
 """
@@ -13,13 +17,17 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import json
+import re
 import socket
 import sys
 import time
 from pathlib import Path
 
+import dns.inet
+
 from . import netns
 from .config import LabConfig
+from .kubelet.dns import parse_resolv_conf
 
 CONNECTED, REFUSED, TIMEOUT, UNREACHABLE = "connected", "refused", "timeout", "unreachable"
 OUTCOMES = (CONNECTED, REFUSED, TIMEOUT, UNREACHABLE)
@@ -73,12 +81,42 @@ def parse_answer(data: bytes) -> tuple[str | None, str | None]:
     return (pod if isinstance(pod, str) else None), (client if isinstance(client, str) else None)
 
 
+_LABEL = re.compile(r"^[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?$", re.IGNORECASE)
+
+
+def is_hostname(host: str) -> bool:
+    """A DNS name of letters, digits, '-' and '_' (SRV-style labels), an optional final dot."""
+    name = host.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
 def parse_target(target: str) -> tuple[str, int]:
-    """'10.244.1.2:80' or '[fd00::1]:80' -> (host, port)."""
+    """'10.244.1.2:80', '[fd00::1]:80' or 'web.default:80' -> (host, port)."""
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ProbeError(f"target must be IP:PORT, got {target!r}")
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
+            or not (dns.inet.is_address(host) or is_hostname(host)):
+        raise ProbeError(f"target must be HOST:PORT (an address, or a name a pod resolves), got {target!r}")
+    return host, int(port)
+
+
+def plan_resolver(resolv_conf: str):
+    """A dnspython resolver set up as a resolv.conf says (nameservers, search list, ndots)."""
+    import dns.name
+    import dns.resolver
+
+    servers, searches, options = parse_resolv_conf(resolv_conf)
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = servers
+    resolver.search = [dns.name.from_text(d) for d in searches]
+    resolver.use_search_by_default = True
+    resolver.ndots = 1                         # glibc's default
+    for opt in options:
+        name, _, value = opt.partition(":")
+        if name == "ndots" and value.isdigit():
+            resolver.ndots = int(value)
+    resolver.timeout, resolver.lifetime = 1.0, 3.0
+    return resolver
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -133,6 +171,31 @@ def resolve_source(cfg: LabConfig, source: str) -> str:
     if not netns.exists(ns):
         raise ProbeError(f"network namespace {ns} does not exist (is lab {cfg.name} up?)")
     return ns
+
+
+def resolve_in_pod(cfg: LabConfig, source: str, host: str) -> str:
+    """The address `host` has as pod `source` sees it: the first of its A (else AAAA) records,
+    asked from the pod's netns as its /etc/resolv.conf says. Call it from a worker thread."""
+    import dns.exception
+    import dns.resolver
+
+    kind, what = parse_source(source)
+    if kind != "pod":
+        raise ProbeError(f"{host!r}: names resolve from a pod (as its resolv.conf says); from {source} give an address")
+    entry = read_pods(cfg).get(what) or {}
+    try:
+        resolv = Path(f"/proc/{entry.get('pid')}/root/etc/resolv.conf").read_text()
+    except OSError as e:
+        raise ProbeError(f"pod {what}: cannot read its /etc/resolv.conf ({e.strerror})") from None
+    resolver = plan_resolver(resolv)
+    errors = []
+    with netns.entered(entry["netns"]):        # the resolver's sockets are made in the pod's netns
+        for rdtype in ("A", "AAAA"):
+            try:
+                return resolver.resolve(host, rdtype)[0].to_text()
+            except dns.exception.DNSException as e:
+                errors.append(str(e))
+    raise ProbeError(f"{host!r} does not resolve from pod {what}: {errors[0]}")
 
 
 def probe_once(source_netns: str, host: str, port: int, *, udp: bool = False,
@@ -202,17 +265,24 @@ def _udp_exchange(sock: socket.socket, host: str, port: int, deadline: float) ->
 def probe_command(name: str, source: str, target: str, *, udp: bool = False, count: int = 1,
                   timeout: float = 2.0, as_json: bool = False) -> int:
     cfg = LabConfig(name=name)
-    try:
-        host, port = parse_target(target)
-        ns = resolve_source(cfg, source)
-    except ProbeError as e:
-        print(f"kubeweft lab probe: {e}", file=sys.stderr)
-        return 2
-    ok = True
     # A worker thread enters the netns: the main thread never leaves the root one.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            host, port = parse_target(target)
+            ns = resolve_source(cfg, source)
+            asked = host
+            if not dns.inet.is_address(host):
+                host = pool.submit(resolve_in_pod, cfg, source, host).result()
+                if not as_json:
+                    print(f"{asked} is {host} (resolved from {source})", flush=True)
+        except ProbeError as e:
+            print(f"kubeweft lab probe: {e}", file=sys.stderr)
+            return 2
+        ok = True
         for _ in range(max(count, 1)):
             result = pool.submit(probe_once, ns, host, port, udp=udp, timeout=timeout).result()
+            if asked != host:
+                result["name"] = asked
             ok = ok and result["outcome"] == CONNECTED
             print(json.dumps(result) if as_json else render_line(result), flush=True)
     return 0 if ok else 1

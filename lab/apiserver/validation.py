@@ -18,14 +18,26 @@ _DNS1035_RE, _DNS1035_MSG = fields.DNS1035, fields.DNS1035_MSG
 _NAME_RULES = {"Namespace": (_LABEL_RE, _LABEL_MSG, 63), "Service": (_DNS1035_RE, _DNS1035_MSG, 63)}
 
 
+# RBAC objects' names are any path segment (ValidateRBACName): "system:coredns" is one
+_RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+def _path_segment_problems(name: str) -> list[str]:
+    """path.IsValidPathSegmentName's wording."""
+    if name in (".", ".."):
+        return [f"may not be '{name}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+
+
 def check_name(resource: Resource, name: str) -> None:
     """Raise 422 Invalid when `name` is not a valid name for this kind."""
-    regex, msg, limit = _NAME_RULES.get(resource.kind, (_SUBDOMAIN_RE, _SUBDOMAIN_MSG, 253))
-    problems = []
-    if len(name) > limit:
-        problems.append(f"must be no more than {limit} characters")
-    if not regex.match(name):
-        problems.append(msg)
+    if resource.kind in _RBAC_KINDS:
+        problems = _path_segment_problems(name)
+    else:
+        regex, msg, limit = _NAME_RULES.get(resource.kind, (_SUBDOMAIN_RE, _SUBDOMAIN_MSG, 253))
+        problems = [f"must be no more than {limit} characters"] if len(name) > limit else []
+        if not regex.match(name):
+            problems.append(msg)
     if problems:
         causes = [errors.Cause("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {p}')
                   for p in problems]

@@ -3,13 +3,13 @@
     python -m kubeweft.lab.dns [-conf COREFILE] [-dns.port 53] [--kubeconfig PATH]
                                [--listen ADDR[:PORT] ...] [--zone cluster.local] [--ttl N]
                                [--pods disabled|insecure|verified]
-                               [--metrics :9153] [--health :8080] [--ready :8181]
+                               [--metrics :9153] [--health :8080] [--ready :8181] [--lameduck 5s]
 
 Settings come from the Corefile (`-conf`, as the CoreDNS image's args give it; kubeadm's
 Corefile when the file is absent), then the flags, which win. The API is reached through
 --kubeconfig, else $KUBECONFIG, else the in-cluster service account. DNS is served once the
 API has been listed, or after --sync-timeout anyway, unready, as CoreDNS does; SIGTERM or SIGINT
-stop it.
+stop it, after the health plugin's lameduck when the Corefile sets one.
 """
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, help="Prometheus /metrics address ('' off)")
     p.add_argument("--health", default=None, help="/health address ('' off)")
     p.add_argument("--ready", default=None, help="/ready address ('' off)")
+    p.add_argument("--lameduck", default=None, help="how long DNS is still served after SIGTERM, as a Go "
+                   "duration (default: the Corefile's health lameduck)")
     p.add_argument("--sync-timeout", type=float, default=5.0,
                    help="seconds to wait for the first list before serving anyway (CoreDNS's 5)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -65,6 +67,8 @@ def settings_from(args: argparse.Namespace) -> corefile.Settings:
     for name in ("zone", "ttl", "pods", "metrics", "health", "ready"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
+    if args.lameduck is not None:
+        s.lameduck = corefile.parse_duration(args.lameduck)
     if args.listen:
         s.binds = args.listen
     if args.port is not None:
@@ -101,6 +105,12 @@ async def run(s: corefile.Settings, sync_timeout: float) -> int:
         await server.start()
         serving = True
         await stop.wait()
+        serving = False
+        if s.lameduck > 0:
+            # CoreDNS's lameduck: /ready fails while the sockets still answer, so the queries that
+            # reach this pod until the service proxies drop it are answered
+            log.info("lameduck: serving %g s more", s.lameduck)
+            await asyncio.sleep(s.lameduck)
     finally:
         await server.close()
         for runner in runners:

@@ -4,7 +4,7 @@ kubeadm's Corefile (the ConfigMap kube-system/coredns, `KUBEADM_COREFILE`) is th
 
 Read: the first server block's port; `bind` addresses; `kubernetes` zones (the first one not
 under .arpa is the cluster domain, the .arpa ones are the reverse zones) with `pods`, `ttl` and
-`kubeconfig`; the addresses of `prometheus`, `health` and `ready`. Every other plugin is ignored:
+`kubeconfig`; the addresses of `prometheus`, `health` (and its `lameduck`) and `ready`. Every other plugin is ignored:
 there is no upstream to forward to, and answers are computed, not cached.
 """
 from __future__ import annotations
@@ -54,10 +54,23 @@ class Settings:
     metrics: str = ""
     health: str = ""
     ready: str = ""
+    lameduck: float = 0.0      # seconds DNS is still served after SIGTERM (health's lameduck)
 
 
 class CorefileError(ValueError):
     pass
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration ("5s", "1m30s", "250ms") in seconds."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise CorefileError(f"invalid duration {text!r}")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
 def _entries(text: str) -> list[tuple[list[str], list]]:
@@ -100,6 +113,9 @@ def parse(text: str) -> Settings:
             s.metrics = args[0] if args else METRICS_DEFAULT
         elif name == "health":
             s.health = args[0] if args else HEALTH_DEFAULT
+            for sub, subargs in ((w[0], w[1:]) for w, _ in children):
+                if sub == "lameduck" and subargs:
+                    s.lameduck = parse_duration(subargs[0])
         elif name == "ready":
             s.ready = args[0] if args else READY_DEFAULT
         elif name == "kubernetes":

