@@ -58,7 +58,6 @@ from .render_services import (
     render_service,
 )
 from .scheduler import ANNOTATION as SCHEDULER_ANNOTATION
-from .scheduler import DEFAULT as DEFAULT_SCHEDULER
 from .scheduler import SCHEDULERS
 from .sync_loop import SyncLoop
 from .table_readback import read_elements, read_table
@@ -112,7 +111,7 @@ class ServiceProxy:
         self.cfg = cfg
         self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
                                service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses),
-                               scheduler=getattr(cfg, "scheduler", DEFAULT_SCHEDULER))
+                               scheduler=cfg.scheduler)
         self.nft = nft if nft is not None else Nft()
         self.lock = threading.Lock()
         self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
