@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from kubeweft.cni.protocols import NFT_PROTOCOLS
 
+from .maglev import TABLE_SIZE as MAGLEV_SLOTS
 from .model import Endpoint, EndpointSlice, Service, ServicePort
 from .nft_commands import AddChain, AddMap, AddRule, AddSet, AddTable, Command, FlushChain, Table
 from .nft_text import quote
@@ -97,6 +98,7 @@ class NodeContext:
     service_cidr: str = "10.96.0.0/12"
     nodeport_cidrs: tuple[str, ...] = ()     # empty: every local address but 127.0.0.0/8
     scheduler: str = DEFAULT_SCHEDULER       # for Services without the scheduler annotation
+    maglev_slots: int = MAGLEV_SLOTS         # a prime: Maglev's table size
 
 
 @dataclass(frozen=True)
@@ -367,11 +369,12 @@ class _Builder:
     def scheduled(self, scheduler: str, family: str, bkey: str, eps: list[tuple[str, int]], proto: str) -> str:
         """The verdict of a frontend of another scheduler than random (proxy/scheduler.py): its
         slots in the backends map of the lb chain with as many, and a chain reading them."""
-        n = slots(scheduler, len(eps))
+        n = slots(scheduler, len(eps), self.ctx.maglev_slots)
         lb_name, lb = _lb_chain(family, proto, n)
         self.chains[lb_name] = lb                 # owns the backends map
         m = self.maps[lb.map]
-        for i, endpoint in enumerate(table_of(scheduler, tuple(f"{ip} . {port}" for ip, port in eps))):
+        for i, endpoint in enumerate(table_of(scheduler, tuple(f"{ip} . {port}" for ip, port in eps),
+                                              self.ctx.maglev_slots)):
             m[f"{bkey} . {i}"] = endpoint
         name = chain_name(scheduler, lb_name, _id(family, proto, bkey) if scheduler == "rr" else "")
         if name not in self.chains:

@@ -49,9 +49,9 @@ def parse_scheduler(value: object) -> str | None:
     return name if name in SCHEDULERS else None
 
 
-def slots(scheduler: str, endpoints: int) -> int:
+def slots(scheduler: str, endpoints: int, table_size: int = TABLE_SIZE) -> int:
     """How many slots (backends map indexes) a frontend of this scheduler fills."""
-    return TABLE_SIZE if scheduler == "maglev" else endpoints
+    return table_size if scheduler == "maglev" else endpoints
 
 
 def chain_name(scheduler: str, lb_chain: str, frontend: str = "") -> str:
@@ -83,7 +83,7 @@ def scheduler_rule(scheduler: str, key: str, n: int, backends: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def table_of(scheduler: str, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+def table_of(scheduler: str, endpoints: tuple[str, ...], table_size: int = TABLE_SIZE) -> tuple[str, ...]:
     """What a frontend's slots hold, slot by slot: Maglev's table, or the endpoints in order
     (cached: a Service's ClusterIP, nodePort and external addresses share their endpoints)."""
-    return tuple(plan_table(endpoints)) if scheduler == "maglev" else endpoints
+    return tuple(plan_table(endpoints, table_size)) if scheduler == "maglev" else endpoints

@@ -20,7 +20,7 @@ from kubeweft.proxy.nft_fake import FakeNft
 from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
 from kubeweft.proxy.table_readback import fixed_chains
 
-CTX = r.NodeContext("node1", zone="zone-a")
+CTX = r.NodeContext("node1", zone="zone-a", maglev_slots=13)     # Maglev's table small: fewer elements, same paths
 
 
 def new_kernel() -> FakeNft:
