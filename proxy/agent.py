@@ -390,24 +390,36 @@ def _parsed(text: str, source: str) -> ProxyConfig:
     return cfg
 
 
-def read_config_map(api) -> ProxyConfig:
+def read_config_map(api, timeout: float, stop: threading.Event | None = None) -> ProxyConfig:
     """The KubeProxyConfiguration in the ConfigMap kube-system/kubeweft (key config.conf),
     read through the API when no file is mounted (an agent outside a DaemonSet); the defaults
-    when the ConfigMap or the key does not exist."""
+    when the ConfigMap or the key does not exist. An API that does not answer is asked again
+    (bounded, as for the Node); a refusal (403) stops the agent."""
     from .api_get import open_get
     from .proxy_config import CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
 
     where = f"configmap {CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME}"
-    status, raw = open_get(api, f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}", 10)
-    try:
-        body = raw.read()
-    finally:
-        raw.release_conn()
-    if status == 404:
-        log.info("no %s: the service proxy's defaults apply", where)
-        return ProxyConfig()
-    if status != 200:
-        raise SystemExit(f"kubeweft agent: {where}: HTTP {status}: {body[:200]!r}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, raw = open_get(api, f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}", 10)
+            try:
+                body = raw.read()
+            finally:
+                raw.release_conn()
+            last = f"HTTP {status}: {body[:200]!r}"
+        except Exception as e:  # noqa: BLE001 - the API may be down for a moment
+            status, last = 0, f"{type(e).__name__}: {str(e)[:200]}"
+        if status == 404:
+            log.info("no %s: the service proxy's defaults apply", where)
+            return ProxyConfig()
+        if status == 200:
+            break
+        if 400 <= status < 500 or time.monotonic() > deadline:
+            raise SystemExit(f"kubeweft agent: {where}: {last}")
+        log.info("reading %s: %s", where, last)
+        if (stop.wait(1.0) if stop is not None else time.sleep(1.0)):
+            raise SystemExit(0)
     text = (json.loads(body).get("data") or {}).get(CONFIGMAP_KEY)
     if text is None:
         log.info("%s has no %s: the service proxy's defaults apply", where, CONFIGMAP_KEY)
@@ -457,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.test_pod_cidr:
         api = make_api(args.kubeconfig)
         if proxy_cfg is None:
-            proxy_cfg = read_config_map(api)
+            proxy_cfg = read_config_map(api, args.pod_cidr_timeout, stop)
             moved = proxy_cfg.healthz_bind_address
             if args.healthz_bind_address is None and moved is not None and moved != healthz and health_server:
                 health_server.close()          # the ConfigMap names another address than the default
