@@ -18,7 +18,8 @@ lookup and one DNAT map lookup:
         nodePorts), and hairpin pairs (this node's endpoint reaching itself).
 
 lb chains are shared by every Service with the same protocol and endpoint count, made on
-demand with their backends map. Only Services with sessionAffinity ClientIP get chains of
+demand with their backends map. The rr, sh and maglev schedulers (proxy/scheduler.py) read the
+same backends maps through chains of their own beside the lb chain (Builder.scheduled). Only Services with sessionAffinity ClientIP get chains of
 their own (kube-proxy's shape: one chain per service port and scope, one chain and one dynamic
 timeout set per endpoint): the remembered client must map to one endpoint with a per-Service
 timeout, and nft 1.0.6 cannot update a map with data from the packet path after DNAT.
