@@ -52,6 +52,7 @@ INSTALL_HINTS = {
     "google": "pip install protobuf",
     "kubernetes": "pip install kubernetes",
     "prometheus_client": "pip install prometheus-client",
+    "yaml": "pip install PyYAML",
 }
 
 
@@ -382,7 +383,8 @@ def read_config_file(path: str) -> ProxyConfig:
 
 def _parsed(text: str, source: str) -> ProxyConfig:
     try:
-        cfg = parse_proxy_config(text)
+        with dependencies_required():
+            cfg = parse_proxy_config(text)
     except ConfigError as e:
         raise SystemExit(f"kubeweft agent: {source}: {e}") from None
     if cfg.ignored:

@@ -14,8 +14,6 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-import yaml
-
 from .scheduler import DEFAULT as DEFAULT_SCHEDULER
 from .scheduler import SCHEDULERS, parse_scheduler
 
@@ -161,6 +159,8 @@ def _conntrack(raw: dict) -> ConntrackConfig:
 
 def parse_proxy_config(text: str) -> ProxyConfig:
     """The configuration a KubeProxyConfiguration document sets (an empty one: the defaults)."""
+    import yaml  # here: the agent imports this module before its health server starts
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
