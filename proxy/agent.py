@@ -160,19 +160,24 @@ def node_facts(node: dict) -> NodeFacts:
     return NodeFacts((node.get("spec") or {}).get("podCIDR") or None, internal or None)
 
 
-def wait_node(api_client, node: str, timeout: float, stop: threading.Event | None = None) -> NodeFacts:
-    """The Node's facts, read through the API, waiting until its spec.podCIDR is set."""
+def get_body(api_client, path: str, timeout: float) -> tuple[int, bytes]:
+    """(HTTP status, body) of one GET through the API client's connection pool."""
     from .api_get import open_get
 
+    status, raw = open_get(api_client, path, timeout)
+    try:
+        return status, raw.read()
+    finally:
+        raw.release_conn()
+
+
+def wait_node(api_client, node: str, timeout: float, stop: threading.Event | None = None) -> NodeFacts:
+    """The Node's facts, read through the API, waiting until its spec.podCIDR is set."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
         try:
-            status, raw = open_get(api_client, f"/api/v1/nodes/{node}", 5)
-            try:
-                body = raw.read()
-            finally:
-                raw.release_conn()
+            status, body = get_body(api_client, f"/api/v1/nodes/{node}", 5)
             if status != 200:
                 raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
             facts = node_facts(json.loads(body))
@@ -397,18 +402,13 @@ def read_config_map(api, timeout: float, stop: threading.Event | None = None) ->
     read through the API when no file is mounted (an agent outside a DaemonSet); the defaults
     when the ConfigMap or the key does not exist. An API that does not answer is asked again
     (bounded, as for the Node); a refusal (403) stops the agent."""
-    from .api_get import open_get
     from .proxy_config import CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
 
     where = f"configmap {CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME}"
     deadline = time.monotonic() + timeout
     while True:
         try:
-            status, raw = open_get(api, f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}", 10)
-            try:
-                body = raw.read()
-            finally:
-                raw.release_conn()
+            status, body = get_body(api, f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}", 10)
             last = f"HTTP {status}: {body[:200]!r}"
         except Exception as e:  # noqa: BLE001 - the API may be down for a moment
             status, last = 0, f"{type(e).__name__}: {str(e)[:200]}"
