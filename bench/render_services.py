@@ -29,6 +29,7 @@ from kubeweft.proxy import diff_services as d
 from kubeweft.proxy import render_services as r
 from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
+from kubeweft.proxy.scheduler import SCHEDULERS
 
 NETNS = "kw-render-bench"
 
@@ -49,11 +50,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=30000)
     ap.add_argument("--netns", action="store_true", help="also load into nft in a scratch netns (root)")
+    ap.add_argument("--scheduler", default="random", choices=SCHEDULERS,
+                    help="every Service's load-balancing scheduler (the node's default)")
     args = ap.parse_args()
-    ctx = r.NodeContext("n0", service_cidr="10.96.0.0/12")
+    ctx = r.NodeContext("n0", service_cidr="10.96.0.0/12", scheduler=args.scheduler)
     services, slices = make(args.services)
     gc.disable()        # as the agent's full syncs run (service_proxy._gc_paused)
-    out: dict = {"services": args.services, "endpoints_per_service": 3}
+    out: dict = {"services": args.services, "endpoints_per_service": 3, "scheduler": args.scheduler}
     cpu0, t0 = time.process_time(), time.perf_counter()
     agg = r.Aggregate()
     for key, svc in services.items():

@@ -28,15 +28,19 @@ import sys
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeweft.cni.spec import SUPPORTED_VERSIONS
+
+from .proxy_config import ConfigError, ProxyConfig, parse_proxy_config
 
 log = logging.getLogger("kubeweft.agent")
 
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
 DEFAULT_STATE_DIR = "/var/lib/kubeweft"
+DEFAULT_HEALTHZ = "0.0.0.0:10256"
+DEFAULT_METRICS = "127.0.0.1:10249"
 
 # What provides each module the agent imports, for the message when one is missing.
 # python3-nftables is Debian's (a venv sees it only when made with --system-site-packages); the
@@ -48,6 +52,7 @@ INSTALL_HINTS = {
     "google": "pip install protobuf",
     "kubernetes": "pip install kubernetes",
     "prometheus_client": "pip install prometheus-client",
+    "yaml": "pip install PyYAML",
 }
 
 
@@ -78,13 +83,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="the overlay uses the interface of the route to ADDR (default $KUBEWEFT_IFACE_CAN_REACH)")
     p.add_argument("--service-cidr", default=os.environ.get("KUBEWEFT_SERVICE_CIDR") or "10.96.0.0/12",
                    help="the cluster's Service range (addresses in it with no Service are dropped)")
-    p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or "",
-                   help="comma-separated CIDRs of node addresses that accept NodePorts (default: all "
-                        "but 127.0.0.0/8)")
-    p.add_argument("--healthz-bind-address", default="0.0.0.0:10256",
-                   help="/livez, /readyz and kube-proxy's /healthz (empty: off)")
-    p.add_argument("--metrics-bind-address", default="127.0.0.1:10249",
-                   help="Prometheus /metrics (empty: off); loopback only by default, as kube-proxy has it")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="the service proxy's KubeProxyConfiguration (the DaemonSet mounts config.conf of the "
+                        "ConfigMap kube-system/kubeweft); without it that ConfigMap is read through the API")
+    p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or None,
+                   help="comma-separated CIDRs of node addresses that accept NodePorts (default: the "
+                        "configuration's nodePortAddresses, else all but 127.0.0.0/8)")
+    p.add_argument("--healthz-bind-address", default=None,
+                   help=f"/livez, /readyz and kube-proxy's /healthz (empty: off; default: the configuration's "
+                        f"healthzBindAddress, else {DEFAULT_HEALTHZ})")
+    p.add_argument("--metrics-bind-address", default=None,
+                   help=f"Prometheus /metrics (empty: off; default: the configuration's metricsBindAddress, else "
+                        f"{DEFAULT_METRICS}: loopback only, as kube-proxy has it)")
     p.add_argument("--no-proxy", action="store_true",
                    help="do not run the service proxy (Services are left to another proxy, e.g. kube-proxy)")
     p.add_argument("--no-policy", action="store_true",
@@ -150,19 +160,24 @@ def node_facts(node: dict) -> NodeFacts:
     return NodeFacts((node.get("spec") or {}).get("podCIDR") or None, internal or None)
 
 
-def wait_node(api_client, node: str, timeout: float, stop: threading.Event | None = None) -> NodeFacts:
-    """The Node's facts, read through the API, waiting until its spec.podCIDR is set."""
+def get_body(api_client, path: str, timeout: float) -> tuple[int, bytes]:
+    """(HTTP status, body) of one GET through the API client's connection pool."""
     from .api_get import open_get
 
+    status, raw = open_get(api_client, path, timeout)
+    try:
+        return status, raw.read()
+    finally:
+        raw.release_conn()
+
+
+def wait_node(api_client, node: str, timeout: float, stop: threading.Event | None = None) -> NodeFacts:
+    """The Node's facts, read through the API, waiting until its spec.podCIDR is set."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
         try:
-            status, raw = open_get(api_client, f"/api/v1/nodes/{node}", 5)
-            try:
-                body = raw.read()
-            finally:
-                raw.release_conn()
+            status, body = get_body(api_client, f"/api/v1/nodes/{node}", 5)
             if status != 200:
                 raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
             facts = node_facts(json.loads(body))
@@ -291,6 +306,11 @@ class AgentConfig:
     service_cidr: str
     nodeport_addresses: tuple[str, ...]
     state_dir: Path
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)     # the KubeProxyConfiguration (conntrack settings included)
+
+    @property
+    def scheduler(self) -> str:
+        return self.proxy.scheduler
 
 
 def start_component(start, name: str, api, cfg: AgentConfig):
@@ -355,6 +375,69 @@ def start_health(bind: str, health):
         return None
 
 
+def read_config_file(path: str) -> ProxyConfig:
+    """The KubeProxyConfiguration in a file (the DaemonSet's mount); a missing or invalid one
+    stops the agent: a node that runs with other settings than asked is worse than one that
+    visibly fails."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise SystemExit(f"kubeweft agent: --config {path}: {e.strerror}") from None
+    return _parsed(text, path)
+
+
+def _parsed(text: str, source: str) -> ProxyConfig:
+    try:
+        with dependencies_required():
+            cfg = parse_proxy_config(text)
+    except ConfigError as e:
+        raise SystemExit(f"kubeweft agent: {source}: {e}") from None
+    if cfg.ignored:
+        log.info("%s: %s set, which kubeweft does not use", source, ", ".join(cfg.ignored))
+    return cfg
+
+
+def read_config_map(api, timeout: float, stop: threading.Event | None = None) -> ProxyConfig:
+    """The KubeProxyConfiguration in the ConfigMap kube-system/kubeweft (key config.conf),
+    read through the API when no file is mounted (an agent outside a DaemonSet); the defaults
+    when the ConfigMap or the key does not exist. An API that does not answer is asked again
+    (bounded, as for the Node); a refusal (403) stops the agent."""
+    from .proxy_config import CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
+
+    where = f"configmap {CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = get_body(api, f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}", 10)
+            last = f"HTTP {status}: {body[:200]!r}"
+        except Exception as e:  # noqa: BLE001 - the API may be down for a moment
+            status, last = 0, f"{type(e).__name__}: {str(e)[:200]}"
+        if status == 404:
+            log.info("no %s: the service proxy's defaults apply", where)
+            return ProxyConfig()
+        if status == 200:
+            break
+        if 400 <= status < 500 or time.monotonic() > deadline:
+            raise SystemExit(f"kubeweft agent: {where}: {last}")
+        log.info("reading %s: %s", where, last)
+        if (stop.wait(1.0) if stop is not None else time.sleep(1.0)):
+            raise SystemExit(0)
+    text = (json.loads(body).get("data") or {}).get(CONFIGMAP_KEY)
+    if text is None:
+        log.info("%s has no %s: the service proxy's defaults apply", where, CONFIGMAP_KEY)
+        return ProxyConfig()
+    return _parsed(text, f"{where} {CONFIGMAP_KEY}")
+
+
+def nodeport_cidrs(flag: str | None, proxy: ProxyConfig) -> tuple[str, ...]:
+    """The flag's CIDRs, else the configuration's. The keyword primary (kube-proxy's) is not a
+    CIDR: left out here, so its nodePorts answer on every node address as without it."""
+    chosen = tuple(c for c in flag.split(",") if c) if flag is not None else proxy.nodeport_addresses
+    if "primary" in chosen:
+        log.warning("nodePortAddresses primary: every node address but 127.0.0.0/8 accepts nodePorts")
+    return tuple(c for c in chosen if c != "primary")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -363,11 +446,16 @@ def main(argv: list[str] | None = None) -> int:
 
     health = AgentHealth()
     health_server = None
+    proxy_cfg = read_config_file(args.config) if args.config else None
+    healthz = args.healthz_bind_address
+    if healthz is None:
+        healthz = proxy_cfg.healthz_bind_address if proxy_cfg and proxy_cfg.healthz_bind_address is not None \
+            else DEFAULT_HEALTHZ
     if not args.test_pod_cidr and args.node_name:
         # first of all (the health server needs the standard library alone): the kubelet's probes
         # are answered while the rest imports (1-4 s measured here) and the agent waits for its Node
         health.expect("cni", *(() if args.no_proxy else ("services",)), *(() if args.no_policy else ("policy",)))
-        health_server = start_health(args.healthz_bind_address, health)
+        health_server = start_health(healthz, health)
     import_components(with_api=not args.test_pod_cidr)
     if not args.test_pod_cidr and not args.node_name:
         print("kubeweft agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
@@ -382,6 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     node = NodeFacts(args.test_pod_cidr, None)
     if not args.test_pod_cidr:
         api = make_api(args.kubeconfig)
+        if proxy_cfg is None:
+            proxy_cfg = read_config_map(api, args.pod_cidr_timeout, stop)
+            moved = proxy_cfg.healthz_bind_address
+            if args.healthz_bind_address is None and moved is not None and moved != healthz and health_server:
+                health_server.close()          # the ConfigMap names another address than the default
+                health_server = start_health(moved, health) if moved else None
+        log.info("service proxy: mode %s, scheduler %s", proxy_cfg.mode, proxy_cfg.scheduler)
         node = wait_node(api, args.node_name, args.pod_cidr_timeout, stop)
     pod_cidr = node.pod_cidr
     state_dir = Path(args.state_dir)
@@ -396,11 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     plugin = CniPlugin(pod_cidr, data_dir, bridge=args.bridge, mtu=mtu, cluster_cidr=args.cluster_cidr)
     components = []
     if api is not None:
+        proxy_cfg = proxy_cfg or ProxyConfig()
         cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, cluster_cidr=args.cluster_cidr,
                           service_cidr=args.service_cidr,
-                          nodeport_addresses=tuple(c for c in args.nodeport_addresses.split(",") if c),
-                          state_dir=state_dir)
-        serve_metrics(args.metrics_bind_address)
+                          nodeport_addresses=nodeport_cidrs(args.nodeport_addresses, proxy_cfg),
+                          state_dir=state_dir, proxy=proxy_cfg)
+        metrics_bind = args.metrics_bind_address
+        if metrics_bind is None:
+            metrics_bind = proxy_cfg.metrics_bind_address if proxy_cfg.metrics_bind_address is not None \
+                else DEFAULT_METRICS
+        serve_metrics(metrics_bind)
         from kubeweft.proxy import antispoof_metrics
         antispoof_metrics.register_metrics()      # the CNI's table lives in this netns
         if not args.no_proxy:

@@ -35,7 +35,7 @@ from .render_services import (
     Aggregate,
     Desired,
     Touched,
-    family_chain,
+    lb_chain_of,
     map_family,
 )
 
@@ -203,6 +203,7 @@ def plan_udp_cleanup(applied: Desired, want: Aggregate, touched: Touched) -> set
     and, for sessionAffinity ClientIP, the aff-<sid> chain a service key goes to (its endpoints
     are the aff-<sid>-<eid> chains it names). Only touched keys are looked at."""
     gone = set()
+    now_of: dict[tuple[str, str, str], set[str]] = {}
     for name, k in touched.keys:
         if name in _FAMILY_OF_VMAP:
             _plan_affinity(applied, want, name, k, gone)
@@ -219,7 +220,11 @@ def plan_udp_cleanup(applied: Desired, want: Aggregate, touched: Touched) -> set
             addr, port, vkey = None, parts[0], f"udp . {parts[0]}"
         else:
             addr, port, vkey = parts[0], parts[1], f"{parts[0]} . udp . {parts[1]}"
-        if old not in _values_now(want, VMAP_OF[family], vkey, " . ".join(parts[:-1])):
+        now_key = (VMAP_OF[family], vkey, " . ".join(parts[:-1]))
+        now = now_of.get(now_key)
+        if now is None:          # once per service key: a Maglev table has thousands of slots
+            now = now_of[now_key] = _values_now(want, *now_key)
+        if old not in now:
             gone.add((addr, int(port), old.split(" . ")[0]))
     return gone
 
@@ -276,13 +281,13 @@ def _affinity_endpoints(chain_of, name: str) -> set[str]:
 
 
 def _values_now(want: Aggregate, vmap: str, vkey: str, bkey: str) -> set[str]:
-    """The endpoints ('ip . port') the service key now spreads over, whatever its endpoint count,
-    through an lb chain and its backends map or a sessionAffinity chain."""
+    """The endpoints ('ip . port') the service key now spreads over, whatever its endpoint count
+    or scheduler, through an lb chain's backends map or a sessionAffinity chain."""
     target = want.value(vmap, vkey) or ""
     if not target.startswith("goto "):
         return set()
     name = target[5:]
-    chain = family_chain(name)
+    chain = lb_chain_of(name)
     if chain is None:
         return _affinity_endpoints(want.chain, name) if name.startswith("aff-") else set()
     out, i = set(), 0

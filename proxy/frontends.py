@@ -9,10 +9,12 @@ External clients of externalTrafficPolicy Local Services have a view of their ow
 """
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .render_services import family_chain
+from .render_services import lb_chain_of
+from .scheduler import DEFAULT, scheduled_chain
 
 # verdict map -> (who the row is for, the nodePort form)
 VIEWS = {"service-ips": ("all", False), "service-ips-external": ("external", False),
@@ -26,6 +28,7 @@ class Frontend:
     action: str                  # spread | affinity | reject | drop | unknown
     backends: tuple[str, ...]    # "ip:port" of the endpoints it spreads over
     notes: tuple[str, ...] = ()
+    scheduler: str = "-"         # random | rr | sh | maglev (as `ipvsadm -L -n` shows it); "-": none
 
 
 def _address(key: str, nodeport: bool) -> tuple[str, str]:
@@ -51,6 +54,14 @@ def _notes(key: str, nodeport: bool, sets: Mapping[str, frozenset[str]]) -> tupl
     return tuple(out)
 
 
+def _backends(slots: list[str], scheduler: str) -> tuple[str, ...]:
+    """'ip:port' of each slot; Maglev's thousands of slots as each endpoint with its share."""
+    names = [s.replace(" . ", ":") for s in slots]
+    if scheduler != "maglev":
+        return tuple(names)
+    return tuple(f"{ep}({n})" for ep, n in sorted(collections.Counter(names).items()))
+
+
 def describe_frontends(sets: Mapping[str, frozenset[str]], maps: Mapping[str, Mapping[str, str]]) -> list[Frontend]:
     """Every frontend of the table, sorted by address then view."""
     out: list[Frontend] = []
@@ -59,19 +70,23 @@ def describe_frontends(sets: Mapping[str, frozenset[str]], maps: Mapping[str, Ma
             address, bkey = _address(key, nodeport)
             backends: tuple[str, ...] = ()
             target = verdict.split(" ", 1)[1] if verdict.startswith(("goto ", "jump ")) else ""
-            chain = family_chain(target) if target else None
+            chain = lb_chain_of(target) if target else None
+            scheduler = "-"
             if chain is not None:
                 action = "spread"
+                sched = scheduled_chain(target)
+                scheduler = sched[0] if sched else DEFAULT
                 bmap = maps.get(chain.map, {})
-                n = int(target.rsplit("-", 1)[1])
-                backends = tuple(bmap.get(f"{bkey} . {i}", "?").replace(" . ", ":") for i in range(n))
+                n = int(chain.map.rsplit("-", 1)[1])
+                backends = _backends([bmap.get(f"{bkey} . {i}", "?") for i in range(n)], scheduler)
             elif target.startswith("aff-"):
                 action = "affinity"
+                scheduler = DEFAULT
             elif verdict in ("drop", "reject"):
                 action = verdict
             else:
                 action = "unknown"
-            out.append(Frontend(address, clients, action, backends, _notes(key, nodeport, sets)))
+            out.append(Frontend(address, clients, action, backends, _notes(key, nodeport, sets), scheduler))
     for name, nodeport in (("no-endpoint-services", False), ("no-endpoint-nodeports", True)):
         for key in sets.get(name, ()):
             out.append(Frontend(_address(key, nodeport)[0], "all", "reject", (),
@@ -81,8 +96,8 @@ def describe_frontends(sets: Mapping[str, frozenset[str]], maps: Mapping[str, Ma
 
 def format_frontends(frontends: list[Frontend]) -> list[str]:
     """Aligned columns, as kubectl prints them."""
-    rows = [("FRONTEND", "CLIENTS", "ACTION", "BACKENDS", "NOTES")]
+    rows = [("FRONTEND", "CLIENTS", "SCHEDULER", "ACTION", "BACKENDS", "NOTES")]
     for f in frontends:
-        rows.append((f.address, f.clients, f.action, ",".join(f.backends) or "-", "; ".join(f.notes)))
+        rows.append((f.address, f.clients, f.scheduler, f.action, ",".join(f.backends) or "-", "; ".join(f.notes)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["   ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]

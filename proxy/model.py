@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from kubeweft.cni.protocols import PROTOCOLS
 
+from .scheduler import ANNOTATION as SCHEDULER_ANNOTATION
+from .scheduler import parse_scheduler
+
 LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
 LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -46,6 +49,7 @@ class Service:
     internal_local: bool = False          # internalTrafficPolicy: Local
     health_check_node_port: int | None = None
     affinity_timeout: int | None = None   # sessionAffinity ClientIP: seconds; None: no affinity
+    scheduler: str = ""                   # the kubeweft.io/scheduler annotation; "": the agent's default
 
     @property
     def key(self) -> tuple[str, str]:
@@ -177,6 +181,27 @@ def _cidr_list(values, what: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _scheduler_annotation(obj) -> object:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    return annotations.get(SCHEDULER_ANNOTATION) if isinstance(annotations, dict) else None
+
+
+def invalid_scheduler(obj: dict) -> str | None:
+    """The value of a Service's scheduler annotation when it names no scheduler (the Service
+    then gets the agent's default); None when it is absent, empty or valid."""
+    value = _scheduler_annotation(obj)
+    if not value or parse_scheduler(value) is not None:
+        return None
+    return str(value)[:60]
+
+
+def _scheduler(obj: dict) -> str:
+    """The scheduler the annotation names; "" (the agent's default) without a valid one."""
+    value = _scheduler_annotation(obj)
+    return (parse_scheduler(value) or "") if value else ""
+
+
 # ---- parsers ------------------------------------------------------------------------------------
 
 def parse_service(obj: dict) -> Service | None:
@@ -231,7 +256,7 @@ def parse_service(obj: dict) -> Service | None:
         internal_local=spec.get("internalTrafficPolicy") == "Local",
         health_check_node_port=_port(hc, "healthCheckNodePort", optional=True)
         if stype == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local" else None,
-        affinity_timeout=affinity_timeout)
+        affinity_timeout=affinity_timeout, scheduler=_scheduler(obj))
 
 
 def _names(hints, field: str) -> tuple[str, ...] | None:

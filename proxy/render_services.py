@@ -18,7 +18,8 @@ lookup and one DNAT map lookup:
         nodePorts), and hairpin pairs (this node's endpoint reaching itself).
 
 lb chains are shared by every Service with the same protocol and endpoint count, made on
-demand with their backends map. Only Services with sessionAffinity ClientIP get chains of
+demand with their backends map. The rr, sh and maglev schedulers (proxy/scheduler.py) read the
+same backends maps through chains of their own beside the lb chain (Builder.scheduled). Only Services with sessionAffinity ClientIP get chains of
 their own (kube-proxy's shape: one chain per service port and scope, one chain and one dynamic
 timeout set per endpoint): the remembered client must map to one endpoint with a per-Service
 timeout, and nft 1.0.6 cannot update a map with data from the packet path after DNAT.
@@ -35,9 +36,12 @@ from dataclasses import dataclass, field
 
 from kubeweft.cni.protocols import NFT_PROTOCOLS
 
+from .maglev import TABLE_SIZE as MAGLEV_SLOTS
 from .model import Endpoint, EndpointSlice, Service, ServicePort
 from .nft_commands import AddChain, AddMap, AddRule, AddSet, AddTable, Command, FlushChain, Table
 from .nft_text import quote
+from .scheduler import DEFAULT as DEFAULT_SCHEDULER
+from .scheduler import chain_name, scheduled_chain, scheduler_rule, slots, table_of
 
 FAMILY = "ip"
 TABLE = "kubeweft"
@@ -94,6 +98,8 @@ class NodeContext:
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
     nodeport_cidrs: tuple[str, ...] = ()     # empty: every local address but 127.0.0.0/8
+    scheduler: str = DEFAULT_SCHEDULER       # for Services without the scheduler annotation
+    maglev_slots: int = MAGLEV_SLOTS         # a prime: Maglev's table size
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,15 @@ def family_chain(name: str) -> Chain | None:
                  (f"dnat ip to {key} . numgen random mod {n} map @{m}",), map=m,
                  map_decl=f"typeof {key} . numgen random mod {n} : ip daddr . {proto} dport; "
                           f"comment {quote(f'{what} -> endpoint . port ({proto})')}")
+
+
+def lb_chain_of(name: str) -> Chain | None:
+    """The lb chain whose backends map a verdict's chain reads: itself, or the lb chain of a
+    scheduler's chain (lb-tcp-3-sh -> lb-tcp-3); None for other chains."""
+    chain = family_chain(name)
+    if chain is None and (sched := scheduled_chain(name)) is not None:
+        chain = family_chain(sched[1])
+    return chain
 
 
 def map_family(name: str) -> tuple[str, str] | None:
@@ -342,11 +357,32 @@ class _Builder:
         map under bkey (the key without the protocol, which the map's name holds)."""
         if svc.affinity_timeout is not None:
             return f"goto {self.affinity(svc, sp, scope, eps)}"
+        scheduler = svc.scheduler or self.ctx.scheduler
+        if scheduler != DEFAULT_SCHEDULER:
+            return self.scheduled(scheduler, family, bkey, eps, sp.protocol)
         name, chain = _lb_chain(family, sp.protocol, len(eps))
         self.chains[name] = chain
         m = self.maps[chain.map]
         for i, (ip, port) in enumerate(eps):
             m[f"{bkey} . {i}"] = f"{ip} . {port}"
+        return _GOTO[name]
+
+    def scheduled(self, scheduler: str, family: str, bkey: str, eps: list[tuple[str, int]], proto: str) -> str:
+        """The verdict of a frontend of another scheduler than random (proxy/scheduler.py): its
+        slots in the backends map of the lb chain with as many, and a chain reading them."""
+        n = slots(scheduler, len(eps), self.ctx.maglev_slots)
+        lb_name, lb = _lb_chain(family, proto, n)
+        self.chains[lb_name] = lb                 # owns the backends map
+        m = self.maps[lb.map]
+        for i, endpoint in enumerate(table_of(scheduler, tuple(f"{ip} . {port}" for ip, port in eps),
+                                              self.ctx.maglev_slots)):
+            m[f"{bkey} . {i}"] = endpoint
+        name = chain_name(scheduler, lb_name, _id(family, proto, bkey) if scheduler == "rr" else "")
+        if name not in self.chains:
+            key = FAMILIES[family][1].format(p=proto)
+            what = f" of {bkey.replace(' . ', ':')}/{proto}" if scheduler == "rr" else ""
+            self.chains[name] = Chain(f"{scheduler} over {n} slots of {lb.map}{what}",
+                                      (scheduler_rule(scheduler, key, n, lb.map),))
         return _GOTO[name]
 
     def affinity(self, svc: Service, sp: ServicePort, scope: str, eps: list[tuple[str, int]]) -> str:

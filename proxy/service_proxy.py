@@ -41,7 +41,7 @@ from .diff_services import (
 from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers
 from .informer import Informer
-from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
+from .model import InvalidObject, invalid_scheduler, parse_endpoint_slice, parse_node, parse_service
 from .nft_commands import Command
 from .nft_transaction import Transaction, apply_transaction
 from .nftables import Nft, NftError
@@ -57,6 +57,8 @@ from .render_services import (
     render_base,
     render_service,
 )
+from .scheduler import ANNOTATION as SCHEDULER_ANNOTATION
+from .scheduler import SCHEDULERS
 from .sync_loop import SyncLoop
 from .table_readback import read_elements, read_table
 
@@ -108,7 +110,8 @@ class ServiceProxy:
         self.api = api
         self.cfg = cfg
         self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
-                               service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses))
+                               service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses),
+                               scheduler=cfg.scheduler)
         self.nft = nft if nft is not None else Nft()
         self.lock = threading.Lock()
         self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
@@ -161,6 +164,12 @@ class ServiceProxy:
         self.loop.wake()
 
     def _parse_service(self, obj: dict):
+        bad = invalid_scheduler(obj)
+        if bad is not None:
+            meta = obj.get("metadata") or {}
+            log.warning("service %s/%s: %s %r names no scheduler (%s): the default %s applies",
+                        meta.get("namespace"), meta.get("name"), SCHEDULER_ANNOTATION, bad,
+                        "|".join(SCHEDULERS), self.ctx.scheduler)
         try:
             return parse_service(obj)
         except InvalidObject as e:
@@ -238,8 +247,7 @@ class ServiceProxy:
         if node.name != self.ctx.node_name or node.zone == self.ctx.zone:
             return
         with self.lock:
-            self.ctx = NodeContext(self.ctx.node_name, node.zone, self.ctx.cluster_cidr,
-                                   self.ctx.service_cidr, self.ctx.nodeport_cidrs)
+            self.ctx = dataclasses.replace(self.ctx, zone=node.zone)
             self.full = True
             self._mark(())
 

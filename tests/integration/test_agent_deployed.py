@@ -93,6 +93,22 @@ def container_argv(docs: list[dict], container: str, root: Path) -> list[str]:
     return [str(KUBEWEFT)] + [str(root / a.lstrip("/")) if a.startswith("/") else a for a in c["command"][1:]]
 
 
+def project_config_maps(docs: list[dict], container: str, root: Path) -> None:
+    """What the kubelet mounts of the container's configMap volumes: each key a file under the
+    mount path (under `root`, as container_argv maps absolute paths)."""
+    maps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d["kind"] == "ConfigMap"}
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
+    (c,) = [c for c in pod["containers"] if c["name"] == container]
+    for mount in c.get("volumeMounts") or []:
+        if mount["name"] in volumes:
+            folder = root / mount["mountPath"].lstrip("/")
+            folder.mkdir(parents=True, exist_ok=True)
+            for key, value in maps[volumes[mount["name"]]].items():
+                (folder / key).write_text(value)
+
+
 def in_cluster_launcher(secrets: Path) -> list[str]:
     """argv prefix: a mount namespace of the agent's own (private propagation: nothing reaches the
     root one) with a tmpfs on /run holding the ServiceAccount's token and CA where the kubelet
@@ -124,9 +140,10 @@ def deployed(tmp_path_factory):
         (secrets / "ca.crt").write_bytes((server.state / "pki" / "ca.crt").read_bytes())
         env = container_env(docs, "agent", {"spec.nodeName": NODE, "status.hostIP": cfg.control_plane_ip})
         argv = container_argv(docs, "agent", tmp / "host")
+        project_config_maps(docs, "agent", tmp / "host")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KUBE", "NODE_NAME"))}
         log_path = tmp / "agent.log"
-        seen: dict = {"env": env, "token": token}
+        seen: dict = {"env": env, "token": token, "argv": argv}
         with open(log_path, "wb") as log:
             agent = subprocess.Popen(in_cluster_launcher(secrets) + argv, env={**base_env, **env}, cwd=tmp,
                                      stdout=log, stderr=subprocess.STDOUT,
@@ -184,6 +201,16 @@ def test_the_in_cluster_client_used_the_overlays_endpoint_and_the_mounted_token(
     assert "API server https://192.168.56.1:6443 (in-cluster" in seen["agent_log"]
     assert seen["env"]["KUBEWEFT_NODE_IP"] == "192.168.56.1"
     assert "chosen by the node's address 192.168.56.1" in seen["agent_log"]
+
+
+def test_the_agent_read_the_mounted_proxy_configuration(deployed):
+    """The DaemonSet's mount of kube-system/kubeweft, not the API (whose ConfigMap the
+    ServiceAccount may not read)."""
+    seen, server = deployed
+    assert "--config" in seen["argv"]
+    assert "service proxy: mode nftables, scheduler random" in seen["agent_log"]
+    requests = sa_requests((server.root / "apiserver.log").read_text())
+    assert not [r for r in requests if "/configmaps" in r[1]], requests
 
 
 def test_every_request_of_the_service_account_was_allowed(deployed):

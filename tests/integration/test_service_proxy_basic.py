@@ -128,7 +128,7 @@ def test_kubeweft_services_lists_what_the_kernel_does_with_each_frontend(smoke):
     assert web is not None and web["action"] == "spread" and sorted(web["backends"]) == want, web
     assert rows[(f"{svcs['nobody']}:80/tcp", "all")]["action"] == "reject"
     text = lab.cli("node-exec", "node1", "--", str(KUBEWEFT), "services", timeout=60).stdout
-    assert text.splitlines()[0].split() == ["FRONTEND", "CLIENTS", "ACTION", "BACKENDS", "NOTES"]
+    assert text.splitlines()[0].split() == ["FRONTEND", "CLIENTS", "SCHEDULER", "ACTION", "BACKENDS", "NOTES"]
     assert any(line.startswith(f"{svcs['web']}:80/tcp") for line in text.splitlines())
 
 

@@ -110,3 +110,42 @@ def test_listing_a_missing_or_empty_table(netns_pair):
     assert link.chains(r.FAMILY, r.TABLE) == [] and link.sets(r.FAMILY, r.TABLE) == []
     assert link.chains(r.FAMILY, "other") == [("x", "")]
     assert link.sets(r.FAMILY, "other") == [("s", 0)]
+
+
+def scheduled(web: str, api: str, dns_endpoints: tuple[str, ...]) -> r.Aggregate:
+    """web and api over A, B, C with those schedulers; dns (UDP) by Maglev over dns_endpoints."""
+    agg = r.Aggregate()
+    http = (SlicePort("http", "tcp", 8080),)
+    for name, ip, sched in (("web", "10.96.0.11", web), ("api", "10.96.0.12", api)):
+        svc = Service("ns", name, (ip,), (ServicePort("http", "tcp", 80, 30000 + int(ip[-2:])),), "NodePort",
+                      scheduler=sched)
+        agg.put(svc.key, r.render_service(svc, [EndpointSlice("ns", f"{name}-1", name, http, tuple(
+            Endpoint(e, node_name="node2") for e in (A, B, C)))], CTX))
+    dns = Service("ns", "dns", ("10.96.0.10",), (ServicePort("dns", "udp", 53),), scheduler="maglev")
+    agg.put(dns.key, r.render_service(dns, [EndpointSlice("ns", "dns-1", "dns", (SlicePort("dns", "udp", 5353),),
+                                                          tuple(Endpoint(e, node_name="node2") for e in dns_endpoints))],
+                                      CTX))
+    return agg
+
+
+def test_restart_with_scheduler_chains_in_place(netns_pair):
+    """sh, rr and maglev chains left by a dead agent are read back as chains to rewrite; with rr
+    turned into sh and a Maglev endpoint gone meanwhile, the first full sync leaves the table a
+    fresh agent writes, plans the gone endpoint's UDP flows, and a second restart only rewrites
+    rules."""
+    old_ns, fresh_ns = netns_pair
+    nft = Nft(old_ns)
+    write(nft, d.empty_applied(), scheduled("rr", "sh", (A, B, C)), unknown=False)
+    agent = SimpleNamespace(nft=Nft(old_ns), ctx=CTX)
+    rec = ServiceProxy.recover(agent)
+    assert {n for n in rec.chains if "-rr-" in n} and "lb-tcp-3-sh" in rec.chains
+    assert f"lb-udp-{CTX.maglev_slots}-mh" in rec.chains
+    assert len(rec.maps[f"backends-udp-{CTX.maglev_slots}"]) == CTX.maglev_slots
+    now = scheduled("sh", "sh", (A, C))
+    assert d.plan_udp_cleanup(rec, now, d.touched_udp(rec)) == {("10.96.0.10", 53, B)}
+    write(agent.nft, rec, now, unknown=True)
+    write(Nft(fresh_ns), d.empty_applied(), scheduled("sh", "sh", (A, C)), unknown=False)
+    assert table_json(old_ns) == table_json(fresh_ns)
+    again = ServiceProxy.recover(agent)
+    diff, _ = d.diff_full(again, now, unknown_chains=True)
+    assert [c for c in diff if not isinstance(c, (FlushChain, AddRule))] == []

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubeweft.proxy.proxy_config import CONNTRACK_FIELDS, FIELDS, parse_proxy_config
+from kubeweft.proxy.scheduler import SCHEDULERS
 
 from kubeweft.cli import main as kubeweft_cli
 
@@ -104,11 +106,30 @@ def test_configuration_lists_every_flag(verb, heading, monkeypatch):
     assert documented_flags(heading) == cli_flags(verb)
 
 
+def configmap(name: str) -> dict:
+    docs = yaml.safe_load_all((ROOT / "deploy" / "base" / "configmap.yaml").read_text())
+    return next(d for d in docs if d["metadata"]["name"] == name)
+
+
 def test_configuration_lists_every_configmap_key():
-    keys = set(yaml.safe_load((ROOT / "deploy" / "base" / "configmap.yaml").read_text())["data"])
+    keys = set(configmap("kubeweft-config")["data"])
     doc = (ROOT / "docs" / "configuration.md").read_text()
     documented = {c.strip("`") for c in table_first_column(section(doc, "## The ConfigMap"))} - {"key"}
     assert documented == keys
+
+
+def test_configuration_lists_every_proxy_configuration_field():
+    """Every field the agent reads of the KubeProxyConfiguration is documented, and the
+    shipped ConfigMap sets each of them and parses."""
+    wanted = {f for f in FIELDS if f not in ("ipvs", "conntrack")} | {"ipvs.scheduler"} | \
+        {f"conntrack.{f}" for f in CONNTRACK_FIELDS}
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    documented = {c.strip("`") for c in table_first_column(section(doc, "## The service proxy's configuration"))}
+    assert documented - {"field", "scheduler"} - set(SCHEDULERS) == wanted
+    shipped = configmap("kubeweft")["data"]["config.conf"]
+    parse_proxy_config(shipped)
+    raw = yaml.safe_load(shipped)
+    assert {f for f in wanted if "." not in f} <= set(raw) and set(raw["conntrack"]) == set(CONNTRACK_FIELDS)
 
 
 def test_metrics_doc_lists_every_metric():

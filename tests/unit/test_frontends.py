@@ -43,8 +43,10 @@ def test_every_frontend_says_where_new_connections_go():
     assert "loadBalancerSourceRanges 203.0.113.0/24" in ext.notes and "externalTrafficPolicy Local" in ext.notes
     assert rows[("10.96.0.12:80/tcp", "all")].action == "reject"
     assert rows[("10.96.0.13:80/tcp", "all")].action == "affinity"
+    assert rows[("10.96.0.10:80/tcp", "all")].scheduler == "random"
+    assert rows[("10.96.0.12:80/tcp", "all")].scheduler == "-"
     lines = format_frontends(list(rows.values()))
-    assert lines[0].split() == ["FRONTEND", "CLIENTS", "ACTION", "BACKENDS", "NOTES"]
+    assert lines[0].split() == ["FRONTEND", "CLIENTS", "SCHEDULER", "ACTION", "BACKENDS", "NOTES"]
     col = lines[0].index("CLIENTS")           # every row's second column starts under its heading
     assert all(line[col - 3:col] == "   " and line[col] != " " for line in lines[1:])
     assert any(line.startswith("10.96.0.12:80/tcp") and " reject " in line for line in lines)
@@ -52,4 +54,4 @@ def test_every_frontend_says_where_new_connections_go():
 
 def test_an_empty_table_lists_nothing():
     assert describe_frontends({}, {}) == []
-    assert format_frontends([]) == ["FRONTEND   CLIENTS   ACTION   BACKENDS   NOTES"]
+    assert format_frontends([]) == ["FRONTEND   CLIENTS   SCHEDULER   ACTION   BACKENDS   NOTES"]

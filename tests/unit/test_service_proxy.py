@@ -12,7 +12,7 @@ from kubeweft.proxy.nft_fake import FakeNft
 from kubeweft.proxy.service_proxy import ServiceProxy
 
 CFG = SimpleNamespace(node_name="node1", cluster_cidr="10.244.0.0/16", pod_cidr="10.244.1.0/24",
-                      service_cidr="10.96.0.0/12", nodeport_addresses=())
+                      service_cidr="10.96.0.0/12", nodeport_addresses=(), scheduler="random")
 
 
 def service(i: int):

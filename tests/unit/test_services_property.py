@@ -20,7 +20,7 @@ from kubeweft.proxy.nft_fake import FakeNft
 from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
 from kubeweft.proxy.table_readback import fixed_chains
 
-CTX = r.NodeContext("node1", zone="zone-a")
+CTX = r.NodeContext("node1", zone="zone-a", maglev_slots=13)     # Maglev's table small: fewer elements, same paths
 
 
 def new_kernel() -> FakeNft:
@@ -50,7 +50,8 @@ def services(draw, name):
                    lb_source_ranges=("203.0.113.0/24",) if kind == "LoadBalancer" and draw(st.booleans()) else (),
                    external_local=local, internal_local=draw(st.booleans()),
                    health_check_node_port=32000 + NAMES.index(name) if local and kind == "LoadBalancer" else None,
-                   affinity_timeout=draw(st.sampled_from([None, None, 30])))
+                   affinity_timeout=draw(st.sampled_from([None, None, 30])),
+                   scheduler=draw(st.sampled_from(["", "", "rr", "sh", "maglev"])))
 
 
 @st.composite
