@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-# A prime, so that every skip in 1..M-1 walks all slots. 1021 slots hold ~34 per endpoint at
-# 30 endpoints (an even spread within 3%); each slot is one map element per frontend.
+# A prime, so that every skip in 1..M-1 walks all slots. 4093 slots hold 136 or 137 per endpoint
+# at 30 endpoints (an even spread within 1%); each slot is one map element per frontend, so a
+# maglev Service costs 4093 elements whatever its endpoint count (200 such Services: ~820,000
+# elements, 3.3 s of CPU to load; random costs one element per endpoint).
 TABLE_SIZE = 4093
 
 
