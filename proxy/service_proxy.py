@@ -40,7 +40,7 @@ from .diff_services import (
 )
 from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers
-from .informer import Informer
+from .informer import Informer, key_of
 from .model import InvalidObject, parse_endpoint_slice, parse_node, parse_service
 from .nft_commands import Command
 from .nft_transaction import Transaction, apply_transaction
@@ -57,6 +57,7 @@ from .render_services import (
     render_base,
     render_service,
 )
+from .skip_log import SkipLog
 from .sync_loop import SyncLoop
 from .table_readback import read_elements, read_table
 
@@ -125,6 +126,8 @@ class ServiceProxy:
         self.health = ProxyHealth()            # served by the agent's /healthz and /livez
         self.service_health = ServiceHealthServers()
         self.informers: list[Informer] = []
+        self.skipped_services = SkipLog(log, "service")
+        self.skipped_slices = SkipLog(log, "endpointslice")
         self.loop = SyncLoop("service-proxy", self.sync, debounce=COALESCE, period=RESYNC,
                              on_failure=self._sync_failed, ready=self._listed, ready_warn=SYNC_WAIT)
 
@@ -162,17 +165,20 @@ class ServiceProxy:
 
     def _parse_service(self, obj: dict):
         try:
-            return parse_service(obj)
+            svc = parse_service(obj)
         except InvalidObject as e:
-            meta = obj.get("metadata") or {} if isinstance(obj, dict) else {}
-            log.warning("service %s/%s skipped: %s", meta.get("namespace"), meta.get("name"), e)
+            self.skipped_services.skipped(key_of(obj), e)
             return None
+        self.skipped_services.taken(key_of(obj))
+        return svc
 
     def _on_service(self, etype: str, obj: dict) -> None:
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         svc = None if etype == "DELETED" else self._parse_service(obj)
         with self.lock:
+            if self.services.get(key) == svc:
+                return                  # a change the proxy does not see (status, annotations)
             if svc is None:
                 self.services.pop(key, None)
             else:
@@ -190,11 +196,12 @@ class ServiceProxy:
 
     def _parse_slice(self, obj: dict):
         try:
-            return parse_endpoint_slice(obj)
+            sl = parse_endpoint_slice(obj)
         except InvalidObject as e:
-            meta = obj.get("metadata") or {} if isinstance(obj, dict) else {}
-            log.warning("endpointslice %s/%s skipped: %s", meta.get("namespace"), meta.get("name"), e)
+            self.skipped_slices.skipped(key_of(obj), e)
             return None
+        self.skipped_slices.taken(key_of(obj))
+        return sl
 
     def _put_slice(self, key, sl) -> set:
         """Index one slice (None: remove); the Service keys it affects. Holds self.lock."""
@@ -215,6 +222,8 @@ class ServiceProxy:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         sl = None if etype == "DELETED" else self._parse_slice(obj)
         with self.lock:
+            if self.slices.get(key) == sl:
+                return
             touched = self._put_slice(key, sl)
             metrics.ENDPOINT_CHANGES.inc()
             self._mark(touched, _trigger_time(obj, now))
