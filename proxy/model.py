@@ -268,7 +268,10 @@ def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
     for p in _objects(obj.get("ports"), "ports", "a port"):
         if p.get("port") is None:
             continue                       # "all ports" slices: nothing kube-proxy can use
-        ports.append(SlicePort(p.get("name") or "", _protocol(p.get("protocol")), _port(p.get("port"), "port")))
+        pname = p.get("name") or ""
+        if not isinstance(pname, str):
+            raise InvalidObject("port name is not a string")
+        ports.append(SlicePort(pname, _protocol(p.get("protocol")), _port(p.get("port"), "port")))
     eps = []
     for e in _objects(obj.get("endpoints"), "endpoints", "an endpoint"):
         addrs = e.get("addresses")
