@@ -23,7 +23,8 @@ bench/results/soak.png. Never a test (tests/integration/test_bench_smoke.py runs
   LIFETIME seconds after its creation: the agents see pods, endpoints and CNI ADD/DEL all along.
 - Memory: VmRSS of each node's agent every --sample seconds; "flat" compares the mean of the
   last quarter of the samples with the mean of the first quarter after WARMUP seconds.
-- Leaks, once the churn pods are gone and LEAK_SETTLE seconds passed: on each node the veths,
+- Leaks, once the churn pods are gone and --settle seconds passed (conntrack keeps a closed
+  flow 10 s): on each node the veths,
   the IPAM reservation files, the files under the node's state directory, the elements of every
   nftables set and map, and the conntrack entries naming an address of a deleted churn pod,
   against the same counts taken before the churn.
@@ -52,7 +53,6 @@ KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
 NS = "soak"
 LIFETIME = 20.0          # seconds a churn pod lives
 WARMUP = 10.0            # seconds of soak before memory samples count as the baseline
-LEAK_SETTLE = 15.0       # seconds after the last churn pod is gone before leaks are counted
 CONNECT_TIMEOUT = 3.0
 RESULTS = ROOT / "bench" / "results"
 
@@ -149,7 +149,7 @@ class Load:
                 raise RuntimeError(f"load generator exited {p.returncode}: {err[-2000:]}")
             for line in out.splitlines():
                 r = json.loads(line)
-                slot = per_t.setdefault(round(r["t"]), [0, 0])
+                slot = per_t.setdefault(int(r["t"]), [0, 0])
                 slot[0] += r["ok"]
                 slot[1] += r["failed"]
                 for k, v in r["errors"].items():
@@ -397,7 +397,7 @@ def run(args, lab: str) -> dict:
     say(f"soak: {soak['rate_per_s']}/s, {soak['failed']} failed; churn {churn_out}")
     s.wait(lambda: not s.ready_pods("app=churn") and not [
         p for p in s.core.list_namespaced_pod(NS, label_selector="app=churn", _request_timeout=10).items], 120)
-    time.sleep(LEAK_SETTLE)
+    time.sleep(args.settle)
     after = {n: s.counts(n) for n in s.nodes}
     flat = {}
     for n, samples in rss.items():
@@ -433,6 +433,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=5000.0, help="new connections a second, all workers together")
     ap.add_argument("--workers", type=int, default=2, help="load generator processes")
     ap.add_argument("--reference-seconds", type=float, default=20.0)
+    ap.add_argument("--settle", type=float, default=15.0, help="seconds between the last churn pod gone "
+                    "and the leak counts")
     ap.add_argument("--sample", type=float, default=5.0, help="seconds between two RSS samples")
     ap.add_argument("--lab", default=None, help="use this running lab (default: one of its own)")
     ap.add_argument("--name", default="", help="suffix of the PNG's name (soak-NAME.png)")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -291,3 +293,59 @@ def test_the_policy_queue_keeps_the_latest_event_per_object_and_a_list_replaces_
     with ctl.lock:
         ctl._plan_locked()
     assert sorted(ctl.planner.policies) == ["ns/churn"] and ("ns", "p") in ctl.planner.pods
+
+
+def test_one_service_changed_1000_times_a_second_does_not_starve_an_unrelated_one():
+    """The proxy's own loop on the Fake: a churning Service (its port flips on every event) and
+    its EndpointSlice at 1,000 events a second each, and meanwhile new Services: each is in the
+    table within a bound far above its quiet time (a starved loop would never get there)."""
+    nft = FakeNft()
+    proxy = ServiceProxy(None, CFG, nft=nft)
+    proxy._on_services({})
+    proxy._on_slices({})
+    proxy.loop.start()
+    stop = threading.Event()
+    events = [0]
+
+    def churn():
+        t0, i = time.monotonic(), 0
+        while not stop.is_set():
+            if time.monotonic() - t0 < i / 1000:
+                time.sleep(0.0005)
+                continue
+            proxy._on_service("MODIFIED", service(name="churn", ip="10.96.1.1",
+                                                  ports=[{"name": "http", "port": 80 + i % 2}]))
+            proxy._on_slice("MODIFIED", endpoint_slice(name="churn-1", service_name="churn",
+                                                       addresses=[f"10.244.2.{i % 200 + 1}"]))
+            i += 1
+            events[0] = i
+
+    def time_to_table(ip: str, name: str) -> float:
+        t0 = time.monotonic()
+        proxy._on_service("ADDED", service(name=name, ip=ip))
+        proxy._on_slice("ADDED", endpoint_slice(name=f"{name}-1", service_name=name))
+        while time.monotonic() - t0 < 5:
+            with nft.lock:
+                table = nft.table("ip", "kubeweft")
+                if table is not None and f"{ip} . tcp . 80" in table.maps.get("service-ips", {}):
+                    return time.monotonic() - t0
+            time.sleep(0.001)
+        return float("inf")
+
+    try:
+        quiet = [time_to_table(f"10.96.2.{i}", f"quiet{i}") for i in range(1, 6)]
+        worker = threading.Thread(target=churn, daemon=True)
+        t0 = time.monotonic()
+        worker.start()
+        time.sleep(0.2)
+        busy = [time_to_table(f"10.96.3.{i}", f"busy{i}") for i in range(1, 11)]
+        stop.set()
+        worker.join(5)
+        rate = events[0] / (time.monotonic() - t0)
+    finally:
+        stop.set()
+        proxy.loop.stop(5)
+    print(f"\n{rate:.0f} churn events/s; an unrelated Service into the table: quiet max {max(quiet) * 1000:.1f} ms, "
+          f"under churn max {max(busy) * 1000:.1f} ms")
+    assert rate > 700, rate                      # the churn ran at about the rate it claims
+    assert max(busy) < 1.0, busy
