@@ -29,6 +29,7 @@ if TYPE_CHECKING:       # the kubernetes package imports PyYAML and more: only w
     from kubernetes.client import ApiClient
 
 from .api_get import open_get
+from .skip_log import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,13 @@ BACKOFF_JITTER = 0.25
 
 
 def key_of(obj: dict) -> ObjKey:
-    meta = obj.get("metadata", {})
-    return meta.get("namespace", ""), meta.get("name", "")
+    """(namespace, name); a field that is not a string reads as "" (a hostile object must not
+    stop the watch before the consumer's parser refuses it)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict):
+        return "", ""
+    ns, name = meta.get("namespace", ""), meta.get("name", "")
+    return ns if isinstance(ns, str) else "", name if isinstance(name, str) else ""
 
 
 class Informer:
@@ -71,6 +77,9 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._response = None
         self.relists = 0
+        # a consumer that fails on one object skips that object: the watch goes on (else the
+        # same event would come back after every reconnect and stop every other object)
+        self.failures = SkipLog(log, f"{self.name}: object")
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Informer:
@@ -116,7 +125,7 @@ class Informer:
             # decoded as it arrives: a 30k-object list is never whole in memory, as bytes or text
             for field, value in iter_list(raw.stream(1 << 20, decode_content=True)):
                 if field == "items":
-                    objects[key_of(value)] = transform(value)
+                    objects[key_of(value)] = self._guarded(transform, value)
                 elif field == "metadata":
                     meta = value
         finally:
@@ -149,14 +158,18 @@ class Informer:
             raw.release_conn()
 
     def _handle(self, event: dict) -> None:
+        if not isinstance(event, dict) or not isinstance(event.get("object") or {}, dict):
+            self.failures.skipped(("",), f"a watch event that is not an object: {str(event)[:100]}")
+            return
         etype, obj = event.get("type"), event.get("object") or {}
         if etype == "ERROR":
             code = obj.get("code")
             if code == 410:
                 raise _Expired(obj.get("message", "expired"))
             raise RuntimeError(f"watch error: {obj.get('message')}")
-        rv = obj.get("metadata", {}).get("resourceVersion")
-        if rv:
+        meta = obj.get("metadata")
+        rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        if rv and isinstance(rv, str):
             self.resource_version = rv
         if etype == "BOOKMARK":
             return
@@ -164,9 +177,21 @@ class Informer:
         if etype == "DELETED":
             self.objects.pop(key, None)
         else:
-            self.objects[key] = self.transform(obj) if self.transform else obj
+            self.objects[key] = self._guarded(self.transform, obj) if self.transform else obj
         if self.on_event:
-            self.on_event(etype, obj)
+            self._guarded(self.on_event, etype, obj)
+
+    def _guarded(self, fn: Callable, *args):
+        """fn(*args); None, with one log line per object, when it raises. The last argument is
+        the object."""
+        obj = args[-1]
+        try:
+            out = fn(*args)
+        except Exception as e:  # noqa: BLE001 - whatever one object does, the watch goes on
+            self.failures.skipped(key_of(obj), f"{type(e).__name__}: {e}")
+            return None
+        self.failures.taken(key_of(obj))
+        return out
 
     def _run(self) -> None:
         backoff = BACKOFF_START

@@ -135,10 +135,19 @@ def _port(value, what: str, *, optional: bool = False) -> int | None:
 
 
 def _protocol(value) -> str:
-    proto = PROTOCOLS.get(value if value is not None else "TCP")
+    proto = PROTOCOLS.get(value if value is not None else "TCP") if isinstance(value, str | None) else None
     if proto is None:
         raise InvalidObject(f"protocol {value!r} is not TCP, UDP or SCTP")
     return proto
+
+
+def _dict(value, what: str) -> dict:
+    """A JSON object; None (a missing field) reads as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidObject(f"{what}: not an object")
+    return value
 
 
 def _list(values, what: str) -> list:
@@ -221,6 +230,8 @@ def parse_service(obj: dict) -> Service | None:
     if not raw_ips or raw_ips[0] == "None":
         return None                                    # headless
     cluster_ips = _ipv4_list(raw_ips, "clusterIPs")
+    if not cluster_ips:
+        return None                                    # IPv6 only: not a Service of this IPv4 proxy
     ports = []
     for p in _objects(spec.get("ports"), "ports", "a port"):
         pname = p.get("name") or ""
@@ -234,14 +245,16 @@ def parse_service(obj: dict) -> Service | None:
         raise InvalidObject("duplicate ports")
     lb_ips: tuple[str, ...] = ()
     if stype == "LoadBalancer":
-        ingress = _list(((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or None,
+        status = _dict(obj.get("status"), "status")
+        ingress = _list(_dict(status.get("loadBalancer"), "status.loadBalancer").get("ingress") or None,
                         "status.loadBalancer.ingress")
         lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")],
                             "loadBalancer ingress")
     affinity_timeout = None
     if spec.get("sessionAffinity") == "ClientIP":
-        cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
-        t = cfg.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT) if isinstance(cfg, dict) else None
+        cfg = _dict(_dict(spec.get("sessionAffinityConfig"), "sessionAffinityConfig").get("clientIP"),
+                    "sessionAffinityConfig.clientIP")
+        t = cfg.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
         if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= MAX_AFFINITY_TIMEOUT:
             raise InvalidObject(f"sessionAffinity timeoutSeconds {t!r}")
         affinity_timeout = t
@@ -280,7 +293,10 @@ def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
     for p in _objects(obj.get("ports"), "ports", "a port"):
         if p.get("port") is None:
             continue                       # "all ports" slices: nothing kube-proxy can use
-        ports.append(SlicePort(p.get("name") or "", _protocol(p.get("protocol")), _port(p.get("port"), "port")))
+        pname = p.get("name") or ""
+        if not isinstance(pname, str):
+            raise InvalidObject("port name is not a string")
+        ports.append(SlicePort(pname, _protocol(p.get("protocol")), _port(p.get("port"), "port")))
     eps = []
     for e in _objects(obj.get("endpoints"), "endpoints", "an endpoint"):
         addrs = e.get("addresses")

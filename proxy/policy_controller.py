@@ -11,7 +11,9 @@ the nft transactions, the API reads of the CNI hooks. A transaction the kernel r
 changed our table) is followed by a rebuild of the whole table from the planner's state.
 
 Speed: the watch threads only queue events; the sync loop (proxy/sync_loop.py) takes in
-everything queued (a burst of 1,000 policy creates becomes a few transactions, not 1,000).
+everything queued (a burst of 1,000 policy creates becomes a few transactions, not 1,000). The
+queue keeps one entry per object, its latest version: an object changed 1,000 times a second
+is parsed and planned once per sync, not once per change, and never holds up the others.
 
 Before the first packet: pod_added puts the pod's address into every set (local_pods, its
 selections, peer sets) in one transaction, then deletes the address's conntrack entries (a
@@ -33,11 +35,12 @@ from . import policy_model as pm
 from . import render_policy as rp
 from .api_get import open_get
 from .conntrack import forget_flows
-from .informer import Informer
+from .informer import Informer, key_of
 from .nflog import DropLog
 from .nftables import Nft, NftError
 from .policy_metrics import PolicyCounters, register_metrics, unregister_metrics
 from .policy_plan import PodKey, PolicyPlanner
+from .skip_log import SkipLog
 from .sync_loop import SyncLoop
 
 log = logging.getLogger("kubeweft.policy")
@@ -60,7 +63,9 @@ class PolicyController:
         self.nft = nft or Nft()
         self.lock = threading.RLock()                         # held around every planner call
         self.planner = PolicyPlanner(node_name, pod_cidr)
-        self.pending: list[tuple[str, str, object]] = []      # watch events not yet taken in
+        # watch events not yet taken in, the latest per object: (kind, key) -> (kind, type, object);
+        # a list (type SYNC) under (kind, None) replaces the events of its kind queued before it
+        self.pending: dict[tuple, tuple[str, str, object]] = {}
         self.pending_lock = threading.Lock()                  # never held for long: the watch
         self.loop = SyncLoop("policy sync", self.sync, debounce=DEBOUNCE, period=RESYNC,
                              on_failure=self._sync_failed)
@@ -73,35 +78,40 @@ class PolicyController:
         self.drops = DropLog(rp.NFLOG_GROUP, self.policy_of)
         self.counters = PolicyCounters(netns)
         self._collector = None
+        self.skipped = {kind: SkipLog(log, kind) for kind in ("pod", "ns", "pol")}
 
     # --- the watch edge -----------------------------------------------------------------------
     def _parse(self, kind: str, obj: dict):
         try:
-            return _PARSE[kind](obj)
+            parsed = _PARSE[kind](obj)
         except pm.ModelError as e:
-            meta = obj.get("metadata") or {}
-            log.warning("skipping %s %s/%s: %s", kind, meta.get("namespace", ""), meta.get("name", ""), e)
+            self.skipped[kind].skipped(key_of(obj), e)
             return None
+        self.skipped[kind].taken(key_of(obj))
+        return parsed
 
     def _on_event(self, kind: str, etype: str, obj: dict) -> None:
         """The watch threads only queue: a sync in progress (the lock, an nft transaction) must
         not hold up the delivery of the events that follow, which the next sync takes in whole."""
+        key = (kind, key_of(obj))
         with self.pending_lock:
-            self.pending.append((kind, etype, obj))
+            self.pending.pop(key, None)             # the latest version goes last, in arrival order
+            self.pending[key] = (kind, etype, obj)
             self.last_event = time.time()
         self.loop.wake()
 
     def _on_sync(self, kind: str, objects: dict) -> None:
         with self.pending_lock:
-            self.pending.append((kind, "SYNC", objects))
+            self.pending = {k: v for k, v in self.pending.items() if k[0] != kind}
+            self.pending[(kind, None)] = (kind, "SYNC", objects)
         self.loop.wake()
 
     def _drain_locked(self) -> None:
         """Take the queued watch events into the planner, in order, each object parsed into a
         policy_model value (caller holds the lock)."""
         with self.pending_lock:
-            batch, self.pending = self.pending, []
-        for kind, etype, obj in batch:
+            batch, self.pending = self.pending, {}
+        for kind, etype, obj in batch.values():
             if etype == "SYNC":
                 self._take_list(kind, obj)      # type: ignore[arg-type]
             else:
@@ -254,6 +264,7 @@ class PolicyController:
         if self._collector is not None:
             unregister_metrics(self._collector)
             self._collector = None
+        self.skipped = {kind: SkipLog(log, kind) for kind in ("pod", "ns", "pol")}
 
 
 def start(api, cfg) -> PolicyController:

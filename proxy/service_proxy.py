@@ -40,7 +40,7 @@ from .diff_services import (
 )
 from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers
-from .informer import Informer
+from .informer import Informer, key_of
 from .model import InvalidObject, invalid_scheduler, parse_endpoint_slice, parse_node, parse_service
 from .nft_commands import Command
 from .nft_transaction import Transaction, apply_transaction
@@ -59,6 +59,7 @@ from .render_services import (
 )
 from .scheduler import ANNOTATION as SCHEDULER_ANNOTATION
 from .scheduler import SCHEDULERS
+from .skip_log import SkipLog
 from .sync_loop import SyncLoop
 from .table_readback import read_elements, read_table
 
@@ -128,6 +129,9 @@ class ServiceProxy:
         self.health = ProxyHealth()            # served by the agent's /healthz and /livez
         self.service_health = ServiceHealthServers()
         self.informers: list[Informer] = []
+        self.skipped_services = SkipLog(log, "service")
+        self.bad_schedulers = SkipLog(log, "the scheduler annotation of service")
+        self.skipped_slices = SkipLog(log, "endpointslice")
         self.loop = SyncLoop("service-proxy", self.sync, debounce=COALESCE, period=RESYNC,
                              on_failure=self._sync_failed, ready=self._listed, ready_warn=SYNC_WAIT)
 
@@ -165,23 +169,24 @@ class ServiceProxy:
 
     def _parse_service(self, obj: dict):
         bad = invalid_scheduler(obj)
-        if bad is not None:
-            meta = obj.get("metadata") or {}
-            log.warning("service %s/%s: %s %r names no scheduler (%s): the default %s applies",
-                        meta.get("namespace"), meta.get("name"), SCHEDULER_ANNOTATION, bad,
-                        "|".join(SCHEDULERS), self.ctx.scheduler)
+        if bad is not None:      # one line per object and minute, however often it changes
+            self.bad_schedulers.skipped(key_of(obj), f"{SCHEDULER_ANNOTATION} {bad!r} names no scheduler "
+                                        f"({'|'.join(SCHEDULERS)}): the default {self.ctx.scheduler} applies")
         try:
-            return parse_service(obj)
+            svc = parse_service(obj)
         except InvalidObject as e:
-            meta = obj.get("metadata") or {} if isinstance(obj, dict) else {}
-            log.warning("service %s/%s skipped: %s", meta.get("namespace"), meta.get("name"), e)
+            self.skipped_services.skipped(key_of(obj), e)
             return None
+        self.skipped_services.taken(key_of(obj))
+        return svc
 
     def _on_service(self, etype: str, obj: dict) -> None:
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         svc = None if etype == "DELETED" else self._parse_service(obj)
         with self.lock:
+            if self.services.get(key) == svc:
+                return                  # a change the proxy does not see (status, annotations)
             if svc is None:
                 self.services.pop(key, None)
             else:
@@ -199,11 +204,12 @@ class ServiceProxy:
 
     def _parse_slice(self, obj: dict):
         try:
-            return parse_endpoint_slice(obj)
+            sl = parse_endpoint_slice(obj)
         except InvalidObject as e:
-            meta = obj.get("metadata") or {} if isinstance(obj, dict) else {}
-            log.warning("endpointslice %s/%s skipped: %s", meta.get("namespace"), meta.get("name"), e)
+            self.skipped_slices.skipped(key_of(obj), e)
             return None
+        self.skipped_slices.taken(key_of(obj))
+        return sl
 
     def _put_slice(self, key, sl) -> set:
         """Index one slice (None: remove); the Service keys it affects. Holds self.lock."""
@@ -224,6 +230,8 @@ class ServiceProxy:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         sl = None if etype == "DELETED" else self._parse_slice(obj)
         with self.lock:
+            if self.slices.get(key) == sl:
+                return
             touched = self._put_slice(key, sl)
             metrics.ENDPOINT_CHANGES.inc()
             self._mark(touched, _trigger_time(obj, now))

@@ -25,6 +25,9 @@ CASES = [
      ["seconds"]),
     ("netpol.py", ["--pods", "60", "--policies", "10", "--iperf-seconds", "1"],
      ["throughput_ratio_with_vs_without"]),
+    ("soak.py", ["--minutes", "0.2", "--reference-seconds", "3", "--rate", "500", "--workers", "1",
+                 "--settle", "11", "--settle-max", "20", "--sample", "1", "--name", "smoke"],
+     ["soak.failed", "reference.rate_per_s", "clusterip_vs_direct_rate", "rss_flat", "leaks", "stale_conntrack"]),
 ]
 
 
