@@ -23,7 +23,7 @@ from kubeweft.proxy.service_proxy import ServiceProxy
 from kubeweft.proxy.skip_log import REPEAT, SkipLog
 
 CFG = SimpleNamespace(node_name="node1", cluster_cidr="10.244.0.0/16", pod_cidr="10.244.1.0/24",
-                      service_cidr="10.96.0.0/12", nodeport_addresses=())
+                      service_cidr="10.96.0.0/12", nodeport_addresses=(), scheduler="random")
 LONG = "a" * 253                               # the longest name the API gives any object
 
 
