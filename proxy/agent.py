@@ -33,6 +33,8 @@ from pathlib import Path
 
 from kubeweft.cni.spec import SUPPORTED_VERSIONS
 
+from . import conntrack_settings
+
 log = logging.getLogger("kubeweft.agent")
 
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
@@ -78,9 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="the overlay uses the interface of the route to ADDR (default $KUBEWEFT_IFACE_CAN_REACH)")
     p.add_argument("--service-cidr", default=os.environ.get("KUBEWEFT_SERVICE_CIDR") or "10.96.0.0/12",
                    help="the cluster's Service range (addresses in it with no Service are dropped)")
-    p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or "",
-                   help="comma-separated CIDRs of node addresses that accept NodePorts (default: all "
-                        "but 127.0.0.0/8)")
+    p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or "primary",
+                   help="node addresses that accept NodePorts: comma-separated CIDRs, or 'primary' "
+                        "(the default, as kube-proxy's nftables mode: the node's own address, --node-ip "
+                        "or its InternalIP); never 127.0.0.0/8")
     p.add_argument("--healthz-bind-address", default="0.0.0.0:10256",
                    help="/livez, /readyz and kube-proxy's /healthz (empty: off)")
     p.add_argument("--metrics-bind-address", default="127.0.0.1:10249",
@@ -95,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                         "at the same paths as on the host)")
     p.add_argument("--cni-version", default=os.environ.get("KUBEWEFT_CNI_VERSION") or None,
                    choices=SUPPORTED_VERSIONS, help="the conflist's cniVersion (default: install-cni's, 1.0.0)")
+    conntrack_settings.add_flags(p)
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     scratch = p.add_argument_group("for tests and benchmarks (never in a cluster)")
     scratch.add_argument("--test-pod-cidr", metavar="CIDR", default=None,
@@ -282,6 +286,25 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str, selector):
     return overlay
 
 
+PRIMARY = "primary"
+
+
+def resolve_nodeport_addresses(value: str, node_ip: str | None) -> tuple[str, ...]:
+    """--nodeport-addresses -> the CIDRs the service proxy opens NodePorts on: 'primary' is the
+    node's own address (empty, meaning every local address, when it is unknown); CIDRs are taken
+    as given. 'primary' cannot be mixed with CIDRs (kube-proxy refuses that too)."""
+    items = [c.strip() for c in value.split(",") if c.strip()]
+    if PRIMARY not in items:
+        return tuple(items)
+    if len(items) > 1:
+        raise SystemExit(f"kubeweft agent: --nodeport-addresses: {PRIMARY!r} cannot be mixed with CIDRs")
+    if not node_ip:
+        log.warning("--nodeport-addresses primary: the node's address is unknown; NodePorts open on "
+                    "every local address")
+        return ()
+    return (f"{node_ip}/32",)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """What the agent's components (service proxy, policy) are told at start."""
@@ -398,12 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     if api is not None:
         cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, cluster_cidr=args.cluster_cidr,
                           service_cidr=args.service_cidr,
-                          nodeport_addresses=tuple(c for c in args.nodeport_addresses.split(",") if c),
+                          nodeport_addresses=resolve_nodeport_addresses(args.nodeport_addresses,
+                                                                        args.node_ip or node.internal_ip),
                           state_dir=state_dir)
         serve_metrics(args.metrics_bind_address)
         from kubeweft.proxy import antispoof_metrics
         antispoof_metrics.register_metrics()      # the CNI's table lives in this netns
         if not args.no_proxy:
+            conntrack_settings.apply_conntrack_settings(conntrack_settings.config_from_args(args))
             from kubeweft.proxy import service_proxy
             proxy = start_component(service_proxy.start, "service proxy", api, cfg)
             components.append(proxy)

@@ -16,6 +16,8 @@ LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
 LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_ZONE = "topology.kubernetes.io/zone"
+IP_MODE_VIP = "VIP"
+IP_MODE_PROXY = "Proxy"
 MAX_AFFINITY_TIMEOUT = 86400
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
@@ -211,8 +213,11 @@ def parse_service(obj: dict) -> Service | None:
     if stype == "LoadBalancer":
         ingress = _list(((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or None,
                         "status.loadBalancer.ingress")
-        lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")],
-                            "loadBalancer ingress")
+        # ipMode Proxy: the load balancer rewrites the destination (to a nodePort, say), so its
+        # address is not the proxy's to short-circuit: in-cluster traffic to it leaves for the
+        # load balancer, as kube-proxy has it (only VIP addresses, the default, are programmed)
+        lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")
+                             and i.get("ipMode", IP_MODE_VIP) != IP_MODE_PROXY], "loadBalancer ingress")
     affinity_timeout = None
     if spec.get("sessionAffinity") == "ClientIP":
         cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})

@@ -160,3 +160,11 @@ def test_invalid_slices_raise(change):
 def test_node_zone():
     assert parse_node({"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "zone-b"}}}).zone == "zone-b"
     assert parse_node({"metadata": {"name": "n1"}}).zone == ""
+
+
+def test_lb_ingress_in_ip_mode_proxy_is_left_to_the_load_balancer():
+    obj = copy.deepcopy(SVC)
+    obj["status"]["loadBalancer"]["ingress"] = [
+        {"ip": "198.51.100.1", "ipMode": "VIP"}, {"ip": "198.51.100.2", "ipMode": "Proxy"},
+        {"ip": "198.51.100.3"}]
+    assert parse_service(obj).lb_ips == ("198.51.100.1", "198.51.100.3")
