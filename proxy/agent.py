@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                         args.node_ip or node.internal_ip),
                           state_dir=state_dir)
         serve_metrics(args.metrics_bind_address)
+        from kubeweft.proxy import metrics
+        metrics.register_health(health)
         from kubeweft.proxy import antispoof_metrics
         antispoof_metrics.register_metrics()      # the CNI's table lives in this netns
         if not args.no_proxy:

@@ -16,6 +16,7 @@ LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
 LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_ZONE = "topology.kubernetes.io/zone"
+TAINT_TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"
 IP_MODE_VIP = "VIP"
 IP_MODE_PROXY = "Proxy"
 MAX_AFFINITY_TIMEOUT = 86400
@@ -90,6 +91,7 @@ class EndpointSlice:
 class Node:
     name: str
     zone: str = ""
+    eligible: bool = True      # False while being deleted or marked for deletion by the autoscaler
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -284,6 +286,12 @@ def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
 
 
 def parse_node(obj: dict) -> Node:
+    """A Node; not eligible for load-balancer traffic while it is being deleted or carries the
+    cluster autoscaler's deletion taint (kube-proxy's /healthz then answers 503, KEP-3836)."""
     _, name, labels = _meta(obj)
     zone = labels.get(LABEL_ZONE, "")
-    return Node(name, zone if isinstance(zone, str) else "")
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    taints = spec.get("taints") if isinstance(spec.get("taints"), list) else []
+    doomed = bool(obj["metadata"].get("deletionTimestamp")) or any(
+        isinstance(t, dict) and t.get("key") == TAINT_TO_BE_DELETED for t in taints)
+    return Node(name, zone if isinstance(zone, str) else "", not doomed)

@@ -235,7 +235,10 @@ class ServiceProxy:
             node = parse_node(obj)
         except InvalidObject:
             return
-        if node.name != self.ctx.node_name or node.zone == self.ctx.zone:
+        if node.name != self.ctx.node_name:
+            return
+        self.health.node_eligible = node.eligible
+        if node.zone == self.ctx.zone:
             return
         with self.lock:
             self.ctx = NodeContext(self.ctx.node_name, node.zone, self.ctx.cluster_cidr,

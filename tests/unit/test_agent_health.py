@@ -101,3 +101,19 @@ def test_nodeport_addresses_primary_is_the_node_address():
         ("10.0.0.0/8", "192.168.0.0/16")
     with pytest.raises(SystemExit):
         resolve_nodeport_addresses("primary,10.0.0.0/8", "192.168.56.11")
+
+
+def test_healthz_is_503_on_a_node_leaving_livez_is_not_and_both_are_counted(served):
+    from kubeweft.proxy.metrics import HealthCollector
+
+    health, port = served
+    health.proxy = ProxyHealth()
+    health.proxy.node_eligible = False
+    status, body = get(port, "/healthz")
+    assert status == 503 and body["nodeEligible"] is False
+    assert get(port, "/livez")[0] == 200
+    health.proxy.node_eligible = True
+    assert get(port, "/healthz")[0] == 200
+    samples = {(f.name, s.labels["code"]): s.value for f in HealthCollector(health).collect() for s in f.samples}
+    assert samples[("kubeproxy_proxy_healthz", "503")] == 1 and samples[("kubeproxy_proxy_healthz", "200")] == 1
+    assert samples[("kubeproxy_proxy_livez", "200")] == 1 and samples[("kubeproxy_proxy_livez", "503")] == 0
