@@ -47,19 +47,20 @@ def parse_samples(text: str) -> dict[str, float]:
     return out
 
 
+HEALTH_PATHS = (("/healthz", "kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status"),
+                ("/livez", "kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status"))
+
+
 class HealthCollector:
     """kube-proxy's kubeproxy_proxy_healthz_total and kubeproxy_proxy_livez_total, by status
     code, from the answers the health server counted (it runs before this module is imported)."""
-
-    PATHS = {"/healthz": ("kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status"),
-             "/livez": ("kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status")}
 
     def __init__(self, health) -> None:
         self.health = health
 
     def collect(self):
         counts = self.health.counts()
-        for path, (name, doc) in self.PATHS.items():
+        for path, name, doc in HEALTH_PATHS:
             family = CounterMetricFamily(name, doc, labels=["code"])
             for code in (200, 503):
                 family.add_metric([str(code)], counts.get((path, code), 0))
