@@ -261,15 +261,19 @@ def select_endpoints(eps: list[Endpoint], ctx: NodeContext) -> tuple[list[Endpoi
 
 
 def _topology(ready: list[Endpoint], ctx: NodeContext) -> list[Endpoint]:
+    """kube-proxy 1.35's topologyModeFromHints: the endpoints hinted for this node when every
+    ready endpoint has a node hint and one names this node (PreferSameNode); else those hinted
+    for this node's zone when every ready endpoint has a zone hint and one names the zone
+    (PreferSameZone, PreferClose, topology-mode Auto); else all. An empty hint list is no hint."""
     # the first endpoint decides most cases: hints apply only when every endpoint has them
     if not ready:
         return ready
-    if ready[0].hint_nodes is not None and all(e.hint_nodes is not None for e in ready):
-        mine = [e for e in ready if ctx.node_name in (e.hint_nodes or ())]
+    if ready[0].hint_nodes and all(e.hint_nodes for e in ready):
+        mine = [e for e in ready if ctx.node_name in e.hint_nodes]
         if mine:
             return mine
-    if ctx.zone and ready[0].hint_zones is not None and all(e.hint_zones is not None for e in ready):
-        mine = [e for e in ready if ctx.zone in (e.hint_zones or ())]
+    if ctx.zone and ready[0].hint_zones and all(e.hint_zones for e in ready):
+        mine = [e for e in ready if ctx.zone in e.hint_zones]
         if mine:
             return mine
     return ready
