@@ -99,7 +99,7 @@ def _serve_whoami(sock: socket.socket, name: str, stop: threading.Event) -> None
                 conn.sendall((json.dumps({"pod": name, "client": f"{peer[0]}:{peer[1]}"}) + "\n").encode())
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def load_balancer(c):
     """The external host holds LB_PROXY and answers on it as 'lb/load-balancer' (a proxying load
     balancer in front of the cluster); the underlay routes both test LB addresses to it."""
@@ -118,6 +118,7 @@ def load_balancer(c):
     finally:
         stop.set()
         if sock is not None:
+            t.join(5)
             sock.close()
         lab_netns.run(x, ["ip", "addr", "del", f"{LB_PROXY}/32", "dev", "lo"], timeout=10)
 
