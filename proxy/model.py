@@ -295,3 +295,20 @@ def parse_node(obj: dict) -> Node:
     doomed = bool(obj["metadata"].get("deletionTimestamp")) or any(
         isinstance(t, dict) and t.get("key") == TAINT_TO_BE_DELETED for t in taints)
     return Node(name, zone if isinstance(zone, str) else "", not doomed)
+
+
+def plan_service_cidrs(objects) -> tuple[str, ...]:
+    """The IPv4 ranges of ServiceCIDR objects (JSON), sorted, deduplicated; a malformed one is
+    skipped."""
+    out = set()
+    for obj in objects:
+        spec = obj.get("spec") if isinstance(obj, dict) else None
+        cidrs = spec.get("cidrs") if isinstance(spec, dict) else None
+        for c in cidrs if isinstance(cidrs, list) else ():
+            try:
+                net = ipaddress.ip_network(c, strict=False) if isinstance(c, str) else None
+            except ValueError:
+                continue
+            if net is not None and net.version == 4:
+                out.add(str(net))
+    return tuple(sorted(out))

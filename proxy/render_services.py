@@ -94,6 +94,12 @@ class NodeContext:
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
     nodeport_cidrs: tuple[str, ...] = ()     # empty: every local address but 127.0.0.0/8
+    service_cidrs: tuple[str, ...] = ()      # the ServiceCIDR objects' ranges; empty: service_cidr
+
+    def service_ranges(self) -> list[str]:
+        """The cluster's Service ranges, overlaps merged (an nft interval set refuses them)."""
+        nets = [ipaddress.ip_network(c, strict=False) for c in self.service_cidrs or (self.service_cidr,)]
+        return [str(n) for n in ipaddress.collapse_addresses(nets)]
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,8 @@ def render_base(ctx: NodeContext) -> list[Command]:
     """Table, sets, maps, fixed chains and their rules: idempotent commands (add, then flush
     and refill the fixed chains; sets and maps keep their elements)."""
     cluster = str(ipaddress.ip_network(ctx.cluster_cidr, strict=False))
-    svc_cidr = str(ipaddress.ip_network(ctx.service_cidr, strict=False))
+    ranges = ctx.service_ranges()
+    svc_cidr = ranges[0] if len(ranges) == 1 else "{ " + ", ".join(ranges) + " }"
     # never 127.0.0.0/8, whatever --nodeport-addresses says (kube-proxy's nftables mode neither):
     # a DNAT in prerouting happens before the routing decision that drops a loopback destination
     # arriving from outside, so a neighbour on the LAN could reach the Service (CVE-2020-8558)

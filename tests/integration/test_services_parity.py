@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import socket
 import subprocess
@@ -253,3 +254,44 @@ def test_the_agent_raised_the_conntrack_timeouts_of_its_node_only(c):
     assert sysctl(c.cfg.external_netns, "nf_conntrack_tcp_timeout_close_wait") == 60
     # nf_conntrack_max is global: the node sees the host's value and could not write it
     assert sysctl(c.cfg.node_netns("node1"), "nf_conntrack_max") == sysctl(None, "nf_conntrack_max")
+
+
+# --- ServiceCIDR and IPAddress --------------------------------------------------------------
+EXTRA_CIDR, EXTRA_IP, UNUSED_IP = "10.200.0.0/24", "10.200.0.10", "10.200.0.99"
+
+
+def _service_check(c, node: str) -> str:
+    return lab_netns.run(c.cfg.node_netns(node), ["nft", "list", "chain", "ip", "kubeweft", "service-check"],
+                         capture_output=True, text=True, timeout=10).stdout
+
+
+def test_service_cidrs_served_allocated_from_and_dropped_by_the_agent(c, labk):
+    from kubernetes import client as k8s
+
+    net = k8s.NetworkingV1Api(c.api_client)
+    out = labk.kubectl("get", "servicecidrs").stdout
+    assert out.split("\n")[0].split() == ["NAME", "CIDRS", "AGE"]
+    assert out.split("\n")[1].split()[:2] == ["kubernetes", c.cfg.service_cidr]
+    kube = labk.kubectl("get", "ipaddress", labk.kubectl("get", "svc", "kubernetes", "-n", "default", "-o",
+                                                         "jsonpath={.spec.clusterIP}").stdout).stdout
+    assert kube.split("\n")[1].split() == [str(ipaddress.ip_network(c.cfg.service_cidr)[1]),
+                                           "services/default/kubernetes"]
+    net.create_service_cidr({"metadata": {"name": "h15-extra"}, "spec": {"cidrs": [EXTRA_CIDR]}},
+                            _request_timeout=10)
+    try:
+        wait_for("node2 drops the new range", lambda: EXTRA_CIDR in _service_check(c, "node2"), timeout=20)
+        svc = c.service("extra", [svc_port(80, "http")], selector={"app": "web"}, clusterIP=EXTRA_IP)
+        assert svc.ip == EXTRA_IP
+        assert labk.kubectl("get", "ipaddress", EXTRA_IP, "-o", "jsonpath={.spec.parentRef.name}").stdout == "extra"
+        c.wait_answer("client2", EXTRA_IP, 80)
+        assert names(c.who("client2", EXTRA_IP, 80, n=8)) == {"web-1", "web-2"}
+        # an address of the new range that no Service holds is dropped (a timeout, not unreachable)
+        assert c.probe("client2", UNUSED_IP, 80, timeout=1.0).outcome == "timeout"
+        c.delete_service("extra")
+        wait_for("its IPAddress gone", lambda: labk.kubectl("get", "ipaddress", EXTRA_IP, check=False).returncode != 0,
+                 timeout=10)
+    finally:
+        with contextlib.suppress(Exception):
+            c.delete_service("extra")
+        net.delete_service_cidr("h15-extra", _request_timeout=10)
+    wait_for("node2 back to the default range", lambda: EXTRA_CIDR not in _service_check(c, "node2"), timeout=20)

@@ -273,3 +273,11 @@ def test_parse_elements_round_trip():
     listing = [{"set": {"name": "firewall-allow", "elem": [
         {"concat": ["198.51.100.1", "tcp", 80, {"prefix": {"addr": "203.0.113.0", "len": 24}}]}]}}]
     assert tr.parse_elements(listing) == ("set", frozenset({"198.51.100.1 . tcp . 80 . 203.0.113.0/24"}))
+
+
+def test_unallocated_service_addresses_dropped_in_every_service_cidr():
+    one = "\n".join(lines(r.render_base(CTX)))
+    assert "add rule ip kubeweft service-check ip daddr 10.96.0.0/12 drop" in one
+    ctx = r.NodeContext("n", service_cidrs=("10.96.0.0/12", "10.200.0.0/16", "10.96.1.0/24"))
+    many = "\n".join(lines(r.render_base(ctx)))
+    assert "add rule ip kubeweft service-check ip daddr { 10.96.0.0/12, 10.200.0.0/16 } drop" in many

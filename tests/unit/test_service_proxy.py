@@ -66,3 +66,24 @@ def test_first_sync_restart_and_one_change_on_the_fake():
         ("delete", "nodeport-backends-tcp-2", ("30081 . 1",)),
         ("add", "backends-tcp-2", ("10.96.0.11 . 80 . 1 : 10.244.4.2 . 8080",)),
         ("add", "nodeport-backends-tcp-2", ("30081 . 1 : 10.244.4.2 . 8080",))])]
+
+
+def test_service_cidrs_replace_the_flag_in_the_drop_rule_without_a_full_sync():
+    nft = FakeNft()
+    p = proxy(nft)
+    p.sync()
+    def drop_rule() -> str:
+        return nft.table(r.FAMILY, r.TABLE).chains["service-check"][-1]
+    assert drop_rule() == "ip daddr 10.96.0.0/12 drop"
+    nft.history.clear()
+    p._on_service_cidrs({("", "kubernetes"): {"spec": {"cidrs": ["10.96.0.0/12"]}},
+                         ("", "extra"): {"spec": {"cidrs": ["10.200.0.0/16", "fd00::/108"]}}})
+    assert p.sync() > 0
+    assert drop_rule() == "ip daddr { 10.96.0.0/12, 10.200.0.0/16 } drop"
+    assert not any(isinstance(c, ElementCommand) for _, cmds in nft.history for c in cmds)   # no element
+    # no ServiceCIDR left: the flag again; the same set again: nothing to do
+    p._on_service_cidrs({})
+    p.sync()
+    assert drop_rule() == "ip daddr 10.96.0.0/12 drop"
+    p._on_service_cidrs({})
+    assert p.sync() == 0
