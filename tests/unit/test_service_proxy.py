@@ -87,3 +87,14 @@ def test_service_cidrs_replace_the_flag_in_the_drop_rule_without_a_full_sync():
     assert drop_rule() == "ip daddr 10.96.0.0/12 drop"
     p._on_service_cidrs({})
     assert p.sync() == 0
+
+
+def test_the_nodes_deletion_makes_healthz_not_eligible():
+    p = proxy(FakeNft())
+    p._on_node({"metadata": {"name": "node2"}, "spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler"}]}})
+    assert p.health.healthz()[0]                                  # another node's taint: not ours
+    p._on_node({"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    ok, body = p.health.healthz()
+    assert not ok and body["nodeEligible"] is False and p.health.status()[0]      # /livez stays 200
+    p._on_node({"metadata": {"name": "node1"}})
+    assert p.health.healthz()[0]
