@@ -257,23 +257,13 @@ class ServiceProxy:
         """Watch the ServiceCIDR objects once the API server says it serves them: their ranges
         replace --service-cidr in the drop rule for unallocated service addresses. An API server
         without the kind (404), or a ServiceAccount not allowed to list it (403), leaves the flag
-        in charge. Asked again every few seconds until the server answers at all."""
-        while not self.stopping.is_set():
-            try:
-                status, raw = open_get(self.api, SERVICE_CIDR_PATH, 5, [("limit", "1")])
-                try:
-                    raw.read()
-                finally:
-                    raw.release_conn()
-            except Exception as e:  # noqa: BLE001 - the API server may be away: ask again
-                log.debug("servicecidrs: %s", e)
+        in charge. Asked again every few seconds until the server gives one of those answers."""
+        served = None
+        while served is None and not self.stopping.is_set():
+            served = self._service_cidrs_served()
+            if served is None:
                 self.stopping.wait(3.0)
-                continue
-            if status == 200:
-                break
-            log.info("servicecidrs: HTTP %d: the service range is --service-cidr %s", status, self.cfg.service_cidr)
-            return
-        else:
+        if not served or self.stopping.is_set():
             return
         inf = Informer(self.api, SERVICE_CIDR_PATH, name="servicecidrs",
                        on_event=lambda _t, _o: self._on_service_cidrs(inf.objects),
@@ -281,6 +271,24 @@ class ServiceProxy:
         self.cidr_informer = inf.start()
         if self.stopping.is_set():
             inf.stop()
+
+    def _service_cidrs_served(self) -> bool | None:
+        """True when this agent may list ServiceCIDRs, False when the API lacks the kind or
+        forbids it, None when there is no telling yet (server away or failing)."""
+        try:
+            status, raw = open_get(self.api, SERVICE_CIDR_PATH, 5, [("limit", "1")])
+            try:
+                raw.read()
+            finally:
+                raw.release_conn()
+        except Exception as e:  # noqa: BLE001 - the API server may be away: ask again
+            log.debug("servicecidrs: %s", e)
+            return None
+        if status in (403, 404):
+            log.info("servicecidrs: HTTP %d: the service range is --service-cidr %s", status,
+                     self.cfg.service_cidr)
+            return False
+        return True if status == 200 else None
 
     def _on_service_cidrs(self, objects: dict) -> None:
         cidrs = plan_service_cidrs(objects.values())

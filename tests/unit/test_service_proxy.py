@@ -98,3 +98,24 @@ def test_the_nodes_deletion_makes_healthz_not_eligible():
     assert not ok and body["nodeEligible"] is False and p.health.status()[0]      # /livez stays 200
     p._on_node({"metadata": {"name": "node1"}})
     assert p.health.healthz()[0]
+
+
+def test_an_api_without_service_cidrs_leaves_the_flag():
+    class Api:
+        """Answers every GET with one status, as the kubernetes client's ApiClient would."""
+
+        def __init__(self, status):
+            self.status = status
+
+        def param_serialize(self, method, path, **_kw):
+            return method, path, {}, None, None
+
+        def call_api(self, *_args, **_kw):
+            return SimpleNamespace(status=self.status, response=SimpleNamespace(read=bytes, release_conn=lambda: None))
+
+    for status, want in ((404, False), (403, False), (200, True), (503, None)):
+        p = ServiceProxy(Api(status), CFG, nft=FakeNft())
+        assert p._service_cidrs_served() is want, status
+    p = ServiceProxy(Api(404), CFG, nft=FakeNft())
+    p._watch_service_cidrs()                     # returns at once: no informer, the flag stays
+    assert p.cidr_informer is None and p.ctx.service_ranges() == ["10.96.0.0/12"]
