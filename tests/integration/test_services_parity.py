@@ -29,7 +29,7 @@ from kubeweft.lab import topology
 from kubeweft.lab.config import NODE_UPLINK
 from kubeweft.proxy.metrics import parse_samples
 
-from .services_helpers import CONNECTED, EXTERNAL, cluster, http_get, in_thread, names, svc_port
+from .services_helpers import CONNECTED, EXTERNAL, UdpClient, cluster, http_get, in_thread, names, svc_port
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -177,14 +177,7 @@ class Sender:
     """A one-way UDP sender in a pod: one connected socket, a datagram every 0.2 s."""
 
     def __init__(self, c, pod: str, host: str, port_: int) -> None:
-        ns = c.source_netns(pod)
-
-        def make() -> socket.socket:
-            with lab_netns.entered(ns):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.connect((host, port_))
-            return s
-        self.sock = in_thread(make)
+        self.sock = UdpClient(c.source_netns(pod), host, port_).sock
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
