@@ -52,6 +52,8 @@ RESOURCES: tuple[Resource, ...] = (
              "networkpolicy"),
     Resource("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), ("status",), "ingress"),
     Resource("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False, (), (), "ingressclass"),
+    Resource("networking.k8s.io", "v1", "servicecidrs", "ServiceCIDR", False, (), ("status",), "servicecidr"),
+    Resource("networking.k8s.io", "v1", "ipaddresses", "IPAddress", False, ("ip",), (), "ipaddress"),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",), (), "configmap"),
     Resource("", "v1", "secrets", "Secret", True, (), (), "secret"),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",), "serviceaccount"),
@@ -116,6 +118,8 @@ EVENTS = BY_PLURAL[("", "events")]
 SLICES = BY_PLURAL[("discovery.k8s.io", "endpointslices")]
 INGRESSES = BY_PLURAL[("networking.k8s.io", "ingresses")]
 INGRESS_CLASSES = BY_PLURAL[("networking.k8s.io", "ingressclasses")]
+SERVICE_CIDRS = BY_PLURAL[("networking.k8s.io", "servicecidrs")]
+IP_ADDRESSES = BY_PLURAL[("networking.k8s.io", "ipaddresses")]
 CONFIG_MAPS = BY_PLURAL[("", "configmaps")]
 SECRETS = BY_PLURAL[("", "secrets")]
 SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from kubeweft.cni.spec import SUPPORTED_VERSIONS
 
+from . import conntrack_settings
 from .proxy_config import ConfigError, ProxyConfig, parse_proxy_config
 
 log = logging.getLogger("kubeweft.agent")
@@ -87,8 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the service proxy's KubeProxyConfiguration (the DaemonSet mounts config.conf of the "
                         "ConfigMap kube-system/kubeweft); without it that ConfigMap is read through the API")
     p.add_argument("--nodeport-addresses", default=os.environ.get("KUBEWEFT_NODEPORT_ADDRESSES") or None,
-                   help="comma-separated CIDRs of node addresses that accept NodePorts (default: the "
-                        "configuration's nodePortAddresses, else all but 127.0.0.0/8)")
+                   help="node addresses that accept NodePorts: comma-separated CIDRs, or 'primary' (the "
+                        "node's own address, --node-ip or its InternalIP, as kube-proxy's nftables mode); "
+                        "never 127.0.0.0/8 (default: the configuration's nodePortAddresses, else primary)")
     p.add_argument("--healthz-bind-address", default=None,
                    help=f"/livez, /readyz and kube-proxy's /healthz (empty: off; default: the configuration's "
                         f"healthzBindAddress, else {DEFAULT_HEALTHZ})")
@@ -105,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
                         "at the same paths as on the host)")
     p.add_argument("--cni-version", default=os.environ.get("KUBEWEFT_CNI_VERSION") or None,
                    choices=SUPPORTED_VERSIONS, help="the conflist's cniVersion (default: install-cni's, 1.0.0)")
+    conntrack_settings.add_flags(p)
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     scratch = p.add_argument_group("for tests and benchmarks (never in a cluster)")
     scratch.add_argument("--test-pod-cidr", metavar="CIDR", default=None,
@@ -297,6 +300,25 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str, selector):
     return overlay
 
 
+PRIMARY = "primary"
+
+
+def resolve_nodeport_addresses(value: str, node_ip: str | None) -> tuple[str, ...]:
+    """--nodeport-addresses -> the CIDRs the service proxy opens NodePorts on: 'primary' is the
+    node's own address (empty, meaning every local address, when it is unknown); CIDRs are taken
+    as given. 'primary' cannot be mixed with CIDRs (kube-proxy refuses that too)."""
+    items = [c.strip() for c in value.split(",") if c.strip()]
+    if PRIMARY not in items:
+        return tuple(items)
+    if len(items) > 1:
+        raise SystemExit(f"kubeweft agent: --nodeport-addresses: {PRIMARY!r} cannot be mixed with CIDRs")
+    if not node_ip:
+        log.warning("--nodeport-addresses primary: the node's address is unknown; NodePorts open on "
+                    "every local address")
+        return ()
+    return (f"{node_ip}/32",)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """What the agent's components (service proxy, policy) are told at start."""
@@ -429,13 +451,12 @@ def read_config_map(api, timeout: float, stop: threading.Event | None = None) ->
     return _parsed(text, f"{where} {CONFIGMAP_KEY}")
 
 
-def nodeport_cidrs(flag: str | None, proxy: ProxyConfig) -> tuple[str, ...]:
-    """The flag's CIDRs, else the configuration's. The keyword primary (kube-proxy's) is not a
-    CIDR: left out here, so its nodePorts answer on every node address as without it."""
-    chosen = tuple(c for c in flag.split(",") if c) if flag is not None else proxy.nodeport_addresses
-    if "primary" in chosen:
-        log.warning("nodePortAddresses primary: every node address but 127.0.0.0/8 accepts nodePorts")
-    return tuple(c for c in chosen if c != "primary")
+def nodeport_choice(flag: str | None, proxy: ProxyConfig) -> str:
+    """The flag's value, else the configuration's nodePortAddresses, else primary (kube-proxy's
+    nftables default)."""
+    if flag is not None:
+        return flag
+    return ",".join(proxy.nodeport_addresses) or PRIMARY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,16 +515,20 @@ def main(argv: list[str] | None = None) -> int:
         proxy_cfg = proxy_cfg or ProxyConfig()
         cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, cluster_cidr=args.cluster_cidr,
                           service_cidr=args.service_cidr,
-                          nodeport_addresses=nodeport_cidrs(args.nodeport_addresses, proxy_cfg),
+                          nodeport_addresses=resolve_nodeport_addresses(
+                              nodeport_choice(args.nodeport_addresses, proxy_cfg), args.node_ip or node.internal_ip),
                           state_dir=state_dir, proxy=proxy_cfg)
         metrics_bind = args.metrics_bind_address
         if metrics_bind is None:
             metrics_bind = proxy_cfg.metrics_bind_address if proxy_cfg.metrics_bind_address is not None \
                 else DEFAULT_METRICS
         serve_metrics(metrics_bind)
+        from kubeweft.proxy import metrics
+        metrics.register_health(health)
         from kubeweft.proxy import antispoof_metrics
         antispoof_metrics.register_metrics()      # the CNI's table lives in this netns
         if not args.no_proxy:
+            conntrack_settings.apply_conntrack_settings(conntrack_settings.config_from_args(args, proxy_cfg.conntrack))
             from kubeweft.proxy import service_proxy
             proxy = start_component(service_proxy.start, "service proxy", api, cfg)
             components.append(proxy)

@@ -7,12 +7,18 @@ node has local endpoints for the Service and 503 otherwise (the cloud load balan
               change unsynced longer than its timeout
     /readyz   200 once every readiness check passes (the CNI server answers, the first service
               and policy syncs are in the kernel) and /livez does; the body names each check
-    /healthz  kube-proxy's, for load balancers: the service proxy's health, 503 until it runs
+    /healthz  kube-proxy's, for load balancers: the service proxy's health, 503 until it runs,
+              and 503 while the Node is being deleted or carries ToBeDeletedByClusterAutoscaler
+              (nodeEligible false: the load balancer drains the node; /livez ignores it)
+
+Every answer of /healthz and /livez is counted by status code (kube-proxy's
+proxy_healthz_total / proxy_livez_total, exported by metrics.register_health).
 
 The service proxy is healthy unless a change has been waiting for a sync longer than `timeout`
 (kube-proxy's rule: lastQueued after lastUpdated and older than the timeout is unhealthy)."""
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -33,6 +39,7 @@ class ProxyHealth:
         self.timeout = timeout
         self.last_updated = 0.0
         self.last_queued = 0.0
+        self.node_eligible = True      # the Node is neither being deleted nor marked for it
         self._lock = threading.Lock()
 
     def queued(self) -> None:
@@ -45,12 +52,17 @@ class ProxyHealth:
             self.last_updated = time.time()
 
     def status(self) -> tuple[bool, dict]:
+        """Whether the proxy keeps up with its changes (/livez), and the body of both."""
         now = time.time()
         with self._lock:
             stale = self.last_queued > self.last_updated and now - self.last_queued > self.timeout
             body = {"lastUpdated": _iso(self.last_updated), "currentTime": _iso(now),
-                    "nodeEligible": True}
+                    "nodeEligible": self.node_eligible}
         return not stale, body
+
+    def healthz(self) -> tuple[bool, dict]:
+        live, body = self.status()
+        return live and body["nodeEligible"], body
 
 
 class _Server:
@@ -100,6 +112,7 @@ class AgentHealth:
         self.proxy: ProxyHealth | None = None
         self._checks: dict[str, Check | None] = {}
         self._lock = threading.Lock()
+        self.answers: collections.Counter[tuple[str, int]] = collections.Counter()   # (path, code)
 
     def expect(self, *names: str) -> None:
         with self._lock:
@@ -129,7 +142,15 @@ class AgentHealth:
     def healthz(self) -> tuple[bool, dict]:
         if self.proxy is None:
             return False, {"lastUpdated": "", "currentTime": _iso(time.time()), "nodeEligible": True}
-        return self.proxy.status()
+        return self.proxy.healthz()
+
+    def count(self, path: str, code: int) -> None:
+        with self._lock:
+            self.answers[(path, code)] += 1
+
+    def counts(self) -> dict[tuple[str, int], int]:
+        with self._lock:
+            return dict(self.answers)
 
 
 def serve_agent_health(bind: str, health: AgentHealth) -> _Server | None:
@@ -146,7 +167,9 @@ def serve_agent_health(bind: str, health: AgentHealth) -> _Server | None:
                 _reply(self, 404, {"error": "not found"})
                 return
             ok, body = answer()
-            _reply(self, 200 if ok else 503, body)
+            code = 200 if ok else 503
+            health.count(self.path.split("?", 1)[0], code)
+            _reply(self, code, body)
 
         def log_message(self, *args):
             pass

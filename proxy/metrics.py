@@ -2,7 +2,8 @@
 kube-proxy's names where the meaning is the same; kubeweft_ for the rest."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 _BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
@@ -44,3 +45,28 @@ def parse_samples(text: str) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return out
+
+
+HEALTH_PATHS = (("/healthz", "kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status"),
+                ("/livez", "kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status"))
+
+
+class HealthCollector:
+    """kube-proxy's kubeproxy_proxy_healthz_total and kubeproxy_proxy_livez_total, by status
+    code, from the answers the health server counted (it runs before this module is imported)."""
+
+    def __init__(self, health) -> None:
+        self.health = health
+
+    def collect(self):
+        counts = self.health.counts()
+        for path, name, doc in HEALTH_PATHS:
+            family = CounterMetricFamily(name, doc, labels=["code"])
+            for code in (200, 503):
+                family.add_metric([str(code)], counts.get((path, code), 0))
+            yield family
+
+
+def register_health(health) -> None:
+    """Export the answers of the agent's health server (an AgentHealth)."""
+    REGISTRY.register(HealthCollector(health))

@@ -19,6 +19,9 @@ LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
 LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_ZONE = "topology.kubernetes.io/zone"
+TAINT_TO_BE_DELETED = "ToBeDeletedByClusterAutoscaler"
+IP_MODE_VIP = "VIP"
+IP_MODE_PROXY = "Proxy"
 MAX_AFFINITY_TIMEOUT = 86400
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
@@ -92,6 +95,7 @@ class EndpointSlice:
 class Node:
     name: str
     zone: str = ""
+    eligible: bool = True      # False while being deleted or marked for deletion by the autoscaler
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -248,8 +252,11 @@ def parse_service(obj: dict) -> Service | None:
         status = _dict(obj.get("status"), "status")
         ingress = _list(_dict(status.get("loadBalancer"), "status.loadBalancer").get("ingress") or None,
                         "status.loadBalancer.ingress")
-        lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")],
-                            "loadBalancer ingress")
+        # ipMode Proxy: the load balancer rewrites the destination (to a nodePort, say), so its
+        # address is not the proxy's to short-circuit: in-cluster traffic to it leaves for the
+        # load balancer, as kube-proxy has it (only VIP addresses, the default, are programmed)
+        lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")
+                             and i.get("ipMode", IP_MODE_VIP) != IP_MODE_PROXY], "loadBalancer ingress")
     affinity_timeout = None
     if spec.get("sessionAffinity") == "ClientIP":
         cfg = _dict(_dict(spec.get("sessionAffinityConfig"), "sessionAffinityConfig").get("clientIP"),
@@ -320,6 +327,29 @@ def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
 
 
 def parse_node(obj: dict) -> Node:
+    """A Node; not eligible for load-balancer traffic while it is being deleted or carries the
+    cluster autoscaler's deletion taint (kube-proxy's /healthz then answers 503, KEP-3836)."""
     _, name, labels = _meta(obj)
     zone = labels.get(LABEL_ZONE, "")
-    return Node(name, zone if isinstance(zone, str) else "")
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    taints = spec.get("taints") if isinstance(spec.get("taints"), list) else []
+    doomed = bool(obj["metadata"].get("deletionTimestamp")) or any(
+        isinstance(t, dict) and t.get("key") == TAINT_TO_BE_DELETED for t in taints)
+    return Node(name, zone if isinstance(zone, str) else "", not doomed)
+
+
+def plan_service_cidrs(objects) -> tuple[str, ...]:
+    """The IPv4 ranges of ServiceCIDR objects (JSON), sorted, deduplicated; a malformed one is
+    skipped."""
+    out = set()
+    for obj in objects:
+        spec = obj.get("spec") if isinstance(obj, dict) else None
+        cidrs = spec.get("cidrs") if isinstance(spec, dict) else None
+        for c in cidrs if isinstance(cidrs, list) else ():
+            try:
+                net = ipaddress.ip_network(c, strict=False) if isinstance(c, str) else None
+            except ValueError:
+                continue
+            if net is not None and net.version == 4:
+                out.add(str(net))
+    return tuple(sorted(out))

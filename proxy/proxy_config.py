@@ -14,6 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from .conntrack_settings import ConntrackConfig
 from .scheduler import DEFAULT as DEFAULT_SCHEDULER
 from .scheduler import SCHEDULERS, parse_scheduler
 
@@ -40,22 +41,10 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ConntrackConfig:
-    """kube-proxy's conntrack settings: counts, and timeouts in seconds (0: leave the kernel's)."""
-    max_per_core: int = 32768
-    min: int = 131072
-    tcp_established_timeout: float = 86400.0
-    tcp_close_wait_timeout: float = 3600.0
-    udp_timeout: float = 0.0
-    udp_stream_timeout: float = 0.0
-    tcp_be_liberal: bool = False
-
-
-@dataclass(frozen=True)
 class ProxyConfig:
     mode: str = "nftables"
     scheduler: str = DEFAULT_SCHEDULER
-    nodeport_addresses: tuple[str, ...] = ()      # CIDRs and/or "primary"; empty: kubeweft's default
+    nodeport_addresses: tuple[str, ...] = ()      # CIDRs, or "primary"; empty: primary
     conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
     metrics_bind_address: str | None = None       # None: not set here (the agent's flag default)
     healthz_bind_address: str | None = None
@@ -125,6 +114,8 @@ def _nodeport_addresses(value: object) -> tuple[str, ...]:
             out.append(str(ipaddress.ip_network(v, strict=False)))
         except (TypeError, ValueError):
             raise ConfigError(f"nodePortAddresses: {v!r} is neither a CIDR nor {NODEPORT_PRIMARY!r}") from None
+    if NODEPORT_PRIMARY in out and len(out) > 1:
+        raise ConfigError(f"nodePortAddresses: {NODEPORT_PRIMARY!r} cannot be mixed with CIDRs")
     return tuple(out)
 
 
@@ -142,18 +133,18 @@ def _conntrack(raw: dict) -> ConntrackConfig:
         raise ConfigError(f"conntrack: unknown field {unknown[0]!r} (known: {', '.join(CONNTRACK_FIELDS)})")
     d = ConntrackConfig()
 
-    def duration(key: str, default: float) -> float:
-        return default if raw.get(key) is None else parse_duration(raw[key], f"conntrack.{key}")
+    def duration(key: str, default: int) -> int:
+        return default if raw.get(key) is None else round(parse_duration(raw[key], f"conntrack.{key}"))
     liberal = raw.get("tcpBeLiberal", False)
     if not isinstance(liberal, bool):
         raise ConfigError(f"conntrack.tcpBeLiberal: {liberal!r} is not true or false")
     return ConntrackConfig(
         max_per_core=_count(raw.get("maxPerCore"), "conntrack.maxPerCore", d.max_per_core),
         min=_count(raw.get("min"), "conntrack.min", d.min),
-        tcp_established_timeout=duration("tcpEstablishedTimeout", d.tcp_established_timeout),
-        tcp_close_wait_timeout=duration("tcpCloseWaitTimeout", d.tcp_close_wait_timeout),
-        udp_timeout=duration("udpTimeout", d.udp_timeout),
-        udp_stream_timeout=duration("udpStreamTimeout", d.udp_stream_timeout),
+        tcp_established=duration("tcpEstablishedTimeout", d.tcp_established),
+        tcp_close_wait=duration("tcpCloseWaitTimeout", d.tcp_close_wait),
+        udp=duration("udpTimeout", d.udp),
+        udp_stream=duration("udpStreamTimeout", d.udp_stream),
         tcp_be_liberal=liberal)
 
 

@@ -100,6 +100,12 @@ class NodeContext:
     nodeport_cidrs: tuple[str, ...] = ()     # empty: every local address but 127.0.0.0/8
     scheduler: str = DEFAULT_SCHEDULER       # for Services without the scheduler annotation
     maglev_slots: int = MAGLEV_SLOTS         # a prime: Maglev's table size
+    service_cidrs: tuple[str, ...] = ()      # the ServiceCIDR objects' ranges; empty: service_cidr
+
+    def service_ranges(self) -> list[str]:
+        """The cluster's Service ranges, overlaps merged (an nft interval set refuses them)."""
+        nets = [ipaddress.ip_network(c, strict=False) for c in self.service_cidrs or (self.service_cidr,)]
+        return [str(n) for n in ipaddress.collapse_addresses(nets)]
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,8 @@ def render_base(ctx: NodeContext) -> list[Command]:
     """Table, sets, maps, fixed chains and their rules: idempotent commands (add, then flush
     and refill the fixed chains; sets and maps keep their elements)."""
     cluster = str(ipaddress.ip_network(ctx.cluster_cidr, strict=False))
-    svc_cidr = str(ipaddress.ip_network(ctx.service_cidr, strict=False))
+    ranges = ctx.service_ranges()
+    svc_cidr = ranges[0] if len(ranges) == 1 else "{ " + ", ".join(ranges) + " }"
     # never 127.0.0.0/8, whatever --nodeport-addresses says (kube-proxy's nftables mode neither):
     # a DNAT in prerouting happens before the routing decision that drops a loopback destination
     # arriving from outside, so a neighbour on the LAN could reach the Service (CVE-2020-8558)
@@ -276,15 +283,19 @@ def select_endpoints(eps: list[Endpoint], ctx: NodeContext) -> tuple[list[Endpoi
 
 
 def _topology(ready: list[Endpoint], ctx: NodeContext) -> list[Endpoint]:
+    """kube-proxy 1.35's topologyModeFromHints: the endpoints hinted for this node when every
+    ready endpoint has a node hint and one names this node (PreferSameNode); else those hinted
+    for this node's zone when every ready endpoint has a zone hint and one names the zone
+    (PreferSameZone, PreferClose, topology-mode Auto); else all. An empty hint list is no hint."""
     # the first endpoint decides most cases: hints apply only when every endpoint has them
     if not ready:
         return ready
-    if ready[0].hint_nodes is not None and all(e.hint_nodes is not None for e in ready):
-        mine = [e for e in ready if ctx.node_name in (e.hint_nodes or ())]
+    if ready[0].hint_nodes and all(e.hint_nodes for e in ready):
+        mine = [e for e in ready if ctx.node_name in e.hint_nodes]
         if mine:
             return mine
-    if ctx.zone and ready[0].hint_zones is not None and all(e.hint_zones is not None for e in ready):
-        mine = [e for e in ready if ctx.zone in (e.hint_zones or ())]
+    if ctx.zone and ready[0].hint_zones and all(e.hint_zones for e in ready):
+        mine = [e for e in ready if ctx.zone in e.hint_zones]
         if mine:
             return mine
     return ready

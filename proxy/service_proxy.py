@@ -29,6 +29,7 @@ import time
 from datetime import datetime
 
 from . import metrics
+from .api_get import open_get
 from .conntrack import clear_udp
 from .diff_services import (
     commit_touched,
@@ -41,7 +42,14 @@ from .diff_services import (
 from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers
 from .informer import Informer, key_of
-from .model import InvalidObject, invalid_scheduler, parse_endpoint_slice, parse_node, parse_service
+from .model import (
+    InvalidObject,
+    invalid_scheduler,
+    parse_endpoint_slice,
+    parse_node,
+    parse_service,
+    plan_service_cidrs,
+)
 from .nft_commands import Command
 from .nft_transaction import Transaction, apply_transaction
 from .nftables import Nft, NftError
@@ -68,6 +76,7 @@ log = logging.getLogger(__name__)
 SVC_PATH = "/api/v1/services"
 SLICE_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
 NODE_PATH = "/api/v1/nodes"
+SERVICE_CIDR_PATH = "/apis/networking.k8s.io/v1/servicecidrs"
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # an error is logged each time the informers' first lists take this long
 COALESCE = 0.002         # gather events arriving together into one transaction
@@ -132,6 +141,9 @@ class ServiceProxy:
         self.skipped_services = SkipLog(log, "service")
         self.bad_schedulers = SkipLog(log, "the scheduler annotation of service")
         self.skipped_slices = SkipLog(log, "endpointslice")
+        self.cidr_informer: Informer | None = None     # ServiceCIDRs, when the API serves them
+        self.rebase = False                            # the fixed chains need rendering again
+        self.stopping = threading.Event()
         self.loop = SyncLoop("service-proxy", self.sync, debounce=COALESCE, period=RESYNC,
                              on_failure=self._sync_failed, ready=self._listed, ready_warn=SYNC_WAIT)
 
@@ -149,12 +161,15 @@ class ServiceProxy:
         ]
         for inf in self.informers:
             inf.start()
+        threading.Thread(target=self._watch_service_cidrs, name="service-cidrs", daemon=True).start()
         self.loop.start()
         return self
 
     def stop(self) -> None:
-        for inf in self.informers:
-            inf.stop()
+        self.stopping.set()
+        for inf in [*self.informers, self.cidr_informer]:
+            if inf is not None:
+                inf.stop()
         self.loop.stop(10)
         self.service_health.close()
 
@@ -252,11 +267,62 @@ class ServiceProxy:
             node = parse_node(obj)
         except InvalidObject:
             return
-        if node.name != self.ctx.node_name or node.zone == self.ctx.zone:
+        if node.name != self.ctx.node_name:
+            return
+        self.health.node_eligible = node.eligible
+        if node.zone == self.ctx.zone:
             return
         with self.lock:
             self.ctx = dataclasses.replace(self.ctx, zone=node.zone)
             self.full = True
+            self._mark(())
+
+    def _watch_service_cidrs(self) -> None:
+        """Watch the ServiceCIDR objects once the API server says it serves them: their ranges
+        replace --service-cidr in the drop rule for unallocated service addresses. An API server
+        without the kind (404), or a ServiceAccount not allowed to list it (403), leaves the flag
+        in charge. Asked again every few seconds until the server gives one of those answers."""
+        served = None
+        while served is None and not self.stopping.is_set():
+            served = self._service_cidrs_served()
+            if served is None:
+                self.stopping.wait(3.0)
+        if not served or self.stopping.is_set():
+            return
+        inf = Informer(self.api, SERVICE_CIDR_PATH, name="servicecidrs",
+                       on_event=lambda _t, _o: self._on_service_cidrs(inf.objects),
+                       on_sync=self._on_service_cidrs)
+        self.cidr_informer = inf.start()
+        if self.stopping.is_set():
+            inf.stop()
+
+    def _service_cidrs_served(self) -> bool | None:
+        """True when this agent may list ServiceCIDRs, False when the API lacks the kind or
+        forbids it, None when there is no telling yet (server away or failing)."""
+        try:
+            status, raw = open_get(self.api, SERVICE_CIDR_PATH, 5, [("limit", "1")])
+            try:
+                raw.read()
+            finally:
+                raw.release_conn()
+        except Exception as e:  # noqa: BLE001 - the API server may be away: ask again
+            log.debug("servicecidrs: %s", e)
+            return None
+        if status in (403, 404):
+            log.info("servicecidrs: HTTP %d: the service range is --service-cidr %s", status,
+                     self.cfg.service_cidr)
+            return False
+        return True if status == 200 else None
+
+    def _on_service_cidrs(self, objects: dict) -> None:
+        cidrs = plan_service_cidrs(objects.values())
+        with self.lock:
+            if cidrs == self.ctx.service_cidrs:
+                return
+            log.info("service ranges from the ServiceCIDRs: %s", ", ".join(cidrs) or
+                     f"none (--service-cidr {self.cfg.service_cidr})")
+            self.ctx = dataclasses.replace(self.ctx, service_cidrs=cidrs)
+            self.rebase = True
             self._mark(())
 
     # ---- the sync loop --------------------------------------------------------------------------
@@ -297,6 +363,7 @@ class ServiceProxy:
             self.full = False
             triggers, self.triggers = self.triggers, []
             ctx = self.ctx
+            rebase, self.rebase = self.rebase, False
             work = [(k, self.services.get(k), [self.slices[s] for s in self.slices_of.get(k, ())])
                     for k in keys]
         base: list[Command] = []
@@ -305,6 +372,8 @@ class ServiceProxy:
             self.applied = self.recover()
             base = render_base(ctx)
             unknown = True
+        elif rebase:
+            base = render_base(ctx)          # the fixed chains again (flushed and refilled at once)
         udp_gone: set = set()
         touched = None
         t_read = time.monotonic()
@@ -325,10 +394,12 @@ class ServiceProxy:
             diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
             cmds = base + diff
         else:
-            if touched is None:
+            if touched is None and not base:
                 return 0
-            cmds = diff_touched(self.applied, self.agg, touched)
-            udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
+            cmds = base
+            if touched is not None:
+                cmds = base + diff_touched(self.applied, self.agg, touched)
+                udp_gone = plan_udp_cleanup(self.applied, self.agg, touched)
         t_diff = time.monotonic()
         # planned flows wait here until cleared: if the apply fails after a transaction landed,
         # the re-read kernel no longer shows the endpoints that went, and nothing plans them again
@@ -344,7 +415,7 @@ class ServiceProxy:
         if full:
             self.applied = mirror
             _trim_heap()
-        else:
+        elif touched is not None:
             commit_touched(self.applied, self.agg, touched)
         sent = len(cmds)
         self.recovered = True

@@ -5,7 +5,9 @@ the lab serves:
 
     services     Service defaults, what an update keeps, validation with the real wording
     ingresses    Ingress and IngressClass validation, the default IngressClass
-    allocations  ClusterIP and NodePort allocation, derived from the store's Services
+    allocations  ClusterIP and NodePort allocation, derived from the store's Services, ClusterIPs
+                 from the ServiceCIDRs with an IPAddress object each
+    servicecidrs ServiceCIDR validation and its Ready condition
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks
     configs      ConfigMap and Secret keys, sizes, immutability; Secret types and stringData
@@ -26,6 +28,7 @@ from .ingresses import admit_ingress, admit_ingress_class
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
 from .rbac import admit_binding, admit_role
 from .serviceaccount import admit_pod_service_account
+from .servicecidrs import render_service_cidr_status, validate_service_cidr
 from .services import admit_service
 from .workloads import KINDS as WORKLOAD_KINDS
 from .workloads import admit_workload
@@ -91,6 +94,10 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         return admit_ingress(store, operation, obj, subresource)
     if kind == "IngressClass":
         return admit_ingress_class(obj, old)
+    if kind == "ServiceCIDR" and subresource != "status":
+        raise_if(validate_service_cidr(obj, old), "networking.k8s.io", kind, obj)
+        if operation == "CREATE":
+            obj["status"] = render_service_cidr_status()
     return obj
 
 

@@ -3,9 +3,16 @@
 Allocations are not bookkept separately: an `Allocations` index per store is built once by
 scanning the Services in it and then kept in step by a store hook, so whatever is in the store is
 allocated and a deleted Service frees its addresses and ports by being gone.
+
+ClusterIPs come from the ServiceCIDR objects (networking.k8s.io/v1, KEP-1880): the default one,
+`kubernetes` (the API server's --service-cluster-ip-range, made at start), first, then the others
+by name; an address is valid in any of them. Each allocated address has its IPAddress object
+(named by the address, parentRef the Service), made and deleted with the Service's address as
+the real API server's allocator does.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import weakref
 from typing import Any
@@ -31,29 +38,87 @@ def needs_health_check_port(svc: dict) -> bool:
     return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
 
 
+DEFAULT_SERVICE_CIDR = "kubernetes"
+LABEL_IP_FAMILY = "ipaddress.kubernetes.io/ip-family"
+LABEL_MANAGED_BY = "ipaddress.kubernetes.io/managed-by"
+MANAGED_BY = "ipallocator.k8s.io"
+
+
+def plan_service_cidrs(objs: list[dict], fallback: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks ClusterIPs come from: every ServiceCIDR's cidrs, `kubernetes` first, then by
+    name; the fallback (the configured range) when there is none. A ServiceCIDR being deleted
+    gives no new addresses."""
+    live = [o for o in objs if not o["metadata"].get("deletionTimestamp")]
+    live.sort(key=lambda o: (o["metadata"]["name"] != DEFAULT_SERVICE_CIDR, o["metadata"]["name"]))
+    nets = []
+    for o in live:
+        for cidr in (o.get("spec") or {}).get("cidrs") or []:
+            with contextlib.suppress(ValueError):
+                nets.append(ipaddress.ip_network(cidr))
+    return nets or [ipaddress.ip_network(fallback)]
+
+
+def render_ip_address(ip: str, owner: tuple[str, str]) -> dict:
+    """The IPAddress object of a Service's ClusterIP."""
+    family = "IPv6" if ":" in ip else "IPv4"
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "IPAddress",
+            "metadata": {"name": ip, "labels": {LABEL_IP_FAMILY: family, LABEL_MANAGED_BY: MANAGED_BY}},
+            "spec": {"parentRef": {"group": "", "resource": "services", "namespace": owner[0], "name": owner[1]}}}
+
+
+def _cluster_ips(svc: dict | None) -> set[str]:
+    return {ip for ip in ((svc or {}).get("spec") or {}).get("clusterIPs") or [] if ip and ip != "None"}
+
+
 class Allocations:
     """ClusterIPs and nodePorts in use, derived from the store's Services and kept in step with it
     by a store hook: what the store holds is allocated, nothing else."""
 
     def __init__(self, store, cfg, services):
-        self.net = ipaddress.ip_network(cfg.service_cidr)
+        from ..resources import IP_ADDRESSES, SERVICE_CIDRS
+
+        self.store, self.fallback = store, cfg.service_cidr
+        self.cidr_kind, self.address_kind = SERVICE_CIDRS, IP_ADDRESSES
+        self.nets = plan_service_cidrs(store.list(SERVICE_CIDRS)[0], cfg.service_cidr)
         self.ports_lo, self.ports_hi = cfg.nodeport_range
         self.ips: dict[int, tuple[str, str]] = {}        # address as int -> owning service key
         self.ports: dict[int, tuple[str, str]] = {}      # nodePort (and health-check port) -> owner
-        self._ip_cursor = 0
+        self._ip_cursor: dict[str, int] = {}            # network -> last offset handed out
         self._port_cursor = 0
         self.services = services
         for svc in store.list(services)[0]:
             self._add(svc)
+            self._sync_addresses(None, svc)
         store.add_hook(self._on_event)
 
+    @property
+    def net(self):
+        """The first (default) service network."""
+        return self.nets[0]
+
     def _on_event(self, ev) -> None:
+        if ev.resource is self.cidr_kind:
+            self.nets = plan_service_cidrs(self.store.list(self.cidr_kind)[0], self.fallback)
+            return
         if ev.resource is not self.services:
             return
         if ev.old is not None:
             self._remove(ev.old)
         if ev.type != "DELETED":
             self._add(ev.obj)
+        self._sync_addresses(ev.old, None if ev.type == "DELETED" else ev.obj)
+
+    def _sync_addresses(self, old: dict | None, new: dict | None) -> None:
+        """IPAddress objects for the ClusterIPs a write added, none for those it dropped."""
+        before, after = _cluster_ips(old), _cluster_ips(new)
+        for ip in sorted(before - after):
+            found = self.store.try_get(self.address_kind, "", ip)
+            ref = ((found or {}).get("spec") or {}).get("parentRef") or {}
+            if found is not None and (ref.get("namespace"), ref.get("name")) == self.key(old):
+                self.store.delete(self.address_kind, "", ip)
+        for ip in sorted(after):
+            if self.store.try_get(self.address_kind, "", ip) is None:
+                self.store.create(self.address_kind, render_ip_address(ip, self.key(new)))
 
     @staticmethod
     def key(svc: dict) -> tuple[str, str]:
@@ -88,21 +153,25 @@ class Allocations:
     def claim_ip(self, ip: str, owner: tuple[str, str]) -> str | None:
         """None when `ip` can be used by `owner`, else why not."""
         addr = ipaddress.ip_address(ip)
-        first, last = int(self.net.network_address) + 1, int(self.net.broadcast_address) - 1
-        if addr.version != self.net.version or not first <= int(addr) <= last:
+        if not any(addr.version == net.version and
+                   int(net.network_address) < int(addr) < int(net.broadcast_address) for net in self.nets):
             return (f"the provided IP ({ip}) is not in the valid range. The range of valid IPs is "
-                    f"{self.net}")
+                    f"{','.join(map(str, self.nets))}")
         if self.ips.get(int(addr), owner) != owner:
             return "provided IP is already allocated"
         return None
 
     def next_ip(self) -> str | None:
-        base, size = int(self.net.network_address), self.net.num_addresses - 2
-        for step in range(size):
-            offset = (self._ip_cursor + step) % size + 1     # skips the network address
-            if base + offset not in self.ips:
-                self._ip_cursor = offset
-                return str(ipaddress.ip_address(base + offset))
+        """A free address of the first ServiceCIDR that has one (round the network from where
+        the last one was handed out)."""
+        for net in self.nets:
+            base, size = int(net.network_address), net.num_addresses - 2
+            cursor = self._ip_cursor.get(str(net), 0)
+            for step in range(size):
+                offset = (cursor + step) % size + 1     # skips the network address
+                if base + offset not in self.ips:
+                    self._ip_cursor[str(net)] = offset
+                    return str(ipaddress.ip_address(base + offset))
         return None
 
     # --- node ports ---

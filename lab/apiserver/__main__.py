@@ -118,6 +118,7 @@ async def run(cfg: LabConfig, history: int = 200_000, port: int = 0) -> int:
     keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip, str(ipaddress.ip_network(cfg.service_cidr)[1])])
     store = load_store(cfg, history)
     apiapp.ensure_namespaces(store, cfg)
+    apiapp.ensure_service_cidr(store, cfg)
     apiapp.ensure_kubernetes_service(store, cfg)
     policy.ensure_bootstrap_policy(store)
     signer = tokens.Signer.from_pem(keys.service_account_key.read_bytes()) if keys.service_account_key else None

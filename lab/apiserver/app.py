@@ -679,6 +679,17 @@ def ensure_namespaces(store: Store, cfg: LabConfig,
             store.create(_NAMESPACES, admission.admit(store, cfg, _NAMESPACES, "CREATE", obj, None))
 
 
+def ensure_service_cidr(store: Store, cfg: LabConfig) -> None:
+    """The default ServiceCIDR `kubernetes`, from the configured service range, as the real API
+    server makes it from --service-cluster-ip-range: ClusterIPs are allocated from it (and from
+    any ServiceCIDR added later)."""
+    cidrs = find("networking.k8s.io", "servicecidrs")
+    if store.try_get(cidrs, "", "kubernetes") is None:
+        obj = {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+               "metadata": {"name": "kubernetes"}, "spec": {"cidrs": [cfg.service_cidr]}}
+        store.create(cidrs, admission.admit(store, cfg, cidrs, "CREATE", obj, None))
+
+
 def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
     """default/kubernetes, as every cluster has it: the first address of the service range,
     443 -> the API server on the control-plane address (in-cluster clients use it)."""
@@ -720,4 +731,4 @@ async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.A
     return runner
 
 
-__all__ = ["build_app", "ensure_kubernetes_service", "ensure_namespaces", "parse_target", "serve", "ssl_context"]
+__all__ = ["build_app", "ensure_kubernetes_service", "ensure_namespaces", "ensure_service_cidr", "parse_target", "serve", "ssl_context"]

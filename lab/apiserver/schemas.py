@@ -414,6 +414,19 @@ KINDS: dict[str, tuple[str, dict[str, Field]]] = {
                           "user making this request."), {
         "status": ("Object", "Status is filled in by the server with the user attributes."),
     }),
+    "ServiceCIDR": (("ServiceCIDR defines a range of IP addresses using CIDR format (e.g. 192.168.0.0/24 or "
+                     "2001:db2::/64). This range is used to allocate ClusterIPs to Service objects."), {
+        "spec": ("Object", ("spec is the desired state of the ServiceCIDR. More info: https://git.k8s.io/"
+                           "community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
+        "status": ("Object", ("status represents the current state of the ServiceCIDR. More info: https://git.k8s.io/"
+                             "community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
+    }),
+    "IPAddress": (("IPAddress represents a single IP of a single IP Family. The object is designed to be used by "
+                   "APIs that operate on IP addresses. The object is used by the Service core API for allocation "
+                   "of IP addresses."), {
+        "spec": ("Object", ("spec is the desired state of the IPAddress. More info: https://git.k8s.io/community/"
+                           "contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),
+    }),
     "Lease": ("Lease defines a lease concept.", {
         "spec": ("LeaseSpec", ("spec contains the specification of the Lease. More info: https://git.k8s.io/"
                               "community/contributors/devel/sig-architecture/api-conventions.md#spec-and-status")),

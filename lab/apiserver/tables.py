@@ -41,6 +41,8 @@ COLUMNS: dict[str, list[Column]] = {
     "ClusterRoleBinding": [_NAME, ("Role", "string", 0), _AGE, ("Users", "string", 1), ("Groups", "string", 1),
                            ("ServiceAccounts", "string", 1)],
     "Lease": [_NAME, ("Holder", "string", 0), _AGE],
+    "ServiceCIDR": [_NAME, ("CIDRs", "string", 0), _AGE],
+    "IPAddress": [_NAME, ("ParentRef", "string", 0)],
     "Deployment": [_NAME, ("Ready", "string", 0), ("Up-to-date", "string", 0), ("Available", "string", 0),
                    _AGE, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
     "ReplicaSet": [_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
@@ -368,7 +370,20 @@ _ROWS = {
                              _age(o, now)],
     "Deployment": _deployment_row, "ReplicaSet": _replicaset_row, "DaemonSet": _daemonset_row,
     "ControllerRevision": _revision_row,
+    "ServiceCIDR": lambda o, now: [o["metadata"].get("name"), ",".join((o.get("spec") or {}).get("cidrs") or []),
+                                   _age(o, now)],
+    "IPAddress": lambda o, now: [o["metadata"].get("name"), format_parent_ref((o.get("spec") or {}).get("parentRef"))],
 }
+
+
+def format_parent_ref(ref: dict | None) -> str:
+    """kubectl's ParentRef column: resource[.group][/namespace]/name, lower case."""
+    if not ref:
+        return "<none>"
+    out = (ref.get("resource", "") + (f".{ref['group']}" if ref.get("group") else "")).lower()
+    if ref.get("namespace"):
+        out += "/" + ref["namespace"]
+    return out + "/" + ref.get("name", "")
 
 
 def _row_object(o: dict, include: str) -> dict | None:

@@ -4,8 +4,8 @@ Behaves as kube-controller-manager's: one endpoint per matching pod with an IP (
 included, with their conditions), ports resolved per pod (named targetPorts looked up in that
 pod's containers, so pods that resolve differently land in different slices), at most 100
 endpoints per slice, slices updated in place with as few writes as possible, an empty placeholder
-slice for a selector Service without endpoints, and zone hints for PreferClose / topology-mode
-Auto. Services without a selector are left alone.
+slice for a selector Service without endpoints, zone hints for topology-mode Auto, and zone
+(and node, for PreferSameNode) hints for trafficDistribution. Services without a selector are left alone.
 
 The plan (`plan_endpoint_slices`) is pure: frozen Service and Pod views plus the existing slices
 in, the slices to create, update and delete out. The controller keeps label indexes from
@@ -32,6 +32,8 @@ LABEL_ZONE = "topology.kubernetes.io/zone"
 ANNOTATION_TOPOLOGY = "service.kubernetes.io/topology-mode"
 RESERVED_LABELS = (LABEL_SERVICE_NAME, LABEL_MANAGED_BY, LABEL_HEADLESS)
 MAX_ENDPOINTS = 100
+HINTS_AUTO, HINTS_ZONE, HINTS_NODE = "auto", "zone", "node"
+HINTS_OF_DISTRIBUTION = {"PreferClose": HINTS_ZONE, "PreferSameZone": HINTS_ZONE, "PreferSameNode": HINTS_NODE}
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -58,7 +60,7 @@ class ServiceView:
     headless: bool = False
     ports: tuple[ServicePortView, ...] = ()
     publish_not_ready: bool = False
-    hints: bool = False            # trafficDistribution PreferClose or topology-mode Auto
+    hints: str = ""                # HINTS_AUTO (topology-mode Auto), HINTS_ZONE, HINTS_NODE or none
 
     @property
     def key(self) -> tuple[str, str]:
@@ -95,8 +97,9 @@ def parse_service(obj: dict) -> ServiceView:
     ports = tuple(ServicePortView(p.get("name", ""), p.get("protocol", "TCP"), p.get("port", 0),
                                   p.get("targetPort", p.get("port", 0)), p.get("appProtocol"))
                   for p in spec.get("ports") or [])
-    hints = (spec.get("trafficDistribution") in ("PreferClose", "PreferSameZone")
-             or ann.get(ANNOTATION_TOPOLOGY, "").lower() == "auto")
+    # the topology-mode annotation wins over trafficDistribution, as in the real controller
+    hints = (HINTS_AUTO if ann.get(ANNOTATION_TOPOLOGY, "").lower() == "auto"
+             else HINTS_OF_DISTRIBUTION.get(spec.get("trafficDistribution") or "", ""))
     return ServiceView(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""),
                        tuple(sorted((meta.get("labels") or {}).items())),
                        tuple(sorted((spec.get("selector") or {}).items())),
@@ -187,13 +190,31 @@ def plan_endpoints(svc: ServiceView, pods: list[PodView], zones: dict[str, str]
         ports = plan_endpoint_ports(svc, pod)
         key = ports_key(ports)
         groups.setdefault(key, (ports, []))[1].append(plan_endpoint(svc, pod, zones))
-    if svc.hints:
-        everything = [ep for _, eps in groups.values() for ep in eps]
-        # as the real controller: hints only when every endpoint has a zone, else none at all
+    everything = [ep for _, eps in groups.values() for ep in eps]
+    if svc.hints == HINTS_AUTO:
+        # topology-mode Auto: hints only when every endpoint has a zone, else none at all
         if everything and all(ep.get("zone") for ep in everything):
             for ep in everything:
                 ep["hints"] = {"forZones": [{"name": ep["zone"]}]}
+    elif svc.hints:
+        for ep in everything:
+            plan_distribution_hints(ep, svc.hints == HINTS_NODE)
     return groups
+
+
+def plan_distribution_hints(ep: dict, for_node: bool) -> None:
+    """trafficDistribution's hints (the real controller's trafficdist): every ready endpoint is
+    hinted for its own zone, and with PreferSameNode for its own node as well; a not-ready one
+    gets none."""
+    if not ep["conditions"]["ready"]:
+        return
+    hints = {}
+    if ep.get("zone"):
+        hints["forZones"] = [{"name": ep["zone"]}]
+    if for_node and ep.get("nodeName"):
+        hints["forNodes"] = [{"name": ep["nodeName"]}]
+    if hints:
+        ep["hints"] = hints
 
 
 def ports_key(ports: list[dict]) -> tuple:

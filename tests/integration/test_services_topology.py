@@ -2,7 +2,9 @@
 
 Nodes carry topology.kubernetes.io/zone: node1 and node3 zone-a, node2 zone-b. With
 trafficDistribution PreferClose the slice controller gives every endpoint a hint for its own
-zone, and a node's proxy then uses only the endpoints hinted for its zone.
+zone, and a node's proxy then uses only the endpoints hinted for its zone. With PreferSameNode
+every ready endpoint is hinted for its node as well: a node with an endpoint keeps to it; one
+without (web-4's node is drained by deleting it) falls back to its zone.
 
     node1: web-1, client1 (zone-a)    node2: web-2, client2 (zone-b)    node3: web-3, client3 (zone-a)
 """
@@ -28,6 +30,10 @@ def c(labk):
         cl.close_svc = cl.service("close", [svc_port(80, "http")], selector={"app": "web"},
                                   trafficDistribution="PreferClose")
         cl.plain = cl.service("plain", [svc_port(80, "http")], selector={"app": "web"})
+        cl.same_node = cl.service("same-node", [svc_port(80, "http")], selector={"app": "web"},
+                                  trafficDistribution="PreferSameNode")
+        cl.same_zone = cl.service("same-zone", [svc_port(80, "http")], selector={"app": "web"},
+                                  trafficDistribution="PreferSameZone")
         eps = cl.wait_endpoints("close", 3)
         assert all(e.get("hints") for e in eps), eps
         yield cl
@@ -63,3 +69,32 @@ def test_hints_followed_and_ignored_where_a_zone_has_none(c):
     wait_for("zone-b uses everything", lambda: names(c.who("client2", svc.ip, 80, n=24)) == ALL)
     wait_for("zone-a follows the hints", lambda: names(c.who("client1", svc.ip, 80, n=16)) == {"web-1", "web-2"})
     assert names(c.who("client3", svc.ip, 80, n=16)) == {"web-1", "web-2"}
+
+
+@pytest.mark.parametrize("source,want", [("client1", {"web-1"}), ("client2", {"web-2"}),
+                                         ("node:node3", {"web-3"})])
+def test_prefer_same_node_keeps_to_the_nodes_endpoint(c, source, want):
+    eps = c.wait_endpoints("same-node", 3)
+    assert all((e.get("hints") or {}).get("forNodes") == [{"name": e["nodeName"]}] for e in eps), eps
+    c.wait_answer(source, c.same_node.ip, 80)
+    wait_for(f"{source} on its node", lambda: names(c.who(source, c.same_node.ip, 80, n=16)) == want)
+    assert names(c.who(source, c.same_node.ip, 80, n=16)) == want
+
+
+@pytest.mark.parametrize("source,want", [("client3", ZONE_A), ("client2", ZONE_B)])
+def test_prefer_same_zone_stays_in_zone(c, source, want):
+    c.wait_answer(source, c.same_zone.ip, 80)
+    wait_for(f"{source} in its zone", lambda: names(c.who(source, c.same_zone.ip, 80, n=16)) == want)
+
+
+def test_prefer_same_node_falls_back_to_the_zone_without_a_local_endpoint(c):
+    # web-3 goes: node3 has no endpoint hinted for it, so it takes its zone's (web-1)
+    c.delete_pod("web-3")
+    try:
+        c.wait_endpoints("same-node", 2)
+        wait_for("node3 falls back to zone-a", lambda: names(c.who("client3", c.same_node.ip, 80, n=16))
+                 == {"web-1"})
+        assert names(c.who("client2", c.same_node.ip, 80, n=16)) == {"web-2"}
+    finally:
+        c.web_pod("web-3", "node3")
+        c.wait_ready("web-3")

@@ -238,3 +238,39 @@ def test_node_pod_cidr_may_only_be_set_once(store):
                          'podCIDR except from "" to valid')
     same = {"metadata": {"name": "h2n", "labels": {"a": "b"}}, "spec": dict(old["spec"])}
     assert admission.admit(store, CFG, nodes, "UPDATE", same, old) is same
+
+
+def test_cluster_ips_come_from_every_service_cidr_with_an_ip_address_each():
+    from kubeweft.lab.apiserver.app import ensure_service_cidr
+
+    cfg = LabConfig(name="h15", service_cidr="10.96.0.0/29")            # .1 to .6
+    cidrs, addresses = BY_PLURAL[("networking.k8s.io", "servicecidrs")], BY_PLURAL[("networking.k8s.io", "ipaddresses")]
+    s = Store()
+    s.create(NS, admission.admit(s, cfg, NS, "CREATE", {"metadata": {"name": "default"}}, None))
+    ensure_service_cidr(s, cfg)
+    default = s.get(cidrs, "", "kubernetes")
+    assert default["spec"]["cidrs"] == ["10.96.0.0/29"] and default["status"]["conditions"][0]["type"] == "Ready"
+
+    def make(name, **spec):
+        return s.create(SVC, admission.admit(s, cfg, SVC, "CREATE", svc(name, **spec), None))["spec"]["clusterIP"]
+    got = [make(f"a{i}") for i in range(6)]
+    assert got == [f"10.96.0.{i}" for i in range(1, 7)]
+    ip = s.get(addresses, "", "10.96.0.3")
+    assert ip["spec"]["parentRef"] == {"group": "", "resource": "services", "namespace": "default", "name": "a2"}
+    assert ip["metadata"]["labels"]["ipaddress.kubernetes.io/managed-by"] == "ipallocator.k8s.io"
+    with pytest.raises(errors.APIError):
+        make("full")                                                      # the only range is full
+    extra = {"metadata": {"name": "extra"}, "spec": {"cidrs": ["10.100.0.0/29"]}}
+    s.create(cidrs, admission.admit(s, cfg, cidrs, "CREATE", extra, None))
+    assert make("b0") == "10.100.0.1" and make("b1", clusterIP="10.100.0.5") == "10.100.0.5"
+    assert s.try_get(addresses, "", "10.100.0.5") is not None
+    # a deleted Service frees its address, and its IPAddress goes
+    s.delete(SVC, "default", "a2")
+    assert s.try_get(addresses, "", "10.96.0.3") is None
+    assert make("c0") == "10.96.0.3"
+    # validation as the real server words it
+    for bad, detail in ((["10.0.0.1/8"], "must be a valid CIDR value"), (["10.0.0.0/8", "11.0.0.0/8"],
+                                                                          "no more than one IP for each IP family")):
+        e = rejected(admission.admit, s, cfg, cidrs, "CREATE", {"metadata": {"name": "bad"}, "spec": {"cidrs": bad}},
+                     None)
+        assert e.code == 422 and detail in e.message, e.message

@@ -90,3 +90,30 @@ def test_node_facts_take_the_pod_cidr_and_the_first_internal_ip():
         {"type": "InternalIP", "address": "10.0.2.15"}]}}
     assert node_facts(node) == NodeFacts("10.244.1.0/24", "192.168.56.11")
     assert node_facts({"metadata": {"name": "n"}}) == NodeFacts(None, None)
+
+
+def test_nodeport_addresses_primary_is_the_node_address():
+    from kubeweft.proxy.agent import resolve_nodeport_addresses
+
+    assert resolve_nodeport_addresses("primary", "192.168.56.11") == ("192.168.56.11/32",)
+    assert resolve_nodeport_addresses("primary", None) == ()
+    assert resolve_nodeport_addresses("10.0.0.0/8, 192.168.0.0/16", "192.168.56.11") == \
+        ("10.0.0.0/8", "192.168.0.0/16")
+    with pytest.raises(SystemExit):
+        resolve_nodeport_addresses("primary,10.0.0.0/8", "192.168.56.11")
+
+
+def test_healthz_is_503_on_a_node_leaving_livez_is_not_and_both_are_counted(served):
+    from kubeweft.proxy.metrics import HealthCollector
+
+    health, port = served
+    health.proxy = ProxyHealth()
+    health.proxy.node_eligible = False
+    status, body = get(port, "/healthz")
+    assert status == 503 and body["nodeEligible"] is False
+    assert get(port, "/livez")[0] == 200
+    health.proxy.node_eligible = True
+    assert get(port, "/healthz")[0] == 200
+    samples = {(f.name, s.labels["code"]): s.value for f in HealthCollector(health).collect() for s in f.samples}
+    assert samples[("kubeproxy_proxy_healthz", "503")] == 1 and samples[("kubeproxy_proxy_healthz", "200")] == 1
+    assert samples[("kubeproxy_proxy_livez", "200")] == 1 and samples[("kubeproxy_proxy_livez", "503")] == 0

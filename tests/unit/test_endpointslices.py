@@ -151,6 +151,25 @@ def test_zone_hints_for_prefer_close_and_topology_auto():
     assert all("hints" not in ep for ep in partial)
 
 
+def test_traffic_distribution_hints_per_ready_endpoint():
+    zones = {"node1": "zone-a", "node2": "zone-b"}
+    pods = [pod("a", "10.244.1.2", node="node1"), pod("b", "10.244.2.2", node="node2"),
+            pod("c", "10.244.3.2", node="node3"), pod("d", "10.244.1.3", node="node1", ready=False)]
+    same_node = plan(service(spec={"trafficDistribution": "PreferSameNode"}), pods, zones).create[0]["endpoints"]
+    assert [ep.get("hints") for ep in same_node] == [
+        {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node1"}]},
+        {"forZones": [{"name": "zone-b"}], "forNodes": [{"name": "node2"}]},
+        {"forNodes": [{"name": "node3"}]},          # no zone: a node hint alone
+        None]                                        # not ready: no hints
+    same_zone = plan(service(spec={"trafficDistribution": "PreferSameZone"}), pods, zones).create[0]["endpoints"]
+    assert [ep.get("hints") for ep in same_zone] == [{"forZones": [{"name": "zone-a"}]},
+                                                     {"forZones": [{"name": "zone-b"}]}, None, None]
+    # the topology-mode annotation wins over trafficDistribution
+    both = service(annotations={"service.kubernetes.io/topology-mode": "Auto"},
+                   spec={"trafficDistribution": "PreferSameNode"})
+    assert all("hints" not in ep for ep in plan(both, pods, zones).create[0]["endpoints"])
+
+
 def test_service_labels_copied_headless_marked_and_relabel_updates():
     svc = service(labels={"team": "h2", LABEL_SERVICE_NAME: "spoof"}, spec={"clusterIP": "None"})
     s = plan(svc, [pod("a")]).create[0]

@@ -160,3 +160,19 @@ def test_invalid_slices_raise(change):
 def test_node_zone():
     assert parse_node({"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "zone-b"}}}).zone == "zone-b"
     assert parse_node({"metadata": {"name": "n1"}}).zone == ""
+
+
+def test_lb_ingress_in_ip_mode_proxy_is_left_to_the_load_balancer():
+    obj = copy.deepcopy(SVC)
+    obj["status"]["loadBalancer"]["ingress"] = [
+        {"ip": "198.51.100.1", "ipMode": "VIP"}, {"ip": "198.51.100.2", "ipMode": "Proxy"},
+        {"ip": "198.51.100.3"}]
+    assert parse_service(obj).lb_ips == ("198.51.100.1", "198.51.100.3")
+
+
+def test_a_node_being_deleted_or_marked_by_the_autoscaler_is_not_eligible():
+    assert parse_node({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "other"}]}}).eligible
+    assert not parse_node({"metadata": {"name": "n1", "deletionTimestamp": "2026-01-01T00:00:00Z"}}).eligible
+    assert not parse_node({"metadata": {"name": "n1"}, "spec": {"taints": [
+        {"key": "ToBeDeletedByClusterAutoscaler", "value": "1700000000", "effect": "NoSchedule"}]}}).eligible
+    assert parse_node({"metadata": {"name": "n1"}, "spec": {"taints": "junk"}}).eligible

@@ -17,7 +17,7 @@ apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: nftables
 ipvs: {scheduler: mh, syncPeriod: 30s}
-nodePortAddresses: [192.168.56.0/24, primary]
+nodePortAddresses: [192.168.56.0/24, 10.0.0.0/8]
 conntrack:
   maxPerCore: 0
   min: 65536
@@ -36,10 +36,10 @@ iptables: {masqueradeAll: false}
 def test_every_field_is_read():
     cfg = parse_proxy_config(FULL)
     assert cfg.mode == "nftables" and cfg.scheduler == "maglev"
-    assert cfg.nodeport_addresses == ("192.168.56.0/24", "primary")
-    assert cfg.conntrack == ConntrackConfig(max_per_core=0, min=65536, tcp_established_timeout=9000.0,
-                                            tcp_close_wait_timeout=90.0, udp_timeout=30.0,
-                                            udp_stream_timeout=120.0, tcp_be_liberal=True)
+    assert cfg.nodeport_addresses == ("192.168.56.0/24", "10.0.0.0/8")
+    assert cfg.conntrack == ConntrackConfig(max_per_core=0, min=65536, tcp_established=9000,
+                                            tcp_close_wait=90, udp=30,
+                                            udp_stream=120, tcp_be_liberal=True)
     assert cfg.metrics_bind_address == "0.0.0.0:10249" and cfg.healthz_bind_address == ""
     assert cfg.ignored == ("clusterCIDR", "iptables")
 
@@ -48,7 +48,7 @@ def test_empty_means_kube_proxys_defaults():
     for text in ("", "{}", "kind: KubeProxyConfiguration\nipvs: {scheduler: ''}\nmode: ''\n"):
         assert parse_proxy_config(text) == ProxyConfig()
     c = ProxyConfig().conntrack
-    assert (c.max_per_core, c.min, c.tcp_established_timeout, c.tcp_close_wait_timeout) == (32768, 131072, 86400, 3600)
+    assert (c.max_per_core, c.min, c.tcp_established, c.tcp_close_wait) == (32768, 131072, 86400, 3600)
 
 
 @pytest.mark.parametrize("text, says", [
@@ -95,7 +95,10 @@ def test_the_agent_stops_on_a_bad_file_and_reads_a_good_one(tmp_path):
 
 
 def test_nodeport_flag_wins_over_the_configuration():
-    cfg = parse_proxy_config("nodePortAddresses: [10.0.0.0/8, primary]")
-    assert agent.nodeport_cidrs(None, cfg) == ("10.0.0.0/8",)
-    assert agent.nodeport_cidrs("192.168.0.0/16", cfg) == ("192.168.0.0/16",)
-    assert agent.nodeport_cidrs(None, ProxyConfig()) == ()
+    cfg = parse_proxy_config("nodePortAddresses: [10.0.0.0/8, 192.168.0.0/16]")
+    assert agent.nodeport_choice(None, cfg) == "10.0.0.0/8,192.168.0.0/16"
+    assert agent.nodeport_choice("192.168.0.0/16", cfg) == "192.168.0.0/16"
+    assert agent.nodeport_choice(None, ProxyConfig()) == "primary"
+    assert agent.nodeport_choice(None, parse_proxy_config("nodePortAddresses: [primary]")) == "primary"
+    with pytest.raises(ConfigError, match="cannot be mixed"):
+        parse_proxy_config("nodePortAddresses: [10.0.0.0/8, primary]")

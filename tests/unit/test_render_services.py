@@ -193,6 +193,23 @@ def test_node_hints_first():
     assert [e.ip for e in cluster] == ["10.0.0.1"] and [e.ip for e in local] == ["10.0.0.1"]
 
 
+def test_node_hints_fall_back_to_zone_hints_as_kube_proxy_does():
+    def pick(*eps_, node="node1", zone="zone-a"):
+        return [e.ip for e in r.select_endpoints(list(eps_), r.NodeContext(node, zone=zone))[0]]
+    a = Endpoint("10.0.0.1", node_name="node1", hint_nodes=("node1",), hint_zones=("zone-a",))
+    b = Endpoint("10.0.0.2", node_name="node2", hint_nodes=("node2",), hint_zones=("zone-b",))
+    c = Endpoint("10.0.0.3", node_name="node3", hint_nodes=("node3",), hint_zones=("zone-a",))
+    assert pick(a, b, c) == ["10.0.0.1"]                                   # PreferSameNode
+    assert pick(b, c, node="node9") == ["10.0.0.3"]                        # no node hint here: zone
+    assert pick(b, c, node="node9", zone="zone-c") == ["10.0.0.2", "10.0.0.3"]      # neither: all
+    # an endpoint whose hints are empty lists has no hints: neither filter applies
+    bare = Endpoint("10.0.0.4", node_name="node4", hint_nodes=(), hint_zones=())
+    assert pick(a, bare) == ["10.0.0.1", "10.0.0.4"]
+    # not-ready endpoints do not count (their hints are never set by the controller)
+    late = Endpoint("10.0.0.5", ready=False, node_name="node5")
+    assert pick(a, b, late) == ["10.0.0.1"]
+
+
 def test_unknown_target_port_name_gives_no_endpoints():
     services, _ = CASES["clusterip"]
     st = state(services, [eps("web-1", "web", [{"name": "other", "port": 1}], TWO)])
@@ -256,3 +273,11 @@ def test_parse_elements_round_trip():
     listing = [{"set": {"name": "firewall-allow", "elem": [
         {"concat": ["198.51.100.1", "tcp", 80, {"prefix": {"addr": "203.0.113.0", "len": 24}}]}]}}]
     assert tr.parse_elements(listing) == ("set", frozenset({"198.51.100.1 . tcp . 80 . 203.0.113.0/24"}))
+
+
+def test_unallocated_service_addresses_dropped_in_every_service_cidr():
+    one = "\n".join(lines(r.render_base(CTX)))
+    assert "add rule ip kubeweft service-check ip daddr 10.96.0.0/12 drop" in one
+    ctx = r.NodeContext("n", service_cidrs=("10.96.0.0/12", "10.200.0.0/16", "10.96.1.0/24"))
+    many = "\n".join(lines(r.render_base(ctx)))
+    assert "add rule ip kubeweft service-check ip daddr { 10.96.0.0/12, 10.200.0.0/16 } drop" in many

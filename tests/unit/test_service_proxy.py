@@ -66,3 +66,56 @@ def test_first_sync_restart_and_one_change_on_the_fake():
         ("delete", "nodeport-backends-tcp-2", ("30081 . 1",)),
         ("add", "backends-tcp-2", ("10.96.0.11 . 80 . 1 : 10.244.4.2 . 8080",)),
         ("add", "nodeport-backends-tcp-2", ("30081 . 1 : 10.244.4.2 . 8080",))])]
+
+
+def test_service_cidrs_replace_the_flag_in_the_drop_rule_without_a_full_sync():
+    nft = FakeNft()
+    p = proxy(nft)
+    p.sync()
+    def drop_rule() -> str:
+        return nft.table(r.FAMILY, r.TABLE).chains["service-check"][-1]
+    assert drop_rule() == "ip daddr 10.96.0.0/12 drop"
+    nft.history.clear()
+    p._on_service_cidrs({("", "kubernetes"): {"spec": {"cidrs": ["10.96.0.0/12"]}},
+                         ("", "extra"): {"spec": {"cidrs": ["10.200.0.0/16", "fd00::/108"]}}})
+    assert p.sync() > 0
+    assert drop_rule() == "ip daddr { 10.96.0.0/12, 10.200.0.0/16 } drop"
+    assert not any(isinstance(c, ElementCommand) for _, cmds in nft.history for c in cmds)   # no element
+    # no ServiceCIDR left: the flag again; the same set again: nothing to do
+    p._on_service_cidrs({})
+    p.sync()
+    assert drop_rule() == "ip daddr 10.96.0.0/12 drop"
+    p._on_service_cidrs({})
+    assert p.sync() == 0
+
+
+def test_the_nodes_deletion_makes_healthz_not_eligible():
+    p = proxy(FakeNft())
+    p._on_node({"metadata": {"name": "node2"}, "spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler"}]}})
+    assert p.health.healthz()[0]                                  # another node's taint: not ours
+    p._on_node({"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    ok, body = p.health.healthz()
+    assert not ok and body["nodeEligible"] is False and p.health.status()[0]      # /livez stays 200
+    p._on_node({"metadata": {"name": "node1"}})
+    assert p.health.healthz()[0]
+
+
+def test_an_api_without_service_cidrs_leaves_the_flag():
+    class Api:
+        """Answers every GET with one status, as the kubernetes client's ApiClient would."""
+
+        def __init__(self, status):
+            self.status = status
+
+        def param_serialize(self, method, path, **_kw):
+            return method, path, {}, None, None
+
+        def call_api(self, *_args, **_kw):
+            return SimpleNamespace(status=self.status, response=SimpleNamespace(read=bytes, release_conn=lambda: None))
+
+    for status, want in ((404, False), (403, False), (200, True), (503, None)):
+        p = ServiceProxy(Api(status), CFG, nft=FakeNft())
+        assert p._service_cidrs_served() is want, status
+    p = ServiceProxy(Api(404), CFG, nft=FakeNft())
+    p._watch_service_cidrs()                     # returns at once: no informer, the flag stays
+    assert p.cidr_informer is None and p.ctx.service_ranges() == ["10.96.0.0/12"]
