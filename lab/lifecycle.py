@@ -21,6 +21,7 @@ from . import install, netns, topology
 from .config import LabConfig, check_name
 from .errors import LabError
 from .kubelet import imagefiles
+from .kubelet.layout import hold_path
 
 LAB_ID_ENV = "KUBEWEFT_LAB_ID"
 TERM_GRACE = 3.0                 # seconds between SIGTERM and SIGKILL in `down`
@@ -98,6 +99,55 @@ def find_agent(name: str, token: str | None, node: str) -> int | None:
         if install.is_agent(pid, node):
             return pid
     return None
+
+
+def wait_agent(name: str, node: str, other_than: int | None = None, timeout: float = 60.0) -> int:
+    """The PID of the agent of `node` once one runs that is not `other_than` (the kubelet's
+    restart of its container). LabError after `timeout` seconds."""
+    token = (read_state(name) or {}).get("token")
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = find_agent(name, token, node)
+        if pid is not None and pid != other_than and _alive(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            raise LabError(f"lab {name}: no new agent on {node} after {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _kill_agent(name: str, node: str, sig: int) -> int:
+    old = find_agent(name, (read_state(name) or {}).get("token"), node)
+    if old is None:
+        raise LabError(f"lab {name}: no agent runs on {node}")
+    _signal(old, sig)
+    deadline = time.monotonic() + 10
+    while _alive(old) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return old
+
+
+def restart_agent(name: str, node: str, sig: int = signal.SIGKILL, timeout: float = 60.0) -> tuple[int, int]:
+    """Kill the agent of `node` with `sig`; its pod's kubelet starts the container again (at
+    once the first time, then after CrashLoopBackOff's delay). (old PID, new PID)."""
+    old = _kill_agent(name, node, sig)
+    return old, wait_agent(name, node, old, timeout)
+
+
+def hold_agent(name: str, node: str) -> int:
+    """SIGKILL the agent of `node` and keep it down: the node's kubelet does not start the
+    container again until release_agent. Returns the killed PID."""
+    cfg = load_config(name)
+    hold = hold_path(cfg.node_dir(node), install.NAMESPACE, install.AGENT_CONTAINER)
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    hold.touch()
+    return _kill_agent(name, node, signal.SIGKILL)
+
+
+def release_agent(name: str, node: str, old: int | None = None, timeout: float = 60.0) -> int:
+    """Let the kubelet start the agent of `node` that hold_agent stopped; its new PID."""
+    cfg = load_config(name)
+    hold_path(cfg.node_dir(node), install.NAMESPACE, install.AGENT_CONTAINER).unlink(missing_ok=True)
+    return wait_agent(name, node, old, timeout)
 
 
 def _alive(pid: int) -> bool:

@@ -488,6 +488,11 @@ class Kubelet:
         except (OSError, ValueError):
             return {}
 
+    def held(self, namespace: str, container: str) -> bool:
+        """Is starting `container` of pods in `namespace` held on this node (layout.hold_path):
+        the lab's way to keep a crashed container down for as long as a test needs."""
+        return layout.hold_path(self.cfg.node_dir(self.node), namespace, container).exists()
+
     def record(self, uid: str, entry: dict) -> None:
         with self._local_lock:
             self.local[uid] = entry

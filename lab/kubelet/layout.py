@@ -71,3 +71,9 @@ def map_host_path(path: str, paths: NodePaths) -> tuple[Path, bool]:
 def absent_passthrough() -> frozenset[str]:
     """The PASSTHROUGH paths missing on this machine."""
     return frozenset(p for p in PASSTHROUGH if not os.path.exists(p))
+
+
+def hold_path(node_dir: Path, namespace: str, container: str) -> Path:
+    """While this file exists, the node's kubelet starts no container named `container` in a
+    pod of `namespace` (nor restarts one that ended)."""
+    return node_dir / "hold" / namespace / container

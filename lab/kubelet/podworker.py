@@ -315,6 +315,8 @@ class PodWorker(threading.Thread):
             return
         if r.finished_mono and time.monotonic() < r.finished_mono:
             return
+        if self.kl.held(self.pod.namespace, r.spec.name):
+            return
         self._start(r)
 
     def _should_restart(self, r: ContainerRun) -> bool:

@@ -55,16 +55,25 @@ def saw_ready(path: Path, offset: int = 0) -> bool:
 
 
 # --- CNI ------------------------------------------------------------------------------------------
+def plugin_spec(cfg: LabConfig, node: str) -> Path:
+    """Where the node's kubelet keeps the plugins' root (pluginroot.plan_spec)."""
+    return cfg.node_dir(node) / "cni" / "pluginroot.json"
+
+
+def plugin_launcher(cfg: LabConfig, node: str) -> tuple[str, ...]:
+    """The argv prefix that runs a CNI plugin of `node` as its kubelet does (pluginroot)."""
+    return (sys.executable, "-m", "kubeweft.lab.kubelet.pluginroot", str(plugin_spec(cfg, node)))
+
+
 class Network:
     """The node's CNI: the conflist in the conf dir, run through cniexec."""
 
     def __init__(self, cfg: LabConfig, node: str, timeout: float = 30.0):
         self.conf_dir = cfg.cni_conf_dir(node)
         # every plugin runs where the node's filesystem is, without the machine's python3
-        self.plugin_spec = cfg.node_dir(node) / "cni" / "pluginroot.json"
-        launcher = (sys.executable, "-m", "kubeweft.lab.kubelet.pluginroot", str(self.plugin_spec))
+        self.plugin_spec = plugin_spec(cfg, node)
         self.runtime = cniexec.CniRuntime(cfg.cni_bin_dir(node), cfg.cni_data_dir(node), timeout=timeout,
-                                          launcher=launcher, plugin_dir=pluginroot.NODE_BIN)
+                                          launcher=plugin_launcher(cfg, node), plugin_dir=pluginroot.NODE_BIN)
 
     def write_plugin_root(self, top: list[dict], paths: layout.NodePaths, masked: list[tuple[str, bool]]) -> None:
         root = self.plugin_spec.parent / "root"
