@@ -338,7 +338,7 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
     # --cni none: the nodes stay NotReady until someone (a CNI DaemonSet) writes a CNI config
     nodes = _wait_nodes_ready(cfg, procs, deadline, ready=cfg.cni == "reference")
     if cfg.cni == "kubeweft":
-        nodes = _install_kubeweft(cfg, topology.node_names(cfg), procs, deadline)
+        nodes = install_kubeweft(cfg, topology.node_names(cfg), procs, deadline)
     if cfg.cni == "reference":
         # The lab's cloud route table: the external host reaches pods (and pods it)
         # unmasqueraded; node-to-node pod routes are the kubelets' job.
@@ -354,7 +354,7 @@ def _ensure_image_files() -> None:
         _say(f"  built the frozen CNI executable in {time.monotonic() - t0:.1f} s: {where}")
 
 
-def _install_kubeweft(cfg: LabConfig, want: list[str], procs: dict[str, subprocess.Popen],
+def install_kubeweft(cfg: LabConfig, want: list[str], procs: dict[str, subprocess.Popen],
                       deadline: float) -> list[tuple[str, bool, str | None, str | None]]:
     """kubeweft as its users install it (kubectl apply -k deploy/lab), then until the DaemonSet
     is rolled out on every node, each of `want` is Ready (the agent wrote its conflist) and every
@@ -448,7 +448,7 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
         if cfg.cni == "kubeweft":
             # the DaemonSet puts its pod on each new node, whose agent turns it Ready
             _wait_nodes_ready(cfg, procs, deadline, want=added, ready=False)
-            ready = _install_kubeweft(cfg, added, procs, deadline)
+            ready = install_kubeweft(cfg, added, procs, deadline)
         else:
             ready = _wait_nodes_ready(cfg, procs, deadline, want=added, ready=cfg.cni != "none")
     except BaseException as e:
