@@ -283,8 +283,9 @@ def start_kubelet(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
 
 
 def up(cfg: LabConfig, timeout: float = 120.0) -> None:
-    """Build lab `cfg` and return once every node is Ready; raise LabError otherwise, after
-    removing whatever was made. Refuses (LabError, nothing removed) if the lab exists."""
+    """Build lab `cfg` and return once every node is Ready (--cni kubeweft: once deploy/lab,
+    applied with kubectl, is rolled out); raise LabError otherwise, after removing whatever was
+    made. Refuses (LabError, nothing removed) if the lab exists."""
     check_name(cfg.name)
     why = is_up(cfg)
     if why:
@@ -425,8 +426,8 @@ def _running_state(name: str) -> tuple[LabConfig, dict]:
 
 
 def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
-    """Add `count` nodes to running lab `name` as `up` builds them (netns on the LAN, CNI,
-    agent, kubelet) and return their names once they are Ready. On failure the new nodes are
+    """Add `count` nodes to running lab `name` as `up` builds them (netns on the LAN, kubelet;
+    kubeweft's DaemonSet puts its pod there) and return their names once they are Ready. On failure the new nodes are
     removed again and LabError says why."""
     cfg, state = _running_state(name)
     token = state["token"]

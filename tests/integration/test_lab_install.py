@@ -69,7 +69,7 @@ def c(labk):
         cl.start_pods(web={"web-2": "node2", "web-3": "node3"}, clients={"client1": "node1"})
         cl.svc = cl.service("web", web_ports(), selector={"app": "web"}, type_="NodePort")
         cl.wait_endpoints("web", 2)
-        cl.wait_answer("client1", cl.svc.ip, 8080)
+        cl.wait_answer("client1", cl.svc.ip, 80)
         yield cl
 
 
@@ -161,7 +161,7 @@ def test_rollout_restart_under_new_connections_fails_none(c):
     before_pods = kubeweft_pods(c.lab)
     before_addresses = pod_addresses(c.lab)
     np = c.svc.node_ports["http"]
-    streams = {"ClusterIP from client1": Stream(c.source_netns("client1"), c.svc.ip, 8080),
+    streams = {"ClusterIP from client1": Stream(c.source_netns("client1"), c.svc.ip, 80),
                "NodePort from the external host": Stream(c.source_netns(EXTERNAL), c.cfg.node_ip(2), np)}
     t0 = time.monotonic()
     try:
@@ -223,5 +223,5 @@ def test_uninstall_leaves_no_kubeweft_on_any_node_and_it_installs_again(c):
     ips = c.start_pods(web={"web-again": "node2"}, clients={"client-again": "node1"})
     assert ips["client-again"].startswith("10.244.")
     c.wait_endpoints("web", 1)
-    c.wait_answer("client-again", c.svc.ip, 8080)
+    c.wait_answer("client-again", c.svc.ip, 80)
 
