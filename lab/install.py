@@ -9,6 +9,7 @@ which turns the node Ready.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -50,12 +51,13 @@ def plan_config(cfg: LabConfig) -> dict[str, str]:
     return out
 
 
-def render_kustomization(overlay: Path, config: dict[str, str]) -> str:
-    """An overlay on deploy/lab that sets `config` in kubeweft-config. Pure."""
+def render_kustomization(overlay: str, config: dict[str, str]) -> str:
+    """An overlay on deploy/lab (`overlay`: its path relative to this one's folder, as kustomize
+    takes no absolute one) that sets `config` in kubeweft-config. Pure."""
     patch = {"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": {"name": "kubeweft-config", "namespace": NAMESPACE}, "data": config}
     return json.dumps({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                       "resources": [str(overlay)], "patches": [{"patch": json.dumps(patch)}]}, indent=2)
+                       "resources": [overlay], "patches": [{"patch": json.dumps(patch)}]}, indent=2)
 
 
 def apply_manifests(cfg: LabConfig) -> str:
@@ -65,7 +67,8 @@ def apply_manifests(cfg: LabConfig) -> str:
     if config:
         target = cfg.state_dir / "deploy"
         target.mkdir(parents=True, exist_ok=True)
-        (target / "kustomization.yaml").write_text(render_kustomization(OVERLAY, config) + "\n")
+        (target / "kustomization.yaml").write_text(render_kustomization(os.path.relpath(OVERLAY, target), config)
+                                                   + "\n")
     kubectl(cfg, "apply", "-k", str(target))
     return str(target)
 

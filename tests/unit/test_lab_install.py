@@ -4,8 +4,11 @@ the CNI plugins' root, and `kubeweft cleanup --datapath`'s plan."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from kubeweft.cni import cleanup
 from kubeweft.lab import install
@@ -36,8 +39,8 @@ def test_deploy_base_config_matches_a_default_lab():
 def test_a_lab_that_differs_gets_an_overlay_on_deploy_lab():
     cfg = LabConfig(backend="host-gw")
     assert install.plan_config(cfg) == {"backend": "host-gw"}
-    k = json.loads(install.render_kustomization(Path("/x/deploy/lab"), install.plan_config(cfg)))
-    assert k["resources"] == ["/x/deploy/lab"]
+    k = json.loads(install.render_kustomization("../../x/deploy/lab", install.plan_config(cfg)))
+    assert k["resources"] == ["../../x/deploy/lab"]
     patch = json.loads(k["patches"][0]["patch"])
     assert patch["metadata"] == {"name": "kubeweft-config", "namespace": "kube-system"}
     assert patch["data"] == {"backend": "host-gw"}
@@ -124,3 +127,17 @@ def test_cleanup_datapath_plan_takes_kubeweft_tables_links_and_routes_only():
         "ip link delete kw.1", "ip link delete kw0", "ip link delete kw1234abcd",
         "ip route delete 10.244.2.0/24"]
     assert cleanup.plan_datapath([("ip", "nat")], ["lo", "eth0"], []) == []
+
+
+def test_the_overlay_renders_with_the_real_kubectl(tmp_path):
+    kubectl = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl"
+    if not kubectl.exists():
+        pytest.skip("no .venv/bin/kubectl (make setup)")
+    here = tmp_path / "deploy"
+    here.mkdir()
+    (here / "kustomization.yaml").write_text(
+        install.render_kustomization(os.path.relpath(install.OVERLAY, here), {"backend": "host-gw"}))
+    out = subprocess.run([str(kubectl), "kustomize", str(here)], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    (cm,) = [d for d in yaml.safe_load_all(out) if d and d["metadata"]["name"] == "kubeweft-config"]
+    assert cm["data"]["backend"] == "host-gw" and cm["data"]["cni-version"] == "1.1.0"
