@@ -7,7 +7,7 @@ it. Services are created without selectors, with EndpointSlices written here (fa
 addresses, never dialled), straight through the API with many requests in flight.
 
 - full sync: after each scale step the table `ip kubeweft` of node1 is deleted and node1's
-  agent restarted (as `lab up` starts it), so its first sync loads everything from nothing;
+  agent restarted (by its pod's kubelet), so its first sync loads everything from nothing;
   its duration is the agent's own kubeproxy_sync_proxy_rules_duration_seconds (first sample)
   and, from outside, the time from the agent's start until the last Service is in the kernel
   (the agent's kubeproxy_sync_proxy_rules_last_timestamp_seconds, confirmed by one `nft get
@@ -44,7 +44,6 @@ import concurrent.futures
 import json
 import os
 import re
-import signal
 import socket
 import ssl
 import statistics
@@ -57,7 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kubeweft.lab import lifecycle, topology
+from kubeweft.lab import install, lifecycle, topology
 from kubeweft.lab import netns as lab_netns
 from kubeweft.lab.config import LabConfig
 from kubeweft.proxy.metrics import parse_samples
@@ -320,23 +319,19 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
               keep_table: bool = False) -> dict:
     """Delete node1's table (keep_table: leave it, as a crashed agent does), restart its agent;
     time the first, complete sync."""
-    pid = agent_pid(cfg, token)
-    if pid:
-        os.kill(pid, signal.SIGKILL)
-        while lifecycle._alive(pid):
-            deadline.left()
-            time.sleep(0.02)
-    log = cfg.log_dir / f"agent-{NODE}.log"
-    log_from = log.stat().st_size if log.exists() else 0
+    # SIGKILL; the kubelet starts the agent's container again once released, with a new log
+    old = lifecycle.hold_agent(cfg.name, NODE)
     if not keep_table:
         nft.cmd("delete table ip kubeweft")
-    t0, t0_wall = time.monotonic(), time.time()
-    proc = lifecycle.start_agent(cfg, NODE, token)
+    pid = lifecycle.release_agent(cfg.name, NODE, old, timeout=min(120.0, deadline.left()))
+    t0, t0_wall = time.monotonic(), time.time()           # the new agent's process runs
+    log = install.agent_log(cfg, NODE)
+    log_from = 0
 
     def alive() -> None:
         deadline.left()
-        if proc.poll() is not None:
-            raise RuntimeError(f"the agent exited ({proc.returncode}); see {cfg.log_dir}/agent-{NODE}.log")
+        if not lifecycle._alive(pid):
+            raise RuntimeError(f"the agent exited; see {install.agent_log(cfg, NODE)}")
     # wait on the agent's own metrics, not on nft: every nft read of the table costs seconds of
     # CPU at 30k, taken from the agent being measured
     m: dict[str, float] = {}
@@ -358,8 +353,8 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
     # the first sample is the full sync when it is the only one; else the mean is an upper bound
     time.sleep(1.0)                               # let the agent settle before reading memory
     out = {"agent_first_sync_s": round(total / count, 3), "syncs_counted": int(count),
-           "start_to_last_service_in_kernel_s": round(wall, 2), **{k + "_MB": v for k, v in rss_mb(proc.pid).items()},
-           "agent_idle_cpu_percent": idle_cpu_percent(proc.pid)}
+           "start_to_last_service_in_kernel_s": round(wall, 2), **{k + "_MB": v for k, v in rss_mb(pid).items()},
+           "agent_idle_cpu_percent": idle_cpu_percent(pid)}
     for key in ("kubeproxy_sync_proxy_rules_nftables_elements", "kubeproxy_sync_proxy_rules_nftables_objects"):
         hits = {k: v for k, v in m.items() if k.startswith(key)}
         if hits:
@@ -541,6 +536,8 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
     cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft")
     result.update({"lab": LAB, "endpoints_per_service": 3, "targets": TARGETS})
     say("lab up (2 nodes, kubeweft)")
+    # each full sync restarts the agent: CrashLoopBackOff's delay from 1 s, not 10 s
+    os.environ.setdefault("KUBEWEFT_LAB_BACKOFF_BASE", "1")
     lifecycle.up(cfg, timeout=min(120.0, deadline.left()))
     token = json.loads(cfg.state_file.read_text())["token"]
     api = Api(cfg)
@@ -577,8 +574,8 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
         say(f"latency at {made} Services")
         result[f"latency_at_{made}"] = connect_times(client_ns, targets, latency_n)
     except BaseException:
-        result["log_tails"] = {f.stem: lifecycle.log_tail(f, 15) for f in sorted(cfg.log_dir.glob("*.log"))
-                               if f.stem in ("apiserver", f"agent-{NODE}")}
+        result["log_tails"] = {"apiserver": lifecycle.log_tail(cfg.log_dir / "apiserver.log", 15),
+                               f"agent-{NODE}": lifecycle.log_tail(install.agent_log(cfg, NODE), 15)}
         raise
     finally:
         nft.close()

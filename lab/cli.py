@@ -18,10 +18,11 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build the lab; returns when every node is Ready")
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--cni", choices=("reference", "kubeweft", "none"), default=None,
-                    help="the CNI plugin the kubelets run (default: kubeweft); none: the nodes stay "
-                         "NotReady until a CNI config appears in their conf dir (a CNI DaemonSet's job)")
+                    help="the CNI plugin the kubelets run (default: kubeweft, installed with kubectl "
+                         "apply -k deploy/lab); none: the nodes stay NotReady until a CNI config appears "
+                         "in their conf dir (a CNI DaemonSet's job)")
     up.add_argument("--backend", choices=("vxlan", "host-gw"), default=None,
-                    help="kubeweft's cross-node backend (agent --overlay; default vxlan)")
+                    help="kubeweft's cross-node backend (kubeweft-config's backend; default vxlan)")
     up.add_argument("--timeout", type=float, default=120.0)
 
     na = sub.add_parser("node-add", help="add nodes to a running lab; returns when they are Ready")

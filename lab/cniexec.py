@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,12 +237,18 @@ class CniRuntime:
     """Runs CNI plugins from `bin_dir` (CNI_PATH) and caches results under `data_dir`.
 
     `preexec_fn` (e.g. lab.netns.preexec(node_netns)) lets a caller that is not inside the
-    node's netns run the plugins there; the lab kubelet already is, and leaves it None."""
+    node's netns run the plugins there; the lab kubelet already is, and leaves it None.
+    `launcher` is an argv prefix that runs the plugin's executable where the node's filesystem
+    is (the lab kubelet's pluginroot), and `plugin_dir` where bin_dir is seen there (CNI_PATH
+    and the executable's path as the plugin is given them)."""
 
     def __init__(self, bin_dir: str | os.PathLike, data_dir: str | os.PathLike,
                  timeout: float = DEFAULT_TIMEOUT, preexec_fn: Callable[[], None] | None = None,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, launcher: Sequence[str] = (),
+                 plugin_dir: str | None = None):
         self.cni_path = str(bin_dir)
+        self.launcher = tuple(launcher)
+        self.plugin_dir = plugin_dir
         self.data_dir = Path(data_dir)
         self.timeout = timeout
         self.preexec_fn = preexec_fn
@@ -357,9 +363,10 @@ class CniRuntime:
         if exe is None:
             raise CniError(RUNTIME_ERROR, f'failed to find plugin "{plugin_type}" in path '
                            f"[{self.cni_path}]", "", plugin_type)
-        env = render_env(command, rt, self.cni_path, self.base_env)
+        env = render_env(command, rt, self.plugin_dir or self.cni_path, self.base_env)
+        seen_as = f"{self.plugin_dir}/{exe.name}" if self.plugin_dir else str(exe)
         try:
-            proc = subprocess.run([str(exe)], check=False, input=json.dumps(conf).encode(), env=env,
+            proc = subprocess.run([*self.launcher, seen_as], check=False, input=json.dumps(conf).encode(), env=env,
                                   capture_output=True, timeout=self.timeout,
                                   preexec_fn=self.preexec_fn, close_fds=True)
         except subprocess.TimeoutExpired:

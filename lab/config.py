@@ -139,5 +139,10 @@ class LabConfig:
         """IPAM stores and cached results live here, never in /var/lib/cni."""
         return self.node_dir(node) / "cni" / "data"
 
+    def node_host_dir(self, node: str) -> Path:
+        """The node's own filesystem: a path P on the node is node_host_dir / P (kubelet/layout.py)."""
+        return self.node_dir(node) / "host"
+
     def agent_socket(self, node: str) -> Path:
-        return self.node_dir(node) / "agent.sock"
+        """The agent's socket: /run/kubeweft/agent.sock on the node (deploy/'s hostPath)."""
+        return self.node_host_dir(node) / "run" / "kubeweft" / "agent.sock"

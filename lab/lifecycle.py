@@ -17,9 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import addons, netns, topology
+from . import addons, install, netns, topology
 from .config import LabConfig, check_name
 from .errors import LabError
+from .kubelet import imagefiles
+from .kubelet.layout import hold_path
 
 LAB_ID_ENV = "KUBEWEFT_LAB_ID"
 TERM_GRACE = 3.0                 # seconds between SIGTERM and SIGKILL in `down`
@@ -91,15 +93,61 @@ def find_processes(name: str, token: str | None) -> list[int]:
 
 
 def find_agent(name: str, token: str | None, node: str) -> int | None:
-    """The PID of this lab's node agent for `node` (argv: agent ... --node-name node), or None."""
+    """The PID of this lab's kubeweft agent on `node` (the agent container of the DaemonSet's
+    pod there), or None."""
     for pid in find_processes(name, token):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agent" in argv and b"--node-name" in argv and argv[argv.index(b"--node-name") + 1] == node.encode():
+        if install.is_agent(pid, node):
             return pid
     return None
+
+
+def wait_agent(name: str, node: str, other_than: int | None = None, timeout: float = 60.0) -> int:
+    """The PID of the agent of `node` once one runs that is not `other_than` (the kubelet's
+    restart of its container). LabError after `timeout` seconds."""
+    token = (read_state(name) or {}).get("token")
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = find_agent(name, token, node)
+        if pid is not None and pid != other_than and _alive(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            raise LabError(f"lab {name}: no new agent on {node} after {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _kill_agent(name: str, node: str, sig: int) -> int:
+    old = find_agent(name, (read_state(name) or {}).get("token"), node)
+    if old is None:
+        raise LabError(f"lab {name}: no agent runs on {node}")
+    _signal(old, sig)
+    deadline = time.monotonic() + 10
+    while _alive(old) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return old
+
+
+def restart_agent(name: str, node: str, sig: int = signal.SIGKILL, timeout: float = 60.0) -> tuple[int, int]:
+    """Kill the agent of `node` with `sig`; its pod's kubelet starts the container again (at
+    once the first time, then after CrashLoopBackOff's delay). (old PID, new PID)."""
+    old = _kill_agent(name, node, sig)
+    return old, wait_agent(name, node, old, timeout)
+
+
+def hold_agent(name: str, node: str) -> int:
+    """SIGKILL the agent of `node` and keep it down: the node's kubelet does not start the
+    container again until release_agent. Returns the killed PID."""
+    cfg = load_config(name)
+    hold = hold_path(cfg.node_dir(node), install.NAMESPACE, install.AGENT_CONTAINER)
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    hold.touch()
+    return _kill_agent(name, node, signal.SIGKILL)
+
+
+def release_agent(name: str, node: str, old: int | None = None, timeout: float = 60.0) -> int:
+    """Let the kubelet start the agent of `node` that hold_agent stopped; its new PID."""
+    cfg = load_config(name)
+    hold_path(cfg.node_dir(node), install.NAMESPACE, install.AGENT_CONTAINER).unlink(missing_ok=True)
+    return wait_agent(name, node, old, timeout)
 
 
 def _alive(pid: int) -> bool:
@@ -172,9 +220,6 @@ def is_up(cfg: LabConfig) -> str | None:
     return None
 
 
-def _venv_bin(tool: str) -> str:
-    return str(Path(sys.executable).parent / tool)
-
 
 def _wait_apiserver(cfg: LabConfig, proc: subprocess.Popen, deadline: float) -> dict:
     ready = cfg.state_dir / "apiserver.ready"
@@ -230,20 +275,6 @@ def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadli
         time.sleep(0.25)
 
 
-def _install_cni(cfg: LabConfig, node: str, deadline: float) -> None:
-    argv = [_venv_bin("kubeweft"), "install-cni", "--bin-dir", str(cfg.cni_bin_dir(node)),
-            "--conf-dir", str(cfg.cni_conf_dir(node)), "--socket", str(cfg.agent_socket(node)),
-            "--cni-version", "1.1.0"]          # the lab's runtime has STATUS and GC
-    try:
-        proc = subprocess.run(argv, check=False, capture_output=True, text=True,
-                              timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        raise _StartFailed(f"kubeweft install-cni for {node} timed out") from None
-    if proc.returncode != 0:
-        raise _StartFailed(f"kubeweft install-cni for {node} failed ({proc.returncode}):\n"
-                           + (proc.stderr or proc.stdout).strip())
-
-
 def start_kubelet(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
     """Start node's kubelet as `up` does (also to restart one in a test): in the node's netns,
     own session, KUBEWEFT_LAB_ID set, output appended to logs/kubelet-<node>.log."""
@@ -251,18 +282,10 @@ def start_kubelet(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
                   f"kubelet-{node}", token, inside=cfg.node_netns(node))
 
 
-def start_agent(cfg: LabConfig, node: str, token: str) -> subprocess.Popen:
-    """Start node's kubeweft agent as `up` does (--cni kubeweft), logs/agent-<node>.log."""
-    return _spawn(cfg, [_venv_bin("kubeweft"), "agent", "--kubeconfig", str(cfg.node_kubeconfig),
-                        "--node-name", node, "--socket", str(cfg.agent_socket(node)),
-                        "--state-dir", str(cfg.node_dir(node)), "--cluster-cidr", cfg.cluster_cidr,
-                        "--overlay", cfg.backend],
-                  f"agent-{node}", token, inside=cfg.node_netns(node))
-
-
 def up(cfg: LabConfig, timeout: float = 120.0) -> None:
-    """Build lab `cfg` and return once every node is Ready; raise LabError otherwise, after
-    removing whatever was made. Refuses (LabError, nothing removed) if the lab exists."""
+    """Build lab `cfg` and return once every node is Ready (--cni kubeweft: once deploy/lab,
+    applied with kubectl, is rolled out); raise LabError otherwise, after removing whatever was
+    made. Refuses (LabError, nothing removed) if the lab exists."""
     check_name(cfg.name)
     why = is_up(cfg)
     if why:
@@ -297,6 +320,8 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
 
     _say(f"lab {cfg.name}: building {cfg.nodes} nodes, cni {cfg.cni}"
          + (f", backend {cfg.backend}" if cfg.cni == "kubeweft" else ""))
+    if cfg.cni == "kubeweft":
+        _ensure_image_files()
     topology.build(cfg)
 
     apiserver = _spawn(cfg, [sys.executable, "-m", "kubeweft.lab.apiserver", "--lab", cfg.name], "apiserver", token)
@@ -307,25 +332,53 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
 
     procs: dict[str, subprocess.Popen] = {"apiserver": apiserver}
     for node in topology.node_names(cfg):
-        if cfg.cni == "kubeweft":
-            procs[f"agent-{node}"] = start_agent(cfg, node, token)
         procs[f"kubelet-{node}"] = start_kubelet(cfg, node, token)
     state["processes"] = {what: p.pid for what, p in procs.items()}
     _write_json(cfg.state_file, state)
 
-    _say(f"  waiting for {cfg.nodes} node(s) to be Ready "
-         f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more)")
-    if cfg.cni == "kubeweft":
-        _install_cni_when_published(cfg, topology.node_names(cfg), procs, deadline)
     # --cni none: the nodes stay NotReady until someone (a CNI DaemonSet) writes a CNI config
-    nodes = _wait_nodes_ready(cfg, procs, deadline, ready=cfg.cni != "none")
+    nodes = _wait_nodes_ready(cfg, procs, deadline, ready=cfg.cni == "reference")
     if cfg.cni == "kubeweft":
-        _wait_overlay_routes(cfg, topology.node_names(cfg), deadline)
+        nodes = install_kubeweft(cfg, topology.node_names(cfg), procs, deadline)
     if cfg.cni == "reference":
         # The lab's cloud route table: the external host reaches pods (and pods it)
         # unmasqueraded; node-to-node pod routes are the kubelets' job.
         topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in nodes])
     _say(f"  addons: {addons.apply_addons(cfg, timeout=max(10.0, deadline - time.monotonic()))}")
+
+
+def _ensure_image_files() -> None:
+    """The files of kubeweft's image that the lab builds (kubelet/imagefiles.py), before any
+    node starts: the DaemonSet's init container copies them."""
+    t0 = time.monotonic()
+    where, built = imagefiles.ensure_frozen()
+    if built:
+        _say(f"  built the frozen CNI executable in {time.monotonic() - t0:.1f} s: {where}")
+
+
+def install_kubeweft(cfg: LabConfig, want: list[str], procs: dict[str, subprocess.Popen],
+                      deadline: float) -> list[tuple[str, bool, str | None, str | None]]:
+    """kubeweft as its users install it (kubectl apply -k deploy/lab), then until the DaemonSet
+    is rolled out on every node, each of `want` is Ready (the agent wrote its conflist) and every
+    agent routes to every other node's pods."""
+    _say(f"  kubectl apply -k {install.apply_manifests(cfg)}")
+
+    def alive() -> None:
+        for what, proc in procs.items():
+            if proc.poll() is not None:
+                raise _StartFailed(f"{what} exited with code {proc.returncode}", cfg.log_dir / f"{what}.log")
+    everyone = node_list(cfg, read_state(cfg.name) or {})
+    _say(f"  waiting for daemon set kube-system/kubeweft on {len(everyone)} node(s) "
+         f"(up to {max(0.0, deadline - time.monotonic()):.0f} s more)")
+    try:
+        install.wait_rollout(cfg, len(everyone), deadline, alive)
+    except LabError as e:
+        late = next((n for n in want if install.agent_logs(cfg, n)), want[0])
+        raise _StartFailed(str(e), install.agent_log(cfg, late)) from None
+    _say("  daemon set kube-system/kubeweft rolled out")
+    nodes = _wait_nodes_ready(cfg, procs, deadline, want=want)
+    _wait_overlay_routes(cfg, everyone, deadline)
+    return nodes
 
 
 def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float = 120.0,
@@ -374,8 +427,8 @@ def _running_state(name: str) -> tuple[LabConfig, dict]:
 
 
 def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
-    """Add `count` nodes to running lab `name` as `up` builds them (netns on the LAN, CNI,
-    agent, kubelet) and return their names once they are Ready. On failure the new nodes are
+    """Add `count` nodes to running lab `name` as `up` builds them (netns on the LAN, kubelet;
+    kubeweft's DaemonSet puts its pod there) and return their names once they are Ready. On failure the new nodes are
     removed again and LabError says why."""
     cfg, state = _running_state(name)
     token = state["token"]
@@ -388,18 +441,18 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
             for d in (cfg.cni_conf_dir(node), cfg.cni_bin_dir(node), cfg.cni_data_dir(node)):
                 d.mkdir(parents=True, exist_ok=True)
             topology.apply_steps(topology.plan_add_node(cfg, index, node))
-            if cfg.cni == "kubeweft":
-                procs[f"agent-{node}"] = start_agent(cfg, node, token)
             procs[f"kubelet-{node}"] = start_kubelet(cfg, node, token)
         state = read_state(name) or state
         state["nodes"] = nodes + [n for _, n in new]
         state.setdefault("processes", {}).update({what: p.pid for what, p in procs.items()})
         _write_json(cfg.state_file, state)
+        added = [n for _, n in new]
         if cfg.cni == "kubeweft":
-            _install_cni_when_published(cfg, [n for _, n in new], procs, deadline)
-        ready = _wait_nodes_ready(cfg, procs, deadline, want=[n for _, n in new], ready=cfg.cni != "none")
-        if cfg.cni == "kubeweft":
-            _wait_overlay_routes(cfg, state["nodes"], deadline)
+            # the DaemonSet puts its pod on each new node, whose agent turns it Ready
+            _wait_nodes_ready(cfg, procs, deadline, want=added, ready=False)
+            ready = install_kubeweft(cfg, added, procs, deadline)
+        else:
+            ready = _wait_nodes_ready(cfg, procs, deadline, want=added, ready=cfg.cni != "none")
     except BaseException as e:
         if isinstance(e, _StartFailed) and e.log:
             _say(f"node-add failed: {e}\n--- tail of {e.log}:\n{log_tail(e.log)}")
@@ -412,41 +465,6 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
         everyone = _wait_nodes_ready(cfg, {}, time.monotonic() + 10, want=state["nodes"])
         topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in everyone])
     return [n for n, *_ in ready]
-
-
-def _install_cni_when_published(cfg: LabConfig, want: list[str], procs: dict[str, subprocess.Popen],
-                                deadline: float) -> None:
-    """Install each node's CNI (binary and conflist) once its agent has published its overlay
-    end (the backend annotation, with the VTEP MAC in vxlan mode) on its Node. The conflist is
-    what makes the lab kubelet report Ready (NetworkReady), so a Ready node is one the other
-    agents already route to, as with a CNI DaemonSet that writes its config once it is up."""
-    from kubernetes import client as k8s
-    from kubeweft.proxy.overlay.plan import ANNOTATION_BACKEND
-
-    client = api_client(cfg)
-    pending = list(want)
-    try:
-        core = k8s.CoreV1Api(client)
-        while pending:
-            for what, proc in procs.items():
-                if proc.poll() is not None:
-                    raise _StartFailed(f"{what} exited with code {proc.returncode}",
-                                       cfg.log_dir / f"{what}.log")
-            for node in list(pending):
-                try:
-                    ann = core.read_node(node, _request_timeout=5).metadata.annotations or {}
-                except Exception:  # noqa: BLE001 - not registered yet, or the API is busy
-                    ann = {}
-                if ANNOTATION_BACKEND in ann:
-                    _install_cni(cfg, node, deadline)
-                    pending.remove(node)
-            if pending and time.monotonic() >= deadline:
-                raise _StartFailed(f"the agent of {pending[0]} did not publish its overlay end in time",
-                                   cfg.log_dir / f"agent-{pending[0]}.log")
-            if pending:
-                time.sleep(0.1)
-    finally:
-        client.close()
 
 
 def _wait_overlay_routes(cfg: LabConfig, nodes: list[str], deadline: float) -> None:
@@ -509,8 +527,7 @@ def node_remove(name: str, node: str, missing_ok: bool = False) -> list[str]:
         except k8s.ApiException as e:
             if e.status != 404:
                 raise LabError(f"delete Node {node}: {e.reason}") from e
-        others = [_lab_pid(name, token, procs.get(f"agent-{node}"))]
-        others += [_lab_pid(name, token, pid) for p in pods_on_node.values()
+        others = [_lab_pid(name, token, pid) for p in pods_on_node.values()
                    for pid in p.get("pids") or [p.get("pid")]]
         others = [p for p in others if p]
         if others:
@@ -534,8 +551,7 @@ def node_remove(name: str, node: str, missing_ok: bool = False) -> list[str]:
         shutil.rmtree(cfg.node_dir(node), ignore_errors=True)
     state = read_state(name) or state
     state["nodes"] = [n for n in node_list(cfg, state) if n != node]
-    for what in (f"kubelet-{node}", f"agent-{node}"):
-        state.get("processes", {}).pop(what, None)
+    state.get("processes", {}).pop(f"kubelet-{node}", None)
     _write_json(cfg.state_file, state)
     return done
 

@@ -2,7 +2,9 @@
 
 There are no images in the lab; a container runs on the node's filesystem:
 - kubeweft's own image (the one deploy/ names) runs this checkout: its command and args, with
-  `kubeweft`, `kubeweft-cni` and `python3` resolving to this virtualenv's;
+  `kubeweft`, `kubeweft-cni` and `python3` resolving to this virtualenv's, and the files the
+  image has beside its install (the frozen CNI executable, loopback: imagefiles.py) at their
+  paths in the image;
 - a container with a command runs it (command + args); one with args alone runs the args, as
   images without an ENTRYPOINT do (busybox, alpine, debian: `kubectl run x --image=busybox -- sleep 1d`);
 - CoreDNS runs the lab's cluster DNS (lab/dns) with the container's args (-conf ...);
@@ -33,6 +35,7 @@ class Process:
     argv: tuple[str, ...]
     workload: bool = False       # the lab workload: ready once it prints "ready"
     path: str = IMAGE_PATH       # PATH, as the image would set it
+    files: tuple[tuple[str, str], ...] = ()     # (machine path, path in the container), read-only
 
 
 def image_repository(image: str) -> str:
@@ -87,8 +90,10 @@ def _flag(args: tuple[str, ...], name: str, default: int) -> int:
 
 
 def plan_process(pod: Pod, container: Container, argv: tuple[str, ...], args: tuple[str, ...],
-                 venv_bin: str, python: str, lab: str) -> Process:
-    """What `container` runs; `argv`/`args` are its command and args with $(VAR) expanded."""
+                 venv_bin: str, python: str, lab: str,
+                 kubeweft_files: tuple[tuple[str, str], ...] = ()) -> Process:
+    """What `container` runs; `argv`/`args` are its command and args with $(VAR) expanded;
+    `kubeweft_files` are the files kubeweft's image adds (imagefiles.image_files)."""
     name = image_name(container.image)
     if is_kubeweft_image(container.image):
         cmd = list(argv + args)
@@ -99,7 +104,7 @@ def plan_process(pod: Pod, container: Container, argv: tuple[str, ...], args: tu
             cmd[0] = f"{venv_bin}/{head}"
         elif head in PYTHON_COMMANDS:
             cmd[0] = python
-        return Process(tuple(cmd), path=f"{venv_bin}:{IMAGE_PATH}")
+        return Process(tuple(cmd), path=f"{venv_bin}:{IMAGE_PATH}", files=kubeweft_files)
     if name == "agnhost" and not argv and args:
         if args[0] == "netexec":
             http, udp = _flag(args, "http-port", 8080), _flag(args, "udp-port", 8081)

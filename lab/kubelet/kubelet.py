@@ -27,7 +27,20 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from ..config import LabConfig
-from . import backoff, dns, env, layout, model, podspec, rootfs, sandbox, status, volumes
+from . import (
+    backoff,
+    dns,
+    env,
+    imagefiles,
+    layout,
+    model,
+    pluginroot,
+    podspec,
+    rootfs,
+    sandbox,
+    status,
+    volumes,
+)
 from .podworker import PodWorker, now
 
 log = logging.getLogger("kubelet")
@@ -67,7 +80,7 @@ class Kubelet:
         self._routes: dict[str, str] = {}
         self.api = self._api_client()
         self.paths = layout.NodePaths(cfg.node_dir(node), cfg.cni_conf_dir(node), cfg.cni_bin_dir(node),
-                                      cfg.cni_data_dir(node))
+                                      cfg.cni_data_dir(node), layout.absent_passthrough())
         self.cluster_dns = str(ipaddress.ip_network(cfg.service_cidr)[10])
         self.node_hosts = dns.HOSTS_DEFAULTS + f"{self.node_ip}\t{node}\n"
         self.node_resolv = _read("/etc/resolv.conf")
@@ -75,6 +88,7 @@ class Kubelet:
         self.python = sys.executable
         self.lab_env = {LAB_ID_ENV: os.environ[LAB_ID_ENV]} if LAB_ID_ENV in os.environ else {}
         self.rootfs_top = rootfs.plan_top(_list_root(), _checkout_tops())
+        self.kubeweft_files = imagefiles.image_files(imagefiles.frozen_dir())
         self.backoff_base = float(os.environ.get(BACKOFF_ENV) or backoff.BASE)
         self.token = _read(str(cfg.pki_dir / "token")).strip()
         self._tokens: dict[tuple, tuple[str, float]] = {}     # (ns, sa, pod uid, audience, exp) -> (token, renew at)
@@ -96,6 +110,9 @@ class Kubelet:
         for d in (self.cfg.cni_conf_dir(self.node), self.cfg.cni_bin_dir(self.node),
                   self.cfg.cni_data_dir(self.node), self.cfg.log_dir):
             d.mkdir(parents=True, exist_ok=True)
+        masked = pluginroot.find_masked(tuple(p for p in (str(imagefiles.CHECKOUT), sys.prefix)
+                                              if not p.startswith("/usr")))
+        self.network.write_plugin_root(rootfs.plan_top(_list_root(), set()), self.paths, masked)
         self._retry(self.register_node, "register node")
         from .server import KubeletServer
         KubeletServer(self).start()
@@ -231,7 +248,7 @@ class Kubelet:
             link = bin_dir / plugin.name
             if not link.exists() and not link.is_symlink():
                 link.symlink_to(plugin)
-        conf = model.render_reference_conflist(pod_cidr, self.cfg.mtu, str(self.cfg.cni_data_dir(self.node)))
+        conf = model.render_reference_conflist(pod_cidr, self.cfg.mtu, pluginroot.NODE_DATA)
         text = json.dumps(conf, indent=2) + "\n"
         path = conf_dir / CONFLIST_NAME
         if path.exists() and path.read_text() == text:
@@ -470,6 +487,11 @@ class Kubelet:
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
+
+    def held(self, namespace: str, container: str) -> bool:
+        """Is starting `container` of pods in `namespace` held on this node (layout.hold_path):
+        the lab's way to keep a crashed container down for as long as a test needs."""
+        return layout.hold_path(self.cfg.node_dir(self.node), namespace, container).exists()
 
     def record(self, uid: str, entry: dict) -> None:
         with self._local_lock:

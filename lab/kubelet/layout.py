@@ -14,6 +14,7 @@ hostPath /var/log sees the pod logs: /var/lib/kubelet/pods/<uid>/ and /var/log/p
 """
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ class NodePaths:
     conf_dir: Path
     bin_dir: Path
     data_dir: Path
+    # PASSTHROUGH paths this machine lacks (a container may have no /lib/modules): the node
+    # gets a directory of its own there, as containerd creates a missing hostPath
+    absent: frozenset[str] = frozenset()
 
     @property
     def host_root(self) -> Path:
@@ -55,10 +59,21 @@ def map_host_path(path: str, paths: NodePaths) -> tuple[Path, bool]:
     """(where node path `path` lives on the machine, whether it is the machine's own)."""
     p = normalize(path)
     for prefix in PASSTHROUGH:
-        if _under(p, prefix):
+        if _under(p, prefix) and prefix not in paths.absent:
             return Path(p), True
     for prefix, target in (("/etc/cni/net.d", paths.conf_dir), ("/opt/cni/bin", paths.bin_dir),
                            ("/var/lib/cni", paths.data_dir)):
         if _under(p, prefix):
             return target / p[len(prefix):].lstrip("/"), False
     return paths.host_root / p.lstrip("/"), False
+
+
+def absent_passthrough() -> frozenset[str]:
+    """The PASSTHROUGH paths missing on this machine."""
+    return frozenset(p for p in PASSTHROUGH if not os.path.exists(p))
+
+
+def hold_path(node_dir: Path, namespace: str, container: str) -> Path:
+    """While this file exists, the node's kubelet starts no container named `container` in a
+    pod of `namespace` (nor restarts one that ended)."""
+    return node_dir / "hold" / namespace / container

@@ -315,6 +315,8 @@ class PodWorker(threading.Thread):
             return
         if r.finished_mono and time.monotonic() < r.finished_mono:
             return
+        if self.kl.held(self.pod.namespace, r.spec.name):
+            return
         self._start(r)
 
     def _should_restart(self, r: ContainerRun) -> bool:
@@ -342,13 +344,14 @@ class PodWorker(threading.Thread):
             r.last = r.terminated
         process = images.plan_process(pod, c, tuple(env.expand_command(c.command, values)),
                                       tuple(env.expand_command(c.args, values)), kl.venv_bin, kl.python,
-                                      kl.cfg.name)
+                                      kl.cfg.name, kl.kubeweft_files)
         run_env = {"PATH": process.path, "HOSTNAME": dns.pod_hostname(pod, kl.node), "HOME": "/root"}
         run_env.update(values)
         if c.tty:
             run_env.setdefault("TERM", "xterm")
         run_env.update(kl.lab_env)
         mounts, _ = volumes.plan_mounts(c, pod.volumes, kl.paths, self.pod_dir)
+        mounts = volumes.with_image_files(mounts, process.files)
         cdir = self.pod_dir / "containers" / c.name
         spec = {"netns": str(sandbox.netns.path(self.netns_name)) if self.netns_name else None,
                 "hostname": dns.pod_hostname(pod, kl.node), "root": str(cdir / "root"), "top": kl.rootfs_top,

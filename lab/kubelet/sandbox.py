@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 from pathlib import Path
 
 from .. import cniexec, netns
 from ..config import LabConfig
+from . import layout, pluginroot
 
 log = logging.getLogger("kubelet.sandbox")
 IP_TIMEOUT = 10.0
@@ -53,12 +55,32 @@ def saw_ready(path: Path, offset: int = 0) -> bool:
 
 
 # --- CNI ------------------------------------------------------------------------------------------
+def plugin_spec(cfg: LabConfig, node: str) -> Path:
+    """Where the node's kubelet keeps the plugins' root (pluginroot.plan_spec)."""
+    return cfg.node_dir(node) / "cni" / "pluginroot.json"
+
+
+def plugin_launcher(cfg: LabConfig, node: str) -> tuple[str, ...]:
+    """The argv prefix that runs a CNI plugin of `node` as its kubelet does (pluginroot)."""
+    return (sys.executable, "-m", "kubeweft.lab.kubelet.pluginroot", str(plugin_spec(cfg, node)))
+
+
 class Network:
     """The node's CNI: the conflist in the conf dir, run through cniexec."""
 
     def __init__(self, cfg: LabConfig, node: str, timeout: float = 30.0):
         self.conf_dir = cfg.cni_conf_dir(node)
-        self.runtime = cniexec.CniRuntime(cfg.cni_bin_dir(node), cfg.cni_data_dir(node), timeout=timeout)
+        # every plugin runs where the node's filesystem is, without the machine's python3
+        self.plugin_spec = plugin_spec(cfg, node)
+        self.runtime = cniexec.CniRuntime(cfg.cni_bin_dir(node), cfg.cni_data_dir(node), timeout=timeout,
+                                          launcher=plugin_launcher(cfg, node), plugin_dir=pluginroot.NODE_BIN)
+
+    def write_plugin_root(self, top: list[dict], paths: layout.NodePaths, masked: list[tuple[str, bool]]) -> None:
+        root = self.plugin_spec.parent / "root"
+        root.mkdir(parents=True, exist_ok=True)
+        for d in pluginroot.NODE_DIRS:
+            (paths.host_root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        pluginroot.write_spec(str(self.plugin_spec), pluginroot.plan_spec(top, paths, str(root), masked))
 
     def config(self) -> cniexec.NetworkConfig:
         net = cniexec.load_network_config(self.conf_dir)

@@ -91,8 +91,17 @@ def plan_mounts(container: Container, volumes: tuple[Volume, ...], paths: layout
     for etc in ETC_FILES:
         if etc not in taken:
             mounts.append(Mount(str(pod_dir / etc.rpartition("/")[2]), etc))
-    mounts.sort(key=lambda m: (m.target.count("/"), m.target))
+    mounts.sort(key=_mount_order)
     return mounts, checks
+
+
+def _mount_order(m: Mount) -> tuple[int, str]:
+    return m.target.count("/"), m.target
+
+
+def with_image_files(mounts: list[Mount], files: tuple[tuple[str, str], ...]) -> list[Mount]:
+    """The image's own files (read-only) under the volume mounts, parents before children."""
+    return sorted([Mount(src, target, read_only=True) for src, target in files] + mounts, key=_mount_order)
 
 
 # --- the files of configMap, secret, downwardAPI and projected volumes -------------------------------

@@ -16,8 +16,10 @@ What you get here:
       lab.cli(*args, check=True, timeout=60) -> CompletedProcess of `kubeweft lab --name N ...`
       lab.run_in(netns, argv, timeout=30) -> CompletedProcess (argv inside that netns, text)
   Share it politely: clean up the pods/services you create (use your own k8s namespace).
-- `labk` (session): the same for ONE 3-node lab with `--cni kubeweft` (the agent: CNI, VXLAN
-  overlay, service proxy, policy).
+- `labk` (session): the same for ONE 3-node lab with `--cni kubeweft` (kubeweft installed by
+  `lab up` with `kubectl apply -k deploy/lab`: the DaemonSet's agent, CNI, VXLAN overlay,
+  service proxy, policy; lab.lifecycle.find_agent, restart_agent, hold_agent/release_agent and
+  lab.install.agent_log reach the agent container of a node).
 - `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120) -> Lab` brings up a
   fresh lab of your own with a unique name; every lab it made is downed after the test.
   `fresh_lab(...)` is the same as a context manager, for module-scoped fixtures.
@@ -219,6 +221,7 @@ class Lab:
 
 
 _counter = itertools.count(1)
+KILLED_AGENTS_ENV = {"KUBEWEFT_LAB_BACKOFF_BASE": "1"}
 
 
 def unique_lab_name(prefix: str = "t") -> str:
@@ -232,14 +235,16 @@ def down_lab(name: str) -> subprocess.CompletedProcess:
 
 @contextlib.contextmanager
 def fresh_lab(name: str | None = None, nodes: int = 2, cni: str = "reference",
-              timeout: float = 120) -> Iterator[Lab]:
-    """Bring up a lab through the real CLI, yield it, always bring it down."""
+              timeout: float = 120, env: dict[str, str] | None = None) -> Iterator[Lab]:
+    """Bring up a lab through the real CLI, yield it, always bring it down. `env`: set for
+    `lab up`, whose processes (the kubelets) keep it."""
     name = name or unique_lab_name()
     _session_lab_names.add(name)
     try:
         proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "up", "--nodes", str(nodes),
                                "--cni", cni, "--timeout", str(timeout)],
-                              capture_output=True, text=True, timeout=timeout + 60, check=False)
+                              capture_output=True, text=True, timeout=timeout + 60, check=False,
+                              env={**os.environ, **(env or {})})
         if proc.returncode != 0:
             pytest.fail(f"kubeweft lab up ({name}) failed: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         cfg = LabConfig(name=name, nodes=nodes, cni=cni)
@@ -258,10 +263,12 @@ def lab2() -> Iterator[Lab]:
 
 @pytest.fixture(scope="session")
 def labk() -> Iterator[Lab]:
-    """ONE running 3-node lab with kubeweft's own CNI and agent (VXLAN overlay, service proxy,
-    policy), shared by the tests that need kubeweft's datapath. Same interface as lab2; share it
-    politely (your own k8s namespace, clean up what you create)."""
-    with fresh_lab(f"k{os.getpid()}", nodes=3, cni="kubeweft", timeout=120) as lab:
+    """ONE running 3-node lab with kubeweft installed as users install it (deploy/lab's
+    DaemonSet: CNI, VXLAN overlay, service proxy, policy), shared by the tests that need
+    kubeweft's datapath. Same interface as lab2; share it politely (your own k8s namespace,
+    clean up what you create). Several tests kill an agent (lab.lifecycle.restart_agent,
+    hold_agent): its kubelet's CrashLoopBackOff starts at 1 s here, not 10 s."""
+    with fresh_lab(f"k{os.getpid()}", nodes=3, cni="kubeweft", timeout=120, env=KILLED_AGENTS_ENV) as lab:
         yield lab
 
 

@@ -20,7 +20,6 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import json
-import os
 import socket
 import subprocess
 import time
@@ -515,13 +514,3 @@ def agent_pid(c, node: str) -> int:
     pid = lifecycle.find_agent(c.cfg.name, json.loads(c.cfg.state_file.read_text())["token"], node)
     assert pid is not None, f"no agent process for {node}"
     return pid
-
-
-def record_agent(c, node: str, pid: int) -> None:
-    """Put the new agent's pid in state.json, as `lab up` keeps it (others may look it up)."""
-    path = c.cfg.state_file
-    state = json.loads(path.read_text())
-    state.setdefault("processes", {})[f"agent-{node}"] = pid
-    tmp = path.with_suffix(".json.h10tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, path)

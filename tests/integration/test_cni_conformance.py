@@ -652,7 +652,7 @@ def test_bandwidth_capability_shapes_both_directions(node):
     assert node.cni("DEL", "bw", pod)[0] == 0
 
 
-# --- the lab: `kubeweft lab up --cni kubeweft` (install-cni, the agent, the lab kubelet) --------------
+# --- the lab: `kubeweft lab up --cni kubeweft` (deploy/lab's DaemonSet, the lab kubelet) -------------
 
 def test_lab_with_kubeweft_cni(lab_factory):
     lab = lab_factory(nodes=2, cni="kubeweft")
@@ -692,7 +692,7 @@ spec:
     r = probe("--from", "external", f"{cfg.node_ip(2)}:19002")
     assert r["outcome"] == "connected" and r["pod"] == "default/kw-2", r
     # deleting the pod runs DEL: its address is free again in node2's store
-    data2 = cfg.cni_data_dir(cfg.node_name(2))
+    data2 = cfg.node_host_dir(cfg.node_name(2)) / "var/lib/kubeweft/ipam"     # the DaemonSet's --data-dir
     assert (data2 / ip2).exists()
     lab.kubectl("delete", "pod", "kw-2", "--wait=false")
     wait_for("the deleted pod's address freed", lambda: not (data2 / ip2).exists(), 60, interval=0.5)

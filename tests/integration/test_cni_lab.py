@@ -1,23 +1,24 @@
-"""kubeweft's CNI as the lab runs it: install-cni's conflist, the lab kubelet executing it through
-lab/cniexec.py, the node agents serving it.
+"""kubeweft's CNI as the lab runs it: the DaemonSet's install-cni (the frozen executable) and the
+agent's conflist, the lab kubelet executing it through lab/cniexec.py in the node's filesystem
+(no python3 there), the node agents serving it.
 
 On `labk` (the shared 3-node lab, kubeweft CNI; our pods in k8s namespace h8cni):
 - every pod gets an address from its own node's podCIDR, and the API, the kubelet's records
   (pods.json, the cniexec result cache), the IPAM store and the pod's netns all agree;
-- the conflist is the 1.1.0 one install-cni wrote, and it is what the kubelet ran;
+- the conflist is the 1.1.0 one the agent wrote (deploy/lab's cni-version), naming the socket and
+  IPAM store at their paths on the node, and it is what the kubelet ran;
 - a hostPort is reachable from the external host;
 - deleting a pod frees its address and its veth.
 On a fresh 1-node lab of our own (h8...), since it kills an agent:
 - STATUS answers 0 with the agent up and 50 with it killed;
 - ADD with the agent down fails with 11, the kubelet retries, and the pod becomes Ready once
-  the agent is back (restarted as lab.lifecycle.start_agent does).
+  the agent is back (held down with lab.lifecycle.hold_agent, then restarted by its kubelet).
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 from kubeweft.cni import datapath, install
 from kubeweft.lab import cniexec, lifecycle
 from kubeweft.lab import netns as lab_netns
+from kubeweft.lab.kubelet import pluginroot, sandbox
 
 from .waiting import wait_for
 
@@ -33,6 +35,7 @@ pytestmark = pytest.mark.integration
 NS = "h8cni"
 HOSTPORT = 19182
 BRIDGE = "kw0"
+IPAM_DIR = "/var/lib/kubeweft/ipam"       # the DaemonSet agent's --data-dir
 
 
 def pod_yaml(name: str, node: str, namespace: str = NS, host_port: int | None = None) -> str:
@@ -88,10 +91,15 @@ def pod_addresses(lab, netns_name: str) -> list[str]:
     return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]") for a in link["addr_info"]]
 
 
+def ipam_dir(lab, node: str) -> Path:
+    """The agent's IPAM store on the node (the DaemonSet's --data-dir, on its hostPath)."""
+    return lab.cfg.node_host_dir(node) / IPAM_DIR.lstrip("/")
+
+
 def reservation(lab, node: str, ip: str) -> str | None:
     """The container ID holding ip in node's IPAM store, or None."""
     try:
-        return (lab.cfg.cni_data_dir(node) / ip).read_text().split("\n")[0]
+        return (ipam_dir(lab, node) / ip).read_text().split("\n")[0]
     except FileNotFoundError:
         return None
 
@@ -121,13 +129,15 @@ def test_the_installed_conflist_is_1_1_0_and_the_kubelet_runs_it(pods):
         conf_dir = lab.cfg.cni_conf_dir(node)
         assert [p.name for p in conf_dir.iterdir()] == [install.CONFLIST]
         written = json.loads((conf_dir / install.CONFLIST).read_text())
-        assert written == install.render_conflist(str(lab.cfg.agent_socket(node)),
-                                                  str(lab.cfg.cni_data_dir(node)), version="1.1.0")
+        assert written == install.render_conflist(install.DEFAULT_SOCKET, IPAM_DIR, version="1.1.0")
+        assert lab.cfg.agent_socket(node).is_socket()      # where the node's /run/kubeweft is
         net = cniexec.load_network_config(conf_dir)
         assert (net.name, net.cni_version, net.plugins[0]["type"]) == ("kubeweft", "1.1.0", "kubeweft")
-        # the executable is install-cni's: the venv script (the lab's choice; faster than the zipapp)
-        first = (lab.cfg.cni_bin_dir(node) / "kubeweft").read_text().splitlines()[0]
-        assert first.startswith("#!") and first.endswith("-IS")
+        # the executable is install-cni --frozen's: a link to the PyInstaller build (an ELF)
+        exe = lab.cfg.cni_bin_dir(node) / "kubeweft"
+        assert exe.is_symlink() and os.readlink(exe).startswith(install.FROZEN_DIR + "/")
+        assert exe.read_bytes()[:4] == b"\x7fELF"
+        assert (lab.cfg.cni_bin_dir(node) / "loopback").is_file()
 
 
 def test_pods_get_their_nodes_podcidr_and_every_record_agrees(pods):
@@ -199,7 +209,8 @@ def test_deleting_a_pod_frees_its_address_and_veth(pods):
 def _status(lab, node: str) -> int:
     """The CNI STATUS of node through cniexec and the installed conflist: 0 or the error code."""
     runtime = cniexec.CniRuntime(lab.cfg.cni_bin_dir(node), lab.cfg.state_dir / "h8-status-cache",
-                                 timeout=20, preexec_fn=lab_netns.preexec(lab.cfg.node_netns(node)))
+                                 timeout=20, preexec_fn=lab_netns.preexec(lab.cfg.node_netns(node)),
+                                 launcher=sandbox.plugin_launcher(lab.cfg, node), plugin_dir=pluginroot.NODE_BIN)
     try:
         runtime.status(cniexec.load_network_config(lab.cfg.cni_conf_dir(node)))
     except cniexec.CniError as e:
@@ -207,19 +218,12 @@ def _status(lab, node: str) -> int:
     return 0
 
 
-def _agent_pid(lab, node: str) -> int:
-    return lifecycle.read_state(lab.name)["processes"][f"agent-{node}"]
-
-
 def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(lab_factory):
     lab = lab_factory(nodes=1, cni="kubeweft", prefix="h8")
     node = lab.cfg.node_name(1)
     sock = lab.cfg.agent_socket(node)
     wait_for("STATUS 0 from a running agent", lambda: _status(lab, node) == 0, 60, interval=0.5)
-    pid = _agent_pid(lab, node)
-    os.kill(pid, signal.SIGKILL)
-    wait_for("the agent to die", lambda: not Path(f"/proc/{pid}").exists() or
-             Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z", 10, interval=0.5)
+    pid = lifecycle.hold_agent(lab.name, node)         # SIGKILL; its kubelet waits to restart it
     assert sock.exists()                                # a stale socket: nobody answers on it
     assert _status(lab, node) == 50
 
@@ -232,27 +236,17 @@ def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(la
     msg = wait_for("the pod to report ADD's error 11", failing, 30, interval=0.5)
     assert "Try again later" in msg and "kubeweft" in msg
     # nothing of the refused ADD is left: no reservation, no veth on the bridge
-    assert not [f for f in lab.cfg.cni_data_dir(node).iterdir() if f.name[0].isdigit()
+    assert not [f for f in ipam_dir(lab, node).iterdir() if f.name[0].isdigit()
                 and f.name != "last_reserved_ip"]
     assert not [n for n, link in node_links(lab, node).items() if link.get("master") == BRIDGE]
     time.sleep(2)                                        # a retry or two, still refused
     assert not ready(get_pod(lab, "late", "default"))
 
-    token = lifecycle.read_state(lab.name)["token"]
-    agent = lifecycle.start_agent(lab.cfg, node, token)
-    try:
-        pod = wait_for("the pod to become Ready after the agent is back",
-                       lambda: ready_pods(lab, ["late"], "default"), 60, interval=0.5)["late"]
-        ip = pod["status"]["podIP"]
-        assert ipaddress.ip_address(ip) in ipaddress.ip_network(node_pod_cidr(lab, node))
-        assert reservation(lab, node, ip) == kubelet_record(lab, node, "default", "late")["containerID"]
-        assert _status(lab, node) == 0
-        assert agent.poll() is None
-    finally:
-        if agent.poll() is None:       # lab down ends it too (by its KUBEWEFT_LAB_ID); reap it here
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except Exception:  # noqa: BLE001
-                agent.kill()
-                agent.wait(5)
+    agent = lifecycle.release_agent(lab.name, node, pid)
+    pod = wait_for("the pod to become Ready after the agent is back",
+                   lambda: ready_pods(lab, ["late"], "default"), 60, interval=0.5)["late"]
+    ip = pod["status"]["podIP"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(node_pod_cidr(lab, node))
+    assert reservation(lab, node, ip) == kubelet_record(lab, node, "default", "late")["containerID"]
+    assert _status(lab, node) == 0
+    assert lifecycle.find_agent(lab.name, None, node) == agent

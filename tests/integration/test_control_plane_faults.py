@@ -20,21 +20,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import threading
 import time
 
 import pytest
-from kubeweft.lab import lifecycle
+from kubeweft.lab import install, lifecycle
 from kubeweft.lab import probe as lab_probe
 
 from .services_helpers import (
     CONNECTED,
-    agent_pid,
     cluster,
     keepalive_socket,
     port,
-    record_agent,
     svc_port,
     whoami,
 )
@@ -112,7 +109,7 @@ class Stream:
 
 def retries_in_log(c, node: str, since: int) -> dict[str, list[float]]:
     """informer name -> the delays its "retrying in" lines announced, after byte `since`."""
-    text = (c.cfg.log_dir / f"agent-{node}.log").read_bytes()[since:].decode(errors="replace")
+    text = install.agent_log(c.cfg, node).read_bytes()[since:].decode(errors="replace")
     out: dict[str, list[float]] = {}
     for line in text.splitlines():
         m = RETRY.match(line)
@@ -122,7 +119,7 @@ def retries_in_log(c, node: str, since: int) -> dict[str, list[float]]:
 
 
 def test_api_server_down_datapath_keeps_serving_and_converges_after(c):
-    logs = {n: (c.cfg.log_dir / f"agent-{n}.log").stat().st_size for n in NODES}
+    logs = {n: install.agent_log(c.cfg, n).stat().st_size for n in NODES}
     held = keepalive_socket(c.source_netns("client1"), c.svc.ip, 80)
     first = whoami(held)
     before = {n: element_counts(c, n) for n in NODES}
@@ -223,26 +220,22 @@ def test_agent_killed_during_policy_churn_never_opens_a_denied_flow(c):
                                                       timeout=0.5).outcome != CONNECTED, timeout=30)
     c.wait_answer("ok", ips["server"], SERVER_PORT)
 
-    token = json.loads(c.cfg.state_file.read_text())["token"]
     kubelet_log = c.cfg.log_dir / "kubelet-node1.log"
     kubelet_from = kubelet_log.stat().st_size
     denied = Stream(c.source_netns("bad"), ips["server"], SERVER_PORT, timeout=0.3)
     allowed = Stream(c.source_netns("ok"), ips["server"], SERVER_PORT)
-    old = agent_pid(c, "node1")
-    restarted = None
+    old, restarted = None, None
     try:
         for i in range(3):
             churn_policies(c, i)
-        os.kill(old, signal.SIGKILL)
-        wait_for("the agent gone", lambda: not os.path.exists(f"/proc/{old}"), timeout=10)
+        old = lifecycle.hold_agent(c.cfg.name, "node1")     # SIGKILL; its kubelet waits to restart it
         # a pod placed on node1 while its agent is dead: the ADD is refused with 11
         c.pod("late", "node1", labels={"role": "late"})
         wait_for("the kubelet's ADD refused with CNI error 11", lambda: re.search(
             r"late: sandbox: .*CNI error 11", kubelet_log.read_bytes()[kubelet_from:].decode(
                 errors="replace")), timeout=20)
         time.sleep(2)
-        restarted = lifecycle.start_agent(c.cfg, "node1", token)
-        record_agent(c, "node1", restarted.pid)
+        restarted = lifecycle.release_agent(c.cfg.name, "node1", old)
         for i in range(3, 9):
             churn_policies(c, i)
             time.sleep(0.5)
@@ -250,12 +243,11 @@ def test_agent_killed_during_policy_churn_never_opens_a_denied_flow(c):
         time.sleep(2)
     finally:
         bad, ok = denied.stop(), allowed.stop()
-        if restarted is None:                  # never leave the shared lab without this agent
-            restarted = lifecycle.start_agent(c.cfg, "node1", token)
-            record_agent(c, "node1", restarted.pid)
+        if old is not None and restarted is None:      # never leave the shared lab without this agent
+            restarted = lifecycle.release_agent(c.cfg.name, "node1", old)
     leaked = [r for r in bad if r["outcome"] == CONNECTED]
     assert len(bad) >= 20, f"only {len(bad)} probes of the denied pair"
     assert not leaked, f"{len(leaked)} of {len(bad)} denied connections got through: {leaked[:3]}"
     assert any(r["outcome"] == CONNECTED for r in ok[-5:]), "the allowed client is cut off at the end"
     assert ips["late"], "the pod made during the outage has no address"
-    assert restarted.poll() is None, "the restarted agent exited"
+    assert lifecycle._alive(restarted), "the restarted agent exited"

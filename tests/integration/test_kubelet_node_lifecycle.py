@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kubeweft.lab.kubelet import model
+from kubeweft.lab.kubelet import model, pluginroot
 
 from .conftest import fresh_lab, unique_lab_name
 from .kubelet_helpers import apply, get, is_ready
@@ -78,8 +78,7 @@ def test_host_network_pod_tolerating_the_taint_installs_the_cni_and_the_node_tur
     machine_conf = Path("/etc/cni/net.d/10-lab.conflist")
     existed = machine_conf.exists()
     node = get(lab, "node", "node1")
-    conflist = model.render_reference_conflist(node["spec"]["podCIDR"], lab.cfg.mtu,
-                                               str(lab.cfg.cni_data_dir("node1")))
+    conflist = model.render_reference_conflist(node["spec"]["podCIDR"], lab.cfg.mtu, pluginroot.NODE_DATA)
     apply(lab, installer(lab, conflist))
 
     def installer_running():

@@ -288,10 +288,14 @@ def test_lab2_exec_verbs_and_external_to_pod(lab2):
 
 
 def test_down_after_kill9_of_apiserver_and_kubelet(lab_factory):
-    lab = lab_factory(nodes=2, prefix="h3")
+    """Also of kubeweft's agents: containers of the DaemonSet's pods, which the killed kubelet
+    can no longer stop."""
+    lab = lab_factory(nodes=2, cni="kubeweft", prefix="h3")
     state = json.loads(lab.cfg.state_file.read_text())
     pids = lab_pids(lab.name)
     assert state["apiserver"]["pid"] in pids
+    agents = [lifecycle.find_agent(lab.name, state["token"], f"node{i}") for i in (1, 2)]
+    assert all(a in pids for a in agents), (agents, pids)
     kubelets = [p for p in pids if b"kubeweft.lab.kubelet" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert sorted(kubelets) == sorted(state["processes"][f"kubelet-node{i}"] for i in (1, 2))
     os.kill(state["apiserver"]["pid"], signal.SIGKILL)
@@ -299,5 +303,6 @@ def test_down_after_kill9_of_apiserver_and_kubelet(lab_factory):
     out = lab.cli("down")
     assert "deleted netns" in out.stdout
     assert_gone(lab.name)
+    assert not any(lifecycle._alive(a) for a in agents)        # a zombie at most, if nobody reaped it
     again = lab.cli("down")
     assert again.returncode == 0 and "nothing to remove" in again.stdout

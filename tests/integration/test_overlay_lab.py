@@ -13,7 +13,7 @@ import json
 import time
 
 import pytest
-from kubeweft.lab import lifecycle
+from kubeweft.lab import install, lifecycle
 
 from . import conftest
 from . import overlay_helpers as oh
@@ -199,21 +199,17 @@ def test_agent_restart_changes_nothing_in_the_kernel_and_loses_no_packet(ownlab)
     ns = cfg.node_netns("node1")
     before = oh.kernel_overlay(ns)
     assert before["routes"] and before["ifindex"]
-    log = cfg.log_dir / "agent-node1.log"
     with oh.ProbeLoop(a.netns, b.ip, 8080) as tcp, oh.ProbeLoop(b.netns, a.ip, 8080, udp=True) as udp:
         time.sleep(0.3)
-        pid = state["processes"]["agent-node1"]
-        assert lifecycle._lab_pid(cfg.name, state["token"], pid), "agent-node1 is not running"
-        mark = log.stat().st_size
-        oh.kill9(pid)
-        assert oh.first_time(lambda: not lifecycle._alive(pid), 5) is not None
-        proc = lifecycle.start_agent(cfg, "node1", state["token"])
-        state["processes"]["agent-node1"] = proc.pid
-        lifecycle._write_json(cfg.state_file, state)
+        assert lifecycle.find_agent(cfg.name, state["token"], "node1"), "the agent of node1 is not running"
+        before_logs = set(install.agent_logs(cfg, "node1"))
+        # kill -9; the kubelet starts the agent's container again, with a log of its own
+        lifecycle.restart_agent(cfg.name, "node1")
         # the new agent is up once it serves the CNI again
-        up = oh.first_time(lambda: "serving CNI" in log.read_text()[mark:], 60, 0.1)
-        assert up is not None, log.read_text()[mark:][-3000:]
-        restarted = log.read_text()[mark:]
+        up = oh.first_time(lambda: "serving CNI" in install.agent_log(cfg, "node1").read_text(), 60, 0.1)
+        log = install.agent_log(cfg, "node1")
+        assert log not in before_logs and up is not None, log.read_text()[-3000:]
+        restarted = log.read_text()
         time.sleep(0.5)
     after = oh.kernel_overlay(ns)
     assert after == before

@@ -18,7 +18,7 @@ import socket
 import threading
 
 import pytest
-from kubeweft.lab import lifecycle, netns
+from kubeweft.lab import install, lifecycle, netns
 
 from . import conftest
 from . import overlay_helpers as oh
@@ -57,7 +57,7 @@ def test_pods_get_the_backends_mtu(blab):
         assert link_mtu(ns, "kw0") == want
         has_vxlan = oh.run_in(ns, ["ip", "link", "show", "kw.1"]).returncode == 0
         assert has_vxlan == (backend == "vxlan")
-        log = (cfg.log_dir / f"agent-{node}.log").read_text()
+        log = install.agent_log_text(cfg, node)
         assert f"overlay {backend} up: pod MTU {want}" in log
 
 
@@ -149,8 +149,7 @@ def test_hostgw_refuses_a_node_it_cannot_reach_directly(blab):
         pytest.skip("host-gw only")
     from kubernetes.client import ApiException
     core = oh.api(cfg)
-    state = oh.lab_state(cfg)
-    log1 = cfg.log_dir / "agent-node1.log"
+    log1 = install.agent_log(cfg, "node1")
     try:
         mark = log1.stat().st_size
         core.create_node({"metadata": {"name": "node9", "annotations": {
@@ -163,20 +162,13 @@ def test_hostgw_refuses_a_node_it_cannot_reach_directly(blab):
         assert oh.route_dsts(cfg.node_netns("node1")) == {cidr2}
         assert oh.probe(pods["a"].netns, pods["b"].ip, 8080)["outcome"] == "connected"
 
-        # an agent (re)starting now refuses: a clear error and a non-zero exit
-        pid = state["processes"]["agent-node1"]
-        oh.kill9(pid)
-        assert oh.first_time(lambda: not lifecycle._alive(pid), 5) is not None
-        mark = log1.stat().st_size
-        proc = lifecycle.start_agent(cfg, "node1", state["token"])
-        try:
-            rc = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        text = log1.read_text()[mark:]
-        assert rc != 0, text
+        # an agent (re)starting now refuses: a clear error and a non-zero exit (its kubelet
+        # restarts the container, which fails again until node9 is gone)
+        oh.kill9(lifecycle.find_agent(cfg.name, None, "node1"))
+        pod = _agent_pod(core, "node1")
+        failed = oh.first_time(lambda: _failed_exit(core, pod) not in (None, 0), 60, 0.2)
+        text = install.agent_log(cfg, "node1").read_text()
+        assert failed is not None, text
         assert "overlay host-gw refused" in text and "node node9 (192.168.57.9) not directly reachable" in text, text
         assert "use the vxlan backend" in text
     finally:
@@ -185,3 +177,24 @@ def test_hostgw_refuses_a_node_it_cannot_reach_directly(blab):
         except ApiException:
             pass
         core.api_client.close()
+        # node9 gone, the kubelet's next restart (after its back-off) serves again
+        lifecycle.wait_agent(cfg.name, "node1", timeout=90)
+
+
+def _agent_pod(core, node: str) -> str:
+    pods = core.list_namespaced_pod("kube-system", label_selector="app.kubernetes.io/name=kubeweft",
+                                    field_selector=f"spec.nodeName={node}", _request_timeout=10).items
+    return pods[0].metadata.name
+
+
+def _failed_exit(core, pod: str) -> int | None:
+    """The exit code of the agent container's run after the kill (137), once it ended: its
+    state or, restarting, its last state."""
+    st = core.read_namespaced_pod(pod, "kube-system", _request_timeout=10).status
+    agent = next((c for c in st.container_statuses or [] if c.name == "agent"), None)
+    if agent is None or agent.restart_count < 1:
+        return None
+    for state in (agent.state, agent.last_state):
+        if state and state.terminated and state.terminated.exit_code != 137:
+            return state.terminated.exit_code
+    return None

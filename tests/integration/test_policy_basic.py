@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from kubeweft.lab import netns
+from kubeweft.lab import install, netns
 from kubeweft.lab.probe import CONNECTED, probe_once, read_pods
 
 from .waiting import wait_for
@@ -192,7 +192,7 @@ def test_drops_are_counted_and_logged(world, clean_policies):
                          r'policy="deny-c"\} (\d+)')
     found = pattern.search(_metrics(lab, "node1"))
     assert found and int(found.group(1)) >= 2
-    log_file = lab.cfg.state_dir / "logs" / "agent-node1.log"
+    log_file = install.agent_log(lab.cfg, "node1")
     want = re.compile(rf"denied ingress by {NS}/deny-c: udp {re.escape(c['ip'])}:\d+ -> {re.escape(a['ip'])}:81")
     wait_for("the drop in node1's agent log", lambda: want.search(log_file.read_text(errors="replace")), 5)
 

@@ -1,6 +1,7 @@
 """kill -9 the agent of the client's node under a steady stream of NEW connections to a
-ClusterIP, restart it as `lab up` does (lab.lifecycle.start_agent): not one connection fails,
-and a connection established before the kill keeps working after the restart.
+ClusterIP, held down for DOWN_FOR seconds (lab.lifecycle.hold_agent) and then restarted by its
+pod's kubelet: not one connection fails, and a connection established before the kill keeps
+working after the restart.
 
 The agent reconciles with the kernel at start without flushing, so the rules
 it left behind keep serving while it is down and while it starts again.
@@ -10,9 +11,6 @@ it left behind keep serving while it is down and while it starts again.
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import os
-import signal
 import time
 
 import pytest
@@ -21,12 +19,10 @@ from kubeweft.lab import probe as lab_probe
 
 from .services_helpers import (
     CONNECTED,
-    agent_pid,
     cluster,
     http_get,
     keepalive_socket,
     names,
-    record_agent,
     svc_port,
     whoami,
 )
@@ -54,15 +50,13 @@ def c(labk):
 
 def test_kill_9_agent_under_new_connections(c):
     sources = [c.source_netns("client1"), c.cfg.node_netns(NODE)]
-    old = agent_pid(c, NODE)
-    token = json.loads(c.cfg.state_file.read_text())["token"]
     held = keepalive_socket(sources[0], c.svc.ip, 80)
     first = whoami(held)
     assert first.endswith(("web-2", "web-3")), first
 
     results: list[dict] = []
     restarted = None
-    killed, kill_time = False, 0.0
+    old, kill_time = None, 0.0
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             futs = []
@@ -72,20 +66,17 @@ def test_kill_9_agent_under_new_connections(c):
                 while time.monotonic() < due:
                     time.sleep(min(0.005, max(0.0, due - time.monotonic())))
                 now = time.monotonic() - t0
-                if not killed and now >= KILL_AT:
-                    os.kill(old, signal.SIGKILL)
-                    killed = True
-                    wait_for("the agent gone", lambda: not lifecycle._alive(old), timeout=5, interval=0.02)
+                if old is None and now >= KILL_AT:
+                    old = lifecycle.hold_agent(c.cfg.name, NODE)
                     kill_time = time.monotonic() - t0
-                if killed and restarted is None and now >= kill_time + DOWN_FOR:
-                    restarted = lifecycle.start_agent(c.cfg, NODE, token)
-                    record_agent(c, NODE, restarted.pid)
+                if old is not None and restarted is None and now >= kill_time + DOWN_FOR:
+                    restarted = pool.submit(lifecycle.release_agent, c.cfg.name, NODE, old)
                 futs.append(pool.submit(lab_probe.probe_once, sources[i % 2], c.svc.ip, 80, timeout=3.0))
             results = [f.result(timeout=30) for f in futs]
+            restarted = restarted.result(timeout=60) if restarted else None
     finally:
-        if killed and restarted is None:          # never leave the shared lab without this agent
-            restarted = lifecycle.start_agent(c.cfg, NODE, token)
-            record_agent(c, NODE, restarted.pid)
+        if old is not None and restarted is None:          # never leave the shared lab without this agent
+            restarted = lifecycle.release_agent(c.cfg.name, NODE, old)
     assert restarted is not None
     failed = [r for r in results if r["outcome"] != CONNECTED]
     assert not failed, f"{len(failed)} of {len(results)} new connections failed: {failed[:5]}"
@@ -94,7 +85,7 @@ def test_kill_9_agent_under_new_connections(c):
     assert whoami(held) == first
     held.close()
     # the new agent is up and serving: healthy, and it programs a change made now
-    assert restarted.poll() is None, "the restarted agent exited"
+    assert lifecycle._alive(restarted), "the restarted agent exited"
     wait_for("the new agent healthy", lambda: http_get(c.cfg.node_netns(NODE), "127.0.0.1", 10256,
                                                        "/healthz")[0] == 200, timeout=30)
     c.web_pod("web-1", NODE)

@@ -17,9 +17,6 @@ the agent starts again. Then on node3:
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
 import time
 
 import pytest
@@ -28,7 +25,7 @@ from kubeweft.lab import netns as lab_netns
 from kubeweft.proxy.nftables import Nft
 from kubeweft.proxy.render_services import FAMILY, TABLE, T, family_chain
 
-from .services_helpers import UdpClient, agent_pid, cluster, in_thread, port, record_agent, svc_port
+from .services_helpers import UdpClient, cluster, in_thread, port, svc_port
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -89,9 +86,7 @@ def test_restart_deletes_what_went_away_and_moves_the_udp_client(c):
     assert "lb-tcp-9" not in chains and "backends-tcp-9" not in sets, "lb-tcp-9 is in use: pick another stray"
 
     client = UdpClient(c.source_netns("client3"), svc.ip, DNS_PORT)
-    token = json.loads(c.cfg.state_file.read_text())["token"]
-    old = agent_pid(c, NODE)
-    restarted = None
+    old, restarted = None, None
     try:
         first = wait_for("an answer on the client's socket", client.ask, timeout=10)
         other = b if first == a else a
@@ -101,8 +96,7 @@ def test_restart_deletes_what_went_away_and_moves_the_udp_client(c):
 
         lab_netns.run(netns, ["nft", "-f", "-"], input=STRAY, text=True, capture_output=True,
                       check=True, timeout=30)
-        os.kill(old, signal.SIGKILL)
-        wait_for("the agent gone", lambda: not lifecycle._alive(old), timeout=5, interval=0.02)
+        old = lifecycle.hold_agent(c.cfg.name, NODE)        # SIGKILL; its kubelet waits to restart it
         c.delete_pod(first, grace=0)
         c.wait_endpoints(name, 1)
         wait_for("the deleted endpoint out of the slices", lambda: all(
@@ -110,8 +104,7 @@ def test_restart_deletes_what_went_away_and_moves_the_udp_client(c):
         # while the agent is down the socket's flow still goes to the dead endpoint
         assert client.ask(timeout=0.3) is None
 
-        restarted = lifecycle.start_agent(c.cfg, NODE, token)
-        record_agent(c, NODE, restarted.pid)
+        restarted = lifecycle.release_agent(c.cfg.name, NODE, old)
         t0 = time.monotonic()
         got = None
         while time.monotonic() - t0 < RESTART_WITHIN and got != other:
@@ -124,12 +117,11 @@ def test_restart_deletes_what_went_away_and_moves_the_udp_client(c):
         assert gone_chain not in chains and gone_chain not in sets
         assert live_chain in chains and live_chain in sets
         assert "lb-tcp-9" not in chains and "backends-tcp-9" not in sets
-        assert restarted.poll() is None, "the restarted agent exited"
+        assert lifecycle._alive(restarted), "the restarted agent exited"
     finally:
         client.close()
-        if restarted is None and not lifecycle._alive(old):    # never leave the lab without this agent
-            restarted = lifecycle.start_agent(c.cfg, NODE, token)
-            record_agent(c, NODE, restarted.pid)
+        if old is not None and restarted is None:              # never leave the lab without this agent
+            restarted = lifecycle.release_agent(c.cfg.name, NODE, old)
         with contextlib.suppress(Exception):                   # the stray, when this test failed
             lab_netns.run(netns, ["nft", f"delete chain {T} lb-tcp-9; delete map {T} backends-tcp-9"],
                           capture_output=True, timeout=30)
