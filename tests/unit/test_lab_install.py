@@ -30,7 +30,7 @@ def test_deploy_lab_names_the_lab_api_servers_underlay_address():
 
 
 def test_deploy_base_config_matches_a_default_lab():
-    (cm,) = docs(DEPLOY / "base" / "configmap.yaml")
+    (cm,) = [d for d in docs(DEPLOY / "base" / "configmap.yaml") if d["metadata"]["name"] == "kubeweft-config"]
     cfg = LabConfig()
     assert (cm["data"]["cluster-cidr"], cm["data"]["backend"]) == (cfg.cluster_cidr, cfg.backend)
     assert install.plan_config(cfg) == {}
