@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 # agnhost pod (the lab's containers see the machine's /usr)
 APT_PACKAGES=(nftables python3-nftables iproute2 containernetworking-plugins conntrack
               python3-venv python3-dev iperf3 make procps iptables iputils-ping nginx mmdebstrap binutils curl)
-# `setup.sh --test` (what `make test` runs): also the tools of the checks on the Vagrant cluster's
-# files (tests/unit/test_vagrant.py): vagrant validates the Vagrantfile, with the libvirt
-# provider's settings; shellcheck reads the provisioning script
+# `setup.sh --test` (what `make test` runs): also the tools that check the Vagrant cluster's files
+# (tests/integration/test_vagrant.py, tests/unit/test_vagrant_provision.py): vagrant validates
+# the Vagrantfile, with the libvirt provider's settings; shellcheck reads the provisioning script
 if [ "${1:-}" = --test ]; then
   APT_PACKAGES+=(vagrant vagrant-libvirt shellcheck)
 fi
