@@ -60,9 +60,17 @@ class Cluster:
 
     def http_get(self, pod: PodRef, url: str, seconds: float = 5) -> tuple[bool, str]:
         """GET `url` from inside `pod` on a new connection: (answered 2xx, body or curl's error)."""
-        p = self.exec(pod, "curl", "-sS", "-f", "--connect-timeout", f"{seconds:g}", "-m", f"{seconds + 1:g}",
-                      url, timeout=seconds + 20)
-        return p.returncode == 0, (p.stdout if p.returncode == 0 else p.stderr).strip()
+        return self.http_get_many(pod, url, 1, seconds)[0]
+
+    def http_get_many(self, pod: PodRef, url: str, count: int, seconds: float = 5) -> list[tuple[bool, str]]:
+        """`count` GETs of `url` from inside `pod`, each on a new connection, in one exec."""
+        script = ('for _ in $(seq "$1"); do if out=$(curl -sS -f --connect-timeout "$2" -m "$3" "$4" 2>&1); '
+                  'then echo "ok $out"; else echo "fail $out"; fi; done')
+        p = self.exec(pod, "bash", "-c", script, "get", str(count), f"{seconds:g}", f"{seconds + 1:g}", url,
+                      timeout=count * (seconds + 1) + 20)
+        answers = [(line.startswith("ok "), line.partition(" ")[2]) for line in p.stdout.splitlines()]
+        assert len(answers) == count, f"{pod.name}: {count} GETs of {url} gave {p.stdout!r} {p.stderr!r}"
+        return answers
 
     # --- namespaces -------------------------------------------------------------------------
     def make_namespace(self, purpose: str) -> str:
