@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test unit integration lint bench proto image
+.PHONY: setup test-setup demo test unit integration e2e lint bench proto image
 
 setup:
 	@bash scripts/setup.sh
@@ -11,14 +11,24 @@ setup:
 demo: setup
 	$(VENV)/bin/kubeweft lab demo
 
-test: setup
+test-setup:
+	@bash scripts/setup.sh --test
+
+# unit and integration, then the e2e suite against a fresh lab
+test: test-setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration
+	@$(MAKE) --no-print-directory e2e
 
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
 integration: setup
 	$(PY) -m pytest -q tests/integration
+
+# tests/e2e against a fresh lab of its own (removed also on failure), its JSON report printed at
+# the end; `KUBECONFIG=FILE pytest tests/e2e` runs the same suite against any cluster
+e2e: setup
+	@bash tests/e2e/run-lab.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

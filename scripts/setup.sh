@@ -6,9 +6,16 @@ cd "$(dirname "$0")/.."
 
 # nginx: the binary the lab's Ingress controller runs (in its own netns, with its own prefix;
 # Debian's nginx.service is not used). mmdebstrap builds the image (make image); binutils'
-# objdump is PyInstaller's (the frozen CNI executable)
+# objdump is PyInstaller's (the frozen CNI executable); curl is what `kubectl exec` runs in an
+# agnhost pod (the lab's containers see the machine's /usr)
 APT_PACKAGES=(nftables python3-nftables iproute2 containernetworking-plugins conntrack
-              python3-venv python3-dev iperf3 make procps iptables iputils-ping nginx mmdebstrap binutils)
+              python3-venv python3-dev iperf3 make procps iptables iputils-ping nginx mmdebstrap binutils curl)
+# `setup.sh --test` (what `make test` runs): also the tools that check the Vagrant cluster's files
+# (tests/integration/test_vagrant.py, tests/unit/test_vagrant_provision.py): vagrant validates
+# the Vagrantfile, with the libvirt provider's settings; shellcheck reads the provisioning script
+if [ "${1:-}" = --test ]; then
+  APT_PACKAGES+=(vagrant vagrant-libvirt shellcheck)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
