@@ -170,6 +170,20 @@ def validate_service(svc: dict) -> list[Cause]:
         except ValueError:
             out.append(invalid(f"spec.externalIPs[{i}]", ip,
                                 "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+    ranges = spec.get("loadBalancerSourceRanges") or []
+    if ranges:
+        # the real validation's field path is capitalised, a historical accident it keeps
+        if spec.get("type") != "LoadBalancer":
+            out.append(forbidden("spec.LoadBalancerSourceRanges", "may only be used when `type` is 'LoadBalancer'"))
+        for i, cidr in enumerate(ranges):
+            try:
+                ipaddress.ip_network(str(cidr).strip(), strict=False)
+                ok = isinstance(cidr, str) and "/" in cidr
+            except ValueError:
+                ok = False
+            if not ok:
+                out.append(invalid(f"spec.LoadBalancerSourceRanges[{i}]", cidr,
+                                   "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"))
     for i, ip in enumerate(spec.get("clusterIPs") or []):
         if ip == "None" and i == 0:
             continue

@@ -239,13 +239,15 @@ class Cluster:
 
     # --- Services and slices ----------------------------------------------------------------
     def service(self, name: str, ports: list[dict], selector: dict | None = None,
-                type_: str = "ClusterIP", labels: dict | None = None, **spec_extra) -> Service:
+                type_: str = "ClusterIP", labels: dict | None = None, annotations: dict | None = None,
+                **spec_extra) -> Service:
         spec: dict = {"type": type_, "ports": ports, **spec_extra}
         if selector is not None:
             spec["selector"] = selector
         obj = self._raw(self.core.create_namespaced_service, self.ns, {
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": self.ns, "labels": labels or {}}, "spec": spec})
+            "metadata": {"name": name, "namespace": self.ns, "labels": labels or {},
+                         "annotations": annotations or {}}, "spec": spec})
         return self._to_service(obj)
 
     def patch_service(self, name: str, spec: dict) -> Service:

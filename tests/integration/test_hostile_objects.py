@@ -1,7 +1,7 @@
 """Hostile API objects that the API server accepts reach the agents and change nothing else.
 
-On the 3-node kubeweft lab: a Service with 1,000 ports, a LoadBalancer whose
-loadBalancerSourceRanges are garbage, EndpointSlices with garbage addresses and ports (one with
+On the 3-node kubeweft lab: a Service with 1,000 ports, a Service whose kubeweft.io/scheduler
+annotation names no scheduler (taken with the default, and one line), EndpointSlices with garbage addresses and ports (one with
 a 253-character name), a NetworkPolicy with a 253-character name and 10,000 peers, and policies
 whose selectors match everything (in a namespace of their own). Each refused object costs one
 line in the agent's log, and no traceback; the 1,000 ports and the 10,000 peers are programmed;
@@ -13,7 +13,7 @@ server takes writes, while new unrelated Services are created: the time each tak
 node1's kernel is measured against the same with no churn, and the broken one still logs once.
 
 Objects a real kube-apiserver refuses (a clusterIP of "999.1.1.1", an IPv6 clusterIP on an IPv4
-cluster, externalIPs garbage) cannot be created here either: the watch edge is fed those raw in
+cluster, externalIPs or loadBalancerSourceRanges garbage) cannot be created here either: the watch edge is fed those raw in
 tests/unit/test_watch_edge_hostile.py.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubeweft.lab import install
 from kubeweft.proxy.render_policy import TABLE as POLICY_TABLE
 from kubeweft.proxy.render_policy import policy_id
 
@@ -41,6 +42,8 @@ NS = "hostile"
 NS_WIDE = "hostile-wide"
 LONG_SLICE = "s" * 253
 LONG_POLICY = "p" * 253
+SCHEDULER = "kubeweft.io/scheduler"
+HOSTILE_SCHEDULER = "maglev; drop all\n" + "x" * 2000       # a scheduler nobody has, multi-line and long
 CHURN_SECONDS = 8.0
 WRITERS = 12                     # requests in flight against the API server while churning
 
@@ -53,11 +56,11 @@ def rss_kb(pid: int) -> int:
 
 
 def log_since(c, node: str, offset: int) -> str:
-    return (c.cfg.log_dir / f"agent-{node}.log").read_bytes()[offset:].decode(errors="replace")
+    return install.agent_log(c.cfg, node).read_bytes()[offset:].decode(errors="replace")
 
 
 def log_size(c, node: str) -> int:
-    return (c.cfg.log_dir / f"agent-{node}.log").stat().st_size
+    return install.agent_log(c.cfg, node).stat().st_size
 
 
 def in_kernel(c, node: str, *args: str) -> bool:
@@ -115,9 +118,10 @@ def test_hostile_objects_are_skipped_with_one_line_and_others_keep_working(c):
     wide["spec"]["policyTypes"] = ["Ingress", "Egress"]
     wide["spec"]["egress"] = [{"to": [{"namespaceSelector": {}}]}]
     c.net.create_namespaced_network_policy(NS_WIDE, wide, _request_timeout=10)
-    # accepted by the lab's API server, refused by the agent
-    lb = c.service("lbsr-garbage", [svc_port(80, 8080, name="http")], type_="LoadBalancer",
-                   loadBalancerSourceRanges=["garbage"])
+    # accepted by the API server; the slices are refused by the agent, the annotation is read as
+    # the default scheduler
+    lb = c.service("sched-garbage", [svc_port(80, 8080, name="http")], selector={"app": "web"},
+                   annotations={SCHEDULER: HOSTILE_SCHEDULER})
     c.endpoint_slice(LONG_SLICE, "web", [{"addresses": ["999.1.1.1"], "conditions": {"ready": True}}],
                      [{"name": "http", "port": 8080, "protocol": "TCP"}])
     c.endpoint_slice("junk", "web", [{"addresses": ["garbage"]}], [{"name": "http", "port": 8080}])
@@ -130,12 +134,12 @@ def test_hostile_objects_are_skipped_with_one_line_and_others_keep_working(c):
     assert c.probe("client1", many.ip, 1099).outcome == CONNECTED          # port 1099 -> web-2:8080
     assert outcomes(c, "client1") == [CONNECTED] * 8
     assert CONNECTED not in outcomes(c, "other", 3)                       # still denied
-    assert c.probe("client1", lb.ip, 80).outcome != CONNECTED              # the refused Service: no rules
+    assert c.probe("client1", lb.ip, 80).outcome == CONNECTED              # the default scheduler
 
     for node, offset in offsets.items():
         text = log_since(c, node, offset)
         assert "Traceback" not in text, text[-3000:]
-        for name in ("lbsr-garbage", LONG_SLICE, "junk"):
+        for name in ("sched-garbage", LONG_SLICE, "junk"):
             lines = [line for line in text.splitlines() if f"{NS}/{name} skipped" in line]
             assert len(lines) == 1, (node, name, lines)
     rss_after = rss_kb(pid)
@@ -199,8 +203,8 @@ def time_to_kernel(c, i: int) -> float:
 
 def test_an_object_changed_as_fast_as_the_api_allows_does_not_starve_the_others(c):
     c.service("churn", [svc_port(80, 8080, name="http")], selector={"app": "web"})
-    c.service("churn-broken", [svc_port(80, 8080, name="http")], type_="LoadBalancer",
-              loadBalancerSourceRanges=["garbage"])
+    c.service("churn-broken", [svc_port(80, 8080, name="http")], selector={"app": "web"},
+              annotations={SCHEDULER: HOSTILE_SCHEDULER})
     c.net.create_namespaced_network_policy(NS, policy("churn", {"matchLabels": {"app": "none"}},
                                                       [{"podSelector": {}}]), _request_timeout=10)
     quiet = [time_to_kernel(c, i) for i in range(5)]
@@ -229,4 +233,4 @@ def test_an_object_changed_as_fast_as_the_api_allows_does_not_starve_the_others(
     assert max(busy) < 3.0, busy
     text = log_since(c, "node1", offset)
     assert "Traceback" not in text
-    assert len(re.findall(rf"service {NS}/churn-broken skipped", text)) <= 1
+    assert len(re.findall(rf"service {NS}/churn-broken skipped", text)) <= 1, text[-3000:]

@@ -17,7 +17,7 @@ import os
 import signal
 
 import pytest
-from kubeweft.lab import netns
+from kubeweft.lab import install, netns
 
 from .kubelet_helpers import container_status
 from .waiting import wait_for
@@ -75,7 +75,7 @@ def ready(lab, name: str, restarts: int = 0) -> dict | None:
 
 def cni_adds(lab, pod: str) -> int:
     """How many times kubeweft's CNI attached `pod` on its node (its ADD log lines)."""
-    text = (lab.cfg.log_dir / f"agent-{NODE}.log").read_text()
+    text = install.agent_log_text(lab.cfg, NODE)
     return sum(1 for line in text.splitlines() if "kubeweft.cni: ADD " in line and f" {pod} -> " in line)
 
 

@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from kubeweft.lab import install
 from kubeweft.lab import netns as lab_netns
 from kubeweft.lab.probe import parse_answer
 
@@ -197,9 +198,8 @@ def test_a_bad_annotation_gets_the_default_and_one_log_line(c):
     address = f"*:{c.svcs['bad']}/tcp"
     f = wait_for(f"{address} programmed", lambda: frontends(c).get(address), timeout=60, interval=1.0)
     assert f["scheduler"] == "random" and f["action"] == "spread"
-    log = c.cfg.log_dir / "agent-node1.log"
-
     def logged():
         with contextlib.suppress(FileNotFoundError):
-            return f"{NS}/bad: kubeweft.io/scheduler 'wlc' names no scheduler" in log.read_text()
+            return f"{NS}/bad skipped: kubeweft.io/scheduler 'wlc' names no scheduler" in \
+                install.agent_log_text(c.cfg, "node1")
     wait_for("the warning in node1's agent log", logged, timeout=10)

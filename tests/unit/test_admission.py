@@ -228,6 +228,18 @@ def test_affinity_families_and_external_ips(store):
     assert [c["field"] for c in e.details["causes"]] == ["spec.externalIPs[1]"]
 
 
+
+def test_load_balancer_source_ranges_are_cidrs_of_load_balancers_only(store):
+    ok = create(store, svc("h2-lbsr", type="LoadBalancer", loadBalancerSourceRanges=["10.0.0.0/8", " 192.168.0.0/16"]))
+    assert ok["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8", " 192.168.0.0/16"]
+    e = rejected(create, store, svc("h2-b", type="LoadBalancer", loadBalancerSourceRanges=["10.0.0.0/8", "garbage",
+                                                                                          "10.1.2.3"]))
+    assert [c["field"] for c in e.details["causes"]] == ["spec.LoadBalancerSourceRanges[1]",
+                                                          "spec.LoadBalancerSourceRanges[2]"]
+    assert 'Invalid value: "garbage": must be a valid CIDR value' in e.message
+    e = rejected(create, store, svc("h2-b", loadBalancerSourceRanges=["10.0.0.0/8"]))
+    assert e.message.endswith("spec.LoadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'")
+
 def test_node_pod_cidr_may_only_be_set_once(store):
     nodes = BY_PLURAL[("", "nodes")]
     store.create(nodes, {"metadata": {"name": "h2n"}, "spec": {"podCIDR": "10.244.3.0/24",
