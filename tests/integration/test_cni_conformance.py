@@ -384,11 +384,15 @@ def test_error_codes(node, case, code, tmp_path):
     assert node.pod_addrs(pod) == []
 
 
-def test_agent_down_add_is_11_status_is_50_del_cleans_up_in_process(tmp_path):
-    with ScratchNode(tmp_path, pod_cidr="10.252.0.0/24", bridge="kwd") as n:
+@pytest.mark.parametrize("family", ["ipv4", "dual"])
+def test_agent_down_add_is_11_status_is_50_del_cleans_up_in_process(tmp_path, family):
+    ranges = {"ipv4": "10.252.0.0/24", "dual": "10.252.0.0/24,fd00:252::/64"}[family]
+    with ScratchNode(tmp_path, pod_cidr=ranges, bridge="kwd") as n:
         pod = n.new_pod()
-        res = n.add(pod, cid="survivor")
-        addr = res["ips"][0]["address"]
+        res = n.add(pod, cid="survivor", runtimeConfig={"portMappings": [
+            {"hostPort": 18083, "containerPort": 8083, "protocol": "tcp"}]})
+        addrs = [ip["address"].split("/")[0] for ip in res["ips"]]
+        assert len(addrs) == len(ranges.split(","))
         assert n.stop_agent() == 0                 # SIGTERM: a clean exit
         assert not n.socket.exists()
         rc, out, err = n.cni("ADD", "late", n.new_pod())
@@ -398,11 +402,13 @@ def test_agent_down_add_is_11_status_is_50_del_cleans_up_in_process(tmp_path):
         assert rc != 0 and out["code"] == 11
         rc, out, _ = n.cni("STATUS")
         assert rc != 0 and out["code"] == 50
-        # DEL with the agent down: the shim does it in-process with the same datapath and IPAM
+        # DEL with the agent down: the shim does it in-process with the same datapath and IPAM,
+        # and frees every address and every family's hostPort
         rc, out, err = n.cni("DEL", "survivor", pod)
         assert (rc, out) == (0, None), err
         assert "in-process" in err
-        assert n.host_veths() == [] and n.pod_addrs(pod) == [] and addr.split("/")[0] not in n.reserved()
+        assert n.host_veths() == [] and n.pod_addrs(pod, family="all") == [] and n.reserved() == {}
+        assert "18083" not in sh("nft", "list", "ruleset", netns=n.node)
 
 
 # --- DEL in every odd state ---------------------------------------------------------------------
