@@ -34,9 +34,11 @@ Standard library only, as the rest of the CNI's node side.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import threading
 
-from kubeweft.cni import nft
+from kubeweft.cni import netns, nft
 from kubeweft.cni.datapath import HOST_VETH_PREFIX, link_local
 from kubeweft.cni.errors import CniError
 
@@ -105,17 +107,17 @@ def render_pod_elements(host_veth: str, mac: str, ips) -> dict[str, list]:
             SET_ND: [{"concat": [host_veth, f"0x{int(a):032x}"]} for a in v6]}
 
 
-def plan_stale(listing: dict, host_veth: str) -> dict[str, list]:
-    """set name -> the elements of host_veth, from a JSON listing of the sets. Pure."""
-    out: dict[str, list] = {}
+def parse_held(listing: dict) -> dict[str, dict[str, list]]:
+    """host veth -> set name -> its elements, from a JSON listing of the sets. Pure."""
+    out: dict[str, dict[str, list]] = {}
     for obj in listing.get("nftables", []):
         s = obj.get("set")
         if not s or s.get("name") not in SETS:
             continue
         for e in s.get("elem", []):
             val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
-            if isinstance(val, dict) and val.get("concat", [None])[0] == host_veth:
-                out.setdefault(s["name"], []).append(val)
+            if isinstance(val, dict) and val.get("concat"):
+                out.setdefault(val["concat"][0], {}).setdefault(s["name"], []).append(val)
     return out
 
 
@@ -145,32 +147,77 @@ def ensure_base() -> None:
     nft.run_text(render_base())
 
 
-def _held(host_veth: str) -> dict[str, list]:
-    # one set per request: nft 1.0.6 fails a JSON request holding two list commands (ENOENT)
-    listed = [obj for n in SETS for obj in nft.run_json(
-        {"nftables": [{"list": {"set": {"family": FAMILY, "table": TABLE, "name": n}}}]}).get("nftables", [])]
-    return plan_stale({"nftables": listed}, host_veth)
+class _Held:
+    """What the sets hold per host veth in one netns, read from the kernel once and then kept in
+    step with each transaction, so that an ADD or a DEL is one request (listing the four sets
+    costs ~1 ms more per call here). Any failed write reads the sets again and retries once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_veth: dict[str, dict[str, list]] | None = None
+
+    def load(self) -> dict[str, dict[str, list]]:
+        # one set per request: nft 1.0.6 fails a JSON request holding two list commands (ENOENT)
+        listed = [obj for n in SETS for obj in nft.run_json(
+            {"nftables": [{"list": {"set": {"family": FAMILY, "table": TABLE, "name": n}}}]}).get("nftables", [])]
+        self.by_veth = parse_held({"nftables": listed})
+        return self.by_veth
+
+    def replace(self, host_veth: str, new: dict[str, list]) -> None:
+        """Make the veth's elements `new` ({} removes them) in one transaction."""
+        with self.lock:
+            for attempt in (1, 2):
+                try:
+                    held = self.by_veth if self.by_veth is not None else self.load()
+                    stale = held.get(host_veth, {})
+                    if not stale and not new:
+                        return
+                    nft.run_json(render_ops(stale, new))
+                    break
+                except CniError:
+                    if attempt == 2:
+                        raise
+                    if new:
+                        ensure_base()      # first use in this netns, or the table was removed
+                    self.by_veth = None
+                    with contextlib.suppress(CniError):
+                        self.load()
+                    if self.by_veth is None:
+                        if not new:
+                            return         # no table: nothing to forget
+                        self.by_veth = {}
+            if new:
+                held[host_veth] = new
+            else:
+                held.pop(host_veth, None)
+
+
+_held: dict[int, _Held] = {}
+_held_lock = threading.Lock()
+
+
+def _state() -> _Held:
+    """The sets' state of the calling thread's netns (made on first use there)."""
+    ino = netns.current_inode()
+    with _held_lock:
+        return _held.setdefault(ino, _Held())
 
 
 def allow_pod(host_veth: str, mac: str, ips) -> None:
     """Let the pod behind host_veth send from mac and its addresses `ips` (one or a list) only,
     replacing what it had: one transaction."""
-    try:
-        stale = _held(host_veth)
-    except CniError:
-        ensure_base()                      # first use in this netns, or the table was removed
-        stale = {}
-    nft.run_json(render_ops(stale, render_pod_elements(host_veth, mac, ips)))
+    _state().replace(host_veth, render_pod_elements(host_veth, mac, ips))
 
 
 def forget_pod(host_veth: str) -> None:
     """Remove the pod's elements; none (or no table) is fine."""
-    try:
-        stale = _held(host_veth)
-    except CniError:
-        return
-    if stale:
-        nft.run_json(render_ops(stale, {}))
+    _state().replace(host_veth, {})
+
+
+def reset() -> None:
+    """Forget what was read from every netns (for tests that delete namespaces)."""
+    with _held_lock:
+        _held.clear()
 
 
 def read_counters() -> dict[str, int]:
