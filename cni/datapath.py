@@ -49,6 +49,7 @@ SYSCTL_IP6_CONF = "/proc/sys/net/ipv6/conf/{ifname}/{key}"
 # the pod's interface, before it goes up: IPv6 on, no DAD, the link-local address from the MAC
 POD_IP6_SYSCTLS = (("disable_ipv6", "0"), ("accept_dad", "0"), ("addr_gen_mode", "0"))
 IFA_F_NODAD = 0x02
+IPV6_MIN_MTU = 1280               # RFC 8200: a link with less carries no IPv6 (the kernel refuses it)
 
 
 @dataclass(frozen=True)
@@ -220,16 +221,20 @@ def list_host_veths(bridge: str) -> set[str]:
         return {link.get("ifname") for link in ipr.get_links() if link.get("master") == idx}
 
 
-def underlay_mtu() -> int:
-    """MTU of the device holding the default route, else of the first non-loopback device that
-    is up, else 1500; all in the calling thread's netns."""
+def underlay_mtu(bridge: str | None = None) -> int:
+    """MTU of the device holding the default route (IPv4, else IPv6), else of the first
+    non-loopback device that is up, else 1500; all in the calling thread's netns. The pod
+    `bridge` and its ports are never the underlay: taking them made a restarted agent shrink the
+    pod MTU by 50 at each start, below IPv6's minimum of 1280 after four."""
     with open_node() as ipr:
-        for route in ipr.get_routes(family=socket.AF_INET, table=254):
-            if route["dst_len"] == 0 and route.get("oif"):
-                return _link(ipr, route.get("oif")).get("mtu")
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for route in ipr.get_routes(family=family, table=254):
+                if route["dst_len"] == 0 and route.get("oif"):
+                    return _link(ipr, route.get("oif")).get("mtu")
+        ours = link_index(ipr, bridge) if bridge else None
         for link in ipr.get_links():
             if link.get("ifname") != "lo" and link.get("operstate") in ("UP", "UNKNOWN") \
-                    and link["flags"] & 1:
+                    and link["flags"] & 1 and ours not in (link["index"], link.get("master")):
                 return link.get("mtu")
     return 1500
 

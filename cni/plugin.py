@@ -49,7 +49,7 @@ class CniPlugin:
         self.pod_cidr = ",".join(self.pod_cidrs) or None
         self.data_dir = Path(data_dir)
         self.bridge_name = bridge
-        self.mtu = mtu or datapath.plan_pod_mtu(datapath.underlay_mtu())
+        self.mtu = mtu or datapath.plan_pod_mtu(datapath.underlay_mtu(bridge))
         self.cluster_cidr = cluster_cidr
         nft.require_libnftables()       # masquerade and hostPorts: a missing module stops the agent now
         self._lock = threading.Lock()
@@ -165,6 +165,9 @@ class CniPlugin:
         rates = conf.bandwidth
         mtu = conf.mtu or self.mtu
         alloc = self.allocator(conf)
+        if mtu < datapath.IPV6_MIN_MTU and any(n.version == 6 for n in alloc.subnets):
+            raise CniError(INVALID_NETWORK_CONFIG, "Invalid network config",
+                           f"mtu {mtu} is below IPv6's minimum of {datapath.IPV6_MIN_MTU} (the node has an IPv6 range)")
         with self._lock:
             self._inflight.add(key)
         wiring = None
