@@ -311,6 +311,17 @@ def test_add_honours_mac_ips_and_k8s_args(fam_node):
     assert node.cni("DEL", "byargs", other)[0] == 0
 
 
+def test_an_mtu_below_1280_is_refused_with_an_ipv6_range(fam_node):
+    pod = fam_node.new_pod()
+    rc, out, _ = fam_node.cni("ADD", "smallmtu", pod, conf=fam_node.conf(mtu=1200))
+    if any(":" in r for r in fam_node.ranges):
+        assert rc != 0 and out["code"] == 7 and "1280" in out["details"], out
+        assert "smallmtu" not in fam_node.reserved().values() and fam_node.pod_addrs(pod, family="all") == []
+    else:
+        assert rc == 0 and out["interfaces"][2]["mtu"] == 1200, out
+    assert fam_node.cni("DEL", "smallmtu", pod)[0] == 0
+
+
 def test_add_fails_if_the_interface_exists_and_keeps_the_first(node):
     pod = node.new_pod()
     first = node.add(pod, cid="owner")
