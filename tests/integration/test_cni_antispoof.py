@@ -7,6 +7,7 @@ pod's global or link-local source, a neighbour advertisement for an address the 
 own, a router advertisement."""
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
@@ -120,13 +121,20 @@ def _counters(node: ScratchNode) -> dict[str, int]:
     return {o["counter"]["name"]: o["counter"]["packets"] for o in out["nftables"] if "counter" in o}
 
 
-@pytest.fixture
-def wired(tmp_path):
-    with ScratchNode(tmp_path, pod_cidr="10.247.0.0/24", bridge="kwsp") as node:
+@contextlib.contextmanager
+def three_pods(tmp_path, *ranges: str):
+    """A node with these pod ranges and three pods wired on it."""
+    with ScratchNode(tmp_path, pod_cidr=",".join(ranges), bridge="kwsp") as node:
         pods = [node.new_pod() for _ in range(3)]
         for pod in pods:
             node.add(pod)
         yield node, pods
+
+
+@pytest.fixture
+def wired(tmp_path):
+    with three_pods(tmp_path, "10.247.0.0/24") as wired:
+        yield wired
 
 
 def test_spoofed_frames_reach_no_pod_and_are_counted(wired):
@@ -198,11 +206,8 @@ def test_del_removes_the_pods_elements(wired):
 
 @pytest.fixture(params=[("fd00:247::/64",), ("10.247.0.0/24", "fd00:247::/64")], ids=["ipv6", "dual"])
 def wired6(tmp_path, request):
-    with ScratchNode(tmp_path, pod_cidr=",".join(request.param), bridge="kwsp") as node:
-        pods = [node.new_pod() for _ in range(3)]
-        for pod in pods:
-            node.add(pod)
-        yield node, pods
+    with three_pods(tmp_path, *request.param) as wired:
+        yield wired
 
 
 def test_spoofed_ipv6_and_neighbour_discovery_reach_no_pod_and_are_counted(wired6):
