@@ -1,10 +1,14 @@
-"""Source checks on pod veths: a pod sends only with its own MAC and IPv4 address, like Calico's
+"""Source checks on pod veths: a pod sends only with its own MAC and addresses, like Calico's
 and Cilium's. Everything else is dropped and counted before any Service or policy rule sees it.
 
     table bridge kubeweft-cni
-      set pod_macs   ifname . ether_addr      a pod's host veth . its MAC
-      set pod_ips    ifname . ipv4_addr       a pod's host veth . its IPv4 address
-      counter spoofed_<reason>                one per reason (REASONS), read by the agent's metrics
+      set pod_macs        ifname . ether_addr   a pod's host veth . its MAC
+      set pod_ips         ifname . ipv4_addr    a pod's host veth . its IPv4 address
+      set pod_ips6        ifname . ipv6_addr    a pod's host veth . its IPv6 addresses (link-local too)
+      set pod_nd_targets  ifname . 128 bits     the same IPv6 addresses, typed as the raw bytes of
+                                                a neighbour advertisement's target (nft has no
+                                                selector for it, and a set holds one type)
+      counter spoofed_<reason>                  one per reason (REASONS), read by the agent's metrics
       chain prerouting   filter hook prerouting priority -300
 
 Why the bridge family: every pod veth is a port of the node's bridge, so one chain sees every
@@ -19,27 +23,38 @@ dropped from the moment its veth exists until its ADD has added its elements (AD
 after), and a veth whose elements are missing sends nothing.
 
 What a pod may send: IPv4 and ARP from its own MAC and address (ARP with a 0.0.0.0 sender, the
-RFC 5227 probe, is dropped: Linux sends none by itself and pods have no DHCP); IPv6 only from a
-link-local address or :: (neighbour discovery, DAD, MLD), from its own MAC, since the cluster
-is IPv4-only; no other ethertype (an 802.1Q tag would hide the inner header from these checks).
+RFC 5227 probe, is dropped: Linux sends none by itself and pods have no DHCP); IPv6 from its own
+addresses: its IPv6 pod address if it has one, its link-local address (EUI-64 from its MAC: the
+CNI gives the pod's interface addr_gen_mode 0) and :: (MLD before the link-local address
+exists); neighbour advertisements only for those addresses, and no router advertisement or
+redirect (a pod is no router: either would steer other pods' traffic); no other ethertype (an
+802.1Q tag would hide the inner header from these checks).
 
 Standard library only, as the rest of the CNI's node side.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import threading
 
-from kubeweft.cni import nft
-from kubeweft.cni.datapath import HOST_VETH_PREFIX
+from kubeweft.cni import netns, nft
+from kubeweft.cni.datapath import HOST_VETH_PREFIX, link_local
 from kubeweft.cni.errors import CniError
 
 FAMILY = "bridge"
 TABLE = "kubeweft-cni"
 SET_MACS = "pod_macs"
 SET_IPS = "pod_ips"
+SET_IPS6 = "pod_ips6"
+SET_ND = "pod_nd_targets"
+SETS = (SET_MACS, SET_IPS, SET_IPS6, SET_ND)
 COUNTER_PREFIX = "spoofed_"
 # reason -> family label of kubeweft_spoofed_packets_total
-REASONS = {"mac": "ethernet", "ipv4": "ipv4", "arp": "arp", "ipv6": "ipv6", "ethertype": "ethernet"}
+REASONS = {"mac": "ethernet", "ipv4": "ipv4", "arp": "arp", "ipv6": "ipv6", "ndp": "ipv6",
+           "ethertype": "ethernet"}
+# an ICMPv6 neighbour advertisement's target address: bytes 8-23 of the ICMPv6 header (RFC 4861)
+ND_TARGET = "@th,64,128"
 
 
 # ---- pure core ---------------------------------------------------------------------------
@@ -52,6 +67,10 @@ def render_base() -> str:
         f'add table {t} {{ comment "kubeweft CNI: pods send only from their own MAC and address"; }}',
         f'add set {t} {SET_MACS} {{ type ifname . ether_addr; comment "pod host veth . pod MAC"; }}',
         f'add set {t} {SET_IPS} {{ type ifname . ipv4_addr; comment "pod host veth . pod IPv4"; }}',
+        (f'add set {t} {SET_IPS6} {{ type ifname . ipv6_addr; '
+         f'comment "pod host veth . pod IPv6, link-local included"; }}'),
+        (f'add set {t} {SET_ND} {{ typeof iifname . {ND_TARGET}; '
+         f'comment "pod host veth . an IPv6 address the pod may advertise (as raw bytes)"; }}'),
         *(f'add counter {t} {COUNTER_PREFIX}{r} {{ comment "frames from pods dropped: {r}"; }}'
           for r in REASONS),
         (f'add chain {t} prerouting {{ comment "source checks of frames from pod veths"; '
@@ -65,30 +84,40 @@ def render_base() -> str:
          f'counter name "{COUNTER_PREFIX}arp" drop'),
         (f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ether != @{SET_MACS} '
          f'counter name "{COUNTER_PREFIX}arp" drop'),
-        (f'add rule {t} prerouting {port} ether type ip6 ip6 saddr != {{ ::/128, fe80::/10 }} '
+        (f'add rule {t} prerouting {port} ether type ip6 ip6 saddr != ::/128 iifname . ip6 saddr != @{SET_IPS6} '
          f'counter name "{COUNTER_PREFIX}ipv6" drop'),
+        (f'add rule {t} prerouting {port} icmpv6 type nd-neighbor-advert iifname . {ND_TARGET} != @{SET_ND} '
+         f'counter name "{COUNTER_PREFIX}ndp" drop'),
+        (f'add rule {t} prerouting {port} icmpv6 type {{ nd-router-advert, nd-redirect }} '
+         f'counter name "{COUNTER_PREFIX}ndp" drop'),
         (f'add rule {t} prerouting {port} ether type != {{ ip, arp, ip6 }} '
          f'counter name "{COUNTER_PREFIX}ethertype" drop'),
     ]
     return "\n".join(lines) + "\n"
 
 
-def render_pod_elements(host_veth: str, mac: str, ip: str) -> tuple[dict, dict]:
-    """The pod's element in each set (JSON)."""
-    return ({"concat": [host_veth, mac.lower()]}, {"concat": [host_veth, str(ipaddress.IPv4Address(ip))]})
+def render_pod_elements(host_veth: str, mac: str, ips) -> dict[str, list]:
+    """set name -> the pod's elements (JSON): its MAC, its IPv4 address, its IPv6 addresses and
+    its link-local one. `ips`: the pod's addresses (one or a list, either family)."""
+    addrs = [ipaddress.ip_address(str(a).split("/")[0]) for a in (ips if isinstance(ips, (list, tuple)) else [ips])]
+    v6 = [a for a in addrs if a.version == 6] + [link_local(mac)]
+    return {SET_MACS: [{"concat": [host_veth, mac.lower()]}],
+            SET_IPS: [{"concat": [host_veth, str(a)]} for a in addrs if a.version == 4],
+            SET_IPS6: [{"concat": [host_veth, str(a)]} for a in v6],
+            SET_ND: [{"concat": [host_veth, f"0x{int(a):032x}"]} for a in v6]}
 
 
-def plan_stale(listing: dict, host_veth: str) -> dict[str, list]:
-    """set name -> the elements of host_veth, from a JSON listing of the two sets. Pure."""
-    out: dict[str, list] = {}
+def parse_held(listing: dict) -> dict[str, dict[str, list]]:
+    """host veth -> set name -> its elements, from a JSON listing of the sets. Pure."""
+    out: dict[str, dict[str, list]] = {}
     for obj in listing.get("nftables", []):
         s = obj.get("set")
-        if not s or s.get("name") not in (SET_MACS, SET_IPS):
+        if not s or s.get("name") not in SETS:
             continue
         for e in s.get("elem", []):
             val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
-            if isinstance(val, dict) and val.get("concat", [None])[0] == host_veth:
-                out.setdefault(s["name"], []).append(val)
+            if isinstance(val, dict) and val.get("concat"):
+                out.setdefault(val["concat"][0], {}).setdefault(s["name"], []).append(val)
     return out
 
 
@@ -118,33 +147,77 @@ def ensure_base() -> None:
     nft.run_text(render_base())
 
 
-def _held(host_veth: str) -> dict[str, list]:
-    # one set per request: nft 1.0.6 fails a JSON request holding two list commands (ENOENT)
-    listed = [obj for n in (SET_MACS, SET_IPS) for obj in nft.run_json(
-        {"nftables": [{"list": {"set": {"family": FAMILY, "table": TABLE, "name": n}}}]}).get("nftables", [])]
-    return plan_stale({"nftables": listed}, host_veth)
+class _Held:
+    """What the sets hold per host veth in one netns, read from the kernel once and then kept in
+    step with each transaction, so that an ADD or a DEL is one request (listing the four sets
+    costs ~1 ms more per call here). Any failed write reads the sets again and retries once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_veth: dict[str, dict[str, list]] | None = None
+
+    def load(self) -> dict[str, dict[str, list]]:
+        # one set per request: nft 1.0.6 fails a JSON request holding two list commands (ENOENT)
+        listed = [obj for n in SETS for obj in nft.run_json(
+            {"nftables": [{"list": {"set": {"family": FAMILY, "table": TABLE, "name": n}}}]}).get("nftables", [])]
+        self.by_veth = parse_held({"nftables": listed})
+        return self.by_veth
+
+    def replace(self, host_veth: str, new: dict[str, list]) -> None:
+        """Make the veth's elements `new` ({} removes them) in one transaction."""
+        with self.lock:
+            for attempt in (1, 2):
+                try:
+                    held = self.by_veth if self.by_veth is not None else self.load()
+                    stale = held.get(host_veth, {})
+                    if not stale and not new:
+                        return
+                    nft.run_json(render_ops(stale, new))
+                    break
+                except CniError:
+                    if attempt == 2:
+                        raise
+                    if new:
+                        ensure_base()      # first use in this netns, or the table was removed
+                    self.by_veth = None
+                    with contextlib.suppress(CniError):
+                        self.load()
+                    if self.by_veth is None:
+                        if not new:
+                            return         # no table: nothing to forget
+                        self.by_veth = {}
+            if new:
+                held[host_veth] = new
+            else:
+                held.pop(host_veth, None)
 
 
-def allow_pod(host_veth: str, mac: str, ip: str) -> None:
-    """Let the pod behind host_veth send from mac and ip only (replacing what it had): one
-    transaction."""
-    try:
-        stale = _held(host_veth)
-    except CniError:
-        ensure_base()                      # first use in this netns, or the table was removed
-        stale = {}
-    mac_elem, ip_elem = render_pod_elements(host_veth, mac, ip)
-    nft.run_json(render_ops(stale, {SET_MACS: [mac_elem], SET_IPS: [ip_elem]}))
+_held: dict[int, _Held] = {}
+_held_lock = threading.Lock()
+
+
+def _state() -> _Held:
+    """The sets' state of the calling thread's netns (made on first use there)."""
+    ino = netns.current_inode()
+    with _held_lock:
+        return _held.setdefault(ino, _Held())
+
+
+def allow_pod(host_veth: str, mac: str, ips) -> None:
+    """Let the pod behind host_veth send from mac and its addresses `ips` (one or a list) only,
+    replacing what it had: one transaction."""
+    _state().replace(host_veth, render_pod_elements(host_veth, mac, ips))
 
 
 def forget_pod(host_veth: str) -> None:
     """Remove the pod's elements; none (or no table) is fine."""
-    try:
-        stale = _held(host_veth)
-    except CniError:
-        return
-    if stale:
-        nft.run_json(render_ops(stale, {}))
+    _state().replace(host_veth, {})
+
+
+def reset() -> None:
+    """Forget what was read from every netns (for tests that delete namespaces)."""
+    with _held_lock:
+        _held.clear()
 
 
 def read_counters() -> dict[str, int]:

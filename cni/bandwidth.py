@@ -46,6 +46,19 @@ def plan_bandwidth(bandwidth: dict) -> tuple[Tbf | None, Tbf | None]:
     return out[0], out[1]
 
 
+def check_fits(tbf: Tbf, side: str) -> None:
+    """tbf keeps the burst as the time it takes at the rate, in scheduler ticks, in 32 bits: a
+    burst that lasts longer at its rate (2**32 ticks: 274 s with this machine's tc clock; a
+    2**31-bit burst at 8 bit/s lasts 8.5 years) cannot be set up. Refused as configuration, not
+    failed in the kernel."""
+    from pyroute2.netlink.rtnl.tcmsg.common import calc_xmittime
+
+    if calc_xmittime(tbf.rate_bits / 8, tbf.burst_bytes) >= 2**32:
+        raise CniError(INVALID_NETWORK_CONFIG, f"{side}Burst is too large for {side}Rate",
+                       f"{tbf.burst_bytes * 8} bits at {tbf.rate_bits} bit/s: tc tbf holds bursts of at "
+                       f"most {2**32 // calc_xmittime(1, 1)} s at the rate")
+
+
 def _apply(ipr, index: int, tbf: Tbf) -> None:
     ipr.tc("replace", "tbf", index, handle="1:", rate=f"{tbf.rate_bits}bit", burst=tbf.burst_bytes,
            latency=f"{LATENCY_MS}ms")
@@ -57,6 +70,9 @@ def apply_bandwidth(netns_path: str, pod_ifname: str, host_veth: str, bandwidth:
     from pyroute2.netlink.exceptions import NetlinkError
 
     ingress, egress = plan_bandwidth(bandwidth)
+    for tbf, side in ((ingress, "ingress"), (egress, "egress")):
+        if tbf:
+            check_fits(tbf, side)
     try:
         if ingress:
             with datapath.open_node() as node:

@@ -8,9 +8,14 @@ helper process. No process is ever spawned here.
 
 Layout of a wired pod:
 
-    node netns:  bridge kw0 (gateway/prefix, up, MTU)  <-port, hairpin->  kw<12 hex> (host veth)
-    pod netns:   lo up; <ifname> (the veth peer, created straight in the sandbox), address,
-                 default route via the gateway
+    node netns:  bridge kw0 (a gateway/prefix per family, up, MTU)  <-port, hairpin->  kw<12 hex>
+    pod netns:   lo up; <ifname> (the veth peer, created straight in the sandbox), an address
+                 and a default route via the gateway per family
+
+IPv6 is usable the moment ADD returns: the gateway and the pod's addresses are added without
+duplicate address detection (IPAM made them unique; DAD would hold them "tentative" for ~1 s, and
+a pod's first connection would fail), and the pod's interface gets accept_dad=0 before it goes up,
+so that its link-local address (EUI-64 from its MAC, which the source checks allow) is too.
 """
 from __future__ import annotations
 
@@ -37,6 +42,14 @@ _NETLINK_ROUTE = 0
 SYSCTL_IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 SYSCTL_BRIDGE_NF = ("/proc/sys/net/bridge/bridge-nf-call-iptables",
                     "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
+# with an IPv6 range: the node routes IPv6 too ("all" is what turns routing on; it also makes
+# interfaces ignore router advertisements unless accept_ra=2, as on any IPv6 router)
+SYSCTL_IP6_FORWARD = "/proc/sys/net/ipv6/conf/all/forwarding"
+SYSCTL_IP6_CONF = "/proc/sys/net/ipv6/conf/{ifname}/{key}"
+# the pod's interface, before it goes up: IPv6 on, no DAD, the link-local address from the MAC
+POD_IP6_SYSCTLS = (("disable_ipv6", "0"), ("accept_dad", "0"), ("addr_gen_mode", "0"))
+IFA_F_NODAD = 0x02
+IPV6_MIN_MTU = 1280               # RFC 8200: a link with less carries no IPv6 (the kernel refuses it)
 
 
 @dataclass(frozen=True)
@@ -61,9 +74,10 @@ class PodObservation:
     ifname: str
     mac: str
     mtu: int
-    addresses: list[ipaddress.IPv4Interface] = field(default_factory=list)
-    # IPv4 routes of the main table: (destination, gateway or None for on-link)
-    routes: list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]] = field(default_factory=list)
+    addresses: list = field(default_factory=list)       # IPv4/IPv6Interface, global scope
+    # routes of the main table through the interface, both families: (destination, gateway or
+    # None for on-link)
+    routes: list = field(default_factory=list)
 
 
 # ---- pure helpers ------------------------------------------------------------------------
@@ -92,8 +106,22 @@ def plan_pod_mtu(underlay: int) -> int:
     return underlay - VXLAN_OVERHEAD
 
 
-def _gateway_ip(gateway) -> ipaddress.IPv4Address:
-    return ipaddress.IPv4Interface(str(gateway)).ip
+def _interfaces(value) -> list:
+    """One address or several (IPv4/IPv6Interface or text) as a list of interfaces."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [ipaddress.ip_interface(str(v)) for v in items]
+
+
+def _family(version: int) -> int:
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
+def link_local(mac: str) -> ipaddress.IPv6Address:
+    """The EUI-64 link-local address the kernel gives an interface with this MAC
+    (addr_gen_mode 0): fe80::, the MAC with its universal/local bit flipped and ff:fe inside."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    eui = bytes((b[0] ^ 0x02,)) + b[1:3] + b"\xff\xfe" + b[3:6]
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui)
 
 
 # ---- netlink handles ---------------------------------------------------------------------
@@ -143,14 +171,16 @@ def _write_sysctl(path: str, value: str) -> bool:
 
 # ---- the node side -----------------------------------------------------------------------
 
-def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> BridgeInfo:
-    """The pod bridge, with the gateway address, the MTU, up; also ip_forward=1 and
+def ensure_bridge(name: str, gateway, mtu: int) -> BridgeInfo:
+    """The pod bridge, with the gateway address of each family (one interface or a list), the
+    MTU, up; also ip_forward=1 (and IPv6 forwarding with an IPv6 gateway) and
     bridge-nf-call-ip{,6}tables=1 in this netns. Idempotent.
 
     bridge-nf-call-* are per-netns sysctls once br_netfilter is loaded (it is here: a fresh
     netns shows /proc/sys/net/bridge with 1s). If they are absent we do not load the module
     (that would change the whole machine); BridgeInfo.bridge_nf_call then says False."""
-    gateway = ipaddress.IPv4Interface(gateway)
+    gateways = _interfaces(gateway)
+    v6 = any(g.version == 6 for g in gateways)
     with open_node() as ipr:
         try:
             idx = link_index(ipr, name)
@@ -164,14 +194,20 @@ def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> Brid
                 raise CniError(DATAPATH_FAILURE, f"{name} exists and is not a bridge")
             if link.get("mtu") != mtu:
                 ipr.link("set", index=idx, mtu=mtu)
-            have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=socket.AF_INET)}
-            if (str(gateway.ip), gateway.network.prefixlen) not in have:
-                ipr.addr("add", index=idx, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+            if v6:
+                _write_sysctl(SYSCTL_IP6_CONF.format(ifname=name, key="disable_ipv6"), "0")
+            have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx)}
+            for gw in gateways:
+                if (str(gw.ip), gw.network.prefixlen) not in have:
+                    ipr.addr("add", index=idx, address=str(gw.ip), prefixlen=gw.network.prefixlen,
+                             **({"flags": IFA_F_NODAD} if gw.version == 6 else {}))
             ipr.link("set", index=idx, state="up")
             mac = _link(ipr, idx).get("address")
         except NetlinkError as e:
             raise CniError(DATAPATH_FAILURE, f"cannot set up bridge {name}", str(e)) from None
     _write_sysctl(SYSCTL_IP_FORWARD, "1")
+    if v6:
+        _write_sysctl(SYSCTL_IP6_FORWARD, "1")
     nf = all(_write_sysctl(p, "1") for p in SYSCTL_BRIDGE_NF)
     return BridgeInfo(name=name, mac=mac, bridge_nf_call=nf)
 
@@ -185,29 +221,34 @@ def list_host_veths(bridge: str) -> set[str]:
         return {link.get("ifname") for link in ipr.get_links() if link.get("master") == idx}
 
 
-def underlay_mtu() -> int:
-    """MTU of the device holding the default route, else of the first non-loopback device that
-    is up, else 1500; all in the calling thread's netns."""
+def underlay_mtu(bridge: str | None = None) -> int:
+    """MTU of the device holding the default route (IPv4, else IPv6), else of the first
+    non-loopback device that is up, else 1500; all in the calling thread's netns. The pod
+    `bridge` and its ports are never the underlay: taking them made a restarted agent shrink the
+    pod MTU by 50 at each start, below IPv6's minimum of 1280 after four."""
     with open_node() as ipr:
-        for route in ipr.get_routes(family=socket.AF_INET, table=254):
-            if route["dst_len"] == 0 and route.get("oif"):
-                return _link(ipr, route.get("oif")).get("mtu")
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for route in ipr.get_routes(family=family, table=254):
+                if route["dst_len"] == 0 and route.get("oif"):
+                    return _link(ipr, route.get("oif")).get("mtu")
+        ours = link_index(ipr, bridge) if bridge else None
         for link in ipr.get_links():
             if link.get("ifname") != "lo" and link.get("operstate") in ("UP", "UNKNOWN") \
-                    and link["flags"] & 1:
+                    and link["flags"] & 1 and ours not in (link["index"], link.get("master")):
                 return link.get("mtu")
     return 1500
 
 
 # ---- a pod -------------------------------------------------------------------------------
 
-def wire_pod(netns_path: str, ifname: str, address: ipaddress.IPv4Interface, gateway,
+def wire_pod(netns_path: str, ifname: str, address, gateway,
              bridge: str, mtu: int, host_veth: str, mac: str | None = None) -> PodWiring:
     """Create the veth pair (the pod end straight in the sandbox, named ifname), attach the host
-    end to the bridge with hairpin on, give the pod its address and default route. On any failure
-    everything made here is removed and CniError raised."""
-    address = ipaddress.IPv4Interface(address)
-    gw = _gateway_ip(gateway)
+    end to the bridge with hairpin on, give the pod its addresses and a default route per family
+    (`address` and `gateway`: one each, or lists in the same order). On any failure everything
+    made here is removed and CniError raised."""
+    addresses = _interfaces(address)
+    gws = [g.ip for g in _interfaces(gateway)]
     if len(host_veth) > IFNAMSIZ or len(ifname) > IFNAMSIZ:
         raise CniError(DATAPATH_FAILURE, f"interface name too long: {host_veth!r} / {ifname!r}")
     host_mac, pod_mac = random_mac(), (mac or random_mac())
@@ -242,9 +283,15 @@ def wire_pod(netns_path: str, ifname: str, address: ipaddress.IPv4Interface, gat
                 node.brport("set", index=host, mode=1, flags=IFF_UP, change=IFF_UP)
                 pod.link("set", index=LOOPBACK_IFINDEX, state="up")
                 inner = link_index(pod, ifname)
+                if any(a.version == 6 for a in addresses):
+                    netns.call_in(netns_path, _write_pod_sysctls, ifname)
                 pod.link("set", index=inner, state="up")
-                pod.addr("add", index=inner, address=str(address.ip), prefixlen=address.network.prefixlen)
-                pod.route("add", dst="0.0.0.0/0", gateway=str(gw), oif=inner)
+                for addr, gw in zip(addresses, gws, strict=True):
+                    six = addr.version == 6
+                    pod.addr("add", index=inner, address=str(addr.ip), prefixlen=addr.network.prefixlen,
+                             **({"flags": IFA_F_NODAD} if six else {}))
+                    pod.route("add", dst="::/0" if six else "0.0.0.0/0", gateway=str(gw), oif=inner,
+                              family=_family(addr.version))
                 return PodWiring(host_veth=host_veth, host_mac=host_mac, pod_ifname=ifname,
                                  pod_mac=pod_mac, sandbox=str(netns_path))
             except BaseException as e:
@@ -258,6 +305,14 @@ def wire_pod(netns_path: str, ifname: str, address: ipaddress.IPv4Interface, gat
                 raise
     finally:
         pod.close()
+
+
+def _write_pod_sysctls(ifname: str) -> None:
+    """In the pod's netns (the calling thread's): IPv6 on its interface, without DAD."""
+    for key, value in POD_IP6_SYSCTLS:
+        if not _write_sysctl(SYSCTL_IP6_CONF.format(ifname=ifname, key=key), value):
+            raise CniError(DATAPATH_FAILURE, "IPv6 is not available in the pod's network namespace",
+                           f"no {SYSCTL_IP6_CONF.format(ifname=ifname, key=key)}")
 
 
 def _add_veth(node: IPRoute, host_veth: str, host_mac: str, bridge_index: int, mtu: int,
@@ -301,15 +356,16 @@ def inspect_pod(netns_path: str, ifname: str) -> PodObservation | None:
         if idx is None:
             return None
         link = _link(pod, idx)
-        addrs = [ipaddress.IPv4Interface(f"{a.get('address')}/{a['prefixlen']}")
-                 for a in pod.get_addr(index=idx, family=socket.AF_INET)]
+        addrs = [ipaddress.ip_interface(f"{a.get('address')}/{a['prefixlen']}")
+                 for a in pod.get_addr(index=idx) if a["scope"] == 0]     # global: not link-local
         routes = []
-        for r in pod.get_routes(family=socket.AF_INET, table=254):
-            if r.get("oif") != idx:
-                continue
-            dst = ipaddress.IPv4Network(f"{r.get('dst') or '0.0.0.0'}/{r['dst_len']}")
-            gw = r.get("gateway")
-            routes.append((dst, ipaddress.IPv4Address(gw) if gw else None))
+        for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            for r in pod.get_routes(family=family, table=254):
+                if r.get("oif") != idx:
+                    continue
+                dst = ipaddress.ip_network(f"{r.get('dst') or anywhere}/{r['dst_len']}")
+                gw = r.get("gateway")
+                routes.append((dst, ipaddress.ip_address(gw) if gw else None))
         return PodObservation(ifname=ifname, mac=link.get("address"), mtu=link.get("mtu"),
                               addresses=addrs, routes=routes)
     finally:

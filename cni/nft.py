@@ -1,6 +1,8 @@
-"""The CNI's own nftables table in the node netns: pod masquerade and hostPort DNAT.
+"""The CNI's own nftables tables in the node netns, one per IP family: pod masquerade and hostPort
+DNAT.
 
-    table ip kubeweft-cni
+    table ip kubeweft-cni          (IPv4; table ip6 kubeweft-cni, the same for IPv6, is made only
+                                    once the node has an IPv6 cluster range or an IPv6 hostPort)
       map hostports      l4proto . port               -> pod ip . port   (hostPort, any node address)
       map hostip_ports   node ip . l4proto . port     -> pod ip . port   (hostPort with a hostIP)
       chain hostports_dnat   the two DNAT lookups
@@ -8,8 +10,13 @@
       chain output       nat hook, dstnat: the node's own connections to a local address -> same
       chain postrouting  nat hook, srcnat: pod CIDR leaving the cluster CIDR -> masquerade
 
+One table per family rather than one inet table: the IPv4 table stays what it was on IPv4-only
+nodes, and a map's value type is one family's address anyway. A hostPort without a hostIP is
+DNATed in each family the pod has an address of; one with a hostIP only in that address's
+family ("0.0.0.0": every IPv4 address, "::": every IPv6 one).
+
 Every hostPort element carries its container ID as comment, so a DEL finds its elements even in
-a fresh process (the shim's fallback) by reading only our two maps; the agent keeps them in
+a fresh process (the shim's fallback) by reading only our maps; the agent keeps them in
 memory and re-reads the maps only on its first use in a netns and to recover from a failed
 write. The whole ruleset is never listed.
 
@@ -41,6 +48,9 @@ except ImportError:
 LIBNFTABLES_PACKAGE = "python3-nftables"
 
 FAMILY = "ip"
+FAMILIES = {4: "ip", 6: "ip6"}               # IP version -> nftables table family
+_SELECTOR = {"ip": "ip", "ip6": "ip6"}       # the address selector of a table family: ip saddr, ip6 saddr
+_ADDR_TYPE = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
 TABLE = "kubeweft-cni"
 MAP_ANY = "hostports"
 MAP_IP = "hostip_ports"
@@ -55,13 +65,17 @@ _SAFE_COMMENT = re.compile(r"[^A-Za-z0-9_.:@/-]")
 class HostPort:
     protocol: str
     host_port: int
-    host_ip: str | None          # None: every local address of the node
+    host_ip: str | None          # None: every local address of the node (in pod_ip's family)
     pod_ip: str
     container_port: int
 
     @property
     def map(self) -> str:
         return MAP_IP if self.host_ip else MAP_ANY
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[6 if ":" in self.pod_ip else 4]
 
     def key(self) -> dict:
         parts = [self.host_ip, self.protocol, self.host_port] if self.host_ip else \
@@ -71,23 +85,25 @@ class HostPort:
 
 # ---- pure core ---------------------------------------------------------------------------
 
-def render_base(cluster_cidr: str | None = None) -> str:
-    """The table, maps, chains and hostPort rules, as nft commands (idempotent: add + flush).
-    With the cluster CIDR known, pod traffic to a hostPort is marked for hairpin masquerade."""
-    t = f"{FAMILY} {TABLE}"
+def render_base(cluster_cidr: str | None = None, family: str = FAMILY) -> str:
+    """The table of `family` (ip, ip6): maps, chains and hostPort rules, as nft commands
+    (idempotent: add + flush). With the family's cluster CIDR known, pod traffic to a hostPort is
+    marked for hairpin masquerade."""
+    t = f"{family} {TABLE}"
+    ip, addr = _SELECTOR[family], _ADDR_TYPE[family]
     if cluster_cidr:
-        net = _network(cluster_cidr)
-        mark = [f"add rule {t} hostports_dnat ip saddr {net} meta mark set meta mark or {HAIRPIN_MARK:#x}"]
-        unmark = [(f"add rule {t} hostports_dnat ip saddr {net} meta mark set meta mark and "
+        net = _network(cluster_cidr, family)
+        mark = [f"add rule {t} hostports_dnat {ip} saddr {net} meta mark set meta mark or {HAIRPIN_MARK:#x}"]
+        unmark = [(f"add rule {t} hostports_dnat {ip} saddr {net} meta mark set meta mark and "
                    f'{~HAIRPIN_MARK & 0xffffffff:#x} comment "no hostPort matched: no hairpin"')]
     else:
         mark = unmark = []
     lines = [
         f'add table {t} {{ comment "kubeweft CNI: pod masquerade and hostPort DNAT"; }}',
-        (f"add map {t} {MAP_ANY} {{ type inet_proto . inet_service : ipv4_addr . inet_service; "
+        (f"add map {t} {MAP_ANY} {{ type inet_proto . inet_service : {addr} . inet_service; "
          f'comment "hostPorts on every node address: l4proto . port -> pod ip . port, '
          f'comment = container ID"; }}'),
-        (f"add map {t} {MAP_IP} {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; "
+        (f"add map {t} {MAP_IP} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service; "
          f'comment "hostPorts with a hostIP: node ip . l4proto . port -> pod ip . port, '
          f'comment = container ID"; }}'),
         f'add chain {t} hostports_dnat {{ comment "DNAT of hostPorts to their pods"; }}',
@@ -99,8 +115,8 @@ def render_base(cluster_cidr: str | None = None) -> str:
          f"type nat hook postrouting priority srcnat; policy accept; }}"),
         f"flush chain {t} hostports_dnat",
         *mark,
-        f"add rule {t} hostports_dnat dnat ip to ip daddr . meta l4proto . th dport map @{MAP_IP}",
-        f"add rule {t} hostports_dnat dnat ip to meta l4proto . th dport map @{MAP_ANY}",
+        f"add rule {t} hostports_dnat dnat {ip} to {ip} daddr . meta l4proto . th dport map @{MAP_IP}",
+        f"add rule {t} hostports_dnat dnat {ip} to meta l4proto . th dport map @{MAP_ANY}",
         *unmark,
         f"flush chain {t} prerouting",
         f"add rule {t} prerouting fib daddr type local jump hostports_dnat",
@@ -110,48 +126,71 @@ def render_base(cluster_cidr: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _network(cidr: str) -> ipaddress.IPv4Network:
+def _network(cidr: str, family: str = FAMILY):
     try:
-        return ipaddress.IPv4Network(cidr, strict=False)
+        net = ipaddress.ip_network(cidr, strict=False)
     except ValueError as e:
         raise CniError(INVALID_NETWORK_CONFIG, f"invalid cluster CIDR {cidr!r}", str(e)) from None
+    if FAMILIES[net.version] != family:
+        raise CniError(INVALID_NETWORK_CONFIG, f"cluster CIDR {cidr!r} is not of family {family}")
+    return net
 
 
-def render_masquerade(cluster_cidr: str) -> str:
-    net = _network(cluster_cidr)
-    t = f"{FAMILY} {TABLE}"
+def plan_cluster_cidrs(cluster_cidr: str) -> dict[str, str]:
+    """"10.244.0.0/16,fd00:10:244::/56" -> table family -> CIDR (one per family)."""
+    out: dict[str, str] = {}
+    for cidr in (c.strip() for c in cluster_cidr.split(",") if c.strip()):
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError as e:
+            raise CniError(INVALID_NETWORK_CONFIG, f"invalid cluster CIDR {cidr!r}", str(e)) from None
+        if FAMILIES[net.version] in out:
+            raise CniError(INVALID_NETWORK_CONFIG, f"cluster CIDRs {cluster_cidr!r}: two of one family")
+        out[FAMILIES[net.version]] = str(net)
+    return out
+
+
+def render_masquerade(cluster_cidr: str, family: str = FAMILY) -> str:
+    net = _network(cluster_cidr, family)
+    t = f"{family} {TABLE}"
+    ip = _SELECTOR[family]
     return (f"flush chain {t} postrouting\n"
-            f"add rule {t} postrouting ip saddr {net} ip daddr != {net} masquerade "
+            f"add rule {t} postrouting {ip} saddr {net} {ip} daddr != {net} masquerade "
             f'comment "pods to outside the cluster: the node\'s address"\n'
             f"add rule {t} postrouting meta mark and {HAIRPIN_MARK:#x} == {HAIRPIN_MARK:#x} masquerade "
             f'comment "pods to a hostPort of this node (hairpin)"\n')
 
 
-def plan_hostports(mappings: list[dict], pod_ip: str) -> list[HostPort]:
-    """The runtime's portMappings ({hostPort, containerPort, protocol, hostIP}) as map entries.
-    IPv6 hostIPs are skipped (this table is IPv4); "" and 0.0.0.0 mean every address."""
+def plan_hostports(mappings: list[dict], pod_ips) -> list[HostPort]:
+    """The runtime's portMappings ({hostPort, containerPort, protocol, hostIP}) as map entries,
+    for the pod's addresses `pod_ips` (one or a list, either family). "" means every address of
+    each family the pod has; 0.0.0.0 and :: every address of theirs; a hostIP of a family the pod
+    has no address of is skipped."""
+    try:
+        pods = [ipaddress.ip_address(p) for p in (pod_ips if isinstance(pod_ips, (list, tuple)) else [pod_ips])]
+    except ValueError as e:
+        raise CniError(INVALID_NETWORK_CONFIG, f"invalid pod IP {pod_ips!r}", str(e)) from None
     out = []
     for m in mappings:
         try:
             proto = str(m.get("protocol") or "tcp").lower()
             host_port, container_port = int(m["hostPort"]), int(m["containerPort"])
             host_ip = str(m.get("hostIP") or "")
-            pod = str(ipaddress.IPv4Address(pod_ip))
         except (KeyError, TypeError, ValueError) as e:
             raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}", str(e)) from None
         if proto not in NFT_PROTOCOLS or not (0 < host_port < 65536 and 0 < container_port < 65536):
             raise CniError(INVALID_NETWORK_CONFIG, f"invalid port mapping {m!r}")
-        if host_ip in ("", "0.0.0.0"):
-            hip = None
-        else:
+        addr = None
+        if host_ip:
             try:
                 addr = ipaddress.ip_address(host_ip)
             except ValueError as e:
                 raise CniError(INVALID_NETWORK_CONFIG, f"invalid hostIP in {m!r}", str(e)) from None
-            if addr.version != 4:
+        for pod in pods:
+            if addr is not None and addr.version != pod.version:
                 continue
-            hip = str(addr)
-        out.append(HostPort(proto, host_port, hip, pod, container_port))
+            hip = None if addr is None or addr.is_unspecified else str(addr)
+            out.append(HostPort(proto, host_port, hip, str(pod), container_port))
     return list(dict.fromkeys(out))
 
 
@@ -164,25 +203,30 @@ def render_element(hp: HostPort, container_id: str) -> list:
             {"concat": [hp.pod_ip, hp.container_port]}]
 
 
-def render_element_ops(container_id: str, old: list[tuple[str, dict]], new: list[HostPort]) -> dict:
+Held = tuple[str, str, dict]         # (table family, map name, key) of one element
+
+
+def render_element_ops(container_id: str, old: list[Held], new: list[HostPort]) -> dict:
     """One JSON transaction: delete the container's old elements, add the new ones."""
     cmds = []
-    for map_name in (MAP_ANY, MAP_IP):
-        gone = [k for m, k in old if m == map_name]
-        if gone:
-            cmds.append({"delete": {"element": {"family": FAMILY, "table": TABLE, "name": map_name,
-                                                "elem": gone}}})
-    for map_name in (MAP_ANY, MAP_IP):
-        add = [render_element(hp, container_id) for hp in new if hp.map == map_name]
-        if add:
-            cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": map_name,
-                                             "elem": add}}})
+    for family in FAMILIES.values():
+        for map_name in (MAP_ANY, MAP_IP):
+            gone = [k for f, m, k in old if (f, m) == (family, map_name)]
+            if gone:
+                cmds.append({"delete": {"element": {"family": family, "table": TABLE, "name": map_name,
+                                                    "elem": gone}}})
+    for family in FAMILIES.values():
+        for map_name in (MAP_ANY, MAP_IP):
+            add = [render_element(hp, container_id) for hp in new if (hp.family, hp.map) == (family, map_name)]
+            if add:
+                cmds.append({"add": {"element": {"family": family, "table": TABLE, "name": map_name,
+                                                 "elem": add}}})
     return {"nftables": cmds}
 
 
-def parse_map_elements(listing: dict, map_name: str) -> dict[str, list[tuple[str, dict]]]:
-    """container ID (comment) -> [(map, key)] from a `list map` JSON answer."""
-    out: dict[str, list[tuple[str, dict]]] = {}
+def parse_map_elements(listing: dict, map_name: str, family: str = FAMILY) -> dict[str, list[Held]]:
+    """container ID (comment) -> [(family, map, key)] from a `list map` JSON answer."""
+    out: dict[str, list[Held]] = {}
     for obj in listing.get("nftables", []):
         m = obj.get("map")
         if not m or m.get("name") != map_name:
@@ -191,7 +235,7 @@ def parse_map_elements(listing: dict, map_name: str) -> dict[str, list[tuple[str
             key = pair[0]
             if isinstance(key, dict) and "elem" in key:
                 comment = key["elem"].get("comment", "")
-                out.setdefault(comment, []).append((map_name, key["elem"]["val"]))
+                out.setdefault(comment, []).append((family, map_name, key["elem"]["val"]))
     return out
 
 
@@ -231,9 +275,9 @@ class _Table:
             self.nft = nftables.Nftables()
             self.nft.set_json_output(True)
         self.lock = threading.Lock()
-        self.based = False
-        self.cluster: str | None = None
-        self.held: dict[str, list[tuple[str, dict]]] | None = None    # comment -> elements
+        self.based: set[str] = set()              # table families whose base is written
+        self.cluster: dict[str, str] = {}         # table family -> cluster CIDR
+        self.held: dict[str, list[Held]] | None = None    # comment -> elements
 
     def run_text(self, text: str) -> None:
         rc, _, err = self.nft.cmd(text)
@@ -246,20 +290,30 @@ class _Table:
             raise CniError(DATAPATH_FAILURE, "nftables write failed", str(err).strip())
         return out if isinstance(out, dict) else (json.loads(out) if out else {})
 
-    def ensure_base(self, extra: str = "", force: bool = False) -> None:
-        if not self.based or extra or force:
-            masq = render_masquerade(self.cluster) if self.cluster and not extra else ""
-            self.run_text(render_base(self.cluster) + extra + masq)
-            self.based = True
+    def ensure_base(self, family: str = FAMILY, extra: str = "", force: bool = False) -> None:
+        if family not in self.based or extra or force:
+            cluster = self.cluster.get(family)
+            masq = render_masquerade(cluster, family) if cluster and not extra else ""
+            self.run_text(render_base(cluster, family) + extra + masq)
+            self.based.add(family)
 
-    def load(self) -> dict[str, list[tuple[str, dict]]]:
-        """Read our two maps (only them) to learn which elements belong to which container."""
-        held: dict[str, list[tuple[str, dict]]] = {}
-        for map_name in (MAP_ANY, MAP_IP):
-            listing = self.run_json({"nftables": [{"list": {"map": {"family": FAMILY, "table": TABLE,
-                                                                    "name": map_name}}}]})
-            for cid, elems in parse_map_elements(listing, map_name).items():
-                held.setdefault(cid, []).extend(elems)
+    def load(self) -> dict[str, list[Held]]:
+        """Read our maps (only them) to learn which elements belong to which container. A
+        family without its table holds nothing; CniError if neither table exists."""
+        held: dict[str, list[Held]] = {}
+        found = False
+        for family in FAMILIES.values():
+            for map_name in (MAP_ANY, MAP_IP):
+                try:
+                    listing = self.run_json({"nftables": [{"list": {"map": {"family": family, "table": TABLE,
+                                                                            "name": map_name}}}]})
+                except CniError:
+                    continue
+                found = True
+                for cid, elems in parse_map_elements(listing, map_name, family).items():
+                    held.setdefault(cid, []).extend(elems)
+        if not found:
+            raise CniError(DATAPATH_FAILURE, "no kubeweft-cni table in this network namespace")
         self.held = held
         return held
 
@@ -289,26 +343,30 @@ def require_libnftables() -> None:
 
 
 def ensure_masquerade(cluster_cidr: str) -> None:
-    """The table, its chains, and masquerade of pod traffic leaving cluster_cidr. Idempotent."""
-    extra = render_masquerade(cluster_cidr)
+    """The table of each family of cluster_cidr ("10.244.0.0/16", "fd00:10:244::/56" or both,
+    comma-separated), its chains, and masquerade of pod traffic leaving the cluster range.
+    Idempotent."""
+    cidrs = plan_cluster_cidrs(cluster_cidr)
     tbl = _table()
     with tbl.lock:
-        tbl.cluster = str(_network(cluster_cidr))
-        tbl.ensure_base(extra)
+        for family, cidr in cidrs.items():
+            tbl.cluster[family] = cidr
+            tbl.ensure_base(family, render_masquerade(cidr, family))
 
 
-def set_hostports(container_id: str, mappings: list[dict], pod_ip: str) -> None:
-    """Make the container's hostPorts exactly `mappings`, pointing at pod_ip (one transaction).
-    A hostPort held by another container is an error."""
-    new = plan_hostports(mappings, pod_ip)
+def set_hostports(container_id: str, mappings: list[dict], pod_ips) -> None:
+    """Make the container's hostPorts exactly `mappings`, pointing at pod_ips (one or a list:
+    the pod's addresses; one transaction). A hostPort held by another container is an error."""
+    new = plan_hostports(mappings, pod_ips)
     cid = render_comment(container_id)
     tbl = _table()
     with tbl.lock:
-        tbl.ensure_base()
+        for family in sorted({hp.family for hp in new} | {FAMILY}):
+            tbl.ensure_base(family)
         held = tbl.held if tbl.held is not None else tbl.load()
         for attempt in (1, 2):
-            taken = {(m, json.dumps(k)) for c, els in held.items() if c != cid for m, k in els}
-            clash = [hp for hp in new if (hp.map, json.dumps(hp.key())) in taken]
+            taken = {(f, m, json.dumps(k)) for c, els in held.items() if c != cid for f, m, k in els}
+            clash = [hp for hp in new if (hp.family, hp.map, json.dumps(hp.key())) in taken]
             if clash:
                 hp = clash[0]
                 raise CniError(DATAPATH_FAILURE, f"hostPort {hp.host_port}/{hp.protocol} is in use",
@@ -319,9 +377,10 @@ def set_hostports(container_id: str, mappings: list[dict], pod_ip: str) -> None:
             except CniError:
                 if attempt == 2:
                     raise
-                tbl.ensure_base(force=True)          # recover: the table may have been removed
+                for family in sorted({hp.family for hp in new} | {FAMILY}):
+                    tbl.ensure_base(family, force=True)      # recover: the table may have been removed
                 held = tbl.load()
-        held[cid] = [(hp.map, hp.key()) for hp in new]
+        held[cid] = [(hp.family, hp.map, hp.key()) for hp in new]
         if not new:
             held.pop(cid, None)
 

@@ -39,19 +39,22 @@ class PodHook(Protocol):
 
 
 class CniPlugin:
-    """One node's CNI state: the pod CIDR, the IPAM stores, the bridges made so far."""
+    """One node's CNI state: the pod ranges (one per IP family), the IPAM stores, the bridges
+    made so far."""
 
-    def __init__(self, pod_cidr: str | None, data_dir: Path, bridge: str = spec.DEFAULT_BRIDGE,
+    def __init__(self, pod_cidr, data_dir: Path, bridge: str = spec.DEFAULT_BRIDGE,
                  mtu: int | None = None, cluster_cidr: str | None = None) -> None:
-        self.pod_cidr = pod_cidr
+        # the Node's podCIDRs: a list, or one string ("10.244.1.0/24,fd00:10:244:1::/64")
+        self.pod_cidrs = ipam.parse_ranges(pod_cidr) if pod_cidr else []
+        self.pod_cidr = ",".join(self.pod_cidrs) or None
         self.data_dir = Path(data_dir)
         self.bridge_name = bridge
-        self.mtu = mtu or datapath.plan_pod_mtu(datapath.underlay_mtu())
+        self.mtu = mtu or datapath.plan_pod_mtu(datapath.underlay_mtu(bridge))
         self.cluster_cidr = cluster_cidr
         nft.require_libnftables()       # masquerade and hostPorts: a missing module stops the agent now
         self._lock = threading.Lock()
         self._bridge_lock = threading.Lock()
-        self._allocators: dict[Path, ipam.Allocator] = {}
+        self._allocators: dict[Path, ipam.Pool] = {}
         self._bridges: dict[str, object] = {}
         self._inflight: set[tuple[str, str]] = set()   # ADDs under way: GC must not free them
         # Components that must know a pod before its first packet (NetworkPolicy): called
@@ -74,7 +77,7 @@ class CniPlugin:
             log.info("reconcile: freed %s", freed)
         self._write_state(alloc)
 
-    def reconcile(self, alloc: ipam.Allocator | None = None, bridge: str | None = None) -> tuple[list, list]:
+    def reconcile(self, alloc: ipam.Pool | None = None, bridge: str | None = None) -> tuple[list, list]:
         """Free every reservation whose host veth does not exist (a crash between reserve and
         wire, or between unwire and release). Host veths without a reservation are only
         reported: another store may hold them, and GC (with the runtime's list) removes them."""
@@ -88,15 +91,16 @@ class CniPlugin:
             log.warning("host veths without a reservation in %s (left for GC): %s", alloc.dir, unknown)
         return freed, unknown
 
-    def _write_state(self, alloc: ipam.Allocator) -> None:
+    def _write_state(self, alloc: ipam.Pool) -> None:
         """What the shim's in-process DEL needs to find the store when the agent is down."""
         tmp = alloc.dir / f".{AGENT_STATE}.tmp"
-        tmp.write_text(json.dumps({"podCIDR": str(alloc.subnet), "gateway": str(alloc.gateway),
+        tmp.write_text(json.dumps({"podCIDR": str(alloc.subnets[0]), "gateway": str(alloc.gateways[0]),
+                                   "podCIDRs": [str(n) for n in alloc.subnets],
                                    "bridge": self.bridge_name, "pid": os.getpid()}))
         os.replace(tmp, alloc.dir / AGENT_STATE)
 
     # --- shared state ------------------------------------------------------------------------
-    def allocator(self, conf: spec.NetConf | None) -> ipam.Allocator:
+    def allocator(self, conf: spec.NetConf | None) -> ipam.Pool:
         if self.pod_cidr is None:
             raise CniError(TRY_AGAIN_LATER, "Try again later", "the node's podCIDR is not known yet")
         path = Path(conf.data_dir) if conf and conf.data_dir else self.data_dir
@@ -104,7 +108,7 @@ class CniPlugin:
             alloc = self._allocators.get(path)
             if alloc is None:
                 try:
-                    alloc = ipam.Allocator(path, self.pod_cidr)
+                    alloc = ipam.Pool(path, self.pod_cidrs)
                 except OSError as e:      # dataDir not creatable or not writable
                     raise CniError(IO_FAILURE, "I/O failure", f"IPAM store {path}: {e}") from e
                 if path != self.data_dir:
@@ -125,8 +129,8 @@ class CniPlugin:
                 if info is None:
                     if self.pod_cidr is None:
                         raise CniError(TRY_AGAIN_LATER, "Try again later", "podCIDR not known yet")
-                    _, gateway = ipam.parse_subnet(self.pod_cidr, None)
-                    info = self._bridges[name] = datapath.ensure_bridge(name, gateway, self.mtu)
+                    gateways = [ipam.parse_subnet(c, None)[1] for c in self.pod_cidrs]
+                    info = self._bridges[name] = datapath.ensure_bridge(name, gateways, self.mtu)
         return info
 
     # --- the entry point ---------------------------------------------------------------------
@@ -161,6 +165,9 @@ class CniPlugin:
         rates = conf.bandwidth
         mtu = conf.mtu or self.mtu
         alloc = self.allocator(conf)
+        if mtu < datapath.IPV6_MIN_MTU and any(n.version == 6 for n in alloc.subnets):
+            raise CniError(INVALID_NETWORK_CONFIG, "Invalid network config",
+                           f"mtu {mtu} is below IPv6's minimum of {datapath.IPV6_MIN_MTU} (the node has an IPv6 range)")
         with self._lock:
             self._inflight.add(key)
         wiring = None
@@ -169,15 +176,16 @@ class CniPlugin:
         # now must not free it (the runtime's DEL will).
         reserved_here = False
         try:
-            address, reserved_here = alloc.claim(inv.container_id, inv.ifname, requested)
-            self._run_pod_hooks(inv, address)
+            addresses, reserved_here = alloc.claim(inv.container_id, inv.ifname, requested)
+            pod_ips = [str(a.ip) for a in addresses]
+            self._run_pod_hooks(inv, pod_ips[0])
             bridge = self.bridge(conf.bridge)
-            wiring = datapath.wire_pod(inv.netns, inv.ifname, address, alloc.gateway, bridge.name,
+            wiring = datapath.wire_pod(inv.netns, inv.ifname, addresses, alloc.gateways, bridge.name,
                                        mtu, datapath.host_veth_name(*key), mac=mac)
-            antispoof.allow_pod(wiring.host_veth, wiring.pod_mac, str(address.ip))
+            antispoof.allow_pod(wiring.host_veth, wiring.pod_mac, pod_ips)
             if mappings:
                 hostports = True
-                nft.set_hostports(inv.container_id, [_mapping_dict(m) for m in mappings], str(address.ip))
+                nft.set_hostports(inv.container_id, [_mapping_dict(m) for m in mappings], pod_ips)
             if rates:
                 bandwidth.apply_bandwidth(inv.netns, wiring.pod_ifname, wiring.host_veth, rates)
         except BaseException as e:
@@ -191,25 +199,26 @@ class CniPlugin:
         finally:
             with self._lock:
                 self._inflight.discard(key)
-        gw = str(alloc.gateway.ip)
         interfaces = [
             {"name": bridge.name, "mac": bridge.mac},
             {"name": wiring.host_veth, "mac": wiring.host_mac},
             {"name": wiring.pod_ifname, "mac": wiring.pod_mac, "mtu": mtu,
              "sandbox": wiring.sandbox or inv.netns},
         ]
-        ips = [{"address": str(address), "gateway": gw, "interface": 2}]
-        routes = [{"dst": "0.0.0.0/0", "gw": gw}]
+        ips = [{"address": str(a), "gateway": str(g.ip), "interface": 2}
+               for a, g in zip(addresses, alloc.gateways, strict=True)]
+        routes = [{"dst": "::/0" if g.version == 6 else "0.0.0.0/0", "gw": str(g.ip)} for g in alloc.gateways]
         log.info("ADD %s/%s %s -> %s on %s", inv.container_id, inv.ifname,
-                 inv.k8s_pod.get("K8S_POD_NAME", ""), address, wiring.host_veth)
+                 inv.k8s_pod.get("K8S_POD_NAME", ""), ",".join(map(str, addresses)), wiring.host_veth)
         return spec.render_result(conf.cni_version, interfaces, ips, routes, {}, conf.prev_result)
 
-    def _run_pod_hooks(self, inv: spec.Invocation, address) -> None:
+    def _run_pod_hooks(self, inv: spec.Invocation, ip: str) -> None:
+        """The hooks learn the pod's primary address (the first range's)."""
         pod_ns = inv.k8s_pod.get("K8S_POD_NAMESPACE", "")
         pod_name = inv.k8s_pod.get("K8S_POD_NAME", "")
         for hook in self.pod_hooks:
             try:
-                hook.pod_added(pod_ns, pod_name, str(address.ip), inv.container_id)
+                hook.pod_added(pod_ns, pod_name, ip, inv.container_id)
             except CniError:
                 raise
             except Exception as e:
@@ -245,7 +254,7 @@ class CniPlugin:
         goes first, so that an address is never free while an interface still carries it."""
         host_veth = datapath.host_veth_name(inv.container_id, inv.ifname)
         netns = inv.netns if inv.netns and os.path.exists(inv.netns) else None
-        if netns and self.pod_cidr is not None and self.allocator(conf).lookup(*_key(inv)) is None:
+        if netns and self.pod_cidr is not None and not self.allocator(conf).lookup(*_key(inv)):
             # Not ours (e.g. the DEL after an ADD that failed because ifname existed): never
             # touch the sandbox's ifname, which belongs to another attachment.
             netns = None
@@ -275,7 +284,7 @@ class CniPlugin:
         if conf.prev_result is None:
             raise CniError(INVALID_NETWORK_CONFIG, "Invalid network config", "CHECK needs prevResult")
         held = self.allocator(conf).lookup(inv.container_id, inv.ifname)
-        if held is None:
+        if not held:
             raise CniError(UNKNOWN_CONTAINER, "Container unknown or does not exist",
                            f"no address reserved for {inv.container_id}/{inv.ifname}")
         if not os.path.exists(inv.netns):
@@ -292,8 +301,8 @@ class CniPlugin:
             raise CniError(UNKNOWN_CONTAINER, "Container unknown or does not exist",
                            f"no interface {inv.ifname} in {inv.netns}")
         problems = spec.diff_check(conf.prev_result, inv.netns, inv.ifname, observed)
-        if str(held) not in {ip["address"] for ip in conf.prev_result.get("ips") or []}:
-            problems.append(f"IPAM holds {held}, which prevResult does not list")
+        listed = {ip["address"] for ip in conf.prev_result.get("ips") or []}
+        problems += [f"IPAM holds {a}, which prevResult does not list" for a in held if str(a) not in listed]
         host_veth = datapath.host_veth_name(inv.container_id, inv.ifname)
         if host_veth not in datapath.list_host_veths(conf.bridge):
             problems.append(f"host veth {host_veth} is not on bridge {conf.bridge}")
@@ -351,6 +360,6 @@ def _observed(obs) -> dict | None:
             dst, gw = r[0], r[1]
         else:
             dst, gw = (r.get("dst"), r.get("gw")) if isinstance(r, dict) else (r.dst, r.gw)
-        routes.append({"dst": str(dst or "0.0.0.0/0"), "gw": str(gw or "")})
+        routes.append({"dst": str(dst) if dst else "", "gw": str(gw or "")})
     return {"mac": get("mac", ""), "addresses": [str(a) for a in get("addresses", None) or []],
             "routes": routes, "mtu": get("mtu", None)}

@@ -20,7 +20,7 @@ from . import protowire, spec
 from .errors import PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CniError
 
 DEADLINES = {"ADD": 20.0, "DEL": 10.0, "CHECK": 10.0, "STATUS": 10.0, "GC": 10.0}
-AGENT_STATE = "agent.json"     # written by the agent into its data dir: podCIDR, bridge (for DEL)
+AGENT_STATE = "agent.json"     # written by the agent into its data dir: podCIDRs, bridge (for DEL)
 
 _log_file: str = ""
 
@@ -287,15 +287,16 @@ def delete_in_process(inv: spec.Invocation, conf: spec.NetConf) -> None:
     data_dir = Path(conf.data_dir) if conf.data_dir else None
     state = _agent_state(data_dir)
     alloc = None
-    if state.get("podCIDR"):
+    ranges = state.get("podCIDRs") or ([state["podCIDR"]] if state.get("podCIDR") else [])
+    if ranges:
         try:
             from . import ipam
-            alloc = ipam.Allocator(data_dir, state["podCIDR"])
+            alloc = ipam.Pool(data_dir, ranges)
         except Exception as e:  # noqa: BLE001 - best-effort: still remove the veth
             log(f"DEL {inv.container_id}: IPAM store unusable: {e!r}")
     # the sandbox's ifname is ours only if we hold a reservation for it (see plugin.delete)
     netns = inv.netns or None
-    if netns and alloc is not None and alloc.lookup(inv.container_id, inv.ifname) is None:
+    if netns and alloc is not None and not alloc.lookup(inv.container_id, inv.ifname):
         netns = None
     steps.append(("unwire", lambda: datapath.unwire_pod(netns, inv.ifname, host_veth)))
     if alloc is not None:

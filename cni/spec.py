@@ -377,14 +377,14 @@ def _is_cidr(value) -> bool:
         return False
 
 
-def _ipv4_interface(value: str):
-    """"10.0.0.5" or "10.0.0.5/24" as an IPv4Interface; None for anything else."""
+def _ip_interface(value: str):
+    """"10.0.0.5", "10.0.0.5/24", "fd00::5" or "fd00::5/64" as an IPv4/IPv6Interface; None for
+    anything else."""
     import ipaddress
     try:
-        addr = ipaddress.ip_interface(value)
+        return ipaddress.ip_interface(value)
     except ValueError:
         return None
-    return addr if isinstance(addr, ipaddress.IPv4Interface) else None
 
 
 def parse_mac(value, what: str = "runtimeConfig.mac") -> str | None:
@@ -397,30 +397,35 @@ def parse_mac(value, what: str = "runtimeConfig.mac") -> str | None:
     return value.lower()
 
 
-def parse_requested(conf: NetConf, inv: Invocation) -> tuple[str | None, str | None]:
-    """The address and MAC the runtime asks for: runtimeConfig's ips and mac, else CNI_ARGS' IP
-    and MAC (host-local's and the reference plugins' convention). Both sources are checked even
-    when runtimeConfig wins, as libcni's typed CNI_ARGS refuse a malformed IP or MAC."""
-    arg_ip = inv.args.get("IP") or None
-    addr = _ipv4_interface(arg_ip) if arg_ip is not None else None
-    if arg_ip is not None and addr is None:
-        raise _invalid(f"CNI_ARGS IP {arg_ip!r} is not an IPv4 address (kubeweft is IPv4-only)")
+def parse_requested(conf: NetConf, inv: Invocation) -> tuple[list[str], str | None]:
+    """The addresses (at most one per family) and MAC the runtime asks for: runtimeConfig's ips
+    and mac, else CNI_ARGS' IP (comma-separated, as host-local takes it) and MAC. Both sources
+    are checked even when runtimeConfig wins, as libcni's typed CNI_ARGS refuse a malformed IP
+    or MAC."""
+    arg_ip = inv.args.get("IP")
+    from_args = _parse_addresses(arg_ip.split(","), "CNI_ARGS IP") if arg_ip else []
     arg_mac = parse_mac(inv.args.get("MAC"), "CNI_ARGS MAC")
-    ips = conf.ips
-    return (ips[0] if ips else (str(addr.ip) if addr else None)), (conf.mac or arg_mac)
+    return (conf.ips or from_args), (conf.mac or arg_mac)
 
 
 def parse_ips(value) -> list[str]:
-    """runtimeConfig.ips: addresses ("10.0.0.5" or "10.0.0.5/24"), returned without the prefix."""
+    """runtimeConfig.ips: addresses ("10.0.0.5", "fd00::5/64"), returned without the prefix."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _invalid("runtimeConfig.ips must be a list of strings")
-    out = []
-    for v in value:
-        addr = _ipv4_interface(v)
+    return _parse_addresses(value, "runtimeConfig.ips")
+
+
+def _parse_addresses(values: list[str], what: str) -> list[str]:
+    out, families = [], set()
+    for v in values:
+        addr = _ip_interface(v)
         if addr is None:
-            raise _invalid(f"runtimeConfig.ips: {v!r} is not an IPv4 address (kubeweft is IPv4-only)")
+            raise _invalid(f"{what}: {v!r} is not an IP address")
+        if addr.version in families:
+            raise _invalid(f"{what}: two IPv{addr.version} addresses (one per family)")
+        families.add(addr.version)
         out.append(str(addr.ip))
     return out
 
@@ -552,7 +557,8 @@ def render_json(doc: dict) -> bytes:
 
 def diff_check(prev: dict, netns: str, ifname: str, observed: dict) -> list[str]:
     """CHECK's comparison: what prevResult says about our pod interface that the live state does
-    not show. `observed` is {"mac", "addresses": ["10.0.0.5/24"], "routes": [{"dst", "gw"}]}.
+    not show. `observed` is {"mac", "addresses": ["10.0.0.5/24", "fd00::5/64"],
+    "routes": [{"dst", "gw"}]} (both families).
     Routes only need to be present: a later chained plugin may add its own."""
     problems = []
     ifaces = prev.get("interfaces") or []
@@ -567,13 +573,18 @@ def diff_check(prev: dict, netns: str, ifname: str, observed: dict) -> list[str]
     for ip in prev.get("ips") or []:
         if ip.get("interface") == idx and ip["address"] not in have:
             problems.append(f"{ifname}: address {ip['address']} missing (has {sorted(have)})")
-    live_routes = {(_canon_dst(r.get("dst")), r.get("gw") or "") for r in observed.get("routes") or []}
+    live_routes = {(_canon_dst(r.get("dst"), r.get("gw")), r.get("gw") or "")
+                   for r in observed.get("routes") or []}
     for r in prev.get("routes") or []:
-        dst, gw = _canon_dst(r.get("dst")), r.get("gw") or ""
+        dst, gw = _canon_dst(r.get("dst"), r.get("gw")), r.get("gw") or ""
         if not any(d == dst and (not gw or g == gw) for d, g in live_routes):
             problems.append(f"route {r.get('dst')} via {r.get('gw') or '-'} missing")
     return problems
 
 
-def _canon_dst(dst) -> str:
-    return "0.0.0.0/0" if dst in (None, "", "default") else str(dst)
+def _canon_dst(dst, gw: str = "") -> str:
+    """A route's destination in one spelling: an absent one is the default route of the
+    gateway's family."""
+    if dst in (None, "", "default"):
+        return "::/0" if ":" in (gw or "") else "0.0.0.0/0"
+    return str(dst)

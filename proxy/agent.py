@@ -111,8 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default=os.environ.get("KUBEWEFT_LOG_LEVEL", "INFO"))
     scratch = p.add_argument_group("for tests and benchmarks (never in a cluster)")
     scratch.add_argument("--test-pod-cidr", metavar="CIDR", default=None,
-                         help="serve the CNI alone with this podCIDR and no API server: no overlay, "
-                              "service proxy or policy")
+                         help="serve the CNI alone with this podCIDR (or two, one per IP family, "
+                              "comma-separated) and no API server: no overlay, service proxy or policy")
     return p
 
 
@@ -154,13 +154,16 @@ class NodeFacts:
     """What the agent takes from its Node object at start."""
     pod_cidr: str | None
     internal_ip: str | None
+    pod_cidrs: tuple[str, ...] = ()       # spec.podCIDRs: one per IP family, the CNI's ranges
 
 
 def node_facts(node: dict) -> NodeFacts:
-    """spec.podCIDR and the first InternalIP of a Node object (JSON form)."""
+    """spec.podCIDR(s) and the first InternalIP of a Node object (JSON form)."""
     internal = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
                      if a.get("type") == "InternalIP"), None)
-    return NodeFacts((node.get("spec") or {}).get("podCIDR") or None, internal or None)
+    spec = node.get("spec") or {}
+    pod_cidr = spec.get("podCIDR") or None
+    return NodeFacts(pod_cidr, internal or None, tuple(spec.get("podCIDRs") or ([pod_cidr] if pod_cidr else [])))
 
 
 def get_body(api_client, path: str, timeout: float) -> tuple[int, bytes]:
@@ -488,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     from .overlay.underlay import UnderlaySelector
 
     api = None
-    node = NodeFacts(args.test_pod_cidr, None)
+    test_cidrs = tuple((args.test_pod_cidr or "").split(","))
+    node = NodeFacts(test_cidrs[0], None, test_cidrs)
     if not args.test_pod_cidr:
         api = make_api(args.kubeconfig)
         if proxy_cfg is None:
@@ -509,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kubeweft.cni.plugin import CniPlugin
 
-    plugin = CniPlugin(pod_cidr, data_dir, bridge=args.bridge, mtu=mtu, cluster_cidr=args.cluster_cidr)
+    plugin = CniPlugin(list(node.pod_cidrs), data_dir, bridge=args.bridge, mtu=mtu, cluster_cidr=args.cluster_cidr)
     components = []
     if api is not None:
         proxy_cfg = proxy_cfg or ProxyConfig()
@@ -545,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     server = serve(plugin, sock, args.workers)
     health.ready_when("cni", lambda: cni_answers(sock))
     log.info("serving CNI on %s: node %s podCIDR %s bridge %s mtu %d data %s",
-             sock, args.node_name or "-", pod_cidr, args.bridge, plugin.mtu, data_dir)
+             sock, args.node_name or "-", plugin.pod_cidr, args.bridge, plugin.mtu, data_dir)
     if args.cni_conf_dir:
         # only now: the runtime reports the node's network ready once a conflist exists
         from kubeweft.cni import install

@@ -18,6 +18,7 @@ outside the test, least of all on another network namespace.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class Sandbox:
     bridge: str
     subnet_prefix: str            # "10.246.3." : pod addresses for runtimeConfig.ips
     bin_dir: str
+    subnet6_prefix: str = ""      # "fd00:246:3::" : the node's IPv6 range ("": none)
 
     @property
     def regular_file(self) -> str:
@@ -214,7 +216,8 @@ def _runtime_config_garbage() -> st.SearchStrategy:
             "portMappings": st.lists(mapping, min_size=1, max_size=3) | json_value,
             "mac": json_value | st.sampled_from(["01:00:5e:00:00:01", "zz:zz:zz:zz:zz:zz", "ff:ff:ff:ff:ff:ff",
                                                  "00:00:00:00:00:00:00"]),
-            "ips": json_value | st.lists(st.sampled_from(["10.0.0.1/40", "::1", "1.2.3", "300.1.1.1"]),
+            "ips": json_value | st.lists(st.sampled_from(["10.0.0.1/40", "::1", "1.2.3", "300.1.1.1", "fd00::1/129",
+                                                          "fd00::1", "fd00::2", "::ffff:10.0.0.1", "fe80::1%eth0"]),
                                          min_size=1, max_size=2),
             "bandwidth": json_value | st.fixed_dictionaries(
                 {}, optional={k: json_value | st.sampled_from([2**70, -1, 2**35, 10**30])
@@ -335,14 +338,25 @@ def _valid_runtime_config(box: Sandbox) -> st.SearchStrategy[dict]:
         "portMappings": st.lists(st.fixed_dictionaries(
             {"hostPort": st.integers(20000, 20999), "containerPort": st.integers(1, 65535),
              "protocol": st.sampled_from(["tcp", "udp", "TCP", "sctp"])},
-            optional={"hostIP": st.sampled_from(["", "0.0.0.0", "127.0.0.1", "::1"])}),
+            optional={"hostIP": st.sampled_from(["", "0.0.0.0", "127.0.0.1", "::1", "::", "2001:db8::1"])}),
             min_size=1, max_size=3, unique_by=lambda m: (m["hostPort"], m["protocol"].lower())),
         "mac": st.sampled_from(["02:42:ac:11:00:02", "0a:58:0a:f4:01:07", "AA:BB:CC:DD:EE:FF"]),
         "bandwidth": st.fixed_dictionaries({}, optional={
             "ingressRate": st.integers(8, 2**32), "egressRate": st.integers(8, 2**32),
             "ingressBurst": st.integers(0, 2**31), "egressBurst": st.integers(0, 2**31)}),
-        "ips": st.integers(2, 250).map(lambda n: [f"{box.subnet_prefix}{n}"]),
+        "ips": _valid_ips(box),
     })
+
+
+def _valid_ips(box: Sandbox) -> st.SearchStrategy[list[str]]:
+    """runtimeConfig.ips the node can give: an address of its IPv4 range, of its IPv6 range, or
+    one of each (either order)."""
+    v4 = st.integers(2, 250).map(lambda n: f"{box.subnet_prefix}{n}")
+    if not box.subnet6_prefix:
+        return v4.map(lambda a: [a])
+    v6 = st.integers(2, 2**64 - 1).map(lambda n: str(ipaddress.IPv6Address(f"{box.subnet6_prefix}0") + n))
+    return st.one_of(v4.map(lambda a: [a]), v6.map(lambda a: [a]),
+                     st.tuples(v4, v6).map(list), st.tuples(v6, v4).map(list))
 
 
 @functools.cache
@@ -433,11 +447,15 @@ def _defects(box: Sandbox) -> tuple[st.SearchStrategy, st.SearchStrategy, st.Sea
     ]
     deep = [
         st.builds(lambda v: (f"CNI_ARGS={_short(v)}", env_set("CNI_ARGS", b"K8S_POD_NAME=x;" + v)),
-                  st.sampled_from([b"IP=garbage", b"IP=10.0.0.1.1", b"IP=::1", b"MAC=zz", b"MAC=01:00:00:00:00:00"])),
+                  st.sampled_from([b"IP=garbage", b"IP=10.0.0.1.1", b"MAC=zz", b"MAC=01:00:00:00:00:00",
+                                   b"IP=fd00::1,fd00::2", b"IP=10.0.0.1,garbage", b"IP=10.0.0.1,", b"IP=,",
+                                   b"IP=fd00::1/129"])),
         # well-formed but not available: refused only when runtimeConfig.ips does not win over it
         st.builds(lambda v: (f"CNI_ARGS=IP={v}", args_ip(v)),
                   st.sampled_from([box.subnet_prefix + "0", box.subnet_prefix + "1", box.subnet_prefix + "255",
-                                   "192.0.2.7"])),
+                                   "192.0.2.7", "2001:db8::7", "::1",
+                                   *((box.subnet6_prefix + "0", box.subnet6_prefix + "1",
+                                      f"{box.subnet_prefix}7,{box.subnet6_prefix}1") if box.subnet6_prefix else ())])),
         st.builds(lambda v: (f"portMappings {_short(v)}", rc_set("portMappings", v)),
                   st.one_of(json_scalar.filter(lambda v: v is not None), st.lists(
                       st.fixed_dictionaries({"hostPort": st.integers(20000, 20999) | json_value,
@@ -455,7 +473,11 @@ def _defects(box: Sandbox) -> tuple[st.SearchStrategy, st.SearchStrategy, st.Sea
         st.builds(lambda v: (f"ips {v!r}", rc_set("ips", v)),
                   st.sampled_from([["::1"], ["1.2.3"], ["300.1.1.1"], ["garbage"], [box.subnet_prefix + "0"],
                                    [box.subnet_prefix + "1"], [box.subnet_prefix + "255"], ["192.0.2.1"], [1],
-                                   "10.0.0.1"])),
+                                   "10.0.0.1", ["2001:db8::1"], ["fd00::1", "fd00::2"],
+                                   [box.subnet_prefix + "7", box.subnet_prefix + "8"],
+                                   *(([box.subnet6_prefix + "0"], [box.subnet6_prefix + "1"],
+                                      [box.subnet_prefix + "7", box.subnet6_prefix + "1"])
+                                     if box.subnet6_prefix else ())])),
         st.builds(lambda v: (f"bandwidth {v!r}", rc_set("bandwidth", v)),
                   st.fixed_dictionaries({"ingressRate": st.sampled_from([-1, 2**35, 10**30, 2**64, "1M", 1.5, 4]),
                                          "ingressBurst": st.sampled_from([0, 10**30, -5, "x"])})

@@ -2,16 +2,20 @@
 real agent serving it over gRPC, in scratch namespaces (prefix h6a):
 
     h6a<id>-node   the "node": the agent runs here (via lab.netns.preexec), so does the shim
-    h6a<id>-ext    an "external host" on the node's eth0 (198.18.0.2 -> node 198.18.0.1)
+    h6a<id>-ext    an "external host" on the node's eth0 (198.18.0.2 -> node 198.18.0.1, and
+                   2001:db8:18::2 -> node 2001:db8:18::1)
     h6a<id>-p<n>   one netns per pod
 
 Each version's result schema, each error code, DEL in every odd state, CHECK, STATUS, GC,
 capabilities (mac, ips, portMappings chained to the reference portmap plugin), the agent's
 socket and restart reconcile, and one run through lab/cniexec.py (the libcni-like runtime).
+What depends on the node's ranges (results, addresses, routes, CHECK, DEL, pod-to-pod traffic,
+hostPorts, masquerade) runs for each IP family setup: IPv4, IPv6 alone, and dual-stack.
 """
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import os
@@ -36,7 +40,19 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
 REFERENCE = Path("/usr/lib/cni")
 NODE_IP, EXT_IP = "198.18.0.1", "198.18.0.2"
+NODE_IP6, EXT_IP6 = "2001:db8:18::1", "2001:db8:18::2"       # documentation range
 _ids = itertools.count(1)
+# a node's pod ranges per IP family setup, in the order the agent is given them
+RANGES = {"ipv4": ("10.250.1.0/24",), "ipv6": ("fd00:250:1::/64",),
+          "dual": ("10.250.1.0/24", "fd00:250:1::/64")}
+
+
+def gateway_of(cidr: str) -> str:
+    return str(ipaddress.ip_network(cidr).network_address + 1)
+
+
+def default_dst(cidr: str) -> str:
+    return "::/0" if ":" in cidr else "0.0.0.0/0"
 
 
 def sh(*argv: str, netns: str | None = None, check: bool = True, timeout: float = 20) -> str:
@@ -80,6 +96,8 @@ class ScratchNode:
                    "netns", self.ext)
                 sh("ip", "-n", self.node, "addr", "add", f"{NODE_IP}/24", "dev", "eth0")
                 sh("ip", "-n", self.ext, "addr", "add", f"{EXT_IP}/24", "dev", "eth0")
+                sh("ip", "-n", self.node, "addr", "add", f"{NODE_IP6}/64", "dev", "eth0", "nodad")
+                sh("ip", "-n", self.ext, "addr", "add", f"{EXT_IP6}/64", "dev", "eth0", "nodad")
                 for ns in (self.node, self.ext):
                     sh("ip", "-n", ns, "link", "set", "eth0", "up")
                 sh("ip", "-n", self.ext, "link", "set", "lo", "up")
@@ -172,10 +190,11 @@ class ScratchNode:
 
     # -- observation
     def reserved(self) -> dict[str, str]:
-        """address -> container id, straight from the IPAM store's files."""
+        """address -> container id, straight from the IPAM store's files (both families)."""
         out = {}
         for f in self.data_dir.iterdir() if self.data_dir.exists() else ():
-            if f.name[0].isdigit() and f.name != "last_reserved_ip":
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(f.name)
                 out[f.name] = f.read_text().split("\n")[0]
         return out
 
@@ -184,15 +203,28 @@ class ScratchNode:
                               check=False) or "[]")
         return sorted(link["ifname"] for link in links)
 
-    def pod_addrs(self, pod: str, ifname: str = "eth0") -> list[str]:
-        out = json.loads(sh("ip", "-j", "-n", pod, "-4", "addr", "show", "dev", ifname, check=False) or "[]")
-        return [f"{a['local']}/{a['prefixlen']}" for link in out for a in link.get("addr_info", [])]
+    def pod_addrs(self, pod: str, ifname: str = "eth0", family: str = "4") -> list[str]:
+        """The interface's addresses: IPv4 ("4"), or global IPv6 ("6"), or both ("all")."""
+        flags = () if family == "all" else (f"-{family}",)
+        out = json.loads(sh("ip", "-j", "-n", pod, *flags, "addr", "show", "dev", ifname, "scope", "global",
+                            check=False) or "[]")
+        return [f"{a['local']}/{a['prefixlen']}" for link in out for a in link.get("addr_info", []) if "local" in a]
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     with ScratchNode(tmp_path_factory.mktemp("h6a-node"), ext=True) as n:
         shutil.copy(REFERENCE / "portmap", n.bin_dir / "portmap")
+        yield n
+
+
+@pytest.fixture(scope="module", params=list(RANGES))
+def fam_node(request, tmp_path_factory):
+    """A node with the pod ranges of one IP family setup (ipv4, ipv6, dual); .ranges holds them."""
+    ranges = RANGES[request.param]
+    with ScratchNode(tmp_path_factory.mktemp(f"h6a-{request.param}"), pod_cidr=",".join(ranges),
+                     bridge="kwv") as n:
+        n.ranges = ranges
         yield n
 
 
@@ -212,49 +244,82 @@ def test_version_is_answered_by_the_shim_itself(node):
 
 
 @pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
-def test_add_result_schema_per_version_and_del(node, version):
+def test_add_result_schema_per_version_and_del(fam_node, version):
+    node = fam_node
     pod = node.new_pod()
     res = node.add(pod, version=version)
     assert res["cniVersion"] == version
     bridge, host, inner = res["interfaces"]
-    assert bridge["name"] == "kw0" and host["name"].startswith("kw") and len(host["name"]) <= 15
+    assert bridge["name"] == "kwv" and host["name"].startswith("kw") and len(host["name"]) <= 15
     assert inner["name"] == "eth0" and inner["sandbox"] == str(lab_netns.path(pod))
     assert ("mtu" in inner) == (version == "1.1.0")
-    (ip,) = res["ips"]
-    assert ip["interface"] == 2 and ip["gateway"] == "10.250.1.1"
-    assert ("version" in ip) == version.startswith("0."), ip
-    if version.startswith("0."):
-        assert ip["version"] == "4"
-    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.250.1.1"}] and res["dns"] == {}
+    # an address of every range, in the ranges' order, each with its family's gateway
+    assert [ipaddress.ip_interface(ip["address"]).network for ip in res["ips"]] == \
+        [ipaddress.ip_network(r) for r in node.ranges]
+    for ip, cidr in zip(res["ips"], node.ranges, strict=True):
+        assert ip["interface"] == 2 and ip["gateway"] == gateway_of(cidr)
+        assert ("version" in ip) == version.startswith("0."), ip
+        if version.startswith("0."):
+            assert ip["version"] == ("6" if ":" in cidr else "4")
+    assert res["routes"] == [{"dst": default_dst(r), "gw": gateway_of(r)} for r in node.ranges]
+    assert res["dns"] == {}
     # the live state is what the result says
-    assert node.pod_addrs(pod) == [ip["address"]]
+    assert sorted(node.pod_addrs(pod, family="all")) == sorted(ip["address"] for ip in res["ips"])
     link = json.loads(sh("ip", "-j", "-n", pod, "link", "show", "eth0"))[0]
     assert link["address"] == inner["mac"] and link["mtu"] == 1450
-    assert "default via 10.250.1.1 dev eth0" in sh("ip", "-n", pod, "route")
+    for cidr in node.ranges:
+        six = ":" in cidr
+        assert f"default via {gateway_of(cidr)} dev eth0" in sh("ip", "-6" if six else "-4", "-n", pod, "route")
+        # usable the moment ADD returns: no tentative address, the gateway answers at once
+        sh("ping", "-6" if six else "-4", "-c1", "-W2", gateway_of(cidr), netns=pod)
+    if any(":" in r for r in node.ranges):       # the link-local address too (an IPv4 pod's is left alone)
+        assert "tentative" not in sh("ip", "-n", pod, "-6", "addr", "show", "dev", "eth0")
     assert host["name"] in node.host_veths()
-    sh("ping", "-c1", "-W2", "10.250.1.1", netns=pod)
-    assert node.reserved()[ip["address"].split("/")[0]] == pod
+    for ip in res["ips"]:
+        assert node.reserved()[ip["address"].split("/")[0]] == pod
     rc, out, err = node.cni("DEL", pod, pod, conf=node.conf(version, prevResult=res))
     assert (rc, out) == (0, None), err
+    # DEL frees every address of the attachment, in every family
     assert host["name"] not in node.host_veths() and pod not in node.reserved().values()
-    assert node.pod_addrs(pod) == []
+    assert node.pod_addrs(pod, family="all") == []
 
 
-def test_add_honours_mac_ips_and_k8s_args(node):
+def test_add_honours_mac_ips_and_k8s_args(fam_node):
+    node = fam_node
+    wanted = [str(ipaddress.ip_network(r).network_address + 99) for r in node.ranges]
     pod = node.new_pod()
     rc, res, err = node.cni("ADD", "capab", pod, args="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;"
                             "K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=capab;UNKNOWN_KEY=x",
-                            conf=node.conf(runtimeConfig={"mac": "0a:58:0a:fa:01:63",
-                                                          "ips": ["10.250.1.99/24"]}))
+                            conf=node.conf(runtimeConfig={"mac": "0a:58:0a:fa:01:63", "ips": wanted}))
     assert rc == 0, (res, err)
     assert res["interfaces"][2]["mac"] == "0a:58:0a:fa:01:63"
-    assert res["ips"][0]["address"] == "10.250.1.99/24"
-    assert node.pod_addrs(pod) == ["10.250.1.99/24"]
-    # the same address for someone else: taken
+    got = [ip["address"] for ip in res["ips"]]
+    assert got == [f"{w}/{ipaddress.ip_network(r).prefixlen}" for w, r in zip(wanted, node.ranges, strict=True)]
+    assert sorted(node.pod_addrs(pod, family="all")) == sorted(got)
+    # the same addresses for someone else: taken, and nothing of it stays reserved
     other = node.new_pod()
-    rc, out, _ = node.cni("ADD", "capab2", other, conf=node.conf(runtimeConfig={"ips": ["10.250.1.99"]}))
+    rc, out, _ = node.cni("ADD", "capab2", other, conf=node.conf(runtimeConfig={"ips": wanted[-1:]}))
     assert rc != 0 and out["code"] == 103
+    assert "capab2" not in node.reserved().values()
+    # the host-local form of CNI_ARGS: IP=<one per family>, comma-separated
+    rc, res2, err = node.cni("ADD", "byargs", other, args="IP=" + ",".join(
+        str(ipaddress.ip_address(w) + 1) for w in wanted))
+    assert rc == 0, (res2, err)
+    assert [ipaddress.ip_interface(ip["address"]).ip for ip in res2["ips"]] == \
+        [ipaddress.ip_address(w) + 1 for w in wanted]
     assert node.cni("DEL", "capab", pod)[0] == 0
+    assert node.cni("DEL", "byargs", other)[0] == 0
+
+
+def test_an_mtu_below_1280_is_refused_with_an_ipv6_range(fam_node):
+    pod = fam_node.new_pod()
+    rc, out, _ = fam_node.cni("ADD", "smallmtu", pod, conf=fam_node.conf(mtu=1200))
+    if any(":" in r for r in fam_node.ranges):
+        assert rc != 0 and out["code"] == 7 and "1280" in out["details"], out
+        assert "smallmtu" not in fam_node.reserved().values() and fam_node.pod_addrs(pod, family="all") == []
+    else:
+        assert rc == 0 and out["interfaces"][2]["mtu"] == 1200, out
+    assert fam_node.cni("DEL", "smallmtu", pod)[0] == 0
 
 
 def test_add_fails_if_the_interface_exists_and_keeps_the_first(node):
@@ -330,11 +395,15 @@ def test_error_codes(node, case, code, tmp_path):
     assert node.pod_addrs(pod) == []
 
 
-def test_agent_down_add_is_11_status_is_50_del_cleans_up_in_process(tmp_path):
-    with ScratchNode(tmp_path, pod_cidr="10.252.0.0/24", bridge="kwd") as n:
+@pytest.mark.parametrize("family", ["ipv4", "dual"])
+def test_agent_down_add_is_11_status_is_50_del_cleans_up_in_process(tmp_path, family):
+    ranges = {"ipv4": "10.252.0.0/24", "dual": "10.252.0.0/24,fd00:252::/64"}[family]
+    with ScratchNode(tmp_path, pod_cidr=ranges, bridge="kwd") as n:
         pod = n.new_pod()
-        res = n.add(pod, cid="survivor")
-        addr = res["ips"][0]["address"]
+        res = n.add(pod, cid="survivor", runtimeConfig={"portMappings": [
+            {"hostPort": 18083, "containerPort": 8083, "protocol": "tcp"}]})
+        addrs = [ip["address"].split("/")[0] for ip in res["ips"]]
+        assert len(addrs) == len(ranges.split(","))
         assert n.stop_agent() == 0                 # SIGTERM: a clean exit
         assert not n.socket.exists()
         rc, out, err = n.cni("ADD", "late", n.new_pod())
@@ -344,11 +413,13 @@ def test_agent_down_add_is_11_status_is_50_del_cleans_up_in_process(tmp_path):
         assert rc != 0 and out["code"] == 11
         rc, out, _ = n.cni("STATUS")
         assert rc != 0 and out["code"] == 50
-        # DEL with the agent down: the shim does it in-process with the same datapath and IPAM
+        # DEL with the agent down: the shim does it in-process with the same datapath and IPAM,
+        # and frees every address and every family's hostPort
         rc, out, err = n.cni("DEL", "survivor", pod)
         assert (rc, out) == (0, None), err
         assert "in-process" in err
-        assert n.host_veths() == [] and n.pod_addrs(pod) == [] and addr.split("/")[0] not in n.reserved()
+        assert n.host_veths() == [] and n.pod_addrs(pod, family="all") == [] and n.reserved() == {}
+        assert "18083" not in sh("nft", "list", "ruleset", netns=n.node)
 
 
 # --- DEL in every odd state ---------------------------------------------------------------------
@@ -377,22 +448,52 @@ def test_del_when_the_pod_interface_is_already_gone(node):
 
 # --- CHECK, STATUS, GC --------------------------------------------------------------------------
 
-def test_check_compares_the_live_state_with_prev_result(node):
+def test_check_compares_the_live_state_with_prev_result(fam_node):
+    node = fam_node
     pod = node.new_pod()
     res = node.add(pod, cid="chk", version="1.0.0")
     conf = node.conf("1.0.0", prevResult=res)
     assert node.cni("CHECK", "chk", pod, conf=conf)[:2] == (0, None)
     rc, out, _ = node.cni("CHECK", "chk", pod, conf=node.conf("1.0.0"))
     assert rc != 0 and out["code"] == 7                                     # no prevResult
-    sh("ip", "-n", pod, "addr", "flush", "dev", "eth0")
+    # each family's route and address is checked: losing the last range's default route fails
+    last = node.ranges[-1]
+    six = "-6" if ":" in last else "-4"
+    sh("ip", six, "-n", pod, "route", "del", "default")
+    rc, out, _ = node.cni("CHECK", "chk", pod, conf=conf)
+    assert rc != 0 and out["code"] == 102 and f"route {default_dst(last)}" in out["details"], out
+    sh("ip", six, "-n", pod, "route", "add", "default", "via", gateway_of(last), "dev", "eth0")
+    assert node.cni("CHECK", "chk", pod, conf=conf)[:2] == (0, None)
+    sh("ip", six, "-n", pod, "addr", "flush", "dev", "eth0", "scope", "global")
     rc, out, _ = node.cni("CHECK", "chk", pod, conf=conf)
     assert rc != 0 and out["code"] == 102 and "address" in out["details"]
+    assert res["ips"][-1]["address"] in out["details"]
     sh("ip", "-n", pod, "link", "del", "eth0")
     rc, out, _ = node.cni("CHECK", "chk", pod, conf=conf)
     assert rc != 0 and out["code"] == 3
     assert node.cni("DEL", "chk", pod)[0] == 0
     rc, out, _ = node.cni("CHECK", "chk", pod, conf=conf)
     assert rc != 0 and out["code"] == 3                                     # no reservation now
+
+
+def test_pods_reach_each_other_in_every_family(fam_node):
+    """Two pods on the bridge: ping and a TCP connection to each address of the other, which
+    sees the client's own address of that family."""
+    node = fam_node
+    a, b = node.new_pod(), node.new_pod()
+    ra, rb = node.add(a, cid="talk-a"), node.add(b, cid="talk-b")
+    try:
+        for ip_a, ip_b in zip(ra["ips"], rb["ips"], strict=True):
+            src, dst = (ip["address"].split("/")[0] for ip in (ip_a, ip_b))
+            sh("ping", "-c1", "-W2", dst, netns=a)
+            server = _serve_tcp_in(b, 8085, host="::")
+            try:
+                assert _connect_from(a, dst, 8085) == f"hello {src}"
+            finally:
+                server.kill()
+                server.wait(5)
+    finally:
+        assert node.cni("DEL", "talk-a", a)[0] == 0 and node.cni("DEL", "talk-b", b)[0] == 0
 
 
 def test_status_and_exhaustion(small_node):
@@ -461,12 +562,16 @@ def test_agent_restart_reconciles_store_with_veths(tmp_path):
 
 # --- chaining and the runtime -------------------------------------------------------------------
 
-def _serve_tcp_in(netns: str, port: int) -> subprocess.Popen:
+def _serve_tcp_in(netns: str, port: int, host: str = "0.0.0.0") -> subprocess.Popen:
+    """One connection answered with "hello <client address>"; host "::" takes both families
+    (an IPv4 client shows as itself, not as ::ffff:a.b.c.d)."""
     code = ("import socket,sys\n"
-            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-            f"s.bind(('0.0.0.0', {port})); s.listen(); print('ready', flush=True)\n"
+            f"s=socket.socket(socket.AF_INET6 if ':' in {host!r} else socket.AF_INET)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "if s.family == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+            f"s.bind(({host!r}, {port})); s.listen(); print('ready', flush=True)\n"
             "s.settimeout(20)\n"
-            "c, a = s.accept(); c.sendall(('hello ' + a[0]).encode()); c.close()\n")
+            "c, a = s.accept(); c.sendall(('hello ' + a[0].removeprefix('::ffff:')).encode()); c.close()\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                          preexec_fn=lab_netns.preexec(netns))  # noqa: PLW1509 - main thread only
     assert p.stdout.readline().strip() == "ready"
@@ -585,31 +690,46 @@ def test_installed_conflist_through_cniexec_add_check_status_gc_del(node):
         runtime.delete(net, rts[1])
 
 
-def test_hostports_and_masquerade_in_the_agents_nftables(tmp_path):
+@pytest.mark.parametrize("family", list(RANGES))
+def test_hostports_and_masquerade_in_the_agents_nftables(tmp_path, family):
     """portMappings handled by kubeweft itself (no portmap plugin): the external host reaches the
-    pod on node:hostPort; and pod traffic leaving the cluster CIDR leaves with the node address."""
-    with ScratchNode(tmp_path, pod_cidr="10.248.1.0/24", bridge="kwh", ext=True,
-                     agent_args=("--cluster-cidr", "10.248.0.0/16")) as n:
+    pod on node:hostPort in each family the pod has; and pod traffic leaving the cluster CIDR
+    leaves with the node address of its family."""
+    ranges = {"10.250.1.0/24": "10.248.1.0/24", "fd00:250:1::/64": "fd00:248:1::/64"}
+    pod_cidrs = [ranges[r] for r in RANGES[family]]
+    with ScratchNode(tmp_path, pod_cidr=",".join(pod_cidrs), bridge="kwh", ext=True,
+                     agent_args=("--cluster-cidr", "10.248.0.0/16,fd00:248::/32")) as n:
         pod = n.new_pod()
         res = n.add(pod, cid="hp", runtimeConfig={"portMappings": [
             {"hostPort": 18081, "containerPort": 8081, "protocol": "tcp"}]})
-        pod_ip = res["ips"][0]["address"].split("/")[0]
-        server = _serve_tcp_in(pod, 8081)
-        try:
-            assert _connect_from(n.ext, NODE_IP, 18081) == f"hello {EXT_IP}"
-        finally:
-            server.kill()
-            server.wait(5)
-        outside = _serve_tcp_in(n.ext, 18082)
-        try:
-            # ext has no route to the pod CIDR: only a masqueraded connection gets an answer
-            assert _connect_from(pod, EXT_IP, 18082) == f"hello {NODE_IP}"
-        finally:
-            outside.kill()
-            outside.wait(5)
-        assert pod_ip in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
+        pod_ips = [ip["address"].split("/")[0] for ip in res["ips"]]
+        tables = {"ip": NODE_IP, "ip6": NODE_IP6}
+        for pod_ip in pod_ips:
+            table, node_ip = ("ip6", NODE_IP6) if ":" in pod_ip else ("ip", NODE_IP)
+            ext_ip = EXT_IP6 if ":" in pod_ip else EXT_IP
+            server = _serve_tcp_in(pod, 8081, host="::")
+            try:
+                assert _connect_from(n.ext, node_ip, 18081) == f"hello {ext_ip}"
+            finally:
+                server.kill()
+                server.wait(5)
+            outside = _serve_tcp_in(n.ext, 18082, host="::")
+            try:
+                # ext has no route to the pod CIDR: only a masqueraded connection gets an answer
+                assert _connect_from(pod, ext_ip, 18082) == f"hello {node_ip}"
+            finally:
+                outside.kill()
+                outside.wait(5)
+            assert pod_ip in sh("nft", "list", "table", table, "kubeweft-cni", netns=n.node)
+            tables.pop(table)
+        # a family the pod has no address of: no hostPort there (its table holds no element)
+        for table in tables:
+            listing = sh("nft", "list", "map", table, "kubeweft-cni", "hostports", netns=n.node, check=False)
+            assert "18081" not in listing
         assert n.cni("DEL", "hp", pod)[0] == 0
-        assert pod_ip not in sh("nft", "list", "table", "ip", "kubeweft-cni", netns=n.node)
+        for pod_ip in pod_ips:
+            table = "ip6" if ":" in pod_ip else "ip"
+            assert pod_ip not in sh("nft", "list", "table", table, "kubeweft-cni", netns=n.node)
 
 
 def _grpc_library_call(node: ScratchNode, command: str, cid: str, pod: str):

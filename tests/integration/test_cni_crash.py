@@ -2,7 +2,8 @@
 runtimes run 200 ADD/DEL cycles through the real executable, and restarted each time. A runtime
 does what kubelet does: a failed ADD is followed by a DEL (which the shim does in-process while
 the agent is down). At the end, after a GC with the attachments the runtimes believe in, every
-address is either held by a live, wired sandbox or free: no duplicate, no leak, no stray veth."""
+address is either held by a live, wired sandbox or free: no duplicate, no leak, no stray veth.
+On an IPv4 node and a dual-stack one (where a kill may fall between a pod's two claims)."""
 from __future__ import annotations
 
 import json
@@ -37,9 +38,14 @@ def _run(node: ScratchNode, command: str, cid: str = "", pod: str | None = None,
     return proc.returncode, (json.loads(out) if out.strip() else None)
 
 
-def test_kill_9_during_200_add_del_cycles(tmp_path):
+RANGES = {"ipv4": ("10.245.0.0/24",), "dual": ("10.245.0.0/24", "fd00:245::/64")}
+
+
+@pytest.mark.parametrize("family", list(RANGES))
+def test_kill_9_during_200_add_del_cycles(tmp_path, family):
     rng = random.Random(6)
-    with ScratchNode(tmp_path, pod_cidr="10.245.0.0/24", bridge="kwk") as node:
+    ranges = RANGES[family]
+    with ScratchNode(tmp_path, pod_cidr=",".join(ranges), bridge="kwk") as node:
         slots = [node.new_pod() for _ in range(WORKERS * SLOTS_PER_WORKER)]
         attached: dict[str, str] = {}              # pod netns -> container id (the runtime's view)
         lock = threading.Lock()
@@ -102,17 +108,23 @@ def test_kill_9_during_200_add_del_cycles(tmp_path):
         assert rc == 0, out
 
         reserved = node.reserved()                        # address -> container id
-        by_cid = {cid: addr for addr, cid in reserved.items()}
-        assert len(by_cid) == len(reserved), "a container holds two addresses"
+        by_cid: dict[str, list[str]] = {}
+        for addr, cid in sorted(reserved.items()):
+            by_cid.setdefault(cid, []).append(addr)
+        # one address of every range per container: none twice in a family, none missing
+        assert all(len(a) == len(ranges) and len({":" in x for x in a}) == len(ranges) for a in by_cid.values()), \
+            by_cid
         assert set(by_cid) == set(attached.values()), (sorted(by_cid), sorted(attached.values()))
+        prefix = {":" in r: r.split("/")[1] for r in ranges}
         for pod in slots:
-            addrs = node.pod_addrs(pod)
+            addrs = sorted(node.pod_addrs(pod, family="all"))
             if pod in attached:
-                assert addrs == [f"{by_cid[attached[pod]]}/24"], (pod, addrs)
+                assert addrs == sorted(f"{a}/{prefix[':' in a]}" for a in by_cid[attached[pod]]), (pod, addrs)
             else:
                 assert addrs == [], (pod, addrs)
         assert len(node.host_veths()) == len(attached)
         # and the agent still works after all that
         extra = node.new_pod()
         rc, out = _run(node, "ADD", "after", extra)
-        assert rc == 0 and out["ips"][0]["address"].split("/")[0] not in reserved, out
+        assert rc == 0 and len(out["ips"]) == len(ranges), out
+        assert not {ip["address"].split("/")[0] for ip in out["ips"]} & set(reserved), out

@@ -2,8 +2,9 @@
 the lab runs), property-based with hypothesis (the cases: tests/cni_hostile.py), in scratch
 namespaces (prefix h16f):
 
-    h16f<id>-node   the node: the real agent serves its socket here, and every call of the
-                    executable runs here (from one worker thread that entered this netns)
+    h16f<id>-node   the node, dual-stack (an IPv4 and an IPv6 pod range): the real agent serves
+                    its socket here, and every call of the executable runs here (from one worker
+                    thread that entered this netns)
     h16f<id>-p<n>   empty pod sandboxes
 
 What every case must show:
@@ -29,6 +30,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import ipaddress
 import json
 import os
 import subprocess
@@ -154,13 +156,20 @@ def links_in(netns_path: str) -> list[str]:
     return sorted(line.split(":")[0].strip() for line in lines)
 
 
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
 def reservations(root: Path) -> dict[str, str]:
-    """Every IPAM reservation file (named by an IPv4 address) or unfinished claim under root."""
+    """Every IPAM reservation file (named by an IPv4 or IPv6 address) or unfinished claim under root."""
     out = {}
     for dirpath, _, files in os.walk(root):
         for name in files:
-            parts = name.split(".")
-            if name.startswith(".tmp-") or (len(parts) == 4 and all(p.isdigit() for p in parts)):
+            if name.startswith(".tmp-") or _is_address(name):
                 path = os.path.join(dirpath, name)
                 try:
                     out[path] = Path(path).read_text(errors="replace")
@@ -181,14 +190,16 @@ def _enter(netns: str) -> None:
 
 
 def hostport_elements() -> list:
-    """The hostPort maps' elements in the worker's netns ([] before the table exists)."""
+    """The hostPort maps' elements of both families' tables in the worker's netns ([] before the
+    tables exist)."""
     nft = _worker.nft
     out = []
-    for name in ("hostports", "hostip_ports"):
-        rc, text, _ = nft.cmd(f"list map ip kubeweft-cni {name}")
-        if rc == 0:
-            for obj in json.loads(text)["nftables"]:
-                out += obj.get("map", {}).get("elem", [])
+    for family in ("ip", "ip6"):
+        for name in ("hostports", "hostip_ports"):
+            rc, text, _ = nft.cmd(f"list map {family} kubeweft-cni {name}")
+            if rc == 0:
+                for obj in json.loads(text)["nftables"]:
+                    out += obj.get("map", {}).get("elem", [])
     return out
 
 
@@ -197,12 +208,13 @@ def fuzzer(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("h16f")
     (tmp / "cwd").mkdir()                 # relative paths in a case land here, for both processes
     (tmp / "node").mkdir()
-    with ScratchNode(tmp / "node", pod_cidr="10.246.3.0/24", bridge="kwf", cwd=tmp / "cwd",
+    with ScratchNode(tmp / "node", pod_cidr="10.246.3.0/24,fd00:246:3::/64", bridge="kwf", cwd=tmp / "cwd",
                      tag=f"h16f{os.getpid() % 100000}") as node:
         box = Sandbox(tmp=tmp, cwd=tmp / "cwd", pods=tuple(str(lab_netns.path(node.new_pod())) for _ in range(3)),
                       node_netns=str(lab_netns.path(node.node)), live_socket=str(node.socket),
                       dead_socket=str(tmp / "nobody-listens.sock"), data_dir=str(node.data_dir),
-                      bridge=node.bridge, subnet_prefix="10.246.3.", bin_dir=str(node.bin_dir))
+                      bridge=node.bridge, subnet_prefix="10.246.3.", bin_dir=str(node.bin_dir),
+                      subnet6_prefix="fd00:246:3::")
         box.make()
         f = Fuzzer(node, box)
         try:

@@ -88,8 +88,11 @@ def test_node_facts_take_the_pod_cidr_and_the_first_internal_ip():
     node = {"spec": {"podCIDR": "10.244.1.0/24"}, "status": {"addresses": [
         {"type": "Hostname", "address": "node1"}, {"type": "InternalIP", "address": "192.168.56.11"},
         {"type": "InternalIP", "address": "10.0.2.15"}]}}
-    assert node_facts(node) == NodeFacts("10.244.1.0/24", "192.168.56.11")
+    assert node_facts(node) == NodeFacts("10.244.1.0/24", "192.168.56.11", ("10.244.1.0/24",))
     assert node_facts({"metadata": {"name": "n"}}) == NodeFacts(None, None)
+    # a dual-stack Node: the CNI gets both ranges, in the Node's order
+    dual = {"spec": {"podCIDR": "fd00:10:244:1::/64", "podCIDRs": ["fd00:10:244:1::/64", "10.244.1.0/24"]}}
+    assert node_facts(dual).pod_cidrs == ("fd00:10:244:1::/64", "10.244.1.0/24")
 
 
 def test_nodeport_addresses_primary_is_the_node_address():

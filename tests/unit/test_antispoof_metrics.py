@@ -14,7 +14,7 @@ def test_every_reason_is_a_sample_labelled_with_its_family():
     fam = antispoof_metrics.render_family({"ipv4": 5, "arp": 2, "unknown": 9})
     got = {(s.labels["family"], s.labels["reason"]): s.value for s in fam.samples}
     assert got == {("ethernet", "mac"): 0, ("ipv4", "ipv4"): 5, ("arp", "arp"): 2,
-                   ("ipv6", "ipv6"): 0, ("ethernet", "ethertype"): 0}
+                   ("ipv6", "ipv6"): 0, ("ipv6", "ndp"): 0, ("ethernet", "ethertype"): 0}
 
 
 def test_a_scrape_reads_the_counters_again():

@@ -145,9 +145,14 @@ def test_port_mappings_keep_the_kubelet_defaults():
     assert got == [spec.PortMapping(80, 8080, "tcp", ""), spec.PortMapping(81, 81, "udp", "::1")]
 
 
-@pytest.mark.parametrize("ips", [["10.0.0.5/garbage"], ["10.0.0.5/33"], ["\u0661\u0660.0.0.1"], ["::1"]])
-def test_runtime_config_ips_are_ipv4_addresses(ips):
+@pytest.mark.parametrize("ips", [["10.0.0.5/garbage"], ["10.0.0.5/33"], ["\u0661\u0660.0.0.1"], ["fd00::5/129"],
+                                 ["10.0.0.5", "10.0.0.6"], ["fd00::5", "fd00::6"]])
+def test_runtime_config_ips_are_addresses_one_per_family(ips):
     assert code(spec.parse_ips, ips) == 7
+
+
+def test_runtime_config_ips_take_one_address_of_each_family():
+    assert spec.parse_ips(["10.0.0.5/24", "fd00::5/64"]) == ["10.0.0.5", "fd00::5"]
 
 
 @pytest.mark.parametrize("bandwidth", [{"ingressRate": True}, {"egressBurst": 2**35}, {"ingressRate": 10**30},
@@ -157,7 +162,8 @@ def test_bandwidth_values_are_integers_tbf_can_hold(bandwidth):
     assert code(spec.parse_bandwidth, bandwidth) == 7
 
 
-@pytest.mark.parametrize("args", [{"IP": "garbage"}, {"IP": "::1"}, {"MAC": "zz"}, {"MAC": "01:00:00:00:00:00"}])
+@pytest.mark.parametrize("args", [{"IP": "garbage"}, {"IP": "10.0.0.1,10.0.0.2"}, {"IP": "10.0.0.1,"},
+                                  {"MAC": "zz"}, {"MAC": "01:00:00:00:00:00"}])
 def test_cni_args_ip_and_mac_are_checked_even_when_runtime_config_wins(args):
     # runtimeConfig.ips and mac took precedence, so a malformed CNI_ARGS IP or MAC went unseen
     c = spec.parse_config(json.dumps(conf(runtimeConfig={"ips": ["10.0.0.5"], "mac": "02:00:00:00:00:01"})))
@@ -167,8 +173,10 @@ def test_cni_args_ip_and_mac_are_checked_even_when_runtime_config_wins(args):
 def test_requested_address_and_mac_precedence():
     c = spec.parse_config(json.dumps(conf(runtimeConfig={"ips": ["10.0.0.5/24"]})))
     inv = spec.Invocation(command="ADD", args={"IP": "10.0.0.6", "MAC": "02:00:00:00:00:02"})
-    assert spec.parse_requested(c, inv) == ("10.0.0.5", "02:00:00:00:00:02")
-    assert spec.parse_requested(spec.parse_config(json.dumps(conf())), inv) == ("10.0.0.6", "02:00:00:00:00:02")
+    assert spec.parse_requested(c, inv) == (["10.0.0.5"], "02:00:00:00:00:02")
+    assert spec.parse_requested(spec.parse_config(json.dumps(conf())), inv) == (["10.0.0.6"], "02:00:00:00:00:02")
+    dual = spec.Invocation(command="ADD", args={"IP": "10.0.0.6,fd00::6"})      # host-local's list form
+    assert spec.parse_requested(spec.parse_config(json.dumps(conf())), dual) == (["10.0.0.6", "fd00::6"], None)
 
 
 @pytest.mark.parametrize("mac", ["02:42:ac:11:00:02\n", " 02:42:ac:11:00:02"])

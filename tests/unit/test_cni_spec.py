@@ -122,7 +122,7 @@ def test_capabilities():
 @pytest.mark.parametrize("rc", [
     {"portMappings": [{"hostPort": 0, "containerPort": 80}]},
     {"portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]},
-    {"mac": "zz:zz"}, {"mac": "01:00:5e:00:00:01"}, {"ips": ["fd00::1"]}, {"ips": "10.0.0.1"},
+    {"mac": "zz:zz"}, {"mac": "01:00:5e:00:00:01"}, {"ips": ["fd00::1", "fd00::2"]}, {"ips": "10.0.0.1"},
     {"bandwidth": {"ingressRate": -1}},
 ])
 def test_bad_capabilities_are_code_7(rc):

@@ -17,18 +17,30 @@ from kubeweft.cni.ipam import Allocator
 A = ipaddress.IPv4Address
 
 
-def test_usable_excludes_network_gateway_broadcast():
-    net = ipaddress.IPv4Network("10.0.0.0/29")
-    usable = ipam.plan_usable(net, A("10.0.0.1"))
-    assert usable == [A(f"10.0.0.{i}") for i in range(2, 7)]
+A6 = ipaddress.IPv6Address
+NET = ipaddress.IPv4Network("10.0.0.0/29")
+
+
+def test_candidates_exclude_network_gateway_broadcast():
+    assert list(ipam.plan_candidates(NET, A("10.0.0.1"), None)) == [A(f"10.0.0.{i}") for i in range(2, 7)]
+    assert ipam.count_usable(NET) == 5
+    # IPv6: no broadcast, only the network (Subnet-Router anycast) address and the gateway
+    net6 = ipaddress.IPv6Network("fd00::/126")
+    assert list(ipam.plan_candidates(net6, A6("fd00::1"), None)) == [A6("fd00::2"), A6("fd00::3")]
+    assert ipam.count_usable(net6) == 2
 
 
 def test_candidates_start_after_cursor_and_wrap():
-    usable = [A(f"10.0.0.{i}") for i in range(2, 7)]
-    assert list(ipam.plan_candidates(usable, A("10.0.0.4"))) == [
+    assert list(ipam.plan_candidates(NET, A("10.0.0.1"), A("10.0.0.4"))) == [
         A("10.0.0.5"), A("10.0.0.6"), A("10.0.0.2"), A("10.0.0.3"), A("10.0.0.4")]
-    assert next(iter(ipam.plan_candidates(usable, A("10.0.0.6")))) == A("10.0.0.2")
-    assert next(iter(ipam.plan_candidates(usable, None))) == A("10.0.0.2")
+    assert next(iter(ipam.plan_candidates(NET, A("10.0.0.1"), A("10.0.0.6")))) == A("10.0.0.2")
+    assert next(iter(ipam.plan_candidates(NET, A("10.0.0.1"), None))) == A("10.0.0.2")
+
+
+def test_candidates_of_a_slash_64_are_lazy():
+    net = ipaddress.IPv6Network("fd00:10:244:1::/64")
+    it = ipam.plan_candidates(net, A6("fd00:10:244:1::1"), A6("fd00:10:244:1:ffff:ffff:ffff:fffe"))
+    assert [next(it), next(it)] == [A6("fd00:10:244:1:ffff:ffff:ffff:ffff"), A6("fd00:10:244:1::2")]
 
 
 def test_record_round_trip_and_garbage():
@@ -42,8 +54,9 @@ def test_record_round_trip_and_garbage():
 def test_gateway_default_and_validation(tmp_path):
     assert Allocator(tmp_path, "10.244.3.0/24").gateway == ipaddress.IPv4Interface("10.244.3.1/24")
     assert Allocator(tmp_path, "10.244.3.0/24", "10.244.3.254").gateway.ip == A("10.244.3.254")
+    assert Allocator(tmp_path, "fd00:10:244:3::/64").gateway == ipaddress.IPv6Interface("fd00:10:244:3::1/64")
     for bad in [("10.244.3.0/24", "10.244.4.1"), ("10.244.3.0/24", "10.244.3.255"), ("nonsense", None),
-                ("10.0.0.0/31", None)]:
+                ("10.0.0.0/31", None), ("fd00::/127", None), ("fd00::/64", "10.0.0.1"), ("fd00::/64", "fd00::")]:
         with pytest.raises(CniError) as e:
             Allocator(tmp_path, *bad)
         assert e.value.code == INVALID_NETWORK_CONFIG
@@ -197,3 +210,54 @@ def test_model_random_sequences(seq):
             assert a.free_count() == 5 - len(model)
     finally:
         shutil.rmtree(d)
+
+
+# ---- both families: one store, a Pool of one Allocator per range -------------------------------
+
+def test_pool_reserves_one_address_per_family_in_one_store(tmp_path):
+    p = ipam.Pool(tmp_path, "10.0.0.0/29,fd00::/120")
+    got, new = p.claim("c1", "eth0")
+    assert new and got == [ipaddress.IPv4Interface("10.0.0.2/29"), ipaddress.IPv6Interface("fd00::2/120")]
+    assert p.claim("c1", "eth0") == (got, False)                # idempotent
+    assert p.gateways == [ipaddress.IPv4Interface("10.0.0.1/29"), ipaddress.IPv6Interface("fd00::1/120")]
+    assert {f.name for f in tmp_path.iterdir()} >= {"10.0.0.2", "fd00::2", "last_reserved_ip",
+                                                    "last_reserved_ip.ipv6"}
+    assert p.reservations() == {("c1", "eth0"): got} and p.lookup("c1", "eth0") == got
+    # each family's Allocator sees only its own files in the shared directory
+    assert Allocator(tmp_path, "10.0.0.0/29").reservations() == {("c1", "eth0"): got[0]}
+    assert p.release("c1", "eth0") == got and p.lookup("c1", "eth0") == []
+    # the ranges' order is the result's: an IPv6-primary node lists IPv6 first
+    assert [a.version for a in ipam.Pool(tmp_path, ["fd00::/120", "10.0.0.0/29"]).ranges] == [6, 4]
+
+
+def test_pool_requested_addresses_per_family(tmp_path):
+    p = ipam.Pool(tmp_path, ["10.0.0.0/29", "fd00::/120"])
+    assert p.claim("c1", "eth0", ["fd00::9"])[0] == [ipaddress.IPv4Interface("10.0.0.2/29"),
+                                                     ipaddress.IPv6Interface("fd00::9/120")]
+    # taken in IPv6: the IPv4 address this call reserved is freed again
+    with pytest.raises(CniError) as e:
+        p.claim("c2", "eth0", ["10.0.0.5", "fd00::9"])
+    assert e.value.code == ADDRESS_UNAVAILABLE and p.lookup("c2", "eth0") == []
+    v4_only = ipam.Pool(tmp_path / "v4", "10.0.0.0/29")
+    with pytest.raises(CniError) as e:
+        v4_only.claim("c3", "eth0", ["fd00::5"])                # no IPv6 range on this node
+    assert e.value.code == ADDRESS_UNAVAILABLE
+    for bad in (["10.0.0.0/29", "10.1.0.0/29"], [], "garbage"):
+        with pytest.raises(CniError) as e:
+            ipam.Pool(tmp_path / "bad", bad)
+        assert e.value.code == INVALID_NETWORK_CONFIG
+
+
+def test_pool_exhaustion_and_gc_across_families(tmp_path):
+    p = ipam.Pool(tmp_path, ["10.0.0.0/29", "fd00::/120"])       # 5 IPv4 addresses, 253 IPv6
+    for i in range(5):
+        p.claim(f"c{i}", "eth0")
+    assert p.free_count() == 0
+    with pytest.raises(CniError) as e:
+        p.claim("c9", "eth0")
+    assert e.value.code == ADDRESS_UNAVAILABLE
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith("fd00") and
+                ipam.parse_record(f.read_bytes())[0] == "c9"]   # the IPv6 claim did not stay
+    freed = p.gc({("c0", "eth0")})
+    assert sorted({k for k, _ in freed}) == [(f"c{i}", "eth0") for i in range(1, 5)] and len(freed) == 8
+    assert p.free_count() == 4
