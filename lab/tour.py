@@ -88,7 +88,7 @@ def _join_commands(lines: list[tuple[int, str]]) -> list[tuple[int, str, list[st
             continue
         command = text
         while command.endswith("\\") and i < len(lines):
-            command = command[:-1] + "\n" + lines[i][1]
+            command += "\n" + lines[i][1]          # bash reads backslash-newline as a space
             i += 1
         marker = HEREDOC.search(command)
         if marker:
