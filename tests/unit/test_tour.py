@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from kubeweft.lab.tour import (TOUR_DOC, Step, TourSyntaxError, judge, parse_tour, run_sections)
+from kubeweft.lab.tour import TOUR_DOC, Step, TourSyntaxError, judge, parse_tour, run_sections
 
 DOC = '''# title
 
@@ -110,17 +110,14 @@ def test_a_tour_that_matches_passes():
     assert out.endswith("4 steps passed, 0 failed, 0 sections not run")
 
 
-def test_a_step_is_bounded_in_time_and_retried_within():
+def test_a_step_is_bounded_in_time_and_retried_within(tmp_path):
     ok, out = run("## S\n```sh tour\nsleep 5\n# timeout: 0.5\n```\n")
     assert not ok and "no answer within 0.5 s" in out
-    flag = "/tmp/kubeweft-tour-test-%d" % os.getpid()
-    try:
-        # fails the first time (the file is missing, then made), passes on the retry
-        ok, out = run(f"## S\n```sh tour\ntest -e {flag} || {{ touch {flag}; false; }}\n# within: 5\n```\n")
-        assert ok, out
-    finally:
-        if os.path.exists(flag):
-            os.unlink(flag)
+    flag = tmp_path / "flag"
+    # fails the first time (the file is missing, then made), passes on the retry
+    ok, out = run(f"## S\n```sh tour\ntest -e {flag} || {{ touch {flag}; false; }}\n# within: 5\n```\n")
+    assert ok, out
+    assert "FAIL" not in out
 
 
 def test_the_tour_document_parses_and_runs_only_lab_commands():
