@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --world: NetworkPolicies (YAML/JSON, '-' stdin) to compare with")
 
     sub.add_parser("demo", help="the walkthrough: up, pods, a Service, probes, the matrix, down")
+    sub.add_parser("tour", help="run docs/tour.md's commands against the lab --name and check "
+                   "what they print (a lab of that name is brought up, and removed after, if none runs)")
     return p
 
 
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "demo":
         from . import demo
         return demo.demo_command(args.name)
+    if args.verb == "tour":
+        from . import tour
+        return tour.tour_command(args.name)
     return 2
 
 
