@@ -52,6 +52,10 @@ def reservations(cfg) -> dict[str, str]:
     return {cid: str(addr.ip) for (cid, _), addr in ipam.Allocator(store, cidr).reservations().items()}
 
 
+def restart_count(c, name: str) -> int:
+    return c._raw(c.core.read_namespaced_pod, name, NS)["status"]["containerStatuses"][0]["restartCount"]
+
+
 def pods_of_cluster(c) -> list[dict]:
     return c._raw(c.core.list_pod_for_all_namespaces)["items"]
 
@@ -66,6 +70,7 @@ def test_node_restart_brings_pods_back_with_their_addresses_accounted_for(labk):
         c.wait_endpoints("web", 2)
         node_port = svc.node_ports["http"]
         uids = {n: c._raw(c.core.read_namespaced_pod, n, NS)["metadata"]["uid"] for n in WEB}
+        restarts = {n: restart_count(c, n) for n in WEB}
         ips_before = {n: c.pod_ip(n) for n in WEB}
         old = node_processes(cfg, token)
         marker = cfg.node_host_dir(NODE) / "run" / "before-restart"
@@ -83,6 +88,8 @@ def test_node_restart_brings_pods_back_with_their_addresses_accounted_for(labk):
 
         # the same pods (a reboot keeps the API objects), in new sandboxes
         assert {n: c._raw(c.core.read_namespaced_pod, n, NS)["metadata"]["uid"] for n in WEB} == uids
+        # their containers ended with the node and started again in the new sandbox
+        assert {n: restart_count(c, n) for n in WEB} == {n: restarts[n] + 1 for n in WEB}
         # nothing of the old node lives on
         alive = [pid for pid, start in old.items() if start is not None and _starttime(pid) == start]
         assert not alive, f"processes of the old {NODE} still run: {alive}"
