@@ -658,7 +658,9 @@ def node_restart(name: str, node: str, timeout: float = 120.0) -> dict[str, floa
                                              if p.get("netns") and not p.get("hostNetwork")})
     kubelet = _lab_pid(name, token, state.get("processes", {}).get(f"kubelet-{node}"))
     if kubelet:
-        end_processes([kubelet], grace=0)
+        _signal(kubelet, signal.SIGKILL)
+        while _alive(kubelet) and time.monotonic() < deadline:
+            time.sleep(0.02)
     end_processes(find_node_processes(name, token, names), grace=1.0)
     left = find_node_processes(name, token, names)
     if left:
