@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
                         "pods, netns and state")
     nr.add_argument("node", metavar="NODE")
 
+    rs = sub.add_parser("node-restart", help="reboot a node: its processes and namespaces gone, its "
+                        "/run emptied, /var/lib kept; returns when it is Ready again")
+    rs.add_argument("node", metavar="NODE")
+    rs.add_argument("--timeout", type=float, default=120.0)
+
     sub.add_parser("down", help="remove everything the lab made")
     sub.add_parser("api-stop", help="stop the API server, keeping its objects (the rest of the "
                    "lab runs on)")
@@ -93,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "node-remove":
         from . import lifecycle
         return lifecycle.node_remove_command(args.name, args.node)
+    if args.verb == "node-restart":
+        from . import lifecycle
+        return lifecycle.node_restart_command(args.name, args.node, timeout=args.timeout)
     if args.verb == "down":
         from . import lifecycle
         return lifecycle.down_command(args.name)

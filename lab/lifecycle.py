@@ -579,6 +579,133 @@ def node_remove_command(name: str, node: str) -> int:
     return 0
 
 
+# --- a node rebooted --------------------------------------------------------------------------
+
+def _net_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def find_node_processes(name: str, token: str, netns_names: list[str]) -> list[int]:
+    """This lab's processes whose network namespace is one of `netns_names` (a node's own and
+    its pods'): the kubelet, its containers, exec sessions and CNI plugins of that node."""
+    inodes = set()
+    for ns in netns_names:
+        try:
+            inodes.add(os.stat(netns.path(ns)).st_ino)
+        except OSError:
+            pass
+    return [p for p in find_processes(name, token) if _net_inode(p) in inodes]
+
+
+def _wait_link_gone(cfg: LabConfig, link: str, deadline: float) -> None:
+    """Until the underlay's end of a deleted node netns' cable is gone: the kernel destroys a
+    netns (and the veths with an end in it) asynchronously once its last user is gone."""
+    while subprocess.run(["ip", "-n", cfg.underlay_netns, "link", "show", link], capture_output=True,
+                         timeout=10, check=False).returncode == 0:
+        if time.monotonic() >= deadline:
+            raise LabError(f"{link} still exists in {cfg.underlay_netns}: the old node netns lives on")
+        time.sleep(0.05)
+
+
+def _lease_renewed_since(cfg: LabConfig, node: str, since: float) -> bool:
+    """True once the node's Lease was renewed after `since` (time.time()): its kubelet runs."""
+    import datetime
+
+    from kubernetes import client as k8s
+
+    from .kubelet.model import LEASE_NAMESPACE
+
+    client = api_client(cfg)
+    try:
+        lease = k8s.CoordinationV1Api(client).read_namespaced_lease(node, LEASE_NAMESPACE, _request_timeout=5)
+    except Exception:  # noqa: BLE001 (the API server is ours: retried by the caller)
+        return False
+    finally:
+        client.close()
+    renew = lease.spec.renew_time
+    if renew is None:
+        return False
+    if renew.tzinfo is None:
+        renew = renew.replace(tzinfo=datetime.UTC)
+    return renew.timestamp() >= since
+
+
+def node_restart(name: str, node: str, timeout: float = 120.0) -> dict[str, float]:
+    """Reboot `node` of running lab `name`: every process in its netns and its pods' netns is
+    ended (the kubelet first, with SIGKILL, so it tears nothing down; the rest with SIGTERM then
+    SIGKILL, as a shutdown does), those namespaces are deleted, the node's /run is emptied and its
+    /var/lib (IPAM store, pods.json, pod dirs) kept. Then the node netns is built again on the
+    LAN with the same address and the kubelet started: it finds its pods' sandboxes gone, DELs
+    them (releasing their addresses) and makes new ones with a CNI ADD each, and restarts the
+    DaemonSet's agent container. Returns once the node's kubelet posts Ready again and (with
+    kubeweft) its new agent routes to every other node: {"ready": s, "agent": s} since the start."""
+    cfg, state = _running_state(name)
+    token = state["token"]
+    nodes = node_list(cfg, state)
+    if node not in nodes:
+        raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(nodes) or 'none'})")
+    t0, wall0 = time.monotonic(), time.time()
+    deadline = t0 + timeout
+    try:
+        pods_on_node = json.loads((cfg.node_dir(node) / "pods.json").read_text())
+    except (OSError, ValueError):
+        pods_on_node = {}
+    old_agent = find_agent(name, token, node)
+    names = [cfg.node_netns(node)] + sorted({p["netns"] for p in pods_on_node.values()
+                                             if p.get("netns") and not p.get("hostNetwork")})
+    kubelet = _lab_pid(name, token, state.get("processes", {}).get(f"kubelet-{node}"))
+    if kubelet:
+        _signal(kubelet, signal.SIGKILL)
+        while _alive(kubelet) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    end_processes(find_node_processes(name, token, names), grace=1.0)
+    left = find_node_processes(name, token, names)
+    if left:
+        raise LabError(f"node {node}: processes {left} outlived SIGKILL")
+    topology.remove_exact(names)
+    _wait_link_gone(cfg, topology.node_port(node), deadline)
+    run_dir = cfg.node_host_dir(node) / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+    from .kubelet.model import node_index
+
+    topology.apply_steps(topology.plan_add_node(cfg, node_index(node), node))
+    proc = start_kubelet(cfg, node, token)
+    state = read_state(name) or state
+    state.setdefault("processes", {})[f"kubelet-{node}"] = proc.pid
+    _write_json(cfg.state_file, state)
+    while not _lease_renewed_since(cfg, node, wall0):
+        if proc.poll() is not None:
+            raise LabError(f"kubelet-{node} exited with code {proc.returncode}\n"
+                           f"{log_tail(cfg.log_dir / f'kubelet-{node}.log')}")
+        if time.monotonic() >= deadline:
+            raise LabError(f"node {node}: its kubelet did not come back in {timeout:g} s")
+        time.sleep(0.1)
+    _wait_nodes_ready(cfg, {f"kubelet-{node}": proc}, deadline, want=[node])
+    times = {"ready": time.monotonic() - t0}
+    if cfg.cni == "kubeweft":
+        wait_agent(name, node, other_than=old_agent, timeout=max(1.0, deadline - time.monotonic()))
+        _wait_overlay_routes(cfg, nodes, deadline)
+        times["agent"] = time.monotonic() - t0
+    return times
+
+
+def node_restart_command(name: str, node: str, timeout: float = 120.0) -> int:
+    try:
+        times = node_restart(name, node, timeout)
+    except (ValueError, LabError) as e:
+        _say(str(e))
+        return 1
+    agent = f", its agent routing after {times['agent']:.1f} s" if "agent" in times else ""
+    print(f"lab {name}: {node} restarted: Ready after {times['ready']:.1f} s{agent}")
+    return 0
+
+
 # --- the API server stopped and started again ------------------------------------------------
 
 API_STOP_GRACE = 30.0   # seconds for the API server to stop serving and write its snapshot
@@ -706,7 +833,10 @@ def render_status(cfg: LabConfig, nodes: list[dict], pods: list[dict], local: di
         name = n["metadata"]["name"]
         addr = next((a["address"] for a in n.get("status", {}).get("addresses", [])
                      if a.get("type") == "InternalIP"), None)
-        out_nodes.append({"name": name, "address": addr, "podCIDR": n.get("spec", {}).get("podCIDR"),
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in n.get("status", {}).get("conditions") or [])
+        out_nodes.append({"name": name, "status": "Ready" if ready else "NotReady", "address": addr,
+                          "podCIDR": n.get("spec", {}).get("podCIDR"),
                           "netns": cfg.node_netns(name), "cniConfDir": str(cfg.cni_conf_dir(name)),
                           "cniBinDir": str(cfg.cni_bin_dir(name)),
                           "agentSocket": str(cfg.agent_socket(name))})
@@ -725,8 +855,8 @@ def render_table(doc: dict) -> str:
         rows = [header] + [["<none>" if v is None else str(v) for v in r] for r in rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines = table(["NODE", "ADDRESS", "PODCIDR", "NETNS"],
-                  [[n["name"], n["address"], n["podCIDR"], n["netns"]] for n in doc["nodes"]])
+    lines = table(["NODE", "STATUS", "ADDRESS", "PODCIDR", "NETNS"],
+                  [[n["name"], n["status"], n["address"], n["podCIDR"], n["netns"]] for n in doc["nodes"]])
     lines.append("")
     lines += table(["NAMESPACE", "POD", "NODE", "IP", "NETNS"],
                    [[p["namespace"], p["name"], p["node"], p["ip"], p["netns"]] for p in doc["pods"]])

@@ -502,6 +502,13 @@ class PodWorker(threading.Thread):
             log.info("%s: sandbox from before the restart is gone; cleaning it", self.pod.key)
             self.attached = True
             self._teardown_sandbox(grace=0.0, entry=entry)
+            # the node rebooted under it: its containers ended unseen, and their restart in the
+            # new sandbox counts (restartCount + 1, lastState terminated), as after a reboot
+            for r in self.mains:
+                rec = (entry.get("containers") or {}).get(r.spec.name) or {}
+                if rec.get("pid") and "terminated" not in rec:
+                    r.container_id, r.started_at = rec.get("id", ""), rec.get("startedAt", "")
+                    self._finished(r)
             return
         self.ip = entry.get("ip")
         self.attached = self.netns_name is not None

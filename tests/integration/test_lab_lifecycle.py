@@ -232,7 +232,9 @@ def test_lab2_status_json_shape(lab2):
     assert set(doc) == {"nodes", "pods"}
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
     for i, n in enumerate(doc["nodes"], start=1):
-        assert set(n) == {"name", "address", "podCIDR", "netns", "cniConfDir", "cniBinDir", "agentSocket"}
+        assert set(n) == {"name", "status", "address", "podCIDR", "netns", "cniConfDir", "cniBinDir",
+                          "agentSocket"}
+        assert n["status"] == "Ready"
         assert n["address"] == lab2.cfg.node_ip(i)
         assert n["netns"] == lab2.cfg.node_netns(n["name"]) and netns.exists(n["netns"])
         assert n["podCIDR"] and n["podCIDR"].startswith("10.244.")

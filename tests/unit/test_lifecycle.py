@@ -10,7 +10,7 @@ from kubeweft.lab.shell import parse_pod_target
 CFG = LabConfig(name="kw")
 NODES = [
     {"metadata": {"name": "node2"}, "spec": {"podCIDR": "10.244.2.0/24"},
-     "status": {"addresses": [{"type": "Hostname", "address": "node2"},
+     "status": {"conditions": [{"type": "Ready", "status": "True"}], "addresses": [{"type": "Hostname", "address": "node2"},
                               {"type": "InternalIP", "address": "192.168.56.12"}]}},
     {"metadata": {"name": "node1"}, "spec": {}, "status": {}},
 ]
@@ -27,9 +27,10 @@ def test_status_document_shape():
     doc = render_status(CFG, NODES, PODS, LOCAL)
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
     n2 = doc["nodes"][1]
-    assert n2 == {"name": "node2", "address": "192.168.56.12", "podCIDR": "10.244.2.0/24",
+    assert n2 == {"name": "node2", "status": "Ready", "address": "192.168.56.12", "podCIDR": "10.244.2.0/24",
                   "netns": "kw-node2", "cniConfDir": str(CFG.cni_conf_dir("node2")),
                   "cniBinDir": str(CFG.cni_bin_dir("node2")), "agentSocket": str(CFG.agent_socket("node2"))}
+    assert doc["nodes"][0]["status"] == "NotReady"
     assert doc["nodes"][0]["address"] is None and doc["nodes"][0]["podCIDR"] is None
     assert doc["pods"] == [
         {"namespace": "a", "name": "pending", "node": None, "netns": None, "ip": None},
@@ -46,8 +47,8 @@ def test_pods_json_found_by_name_when_uid_differs():
 def test_table_lists_nodes_and_pods():
     table = render_table(render_status(CFG, NODES, PODS, LOCAL))
     lines = table.splitlines()
-    assert lines[0].split() == ["NODE", "ADDRESS", "PODCIDR", "NETNS"]
-    assert lines[2].split() == ["node2", "192.168.56.12", "10.244.2.0/24", "kw-node2"]
+    assert lines[0].split() == ["NODE", "STATUS", "ADDRESS", "PODCIDR", "NETNS"]
+    assert lines[2].split() == ["node2", "Ready", "192.168.56.12", "10.244.2.0/24", "kw-node2"]
     assert "<none>" in lines[1]
     assert any(line.split()[:2] == ["default", "web"] for line in lines)
 
