@@ -87,7 +87,7 @@ class Kubelet:
         self.venv_bin = str(Path(sys.executable).parent)
         self.python = sys.executable
         self.lab_env = {LAB_ID_ENV: os.environ[LAB_ID_ENV]} if LAB_ID_ENV in os.environ else {}
-        self.rootfs_top = rootfs.plan_top(_list_root(), _checkout_tops())
+        self.rootfs_top = rootfs.plan_top(_list_root(), *rootfs.split_keep(_checkout_dirs()))
         self.kubeweft_files = imagefiles.image_files(imagefiles.frozen_dir())
         self.backoff_base = float(os.environ.get(BACKOFF_ENV) or backoff.BASE)
         self.token = _read(str(cfg.pki_dir / "token")).strip()
@@ -582,15 +582,10 @@ def _list_root() -> list[tuple[str, str, str]]:
     return out
 
 
-def _checkout_tops() -> set[str]:
-    """Top-level directories holding this checkout, its virtualenv and its Python."""
-    paths = (Path(__file__), Path(sys.executable), Path(sys.prefix), Path(sys.base_prefix))
-    out = set()
-    for p in paths:
-        for q in (p, p.resolve()):
-            if len(q.parts) > 1:
-                out.add(q.parts[1])
-    return out
+def _checkout_dirs() -> set[str]:
+    """The directories of this checkout, its virtualenv and its Python (as named and resolved)."""
+    paths = (Path(__file__).parents[2], Path(sys.executable).parent, Path(sys.prefix), Path(sys.base_prefix))
+    return {str(q) for p in paths for q in (p, p.resolve()) if len(q.parts) > 1}
 
 
 def _short(e: BaseException) -> str:

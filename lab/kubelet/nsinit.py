@@ -82,6 +82,10 @@ def build_top(root: str, top: list[dict]) -> None:
     for entry in top:
         path = os.path.join(root, entry["name"])
         how = entry["how"]
+        if how == "ro_path":                 # a checkout inside a private top, at its own path only
+            os.makedirs(path, exist_ok=True)
+            bind("/" + entry["name"], path, read_only=True)
+            continue
         if how == "symlink":
             os.symlink(entry["link"], path)
             continue

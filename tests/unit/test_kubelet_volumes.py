@@ -134,3 +134,15 @@ def test_root_first_level():
     assert how["tmp"] == how["run"] == how["var"] == "empty" and how["var/run"] == "symlink"
     assert "farm" not in how and ".dockerenv" not in how
     assert next(e for e in top if e["name"] == "tmp")["mode"] == 0o1777
+
+
+def test_a_checkout_inside_a_private_directory_is_shown_alone():
+    whole, alone = rootfs.split_keep({"/tmp/ci/kubeweft", "/tmp/ci/kubeweft/.venv", "/tmp/ci/kubeweft/.venv/bin",
+                                      "/usr/bin", "/usr", "/work/main"})
+    assert whole == {"usr", "work"} and alone == ("/tmp/ci/kubeweft",)
+    top = rootfs.plan_top([("usr", "dir", ""), ("tmp", "dir", ""), ("work", "dir", "")], whole, alone)
+    how = {e["name"]: e["how"] for e in top}
+    assert how["tmp"] == "empty" and how["tmp/ci/kubeweft"] == "ro_path" and how["work"] == "ro"
+    # the private /tmp is made before the checkout is bound inside it
+    names = [e["name"] for e in top]
+    assert names.index("tmp") < names.index("tmp/ci/kubeweft")
