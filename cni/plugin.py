@@ -75,6 +75,10 @@ class CniPlugin:
         freed, _ = self.reconcile()
         if freed:
             log.info("reconcile: freed %s", freed)
+        # a DEL made by the executable while no agent ran, or a crash, leaves elements behind
+        stale = antispoof.forget_missing(datapath.list_links)
+        if stale:
+            log.info("reconcile: removed the source checks of missing veths %s", stale)
         self._write_state(alloc)
 
     def reconcile(self, alloc: ipam.Pool | None = None, bridge: str | None = None) -> tuple[list, list]:
@@ -329,12 +333,13 @@ class CniPlugin:
         for veth in removed:
             datapath.unwire_pod(None, "", veth)
             antispoof.forget_pod(veth)
+        stale = antispoof.forget_missing(datapath.list_links)     # veths gone before their DEL ran
         live_ids = {cid for cid, _ in keep}
         for (cid, _), _addr in freed:
             if cid not in live_ids:
                 nft.clear_hostports(cid)
-        log.info("GC: kept %d, freed %s, removed veths %s", len(keep),
-                 [str(a) for _, a in freed], removed)
+        log.info("GC: kept %d, freed %s, removed veths %s, source checks of missing veths %s",
+                 len(keep), [str(a) for _, a in freed], removed, stale)
         return {"freed": [str(a) for _, a in freed], "removed": removed}
 
 
