@@ -5,12 +5,17 @@ namespaces, the sets read from the kernel."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from kubeweft.cni import antispoof
+from kubeweft.cni import antispoof, netns
 from kubeweft.cni.datapath import host_veth_name
+from kubeweft.cni.plugin import CniPlugin
+from kubeweft.lab import netns as lab_netns
 
 from .test_cni_conformance import ScratchNode, sh
 
@@ -91,3 +96,56 @@ def test_agent_start_drops_elements_of_missing_veths(tmp_path):
         sh("ip", "-n", node.node, "link", "del", host_veth_name(pods[0], "eth0"))
         node.start_agent()
         assert_only(node, pods[1:])
+
+
+class GateHook:
+    """A pod hook that holds the ADD until released (a slow policy lookup)."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:
+        self.entered.set()
+        assert self.release.wait(20)
+
+    def pod_deleted(self, container_id: str) -> None:
+        pass
+
+
+def test_a_del_that_overtakes_its_add_leaves_nothing(tmp_path):
+    """The executable gave up on a slow ADD and the runtime sent DEL while the agent still ran
+    the ADD: the DEL waits for it, then removes the veth, the source checks and the address."""
+    node, pod = f"kwrace-{os.getpid()}", f"kwrace-{os.getpid()}-p"
+    for ns in (node, pod):
+        sh("ip", "netns", "add", ns)
+    try:
+        plugin = CniPlugin("10.246.2.0/24", tmp_path / "data", bridge="kwrc", mtu=1500)
+        hook = GateHook()
+        plugin.pod_hooks.append(hook)
+        conf = json.dumps({"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft",
+                           "bridge": "kwrc", "dataDir": str(tmp_path / "data")}).encode()
+
+        def call(command: str):
+            env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "cid-race", "CNI_IFNAME": "eth0",
+                   "CNI_NETNS": str(lab_netns.path(pod)), "CNI_PATH": "/opt/cni/bin"}
+            return netns.call_in(lab_netns.path(node), plugin.handle, env, conf, timeout=30)
+
+        with ThreadPoolExecutor(2) as pool:
+            add = pool.submit(call, "ADD")
+            assert hook.entered.wait(10)
+            delete = pool.submit(call, "DEL")
+            time.sleep(0.5)
+            waited = not delete.done()
+            hook.release.set()
+            add.result(30)
+            delete.result(30)
+        assert waited
+        assert not plugin.allocator(None).reservations()
+        node_links = sh("ip", "-n", node, "-o", "link")
+        assert host_veth_name("cid-race", "eth0") not in node_links
+        listing = sh("ip", "netns", "exec", node, "nft", "list", "table", "bridge", "kubeweft-cni")
+        assert host_veth_name("cid-race", "eth0") not in listing
+    finally:
+        antispoof.reset()
+        for ns in (pod, node):
+            subprocess.run(["ip", "netns", "del", ns], timeout=20, check=False)
