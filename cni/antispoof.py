@@ -121,6 +121,16 @@ def parse_held(listing: dict) -> dict[str, dict[str, list]]:
     return out
 
 
+def plan_stale(held: dict[str, dict[str, list]], live) -> dict[str, list]:
+    """set name -> the elements of every host veth in `held` that is not in `live`. Pure."""
+    out: dict[str, list] = {}
+    for veth, sets in held.items():
+        if veth not in live:
+            for name, elems in sets.items():
+                out.setdefault(name, []).extend(elems)
+    return out
+
+
 def render_ops(delete: dict[str, list], add: dict[str, list]) -> dict:
     cmds = []
     for verb, what in (("delete", delete), ("add", add)):
@@ -191,6 +201,25 @@ class _Held:
             else:
                 held.pop(host_veth, None)
 
+    def keep_only(self, list_live) -> list[str]:
+        """Read the sets from the kernel and remove, in one transaction, the elements of every
+        host veth not in list_live(); the veths whose elements went. The links are listed after
+        the sets are read: an ADD writes its elements only once its veth exists, so no live
+        pod's elements can be taken for stale."""
+        with self.lock:
+            try:
+                held = self.load()
+            except CniError:
+                self.by_veth = None
+                return []           # no table: nothing held
+            live = set(list_live())
+            stale = sorted(set(held) - set(live))
+            if stale:
+                nft.run_json(render_ops(plan_stale(held, live), {}))
+                for veth in stale:
+                    held.pop(veth)
+            return stale
+
 
 _held: dict[int, _Held] = {}
 _held_lock = threading.Lock()
@@ -212,6 +241,12 @@ def allow_pod(host_veth: str, mac: str, ips) -> None:
 def forget_pod(host_veth: str) -> None:
     """Remove the pod's elements; none (or no table) is fine."""
     _state().replace(host_veth, {})
+
+
+def forget_missing(list_live) -> list[str]:
+    """Remove the elements of every interface not in list_live() (veths removed while no agent
+    kept the sets: a DEL made without the agent, a crash); the veths whose elements went."""
+    return _state().keep_only(list_live)
 
 
 def reset() -> None:

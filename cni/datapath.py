@@ -221,6 +221,12 @@ def list_host_veths(bridge: str) -> set[str]:
         return {link.get("ifname") for link in ipr.get_links() if link.get("master") == idx}
 
 
+def list_links() -> set[str]:
+    """Names of every link in the calling thread's netns."""
+    with open_node() as ipr:
+        return {link.get("ifname") for link in ipr.get_links()}
+
+
 def underlay_mtu(bridge: str | None = None) -> int:
     """MTU of the device holding the default route (IPv4, else IPv6), else of the first
     non-loopback device that is up, else 1500; all in the calling thread's netns. The pod

@@ -59,7 +59,7 @@ CONFLIST = "10-kubeweft.conflist"
 DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
 # what the standalone executable holds: the shim's imports, and the DEL fallback's
 STANDALONE_MODULES = ("__init__", "shim", "protowire", "spec", "protocols", "errors", "datapath", "ipam", "netns",
-                      "nft")
+                      "nft", "antispoof")
 VENDORED = ("pyroute2",)
 STANDALONE_INTERPRETER = "/usr/bin/env python3"
 DEFAULT_CNI_VERSION = "1.0.0"

@@ -28,6 +28,7 @@ from .errors import (
 from .shim import AGENT_STATE
 
 log = logging.getLogger("kubeweft.cni")
+KEY_LOCKS = 64
 
 
 class PodHook(Protocol):
@@ -57,6 +58,11 @@ class CniPlugin:
         self._allocators: dict[Path, ipam.Pool] = {}
         self._bridges: dict[str, object] = {}
         self._inflight: set[tuple[str, str]] = set()   # ADDs under way: GC must not free them
+        # ADD and DEL of one attachment run one after the other: a DEL that overtook its ADD
+        # (the executable gave up on a slow ADD and the runtime sent DEL) removed the veth before
+        # the ADD wrote its source checks, leaving elements of a veth that no longer existed.
+        # Striped by key: bounded memory, and unrelated pods rarely wait on each other.
+        self._key_locks = [threading.Lock() for _ in range(KEY_LOCKS)]
         # Components that must know a pod before its first packet (NetworkPolicy): called
         # after the address is reserved and BEFORE the interface exists; one that raises fails
         # the ADD with "try again later", so a pod never runs unprotected.
@@ -75,6 +81,10 @@ class CniPlugin:
         freed, _ = self.reconcile()
         if freed:
             log.info("reconcile: freed %s", freed)
+        # a DEL made by the executable while no agent ran, or a crash, leaves elements behind
+        stale = antispoof.forget_missing(datapath.list_links)
+        if stale:
+            log.info("reconcile: removed the source checks of missing veths %s", stale)
         self._write_state(alloc)
 
     def reconcile(self, alloc: ipam.Pool | None = None, bridge: str | None = None) -> tuple[list, list]:
@@ -139,9 +149,11 @@ class CniPlugin:
         conf = spec.parse_config(config, inv.command)
         try:
             if inv.command == "ADD":
-                return spec.render_json(self.add(inv, conf))
+                with self._key_lock(inv):
+                    return spec.render_json(self.add(inv, conf))
             if inv.command == "DEL":
-                self.delete(inv, conf)
+                with self._key_lock(inv):
+                    self.delete(inv, conf)
             elif inv.command == "CHECK":
                 self.check(inv, conf)
             elif inv.command == "STATUS":
@@ -156,6 +168,9 @@ class CniPlugin:
         except Exception as e:
             log.exception("%s %s failed", inv.command, inv.container_id)
             raise CniError(INTERNAL, f"{inv.command} failed", repr(e)) from e
+
+    def _key_lock(self, inv: spec.Invocation) -> threading.Lock:
+        return self._key_locks[hash(_key(inv)) % KEY_LOCKS]
 
     # --- ADD ---------------------------------------------------------------------------------
     def add(self, inv: spec.Invocation, conf: spec.NetConf) -> dict:
@@ -329,12 +344,13 @@ class CniPlugin:
         for veth in removed:
             datapath.unwire_pod(None, "", veth)
             antispoof.forget_pod(veth)
+        stale = antispoof.forget_missing(datapath.list_links)     # veths gone before their DEL ran
         live_ids = {cid for cid, _ in keep}
         for (cid, _), _addr in freed:
             if cid not in live_ids:
                 nft.clear_hostports(cid)
-        log.info("GC: kept %d, freed %s, removed veths %s", len(keep),
-                 [str(a) for _, a in freed], removed)
+        log.info("GC: kept %d, freed %s, removed veths %s, source checks of missing veths %s",
+                 len(keep), [str(a) for _, a in freed], removed, stale)
         return {"freed": [str(a) for _, a in freed], "removed": removed}
 
 

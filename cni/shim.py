@@ -306,6 +306,11 @@ def delete_in_process(inv: spec.Invocation, conf: spec.NetConf) -> None:
         from . import nft
         nft.clear_hostports(inv.container_id)
     steps.append(("hostports", hostports))
+
+    def source_checks() -> None:
+        from . import antispoof
+        antispoof.forget_pod(host_veth)
+    steps.append(("source checks", source_checks))
     for name, step in steps:
         try:
             step()

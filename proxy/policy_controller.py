@@ -31,6 +31,8 @@ import logging
 import threading
 import time
 
+from kubeweft.cni.errors import TRY_AGAIN_LATER, CniError
+
 from . import policy_model as pm
 from . import render_policy as rp
 from .api_get import open_get
@@ -206,7 +208,9 @@ class PolicyController:
             known, ns_known = self.planner.knows(key)
         obj = None if known else self._fetch(f"/api/v1/namespaces/{namespace}/pods/{name}")
         if not known and obj is None:
-            raise RuntimeError(f"pod {namespace}/{name} is not in the API (yet)")
+            # common under churn (the kubelet runs ADD for a pod just deleted): a CNI error, one
+            # log line, no traceback
+            raise CniError(TRY_AGAIN_LATER, "Try again later", f"pod {namespace}/{name} is not in the API")
         ns_obj = None if ns_known else self._fetch(f"/api/v1/namespaces/{namespace}")
         pod = pm.parse_pod(obj) if obj is not None else None       # raises on a broken pod: ADD is retried
         ns = pm.parse_namespace(ns_obj) if ns_obj is not None else None

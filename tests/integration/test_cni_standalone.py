@@ -158,12 +158,17 @@ def test_agent_down_add_11_status_50_and_del_on_the_vendored_pyroute2(tmp_path):
         assert results[0]["interfaces"][1]["name"] not in n.host_veths()
         assert n.pod_addrs(pods[0]) == [] and "down0" not in n.reserved().values()
         assert ips[0] not in hostport_table() and ips[1] in hostport_table()      # python-nftables
+        checks = sh("nft", "list", "table", "bridge", "kubeweft-cni", netns=n.node)
+        assert results[0]["interfaces"][1]["name"] not in checks           # source checks gone too
+        assert results[1]["interfaces"][1]["name"] in checks
         # strictest: not even site-packages (-S): stdlib and the archive only
         n.python = (HOST_PYTHON, "-I", "-S")
         rc, out, err = n.cni("DEL", "down1", pods[1])
         assert (rc, out) == (0, None) and "done in-process" in err and "failed" not in err, err
         assert n.host_veths() == [] and n.reserved() == {}
         assert ips[1] not in hostport_table()                  # without python-nftables: the nft CLI
+        assert results[1]["interfaces"][1]["name"] not in sh("nft", "list", "table", "bridge", "kubeweft-cni",
+                                                             netns=n.node)
         assert n.cni("DEL", "down1", pods[1])[:2] == (0, None)             # a second DEL: fine
 
 
