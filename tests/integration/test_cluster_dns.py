@@ -83,7 +83,8 @@ def test_the_dns_addon_runs_as_kubeadms_with_its_service_account(lab):
         assert p["spec"]["containers"][0]["args"] == ["-conf", "/etc/coredns/Corefile"]
         mounts = {m["mountPath"] for m in p["spec"]["containers"][0]["volumeMounts"]}
         assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts
-    dns_pods = [e for e in read_pods(lab.cfg).values() if e["namespace"] == "kube-system"]
+    names = {p["metadata"]["name"] for p in pods["items"]}
+    dns_pods = [e for e in read_pods(lab.cfg).values() if e["namespace"] == "kube-system" and e["name"] in names]
     assert len(dns_pods) == 2, dns_pods
     for entry in dns_pods:
         environ = Path(f"/proc/{entry['pid']}/environ").read_bytes().split(b"\0")

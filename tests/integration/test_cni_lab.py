@@ -227,6 +227,12 @@ def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(la
     assert sock.exists()                                # a stale socket: nobody answers on it
     assert _status(lab, node) == 50
 
+    def reservations() -> set[str]:
+        return {f.name for f in ipam_dir(lab, node).iterdir() if f.name[0].isdigit() and f.name != "last_reserved_ip"}
+
+    def bridged() -> set[str]:
+        return {n for n, link in node_links(lab, node).items() if link.get("master") == BRIDGE}
+    held, wired = reservations(), bridged()           # the cluster DNS's pods
     lab.kubectl("apply", "-f", "-", input=pod_yaml("late", node, namespace="default"))
 
     def failing():
@@ -235,10 +241,9 @@ def test_agent_down_status_50_add_11_and_the_kubelet_retries_until_it_is_back(la
         return msg if "CNI error 11" in msg else None
     msg = wait_for("the pod to report ADD's error 11", failing, 30, interval=0.5)
     assert "Try again later" in msg and "kubeweft" in msg
-    # nothing of the refused ADD is left: no reservation, no veth on the bridge
-    assert not [f for f in ipam_dir(lab, node).iterdir() if f.name[0].isdigit()
-                and f.name != "last_reserved_ip"]
-    assert not [n for n, link in node_links(lab, node).items() if link.get("master") == BRIDGE]
+    # nothing of the refused ADD is left: no new reservation, no new veth on the bridge
+    assert reservations() == held
+    assert bridged() == wired
     time.sleep(2)                                        # a retry or two, still refused
     assert not ready(get_pod(lab, "late", "default"))
 
