@@ -48,6 +48,19 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Handler:
+    """A lifecycle hook (postStart, preStop): exec in the container, httpGet from the kubelet, or sleep."""
+    kind: str                    # "exec", "http" or "sleep"
+    command: tuple[str, ...] = ()
+    port: int = 0
+    path: str = "/"
+    host: str = ""               # httpGet.host: the pod IP when empty
+    scheme: str = "HTTP"
+    headers: tuple[tuple[str, str], ...] = ()
+    seconds: int = 0             # sleep.seconds
+
+
+@dataclass(frozen=True)
 class FieldRef:
     """A downward API reference: a pod field (metadata.name, ...) or a container's resource."""
     field_path: str = ""
@@ -113,6 +126,8 @@ class Container:
     startup: Probe | None = None
     tty: bool = False
     stdin: bool = False
+    post_start: Handler | None = None
+    pre_stop: Handler | None = None
 
 
 @dataclass(frozen=True)
@@ -240,16 +255,42 @@ def parse_probe(raw: dict | None, ports: tuple[Port, ...]) -> Probe | None:
         kind, target = "tcp", raw["tcpSocket"] or {}
     else:
         return None
-    port = target.get("port")
-    if isinstance(port, str) and not port.isdigit():
-        port = next((p.port for p in ports if p.name == port), 0)
-    port = _int(port)
+    port = _port(target.get("port"), ports)
     if not port:
         return None
-    headers = tuple((h.get("name", ""), str(h.get("value", ""))) for h in target.get("httpHeaders") or []
-                    if isinstance(h, dict) and h.get("name"))
     return Probe(kind, port=port, path=target.get("path") or "/", host=target.get("host") or "",
-                 scheme=(target.get("scheme") or "HTTP").upper(), headers=headers, **timing)
+                 scheme=(target.get("scheme") or "HTTP").upper(), headers=_headers(target), **timing)
+
+
+def _port(raw, ports: tuple[Port, ...]) -> int:
+    """A port number, or a named port of the container (0 when the name is unknown)."""
+    if isinstance(raw, str) and not raw.isdigit():
+        return next((p.port for p in ports if p.name == raw), 0)
+    return _int(raw)
+
+
+def _headers(target: dict) -> tuple[tuple[str, str], ...]:
+    return tuple((h.get("name", ""), str(h.get("value", ""))) for h in target.get("httpHeaders") or []
+                 if isinstance(h, dict) and h.get("name"))
+
+
+def parse_handler(raw: dict | None, ports: tuple[Port, ...]) -> Handler | None:
+    """A lifecycle hook; None when absent or when it names nothing the kubelet can run."""
+    if not isinstance(raw, dict):
+        return None
+    if isinstance(raw.get("exec"), dict):
+        command = tuple(str(a) for a in raw["exec"].get("command") or ())
+        return Handler("exec", command=command) if command else None
+    if isinstance(raw.get("httpGet"), dict):
+        target = raw["httpGet"]
+        port = _port(target.get("port"), ports)
+        if not port:
+            return None
+        return Handler("http", port=port, path=target.get("path") or "/", host=target.get("host") or "",
+                       scheme=(target.get("scheme") or "HTTP").upper(), headers=_headers(target))
+    if isinstance(raw.get("sleep"), dict):
+        return Handler("sleep", seconds=max(0, _int(raw["sleep"].get("seconds"))))
+    return None
 
 
 def parse_field_ref(raw: dict | None, resource: bool) -> FieldRef | None:
@@ -309,7 +350,9 @@ def parse_container(c: dict, index: int = 0) -> Container:
         env_from=_parse_env_from(c.get("envFrom")), mounts=mounts,
         resources=Resources(_items(res.get("limits")), _items(res.get("requests"))),
         liveness=parse_probe(c.get("livenessProbe"), ports), readiness=parse_probe(c.get("readinessProbe"), ports),
-        startup=parse_probe(c.get("startupProbe"), ports), tty=bool(c.get("tty")), stdin=bool(c.get("stdin")))
+        startup=parse_probe(c.get("startupProbe"), ports), tty=bool(c.get("tty")), stdin=bool(c.get("stdin")),
+        post_start=parse_handler((c.get("lifecycle") or {}).get("postStart"), ports),
+        pre_stop=parse_handler((c.get("lifecycle") or {}).get("preStop"), ports))
 
 
 def _key_to_paths(raw: list | None) -> tuple[KeyToPath, ...]:

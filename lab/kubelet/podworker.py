@@ -6,6 +6,7 @@ A failure of one pod is logged and reported on that pod; it never stops the kube
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import shutil
@@ -21,6 +22,7 @@ from . import (
     dns,
     downward,
     env,
+    hooks,
     images,
     model,
     probes,
@@ -376,11 +378,27 @@ class PodWorker(threading.Thread):
                                              container_id=r.container_id)
             r.finished_mono = backoff.restart_at(r.backoff, time.monotonic(), backoff.CAP)
             return
+        r.started_at = started
+        self.kl.record(self.uid, self._record())
+        if c.post_start is not None and not self._post_start(r, c):
+            return
         r.state, r.reason, r.message, r.terminated = "running", "", "", None
-        r.started_at, r.start_mono = started, time.monotonic()
+        r.start_mono = time.monotonic()
         self.kl.record(self.uid, self._record())
         log.info("%s: container %s started (pid %s): %s", pod.key, c.name, r.proc.pid,
                  images.render_command(process)[:200])
+
+    def _post_start(self, r: ContainerRun, c: Container) -> bool:
+        """Run the postStart hook: the container is not Running until it returns; if it fails,
+        the container is killed and restarted by the pod's restartPolicy."""
+        ok, why = hooks.run(c.post_start, self.ip or "", r.proc.pid, r.env, hooks.POST_START_TIMEOUT)
+        if ok:
+            return True
+        log.warning("%s: postStart hook of %s failed: %s", self.pod.key, c.name, why)
+        r.proc.stop(float(self.pod.grace_seconds))
+        self._finished(r)
+        r.terminated = dataclasses.replace(r.terminated, message=f"PostStartHookError: {why}"[:400])
+        return False
 
     def spec_of(self, r: ContainerRun) -> Container:
         """The container's current spec (images may change in a pod update)."""
@@ -441,7 +459,8 @@ class PodWorker(threading.Thread):
                 if kind != "readiness" and probes.failed(state, probe):
                     grace = probe.grace if probe.grace is not None else self.pod.grace_seconds
                     log.warning("%s: container %s failed %s probe, will be restarted", self.pod.key, c.name, kind)
-                    r.proc.stop(float(grace))
+                    term_grace = self._pre_stop(float(grace), only=r)
+                    r.proc.stop(term_grace)
                     self._finished(r)
                     break
         return wake
@@ -565,18 +584,32 @@ class PodWorker(threading.Thread):
             p = runtime.adopt(rec)
             if p is not None:
                 procs.append(p)
+        term_grace = self._pre_stop(grace)
         self.kl.end_execs(self.uid)
         for p in procs:
             p.send(signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + term_grace
         for p in procs:
             if not p.wait(max(0.0, deadline - time.monotonic())):
-                log.info("%s: container %s did not end within %.0fs: SIGKILL", self.pod.key, p.pid, grace)
+                log.info("%s: container %s did not end within %.0fs: SIGKILL", self.pod.key, p.pid, term_grace)
                 p.send(signal.SIGKILL)
                 p.wait(5.0)
         for r in self.runs:
             if r.proc is not None:
                 self._finished(r)
+
+    def _pre_stop(self, grace: float, only: ContainerRun | None = None) -> float:
+        """Run the running containers' (or `only`'s) preStop hooks, within `grace`; returns the
+        SIGTERM-to-SIGKILL time left."""
+        jobs = [(r.spec.name, self.spec_of(r).pre_stop, r.proc.pid, r.env) for r in ([only] if only else self.mains)
+                if r.proc is not None and r.proc.alive() and self.spec_of(r).pre_stop is not None]
+        if not jobs or grace <= 0:
+            return grace
+        results = hooks.run_all(jobs, self.ip or "", hooks.hook_timeout(grace))
+        for name, (ok, why, _) in results.items():
+            if not ok:
+                log.warning("%s: preStop hook of %s failed: %s", self.pod.key, name, why)
+        return hooks.plan_term_grace(grace, max(took for _, _, took in results.values()))
 
     def _teardown_network(self) -> None:
         if self.netns_name is None or not (self.attached or sandbox.netns.exists(self.netns_name)):

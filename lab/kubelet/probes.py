@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 
 from . import runtime
-from .podspec import Probe
+from .podspec import Handler, Probe
 
 USER_AGENT = "kube-probe/1.35"
 
@@ -48,29 +48,36 @@ def run(probe: Probe, pod_ip: str, pid: int, env: dict[str, str]) -> tuple[bool,
             with socket.create_connection((host, probe.port), timeout=probe.timeout):
                 return True, ""
         if probe.kind == "http":
-            return _http(probe, host)
-        proc = subprocess.run(runtime.exec_argv(pid, list(probe.command)), capture_output=True,
-                              timeout=probe.timeout, env=env, check=False)
-        if proc.returncode == 0:
-            return True, ""
-        out = (proc.stdout + proc.stderr).decode(errors="replace").strip()
-        return False, f"command {list(probe.command)} exited with {proc.returncode}: {out}"[:400]
-    except subprocess.TimeoutExpired:
-        return False, f"command timed out after {probe.timeout:g}s"
+            return http_get(probe, host, probe.timeout)
+        return run_exec(pid, probe.command, env, probe.timeout)
     except OSError as e:
         target = f"{host}:{probe.port}"
         return False, f"dial tcp {target}: {e.strerror or e}"
 
 
-def _http(probe: Probe, host: str) -> tuple[bool, str]:
+def run_exec(pid: int, command: tuple[str, ...], env: dict[str, str], timeout: float) -> tuple[bool, str]:
+    """(success, why not) of `command` run inside the container, killed after `timeout`."""
+    try:
+        proc = subprocess.run(runtime.exec_argv(pid, list(command)), capture_output=True,
+                              timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return False, f"command timed out after {timeout:g}s"
+    if proc.returncode == 0:
+        return True, ""
+    out = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+    return False, f"command {list(command)} exited with {proc.returncode}: {out}"[:400]
+
+
+def http_get(probe: Probe | Handler, host: str, timeout: float) -> tuple[bool, str]:
+    """(success, why not) of a GET to the target's scheme, port and path: 2xx and 3xx succeed."""
     if probe.scheme == "HTTPS":
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, probe.port, timeout=probe.timeout,
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, probe.port, timeout=timeout,
                                                                        context=ctx)
     else:
-        conn = http.client.HTTPConnection(host, probe.port, timeout=probe.timeout)
+        conn = http.client.HTTPConnection(host, probe.port, timeout=timeout)
     try:
         headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **dict(probe.headers)}
         conn.request("GET", probe.path, headers=headers)

@@ -57,9 +57,11 @@ def rollout(lab, what: str) -> str:
 def test_tutorial_deployment_expose_scale_and_restart_without_a_failed_request(lab):
     lab.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=3")
     try:
-        # an nginx container that declares no port answers on 80, as on kind; like a preStop
-        # sleep, KUBEWEFT_TERM_DELAY keeps it serving while the Service lets go of it
-        lab.kubectl("set", "env", "deployment/web", "KUBEWEFT_TERM_DELAY=2")
+        # an nginx container that declares no port answers on 80, as on kind; a preStop sleep keeps
+        # it serving while the Service lets go of it, before it gets SIGTERM (zero-downtime rollout)
+        patch = [{"op": "add", "path": "/spec/template/spec/containers/0/lifecycle",
+                  "value": {"preStop": {"sleep": {"seconds": 2}}}}]
+        lab.kubectl("patch", "deployment", "web", "--type=json", "-p", json.dumps(patch))
         lab.kubectl("expose", "deployment", "web", "--port=80")
         lab.kubectl("run", "client", "--image=any")
         rollout(lab, "deployment/web")
@@ -69,6 +71,8 @@ def test_tutorial_deployment_expose_scale_and_restart_without_a_failed_request(l
         assert table[1].split()[:4] == ["web", "3/3", "3", "3"]
         pods = pods_of(lab, "web")
         assert len(pods) == 3
+        assert {json.dumps(p["spec"]["containers"][0].get("lifecycle")) for p in pods} == {
+            json.dumps({"preStop": {"sleep": {"seconds": 2}}})}
         for p in pods:
             rs_hash = p["metadata"]["labels"]["pod-template-hash"]
             assert re.fullmatch(f"web-{rs_hash}-{SUFFIX}{{5}}", p["metadata"]["name"])
@@ -98,6 +102,7 @@ def test_tutorial_deployment_expose_scale_and_restart_without_a_failed_request(l
             out, _ = probing.communicate(timeout=10)
         results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         failed = [r for r in results if r["outcome"] != "connected"]
+        print(f"rollout restart with a preStop sleep: {len(results)} requests tried, {len(failed)} failed")
         assert len(results) > 50 and not failed, f"{len(failed)} of {len(results)} failed: {failed[:3]}"
         after = {p["metadata"]["name"] for p in pods_of(lab, "web")}
         assert len(after) == 3 and not after & before
