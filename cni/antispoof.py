@@ -40,7 +40,7 @@ import threading
 
 from kubeweft.cni import netns, nft
 from kubeweft.cni.datapath import HOST_VETH_PREFIX, link_local
-from kubeweft.cni.errors import CniError
+from kubeweft.cni.errors import DATAPATH_FAILURE, CniError
 
 FAMILY = "bridge"
 TABLE = "kubeweft-cni"
@@ -48,6 +48,7 @@ SET_MACS = "pod_macs"
 SET_IPS = "pod_ips"
 SET_IPS6 = "pod_ips6"
 SET_ND = "pod_nd_targets"
+STALE_ATTEMPTS = 5      # reads of the sets when a concurrent DEL changes them under a clean-up
 SETS = (SET_MACS, SET_IPS, SET_IPS6, SET_ND)
 COUNTER_PREFIX = "spoofed_"
 # reason -> family label of kubeweft_spoofed_packets_total
@@ -207,18 +208,28 @@ class _Held:
         the sets are read: an ADD writes its elements only once its veth exists, so no live
         pod's elements can be taken for stale."""
         with self.lock:
-            try:
-                held = self.load()
-            except CniError:
-                self.by_veth = None
-                return []           # no table: nothing held
-            live = set(list_live())
-            stale = sorted(set(held) - set(live))
-            if stale:
-                nft.run_json(render_ops(plan_stale(held, live), {}))
+            for _ in range(STALE_ATTEMPTS):
+                try:
+                    held = self.load()
+                except CniError:
+                    self.by_veth = None
+                    return []           # no table: nothing held
+                live = set(list_live())
+                stale = sorted(set(held) - set(live))
+                if not stale:
+                    return []
+                try:
+                    nft.run_json(render_ops(plan_stale(held, live), {}))
+                except CniError:
+                    # a DEL run by the executable without the agent removed some of them
+                    # meanwhile (the whole transaction fails on one missing element): read again
+                    continue
                 for veth in stale:
                     held.pop(veth)
-            return stale
+                return stale
+            self.by_veth = None         # read again on next use
+            raise CniError(DATAPATH_FAILURE, "source checks of missing veths not removed",
+                           f"the sets changed under {STALE_ATTEMPTS} attempts")
 
 
 _held: dict[int, _Held] = {}

@@ -82,7 +82,11 @@ class CniPlugin:
         if freed:
             log.info("reconcile: freed %s", freed)
         # a DEL made by the executable while no agent ran, or a crash, leaves elements behind
-        stale = antispoof.forget_missing(datapath.list_links)
+        try:
+            stale = antispoof.forget_missing(datapath.list_links)
+        except CniError as e:        # a clean-up: the agent serves without it, and GC tries again
+            log.warning("reconcile: %s", e)
+            stale = []
         if stale:
             log.info("reconcile: removed the source checks of missing veths %s", stale)
         self._write_state(alloc)
