@@ -16,17 +16,14 @@ kubernetes 0.8 s, aiohttp 0.3 s) before the readiness probe, run every second, s
 """
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
-from . import netns, topology
+from . import install, netns, topology
 from .config import LabConfig
 from .errors import LabError
 
@@ -34,15 +31,6 @@ MANIFEST_DIR = Path(__file__).with_name("manifests")
 DEFAULT_ADDONS = ("coredns",)
 DNS_ADDON = "coredns"
 DNS_PROBE_NAME = "kubernetes.default.svc.cluster.local."
-
-
-def kubectl_path() -> str:
-    """This virtualenv's kubectl (make setup puts it there), else the one on PATH."""
-    beside = Path(sys.executable).parent / "kubectl"
-    found = str(beside) if beside.exists() else shutil.which("kubectl")
-    if not found:
-        raise LabError("kubectl not found (run `make setup`)")
-    return found
 
 
 def manifest_paths(names: Iterable[str], directory: Path = MANIFEST_DIR) -> list[Path]:
@@ -75,14 +63,7 @@ def service_address(text: str, namespace: str, name: str) -> str | None:
 
 
 def _kubectl(cfg: LabConfig, args: list[str], timeout: float) -> str:
-    argv = [kubectl_path(), "--kubeconfig", str(cfg.kubeconfig), *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=max(1.0, timeout), check=False)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"kubectl {' '.join(args)}: no answer in {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        raise LabError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
-    return proc.stdout
+    return install.kubectl(cfg, *args, timeout=max(1.0, timeout)).stdout
 
 
 def _dns_answers(node_netns: str, server: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,9 +29,18 @@ KUBECTL_TIMEOUT = 60.0
 DEFAULTS = LabConfig()
 
 
+def kubectl_path() -> str:
+    """This virtualenv's kubectl (make setup puts it there), else the one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if not found:
+        raise LabError("kubectl not found (run `make setup`)")
+    return found
+
+
 def kubectl(cfg: LabConfig, *args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess:
-    """The real kubectl (this virtualenv's) with the lab's admin kubeconfig."""
-    argv = [str(Path(sys.executable).parent / "kubectl"), "--kubeconfig", str(cfg.kubeconfig), *args]
+    """The real kubectl with the lab's admin kubeconfig; LabError when it fails or times out."""
+    argv = [kubectl_path(), "--kubeconfig", str(cfg.kubeconfig), *args]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
