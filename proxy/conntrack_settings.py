@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .duration import parse_go_duration
+
 log = logging.getLogger(__name__)
 
 PROC_SYS = Path("/proc/sys")
@@ -124,24 +126,12 @@ def config_from_args(args: argparse.Namespace, base: ConntrackConfig | None = No
                            pick(args.conntrack_tcp_be_liberal, base.tcp_be_liberal))
 
 
-_UNITS = {"h": 3600, "m": 60, "s": 1}
-
-
 def parse_duration(text: str) -> int:
-    """A Go duration of hours, minutes and seconds ('24h0m0s', '1h', '90s', '0') or bare
-    seconds -> whole seconds."""
+    """A Go duration ('24h0m0s', '1h', '90s', '0') or bare seconds -> whole seconds."""
     text = text.strip()
     if text.isdigit():
         return int(text)
-    total, num = 0.0, ""
-    for ch in text:
-        if ch.isdigit() or ch == ".":
-            num += ch
-        elif ch in _UNITS and num:
-            total += float(num) * _UNITS[ch]
-            num = ""
-        else:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a duration (like 24h0m0s, 1h, 30s)")
-    if num:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number without a unit")
-    return int(total)
+    try:
+        return int(parse_go_duration(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

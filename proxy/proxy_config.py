@@ -11,10 +11,10 @@ accepted and named in ProxyConfig.ignored, so the agent can say it leaves them a
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 
 from .conntrack_settings import ConntrackConfig
+from .duration import parse_go_duration
 from .scheduler import DEFAULT as DEFAULT_SCHEDULER
 from .scheduler import SCHEDULERS, parse_scheduler
 
@@ -51,26 +51,16 @@ class ProxyConfig:
     ignored: tuple[str, ...] = ()                 # kube-proxy fields present and not used
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: object, what: str) -> float:
     """Seconds of a Go duration ("24h0m0s", "1h", "1.5m", "0", "0s"); not negative."""
     if isinstance(value, bool) or not isinstance(value, str):
         raise ConfigError(f"{what}: {value!r} is not a duration such as 1h0m0s")
-    text = value.strip()
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m[1]) * _UNIT[m[2]]
-        pos = m.end()
-    if not text or pos != len(text):
-        raise ConfigError(f"{what}: {value!r} is not a duration such as 1h0m0s")
-    return total
+    try:
+        return parse_go_duration(value)
+    except ValueError:
+        raise ConfigError(f"{what}: {value!r} is not a duration such as 1h0m0s") from None
 
 
 def _count(value: object, what: str, default: int) -> int:
