@@ -13,6 +13,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from kubeweft.proxy.duration import parse_go_duration
+
 KUBEADM_COREFILE = """\
 .:53 {
     errors
@@ -61,16 +63,16 @@ class CorefileError(ValueError):
     pass
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(text: str) -> float:
-    """A Go duration ("5s", "1m30s", "250ms") in seconds."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise CorefileError(f"invalid duration {text!r}")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
+    """A Go duration ("5s", "1m30s", "250ms") in seconds; no spaces around it."""
+    if text == text.strip():
+        try:
+            return parse_go_duration(text)
+        except ValueError:
+            pass
+    raise CorefileError(f"invalid duration {text!r}")
 
 
 def _entries(text: str) -> list[tuple[list[str], list]]:
