@@ -22,6 +22,8 @@ EXT_UPLINK = "eth0"               # the external host's interface
 
 # Lab names: lowercase letters and digits only. No "-": `lab down` deletes every netns starting
 # with "<name>-", so a name containing "-" could prefix (and remove) another lab's namespaces.
+IP_FAMILIES: dict[str, tuple[int, ...]] = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}
+
 NAME_RE = re.compile(r"^[a-z0-9]{1,20}$")
 
 
@@ -47,11 +49,51 @@ class LabConfig:
     external_subnet: str = "203.0.113.0/24"
     lb_subnet: str = "198.51.100.0/24"
     mtu: int = 1500                  # underlay MTU
+    # IP families, as kind's networking.ipFamily: "ipv4", "ipv6" or "dual" (IPv4 primary, as kind's
+    # dual). The IPv6 ranges below are used only when the family includes IPv6. The underlay keeps
+    # its IPv4 addresses in every mode (kind's node containers have both on docker's network); an
+    # "ipv6" lab's Nodes report only their IPv6 InternalIP.
+    ip_family: str = "ipv4"
+    node_subnet6: str = "2001:db8:56::/64"
+    cluster_cidr6: str = "fd00:10:244::/56"   # pods; a /64 per node
+    node_cidr_prefix6: int = 64
+    service_cidr6: str = "fd00:10:96::/112"
+    external_subnet6: str = "2001:db8:113::/64"
+    lb_subnet6: str = "2001:db8:100::/64"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         # LabConfig(**json.load(...)["config"]) gets a list here; keep the dataclass hashable.
         object.__setattr__(self, "nodeport_range", tuple(self.nodeport_range))
+        if self.ip_family not in IP_FAMILIES:
+            raise ValueError(f"invalid ip family {self.ip_family!r}: use one of {', '.join(IP_FAMILIES)}")
+
+    # --- families ---------------------------------------------------------------------------
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The cluster's IP versions, primary first: (4,), (6,) or (4, 6)."""
+        return IP_FAMILIES[self.ip_family]
+
+    @property
+    def has_ipv6(self) -> bool:
+        return 6 in self.families
+
+    @property
+    def cluster_cidrs(self) -> tuple[str, ...]:
+        """Pod ranges, primary family first (the controller manager's --cluster-cidr)."""
+        return tuple(self.cluster_cidr if v == 4 else self.cluster_cidr6 for v in self.families)
+
+    @property
+    def service_cidrs(self) -> tuple[str, ...]:
+        """Service ranges, primary family first (the API server's --service-cluster-ip-range)."""
+        return tuple(self.service_cidr if v == 4 else self.service_cidr6 for v in self.families)
+
+    @property
+    def lb_subnets(self) -> tuple[str, ...]:
+        return tuple(self.lb_subnet if v == 4 else self.lb_subnet6 for v in self.families)
+
+    def node_cidr_prefix_for(self, version: int) -> int:
+        return self.node_cidr_prefix if version == 4 else self.node_cidr_prefix6
 
     # --- addresses -------------------------------------------------------------------------
     @property
@@ -62,6 +104,26 @@ class LabConfig:
     def node_ip(self, index: int) -> str:
         """Address of node number `index` (1-based) on the LAN: .11, .12, ..."""
         return str(ipaddress.ip_network(self.node_subnet)[10 + index])
+
+    def node_ip6(self, index: int) -> str:
+        """IPv6 address of node number `index` on the LAN: ::11, ::12, ... (hex, like the IPv4 .11)."""
+        return str(ipaddress.ip_network(self.node_subnet6)[0x10 + index])
+
+    def node_internal_ips(self, index: int) -> tuple[str, ...]:
+        """The Node's InternalIP addresses, primary family first."""
+        return tuple(self.node_ip(index) if v == 4 else self.node_ip6(index) for v in self.families)
+
+    @property
+    def control_plane_ip6(self) -> str:
+        return str(ipaddress.ip_network(self.node_subnet6)[1])
+
+    @property
+    def external_gateway_ip6(self) -> str:
+        return str(ipaddress.ip_network(self.external_subnet6)[1])
+
+    @property
+    def external_ip6(self) -> str:
+        return str(ipaddress.ip_network(self.external_subnet6)[2])
 
     @property
     def external_gateway_ip(self) -> str:
