@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import ipaddress
 import json
 import logging
 import os
@@ -115,7 +114,8 @@ async def run(cfg: LabConfig, history: int = 200_000, port: int = 0) -> int:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     # the serving certificate names the kubernetes Service's ClusterIP too: in-cluster clients
     # (KUBERNETES_SERVICE_HOST) verify it as they would a real API server's
-    keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip, str(ipaddress.ip_network(cfg.service_cidr)[1])])
+    sans = [cfg.control_plane_ip, *([cfg.control_plane_ip6] if cfg.has_ipv6 else []), apiapp.kubernetes_service_ip(cfg)]
+    keys = pkimod.ensure_pki(cfg.pki_dir, sans)
     store = load_store(cfg, history)
     apiapp.ensure_namespaces(store, cfg)
     apiapp.ensure_service_cidr(store, cfg)
