@@ -70,8 +70,8 @@ def test_prefer_dual_stack_takes_every_family_the_cluster_has(ip_family, want):
 def test_require_dual_stack_is_refused_on_a_single_stack_cluster(ip_family):
     s, cfg = lab(ip_family)
     assert causes(create, s, cfg, svc("a", ipFamilyPolicy="RequireDualStack")) == [
-        ("spec.ipFamilyPolicy", 'Invalid value: "RequireDualStack": this cluster is not configured for '
-                                "dual-stack services")]
+        ("spec.ipFamilyPolicy", ('Invalid value: "RequireDualStack": this cluster is not configured for '
+                                "dual-stack services"))]
 
 
 def test_dual_cluster_honours_family_order_and_requested_ips():
@@ -89,31 +89,31 @@ def test_dual_cluster_honours_family_order_and_requested_ips():
 def test_dual_cluster_errors_in_the_real_wording():
     s, cfg = lab("dual")
     assert causes(create, s, cfg, svc("a", ipFamilies=["IPv4", "IPv6"])) == [
-        ("spec.ipFamilyPolicy", 'Invalid value: "SingleStack": must be \'RequireDualStack\' or '
-                                "'PreferDualStack' when multiple IP families are specified")]
+        ("spec.ipFamilyPolicy", ('Invalid value: "SingleStack": must be \'RequireDualStack\' or '
+                                "'PreferDualStack' when multiple IP families are specified"))]
     assert causes(create, s, cfg, svc("a", ipFamilyPolicy="PreferDualStack", ipFamilies=["IPv4"],
                                       clusterIP="fd00:10:96::5", clusterIPs=["fd00:10:96::5"])) == [
-        ("spec.clusterIPs[0]", 'Invalid value: "fd00:10:96::5": expected an IPv4 value as indicated by '
-                               "`ipFamilies[0]`")]
+        ("spec.clusterIPs[0]", ('Invalid value: "fd00:10:96::5": expected an IPv4 value as indicated by '
+                               "`ipFamilies[0]`"))]
     assert causes(create, s, cfg, svc("a", ipFamilyPolicy="PreferDualStack", clusterIP="10.96.0.5",
                                       clusterIPs=["10.96.0.5", "10.96.0.6"])) == [
-        ("spec.clusterIPs", 'Invalid value: ["10.96.0.5","10.96.0.6"]: may specify no more than one IP '
-                            "for each IP family")]
+        ("spec.clusterIPs", ('Invalid value: ["10.96.0.5","10.96.0.6"]: may specify no more than one IP '
+                            "for each IP family"))]
     assert causes(create, s, cfg, svc("a", ipFamilies=["IPv4", "IPv4"], ipFamilyPolicy="RequireDualStack")) == [
         ("spec.ipFamilies[1]", 'Duplicate value: "IPv4"')]
     assert causes(create, s, cfg, svc("a", ipFamilyPolicy="Both")) == [
-        ("spec.ipFamilyPolicy", 'Unsupported value: "Both": supported values: "PreferDualStack", '
-                                '"RequireDualStack", "SingleStack"')]
+        ("spec.ipFamilyPolicy", ('Unsupported value: "Both": supported values: "PreferDualStack", '
+                                '"RequireDualStack", "SingleStack"'))]
     create(s, cfg, svc("taken", ipFamilyPolicy="PreferDualStack", clusterIP="10.96.0.9",
                        clusterIPs=["10.96.0.9", "fd00:10:96::9"]))
     assert causes(create, s, cfg, svc("b", ipFamilyPolicy="PreferDualStack", clusterIP="10.96.0.10",
                                       clusterIPs=["10.96.0.10", "fd00:10:96::9"])) == [
-        ("spec.clusterIPs", 'Invalid value: ["10.96.0.10","fd00:10:96::9"]: failed to allocate IP '
-                            "fd00:10:96::9: provided IP is already allocated")]
+        ("spec.clusterIPs", ('Invalid value: ["10.96.0.10","fd00:10:96::9"]: failed to allocate IP '
+                            "fd00:10:96::9: provided IP is already allocated"))]
     assert causes(create, s, cfg, svc("b", clusterIP="fd00:99::1")) == [
-        ("spec.clusterIPs", 'Invalid value: ["fd00:99::1"]: failed to allocate IP fd00:99::1: the provided '
+        ("spec.clusterIPs", ('Invalid value: ["fd00:99::1"]: failed to allocate IP fd00:99::1: the provided '
                             "IP (fd00:99::1) is not in the valid range. The range of valid IPs is "
-                            "fd00:10:96::/112")]
+                            "fd00:10:96::/112"))]
 
 
 def test_single_stack_cluster_refuses_the_other_family():
@@ -160,8 +160,8 @@ def test_upgrade_adds_and_downgrade_releases_the_secondary():
     assert s.try_get(ADDRS, "", ip6) is not None
     # releasing the secondary needs SingleStack
     bad = dict(two, spec=dict(two["spec"], clusterIPs=[ip4], ipFamilies=["IPv4"]))
-    assert ("spec.ipFamilyPolicy", 'Invalid value: "PreferDualStack": must be \'SingleStack\' to release the '
-                                   "secondary cluster IP") in causes(update, s, cfg, bad)
+    assert ("spec.ipFamilyPolicy", ('Invalid value: "PreferDualStack": must be \'SingleStack\' to release the '
+                                   "secondary cluster IP")) in causes(update, s, cfg, bad)
     back = update(s, cfg, dict(two, spec=dict(two["spec"], ipFamilyPolicy="SingleStack")))
     assert back["spec"]["ipFamilies"] == ["IPv4"] and back["spec"]["clusterIPs"] == [ip4]
     assert s.try_get(ADDRS, "", ip6) is None
