@@ -47,7 +47,7 @@ def family(ip: str) -> str:
 
 
 def test_service_policies_and_their_addresses(lab):
-    server, fam, cfg = lab
+    server, fam, _ = lab
     server.kubectl("create", "-f", "-", input=service("single"))
     spec = get(server, "svc", "single")["spec"]
     assert spec["ipFamilyPolicy"] == "SingleStack" and spec["ipFamilies"] == [PRIMARY[fam]]
@@ -91,7 +91,7 @@ def test_service_cidr_and_kubernetes_service(lab):
 
 
 def test_wrong_family_address_and_upgrade_downgrade(lab):
-    server, fam, cfg = lab
+    server, fam, _ = lab
     if fam != "dual":
         ip = "fd00:10:96::50" if fam == "ipv4" else "10.96.0.50"
         proc = server.kubectl("create", "-f", "-", input=service("wrong", clusterIP=ip), check=False)
@@ -121,7 +121,7 @@ def pod(name: str, labels: dict) -> str:
 
 
 def test_endpoint_slices_per_address_type(lab):
-    server, fam, cfg = lab
+    server, fam, _ = lab
     ips = {"ipv4": ["10.244.1.5"], "ipv6": ["fd00:10:244:1::5"], "dual": ["10.244.1.5", "fd00:10:244:1::5"]}[fam]
     server.kubectl("create", "-f", "-", input=pod("web-1", {"app": "web"}))
     status = {"status": {"phase": "Running", "podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips],
@@ -145,7 +145,7 @@ def test_endpoint_slices_per_address_type(lab):
 
 
 def test_node_pod_cidrs_per_family(lab):
-    server, fam, cfg = lab
+    server, fam, _ = lab
     for name in ("dsn1", "dsn2"):
         server.kubectl("create", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}))
@@ -161,7 +161,7 @@ def test_node_pod_cidrs_per_family(lab):
 
 
 def test_load_balancer_address_per_family_and_the_table(lab):
-    server, fam, cfg = lab
+    server, fam, _ = lab
     server.kubectl("create", "-f", "-", input=service("lb", "PreferDualStack", "LoadBalancer"))
     ingress = wait_for("LoadBalancer ingress", lambda: (get(server, "svc", "lb")["status"].get("loadBalancer") or {})
                        .get("ingress"))
