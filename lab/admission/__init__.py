@@ -4,9 +4,11 @@ What a real kube-apiserver does between decoding a request and writing it to etc
 the lab serves:
 
     services     Service defaults, what an update keeps, validation with the real wording
+    ipfamilies   a Service's ipFamilyPolicy, ipFamilies and clusterIPs on a single- or dual-stack
+                 cluster: defaults, checks, adding and releasing the secondary family
     ingresses    Ingress and IngressClass validation, the default IngressClass
     allocations  ClusterIP and NodePort allocation, derived from the store's Services, ClusterIPs
-                 from the ServiceCIDRs with an IPAddress object each
+                 (one per family of the Service) from the ServiceCIDRs with an IPAddress object each
     servicecidrs ServiceCIDR validation and its Ready condition
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks

@@ -6,7 +6,8 @@ allocated and a deleted Service frees its addresses and ports by being gone.
 
 ClusterIPs come from the ServiceCIDR objects (networking.k8s.io/v1, KEP-1880): the default one,
 `kubernetes` (the API server's --service-cluster-ip-range, made at start), first, then the others
-by name; an address is valid in any of them. Each allocated address has its IPAddress object
+by name; an address is valid in any of them of its family. A Service gets one address per
+family of its spec.ipFamilies, in that order. Each allocated address has its IPAddress object
 (named by the address, parentRef the Service), made and deleted with the Service's address as
 the real API server's allocator does.
 """
