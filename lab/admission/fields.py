@@ -2,6 +2,7 @@
 port checks that several kinds share. Pure."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -68,6 +69,14 @@ def unsupported(path: str, value: Any, supported: tuple[str, ...]) -> Cause:
     return Cause(path, "FieldValueNotSupported",
                  f"Unsupported value: {fmt_value(value)}: supported values: {shown}")
 
+
+
+def is_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def check_dns1035(path: str, name: str) -> list[Cause]:

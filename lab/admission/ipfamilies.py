@@ -9,10 +9,9 @@ as the API server's --service-cluster-ip-range gives them.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from ..errors import Cause
-from .fields import duplicate, invalid, unsupported
+from .fields import duplicate, invalid, is_ip, unsupported
 
 IPV4, IPV6 = "IPv4", "IPv6"
 FAMILIES = (IPV4, IPV6)
@@ -36,14 +35,6 @@ def other_family(family: str) -> str:
 
 def is_headless(spec: dict) -> bool:
     return (spec.get("clusterIPs") or []) == ["None"]
-
-
-def _is_ip(value: Any) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def validate_cluster_ip_fields(spec: dict) -> list[Cause]:
@@ -74,7 +65,7 @@ def validate_cluster_ip_fields(spec: dict) -> list[Cause]:
                 bad_ip = True
                 out.append(invalid("spec.clusterIPs", ips, "'None' must be the first and only value"))
             continue
-        if not _is_ip(ip):
+        if not is_ip(ip):
             bad_ip = True
             out.append(invalid(f"spec.clusterIPs[{i}]", ip, VALID_IP_MSG))
     if len(ips) > 2:
@@ -180,6 +171,26 @@ def plan_ip_families(svc: dict, old: dict | None, configured: tuple[str, ...]) -
     return []
 
 
+def _check_list_update(name: str, new: list, old: list, policy: str | None, shown: list,
+                       noun: str, index_each: bool) -> list[Cause]:
+    """clusterIPs or ipFamilies on update: the same length keeps every value, a shorter list
+    keeps the primary and needs SingleStack, a longer one keeps the primary. `shown` is the value
+    the real server prints for a changed primary."""
+    out: list[Cause] = []
+    if len(new) == len(old):
+        out += [invalid(f"spec.{name}[{i if index_each else 0}]", new, "may not change once set")
+                for i, value in enumerate(old) if value != new[i]]
+    elif len(old) > len(new):
+        if new and new[0] != old[0]:
+            out.append(invalid(f"spec.{name}[0]", shown, "may not change once set"))
+        if len(new) == 1 and policy != SINGLE:
+            out.append(invalid("spec.ipFamilyPolicy", policy,
+                               f"must be set to 'SingleStack' when releasing the secondary {noun}"))
+    elif old and new[0] != old[0]:
+        out.append(invalid(f"spec.{name}[0]", shown, "may not change once set"))
+    return out
+
+
 def validate_family_update(svc: dict, old: dict) -> list[Cause]:
     """What an update may do to clusterIPs and ipFamilies: add the secondary, release it with
     SingleStack, never change the primary (ExternalName and headless Services aside)."""
@@ -189,33 +200,13 @@ def validate_family_update(svc: dict, old: dict) -> list[Cause]:
     out: list[Cause] = []
     new_h, old_h = is_headless(spec), is_headless(ospec)
     ips, oips = spec.get("clusterIPs") or [], ospec.get("clusterIPs") or []
+    policy = spec.get("ipFamilyPolicy")
     if not (new_h and old_h):
-        if len(ips) == len(oips):
-            out += [invalid(f"spec.clusterIPs[{i}]", ips, "may not change once set")
-                    for i, ip in enumerate(oips) if ip != ips[i]]
-        elif len(oips) > len(ips):
-            if not ips:
-                out.append(invalid("spec.clusterIPs[0]", ips, "primary clusterIP can not be unset"))
-            elif oips and ips[0] != oips[0]:
-                out.append(invalid("spec.clusterIPs[0]", ips, "may not change once set"))
-            if len(ips) == 1 and spec.get("ipFamilyPolicy") != SINGLE:
-                out.append(invalid("spec.ipFamilyPolicy", spec.get("ipFamilyPolicy"),
-                                   "must be set to 'SingleStack' when releasing the secondary clusterIP"))
-        elif oips and ips[0] != oips[0]:
-            out.append(invalid("spec.clusterIPs[0]", ips, "may not change once set"))
+        if oips and not ips:
+            out.append(invalid("spec.clusterIPs[0]", ips, "primary clusterIP can not be unset"))
+        out += _check_list_update("clusterIPs", ips, oips, policy, ips, "clusterIP", True)
     if new_h or old_h:
         return out
-    fams, ofams = spec.get("ipFamilies") or [], ospec.get("ipFamilies") or []
-    if len(fams) == len(ofams):
-        out += [invalid("spec.ipFamilies[0]", fams, "may not change once set")
-                for i, fam in enumerate(ofams) if fam != fams[i]]
-    elif len(ofams) > len(fams):
-        if fams and fams[0] != ofams[0]:
-            out.append(invalid("spec.ipFamilies[0]", ips, "may not change once set"))
-        if len(fams) == 1 and spec.get("ipFamilyPolicy") != SINGLE:
-            out.append(invalid("spec.ipFamilyPolicy", spec.get("ipFamilyPolicy"),
-                               "must be set to 'SingleStack' when releasing the secondary ipFamily"))
-    elif ofams and fams[0] != ofams[0]:
-        # the real server shows clusterIPs as the value of these two ipFamilies errors
-        out.append(invalid("spec.ipFamilies[0]", ips, "may not change once set"))
-    return out
+    # the real server shows clusterIPs as the value of a changed primary family
+    return out + _check_list_update("ipFamilies", spec.get("ipFamilies") or [], ospec.get("ipFamilies") or [],
+                                    policy, ips, "ipFamily", False)
