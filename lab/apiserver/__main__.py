@@ -32,6 +32,8 @@ from . import policy, tokens
 
 log = logging.getLogger("kubeweft.lab.apiserver")
 
+IP_FREEBIND = 15            # linux/in.h; the socket module does not name it
+
 
 def load_config(name: str) -> LabConfig:
     """The lab's LabConfig from state.json, or the defaults for `name` when there is none."""
@@ -58,8 +60,13 @@ def render_kubeconfig(name: str, server: str, ca_pem: bytes, token: str) -> str:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    v6 = ":" in host
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if v6:
+        # an IPv6 address is unusable while duplicate address detection runs on it (~1 s after it
+        # is added); binding it anyway lets the server start as soon as the underlay exists
+        s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
     s.bind((host, port))
     s.listen(128)
     s.setblocking(False)
@@ -128,8 +135,11 @@ async def run(cfg: LabConfig, history: int = 200_000, port: int = 0) -> int:
     local = _listen("127.0.0.1", port)
     socks = [local]
     if netns.exists(cfg.underlay_netns):
-        socks.append(listen_in_netns(cfg.underlay_netns, cfg.control_plane_ip, API_PORT))
-        log.info("listening on %s:%d in netns %s", cfg.control_plane_ip, API_PORT, cfg.underlay_netns)
+        # the IPv4 address in every lab (the nodes reach the API through it); an IPv6 lab's also
+        # on its IPv6 address, the endpoint of its kubernetes Service
+        for host in (cfg.control_plane_ip, *([cfg.control_plane_ip6] if cfg.has_ipv6 else [])):
+            socks.append(listen_in_netns(cfg.underlay_netns, host, API_PORT))
+            log.info("listening on %s port %d in netns %s", host, API_PORT, cfg.underlay_netns)
     port = local.getsockname()[1]
     runner = await apiapp.serve(app, ctx, socks)
     log.info("listening on 127.0.0.1:%d", port)
