@@ -83,11 +83,11 @@ def validate_cluster_ip_fields(spec: dict) -> list[Cause]:
     return out
 
 
-def _prefer_dual_stack_unchanged(spec: dict, ospec: dict, old: dict, svc: dict) -> bool:
+def _prefer_dual_stack_unchanged(spec: dict, ospec: dict) -> bool:
     """A PreferDualStack Service updated without touching its families keeps them as they are,
     also when the cluster's families changed since it was made."""
     allocating = ("ClusterIP", "NodePort", "LoadBalancer")
-    return (svc["spec"].get("type") == old.get("spec", {}).get("type") and spec.get("type") in allocating
+    return (spec.get("type") == ospec.get("type") and spec.get("type") in allocating
             and spec.get("ipFamilyPolicy") == PREFER and ospec.get("ipFamilyPolicy") == PREFER
             and (spec.get("clusterIPs") or []) == (ospec.get("clusterIPs") or [])
             and (spec.get("ipFamilies") or []) == (ospec.get("ipFamilies") or []))
@@ -101,7 +101,7 @@ def plan_ip_families(svc: dict, old: dict | None, configured: tuple[str, ...]) -
     if spec.get("type", "ClusterIP") == "ExternalName":
         return []
     ospec = (old or {}).get("spec") or {}
-    if old is not None and _prefer_dual_stack_unchanged(spec, ospec, old, svc):
+    if old is not None and _prefer_dual_stack_unchanged(spec, ospec):
         return []
     if spec.get("ipFamilyPolicy") is None:
         if ospec.get("ipFamilyPolicy"):
