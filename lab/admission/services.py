@@ -7,6 +7,7 @@ import ipaddress
 from ..errors import Cause
 from .allocations import allocate, allocations, needs_cluster_ip, needs_health_check_port, needs_node_ports
 from .fields import (
+    CIDR_MSG,
     DNS1123_LABEL,
     DNS1123_LABEL_MSG,
     PROTOCOLS,
@@ -176,8 +177,7 @@ def validate_service(svc: dict) -> list[Cause]:
             except ValueError:
                 ok = False
             if not ok:
-                out.append(invalid(f"spec.LoadBalancerSourceRanges[{i}]", cidr,
-                                   "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"))
+                out.append(invalid(f"spec.LoadBalancerSourceRanges[{i}]", cidr, CIDR_MSG))
     seen: set[tuple[int, str]] = set()
     for i, p in enumerate(ports):
         key = (p.get("port"), p.get("protocol"))
