@@ -75,7 +75,7 @@ LOG_PREFIX = "kwp"
 class Match:
     expr: str                      # "ip saddr", "ip daddr", "meta l4proto", "th dport", "ct state",
                                    # "ip daddr . meta l4proto . th dport", "meta nfproto", and
-                                   # the "ip6 ..." forms of the address ones
+                                   # "icmpv6 type", the "ip6 ..." forms of the address ones
     op: str = "=="                 # "==" or "!="
     set: str = ""                  # a named set of ours
     values: tuple[str, ...] = ()   # literals: prefixes, a protocol, "80" or "80-90", ct states
@@ -476,6 +476,7 @@ def _cidrs(pod_cidrs: Iterable[str] | str | None) -> list[str]:
 
 
 _NFPROTO = {4: "ipv4", 6: "ipv6"}
+NDP_TYPES = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert")
 
 
 def render_dispatch(index: PolicyIndex, pod_cidr: Iterable[str] | str | None = None,
@@ -503,9 +504,14 @@ def render_dispatch(index: PolicyIndex, pod_cidr: Iterable[str] | str | None = N
                                comment="an address of this node's pods that no pod holds (yet)"))
     to_egress = [NftRule((Match(addr_expr("ip saddr", v), set=family_set(EG_ISOLATED, v)),), f"jump {CHAIN_EGRESS}",
                          comment="source is a local egress-isolated pod") for v in families]
+    # Neighbour discovery is not tracked by conntrack (no "established" to let it pass): an
+    # isolated pod that may not send or get ICMPv6 would lose its gateway's and its allowed
+    # peers' link-layer addresses. IPv4's ARP never meets these hooks.
+    ndp = [NftRule((Match("icmpv6 type", values=NDP_TYPES),), "accept",
+                   comment="IPv6 neighbour discovery, as ARP is for IPv4")] if 6 in families else []
     forward = Chain(CHAIN_FORWARD, "NetworkPolicy of pod traffic, after DNAT and before SNAT",
-                    (est, *unknown, *to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
-    inp = Chain(CHAIN_INPUT, "NetworkPolicy egress of local pods to this node", (est, *to_egress),
+                    (est, *ndp, *unknown, *to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
+    inp = Chain(CHAIN_INPUT, "NetworkPolicy egress of local pods to this node", (est, *ndp, *to_egress),
                 hook="input")
     chains: list[Decl] = []
     for direction, d, name, addr, isolated in ((INGRESS, "in", CHAIN_INGRESS, "ip daddr", IN_ISOLATED),

@@ -106,6 +106,8 @@ def _match(m: rp.Match, pkt: dict, sets: dict) -> bool:
         hit = pkt["ct"] in m.values[0].split(",")
     elif m.expr == "meta nfproto":
         hit = f"ipv{version}" in m.values
+    elif m.expr == "icmpv6 type":
+        hit = version == 6 and pkt["proto"] == "icmpv6" and pkt["type"] in m.values
     elif m.expr in ("ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr"):
         ip = pkt["saddr" if m.expr.endswith("saddr") else "daddr"]
         if m.set:
@@ -241,7 +243,7 @@ def same_family(a: str, b: str) -> bool:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pod_specs=st.lists(pod_spec, min_size=2, max_size=6),
        ns_labels=st.dictionaries(st.sampled_from("xyz"), labels),
        policy_objs=st.lists(policy, max_size=4))
@@ -333,7 +335,7 @@ def test_ip_block_excepts_apply_to_pod_addresses_too():
 
 
 @pytest.mark.parametrize("family", ["ipv4", "dual"])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pod_specs=st.lists(pod_spec, min_size=1, max_size=5),
        ns_labels=st.dictionaries(st.sampled_from("xyz"), labels),
        before=st.lists(policy, max_size=4), after=st.lists(policy, max_size=4))
@@ -414,3 +416,18 @@ def test_a_family_without_pod_ranges_on_the_node_is_not_policed():
     pkt = {"saddr": "2001:db8:113::2", "daddr": "2001:db8:56::11", "proto": "tcp", "dport": 80, "ct": "new"}
     assert run_chain(decls, sets, rp.CHAIN_FORWARD, pkt) == "accept"
     assert run_chain(decls, sets, rp.CHAIN_FORWARD, dict(pkt, saddr="203.0.113.2", daddr=pods[0].ips[0])) == "drop"
+
+
+def test_ipv6_neighbour_discovery_passes_isolated_pods_both_ways():
+    """Without it an isolated pod loses its neighbours: NDP is not tracked, never "established"."""
+    nss, pods, policies = build_world(DUAL[:2], {}, [{"metadata": {"namespace": "x"}, "spec": {
+        "podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}], "dual")
+    index = rp.index_policies(policies)
+    decls = rp.render_decls(index, cidrs_of("dual", "n0"))
+    sets = node_sets(index, pods, nss, "n0")
+    ns_ = {"saddr": pods[0].ips[1], "daddr": "fd00:10:244::1", "proto": "icmpv6", "dport": 0, "ct": "invalid",
+           "type": "nd-neighbor-solicit"}
+    assert run_chain(decls, sets, rp.CHAIN_INPUT, ns_) == "accept"
+    assert run_chain(decls, sets, rp.CHAIN_FORWARD, dict(ns_, daddr=pods[1].ips[1], type="nd-neighbor-advert")) \
+        == "accept"
+    assert run_chain(decls, sets, rp.CHAIN_FORWARD, dict(ns_, daddr=pods[1].ips[1], type="echo-request")) == "drop"
