@@ -324,3 +324,43 @@ def test_the_first_packets_of_a_new_dual_stack_pod_meet_the_policy_in_force(fami
             for s in listeners:
                 s.close()
         assert not [r for r in received if r[1] == b"denied"], received[:5]
+
+
+class RecordingHook:
+    """A pod hook that records what the CNI tells it and fails the ADD there, before any wiring."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, str, tuple[str, ...], str]] = []
+
+    def pod_added(self, namespace: str, name: str, ips, container_id: str) -> None:
+        from kubeweft.cni.errors import TRY_AGAIN_LATER, CniError
+
+        self.added.append((namespace, name, tuple(ips), container_id))
+        raise CniError(TRY_AGAIN_LATER, "Try again later", "recorded")
+
+    def pod_deleted(self, container_id: str) -> None:
+        pass
+
+
+def test_the_cni_hook_gets_every_address_it_allocated_primary_first(tmp_path):
+    from kubeweft.cni.plugin import CniPlugin
+    from kubeweft.proto import kubeweft_pb2
+    from kubeweft.proxy.agent import CniServicer
+
+    plugin = CniPlugin("10.245.0.0/24,fd00:245::/64", tmp_path, mtu=1500)
+    hook = RecordingHook()
+    plugin.pod_hooks.append(hook)
+    conf = {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "bridge": "kwds",
+            "dataDir": str(tmp_path)}
+    request = kubeweft_pb2.CniRequest(
+        command="ADD", container_id="cid-ds", netns="/var/run/netns/ds", ifname="eth0",
+        args="K8S_POD_NAMESPACE=x;K8S_POD_NAME=new;K8S_POD_INFRA_CONTAINER_ID=cid-ds",
+        path="/opt/cni/bin", config=json.dumps(conf).encode())
+    resp = CniServicer(plugin)._call(request, None)
+    assert resp.HasField("error") and "recorded" in resp.error.details, resp
+    [(ns, name, ips, cid)] = hook.added
+    assert (ns, name, cid) == ("x", "new", "cid-ds")
+    assert [ipaddress.ip_address(ip).version for ip in ips] == [4, 6]
+    assert ipaddress.ip_address(ips[0]) in ipaddress.ip_network("10.245.0.0/24")
+    assert ipaddress.ip_address(ips[1]) in ipaddress.ip_network("fd00:245::/64")
+    assert not plugin.allocator(None).reservations()          # a failed ADD keeps no address
