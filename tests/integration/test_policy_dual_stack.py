@@ -23,6 +23,7 @@ import pytest
 from kubeweft.cni import netns as cni_netns
 from kubeweft.lab import netns
 
+from .agent_helpers import cni_add_request
 from .netns_helpers import scratch_netns
 from .waiting import wait_for
 
@@ -140,25 +141,15 @@ def sock_in(ns: str, ip: str, kind: int) -> socket.socket:
 
 
 @contextlib.contextmanager
-def tcp_listeners(ns: str, ips: tuple[str, ...]) -> Iterator[None]:
-    """Accept (and close) connections on PORT of each address, until the block ends."""
-    socks = []
-    for ip in ips:
-        s = sock_in(ns, ip, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((ip, PORT))
-        s.listen(64)
-        s.settimeout(0.2)
-        socks.append(s)
+def serving(socks: list[socket.socket], handle) -> Iterator[None]:
+    """handle(sock) again and again on a thread per socket (a timeout or an error: again) until
+    the block ends; then the sockets are closed."""
     stop = threading.Event()
 
     def serve(s: socket.socket) -> None:
         while not stop.is_set():
-            try:
-                c, _ = s.accept()
-                c.close()
-            except OSError:
-                continue
+            with contextlib.suppress(OSError):
+                handle(s)
 
     threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in socks]
     for t in threads:
@@ -171,6 +162,19 @@ def tcp_listeners(ns: str, ips: tuple[str, ...]) -> Iterator[None]:
             t.join(2)
         for s in socks:
             s.close()
+
+
+def tcp_listeners(ns: str, ips: tuple[str, ...]):
+    """Accept (and close) connections on PORT of each address, until the block ends."""
+    socks = []
+    for ip in ips:
+        s = sock_in(ns, ip, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((ip, PORT))
+        s.listen(64)
+        s.settimeout(0.2)
+        socks.append(s)
+    return serving(socks, lambda s: s.accept()[0].close())
 
 
 def connects(src_ns: str, dst_ip: str, timeout: float = 1.0) -> bool:
@@ -278,14 +282,6 @@ def test_the_first_packets_of_a_new_dual_stack_pod_meet_the_policy_in_force(fami
             listeners.append(s)
         stop = threading.Event()
 
-        def listen(s: socket.socket) -> None:
-            while not stop.is_set():
-                try:
-                    data, peer = s.recvfrom(64)
-                    received.append((peer[0], data))
-                except OSError:
-                    continue
-
         def flood() -> None:
             socks = {ip: sock_in(node.pods["other"][0], ip, socket.SOCK_DGRAM) for ip in new_ips}
             socks.update({f"ext {ip}": sock_in(node.ext, ip, socket.SOCK_DGRAM) for ip in new_ips})
@@ -299,30 +295,30 @@ def test_the_first_packets_of_a_new_dual_stack_pod_meet_the_policy_in_force(fami
                 for s in socks.values():
                     s.close()
 
-        threads = [threading.Thread(target=listen, args=(s,), daemon=True) for s in listeners]
-        threads.append(threading.Thread(target=flood, daemon=True))
-        try:
-            for t in threads:
-                t.start()
-            time.sleep(0.5)
-            ctl.pod_added("x", "new", list(new_ips), "cid-new")       # the CNI's hook, then the wiring
-            assert node.wire("new", 5) == (new_ns, new_ips)
-            client_socks = [sock_in(node.pods["client"][0], ip, socket.SOCK_DGRAM) for ip in new_ips]
+        def take(s: socket.socket) -> None:
+            data, peer = s.recvfrom(64)
+            received.append((peer[0], data))
 
-            def client_heard() -> bool:
-                for s, ip in zip(client_socks, new_ips, strict=True):
-                    s.sendto(b"allowed", (ip, PORT))
-                return {p for p, d in received if d == b"allowed"} == set(node.pods["client"][1])
-            wait_for("the client's datagrams on every address of the new pod", client_heard, 10)
-            time.sleep(1.0)                                           # the flood goes on meanwhile
-            for s in client_socks:
-                s.close()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(3)
-            for s in listeners:
-                s.close()
+        flooder = threading.Thread(target=flood, daemon=True)
+        with serving(listeners, take):
+            try:
+                flooder.start()
+                time.sleep(0.5)
+                ctl.pod_added("x", "new", list(new_ips), "cid-new")       # the CNI's hook, then the wiring
+                assert node.wire("new", 5) == (new_ns, new_ips)
+                client_socks = [sock_in(node.pods["client"][0], ip, socket.SOCK_DGRAM) for ip in new_ips]
+
+                def client_heard() -> bool:
+                    for s, ip in zip(client_socks, new_ips, strict=True):
+                        s.sendto(b"allowed", (ip, PORT))
+                    return {p for p, d in received if d == b"allowed"} == set(node.pods["client"][1])
+                wait_for("the client's datagrams on every address of the new pod", client_heard, 10)
+                time.sleep(1.0)                                           # the flood goes on meanwhile
+                for s in client_socks:
+                    s.close()
+            finally:
+                stop.set()
+                flooder.join(3)
         assert not [r for r in received if r[1] == b"denied"], received[:5]
 
 
@@ -344,18 +340,12 @@ class RecordingHook:
 
 def test_the_cni_hook_gets_every_address_it_allocated_primary_first(tmp_path):
     from kubeweft.cni.plugin import CniPlugin
-    from kubeweft.proto import kubeweft_pb2
     from kubeweft.proxy.agent import CniServicer
 
     plugin = CniPlugin("10.245.0.0/24,fd00:245::/64", tmp_path, mtu=1500)
     hook = RecordingHook()
     plugin.pod_hooks.append(hook)
-    conf = {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "bridge": "kwds",
-            "dataDir": str(tmp_path)}
-    request = kubeweft_pb2.CniRequest(
-        command="ADD", container_id="cid-ds", netns="/var/run/netns/ds", ifname="eth0",
-        args="K8S_POD_NAMESPACE=x;K8S_POD_NAME=new;K8S_POD_INFRA_CONTAINER_ID=cid-ds",
-        path="/opt/cni/bin", config=json.dumps(conf).encode())
+    request = cni_add_request("cid-ds", "x", "new", "kwds", tmp_path)
     resp = CniServicer(plugin)._call(request, None)
     assert resp.HasField("error") and "recorded" in resp.error.details, resp
     [(ns, name, ips, cid)] = hook.added
