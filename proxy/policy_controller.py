@@ -18,8 +18,9 @@ is parsed and planned once per sync, not once per change, and never holds up the
 Before the first packet: pod_added puts every address the CNI gave the pod (one per family)
 into every set (local_pods, its selections, peer sets, each in its family's twin) in one
 transaction, then deletes the addresses' conntrack entries (a flow that saw replies from an
-address's previous pod would pass as established), all before the interface exists. Established connections survive policy changes (like Calico and Cilium);
-new ones follow the new policy.
+address's previous pod would pass as established), all before the interface exists.
+Established connections survive policy changes (like Calico and Cilium); new ones follow the
+new policy.
 
 Denied connections are logged by proxy/nflog.py; counters and gauges are exported by
 proxy/policy_metrics.py.
@@ -199,9 +200,9 @@ class PolicyController:
 
     def pod_added(self, namespace: str, name: str, ips: Sequence[str], container_id: str) -> None:
         """Make the pod's IPs (one per family) members of every set they belong in, in the
-        kernel, now. A pod the
-        API does not know (yet) fails the ADD (the kubelet retries): its labels decide its
-        isolation. An attachment without K8S_POD_* arguments is no pod: no policy selects it."""
+        kernel, now. A pod the API does not know (yet) fails the ADD (the kubelet retries): its
+        labels decide its isolation. An attachment without K8S_POD_* arguments is no pod: no
+        policy selects it."""
         if not namespace or not name:
             namespace, name = "", f"cni:{container_id}"
         key: PodKey = (namespace, name)

@@ -128,7 +128,7 @@ class PolicyPlanner:
         if namespace is not None and key[0] not in self.namespaces:
             self.namespaces[key[0]] = namespace
             self.candidates.pop(key[0], None)
-        known = self.pods.get(key) or pm.Pod(key[0], key[1], "", self.node_name)
+        known = self.pods.get(key) or pm.Pod(key[0], key[1], (), self.node_name)
         self.cni_pods[container_id] = (key, ips)
         self.cni_ips[key] = ips
         self.gone.pop(key, None)
