@@ -213,8 +213,9 @@ def family(request) -> str:
     return request.param
 
 
-def test_default_deny_over_ipv6_and_a_pod_selector_admitting_both_addresses(family):
+def test_default_deny_over_ipv6_and_a_pod_selector_admitting_both_addresses(family, caplog):
     from kubeweft.proxy import render_policy as rp
+    from kubeweft.proxy.nflog import DropLog
 
     with scratch_node(family, 3) as node:
         node.wire("web", 2)
@@ -223,20 +224,29 @@ def test_default_deny_over_ipv6_and_a_pod_selector_admitting_both_addresses(fami
         pods = {"web": {"app": "web"}, "client": {"app": "client"}, "other": {"app": "other"}}
         deny = policy("deny", {"podSelector": {"matchLabels": {"app": "web"}}})
         ctl = controller(node, [deny], pods)
-        sources = {"client": node.pods["client"][0], "other": node.pods["other"][0], "ext": node.ext}
-        # no policy selects other: reachable on every address (the table is in force)
-        assert all(verdicts(node, sources, "other").values())
-        # default deny: no source reaches web on any address, and each drop is counted
-        got = verdicts(node, sources, "web")
-        assert not any(got.values()), got
-        assert counter(node, f"{rp.policy_id('x/deny')}_in_drop") >= len(got)
-        # a pod selector admits both of the client's addresses, nothing else
-        allow = policy("allow-client", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [
-            {"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": PORT}]}]})
-        ctl._on_event("pol", "ADDED", allow)
-        ctl.sync()
-        got = verdicts(node, sources, "web")
-        assert got == {(s, ip): s == "client" for s, ip in got}, got
+        with cni_netns.entered(node.name):             # the nflog socket reads the node's netns
+            drops = DropLog(rp.NFLOG_GROUP, ctl.policy_of).start()
+        try:
+            sources = {"client": node.pods["client"][0], "other": node.pods["other"][0], "ext": node.ext}
+            # no policy selects other: reachable on every address (the table is in force)
+            assert all(verdicts(node, sources, "other").values())
+            # default deny: no source reaches web on any address, and each drop is counted
+            got = verdicts(node, sources, "web")
+            assert not any(got.values()), got
+            assert counter(node, f"{rp.policy_id('x/deny')}_in_drop") >= len(got)
+            # and logged, IPv6 ones with their addresses (the last of each pod's is its IPv6 one)
+            web6, client6 = node.pods["web"][1][-1], node.pods["client"][1][-1]
+            want = f"denied ingress by x/deny: tcp [{client6}]:"
+            wait_for("an IPv6 denial in the drop log", lambda: want in caplog.text and f"-> [{web6}]:{PORT}" in caplog.text, 5)
+            # a pod selector admits both of the client's addresses, nothing else
+            allow = policy("allow-client", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": PORT}]}]})
+            ctl._on_event("pol", "ADDED", allow)
+            ctl.sync()
+            got = verdicts(node, sources, "web")
+            assert got == {(s, ip): s == "client" for s, ip in got}, got
+        finally:
+            drops.stop()
 
 
 def test_an_ipv6_ip_block_with_except(family):
