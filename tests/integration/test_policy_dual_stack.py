@@ -78,6 +78,10 @@ def scratch_node(family: str, spare: int) -> Iterator[Node]:
     families = FAMILIES[family]
     with scratch_netns("kwds", 2 + spare) as made:
         node, ext, *pods = made
+        # no DAD on the links made here (both veth ends are made in the node's netns): a
+        # tentative link-local address makes the node's first neighbour solicitations go out
+        # from ::, which the pod does not answer to the node, and the first probes time out
+        sh(node, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
         sh(node, "ip", "link", "set", "lo", "up")
         sh(node, "ip", "link", "add", "kw0", "type", "bridge")
         for v in families:
