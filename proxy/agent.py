@@ -332,6 +332,7 @@ class AgentConfig:
     nodeport_addresses: tuple[str, ...]
     state_dir: Path
     proxy: ProxyConfig = field(default_factory=ProxyConfig)     # the KubeProxyConfiguration (conntrack settings included)
+    pod_cidrs: tuple[str, ...] = ()       # spec.podCIDRs, one per IP family (pod_cidr is the first)
 
     @property
     def scheduler(self) -> str:
@@ -517,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     components = []
     if api is not None:
         proxy_cfg = proxy_cfg or ProxyConfig()
-        cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, cluster_cidr=args.cluster_cidr,
+        cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, pod_cidrs=tuple(node.pod_cidrs),
+                          cluster_cidr=args.cluster_cidr,
                           service_cidr=args.service_cidr,
                           nodeport_addresses=resolve_nodeport_addresses(
                               nodeport_choice(args.nodeport_addresses, proxy_cfg), args.node_ip or node.internal_ip),
