@@ -8,7 +8,8 @@ and pod b on node2:
   - reference:   `--cni reference` (bridge + host-local, a route per peer podCIDR via the peer's
                  node address, as host-gw)
   - flannel:     the reference lab's nodes and pods with a VXLAN device built by hand as flannel's
-                 vxlan backend makes it (flannel.1: VNI 1, dstport 8472, nolearning; per peer an
+                 vxlan backend makes it (flannel.1: VNI 1, dstport 8472, nolearning, no outer UDP checksum as
+                 flannel's netlink library asks by default; per peer an
                  FDB entry and a permanent neighbour, and the peer's podCIDR onlink via its VTEP
                  address; pods and cni0 at MTU underlay - 50, as flannel hands the bridge plugin).
                  The reference lab switches between the two by replacing the peer route and the
@@ -224,7 +225,7 @@ def plan_flannel(lab: Lab) -> dict[int, list[tuple[str, ...]]]:
         plans[i] = [
             ("ip", "link", "add", FLANNEL_DEV, "address", macs[i], "mtu", str(mtu), "type", "vxlan",
              "id", str(FLANNEL_VNI), "local", lab.cfg.node_ip(i), "dev", "eth0", "dstport", str(FLANNEL_PORT),
-             "nolearning"),
+             "nolearning", "noudpcsum"),
             ("ip", "addr", "add", f"{vtep}/32", "dev", FLANNEL_DEV),
             ("ip", "link", "set", FLANNEL_DEV, "up"),
             ("bridge", "fdb", "append", macs[peer], "dev", FLANNEL_DEV, "dst", lab.cfg.node_ip(peer)),
@@ -260,6 +261,24 @@ def route_reference_lab(lab: Lab, mode: str) -> None:
     want = FLANNEL_DEV if mode == "flannel" else "eth0"
     if lab.path() != want:
         raise RuntimeError(f"{lab.cfg.name}: node1 routes pod b via {lab.path()}, not {want}")
+
+
+def describe(lab: Lab) -> dict:
+    """What node1's forwarding path holds for this setup: the nftables rules of its ruleset, the
+    bridge's netfilter hooks (br_netfilter), and the overlay device's outer UDP checksum."""
+    node = lab.node(1)
+    proc = netns.run(node, ["nft", "-j", "list", "ruleset"], capture_output=True, text=True, timeout=30, check=False)
+    items = json.loads(proc.stdout or "{}").get("nftables", [])
+    out = {"nft_rules": sum("rule" in i for i in items),
+           "nft_base_chains": sum("hook" in i.get("chain", {}) for i in items)}
+    nf = netns.run(node, ["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"], capture_output=True, text=True,
+                   timeout=15, check=False)
+    out["bridge_nf_call_iptables"] = nf.stdout.strip() or None
+    dev = lab.path()
+    info = json.loads(ip(node, "-d", "-j", "link", "show", dev))[0].get("linkinfo", {})
+    if info.get("info_kind") == "vxlan":
+        out["vxlan_udp_csum"] = bool(info["info_data"].get("udp_csum"))
+    return out
 
 
 # --- one run --------------------------------------------------------------------------------
@@ -365,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
                 lab.pods = start_pods(lab.cfg, {"a": "node1", "b": "node2"})
                 if cni == "reference" and "flannel" in setups:
                     build_flannel(lab)
+        datapath = {}
+        for setup in setups:
+            lab = labs[f"bp{os.getpid()}{LABS[setup][0]}"]
+            if setup in ("reference", "flannel"):
+                route_reference_lab(lab, setup)
+            datapath[setup] = describe(lab)
         for rep in range(args.reps):
             for setup in setups:
                 lab = labs[f"bp{os.getpid()}{LABS[setup][0]}"]
@@ -379,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {s: summarise(samples[s]) for s in setups}
     doc = {"bench": "overlay", "iperf3_seconds": args.seconds, "rr_rounds": args.rr, "reps": args.reps,
            "elapsed_s": round(time.monotonic() - t0, 1), "targets": TARGETS,
-           "ratios": compare(summary), "summary": summary, "samples": samples}
+           "ratios": compare(summary), "summary": summary, "datapath": datapath, "samples": samples}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
