@@ -85,8 +85,14 @@ def allowed(src_ip, dst_ip, proto, port, pods_by_ip, policies, nss) -> bool:
 def _match(m: rp.Match, pkt: dict, sets: dict) -> bool:
     if m.expr == "ct state":
         hit = pkt["ct"] in m.values[0].split(",")
-    elif m.expr in ("ip saddr", "ip daddr"):
-        ip = pkt["saddr" if m.expr == "ip saddr" else "daddr"]
+    elif m.expr.startswith("meta mark & "):
+        hit = pkt.get("mark", 0) & int(m.expr[12:], 0) == int(m.values[0], 0)
+    elif m.expr.split()[0] in ("ip", "ip6") and m.expr.split()[1] in ("saddr", "daddr"):
+        ip = pkt[m.expr.split()[1]]
+        if ipaddress.ip_address(ip).version != (4 if m.expr.startswith("ip ") else 6):
+            return False                 # an ip (ip6) match never matches the other family
+        if " . " in m.expr:
+            return f"{ip} . {pkt['proto']} . {pkt['dport']}" in sets.get(m.set, ())
         if m.set:
             hit = ip in sets.get(m.set, ())
         else:
@@ -96,8 +102,6 @@ def _match(m: rp.Match, pkt: dict, sets: dict) -> bool:
     elif m.expr == "th dport":
         lo, _, hi = m.values[0].partition("-")
         hit = int(lo) <= pkt["dport"] <= int(hi or lo)
-    elif m.expr == "ip daddr . meta l4proto . th dport":
-        hit = f"{pkt['daddr']} . {pkt['proto']} . {pkt['dport']}" in sets.get(m.set, ())
     else:
         raise AssertionError(f"the interpreter does not know {m.expr!r}")
     return hit if m.op == "==" else not hit
@@ -109,7 +113,11 @@ def run_chain(decls: dict, sets: dict, name: str, pkt: dict, depth: int = 0) -> 
     for rule in chain.rules:
         if not all(_match(m, pkt, sets) for m in rule.matches):
             continue
+        if rule.mark:
+            pkt["mark"] = pkt.get("mark", 0) | rule.mark
         v = rule.verdict
+        if v == "return":
+            return None
         if v in ("accept", "drop"):
             return v
         if v.startswith("jump "):
@@ -142,7 +150,7 @@ def kernel_allows(decls_by_node, sets_by_node, src_ip, dst_ip, proto, port, pods
         if pod is not None and pod.node not in nodes:
             nodes.append(pod.node)
     for node in nodes:
-        if run_chain(decls_by_node[node], sets_by_node[node], rp.CHAIN_FORWARD, pkt) == "drop":
+        if run_chain(decls_by_node[node], sets_by_node[node], rp.CHAIN_FORWARD, dict(pkt)) == "drop":
             return False
     return True
 
