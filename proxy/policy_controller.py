@@ -26,7 +26,6 @@ proxy/policy_metrics.py.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -35,7 +34,7 @@ from kubeweft.cni.errors import TRY_AGAIN_LATER, CniError
 
 from . import policy_model as pm
 from . import render_policy as rp
-from .api_get import open_get
+from .api_get import get_json
 from .conntrack import forget_flows
 from .informer import Informer, key_of
 from .nflog import DropLog
@@ -184,17 +183,7 @@ class PolicyController:
 
     # --- the CNI's hooks ------------------------------------------------------------------------
     def _fetch(self, path: str) -> dict | None:
-        """One object from the API as JSON; None when it does not exist."""
-        status, raw = open_get(self.api, path, FETCH_TIMEOUT)
-        try:
-            data = raw.read()
-        finally:
-            raw.release_conn()
-        if status == 404:
-            return None
-        if status >= 400:
-            raise RuntimeError(f"GET {path}: HTTP {status}")
-        return json.loads(data)
+        return get_json(self.api, path, FETCH_TIMEOUT)
 
     def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:
         """Make the pod's IP a member of every set it belongs in, in the kernel, now. A pod the
