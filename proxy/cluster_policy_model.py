@@ -17,7 +17,7 @@ from .policy_model import ModelError, Selector, _dict, _list, _meta, _str, parse
 ADMIN, BASELINE = "Admin", "Baseline"
 ACCEPT, DENY, PASS = "Accept", "Deny", "Pass"
 INGRESS, EGRESS = pm.INGRESS, pm.EGRESS
-PROTOCOLS = ("tcp", "udp", "sctp")
+PROTOCOLS = ("tcp", "udp", "sctp")      # the protocol entry's field names, as nft names them
 MAX_PRIORITY = 1000
 GROUP, VERSION, PLURAL = "policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies"
 PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
@@ -165,8 +165,8 @@ def parse_protocol(obj, what: str) -> Protocol:
         if not 0 < len(name) <= 15:
             raise ModelError(f"{what}.destinationNamedPort: {name!r} is not a port name")
         return Protocol(named_port=name)
-    proto = field.lower()
-    if field != field.upper() or proto not in PROTOCOLS:
+    proto = field
+    if proto not in PROTOCOLS:
         raise ModelError(f"{what}: unknown protocol {field!r}")
     port = _dict(_dict(value, f"{what}.{field}").get("destinationPort"), f"{what}.{field}.destinationPort")
     if not port:
