@@ -106,7 +106,7 @@ def _np_direction(direction, subject: cm.Pod, ip, other, dst, proto, port, netpo
                  and p.pod_selector.matches(subject.labels)]
     if not isolating:
         return None
-    v4 = lambda p: None if p is None else pm.Pod(p.namespace, p.name, p.ips[0], p.node, p.labels, p.ports)  # noqa: E731
+    v4 = lambda p: None if p is None else pm.Pod(p.namespace, p.name, p.ips[0], p.node, p.labels, p.ports)
     nss = {n: pm.Namespace(n, labels) for n, labels in NAMESPACES.items()}
     for pol in isolating:
         for rule in (pol.ingress if direction == pm.INGRESS else pol.egress):
