@@ -83,13 +83,7 @@ class PolicyController:
 
     # --- the watch edge -----------------------------------------------------------------------
     def _parse(self, kind: str, obj: dict):
-        try:
-            parsed = _PARSE[kind](obj)
-        except pm.ModelError as e:
-            self.skipped[kind].skipped(key_of(obj), e)
-            return None
-        self.skipped[kind].taken(key_of(obj))
-        return parsed
+        return self.skipped[kind].parse(_PARSE[kind], key_of(obj), obj, pm.ModelError)
 
     def _on_event(self, kind: str, etype: str, obj: dict) -> None:
         """The watch threads only queue: a sync in progress (the lock, an nft transaction) must

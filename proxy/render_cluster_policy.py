@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from . import cluster_policy_model as cm
 from .nft_text import quote
 from .policy_marks import ADMIN_EGRESS, ADMIN_INGRESS, NP_EGRESS, NP_INGRESS, mark_test
-from .render_policy import Match, render_match
+from .render_policy import Match, SetDecl, render_match
 
 FAMILY, TABLE = "inet", "kubeweft-cnp"
 T = f"{FAMILY} {TABLE}"
@@ -62,13 +62,6 @@ class Chain:
     rules: tuple[Rule, ...] = ()
     hook: str = ""                 # forward / input for base chains
     priority: str = ""
-
-
-@dataclass(frozen=True)
-class AddrSet:
-    name: str
-    type: str
-    comment: str
 
 
 @dataclass(frozen=True)
@@ -229,19 +222,19 @@ def _tier_chain(name: str, tier: str, direction: str, policies: Iterable[cm.Clus
     return Chain(name, f"{tier} tier, {direction.lower()}: lowest priority first", tuple(rules))
 
 
-def render_decls(policies: Iterable[cm.ClusterPolicy], named_ports: Iterable[str] = ()) -> list[AddrSet | Chain]:
+def render_decls(policies: Iterable[cm.ClusterPolicy], named_ports: Iterable[str] = ()) -> list[SetDecl | Chain]:
     """The whole structure (no elements)."""
     policies = tuple(policies)
-    decls: list[AddrSet | Chain] = []
+    decls: list[SetDecl | Chain] = []
     for pol in sorted(policies, key=lambda p: p.name):
         pid = policy_id(pol.name)
         for f in FAMILIES:
-            decls.append(AddrSet(f"{pid}_s_{f}", ADDR[f], f"local pods {pol.name} selects"))
+            decls.append(SetDecl(f"{pid}_s_{f}", ADDR[f], f"local pods {pol.name} selects"))
             for d, rules in (("i", pol.ingress), ("e", pol.egress)):
-                decls += [AddrSet(f"{pid}_{d}{r}_{f}", ADDR[f], f"{pol.name} {d}{r}: peers by selector")
+                decls += [SetDecl(f"{pid}_{d}{r}_{f}", ADDR[f], f"{pol.name} {d}{r}: peers by selector")
                           for r, rule in enumerate(rules) if _has_selector_peer(rule)]
     for name in sorted(set(named_ports)):
-        decls += [AddrSet(named_port_set(name, f), f"{ADDR[f]} . inet_proto . inet_service",
+        decls += [SetDecl(named_port_set(name, f), f"{ADDR[f]} . inet_proto . inet_service",
                           f"pod ip . proto . port of every containerPort named {name}") for f in FAMILIES]
     est = Rule((Match("ct state", values=("established,related",)),), "accept",
                comment="replies and established connections (a policy change cuts none)")
@@ -265,7 +258,7 @@ def render_decls(policies: Iterable[cm.ClusterPolicy], named_ports: Iterable[str
     return decls
 
 
-def render_world(world: World) -> tuple[list[AddrSet | Chain], dict[str, frozenset[str]]]:
+def render_world(world: World) -> tuple[list[SetDecl | Chain], dict[str, frozenset[str]]]:
     """The structure and the set elements of one node's table."""
     return render_decls(world.policies, _named_ports(world)), plan_members(world)
 
@@ -283,13 +276,13 @@ def render_rule(chain: str, rule: Rule) -> str:
     return f"add rule {T} {chain} " + " ".join(parts)
 
 
-def render_table(decls: Iterable[AddrSet | Chain], members: Mapping[str, Iterable[str]]) -> list[str]:
+def render_table(decls: Iterable[SetDecl | Chain], members: Mapping[str, Iterable[str]]) -> list[str]:
     """The whole table, replacing whatever is there, as one transaction."""
     decls = list(decls)
     lines = [f"add table {T}", f"delete table {T}",
              f'add table {T} {{ comment "kubeweft ClusterNetworkPolicy enforcement"; }}']
     for d in decls:
-        if isinstance(d, AddrSet):
+        if isinstance(d, SetDecl):
             lines.append(f"add set {T} {d.name} {{ type {d.type}; comment {quote(d.comment)}; }}")
         else:
             hook = f"type filter hook {d.hook} priority {d.priority}; policy accept; " if d.hook else ""
@@ -297,7 +290,7 @@ def render_table(decls: Iterable[AddrSet | Chain], members: Mapping[str, Iterabl
     for d in decls:
         if isinstance(d, Chain):
             lines += [render_rule(d.name, r) for r in d.rules]
-    declared = {d.name for d in decls if isinstance(d, AddrSet)}
+    declared = {d.name for d in decls if isinstance(d, SetDecl)}
     for name, elements in sorted(members.items()):
         if name in declared and elements:
             lines.append(f"add element {T} {name} {{ {', '.join(sorted(elements))} }}")
