@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from . import cluster_policy_model as cm
 from .nft_text import quote
 from .policy_marks import ADMIN_EGRESS, ADMIN_INGRESS, NP_EGRESS, NP_INGRESS, mark_test
-from .render_policy import Match, SetDecl, render_match
+from .render_policy import Match, SetDecl, render_rule
+from .render_policy import NftRule as Rule
 
 FAMILY, TABLE = "inet", "kubeweft-cnp"
 T = f"{FAMILY} {TABLE}"
@@ -45,14 +46,6 @@ ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
 ADMIN_FORWARD, ADMIN_INPUT, ADMIN_EG, ADMIN_IN = "admin_forward", "admin_input", "admin_eg", "admin_in"
 BASE_FORWARD, BASE_INPUT, BASE_EG, BASE_IN = "baseline_forward", "baseline_input", "base_eg", "base_in"
 PRIORITY = {cm.ADMIN: "filter - 10", cm.BASELINE: "filter + 10"}
-
-
-@dataclass(frozen=True)
-class Rule:
-    matches: tuple[Match, ...]
-    verdict: str = ""              # accept, drop, return, "jump X", or "" (mark only)
-    mark: int = 0                  # OR these bits into the packet mark first
-    comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,7 +204,7 @@ def render_rules(pol: cm.ClusterPolicy, direction: str) -> list[Rule]:
             other = f"{IP[f]} {'daddr' if eg else 'saddr'}"
             for peer in _peer_alternatives(rule, f"{pid}_{'e' if eg else 'i'}{r}_{f}", f, other):
                 for proto in _protocol_alternatives(rule, f):
-                    out.append(Rule((subject, *peer, *proto), verdict, mark, label))
+                    out.append(Rule((subject, *peer, *proto), verdict, mark=mark, comment=label[:120]))
     return out
 
 
@@ -265,17 +258,6 @@ def render_world(world: World) -> tuple[list[SetDecl | Chain], dict[str, frozens
 
 # ---- text --------------------------------------------------------------------------------------
 
-def render_rule(chain: str, rule: Rule) -> str:
-    parts = [render_match(m) for m in rule.matches]
-    if rule.mark:
-        parts.append(f"meta mark set meta mark | {rule.mark:#x}")
-    if rule.verdict:
-        parts.append(rule.verdict)
-    if rule.comment:
-        parts.append(f"comment {quote(rule.comment[:120])}")
-    return f"add rule {T} {chain} " + " ".join(parts)
-
-
 def render_table(decls: Iterable[SetDecl | Chain], members: Mapping[str, Iterable[str]]) -> list[str]:
     """The whole table, replacing whatever is there, as one transaction."""
     decls = list(decls)
@@ -289,7 +271,7 @@ def render_table(decls: Iterable[SetDecl | Chain], members: Mapping[str, Iterabl
             lines.append(f"add chain {T} {d.name} {{ {hook}comment {quote(d.comment)}; }}")
     for d in decls:
         if isinstance(d, Chain):
-            lines += [render_rule(d.name, r) for r in d.rules]
+            lines += [render_rule(d.name, r, T) for r in d.rules]
     declared = {d.name for d in decls if isinstance(d, SetDecl)}
     for name, elements in sorted(members.items()):
         if name in declared and elements:

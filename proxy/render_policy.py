@@ -470,7 +470,7 @@ def render_match(m: Match) -> str:
     return f"{m.expr} {'!= ' if m.op == '!=' else ''}{value}"
 
 
-def render_rule(chain: str, rule: NftRule) -> str:
+def render_rule(chain: str, rule: NftRule, table: str = T) -> str:
     parts = [render_match(m) for m in rule.matches]
     if rule.log:
         parts.append(f"limit {LOG_LIMIT} log prefix {quote(rule.log)} group {NFLOG_GROUP}")
@@ -482,7 +482,7 @@ def render_rule(chain: str, rule: NftRule) -> str:
         parts.append(rule.verdict)
     if rule.comment:
         parts.append(f"comment {quote(rule.comment)}")
-    return f"add rule {T} {chain} " + " ".join(parts)
+    return f"add rule {table} {chain} " + " ".join(parts)
 
 
 def render_add(d: Decl) -> str:
