@@ -55,6 +55,7 @@ class ClusterPolicyController:
         self.lock = threading.RLock()
         self.objects: dict[str, dict] = {kind: {} for kind in _PARSE}     # kind -> key -> model
         self.cni: dict[str, tuple[tuple[str, str], str]] = {}           # container ID -> (pod, ip)
+        self.gone: dict[tuple[str, str], set[str]] = {}                 # pod -> addresses DEL freed
         self.applied: list[str] | None = None
         self.transactions = 0
         self.informers: list[Informer] = []
@@ -72,6 +73,8 @@ class ClusterPolicyController:
         with self.lock:
             if parsed is None:
                 self.objects[kind].pop(key, None)
+                if kind == "pod":
+                    self.gone.pop(key, None)
             else:
                 self.objects[kind][key] = parsed
         self.loop.wake()
@@ -87,6 +90,10 @@ class ClusterPolicyController:
         """What the table is made from now (caller holds the lock). A pod the CNI wired has the
         address the CNI gave until the API shows it (the kubelet reports podIPs after ADD)."""
         pods = dict(self.objects["pod"])
+        for key, ips in self.gone.items():
+            # after DEL the API may still show the old address (terminating): it is free
+            if key in pods:
+                pods[key] = replace(pods[key], ips=tuple(a for a in pods[key].ips if a not in ips))
         local = set()
         for key, ip in self.cni.values():
             local.add(key)
@@ -123,7 +130,7 @@ class ClusterPolicyController:
         key = (namespace, name)
         with self.lock:
             known = key in self.objects["pod"]
-            ns_known = namespace in self.objects["ns"]
+            ns_known = ("", namespace) in self.objects["ns"]        # keyed as the watch keys them
         obj = None if known else get_json(self.api, f"/api/v1/namespaces/{namespace}/pods/{name}", FETCH_TIMEOUT)
         if not known and obj is None:
             raise CniError(TRY_AGAIN_LATER, "Try again later", f"pod {namespace}/{name} is not in the API")
@@ -131,9 +138,10 @@ class ClusterPolicyController:
         with self.lock:
             if obj is not None and key not in self.objects["pod"]:
                 self.objects["pod"][key] = cm.parse_pod(obj)      # raises on a broken pod: ADD is retried
-            if ns_obj is not None and namespace not in self.objects["ns"]:
-                self.objects["ns"][namespace] = pm.parse_namespace(ns_obj)
+            if ns_obj is not None and ("", namespace) not in self.objects["ns"]:
+                self.objects["ns"][("", namespace)] = pm.parse_namespace(ns_obj)
             self.cni[container_id] = (key, ip)
+            self.gone.pop(key, None)
             try:
                 self.sync()
             except NftError:
@@ -147,10 +155,7 @@ class ClusterPolicyController:
             if entry is None:
                 return
             key, ip = entry
-            pod = self.objects["pod"].get(key)
-            if pod is not None and ip in pod.ips:
-                # its sandbox is gone: the address may go to another pod, whatever the API says
-                self.objects["pod"][key] = replace(pod, ips=tuple(a for a in pod.ips if a != ip))
+            self.gone.setdefault(key, set()).add(ip)
         self.loop.wake()
 
     # --- lifecycle ------------------------------------------------------------------------------
