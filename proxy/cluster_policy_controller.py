@@ -7,12 +7,15 @@ a new pod before its CNI ADD returns.
     .pod_deleted(container_id)                (CNI DEL)
     .stop()
 
-Each sync renders the whole table from the objects held and, when the text differs from what
-was applied last, replaces the table in one transaction (add, delete, re-create): atomic, so no
+Each sync renders the whole structure and every set's elements from the objects held. While the
+structure is what the kernel has, only the element changes go in (a pod's ADD: its addresses);
+a policy change replaces the table in one transaction (add, delete, re-create): atomic, so no
 packet meets a half-written table, and established connections are untouched (they are
-accepted before any rule). Rendering is O(pods x selecting rules), which is small next to nft's
-own cost of a transaction at the sizes of a lab; NetworkPolicy's planner shows the way to
-element-level updates when cluster policies grow to thousands of pods.
+accepted before any rule). Rendering is O(pods x rules with selectors): 5,000 pods, 20
+policies, 94k elements: ~2 s of Python and ~1.5 s for nft to load the whole table, measured on
+the shared 2-core machine at load 12; an element change costs nft milliseconds. NetworkPolicy's
+planner (proxy/policy_plan.py) shows how to evaluate only what an event changes, which this
+needs before it scales to thousands of pods per policy.
 
 A cluster without the ClusterNetworkPolicy CRD answers 404 to the list: the agent starts anyway,
 enforcing none, and the informer keeps listing until the kind appears.
@@ -56,7 +59,7 @@ class ClusterPolicyController:
         self.objects: dict[str, dict] = {kind: {} for kind in _PARSE}     # kind -> key -> model
         self.cni: dict[str, tuple[tuple[str, str], str]] = {}           # container ID -> (pod, ip)
         self.gone: dict[tuple[str, str], set[str]] = {}                 # pod -> addresses DEL freed
-        self.applied: list[str] | None = None
+        self.applied: tuple[list, dict] | None = None             # (structure, elements) in the kernel
         self.transactions = 0
         self.informers: list[Informer] = []
         self.loop = SyncLoop("cluster policy sync", self.sync, debounce=DEBOUNCE, period=RESYNC,
@@ -104,17 +107,19 @@ class ClusterPolicyController:
                         {n.name: n.labels for n in self.objects["ns"].values()},
                         tuple(self.objects["node"].values()), frozenset(local))
 
-    def _plan_locked(self) -> list[str]:
-        return rc.render_table(*rc.render_world(self.world()))
-
     def sync(self) -> None:
+        """The table from what is held: only element changes while the structure (policies,
+        named ports) is what was applied last, else the whole table in one transaction."""
         with self.lock:
-            lines = self._plan_locked()
-            if lines == self.applied:
-                return
-            self.nft.run(lines)
-            self.applied = lines
-            self.transactions += 1
+            decls, members = rc.render_world(self.world())
+            if self.applied is None or self.applied[0] != decls:
+                lines = rc.render_table(decls, members)
+            else:
+                lines = rc.plan_element_changes(self.applied[1], members)
+            if lines:
+                self.nft.run(lines)
+                self.transactions += 1
+            self.applied = (decls, members)
 
     def _forget_applied(self) -> None:
         with self.lock:

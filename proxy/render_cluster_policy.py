@@ -93,21 +93,43 @@ def _live(pod: cm.Pod) -> bool:
 
 # ---- set contents ------------------------------------------------------------------------------
 
-def peer_addresses(peers: Iterable[cm.Peer], world: World) -> frozenset[str]:
+def pods_by_namespace(world: World) -> dict[str, list[cm.Pod]]:
+    """The pods a selector can match (live, not host-network), by namespace: a namespace
+    selector is tested once per namespace, not once per pod."""
+    out: dict[str, list[cm.Pod]] = {}
+    for p in world.pods:
+        if _live(p) and not p.host_network:
+            out.setdefault(p.namespace, []).append(p)
+    return out
+
+
+def _selected(peer: cm.Peer, world: World, by_ns: Mapping[str, list[cm.Pod]]) -> Iterable[cm.Pod]:
+    for ns, pods in by_ns.items():
+        labels = _ns_labels(world, ns)
+        if peer.namespaces is not None:
+            if peer.namespaces.matches(labels):
+                yield from pods
+        elif peer.pods is not None and peer.pods[0].matches(labels):
+            yield from (p for p in pods if peer.pods[1].matches(p.labels))
+
+
+def peer_addresses(peers: Iterable[cm.Peer], world: World,
+                   by_ns: Mapping[str, list[cm.Pod]] | None = None) -> frozenset[str]:
     """Addresses of the pods and nodes the selector peers match (networks are literal)."""
+    by_ns = pods_by_namespace(world) if by_ns is None else by_ns
     out: set[str] = set()
     for peer in peers:
         if peer.nodes is not None:
             out.update(ip for n in world.nodes if peer.nodes.matches(n.labels) for ip in n.ips)
-        elif peer.namespaces is not None or peer.pods is not None:
-            out.update(ip for p in world.pods if _live(p)
-                       and cm.selects_pod(peer, p, _ns_labels(world, p.namespace)) for ip in p.ips)
+        else:
+            out.update(ip for p in _selected(peer, world, by_ns) for ip in p.ips)
     return frozenset(out)
 
 
-def subject_addresses(pol: cm.ClusterPolicy, world: World) -> frozenset[str]:
-    return frozenset(ip for p in world.pods if _live(p) and world.is_local(p)
-                     and cm.selects_pod(pol.subject, p, _ns_labels(world, p.namespace)) for ip in p.ips)
+def subject_addresses(pol: cm.ClusterPolicy, world: World,
+                      by_ns: Mapping[str, list[cm.Pod]] | None = None) -> frozenset[str]:
+    by_ns = pods_by_namespace(world) if by_ns is None else by_ns
+    return frozenset(ip for p in _selected(pol.subject, world, by_ns) if world.is_local(p) for ip in p.ips)
 
 
 def _has_selector_peer(rule: cm.Rule) -> bool:
@@ -125,15 +147,16 @@ def plan_members(world: World) -> dict[str, frozenset[str]]:
 
     def put(name: str, ips: Iterable[str]) -> None:
         for ip in ips:
-            out.setdefault(f"{name}_{family_of(ip)}", set()).add(ip)
+            out.setdefault(f"{name}_{6 if ':' in ip else 4}", set()).add(ip)
 
+    by_ns = pods_by_namespace(world)
     for pol in world.policies:
         pid = policy_id(pol.name)
-        put(f"{pid}_s", subject_addresses(pol, world))
+        put(f"{pid}_s", subject_addresses(pol, world, by_ns))
         for d, rules in (("i", pol.ingress), ("e", pol.egress)):
             for r, rule in enumerate(rules):
                 if _has_selector_peer(rule):
-                    put(f"{pid}_{d}{r}", peer_addresses(rule.peers, world))
+                    put(f"{pid}_{d}{r}", peer_addresses(rule.peers, world, by_ns))
     names = _named_ports(world)
     for pod in world.pods:
         if not _live(pod) or pod.host_network:
@@ -141,7 +164,7 @@ def plan_members(world: World) -> dict[str, frozenset[str]]:
         for cp in pod.ports:
             if cp.name in names:
                 for ip in pod.ips:
-                    out.setdefault(named_port_set(cp.name, family_of(ip)), set()).add(
+                    out.setdefault(named_port_set(cp.name, 6 if ":" in ip else 4), set()).add(
                         f"{ip} . {cp.protocol} . {cp.port}")
     return {k: frozenset(v) for k, v in out.items()}
 
@@ -275,8 +298,23 @@ def render_table(decls: Iterable[SetDecl | Chain], members: Mapping[str, Iterabl
     declared = {d.name for d in decls if isinstance(d, SetDecl)}
     for name, elements in sorted(members.items()):
         if name in declared and elements:
-            lines.append(f"add element {T} {name} {{ {', '.join(sorted(elements))} }}")
+            lines.append(_elements("add", name, elements))
     return lines
+
+
+def _elements(verb: str, name: str, elements: Iterable[str]) -> str:
+    return f"{verb} element {T} {name} {{ {', '.join(sorted(elements))} }}"
+
+
+def plan_element_changes(old: Mapping[str, frozenset[str]], new: Mapping[str, frozenset[str]]) -> list[str]:
+    """From one node's set elements to another's with the structure unchanged: deletions first
+    (an address that moves from one pod to another is never in a set twice)."""
+    names = sorted(set(old) | set(new))
+    empty: frozenset[str] = frozenset()
+    lines = [_elements("delete", n, old.get(n, empty) - new.get(n, empty)) for n in names
+             if old.get(n, empty) - new.get(n, empty)]
+    return lines + [_elements("add", n, new.get(n, empty) - old.get(n, empty)) for n in names
+                    if new.get(n, empty) - old.get(n, empty)]
 
 
 def delete_table() -> list[str]:

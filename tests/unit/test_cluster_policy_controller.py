@@ -40,10 +40,13 @@ def test_the_cni_address_is_a_subject_before_the_api_shows_it_and_leaves_on_del(
     c._on_event("pod", "MODIFIED", {"metadata": {"namespace": "x", "name": "a"}, "spec": {"nodeName": "n0"},
                                     "status": {"podIPs": [{"ip": "10.244.0.7"}, {"ip": "fd00::7"}]}})
     c.sync()
-    assert subjects(nft.runs[-1]) == "{ 10.244.0.7 }" and "fd00::7" in "\n".join(nft.runs[-1])
+    pid = rc.policy_id("deny")                   # a subject, and a peer of its own rule
+    assert nft.runs[-1] == [f"add element {rc.T} {pid}_i0_6 {{ fd00::7 }}",
+                            f"add element {rc.T} {pid}_s_6 {{ fd00::7 }}"]     # elements only
     c.pod_deleted("cid1")
     c.sync()
-    assert subjects(nft.runs[-1]) == "" and "10.244.0.7" not in "\n".join(nft.runs[-1])
+    assert nft.runs[-1] == [f"delete element {rc.T} {pid}_i0_4 {{ 10.244.0.7 }}",
+                            f"delete element {rc.T} {pid}_s_4 {{ 10.244.0.7 }}"]
     runs = len(nft.runs)
     c.sync()
     assert len(nft.runs) == runs             # nothing changed: no transaction
