@@ -21,7 +21,7 @@ import pytest
 from kubeweft.lab import netns
 from kubeweft.lab.probe import CONNECTED, probe_once, read_pods
 
-from .netpol_helpers import ROOT
+from .netpol_helpers import ROOT, apply_policies, netpol
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -77,13 +77,8 @@ def from_ns(ns: str) -> list:
     return [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}]
 
 
-def netpol(ns: str, name: str, spec: dict) -> dict:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
-
-
 def apply(lab, *objs: dict) -> None:
-    lab.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objs))   # JSON is YAML
+    apply_policies(lab, objs)
 
 
 @pytest.fixture(scope="module")
