@@ -371,7 +371,12 @@ def import_components(with_api: bool) -> None:
         if with_api:
             import kubernetes  # noqa: F401
             import prometheus_client  # noqa: F401
-            from kubeweft.proxy import antispoof_metrics, policy_controller, service_proxy  # noqa: F401
+            from kubeweft.proxy import (  # noqa: F401
+                antispoof_metrics,
+                cluster_policy_controller,
+                policy_controller,
+                service_proxy,
+            )
             from kubeweft.proxy.overlay import controller  # noqa: F401
 
 
@@ -546,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
             components.append(policy)
             plugin.pod_hooks.append(policy)       # ADD returns only once policy covers the pod
             health.ready_when("policy", lambda: policy.rebuilds > 0)   # start() wrote the first table
+            from kubeweft.proxy import cluster_policy_controller
+            cnp = start_component(cluster_policy_controller.start, "cluster policy controller", api, cfg)
+            components.append(cnp)
+            plugin.pod_hooks.append(cnp)          # and once the Admin and Baseline tiers cover it
     plugin.start()
     sock = Path(args.socket)
     server = serve(plugin, sock, args.workers)

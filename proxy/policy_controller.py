@@ -27,7 +27,6 @@ proxy/policy_metrics.py.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -37,7 +36,7 @@ from kubeweft.cni.errors import TRY_AGAIN_LATER, CniError
 
 from . import policy_model as pm
 from . import render_policy as rp
-from .api_get import open_get
+from .api_get import get_json
 from .conntrack import forget_flows
 from .informer import Informer, key_of
 from .nflog import DropLog
@@ -86,13 +85,7 @@ class PolicyController:
 
     # --- the watch edge -----------------------------------------------------------------------
     def _parse(self, kind: str, obj: dict):
-        try:
-            parsed = _PARSE[kind](obj)
-        except pm.ModelError as e:
-            self.skipped[kind].skipped(key_of(obj), e)
-            return None
-        self.skipped[kind].taken(key_of(obj))
-        return parsed
+        return self.skipped[kind].parse(_PARSE[kind], key_of(obj), obj, pm.ModelError)
 
     def _on_event(self, kind: str, etype: str, obj: dict) -> None:
         """The watch threads only queue: a sync in progress (the lock, an nft transaction) must
@@ -186,17 +179,7 @@ class PolicyController:
 
     # --- the CNI's hooks ------------------------------------------------------------------------
     def _fetch(self, path: str) -> dict | None:
-        """One object from the API as JSON; None when it does not exist."""
-        status, raw = open_get(self.api, path, FETCH_TIMEOUT)
-        try:
-            data = raw.read()
-        finally:
-            raw.release_conn()
-        if status == 404:
-            return None
-        if status >= 400:
-            raise RuntimeError(f"GET {path}: HTTP {status}")
-        return json.loads(data)
+        return get_json(self.api, path, FETCH_TIMEOUT)
 
     def pod_added(self, namespace: str, name: str, ips: Sequence[str], container_id: str) -> None:
         """Make the pod's IPs (one per family) members of every set they belong in, in the

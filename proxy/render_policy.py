@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .nft_text import quote
+from .policy_marks import ADMIN_EGRESS, ADMIN_INGRESS, NP_EGRESS, NP_INGRESS, mark_test
 from .policy_model import EGRESS, INGRESS, Labels, Namespace, Peer, Pod, Policy, PortSpec, Rule
 
 FAMILY = "inet"
@@ -88,6 +89,7 @@ class NftRule:
     counter: str = ""              # a named counter
     log: str = ""                  # nflog prefix (rate-limited by LOG_LIMIT)
     comment: str = ""
+    mark: int = 0                  # OR these bits into the packet mark (proxy/policy_marks.py)
 
 
 @dataclass(frozen=True)
@@ -516,13 +518,14 @@ def render_dispatch(index: PolicyIndex, pod_cidr: Iterable[str] | str | None = N
     chains: list[Decl] = []
     for direction, d, name, addr, isolated in ((INGRESS, "in", CHAIN_INGRESS, "ip daddr", IN_ISOLATED),
                                                (EGRESS, "eg", CHAIN_EGRESS, "ip saddr", None)):
-        rules: list[NftRule] = []
+        rules: list[NftRule] = list(cluster_policy_hooks(direction))
         if isolated:
             rules += [NftRule((Match(addr_expr(addr, v), "!=", set=family_set(isolated, v)),), "accept",
                               comment="destination not isolated for ingress") for v in families]
             rules += [NftRule((Match("meta nfproto", values=(_NFPROTO[v],)),), "accept",
                               comment="a family without pod addresses on this node: not policed")
                       for v in (4, 6) if v not in families]
+            rules.append(NftRule((), mark=NP_INGRESS, comment="NetworkPolicy decides this ingress"))
         for ns, pols in sorted(index.by_namespace.items()):
             key = f"chain {namespace_chain(ns, d)}"
             if only is not None and previous is not None and ns not in only and key in previous:
@@ -535,6 +538,18 @@ def render_dispatch(index: PolicyIndex, pod_cidr: Iterable[str] | str | None = N
         chains.append(Chain(name, f"{direction.lower()} isolation: every policy selecting the pod, "
                                   f"then drop", tuple(rules)))
     return [forward, inp, *chains]
+
+
+def cluster_policy_hooks(direction: str) -> tuple[NftRule, ...]:
+    """The first rules of pol_ingress / pol_egress, for ClusterNetworkPolicy's tiers
+    (proxy/render_cluster_policy.py): a direction an Admin rule accepted is not NetworkPolicy's
+    to judge; one NetworkPolicy judges is marked, so the Baseline tier leaves it alone."""
+    if direction == INGRESS:
+        return (NftRule((Match(mark_test(ADMIN_INGRESS), values=(hex(ADMIN_INGRESS),)),), "accept",
+                        comment="an Admin ClusterNetworkPolicy accepted this ingress"),)
+    return (NftRule((Match(mark_test(ADMIN_EGRESS), values=(hex(ADMIN_EGRESS),)),), "return",
+                    comment="an Admin ClusterNetworkPolicy accepted this egress"),
+            NftRule((), mark=NP_EGRESS, comment="NetworkPolicy decides this egress"))
 
 
 def render_fixed_sets(index: PolicyIndex, families: tuple[Family, ...]) -> list[SetDecl]:
@@ -572,17 +587,19 @@ def render_match(m: Match) -> str:
     return f"{m.expr} {'!= ' if m.op == '!=' else ''}{value}"
 
 
-def render_rule(chain: str, rule: NftRule) -> str:
+def render_rule(chain: str, rule: NftRule, table: str = T) -> str:
     parts = [render_match(m) for m in rule.matches]
     if rule.log:
         parts.append(f"limit {LOG_LIMIT} log prefix {quote(rule.log)} group {NFLOG_GROUP}")
+    if rule.mark:
+        parts.append(f"meta mark set meta mark | {rule.mark:#x}")
     if rule.counter:
         parts.append(f"counter name {quote(rule.counter)}")
     if rule.verdict:
         parts.append(rule.verdict)
     if rule.comment:
         parts.append(f"comment {quote(rule.comment)}")
-    return f"add rule {T} {chain} " + " ".join(parts)
+    return f"add rule {table} {chain} " + " ".join(parts)
 
 
 def render_add(d: Decl) -> str:

@@ -104,6 +104,8 @@ def _match(m: rp.Match, pkt: dict, sets: dict) -> bool:
         return False               # an address match of the other family: no match, even with !=
     if m.expr == "ct state":
         hit = pkt["ct"] in m.values[0].split(",")
+    elif m.expr.startswith("meta mark & "):
+        hit = pkt.get("mark", 0) & int(m.expr[12:], 0) == int(m.values[0], 0)
     elif m.expr == "meta nfproto":
         hit = f"ipv{version}" in m.values
     elif m.expr == "icmpv6 type":
@@ -119,8 +121,9 @@ def _match(m: rp.Match, pkt: dict, sets: dict) -> bool:
     elif m.expr == "th dport":
         lo, _, hi = m.values[0].partition("-")
         hit = int(lo) <= pkt["dport"] <= int(hi or lo)
-    elif m.expr in ("ip daddr . meta l4proto . th dport", "ip6 daddr . meta l4proto . th dport"):
-        hit = f"{pkt['daddr']} . {pkt['proto']} . {pkt['dport']}" in sets.get(m.set, ())
+    elif m.expr.split()[0] in ("ip", "ip6") and " . " in m.expr:
+        ip = pkt[m.expr.split()[1]]
+        hit = f"{ip} . {pkt['proto']} . {pkt['dport']}" in sets.get(m.set, ())
     else:
         raise AssertionError(f"the interpreter does not know {m.expr!r}")
     return hit if m.op == "==" else not hit
@@ -132,7 +135,11 @@ def run_chain(decls: dict, sets: dict, name: str, pkt: dict, depth: int = 0) -> 
     for rule in chain.rules:
         if not all(_match(m, pkt, sets) for m in rule.matches):
             continue
+        if rule.mark:
+            pkt["mark"] = pkt.get("mark", 0) | rule.mark
         v = rule.verdict
+        if v == "return":
+            return None
         if v in ("accept", "drop"):
             return v
         if v.startswith("jump "):
@@ -165,7 +172,7 @@ def kernel_allows(decls_by_node, sets_by_node, src_ip, dst_ip, proto, port, pods
         if pod is not None and pod.node not in nodes:
             nodes.append(pod.node)
     for node in nodes:
-        if run_chain(decls_by_node[node], sets_by_node[node], rp.CHAIN_FORWARD, pkt) == "drop":
+        if run_chain(decls_by_node[node], sets_by_node[node], rp.CHAIN_FORWARD, dict(pkt)) == "drop":
             return False
     return True
 
