@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
                          "in their conf dir (a CNI DaemonSet's job)")
     up.add_argument("--backend", choices=("vxlan", "host-gw"), default=None,
                     help="kubeweft's cross-node backend (kubeweft-config's backend; default vxlan)")
+    up.add_argument("--ip-family", default=None, metavar="ipv4|ipv6|dual",
+                    help="the cluster's IP families, as kind's ipFamily (default ipv4; dual: IPv4 "
+                         "primary). The underlay keeps its IPv4 addresses in every mode")
     up.add_argument("--timeout", type=float, default=120.0)
 
     na = sub.add_parser("node-add", help="add nodes to a running lab; returns when they are Ready")
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "up":
         from . import lifecycle
         return lifecycle.up_command(args.name, nodes=args.nodes, cni=args.cni, timeout=args.timeout,
-                                    backend=args.backend)
+                                    backend=args.backend, ip_family=args.ip_family)
     if args.verb == "node-add":
         from . import lifecycle
         return lifecycle.node_add_command(args.name, count=args.count, timeout=args.timeout)
