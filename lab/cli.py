@@ -79,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     mx.add_argument("--expect", metavar="FILE", default=None,
                     help="with --world: NetworkPolicies (YAML/JSON, '-' stdin) to compare with")
 
-    sub.add_parser("demo", help="the walkthrough: up, pods, a Service, probes, the matrix, down")
+    dm = sub.add_parser("demo", help="the walkthrough: up, pods, a Service, probes, the matrix, down")
+    dm.add_argument("--ip-family", default=None, metavar="ipv4|ipv6|dual",
+                    help="the demo lab's IP families (as `up --ip-family`; default ipv4)")
+    dm.add_argument("--cni", choices=("reference", "kubeweft"), default=None,
+                    help="the demo lab's CNI (as `up --cni`; default kubeweft)")
     sub.add_parser("tour", help="run docs/tour.md's commands against the lab --name and check "
                    "what they print (a lab of that name is brought up, and removed after, if none runs)")
     return p
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                      namespaces=args.namespace)
     if args.verb == "demo":
         from . import demo
-        return demo.demo_command(args.name)
+        return demo.demo_command(args.name, ip_family=args.ip_family, cni=args.cni)
     if args.verb == "tour":
         from . import tour
         return tour.tour_command(args.name)

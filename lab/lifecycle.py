@@ -478,14 +478,15 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
 
 def _wait_overlay_routes(cfg: LabConfig, nodes: list[str], deadline: float) -> None:
     """Until every node's agent routes to every other node's pods (one kubeweft route, protocol
-    0xAF, per other node): then cross-node pod traffic works the moment a pod is Ready."""
+    0xAF, per other node, in the primary family): then cross-node pod traffic works the moment
+    a pod is Ready."""
     from kubeweft.proxy.overlay.kernel import RTPROT_KUBEWEFT
 
     pending = list(nodes)
     while pending:
         have = {}
         for node in pending:
-            proc = subprocess.run(["ip", "-n", cfg.node_netns(node), "-4", "route", "show", "proto",
+            proc = subprocess.run(["ip", "-n", cfg.node_netns(node), f"-{cfg.families[0]}", "route", "show", "proto",
                                    str(RTPROT_KUBEWEFT)], capture_output=True, text=True, timeout=10,
                                   check=False)
             have[node] = len(proc.stdout.splitlines())
