@@ -175,3 +175,10 @@ def test_kubeweft_dual_lab_comes_up_and_pods_get_both_addresses(lab_factory):
     node1 = next(n for n in lab.status()["nodes"] if n["name"] == "node1")
     assert [ipaddress.ip_network(c).version for c in node1["podCIDRs"]] == [4, 6]
     assert any(ipaddress.ip_address(ip) in ipaddress.ip_network(c) for ip in ips[1:] for c in node1["podCIDRs"])
+
+
+def test_kubectl_logs_and_exec_reach_the_kubelet_on_the_nodes_first_address(dlab):
+    """The API server dials the kubelet on the Node's first InternalIP (IPv6 in an ipv6 lab)."""
+    assert "listening on 80" in dlab.kubectl("logs", "a").stdout + dlab.kubectl("logs", "a").stderr
+    out = dlab.kubectl("exec", "a", "--", "cat", "/etc/hostname", timeout=30).stdout
+    assert out.strip() == "a"
