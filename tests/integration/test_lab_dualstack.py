@@ -34,6 +34,11 @@ def dlab(request):
     """A 2-node reference lab of the parameter's family with pods a (node1), b (node2) and the
     hostNetwork pod h (node2), all Ready."""
     with fresh_lab(unique_lab_name(), nodes=2, cni="reference", timeout=120, ip_family=request.param) as lab:
+        nodes = json.loads(lab.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        have = [[ipaddress.ip_network(c).version for c in n["spec"].get("podCIDRs") or []] for n in nodes]
+        if any(v != list(lab.cfg.families) for v in have):
+            pytest.fail(f"the node IPAM controller gave podCIDRs of versions {have}, not one per family "
+                        f"{list(lab.cfg.families)}: the API stand-in's node IPAM is not dual-stack")
         for name, node, port, host in (("a", "node1", 80, False), ("b", "node2", 80, False),
                                        ("h", "node2", HOST_PORT, True)):
             lab.kubectl("apply", "-f", "-", input=pod_doc(name, node, port, host))
