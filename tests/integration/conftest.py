@@ -20,8 +20,9 @@ What you get here:
   `lab up` with `kubectl apply -k deploy/lab`: the DaemonSet's agent, CNI, VXLAN overlay,
   service proxy, policy; lab.lifecycle.find_agent, restart_agent, hold_agent/release_agent and
   lab.install.agent_log reach the agent container of a node).
-- `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120) -> Lab` brings up a
-  fresh lab of your own with a unique name; every lab it made is downed after the test.
+- `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120, ip_family="ipv4") -> Lab`
+  brings up a fresh lab of your own with a unique name (ipv4, ipv6 or dual); every lab it made
+  is downed after the test.
   `fresh_lab(...)` is the same as a context manager, for module-scoped fixtures.
 
 Snapshot helpers for tests of the guard itself: `snapshot_netns(name_or_None)`,
@@ -235,19 +236,20 @@ def down_lab(name: str) -> subprocess.CompletedProcess:
 
 @contextlib.contextmanager
 def fresh_lab(name: str | None = None, nodes: int = 2, cni: str = "reference",
-              timeout: float = 120, env: dict[str, str] | None = None) -> Iterator[Lab]:
+              timeout: float = 120, env: dict[str, str] | None = None,
+              ip_family: str = "ipv4") -> Iterator[Lab]:
     """Bring up a lab through the real CLI, yield it, always bring it down. `env`: set for
-    `lab up`, whose processes (the kubelets) keep it."""
+    `lab up`, whose processes (the kubelets) keep it. `ip_family`: ipv4, ipv6 or dual."""
     name = name or unique_lab_name()
     _session_lab_names.add(name)
     try:
         proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "up", "--nodes", str(nodes),
-                               "--cni", cni, "--timeout", str(timeout)],
+                               "--cni", cni, "--ip-family", ip_family, "--timeout", str(timeout)],
                               capture_output=True, text=True, timeout=timeout + 60, check=False,
                               env={**os.environ, **(env or {})})
         if proc.returncode != 0:
             pytest.fail(f"kubeweft lab up ({name}) failed: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        cfg = LabConfig(name=name, nodes=nodes, cni=cni)
+        cfg = LabConfig(name=name, nodes=nodes, cni=cni, ip_family=ip_family)
         yield Lab(name=name, cfg=cfg, kubeconfig=cfg.kubeconfig)
     finally:
         down = down_lab(name)
@@ -276,8 +278,9 @@ def labk() -> Iterator[Lab]:
 def lab_factory():
     stack = contextlib.ExitStack()
 
-    def make(nodes: int = 2, cni: str = "reference", timeout: float = 120, prefix: str = "t") -> Lab:
+    def make(nodes: int = 2, cni: str = "reference", timeout: float = 120, prefix: str = "t",
+             ip_family: str = "ipv4") -> Lab:
         return stack.enter_context(fresh_lab(unique_lab_name(prefix), nodes=nodes, cni=cni,
-                                             timeout=timeout))
+                                             timeout=timeout, ip_family=ip_family))
     with stack:
         yield make
