@@ -458,24 +458,30 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
 
 
 # --- latency ---------------------------------------------------------------------------------
+def connect_samples(targets: dict[str, tuple[str, int]], n: int, after_each=None) -> dict[str, list[float]]:
+    """TCP connect() times in us per target, interleaved, from this thread's netns; after_each()
+    runs after every connection (a listener draining its queue)."""
+    out: dict[str, list[float]] = {k: [] for k in targets}
+    for _ in range(n):
+        for name, addr in targets.items():
+            s = socket.socket()
+            s.settimeout(2)
+            t0 = time.perf_counter()
+            try:
+                s.connect(addr)
+                out[name].append((time.perf_counter() - t0) * 1e6)
+            except OSError:
+                pass
+            finally:
+                s.close()
+            if after_each is not None:
+                after_each()
+    return out
+
+
 def connect_times(netns_name: str, targets: dict[str, tuple[str, int]], n: int) -> dict[str, dict]:
     """TCP connect() time per target, interleaved, from inside a pod's netns."""
-    def run() -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {k: [] for k in targets}
-        for _ in range(n):
-            for name, addr in targets.items():
-                s = socket.socket()
-                s.settimeout(2)
-                t0 = time.perf_counter()
-                try:
-                    s.connect(addr)
-                    out[name].append((time.perf_counter() - t0) * 1e6)
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-        return out
-    raw = lab_netns.call_in(netns_name, run, timeout=300)
+    raw = lab_netns.call_in(netns_name, connect_samples, targets, n, timeout=300)
     return {k: latency_summary(v) for k, v in raw.items() if v}
 
 
@@ -556,24 +562,14 @@ def ref_connect_times(vip: str, n: int) -> dict[str, dict]:
     srv.bind((REF_ADDR, 8080))
     srv.listen(4096)
     srv.setblocking(False)
-    out: dict[str, list[float]] = {"via_service": [], "direct": []}
+
+    def drain() -> None:
+        try:
+            srv.accept()[0].close()
+        except BlockingIOError:
+            pass
     try:
-        for _ in range(n):
-            for name, addr in (("via_service", (vip, 80)), ("direct", (REF_ADDR, 8080))):
-                s = socket.socket()
-                s.settimeout(2)
-                t0 = time.perf_counter()
-                try:
-                    s.connect(addr)
-                    out[name].append((time.perf_counter() - t0) * 1e6)
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-                try:
-                    srv.accept()[0].close()
-                except BlockingIOError:
-                    pass
+        out = connect_samples({"via_service": (vip, 80), "direct": (REF_ADDR, 8080)}, n, drain)
     finally:
         srv.close()
     return {k: latency_summary(v) for k, v in out.items() if v}
