@@ -774,8 +774,8 @@ def draw(result: dict, path: Path) -> None:
     a.plot(loaded, [ref[n]["load_s"] for n in loaded], "^-", label="kube-proxy-style chains: nft -f")
     for n in sorted(n for n, v in ref.items() if not v.get("loaded") and "nft_cpu_s" in v):
         a.axvline(n, color="grey", linestyle=":")
-        a.annotate(f"reference stops: {ref[n]['stopped'][:40]}", (n, 0.1), rotation=90, fontsize=7,
-                   xytext=(-10, 0), textcoords="offset points")
+        a.text(n, 0.02, f"kube-proxy-style stops here: {ref[n]['stopped'][:48]}", rotation=90, fontsize=7,
+               transform=a.get_xaxis_transform(), ha="right", va="bottom")
     a.axhline(TARGETS["full_sync_s"], color="red", linewidth=0.8, label=f"target {TARGETS['full_sync_s']} s at 100k")
     a.set_xscale("log")
     a.set_yscale("log")
