@@ -3,7 +3,7 @@ Nodes, keep `table inet kubeweft-cnp` (proxy/render_cluster_policy.py) equal to 
 a new pod before its CNI ADD returns.
 
     start(api, cfg) -> ClusterPolicyController
-    .pod_added(ns, name, ip, container_id)    (CNI ADD, before the pod's interface exists)
+    .pod_added(ns, name, ips, container_id)   (CNI ADD, before the pod's interface exists)
     .pod_deleted(container_id)                (CNI DEL)
     .stop()
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 from kubeweft.cni.errors import TRY_AGAIN_LATER, CniError
@@ -57,7 +58,7 @@ class ClusterPolicyController:
         self.nft = nft or Nft()
         self.lock = threading.RLock()
         self.objects: dict[str, dict] = {kind: {} for kind in _PARSE}     # kind -> key -> model
-        self.cni: dict[str, tuple[tuple[str, str], str]] = {}           # container ID -> (pod, ip)
+        self.cni: dict[str, tuple[tuple[str, str], tuple[str, ...]]] = {}   # container ID -> (pod, ips)
         self.gone: dict[tuple[str, str], set[str]] = {}                 # pod -> addresses DEL freed
         self.applied: tuple[list, dict] | None = None             # (structure, elements) in the kernel
         self.transactions = 0
@@ -91,18 +92,19 @@ class ClusterPolicyController:
     # --- the kernel -----------------------------------------------------------------------------
     def world(self) -> rc.World:
         """What the table is made from now (caller holds the lock). A pod the CNI wired has the
-        address the CNI gave until the API shows it (the kubelet reports podIPs after ADD)."""
+        addresses the CNI gave until the API shows them (the kubelet reports podIPs after ADD)."""
         pods = dict(self.objects["pod"])
         for key, ips in self.gone.items():
             # after DEL the API may still show the old address (terminating): it is free
             if key in pods:
                 pods[key] = replace(pods[key], ips=tuple(a for a in pods[key].ips if a not in ips))
         local = set()
-        for key, ip in self.cni.values():
+        for key, ips in self.cni.values():
             local.add(key)
             pod = pods.get(key) or cm.Pod(key[0], key[1], (), self.node_name)
-            if ip not in pod.ips:
-                pods[key] = replace(pod, ips=(ip, *pod.ips), node=self.node_name, terminal=False)
+            missing = tuple(a for a in ips if a not in pod.ips)
+            if missing:
+                pods[key] = replace(pod, ips=(*missing, *pod.ips), node=self.node_name, terminal=False)
         return rc.World(self.node_name, tuple(self.objects["cnp"].values()), tuple(pods.values()),
                         {n.name: n.labels for n in self.objects["ns"].values()},
                         tuple(self.objects["node"].values()), frozenset(local))
@@ -126,8 +128,8 @@ class ClusterPolicyController:
             self.applied = None
 
     # --- the CNI's hooks ------------------------------------------------------------------------
-    def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:
-        """The pod's address into every set it belongs in, in the kernel, before ADD returns. A
+    def pod_added(self, namespace: str, name: str, ips: Sequence[str], container_id: str) -> None:
+        """The pod's addresses (one per family, primary first) into every set it belongs in, in the kernel, before ADD returns. A
         pod the API does not know (yet) fails the ADD (the kubelet retries): its labels decide
         which policies select it."""
         if not namespace or not name:
@@ -145,7 +147,7 @@ class ClusterPolicyController:
                 self.objects["pod"][key] = cm.parse_pod(obj)      # raises on a broken pod: ADD is retried
             if ns_obj is not None and ("", namespace) not in self.objects["ns"]:
                 self.objects["ns"][("", namespace)] = pm.parse_namespace(ns_obj)
-            self.cni[container_id] = (key, ip)
+            self.cni[container_id] = (key, tuple(ips))
             self.gone.pop(key, None)
             try:
                 self.sync()
@@ -159,8 +161,8 @@ class ClusterPolicyController:
             entry = self.cni.pop(container_id, None)
             if entry is None:
                 return
-            key, ip = entry
-            self.gone.setdefault(key, set()).add(ip)
+            key, ips = entry
+            self.gone.setdefault(key, set()).update(ips)
         self.loop.wake()
 
     # --- lifecycle ------------------------------------------------------------------------------

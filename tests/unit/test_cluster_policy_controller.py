@@ -34,7 +34,7 @@ def subjects(lines: list[str]) -> str:
 
 def test_the_cni_address_is_a_subject_before_the_api_shows_it_and_leaves_on_del():
     c, nft = _controller()
-    c.pod_added("x", "a", "10.244.0.7", "cid1")
+    c.pod_added("x", "a", ("10.244.0.7",), "cid1")
     assert subjects(nft.runs[-1]) == "{ 10.244.0.7 }"
     # the kubelet reports it; then DEL: gone although the API still shows it (terminating)
     c._on_event("pod", "MODIFIED", {"metadata": {"namespace": "x", "name": "a"}, "spec": {"nodeName": "n0"},
@@ -55,6 +55,18 @@ def test_the_cni_address_is_a_subject_before_the_api_shows_it_and_leaves_on_del(
 def test_an_invalid_policy_is_skipped_and_the_rest_enforced():
     c, nft = _controller()
     c._on_event("cnp", "ADDED", {"metadata": {"name": "broken"}, "spec": {"tier": "Developer"}})
-    c.pod_added("x", "a", "10.244.0.7", "cid1")
+    c.pod_added("x", "a", ("10.244.0.7",), "cid1")
     assert subjects(nft.runs[-1]) == "{ 10.244.0.7 }"
     assert rc.policy_id("broken") not in "\n".join(nft.runs[-1])
+
+
+def test_every_address_the_cni_gave_is_a_subject_before_add_returns_and_leaves_on_del():
+    c, nft = _controller()
+    c.pod_added("x", "a", ("10.244.0.7", "fd00::7"), "cid1")
+    pid = rc.policy_id("deny")
+    assert subjects(nft.runs[-1]) == "{ 10.244.0.7 }"
+    assert f"add element {rc.T} {pid}_s_6 {{ fd00::7 }}" in nft.runs[-1]
+    c.pod_deleted("cid1")
+    c.sync()
+    assert f"delete element {rc.T} {pid}_s_6 {{ fd00::7 }}" in nft.runs[-1]
+    assert f"delete element {rc.T} {pid}_s_4 {{ 10.244.0.7 }}" in nft.runs[-1]
