@@ -86,7 +86,7 @@ class Kubelet:
         self.api = self._api_client()
         self.paths = layout.NodePaths(cfg.node_dir(node), cfg.cni_conf_dir(node), cfg.cni_bin_dir(node),
                                       cfg.cni_data_dir(node), layout.absent_passthrough())
-        self.cluster_dns = str(ipaddress.ip_network(cfg.service_cidr)[10])
+        self.cluster_dns = cfg.cluster_dns_ip
         self.node_hosts = dns.HOSTS_DEFAULTS + f"{self.node_ips[0]}\t{node}\n"
         self.node_resolv = _read("/etc/resolv.conf")
         self.venv_bin = str(Path(sys.executable).parent)
