@@ -20,6 +20,11 @@ What you get here:
   `lab up` with `kubectl apply -k deploy/lab`: the DaemonSet's agent, CNI, VXLAN overlay,
   service proxy, policy; lab.lifecycle.find_agent, restart_agent, hold_agent/release_agent and
   lab.install.agent_log reach the agent container of a node).
+- `labk6`, `labkd` (session): the same 3-node kubeweft lab on `--ip-family ipv6` and `dual`.
+  `klab` (session, parametrized by `lab_family` over ipv4, ipv6, dual): labk, labk6 or labkd,
+  with `klab.version` the family the test's traffic uses (4, 6, and 6 on dual: its secondary),
+  `klab.pick(ips)` that family's address of a pod or node, `klab.hostport(ip, port)`.
+  Take `klab` instead of `labk` to run a lab test in every family.
 - `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120, ip_family="ipv4") -> Lab`
   brings up a fresh lab of your own with a unique name (ipv4, ipv6 or dual); every lab it made
   is downed after the test.
@@ -192,6 +197,20 @@ class Lab:
     cfg: LabConfig
     kubeconfig: Path
     kubectl_path: str = KUBECTL
+    version: int = 4              # the IP family a family-parametrized test sends over (klab)
+
+    def pick(self, ips, version: int | None = None) -> str:
+        """The address of family `version` (default: self.version) among a pod's or node's
+        addresses; AssertionError when it has none."""
+        want = version or self.version
+        for ip in ([ips] if isinstance(ips, str) else ips):
+            if (":" in ip) == (want == 6):
+                return ip
+        raise AssertionError(f"no IPv{want} address among {ips}")
+
+    def hostport(self, ip: str, port: int) -> str:
+        """ADDR:PORT, [ADDR]:PORT for IPv6, as `lab probe` takes it."""
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         proc = subprocess.run([KUBEWEFT, "lab", "--name", self.name, *args], capture_output=True,
@@ -272,6 +291,42 @@ def labk() -> Iterator[Lab]:
     hold_agent): its kubelet's CrashLoopBackOff starts at 1 s here, not 10 s."""
     with fresh_lab(f"k{os.getpid()}", nodes=3, cni="kubeweft", timeout=120, env=KILLED_AGENTS_ENV) as lab:
         yield lab
+
+
+@pytest.fixture(scope="session")
+def labk6() -> Iterator[Lab]:
+    """As labk, on an IPv6 lab (`--ip-family ipv6`): Nodes, pods and Services of IPv6 only."""
+    with fresh_lab(f"k{os.getpid()}v6", nodes=3, cni="kubeweft", timeout=120, env=KILLED_AGENTS_ENV,
+                   ip_family="ipv6") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def labkd() -> Iterator[Lab]:
+    """As labk, on a dual-stack lab (`--ip-family dual`, IPv4 primary): every Node and pod has
+    an address of each family."""
+    with fresh_lab(f"k{os.getpid()}d", nodes=3, cni="kubeweft", timeout=120, env=KILLED_AGENTS_ENV,
+                   ip_family="dual") as lab:
+        yield lab
+
+
+# A test parametrized over IP families takes `klab` instead of `labk`, with `lab_family` naming the
+# lab and `klab.version` the family its traffic uses: ipv4 (labk, over IPv4), ipv6 (labk6, over
+# IPv6), dual (labkd, over IPv6, the secondary family: the primary is what ipv4 runs).
+FAMILY_LABS = {"ipv4": ("labk", 4), "ipv6": ("labk6", 6), "dual": ("labkd", 6)}
+
+
+@pytest.fixture(scope="session", params=list(FAMILY_LABS))
+def lab_family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def klab(request, lab_family) -> Lab:
+    fixture, version = FAMILY_LABS[lab_family]
+    lab = request.getfixturevalue(fixture)
+    lab.version = version
+    return lab
 
 
 @pytest.fixture
