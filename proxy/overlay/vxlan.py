@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from kubeweft.cni.datapath import VXLAN_OVERHEAD
+from kubeweft.cni.datapath import IFA_F_NODAD, VXLAN_OVERHEAD
 from pyroute2 import IPRoute
 
 from . import kernel
@@ -30,7 +30,6 @@ VXLAN_VNI = 1
 VXLAN_PORT = 8472            # flannel's (and the Linux kernel's historic) VXLAN port
 # outer IP (20 or 40) + UDP 8 + VXLAN 8 + inner Ethernet 14, by the underlay's family
 OVERHEAD = {4: VXLAN_OVERHEAD, 6: VXLAN_OVERHEAD + 20}
-IFA_F_NODAD = 0x02           # an IPv6 VTEP address is usable at once: it is a /128 no one else has
 
 
 def vtep_ip(pod_cidr: str) -> str:
@@ -71,6 +70,7 @@ def ensure_vxlan_device(ipr: IPRoute, local_ip: str, underlay_dev: str, vtep_cid
     for addr, plen in have - {(str(want.ip), want.network.prefixlen)}:
         ipr.addr("del", index=idx, address=addr, prefixlen=plen)
     if (str(want.ip), want.network.prefixlen) not in have:
+        # an IPv6 VTEP address is usable at once, without DAD: it is a /128 no one else has
         ipr.addr("add", index=idx, address=str(want.ip), prefixlen=want.network.prefixlen,
                  **({"flags": IFA_F_NODAD} if family == 6 else {}))
     return ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
