@@ -196,6 +196,10 @@ def ensure_bridge(name: str, gateway, mtu: int) -> BridgeInfo:
                 ipr.link("set", index=idx, mtu=mtu)
             if v6:
                 _write_sysctl(SYSCTL_IP6_CONF.format(ifname=name, key="disable_ipv6"), "0")
+                # no DAD for the bridge's link-local address either: while it is tentative (~1 s
+                # after the first pod's port comes up) the node's neighbour solicitations to its
+                # pods wait, and so does the first IPv6 packet another node sends to a pod here
+                _write_sysctl(SYSCTL_IP6_CONF.format(ifname=name, key="accept_dad"), "0")
             have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx)}
             for gw in gateways:
                 if (str(gw.ip), gw.network.prefixlen) not in have:

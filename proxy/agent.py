@@ -275,9 +275,10 @@ def serve(plugin, sock: Path, workers: int = 8):
     return server
 
 
-def start_overlay(api, node: str, mode: str, pod_cidr: str, selector):
+def start_overlay(api, node: str, mode: str, pod_cidrs: tuple[str, ...], selector):
     """The overlay controller (proxy/overlay/controller.py): VXLAN or host-gw routes to the other
-    nodes' pods, over the underlay `selector` picks (proxy/overlay/underlay.py). A configuration
+    nodes' pods in each family of `pod_cidrs`, over the underlay `selector` picks
+    (proxy/overlay/underlay.py). A configuration
     the backend cannot carry (host-gw with a node that is not directly reachable, an --iface that
     does not exist) stops the agent with a clear error: SystemExit(1). Any other failure is
     logged, not fatal: pods on this node still get wired."""
@@ -290,7 +291,7 @@ def start_overlay(api, node: str, mode: str, pod_cidr: str, selector):
     overlay = None
     try:
         overlay = OverlayController(api, node, mode)
-        overlay.start(pod_cidr, selector)
+        overlay.start(pod_cidrs, selector)
     except OverlayConfigError as e:
         log.error("overlay %s refused: %s", mode, e)
         if overlay is not None:
@@ -514,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else state_dir / "cni" / "data"
     selector = UnderlaySelector(iface=args.iface, can_reach=args.iface_can_reach,
                                 node_ip=args.node_ip or node.internal_ip)
-    overlay = start_overlay(api, args.node_name, args.overlay, pod_cidr, selector) if api is not None else None
+    overlay = start_overlay(api, args.node_name, args.overlay, node.pod_cidrs, selector) if api is not None else None
     mtu = args.mtu or (overlay.pod_mtu if overlay is not None else None)
 
     from kubeweft.cni.plugin import CniPlugin

@@ -18,10 +18,15 @@ from .plan import NodeInfo, OverlayState, Underlay
 
 
 class Backend(ABC):
+    """One IP family's: the underlay's address family is the family of the podCIDRs it routes."""
     name: ClassVar[str]           # the --overlay value and the backend-type annotation
 
     def __init__(self, underlay: Underlay):
         self.underlay = underlay
+
+    @property
+    def family(self) -> int:
+        return self.underlay.family
 
     @property
     @abstractmethod

@@ -1,6 +1,7 @@
 """The host-gw backend, after flannel's: a plain route to each remote podCIDR via the remote
 node's address on the underlay device. No encapsulation, so pods get the underlay's full MTU;
 the price is that every node must be on one L2 segment (the next hop directly connected).
+An IPv6 podCIDR is routed via the node's IPv6 address on that segment.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pyroute2 import IPRoute
 
 from . import kernel
 from .backend import Backend
-from .plan import ANNOTATION_VTEP_MAC, NodeInfo, OverlayConfigError, OverlayState, Route, diff_overlay
+from .plan import NodeInfo, OverlayConfigError, OverlayState, Route, diff_overlay, vtep_mac_annotation
 
 
 class HostGwBackend(Backend):
@@ -23,7 +24,7 @@ class HostGwBackend(Backend):
     def setup(self, ipr: IPRoute, pod_cidr: str) -> dict[str, str | None]:
         # No device of its own. A VTEP MAC left from a vxlan run is withdrawn: no node may send
         # VXLAN here any more.
-        return {ANNOTATION_VTEP_MAC: None}
+        return {vtep_mac_annotation(self.family): None}
 
     def unreachable(self, nodes: list[NodeInfo]) -> list[NodeInfo]:
         """The nodes whose address is on none of the underlay's connected subnets: host-gw
@@ -44,7 +45,7 @@ class HostGwBackend(Backend):
         return OverlayState(routes=frozenset({Route(dst, node.address, self.underlay.dev)}))
 
     def read_state(self, ipr: IPRoute) -> OverlayState:
-        return OverlayState(routes=frozenset(kernel.read_routes(ipr, self.underlay.dev)))
+        return OverlayState(routes=frozenset(kernel.read_routes(ipr, self.underlay.dev, self.family)))
 
     def cleanup(self, ipr: IPRoute) -> None:
         kernel.apply_ops(ipr, diff_overlay(self.read_state(ipr), OverlayState()))

@@ -14,12 +14,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 
-from .plan import FdbEntry, Neighbour, Op, Route
+from .plan import FdbEntry, Neighbour, Op, Route, family_of
 from .underlay import Choice, Interface, RouteTo, UnderlaySelector, choose_underlay
 
 RTPROT_KUBEWEFT = 0xAF      # our routes' rtm_protocol: unused by iproute2's rt_protos
 RTNH_F_ONLINK = 4
 RTN_LOCAL = 2                # rtm_type of a route to one of this host's own addresses
+RT_SCOPE_UNIVERSE = 0        # a global address (not IPv6 link-local, not host)
+AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
 def link_index(ipr: IPRoute, name: str) -> int | None:
@@ -28,10 +30,13 @@ def link_index(ipr: IPRoute, name: str) -> int | None:
 
 
 def read_interfaces(ipr: IPRoute) -> list[Interface]:
-    """Every interface with its MTU and IPv4 addresses."""
+    """Every interface with its MTU and global addresses of both families (IPv4 first; IPv6
+    link-local addresses are never an underlay's: every interface has one)."""
     addrs: dict[int, list[tuple[str, int]]] = {}
-    for a in ipr.get_addr(family=socket.AF_INET):
-        addrs.setdefault(a["index"], []).append((a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for a in ipr.get_addr(family=family):
+            if a["scope"] == RT_SCOPE_UNIVERSE or family == socket.AF_INET:
+                addrs.setdefault(a["index"], []).append((a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
     return [Interface(link["index"], link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU"),
                       tuple(addrs.get(link["index"], ()))) for link in ipr.get_links()]
 
@@ -49,22 +54,22 @@ def read_route_to(ipr: IPRoute, address: str) -> RouteTo | None:
     return RouteTo(r.get_attr("RTA_OIF"), r.get_attr("RTA_PREFSRC"), r["type"] == RTN_LOCAL)
 
 
-def discover_underlay(ipr: IPRoute, selector: UnderlaySelector) -> Choice:
-    """This node's underlay as `selector` picks it (underlay.py) from the kernel's interfaces
-    and routes."""
-    defaults = ipr.get_default_routes(family=socket.AF_INET)
+def discover_underlay(ipr: IPRoute, selector: UnderlaySelector, family: int = 4) -> Choice:
+    """This node's underlay for IP family `family` as `selector` picks it (underlay.py) from
+    the kernel's interfaces and routes."""
+    defaults = ipr.get_default_routes(family=AF[family])
     default_oif = defaults[0].get_attr("RTA_OIF") if defaults else None
     route = read_route_to(ipr, selector.can_reach) if selector.can_reach else None
-    return choose_underlay(read_interfaces(ipr), selector, default_oif, route)
+    return choose_underlay(read_interfaces(ipr), selector, default_oif, route, family)
 
 
-def read_routes(ipr: IPRoute, dev: str) -> set[Route]:
-    """Our routes (by protocol) out of `dev`."""
+def read_routes(ipr: IPRoute, dev: str, family: int = 4) -> set[Route]:
+    """Our routes (by protocol) of `family` out of `dev`."""
     idx = link_index(ipr, dev)
     if idx is None:
         return set()
     routes = set()
-    for r in ipr.get_routes(family=socket.AF_INET, oif=idx, proto=RTPROT_KUBEWEFT):
+    for r in ipr.get_routes(family=AF[family], oif=idx, proto=RTPROT_KUBEWEFT):
         if r.get_attr("RTA_OIF") != idx or r["proto"] != RTPROT_KUBEWEFT:
             continue
         dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
@@ -73,13 +78,13 @@ def read_routes(ipr: IPRoute, dev: str) -> set[Route]:
     return routes
 
 
-def read_neighbours(ipr: IPRoute, dev: str) -> set[Neighbour]:
-    """The permanent neighbours on `dev`."""
+def read_neighbours(ipr: IPRoute, dev: str, family: int = 4) -> set[Neighbour]:
+    """The permanent neighbours of `family` on `dev`."""
     idx = link_index(ipr, dev)
     if idx is None:
         return set()
     return {Neighbour(n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR"), dev)
-            for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=idx)
+            for n in ipr.get_neighbours(family=AF[family], ifindex=idx)
             if n["ifindex"] == idx and n["state"] & NUD_PERMANENT}
 
 
@@ -103,13 +108,13 @@ def apply_ops(ipr: IPRoute, ops: list[Op]) -> None:
         try:
             if isinstance(item, Route):
                 kwargs = {"dst": item.dst, "gateway": item.gateway, "oif": link_index(ipr, item.dev),
-                          "proto": RTPROT_KUBEWEFT}
+                          "proto": RTPROT_KUBEWEFT, "family": AF[family_of(item.dst)]}
                 if item.onlink:
                     kwargs["flags"] = RTNH_F_ONLINK
                 ipr.route("del" if op.action == "delete" else "replace", **kwargs)
             elif isinstance(item, Neighbour):
                 ipr.neigh("del" if op.action == "delete" else "replace", dst=item.ip, lladdr=item.mac,
-                          ifindex=link_index(ipr, item.dev), state=NUD_PERMANENT)
+                          ifindex=link_index(ipr, item.dev), state=NUD_PERMANENT, family=AF[family_of(item.ip)])
             else:
                 ipr.fdb("del" if op.action == "delete" else "replace", ifindex=link_index(ipr, item.dev),
                         lladdr=item.mac, dst=item.dst, state=NUD_PERMANENT, flags=NTF_SELF)

@@ -5,11 +5,17 @@ that turns one state into another in a safe order.
 Which entries reach one remote node is the backend's to say (Backend.plan_node, backend.py);
 plan_overlay asks it for every remote node. Nothing here does I/O.
 
+Each IP family the cluster's podCIDRs use is planned on its own (flannel's v6 backend does the
+same): a node's IPv6 podCIDR is reached over its IPv6 underlay address, with annotations of their
+own (`-v6`); NodeInfo is one node seen in one family, and the union of the families' states is
+what the kernel holds.
+
 Ordering (diff_overlay): a route is only ever added after its neighbour and FDB entry, and
 removed before them, so there is never a route whose next hop cannot be resolved.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -22,6 +28,36 @@ if TYPE_CHECKING:
 ANNOTATION_VTEP_MAC = "kubeweft.io/vtep-mac"
 ANNOTATION_PUBLIC_IP = "kubeweft.io/public-ip"
 ANNOTATION_BACKEND = "kubeweft.io/backend-type"
+# the IPv6 underlay's, as flannel's public-ip-v6 and backend-v6-data (a plain MAC here, as the
+# IPv4 one is)
+ANNOTATION_VTEP_MAC_V6 = "kubeweft.io/vtep-mac-v6"
+ANNOTATION_PUBLIC_IP_V6 = "kubeweft.io/public-ip-v6"
+
+FAMILIES = (4, 6)
+
+
+def public_ip_annotation(family: int) -> str:
+    return ANNOTATION_PUBLIC_IP_V6 if family == 6 else ANNOTATION_PUBLIC_IP
+
+
+def vtep_mac_annotation(family: int) -> str:
+    return ANNOTATION_VTEP_MAC_V6 if family == 6 else ANNOTATION_VTEP_MAC
+
+
+def family_of(address_or_cidr: str) -> int:
+    """4 or 6, of an address or a CIDR."""
+    return ipaddress.ip_network(address_or_cidr, strict=False).version
+
+
+def of_family(values: Iterable[str], family: int) -> str | None:
+    """The first of `values` (addresses or CIDRs) in `family`; unparsable ones are skipped."""
+    for v in values:
+        try:
+            if family_of(v) == family:
+                return v
+        except ValueError:
+            continue
+    return None
 
 
 class OverlayConfigError(ValueError):
@@ -30,11 +66,12 @@ class OverlayConfigError(ValueError):
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What the overlay needs of one Node object."""
+    """What the overlay needs of one Node object, in one IP family."""
     name: str
     address: str                 # the node's address on the underlay (public-ip annotation or InternalIP)
     pod_cidr: str | None
     vtep_mac: str | None = None  # from the annotation; None until that node's agent published it
+    family: int = 4
 
 
 @dataclass(frozen=True)
@@ -43,7 +80,11 @@ class Underlay:
     dev: str
     address: str
     mtu: int = 1500
-    subnets: tuple[str, ...] = ()    # the device's directly connected subnets
+    subnets: tuple[str, ...] = ()    # the device's directly connected subnets, in the address's family
+
+    @property
+    def family(self) -> int:
+        return family_of(self.address)
 
 
 @dataclass(frozen=True)
@@ -88,19 +129,24 @@ class Op:
         return f"{self.action} {self.item}"
 
 
-def node_info_from_object(node: dict) -> NodeInfo:
-    """A Node object (JSON form) to NodeInfo: the public-ip annotation wins over InternalIP."""
+def internal_ip(node: dict, family: int) -> str | None:
+    """The Node's first InternalIP of `family` (JSON form)."""
+    return of_family([a.get("address") or "" for a in (node.get("status", {}).get("addresses") or [])
+                      if a.get("type") == "InternalIP"], family)
+
+
+def node_info_from_object(node: dict, family: int = 4) -> NodeInfo:
+    """A Node object (JSON form) seen in `family`: its podCIDR of that family (spec.podCIDRs,
+    else spec.podCIDR), its address of that family (the public-ip annotation wins over the
+    InternalIPs) and the VTEP MAC it published for it. Addresses come back in canonical form,
+    as the kernel reports them."""
     meta = node.get("metadata", {})
     ann = meta.get("annotations") or {}
-    address = ann.get(ANNOTATION_PUBLIC_IP)
-    if not address:
-        for a in (node.get("status", {}).get("addresses") or []):
-            if a.get("type") == "InternalIP":
-                address = a.get("address")
-                break
+    address = of_family([ann.get(public_ip_annotation(family)) or ""], family) or internal_ip(node, family)
     spec = node.get("spec", {})
-    return NodeInfo(name=meta.get("name", ""), address=address or "",
-                    pod_cidr=spec.get("podCIDR"), vtep_mac=ann.get(ANNOTATION_VTEP_MAC))
+    pod_cidr = of_family(spec.get("podCIDRs") or [spec.get("podCIDR") or ""], family)
+    return NodeInfo(name=meta.get("name", ""), address=str(ipaddress.ip_address(address)) if address else "",
+                    pod_cidr=pod_cidr, vtep_mac=ann.get(vtep_mac_annotation(family)), family=family)
 
 
 def remote_nodes(self_name: str, nodes: Iterable[NodeInfo]) -> list[NodeInfo]:

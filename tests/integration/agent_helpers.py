@@ -1,7 +1,8 @@
 """Helpers of the tests that run the node agent as a process against a lab API server alone
-(test_install_wheel.py, test_agent_deployed.py, test_overlay_underlay.py): the API server's
-underlay in a scratch netns, nodes joined to it, the agent's health endpoints (an agent is
-stopped with apiserver_proc.terminate).
+(test_install_wheel.py, test_agent_deployed.py, test_overlay_underlay.py,
+test_overlay_families.py): the API server's underlay in a scratch netns, nodes joined to it,
+agents on those nodes (node_agents), the agent's health endpoints (an agent is stopped with
+apiserver_proc.terminate).
 
 Everything here is bounded in time and undoes what it made, also when the test fails.
 """
@@ -9,15 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from kubeweft.lab import netns
 from kubeweft.lab.config import LabConfig
 from kubeweft.proto import kubeweft_pb2
 
-from .apiserver_proc import Server
+from .apiserver_proc import Server, terminate
 from .services_helpers import http_get
+from .waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBEWEFT = ROOT / ".venv" / "bin" / "kubeweft"
 
 UNDERLAY_ROUTER = "192.168.56.254"      # only a default route's gateway: nothing is ever sent there
 HEALTH_PORT = 10256
@@ -75,3 +82,37 @@ def cni_add_request(container_id: str, namespace: str, name: str, bridge: str, d
         command="ADD", container_id=container_id, netns=f"/var/run/netns/{container_id}", ifname="eth0",
         args=f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container_id}",
         path="/opt/cni/bin", config=json.dumps(conf).encode())
+
+
+@contextlib.contextmanager
+def node_agents(tmp: Path, server: Server, nodes: dict[str, str], backend: str, args: list[str] = (),
+                env_of: Callable[[str], dict] = lambda node: {},
+                cluster_cidr: str = "10.244.0.0/16") -> Iterator[dict[str, Path]]:
+    """An agent (overlay `backend`, no service proxy, no policy) in each node's netns
+    ({node: netns}), with its socket and state under tmp/NODE; yields {node: log path} once every
+    one is ready, and ends them (by PID) after."""
+    agents: list[subprocess.Popen] = []
+    logs = {node: tmp / f"agent-{node}.log" for node in nodes}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KUBE", "NODE_"))}
+    try:
+        for node, ns in nodes.items():
+            with open(logs[node], "wb") as log:
+                agents.append(subprocess.Popen(
+                    [str(KUBEWEFT), "agent", "--kubeconfig", str(server.state / "kubeconfig-nodes"),
+                     "--node-name", node, "--socket", str(tmp / node / "agent.sock"), "--state-dir",
+                     str(tmp / node), "--cluster-cidr", cluster_cidr, "--overlay", backend,
+                     "--no-proxy", "--no-policy", "--metrics-bind-address", "", *args],
+                    env={**base_env, **env_of(node)}, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
+                    preexec_fn=netns.preexec(ns)))  # noqa: PLW1509 - the test's main thread
+        for (node, ns), agent in zip(nodes.items(), agents, strict=True):
+            wait_for(f"{node}'s agent ready", lambda a=agent, n=ns, node=node: (
+                _alive(a, logs[node]) and health(n, "/readyz") == 200), timeout=60, interval=0.3)
+        yield logs
+    finally:
+        for agent in agents:
+            terminate(agent)
+
+
+def _alive(agent: subprocess.Popen, log: Path) -> bool:
+    assert agent.poll() is None, f"the agent exited {agent.returncode}:\n{log.read_text()[-3000:]}"
+    return True

@@ -24,6 +24,7 @@ from kubeweft.lab.config import LabConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
+SHIM = ROOT / ".venv" / "bin" / "kubeweft-cni"
 
 
 # --- labs -------------------------------------------------------------------------------------
@@ -135,6 +136,23 @@ def delete_namespace(cfg: LabConfig, ns: str) -> None:
         core.api_client.close()
 
 
+def add_pod(tmp: Path, node_ns: str, pod_ns: str, node: str) -> list[str]:
+    """A CNI ADD through the executable runtimes run, into pod_ns, against the agent serving
+    tmp/NODE/agent.sock; the pod's addresses (one per IP family, the primary first)."""
+    conf = {"cniVersion": "1.0.0", "name": "kubeweft", "type": "kubeweft", "socket": str(tmp / node / "agent.sock")}
+    proc = netns.run(node_ns, [str(SHIM)], input=json.dumps(conf), capture_output=True, text=True, timeout=60,
+                     env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"c-{pod_ns}", "CNI_IFNAME": "eth0",
+                          "CNI_NETNS": str(netns.path(pod_ns)), "CNI_PATH": str(SHIM.parent),
+                          "PATH": os.environ["PATH"]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [ip["address"].split("/")[0] for ip in json.loads(proc.stdout)["ips"]]
+
+
+def node_annotations(server, node: str) -> dict:
+    """The Node's annotations, read with kubectl from the API server `server` (apiserver_proc)."""
+    return json.loads(server.kubectl("get", "node", node, "-o", "json").stdout)["metadata"].get("annotations") or {}
+
+
 # --- commands and servers in lab namespaces ---------------------------------------------------
 
 def run_in(ns: str, argv: list[str], timeout: float = 15) -> subprocess.CompletedProcess:
@@ -173,7 +191,8 @@ def probe(src_ns: str, host: str, port: int, udp: bool = False, timeout: float =
 
 # --- the overlay's kernel state -----------------------------------------------------------------
 
-def _json(ns: str, *args: str, tool: str = "ip") -> list:
+def ip_json(ns: str, *args: str, tool: str = "ip") -> list:
+    """`ip -j ARGS` (or another iproute2 tool's) in netns `ns`, parsed."""
     out = run_in(ns, [tool, "-j", *args]).stdout.strip()
     return json.loads(out) if out else []
 
@@ -181,19 +200,19 @@ def _json(ns: str, *args: str, tool: str = "ip") -> list:
 def kernel_overlay(ns: str) -> dict:
     """kubeweft's routes (protocol 175), the permanent neighbours and FDB entries on kw.1, and
     kw.1's ifindex: what an agent restart must leave exactly as it was."""
-    routes = sorted(json.dumps(r, sort_keys=True) for r in _json(ns, "-4", "route", "show", "proto", "175"))
+    routes = sorted(json.dumps(r, sort_keys=True) for r in ip_json(ns, "-4", "route", "show", "proto", "175"))
     neigh = sorted(json.dumps({k: n.get(k) for k in ("dst", "lladdr", "state")}, sort_keys=True)
-                   for n in _json(ns, "-4", "neigh", "show", "dev", "kw.1", "nud", "permanent"))
+                   for n in ip_json(ns, "-4", "neigh", "show", "dev", "kw.1", "nud", "permanent"))
     fdb = sorted(json.dumps({k: f.get(k) for k in ("mac", "dst", "state")}, sort_keys=True)
-                 for f in _json(ns, "fdb", "show", "dev", "kw.1", tool="bridge") if f.get("dst"))
-    link = _json(ns, "link", "show", "kw.1")
+                 for f in ip_json(ns, "fdb", "show", "dev", "kw.1", tool="bridge") if f.get("dst"))
+    link = ip_json(ns, "link", "show", "kw.1")
     return {"routes": routes, "neighbours": neigh, "fdb": fdb,
             "ifindex": link[0]["ifindex"] if link else None}
 
 
 def route_dsts(ns: str) -> set[str]:
     """Destinations of kubeweft's routes in netns `ns`."""
-    return {r["dst"] for r in _json(ns, "-4", "route", "show", "proto", "175")}
+    return {r["dst"] for r in ip_json(ns, "-4", "route", "show", "proto", "175")}
 
 
 def first_time(pred: Callable[[], bool], timeout: float, interval: float = 0.02) -> float | None:

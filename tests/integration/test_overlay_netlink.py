@@ -1,10 +1,13 @@
 """The overlay's netlink side on the real kernel, in scratch namespaces: two "nodes" on one
-bridge, each with a VXLAN device planned from the other's NodeInfo; real ICMP across."""
+bridge, each with a VXLAN device planned from the other's NodeInfo; real ICMP across. The
+nodes have IPv4 and IPv6 addresses; the VXLAN and host-gw tests run in each family."""
 import os
 import subprocess
 import uuid
 
 import pytest
+
+from .waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -28,10 +31,15 @@ def two_nodes():
             sh(f"ip -n {lan} link add v{i} type veth peer name eth0 netns {n}")
             sh(f"ip -n {lan} link set v{i} master br0 up")
             sh(f"ip -n {n} addr add 192.168.56.{10 + i}/24 dev eth0 && ip -n {n} link set eth0 up "
-               f"&& ip -n {n} link set lo up")
+               f"&& ip -n {n} link set lo up && ip -n {n} addr add 2001:db8:56::{10 + i}/64 dev eth0 nodad")
             # a stand-in for the pod bridge, holding the node's first pod address
             sh(f"ip -n {n} link add kwbr type bridge && ip -n {n} addr add 10.244.{i}.1/24 dev kwbr "
-               f"&& ip -n {n} link set kwbr up")
+               f"&& ip -n {n} addr add fd00:10:244:{i}::1/64 dev kwbr nodad && ip -n {n} link set kwbr up")
+        for i in (1, 2):
+            # a fresh interface's link-local address is tentative for ~1 s (DAD); neighbour
+            # discovery waits for it, so the first IPv6 packet over the underlay would take ~1 s
+            wait_for("eth0's DAD done", lambda n=names[i]: not sh(f"ip -n {n} -6 addr show dev eth0 tentative"),
+                     timeout=10, interval=0.1)
         yield names, IPRoute
     finally:
         for n in names.values():
@@ -44,34 +52,44 @@ def ping(ns: str, src: str, dst: str, size: int = 56, df: bool = False) -> subpr
                           capture_output=True, text=True, timeout=10, check=False)
 
 
-def underlay(i: int):
+ADDRESS = {4: "192.168.56.{}", 6: "2001:db8:56::{}"}
+POD_CIDR = {4: "10.244.{}.0/24", 6: "fd00:10:244:{}::/64"}
+POD_GATEWAY = {4: "10.244.{}.1", 6: "fd00:10:244:{}::1"}     # on the stand-in pod bridge
+SUBNET = {4: "192.168.56.0/24", 6: "2001:db8:56::/64"}
+
+
+def underlay(i: int, family: int = 4):
     from kubeweft.proxy.overlay.plan import Underlay
-    return Underlay("eth0", f"192.168.56.{10 + i}", 1500, ("192.168.56.0/24",))
+    return Underlay("eth0", ADDRESS[family].format(10 + i), 1500, (SUBNET[family],))
 
 
-def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes):
+@pytest.mark.parametrize("family", [4, 6])
+def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes, family):
     from kubeweft.proxy.overlay import kernel, vxlan
     from kubeweft.proxy.overlay import plan as ov
     names, IPRoute = two_nodes
-    backend = {i: vxlan.VxlanBackend(underlay(i)) for i in (1, 2)}
+    backend = {i: vxlan.VxlanBackend(underlay(i, family)) for i in (1, 2)}
+    dev = vxlan.DEVICES[family]
     macs = {}
     for i in (1, 2):
         with IPRoute(netns=names[i]) as ipr:
-            macs[i] = vxlan.ensure_vxlan_device(ipr, f"192.168.56.{10 + i}", "eth0", f"10.244.{i}.0/32", 1450)
-    nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24", macs[i]) for i in (1, 2)]
+            macs[i] = backend[i].setup(ipr, POD_CIDR[family].format(i))[ov.vtep_mac_annotation(family)]
+    nodes = [ov.NodeInfo(f"node{i}", ADDRESS[family].format(10 + i), POD_CIDR[family].format(i), macs[i], family)
+             for i in (1, 2)]
     for i in (1, 2):
         with IPRoute(netns=names[i]) as ipr:
             want = ov.plan_overlay(backend[i], f"node{i}", nodes)
             kernel.apply_ops(ipr, ov.diff_overlay(backend[i].read_state(ipr), want))
             assert backend[i].read_state(ipr) == want
+    assert sh(f"ip -n {names[1]} -j -d link show {dev}").count(f'"mtu":{1500 - vxlan.OVERHEAD[family]}') == 1
 
-    assert ping(names[1], "10.244.1.1", "10.244.2.1").returncode == 0
+    assert ping(names[1], POD_GATEWAY[family].format(1), POD_GATEWAY[family].format(2)).returncode == 0
 
     # An agent restart: the device is kept (same ifindex) and the diff against the kernel is empty.
     with IPRoute(netns=names[1]) as ipr:
-        idx = ipr.link_lookup(ifname="kw.1")[0]
-        assert backend[1].setup(ipr, "10.244.1.0/24") == {ov.ANNOTATION_VTEP_MAC: macs[1]}
-        assert ipr.link_lookup(ifname="kw.1")[0] == idx
+        idx = ipr.link_lookup(ifname=dev)[0]
+        assert backend[1].setup(ipr, POD_CIDR[family].format(1)) == {ov.vtep_mac_annotation(family): macs[1]}
+        assert ipr.link_lookup(ifname=dev)[0] == idx
         assert ov.diff_overlay(backend[1].read_state(ipr), ov.plan_overlay(backend[1], "node1", nodes)) == []
 
     # node2 leaves: route, neighbour and FDB entry go, in that order, and traffic stops.
@@ -81,25 +99,27 @@ def test_vxlan_plan_applies_reads_back_and_survives_restart(two_nodes):
         assert isinstance(ops[0].item, ov.Route)
         kernel.apply_ops(ipr, ops)
         assert backend[1].read_state(ipr) == ov.OverlayState()
-    assert ping(names[1], "10.244.1.1", "10.244.2.1").returncode != 0
+    assert ping(names[1], POD_GATEWAY[family].format(1), POD_GATEWAY[family].format(2)).returncode != 0
 
 
-def test_hostgw_routes_carry_traffic(two_nodes):
+@pytest.mark.parametrize("family", [4, 6])
+def test_hostgw_routes_carry_traffic(two_nodes, family):
     from kubeweft.proxy.overlay import kernel
     from kubeweft.proxy.overlay import plan as ov
     from kubeweft.proxy.overlay.hostgw import HostGwBackend
     from kubeweft.proxy.overlay.underlay import UnderlaySelector
     names, IPRoute = two_nodes
-    nodes = [ov.NodeInfo(f"node{i}", f"192.168.56.{10 + i}", f"10.244.{i}.0/24") for i in (1, 2)]
+    nodes = [ov.NodeInfo(f"node{i}", ADDRESS[family].format(10 + i), POD_CIDR[family].format(i), family=family)
+             for i in (1, 2)]
     for i in (1, 2):
         with IPRoute(netns=names[i]) as ipr:
-            choice = kernel.discover_underlay(ipr, UnderlaySelector(node_ip=f"192.168.56.{10 + i}"))
+            choice = kernel.discover_underlay(ipr, UnderlaySelector(node_ip=ADDRESS[family].format(10 + i)), family)
             backend = HostGwBackend(choice.underlay)
-            assert backend.underlay == underlay(i)
+            assert backend.underlay == underlay(i, family)
             want = ov.plan_overlay(backend, f"node{i}", nodes)
             kernel.apply_ops(ipr, ov.diff_overlay(backend.read_state(ipr), want))
             assert backend.read_state(ipr) == want
-    assert ping(names[1], "10.244.1.1", "10.244.2.1").returncode == 0
+    assert ping(names[1], POD_GATEWAY[family].format(1), POD_GATEWAY[family].format(2)).returncode == 0
 
 
 def test_cleanup_removes_only_what_the_backend_made(two_nodes):
