@@ -8,7 +8,7 @@ cache fill of the whole ruleset. Structure (tables, chains, rules, set declarati
 libnftables: only element lists go this way.
 
 What is covered: plain (hash) sets and maps whose keys and values are concatenations of
-ipv4_addr, inet_proto, inet_service and integer fields (a numgen index is an integer in host
+ipv4_addr, ipv6_addr, inet_proto, inet_service and integer fields (a numgen index is an integer in host
 byte order), and verdict maps (goto/jump/drop/accept). Interval sets, timeouts and element
 comments are not: `element_type` returns None for them and callers keep the text path.
 
@@ -52,9 +52,10 @@ MAX_NEST = 60_000
 
 # ---- element types -----------------------------------------------------------------------------
 
-FIELD_OF_TYPE = {"ipv4_addr": "ipv4_addr", "inet_proto": "inet_proto", "inet_service": "inet_service",
-                 "integer": "integer"}
-FIELD_OF_EXPR = {"ip daddr": "ipv4_addr", "ip saddr": "ipv4_addr", "meta l4proto": "inet_proto",
+FIELD_OF_TYPE = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_proto": "inet_proto",
+                 "inet_service": "inet_service", "integer": "integer"}
+FIELD_OF_EXPR = {"ip daddr": "ipv4_addr", "ip saddr": "ipv4_addr", "ip6 daddr": "ipv6_addr", "ip6 saddr": "ipv6_addr",
+                 "meta l4proto": "inet_proto",
                  "th dport": "inet_service", "tcp dport": "inet_service", "udp dport": "inet_service",
                  "sctp dport": "inet_service", "th sport": "inet_service"}
 
@@ -119,7 +120,7 @@ def _host32(v: int) -> int:
     return int.from_bytes(v.to_bytes(4, "little"), "big") if _LITTLE else v
 
 
-_FMT = {"ipv4_addr": "4s", "inet_proto": "B3x", "inet_service": "H2x", "integer": "I"}
+_FMT = {"ipv4_addr": "4s", "ipv6_addr": "16s", "inet_proto": "B3x", "inet_service": "H2x", "integer": "I"}
 # numgen indexes are small: their host-order values looked up, not computed, per element
 _INDEX = {str(i): _host32(i) for i in range(4096)}
 
@@ -129,9 +130,18 @@ def _integer(text: str) -> int:
     return v if v is not None else _host32(int(text))
 
 
-_TO = {"ipv4_addr": socket.inet_aton, "inet_proto": PROTO_NUMBERS.__getitem__, "inet_service": int,
-       "integer": _integer}
-_FROM = {"ipv4_addr": socket.inet_ntoa, "inet_proto": lambda v: PROTO_NAMES.get(v, str(v)),
+def _ipv6_bytes(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+def _ipv6_text(raw: bytes) -> str:
+    """Canonical (RFC 5952) text, as nft prints and the model writes IPv6 addresses."""
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+_TO = {"ipv4_addr": socket.inet_aton, "ipv6_addr": _ipv6_bytes, "inet_proto": PROTO_NUMBERS.__getitem__,
+       "inet_service": int, "integer": _integer}
+_FROM = {"ipv4_addr": socket.inet_ntoa, "ipv6_addr": _ipv6_text, "inet_proto": lambda v: PROTO_NAMES.get(v, str(v)),
          "inet_service": str, "integer": lambda v: str(_host32(v))}
 
 

@@ -52,7 +52,7 @@ def test_element_types_of_our_declarations():
     "type ipv4_addr; flags dynamic,timeout; timeout 30s",     # affinity sets: the packet path fills them
     "type ipv4_addr . ipv4_addr; flags interval",
     "type ether_addr",
-    "typeof ip6 daddr : verdict",
+    "type ipv6_addr . ipv6_addr; flags interval",
     "type verdict : ipv4_addr",
     "type inet_service",                    # alone, a port is 2 bytes (padded only in concatenations)
     "type ipv4_addr : inet_proto",
