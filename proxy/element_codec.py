@@ -20,6 +20,7 @@ in the kernel (tests/integration/test_element_codec.py compares the two byte for
 from __future__ import annotations
 
 import functools
+import ipaddress
 import socket
 import struct
 import sys
@@ -135,8 +136,9 @@ def _ipv6_bytes(text: str) -> bytes:
 
 
 def _ipv6_text(raw: bytes) -> str:
-    """Canonical (RFC 5952) text, as nft prints and the model writes IPv6 addresses."""
-    return socket.inet_ntop(socket.AF_INET6, raw)
+    """The text the model writes (ipaddress's): inet_ntop would print ::1.2.3.4 for ::102:304,
+    and an element read back must equal the one rendered."""
+    return str(ipaddress.IPv6Address(raw))
 
 
 _TO = {"ipv4_addr": socket.inet_aton, "ipv6_addr": _ipv6_bytes, "inet_proto": PROTO_NUMBERS.__getitem__,
