@@ -1,0 +1,334 @@
+"""IPv6 and dual-stack Services through the real agent, kernel and packets, in scratch namespaces:
+the lab API server alone on an underlay with both families (192.168.56.0/24 and
+2001:db8:56::/64), one dual-stack node (podCIDRs 10.244.1.0/24 and fd00:10:244:1::/64, both
+InternalIPs) running the agent with a proxier per family, two pods wired by the agent's CNI, and
+the underlay's namespace as the host outside the cluster.
+
+Services carry their ClusterIPs of both families, and their EndpointSlices are written by hand
+per address type (as the EndpointSlice controller writes them for a dual-stack Service): the
+checks are the service proxy's, not the controllers'. Each check runs over IPv6 and, where it
+compares, over IPv4 too (`family`), so the same test holds the two tables to the same verdicts.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubeweft.lab import netns
+
+from . import agent_helpers
+from .agent_helpers import health, ip, join_underlay
+from .apiserver_proc import terminate
+from .netns_helpers import scratch_netns
+from .services_helpers import in_thread
+from .waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBEWEFT = ROOT / ".venv" / "bin" / "kubeweft"
+SHIM = ROOT / ".venv" / "bin" / "kubeweft-cni"
+NODE = {4: "192.168.56.11", 6: "2001:db8:56::11"}
+OUTSIDE = {4: "192.168.56.1", 6: "2001:db8:56::1"}        # the underlay netns: a host outside the cluster
+POD_CIDRS = ["10.244.1.0/24", "fd00:10:244:1::/64"]
+GATEWAY = {4: "10.244.1.1", 6: "fd00:10:244:1::1"}        # the node's bridge: the pods' gateway
+SERVICE_CIDRS = {4: "10.96.0.0/16", 6: "fd00:10:96::/112"}
+CLUSTER_IP = {4: "10.96.0.80", 6: "fd00:10:96::50"}        # web (TCP 80, UDP 53), nodePorts 30080/30053
+EMPTY_IP = {4: "10.96.0.81", 6: "fd00:10:96::51"}          # no endpoints: rejected
+UNALLOCATED = {4: "10.96.0.99", 6: "fd00:10:96::63"}       # in the range, no Service: dropped
+HC_PORT = 31999
+
+# The pods' workload: TCP 8080 and UDP 5353 on both families, answering "NAME CLIENT-ADDRESS".
+SERVER = r"""
+import socket, sys, threading
+name = sys.argv[1]
+def sock(kind, port):
+    s = socket.socket(socket.AF_INET6, kind)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port))
+    return s
+def client(a):
+    return a[0].removeprefix("::ffff:")
+def udp():
+    u = sock(socket.SOCK_DGRAM, 5353)
+    while True:
+        d, a = u.recvfrom(2048)
+        u.sendto(f"{name} {client(a)}".encode(), a)
+threading.Thread(target=udp, daemon=True).start()
+t = sock(socket.SOCK_STREAM, 8080)
+t.listen(64)
+while True:
+    c, a = t.accept()
+    c.sendall(f"{name} {client(a)}\n".encode())
+    c.close()
+"""
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def tcp(ns: str, host: str, port: int, timeout: float = 2.0) -> str:
+    """'NAME CLIENT' from the workload behind host:port, asked from inside ns; else 'refused' or
+    'timeout' (or the error)."""
+    def run() -> str:
+        with netns.entered(ns):
+            s = socket.socket(_family(host), socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect((host, port))
+            return s.recv(200).decode().strip()
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "timeout"
+        except OSError as e:
+            return f"{type(e).__name__}: {e}"
+        finally:
+            s.close()
+    return in_thread(run)
+
+
+def udp(ns: str, host: str, port: int, timeout: float = 1.5) -> str:
+    """The workload's answer to one datagram; 'refused' (an ICMP(v6) port unreachable came back)
+    or 'timeout'."""
+    def run() -> str:
+        with netns.entered(ns):
+            s = socket.socket(_family(host), socket.SOCK_DGRAM)
+        try:
+            s.connect((host, port))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    s.send(b"whoami")
+                except PermissionError:          # rejected on this netns' own output hook
+                    pass
+                except ConnectionRefusedError:
+                    return "refused"
+                s.settimeout(0.3)
+                try:
+                    return s.recv(200).decode().strip()
+                except TimeoutError:
+                    continue
+                except OSError as e:
+                    if e.errno == errno.ECONNREFUSED:
+                        return "refused"
+                    raise
+            return "timeout"
+        finally:
+            s.close()
+    return in_thread(run)
+
+
+def add_pod(tmp: Path, node_ns: str, pod_ns: str) -> dict[int, str]:
+    """A CNI ADD through the executable runtimes run; the pod's address per family."""
+    conf = {"cniVersion": "1.0.0", "name": "kubeweft", "type": "kubeweft", "socket": str(tmp / "agent.sock")}
+    proc = netns.run(node_ns, [str(SHIM)], input=json.dumps(conf), capture_output=True, text=True, timeout=60,
+                     env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"c-{pod_ns}", "CNI_IFNAME": "eth0",
+                          "CNI_NETNS": str(netns.path(pod_ns)), "CNI_PATH": str(SHIM.parent),
+                          "PATH": os.environ["PATH"]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    addrs = [i["address"].split("/")[0] for i in json.loads(proc.stdout)["ips"]]
+    return {6 if ":" in a else 4: a for a in addrs}
+
+
+def apply(server, obj: dict) -> None:
+    server.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
+def service(name: str, ips: dict[int, str], ports: list[dict], **spec) -> dict:
+    """A Service without a selector (its EndpointSlices are the test's), ClusterIPs in both
+    families, IPv4 first (kind's dual-stack order)."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ips[4], "clusterIPs": [ips[4], ips[6]], "ports": ports, **spec}}
+
+
+def endpoint_slice(svc: str, version: int, ips: list[str], ports: list[dict]) -> dict:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": f"IPv{version}",
+            "metadata": {"name": f"{svc}-v{version}", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "endpoints": [{"addresses": [a], "nodeName": "node1", "conditions": {"ready": True}} for a in ips],
+            "ports": ports}
+
+
+WEB_PORTS = [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": 30080},
+             {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP", "nodePort": 30053}]
+SLICE_PORTS = [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}]
+
+
+@dataclass
+class Cluster:
+    server: object
+    node: str                                        # the node's netns
+    outside: str                                     # the underlay's netns: a host outside the cluster
+    pods: dict[str, tuple[str, dict[int, str]]]      # name -> (netns, {family: address})
+
+
+@contextlib.contextmanager
+def dual_stack_node(tmp: Path):
+    with agent_helpers.lab_api(tmp, f"h13d{os.getpid() % 100000}") as (server, underlay, _), \
+            scratch_netns("h13n", 3) as (node_ns, web_ns, client_ns):
+        agent = workload = None
+        try:
+            ip(underlay, "-6", "addr", "add", f"{OUTSIDE[6]}/64", "dev", "lan0", "nodad")
+            join_underlay(underlay, node_ns, "eth1", NODE[4])
+            ip(node_ns, "-6", "addr", "add", f"{NODE[6]}/64", "dev", "eth1", "nodad")
+            # default routes as a node has them, so that its own packets to a ClusterIP are routed
+            # (then DNATed); the gateways are unused underlay addresses: nothing is sent there
+            ip(node_ns, "route", "add", "default", "via", agent_helpers.UNDERLAY_ROUTER)
+            ip(node_ns, "-6", "route", "add", "default", "via", "2001:db8:56::fe")
+            apply(server, {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+                           "metadata": {"name": "ipv6"}, "spec": {"cidrs": [SERVICE_CIDRS[6]]}})
+            server.kubectl("create", "-f", "-", input=json.dumps(
+                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"},
+                 "spec": {"podCIDR": POD_CIDRS[0], "podCIDRs": POD_CIDRS}}))
+            server.kubectl("patch", "node", "node1", "--subresource=status", "--type=merge", "-p", json.dumps(
+                {"status": {"addresses": [{"type": "InternalIP", "address": NODE[4]},
+                                          {"type": "InternalIP", "address": NODE[6]}]}}))
+            log = tmp / "agent.log"
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KUBE", "NODE_"))}
+            with open(log, "wb") as out:
+                agent = subprocess.Popen(
+                    [str(KUBEWEFT), "agent", "--kubeconfig", str(server.state / "kubeconfig-nodes"),
+                     "--node-name", "node1", "--socket", str(tmp / "agent.sock"), "--state-dir", str(tmp / "state"),
+                     "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56",
+                     "--service-cidr", f"{SERVICE_CIDRS[4]},{SERVICE_CIDRS[6]}",
+                     "--overlay", "none", "--no-policy", "--metrics-bind-address", ""],
+                    env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
+                    preexec_fn=netns.preexec(node_ns))  # noqa: PLW1509 - the test's main thread
+
+            def ready() -> bool:
+                assert agent.poll() is None, f"the agent exited {agent.returncode}:\n{log.read_text()[-3000:]}"
+                return health(node_ns, "/readyz") == 200
+            wait_for("the agent ready", ready, timeout=90, interval=0.3)
+            pods = {"web": (web_ns, add_pod(tmp, node_ns, web_ns)), "client": (client_ns, add_pod(tmp, node_ns, client_ns))}
+            workload = subprocess.Popen([sys.executable, "-c", SERVER, "web"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL,
+                                        preexec_fn=netns.preexec(web_ns))  # noqa: PLW1509
+            web = pods["web"][1]
+            wait_for("the workload listening", lambda: tcp(web_ns, "::1", 8080).startswith("web"), timeout=20)
+            apply(server, service("web", CLUSTER_IP, WEB_PORTS, type="NodePort"))
+            apply(server, service("empty", EMPTY_IP, [{"name": "http", "port": 80, "protocol": "TCP"},
+                                                      {"name": "dns", "port": 53, "protocol": "UDP"}]))
+            for v in (4, 6):
+                apply(server, endpoint_slice("web", v, [web[v]], SLICE_PORTS))
+            yield Cluster(server, node_ns, underlay, pods)
+        finally:
+            if workload is not None:
+                terminate(workload)
+            if agent is not None:
+                terminate(agent)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with dual_stack_node(tmp_path_factory.mktemp("h13")) as c:
+        client_ns = c.pods["client"][0]
+        for v in (4, 6):
+            wait_for(f"the IPv{v} ClusterIP programmed", lambda v=v: tcp(client_ns, CLUSTER_IP[v], 80)
+                     .startswith("web"), timeout=30)
+        yield c
+
+
+FAMILIES = [pytest.param(6, id="ipv6"), pytest.param(4, id="ipv4")]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cluster_ip_tcp_and_udp_keep_the_pod_source(cluster, family):
+    client_ns, client = cluster.pods["client"]
+    assert tcp(client_ns, CLUSTER_IP[family], 80) == f"web {client[family]}"
+    assert udp(client_ns, CLUSTER_IP[family], 53) == f"web {client[family]}"
+
+
+def test_one_dual_stack_service_answers_on_both_families(cluster):
+    for ns in (cluster.pods["client"][0], cluster.node):
+        assert [tcp(ns, CLUSTER_IP[v], 80).split()[0] for v in (4, 6)] == ["web", "web"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_node_port_on_the_node_address_masquerades_an_outside_client(cluster, family):
+    underlay = cluster.outside
+    # eTP Cluster: the outside client's source becomes the node's own (masquerade to the bridge's
+    # address, the way to the pod), on either protocol
+    assert tcp(underlay, NODE[family], 30080) == f"web {GATEWAY[family]}"
+    assert udp(underlay, NODE[family], 30053) == f"web {GATEWAY[family]}"
+
+
+def test_node_port_is_never_on_ipv6_loopback(cluster):
+    node_ns = cluster.node
+    assert tcp(node_ns, NODE[6], 30080).startswith("web")          # the node's own address: yes
+    assert tcp(node_ns, "::1", 30080) == "refused"                  # nothing listens, nothing DNATs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_endpoints_is_rejected_with_a_reset_or_port_unreachable(cluster, family):
+    client_ns = cluster.pods["client"][0]
+    t0 = time.monotonic()
+    assert tcp(client_ns, EMPTY_IP[family], 80) == "refused"        # TCP reset
+    assert udp(client_ns, EMPTY_IP[family], 53) == "refused"        # ICMP(v6) port unreachable
+    assert time.monotonic() - t0 < 1.5, "a reject answers at once"
+    assert tcp(client_ns, CLUSTER_IP[family], 81) == "refused"      # a ClusterIP's unused port
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_unallocated_service_address_is_dropped(cluster, family):
+    client_ns = cluster.pods["client"][0]
+    assert tcp(client_ns, UNALLOCATED[family], 80, timeout=1.0) == "timeout"
+
+
+def test_ipv6_hairpin_a_pod_reaches_itself_through_the_service(cluster):
+    web_ns = cluster.pods["web"][0]
+    # masqueraded to the node's bridge address: without it the pod would answer itself directly
+    assert tcp(web_ns, CLUSTER_IP[6], 80) == f"web {GATEWAY[6]}"
+
+
+def test_health_check_node_port_answers_over_ipv6(cluster):
+    server, underlay, web = cluster.server, cluster.outside, cluster.pods["web"][1]
+    apply(server, service("lb", {4: "10.96.0.82", 6: "fd00:10:96::52"},
+                          [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": 30082}],
+                          type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=HC_PORT))
+    for v in (4, 6):
+        apply(server, endpoint_slice("lb", v, [web[v]], SLICE_PORTS[:1]))
+
+    def status(v: int) -> str:
+        got = tcp_http(underlay, NODE[v], HC_PORT)
+        return got if got.startswith("HTTP/1.0 200") else ""
+    for v in (6, 4):
+        assert '"localEndpoints": 1' in wait_for(f"healthCheckNodePort over IPv{v}", lambda v=v: status(v),
+                                                 timeout=30)
+
+
+def tcp_http(ns: str, host: str, port: int) -> str:
+    def run() -> str:
+        with netns.entered(ns):
+            s = socket.socket(_family(host), socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            s.connect((host, port))
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            return data.decode()
+        except OSError as e:
+            return f"{type(e).__name__}: {e}"
+        finally:
+            s.close()
+    return in_thread(run)
+
+
+def test_kubeweft_services_lists_ipv6_frontends_bracketed(cluster):
+    out = netns.run(cluster.node, [str(KUBEWEFT), "services"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert any(line.startswith(f"[{CLUSTER_IP[6]}]:80/tcp") for line in out.stdout.splitlines()), out.stdout
+    assert any(line.startswith(f"{CLUSTER_IP[4]}:80/tcp") for line in out.stdout.splitlines()), out.stdout
