@@ -12,7 +12,6 @@ compares, over IPv4 too (`family`), so the same test holds the two tables to the
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import socket
@@ -29,7 +28,7 @@ from . import agent_helpers
 from .agent_helpers import health, ip, join_underlay
 from .apiserver_proc import terminate
 from .netns_helpers import scratch_netns
-from .services_helpers import in_thread
+from .services_helpers import CONNECTED, family_of, http_get, in_thread, udp_exchange
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -74,16 +73,12 @@ while True:
 """
 
 
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
 def tcp(ns: str, host: str, port: int, timeout: float = 2.0) -> str:
     """'NAME CLIENT' from the workload behind host:port, asked from inside ns; else 'refused' or
     'timeout' (or the error)."""
     def run() -> str:
         with netns.entered(ns):
-            s = socket.socket(_family(host), socket.SOCK_STREAM)
+            s = socket.socket(family_of(host), socket.SOCK_STREAM)
         s.settimeout(timeout)
         try:
             s.connect((host, port))
@@ -99,35 +94,11 @@ def tcp(ns: str, host: str, port: int, timeout: float = 2.0) -> str:
     return in_thread(run)
 
 
-def udp(ns: str, host: str, port: int, timeout: float = 1.5) -> str:
+def udp(ns: str, host: str, port: int) -> str:
     """The workload's answer to one datagram; 'refused' (an ICMP(v6) port unreachable came back)
     or 'timeout'."""
-    def run() -> str:
-        with netns.entered(ns):
-            s = socket.socket(_family(host), socket.SOCK_DGRAM)
-        try:
-            s.connect((host, port))
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    s.send(b"whoami")
-                except PermissionError:          # rejected on this netns' own output hook
-                    pass
-                except ConnectionRefusedError:
-                    return "refused"
-                s.settimeout(0.3)
-                try:
-                    return s.recv(200).decode().strip()
-                except TimeoutError:
-                    continue
-                except OSError as e:
-                    if e.errno == errno.ECONNREFUSED:
-                        return "refused"
-                    raise
-            return "timeout"
-        finally:
-            s.close()
-    return in_thread(run)
+    outcome, data = udp_exchange(ns, host, port, timeout=1.5)
+    return data.decode().strip() if outcome == CONNECTED else outcome.lower()
 
 
 def add_pod(tmp: Path, node_ns: str, pod_ns: str) -> dict[int, str]:
@@ -301,30 +272,11 @@ def test_health_check_node_port_answers_over_ipv6(cluster):
         apply(server, endpoint_slice("lb", v, [web[v]], SLICE_PORTS[:1]))
 
     def status(v: int) -> str:
-        got = tcp_http(underlay, NODE[v], HC_PORT)
-        return got if got.startswith("HTTP/1.0 200") else ""
+        code, body = http_get(underlay, NODE[v], HC_PORT)
+        return body if code == 200 else ""
     for v in (6, 4):
-        assert '"localEndpoints": 1' in wait_for(f"healthCheckNodePort over IPv{v}", lambda v=v: status(v),
-                                                 timeout=30)
-
-
-def tcp_http(ns: str, host: str, port: int) -> str:
-    def run() -> str:
-        with netns.entered(ns):
-            s = socket.socket(_family(host), socket.SOCK_STREAM)
-        s.settimeout(2)
-        try:
-            s.connect((host, port))
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-            return data.decode()
-        except OSError as e:
-            return f"{type(e).__name__}: {e}"
-        finally:
-            s.close()
-    return in_thread(run)
+        assert json.loads(wait_for(f"healthCheckNodePort over IPv{v}", lambda v=v: status(v),
+                                   timeout=30))["localEndpoints"] == 1
 
 
 def test_kubeweft_services_lists_ipv6_frontends_bracketed(cluster):
