@@ -81,6 +81,11 @@ CASES = {
                              [eps("term-1", "term", HTTP,
                                   [ep("10.244.1.5", "node1", ready=False, serving=True, terminating=True),
                                    ep("10.244.2.5", "node2", ready=False, serving=False, terminating=True)])]),
+    # source hashing and round robin (proxy/scheduler.py), each with its own chain over the backends
+    "schedulers": ([dataclasses.replace(svc("hashed", {"ports": [{"name": "http", "port": 80}]}), scheduler="sh"),
+                    dataclasses.replace(svc("rotated", {"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
+                                        scheduler="rr")],
+                   [eps("hashed-1", "hashed", HTTP, TWO), eps("rotated-1", "rotated", HTTP, TWO)]),
     "topology_hints": ([svc("topo", {"ports": [{"name": "http", "port": 80}]})],
                        [eps("topo-1", "topo", HTTP,
                             [{**ep("10.244.1.5", "node1"), "hints": {"forZones": [{"name": "zone-a"}]}},
@@ -92,7 +97,7 @@ CASES = {
 # the same cases in an IPv6 cluster: every address mapped to its IPv6 counterpart
 CTX6 = r.NodeContext("node1", zone="zone-a", cluster_cidr="fd00:10:244::/56", service_cidr="fd00:10:96::/112",
                      family=6)
-V6 = {"10.96.0.10": "fd00:10:96::a", "10.244.1.5": "fd00:10:244:1::5", "10.244.2.5": "fd00:10:244:2::5",
+V6 = {"10.96.0.10": "fd00:10:96::a", "10.96.0.11": "fd00:10:96::b", "10.244.1.5": "fd00:10:244:1::5", "10.244.2.5": "fd00:10:244:2::5",
       "10.244.3.5": "fd00:10:244:3::5", "192.168.56.200": "2001:db8:56::c8", "198.51.100.1": "2001:db8:100::1",
       "203.0.113.0/24": "2001:db8:113::/64", "198.18.0.7/32": "2001:db8:18::7/128"}
 
