@@ -118,8 +118,9 @@ class NodeContext:
         return IP_FAMILIES[self.family]
 
     def service_ranges(self) -> list[str]:
-        """The cluster's Service ranges, overlaps merged (an nft interval set refuses them)."""
-        nets = [ipaddress.ip_network(c, strict=False) for c in self.service_cidrs or (self.service_cidr,)]
+        """The cluster's Service ranges, overlaps merged (an nft interval set refuses them);
+        none when neither the ServiceCIDRs nor the flag name one of this family."""
+        nets = [ipaddress.ip_network(c, strict=False) for c in self.service_cidrs or (self.service_cidr,) if c]
         return [str(n) for n in ipaddress.collapse_addresses(nets)]
 
 
@@ -218,6 +219,7 @@ def render_base(ctx: NodeContext) -> list[Command]:
     cluster = str(ipaddress.ip_network(ctx.cluster_cidr, strict=False))
     ranges = ctx.service_ranges()
     svc_cidr = ranges[0] if len(ranges) == 1 else "{ " + ", ".join(ranges) + " }"
+    unallocated = [f"{ip} daddr {svc_cidr} drop"] if ranges else []
     # never 127.0.0.0/8, whatever --nodeport-addresses says (kube-proxy's nftables mode neither):
     # a DNAT in prerouting happens before the routing decision that drops a loopback destination
     # arriving from outside, so a neighbour on the LAN could reach the Service (CVE-2020-8558);
@@ -275,7 +277,7 @@ def render_base(ctx: NodeContext) -> list[Command]:
         "service-check": ("", "no endpoints or unused port: reject; unallocated service address: drop", [
             f"{ip} daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain",
             f"{ip} daddr @cluster-ips goto reject-chain",
-            f"{ip} daddr {svc_cidr} drop"]),
+            *unallocated]),
         "reject-chain": ("", "connection refused at once", [
             "meta l4proto tcp reject with tcp reset", "reject"]),
     }

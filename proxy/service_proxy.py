@@ -126,13 +126,16 @@ def node_context(cfg, version: int = 4) -> NodeContext:
     cluster, service and nodePort CIDRs the agent was given (kube-proxy's flags take one per
     family, comma-separated)."""
     fam = IP_FAMILIES[version]
-    cluster = of_family(cfg.cluster_cidr or cfg.pod_cidr, version) or \
-        of_family(getattr(cfg, "pod_cidrs", ()), version)
+    # without a cluster CIDR of the family, the node's podCIDR of it stands for the cluster
+    # (kube-proxy's detect-local by node CIDR)
+    cluster = of_family(cfg.cluster_cidr or "", version) or \
+        of_family((cfg.pod_cidr, *getattr(cfg, "pod_cidrs", ())), version)
+    if not cluster:
+        raise ValueError(f"no {fam.label} range in --cluster-cidr {cfg.cluster_cidr!r} nor in the node's podCIDRs")
+    # without a service range of the family, the ServiceCIDR objects' ranges alone say what an
+    # unallocated address is (none until they are read)
     service = of_family(cfg.service_cidr, version)
-    if not cluster or not service:
-        raise ValueError(f"no {fam.label} cluster or service CIDR in --cluster-cidr {cfg.cluster_cidr!r} "
-                         f"--service-cidr {cfg.service_cidr!r}")
-    return NodeContext(node_name=cfg.node_name, cluster_cidr=cluster[0], service_cidr=service[0],
+    return NodeContext(node_name=cfg.node_name, cluster_cidr=cluster[0], service_cidr=service[0] if service else "",
                        nodeport_cidrs=tuple(of_family(cfg.nodeport_addresses, version)),
                        scheduler=cfg.scheduler, family=version)
 

@@ -168,6 +168,16 @@ def test_a_dual_stack_service_gives_each_family_s_table_its_share():
     assert not any(isinstance(c, ElementCommand) for _, cmds in nft.history for c in cmds)
 
 
-def test_an_ipv6_proxier_needs_ipv6_cluster_and_service_cidrs():
-    with pytest.raises(ValueError, match="IPv6"):
+def test_an_ipv6_proxier_takes_its_ranges_from_the_node_and_the_service_cidrs_without_flags():
+    with pytest.raises(ValueError, match="IPv6"):                 # no IPv6 range at all: no proxier
         ServiceProxy(None, CFG, nft=FakeNft(), family=6)
+    cfg = SimpleNamespace(**{**vars(CFG), "pod_cidrs": ("10.244.1.0/24", "fd00:10:244:1::/64")})
+    nft = FakeNft()
+    p = ServiceProxy(None, cfg, nft=nft, family=6)
+    assert p.ctx.cluster_cidr == "fd00:10:244:1::/64"              # the node's podCIDR of the family
+    p.sync()
+    check = nft.table("ip6", r.TABLE).chains["service-check"]
+    assert not any(rule.endswith(" drop") for rule in check)     # no range known: nothing dropped
+    p._on_service_cidrs({("", "ipv6"): {"spec": {"cidrs": ["fd00:10:96::/112", "10.96.0.0/12"]}}})
+    p.sync()
+    assert nft.table("ip6", r.TABLE).chains["service-check"][-1] == "ip6 daddr fd00:10:96::/112 drop"
