@@ -25,9 +25,9 @@ TIMEOUT = 5.0
 
 def argv_for(addr: str | None, port: int, endpoint: str) -> list[str]:
     """conntrack -D for UDP flows to addr:port (any local address for a nodePort, addr None)
-    whose reply comes from endpoint; `-f ipv6` for an IPv6 endpoint (conntrack reads IPv4
-    entries alone without it)."""
-    argv = ["conntrack", "-D", "-p", "udp"] + (["-f", "ipv6"] if ":" in endpoint else [])
+    whose reply comes from endpoint. IPv6 alike: conntrack takes the family from the addresses
+    (tests/integration/test_services_ipv6.py clears an IPv6 flow this way)."""
+    argv = ["conntrack", "-D", "-p", "udp"]
     if addr is not None:
         argv += ["--orig-dst", addr]
     return argv + ["--orig-port-dst", str(port), "--reply-src", endpoint]

@@ -471,7 +471,7 @@ class UdpClient:
     def __init__(self, netns_name: str, host: str, port_: int) -> None:
         def make() -> socket.socket:
             with lab_netns.entered(netns_name):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(family_of(host), socket.SOCK_DGRAM)
             s.connect((host, port_))
             return s
         self.sock = in_thread(make)

@@ -28,7 +28,7 @@ from . import agent_helpers
 from .agent_helpers import health, ip, join_underlay
 from .apiserver_proc import terminate
 from .netns_helpers import scratch_netns
-from .services_helpers import CONNECTED, family_of, http_get, in_thread, udp_exchange
+from .services_helpers import CONNECTED, UdpClient, family_of, http_get, in_thread, udp_exchange
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -148,8 +148,9 @@ class Cluster:
 @contextlib.contextmanager
 def dual_stack_node(tmp: Path):
     with agent_helpers.lab_api(tmp, f"h13d{os.getpid() % 100000}") as (server, underlay, _), \
-            scratch_netns("h13n", 3) as (node_ns, web_ns, client_ns):
-        agent = workload = None
+            scratch_netns("h13n", 4) as (node_ns, web_ns, client_ns, web2_ns):
+        agent = None
+        workloads: list[subprocess.Popen] = []
         try:
             ip(underlay, "-6", "addr", "add", f"{OUTSIDE[6]}/64", "dev", "lan0", "nodad")
             join_underlay(underlay, node_ns, "eth1", NODE[4])
@@ -182,12 +183,16 @@ def dual_stack_node(tmp: Path):
                 assert agent.poll() is None, f"the agent exited {agent.returncode}:\n{log.read_text()[-3000:]}"
                 return health(node_ns, "/readyz") == 200
             wait_for("the agent ready", ready, timeout=90, interval=0.3)
-            pods = {"web": (web_ns, add_pod(tmp, node_ns, web_ns)), "client": (client_ns, add_pod(tmp, node_ns, client_ns))}
-            workload = subprocess.Popen([sys.executable, "-c", SERVER, "web"], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL,
-                                        preexec_fn=netns.preexec(web_ns))  # noqa: PLW1509
+            pods = {name: (ns, add_pod(tmp, node_ns, ns))
+                    for name, ns in (("web", web_ns), ("client", client_ns), ("web2", web2_ns))}
+            for name in ("web", "web2"):
+                ns = pods[name][0]
+                workloads.append(subprocess.Popen([sys.executable, "-c", SERVER, name], stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL,
+                                                  preexec_fn=netns.preexec(ns)))  # noqa: PLW1509
+                wait_for(f"{name} listening", lambda ns=ns, name=name: tcp(ns, "::1", 8080).startswith(name),
+                         timeout=20)
             web = pods["web"][1]
-            wait_for("the workload listening", lambda: tcp(web_ns, "::1", 8080).startswith("web"), timeout=20)
             apply(server, service("web", CLUSTER_IP, WEB_PORTS, type="NodePort"))
             apply(server, service("empty", EMPTY_IP, [{"name": "http", "port": 80, "protocol": "TCP"},
                                                       {"name": "dns", "port": 53, "protocol": "UDP"}]))
@@ -195,7 +200,7 @@ def dual_stack_node(tmp: Path):
                 apply(server, endpoint_slice("web", v, [web[v]], SLICE_PORTS))
             yield Cluster(server, node_ns, underlay, pods)
         finally:
-            if workload is not None:
+            for workload in workloads:
                 terminate(workload)
             if agent is not None:
                 terminate(agent)
@@ -284,3 +289,31 @@ def test_kubeweft_services_lists_ipv6_frontends_bracketed(cluster):
     assert out.returncode == 0, out.stderr
     assert any(line.startswith(f"[{CLUSTER_IP[6]}]:80/tcp") for line in out.stdout.splitlines()), out.stdout
     assert any(line.startswith(f"{CLUSTER_IP[4]}:80/tcp") for line in out.stdout.splitlines()), out.stdout
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_udp_flows_of_an_endpoint_that_left_are_cleared(cluster, family):
+    """A client reusing one UDP socket (as a resolver does) reaches the new endpoint with its next
+    datagram: the conntrack entry that still sent it to the old one is deleted."""
+    server, client_ns = cluster.server, cluster.pods["client"][0]
+    web, web2 = cluster.pods["web"][1], cluster.pods["web2"][1]
+    apply(server, service("dns", {4: "10.96.0.83", 6: "fd00:10:96::53"},
+                          [{"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}]))
+    apply(server, endpoint_slice("dns", family, [web[family]], SLICE_PORTS[1:]))
+    ip = {4: "10.96.0.83", 6: "fd00:10:96::53"}[family]
+    sock = UdpClient(client_ns, ip, 53)
+    try:
+        wait_for("the first endpoint answers", lambda: _name(sock) == "web", timeout=30)
+        apply(server, endpoint_slice("dns", family, [web2[family]], SLICE_PORTS[1:]))
+        wait_for("the same socket reaches the new endpoint", lambda: _name(sock) == "web2", timeout=30)
+    finally:
+        sock.close()
+
+
+def _name(sock: UdpClient) -> str | None:
+    sock.sock.settimeout(0.3)
+    try:
+        sock.sock.send(b"whoami")
+        return sock.sock.recv(200).decode().split()[0]
+    except OSError:
+        return None

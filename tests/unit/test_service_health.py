@@ -48,8 +48,3 @@ def test_parse_samples_reads_a_metrics_page_with_labels():
     assert parse_samples(page) == {'x_total{a="1",b="2"}': 3.0, 'h_bucket{le="+Inf"}': 2.0,
                                    "h_count": 2.0, "h_sum": 0.5}
 
-
-def test_ipv6_udp_cleanup_asks_conntrack_for_ipv6_entries():
-    assert argv_for("fd00:10:96::a", 53, "fd00:10:244:1::5") == [
-        "conntrack", "-D", "-p", "udp", "-f", "ipv6", "--orig-dst", "fd00:10:96::a", "--orig-port-dst", "53",
-        "--reply-src", "fd00:10:244:1::5"]
