@@ -3,6 +3,7 @@ an empty table in one go; a restarted proxy reads the table back and its full sy
 element; an EndpointSlice change after that is one netlink transaction of that change alone."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -181,3 +182,22 @@ def test_an_ipv6_proxier_takes_its_ranges_from_the_node_and_the_service_cidrs_wi
     p._on_service_cidrs({("", "ipv6"): {"spec": {"cidrs": ["fd00:10:96::/112", "10.96.0.0/12"]}}})
     p.sync()
     assert nft.table("ip6", r.TABLE).chains["service-check"][-1] == "ip6 daddr fd00:10:96::/112 drop"
+
+
+def test_the_proxiers_of_both_families_are_ready_and_healthy_together():
+    from kubeweft.proxy.service_proxy import ServiceProxies
+
+    nft = FakeNft()
+    both = ServiceProxies([ServiceProxy(None, DUAL, nft=nft, family=v) for v in (4, 6)])
+    v4, v6 = both.proxies
+    v4.sync()
+    assert both.syncs == 0                      # ready only once every family's table is in
+    v6.sync()
+    assert both.syncs == 1
+    assert both.health.healthz()[0]
+    v6._on_node({"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    assert not both.health.healthz()[0] and both.health.status()[0]
+    v6.health.timeout = 0.0                     # a change left unsynced past the timeout: not live
+    v6._mark(())
+    time.sleep(0.01)
+    assert not both.health.status()[0]
