@@ -27,12 +27,13 @@ SERVICE_CHANGES = Counter("kubeproxy_sync_proxy_rules_service_changes",
                           "Cumulative proxy rules Service changes")
 SYNC_FAILURES = Counter("kubeproxy_sync_proxy_rules_nftables_sync_failures",
                         "Cumulative proxy nftables sync failures")
+# gauges of one table each: labelled by family, or the two proxiers would overwrite each other
 ELEMENTS = Gauge("kubeweft_service_proxy_nftables_elements",
-                 "Elements in the service proxy's sets and maps")
-CHAINS = Gauge("kubeweft_service_proxy_nftables_chains", "On-demand chains of the service proxy")
+                 "Elements in the service proxy's sets and maps", ["ip_family"])
+CHAINS = Gauge("kubeweft_service_proxy_nftables_chains", "On-demand chains of the service proxy", ["ip_family"])
 COMMANDS = Histogram("kubeweft_service_proxy_transaction_commands",
                      "nft commands per sync transaction", buckets=(1, 2, 5, 10, 50, 100, 1000, 10000, 100000))
-SERVICES = Gauge("kubeweft_service_proxy_services", "Services the proxy programs")
+SERVICES = Gauge("kubeweft_service_proxy_services", "Services the proxy programs", ["ip_family"])
 CONNTRACK_DELETES = Counter("kubeweft_service_proxy_conntrack_deletes",
                             "conntrack clean-ups of UDP endpoints that went away")
 

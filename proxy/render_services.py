@@ -499,12 +499,13 @@ class _Builder:
             self.target(f"{family}x", bkey, local_eps, svc, sp, "local") if local_eps else "drop"
 
 
-def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeContext) -> Desired:
+def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeContext) -> Desired | None:
     """The elements, on-demand chains and dynamic sets of ONE Service (a fragment) in the table
-    of ctx's IP family: that family's addresses of the Service and its slices of that family."""
+    of ctx's IP family: that family's addresses of the Service and its slices of that family;
+    None (no fragment) for a Service without a ClusterIP of the family."""
     share = for_family(svc, ctx.family)
     if share is None:
-        return Desired()
+        return None
     b = _Builder(ctx)
     b.add_service(share, [sl for sl in slices if sl.family == ctx.family])
     return Desired(sets={n: frozenset(v) for n, v in b.sets.items() if v},

@@ -458,9 +458,9 @@ class ServiceProxy:
         metrics.LAST_SYNC.labels(self.ip_family).set(now)
         metrics.COMMANDS.observe(sent)
         counts = self.applied.counts()
-        metrics.ELEMENTS.set(counts["elements"])
-        metrics.CHAINS.set(counts["chains"])
-        metrics.SERVICES.set(len(self.agg.fragments))
+        metrics.ELEMENTS.labels(self.ip_family).set(counts["elements"])
+        metrics.CHAINS.labels(self.ip_family).set(counts["chains"])
+        metrics.SERVICES.labels(self.ip_family).set(len(self.agg.fragments))
         self.health.updated()
         self.service_health.update(self.applied.health)
         if self.udp_pending:
