@@ -4,9 +4,11 @@ What a real kube-apiserver does between decoding a request and writing it to etc
 the lab serves:
 
     services     Service defaults, what an update keeps, validation with the real wording
+    ipfamilies   a Service's ipFamilyPolicy, ipFamilies and clusterIPs on a single- or dual-stack
+                 cluster: defaults, checks, adding and releasing the secondary family
     ingresses    Ingress and IngressClass validation, the default IngressClass
     allocations  ClusterIP and NodePort allocation, derived from the store's Services, ClusterIPs
-                 from the ServiceCIDRs with an IPAddress object each
+                 (one per family of the Service) from the ServiceCIDRs with an IPAddress object each
     servicecidrs ServiceCIDR validation and its Ready condition
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks
@@ -15,15 +17,17 @@ the lab serves:
     serviceaccount  a Pod's ServiceAccount and its projected token volume
     workloads    apps/v1 Deployment, ReplicaSet, DaemonSet, ControllerRevision defaults and validation
 
-Node (podCIDR set once) and Namespace (phase Active) are small enough to live here. The pure
+Node (podCIDRs one per family, set once) and Namespace (phase Active) are small enough to live here. The pure
 parts (`default_*`, `validate_*`, `plan_*`) take and return plain dicts and do no I/O.
 """
 from __future__ import annotations
 
+import ipaddress
+
 from .. import errors
 from ..errors import Cause
 from .configs import admit_config_map, admit_secret
-from .fields import forbidden, invalid, raise_if
+from .fields import CIDR_MSG, forbidden, invalid, raise_if
 from .ingresses import admit_ingress, admit_ingress_class
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
 from .rbac import admit_binding, admit_role
@@ -78,8 +82,11 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
             return obj
         raise_if(admit_workload(kind, operation, obj, old), "apps", kind, obj)
         return obj
-    if kind == "Node" and operation == "UPDATE" and old is not None and subresource != "status":
-        raise_if(validate_node_update(obj, old), "", "Node", obj)
+    if kind == "Node" and subresource != "status":
+        causes = validate_node_pod_cidrs(obj)
+        if operation == "UPDATE" and old is not None:
+            causes += validate_node_update(obj, old)
+        raise_if(causes, "", "Node", obj)
     if kind == "ConfigMap":
         return admit_config_map(obj, old)
     if kind == "Secret":
@@ -108,6 +115,20 @@ def release(store, cfg, resource, obj: dict) -> None:
 
 
 # --- Node -----------------------------------------------------------------------------------
+
+def validate_node_pod_cidrs(node: dict) -> list[Cause]:
+    """spec.podCIDRs: valid CIDRs, and two only as a dual-stack pair (one per family)."""
+    cidrs = (node.get("spec") or {}).get("podCIDRs") or []
+    causes, versions = [], []
+    for i, cidr in enumerate(cidrs):
+        try:
+            versions.append(ipaddress.ip_network(cidr, strict=False).version)
+        except (ValueError, TypeError):
+            causes.append(invalid(f"spec.podCIDRs[{i}]", cidr, CIDR_MSG))
+    if not causes and len(cidrs) > 1 and (len(cidrs) > 2 or len(set(versions)) != 2):
+        causes.append(invalid("spec.podCIDRs", cidrs, "may specify no more than one CIDR for each IP family"))
+    return causes
+
 
 def validate_node_update(node: dict, old: dict) -> list[Cause]:
     """A podCIDR, once assigned, stays (the kubelet and the IPAM controller rely on it)."""

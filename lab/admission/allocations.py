@@ -6,7 +6,8 @@ allocated and a deleted Service frees its addresses and ports by being gone.
 
 ClusterIPs come from the ServiceCIDR objects (networking.k8s.io/v1, KEP-1880): the default one,
 `kubernetes` (the API server's --service-cluster-ip-range, made at start), first, then the others
-by name; an address is valid in any of them. Each allocated address has its IPAddress object
+by name; an address is valid in any of them of its family. A Service gets one address per
+family of its spec.ipFamilies, in that order. Each allocated address has its IPAddress object
 (named by the address, parentRef the Service), made and deleted with the Service's address as
 the real API server's allocator does.
 """
@@ -44,10 +45,11 @@ LABEL_MANAGED_BY = "ipaddress.kubernetes.io/managed-by"
 MANAGED_BY = "ipallocator.k8s.io"
 
 
-def plan_service_cidrs(objs: list[dict], fallback: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def plan_service_cidrs(objs: list[dict], fallback: tuple[str, ...]
+                       ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """The networks ClusterIPs come from: every ServiceCIDR's cidrs, `kubernetes` first, then by
-    name; the fallback (the configured range) when there is none. A ServiceCIDR being deleted
-    gives no new addresses."""
+    name; the fallback (the configured ranges, one per family) when there is none. A ServiceCIDR
+    being deleted gives no new addresses."""
     live = [o for o in objs if not o["metadata"].get("deletionTimestamp")]
     live.sort(key=lambda o: (o["metadata"]["name"] != DEFAULT_SERVICE_CIDR, o["metadata"]["name"]))
     nets = []
@@ -55,7 +57,7 @@ def plan_service_cidrs(objs: list[dict], fallback: str) -> list[ipaddress.IPv4Ne
         for cidr in (o.get("spec") or {}).get("cidrs") or []:
             with contextlib.suppress(ValueError):
                 nets.append(ipaddress.ip_network(cidr))
-    return nets or [ipaddress.ip_network(fallback)]
+    return nets or [ipaddress.ip_network(c) for c in fallback]
 
 
 def render_ip_address(ip: str, owner: tuple[str, str]) -> dict:
@@ -77,9 +79,9 @@ class Allocations:
     def __init__(self, store, cfg, services):
         from ..resources import IP_ADDRESSES, SERVICE_CIDRS
 
-        self.store, self.fallback = store, cfg.service_cidr
+        self.store, self.fallback = store, cfg.service_cidrs
         self.cidr_kind, self.address_kind = SERVICE_CIDRS, IP_ADDRESSES
-        self.nets = plan_service_cidrs(store.list(SERVICE_CIDRS)[0], cfg.service_cidr)
+        self.nets = plan_service_cidrs(store.list(SERVICE_CIDRS)[0], cfg.service_cidrs)
         self.ports_lo, self.ports_hi = cfg.nodeport_range
         self.ips: dict[int, tuple[str, str]] = {}        # address as int -> owning service key
         self.ports: dict[int, tuple[str, str]] = {}      # nodePort (and health-check port) -> owner
@@ -151,20 +153,23 @@ class Allocations:
 
     # --- cluster IPs ---
     def claim_ip(self, ip: str, owner: tuple[str, str]) -> str | None:
-        """None when `ip` can be used by `owner`, else why not."""
+        """None when `ip` can be used by `owner`, else why not (the ranges named are those of
+        the address's family: each family has its own allocator)."""
         addr = ipaddress.ip_address(ip)
-        if not any(addr.version == net.version and
-                   int(net.network_address) < int(addr) < int(net.broadcast_address) for net in self.nets):
+        nets = [net for net in self.nets if net.version == addr.version]
+        if not any(int(net.network_address) < int(addr) < int(net.broadcast_address) for net in nets):
             return (f"the provided IP ({ip}) is not in the valid range. The range of valid IPs is "
-                    f"{','.join(map(str, self.nets))}")
+                    f"{','.join(map(str, nets))}")
         if self.ips.get(int(addr), owner) != owner:
             return "provided IP is already allocated"
         return None
 
-    def next_ip(self) -> str | None:
-        """A free address of the first ServiceCIDR that has one (round the network from where
-        the last one was handed out)."""
+    def next_ip(self, version: int = 4) -> str | None:
+        """A free address of this IP version from the first ServiceCIDR that has one (round the
+        network from where the last one was handed out)."""
         for net in self.nets:
+            if net.version != version:
+                continue
             base, size = int(net.network_address), net.num_addresses - 2
             cursor = self._ip_cursor.get(str(net), 0)
             for step in range(size):
@@ -222,17 +227,22 @@ def allocate(alloc: Allocations, svc: dict) -> None:
     spec = svc["spec"]
     owner = alloc.key(svc)
     causes: list[Cause] = []
-    if needs_cluster_ip(svc):
-        ips = spec.get("clusterIPs") or []
-        if ips and ips[0] != "None":
-            why = alloc.claim_ip(ips[0], owner)
-            if why:
-                causes.append(invalid("spec.clusterIPs", ips, f"failed to allocate IP {ips[0]}: {why}"))
-        elif not ips:
-            ip = alloc.next_ip()
+    if needs_cluster_ip(svc) and (spec.get("clusterIPs") or [""])[0] != "None":
+        # one address per family of spec.ipFamilies (set by admission), in that order
+        ips = list(spec.get("clusterIPs") or [])
+        for i, family in enumerate(spec.get("ipFamilies") or []):
+            if i < len(ips) and ips[i]:
+                why = alloc.claim_ip(ips[i], owner)
+                if why:
+                    causes.append(invalid("spec.clusterIPs", ips, f"failed to allocate IP {ips[i]}: {why}"))
+                    break
+                continue
+            ip = alloc.next_ip(6 if family == "IPv6" else 4)
             if ip is None:
                 raise internal("failed to allocate a serviceIP: range is full")
-            spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
+            ips[i:i + 1] = [ip]
+        if not causes and ips:
+            spec["clusterIP"], spec["clusterIPs"] = ips[0], ips
     if needs_node_ports(svc):
         by_port: dict[int, int] = {}      # service port -> its nodePort: TCP and UDP of one port share
         taken: set[int] = set()

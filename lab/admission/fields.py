@@ -2,6 +2,7 @@
 port checks that several kinds share. Pure."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -29,6 +30,7 @@ DNS1123_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower c
                          "(e.g. 'example.com', regex used for validation is "
                          "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
 PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
+CIDR_MSG = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
 
 
 def raise_if(causes: list[Cause], group: str, kind: str, obj: dict) -> None:
@@ -68,6 +70,14 @@ def unsupported(path: str, value: Any, supported: tuple[str, ...]) -> Cause:
     return Cause(path, "FieldValueNotSupported",
                  f"Unsupported value: {fmt_value(value)}: supported values: {shown}")
 
+
+
+def is_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def check_dns1035(path: str, name: str) -> list[Cause]:

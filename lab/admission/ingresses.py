@@ -6,7 +6,6 @@ the default one.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from ..errors import Cause
@@ -18,6 +17,7 @@ from .fields import (
     check_dns1035,
     check_port_name,
     invalid,
+    is_ip,
     raise_if,
     required,
     unsupported,
@@ -50,14 +50,6 @@ def _subdomain_problems(value: str) -> list[str]:
     if not DNS1123_SUBDOMAIN.match(value):
         out.append(DNS1123_SUBDOMAIN_MSG)
     return out
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_host(path: str, host: str) -> list[Cause]:
@@ -135,7 +127,7 @@ def validate_ingress(ing: dict, creating: bool) -> list[Cause]:
     for i, rule in enumerate(rules):
         host = rule.get("host") or ""
         if host:
-            if _is_ip(host):
+            if is_ip(host):
                 causes.append(invalid(f"spec.rules[{i}].host", host, "must be a DNS name, not an IP address"))
             causes += _check_host(f"spec.rules[{i}].host", host)
         http = rule.get("http")
@@ -166,11 +158,11 @@ def validate_ingress_status(ing: dict) -> list[Cause]:
     lb = ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     for i, item in enumerate(lb):
         path = f"status.loadBalancer.ingress[{i}]"
-        if item.get("ip") and not _is_ip(item["ip"]):
+        if item.get("ip") and not is_ip(item["ip"]):
             causes.append(invalid(f"{path}.ip", item["ip"], "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
         if item.get("hostname"):
             causes += [invalid(f"{path}.hostname", item["hostname"], p) for p in _subdomain_problems(item["hostname"])]
-            if _is_ip(item["hostname"]):
+            if is_ip(item["hostname"]):
                 causes.append(invalid(f"{path}.hostname", item["hostname"], "must be a DNS name, not an IP address"))
     return causes
 

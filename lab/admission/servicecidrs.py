@@ -7,7 +7,7 @@ import datetime
 import ipaddress
 
 from ..errors import Cause
-from .fields import invalid, required
+from .fields import CIDR_MSG, invalid, required
 
 
 def validate_service_cidr(obj: dict, old: dict | None) -> list[Cause]:
@@ -22,8 +22,7 @@ def validate_service_cidr(obj: dict, old: dict | None) -> list[Cause]:
         try:
             net = ipaddress.ip_network(cidr, strict=True)
         except (ValueError, TypeError):
-            causes.append(invalid(f"spec.cidrs[{i}]", cidr, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or "
-                                                            "2001:db8::/64)"))
+            causes.append(invalid(f"spec.cidrs[{i}]", cidr, CIDR_MSG))
             continue
         families.append(net.version)
     if len(families) == 2 and families[0] == families[1]:

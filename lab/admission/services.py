@@ -7,6 +7,7 @@ import ipaddress
 from ..errors import Cause
 from .allocations import allocate, allocations, needs_cluster_ip, needs_health_check_port, needs_node_ports
 from .fields import (
+    CIDR_MSG,
     DNS1123_LABEL,
     DNS1123_LABEL_MSG,
     PROTOCOLS,
@@ -21,6 +22,7 @@ from .fields import (
     required,
     unsupported,
 )
+from .ipfamilies import configured_families, plan_ip_families, validate_family_update
 
 SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
 AFFINITIES = ("ClientIP", "None")
@@ -47,8 +49,6 @@ def default_service(svc: dict) -> dict:
         spec.setdefault("allocateLoadBalancerNodePorts", True)
     if t != "ExternalName":
         spec.setdefault("internalTrafficPolicy", "Cluster")
-        spec.setdefault("ipFamilies", ["IPv4"])
-        spec.setdefault("ipFamilyPolicy", "SingleStack")
         # clusterIP and clusterIPs mirror each other; whichever the user set wins
         if spec.get("clusterIP") and not spec.get("clusterIPs"):
             spec["clusterIPs"] = [spec["clusterIP"]]
@@ -155,15 +155,10 @@ def validate_service(svc: dict) -> list[Cause]:
     elif spec.get("sessionAffinityConfig"):
         out.append(forbidden("spec.sessionAffinityConfig",
                               "must not be set when `sessionAffinity` is None"))
-    for i, fam in enumerate(spec.get("ipFamilies") or []):
-        if fam != "IPv4":
-            out.append(invalid(f"spec.ipFamilies[{i}]", fam, "not configured on this cluster"))
-    if spec.get("ipFamilyPolicy") == "RequireDualStack":
-        out.append(invalid("spec.ipFamilyPolicy", "RequireDualStack",
-                            "this cluster is not configured for dual-stack services"))
-    elif spec.get("ipFamilyPolicy") not in (None, "SingleStack", "PreferDualStack"):
-        out.append(unsupported("spec.ipFamilyPolicy", spec["ipFamilyPolicy"],
-                                ("PreferDualStack", "RequireDualStack", "SingleStack")))
+    if t == "ExternalName":
+        for f in ("ipFamilies", "ipFamilyPolicy"):
+            if spec.get(f):
+                out.append(forbidden(f"spec.{f}", "may not be set for ExternalName services"))
     for i, ip in enumerate(spec.get("externalIPs") or []):
         try:
             ipaddress.ip_address(ip)
@@ -182,16 +177,7 @@ def validate_service(svc: dict) -> list[Cause]:
             except ValueError:
                 ok = False
             if not ok:
-                out.append(invalid(f"spec.LoadBalancerSourceRanges[{i}]", cidr,
-                                   "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"))
-    for i, ip in enumerate(spec.get("clusterIPs") or []):
-        if ip == "None" and i == 0:
-            continue
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            out.append(invalid(f"spec.clusterIPs[{i}]", ip,
-                                "must be a valid IP address (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+                out.append(invalid(f"spec.LoadBalancerSourceRanges[{i}]", cidr, CIDR_MSG))
     seen: set[tuple[int, str]] = set()
     for i, p in enumerate(ports):
         key = (p.get("port"), p.get("protocol"))
@@ -231,21 +217,23 @@ def validate_service(svc: dict) -> list[Cause]:
 
 
 def validate_service_update(svc: dict, old: dict) -> list[Cause]:
-    """The primary clusterIP cannot change unless the Service moves to or from ExternalName."""
+    """The primary clusterIP and family cannot change unless the Service moves to or from
+    ExternalName; the secondary ones come and go with the policy (ipfamilies.py)."""
     spec, ospec = svc.get("spec") or {}, old.get("spec") or {}
     if not (needs_cluster_ip(svc) and needs_cluster_ip(old)):
         return []
+    out = []
     new_ip, old_ip = spec.get("clusterIP") or "", ospec.get("clusterIP") or ""
     if old_ip and new_ip != old_ip:
-        return [invalid("spec.clusterIP", new_ip, "field is immutable"),
-                invalid("spec.clusterIPs[0]", spec.get("clusterIPs") or [], "may not change once set")]
-    return []
+        out.append(invalid("spec.clusterIP", new_ip, "field is immutable"))
+    return out + validate_family_update(svc, old)
 
 
 def admit_service(store, cfg, services, operation: str, svc: dict, old: dict | None) -> dict:
     if operation == "UPDATE" and old is not None:
         plan_service_update(svc, old)
     default_service(svc)
+    raise_if(plan_ip_families(svc, old, configured_families(cfg.families)), "", "Service", svc)
     causes = validate_service(svc)
     if operation == "UPDATE" and old is not None:
         causes += validate_service_update(svc, old)

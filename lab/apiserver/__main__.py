@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import ipaddress
 import json
 import logging
 import os
@@ -32,6 +31,8 @@ from . import pki as pkimod
 from . import policy, tokens
 
 log = logging.getLogger("kubeweft.lab.apiserver")
+
+IP_FREEBIND = 15            # linux/in.h; the socket module does not name it
 
 
 def load_config(name: str) -> LabConfig:
@@ -59,8 +60,13 @@ def render_kubeconfig(name: str, server: str, ca_pem: bytes, token: str) -> str:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    v6 = ":" in host
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if v6:
+        # an IPv6 address is unusable while duplicate address detection runs on it (~1 s after it
+        # is added); binding it anyway lets the server start as soon as the underlay exists
+        s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
     s.bind((host, port))
     s.listen(128)
     s.setblocking(False)
@@ -115,7 +121,8 @@ async def run(cfg: LabConfig, history: int = 200_000, port: int = 0) -> int:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     # the serving certificate names the kubernetes Service's ClusterIP too: in-cluster clients
     # (KUBERNETES_SERVICE_HOST) verify it as they would a real API server's
-    keys = pkimod.ensure_pki(cfg.pki_dir, [cfg.control_plane_ip, str(ipaddress.ip_network(cfg.service_cidr)[1])])
+    sans = [cfg.control_plane_ip, *([cfg.control_plane_ip6] if cfg.has_ipv6 else []), apiapp.kubernetes_service_ip(cfg)]
+    keys = pkimod.ensure_pki(cfg.pki_dir, sans)
     store = load_store(cfg, history)
     apiapp.ensure_namespaces(store, cfg)
     apiapp.ensure_service_cidr(store, cfg)
@@ -128,8 +135,11 @@ async def run(cfg: LabConfig, history: int = 200_000, port: int = 0) -> int:
     local = _listen("127.0.0.1", port)
     socks = [local]
     if netns.exists(cfg.underlay_netns):
-        socks.append(listen_in_netns(cfg.underlay_netns, cfg.control_plane_ip, API_PORT))
-        log.info("listening on %s:%d in netns %s", cfg.control_plane_ip, API_PORT, cfg.underlay_netns)
+        # the IPv4 address in every lab (the nodes reach the API through it); an IPv6 lab's also
+        # on its IPv6 address, the endpoint of its kubernetes Service
+        for host in (cfg.control_plane_ip, *([cfg.control_plane_ip6] if cfg.has_ipv6 else [])):
+            socks.append(listen_in_netns(cfg.underlay_netns, host, API_PORT))
+            log.info("listening on %s port %d in netns %s", host, API_PORT, cfg.underlay_netns)
     port = local.getsockname()[1]
     runner = await apiapp.serve(app, ctx, socks)
     log.info("listening on 127.0.0.1:%d", port)

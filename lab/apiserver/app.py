@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import ipaddress
 import json
 import logging
 import ssl
@@ -27,6 +28,7 @@ import yaml
 from aiohttp import web
 
 from .. import admission, deletion, errors, selectors
+from ..admission.ipfamilies import ADDRESS_TYPES
 from ..config import API_PORT, LabConfig
 from ..resources import ENDPOINTS, Resource, find
 from ..store import Store, take_status_metadata
@@ -680,25 +682,31 @@ def ensure_namespaces(store: Store, cfg: LabConfig,
 
 
 def ensure_service_cidr(store: Store, cfg: LabConfig) -> None:
-    """The default ServiceCIDR `kubernetes`, from the configured service range, as the real API
-    server makes it from --service-cluster-ip-range: ClusterIPs are allocated from it (and from
-    any ServiceCIDR added later)."""
+    """The default ServiceCIDR `kubernetes`, from the configured service ranges (one per family,
+    primary first), as the real API server makes it from --service-cluster-ip-range: ClusterIPs
+    are allocated from it (and from any ServiceCIDR added later)."""
     cidrs = find("networking.k8s.io", "servicecidrs")
     if store.try_get(cidrs, "", "kubernetes") is None:
         obj = {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
-               "metadata": {"name": "kubernetes"}, "spec": {"cidrs": [cfg.service_cidr]}}
+               "metadata": {"name": "kubernetes"}, "spec": {"cidrs": list(cfg.service_cidrs)}}
         store.create(cidrs, admission.admit(store, cfg, cidrs, "CREATE", obj, None))
 
 
-def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
-    """default/kubernetes, as every cluster has it: the first address of the service range,
-    443 -> the API server on the control-plane address (in-cluster clients use it)."""
-    import ipaddress
+def kubernetes_service_ip(cfg: LabConfig) -> str:
+    """The kubernetes Service's ClusterIP: the first address of the primary service range."""
+    return str(ipaddress.ip_network(cfg.service_cidrs[0])[1])
 
+
+def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
+    """default/kubernetes, as every cluster has it: SingleStack in the primary family, the first
+    address of that family's service range, 443 -> the API server on the control-plane address
+    of that family (in-cluster clients use it)."""
     services = find("", "services")
     slices = find("discovery.k8s.io", "endpointslices")
+    primary = cfg.families[0]
+    endpoint = cfg.control_plane_ip if primary == 4 else cfg.control_plane_ip6
     if store.try_get(services, "default", "kubernetes") is None:
-        ip = str(ipaddress.ip_network(cfg.service_cidr)[1])
+        ip = kubernetes_service_ip(cfg)
         svc = {"metadata": {"name": "kubernetes", "namespace": "default",
                             "labels": {"component": "apiserver", "provider": "kubernetes"}},
                "spec": {"type": "ClusterIP", "clusterIP": ip,
@@ -708,8 +716,8 @@ def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
         eps = {"metadata": {"name": "kubernetes", "namespace": "default",
                             "labels": {"kubernetes.io/service-name": "kubernetes",
                                        "endpointslice.kubernetes.io/managed-by": "lab-apiserver"}},
-               "addressType": "IPv4",
-               "endpoints": [{"addresses": [cfg.control_plane_ip],
+               "addressType": ADDRESS_TYPES[primary],
+               "endpoints": [{"addresses": [endpoint],
                               "conditions": {"ready": True, "serving": True, "terminating": False}}],
                "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}
         store.create(slices, eps)
@@ -717,7 +725,7 @@ def ensure_kubernetes_service(store: Store, cfg: LabConfig) -> None:
         store.create(ENDPOINTS, {
             "metadata": {"name": "kubernetes", "namespace": "default",
                          "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{"addresses": [{"ip": cfg.control_plane_ip}],
+            "subsets": [{"addresses": [{"ip": endpoint}],
                          "ports": [{"name": "https", "port": API_PORT, "protocol": "TCP"}]}]})
 
 
@@ -731,4 +739,4 @@ async def serve(app: web.Application, ctx: ssl.SSLContext, socks: list) -> web.A
     return runner
 
 
-__all__ = ["build_app", "ensure_kubernetes_service", "ensure_namespaces", "ensure_service_cidr", "parse_target", "serve", "ssl_context"]
+__all__ = ["build_app", "ensure_kubernetes_service", "ensure_namespaces", "ensure_service_cidr", "kubernetes_service_ip", "parse_target", "serve", "ssl_context"]

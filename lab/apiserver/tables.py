@@ -177,7 +177,10 @@ def _service_row(o: dict, now: datetime.datetime) -> list:
     stype = spec.get("type") or "ClusterIP"
     external = list(spec.get("externalIPs") or [])
     if stype == "LoadBalancer":
-        ingress = [i.get("ip") or i.get("hostname") for i in (status.get("loadBalancer") or {}).get("ingress") or []]
+        # the real printer lists the ingress addresses as a sorted set (a dual-stack Service's two
+        # addresses in string order, whatever the family order), then the externalIPs
+        ingress = sorted({i.get("ip") or i.get("hostname")
+                          for i in (status.get("loadBalancer") or {}).get("ingress") or []} - {None, ""})
         external = ingress + external or ["<pending>"]
     elif stype == "ExternalName":
         external = [spec.get("externalName", "")]

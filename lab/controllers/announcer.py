@@ -6,7 +6,8 @@ whoever owns that class) and an ingress IP is announced from the nodes that can 
 every Ready node for externalTrafficPolicy Cluster, and only the Ready nodes with a ready local
 endpoint for Local (as MetalLB and kube-proxy's health check node port arrange it). The router,
 the underlay namespace that is the external host's gateway, then holds one route per address:
-`IP/32 proto bgp metric 100` with a next hop per announcing node (ECMP). The external host
+`IP/32 proto bgp metric 100` (`IP/128` for IPv6) with a next hop per announcing node (ECMP), each
+next hop the node's InternalIP of the address's family (a node without one does not announce it). The external host
 reaches the address with no route of its own; when the Service, its address or its last
 eligible node goes, so does the route.
 
@@ -18,6 +19,7 @@ address to one node) wins in the kernel and is never touched here.
 from __future__ import annotations
 
 import concurrent.futures
+import ipaddress
 import logging
 import os
 import subprocess
@@ -44,8 +46,12 @@ Announcements = dict[str, tuple[str, ...]]      # ingress IP -> next-hop node ad
 @dataclass(frozen=True)
 class NodeView:
     name: str
-    address: str | None        # InternalIP
+    addresses: tuple[str, ...]     # InternalIPs, primary family first
     ready: bool
+
+    def address(self, version: int) -> str | None:
+        """The InternalIP of this IP version, or None."""
+        return next((a for a in self.addresses if ipaddress.ip_address(a).version == version), None)
 
 
 @dataclass(frozen=True)
@@ -57,17 +63,23 @@ class ServiceView:
 
 def node_view(node: Mapping) -> NodeView:
     status = node.get("status") or {}
-    address = next((a.get("address") for a in status.get("addresses") or []
-                    if a.get("type") == "InternalIP"), None)
+    addresses = []
+    for a in status.get("addresses") or []:
+        if a.get("type") == "InternalIP" and a.get("address"):
+            try:
+                ipaddress.ip_address(a["address"])
+            except ValueError:
+                continue
+            addresses.append(a["address"])
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    return NodeView(node["metadata"]["name"], address, ready)
+    return NodeView(node["metadata"]["name"], tuple(addresses), ready)
 
 
 def service_view(svc: Mapping) -> ServiceView | None:
     """The Service as this controller sees it, or None when there is nothing to announce."""
     if not is_ours(svc):
         return None
-    ips = tuple(ip for ip in ingress_ips(svc) if ":" not in ip)
+    ips = tuple(ingress_ips(svc))
     if not ips:
         return None
     meta = svc["metadata"]
@@ -84,27 +96,35 @@ def ready_endpoint_nodes(slices: Iterable[Mapping]) -> set[str]:
 def plan_announcements(services: Iterable[ServiceView], nodes: Iterable[NodeView],
                        local_nodes: Mapping[tuple[str, str], set[str]]) -> Announcements:
     """Which node addresses announce each ingress IP. An IP with no eligible node is absent."""
-    ready = {n.name: n.address for n in nodes if n.ready and n.address}
+    ready = {n.name: n for n in nodes if n.ready}
     out: Announcements = {}
     for svc in services:
         names = ready.keys() & local_nodes.get(svc.key, set()) if svc.local else ready.keys()
-        hops = tuple(sorted(ready[n] for n in names))
-        if hops:
-            for ip in svc.ips:
-                out[ip] = tuple(sorted(set(out.get(ip, ())) | set(hops)))
+        for ip in svc.ips:
+            try:
+                version = ipaddress.ip_address(ip).version
+            except ValueError:
+                continue
+            hops = {hop for hop in (ready[n].address(version) for n in names) if hop}
+            if hops:
+                out[ip] = tuple(sorted(set(out.get(ip, ())) | hops))
     return out
+
+
+def _host_route(ip: str) -> str:
+    return f"{ip}/{128 if ':' in ip else 32}"
 
 
 def plan_route_commands(netns: str, want: Announcements, have: Announcements) -> list[list[str]]:
     """`ip` commands that turn the routes in `have` into those in `want`."""
     cmds = []
     for ip in sorted(have.keys() - want.keys()):
-        cmds.append(["ip", "-n", netns, "route", "del", f"{ip}/32", "proto", ROUTE_PROTOCOL,
+        cmds.append(["ip", "-n", netns, "route", "del", _host_route(ip), "proto", ROUTE_PROTOCOL,
                      "metric", str(ROUTE_METRIC)])
     for ip, hops in sorted(want.items()):
         if have.get(ip) != hops:
             nexthops = [w for hop in hops for w in ("nexthop", "via", hop)]
-            cmds.append(["ip", "-n", netns, "route", "replace", f"{ip}/32", "proto", ROUTE_PROTOCOL,
+            cmds.append(["ip", "-n", netns, "route", "replace", _host_route(ip), "proto", ROUTE_PROTOCOL,
                          "metric", str(ROUTE_METRIC), *nexthops])
     return cmds
 

@@ -4,7 +4,8 @@ controller keeps them.
 
 A ready endpoint is an address, one neither ready nor terminating a notReadyAddress, a terminating
 one is left out (a Service with publishNotReadyAddresses has every endpoint ready). Endpoints of
-the same ports share a subset, addresses sorted by IP. The Endpoints carries the Service's labels,
+the same ports share a subset, addresses sorted by IP, each the pod's address in the Service's
+primary family. The Endpoints carries the Service's labels,
 service.kubernetes.io/headless for a headless Service, and endpointslice.kubernetes.io/skip-mirror
 so that no slice is mirrored back from it. A Service's Endpoints goes when the Service goes; a
 Service without a selector keeps whatever Endpoints its owner writes.
@@ -12,7 +13,13 @@ Service without a selector keeps whatever Endpoints its owner writes.
 from __future__ import annotations
 
 from ..resources import ENDPOINTS, SERVICES, SLICES
-from .endpointslices import LABEL_HEADLESS, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY
+from .endpointslices import (
+    LABEL_HEADLESS,
+    LABEL_MANAGED_BY,
+    LABEL_SERVICE_NAME,
+    MANAGED_BY,
+    plan_address_types,
+)
 from .loop import Reconciler
 
 LABEL_SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"
@@ -36,11 +43,12 @@ def _port(p: dict) -> dict:
     return out
 
 
-def plan_subsets(slices: list[dict]) -> list[dict]:
-    """EndpointSubsets from a Service's EndpointSlices, repacked by port set."""
+def plan_subsets(slices: list[dict], address_type: str = "IPv4") -> list[dict]:
+    """EndpointSubsets from a Service's EndpointSlices of one address type (the Service's primary
+    family: an Endpoints lists one address per pod), repacked by port set."""
     by_ports: dict[tuple, tuple[list[dict], list[dict], list[dict]]] = {}
     for s in slices:
-        if s.get("addressType", "IPv4") != "IPv4":
+        if s.get("addressType", "IPv4") != address_type:
             continue
         ports = sorted((_port(p) for p in s.get("ports") or []),
                        key=lambda p: (p.get("name", ""), p.get("port", 0), p["protocol"]))
@@ -76,7 +84,7 @@ def plan_endpoints(service: dict, slices: list[dict]) -> dict:
         labels[LABEL_HEADLESS] = ""
     out: dict = {"apiVersion": "v1", "kind": "Endpoints",
                  "metadata": {"name": meta["name"], "namespace": meta.get("namespace", ""), "labels": labels}}
-    subsets = plan_subsets(slices)
+    subsets = plan_subsets(slices, plan_address_types(spec)[0])
     if subsets:
         out["subsets"] = subsets
     return out

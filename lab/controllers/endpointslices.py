@@ -1,6 +1,8 @@
 """The EndpointSlice controller: discovery.k8s.io/v1 slices for every Service with a selector.
 
-Behaves as kube-controller-manager's: one endpoint per matching pod with an IP (terminating pods
+Behaves as kube-controller-manager's: a set of slices per address type the Service has (its
+spec.ipFamilies: IPv4, IPv6 or both), each endpoint carrying the pod's address of that family
+(status.podIPs, else status.podIP); one endpoint per matching pod with an IP (terminating pods
 included, with their conditions), ports resolved per pod (named targetPorts looked up in that
 pod's containers, so pods that resolve differently land in different slices), at most 100
 endpoints per slice, slices updated in place with as few writes as possible, an empty placeholder
@@ -18,6 +20,7 @@ import collections
 import logging
 from dataclasses import dataclass, field
 
+from ..admission.ipfamilies import IPV4, IPV6
 from ..resources import NODES, PODS, SERVICES, SLICES
 from .loop import Reconciler
 
@@ -61,6 +64,7 @@ class ServiceView:
     ports: tuple[ServicePortView, ...] = ()
     publish_not_ready: bool = False
     hints: str = ""                # HINTS_AUTO (topology-mode Auto), HINTS_ZONE, HINTS_NODE or none
+    address_types: tuple[str, ...] = (IPV4,)    # the slices' addressTypes, one set of slices each
 
     @property
     def key(self) -> tuple[str, str]:
@@ -77,7 +81,7 @@ class PodView:
     name: str
     uid: str = ""
     labels: Labels = ()
-    ip: str = ""
+    ips: tuple[str, ...] = ()      # status.podIPs (else podIP), primary first
     node: str = ""
     ready: bool = False
     terminating: bool = False
@@ -89,6 +93,23 @@ class PodView:
     @property
     def key(self) -> tuple[str, str]:
         return self.namespace, self.name
+
+    def address(self, address_type: str) -> str:
+        """The pod's address of this family, or ""."""
+        want = ":" if address_type == IPV6 else "."
+        return next((ip for ip in self.ips if want in ip), "")
+
+
+def plan_address_types(spec: dict) -> tuple[str, ...]:
+    """The address types a Service's slices carry: its ipFamilies; without them the family of
+    its clusterIP; a headless Service without either gets both."""
+    fams = tuple(f for f in spec.get("ipFamilies") or [] if f in (IPV4, IPV6))
+    if fams:
+        return fams
+    ip = spec.get("clusterIP") or ""
+    if ip and ip != "None":
+        return (IPV6,) if ":" in ip else (IPV4,)
+    return (IPV4, IPV6)
 
 
 def parse_service(obj: dict) -> ServiceView:
@@ -104,12 +125,12 @@ def parse_service(obj: dict) -> ServiceView:
                        tuple(sorted((meta.get("labels") or {}).items())),
                        tuple(sorted((spec.get("selector") or {}).items())),
                        spec.get("type", "ClusterIP"), spec.get("clusterIP") == "None", ports,
-                       bool(spec.get("publishNotReadyAddresses")), hints)
+                       bool(spec.get("publishNotReadyAddresses")), hints, plan_address_types(spec))
 
 
-def _ipv4(status: dict) -> str:
+def _pod_ips(status: dict) -> tuple[str, ...]:
     ips = [p.get("ip", "") for p in status.get("podIPs") or []] or [status.get("podIP", "")]
-    return next((ip for ip in ips if ip and ":" not in ip), "")
+    return tuple(ip for ip in ips if ip)
 
 
 def parse_pod(obj: dict) -> PodView:
@@ -119,7 +140,7 @@ def parse_pod(obj: dict) -> PodView:
     ports = tuple((p.get("name", ""), p.get("protocol", "TCP"), p.get("containerPort", 0))
                   for c in spec.get("containers") or [] for p in c.get("ports") or [])
     return PodView(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""),
-                   tuple(sorted((meta.get("labels") or {}).items())), _ipv4(status),
+                   tuple(sorted((meta.get("labels") or {}).items())), _pod_ips(status),
                    spec.get("nodeName", ""), ready, bool(meta.get("deletionTimestamp")),
                    status.get("phase") in ("Succeeded", "Failed"),
                    spec.get("hostname", ""), spec.get("subdomain", ""), ports)
@@ -165,10 +186,10 @@ def plan_endpoint_ports(svc: ServiceView, pod: PodView) -> list[dict]:
     return out
 
 
-def plan_endpoint(svc: ServiceView, pod: PodView, zones: dict[str, str]) -> dict:
+def plan_endpoint(svc: ServiceView, pod: PodView, zones: dict[str, str], address: str) -> dict:
     serving = pod.ready
     ready = svc.publish_not_ready or (serving and not pod.terminating)
-    ep: dict = {"addresses": [pod.ip],
+    ep: dict = {"addresses": [address],
                 "conditions": {"ready": ready, "serving": serving, "terminating": pod.terminating},
                 "targetRef": {"kind": "Pod", "namespace": pod.namespace, "name": pod.name, "uid": pod.uid}}
     if pod.hostname and pod.subdomain == svc.name:
@@ -180,16 +201,18 @@ def plan_endpoint(svc: ServiceView, pod: PodView, zones: dict[str, str]) -> dict
     return ep
 
 
-def plan_endpoints(svc: ServiceView, pods: list[PodView], zones: dict[str, str]
+def plan_endpoints(svc: ServiceView, pods: list[PodView], zones: dict[str, str], address_type: str = IPV4
                    ) -> dict[tuple, tuple[list[dict], list[dict]]]:
-    """Endpoints grouped by their resolved ports: {ports key: (ports, endpoints sorted by pod)}."""
+    """Endpoints of one address type grouped by their resolved ports: {ports key: (ports,
+    endpoints sorted by pod)}. A pod without an address of that family is left out."""
     groups: dict[tuple, tuple[list[dict], list[dict]]] = {}
     for pod in sorted(pods, key=lambda p: p.name):
-        if not pod.ip or pod.terminal or pod.namespace != svc.namespace:
+        address = pod.address(address_type)
+        if not address or pod.terminal or pod.namespace != svc.namespace:
             continue
         ports = plan_endpoint_ports(svc, pod)
         key = ports_key(ports)
-        groups.setdefault(key, (ports, []))[1].append(plan_endpoint(svc, pod, zones))
+        groups.setdefault(key, (ports, []))[1].append(plan_endpoint(svc, pod, zones, address))
     everything = [ep for _, eps in groups.values() for ep in eps]
     if svc.hints == HINTS_AUTO:
         # topology-mode Auto: hints only when every endpoint has a zone, else none at all
@@ -239,11 +262,11 @@ def plan_slice_meta(svc: ServiceView) -> tuple[dict, list[dict]]:
 
 
 def _new_slice(svc: ServiceView, labels: dict, owners: list[dict], ports: list[dict],
-               endpoints: list[dict]) -> dict:
+               endpoints: list[dict], address_type: str) -> dict:
     out = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
            "metadata": {"generateName": f"{svc.name}-", "namespace": svc.namespace,
                         "labels": dict(labels), "ownerReferences": [dict(o) for o in owners]},
-           "addressType": "IPv4", "endpoints": endpoints}
+           "addressType": address_type, "endpoints": endpoints}
     if ports:
         out["ports"] = ports
     return out
@@ -261,27 +284,41 @@ def _changed_slice(old: dict, labels: dict, owners: list[dict], endpoints: list[
     return new
 
 
-def by_name_ipv4(slices: list[dict], name: str) -> dict | None:
-    """The IPv4 slice called `name` (addressType is immutable: only those can be recycled)."""
-    return next((s for s in slices if s["metadata"]["name"] == name and s.get("addressType") == "IPv4"),
+def by_name(slices: list[dict], name: str, address_type: str) -> dict | None:
+    """The slice called `name` if it has this address type (addressType is immutable: a slice is
+    recycled only for one of its own type)."""
+    return next((s for s in slices if s["metadata"]["name"] == name and s.get("addressType") == address_type),
                 None)
 
 
 def plan_endpoint_slices(svc: ServiceView, pods: list[PodView], zones: dict[str, str],
                          existing: list[dict], max_endpoints: int = MAX_ENDPOINTS) -> SlicePlan:
-    """What to create, update and delete so that the Service's slices list exactly its endpoints.
-    Endpoints stay in the slice that holds them; new ones fill slices with room (those changing
-    anyway first), then new slices; emptied slices are deleted (or recycled for new ones); no
-    endpoints at all leaves one empty placeholder slice."""
+    """What to create, update and delete so that the Service's slices list exactly its endpoints,
+    one set of slices per address type of the Service; slices of any other type are deleted."""
+    plan = SlicePlan()
+    for s in sorted(existing, key=lambda s: s["metadata"]["name"]):
+        if s.get("addressType") not in svc.address_types:
+            plan.delete.append(s["metadata"]["name"])
+    for address_type in svc.address_types:
+        part = plan_address_type_slices(svc, pods, zones, [s for s in existing if s.get("addressType") == address_type],
+                                        address_type, max_endpoints)
+        plan.create += part.create
+        plan.update += part.update
+        plan.delete += part.delete
+    return plan
+
+
+def plan_address_type_slices(svc: ServiceView, pods: list[PodView], zones: dict[str, str], existing: list[dict],
+                             address_type: str, max_endpoints: int = MAX_ENDPOINTS) -> SlicePlan:
+    """The slices of one address type. Endpoints stay in the slice that holds them; new ones fill
+    slices with room (those changing anyway first), then new slices; emptied slices are deleted
+    (or recycled for new ones); no endpoints at all leaves one empty placeholder slice."""
     plan = SlicePlan()
     labels, owners = plan_slice_meta(svc)
-    groups = plan_endpoints(svc, pods, zones)
+    groups = plan_endpoints(svc, pods, zones, address_type)
     by_ports: dict[tuple, list[dict]] = collections.defaultdict(list)
     for s in sorted(existing, key=lambda s: s["metadata"]["name"]):
-        if s.get("addressType") != "IPv4":
-            plan.delete.append(s["metadata"]["name"])
-        else:
-            by_ports[ports_key(s.get("ports") or [])].append(s)
+        by_ports[ports_key(s.get("ports") or [])].append(s)
     for key, (ports, endpoints) in groups.items():
         want = {_endpoint_id(ep): ep for ep in endpoints}
         placed: set[tuple] = set()
@@ -309,16 +346,16 @@ def plan_endpoint_slices(svc: ServiceView, pods: list[PodView], zones: dict[str,
                 if new is not None:
                     plan.update.append(new)
         for i in range(0, len(rest), max_endpoints):
-            plan.create.append(_new_slice(svc, labels, owners, ports, rest[i:i + max_endpoints]))
+            plan.create.append(_new_slice(svc, labels, owners, ports, rest[i:i + max_endpoints], address_type))
     for slices in by_ports.values():
         plan.delete.extend(s["metadata"]["name"] for s in slices)
     if not groups and not plan.create:
         # a selector Service with no endpoints publishes one empty slice, kept if already there
         keep = next((s for s in existing if s["metadata"]["name"] in plan.delete
-                     and not s.get("endpoints") and not s.get("ports") and s.get("addressType") == "IPv4"),
+                     and not s.get("endpoints") and not s.get("ports")),
                     None)
         if keep is None:
-            plan.create.append(_new_slice(svc, labels, owners, [], []))
+            plan.create.append(_new_slice(svc, labels, owners, [], [], address_type))
         else:
             plan.delete.remove(keep["metadata"]["name"])
             new = _changed_slice(keep, labels, owners, [])
@@ -326,14 +363,14 @@ def plan_endpoint_slices(svc: ServiceView, pods: list[PodView], zones: dict[str,
                 plan.update.append(new)
     # as the real reconciler's finalize(): a slice about to be deleted is recycled for one about to
     # be created (an update instead of a delete plus a create)
-    recyclable = [n for n in plan.delete if by_name_ipv4(existing, n)]
+    recyclable = [n for n in plan.delete if by_name(existing, n, address_type)]
     while plan.create and recyclable:
         name = recyclable.pop()
         plan.delete.remove(name)
-        fresh, old = plan.create.pop(), by_name_ipv4(existing, name)
+        fresh, old = plan.create.pop(), by_name(existing, name, address_type)
         new = dict(old, metadata=dict(old["metadata"], labels=fresh["metadata"]["labels"],
                                       ownerReferences=fresh["metadata"]["ownerReferences"]),
-                   addressType="IPv4", endpoints=fresh["endpoints"])
+                   addressType=address_type, endpoints=fresh["endpoints"])
         new.pop("ports", None)
         if "ports" in fresh:
             new["ports"] = fresh["ports"]

@@ -1,9 +1,11 @@
 """The load-balancer IP allocator, as k3s's klipper-lb or MetalLB would be in a real cluster.
 
 Services of type LoadBalancer (without a loadBalancerClass: those belong to someone else) get
-status.loadBalancer.ingress [{ip, ipMode: VIP}] from cfg.lb_subnet, skipping the network address
-and .1 (the subnet's router). spec.loadBalancerIP is honoured when it is in the subnet and free;
-otherwise the Service stays pending, as MetalLB leaves it. A Service that stops being a
+status.loadBalancer.ingress [{ip, ipMode: VIP}], one address per family of spec.ipFamilies (in
+that order) from that family's subnet of cfg.lb_subnets, skipping the network address and the
+first one (the subnet's router), as MetalLB does with a pool per family. spec.loadBalancerIP is
+honoured (that address alone) when it is in a subnet and free; otherwise the Service stays
+pending, as MetalLB leaves it. A Service that stops being a
 LoadBalancer has its ingress cleared. Addresses in use are the ones in the store's statuses.
 """
 from __future__ import annotations
@@ -53,6 +55,17 @@ def plan_lb_ip(svc: dict, used: dict[str, tuple[str, str]], subnet: str) -> str 
     return None
 
 
+def plan_lb_ips(svc: dict, used: dict[str, tuple[str, str]], subnets: tuple[str, ...]) -> list[str]:
+    """The addresses this Service should have: one per family of its spec.ipFamilies that has a
+    subnet, or only its loadBalancerIP; [] when it is not ours or nothing suitable is free."""
+    spec = svc.get("spec") or {}
+    if spec.get("loadBalancerIP"):
+        return [ip for ip in (plan_lb_ip(svc, used, sub) for sub in subnets) if ip][:1]
+    by_family = {("IPv6" if ipaddress.ip_network(sub).version == 6 else "IPv4"): sub for sub in subnets}
+    families = spec.get("ipFamilies") or list(by_family)[:1]
+    return [ip for ip in (plan_lb_ip(svc, used, by_family[f]) for f in families if f in by_family) if ip]
+
+
 class LoadBalancerController(Reconciler):
     name = "loadbalancer-controller"
 
@@ -97,16 +110,16 @@ class LoadBalancerController(Reconciler):
         svc = self.store.try_get(SERVICES, *key)
         if svc is None:
             return
-        ip = plan_lb_ip(svc, self.used, self.cfg.lb_subnet)
+        ips = plan_lb_ips(svc, self.used, self.cfg.lb_subnets)
         if not is_ours(svc):
             if not ingress_ips(svc) or (svc.get("spec") or {}).get("loadBalancerClass"):
                 return
             lb: dict = {}                                # no longer a LoadBalancer: withdraw
-        elif ip is None:
+        elif not ips:
             log.info("no load-balancer IP for %s/%s", *key)
             lb = {}
         else:
-            lb = {"ingress": [{"ip": ip, "ipMode": "VIP"}]}
+            lb = {"ingress": [{"ip": ip, "ipMode": "VIP"} for ip in ips]}
         status = dict(svc.get("status") or {}, loadBalancer=lb)
         if status != svc.get("status"):
             self.store.update(SERVICES, {"metadata": {"namespace": key[0], "name": key[1]}, "status": status},

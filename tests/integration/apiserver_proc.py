@@ -26,10 +26,15 @@ def terminate(proc: subprocess.Popen) -> int | None:
 
 
 class Server:
-    def __init__(self, tmp: Path, name: str, history: int = 40, preexec_fn=None):
-        """preexec_fn: e.g. netns.preexec(ns), to serve on that netns' loopback."""
+    def __init__(self, tmp: Path, name: str, history: int = 40, preexec_fn=None, ip_family: str | None = None):
+        """preexec_fn: e.g. netns.preexec(ns), to serve on that netns' loopback. ip_family: serve
+        a lab of that family ("ipv4", "ipv6", "dual"), written to the lab's state.json as `lab up`
+        would."""
         self.root, self.name = tmp, name
         self.state = tmp / name
+        if ip_family is not None:
+            self.state.mkdir(parents=True, exist_ok=True)
+            (self.state / "state.json").write_text(json.dumps({"config": {"name": name, "ip_family": ip_family}}))
         self.kubeconfig = self.state / "kubeconfig"
         env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp))
         self.log = open(tmp / "apiserver.log", "wb")  # noqa: SIM115 (open while the server runs)

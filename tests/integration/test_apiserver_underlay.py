@@ -20,24 +20,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 
 
-@pytest.fixture
-def underlay():
+@pytest.fixture(params=["ipv4", "dual"])
+def underlay(request, tmp_path):
     name = f"h1u{os.getpid()}"
     ns = f"{name}-underlay"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "state.json").write_text(json.dumps({"config": {"name": name, "ip_family": request.param}}))
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
     try:
         # the address lives on a bridge (as the lab's LAN) inside the lab netns, never in the root one
         for cmd in (["link", "set", "lo", "up"], ["link", "add", "lan0", "type", "bridge"],
-                    ["addr", "add", "192.168.56.1/24", "dev", "lan0"], ["link", "set", "lan0", "up"]):
+                    ["addr", "add", "192.168.56.1/24", "dev", "lan0"],
+                    ["addr", "add", "2001:db8:56::1/64", "dev", "lan0", "nodad"], ["link", "set", "lan0", "up"]):
             subprocess.run(["ip", "-n", ns, *cmd], check=True, timeout=10)
-        yield name, ns
+        yield name, ns, request.param
     finally:
         subprocess.run(["ip", "netns", "del", ns], timeout=10, check=False)
         assert not netns.exists(ns)
 
 
 def test_listens_in_underlay_and_on_loopback(underlay, tmp_path):
-    name, ns = underlay
+    name, ns, family = underlay
     root_inode = netns.current_inode()
     env = dict(os.environ, KUBEWEFT_LAB_ROOT=str(tmp_path))
     log = open(tmp_path / "apiserver.log", "wb")  # noqa: SIM115 (open while the server runs)
@@ -58,6 +61,12 @@ def test_listens_in_underlay_and_on_loopback(underlay, tmp_path):
                            capture_output=True, text=True, timeout=20, env=kc_env)
         assert inside.returncode == 0, inside.stderr
         assert "namespace/kube-system" in inside.stdout
+        if family == "dual":
+            # and on the IPv6 control-plane address, named in the serving certificate
+            v6 = netns.run(ns, [str(KUBECTL), "--kubeconfig", str(tmp_path / name / "kubeconfig-nodes"),
+                                "--server", "https://[2001:db8:56::1]:6443", "get", "namespaces", "-o", "name"],
+                           capture_output=True, text=True, timeout=20, env=kc_env)
+            assert v6.returncode == 0 and "namespace/kube-system" in v6.stdout, v6.stderr
         outside = subprocess.run([str(KUBECTL), "--kubeconfig", str(tmp_path / name / "kubeconfig"),
                                   "get", "namespaces", "-o", "name"],
                                  capture_output=True, text=True, timeout=20, env=kc_env, check=False)

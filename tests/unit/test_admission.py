@@ -252,6 +252,19 @@ def test_node_pod_cidr_may_only_be_set_once(store):
     assert admission.admit(store, CFG, nodes, "UPDATE", same, old) is same
 
 
+def test_node_pod_cidrs_one_per_family():
+    nodes = BY_PLURAL[("", "nodes")]
+    ok = {"metadata": {"name": "n"}, "spec": {"podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]}}
+    assert admission.admit(Store(), CFG, nodes, "CREATE", ok, None) is ok
+    two4 = {"metadata": {"name": "n"}, "spec": {"podCIDRs": ["10.244.1.0/24", "10.244.2.0/24"]}}
+    e = rejected(admission.admit, Store(), CFG, nodes, "CREATE", two4, None)
+    assert e.message == ('Node "n" is invalid: spec.podCIDRs: Invalid value: ["10.244.1.0/24","10.244.2.0/24"]: '
+                         "may specify no more than one CIDR for each IP family")
+    bad = {"metadata": {"name": "n"}, "spec": {"podCIDRs": ["10.244.1.0/33"]}}
+    e = rejected(admission.admit, Store(), CFG, nodes, "CREATE", bad, None)
+    assert e.details["causes"][0]["field"] == "spec.podCIDRs[0]"
+
+
 def test_cluster_ips_come_from_every_service_cidr_with_an_ip_address_each():
     from kubeweft.lab.apiserver.app import ensure_service_cidr
 

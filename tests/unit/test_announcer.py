@@ -12,8 +12,8 @@ from kubeweft.lab.controllers.announcer import (
     service_view,
 )
 
-NODES = [NodeView("node1", "192.168.56.11", True), NodeView("node2", "192.168.56.12", True),
-         NodeView("node3", "192.168.56.13", False)]
+NODES = [NodeView("node1", ("192.168.56.11",), True), NodeView("node2", ("192.168.56.12",), True),
+         NodeView("node3", ("192.168.56.13",), False)]
 
 
 def lb(name: str, ip: str | None, policy: str = "Cluster", cls: str | None = None) -> dict:
@@ -47,7 +47,7 @@ def test_what_is_not_announced():
     cluster_ip["spec"]["type"] = "ClusterIP"
     assert service_view(cluster_ip) is None
     assert plan_announcements([ServiceView(("d", "s"), ("198.51.100.5",), False)],
-                              [NodeView("n", None, True)], {}) == {}        # a node with no address
+                              [NodeView("n", (), True)], {}) == {}        # a node with no address
 
 
 def test_route_commands_add_change_and_withdraw():
@@ -59,3 +59,17 @@ def test_route_commands_add_change_and_withdraw():
                     f"route replace 198.51.100.2/32 {m} nexthop via 192.168.56.11 nexthop via 192.168.56.12",
                     f"route replace 198.51.100.3/32 {m} nexthop via 192.168.56.12"]
     assert plan_route_commands("kw-underlay", want, want) == []
+
+
+def test_ipv6_addresses_are_announced_through_the_nodes_ipv6_addresses():
+    nodes = [NodeView("node1", ("192.168.56.11", "2001:db8:56::11"), True),
+             NodeView("node2", ("2001:db8:56::12",), True)]       # an ipv6 lab's node: IPv6 alone
+    svc = lb("web", "198.51.100.2")
+    svc["status"]["loadBalancer"]["ingress"].append({"ip": "2001:db8:100::2", "ipMode": "VIP"})
+    want = plan_announcements([service_view(svc)], nodes, {})
+    assert want == {"198.51.100.2": ("192.168.56.11",),
+                    "2001:db8:100::2": ("2001:db8:56::11", "2001:db8:56::12")}
+    cmds = [" ".join(c[3:]) for c in plan_route_commands("kw-underlay", want, {})]
+    assert cmds[1] == (f"route replace 2001:db8:100::2/128 proto bgp metric {ROUTE_METRIC} "
+                       "nexthop via 2001:db8:56::11 nexthop via 2001:db8:56::12")
+    assert " ".join(plan_route_commands("kw-underlay", {}, want)[1][3:6]) == "route del 2001:db8:100::2/128"

@@ -81,6 +81,10 @@ def test_service_table():
         ["b", "LoadBalancer", "10.96.0.11", "<pending>", "80:30080/TCP", "5m", "<none>"]]
     svcs[1]["status"]["loadBalancer"]["ingress"] = [{"ip": "198.51.100.1"}]
     assert cells(render_table("Service", svcs, NOW, None))[1][3] == "198.51.100.1"
+    # dual-stack: CLUSTER-IP is the primary; EXTERNAL-IP both ingress addresses, sorted as strings
+    svcs[1]["spec"].update(clusterIPs=["10.96.0.11", "fd00:10:96::11"], ipFamilies=["IPv6", "IPv4"])
+    svcs[1]["status"]["loadBalancer"]["ingress"] = [{"ip": "2001:db8:100::2"}, {"ip": "198.51.100.2"}]
+    assert cells(render_table("Service", svcs, NOW, None))[1][2:4] == ["10.96.0.11", "198.51.100.2,2001:db8:100::2"]
 
 
 def test_node_table():

@@ -91,6 +91,15 @@ def test_endpoints_follow_slices():
     assert "subsets" not in ep
 
 
+def test_endpoints_carry_the_service_primary_family():
+    slices = [{"addressType": "IPv4", "endpoints": [endpoint("10.0.0.2", "a")]},
+              {"addressType": "IPv6", "endpoints": [endpoint("fd00::2", "a")]}]
+    meta = {"name": "web", "namespace": "team"}
+    for fams, want in ((["IPv6", "IPv4"], "fd00::2"), (["IPv4", "IPv6"], "10.0.0.2"), (["IPv6"], "fd00::2")):
+        ep = plan_endpoints({"metadata": meta, "spec": {"ipFamilies": fams, "selector": {"a": "b"}}}, slices)
+        assert [a["ip"] for s in ep["subsets"] for a in s["addresses"]] == [want]
+
+
 def test_tables_of_the_new_kinds():
     now = datetime.datetime(2026, 1, 1, 0, 1, 0, tzinfo=datetime.UTC)
     meta = {"name": "x", "namespace": "team", "creationTimestamp": "2026-01-01T00:00:00Z"}

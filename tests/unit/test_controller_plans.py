@@ -1,6 +1,8 @@
 """Pure plans of the node IPAM, scheduler and load-balancer controllers."""
-from kubeweft.lab.controllers.loadbalancer import plan_lb_ip
-from kubeweft.lab.controllers.nodeipam import plan_pod_cidrs
+import pytest
+from kubeweft.lab.config import LabConfig
+from kubeweft.lab.controllers.loadbalancer import plan_lb_ip, plan_lb_ips
+from kubeweft.lab.controllers.nodeipam import plan_node_pod_cidrs, plan_pod_cidrs
 from kubeweft.lab.controllers.scheduler import NodeView, parse_node, plan_binding
 
 
@@ -76,3 +78,38 @@ def test_lb_ip_skips_network_and_router_honours_request():
     assert plan_lb_ip(lb("b", ip="10.0.0.1"), used, net) is None                    # outside the pool
     assert plan_lb_ip(lb("b", cls="example.com/other"), used, net) is None          # not ours
     assert plan_lb_ip(lb("b", type_="NodePort"), used, net) is None
+
+
+@pytest.mark.parametrize("ip_family,first", [("ipv4", ["10.244.0.0/24"]), ("ipv6", ["fd00:10:244::/64"]),
+                                             ("dual", ["10.244.0.0/24", "fd00:10:244::/64"])])
+def test_node_pod_cidrs_one_per_family_and_kept(ip_family, first):
+    cfg = LabConfig(name="p", ip_family=ip_family)
+    ranges = [(c, cfg.node_cidr_prefix_for(4 if "." in c else 6)) for c in cfg.cluster_cidrs]
+    got = plan_node_pod_cidrs([("node1", ()), ("node2", ())], ranges)
+    assert got["node1"] == first
+    assert len(got["node2"]) == len(first) and got["node2"] != first
+    # a node with its ranges keeps them; the next one gets the lowest free range of each family
+    again = plan_node_pod_cidrs([("node1", tuple(got["node2"])), ("node3", ())], ranges)
+    assert again == {"node3": first}
+
+
+def test_node_pod_cidrs_all_or_none():
+    ranges = [("10.0.0.0/24", 25), ("fd00::/63", 64)]
+    full = plan_node_pod_cidrs([("a", ("10.0.0.0/25", "fd00::/64")), ("b", ("10.0.0.128/25", "fd00:0:0:1::/64")),
+                                ("c", ())], ranges)
+    assert full == {"c": None}
+
+
+def test_lb_ips_one_per_service_family_in_its_order():
+    subnets = ("198.51.100.0/24", "2001:db8:100::/64")
+    dual = lb("a")
+    dual["spec"]["ipFamilies"] = ["IPv6", "IPv4"]
+    assert plan_lb_ips(dual, {}, subnets) == ["2001:db8:100::2", "198.51.100.2"]
+    dual["status"]["loadBalancer"] = {"ingress": [{"ip": "198.51.100.9"}, {"ip": "2001:db8:100::9"}]}
+    assert plan_lb_ips(dual, {}, subnets) == ["2001:db8:100::9", "198.51.100.9"]        # keeps its own
+    v6 = lb("b")
+    v6["spec"]["ipFamilies"] = ["IPv6"]
+    assert plan_lb_ips(v6, {"2001:db8:100::2": ("default", "x")}, subnets) == ["2001:db8:100::3"]
+    assert plan_lb_ips(v6, {}, subnets[:1]) == []                                        # no IPv6 pool
+    assert plan_lb_ips(lb("c", ip="2001:db8:100::50"), {}, subnets) == ["2001:db8:100::50"]
+    assert plan_lb_ips(lb("d"), {}, subnets[:1]) == ["198.51.100.2"]                     # no families yet

@@ -231,3 +231,43 @@ def test_any_history_converges_in_one_plan(before, after, size):
     assert all(s["endpoints"] for s in result) or not want
     # and planning again changes nothing
     assert plan(svc, pods_from(after), existing=result, max_endpoints=size).empty
+
+
+def dual_pod(name, ips, **kw):
+    p = pod(name, ip=ips[0], **kw)
+    p["status"]["podIPs"] = [{"ip": ip} for ip in ips]
+    return p
+
+
+def by_type(p):
+    out = {}
+    for s in p.create:
+        out.setdefault(s["addressType"], []).extend(a for ep in s["endpoints"] for a in ep["addresses"])
+    return out
+
+
+def test_one_slice_set_per_service_family_from_pod_ips():
+    pods = [dual_pod("a", ["10.244.1.5", "fd00:10:244:1::5"]), dual_pod("b", ["10.244.2.6", "fd00:10:244:2::6"])]
+    dual = service(spec={"ipFamilies": ["IPv4", "IPv6"], "clusterIPs": ["10.96.0.5", "fd00:10:96::5"]})
+    assert by_type(plan(dual, pods)) == {"IPv4": ["10.244.1.5", "10.244.2.6"],
+                                         "IPv6": ["fd00:10:244:1::5", "fd00:10:244:2::6"]}
+    v6 = service(spec={"ipFamilies": ["IPv6"], "clusterIP": "fd00:10:96::5", "clusterIPs": ["fd00:10:96::5"]})
+    assert by_type(plan(v6, pods)) == {"IPv6": ["fd00:10:244:1::5", "fd00:10:244:2::6"]}
+    # a pod with podIP alone (no podIPs) still counts; one with no address of a family is left out of it
+    only4 = pod("c", ip="10.244.3.7")
+    assert by_type(plan(dual, [only4])) == {"IPv4": ["10.244.3.7"], "IPv6": []}
+    # an IPv6-only Service without any IPv6 pod address keeps one empty IPv6 placeholder
+    got = plan(v6, [only4]).create
+    assert [(s["addressType"], s["endpoints"], "ports" in s) for s in got] == [("IPv6", [], False)]
+
+
+def test_headless_without_families_gets_both_and_a_dropped_family_loses_its_slices():
+    pods = [dual_pod("a", ["10.244.1.5", "fd00:10:244:1::5"])]
+    headless = service(spec={"clusterIP": "None"})
+    assert set(by_type(plan(headless, pods))) == {"IPv4", "IPv6"}
+    dual = service(spec={"ipFamilies": ["IPv4", "IPv6"]})
+    existing = materialize(plan(dual, pods))
+    single = service(spec={"ipFamilies": ["IPv4"]})
+    p = plan(single, pods, existing=existing)
+    v6 = [s["metadata"]["name"] for s in existing if s["addressType"] == "IPv6"]
+    assert p.delete == v6 and not p.create and not p.update
