@@ -37,10 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBEWEFT = ROOT / ".venv" / "bin" / "kubeweft"
 SHIM = ROOT / ".venv" / "bin" / "kubeweft-cni"
 NODE = {4: "192.168.56.11", 6: "2001:db8:56::11"}
-OUTSIDE = {4: "192.168.56.1", 6: "2001:db8:56::1"}        # the underlay netns: a host outside the cluster
 POD_CIDRS = ["10.244.1.0/24", "fd00:10:244:1::/64"]
 GATEWAY = {4: "10.244.1.1", 6: "fd00:10:244:1::1"}        # the node's bridge: the pods' gateway
-SERVICE_CIDRS = {4: "10.96.0.0/16", 6: "fd00:10:96::/112"}
+SERVICE_CIDRS = {4: "10.96.0.0/12", 6: "fd00:10:96::/112"}     # the dual lab's (lab/config.py)
 CLUSTER_IP = {4: "10.96.0.80", 6: "fd00:10:96::50"}        # web (TCP 80, UDP 53), nodePorts 30080/30053
 EMPTY_IP = {4: "10.96.0.81", 6: "fd00:10:96::51"}          # no endpoints: rejected
 UNALLOCATED = {4: "10.96.0.99", 6: "fd00:10:96::63"}       # in the range, no Service: dropped
@@ -121,7 +120,8 @@ def service(name: str, ips: dict[int, str], ports: list[dict], **spec) -> dict:
     """A Service without a selector (its EndpointSlices are the test's), ClusterIPs in both
     families, IPv4 first (kind's dual-stack order)."""
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"clusterIP": ips[4], "clusterIPs": [ips[4], ips[6]], "ports": ports, **spec}}
+            "spec": {"clusterIP": ips[4], "clusterIPs": [ips[4], ips[6]], "ipFamilies": ["IPv4", "IPv6"],
+                     "ipFamilyPolicy": "RequireDualStack", "ports": ports, **spec}}
 
 
 def endpoint_slice(svc: str, version: int, ips: list[str], ports: list[dict]) -> dict:
@@ -147,20 +147,17 @@ class Cluster:
 
 @contextlib.contextmanager
 def dual_stack_node(tmp: Path):
-    with agent_helpers.lab_api(tmp, f"h13d{os.getpid() % 100000}") as (server, underlay, _), \
+    with agent_helpers.lab_api(tmp, f"h13d{os.getpid() % 100000}", "dual") as (server, underlay, _), \
             scratch_netns("h13n", 4) as (node_ns, web_ns, client_ns, web2_ns):
         agent = None
         workloads: list[subprocess.Popen] = []
         try:
-            ip(underlay, "-6", "addr", "add", f"{OUTSIDE[6]}/64", "dev", "lan0", "nodad")
             join_underlay(underlay, node_ns, "eth1", NODE[4])
             ip(node_ns, "-6", "addr", "add", f"{NODE[6]}/64", "dev", "eth1", "nodad")
             # default routes as a node has them, so that its own packets to a ClusterIP are routed
             # (then DNATed); the gateways are unused underlay addresses: nothing is sent there
             ip(node_ns, "route", "add", "default", "via", agent_helpers.UNDERLAY_ROUTER)
             ip(node_ns, "-6", "route", "add", "default", "via", "2001:db8:56::fe")
-            apply(server, {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
-                           "metadata": {"name": "ipv6"}, "spec": {"cidrs": [SERVICE_CIDRS[6]]}})
             server.kubectl("create", "-f", "-", input=json.dumps(
                 {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"},
                  "spec": {"podCIDR": POD_CIDRS[0], "podCIDRs": POD_CIDRS}}))
