@@ -314,3 +314,36 @@ def _name(sock: UdpClient) -> str | None:
         return sock.sock.recv(200).decode().split()[0]
     except OSError:
         return None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_external_ip_from_outside_and_load_balancer_source_ranges(cluster, family):
+    """An externalIP routed to the node reaches the Service from outside; a LoadBalancer address
+    whose loadBalancerSourceRanges leave the outside host out drops it before DNAT."""
+    server, outside, web = cluster.server, cluster.outside, cluster.pods["web"][1]
+    ext = {4: "192.0.2.10", 6: "2001:db8:100::10"}
+    lb = {4: "192.0.2.11", 6: "2001:db8:100::11"}
+    for v in (4, 6):        # the outside host's routes to both through the node (a router's job)
+        for addr in (ext[v], lb[v]):
+            subprocess.run(["ip", "-n", outside, "route", "replace", addr, "via", NODE[v]], check=True,
+                           capture_output=True, timeout=10)
+    apply(server, service("ext", {4: "10.96.0.84", 6: "fd00:10:96::54"},
+                          [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                          externalIPs=[ext[4], ext[6]]))
+    apply(server, service("fenced", {4: "10.96.0.85", 6: "fd00:10:96::55"},
+                          [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": 30085}],
+                          type="LoadBalancer", loadBalancerClass="example.com/none",
+                          loadBalancerSourceRanges=["10.244.0.0/16", "fd00:10:244::/56"]))       # pods only
+    server.kubectl("patch", "service", "fenced", "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"loadBalancer": {"ingress": [{"ip": lb[4]}, {"ip": lb[6]}]}}}))
+    for name in ("ext", "fenced"):
+        for v in (4, 6):
+            apply(server, endpoint_slice(name, v, [web[v]], SLICE_PORTS[:1]))
+    wait_for("the externalIP answers from outside", lambda: tcp(outside, ext[family], 80).startswith("web"),
+             timeout=30)
+    assert tcp(outside, ext[family], 80) == f"web {GATEWAY[family]}"      # eTP Cluster: masqueraded
+    # the LoadBalancer address is programmed: a pod, inside its source ranges, gets an answer ...
+    wait_for("the LoadBalancer address answers a pod", lambda: tcp(cluster.pods["client"][0], lb[family], 80)
+             .startswith("web"), timeout=30)
+    # ... and the outside host, outside them, none (dropped before DNAT)
+    assert tcp(outside, lb[family], 80, timeout=1.0) == "timeout"
