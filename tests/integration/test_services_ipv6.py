@@ -347,3 +347,19 @@ def test_external_ip_from_outside_and_load_balancer_source_ranges(cluster, famil
              .startswith("web"), timeout=30)
     # ... and the outside host, outside them, none (dropped before DNAT)
     assert tcp(outside, lb[family], 80, timeout=1.0) == "timeout"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_session_affinity_keeps_a_client_on_one_endpoint(cluster, family):
+    server, client_ns = cluster.server, cluster.pods["client"][0]
+    ips = {4: "10.96.0.86", 6: "fd00:10:96::56"}
+    apply(server, service("sticky", ips, [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                          sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}}))
+    for v in (4, 6):
+        apply(server, endpoint_slice("sticky", v, [cluster.pods[p][1][v] for p in ("web", "web2")], SLICE_PORTS[:1]))
+    def answer() -> str:
+        return tcp(client_ns, ips[family], 80).split(" ")[0]
+    first = wait_for("the sticky Service answers", lambda: (name := answer()).startswith("web") and name,
+                     timeout=30)
+    # 12 new connections over 2 endpoints: all to one is 1 in 2048 without affinity
+    assert {answer() for _ in range(12)} == {first}
