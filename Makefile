@@ -2,6 +2,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# the demo lab's IP families: `make demo IP_FAMILY=dual` draws the matrix over IPv4 and IPv6
+IP_FAMILY ?= ipv4
 
 .PHONY: setup test-setup demo test unit integration e2e lint bench proto image
 
@@ -9,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(VENV)/bin/kubeweft lab demo
+	$(VENV)/bin/kubeweft lab demo --ip-family $(IP_FAMILY)
 
 test-setup:
 	@bash scripts/setup.sh --test

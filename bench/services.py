@@ -1,20 +1,26 @@
-"""The service proxy at scale: full sync time and agent memory at 1k, 10k and 30k Services
-(3 endpoints each), one EndpointSlice change to the kernel at 30k, and ClusterIP connect
-latency against the same backend dialled directly at 10 and at 30k Services.
+"""The service proxy at scale, from 1k to 100k Services (3 endpoints each): full sync time and
+agent memory at each scale, a restart with the table in place and one EndpointSlice change to
+the kernel at the largest, first-packet latency (TCP connect through the ClusterIP against the
+same backend dialled directly) at each scale, and a kube-proxy-style reference loaded and probed
+at each scale as far as it loads. The figures go to bench/results/services.json (with the
+targets and whether each was met, and the load average at each measurement) and are drawn in
+bench/results/services.png; the same JSON is printed on stdout.
 
 It brings up a lab of its own (`h10b<pid>`, 2 nodes, kubeweft CNI + agent) and always removes
-it. Services are created without selectors, with EndpointSlices written here (fake endpoint
-addresses, never dialled), straight through the API with many requests in flight.
+it, also on an error, --timeout, SIGTERM or Ctrl-C. Services are created without selectors,
+with EndpointSlices written here (fake endpoint addresses, never dialled), straight through the
+API with many requests in flight; the creation rate and the API server's RSS are reported at
+each scale.
 
 - full sync: after each scale step the table `ip kubeweft` of node1 is deleted and node1's
   agent restarted (by its pod's kubelet), so its first sync loads everything from nothing;
   its duration is the agent's own kubeproxy_sync_proxy_rules_duration_seconds (first sample)
   and, from outside, the time from the agent's start until the last Service is in the kernel
   (the agent's kubeproxy_sync_proxy_rules_last_timestamp_seconds, confirmed by one `nft get
-  element`). The bench waits on the agent's /metrics (every 0.5 s), not on nft: an nft read of
-  the table costs seconds of CPU at 30k and would slow the sync it measures.
-  Agent memory: VmRSS (and the peak, VmHWM) of that agent process once synced. agent_log:
-  the agent's own lines for that sync (read back, render, diff, apply in ms).
+  element`: this one includes the informers' lists). The bench waits on the agent's /metrics
+  (every 0.5 s), not on nft: an nft read of the table costs seconds of CPU at 30k and would
+  slow the sync it measures. Agent memory: VmRSS (and the peak, VmHWM) of that agent process
+  once synced. agent_log: the agent's own lines for that sync (read back, render, diff, apply).
 - restart with the table in place (at the last scale): node1's agent killed (-9) and started
   again without deleting its table, as after a crash: the first sync reads the table back over
   netlink and reconciles (its duration, memory and log lines as above).
@@ -22,19 +28,23 @@ addresses, never dialled), straight through the API with many requests in flight
   endpoint being in the kernel map, seen by a netlink socket in node1's netns subscribed to the
   nftables multicast group (bench/nft_events.py: the kernel's NEWSETELEM notification of the
   commit, the address read from the backends map element's data). Neither `nft monitor` (it
-  reads the whole ruleset, ~180k elements at 30k, before it subscribes: not within 120 s) nor
-  polling with `nft get element` (re-reads every element after each agent transaction, 0.6-12 s
-  per read at 30k, and measures itself) can time this. Also the agent's
-  kubeproxy_network_programming_duration_seconds over those changes. The new endpoint is
-  checked once with `nft get element` after the timed rounds.
-- latency: TCP connect time (SYN to SYN-ACK, through the kernel) from a pod on node1 to a
-  backend pod on node2, via its ClusterIP and directly, interleaved; median and p90.
-- reference (same run): kube-proxy-style per-Service and per-endpoint chains for the same
-  Services, loaded with `nft -f` into a scratch netns (h10b<pid>-ref) at 1k and 10k.
+  reads the whole ruleset before it subscribes) nor polling with `nft get element` (re-reads
+  every element after each agent transaction, and measures itself) can time this. From the
+  watch event: the agent's kubeproxy_network_programming_duration_seconds (event received ->
+  transaction committed), and the same seen from a peer watch the bench holds on the slices
+  (its event -> the kernel's notification). The new endpoint is checked once with `nft get
+  element` after the timed rounds.
+- first-packet latency: TCP connect time (SYN to SYN-ACK, through the kernel) from a pod on
+  node1 to a backend pod on node2, via its ClusterIP and directly, interleaved; median and p90.
+- reference (same run): kube-proxy nftables mode's shape (a vmap into one chain per Service,
+  one chain per endpoint) for the same number of Services, loaded with `nft -f` into a scratch
+  netns (h10b<pid>-ref) with a nat output hook; where it loads, connect time from that netns
+  to its last Service's address (DNAT to a listener on the netns's own address) against the
+  listener dialled directly. Each load is bounded (--reference-timeout): a scale that does not
+  load in time, or fails, is where the reference stops, and the JSON says why.
 
-    .venv/bin/python bench/services.py [--scales 1000,10000,30000] [--timeout 600]
+    .venv/bin/python bench/services.py [--scales 1000,3000,10000,30000,100000] [--timeout 2400]
 
-Prints one JSON document on stdout; a small text chart of the latencies on stderr.
 """
 from __future__ import annotations
 
@@ -44,11 +54,13 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -70,8 +82,16 @@ NS = "h10-bench"
 REF_NETNS = f"{LAB}-ref"
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
 NODE = "node1"
-TARGETS = {"full_sync_30k_s": 2.0, "change_ms": 50.0, "agent_rss_mb": 400.0, "clusterip_vs_direct": 1.10}
+# judged at TARGET_SCALE Services (None in the verdicts when the run stopped short of it)
+TARGET_SCALE = 100_000
+TARGETS = {"full_sync_s": 3.0, "agent_rss_mb": 600.0, "restart_with_table_s": 5.0,
+           "change_watch_event_to_kernel_ms": 5.0, "clusterip_vs_direct": 1.10}
 IN_FLIGHT = 16
+RESULTS = ROOT / "bench" / "results"
+# the reference's scratch netns: its own address (TEST-NET-1, on a veth of its own) holds the
+# listener every probed Service's endpoints DNAT to; the Service addresses route to that link
+REF_ADDR = "192.0.2.1"
+REF_VIP_NET = "172.16.0.0/12"
 
 
 def say(msg: str) -> None:
@@ -87,6 +107,11 @@ class Deadline:
         if left <= 0:
             raise TimeoutError("the benchmark ran out of time")
         return left
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: the machine is shared, every figure carries them."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def pctl(samples: list[float], q: float) -> float:
@@ -158,11 +183,13 @@ SVC_PATH = f"/api/v1/namespaces/{NS}/services"
 SLICE_PATH = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
 
 
-def create_services(api: Api, start: int, stop: int) -> dict[int, str]:
+def create_services(api: Api, start: int, stop: int, deadline: Deadline | None = None) -> dict[int, str]:
     """Services s<start>..s<stop-1> and their slices -> {i: clusterIP}."""
     ips: dict[int, str] = {}
     step = 2000
     for lo in range(start, stop, step):
+        if deadline is not None:
+            deadline.left()
         hi = min(stop, lo + step)
         svcs = api.run([("POST", SVC_PATH, service_body(i)) for i in range(lo, hi)])
         api.run([("POST", SLICE_PATH, slice_body(i, [endpoint_ip(i, k) for k in range(3)])) for i in range(lo, hi)])
@@ -354,7 +381,7 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
     time.sleep(1.0)                               # let the agent settle before reading memory
     out = {"agent_first_sync_s": round(total / count, 3), "syncs_counted": int(count),
            "start_to_last_service_in_kernel_s": round(wall, 2), **{k + "_MB": v for k, v in rss_mb(pid).items()},
-           "agent_idle_cpu_percent": idle_cpu_percent(pid)}
+           "agent_idle_cpu_percent": idle_cpu_percent(pid), "loadavg": load_average()}
     for key in ("kubeproxy_sync_proxy_rules_nftables_elements", "kubeproxy_sync_proxy_rules_nftables_objects"):
         hits = {k: v for k, v in m.items() if k.startswith(key)}
         if hits:
@@ -415,7 +442,7 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
            "kernel_seen_by": "netlink NFNLGRP_NFTABLES NEWSETELEM, backends-* maps (node1's netns)",
            "monitor_ready_ms": round(monitor.ready_s * 1000, 2),
            "monitor_overflows": monitor.overflows,
-           "agent_cpu_percent_meanwhile": cpu_pct}
+           "agent_cpu_percent_meanwhile": cpu_pct, "loadavg": load_average()}
     if delivery:
         out["api_write_to_watch_event_ms"] = summary(delivery)
         # the bench's own watch event -> kernel: about the agent's part (its watch is a peer)
@@ -431,26 +458,31 @@ def one_change(cfg: LabConfig, api: Api, nft: NodeNft, ips: dict[int, str], roun
 
 
 # --- latency ---------------------------------------------------------------------------------
+def connect_samples(targets: dict[str, tuple[str, int]], n: int, after_each=None) -> dict[str, list[float]]:
+    """TCP connect() times in us per target, interleaved, from this thread's netns; after_each()
+    runs after every connection (a listener draining its queue)."""
+    out: dict[str, list[float]] = {k: [] for k in targets}
+    for _ in range(n):
+        for name, addr in targets.items():
+            s = socket.socket()
+            s.settimeout(2)
+            t0 = time.perf_counter()
+            try:
+                s.connect(addr)
+                out[name].append((time.perf_counter() - t0) * 1e6)
+            except OSError:
+                pass
+            finally:
+                s.close()
+            if after_each is not None:
+                after_each()
+    return out
+
+
 def connect_times(netns_name: str, targets: dict[str, tuple[str, int]], n: int) -> dict[str, dict]:
     """TCP connect() time per target, interleaved, from inside a pod's netns."""
-    def run() -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {k: [] for k in targets}
-        for _ in range(n):
-            for name, addr in targets.items():
-                s = socket.socket()
-                s.settimeout(2)
-                t0 = time.perf_counter()
-                try:
-                    s.connect(addr)
-                    out[name].append((time.perf_counter() - t0) * 1e6)
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-        return out
-    raw = lab_netns.call_in(netns_name, run, timeout=300)
-    return {k: {"n": len(v), "p50_us": round(pctl(v, 0.5), 1), "p90_us": round(pctl(v, 0.9), 1),
-                "mean_us": round(statistics.fmean(v), 1)} for k, v in raw.items() if v}
+    raw = lab_netns.call_in(netns_name, connect_samples, targets, n, timeout=300)
+    return {k: latency_summary(v) for k, v in raw.items() if v}
 
 
 def latency_chart(rows: list[tuple[str, float]]) -> str:
@@ -461,42 +493,123 @@ def latency_chart(rows: list[tuple[str, float]]) -> str:
 
 
 # --- the reference: kube-proxy-style chains ---------------------------------------------------
+def ref_vip(i: int) -> str:
+    return f"172.{16 + i // 62500}.{(i // 250) % 250}.{i % 250 + 1}"
+
+
 def render_kube_proxy_style(n: int) -> str:
     """kube-proxy nftables mode's shape: a vmap into one chain per Service port, which picks an
-    endpoint chain (one per endpoint) with numgen; each endpoint chain masquerade-marks and DNATs."""
+    endpoint chain (one per endpoint) with numgen; each endpoint chain masquerade-marks and DNATs.
+    A nat output hook sends the netns's own connections through it; the last Service's three
+    endpoints are the netns's listener (REF_ADDR:8080), so its first packets can be timed."""
     lines = ["add table ip kpref", "add chain ip kpref services",
              "add map ip kpref service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }",
-             "add rule ip kpref services ip daddr . meta l4proto . th dport vmap @service-ips"]
+             "add rule ip kpref services ip daddr . meta l4proto . th dport vmap @service-ips",
+             "add chain ip kpref nat-output { type nat hook output priority -100 ; }",
+             "add rule ip kpref nat-output jump services"]
     for i in range(n):
-        vip = f"172.{16 + i // 62500}.{(i // 250) % 250}.{i % 250 + 1}"
         svc = f"svc-{i}"
         lines.append(f"add chain ip kpref {svc}")
         for k in range(3):
-            ip = endpoint_ip(i, k)
+            ip = REF_ADDR if i == n - 1 else endpoint_ip(i, k)
             lines += [f"add chain ip kpref sep-{i}-{k}",
                       f"add rule ip kpref sep-{i}-{k} ip saddr {ip} meta mark set meta mark or 0x4000",
                       f"add rule ip kpref sep-{i}-{k} meta l4proto tcp dnat to {ip}:8080"]
         lines.append(f"add rule ip kpref {svc} numgen random mod 3 vmap "
                      f"{{ 0 : goto sep-{i}-0, 1 : goto sep-{i}-1, 2 : goto sep-{i}-2 }}")
-        lines.append(f"add element ip kpref service-ips {{ {vip} . tcp . 80 : goto {svc} }}")
+        lines.append(f"add element ip kpref service-ips {{ {ref_vip(i)} . tcp . 80 : goto {svc} }}")
     return "\n".join(lines) + "\n"
 
 
-def reference_load(n: int, deadline: Deadline) -> dict:
-    subprocess.run(["ip", "netns", "add", REF_NETNS], check=True, capture_output=True, timeout=10)
-    try:
-        path = Path(f"/tmp/{REF_NETNS}-{os.getpid()}.nft")
-        path.write_text(render_kube_proxy_style(n))
+def bounded_child(argv: list[str], netns_name: str, seconds: float) -> tuple[int | None, dict]:
+    """argv in the netns, killed (by its pid) after `seconds` -> (exit status, None when killed;
+    {wall and CPU seconds, peak RSS, the start of its stderr}). The peak is the process's own
+    VmHWM read while it runs (every 50 ms): wait4's ru_maxrss would keep this bench's RSS from
+    the fork."""
+    with tempfile.TemporaryFile() as err:
+        # ip netns exec execs argv in its own process: the figures are argv's
+        proc = subprocess.Popen(["ip", "netns", "exec", netns_name, *argv], stdout=subprocess.DEVNULL, stderr=err)
         t0 = time.monotonic()
-        proc = lab_netns.run(REF_NETNS, ["nft", "-f", str(path)], capture_output=True, text=True,
-                             timeout=max(1.0, min(120.0, deadline.left())), check=False)
+        killed = False
+        peak = 0.0
+        try:
+            while True:
+                peak = max(peak, rss_mb(proc.pid).get("VmHWM", 0.0))
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if not killed and time.monotonic() - t0 > seconds:
+                    proc.kill()
+                    killed = True
+                time.sleep(0.05)
+        except BaseException:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
         took = time.monotonic() - t0
-        path.unlink()
-        if proc.returncode != 0:
-            return {"error": proc.stderr[:300]}
-        return {"chains": n * 4, "load_s": round(took, 2)}
+        err.seek(0)
+        text = err.read(300).decode(errors="replace")
+    return (None if killed else proc.returncode), {"wall_s": took, "cpu_s": usage.ru_utime + usage.ru_stime,
+                                                   "peak_rss_mb": peak, "stderr": text}
+
+
+def ref_connect_times(vip: str, n: int) -> dict[str, dict]:
+    """Connect time to a Service address of the reference and to its listener directly, from
+    inside the scratch netns (run there by call_in), interleaved."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((REF_ADDR, 8080))
+    srv.listen(4096)
+    srv.setblocking(False)
+
+    def drain() -> None:
+        try:
+            srv.accept()[0].close()
+        except BlockingIOError:
+            pass
+    try:
+        out = connect_samples({"via_service": (vip, 80), "direct": (REF_ADDR, 8080)}, n, drain)
     finally:
-        subprocess.run(["ip", "netns", "delete", REF_NETNS], capture_output=True, timeout=10, check=False)
+        srv.close()
+    return {k: latency_summary(v) for k, v in out.items() if v}
+
+
+def latency_summary(v: list[float]) -> dict:
+    return {"n": len(v), "p50_us": round(pctl(v, 0.5), 1), "p90_us": round(pctl(v, 0.9), 1),
+            "mean_us": round(statistics.fmean(v), 1)}
+
+
+def reference_point(n: int, latency_n: int, load_timeout: float, deadline: Deadline) -> dict:
+    """The kube-proxy-style table of n Services loaded into a fresh scratch netns, and probed."""
+    run_ref = lambda *argv: lab_netns.run(REF_NETNS, list(argv), check=True, capture_output=True, timeout=10)
+    subprocess.run(["ip", "netns", "add", REF_NETNS], check=True, capture_output=True, timeout=10)
+    path = Path(f"/tmp/{REF_NETNS}-{os.getpid()}.nft")
+    try:
+        run_ref("ip", "link", "set", "lo", "up")
+        run_ref("ip", "link", "add", "ref0", "type", "veth", "peer", "name", "ref1")
+        run_ref("ip", "addr", "add", f"{REF_ADDR}/24", "dev", "ref0")
+        run_ref("ip", "link", "set", "ref0", "up")
+        run_ref("ip", "link", "set", "ref1", "up")
+        run_ref("ip", "route", "add", REF_VIP_NET, "dev", "ref0")
+        path.write_text(render_kube_proxy_style(n))
+        limit = max(1.0, min(load_timeout, deadline.left()))
+        rc, child = bounded_child(["nft", "-f", str(path)], REF_NETNS, limit)
+        out = {"chains": n * 4 + 2, "rules": n * 7 + 2, "nft_file_mb": round(path.stat().st_size / 1e6, 1),
+               "nft_cpu_s": round(child["cpu_s"], 2), "nft_peak_rss_mb": round(child["peak_rss_mb"]),
+               "loadavg": load_average()}
+        if rc is None:
+            return {**out, "loaded": False, "stopped": f"nft -f did not finish within {limit:.0f} s (killed)"}
+        if rc != 0:
+            return {**out, "loaded": False, "stopped": f"nft -f exited {rc}: {child['stderr']}"}
+        out.update(loaded=True, load_s=round(child["wall_s"], 2))
+        if latency_n:
+            out["first_packet"] = lab_netns.call_in(REF_NETNS, ref_connect_times, ref_vip(n - 1), latency_n,
+                                                    timeout=max(10.0, min(300.0, deadline.left())))
+        return out
+    finally:
+        path.unlink(missing_ok=True)
+        subprocess.run(["ip", "netns", "delete", REF_NETNS], capture_output=True, timeout=30, check=False)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -530,16 +643,15 @@ def wait_cluster_ip(netns_name: str, vip: str, deadline: Deadline) -> None:
             time.sleep(0.3)
 
 
-def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref_scales: list[int],
-        deadline: Deadline) -> None:
+def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, deadline: Deadline) -> None:
     """Fill `result` step by step (what was measured stays there if a later step fails)."""
     cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft")
-    result.update({"lab": LAB, "endpoints_per_service": 3, "targets": TARGETS})
     say("lab up (2 nodes, kubeweft)")
     # each full sync restarts the agent: CrashLoopBackOff's delay from 1 s, not 10 s
     os.environ.setdefault("KUBEWEFT_LAB_BACKOFF_BASE", "1")
     lifecycle.up(cfg, timeout=min(120.0, deadline.left()))
-    token = json.loads(cfg.state_file.read_text())["token"]
+    state = json.loads(cfg.state_file.read_text())
+    token, api_pid = state["token"], state["apiserver"]["pid"]
     api = Api(cfg)
     api.run([("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})])
     nft = NodeNft(cfg.node_netns(NODE))
@@ -548,31 +660,37 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
         wait_cluster_ip(client_ns, vip, deadline)
         targets = {"clusterip": (vip, 80), "direct": (backend_ip, 8080)}
         ips = create_services(api, 0, 8)                         # ~10 Services in all
-        say(f"latency at {len(ips) + 2} Services")
-        result["latency_at_10"] = connect_times(client_ns, targets, latency_n)
-        result["full_sync"] = {}
+        say(f"first-packet latency at {len(ips) + 2} Services")
+        result["first_packet"]["10"] = {**connect_times(client_ns, targets, latency_n), "loadavg": load_average()}
         made = len(ips)
         for n in scales:
             t0 = time.monotonic()
-            ips.update(create_services(api, made, n))
+            ips.update(create_services(api, made, n, deadline))
+            took = time.monotonic() - t0
+            result["creation"][str(n)] = {"services_created": n - made, "seconds": round(took, 1),
+                                          "api_writes_per_s": round(2 * (n - made) / took),
+                                          "apiserver_MB": rss_mb(api_pid), "loadavg": load_average()}
             made = n
-            say(f"{n} Services created in {time.monotonic() - t0:.1f} s; full sync of node1's agent")
+            say(f"{n} Services: {result['creation'][str(n)]}; full sync of node1's agent")
             result["full_sync"][str(n)] = full_sync(cfg, token, nft, ips[n - 1], deadline)
             say(f"  {result['full_sync'][str(n)]}")
+            wait_cluster_ip(client_ns, vip, deadline)
+            result["first_packet"][str(n)] = {**connect_times(client_ns, targets, latency_n),
+                                              "loadavg": load_average()}
+            say(f"  first packet: {result['first_packet'][str(n)]}")
         say(f"restart of node1's agent with its table in place ({made} Services: read back, reconcile)")
-        result["restart_with_table"] = full_sync(cfg, token, nft, ips[made - 1], deadline, keep_table=True)
+        result["restart_with_table"] = {"services": made, **full_sync(cfg, token, nft, ips[made - 1], deadline,
+                                                                      keep_table=True)}
         say(f"  {result['restart_with_table']}")
         say(f"one EndpointSlice change at {made} Services, {change_rounds} times")
         try:
             result["one_change"] = {"services": made, **one_change(cfg, api, nft, ips, change_rounds,
-                                                                         deadline, agent_pid(cfg, token))}
+                                                                   deadline, agent_pid(cfg, token))}
         except RuntimeError as e:
             # keep the other figures if the change step fails (an endpoint never seen in 10 s)
             say(f"  change step failed: {e}")
             result["one_change"] = {"services": made, "error": str(e)}
-        wait_cluster_ip(client_ns, vip, deadline)
-        say(f"latency at {made} Services")
-        result[f"latency_at_{made}"] = connect_times(client_ns, targets, latency_n)
+        result["apiserver_MB_at_end"] = rss_mb(api_pid)
     except BaseException:
         result["log_tails"] = {"apiserver": lifecycle.log_tail(cfg.log_dir / "apiserver.log", 15),
                                f"agent-{NODE}": lifecycle.log_tail(install.agent_log(cfg, NODE), 15)}
@@ -581,49 +699,129 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, ref
         nft.close()
         say("lab down")
         lifecycle.down(LAB)
-    result["reference_kube_proxy_style_chains"] = {}
-    for n in ref_scales:
+
+
+def run_reference(result: dict, scales: list[int], latency_n: int, load_timeout: float, deadline: Deadline) -> None:
+    """The kube-proxy-style table at each scale, smallest first, until one does not load."""
+    stopped = None
+    for n in sorted(scales):
+        if stopped is not None:
+            result[str(n)] = {"loaded": False, "stopped": f"not tried: {stopped} Services did not load"}
+            continue
         say(f"reference: kube-proxy-style chains for {n} Services")
-        result["reference_kube_proxy_style_chains"][str(n)] = reference_load(n, deadline)
+        result[str(n)] = reference_point(n, latency_n, load_timeout, deadline)
+        say(f"  {result[str(n)]}")
+        if not result[str(n)]["loaded"]:
+            stopped = n
+
+
+def verdict(target: float, measured: float | None, at: int | None, **more) -> dict:
+    """One target: met only when measured at TARGET_SCALE Services and under the target."""
+    out = {"target": target, "measured": measured, "services": at, **more}
+    out["met"] = None if measured is None or at != TARGET_SCALE else measured < target
+    return out
 
 
 def verdicts(result: dict) -> dict:
+    """Each target with what was measured and whether it was met (None: not measured at
+    TARGET_SCALE Services)."""
     out = {}
     sync = result.get("full_sync", {})
-    if sync:
-        top = max(sync, key=int)
-        out[f"full_sync_{top}_s"] = sync[top]["agent_first_sync_s"]
-        out["full_sync_ok"] = sync[top]["agent_first_sync_s"] < TARGETS["full_sync_30k_s"]
-        out["agent_rss_mb"] = sync[top].get("VmRSS_MB")
-        out["agent_rss_ok"] = (sync[top].get("VmHWM_MB") or 0) < TARGETS["agent_rss_mb"]
-    restart = result.get("restart_with_table")
-    if restart:
-        out["restart_sync_s"] = restart["agent_first_sync_s"]
-        out["restart_peak_mb"] = restart.get("VmHWM_MB")
-        out["restart_rss_ok"] = (restart.get("VmHWM_MB") or 0) < TARGETS["agent_rss_mb"]
+    top = max(map(int, sync)) if sync else None
+    point = sync.get(str(top), {})
+    restart = result.get("restart_with_table", {})
+    out["full_sync_s"] = verdict(TARGETS["full_sync_s"], point.get("agent_first_sync_s"), top,
+                                 loadavg=point.get("loadavg"),
+                                 start_to_last_service_in_kernel_s=point.get("start_to_last_service_in_kernel_s"))
+    peaks = [p["VmHWM_MB"] for p in (point, restart) if p.get("VmHWM_MB")]
+    out["agent_rss_mb"] = verdict(TARGETS["agent_rss_mb"], max(peaks) if peaks else None, top,
+                                  what="peak VmHWM of the full sync and the restart", loadavg=point.get("loadavg"))
+    out["restart_with_table_s"] = verdict(TARGETS["restart_with_table_s"], restart.get("agent_first_sync_s"),
+                                          restart.get("services"), loadavg=restart.get("loadavg"))
     change = result.get("one_change", {})
-    if change:
-        # the target counts from the change reaching the agent: its network programming metric
-        # (event received -> transaction committed); API write -> kernel is reported beside it
-        out["change_agent_ms"] = change.get("agent_network_programming_ms_mean")
-        out["change_api_to_kernel_p50_ms"] = change["api_write_to_kernel_ms"]["p50"]
-        out["change_ok"] = (change.get("agent_network_programming_ms_mean") or 1e9) < TARGETS["change_ms"]
-    big = [k for k in result if k.startswith("latency_at_") and k != "latency_at_10"]
-    if big:
-        lat = result[big[0]]
-        ratio = lat["clusterip"]["p50_us"] / lat["direct"]["p50_us"]
-        out["clusterip_over_direct_p50"] = round(ratio, 3)
-        out["latency_ok"] = ratio <= TARGETS["clusterip_vs_direct"]
+    # from the watch event: the agent's network programming metric (event received ->
+    # transaction committed); the bench's peer watch and the API write -> kernel beside it
+    out["change_watch_event_to_kernel_ms"] = verdict(
+        TARGETS["change_watch_event_to_kernel_ms"], change.get("agent_network_programming_ms_mean"),
+        change.get("services"), what="agent's network programming duration, mean",
+        peer_watch_event_to_kernel_ms=change.get("watch_event_to_kernel_ms"),
+        api_write_to_kernel_ms=change.get("api_write_to_kernel_ms"), loadavg=change.get("loadavg"))
+    lat = result.get("first_packet", {}).get(str(top), {})
+    if "clusterip" in lat and "direct" in lat:
+        ratio = round(lat["clusterip"]["p50_us"] / lat["direct"]["p50_us"], 3)
+        out["clusterip_vs_direct"] = {**verdict(TARGETS["clusterip_vs_direct"], ratio, top, loadavg=lat.get("loadavg")),
+                                      "met": ratio <= TARGETS["clusterip_vs_direct"] if top == TARGET_SCALE else None}
     return out
+
+
+def draw(result: dict, path: Path) -> None:
+    """Sync time and first-packet latency against the number of Services, kubeweft and the
+    kube-proxy-style reference side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
+    sync = {int(n): v for n, v in result.get("full_sync", {}).items()}
+    ref = {int(n): v for n, v in result.get("reference_kube_proxy_style_chains", {}).items()}
+    xs = sorted(sync)
+    a.plot(xs, [sync[n]["agent_first_sync_s"] for n in xs], "o-", label="kubeweft: agent's full sync")
+    a.plot(xs, [sync[n]["start_to_last_service_in_kernel_s"] for n in xs], "s--",
+           label="kubeweft: agent start -> last Service in kernel (lists included)")
+    restart = result.get("restart_with_table", {})
+    if restart.get("agent_first_sync_s") is not None:
+        a.plot([restart["services"]], [restart["agent_first_sync_s"]], "D", label="kubeweft: restart, table in place")
+    loaded = sorted(n for n, v in ref.items() if v.get("loaded"))
+    a.plot(loaded, [ref[n]["load_s"] for n in loaded], "^-", label="kube-proxy-style chains: nft -f")
+    for n in sorted(n for n, v in ref.items() if not v.get("loaded") and "nft_cpu_s" in v):
+        a.axvline(n, color="grey", linestyle=":")
+        a.text(n, 0.02, f"kube-proxy-style stops here: {ref[n]['stopped'][:48]}", rotation=90, fontsize=7,
+               transform=a.get_xaxis_transform(), ha="right", va="bottom")
+    a.axhline(TARGETS["full_sync_s"], color="red", linewidth=0.8, label=f"target {TARGETS['full_sync_s']} s at 100k")
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlabel("Services (3 endpoints each)")
+    a.set_ylabel("seconds")
+    a.set_title("full sync / load")
+    a.legend(fontsize=7)
+    fp = {int(n): v for n, v in result.get("first_packet", {}).items()}
+    xs = sorted(n for n, v in fp.items() if "clusterip" in v and "direct" in v)
+    b.plot(xs, [fp[n]["clusterip"]["p50_us"] / fp[n]["direct"]["p50_us"] for n in xs], "o-",
+           label="kubeweft: pod -> ClusterIP / pod -> pod (node1 -> node2)")
+    xs = sorted(n for n in loaded if "via_service" in ref[n].get("first_packet", {}))
+    b.plot(xs, [ref[n]["first_packet"]["via_service"]["p50_us"] / ref[n]["first_packet"]["direct"]["p50_us"]
+                for n in xs], "^-", label="kube-proxy-style: Service address / direct (one netns)")
+    b.axhline(1.0, color="grey", linewidth=0.8)
+    b.set_xscale("log")
+    b.set_xlabel("Services (3 endpoints each)")
+    b.set_ylabel("TCP connect p50, via the Service / direct")
+    b.set_title("first-packet latency")
+    b.legend(fontsize=7)
+    fig.suptitle(f"bench/services.py, load average {result.get('loadavg_start')} at start, "
+                 f"{result.get('loadavg_end')} at end", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+class Interrupted(BaseException):
+    """SIGTERM, or the hard time limit: unwinds like Ctrl-C, so every finally removes the lab."""
+
+
+def _interrupt(signum, _frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scales", default="1000,10000,30000")
-    ap.add_argument("--reference-scales", default="1000,10000")
-    ap.add_argument("--latency-samples", type=int, default=300)
+    ap.add_argument("--scales", default="1000,3000,10000,30000,100000")
+    ap.add_argument("--reference-scales", default="1000,3000,10000,30000,100000")
+    ap.add_argument("--reference-timeout", type=float, default=240.0,
+                    help="seconds one reference table may take to load before it counts as not loading")
+    ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--changes", type=int, default=20)
-    ap.add_argument("--timeout", type=float, default=580.0)
+    ap.add_argument("--timeout", type=float, default=2400.0,
+                    help="the whole run; 60 s past it SIGALRM unwinds whatever is running")
+    ap.add_argument("--name", default="", help="suffix of the result files (services-NAME.json, .png)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/services.py needs root (network namespaces)", file=sys.stderr)
@@ -632,28 +830,43 @@ def main(argv: list[str] | None = None) -> int:
         say(f"lab {LAB} exists already (a run with this pid?): not touching it")
         return 1
     deadline = Deadline(args.timeout)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGALRM, _interrupt)
+    signal.alarm(int(args.timeout) + 60)
     t0 = time.monotonic()
-    result: dict = {}
+    result: dict = {"lab": LAB, "endpoints_per_service": 3, "target_scale": TARGET_SCALE, "targets": TARGETS,
+                    "loadavg_start": load_average(), "creation": {}, "full_sync": {}, "first_packet": {},
+                    "reference_kube_proxy_style_chains": {}}
     rc = 0
     try:
-        run(result, [int(x) for x in args.scales.split(",") if x],
-                     args.latency_samples, args.changes,
-                     [int(x) for x in args.reference_scales.split(",") if x], deadline)
-    except Exception as e:  # noqa: BLE001 - report what was measured, and why it stopped
+        run(result, [int(x) for x in args.scales.split(",") if x], args.latency_samples, args.changes, deadline)
+        run_reference(result["reference_kube_proxy_style_chains"],
+                      [int(x) for x in args.reference_scales.split(",") if x], args.latency_samples,
+                      args.reference_timeout, deadline)
+    except (Exception, KeyboardInterrupt, Interrupted) as e:  # noqa: BLE001 - report what was measured, and why it stopped
         result["error"] = f"{type(e).__name__}: {e}"
-        rc = 1
+        rc = 130 if isinstance(e, (KeyboardInterrupt, Interrupted)) else 1
     finally:
-        if lifecycle.is_up(LabConfig(name=LAB)):
+        signal.alarm(0)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the clean-up below runs to its end
+        if lifecycle.is_up(LabConfig(name=LAB)) or topology.list_netns(LAB):
             lifecycle.down(LAB)
-    try:
-        result["verdicts"] = verdicts(result)
-    except (KeyError, ValueError, ZeroDivisionError) as e:
-        result["verdicts"] = {"error": f"incomplete: {e}"}
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    result["loadavg_end"] = load_average()
+    result["verdicts"] = verdicts(result)
     result["seconds"] = round(time.monotonic() - t0, 1)
-    rows = [(f"{k.removeprefix('latency_at_')} svc {path}", v[path]["p50_us"])
-            for k, v in result.items() if k.startswith("latency_at_") for path in ("direct", "clusterip") if path in v]
+    rows = [(f"{n} svc {path}", v[path]["p50_us"])
+            for n, v in result["first_packet"].items() for path in ("direct", "clusterip") if path in v]
     if rows:
         print("connect latency, p50 (pod on node1 -> backend on node2):\n" + latency_chart(rows), file=sys.stderr)
+    stem = f"services-{args.name}" if args.name else "services"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    try:
+        draw(result, RESULTS / f"{stem}.png")
+        result["png"] = f"bench/results/{stem}.png"
+    except Exception as e:  # noqa: BLE001 - the figures stand without the drawing
+        result["png_error"] = f"{type(e).__name__}: {e}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return rc
 

@@ -9,7 +9,9 @@ and Cilium's. Everything else is dropped and counted before any Service or polic
                                                 a neighbour advertisement's target (nft has no
                                                 selector for it, and a set holds one type)
       counter spoofed_<reason>                  one per reason (REASONS), read by the agent's metrics
-      chain prerouting   filter hook prerouting priority -300
+      chain prerouting   filter hook prerouting priority -300: frames of kw* ports to pod_source
+      chain pod_source   the MAC, then a verdict map on the ethertype to pod_source_{ipv4,arp,ipv6}
+                         (each ends in accept), any other ethertype dropped
 
 Why the bridge family: every pod veth is a port of the node's bridge, so one chain sees every
 frame a pod sends, routed (to the gateway) or bridged (to a pod), at the bridge's first hook.
@@ -54,6 +56,15 @@ COUNTER_PREFIX = "spoofed_"
 # reason -> family label of kubeweft_spoofed_packets_total
 REASONS = {"mac": "ethernet", "ipv4": "ipv4", "arp": "arp", "ipv6": "ipv6", "ndp": "ipv6",
            "ethertype": "ethernet"}
+# The checks of one frame: its MAC, then one chain per ethertype picked by a verdict map, so an
+# IPv4 frame crosses 5 rules and one port-name match where one flat chain took 8 of each.
+CHAIN_POD = "pod_source"
+CHAIN_IPV4 = "pod_source_ipv4"
+CHAIN_ARP = "pod_source_arp"
+CHAIN_IPV6 = "pod_source_ipv6"
+CHECK_CHAINS = {CHAIN_POD: "a pod's frame: its MAC, then the checks of its ethertype; any other ethertype dropped",
+                CHAIN_IPV4: "IPv4 from the pod's address", CHAIN_ARP: "ARP from the pod's address and MAC",
+                CHAIN_IPV6: "IPv6 from the pod's addresses; its neighbour advertisements; no RA or redirect"}
 # an ICMPv6 neighbour advertisement's target address: bytes 8-23 of the ICMPv6 header (RFC 4861)
 ND_TARGET = "@th,64,128"
 
@@ -76,23 +87,30 @@ def render_base() -> str:
           for r in REASONS),
         (f'add chain {t} prerouting {{ comment "source checks of frames from pod veths"; '
          f"type filter hook prerouting priority -300; policy accept; }}"),
+        *(f'add chain {t} {name} {{ comment "{what}"; }}' for name, what in CHECK_CHAINS.items()),
         f"flush chain {t} prerouting",
-        (f'add rule {t} prerouting {port} iifname . ether saddr != @{SET_MACS} '
+        *(f"flush chain {t} {name}" for name in CHECK_CHAINS),
+        f"add rule {t} prerouting {port} jump {CHAIN_POD}",
+        (f'add rule {t} {CHAIN_POD} iifname . ether saddr != @{SET_MACS} '
          f'counter name "{COUNTER_PREFIX}mac" drop'),
-        (f'add rule {t} prerouting {port} ether type ip iifname . ip saddr != @{SET_IPS} '
+        (f"add rule {t} {CHAIN_POD} ether type vmap {{ ip : jump {CHAIN_IPV4}, arp : jump {CHAIN_ARP}, "
+        f"ip6 : jump {CHAIN_IPV6} }}"),
+        f'add rule {t} {CHAIN_POD} counter name "{COUNTER_PREFIX}ethertype" drop',
+        (f'add rule {t} {CHAIN_IPV4} iifname . ip saddr != @{SET_IPS} '
          f'counter name "{COUNTER_PREFIX}ipv4" drop'),
-        (f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ip != @{SET_IPS} '
+        f"add rule {t} {CHAIN_IPV4} accept",
+        (f'add rule {t} {CHAIN_ARP} iifname . arp saddr ip != @{SET_IPS} '
          f'counter name "{COUNTER_PREFIX}arp" drop'),
-        (f'add rule {t} prerouting {port} ether type arp iifname . arp saddr ether != @{SET_MACS} '
+        (f'add rule {t} {CHAIN_ARP} iifname . arp saddr ether != @{SET_MACS} '
          f'counter name "{COUNTER_PREFIX}arp" drop'),
-        (f'add rule {t} prerouting {port} ether type ip6 ip6 saddr != ::/128 iifname . ip6 saddr != @{SET_IPS6} '
+        f"add rule {t} {CHAIN_ARP} accept",
+        (f'add rule {t} {CHAIN_IPV6} ip6 saddr != ::/128 iifname . ip6 saddr != @{SET_IPS6} '
          f'counter name "{COUNTER_PREFIX}ipv6" drop'),
-        (f'add rule {t} prerouting {port} icmpv6 type nd-neighbor-advert iifname . {ND_TARGET} != @{SET_ND} '
+        (f'add rule {t} {CHAIN_IPV6} icmpv6 type nd-neighbor-advert iifname . {ND_TARGET} != @{SET_ND} '
          f'counter name "{COUNTER_PREFIX}ndp" drop'),
-        (f'add rule {t} prerouting {port} icmpv6 type {{ nd-router-advert, nd-redirect }} '
+        (f'add rule {t} {CHAIN_IPV6} icmpv6 type {{ nd-router-advert, nd-redirect }} '
          f'counter name "{COUNTER_PREFIX}ndp" drop'),
-        (f'add rule {t} prerouting {port} ether type != {{ ip, arp, ip6 }} '
-         f'counter name "{COUNTER_PREFIX}ethertype" drop'),
+        f"add rule {t} {CHAIN_IPV6} accept",
     ]
     return "\n".join(lines) + "\n"
 

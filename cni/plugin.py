@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -34,7 +34,7 @@ KEY_LOCKS = 64
 class PodHook(Protocol):
     """What the CNI tells a component about pods on this node (see CniPlugin.pod_hooks)."""
 
-    def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None: ...
+    def pod_added(self, namespace: str, name: str, ips: Sequence[str], container_id: str) -> None: ...
 
     def pod_deleted(self, container_id: str) -> None: ...
 
@@ -197,7 +197,7 @@ class CniPlugin:
         try:
             addresses, reserved_here = alloc.claim(inv.container_id, inv.ifname, requested)
             pod_ips = [str(a.ip) for a in addresses]
-            self._run_pod_hooks(inv, pod_ips[0])
+            self._run_pod_hooks(inv, pod_ips)
             bridge = self.bridge(conf.bridge)
             wiring = datapath.wire_pod(inv.netns, inv.ifname, addresses, alloc.gateways, bridge.name,
                                        mtu, datapath.host_veth_name(*key), mac=mac)
@@ -231,13 +231,13 @@ class CniPlugin:
                  inv.k8s_pod.get("K8S_POD_NAME", ""), ",".join(map(str, addresses)), wiring.host_veth)
         return spec.render_result(conf.cni_version, interfaces, ips, routes, {}, conf.prev_result)
 
-    def _run_pod_hooks(self, inv: spec.Invocation, ip: str) -> None:
-        """The hooks learn the pod's primary address (the first range's)."""
+    def _run_pod_hooks(self, inv: spec.Invocation, ips: Sequence[str]) -> None:
+        """The hooks learn every address of the pod, one per range, the primary first."""
         pod_ns = inv.k8s_pod.get("K8S_POD_NAMESPACE", "")
         pod_name = inv.k8s_pod.get("K8S_POD_NAME", "")
         for hook in self.pod_hooks:
             try:
-                hook.pod_added(pod_ns, pod_name, ip, inv.container_id)
+                hook.pod_added(pod_ns, pod_name, tuple(ips), inv.container_id)
             except CniError:
                 raise
             except Exception as e:

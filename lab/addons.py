@@ -62,6 +62,20 @@ def service_address(text: str, namespace: str, name: str) -> str | None:
     return None
 
 
+def render_manifest(text: str, cfg: LabConfig) -> str:
+    """The manifest for lab `cfg`: the DNS Service's clusterIP is the lab's (cfg.cluster_dns_ip,
+    in the primary family), as kubeadm renders CoreDNS's manifest from the service range."""
+    docs = list(yaml.safe_load_all(text))
+    changed = False
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "Service":
+            meta = doc.get("metadata") or {}
+            if (meta.get("namespace"), meta.get("name")) == ("kube-system", "kube-dns"):
+                doc["spec"]["clusterIP"] = cfg.cluster_dns_ip
+                changed = True
+    return yaml.safe_dump_all(docs, sort_keys=False) if changed else text
+
+
 def _kubectl(cfg: LabConfig, args: list[str], timeout: float) -> str:
     return install.kubectl(cfg, *args, timeout=max(1.0, timeout)).stdout
 
@@ -75,7 +89,8 @@ def _dns_answers(node_netns: str, server: str) -> bool:
 
     query = dns.message.make_query(DNS_PROBE_NAME, "A")
     with netns.entered(node_netns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)     # a socket stays in the netns it was made in
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)     # a socket stays in the netns it was made in
     sock.setblocking(False)
     try:
         reply = dns.query.udp(query, server, timeout=0.5, sock=sock)
@@ -111,9 +126,12 @@ def apply_addons(cfg: LabConfig, names: Iterable[str] = DEFAULT_ADDONS, timeout:
     start = time.monotonic()
     deadline = start + timeout
     paths = manifest_paths(names)
-    texts = {p.stem: p.read_text() for p in paths}
-    for path in paths:
-        _kubectl(cfg, ["apply", "-f", str(path)], deadline - time.monotonic())
+    texts = {p.stem: render_manifest(p.read_text(), cfg) for p in paths}
+    rendered = cfg.state_dir / "addons"
+    rendered.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (rendered / f"{name}.yaml").write_text(text)
+        _kubectl(cfg, ["apply", "-f", str(rendered / f"{name}.yaml")], deadline - time.monotonic())
     if cfg.cni == "none":
         return f"{', '.join(names)} applied, Pending until a CNI is installed"
     for text in texts.values():

@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
                          "in their conf dir (a CNI DaemonSet's job)")
     up.add_argument("--backend", choices=("vxlan", "host-gw"), default=None,
                     help="kubeweft's cross-node backend (kubeweft-config's backend; default vxlan)")
+    up.add_argument("--ip-family", default=None, metavar="ipv4|ipv6|dual",
+                    help="the cluster's IP families, as kind's ipFamily (default ipv4; dual: IPv4 "
+                         "primary). The underlay keeps its IPv4 addresses in every mode")
     up.add_argument("--timeout", type=float, default=120.0)
 
     na = sub.add_parser("node-add", help="add nodes to a running lab; returns when they are Ready")
@@ -76,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     mx.add_argument("--expect", metavar="FILE", default=None,
                     help="with --world: NetworkPolicies (YAML/JSON, '-' stdin) to compare with")
 
-    sub.add_parser("demo", help="the walkthrough: up, pods, a Service, probes, the matrix, down")
+    dm = sub.add_parser("demo", help="the walkthrough: up, pods, a Service, probes, the matrix, down")
+    dm.add_argument("--ip-family", default=None, metavar="ipv4|ipv6|dual",
+                    help="the demo lab's IP families (as `up --ip-family`; default ipv4)")
+    dm.add_argument("--cni", choices=("reference", "kubeweft"), default=None,
+                    help="the demo lab's CNI (as `up --cni`; default kubeweft)")
     sub.add_parser("tour", help="run docs/tour.md's commands against the lab --name and check "
                    "what they print (a lab of that name is brought up, and removed after, if none runs)")
     return p
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "up":
         from . import lifecycle
         return lifecycle.up_command(args.name, nodes=args.nodes, cni=args.cni, timeout=args.timeout,
-                                    backend=args.backend)
+                                    backend=args.backend, ip_family=args.ip_family)
     if args.verb == "node-add":
         from . import lifecycle
         return lifecycle.node_add_command(args.name, count=args.count, timeout=args.timeout)
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                      namespaces=args.namespace)
     if args.verb == "demo":
         from . import demo
-        return demo.demo_command(args.name)
+        return demo.demo_command(args.name, ip_family=args.ip_family, cni=args.cni)
     if args.verb == "tour":
         from . import tour
         return tour.tour_command(args.name)

@@ -92,6 +92,12 @@ class LabConfig:
     def lb_subnets(self) -> tuple[str, ...]:
         return tuple(self.lb_subnet if v == 4 else self.lb_subnet6 for v in self.families)
 
+    @property
+    def cluster_dns_ip(self) -> str:
+        """The DNS Service's ClusterIP: the tenth address of the primary service range, as kubeadm
+        (10.96.0.10; fd00:10:96::a on an IPv6 lab, as kind's)."""
+        return str(ipaddress.ip_network(self.service_cidrs[0])[10])
+
     def node_cidr_prefix_for(self, version: int) -> int:
         return self.node_cidr_prefix if version == 4 else self.node_cidr_prefix6
 

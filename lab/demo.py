@@ -13,6 +13,7 @@ import time
 
 from . import lifecycle, matrix, probe, shell
 from .config import LabConfig
+from .workload import render_peer
 
 NAMESPACE = "default"
 WEB_PODS = ("web-0", "web-1", "web-2")
@@ -57,6 +58,11 @@ def wait_ready(core, names: list[str], timeout: float) -> dict[str, object]:
         time.sleep(0.5)
 
 
+def pod_ips(pod) -> list[str]:
+    """A kubernetes V1Pod's addresses, primary family first (status.podIPs, else podIP)."""
+    return [i.ip for i in pod.status.pod_ips or []] or [pod.status.pod_ip]
+
+
 def show_probes(cfg: LabConfig, source: str, targets: list[tuple[str, str]], count: int = 1,
                 timeout: float = 2.0) -> list[dict]:
     """Probe each (label, IP:PORT) from `source` (a worker thread enters its netns); print a line each."""
@@ -97,15 +103,17 @@ def run(cfg: LabConfig) -> int:
         print(f"    all Ready in {time.monotonic() - start:.1f} s")
         for name in (*WEB_PODS, CLIENT_POD):
             p = pods[name]
-            print(f"    {name:<8} {p.status.pod_ip:<15} on {p.spec.node_name}")
-        web = [(n, f"{pods[n].status.pod_ip}:80") for n in WEB_PODS]
+            print(f"    {name:<8} {' '.join(pod_ips(p)):<15} on {p.spec.node_name}")
+        # each web pod on each of its addresses: both families on a dual-stack lab
+        web = [(n, render_peer(ip, 80)) for n in WEB_PODS for ip in pod_ips(pods[n])]
 
         say(f"probe the web pods by IP from pod {CLIENT_POD} (on {placement[CLIENT_POD]})")
         show_probes(cfg, f"{NAMESPACE}/{CLIENT_POD}", web)
         say(f"probe the web pods from node {nodes[0]}")
         show_probes(cfg, f"node:{nodes[0]}", web)
         if cfg.cni == "reference":
-            say(f"probe the web pods from the external host ({cfg.external_ip}; the lab routes pod CIDRs)")
+            ext = cfg.external_ip + (f", {cfg.external_ip6}" if cfg.has_ipv6 else "")
+            say(f"probe the web pods from the external host ({ext}; the lab routes pod CIDRs)")
             show_probes(cfg, "external", web)
 
         say(f"probe the Service web ({cluster_ip}:80) from pod {CLIENT_POD}, 6 times")
@@ -113,7 +121,7 @@ def run(cfg: LabConfig) -> int:
                               timeout=1.0)
         say(f"probe the Service's NodePort {node_port} on every node from the external host ({cfg.external_ip})")
         results += show_probes(cfg, "external",
-                               [(f"{n}:{node_port}", f"{cfg.node_ip(i)}:{node_port}")
+                               [(f"{n}:{node_port}", render_peer(cfg.node_internal_ips(i)[0], node_port))
                                 for i, n in enumerate(nodes, start=1)], count=2, timeout=1.0)
         service_ok = all(r["outcome"] == "connected" for r in results)
         answered = sorted({r["pod"] for r in results if r["pod"]})
@@ -137,9 +145,9 @@ def run(cfg: LabConfig) -> int:
         api.close()
 
 
-def demo_command(name: str) -> int:
-    say(f"lab {name} up: 2 nodes, the default CNI")
-    rc = lifecycle.up_command(name, nodes=2)
+def demo_command(name: str, ip_family: str | None = None, cni: str | None = None) -> int:
+    say(f"lab {name} up: 2 nodes, CNI {cni or 'kubeweft (the default)'}, IP family {ip_family or 'ipv4'}")
+    rc = lifecycle.up_command(name, nodes=2, cni=cni, ip_family=ip_family)
     if rc != 0:
         print(f"demo: `lab up` failed (exit {rc}); nothing more to show", file=sys.stderr)
         return rc

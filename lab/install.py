@@ -56,8 +56,9 @@ def plan_config(cfg: LabConfig) -> dict[str, str]:
     out = {}
     if cfg.backend != DEFAULTS.backend:
         out["backend"] = cfg.backend
-    if cfg.cluster_cidr != DEFAULTS.cluster_cidr:
-        out["cluster-cidr"] = cfg.cluster_cidr
+    if cfg.cluster_cidrs != DEFAULTS.cluster_cidrs:
+        # one range per family, primary first, comma-separated (kube-proxy's --cluster-cidr)
+        out["cluster-cidr"] = ",".join(cfg.cluster_cidrs)
     return out
 
 

@@ -7,6 +7,7 @@ finds them again by that environment entry alone (also after kill -9, or without
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import secrets
@@ -22,6 +23,7 @@ from .config import LabConfig, check_name
 from .errors import LabError
 from .kubelet import imagefiles
 from .kubelet.layout import hold_path
+from .kubelet.model import NodeAddr, node_index, parse_node, plan_pod_routes
 
 LAB_ID_ENV = "KUBEWEFT_LAB_ID"
 TERM_GRACE = 3.0                 # seconds between SIGTERM and SIGKILL in `down`
@@ -234,15 +236,23 @@ def _wait_apiserver(cfg: LabConfig, proc: subprocess.Popen, deadline: float) -> 
     raise _StartFailed("the API server did not become ready in time", log)
 
 
-def _node_summary(node) -> tuple[str, bool, str | None, str | None]:
-    """(name, Ready, podCIDR, InternalIP) of a kubernetes V1Node."""
+def _node_summary(node) -> tuple[str, bool, str | None, NodeAddr]:
+    """(name, Ready, podCIDRs as one string, its addresses) of a kubernetes V1Node."""
+    from kubernetes import client as k8s
+
     ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
-    ip = next((a.address for a in (node.status.addresses or []) if a.type == "InternalIP"), None)
-    return node.metadata.name, ready, node.spec.pod_cidr, ip
+    addr = parse_node(k8s.ApiClient().sanitize_for_serialization(node))
+    return node.metadata.name, ready, ",".join(addr.pod_cidrs) or None, addr
+
+
+def _sync_cloud_routes(cfg: LabConfig, nodes: list[tuple[str, bool, str | None, NodeAddr]]) -> None:
+    """The lab's cloud route table: each node's podCIDRs, each via its InternalIP of that family."""
+    routes = plan_pod_routes("", [addr for *_, addr in nodes])
+    topology.apply_steps(topology.plan_underlay_routes(cfg, routes))
 
 
 def _wait_nodes_ready(cfg: LabConfig, procs: dict[str, subprocess.Popen], deadline: float,
-                      want: list[str] | None = None, ready: bool = True) -> list[tuple[str, bool, str | None, str | None]]:
+                      want: list[str] | None = None, ready: bool = True) -> list[tuple[str, bool, str | None, NodeAddr]]:
     """Until every node in `want` is Ready (registered only, with `ready` False)."""
     from kubernetes import client as k8s
 
@@ -319,7 +329,8 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
             d.mkdir(parents=True, exist_ok=True)
 
     _say(f"lab {cfg.name}: building {cfg.nodes} nodes, cni {cfg.cni}"
-         + (f", backend {cfg.backend}" if cfg.cni == "kubeweft" else ""))
+         + (f", backend {cfg.backend}" if cfg.cni == "kubeweft" else "")
+         + (f", ip family {cfg.ip_family}" if cfg.ip_family != "ipv4" else ""))
     if cfg.cni == "kubeweft":
         _ensure_image_files()
     topology.build(cfg)
@@ -343,7 +354,7 @@ def _up(cfg: LabConfig, token: str, deadline: float) -> None:
     if cfg.cni == "reference":
         # The lab's cloud route table: the external host reaches pods (and pods it)
         # unmasqueraded; node-to-node pod routes are the kubelets' job.
-        topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in nodes])
+        _sync_cloud_routes(cfg, nodes)
     _say(f"  addons: {addons.apply_addons(cfg, timeout=max(10.0, deadline - time.monotonic()))}")
 
 
@@ -357,7 +368,7 @@ def _ensure_image_files() -> None:
 
 
 def install_kubeweft(cfg: LabConfig, want: list[str], procs: dict[str, subprocess.Popen],
-                      deadline: float) -> list[tuple[str, bool, str | None, str | None]]:
+                      deadline: float) -> list[tuple[str, bool, str | None, NodeAddr]]:
     """kubeweft as its users install it (kubectl apply -k deploy/lab), then until the DaemonSet
     is rolled out on every node, each of `want` is Ready (the agent wrote its conflist) and every
     agent routes to every other node's pods."""
@@ -382,13 +393,13 @@ def install_kubeweft(cfg: LabConfig, want: list[str], procs: dict[str, subproces
 
 
 def up_command(name: str, nodes: int = 2, cni: str | None = None, timeout: float = 120.0,
-               backend: str | None = None) -> int:
+               backend: str | None = None, ip_family: str | None = None) -> int:
     try:
         check_name(name)
         if nodes < 1:
             raise LabError("--nodes must be at least 1")
         cfg = LabConfig(name=name, nodes=nodes, cni=cni or LabConfig.cni,
-                        backend=backend or LabConfig.backend)
+                        backend=backend or LabConfig.backend, ip_family=ip_family or LabConfig.ip_family)
         up(cfg, timeout=timeout)
     except ValueError as e:
         _say(str(e))
@@ -412,8 +423,6 @@ def node_list(cfg: LabConfig, state: dict) -> list[str]:
 def plan_new_nodes(existing: list[str], count: int) -> list[tuple[int, str]]:
     """(index, name) of `count` new nodes, numbered after the highest ever used, so a removed
     node's name (and address) is never reused while its old Node object might linger."""
-    from .kubelet.model import node_index
-
     top = max((node_index(n) for n in existing), default=0)
     return [(i, f"node{i}") for i in range(top + 1, top + 1 + count)]
 
@@ -463,20 +472,21 @@ def node_add(name: str, count: int = 1, timeout: float = 120.0) -> list[str]:
         raise
     if cfg.cni == "reference":
         everyone = _wait_nodes_ready(cfg, {}, time.monotonic() + 10, want=state["nodes"])
-        topology.sync_pod_cidr_routes(cfg, [(n, cidr, ip) for n, _, cidr, ip in everyone])
+        _sync_cloud_routes(cfg, everyone)
     return [n for n, *_ in ready]
 
 
 def _wait_overlay_routes(cfg: LabConfig, nodes: list[str], deadline: float) -> None:
     """Until every node's agent routes to every other node's pods (one kubeweft route, protocol
-    0xAF, per other node): then cross-node pod traffic works the moment a pod is Ready."""
+    0xAF, per other node, in the primary family): then cross-node pod traffic works the moment
+    a pod is Ready."""
     from kubeweft.proxy.overlay.kernel import RTPROT_KUBEWEFT
 
     pending = list(nodes)
     while pending:
         have = {}
         for node in pending:
-            proc = subprocess.run(["ip", "-n", cfg.node_netns(node), "-4", "route", "show", "proto",
+            proc = subprocess.run(["ip", "-n", cfg.node_netns(node), f"-{cfg.families[0]}", "route", "show", "proto",
                                    str(RTPROT_KUBEWEFT)], capture_output=True, text=True, timeout=10,
                                   check=False)
             have[node] = len(proc.stdout.splitlines())
@@ -672,8 +682,6 @@ def node_restart(name: str, node: str, timeout: float = 120.0) -> dict[str, floa
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
 
-    from .kubelet.model import node_index
-
     topology.apply_steps(topology.plan_add_node(cfg, node_index(node), node))
     proc = start_kubelet(cfg, node, token)
     state = read_state(name) or state
@@ -825,6 +833,16 @@ def read_pods_json(cfg: LabConfig) -> dict[str, dict]:
     return pods
 
 
+def plan_node_addresses(cfg: LabConfig, node: str) -> list[str]:
+    """Every address `node` has on the underlay, with its prefix length: IPv4 always, IPv6 when
+    the lab's family includes it."""
+    i = node_index(node)
+    out = [f"{cfg.node_ip(i)}/{ipaddress.ip_network(cfg.node_subnet).prefixlen}"]
+    if cfg.has_ipv6:
+        out.append(f"{cfg.node_ip6(i)}/{ipaddress.ip_network(cfg.node_subnet6).prefixlen}")
+    return out
+
+
 def render_status(cfg: LabConfig, nodes: list[dict], pods: list[dict], local: dict[str, dict]) -> dict:
     """The `status --json` document from API objects (plain dicts) and the kubelets' pods.json."""
     by_key = {(p.get("namespace"), p.get("name")): p for p in local.values()}
@@ -836,7 +854,9 @@ def render_status(cfg: LabConfig, nodes: list[dict], pods: list[dict], local: di
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in n.get("status", {}).get("conditions") or [])
         out_nodes.append({"name": name, "status": "Ready" if ready else "NotReady", "address": addr,
+                          "addresses": plan_node_addresses(cfg, name),
                           "podCIDR": n.get("spec", {}).get("podCIDR"),
+                          "podCIDRs": list(parse_node(n).pod_cidrs),
                           "netns": cfg.node_netns(name), "cniConfDir": str(cfg.cni_conf_dir(name)),
                           "cniBinDir": str(cfg.cni_bin_dir(name)),
                           "agentSocket": str(cfg.agent_socket(name))})
@@ -846,7 +866,10 @@ def render_status(cfg: LabConfig, nodes: list[dict], pods: list[dict], local: di
         entry = local.get(meta.get("uid")) or by_key.get((meta.get("namespace"), meta["name"])) or {}
         out_pods.append({"namespace": meta.get("namespace"), "name": meta["name"],
                          "node": p.get("spec", {}).get("nodeName"), "netns": entry.get("netns"),
-                         "ip": p.get("status", {}).get("podIP") or entry.get("ip")})
+                         "ip": p.get("status", {}).get("podIP") or entry.get("ip"),
+                         "ips": [i.get("ip") for i in p.get("status", {}).get("podIPs") or []
+                                 if isinstance(i, dict) and i.get("ip")]
+                                or list(entry.get("ips") or ([entry["ip"]] if entry.get("ip") else []))})
     return {"nodes": out_nodes, "pods": out_pods}
 
 

@@ -36,6 +36,11 @@ class PodInfo:
     netns: str | None                    # None: not a source (no netns known)
     node: str
     ports: tuple[tuple[int, str], ...]   # ((80, "TCP"), ...), as probed
+    ips: tuple[str, ...] = ()            # every address, primary family first (status.podIPs)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.ips or (self.ip,)
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,20 @@ class Probe:
     ip: str
     port: int
     proto: str                           # "TCP" or "UDP"
+    family: int = 0                      # 4 or 6 when the pods have several families, else 0
 
     @property
     def column(self) -> Column:
-        return (self.dest, f"{self.port}/{self.proto}")
+        return (self.dest, column_sub(self.port, self.proto, self.family))
+
+
+def column_sub(port: int, proto: str, family: int = 0) -> str:
+    """A column's sub heading: '80/TCP', or '80/TCP/v6' on a lab of several families."""
+    return f"{port}/{proto}" + (f"/v{family}" if family else "")
+
+
+def ip_version(ip: str) -> int:
+    return 6 if ":" in ip else 4
 
 
 def parse_ports(containers: Iterable[dict]) -> tuple[tuple[int, str], ...]:
@@ -82,12 +97,14 @@ def parse_pods(api_pods: Sequence[dict], running: Mapping[str, dict],
             continue
         entry = running.get(key) or {}
         ip = status.get("podIP") or entry.get("ip")
+        ips = tuple(i.get("ip") for i in status.get("podIPs") or [] if isinstance(i, dict) and i.get("ip")) \
+            or tuple(entry.get("ips") or ())
         if not ip:
             notes.append(f"{key}: no IP yet ({status.get('phase', 'Pending')})")
             continue
         node = spec.get("nodeName") or entry.get("node") or ""
         ns = entry.get("netns") or (node_netns(node) if spec.get("hostNetwork") and node else None)
-        pods.append(PodInfo(key, ip, ns, node, parse_ports(spec.get("containers") or ())))
+        pods.append(PodInfo(key, ip, ns, node, parse_ports(spec.get("containers") or ()), ips))
     return sorted(pods, key=lambda p: p.key), notes
 
 
@@ -97,16 +114,27 @@ def pods_from_running(running: Mapping[str, dict]) -> list[dict]:
     for key, e in running.items():
         ns, _, name = key.partition("/")
         out.append({"metadata": {"namespace": ns, "name": name},
-                    "spec": {"nodeName": e.get("node", "")}, "status": {"podIP": e.get("ip")}})
+                    "spec": {"nodeName": e.get("node", "")},
+                    "status": {"podIP": e.get("ip"), "podIPs": [{"ip": i} for i in e.get("ips") or ()]}})
     return out
 
 
 def plan_probes(pods: Sequence[PodInfo]) -> list[Probe]:
-    """Every source pod (with a netns) to every destination pod, port and protocol."""
-    return [Probe(src.key, src.netns, dst.key, dst.ip, port, proto)
-            for src in pods if src.netns
-            for dst in pods
-            for port, proto in dst.ports]
+    """Every source pod (with a netns) to every destination pod, port and protocol; on a lab of
+    several families, over each family the source has an address of (each Probe names it)."""
+    several = len({ip_version(ip) for p in pods for ip in p.addresses}) > 1
+    out = []
+    for src in pods:
+        if not src.netns:
+            continue
+        mine = {ip_version(ip) for ip in src.addresses}
+        for dst in pods:
+            for port, proto in dst.ports:
+                for ip in dst.addresses:
+                    if ip_version(ip) in mine:
+                        out.append(Probe(src.key, src.netns, dst.key, ip, port, proto,
+                                         ip_version(ip) if several else 0))
+    return out
 
 
 def cell_value(result: Mapping) -> str:
@@ -186,9 +214,13 @@ def render_matrix(pods: Sequence[PodInfo], results: Sequence[Mapping], *, color:
     short = (lambda k: k.split("/", 1)[1]) if len(namespaces) == 1 else (lambda k: k)
     title = f"namespace {next(iter(namespaces))}: " if len(namespaces) == 1 else ""
     rows = [short(p.key) for p in pods if p.netns]
-    columns = [(short(p.key), f"{port}/{proto}") for p in pods for port, proto in p.ports]
-    cells = {(short(r["from"]), (short(r["to"]), f"{r['port']}/{r['proto']}")): cell_value(r) for r in results}
-    lines = [f"{title}from (rows) to pod:port/protocol (columns)", ""]
+    several = len({ip_version(ip) for p in pods for ip in p.addresses}) > 1
+    columns = [(short(p.key), column_sub(port, proto, ip_version(ip) if several else 0))
+               for p in pods for port, proto in p.ports for ip in p.addresses]
+    cells = {(short(r["from"]), (short(r["to"]), column_sub(r["port"], r["proto"], r.get("family", 0)))):
+             cell_value(r) for r in results}
+    what = "pod:port/protocol/family" if several else "pod:port/protocol"
+    lines = [f"{title}from (rows) to {what} (columns)", ""]
     lines += render_table(rows, columns, cells, OUTCOME_STYLES, color=color, corner=("from \\ to", ""))
     lines += ["", render_legend(OUTCOME_STYLES, color=color), summarize([cell_value(r) for r in results])]
     return lines
@@ -336,7 +368,7 @@ def run_probes(probes: Sequence[Probe], timeout: float, workers: int = 32,
 
     def one(p: Probe) -> dict:
         r = probe_once(p.source_netns, p.ip, p.port, udp=p.proto == "UDP", timeout=timeout)
-        return {**r, "from": p.source, "to": p.dest, "port": p.port, "proto": p.proto}
+        return {**r, "from": p.source, "to": p.dest, "port": p.port, "proto": p.proto, "family": p.family}
 
     results: list[dict | None] = [None] * len(probes)
     done = 0
@@ -349,7 +381,7 @@ def run_probes(probes: Sequence[Probe], timeout: float, workers: int = 32,
             except OSError as e:               # e.g. the source netns vanished meanwhile
                 p = probes[i]
                 results[i] = {"from": p.source, "to": p.dest, "port": p.port, "proto": p.proto,
-                              "outcome": "unreachable", "pod": None, "client": None, "error": str(e)}
+                              "family": p.family, "outcome": "unreachable", "pod": None, "client": None, "error": str(e)}
             done += 1
             if progress:
                 progress(done, len(probes))

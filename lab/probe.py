@@ -28,6 +28,7 @@ import dns.inet
 from . import netns
 from .config import LabConfig
 from .kubelet.dns import parse_resolv_conf
+from .workload import render_peer
 
 CONNECTED, REFUSED, TIMEOUT, UNREACHABLE = "connected", "refused", "timeout", "unreachable"
 OUTCOMES = (CONNECTED, REFUSED, TIMEOUT, UNREACHABLE)
@@ -91,12 +92,15 @@ def is_hostname(host: str) -> bool:
 
 
 def parse_target(target: str) -> tuple[str, int]:
-    """'10.244.1.2:80', '[fd00::1]:80' or 'web.default:80' -> (host, port)."""
+    """'10.244.1.2:80', '[fd00::1]:80' or 'web.default:80' -> (host, port). An IPv6 address
+    takes brackets (and only it does): 'fd00::1:80' is ambiguous."""
     host, sep, port = target.rpartition(":")
-    host = host.strip("[]")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
-            or not (dns.inet.is_address(host) or is_hostname(host)):
-        raise ProbeError(f"target must be HOST:PORT (an address, or a name a pod resolves), got {target!r}")
+            or not (dns.inet.is_address(host) or is_hostname(host)) or (":" in host) != bracketed:
+        raise ProbeError(f"target must be HOST:PORT or [IPV6]:PORT (an address, or a name a pod "
+                         f"resolves), got {target!r}")
     return host, int(port)
 
 
@@ -205,7 +209,7 @@ def probe_once(source_netns: str, host: str, port: int, *, udp: bool = False,
     with netns.entered(source_netns):
         sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     result = {"outcome": None, "pod": None, "client": None,
-              "target": f"{host}:{port}", "proto": "udp" if udp else "tcp"}
+              "target": render_peer(host, port), "proto": "udp" if udp else "tcp"}
     start = time.monotonic()
     deadline = start + timeout
     try:
@@ -233,7 +237,7 @@ def _left(deadline: float) -> float:
 def _tcp_exchange(sock: socket.socket, host: str, port: int, deadline: float) -> bytes:
     sock.settimeout(_left(deadline))
     sock.connect((host, port))
-    sock.sendall(f"GET /whoami HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    sock.sendall(f"GET /whoami HTTP/1.1\r\nHost: {render_peer(host, port)}\r\nConnection: close\r\n\r\n".encode())
     chunks: list[bytes] = []
     while True:
         try:

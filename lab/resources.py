@@ -54,6 +54,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False, (), (), "ingressclass"),
     Resource("networking.k8s.io", "v1", "servicecidrs", "ServiceCIDR", False, (), ("status",), "servicecidr"),
     Resource("networking.k8s.io", "v1", "ipaddresses", "IPAddress", False, ("ip",), (), "ipaddress"),
+    # the CRD of network-policy-api v0.2.0, served as a cluster with it installed serves it
+    Resource("policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy", False,
+             ("cnp",), ("status",), "clusternetworkpolicy"),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",), (), "configmap"),
     Resource("", "v1", "secrets", "Secret", True, (), (), "secret"),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",), "serviceaccount"),
@@ -120,6 +123,7 @@ INGRESSES = BY_PLURAL[("networking.k8s.io", "ingresses")]
 INGRESS_CLASSES = BY_PLURAL[("networking.k8s.io", "ingressclasses")]
 SERVICE_CIDRS = BY_PLURAL[("networking.k8s.io", "servicecidrs")]
 IP_ADDRESSES = BY_PLURAL[("networking.k8s.io", "ipaddresses")]
+CLUSTER_NETWORK_POLICIES = BY_PLURAL[("policy.networking.k8s.io", "clusternetworkpolicies")]
 CONFIG_MAPS = BY_PLURAL[("", "configmaps")]
 SECRETS = BY_PLURAL[("", "secrets")]
 SERVICE_ACCOUNTS = BY_PLURAL[("", "serviceaccounts")]

@@ -43,9 +43,28 @@ def _ip(ns: str, *args: str) -> Step:
     return Step(("ip", "-n", ns, *args))
 
 
-def _forwarding(ns: str) -> Step:
+def _forwarding(cfg: LabConfig, ns: str) -> list[Step]:
     # /proc/sys/net is per netns: a sysctl run inside the lab netns sets it there only.
-    return Step(("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"), inside=ns)
+    steps = [Step(("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"), inside=ns)]
+    if cfg.has_ipv6:
+        steps.append(Step(("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"), inside=ns))
+    return steps
+
+
+def _no_dad(cfg: LabConfig, ns: str) -> list[Step]:
+    """DAD off for every interface made in `ns` from now on: an address is usable the moment it
+    is added (a tentative one cannot be a source or be reached for about 1 s), and veths and
+    bridges made later (pods' cables, kw0, cni0) inherit `default`. Addresses added by this
+    plan carry `nodad` too, for the interfaces that exist already."""
+    if not cfg.has_ipv6:
+        return []
+    return [Step(("sysctl", "-q", "-w", f"net.ipv6.conf.{k}.accept_dad=0"), inside=ns)
+            for k in ("all", "default")]
+
+
+def _addr6(ns: str, address: str, subnet: str, dev: str) -> Step:
+    length = ipaddress.ip_network(subnet).prefixlen
+    return _ip(ns, "-6", "addr", "add", f"{address}/{length}", "dev", dev, "nodad")
 
 
 def node_names(cfg: LabConfig) -> list[str]:
@@ -64,17 +83,18 @@ def plan_build(cfg: LabConfig) -> list[Step]:
     lan_len = ipaddress.ip_network(cfg.node_subnet).prefixlen
     ext_len = ipaddress.ip_network(cfg.external_subnet).prefixlen
     steps = [Step(("ip", "netns", "add", ns)) for ns in lab_netns(cfg)]
-    steps += [
+    steps += _no_dad(cfg, u) + [
         _ip(u, "link", "set", "lo", "up"),
         _ip(u, "link", "add", UNDERLAY_BRIDGE, "mtu", mtu, "type", "bridge"),
         _ip(u, "addr", "add", f"{cfg.control_plane_ip}/{lan_len}", "dev", UNDERLAY_BRIDGE),
-        _ip(u, "link", "set", UNDERLAY_BRIDGE, "up"),
-        _forwarding(u),
     ]
+    if cfg.has_ipv6:
+        steps.append(_addr6(u, cfg.control_plane_ip6, cfg.node_subnet6, UNDERLAY_BRIDGE))
+    steps += [_ip(u, "link", "set", UNDERLAY_BRIDGE, "up")] + _forwarding(cfg, u)
     for i, node in enumerate(node_names(cfg), start=1):
         steps += plan_node(cfg, i, node)
     x = cfg.external_netns
-    steps += [
+    steps += _no_dad(cfg, x) + [
         _ip(u, "link", "add", EXT_PORT, "mtu", mtu, "type", "veth",
             "peer", "name", EXT_UPLINK, "netns", x),
         _ip(u, "addr", "add", f"{cfg.external_gateway_ip}/{ext_len}", "dev", EXT_PORT),
@@ -84,6 +104,12 @@ def plan_build(cfg: LabConfig) -> list[Step]:
         _ip(x, "addr", "add", f"{cfg.external_ip}/{ext_len}", "dev", EXT_UPLINK),
         _ip(x, "route", "add", "default", "via", cfg.external_gateway_ip),
     ]
+    if cfg.has_ipv6:
+        steps += [
+            _addr6(u, cfg.external_gateway_ip6, cfg.external_subnet6, EXT_PORT),
+            _addr6(x, cfg.external_ip6, cfg.external_subnet6, EXT_UPLINK),
+            _ip(x, "-6", "route", "add", "default", "via", cfg.external_gateway_ip6),
+        ]
     return steps
 
 
@@ -92,7 +118,7 @@ def plan_node(cfg: LabConfig, index: int, node: str) -> list[Step]:
     u, ns, port = cfg.underlay_netns, cfg.node_netns(node), node_port(node)
     mtu = str(cfg.mtu)
     lan_len = ipaddress.ip_network(cfg.node_subnet).prefixlen
-    return [
+    steps = _no_dad(cfg, ns) + [
         _ip(u, "link", "add", port, "mtu", mtu, "type", "veth",
             "peer", "name", NODE_UPLINK, "netns", ns),
         _ip(u, "link", "set", port, "master", UNDERLAY_BRIDGE, "up"),
@@ -100,8 +126,11 @@ def plan_node(cfg: LabConfig, index: int, node: str) -> list[Step]:
         _ip(ns, "link", "set", NODE_UPLINK, "mtu", mtu, "up"),
         _ip(ns, "addr", "add", f"{cfg.node_ip(index)}/{lan_len}", "dev", NODE_UPLINK),
         _ip(ns, "route", "add", "default", "via", cfg.control_plane_ip),
-        _forwarding(ns),
     ]
+    if cfg.has_ipv6:
+        steps += [_addr6(ns, cfg.node_ip6(index), cfg.node_subnet6, NODE_UPLINK),
+                  _ip(ns, "-6", "route", "add", "default", "via", cfg.control_plane_ip6)]
+    return steps + _forwarding(cfg, ns)
 
 
 def plan_add_node(cfg: LabConfig, index: int, node: str) -> list[Step]:

@@ -2,7 +2,11 @@
 `python -m kubeweft.lab.workload --lab NAME --pod NS/NAME --ports 80/TCP,...`.
 
 Started by the lab kubelet inside the pod's netns. It listens on every declared port, TCP AND
-UDP for each (8080 if none), on 0.0.0.0, and prints one line "ready" once all are bound.
+UDP for each (8080 if none), on 0.0.0.0 and on :: (an IPv6-only socket beside the IPv4 one, so
+IPv4 clients are seen as IPv4, not as ::ffff: addresses; no IPv6 socket where the netns has no
+IPv6), and prints one line "ready" once all are bound. A UDP answer leaves from the address the
+datagram was sent to (IP_PKTINFO / IPV6_PKTINFO), so a hostNetwork pod answers on every
+address of its node as that address. A client is "IP:PORT", or "[IP]:PORT" for IPv6.
 
 - HTTP over TCP (keep-alive): GET /hostname -> pod name, /clientip -> "IP:PORT" it saw,
   /whoami -> {"pod": "NS/NAME", "client": "IP:PORT"}, /headers and /headers/... -> the same with
@@ -23,6 +27,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -30,6 +35,32 @@ DEFAULT_PORT = 8080
 MAX_REQUEST = 64 * 1024
 COMMANDS = ("hostname", "clientip", "whoami")
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)          # linux/in.h; Python names only the IPv6 ones
+IN_PKTINFO = struct.Struct("=i4s4s")                   # ipi_ifindex, ipi_spec_dst, ipi_addr
+IN6_PKTINFO = struct.Struct("=16si")                   # ipi6_addr, ipi6_ifindex
+CMSG_SPACE = socket.CMSG_SPACE(IN6_PKTINFO.size)
+
+
+def render_peer(host: str, port: int) -> str:
+    """A socket address as a client is reported: "IP:PORT", "[IP]:PORT" for IPv6."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def plan_reply_pktinfo(family: int, ancdata: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """The ancillary data that makes a reply leave from the address a datagram was sent to,
+    from that datagram's ancillary data (empty when it carries no pktinfo)."""
+    for level, kind, data in ancdata:
+        if family == socket.AF_INET and level == socket.IPPROTO_IP and kind == IP_PKTINFO \
+                and len(data) >= IN_PKTINFO.size:
+            _, _, dst = IN_PKTINFO.unpack_from(data)
+            return [(socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO.pack(0, dst, bytes(4)))]
+        if family == socket.AF_INET6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO \
+                and len(data) >= IN6_PKTINFO.size:
+            dst, ifindex = IN6_PKTINFO.unpack_from(data)
+            # the interface index matters for a link-local destination only; keep it for those
+            return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                     IN6_PKTINFO.pack(dst, ifindex if dst[:2] == b"\xfe\x80" else 0))]
+    return []
 
 
 def log(msg: str) -> None:
@@ -68,16 +99,40 @@ class Workload:
 
     # --- sockets -------------------------------------------------------------------------
     def _listen(self, port: int) -> None:
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind(("0.0.0.0", port))
-        tcp.listen(128)
-        tcp.setblocking(False)
-        self.sel.register(tcp, selectors.EVENT_READ, self._accept)
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("0.0.0.0", port))
-        udp.setblocking(False)
-        self.sel.register(udp, selectors.EVENT_READ, self._datagram)
+        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            try:
+                tcp, udp = self._sockets(family, host, port)
+            except OSError:
+                if family == socket.AF_INET:
+                    raise
+                continue                                 # no IPv6 in this netns: IPv4 alone
+            self.sel.register(tcp, selectors.EVENT_READ, self._accept)
+            self.sel.register(udp, selectors.EVENT_READ, self._datagram)
+
+    @staticmethod
+    def _sockets(family: int, host: str, port: int) -> tuple[socket.socket, socket.socket]:
+        made = []
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                sock = socket.socket(family, kind)
+                made.append(sock)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if kind == socket.SOCK_STREAM:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                elif family == socket.AF_INET:
+                    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+                sock.bind((host, port))
+                if kind == socket.SOCK_STREAM:
+                    sock.listen(128)
+                sock.setblocking(False)
+        except OSError:
+            for sock in made:
+                sock.close()
+            raise
+        return made[0], made[1]
 
     def _accept(self, lsock: socket.socket) -> None:
         try:
@@ -85,21 +140,21 @@ class Workload:
         except OSError:
             return
         conn.setblocking(False)
-        self.conns[conn] = {"peer": f"{peer[0]}:{peer[1]}", "in": bytearray(), "out": bytearray(),
+        self.conns[conn] = {"peer": render_peer(peer[0], peer[1]), "in": bytearray(), "out": bytearray(),
                             "close": False}
         self.sel.register(conn, selectors.EVENT_READ, self._stream)
 
     def _datagram(self, sock: socket.socket) -> None:
         for _ in range(64):                # drain a burst, but let the others run too
             try:
-                data, peer = sock.recvfrom(2048)
+                data, ancdata, _, peer = sock.recvmsg(2048, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 continue                   # e.g. an ICMP error queued on the socket
-            answer = self.answer(data.decode("utf-8", "replace").strip(), f"{peer[0]}:{peer[1]}")
+            answer = self.answer(data.decode("utf-8", "replace").strip(), render_peer(peer[0], peer[1]))
             try:
-                sock.sendto(answer.encode(), peer)
+                sock.sendmsg([answer.encode()], plan_reply_pktinfo(sock.family, ancdata), 0, peer)
             except OSError:
                 pass
 

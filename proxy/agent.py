@@ -354,6 +354,7 @@ class AgentConfig:
     state_dir: Path
     pod_cidrs: tuple[str, ...] = ()      # the Node's podCIDRs, one per family
     proxy: ProxyConfig = field(default_factory=ProxyConfig)     # the KubeProxyConfiguration (conntrack settings included)
+    pod_cidrs: tuple[str, ...] = ()       # spec.podCIDRs, one per IP family (pod_cidr is the first)
 
     @property
     def scheduler(self) -> str:
@@ -392,7 +393,12 @@ def import_components(with_api: bool) -> None:
         if with_api:
             import kubernetes  # noqa: F401
             import prometheus_client  # noqa: F401
-            from kubeweft.proxy import antispoof_metrics, policy_controller, service_proxy  # noqa: F401
+            from kubeweft.proxy import (  # noqa: F401
+                antispoof_metrics,
+                cluster_policy_controller,
+                policy_controller,
+                service_proxy,
+            )
             from kubeweft.proxy.overlay import controller  # noqa: F401
 
 
@@ -539,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     components = []
     if api is not None:
         proxy_cfg = proxy_cfg or ProxyConfig()
-        cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, cluster_cidr=args.cluster_cidr,
+        cfg = AgentConfig(node_name=args.node_name, pod_cidr=pod_cidr, pod_cidrs=tuple(node.pod_cidrs),
+                          cluster_cidr=args.cluster_cidr,
                           service_cidr=args.service_cidr,
                           nodeport_addresses=resolve_nodeport_addresses(
                               nodeport_choice(args.nodeport_addresses, proxy_cfg), node_addresses(args.node_ip, node)),
@@ -568,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
             components.append(policy)
             plugin.pod_hooks.append(policy)       # ADD returns only once policy covers the pod
             health.ready_when("policy", lambda: policy.rebuilds > 0)   # start() wrote the first table
+            from kubeweft.proxy import cluster_policy_controller
+            cnp = start_component(cluster_policy_controller.start, "cluster policy controller", api, cfg)
+            components.append(cnp)
+            plugin.pod_hooks.append(cnp)          # and once the Admin and Baseline tiers cover it
     plugin.start()
     sock = Path(args.socket)
     server = serve(plugin, sock, args.workers)

@@ -6,6 +6,7 @@ connection pool) and hands back the raw response, for the caller to stream or re
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -21,3 +22,17 @@ def open_get(api: ApiClient, path: str, timeout: float | tuple, query: Iterable[
         auth_settings=["BearerToken"])
     resp = api.call_api(method, url, headers, body, post, _request_timeout=timeout)
     return resp.status, resp.response
+
+
+def get_json(api: ApiClient, path: str, timeout: float) -> dict | None:
+    """One object from the API as JSON; None when it does not exist."""
+    status, raw = open_get(api, path, timeout)
+    try:
+        data = raw.read()
+    finally:
+        raw.release_conn()
+    if status == 404:
+        return None
+    if status >= 400:
+        raise RuntimeError(f"GET {path}: HTTP {status}")
+    return json.loads(data)

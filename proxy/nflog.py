@@ -67,18 +67,27 @@ def parse_nflog(data: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
-def parse_ipv4(pkt: bytes) -> str | None:
-    """'tcp 10.244.1.2:40000 -> 10.244.2.3:80' from an IPv4 packet's first bytes. Pure."""
-    if len(pkt) < 20 or pkt[0] >> 4 != 4:
+_PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}
+
+
+def parse_packet(pkt: bytes) -> str | None:
+    """'tcp 10.244.1.2:40000 -> 10.244.2.3:80' or 'tcp [fd00::2]:40000 -> [fd00::3]:80' from
+    an IPv4 or IPv6 packet's first bytes (IPv6: the transport right after the fixed header; a
+    packet with extension headers is named by its first next-header value). Pure."""
+    if len(pkt) >= 20 and pkt[0] >> 4 == 4:
+        hlen, proto = (pkt[0] & 0x0F) * 4, pkt[9]
+        src, dst = socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])
+    elif len(pkt) >= 40 and pkt[0] >> 4 == 6:
+        hlen, proto = 40, pkt[6]
+        src = "[" + socket.inet_ntop(socket.AF_INET6, pkt[8:24]) + "]"
+        dst = "[" + socket.inet_ntop(socket.AF_INET6, pkt[24:40]) + "]"
+    else:
         return None
-    ihl = (pkt[0] & 0x0F) * 4
-    proto = pkt[9]
-    src, dst = socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])
-    name = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp"}.get(proto, f"proto {proto}")
-    if proto in (6, 17, 132) and len(pkt) >= ihl + 4:
-        sport, dport = struct.unpack_from(">HH", pkt, ihl)
+    name = _PROTO_NAMES.get(proto, f"proto {proto}")
+    if proto in (6, 17, 132) and len(pkt) >= hlen + 4:
+        sport, dport = struct.unpack_from(">HH", pkt, hlen)
         return f"{name} {src}:{sport} -> {dst}:{dport}"
-    return f"{name} {src} -> {dst}"
+    return f"{name} {src.strip('[]')} -> {dst.strip('[]')}"
 
 
 class DropLog:
@@ -131,8 +140,8 @@ class DropLog:
         if which is None:
             return False
         direction, pid = which
-        pkt = parse_ipv4(payload)
+        pkt = parse_packet(payload)
         self.denials_logged += 1
         log.warning("denied %s by %s: %s", "ingress" if direction == "in" else "egress",
-                    self.policy_of(pid), pkt or "(not IPv4)")
+                    self.policy_of(pid), pkt or "(not IP)")
         return True

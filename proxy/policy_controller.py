@@ -2,7 +2,7 @@
 of proxy/render_policy.py equal to them, and cover a new pod before its CNI ADD returns.
 
     start(api, cfg) -> PolicyController       (agent; waits for the three informers' first list)
-    .pod_added(ns, name, ip, container_id)    (CNI ADD, before the pod's interface exists)
+    .pod_added(ns, name, ips, container_id)   (CNI ADD, before the pod's interface exists)
     .pod_deleted(container_id)                (CNI DEL)
     .stop()
 
@@ -15,27 +15,28 @@ everything queued (a burst of 1,000 policy creates becomes a few transactions, n
 queue keeps one entry per object, its latest version: an object changed 1,000 times a second
 is parsed and planned once per sync, not once per change, and never holds up the others.
 
-Before the first packet: pod_added puts the pod's address into every set (local_pods, its
-selections, peer sets) in one transaction, then deletes the address's conntrack entries (a
-flow that saw replies from the address's previous pod would pass as established), all before
-the interface exists. Established connections survive policy changes (like Calico and Cilium);
-new ones follow the new policy.
+Before the first packet: pod_added puts every address the CNI gave the pod (one per family)
+into every set (local_pods, its selections, peer sets, each in its family's twin) in one
+transaction, then deletes the addresses' conntrack entries (a flow that saw replies from an
+address's previous pod would pass as established), all before the interface exists.
+Established connections survive policy changes (like Calico and Cilium); new ones follow the
+new policy.
 
 Denied connections are logged by proxy/nflog.py; counters and gauges are exported by
 proxy/policy_metrics.py.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from kubeweft.cni.errors import TRY_AGAIN_LATER, CniError
 
 from . import policy_model as pm
 from . import render_policy as rp
-from .api_get import open_get
+from .api_get import get_json
 from .conntrack import forget_flows
 from .informer import Informer, key_of
 from .nflog import DropLog
@@ -57,7 +58,7 @@ _PARSE = {"pod": pm.parse_pod, "ns": pm.parse_namespace, "pol": pm.parse_policy}
 
 
 class PolicyController:
-    def __init__(self, api, node_name: str, pod_cidr: str, nft: Nft | None = None,
+    def __init__(self, api, node_name: str, pod_cidr: str | Sequence[str], nft: Nft | None = None,
                  netns: str | None = None):
         self.api = api
         self.netns = netns              # None: the agent's own (the node's); else tests' scratch one
@@ -84,13 +85,7 @@ class PolicyController:
 
     # --- the watch edge -----------------------------------------------------------------------
     def _parse(self, kind: str, obj: dict):
-        try:
-            parsed = _PARSE[kind](obj)
-        except pm.ModelError as e:
-            self.skipped[kind].skipped(key_of(obj), e)
-            return None
-        self.skipped[kind].taken(key_of(obj))
-        return parsed
+        return self.skipped[kind].parse(_PARSE[kind], key_of(obj), obj, pm.ModelError)
 
     def _on_event(self, kind: str, etype: str, obj: dict) -> None:
         """The watch threads only queue: a sync in progress (the lock, an nft transaction) must
@@ -184,22 +179,13 @@ class PolicyController:
 
     # --- the CNI's hooks ------------------------------------------------------------------------
     def _fetch(self, path: str) -> dict | None:
-        """One object from the API as JSON; None when it does not exist."""
-        status, raw = open_get(self.api, path, FETCH_TIMEOUT)
-        try:
-            data = raw.read()
-        finally:
-            raw.release_conn()
-        if status == 404:
-            return None
-        if status >= 400:
-            raise RuntimeError(f"GET {path}: HTTP {status}")
-        return json.loads(data)
+        return get_json(self.api, path, FETCH_TIMEOUT)
 
-    def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:
-        """Make the pod's IP a member of every set it belongs in, in the kernel, now. A pod the
-        API does not know (yet) fails the ADD (the kubelet retries): its labels decide its
-        isolation. An attachment without K8S_POD_* arguments is no pod: no policy selects it."""
+    def pod_added(self, namespace: str, name: str, ips: Sequence[str], container_id: str) -> None:
+        """Make the pod's IPs (one per family) members of every set they belong in, in the
+        kernel, now. A pod the API does not know (yet) fails the ADD (the kubelet retries): its
+        labels decide its isolation. An attachment without K8S_POD_* arguments is no pod: no
+        policy selects it."""
         if not namespace or not name:
             namespace, name = "", f"cni:{container_id}"
         key: PodKey = (namespace, name)
@@ -215,7 +201,7 @@ class PolicyController:
         pod = pm.parse_pod(obj) if obj is not None else None       # raises on a broken pod: ADD is retried
         ns = pm.parse_namespace(ns_obj) if ns_obj is not None else None
         with self.lock:
-            self.planner.add_cni_pod(key, ip, container_id, pod, ns)
+            self.planner.add_cni_pod(key, ips, container_id, pod, ns)
             lines = self._plan_locked()
             try:
                 self.nft.run(lines)
@@ -223,7 +209,8 @@ class PolicyController:
             except NftError:
                 log.exception("pod_added %s/%s: transaction failed; rebuilding", namespace, name)
                 self.rebuild()                   # raises if even that fails: ADD fails, retried
-        forget_flows(ip, self.netns)
+        for ip in ips:
+            forget_flows(ip, self.netns)
 
     def pod_deleted(self, container_id: str) -> None:
         with self.lock:
@@ -273,4 +260,4 @@ class PolicyController:
 
 def start(api, cfg) -> PolicyController:
     """The agent's entry point (proxy/agent.py: start_component)."""
-    return PolicyController(api, cfg.node_name, cfg.pod_cidr).start()
+    return PolicyController(api, cfg.node_name, cfg.pod_cidrs or cfg.pod_cidr).start()

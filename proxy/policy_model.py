@@ -120,7 +120,7 @@ class ContainerPort:
 class Pod:
     namespace: str
     name: str
-    ip: str                            # "" : no address yet
+    ips: tuple[str, ...]               # status.podIPs, primary first; () : no address yet
     node: str
     labels: Labels = frozenset()
     ports: tuple[ContainerPort, ...] = ()   # named containerPorts only
@@ -303,14 +303,28 @@ def parse_pod(obj) -> Pod:
             if isinstance(pname, str) and pname and isinstance(proto, str) and proto.lower() in NFT_PROTOCOLS \
                     and isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 65535:
                 ports.append(ContainerPort(pname, proto.lower(), number))
-    ip = status.get("podIP") or ""
-    if ip:
-        try:
-            ip = str(ipaddress.IPv4Address(_str(ip, "podIP")))
-        except ValueError:
-            ip = ""                     # IPv6 pods: not enforced by this IPv4 datapath
-    return Pod(ns, name, ip, _str(spec.get("nodeName") or "", f"pod {ns}/{name}.spec.nodeName"), parse_labels(meta.get("labels"), f"pod {ns}/{name}"),
+    return Pod(ns, name, parse_pod_ips(status, f"pod {ns}/{name}.status"),
+               _str(spec.get("nodeName") or "", f"pod {ns}/{name}.spec.nodeName"),
+               parse_labels(meta.get("labels"), f"pod {ns}/{name}"),
                tuple(ports), bool(spec.get("hostNetwork")), status.get("phase") in ("Succeeded", "Failed"))
+
+
+def parse_pod_ips(status: dict, what: str) -> tuple[str, ...]:
+    """status.podIPs (one per family, primary first), else status.podIP (a status written
+    before podIPs existed), each in its canonical text (nft prints IPv6 compressed, and
+    elements are compared as text). An address that is not one is skipped, as is a second
+    address of a family: the kubelet reports at most one per family."""
+    listed = [_dict(e, f"{what}.podIPs[{i}]").get("ip") for i, e in enumerate(_list(status.get("podIPs"), f"{what}.podIPs"))]
+    if not listed and status.get("podIP"):
+        listed = [status.get("podIP")]
+    out: dict[int, str] = {}
+    for text in listed:
+        try:
+            addr = ipaddress.ip_address(_str(text, f"{what}.podIPs"))
+        except ValueError:
+            continue
+        out.setdefault(addr.version, str(addr))
+    return tuple(out.values())
 
 
 def parse_namespace(obj) -> Namespace:

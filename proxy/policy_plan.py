@@ -13,9 +13,10 @@ sets (pid_pods) or matched by their new selectors (a scan with one test per pod)
 only their decls and their namespace's dispatch chain, and compares only those decls. A pod or
 namespace change re-plans only its pods.
 
-A pod the CNI wired but the API does not show with an address yet gets the address the CNI gave
-(the kubelet reports podIP only after ADD returns); after DEL, the address is free whatever the
-API still shows. Addresses of this node's pod CIDR that no pod holds are in no set.
+A pod the CNI wired but the API does not show with an address yet gets the addresses the CNI
+gave (the kubelet reports podIPs only after ADD returns); after DEL, they are free whatever the
+API still shows. Addresses of this node's pod CIDRs that no pod holds are in no set. A pod's
+addresses of a family the node has no pod range of are left out (the table has no sets for it).
 """
 from __future__ import annotations
 
@@ -31,15 +32,19 @@ PodKey = tuple[str, str]
 
 
 class PolicyPlanner:
-    def __init__(self, node_name: str, pod_cidr: str):
+    def __init__(self, node_name: str, pod_cidr: str | Iterable[str]):
+        """pod_cidr: this node's pod ranges, one per IP family ("a,b" or a list)."""
         self.node_name = node_name
-        self.pod_net = ipaddress.IPv4Network(pod_cidr, strict=False)
+        cidrs = pod_cidr.split(",") if isinstance(pod_cidr, str) else list(pod_cidr)
+        self.pod_nets = [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()]
+        self.pod_cidrs = tuple(str(n) for n in self.pod_nets)
+        self.families = rp.families_of(self.pod_cidrs)
         self.policies: dict[str, pm.Policy] = {}
         self.pods: dict[PodKey, pm.Pod] = {}
         self.namespaces: dict[str, pm.Namespace] = {}
-        self.cni_pods: dict[str, tuple[PodKey, str]] = {}     # container ID -> (pod, ip)
-        self.cni_ips: dict[PodKey, str] = {}                  # pods this node's CNI wired
-        self.gone: dict[PodKey, str] = {}                     # IPs of sandboxes DEL removed
+        self.cni_pods: dict[str, tuple[PodKey, tuple[str, ...]]] = {}  # container ID -> (pod, ips)
+        self.cni_ips: dict[PodKey, tuple[str, ...]] = {}      # pods this node's CNI wired
+        self.gone: dict[PodKey, tuple[str, ...]] = {}         # IPs of sandboxes DEL removed
         self.names: dict[str, str] = {}                       # policy id -> namespace/name
         self.index = rp.PolicyIndex()
         self.candidates: dict[str, tuple] = {}                # namespace -> candidate peer sets
@@ -112,23 +117,24 @@ class PolicyPlanner:
         return key in self.pods or not key[0], key[0] in self.namespaces or not key[0]
 
     # --- what the CNI says ----------------------------------------------------------------------
-    def add_cni_pod(self, key: PodKey, ip: str, container_id: str, pod: pm.Pod | None = None,
+    def add_cni_pod(self, key: PodKey, ips: Iterable[str], container_id: str, pod: pm.Pod | None = None,
                     namespace: pm.Namespace | None = None) -> None:
-        """The CNI gave `ip` to pod `key` (its sandbox `container_id`). pod, namespace: as read
-        from the API when the watches had not delivered them yet."""
+        """The CNI gave `ips` (one per family) to pod `key` (its sandbox `container_id`). pod,
+        namespace: as read from the API when the watches had not delivered them yet."""
+        ips = self._policed(str(ipaddress.ip_address(ip)) for ip in ips)
         if pod is not None and key not in self.pods:
             self.pods[key] = pod
             self._by_ns = None
         if namespace is not None and key[0] not in self.namespaces:
             self.namespaces[key[0]] = namespace
             self.candidates.pop(key[0], None)
-        known = self.pods.get(key) or pm.Pod(key[0], key[1], "", self.node_name)
-        self.cni_pods[container_id] = (key, ip)
-        self.cni_ips[key] = ip
+        known = self.pods.get(key) or pm.Pod(key[0], key[1], (), self.node_name)
+        self.cni_pods[container_id] = (key, ips)
+        self.cni_ips[key] = ips
         self.gone.pop(key, None)
         if key not in self.pods:
             self._by_ns = None
-        self.pods[key] = replace(known, ip=ip, node=self.node_name, terminal=False)
+        self.pods[key] = replace(known, ips=ips, node=self.node_name, terminal=False)
         self.dirty_pods.add(key)
 
     def remove_cni_pod(self, container_id: str) -> bool:
@@ -136,14 +142,14 @@ class PolicyPlanner:
         entry = self.cni_pods.pop(container_id, None)
         if entry is None:
             return False
-        key, ip = entry
-        if self.cni_ips.get(key) == ip:
+        key, ips = entry
+        if self.cni_ips.get(key) == ips:
             del self.cni_ips[key]
-        self.gone[key] = ip
+        self.gone[key] = ips
         pod = self.pods.get(key)
-        if pod is not None and pod.ip == ip:
-            # its sandbox is gone: the address may go to another pod, whatever the API says
-            self.pods[key] = replace(pod, ip="")
+        if pod is not None and set(pod.ips) & set(ips):
+            # its sandbox is gone: the addresses may go to another pod, whatever the API says
+            self.pods[key] = replace(pod, ips=tuple(ip for ip in pod.ips if ip not in ips))
         self.dirty_pods.add(key)
         return True
 
@@ -165,15 +171,21 @@ class PolicyPlanner:
         """The whole table as planned, replacing whatever the kernel holds, in one transaction."""
         return rp.render_table(self.decls, list(self.counts))
 
+    def _policed(self, ips: Iterable[str]) -> tuple[str, ...]:
+        """The addresses of the families this node's table has sets for."""
+        return tuple(ip for ip in ips if rp.version_of(ip) in self.families)
+
     def _with_cni_ip(self, pod: pm.Pod) -> pm.Pod:
-        """The kubelet reports podIP only after ADD returns: until then, the IP the CNI gave.
-        After DEL the API may still show the old podIP (terminating): that address is free."""
-        if pod.ip and self.gone.get(pod.key) == pod.ip:
-            return replace(pod, ip="")
-        ip = self.cni_ips.get(pod.key)
-        if ip and not pod.ip:
-            return replace(pod, ip=ip, node=pod.node or self.node_name)
-        return pod
+        """The kubelet reports podIPs only after ADD returns: until then, the IPs the CNI gave.
+        After DEL the API may still show the old podIPs (terminating): those addresses are free."""
+        ips = self._policed(pod.ips)
+        gone = self.gone.get(pod.key)
+        if gone and set(ips) & set(gone):
+            return replace(pod, ips=tuple(ip for ip in ips if ip not in gone))
+        cni = self.cni_ips.get(pod.key)
+        if cni and not ips:
+            return replace(pod, ips=cni, node=pod.node or self.node_name)
+        return pod if ips == pod.ips else replace(pod, ips=ips)
 
     # --- planning --------------------------------------------------------------------------------
     def _is_local(self, pod: pm.Pod) -> bool:
@@ -181,7 +193,7 @@ class PolicyPlanner:
             return True
         if pod.node:
             return pod.node == self.node_name
-        return bool(pod.ip) and ipaddress.IPv4Address(pod.ip) in self.pod_net
+        return any(ipaddress.ip_address(ip) in net for ip in pod.ips for net in self.pod_nets)
 
     def _namespace(self, name: str) -> pm.Namespace:
         return self.namespaces.get(name) or pm.Namespace(name, frozenset({(pm.NAME_LABEL, name)}))
@@ -263,7 +275,7 @@ class PolicyPlanner:
             ns_labels = self._namespace(ns).labels
             for key in keys:
                 pod = self.pods[key]
-                if key in out or not pod.ip or pod.host_network or pod.terminal:
+                if key in out or not pod.ips or pod.host_network or pod.terminal:
                     continue
                 if any(ps.matches(pod, ns_labels) for ps in few) or (
                         mine and self._is_local(pod) and any(sel.matches(pod.labels) for sel in mine)):
@@ -283,20 +295,14 @@ class PolicyPlanner:
         """The whole structure, each policy's part rendered again only when it changed; and the
         keys that may differ from what is applied (None: any)."""
         decls: dict[str, rp.Decl] = {}
-        for d in (rp.SetDecl(rp.LOCAL_PODS, rp.ADDR, "pods of this node, from their CNI ADD on"),
-                  rp.SetDecl(rp.IN_ISOLATED, rp.ADDR, "local pods selected by a policy with Ingress"),
-                  rp.SetDecl(rp.EG_ISOLATED, rp.ADDR, "local pods selected by a policy with Egress")):
-            decls[rp.decl_key(d)] = d
-        for proto, name in sorted(self.index.named_ports):
-            d = rp.SetDecl(rp.named_port_set(proto, name), rp.ADDR_PORT,
-                           f"pod ip . {proto} . port of every containerPort named {name}")
+        for d in rp.render_fixed_sets(self.index, self.families):
             decls[rp.decl_key(d)] = d
         keys: set[str] = set(decls)
         rendered: dict[str, tuple[pm.Policy, dict[str, rp.Decl]]] = {}
         for pid, pol in self.index.policies:
             have = self.rendered.get(pid)
             if have is None or have[0] is not pol:
-                have = (pol, {rp.decl_key(d): d for d in rp.render_policy(pid, pol)})
+                have = (pol, {rp.decl_key(d): d for d in rp.render_policy(pid, pol, self.families)})
                 keys.update(have[1])
             rendered[pid] = have
             decls.update(have[1])
@@ -307,7 +313,7 @@ class PolicyPlanner:
                 touched.add(pol.namespace)
         touched.update(rendered[pid][0].namespace for pid in changed or () if pid in rendered)
         self.rendered = rendered
-        for d in rp.render_dispatch(self.index, str(self.pod_net), self.decls,
+        for d in rp.render_dispatch(self.index, self.pod_cidrs, self.decls,
                                     None if changed is None else touched):
             decls[rp.decl_key(d)] = d
             keys.add(rp.decl_key(d))

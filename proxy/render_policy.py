@@ -27,8 +27,20 @@ policy change does not cut connections that are already established (as Calico a
 The node's own traffic to its pods takes the output hook, where nothing is checked: kubelet
 probes always pass. A pod's traffic to its own node takes input, where its egress is checked.
 
-Every set holds IPv4 addresses (or ip . proto . port for named ports), so a label or namespace
+Every set holds addresses (or addr . proto . port for named ports), so a label or namespace
 change is a few element changes; chains change only when policies do.
+
+IP families: one `inet` table for both. An nft set has one element type, so every address set
+has a twin per family (IPv4 keeps the name: `local_pods`, `p<id>_sel`; IPv6 adds `_v6`:
+`local_pods_v6`, `p<id>_sel_v6`; named ports `np6_<proto>_<name>`), and only the rules that
+match an address are written once per family (`ip saddr @x`, `ip6 saddr @x_v6`). Chains,
+counters, port-only rules and the dispatch structure are shared, so a dual-stack table has one
+counter pair per policy and direction, not two, and a policy change rewrites the same chains.
+One table per family (ip and ip6) would double every chain and rule and split each policy's
+counters in two; the element path is the same either way (each set has one address type).
+A dual-stack pod puts each of its addresses into the twin of its family: a policy selecting it
+isolates both, a selector peer admits both, an ipBlock only addresses of its own family.
+A family the node has no pod range of is not policed (its forwarded packets are accepted).
 """
 from __future__ import annotations
 
@@ -38,6 +50,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .nft_text import quote
+from .policy_marks import ADMIN_EGRESS, ADMIN_INGRESS, NP_EGRESS, NP_INGRESS, mark_test
 from .policy_model import EGRESS, INGRESS, Labels, Namespace, Peer, Pod, Policy, PortSpec, Rule
 
 FAMILY = "inet"
@@ -51,6 +64,9 @@ CHAIN_FORWARD, CHAIN_INPUT = "filter_forward", "filter_input"
 CHAIN_INGRESS, CHAIN_EGRESS = "pol_ingress", "pol_egress"
 ADDR = "ipv4_addr"
 ADDR_PORT = "ipv4_addr . inet_proto . inet_service"
+ADDR6 = "ipv6_addr"
+ADDR_PORT6 = "ipv6_addr . inet_proto . inet_service"
+Family = int                                     # 4 or 6
 LOG_PREFIX = "kwp"
 
 
@@ -59,7 +75,8 @@ LOG_PREFIX = "kwp"
 @dataclass(frozen=True)
 class Match:
     expr: str                      # "ip saddr", "ip daddr", "meta l4proto", "th dport", "ct state",
-                                   # "ip daddr . meta l4proto . th dport"
+                                   # "ip daddr . meta l4proto . th dport", "meta nfproto", and
+                                   # "icmpv6 type", the "ip6 ..." forms of the address ones
     op: str = "=="                 # "==" or "!="
     set: str = ""                  # a named set of ours
     values: tuple[str, ...] = ()   # literals: prefixes, a protocol, "80" or "80-90", ct states
@@ -72,6 +89,7 @@ class NftRule:
     counter: str = ""              # a named counter
     log: str = ""                  # nflog prefix (rate-limited by LOG_LIMIT)
     comment: str = ""
+    mark: int = 0                  # OR these bits into the packet mark (proxy/policy_marks.py)
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,50 @@ def policy_id(key: str) -> str:
 
 def named_port_set(protocol: str, name: str) -> str:
     return f"np_{protocol}_{name.replace('-', '_')}"      # port names never contain '_'
+
+
+def family_set(name: str, version: Family) -> str:
+    """The set of `name`'s addresses of IP `version`: IPv4's keeps the name. Named-port sets
+    take the family in their prefix (a port may be named "http-v6", so a suffix could collide)."""
+    if version == 4:
+        return name
+    return "np6_" + name[3:] if name.startswith("np_") else name + "_v6"
+
+
+def is_named_port_set(name: str) -> bool:
+    return name.startswith(("np_", "np6_"))
+
+
+def is_selection_set(name: str) -> bool:
+    """p<id>_sel and its IPv6 twin: the local pods a policy selects."""
+    return name.endswith(("_sel", "_sel_v6"))
+
+
+def addr_type(version: Family, with_port: bool = False) -> str:
+    if with_port:
+        return ADDR_PORT if version == 4 else ADDR_PORT6
+    return ADDR if version == 4 else ADDR6
+
+
+def addr_expr(expr: str, version: Family) -> str:
+    """"ip saddr" (and the named-port concatenation) for IP `version`."""
+    return expr if version == 4 else "ip6" + expr[2:]
+
+
+def version_of(ip: str) -> Family:
+    return 6 if ":" in ip else 4
+
+
+def families_of(cidrs: Iterable[str] | str | None) -> tuple[Family, ...]:
+    """The IP families of a node's pod ranges ("a,b" or a list), in their order; IPv4 without."""
+    if isinstance(cidrs, str):
+        cidrs = [c for c in cidrs.split(",") if c]
+    found = tuple(dict.fromkeys(ipaddress.ip_network(c.strip(), strict=False).version for c in cidrs or ()))
+    return found or (4,)
+
+
+def _family_comment(comment: str, version: Family) -> str:
+    return comment if version == 4 else f"{comment} (IPv6)"
 
 
 def log_prefix(direction: str, pid: str) -> str:
@@ -227,34 +289,47 @@ def filter_candidates(peer_sets: Iterable[PeerSet], namespace: Namespace) -> tup
 Member = tuple[str, str]           # (set name, element text)
 
 
-def plan_pod_members(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
-                     candidates: tuple[PeerSet, ...] | None = None) -> frozenset[Member]:
-    """Every (set, element) this pod puts into the kernel on this node."""
-    if not pod.ip or pod.host_network or pod.terminal:
-        return frozenset()
-    ip = pod.ip
+def _addresses(ips: Iterable[str], name: str) -> set[Member]:
+    """(set, element) of every address in the twin of `name` of its family."""
+    return {(family_set(name, version_of(ip)), ip) for ip in ips}
+
+
+def _named_port_members(index: PolicyIndex, pod: Pod) -> set[Member]:
     out: set[Member] = set()
-    if local:
-        out.add((LOCAL_PODS, ip))
-        for pid, pol in index.by_namespace.get(pod.namespace, ()):
-            if pol.pod_selector.matches(pod.labels):
-                out.add((f"{pid}_sel", ip))
-                if INGRESS in pol.types:
-                    out.add((IN_ISOLATED, ip))
-                if EGRESS in pol.types:
-                    out.add((EG_ISOLATED, ip))
-    if candidates is None:
-        candidates = candidate_peer_sets(index, namespace)
-    for ps in candidates:
-        if ps.matches(pod, namespace.labels):
-            out.add((ps.name, ip))
     for cp in pod.ports:
         if (cp.protocol, cp.name) in index.named_ports:
-            out.add((named_port_set(cp.protocol, cp.name), f"{ip} . {cp.protocol} . {cp.port}"))
-    return frozenset(out)
+            name = named_port_set(cp.protocol, cp.name)
+            out.update((family_set(name, version_of(ip)), f"{ip} . {cp.protocol} . {cp.port}")
+                       for ip in pod.ips)
+    return out
 
 
-_SHARED = (IN_ISOLATED, EG_ISOLATED, LOCAL_PODS)
+def plan_pod_members(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
+                     candidates: tuple[PeerSet, ...] | None = None) -> frozenset[Member]:
+    """Every (set, element) this pod puts into the kernel on this node: each set once per
+    address, in the set of that address's family."""
+    if not pod.ips or pod.host_network or pod.terminal:
+        return frozenset()
+    names: set[str] = set()
+    if local:
+        names.add(LOCAL_PODS)
+        for pid, pol in index.by_namespace.get(pod.namespace, ()):
+            if pol.pod_selector.matches(pod.labels):
+                names.add(f"{pid}_sel")
+                if INGRESS in pol.types:
+                    names.add(IN_ISOLATED)
+                if EGRESS in pol.types:
+                    names.add(EG_ISOLATED)
+    if candidates is None:
+        candidates = candidate_peer_sets(index, namespace)
+    names.update(ps.name for ps in candidates if ps.matches(pod, namespace.labels))
+    out: set[Member] = set()
+    for name in names:
+        out |= _addresses(pod.ips, name)
+    return frozenset(out | _named_port_members(index, pod))
+
+
+_SHARED = frozenset(family_set(n, v) for n in (IN_ISOLATED, EG_ISOLATED, LOCAL_PODS) for v in (4, 6))
 
 
 def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
@@ -263,42 +338,39 @@ def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, l
     """plan_pod_members after the policies `changed` (ids: added, modified or deleted) changed
     and nothing else did, from the pod's members before: only those policies' selectors are
     evaluated, so a policy change costs one selector test per pod, not one per policy."""
-    if not pod.ip or pod.host_network or pod.terminal:
+    if not pod.ips or pod.host_network or pod.terminal:
         return frozenset()
-    ip = pod.ip
     # per-policy sets are named p<12 hex>_...: their first 13 characters are the owner's id
-    out = {m for m in old if m[0][:13] not in changed and m[0] not in _SHARED and m[0][:3] != "np_"}
+    out = {m for m in old if m[0][:13] not in changed and m[0] not in _SHARED and not is_named_port_set(m[0])}
+    names: set[str] = set()
     if local:
-        out.add((LOCAL_PODS, ip))
+        names.add(LOCAL_PODS)
         for pid, pol in index.by_namespace.get(pod.namespace, ()):
             if pid in changed and pol.pod_selector.matches(pod.labels):
-                out.add((f"{pid}_sel", ip))
+                names.add(f"{pid}_sel")
     if candidates is None:
         candidates = candidate_peer_sets(index, namespace)
-    for ps in candidates:
-        if ps.name[:13] in changed and ps.matches(pod, namespace.labels):
-            out.add((ps.name, ip))
-    for owner in [s[:13] for s, _ in out if s[-4:] == "_sel"]:
+    names.update(ps.name for ps in candidates if ps.name[:13] in changed and ps.matches(pod, namespace.labels))
+    for owner in {s[:13] for s, _ in out if is_selection_set(s)} | {n[:13] for n in names if is_selection_set(n)}:
         types = index.types.get(owner, frozenset())
         if INGRESS in types:
-            out.add((IN_ISOLATED, ip))
+            names.add(IN_ISOLATED)
         if EGRESS in types:
-            out.add((EG_ISOLATED, ip))
-    for cp in pod.ports:
-        if (cp.protocol, cp.name) in index.named_ports:
-            out.add((named_port_set(cp.protocol, cp.name), f"{ip} . {cp.protocol} . {cp.port}"))
-    return frozenset(out)
+            names.add(EG_ISOLATED)
+    for name in names:
+        out |= _addresses(pod.ips, name)
+    return frozenset(out | _named_port_members(index, pod))
 
 
 # ---- rendering the structure ------------------------------------------------------------------
 
-def plan_ip_block_prefixes(blocks: Iterable) -> tuple[str, ...]:
-    """The IPv4 prefixes of the union of (cidr minus its excepts), non-overlapping (nft rejects
-    overlapping intervals in one set). IPv6 blocks match nothing in this IPv4 datapath."""
-    nets: list[ipaddress.IPv4Network] = []
+def plan_ip_block_prefixes(blocks: Iterable, version: Family = 4) -> tuple[str, ...]:
+    """The prefixes of IP `version` of the union of (cidr minus its excepts), non-overlapping
+    (nft rejects overlapping intervals in one set). A block of the other family adds none."""
+    nets: list = []
     for b in blocks:
         net = ipaddress.ip_network(b.cidr, strict=False)
-        if net.version != 4:
+        if net.version != version:
             continue
         parts = [net]
         for x in b.excepts:
@@ -314,37 +386,46 @@ def plan_ip_block_prefixes(blocks: Iterable) -> tuple[str, ...]:
     return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
 
 
-def _port_matches(ports: tuple[PortSpec, ...]) -> list[tuple[Match, ...]]:
+# A match list with the IP family it is bound to (None: either family's packets).
+Option = tuple[tuple[Match, ...], "Family | None"]
+
+
+def _port_matches(ports: tuple[PortSpec, ...], families: tuple[Family, ...]) -> list[Option]:
     if not ports:
-        return [()]
-    out = []
+        return [((), None)]
+    out: list[Option] = []
     for ps in ports:
         if isinstance(ps.port, str):
-            out.append((Match("ip daddr . meta l4proto . th dport", set=named_port_set(ps.protocol, ps.port)),))
+            name = named_port_set(ps.protocol, ps.port)
+            out += [((Match(addr_expr("ip daddr . meta l4proto . th dport", v), set=family_set(name, v)),), v)
+                    for v in families]
         elif ps.port is None:
-            out.append((Match("meta l4proto", values=(ps.protocol,)),))
+            out.append(((Match("meta l4proto", values=(ps.protocol,)),), None))
         else:
             rng = f"{ps.port}-{ps.end_port}" if ps.end_port and ps.end_port != ps.port else str(ps.port)
-            out.append((Match("meta l4proto", values=(ps.protocol,)), Match("th dport", values=(rng,))))
+            out.append(((Match("meta l4proto", values=(ps.protocol,)), Match("th dport", values=(rng,))), None))
     return out
 
 
-def _peer_matches(rule: Rule, addr: str, set_name: str) -> list[tuple[Match, ...]]:
+def _peer_matches(rule: Rule, addr: str, set_name: str, families: tuple[Family, ...]) -> list[Option]:
     if not rule.peers:
-        return [()]
-    out = []
+        return [((), None)]
+    out: list[Option] = []
     if _selector_peers(rule):
-        out.append((Match(addr, set=set_name),))
-    prefixes = plan_ip_block_prefixes(p.ip_block for p in rule.peers if p.ip_block is not None)
-    if prefixes:
-        out.append((Match(addr, values=prefixes),))
+        out += [((Match(addr_expr(addr, v), set=family_set(set_name, v)),), v) for v in families]
+    blocks = [p.ip_block for p in rule.peers if p.ip_block is not None]
+    for v in families:
+        prefixes = plan_ip_block_prefixes(blocks, v)
+        if prefixes:
+            out.append(((Match(addr_expr(addr, v), values=prefixes),), v))
     return out                     # may be []: a rule whose peers can match nothing here
 
 
-def render_policy(pid: str, pol: Policy) -> list[Decl]:
-    """One policy's sets, counters and allow chains."""
+def render_policy(pid: str, pol: Policy, families: tuple[Family, ...] = (4,)) -> list[Decl]:
+    """One policy's sets, counters and allow chains; the sets and address rules once per family."""
     who = f"{pol.namespace}/{pol.name}"
-    decls: list[Decl] = [SetDecl(f"{pid}_sel", ADDR, f"local pods selected by {who}")]
+    decls: list[Decl] = [SetDecl(family_set(f"{pid}_sel", v), addr_type(v),
+                                 _family_comment(f"local pods selected by {who}", v)) for v in families]
     for direction, d, rules, addr, verdict in (
             (INGRESS, "in", pol.ingress, "ip saddr", "accept"),
             (EGRESS, "eg", pol.egress, "ip daddr", f"goto {CHAIN_INGRESS}")):
@@ -358,9 +439,12 @@ def render_policy(pid: str, pol: Policy) -> list[Decl]:
             set_name = f"{pid}_{d[0]}{r}"
             if _selector_peers(rule):
                 side = "sources" if d == "in" else "destinations"
-                decls.append(SetDecl(set_name, ADDR, f"{who} {direction.lower()} rule {r}: {side} by selector"))
-            for peer in _peer_matches(rule, addr, set_name):
-                for port in _port_matches(rule.ports):
+                decls += [SetDecl(family_set(set_name, v), addr_type(v), _family_comment(
+                    f"{who} {direction.lower()} rule {r}: {side} by selector", v)) for v in families]
+            for peer, peer_family in _peer_matches(rule, addr, set_name, families):
+                for port, port_family in _port_matches(rule.ports, families):
+                    if peer_family and port_family and peer_family != port_family:
+                        continue            # an address of one family, a port set of the other
                     body.append(NftRule(peer + port, verdict, counter=ok))
         decls.append(Chain(f"{pid}_{d}", f"{who} {direction.lower()}: allow rules", tuple(body)))
     return decls
@@ -372,54 +456,83 @@ def namespace_chain(namespace: str, d: str) -> str:
 
 
 def render_namespace_dispatch(namespace: str, pols: Iterable[tuple[str, Policy]], direction: str,
-                              d: str, addr: str) -> Chain:
+                              d: str, addr: str, families: tuple[Family, ...] = (4,)) -> Chain:
     """Every policy of one namespace selecting the pod (a policy selects only pods of its own
     namespace, so a pod meets only its namespace's rules): jump to its allow rules, then log and
     count the denial. A policy change rewrites this chain only, not every namespace's."""
     pols = [pid for pid, pol in pols if direction in pol.types]
-    rules = [NftRule((Match(addr, set=f"{pid}_sel"),), f"jump {pid}_{d}") for pid in pols]
-    rules += [NftRule((Match(addr, set=f"{pid}_sel"),), log=log_prefix(d, pid)) for pid in pols]
-    rules += [NftRule((Match(addr, set=f"{pid}_sel"),), "drop", counter=f"{pid}_{d}_drop") for pid in pols]
+
+    def selected(pid: str, v: Family) -> tuple[Match, ...]:
+        return (Match(addr_expr(addr, v), set=family_set(f"{pid}_sel", v)),)
+    rules = [NftRule(selected(pid, v), f"jump {pid}_{d}") for pid in pols for v in families]
+    rules += [NftRule(selected(pid, v), log=log_prefix(d, pid)) for pid in pols for v in families]
+    rules += [NftRule(selected(pid, v), "drop", counter=f"{pid}_{d}_drop") for pid in pols for v in families]
     return Chain(namespace_chain(namespace, d), f"{direction.lower()} policies of namespace "
                  f"{namespace}", tuple(rules))
 
 
-def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None,
+def _cidrs(pod_cidrs: Iterable[str] | str | None) -> list[str]:
+    if isinstance(pod_cidrs, str):
+        return [c.strip() for c in pod_cidrs.split(",") if c.strip()]
+    return list(pod_cidrs or ())
+
+
+_NFPROTO = {4: "ipv4", 6: "ipv6"}
+NDP_TYPES = ("nd-router-solicit", "nd-neighbor-solicit", "nd-neighbor-advert")
+
+
+def render_dispatch(index: PolicyIndex, pod_cidr: Iterable[str] | str | None = None,
                     previous: Mapping[str, Decl] | None = None,
                     only: Iterable[str] | None = None) -> list[Decl]:
     """The base chains, the two isolation chains and one dispatch chain per namespace with
     policies (the isolation chains change only when a namespace gets its first policy or loses
     its last). With `only` (namespaces whose policies changed), the other namespaces' chains are
-    taken from `previous` (the decls rendered last time) as they are."""
+    taken from `previous` (the decls rendered last time) as they are. pod_cidr: this node's pod
+    ranges ("a,b" or a list, one per family); their families are the ones policed."""
     only = None if only is None else set(only)
+    cidrs = _cidrs(pod_cidr)
+    families = families_of(cidrs)
     est = NftRule((Match("ct state", values=("established,related",)),), "accept",
                   comment="replies and established connections (a policy change cuts none)")
     # Packets routed to an address of this node's pod CIDR before its pod exists would pass (no
     # policy selects an address without a pod) and wait in the neighbour queue, to be delivered
     # once the pod's interface is up: a packet before ADD returned. Only known pods' addresses.
-    unknown = [NftRule((Match("ip daddr", values=(str(ipaddress.ip_network(pod_cidr, strict=False)),)),
-                        Match("ip daddr", "!=", set=LOCAL_PODS)), "drop",
-                       comment="an address of this node's pods that no pod holds (yet)")] if pod_cidr else []
-    to_egress = NftRule((Match("ip saddr", set=EG_ISOLATED),), f"jump {CHAIN_EGRESS}",
-                        comment="source is a local egress-isolated pod")
+    unknown = []
+    for cidr in cidrs:
+        net = ipaddress.ip_network(cidr, strict=False)
+        daddr = addr_expr("ip daddr", net.version)
+        unknown.append(NftRule((Match(daddr, values=(str(net),)),
+                                Match(daddr, "!=", set=family_set(LOCAL_PODS, net.version))), "drop",
+                               comment="an address of this node's pods that no pod holds (yet)"))
+    to_egress = [NftRule((Match(addr_expr("ip saddr", v), set=family_set(EG_ISOLATED, v)),), f"jump {CHAIN_EGRESS}",
+                         comment="source is a local egress-isolated pod") for v in families]
+    # Neighbour discovery is not tracked by conntrack (no "established" to let it pass): an
+    # isolated pod that may not send or get ICMPv6 would lose its gateway's and its allowed
+    # peers' link-layer addresses. IPv4's ARP never meets these hooks.
+    ndp = [NftRule((Match("icmpv6 type", values=NDP_TYPES),), "accept",
+                   comment="IPv6 neighbour discovery, as ARP is for IPv4")] if 6 in families else []
     forward = Chain(CHAIN_FORWARD, "NetworkPolicy of pod traffic, after DNAT and before SNAT",
-                    (est, *unknown, to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
-    inp = Chain(CHAIN_INPUT, "NetworkPolicy egress of local pods to this node", (est, to_egress),
+                    (est, *ndp, *unknown, *to_egress, NftRule((), f"jump {CHAIN_INGRESS}")), hook="forward")
+    inp = Chain(CHAIN_INPUT, "NetworkPolicy egress of local pods to this node", (est, *ndp, *to_egress),
                 hook="input")
     chains: list[Decl] = []
     for direction, d, name, addr, isolated in ((INGRESS, "in", CHAIN_INGRESS, "ip daddr", IN_ISOLATED),
                                                (EGRESS, "eg", CHAIN_EGRESS, "ip saddr", None)):
-        rules: list[NftRule] = []
+        rules: list[NftRule] = list(cluster_policy_hooks(direction))
         if isolated:
-            rules.append(NftRule((Match(addr, "!=", set=isolated),), "accept",
-                                 comment="destination not isolated for ingress"))
+            rules += [NftRule((Match(addr_expr(addr, v), "!=", set=family_set(isolated, v)),), "accept",
+                              comment="destination not isolated for ingress") for v in families]
+            rules += [NftRule((Match("meta nfproto", values=(_NFPROTO[v],)),), "accept",
+                              comment="a family without pod addresses on this node: not policed")
+                      for v in (4, 6) if v not in families]
+            rules.append(NftRule((), mark=NP_INGRESS, comment="NetworkPolicy decides this ingress"))
         for ns, pols in sorted(index.by_namespace.items()):
             key = f"chain {namespace_chain(ns, d)}"
             if only is not None and previous is not None and ns not in only and key in previous:
                 chains.append(previous[key])
                 rules.append(NftRule((), f"jump {namespace_chain(ns, d)}"))
             elif any(direction in pol.types for _, pol in pols):
-                chains.append(render_namespace_dispatch(ns, pols, direction, d, addr))
+                chains.append(render_namespace_dispatch(ns, pols, direction, d, addr, families))
                 rules.append(NftRule((), f"jump {namespace_chain(ns, d)}"))
         rules.append(NftRule((), "drop", comment="isolated, and no policy allowed it"))
         chains.append(Chain(name, f"{direction.lower()} isolation: every policy selecting the pod, "
@@ -427,18 +540,37 @@ def render_dispatch(index: PolicyIndex, pod_cidr: str | None = None,
     return [forward, inp, *chains]
 
 
-def render_decls(index: PolicyIndex, pod_cidr: str | None = None) -> dict[str, Decl]:
-    """The whole desired structure (no elements), keyed by decl_key; pod_cidr: this node's."""
-    decls: list[Decl] = [
-        SetDecl(LOCAL_PODS, ADDR, "pods of this node, from their CNI ADD on"),
-        SetDecl(IN_ISOLATED, ADDR, "local pods selected by a policy with Ingress"),
-        SetDecl(EG_ISOLATED, ADDR, "local pods selected by a policy with Egress"),
-    ]
-    decls += [SetDecl(named_port_set(proto, name), ADDR_PORT,
-                      f"pod ip . {proto} . port of every containerPort named {name}")
-              for proto, name in sorted(index.named_ports)]
+def cluster_policy_hooks(direction: str) -> tuple[NftRule, ...]:
+    """The first rules of pol_ingress / pol_egress, for ClusterNetworkPolicy's tiers
+    (proxy/render_cluster_policy.py): a direction an Admin rule accepted is not NetworkPolicy's
+    to judge; one NetworkPolicy judges is marked, so the Baseline tier leaves it alone."""
+    if direction == INGRESS:
+        return (NftRule((Match(mark_test(ADMIN_INGRESS), values=(hex(ADMIN_INGRESS),)),), "accept",
+                        comment="an Admin ClusterNetworkPolicy accepted this ingress"),)
+    return (NftRule((Match(mark_test(ADMIN_EGRESS), values=(hex(ADMIN_EGRESS),)),), "return",
+                    comment="an Admin ClusterNetworkPolicy accepted this egress"),
+            NftRule((), mark=NP_EGRESS, comment="NetworkPolicy decides this egress"))
+
+
+def render_fixed_sets(index: PolicyIndex, families: tuple[Family, ...]) -> list[SetDecl]:
+    """The sets every table has, and one per named port in use; each once per family."""
+    fixed = [SetDecl(family_set(name, v), addr_type(v), _family_comment(comment, v))
+             for name, comment in ((LOCAL_PODS, "pods of this node, from their CNI ADD on"),
+                                   (IN_ISOLATED, "local pods selected by a policy with Ingress"),
+                                   (EG_ISOLATED, "local pods selected by a policy with Egress"))
+             for v in families]
+    return fixed + [SetDecl(family_set(named_port_set(proto, name), v), addr_type(v, with_port=True),
+                            _family_comment(f"pod ip . {proto} . port of every containerPort named {name}", v))
+                    for proto, name in sorted(index.named_ports) for v in families]
+
+
+def render_decls(index: PolicyIndex, pod_cidr: Iterable[str] | str | None = None) -> dict[str, Decl]:
+    """The whole desired structure (no elements), keyed by decl_key; pod_cidr: this node's
+    ranges, one per family."""
+    families = families_of(_cidrs(pod_cidr))
+    decls: list[Decl] = list(render_fixed_sets(index, families))
     for pid, pol in index.policies:
-        decls += render_policy(pid, pol)
+        decls += render_policy(pid, pol, families)
     decls += render_dispatch(index, pod_cidr)
     return {decl_key(d): d for d in decls}
 
@@ -455,17 +587,19 @@ def render_match(m: Match) -> str:
     return f"{m.expr} {'!= ' if m.op == '!=' else ''}{value}"
 
 
-def render_rule(chain: str, rule: NftRule) -> str:
+def render_rule(chain: str, rule: NftRule, table: str = T) -> str:
     parts = [render_match(m) for m in rule.matches]
     if rule.log:
         parts.append(f"limit {LOG_LIMIT} log prefix {quote(rule.log)} group {NFLOG_GROUP}")
+    if rule.mark:
+        parts.append(f"meta mark set meta mark | {rule.mark:#x}")
     if rule.counter:
         parts.append(f"counter name {quote(rule.counter)}")
     if rule.verdict:
         parts.append(rule.verdict)
     if rule.comment:
         parts.append(f"comment {quote(rule.comment)}")
-    return f"add rule {T} {chain} " + " ".join(parts)
+    return f"add rule {table} {chain} " + " ".join(parts)
 
 
 def render_add(d: Decl) -> str:

@@ -54,6 +54,17 @@ class SkipLog:
                     del self.refused[key]
 
 
+    def parse(self, parse: Callable[[dict], object], key: tuple, obj: dict, errors: type[Exception]):
+        """parse(obj), or None after logging the refusal (errors: what the parser raises)."""
+        try:
+            parsed = parse(obj)
+        except errors as e:
+            self.skipped(key, e)
+            return None
+        self.taken(key)
+        return parsed
+
+
 def one_line(reason: object) -> str:
     """The first line of an error's text, at most 300 characters (never a traceback)."""
     text = str(reason).strip()

@@ -414,6 +414,10 @@ KINDS: dict[str, tuple[str, dict[str, Field]]] = {
                           "user making this request."), {
         "status": ("Object", "Status is filled in by the server with the user attributes."),
     }),
+    "ClusterNetworkPolicy": ("ClusterNetworkPolicy is a cluster-wide network policy resource.", {
+        "spec": ("Object", "Spec defines the desired behavior of ClusterNetworkPolicy."),
+        "status": ("Object", "Status is the status to be reported by the implementation."),
+    }),
     "ServiceCIDR": (("ServiceCIDR defines a range of IP addresses using CIDR format (e.g. 192.168.0.0/24 or "
                      "2001:db2::/64). This range is used to allocate ClusterIPs to Service objects."), {
         "spec": ("Object", ("spec is the desired state of the ServiceCIDR. More info: https://git.k8s.io/"

@@ -64,6 +64,11 @@ def kubelet_address(node: dict) -> tuple[str, int]:
     return ip, int(port)
 
 
+def _url_host(ip: str) -> str:
+    """An address as a URL's host: an IPv6 one in brackets."""
+    return f"[{ip}]" if ":" in ip else ip
+
+
 # --- the connection to kubelets -------------------------------------------------------------------
 class UnderlayDialer:
     """aiohttp's socket_factory: sockets made in the underlay netns by a thread that lives there."""
@@ -136,7 +141,7 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
     pod, container, ip, port = _target(request)
     meta = pod["metadata"]
     query = {k: request.query[k] for k in LOG_PARAMS if k in request.query}
-    url = f"http://{ip}:{port}/containerLogs/{meta['namespace']}/{meta['name']}/{container}"
+    url = f"http://{_url_host(ip)}:{port}/containerLogs/{meta['namespace']}/{meta['name']}/{container}"
     try:
         upstream = await _session(request.app).get(url, params=query, headers=_headers(request))
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
@@ -186,7 +191,7 @@ async def _exec_websocket(request: web.Request, pod: dict, container: str, ip: s
     meta = pod["metadata"]
     query = [("command", c) for c in request.query.getall("command", [])]
     query += [(k, request.query[k]) for k in EXEC_PARAMS if k in request.query]
-    url = (f"http://{ip}:{port}/exec/{meta['namespace']}/{meta['name']}/{container}?{urlencode(query)}")
+    url = (f"http://{_url_host(ip)}:{port}/exec/{meta['namespace']}/{meta['name']}/{container}?{urlencode(query)}")
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     try:
         upstream = await _session(request.app).ws_connect(url, protocols=offered or PROTOCOLS,

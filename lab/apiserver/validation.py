@@ -77,6 +77,7 @@ _SPEC_BY_KIND = {
                 "loadBalancerIP", "loadBalancerSourceRanges", "ports", "publishNotReadyAddresses",
                 "selector", "sessionAffinity", "sessionAffinityConfig", "trafficDistribution", "type"},
     "NetworkPolicy": {"podSelector", "ingress", "egress", "policyTypes"},
+    "ClusterNetworkPolicy": {"tier", "priority", "subject", "ingress", "egress"},
     "Ingress": {"defaultBackend", "ingressClassName", "rules", "tls"},
     "IngressClass": {"controller", "parameters"},
     "Node": {"podCIDR", "podCIDRs", "providerID", "unschedulable", "taints", "configSource",

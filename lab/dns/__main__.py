@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -77,6 +78,18 @@ def settings_from(args: argparse.Namespace) -> corefile.Settings:
     return s
 
 
+def default_binds() -> list[str]:
+    """Without a bind, every address of both families, as CoreDNS: IPv4's wildcard, and IPv6's
+    where the pod's namespace has IPv6 (an IPv6 or dual-stack cluster DNS Service is DNATed to
+    the pod's IPv6 address)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::", 0))
+    except OSError:
+        return ["0.0.0.0"]
+    return ["0.0.0.0", "::"]
+
+
 def make_api(kubeconfig: str):
     from kubernetes import client, config
     if kubeconfig:
@@ -92,7 +105,7 @@ async def run(s: corefile.Settings, sync_timeout: float) -> int:
                          ttl=s.ttl, pods=s.pods)
     cluster, metrics = Cluster(), Metrics()
     watcher = Watcher(make_api(s.kubeconfig), cluster, loop, pods=s.pods == "verified").start()
-    server = DnsServer(cluster, cfg, [parse_listen(b, s.port) for b in (s.binds or ["0.0.0.0"])], metrics)
+    server = DnsServer(cluster, cfg, [parse_listen(b, s.port) for b in (s.binds or default_binds())], metrics)
     serving = False
     runners = await serve_status(metrics, lambda: serving and watcher.synced, metrics_address=s.metrics,
                                  health_address=s.health, ready_address=s.ready)

@@ -41,6 +41,8 @@ class PodFacts:
     pod: Pod
     pod_ip: str = ""
     host_ip: str = ""
+    pod_ips: tuple[str, ...] = ()          # every address, primary family first (default: pod_ip)
+    host_ips: tuple[str, ...] = ()
 
 
 def _render_map(items: tuple[tuple[str, str], ...]) -> str:
@@ -60,8 +62,8 @@ def field_value(facts: PodFacts, path: str) -> str:
     simple = {
         "metadata.name": pod.name, "metadata.namespace": pod.namespace, "metadata.uid": pod.uid,
         "spec.nodeName": pod.node_name, "spec.serviceAccountName": pod.service_account,
-        "status.hostIP": facts.host_ip, "status.hostIPs": facts.host_ip,
-        "status.podIP": facts.pod_ip, "status.podIPs": facts.pod_ip,
+        "status.hostIP": facts.host_ip, "status.hostIPs": ",".join(facts.host_ips or (facts.host_ip,)),
+        "status.podIP": facts.pod_ip, "status.podIPs": ",".join(facts.pod_ips or (facts.pod_ip,)),
     }
     if path in simple:
         return simple[path]

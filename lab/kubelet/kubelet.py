@@ -58,6 +58,10 @@ TOKEN_REFRESH = 0.8             # a projected token is renewed after this part o
 LEASE_RETRY = 60.0              # when the API has no Lease kind: how often to try again
 
 
+def _family(cidr: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_network(cidr, strict=False).version == 6 else socket.AF_INET
+
+
 def micro_time() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -66,7 +70,8 @@ class Kubelet:
     def __init__(self, cfg: LabConfig, node: str):
         self.cfg = cfg
         self.node = node
-        self.node_ip = cfg.node_ip(model.node_index(node))
+        self.node_ip = cfg.node_ip(model.node_index(node))      # the underlay's IPv4, in every mode
+        self.node_ips = cfg.node_internal_ips(model.node_index(node))   # the Node's InternalIPs
         self.network = sandbox.Network(cfg, node)
         self.pods_file = cfg.node_dir(node) / "pods.json"
         self.local: dict[str, dict] = self._load_local()
@@ -81,8 +86,8 @@ class Kubelet:
         self.api = self._api_client()
         self.paths = layout.NodePaths(cfg.node_dir(node), cfg.cni_conf_dir(node), cfg.cni_bin_dir(node),
                                       cfg.cni_data_dir(node), layout.absent_passthrough())
-        self.cluster_dns = str(ipaddress.ip_network(cfg.service_cidr)[10])
-        self.node_hosts = dns.HOSTS_DEFAULTS + f"{self.node_ip}\t{node}\n"
+        self.cluster_dns = cfg.cluster_dns_ip
+        self.node_hosts = dns.HOSTS_DEFAULTS + f"{self.node_ips[0]}\t{node}\n"
         self.node_resolv = _read("/etc/resolv.conf")
         self.venv_bin = str(Path(sys.executable).parent)
         self.python = sys.executable
@@ -142,7 +147,7 @@ class Kubelet:
 
     def register_node(self) -> None:
         cond = self._ready_condition()
-        body = model.render_node(self.node, self.node_ip, cond, now())
+        body = model.render_node(self.node, self.node_ips, cond, now())
         try:
             created = self.api.create_node(body, _request_timeout=API_TIMEOUT)
             self._node_uid = created.metadata.uid or ""
@@ -158,7 +163,7 @@ class Kubelet:
         self._renew_lease()
 
     def _post_node_status(self, cond: model.Condition) -> None:
-        status = model.render_node_status(self.node, self.node_ip, cond, now())
+        status = model.render_node_status(self.node, self.node_ips, cond, now())
         self.api.patch_node_status(self.node, {"status": status}, _request_timeout=API_TIMEOUT,
                                    _content_type=MERGE_PATCH)
 
@@ -235,14 +240,14 @@ class Kubelet:
         if self.cfg.cni != "reference":
             return                      # kubeweft mode: install-cni writes the config, the agent routes
         own = next((n for n in nodes if n.name == self.node), None)
-        if own and own.pod_cidr:
-            self.ensure_reference_cni(own.pod_cidr)
+        if own and own.pod_cidrs:
+            self.ensure_reference_cni(own.pod_cidrs)
         want = model.plan_pod_routes(self.node, nodes)
         change, remove = model.diff_routes(self._routes, want)
         if change or remove:
             self._apply_routes(change, remove)
 
-    def ensure_reference_cni(self, pod_cidr: str) -> None:
+    def ensure_reference_cni(self, pod_cidr: str | tuple[str, ...]) -> None:
         conf_dir, bin_dir = self.cfg.cni_conf_dir(self.node), self.cfg.cni_bin_dir(self.node)
         for plugin in sorted(REFERENCE_PLUGINS.iterdir()):
             link = bin_dir / plugin.name
@@ -263,9 +268,11 @@ class Kubelet:
         from pyroute2 import IPRoute
         out = {}
         with IPRoute() as ipr:
-            for r in ipr.get_routes(family=socket.AF_INET, proto=RTPROT_LAB_ROUTES):
-                if r["proto"] == RTPROT_LAB_ROUTES and r.get_attr("RTA_GATEWAY"):
-                    out[f"{r.get_attr('RTA_DST')}/{r['dst_len']}"] = r.get_attr("RTA_GATEWAY")
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for r in ipr.get_routes(family=family, proto=RTPROT_LAB_ROUTES):
+                    if r["proto"] == RTPROT_LAB_ROUTES and r.get_attr("RTA_GATEWAY"):
+                        dst = ipaddress.ip_network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}", strict=False)
+                        out[str(dst)] = r.get_attr("RTA_GATEWAY")
         return out
 
     def _apply_routes(self, change: dict[str, str], remove: list[str]) -> None:
@@ -274,14 +281,14 @@ class Kubelet:
         with IPRoute() as ipr:
             for dst, via in change.items():
                 try:
-                    ipr.route("replace", dst=dst, gateway=via, proto=RTPROT_LAB_ROUTES)
+                    ipr.route("replace", dst=dst, gateway=via, proto=RTPROT_LAB_ROUTES, family=_family(dst))
                     self._routes[dst] = via
                     log.info("route %s via %s", dst, via)
                 except NetlinkError as e:
                     log.warning("route %s via %s: %s", dst, via, e)
             for dst in remove:
                 try:
-                    ipr.route("del", dst=dst, proto=RTPROT_LAB_ROUTES)
+                    ipr.route("del", dst=dst, proto=RTPROT_LAB_ROUTES, family=_family(dst))
                 except NetlinkError as e:
                     if e.code != 3:     # ESRCH: already gone
                         log.warning("route del %s: %s", dst, e)

@@ -33,23 +33,31 @@ def render_port_mappings(pod: Pod) -> list[dict]:
             for p in pod.ports if p.host_port]
 
 
-def pick_pod_ip(result: dict) -> str | None:
-    """The pod's IPv4 address from a CNI result: the first one on a sandbox interface."""
+def pick_pod_ips(result: dict, families: tuple[int, ...] = (4,)) -> tuple[str, ...]:
+    """The pod's addresses from a CNI result, one per IP version of `families` in that order
+    (primary first): the first address of each version on a sandbox interface, else anywhere."""
     interfaces = result.get("interfaces") or []
     ips = result.get("ips") or []
 
     def in_sandbox(ip: dict) -> bool:
         i = ip.get("interface")
         return isinstance(i, int) and 0 <= i < len(interfaces) and bool(interfaces[i].get("sandbox"))
+    found: dict[int, str] = {}
     for candidates in ([ip for ip in ips if in_sandbox(ip)], ips):
         for ip in candidates:
             try:
                 iface = ipaddress.ip_interface(ip.get("address", ""))
-            except ValueError:
+            except (ValueError, AttributeError):
                 continue
-            if iface.version == 4:
-                return str(iface.ip)
-    return None
+            found.setdefault(iface.version, str(iface.ip))
+        if all(v in found for v in families):
+            break
+    return tuple(found[v] for v in families if v in found)
+
+
+def pick_pod_ip(result: dict) -> str | None:
+    """The pod's IPv4 address from a CNI result: the first one on a sandbox interface."""
+    return next(iter(pick_pod_ips(result, (4,))), None)
 
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -68,13 +76,16 @@ def render_node_labels(node: str) -> dict:
             "topology.kubernetes.io/zone": zone_for(node_index(node))}
 
 
-def render_node_status(node: str, node_ip: str, ready: Condition, heartbeat: str) -> dict:
+def render_node_status(node: str, node_ips: str | tuple[str, ...], ready: Condition, heartbeat: str) -> dict:
+    """`node_ips`: the InternalIP addresses, primary family first (one address: a str)."""
     cond = render_condition(ready)
     cond.pop("lastProbeTime", None)
     cond["lastHeartbeatTime"] = heartbeat
+    ips = (node_ips,) if isinstance(node_ips, str) else node_ips
     return {
         "conditions": [cond],
-        "addresses": [{"type": "InternalIP", "address": node_ip}, {"type": "Hostname", "address": node}],
+        "addresses": [{"type": "InternalIP", "address": ip} for ip in ips]
+                     + [{"type": "Hostname", "address": node}],
         "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": "", "operatingSystem": "linux",
                      "architecture": "amd64", "containerRuntimeVersion": "lab://0.1.0",
                      "osImage": "kubeweft lab", "kernelVersion": "", "machineID": "", "systemUUID": "",
@@ -85,7 +96,7 @@ def render_node_status(node: str, node_ip: str, ready: Condition, heartbeat: str
     }
 
 
-def render_node(node: str, node_ip: str, ready: Condition, heartbeat: str) -> dict:
+def render_node(node: str, node_ip: str | tuple[str, ...], ready: Condition, heartbeat: str) -> dict:
     """The Node a kubelet registers: tainted not-ready until the node lifecycle controller sees
     it Ready (so nothing that does not tolerate it lands there first)."""
     return {"apiVersion": "v1", "kind": "Node",
@@ -112,28 +123,40 @@ class NodeAddr:
     name: str
     pod_cidr: str | None
     internal_ip: str | None
+    pod_cidrs: tuple[str, ...] = ()         # spec.podCIDRs: one per family, primary first
+    internal_ips: tuple[str, ...] = ()      # every InternalIP, primary family first
 
 
 def parse_node(obj: dict) -> NodeAddr:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"),
-              None)
-    return NodeAddr((obj.get("metadata") or {}).get("name", ""), spec.get("podCIDR") or None, ip)
+    ips = tuple(a.get("address") for a in status.get("addresses") or []
+                if isinstance(a, dict) and a.get("type") == "InternalIP" and isinstance(a.get("address"), str))
+    cidrs = spec.get("podCIDRs") if isinstance(spec.get("podCIDRs"), list) else []
+    cidrs = tuple(c for c in cidrs if isinstance(c, str)) or ((spec["podCIDR"],) if spec.get("podCIDR") else ())
+    return NodeAddr((obj.get("metadata") or {}).get("name", ""), spec.get("podCIDR") or None,
+                    ips[0] if ips else None, cidrs, ips)
 
 
 def plan_pod_routes(own: str, nodes: list[NodeAddr]) -> dict[str, str]:
-    """The cloud-route-controller's table for node `own`: each other node's podCIDR via its IP."""
+    """The cloud-route-controller's table for node `own`: each other node's podCIDRs, each via
+    that node's InternalIP of the same family (a family it has no address of is skipped)."""
     out: dict[str, str] = {}
     for n in nodes:
-        if n.name == own or not n.pod_cidr or not n.internal_ip:
+        if n.name == own:
             continue
-        try:
-            cidr = str(ipaddress.ip_network(n.pod_cidr, strict=False))
-            ipaddress.ip_address(n.internal_ip)
-        except ValueError:
-            continue
-        if ipaddress.ip_network(cidr).version == 4:
-            out[cidr] = n.internal_ip
+        via: dict[int, str] = {}
+        for ip in n.internal_ips:
+            try:
+                via.setdefault(ipaddress.ip_address(ip).version, ip)
+            except ValueError:
+                continue
+        for cidr in n.pod_cidrs:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                continue
+            if net.version in via:
+                out[str(net)] = via[net.version]
     return out
 
 
@@ -144,16 +167,21 @@ def diff_routes(have: dict[str, str], want: dict[str, str]) -> tuple[dict[str, s
     return change, remove
 
 
-def render_reference_conflist(pod_cidr: str, mtu: int, data_dir: str) -> dict:
+def render_reference_conflist(pod_cidrs: str | tuple[str, ...], mtu: int, data_dir: str) -> dict:
     """The reference-mode network: bridge + host-local, then portmap. ipMasq is off: other
-    nodes' pod CIDRs are routed (this kubelet's route controller), so traffic keeps pod IPs."""
+    nodes' pod CIDRs are routed (this kubelet's route controller), so traffic keeps pod IPs.
+    One host-local range set per podCIDR (one per family): the pod gets an address of each."""
+    cidrs = (pod_cidrs,) if isinstance(pod_cidrs, str) else pod_cidrs
+    defaults = {4: "0.0.0.0/0", 6: "::/0"}
+    versions = [ipaddress.ip_network(c, strict=False).version for c in cidrs]
     return {
         "cniVersion": "1.0.0", "name": "lab",
         "plugins": [
             {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
              "mtu": mtu,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": f"{data_dir}/ipam"}},
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": c}] for c in cidrs],
+                      "routes": [{"dst": defaults[v]} for v in dict.fromkeys(versions)],
+                      "dataDir": f"{data_dir}/ipam"}},
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         ],
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import ipaddress
 import logging
 import shutil
 import signal
@@ -131,7 +132,8 @@ class PodWorker(threading.Thread):
         self.sandbox_id = model.container_id(pod.uid)
         self.pod_dir = kubelet.paths.pod_dir(pod.uid)
         self.log_dir = kubelet.paths.log_dir(pod.namespace, pod.name, pod.uid)
-        self.ip: str | None = None
+        self.ip: str | None = None           # the primary family's address (status.podIP)
+        self.ips: tuple[str, ...] = ()       # one per family, primary first (status.podIPs)
         self.attached = False                # CNI ADD done (and not yet DEL)
         self.sandbox_ready = False
         self.sandbox_error = ""
@@ -228,7 +230,8 @@ class PodWorker(threading.Thread):
         pod = self.pod
         t0 = time.monotonic()
         if pod.host_network:
-            self.ip = self.kl.node_ip
+            self.ips = self.kl.node_ips
+            self.ip = self.ips[0]
         else:
             self.kl.record(self.uid, self._record())                # before any netns exists
             sandbox.ensure_netns(self.netns_name)
@@ -236,9 +239,12 @@ class PodWorker(threading.Thread):
                 rt = self._runtime_conf()
                 self.attached = True                               # a failed ADD still needs its DEL
                 result = self.kl.network.add(rt)
-                self.ip = model.pick_pod_ip(result)
-                if not self.ip:
-                    raise cniexec.CniError(cniexec.RUNTIME_ERROR, "CNI result has no IPv4 address")
+                families = self.kl.cfg.families
+                self.ips = model.pick_pod_ips(result, families)
+                if not self.ips or ipaddress.ip_address(self.ips[0]).version != families[0]:
+                    raise cniexec.CniError(cniexec.RUNTIME_ERROR,
+                                           f"CNI result has no IPv{families[0]} address")
+                self.ip = self.ips[0]
         self.pod_dir.mkdir(parents=True, exist_ok=True)
         self._write_etc_files()
         self._sync_volumes(quiet=False)
@@ -274,7 +280,7 @@ class PodWorker(threading.Thread):
                 path.write_text(text)
 
     def _facts(self) -> downward.PodFacts:
-        return downward.PodFacts(self.pod, self.ip or "", self.kl.node_ip)
+        return downward.PodFacts(self.pod, self.ip or "", self.kl.node_ips[0], self.ips, self.kl.node_ips)
 
     def _sync_volumes(self, quiet: bool) -> None:
         """Check hostPaths, make emptyDirs, write the file volumes (fetching what they show)."""
@@ -506,7 +512,8 @@ class PodWorker(threading.Thread):
             conds = [c if c.type != "Ready" else status.next_condition(self.conds.get("Ready"), "Ready", False, t,
                                                                        "ContainersNotReady", self.sandbox_error)
                      for c in conds]
-        view = status.PodView(phase, self.kl.node_ip, self.ip, self.started, tuple(conds))
+        view = status.PodView(phase, self.kl.node_ips[0], self.ip, self.started, tuple(conds),
+                              pod_ips=self.ips, host_ips=self.kl.node_ips)
         doc = status.render_pod_status(view, inits, mains)
         if doc == self.last_status:
             return
@@ -530,6 +537,7 @@ class PodWorker(threading.Thread):
                     self._finished(r)
             return
         self.ip = entry.get("ip")
+        self.ips = tuple(entry.get("ips") or ([self.ip] if self.ip else []))
         self.attached = self.netns_name is not None
         self.sandbox_ready = bool(entry.get("ready"))
         self.terminal = bool(entry.get("terminal"))
@@ -558,6 +566,7 @@ class PodWorker(threading.Thread):
         first = next((r.proc.pid for r in self.mains if r.proc is not None), None)
         return {"namespace": pod.namespace, "name": pod.name,
                 "netns": self.netns_name or self.kl.cfg.node_netns(self.kl.node), "ip": self.ip,
+                "ips": list(self.ips),
                 "containerID": self.sandbox_id, "pid": first, "hostNetwork": pod.host_network,
                 "pids": [r.proc.pid for r in self.runs if r.proc is not None],
                 "ready": self.sandbox_ready, "terminal": self.terminal,

@@ -75,15 +75,17 @@ class KubeletServer:
         app.router.add_route("*", "/exec/{ns}/{pod}/{container}", self.exec)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self.loop.run_until_complete(runner.setup())
-        while True:
-            try:
-                self.loop.run_until_complete(web.TCPSite(runner, self.kl.node_ip, self.port,
-                                                         reuse_address=True).start())
-                break
-            except OSError as e:         # the address may not be up yet in a fresh node netns
-                log.warning("listen on %s:%d: %s", self.kl.node_ip, self.port, e)
-                self.loop.run_until_complete(asyncio.sleep(1))
-        log.info("serving on %s:%d", self.kl.node_ip, self.port)
+        # every InternalIP the Node reports (the API server dials the first), and the underlay's IPv4
+        for ip in dict.fromkeys((*self.kl.node_ips, self.kl.node_ip)):
+            while True:
+                try:
+                    self.loop.run_until_complete(web.TCPSite(runner, ip, self.port,
+                                                             reuse_address=True).start())
+                    break
+                except OSError as e:         # the address may not be up yet in a fresh node netns
+                    log.warning("listen on %s:%d: %s", ip, self.port, e)
+                    self.loop.run_until_complete(asyncio.sleep(1))
+            log.info("serving on %s port %d", ip, self.port)
         ready.set()
         self.loop.run_forever()
 

@@ -140,6 +140,8 @@ class PodView:
     conditions: tuple[Condition, ...] = ()
     qos_class: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    pod_ips: tuple[str, ...] = ()        # every address, primary family first (default: pod_ip)
+    host_ips: tuple[str, ...] = ()       # the node's InternalIPs (default: host_ip)
 
 
 def plan_conditions(pod: Pod, phase: str, sandbox_ready: bool, inits: list[ContainerView],
@@ -166,14 +168,15 @@ def plan_conditions(pod: Pod, phase: str, sandbox_ready: bool, inits: list[Conta
 
 
 def render_pod_status(view: PodView, inits: list[ContainerView], mains: list[ContainerView]) -> dict:
-    status: dict = {"phase": view.phase, "hostIP": view.host_ip, "hostIPs": [{"ip": view.host_ip}],
+    status: dict = {"phase": view.phase, "hostIP": view.host_ip,
+                    "hostIPs": [{"ip": ip} for ip in view.host_ips or (view.host_ip,)],
                     "startTime": view.start_time, "conditions": [render_condition(c) for c in view.conditions],
                     "containerStatuses": [c.render() for c in mains]}
     if inits:
         status["initContainerStatuses"] = [c.render() for c in inits]
     if view.pod_ip:
         status["podIP"] = view.pod_ip
-        status["podIPs"] = [{"ip": view.pod_ip}]
+        status["podIPs"] = [{"ip": ip} for ip in view.pod_ips or (view.pod_ip,)]
     if view.qos_class:
         status["qosClass"] = view.qos_class
     status.update(view.extra)

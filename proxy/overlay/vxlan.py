@@ -30,7 +30,8 @@ def vtep_ip(pod_cidr: str) -> str:
 
 def ensure_vxlan_device(ipr: IPRoute, local_ip: str, underlay_dev: str, vtep_cidr: str, mtu: int,
                         name: str = VXLAN_DEVICE, vni: int = VXLAN_VNI, port: int = VXLAN_PORT) -> str:
-    """Create (or keep) the VXLAN device with learning off, its VTEP address and MTU, up.
+    """Create (or keep) the VXLAN device with learning off and no outer UDP checksum, its VTEP
+    address and MTU, up.
     Returns its MAC. An existing device with the right VNI/local/port is left as it is, so a
     restart of the agent does not flap it."""
     underlay = kernel.link_index(ipr, underlay_dev)
@@ -43,13 +44,17 @@ def ensure_vxlan_device(ipr: IPRoute, local_ip: str, underlay_dev: str, vtep_cid
         data = info.get_attr("IFLA_INFO_DATA") if info else None
         same = (data is not None and data.get_attr("IFLA_VXLAN_ID") == vni
                 and data.get_attr("IFLA_VXLAN_LOCAL") == local_ip
-                and data.get_attr("IFLA_VXLAN_PORT") == port)
+                and data.get_attr("IFLA_VXLAN_PORT") == port
+                and not data.get_attr("IFLA_VXLAN_UDP_CSUM"))
         if not same:
             ipr.link("del", index=idx)
             idx = None
     if idx is None:
         ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local_ip,
-                 vxlan_link=underlay, vxlan_port=port, vxlan_learning=0)
+                 vxlan_link=underlay, vxlan_port=port, vxlan_learning=0,
+                 # no outer UDP checksum, as flannel's device (IPv4 VXLAN may send zero, RFC 7348);
+                 # the inner packet keeps its own checksums
+                 vxlan_udp_csum=0)
         idx = kernel.link_index(ipr, name)
     ipr.link("set", index=idx, mtu=mtu, state="up")
     want = ipaddress.ip_interface(vtep_cidr)

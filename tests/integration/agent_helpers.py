@@ -8,11 +8,13 @@ Everything here is bounded in time and undoes what it made, also when the test f
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 from kubeweft.lab.config import LabConfig
+from kubeweft.proto import kubeweft_pb2
 
 from .apiserver_proc import Server
 from .services_helpers import http_get
@@ -64,3 +66,14 @@ def join_underlay(underlay_ns: str, node_ns: str, dev: str, address: str) -> Non
 def health(ns: str, path: str) -> int:
     """The status of the agent's health endpoint `path`, asked from inside its netns (0: no answer)."""
     return http_get(ns, "127.0.0.1", HEALTH_PORT, path)[0]
+
+
+def cni_add_request(container_id: str, namespace: str, name: str, bridge: str, data_dir: Path):
+    """A CNI ADD as the shim hands it to the agent's gRPC handler (CniServicer), for a netns that
+    does not exist: what runs before the wiring runs, then the ADD fails."""
+    conf = {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "bridge": bridge,
+            "dataDir": str(data_dir)}
+    return kubeweft_pb2.CniRequest(
+        command="ADD", container_id=container_id, netns=f"/var/run/netns/{container_id}", ifname="eth0",
+        args=f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container_id}",
+        path="/opt/cni/bin", config=json.dumps(conf).encode())

@@ -20,8 +20,14 @@ What you get here:
   `lab up` with `kubectl apply -k deploy/lab`: the DaemonSet's agent, CNI, VXLAN overlay,
   service proxy, policy; lab.lifecycle.find_agent, restart_agent, hold_agent/release_agent and
   lab.install.agent_log reach the agent container of a node).
-- `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120) -> Lab` brings up a
-  fresh lab of your own with a unique name; every lab it made is downed after the test.
+- `labk6`, `labkd` (session): the same 3-node kubeweft lab on `--ip-family ipv6` and `dual`.
+  `klab` (session, parametrized by `lab_family` over ipv4, ipv6, dual): labk, labk6 or labkd,
+  with `klab.version` the family the test's traffic uses (4, 6, and 6 on dual: its secondary),
+  `klab.pick(ips)` that family's address of a pod or node, `klab.hostport(ip, port)`.
+  Take `klab` instead of `labk` to run a lab test in every family.
+- `lab_factory` (function): `make(nodes=2, cni="reference", timeout=120, ip_family="ipv4") -> Lab`
+  brings up a fresh lab of your own with a unique name (ipv4, ipv6 or dual); every lab it made
+  is downed after the test.
   `fresh_lab(...)` is the same as a context manager, for module-scoped fixtures.
 
 Snapshot helpers for tests of the guard itself: `snapshot_netns(name_or_None)`,
@@ -191,6 +197,20 @@ class Lab:
     cfg: LabConfig
     kubeconfig: Path
     kubectl_path: str = KUBECTL
+    version: int = 4              # the IP family a family-parametrized test sends over (klab)
+
+    def pick(self, ips, version: int | None = None) -> str:
+        """The address of family `version` (default: self.version) among a pod's or node's
+        addresses; AssertionError when it has none."""
+        want = version or self.version
+        for ip in ([ips] if isinstance(ips, str) else ips):
+            if (":" in ip) == (want == 6):
+                return ip
+        raise AssertionError(f"no IPv{want} address among {ips}")
+
+    def hostport(self, ip: str, port: int) -> str:
+        """ADDR:PORT, [ADDR]:PORT for IPv6, as `lab probe` takes it."""
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         proc = subprocess.run([KUBEWEFT, "lab", "--name", self.name, *args], capture_output=True,
@@ -235,19 +255,20 @@ def down_lab(name: str) -> subprocess.CompletedProcess:
 
 @contextlib.contextmanager
 def fresh_lab(name: str | None = None, nodes: int = 2, cni: str = "reference",
-              timeout: float = 120, env: dict[str, str] | None = None) -> Iterator[Lab]:
+              timeout: float = 120, env: dict[str, str] | None = None,
+              ip_family: str = "ipv4") -> Iterator[Lab]:
     """Bring up a lab through the real CLI, yield it, always bring it down. `env`: set for
-    `lab up`, whose processes (the kubelets) keep it."""
+    `lab up`, whose processes (the kubelets) keep it. `ip_family`: ipv4, ipv6 or dual."""
     name = name or unique_lab_name()
     _session_lab_names.add(name)
     try:
         proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "up", "--nodes", str(nodes),
-                               "--cni", cni, "--timeout", str(timeout)],
+                               "--cni", cni, "--ip-family", ip_family, "--timeout", str(timeout)],
                               capture_output=True, text=True, timeout=timeout + 60, check=False,
                               env={**os.environ, **(env or {})})
         if proc.returncode != 0:
             pytest.fail(f"kubeweft lab up ({name}) failed: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        cfg = LabConfig(name=name, nodes=nodes, cni=cni)
+        cfg = LabConfig(name=name, nodes=nodes, cni=cni, ip_family=ip_family)
         yield Lab(name=name, cfg=cfg, kubeconfig=cfg.kubeconfig)
     finally:
         down = down_lab(name)
@@ -272,12 +293,49 @@ def labk() -> Iterator[Lab]:
         yield lab
 
 
+@pytest.fixture(scope="session")
+def labk6() -> Iterator[Lab]:
+    """As labk, on an IPv6 lab (`--ip-family ipv6`): Nodes, pods and Services of IPv6 only."""
+    with fresh_lab(f"k{os.getpid()}v6", nodes=3, cni="kubeweft", timeout=120, env=KILLED_AGENTS_ENV,
+                   ip_family="ipv6") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def labkd() -> Iterator[Lab]:
+    """As labk, on a dual-stack lab (`--ip-family dual`, IPv4 primary): every Node and pod has
+    an address of each family."""
+    with fresh_lab(f"k{os.getpid()}d", nodes=3, cni="kubeweft", timeout=120, env=KILLED_AGENTS_ENV,
+                   ip_family="dual") as lab:
+        yield lab
+
+
+# A test parametrized over IP families takes `klab` instead of `labk`, with `lab_family` naming the
+# lab and `klab.version` the family its traffic uses: ipv4 (labk, over IPv4), ipv6 (labk6, over
+# IPv6), dual (labkd, over IPv6, the secondary family: the primary is what ipv4 runs).
+FAMILY_LABS = {"ipv4": ("labk", 4), "ipv6": ("labk6", 6), "dual": ("labkd", 6)}
+
+
+@pytest.fixture(scope="session", params=list(FAMILY_LABS))
+def lab_family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def klab(request, lab_family) -> Lab:
+    fixture, version = FAMILY_LABS[lab_family]
+    lab = request.getfixturevalue(fixture)
+    lab.version = version
+    return lab
+
+
 @pytest.fixture
 def lab_factory():
     stack = contextlib.ExitStack()
 
-    def make(nodes: int = 2, cni: str = "reference", timeout: float = 120, prefix: str = "t") -> Lab:
+    def make(nodes: int = 2, cni: str = "reference", timeout: float = 120, prefix: str = "t",
+             ip_family: str = "ipv4") -> Lab:
         return stack.enter_context(fresh_lab(unique_lab_name(prefix), nodes=nodes, cni=cni,
-                                             timeout=timeout))
+                                             timeout=timeout, ip_family=ip_family))
     with stack:
         yield make

@@ -104,7 +104,7 @@ class GateHook:
     def __init__(self) -> None:
         self.entered, self.release = threading.Event(), threading.Event()
 
-    def pod_added(self, namespace: str, name: str, ip: str, container_id: str) -> None:
+    def pod_added(self, namespace: str, name: str, ips, container_id: str) -> None:
         self.entered.set()
         assert self.release.wait(20)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 
@@ -18,9 +17,10 @@ from kubeweft.cni.plugin import CniPlugin
 from kubeweft.lab.apiserver import app as apiapp
 from kubeweft.lab.config import LabConfig
 from kubeweft.lab.store import Store
-from kubeweft.proto import kubeweft_pb2
 from kubeweft.proxy.agent import CniServicer
 from kubeweft.proxy.policy_controller import PolicyController
+
+from .agent_helpers import cni_add_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 TOKEN = "pod-gone-token"
@@ -56,12 +56,7 @@ def test_add_for_a_pod_gone_from_the_api_is_one_log_line(tmp_path, caplog):
         api = client.ApiClient(cfg)
         plugin = CniPlugin("10.245.0.0/24", tmp_path, mtu=1500)
         plugin.pod_hooks.append(PolicyController(api, "node1", "10.245.0.0/24"))
-        conf = {"cniVersion": "1.1.0", "name": "kubeweft", "type": "kubeweft", "bridge": "kwgone",
-                "dataDir": str(tmp_path)}
-        request = kubeweft_pb2.CniRequest(
-            command="ADD", container_id="cid-gone", netns="/var/run/netns/gone", ifname="eth0",
-            args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=cid-gone",
-            path="/opt/cni/bin", config=json.dumps(conf).encode())
+        request = cni_add_request("cid-gone", "default", "web-0", "kwgone", tmp_path)
         with caplog.at_level(logging.DEBUG):
             resp = CniServicer(plugin)._call(request, None)
         api.close()

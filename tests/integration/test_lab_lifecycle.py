@@ -232,15 +232,16 @@ def test_lab2_status_json_shape(lab2):
     assert set(doc) == {"nodes", "pods"}
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
     for i, n in enumerate(doc["nodes"], start=1):
-        assert set(n) == {"name", "status", "address", "podCIDR", "netns", "cniConfDir", "cniBinDir",
-                          "agentSocket"}
+        assert set(n) == {"name", "status", "address", "addresses", "podCIDR", "podCIDRs", "netns",
+                          "cniConfDir", "cniBinDir", "agentSocket"}
+        assert n["addresses"] == [f"{lab2.cfg.node_ip(i)}/24"] and n["podCIDRs"] == [n["podCIDR"]]
         assert n["status"] == "Ready"
         assert n["address"] == lab2.cfg.node_ip(i)
         assert n["netns"] == lab2.cfg.node_netns(n["name"]) and netns.exists(n["netns"])
         assert n["podCIDR"] and n["podCIDR"].startswith("10.244.")
         assert n["cniConfDir"] == str(lab2.cfg.cni_conf_dir(n["name"]))
     for p in doc["pods"]:
-        assert set(p) == {"namespace", "name", "node", "netns", "ip"}
+        assert set(p) == {"namespace", "name", "node", "netns", "ip", "ips"}
     table = lab2.cli("status").stdout
     assert "node1" in table and lab2.cfg.node_ip(2) in table
 

@@ -251,7 +251,7 @@ def test_controller_bookkeeping(scratch_nft):
     assert netns.run(name, ct, capture_output=True, timeout=10).returncode == 0
     # ADD of a pod the informer has seen without an IP yet: covered before pod_added returns
     ctl._on_event("pod", "ADDED", _pod_obj("w", "", {"app": "web"}))
-    ctl.pod_added("x", "w", "10.244.0.5", "cid-1")
+    ctl.pod_added("x", "w", ["10.244.0.5"], "cid-1")
     flows = netns.run(name, ["conntrack", "-L"], capture_output=True, text=True, timeout=10).stdout
     assert "10.244.0.5" not in flows
     assert _elements(scratch_nft, rp.IN_ISOLATED) == {"10.244.0.5"}
@@ -304,7 +304,7 @@ def test_an_attachment_without_pod_arguments_is_only_a_local_address(scratch_nft
     with ctl.lock:
         ctl._plan_locked()
         ctl.rebuild()
-    ctl.pod_added("", "", "10.244.0.9", "cid-x")
+    ctl.pod_added("", "", ["10.244.0.9"], "cid-x")
     assert _elements(scratch_nft, rp.LOCAL_PODS) == {"10.244.0.9"}
     ctl.pod_deleted("cid-x")
     assert _elements(scratch_nft, rp.LOCAL_PODS) == set()

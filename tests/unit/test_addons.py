@@ -64,6 +64,15 @@ def test_the_dns_service_is_where_the_kubelet_points_pods():
     assert addons.service_address(COREDNS, "default", "kube-dns") is None
 
 
+def test_the_dns_service_takes_the_primary_familys_tenth_service_address():
+    for family, want in (("ipv4", "10.96.0.10"), ("dual", "10.96.0.10"), ("ipv6", "fd00:10:96::a")):
+        cfg = LabConfig(ip_family=family)
+        assert cfg.cluster_dns_ip == want
+        text = addons.render_manifest(COREDNS, cfg)
+        assert addons.service_address(text, "kube-system", "kube-dns") == want
+        assert addons.plan_rollouts(text) == addons.plan_rollouts(COREDNS)
+
+
 def test_the_image_runs_the_lab_dns_server_on_the_configmaps_corefile():
     obj = objects()
     settings = corefile.parse(obj["ConfigMap", "coredns"]["data"]["Corefile"])

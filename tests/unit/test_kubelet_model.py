@@ -1,4 +1,5 @@
 """The lab kubelet's Node side, pure: the Node and Lease it writes, its conflist and routes."""
+import pytest
 from kubeweft.lab.kubelet import model, podspec
 
 
@@ -80,3 +81,57 @@ def test_reference_conflist():
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.1.0/24"}]]
     assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}] and bridge["ipam"]["dataDir"].startswith("/data")
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+
+
+DUAL_RESULT = {"interfaces": [{"name": "cni0"}, {"name": "eth0", "sandbox": "/run/netns/p"}],
+               "ips": [{"address": "fd00:10:244:1::5/64", "interface": 1},
+                       {"address": "10.244.1.1/24", "interface": 0},
+                       {"address": "10.244.1.5/24", "interface": 1}]}
+
+
+@pytest.mark.parametrize("families, want", [
+    ((4,), ("10.244.1.5",)),
+    ((6,), ("fd00:10:244:1::5",)),
+    ((4, 6), ("10.244.1.5", "fd00:10:244:1::5")),       # primary family first, whatever the order
+])
+def test_pod_ips_one_per_family_primary_first(families, want):
+    assert model.pick_pod_ips(DUAL_RESULT, families) == want
+
+
+def test_pod_ips_skip_a_family_the_result_lacks():
+    assert model.pick_pod_ips({"ips": [{"address": "10.0.0.9/24"}]}, (4, 6)) == ("10.0.0.9",)
+    assert model.pick_pod_ips({"ips": [{"address": "10.0.0.9/24"}]}, (6,)) == ()
+
+
+def test_node_reports_an_internal_ip_per_family_primary_first():
+    cond = model.Condition("Ready", True, "t0", "KubeletReady", "")
+    status = model.render_node_status("node2", ("192.168.56.12", "2001:db8:56::12"), cond, "t1")
+    assert status["addresses"] == [{"type": "InternalIP", "address": "192.168.56.12"},
+                                   {"type": "InternalIP", "address": "2001:db8:56::12"},
+                                   {"type": "Hostname", "address": "node2"}]
+    node = model.parse_node({"metadata": {"name": "node2"}, "status": status,
+                             "spec": {"podCIDR": "10.244.2.0/24", "podCIDRs": ["10.244.2.0/24", "fd00:10:244:2::/64"]}})
+    assert node.internal_ips == ("192.168.56.12", "2001:db8:56::12") and node.internal_ip == "192.168.56.12"
+    assert node.pod_cidrs == ("10.244.2.0/24", "fd00:10:244:2::/64")
+
+
+def test_routes_per_family_via_the_same_family_address():
+    def node(name, cidrs, ips):
+        return model.parse_node({"metadata": {"name": name}, "spec": {"podCIDRs": cidrs},
+                                 "status": {"addresses": [{"type": "InternalIP", "address": a} for a in ips]}})
+    nodes = [node("node1", ["10.244.0.0/24", "fd00:10:244::/64"], ["192.168.56.11", "2001:db8:56::11"]),
+             node("node2", ["10.244.1.0/24", "fd00:10:244:1::/64"], ["192.168.56.12", "2001:db8:56::12"]),
+             node("node3", ["fd00:10:244:2::/64"], ["2001:db8:56::13"]),
+             node("node4", ["10.244.3.0/24", "fd00:10:244:3::/64"], ["192.168.56.14"])]   # no IPv6 address
+    assert model.plan_pod_routes("node1", nodes) == {
+        "10.244.1.0/24": "192.168.56.12", "fd00:10:244:1::/64": "2001:db8:56::12",
+        "fd00:10:244:2::/64": "2001:db8:56::13", "10.244.3.0/24": "192.168.56.14"}
+
+
+def test_reference_conflist_has_one_range_and_default_route_per_family():
+    conf = model.render_reference_conflist(("10.244.1.0/24", "fd00:10:244:1::/64"), 1500, "/data")
+    ipam = conf["plugins"][0]["ipam"]
+    assert ipam["ranges"] == [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]]
+    assert ipam["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    v6 = model.render_reference_conflist(("fd00:10:244:1::/64",), 1500, "/data")["plugins"][0]["ipam"]
+    assert v6["ranges"] == [[{"subnet": "fd00:10:244:1::/64"}]] and v6["routes"] == [{"dst": "::/0"}]

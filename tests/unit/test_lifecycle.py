@@ -28,14 +28,32 @@ def test_status_document_shape():
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
     n2 = doc["nodes"][1]
     assert n2 == {"name": "node2", "status": "Ready", "address": "192.168.56.12", "podCIDR": "10.244.2.0/24",
-                  "netns": "kw-node2", "cniConfDir": str(CFG.cni_conf_dir("node2")),
+                  "addresses": ["192.168.56.12/24"], "podCIDRs": ["10.244.2.0/24"], "netns": "kw-node2", "cniConfDir": str(CFG.cni_conf_dir("node2")),
                   "cniBinDir": str(CFG.cni_bin_dir("node2")), "agentSocket": str(CFG.agent_socket("node2"))}
     assert doc["nodes"][0]["status"] == "NotReady"
     assert doc["nodes"][0]["address"] is None and doc["nodes"][0]["podCIDR"] is None
     assert doc["pods"] == [
-        {"namespace": "a", "name": "pending", "node": None, "netns": None, "ip": None},
+        {"namespace": "a", "name": "pending", "node": None, "netns": None, "ip": None, "ips": []},
         {"namespace": "default", "name": "web", "node": "node2", "netns": "kw-pod-default-web-1234",
-         "ip": "10.244.2.5"}]
+         "ip": "10.244.2.5", "ips": ["10.244.2.5"]}]
+
+
+@pytest.mark.parametrize("ip_family, addresses", [
+    ("ipv4", ["192.168.56.12/24"]),
+    ("ipv6", ["192.168.56.12/24", "2001:db8:56::12/64"]),
+    ("dual", ["192.168.56.12/24", "2001:db8:56::12/64"]),
+])
+def test_status_gives_every_underlay_address_and_every_pod_address(ip_family, addresses):
+    cfg = LabConfig(name="kw", ip_family=ip_family)
+    node = {"metadata": {"name": "node2"}, "spec": {"podCIDR": "10.244.2.0/24",
+                                                    "podCIDRs": ["10.244.2.0/24", "fd00:10:244:2::/64"]}}
+    pod = {"metadata": {"namespace": "default", "name": "web", "uid": "u1"}, "spec": {"nodeName": "node2"},
+           "status": {"podIP": "10.244.2.5", "podIPs": [{"ip": "10.244.2.5"}, {"ip": "fd00:10:244:2::5"}]}}
+    doc = render_status(cfg, [node], [pod], {})
+    assert doc["nodes"][0]["addresses"] == addresses
+    assert doc["nodes"][0]["podCIDRs"] == ["10.244.2.0/24", "fd00:10:244:2::/64"]
+    assert doc["pods"][0]["ip"] == "10.244.2.5"
+    assert doc["pods"][0]["ips"] == ["10.244.2.5", "fd00:10:244:2::5"]
 
 
 def test_pods_json_found_by_name_when_uid_differs():

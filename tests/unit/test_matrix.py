@@ -112,3 +112,39 @@ def test_kube_system_is_left_out_unless_asked_for():
     assert names(select_pods(pods, None)) == names(select_pods(pods, [])) == ["a", "b"]
     assert names(select_pods(pods, ["kube-system"])) == ["coredns-1"]
     assert names(select_pods(pods, ["team", "default"])) == ["a", "b"]
+
+
+def test_dual_stack_pods_are_probed_over_each_family_and_drawn_per_family():
+    from kubeweft.lab.matrix import parse_pods, plan_probes, render_matrix
+
+    def pod(name, ips, host_network=False):
+        return {"metadata": {"namespace": "default", "name": name},
+                "spec": {"nodeName": "node1", "hostNetwork": host_network,
+                         "containers": [{"ports": [{"containerPort": 80}]}]},
+                "status": {"podIP": ips[0], "podIPs": [{"ip": i} for i in ips]}}
+    api = [pod("a", ["10.244.1.2", "fd00:10:244:1::2"]), pod("b", ["10.244.2.2", "fd00:10:244:2::2"]),
+           pod("v4only", ["10.244.2.3"])]
+    running = {f"default/{n}": {"netns": f"kw-pod-{n}"} for n in ("a", "b", "v4only")}
+    pods, _ = parse_pods(api, running, lambda n: f"kw-{n}")
+    assert pods[0].addresses == ("10.244.1.2", "fd00:10:244:1::2")
+    probes = plan_probes(pods)
+    a_to_b = sorted((p.ip, p.family) for p in probes if (p.source, p.dest) == ("default/a", "default/b"))
+    assert a_to_b == [("10.244.2.2", 4), ("fd00:10:244:2::2", 6)]
+    # a source without an IPv6 address probes IPv4 only
+    assert {p.family for p in probes if p.source == "default/v4only"} == {4}
+    results = [{"from": p.source, "to": p.dest, "port": p.port, "proto": p.proto, "family": p.family,
+                "outcome": "connected", "pod": p.dest} for p in probes]
+    text = "\n".join(render_matrix(pods, results))
+    assert "80/TCP/v4 80/TCP/v6" in text and "pod:port/protocol/family" in text
+    assert text.endswith(f"{len(probes)}/{len(probes)} connected")
+
+
+def test_single_family_columns_keep_their_names():
+    from kubeweft.lab.matrix import PodInfo, plan_probes, render_matrix
+
+    pods = [PodInfo("default/a", "fd00::2", "ns-a", "node1", ((80, "TCP"),), ("fd00::2",))]
+    [probe] = plan_probes(pods)
+    assert probe.family == 0 and probe.column == ("default/a", "80/TCP")
+    text = "\n".join(render_matrix(pods, [{"from": "default/a", "to": "default/a", "port": 80, "proto": "TCP",
+                                           "outcome": "connected", "pod": "default/a"}]))
+    assert "80/TCP" in text and "/v6" not in text

@@ -11,8 +11,8 @@ from kubeweft.proxy.nflog import (
     NFULA_PAYLOAD,
     NFULA_PREFIX,
     NFULNL_MSG_PACKET,
-    parse_ipv4,
     parse_nflog,
+    parse_packet,
 )
 
 
@@ -43,7 +43,7 @@ def test_nflog_packets_are_read_with_their_prefix():
     data = packet_message("kw-ingress ns/deny", ip) + packet_message("kw-egress ns/x", b"")
     got = parse_nflog(data + struct.pack("=IHHII", 4, 0, 0, 0, 0))        # malformed tail: kept what came before
     assert got == [("kw-ingress ns/deny", ip), ("kw-egress ns/x", b"")]
-    assert parse_ipv4(got[0][1]) == "udp 10.244.1.2:40000 -> 10.244.2.3:53"
+    assert parse_packet(got[0][1]) == "udp 10.244.1.2:40000 -> 10.244.2.3:53"
 
 
 def test_the_drop_log_names_the_direction_and_the_policy(caplog):
@@ -58,4 +58,17 @@ def test_the_drop_log_names_the_direction_and_the_policy(caplog):
     assert not drops.log_packet("someone else's prefix", ip)
     assert drops.denials_logged == 2
     assert "denied ingress by x/deny-c: tcp 10.244.1.2:40001 -> 10.244.0.3:81" in caplog.text
-    assert "denied egress by x/deny-c: (not IPv4)" in caplog.text
+    assert "denied egress by x/deny-c: (not IP)" in caplog.text
+
+
+def ipv6_packet(src: str, dst: str, next_header: int, transport: bytes) -> bytes:
+    return struct.pack(">IHBB", 6 << 28, len(transport), next_header, 64) \
+        + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst) + transport
+
+
+def test_ipv6_packets_are_named_with_bracketed_addresses():
+    tcp = ipv6_packet("fd00:10:244:1::2", "fd00:10:244::3", 6, struct.pack(">HH", 40002, 80))
+    assert parse_packet(tcp) == "tcp [fd00:10:244:1::2]:40002 -> [fd00:10:244::3]:80"
+    ping = ipv6_packet("fd00::2", "2001:db8::1", 58, bytes([128, 0, 0, 0]))
+    assert parse_packet(ping) == "icmpv6 fd00::2 -> 2001:db8::1"
+    assert parse_packet(tcp[:39]) is None                 # shorter than the fixed header

@@ -125,14 +125,13 @@ def test_pod_keeps_named_ports_ip_node_and_flags():
                        {"name": "dns", "containerPort": 53, "protocol": "UDP"},
                        {"name": "odd", "containerPort": "x"}]}]},
         "status": {"podIP": "10.244.1.5", "phase": "Running"}})
-    assert pod.ip == "10.244.1.5" and pod.node == "node1" and pod.labels == {("app", "web")}
+    assert pod.ips == ("10.244.1.5",) and pod.node == "node1" and pod.labels == {("app", "web")}
     assert pod.ports == (pm.ContainerPort("http", "tcp", 8080), pm.ContainerPort("dns", "udp", 53))
     assert not pod.host_network and not pod.terminal
 
 
-def test_pod_without_ip_ipv6_or_finished():
-    assert pm.parse_pod({"metadata": {"namespace": "x", "name": "a"}}).ip == ""
-    assert pm.parse_pod({"metadata": {"namespace": "x", "name": "a"}, "status": {"podIP": "fd00::1"}}).ip == ""
+def test_pod_without_ip_or_finished():
+    assert pm.parse_pod({"metadata": {"namespace": "x", "name": "a"}}).ips == ()
     assert pm.parse_pod({"metadata": {"namespace": "x", "name": "a"}, "status": {"phase": "Failed"}}).terminal
     assert pm.parse_pod({"metadata": {"namespace": "x", "name": "a"}, "spec": {"hostNetwork": True}}).host_network
 
@@ -140,3 +139,15 @@ def test_pod_without_ip_ipv6_or_finished():
 def test_namespace_carries_its_name_label():
     ns = pm.parse_namespace({"metadata": {"name": "y", "labels": {"team": "a"}}})
     assert ns.labels == {("team", "a"), (pm.NAME_LABEL, "y")}
+
+
+def test_pod_ips_one_per_family_primary_first_in_canonical_text():
+    def ips(status):
+        return pm.parse_pod({"metadata": {"namespace": "x", "name": "a"}, "status": status}).ips
+    assert ips({"podIP": "fd00:10:244:0:0::5"}) == ("fd00:10:244::5",)
+    assert ips({"podIP": "fd00::5", "podIPs": [{"ip": "fd00::5"}, {"ip": "10.244.0.5"}]}) == ("fd00::5", "10.244.0.5")
+    assert ips({"podIPs": [{"ip": "10.244.0.5"}, {"ip": "10.244.0.6"}, {"ip": "junk"}, {"ip": "FD00::6"}]}) \
+        == ("10.244.0.5", "fd00::6")
+    assert ips({"podIPs": [{"ip": 5}, {"ip": "10.244.0.7"}]}) == ("10.244.0.7",)      # an odd entry is skipped
+    with pytest.raises(pm.ModelError):
+        ips({"podIPs": "10.244.0.7"})                                               # not a list: the pod is

@@ -12,12 +12,20 @@ from kubeweft.proxy import render_policy as rp
 from kubeweft.proxy.policy_plan import PolicyPlanner
 
 NODE_CIDR = "10.244.0.0/24"
+NODE_CIDRS = {"ipv4": NODE_CIDR, "dual": "10.244.0.0/24,fd00:10:244::/64"}
 
 
-def pod(ns: str, name: str, ip: str, labels: dict, node: str = "node1") -> dict:
+def ipv6_twin(ip: str) -> str:
+    """10.244.N.H -> fd00:10:244:N::H (hex): the same pod's address in the IPv6 range."""
+    _, _, n, h = ip.split(".")
+    return f"fd00:10:244:{int(n):x}::{int(h):x}".replace(":0::", "::")
+
+
+def pod(ns: str, name: str, ip: str, labels: dict, node: str = "node1", family: str = "ipv4") -> dict:
+    ips = [ip, ipv6_twin(ip)] if ip and family == "dual" else [ip] if ip else []
     return {"metadata": {"namespace": ns, "name": name, "labels": labels},
             "spec": {"nodeName": node, "containers": [{"ports": [{"name": "http", "containerPort": 80}]}]},
-            "status": {"podIP": ip}}
+            "status": {"podIP": ip, "podIPs": [{"ip": i} for i in ips]}}
 
 
 def policy(ns: str, name: str, rnd: random.Random) -> dict:
@@ -37,8 +45,8 @@ def namespace(name: str, team: str) -> dict:
     return {"metadata": {"name": name, "labels": {"team": team}}}
 
 
-def planner() -> PolicyPlanner:
-    return PolicyPlanner("node1", NODE_CIDR)
+def planner(family: str = "ipv4") -> PolicyPlanner:
+    return PolicyPlanner("node1", NODE_CIDRS[family])
 
 
 def key_of(obj: dict) -> tuple[str, str]:
@@ -102,8 +110,9 @@ def apply_lines(elements: dict[str, set[str]], lines: list[str]) -> None:
                 target.discard(e)
 
 
+@pytest.mark.parametrize("family", sorted(NODE_CIDRS))
 @pytest.mark.parametrize("seed", range(12))
-def test_incremental_equals_from_scratch(seed):
+def test_incremental_equals_from_scratch(seed, family):
     rnd = random.Random(seed)
     nss = {n: namespace(n, rnd.choice(["red", "blue"])) for n in ("x", "y", "z")}
     pods = {}
@@ -111,9 +120,10 @@ def test_incremental_equals_from_scratch(seed):
         ns = rnd.choice(list(nss))
         node = rnd.choice(["node1", "node2"])
         ip = f"10.244.{0 if node == 'node1' else 1}.{i + 2}"
-        pods[(ns, f"p{i}")] = pod(ns, f"p{i}", ip, {"app": rnd.choice("abc"), "tier": rnd.choice("xy")}, node)
+        pods[(ns, f"p{i}")] = pod(ns, f"p{i}", ip, {"app": rnd.choice("abc"), "tier": rnd.choice("xy")}, node,
+                                  family)
     pols = {}
-    plan = planner()
+    plan = planner(family)
     listed(plan, nss.values(), [], pods.values())
     plan.plan()
     objects: dict[str, list[str]] = {}
@@ -145,7 +155,8 @@ def test_incremental_equals_from_scratch(seed):
                 i = 100 + step
                 ns, node = rnd.choice(list(nss)), rnd.choice(["node1", "node2"])
                 ip = f"10.244.{0 if node == 'node1' else 1}.{i}"
-                pods[(ns, f"p{i}")] = pod(ns, f"p{i}", ip, {"app": rnd.choice("abc"), "tier": rnd.choice("xy")}, node)
+                pods[(ns, f"p{i}")] = pod(ns, f"p{i}", ip, {"app": rnd.choice("abc"), "tier": rnd.choice("xy")},
+                                          node, family)
                 put(plan, "pod", pods[(ns, f"p{i}")])
         else:                                        # a namespace's labels change
             n = rnd.choice(list(nss))
@@ -159,13 +170,13 @@ def test_incremental_equals_from_scratch(seed):
     apply_lines(elements, lines)
     apply_structure(objects, lines)
 
-    fresh = planner()
+    fresh = planner(family)
     listed(fresh, nss.values(), pols.values(), pods.values())
     fresh.plan()
     assert plan.members == fresh.members
     assert plan.counts == fresh.counts
     assert plan.decls == fresh.decls
-    assert list(plan.decls) == list(rp.render_decls(plan.index, NODE_CIDR))
+    assert list(plan.decls) == list(rp.render_decls(plan.index, NODE_CIDRS[family]))
     want_objects: dict[str, list[str]] = {}
     apply_structure(want_objects, rp.render_table(fresh.decls, [])[3:])
     assert objects == want_objects
@@ -205,7 +216,7 @@ def test_the_cni_address_covers_a_pod_until_the_api_reports_it():
     sel = f"{rp.policy_id('x/web')}_sel"
     plan, elements = started([pod("x", "w", "", {"app": "web"})])
     assert not elements.get(sel)                     # no address yet: in no set
-    plan.add_cni_pod(("x", "w"), "10.244.0.5", "cid-1")
+    plan.add_cni_pod(("x", "w"), ["10.244.0.5"], "cid-1")
     step(plan, elements)
     assert elements[sel] == elements[rp.IN_ISOLATED] == elements[rp.LOCAL_PODS] == {"10.244.0.5"}
     # the informer's next view, still without podIP, keeps the CNI's address
@@ -227,7 +238,7 @@ def test_an_attachment_without_pod_arguments_is_only_a_local_address():
     plan, elements = started()
     assert plan.knows(("", "cni:cid-x")) == (True, True)        # nothing to read from the API
     assert plan.knows(("x", "w")) == (False, True)
-    plan.add_cni_pod(("", "cni:cid-x"), "10.244.0.9", "cid-x")
+    plan.add_cni_pod(("", "cni:cid-x"), ["10.244.0.9"], "cid-x")
     step(plan, elements)
     assert {s for s, e in elements.items() if e} == {rp.LOCAL_PODS}
     plan.remove_cni_pod("cid-x")
@@ -272,3 +283,40 @@ def test_a_full_replan_of_a_planned_state_changes_nothing_and_the_table_holds_it
     apply_lines(rebuilt, table)
     assert rebuilt == elements
     assert plan.policy_of(rp.policy_id("x/web")) == "x/web" and plan.policy_of("p0") == "?/p0"
+
+
+def started_dual(pods=(), pols=(WEB_ONLY,)) -> tuple[PolicyPlanner, dict[str, set[str]]]:
+    plan = planner("dual")
+    listed(plan, [namespace("x", "red")], pols, pods)
+    plan.plan()
+    elements: dict[str, set[str]] = {}
+    apply_lines(elements, rp.render_elements("add", plan.counts))
+    return plan, elements
+
+
+def test_the_cni_addresses_of_a_dual_stack_pod_cover_both_families_until_del():
+    sel = f"{rp.policy_id('x/web')}_sel"
+    plan, elements = started_dual([pod("x", "w", "", {"app": "web"}, family="dual")])
+    plan.add_cni_pod(("x", "w"), ["10.244.0.5", "fd00:10:244:0:0::5"], "cid-1")   # any spelling
+    step(plan, elements)
+    assert elements[sel] == elements[rp.IN_ISOLATED] == elements[rp.LOCAL_PODS] == {"10.244.0.5"}
+    assert elements[f"{sel}_v6"] == elements[f"{rp.IN_ISOLATED}_v6"] == elements[f"{rp.LOCAL_PODS}_v6"] \
+        == {"fd00:10:244::5"}
+    # the kubelet's report of both podIPs changes nothing
+    put(plan, "pod", pod("x", "w", "10.244.0.5", {"app": "web"}, family="dual"))
+    assert plan.plan() == []
+    plan.remove_cni_pod("cid-1")
+    step(plan, elements)
+    assert not any(elements[s] for s in (sel, f"{sel}_v6", rp.LOCAL_PODS, f"{rp.LOCAL_PODS}_v6"))
+    put(plan, "pod", pod("x", "w", "10.244.0.5", {"app": "web"}, family="dual"))   # a late view
+    assert not any(step(plan, elements).values())
+
+
+def test_a_dual_stack_peer_is_admitted_by_both_addresses_and_an_ipv4_node_keeps_out_ipv6():
+    peer = f"{rp.policy_id('x/web')}_i0"
+    _, elements = started_dual([pod("x", "c", "10.244.1.9", {"app": "client"}, node="node2", family="dual")])
+    assert elements[peer] == {"10.244.1.9"} and elements[f"{peer}_v6"] == {"fd00:10:244:1::9"}
+    plan, elements = started([pod("x", "c", "10.244.1.9", {"app": "client"}, node="node2", family="dual")])
+    assert elements[peer] == {"10.244.1.9"} and f"{peer}_v6" not in elements      # no such set here
+    plan.add_cni_pod(("x", "n"), ["10.244.0.8", "fd00:10:244::8"], "cid-2")
+    assert all(":" not in line for line in plan.plan())

@@ -51,9 +51,11 @@ def test_parse_target_and_source():
     assert parse_target("web.default.svc.cluster.local.:8080") == ("web.default.svc.cluster.local.", 8080)
     assert parse_target("_http._tcp.web:80") == ("_http._tcp.web", 80)
     for bad in ("10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", ":80", "x:y", "a b:80", "-web:80", "a..b:80",
-                "web/x:80", f"{'a' * 64}:80"):
+                "web/x:80", f"{'a' * 64}:80", "fd00::1:80", "[10.0.0.1]:80", "[web]:80"):
         with pytest.raises(ProbeError):
             parse_target(bad)
+    assert render_line({"outcome": "connected", "proto": "udp", "target": "[fd00::1]:80", "pod": "a/b",
+                        "client": "[fd00::2]:5000", "ms": 1.0}).startswith("connected    udp [fd00::1]:80 -> a/b (it saw [fd00::2]:5000)")
     assert parse_source("external") == ("external", "")
     assert parse_source("node:node2") == ("node", "node2")
     assert parse_source("kube-system/dns") == ("pod", "kube-system/dns")

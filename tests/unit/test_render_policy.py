@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with: UPDATE_GOLDEN=1 pytes
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -20,17 +21,32 @@ NSS = {n: pm.parse_namespace({"metadata": {"name": n, "labels": {"team": t}}}) f
        (("x", "red"), ("y", "blue"), ("z", "red"))}
 
 
-def pod(ns, name, ip, node, labels, ports=()):
+FAMILIES = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}
+NODE1_RANGES = {4: "10.244.0.0/24", 6: "fd00:10:244::/64"}
+
+
+def ipv6_twin(ip: str) -> str:
+    """10.244.N.H -> fd00:10:244:N::H: the pod's address in the IPv6 pod range of its node."""
+    _, _, n, h = ip.split(".")
+    return str(ipaddress.ip_address(f"fd00:10:244:{int(n):x}::{int(h):x}"))
+
+
+def pod(ns, name, ip, node, labels, ports=(), family="ipv4"):
+    ips = [ip if v == 4 else ipv6_twin(ip) for v in FAMILIES[family]]
     return pm.parse_pod({"metadata": {"namespace": ns, "name": name, "labels": labels},
                          "spec": {"nodeName": node, "containers": [{"ports": [
                              {"name": n, "protocol": p, "containerPort": c} for n, p, c in ports]}]},
-                         "status": {"podIP": ip}})
+                         "status": {"podIP": ips[0], "podIPs": [{"ip": i} for i in ips]}})
 
 
-PODS = [pod("x", "a", "10.244.0.2", "node1", {"pod": "a"}, [("http", "TCP", 80), ("dns", "UDP", 53)]),
-        pod("x", "b", "10.244.1.2", "node2", {"pod": "b"}),
-        pod("y", "a", "10.244.0.3", "node1", {"pod": "a"}, [("http", "TCP", 8080)]),
-        pod("z", "c", "10.244.1.3", "node2", {"pod": "c"})]
+def pods_of(family):
+    return [pod("x", "a", "10.244.0.2", "node1", {"pod": "a"}, [("http", "TCP", 80), ("dns", "UDP", 53)], family),
+            pod("x", "b", "10.244.1.2", "node2", {"pod": "b"}, family=family),
+            pod("y", "a", "10.244.0.3", "node1", {"pod": "a"}, [("http", "TCP", 8080)], family),
+            pod("z", "c", "10.244.1.3", "node2", {"pod": "c"}, family=family)]
+
+
+PODS = pods_of("ipv4")
 
 
 def pol(ns, name, spec):
@@ -48,7 +64,8 @@ CASES = {
                                {"protocol": "SCTP", "port": 9000, "endPort": 9100}]}]})],
     "egress-ipblock-except": [pol("y", "out", {
         "podSelector": {}, "policyTypes": ["Egress"],
-        "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.1.0/24"]}}],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.1.0/24"]}},
+                           {"ipBlock": {"cidr": "fd00:10:244::/56", "except": ["fd00:10:244:1::/64"]}}],
                     "ports": [{"protocol": "UDP"}]},
                    {"to": [{"namespaceSelector": {}}]}]})],
     "two-policies": [pol("x", "deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
@@ -57,18 +74,21 @@ CASES = {
 }
 
 
-def members_on(index, node):
+def members_on(index, node, family="ipv4"):
     out = set()
-    for p in PODS:
+    for p in pods_of(family):
         out |= rp.plan_pod_members(index, p, NSS[p.namespace], p.node == node)
     return out
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_golden_table(case):
+def test_golden_table(case, family):
+    """node1's table: ipv4 in <case>.nft, the others in <case>.<family>.nft."""
     index = rp.index_policies(CASES[case])
-    text = "\n".join(rp.render_table(rp.render_decls(index, "10.244.0.0/24"), members_on(index, "node1"))) + "\n"
-    path = GOLDEN / f"{case}.nft"
+    cidrs = [NODE1_RANGES[v] for v in FAMILIES[family]]
+    text = "\n".join(rp.render_table(rp.render_decls(index, cidrs), members_on(index, "node1", family))) + "\n"
+    path = GOLDEN / (f"{case}.nft" if family == "ipv4" else f"{case}.{family}.nft")
     if os.environ.get("UPDATE_GOLDEN"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -87,22 +107,22 @@ def test_members_are_only_local_for_selection_but_everywhere_for_peers():
     pid = rp.policy_id("x/web")
     a, b = PODS[0], PODS[1]
     here = rp.plan_pod_members(index, a, NSS["x"], local=True)
-    assert (f"{pid}_sel", a.ip) in here and (rp.IN_ISOLATED, a.ip) in here
-    assert (rp.EG_ISOLATED, a.ip) not in here                     # ingress-only policy
+    assert (f"{pid}_sel", a.ips[0]) in here and (rp.IN_ISOLATED, a.ips[0]) in here
+    assert (rp.EG_ISOLATED, a.ips[0]) not in here                     # ingress-only policy
     assert ("np_tcp_http", "10.244.0.2 . tcp . 80") in here
     assert ("np_udp_dns", "10.244.0.2 . udp . 53") in here
     elsewhere = rp.plan_pod_members(index, a, NSS["x"], local=False)
     assert not any(s in (f"{pid}_sel", rp.IN_ISOLATED) for s, _ in elsewhere)
     # b is a peer (podSelector in the policy's namespace) wherever it runs
-    assert (f"{pid}_i0", b.ip) in rp.plan_pod_members(index, b, NSS["x"], local=False)
+    assert (f"{pid}_i0", b.ips[0]) in rp.plan_pod_members(index, b, NSS["x"], local=False)
     # z/c: namespace team=red AND pod in (c); y/a: blue namespace, no
-    assert (f"{pid}_i0", PODS[3].ip) in rp.plan_pod_members(index, PODS[3], NSS["z"], local=False)
+    assert (f"{pid}_i0", PODS[3].ips[0]) in rp.plan_pod_members(index, PODS[3], NSS["z"], local=False)
     assert not any(s.startswith(pid) for s, _ in rp.plan_pod_members(index, PODS[2], NSS["y"], local=True))
 
 
 def test_pods_without_address_or_on_the_host_network_are_in_no_set():
     index = rp.index_policies(CASES["deny-all-ingress"])
-    for p in (replace(PODS[0], ip=""), replace(PODS[0], host_network=True), replace(PODS[0], terminal=True)):
+    for p in (replace(PODS[0], ips=()), replace(PODS[0], host_network=True), replace(PODS[0], terminal=True)):
         assert rp.plan_pod_members(index, p, NSS["x"], True) == frozenset()
 
 
@@ -122,8 +142,8 @@ def test_a_namespace_label_change_moves_its_pods_between_peer_sets():
     c = PODS[3]
     pid = rp.policy_id("x/web")
     blue = replace(NSS["z"], labels=frozenset({("team", "blue"), (pm.NAME_LABEL, "z")}))
-    assert (f"{pid}_i0", c.ip) in rp.plan_pod_members(index, c, NSS["z"], False)
-    assert (f"{pid}_i0", c.ip) not in rp.plan_pod_members(index, c, blue, False)
+    assert (f"{pid}_i0", c.ips[0]) in rp.plan_pod_members(index, c, NSS["z"], False)
+    assert (f"{pid}_i0", c.ips[0]) not in rp.plan_pod_members(index, c, blue, False)
 
 
 def test_changing_one_policy_rewrites_only_its_chains_and_dispatch_stays():
@@ -163,6 +183,39 @@ def test_ip_block_prefixes(blocks, want):
     assert rp.plan_ip_block_prefixes(blocks) == want
 
 
+def test_ipv6_ip_block_prefixes_take_out_their_excepts():
+    blocks = [pm.IPBlock("fd00::/62", ("fd00:0:0:1::/64",)), pm.IPBlock("10.0.0.0/8")]
+    assert rp.plan_ip_block_prefixes(blocks, 6) == ("fd00::/64", "fd00:0:0:2::/63")
+    assert rp.plan_ip_block_prefixes(blocks, 4) == ("10.0.0.0/8",)
+
+
+def test_a_dual_stack_pod_is_in_each_set_once_per_family():
+    index = rp.index_policies(CASES["allow-named-and-ranges"])
+    pid = rp.policy_id("x/web")
+    a, b = pods_of("dual")[:2]
+    here = rp.plan_pod_members(index, a, NSS["x"], local=True)
+    for name in (f"{pid}_sel", rp.IN_ISOLATED, rp.LOCAL_PODS):
+        assert {(name, "10.244.0.2"), (f"{name}_v6", "fd00:10:244::2")} <= here
+    assert {("np_tcp_http", "10.244.0.2 . tcp . 80"), ("np6_tcp_http", "fd00:10:244::2 . tcp . 80")} <= here
+    assert rp.plan_pod_members(index, b, NSS["x"], local=False) == {
+        (f"{pid}_i0", "10.244.1.2"), (f"{pid}_i0_v6", "fd00:10:244:1::2")}
+
+
+def test_a_dual_stack_table_doubles_only_the_address_rules():
+    index = rp.index_policies(CASES["allow-named-and-ranges"])
+    v4 = rp.render_decls(index, "10.244.0.0/24")
+    dual = rp.render_decls(index, "10.244.0.0/24,fd00:10:244::/64")
+    assert {k for k, d in dual.items() if isinstance(d, rp.CounterDecl)} == \
+        {k for k, d in v4.items() if isinstance(d, rp.CounterDecl)}         # one counter pair, shared
+    assert {k for k in dual if k.startswith("chain")} == {k for k in v4 if k.startswith("chain")}
+    pid = rp.policy_id("x/web")
+    rules = [rp.render_rule(f"{pid}_in", r) for r in dual[f"chain {pid}_in"].rules]
+    # named ports pair with the address family of their peer only; the sctp range is shared
+    assert not any("ip saddr" in r and "ip6 daddr" in r or "ip6 saddr" in r and "ip daddr" in r for r in rules)
+    v4_rules = [rp.render_rule(f"{pid}_in", r) for r in v4[f"chain {pid}_in"].rules]
+    assert sum("9000-9100" in r for r in rules) == 2 and sum("9000-9100" in r for r in v4_rules) == 1
+
+
 def test_names_are_stable_short_and_log_prefixes_round_trip():
     pid = rp.policy_id("some-namespace/some-very-long-policy-name-" + "x" * 200)
     assert pid == rp.policy_id("some-namespace/some-very-long-policy-name-" + "x" * 200)
@@ -170,6 +223,9 @@ def test_names_are_stable_short_and_log_prefixes_round_trip():
     assert rp.parse_log_prefix(rp.log_prefix("eg", pid)) == ("eg", pid)
     assert rp.parse_log_prefix("someone else ") is None
     assert rp.named_port_set("udp", "dns-tcp") == "np_udp_dns_tcp"
+    assert rp.family_set(rp.named_port_set("tcp", "http"), 6) == "np6_tcp_http" != \
+        rp.named_port_set("tcp", "http-v6")
+    assert rp.family_set(f"{pid}_sel", 6) == f"{pid}_sel_v6" and rp.family_set(f"{pid}_sel", 4) == f"{pid}_sel"
 
 
 def test_hostile_names_cannot_leave_their_comment():

@@ -94,6 +94,21 @@ def test_a_burst_of_changes_is_one_sync(running):
     assert sync.calls == 2
 
 
+def test_a_change_after_a_quiet_spell_syncs_without_the_debounce(running):
+    sync = Sync()
+    loop = running("t", sync, debounce=1.0, period=60)
+    wait_until(lambda: sync.calls == 1, "the first sync runs at once")
+    time.sleep(1.1)                          # longer than the debounce since that sync
+    t0 = time.monotonic()
+    loop.wake()
+    wait_until(lambda: sync.calls == 2, "the change is synced")
+    assert time.monotonic() - t0 < 0.5, "an isolated change waited for the debounce"
+    loop.wake()                              # right after a sync: waits out the debounce
+    time.sleep(0.3)
+    assert sync.calls == 2
+    wait_until(lambda: sync.calls == 3, "the change is synced after the debounce")
+
+
 def test_with_no_change_it_syncs_every_period(running):
     sync = Sync()
     running("t", sync, debounce=0, period=0.02)

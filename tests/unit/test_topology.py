@@ -57,3 +57,41 @@ def test_remove_and_port_names():
     assert node_port("node1") == "veth-node1"
     with pytest.raises(ValueError):
         node_port("node-with-a-long-name")
+
+
+@pytest.mark.parametrize("ip_family", ["ipv6", "dual"])
+def test_ipv6_underlay_nodes_and_external_host(ip_family):
+    cfg = LabConfig(name="kw", nodes=2, ip_family=ip_family)
+    steps = plan_build(cfg)
+    text = "\n".join(cmds(steps))
+    want = ("ip -n kw-node2 addr add 192.168.56.12/24 dev eth0",   # IPv4 stays, in every mode
+            "ip -n kw-underlay -6 addr add 2001:db8:56::1/64 dev lan0 nodad",
+            "ip -n kw-node1 -6 addr add 2001:db8:56::11/64 dev eth0 nodad",
+            "ip -n kw-node2 -6 route add default via 2001:db8:56::1",
+            "ip -n kw-underlay -6 addr add 2001:db8:113::1/64 dev veth-ext nodad",
+            "ip -n kw-ext -6 addr add 2001:db8:113::2/64 dev eth0 nodad",
+            "ip -n kw-ext -6 route add default via 2001:db8:113::1")
+    assert [c for c in want if c not in text] == []
+    fwd6 = sorted(s.inside for s in steps if "net.ipv6.conf.all.forwarding=1" in s.argv)
+    assert fwd6 == ["kw-node1", "kw-node2", "kw-underlay"]
+    dad = sorted({s.inside for s in steps if "net.ipv6.conf.default.accept_dad=0" in s.argv})
+    assert dad == ["kw-ext", "kw-node1", "kw-node2", "kw-underlay"]
+    # every sysctl runs inside a lab netns, after that netns exists
+    made = set()
+    for s in steps:
+        if s.argv[:3] == ("ip", "netns", "add"):
+            made.add(s.argv[3])
+        elif s.argv[0] == "sysctl":
+            assert s.inside in made
+
+
+def test_ipv4_lab_has_no_ipv6_step():
+    text = "\n".join(cmds(plan_build(CFG)))
+    assert "-6" not in text.split() and "ipv6" not in text and "2001:db8" not in text
+
+
+def test_pod_cidr_routes_in_both_families():
+    steps = plan_pod_cidr_routes(CFG, [("node1", "10.244.1.0/24", "192.168.56.11"),
+                                       ("node1", "fd00:10:244:1::/64", "2001:db8:56::11")])
+    assert cmds(steps) == ["ip -n kw-underlay route replace 10.244.1.0/24 via 192.168.56.11",
+                           "ip -n kw-underlay route replace fd00:10:244:1::/64 via 2001:db8:56::11"]
