@@ -352,7 +352,6 @@ class AgentConfig:
     service_cidr: str
     nodeport_addresses: tuple[str, ...]
     state_dir: Path
-    pod_cidrs: tuple[str, ...] = ()      # the Node's podCIDRs, one per family
     proxy: ProxyConfig = field(default_factory=ProxyConfig)     # the KubeProxyConfiguration (conntrack settings included)
     pod_cidrs: tuple[str, ...] = ()       # spec.podCIDRs, one per IP family (pod_cidr is the first)
 
@@ -550,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                           service_cidr=args.service_cidr,
                           nodeport_addresses=resolve_nodeport_addresses(
                               nodeport_choice(args.nodeport_addresses, proxy_cfg), node_addresses(args.node_ip, node)),
-                          state_dir=state_dir, proxy=proxy_cfg, pod_cidrs=node.pod_cidrs)
+                          state_dir=state_dir, proxy=proxy_cfg)
         metrics_bind = args.metrics_bind_address
         if metrics_bind is None:
             metrics_bind = proxy_cfg.metrics_bind_address if proxy_cfg.metrics_bind_address is not None \
