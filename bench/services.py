@@ -335,11 +335,11 @@ def rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
-SYNC_SUM = "kubeproxy_sync_proxy_rules_duration_seconds_sum"
-SYNC_COUNT = "kubeproxy_sync_proxy_rules_duration_seconds_count"
+SYNC_SUM = 'kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family="IPv4"}'
+SYNC_COUNT = 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'
 NPD_SUM = "kubeproxy_network_programming_duration_seconds_sum"
 NPD_COUNT = "kubeproxy_network_programming_duration_seconds_count"
-LAST_SYNC = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
+LAST_SYNC = 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'
 
 
 def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: Deadline,

@@ -34,6 +34,7 @@ from pathlib import Path
 from kubeweft.cni.spec import SUPPORTED_VERSIONS
 
 from . import conntrack_settings
+from .ip_family import version_of
 from .proxy_config import ConfigError, ProxyConfig, parse_proxy_config
 
 log = logging.getLogger("kubeweft.agent")
@@ -155,15 +156,23 @@ class NodeFacts:
     pod_cidr: str | None
     internal_ip: str | None
     pod_cidrs: tuple[str, ...] = ()       # spec.podCIDRs: one per IP family, the CNI's ranges
+    internal_ips: tuple[str, ...] = ()    # every InternalIP, in the Node's order
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The IP families of the node's pods (4, 6 or both, the primary first): the service
+        proxy runs one proxier for each."""
+        return tuple(dict.fromkeys(version_of(c) for c in self.pod_cidrs)) or (4,)
 
 
 def node_facts(node: dict) -> NodeFacts:
-    """spec.podCIDR(s) and the first InternalIP of a Node object (JSON form)."""
-    internal = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
-                     if a.get("type") == "InternalIP"), None)
+    """spec.podCIDR(s) and the InternalIPs of a Node object (JSON form)."""
+    internal = tuple(a.get("address") for a in (node.get("status") or {}).get("addresses") or []
+                     if a.get("type") == "InternalIP" and a.get("address"))
     spec = node.get("spec") or {}
     pod_cidr = spec.get("podCIDR") or None
-    return NodeFacts(pod_cidr, internal or None, tuple(spec.get("podCIDRs") or ([pod_cidr] if pod_cidr else [])))
+    return NodeFacts(pod_cidr, internal[0] if internal else None,
+                     tuple(spec.get("podCIDRs") or ([pod_cidr] if pod_cidr else [])), internal)
 
 
 def get_body(api_client, path: str, timeout: float) -> tuple[int, bytes]:
@@ -307,20 +316,32 @@ def start_overlay(api, node: str, mode: str, pod_cidrs: tuple[str, ...], selecto
 PRIMARY = "primary"
 
 
-def resolve_nodeport_addresses(value: str, node_ip: str | None) -> tuple[str, ...]:
+def resolve_nodeport_addresses(value: str, node_ips: str | tuple[str, ...] | None) -> tuple[str, ...]:
     """--nodeport-addresses -> the CIDRs the service proxy opens NodePorts on: 'primary' is the
-    node's own address (empty, meaning every local address, when it is unknown); CIDRs are taken
-    as given. 'primary' cannot be mixed with CIDRs (kube-proxy refuses that too)."""
+    node's own address in each IP family (its first address of the family, as kube-proxy's
+    nftables mode has it; empty, meaning every local address, when none is known); CIDRs are
+    taken as given. 'primary' cannot be mixed with CIDRs (kube-proxy refuses that too)."""
     items = [c.strip() for c in value.split(",") if c.strip()]
     if PRIMARY not in items:
         return tuple(items)
     if len(items) > 1:
         raise SystemExit(f"kubeweft agent: --nodeport-addresses: {PRIMARY!r} cannot be mixed with CIDRs")
-    if not node_ip:
+    ips = (node_ips,) if isinstance(node_ips, str) else tuple(node_ips or ())
+    first = {}
+    for ip in ips:
+        first.setdefault(version_of(ip), ip)
+    if not first:
         log.warning("--nodeport-addresses primary: the node's address is unknown; NodePorts open on "
                     "every local address")
         return ()
-    return (f"{node_ip}/32",)
+    return tuple(f"{ip}/{32 if v == 4 else 128}" for v, ip in first.items())
+
+
+def node_addresses(node_ip: str | None, node: NodeFacts) -> tuple[str, ...]:
+    """The node's addresses, --node-ip first: it stands for its family's InternalIP."""
+    if not node_ip:
+        return node.internal_ips
+    return (node_ip, *(ip for ip in node.internal_ips if version_of(ip) != version_of(node_ip)))
 
 
 @dataclass(frozen=True)
@@ -528,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                           cluster_cidr=args.cluster_cidr,
                           service_cidr=args.service_cidr,
                           nodeport_addresses=resolve_nodeport_addresses(
-                              nodeport_choice(args.nodeport_addresses, proxy_cfg), args.node_ip or node.internal_ip),
+                              nodeport_choice(args.nodeport_addresses, proxy_cfg), node_addresses(args.node_ip, node)),
                           state_dir=state_dir, proxy=proxy_cfg)
         metrics_bind = args.metrics_bind_address
         if metrics_bind is None:
@@ -542,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_proxy:
             conntrack_settings.apply_conntrack_settings(conntrack_settings.config_from_args(args, proxy_cfg.conntrack))
             from kubeweft.proxy import service_proxy
-            proxy = start_component(service_proxy.start, "service proxy", api, cfg)
+            families = node.families
+            proxy = start_component(lambda a, c: service_proxy.start(a, c, families),
+                                    f"service proxy ({'+'.join(f'IPv{v}' for v in families)})", api, cfg)
             components.append(proxy)
             health.proxy = proxy.health
             health.ready_when("services", lambda: proxy.syncs > 0)     # the first sync is in the kernel

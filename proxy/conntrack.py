@@ -25,7 +25,8 @@ TIMEOUT = 5.0
 
 def argv_for(addr: str | None, port: int, endpoint: str) -> list[str]:
     """conntrack -D for UDP flows to addr:port (any local address for a nodePort, addr None)
-    whose reply comes from endpoint."""
+    whose reply comes from endpoint. IPv6 alike: conntrack takes the family from the addresses
+    (tests/integration/test_services_ipv6.py clears an IPv6 flow this way)."""
     argv = ["conntrack", "-D", "-p", "udp"]
     if addr is not None:
         argv += ["--orig-dst", addr]

@@ -268,15 +268,15 @@ def _affinity_endpoints(chain_of, name: str) -> set[str]:
     if chain is None:
         return out
     for rule in chain.rules:
-        if not rule.startswith("ip saddr @"):
+        if not rule.startswith(("ip saddr @", "ip6 saddr @")):
             continue
         ep_chain = chain_of(rule.rpartition(" goto ")[2])
         if ep_chain is None or not ep_chain.rules:
             continue
-        dest = ep_chain.rules[-1].rpartition(" dnat ip to ")[2]
+        dest = ep_chain.rules[-1].rpartition(" to ")[2]       # 'dnat ip to A:P' or 'dnat ip6 to [A]:P'
         ip, _, port = dest.rpartition(":")
         if ip:
-            out.add(f"{ip} . {port}")
+            out.add(f"{ip.strip('[]')} . {port}")
     return out
 
 

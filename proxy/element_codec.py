@@ -8,7 +8,7 @@ cache fill of the whole ruleset. Structure (tables, chains, rules, set declarati
 libnftables: only element lists go this way.
 
 What is covered: plain (hash) sets and maps whose keys and values are concatenations of
-ipv4_addr, inet_proto, inet_service and integer fields (a numgen index is an integer in host
+ipv4_addr, ipv6_addr, inet_proto, inet_service and integer fields (a numgen index is an integer in host
 byte order), and verdict maps (goto/jump/drop/accept). Interval sets, timeouts and element
 comments are not: `element_type` returns None for them and callers keep the text path.
 
@@ -20,6 +20,7 @@ in the kernel (tests/integration/test_element_codec.py compares the two byte for
 from __future__ import annotations
 
 import functools
+import ipaddress
 import socket
 import struct
 import sys
@@ -52,9 +53,10 @@ MAX_NEST = 60_000
 
 # ---- element types -----------------------------------------------------------------------------
 
-FIELD_OF_TYPE = {"ipv4_addr": "ipv4_addr", "inet_proto": "inet_proto", "inet_service": "inet_service",
-                 "integer": "integer"}
-FIELD_OF_EXPR = {"ip daddr": "ipv4_addr", "ip saddr": "ipv4_addr", "meta l4proto": "inet_proto",
+FIELD_OF_TYPE = {"ipv4_addr": "ipv4_addr", "ipv6_addr": "ipv6_addr", "inet_proto": "inet_proto",
+                 "inet_service": "inet_service", "integer": "integer"}
+FIELD_OF_EXPR = {"ip daddr": "ipv4_addr", "ip saddr": "ipv4_addr", "ip6 daddr": "ipv6_addr", "ip6 saddr": "ipv6_addr",
+                 "meta l4proto": "inet_proto",
                  "th dport": "inet_service", "tcp dport": "inet_service", "udp dport": "inet_service",
                  "sctp dport": "inet_service", "th sport": "inet_service"}
 
@@ -119,7 +121,7 @@ def _host32(v: int) -> int:
     return int.from_bytes(v.to_bytes(4, "little"), "big") if _LITTLE else v
 
 
-_FMT = {"ipv4_addr": "4s", "inet_proto": "B3x", "inet_service": "H2x", "integer": "I"}
+_FMT = {"ipv4_addr": "4s", "ipv6_addr": "16s", "inet_proto": "B3x", "inet_service": "H2x", "integer": "I"}
 # numgen indexes are small: their host-order values looked up, not computed, per element
 _INDEX = {str(i): _host32(i) for i in range(4096)}
 
@@ -129,9 +131,19 @@ def _integer(text: str) -> int:
     return v if v is not None else _host32(int(text))
 
 
-_TO = {"ipv4_addr": socket.inet_aton, "inet_proto": PROTO_NUMBERS.__getitem__, "inet_service": int,
-       "integer": _integer}
-_FROM = {"ipv4_addr": socket.inet_ntoa, "inet_proto": lambda v: PROTO_NAMES.get(v, str(v)),
+def _ipv6_bytes(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+def _ipv6_text(raw: bytes) -> str:
+    """The text the model writes (ipaddress's): inet_ntop would print ::1.2.3.4 for ::102:304,
+    and an element read back must equal the one rendered."""
+    return str(ipaddress.IPv6Address(raw))
+
+
+_TO = {"ipv4_addr": socket.inet_aton, "ipv6_addr": _ipv6_bytes, "inet_proto": PROTO_NUMBERS.__getitem__,
+       "inet_service": int, "integer": _integer}
+_FROM = {"ipv4_addr": socket.inet_ntoa, "ipv6_addr": _ipv6_text, "inet_proto": lambda v: PROTO_NAMES.get(v, str(v)),
          "inet_service": str, "integer": lambda v: str(_host32(v))}
 
 

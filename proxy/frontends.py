@@ -38,7 +38,18 @@ def _address(key: str, nodeport: bool) -> tuple[str, str]:
         proto, port = parts
         return f"*:{port}/{proto}", port
     addr, proto, port = parts
-    return f"{addr}:{port}/{proto}", f"{addr} . {port}"
+    return f"{_host(addr)}:{port}/{proto}", f"{addr} . {port}"
+
+
+def _endpoint(slot: str) -> str:
+    """'ip . port' of a backends map value as ip:port ([ip]:port for IPv6); '?' as is."""
+    ip, sep, port = slot.partition(" . ")
+    return f"{_host(ip)}:{port}" if sep else slot
+
+
+def _host(addr: str) -> str:
+    """An address as it stands before :PORT ([ADDR] for IPv6)."""
+    return f"[{addr}]" if ":" in addr else addr
 
 
 def _notes(key: str, nodeport: bool, sets: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
@@ -56,7 +67,7 @@ def _notes(key: str, nodeport: bool, sets: Mapping[str, frozenset[str]]) -> tupl
 
 def _backends(slots: list[str], scheduler: str) -> tuple[str, ...]:
     """'ip:port' of each slot; Maglev's thousands of slots as each endpoint with its share."""
-    names = [s.replace(" . ", ":") for s in slots]
+    names = [_endpoint(s) for s in slots]
     if scheduler != "maglev":
         return tuple(names)
     return tuple(f"{ep}({n})" for ep, n in sorted(collections.Counter(names).items()))

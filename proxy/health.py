@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -65,11 +66,22 @@ class ProxyHealth:
         return live and body["nodeEligible"], body
 
 
+class _HTTPServer6(ThreadingHTTPServer):
+    """An IPv6 server that takes IPv6 alone (IPV6_V6ONLY), so the IPv4 one binds the same port
+    beside it: each family's proxier serves its healthCheckNodePorts, as kube-proxy's do."""
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+
 class _Server:
-    """A ThreadingHTTPServer on its own daemon thread."""
+    """A ThreadingHTTPServer on its own daemon thread (IPv6 when host is an IPv6 address)."""
 
     def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]):
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        server = _HTTPServer6 if ":" in host else ThreadingHTTPServer
+        self.httpd = server((host.strip("[]"), port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
                                        name=f"health:{port}", daemon=True)

@@ -8,8 +8,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 _BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 
+# kube-proxy labels these three by ip_family (its Runner: one proxier per family)
 SYNC_DURATION = Histogram("kubeproxy_sync_proxy_rules_duration_seconds",
-                          "SyncProxyRules latency in seconds", buckets=_BUCKETS)
+                          "SyncProxyRules latency in seconds", ["ip_family"], buckets=_BUCKETS)
 SYNC_FULL_DURATION = Histogram("kubeproxy_sync_full_proxy_rules_duration_seconds",
                                "SyncProxyRules latency in seconds for full resyncs", buckets=_BUCKETS)
 SYNC_PARTIAL_DURATION = Histogram("kubeproxy_sync_partial_proxy_rules_duration_seconds",
@@ -17,21 +18,22 @@ SYNC_PARTIAL_DURATION = Histogram("kubeproxy_sync_partial_proxy_rules_duration_s
 NETWORK_PROGRAMMING = Histogram("kubeproxy_network_programming_duration_seconds",
                                 "In Cluster Network Programming Latency in seconds", buckets=_BUCKETS)
 LAST_SYNC = Gauge("kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-                  "The last time proxy rules were successfully synced")
+                  "The last time proxy rules were successfully synced", ["ip_family"])
 LAST_QUEUED = Gauge("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
-                    "The last time a sync of proxy rules was queued")
+                    "The last time a sync of proxy rules was queued", ["ip_family"])
 ENDPOINT_CHANGES = Counter("kubeproxy_sync_proxy_rules_endpoint_changes",
                            "Cumulative proxy rules Endpoint changes")
 SERVICE_CHANGES = Counter("kubeproxy_sync_proxy_rules_service_changes",
                           "Cumulative proxy rules Service changes")
 SYNC_FAILURES = Counter("kubeproxy_sync_proxy_rules_nftables_sync_failures",
                         "Cumulative proxy nftables sync failures")
+# gauges of one table each: labelled by family, or the two proxiers would overwrite each other
 ELEMENTS = Gauge("kubeweft_service_proxy_nftables_elements",
-                 "Elements in the service proxy's sets and maps")
-CHAINS = Gauge("kubeweft_service_proxy_nftables_chains", "On-demand chains of the service proxy")
+                 "Elements in the service proxy's sets and maps", ["ip_family"])
+CHAINS = Gauge("kubeweft_service_proxy_nftables_chains", "On-demand chains of the service proxy", ["ip_family"])
 COMMANDS = Histogram("kubeweft_service_proxy_transaction_commands",
                      "nft commands per sync transaction", buckets=(1, 2, 5, 10, 50, 100, 1000, 10000, 100000))
-SERVICES = Gauge("kubeweft_service_proxy_services", "Services the proxy programs")
+SERVICES = Gauge("kubeweft_service_proxy_services", "Services the proxy programs", ["ip_family"])
 CONNTRACK_DELETES = Counter("kubeweft_service_proxy_conntrack_deletes",
                             "conntrack clean-ups of UDP endpoints that went away")
 

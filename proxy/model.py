@@ -7,11 +7,13 @@ it, a hostile object never stops a sync. Pure: no I/O.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
 from kubeweft.cni.protocols import PROTOCOLS
 
+from .ip_family import version_of
 from .scheduler import ANNOTATION as SCHEDULER_ANNOTATION
 from .scheduler import parse_scheduler
 
@@ -40,6 +42,8 @@ class ServicePort:
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    """Addresses of both IP families, each as the API has it (IPv6 in its canonical form):
+    for_family gives each family's proxier its share."""
     namespace: str
     name: str
     cluster_ips: tuple[str, ...]
@@ -85,6 +89,7 @@ class EndpointSlice:
     service_name: str
     ports: tuple[SlicePort, ...]
     endpoints: tuple[Endpoint, ...]
+    family: int = 4            # addressType IPv4 | IPv6: the proxier of that family reads it
 
     @property
     def service_key(self) -> tuple[str, str]:
@@ -113,6 +118,24 @@ def _meta(obj: dict) -> tuple[str, str, dict]:
     if not isinstance(labels, dict):
         raise InvalidObject("labels are not a map")
     return ns, name, labels
+
+
+def _address(value, what: str) -> str:
+    """An IPv4 or IPv6 address usable by a Service or endpoint, IPv6 in canonical form (the
+    form nft and the netlink codec print, so that what is read back equals what was written)."""
+    if isinstance(value, str) and ":" in value:
+        return _ipv6(value, what)
+    return _ipv4(value, what)
+
+
+def _ipv6(value: str, what: str) -> str:
+    try:
+        addr = ipaddress.IPv6Address(value)
+    except ValueError:
+        raise InvalidObject(f"{what}: {value[:60]!r} is not an IPv6 address") from None
+    if addr.is_loopback or addr.is_unspecified or addr.is_multicast or addr.ipv4_mapped is not None:
+        raise InvalidObject(f"{what}: {value} cannot be a Service or endpoint address")
+    return str(addr)
 
 
 def _ipv4(value, what: str) -> str:
@@ -171,13 +194,9 @@ def _objects(values, what: str, item: str) -> list[dict]:
     return values
 
 
-def _ipv4_list(values, what: str, *, skip_v6: bool = True) -> tuple[str, ...]:
-    out = []
-    for v in _list(values, what):
-        if skip_v6 and isinstance(v, str) and ":" in v:
-            continue                      # an IPv6 family of a dual-stack Service: not ours
-        out.append(_ipv4(v, what))
-    return tuple(dict.fromkeys(out))
+def _address_list(values, what: str) -> tuple[str, ...]:
+    """Addresses of both families, in the API's order (the primary family first)."""
+    return tuple(dict.fromkeys(_address(v, what) for v in _list(values, what)))
 
 
 def _cidr_list(values, what: str) -> tuple[str, ...]:
@@ -189,8 +208,7 @@ def _cidr_list(values, what: str) -> tuple[str, ...]:
             net = ipaddress.ip_network(v.strip(), strict=False)
         except ValueError:
             raise InvalidObject(f"{what}: {v[:60]!r} is not a CIDR") from None
-        if net.version == 4:
-            out.append(str(net))
+        out.append(str(net))
     return tuple(dict.fromkeys(out))
 
 
@@ -233,9 +251,7 @@ def parse_service(obj: dict) -> Service | None:
     raw_ips = _list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []), "clusterIPs")
     if not raw_ips or raw_ips[0] == "None":
         return None                                    # headless
-    cluster_ips = _ipv4_list(raw_ips, "clusterIPs")
-    if not cluster_ips:
-        return None                                    # IPv6 only: not a Service of this IPv4 proxy
+    cluster_ips = _address_list(raw_ips, "clusterIPs")
     ports = []
     for p in _objects(spec.get("ports"), "ports", "a port"):
         pname = p.get("name") or ""
@@ -255,7 +271,7 @@ def parse_service(obj: dict) -> Service | None:
         # ipMode Proxy: the load balancer rewrites the destination (to a nodePort, say), so its
         # address is not the proxy's to short-circuit: in-cluster traffic to it leaves for the
         # load balancer, as kube-proxy has it (only VIP addresses, the default, are programmed)
-        lb_ips = _ipv4_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")
+        lb_ips = _address_list([i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")
                              and i.get("ipMode", IP_MODE_VIP) != IP_MODE_PROXY], "loadBalancer ingress")
     affinity_timeout = None
     if spec.get("sessionAffinity") == "ClientIP":
@@ -269,7 +285,7 @@ def parse_service(obj: dict) -> Service | None:
     hc = spec.get("healthCheckNodePort")
     return Service(
         namespace=ns, name=name, cluster_ips=cluster_ips, ports=tuple(ports), type=stype,
-        external_ips=_ipv4_list(spec.get("externalIPs"), "externalIPs"), lb_ips=lb_ips,
+        external_ips=_address_list(spec.get("externalIPs"), "externalIPs"), lb_ips=lb_ips,
         lb_source_ranges=_cidr_list(spec.get("loadBalancerSourceRanges"), "loadBalancerSourceRanges")
         if stype == "LoadBalancer" else (),
         external_local=external and spec.get("externalTrafficPolicy") == "Local",
@@ -277,6 +293,25 @@ def parse_service(obj: dict) -> Service | None:
         health_check_node_port=_port(hc, "healthCheckNodePort", optional=True)
         if stype == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local" else None,
         affinity_timeout=affinity_timeout, scheduler=_scheduler(obj))
+
+
+def _of_version(items: tuple[str, ...], version: int) -> tuple[str, ...]:
+    return tuple(a for a in items if version_of(a) == version)
+
+
+def for_family(svc: Service, version: int) -> Service | None:
+    """The share of one IP family's proxier: the Service with that family's addresses and source
+    ranges alone; None when it has no ClusterIP of that family (kube-proxy's proxier of a family
+    skips such a Service whole). A Service of one family is returned as is."""
+    if all(version_of(a) == version for a in (*svc.cluster_ips, *svc.external_ips, *svc.lb_ips,
+                                               *svc.lb_source_ranges)):
+        return svc
+    cluster_ips = _of_version(svc.cluster_ips, version)
+    if not cluster_ips:
+        return None
+    return dataclasses.replace(svc, cluster_ips=cluster_ips, external_ips=_of_version(svc.external_ips, version),
+                               lb_ips=_of_version(svc.lb_ips, version),
+                               lb_source_ranges=_of_version(svc.lb_source_ranges, version))
 
 
 def _names(hints, field: str) -> tuple[str, ...] | None:
@@ -288,14 +323,21 @@ def _names(hints, field: str) -> tuple[str, ...] | None:
     return tuple(sorted({h["name"] for h in items if isinstance(h, dict) and isinstance(h.get("name"), str)}))
 
 
+ADDRESS_TYPES = {"IPv4": (4, _ipv4), "IPv6": (6, _ipv6)}
+
+
 def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
-    """An IPv4 EndpointSlice of a Service, None for other address types or orphans."""
+    """An IPv4 or IPv6 EndpointSlice of a Service (addressType says which: every address must be
+    of it), None for FQDN slices or orphans."""
     ns, name, labels = _meta(obj)
     svc = labels.get(LABEL_SERVICE_NAME)
     if not isinstance(svc, str) or not svc:
         return None
-    if obj.get("addressType", "IPv4") != "IPv4":
+    address_type = obj.get("addressType", "IPv4")
+    family = ADDRESS_TYPES.get(address_type) if isinstance(address_type, str) else None
+    if family is None:
         return None
+    version, parse_address = family
     ports = []
     for p in _objects(obj.get("ports"), "ports", "a port"):
         if p.get("port") is None:
@@ -320,10 +362,12 @@ def parse_endpoint_slice(obj: dict) -> EndpointSlice | None:
         if not isinstance(node, str) or not isinstance(zone, str):
             raise InvalidObject("nodeName/zone: not strings")
         hints = e.get("hints")
-        eps.append(Endpoint(ip=_ipv4(addrs[0], "endpoint address"), ready=ready, serving=serving,
+        if not isinstance(addrs[0], str):
+            raise InvalidObject("endpoint address: not a string")
+        eps.append(Endpoint(ip=parse_address(addrs[0], "endpoint address"), ready=ready, serving=serving,
                             terminating=cond.get("terminating") is True, node_name=node, zone=zone,
                             hint_zones=_names(hints, "forZones"), hint_nodes=_names(hints, "forNodes")))
-    return EndpointSlice(ns, name, svc, tuple(ports), tuple(eps))
+    return EndpointSlice(ns, name, svc, tuple(ports), tuple(eps), version)
 
 
 def parse_node(obj: dict) -> Node:
@@ -338,9 +382,9 @@ def parse_node(obj: dict) -> Node:
     return Node(name, zone if isinstance(zone, str) else "", not doomed)
 
 
-def plan_service_cidrs(objects) -> tuple[str, ...]:
-    """The IPv4 ranges of ServiceCIDR objects (JSON), sorted, deduplicated; a malformed one is
-    skipped."""
+def plan_service_cidrs(objects, version: int = 4) -> tuple[str, ...]:
+    """The ranges of one IP family of ServiceCIDR objects (JSON), sorted, deduplicated; a
+    malformed one is skipped."""
     out = set()
     for obj in objects:
         spec = obj.get("spec") if isinstance(obj, dict) else None
@@ -350,6 +394,6 @@ def plan_service_cidrs(objects) -> tuple[str, ...]:
                 net = ipaddress.ip_network(c, strict=False) if isinstance(c, str) else None
             except ValueError:
                 continue
-            if net is not None and net.version == 4:
+            if net is not None and net.version == version:
                 out.add(str(net))
     return tuple(sorted(out))

@@ -36,37 +36,37 @@ from dataclasses import dataclass, field
 
 from kubeweft.cni.protocols import NFT_PROTOCOLS
 
+from .ip_family import FAMILIES as IP_FAMILIES
+from .ip_family import IpFamily
 from .maglev import TABLE_SIZE as MAGLEV_SLOTS
-from .model import Endpoint, EndpointSlice, Service, ServicePort
+from .model import Endpoint, EndpointSlice, Service, ServicePort, for_family
 from .nft_commands import AddChain, AddMap, AddRule, AddSet, AddTable, Command, FlushChain, Table
 from .nft_text import quote
 from .scheduler import DEFAULT as DEFAULT_SCHEDULER
 from .scheduler import chain_name, scheduled_chain, scheduler_rule, slots, table_of
 
-FAMILY = "ip"
-TABLE = "kubeweft"
-T = f"{FAMILY} {TABLE}"
+TABLE = "kubeweft"          # `table ip kubeweft` and `table ip6 kubeweft`: one per IP family
 MASQ_MARK = 0x4000          # kube-proxy's bit; cni/nft.py owns 0x2000
 
-K_ADDR = "ipv4_addr . inet_proto . inet_service"
+K_ADDR = "{addr} . inet_proto . inet_service"
 K_PORT = "inet_proto . inet_service"
-V_DNAT = "ipv4_addr . inet_service"
 
-# name -> (declaration body, comment). Declarations never change: a restart re-adds them as is.
-SETS: dict[str, tuple[str, str]] = {
-    "cluster-ips": ("type ipv4_addr", "every ClusterIP: a port not in service-ips is rejected"),
+# name -> (declaration body with {addr} the family's address type, comment). Declarations never
+# change: a restart re-adds them as is.
+_SETS: dict[str, tuple[str, str]] = {
+    "cluster-ips": ("type {addr}", "every ClusterIP: a port not in service-ips is rejected"),
     "no-endpoint-services": (f"type {K_ADDR}", "service address . proto . port without endpoints: reject"),
     "no-endpoint-nodeports": (f"type {K_PORT}", "nodePorts without endpoints: reject"),
     "external-masq": (f"type {K_ADDR}", "external addresses of externalTrafficPolicy Cluster: masquerade"),
     "external-local": (f"type {K_ADDR}", "external addresses of externalTrafficPolicy Local"),
     "nodeport-masq": (f"type {K_PORT}", "nodePorts of externalTrafficPolicy Cluster: masquerade"),
     "nodeport-local": (f"type {K_PORT}", "nodePorts of externalTrafficPolicy Local"),
-    "hairpin": ("type ipv4_addr . ipv4_addr", "endpoint . endpoint: a pod reaching itself via a Service"),
+    "hairpin": ("type {addr} . {addr}", "endpoint . endpoint: a pod reaching itself via a Service"),
     "firewall-keys": (f"type {K_ADDR}", "LoadBalancer address . proto . port with loadBalancerSourceRanges"),
-    "firewall-allow": (f"type {K_ADDR} . ipv4_addr; flags interval",
+    "firewall-allow": (f"type {K_ADDR} . {{addr}}; flags interval",
                        "LoadBalancer address . proto . port . allowed source range"),
 }
-MAPS: dict[str, tuple[str, str]] = {
+_MAPS: dict[str, tuple[str, str]] = {
     "service-ips": (f"type {K_ADDR} : verdict", "service address . proto . port -> lb chain"),
     "service-ips-external": (f"type {K_ADDR} : verdict",
                              "externalTrafficPolicy Local, external sources -> local endpoints or drop"),
@@ -82,12 +82,22 @@ MAPS: dict[str, tuple[str, str]] = {
 # (nft parses ~20 us per element; fields cost).
 # lb chain family -> (map prefix, key expression before the index with {p} the protocol, what)
 FAMILIES = {
-    "lb": ("backends", "ip daddr . {p} dport", "service address . port . index"),
-    "lbx": ("backends-external", "ip daddr . {p} dport", "eTP Local external: address . port . index"),
+    "lb": ("backends", "{ip} daddr . {p} dport", "service address . port . index"),
+    "lbx": ("backends-external", "{ip} daddr . {p} dport", "eTP Local external: address . port . index"),
     "np": ("nodeport-backends", "{p} dport", "nodePort . index"),
     "npx": ("nodeport-backends-external", "{p} dport", "eTP Local external: nodePort . index"),
 }
 VMAP_OF = {"lb": "service-ips", "lbx": "service-ips-external", "np": "nodeports", "npx": "nodeports-external"}
+
+
+def _declared(decls: dict[str, tuple[str, str]], fam: IpFamily) -> dict[str, tuple[str, str]]:
+    return {name: (decl.format(addr=fam.addr), comment) for name, (decl, comment) in decls.items()}
+
+
+# the fixed sets and maps of each family's table (the names are the same in both)
+SETS_OF = {v: _declared(_SETS, fam) for v, fam in IP_FAMILIES.items()}
+MAPS_OF = {v: _declared(_MAPS, fam) for v, fam in IP_FAMILIES.items()}
+SETS, MAPS = SETS_OF[4], MAPS_OF[4]
 
 
 @dataclass(frozen=True)
@@ -101,10 +111,16 @@ class NodeContext:
     scheduler: str = DEFAULT_SCHEDULER       # for Services without the scheduler annotation
     maglev_slots: int = MAGLEV_SLOTS         # a prime: Maglev's table size
     service_cidrs: tuple[str, ...] = ()      # the ServiceCIDR objects' ranges; empty: service_cidr
+    family: int = 4                          # the IP family of this proxier's table: 4 | 6
+
+    @property
+    def ip(self) -> IpFamily:
+        return IP_FAMILIES[self.family]
 
     def service_ranges(self) -> list[str]:
-        """The cluster's Service ranges, overlaps merged (an nft interval set refuses them)."""
-        nets = [ipaddress.ip_network(c, strict=False) for c in self.service_cidrs or (self.service_cidr,)]
+        """The cluster's Service ranges, overlaps merged (an nft interval set refuses them);
+        none when neither the ServiceCIDRs nor the flag name one of this family."""
+        nets = [ipaddress.ip_network(c, strict=False) for c in self.service_cidrs or (self.service_cidr,) if c]
         return [str(n) for n in ipaddress.collapse_addresses(nets)]
 
 
@@ -117,28 +133,29 @@ class Chain:
 
 
 @functools.lru_cache(maxsize=4096)
-def family_chain(name: str) -> Chain | None:
-    """The lb-tcp-3 / lbx-udp-1 / np-sctp-2 / npx-tcp-1 ... chain of that name (None otherwise)."""
+def family_chain(name: str, ip: str = "ip") -> Chain | None:
+    """The lb-tcp-3 / lbx-udp-1 / np-sctp-2 / npx-tcp-1 ... chain of that name in the table of
+    family ip (ip | ip6); None for other names."""
     parts = name.split("-")
     if len(parts) != 3 or parts[0] not in FAMILIES or parts[1] not in NFT_PROTOCOLS or not parts[2].isdigit() \
             or int(parts[2]) < 1:
         return None
     family, proto, n = parts
     prefix, key, what = FAMILIES[family]
-    key = key.format(p=proto)
+    key = key.format(p=proto, ip=ip)
     m = f"{prefix}-{proto}-{n}"
     return Chain(f"spread over {n} endpoints in {m}",
-                 (f"dnat ip to {key} . numgen random mod {n} map @{m}",), map=m,
-                 map_decl=f"typeof {key} . numgen random mod {n} : ip daddr . {proto} dport; "
+                 (f"dnat {ip} to {key} . numgen random mod {n} map @{m}",), map=m,
+                 map_decl=f"typeof {key} . numgen random mod {n} : {ip} daddr . {proto} dport; "
                           f"comment {quote(f'{what} -> endpoint . port ({proto})')}")
 
 
-def lb_chain_of(name: str) -> Chain | None:
+def lb_chain_of(name: str, ip: str = "ip") -> Chain | None:
     """The lb chain whose backends map a verdict's chain reads: itself, or the lb chain of a
     scheduler's chain (lb-tcp-3-sh -> lb-tcp-3); None for other chains."""
-    chain = family_chain(name)
+    chain = family_chain(name, ip)
     if chain is None and (sched := scheduled_chain(name)) is not None:
-        chain = family_chain(sched[1])
+        chain = family_chain(sched[1], ip)
     return chain
 
 
@@ -152,17 +169,18 @@ def map_family(name: str) -> tuple[str, str] | None:
     return (family, proto) if family else None
 
 
-def declaration(name: str) -> str | None:
-    """The declaration of one of our sets or maps ('type ...' or 'typeof ...; comment ...'):
-    the fixed ones, and the backends map of any lb chain; None for anything else."""
-    if name in SETS:
-        return SETS[name][0]
-    if name in MAPS:
-        return MAPS[name][0]
+def declaration(name: str, version: int = 4) -> str | None:
+    """The declaration of one of our sets or maps ('type ...' or 'typeof ...; comment ...') in
+    the table of that IP family: the fixed ones, and the backends map of any lb chain; None for
+    anything else."""
+    if name in SETS_OF[version]:
+        return SETS_OF[version][name][0]
+    if name in MAPS_OF[version]:
+        return MAPS_OF[version][name][0]
     fam = map_family(name)
     if fam is None:
         return None
-    chain = family_chain(f"{fam[0]}-{fam[1]}-{name.rpartition('-')[2]}")
+    chain = family_chain(f"{fam[0]}-{fam[1]}-{name.rpartition('-')[2]}", IP_FAMILIES[version].nft)
     return chain.map_decl if chain is not None and chain.map == name else None
 
 
@@ -185,7 +203,10 @@ class Desired:
 # address is refused only once the Service is complete (before, the service range rule drops
 # it, and a client's retry finds it).
 LOAD_LAST = frozenset({"cluster-ips"})
-SERVICE_TABLE = Table(FAMILY, TABLE, declaration=declaration, load_last=LOAD_LAST)
+SERVICE_TABLES = {v: Table(fam.nft, TABLE, declaration=functools.partial(declaration, version=v),
+                           load_last=LOAD_LAST) for v, fam in IP_FAMILIES.items()}
+SERVICE_TABLE = SERVICE_TABLES[4]          # an IPv4 node's one table, as before IPv6 came
+FAMILY, T = SERVICE_TABLE.family, SERVICE_TABLE.ref
 
 
 # ---- the fixed part ------------------------------------------------------------------------------
@@ -193,19 +214,23 @@ SERVICE_TABLE = Table(FAMILY, TABLE, declaration=declaration, load_last=LOAD_LAS
 def render_base(ctx: NodeContext) -> list[Command]:
     """Table, sets, maps, fixed chains and their rules: idempotent commands (add, then flush
     and refill the fixed chains; sets and maps keep their elements)."""
+    fam = ctx.ip
+    ip, lo = fam.nft, fam.loopback
     cluster = str(ipaddress.ip_network(ctx.cluster_cidr, strict=False))
     ranges = ctx.service_ranges()
     svc_cidr = ranges[0] if len(ranges) == 1 else "{ " + ", ".join(ranges) + " }"
+    unallocated = [f"{ip} daddr {svc_cidr} drop"] if ranges else []
     # never 127.0.0.0/8, whatever --nodeport-addresses says (kube-proxy's nftables mode neither):
     # a DNAT in prerouting happens before the routing decision that drops a loopback destination
-    # arriving from outside, so a neighbour on the LAN could reach the Service (CVE-2020-8558)
+    # arriving from outside, so a neighbour on the LAN could reach the Service (CVE-2020-8558);
+    # IPv6 has no route_localnet, but ::1 stays out the same way
     if ctx.nodeport_cidrs:
-        nodeport_dst = "ip daddr { " + ", ".join(
+        nodeport_dst = f"{ip} daddr {{ " + ", ".join(
             str(ipaddress.ip_network(c, strict=False)) for c in ctx.nodeport_cidrs) + \
-            " } fib daddr type local ip daddr != 127.0.0.0/8"
+            f" }} fib daddr type local {ip} daddr != {lo}"
     else:
-        nodeport_dst = "fib daddr type local ip daddr != 127.0.0.0/8"
-    external_src = f"ip saddr != {cluster} fib saddr type != local"
+        nodeport_dst = f"fib daddr type local {ip} daddr != {lo}"
+    external_src = f"{ip} saddr != {cluster} fib saddr type != local"
     mark = f"meta mark set meta mark or {MASQ_MARK:#x}"
     fixed: dict[str, tuple[str, str, list[str]]] = {
         # name: (hook declaration or "", comment, rules)
@@ -217,18 +242,18 @@ def render_base(ctx: NodeContext) -> list[Command]:
                             ["jump masquerading"]),
         "mark-for-masquerade": ("", "set the masquerade mark", [mark]),
         "masquerading": ("", "masquerade marked and hairpin connections", [
-            "ct status dnat ip saddr . ip daddr @hairpin masquerade",
+            f"ct status dnat {ip} saddr . {ip} daddr @hairpin masquerade",
             f"meta mark & {MASQ_MARK:#x} == 0 return",
             f"meta mark set meta mark xor {MASQ_MARK:#x}",
             "masquerade fully-random"]),
         "services": ("", "service addresses and nodePorts", [
-            f"ip daddr @cluster-ips ip saddr != {cluster} jump mark-for-masquerade",
-            "ip daddr . meta l4proto . th dport @external-masq jump mark-for-masquerade",
-            f"{external_src} ip daddr . meta l4proto . th dport vmap @service-ips-external",
-            "fib saddr type local ip daddr . meta l4proto . th dport @external-local jump mark-for-masquerade",
-            "ip daddr . meta l4proto . th dport vmap @service-ips",
+            f"{ip} daddr @cluster-ips {ip} saddr != {cluster} jump mark-for-masquerade",
+            f"{ip} daddr . meta l4proto . th dport @external-masq jump mark-for-masquerade",
+            f"{external_src} {ip} daddr . meta l4proto . th dport vmap @service-ips-external",
+            f"fib saddr type local {ip} daddr . meta l4proto . th dport @external-local jump mark-for-masquerade",
+            f"{ip} daddr . meta l4proto . th dport vmap @service-ips",
             f"{nodeport_dst} jump nodeports"]),
-        "nodeports": ("", "nodePorts on node addresses (never 127.0.0.0/8)", [
+        "nodeports": ("", f"nodePorts on node addresses (never {lo})", [
             "meta l4proto . th dport @nodeport-masq jump mark-for-masquerade",
             f"{external_src} meta l4proto . th dport vmap @nodeports-external",
             "fib saddr type local meta l4proto . th dport @nodeport-local jump mark-for-masquerade",
@@ -238,9 +263,9 @@ def render_base(ctx: NodeContext) -> list[Command]:
             # kube-proxy's "block incoming localnet connections": a loopback destination comes
             # only over lo; the kernel drops it from elsewhere unless route_localnet is set
             # (by kube-proxy's iptables mode, say), so this holds whatever the sysctls are
-            'iif != "lo" ip daddr 127.0.0.0/8 counter drop',
-            ("ip daddr . meta l4proto . th dport @firewall-keys "
-             "ip daddr . meta l4proto . th dport . ip saddr != @firewall-allow drop")]),
+            f'iif != "lo" {ip} daddr {lo} counter drop',
+            (f"{ip} daddr . meta l4proto . th dport @firewall-keys "
+             f"{ip} daddr . meta l4proto . th dport . {ip} saddr != @firewall-allow drop")]),
         "filter-input": ("type filter hook input priority -110", "nodePorts and services without endpoints",
                          ["ct state new jump service-check",
                           (f"ct state new {nodeport_dst} meta l4proto . th dport @no-endpoint-nodeports "
@@ -250,15 +275,15 @@ def render_base(ctx: NodeContext) -> list[Command]:
         "filter-output": ("type filter hook output priority -90", "services without endpoints (after nat output's DNAT at -100)",
                           ["ct state new jump service-check"]),
         "service-check": ("", "no endpoints or unused port: reject; unallocated service address: drop", [
-            "ip daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain",
-            "ip daddr @cluster-ips goto reject-chain",
-            f"ip daddr {svc_cidr} drop"]),
+            f"{ip} daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain",
+            f"{ip} daddr @cluster-ips goto reject-chain",
+            *unallocated]),
         "reject-chain": ("", "connection refused at once", [
             "meta l4proto tcp reject with tcp reset", "reject"]),
     }
     out: list[Command] = [AddTable("kubeweft service proxy: per-Service state in maps")]
-    out += [AddSet(name, decl, comment) for name, (decl, comment) in SETS.items()]
-    out += [AddMap(name, decl, comment) for name, (decl, comment) in MAPS.items()]
+    out += [AddSet(name, decl, comment) for name, (decl, comment) in SETS_OF[fam.version].items()]
+    out += [AddMap(name, decl, comment) for name, (decl, comment) in MAPS_OF[fam.version].items()]
     out += [AddChain(name, comment, hook) for name, (hook, comment, _) in fixed.items()]
     for name, (_, _, rules) in fixed.items():
         out.append(FlushChain(name))
@@ -333,9 +358,9 @@ def _id(*parts: object) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _lb_chain(family: str, proto: str, n: int) -> tuple[str, Chain]:
+def _lb_chain(family: str, proto: str, n: int, ip: str = "ip") -> tuple[str, Chain]:
     name = f"{family}-{proto}-{n}"
-    return name, family_chain(name)
+    return name, family_chain(name, ip)
 
 
 class _Goto(dict):
@@ -352,15 +377,11 @@ _GOTO = _Goto()
 class _Builder:
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
+        self.ip = ctx.ip
         self.sets: dict[str, set[str]] = collections.defaultdict(set)
         self.maps: dict[str, dict[str, str]] = collections.defaultdict(dict)
         self.chains: dict[str, Chain] = {}
         self.dynsets: dict[str, str] = {}
-
-    def lb_chain(self, family: str, proto: str, n: int) -> str:
-        name, chain = _lb_chain(family, proto, n)
-        self.chains[name] = chain
-        return name
 
     def target(self, family: str, bkey: str, eps: list[tuple[str, int]], svc: Service,
                sp: ServicePort, scope: str) -> str:
@@ -371,7 +392,7 @@ class _Builder:
         scheduler = svc.scheduler or self.ctx.scheduler
         if scheduler != DEFAULT_SCHEDULER:
             return self.scheduled(scheduler, family, bkey, eps, sp.protocol)
-        name, chain = _lb_chain(family, sp.protocol, len(eps))
+        name, chain = _lb_chain(family, sp.protocol, len(eps), self.ip.nft)
         self.chains[name] = chain
         m = self.maps[chain.map]
         for i, (ip, port) in enumerate(eps):
@@ -382,7 +403,7 @@ class _Builder:
         """The verdict of a frontend of another scheduler than random (proxy/scheduler.py): its
         slots in the backends map of the lb chain with as many, and a chain reading them."""
         n = slots(scheduler, len(eps), self.ctx.maglev_slots)
-        lb_name, lb = _lb_chain(family, proto, n)
+        lb_name, lb = _lb_chain(family, proto, n, self.ip.nft)
         self.chains[lb_name] = lb                 # owns the backends map
         m = self.maps[lb.map]
         for i, endpoint in enumerate(table_of(scheduler, tuple(f"{ip} . {port}" for ip, port in eps),
@@ -390,10 +411,10 @@ class _Builder:
             m[f"{bkey} . {i}"] = endpoint
         name = chain_name(scheduler, lb_name, _id(family, proto, bkey) if scheduler == "rr" else "")
         if name not in self.chains:
-            key = FAMILIES[family][1].format(p=proto)
+            key = FAMILIES[family][1].format(p=proto, ip=self.ip.nft)
             what = f" of {bkey.replace(' . ', ':')}/{proto}" if scheduler == "rr" else ""
             self.chains[name] = Chain(f"{scheduler} over {n} slots of {lb.map}{what}",
-                                      (scheduler_rule(scheduler, key, n, lb.map),))
+                                      (scheduler_rule(scheduler, key, n, lb.map, self.ip.nft),))
         return _GOTO[name]
 
     def affinity(self, svc: Service, sp: ServicePort, scope: str, eps: list[tuple[str, int]]) -> str:
@@ -403,14 +424,16 @@ class _Builder:
             return name
         what = f"{svc.namespace}/{svc.name}:{sp.name or sp.port}/{sp.protocol} {scope}"
         rules, gotos = [], []
+        fam = self.ip
         for i, (ip, port) in enumerate(eps):
             eid = f"{name}-{_id(ip, port)}"
-            self.dynsets[eid] = (f"type ipv4_addr; flags dynamic,timeout; timeout {svc.affinity_timeout}s; "
-                                 f"comment {quote(f'clients of {ip}:{port} for {what}')}")
-            self.chains[eid] = Chain(f"endpoint {ip}:{port} of {what}",
-                                     (f"update @{eid} {{ ip saddr }}",
-                                      f"meta l4proto {sp.protocol} dnat ip to {ip}:{port}"))
-            rules.append(f"ip saddr @{eid} goto {eid}")
+            dest = fam.host_port(ip, port)
+            self.dynsets[eid] = (f"type {fam.addr}; flags dynamic,timeout; timeout {svc.affinity_timeout}s; "
+                                 f"comment {quote(f'clients of {dest} for {what}')}")
+            self.chains[eid] = Chain(f"endpoint {dest} of {what}",
+                                     (f"update @{eid} {{ {fam.nft} saddr }}",
+                                      f"meta l4proto {sp.protocol} dnat {fam.nft} to {dest}"))
+            rules.append(f"{fam.nft} saddr @{eid} goto {eid}")
             gotos.append(f"{i} : goto {eid}")
         rules.append(f"numgen random mod {len(eps)} vmap {{ {', '.join(gotos)} }}")
         self.chains[name] = Chain(f"sessionAffinity ClientIP {svc.affinity_timeout}s of {what}", tuple(rules))
@@ -419,6 +442,7 @@ class _Builder:
     def add_service(self, svc: Service, slices: list[EndpointSlice]) -> None:
         local_total: set[str] = set()
         me = self.ctx.node_name
+        host = f"/{self.ip.host_len}"
         for sp in svc.ports:
             found = endpoints_for_port(sp, slices)
             by_ip = {e.ip: port for e, port in found}
@@ -449,7 +473,7 @@ class _Builder:
                 if addr in svc.lb_ips and svc.lb_source_ranges:
                     self.sets["firewall-keys"].add(key)
                     for cidr in svc.lb_source_ranges:
-                        self.sets["firewall-allow"].add(f"{key} . {cidr.removesuffix('/32')}")
+                        self.sets["firewall-allow"].add(f"{key} . {cidr.removesuffix(host)}")
                 self._external(svc, sp, key, f"{addr} . {port}", "service-ips", "lb", all_eps, local_eps,
                                "no-endpoint-services", "external-masq", "external-local")
             if sp.node_port:
@@ -475,10 +499,15 @@ class _Builder:
             self.target(f"{family}x", bkey, local_eps, svc, sp, "local") if local_eps else "drop"
 
 
-def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeContext) -> Desired:
-    """The elements, on-demand chains and dynamic sets of ONE Service (a fragment)."""
+def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeContext) -> Desired | None:
+    """The elements, on-demand chains and dynamic sets of ONE Service (a fragment) in the table
+    of ctx's IP family: that family's addresses of the Service and its slices of that family;
+    None (no fragment) for a Service without a ClusterIP of the family."""
+    share = for_family(svc, ctx.family)
+    if share is None:
+        return None
     b = _Builder(ctx)
-    b.add_service(svc, slices if isinstance(slices, list) else list(slices))
+    b.add_service(share, [sl for sl in slices if sl.family == ctx.family])
     return Desired(sets={n: frozenset(v) for n, v in b.sets.items() if v},
                    maps={n: v for n, v in b.maps.items() if v}, chains=b.chains, dynsets=b.dynsets,
                    health={svc.key: b.health_entry} if b.health_entry else {})
@@ -622,9 +651,9 @@ class Aggregate:
                        chains=set(self.chain_refs), dynsets=set(self.dynset_refs))
 
     def materialize(self) -> Desired:
-        sets = {n: frozenset() for n in SETS}
+        sets = {n: frozenset() for n in _SETS}
         sets.update((n, frozenset(refs)) for n, refs in self.set_refs.items())
-        maps: dict[str, dict[str, str]] = {n: {} for n in MAPS}
+        maps: dict[str, dict[str, str]] = {n: {} for n in _MAPS}
         maps.update((n, dict(vals)) for n, vals in self.map_vals.items())
         return Desired(sets=sets, maps=maps,
                        chains={n: e[1] for n, e in self.chain_refs.items()},

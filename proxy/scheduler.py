@@ -37,8 +37,8 @@ ALIASES = {"mh": "maglev", "": DEFAULT}
 SEED = 0x6B776674
 SUFFIX = {"sh": "sh", "maglev": "mh", "rr": "rr"}
 SCHEDULER_OF_SUFFIX = {v: k for k, v in SUFFIX.items()}
-SELECTOR = {"random": "numgen random mod {n}", "sh": f"jhash ip saddr mod {{n}} seed {SEED:#x}",
-            "maglev": f"jhash ip saddr mod {{n}} seed {SEED:#x}", "rr": "numgen inc mod {n}"}
+SELECTOR = {"random": "numgen random mod {n}", "sh": f"jhash {{ip}} saddr mod {{n}} seed {SEED:#x}",
+            "maglev": f"jhash {{ip}} saddr mod {{n}} seed {SEED:#x}", "rr": "numgen inc mod {n}"}
 
 
 def parse_scheduler(value: object) -> str | None:
@@ -76,10 +76,10 @@ def scheduled_chain(name: str) -> tuple[str, str] | None:
     return scheduler, "-".join(parts[:3])
 
 
-def scheduler_rule(scheduler: str, key: str, n: int, backends: str) -> str:
+def scheduler_rule(scheduler: str, key: str, n: int, backends: str, ip: str = "ip") -> str:
     """The one rule of a scheduler's chain: key the lb family's key expression (ip daddr . tcp
-    dport), n the slots, backends the map."""
-    return f"dnat ip to {key} . {SELECTOR[scheduler].format(n=n)} map @{backends}"
+    dport), n the slots, backends the map, ip the table's family (ip | ip6)."""
+    return f"dnat {ip} to {key} . {SELECTOR[scheduler].format(n=n, ip=ip)} map @{backends}"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,4 +1,7 @@
-"""The service proxy: Services and EndpointSlices -> `table ip kubeweft` (kube-proxy's job).
+"""The service proxy: Services and EndpointSlices -> `table ip kubeweft` and `table ip6
+kubeweft` (kube-proxy's job), one ServiceProxy per IP family the node has (kube-proxy's
+nftables mode: one proxier per family, each taking its family's addresses of every Service and
+the EndpointSlices of its addressType).
 
     informers (raw JSON) -> model (frozen values) -> per-Service fragments (render_service)
         -> Aggregate (ref-counted desired state) -> typed commands for the touched elements only
@@ -42,6 +45,8 @@ from .diff_services import (
 from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers
 from .informer import Informer, key_of
+from .ip_family import FAMILIES as IP_FAMILIES
+from .ip_family import version_of
 from .model import (
     InvalidObject,
     invalid_scheduler,
@@ -54,13 +59,10 @@ from .nft_commands import Command
 from .nft_transaction import Transaction, apply_transaction
 from .nftables import Nft, NftError
 from .render_services import (
-    FAMILY,
-    SERVICE_TABLE,
-    TABLE,
+    SERVICE_TABLES,
     Aggregate,
     Desired,
     NodeContext,
-    T,
     family_chain,
     render_base,
     render_service,
@@ -113,15 +115,41 @@ def _trigger_time(obj: dict, default: float) -> float:
     return default
 
 
+def of_family(cidrs, version: int) -> list[str]:
+    """The CIDRs (a comma-separated flag value or a sequence) of one IP family."""
+    items = cidrs.split(",") if isinstance(cidrs, str) else list(cidrs or ())
+    return [c.strip() for c in items if c.strip() and version_of(c.strip()) == version]
+
+
+def node_context(cfg, version: int = 4) -> NodeContext:
+    """This node's facts for the proxier of one IP family: that family's entries of the
+    cluster, service and nodePort CIDRs the agent was given (kube-proxy's flags take one per
+    family, comma-separated)."""
+    fam = IP_FAMILIES[version]
+    # without a cluster CIDR of the family, the node's podCIDR of it stands for the cluster
+    # (kube-proxy's detect-local by node CIDR)
+    cluster = of_family(cfg.cluster_cidr or "", version) or \
+        of_family((cfg.pod_cidr, *getattr(cfg, "pod_cidrs", ())), version)
+    if not cluster:
+        raise ValueError(f"no {fam.label} range in --cluster-cidr {cfg.cluster_cidr!r} nor in the node's podCIDRs")
+    # without a service range of the family, the ServiceCIDR objects' ranges alone say what an
+    # unallocated address is (none until they are read)
+    service = of_family(cfg.service_cidr, version)
+    return NodeContext(node_name=cfg.node_name, cluster_cidr=cluster[0], service_cidr=service[0] if service else "",
+                       nodeport_cidrs=tuple(of_family(cfg.nodeport_addresses, version)),
+                       scheduler=cfg.scheduler, family=version)
+
+
 class ServiceProxy:
-    def __init__(self, api, cfg, nft=None):
+    def __init__(self, api, cfg, nft=None, family: int = 4):
         """nft: the nftables backend; by default Nft() here, in the node's netns where the agent
-        lives (tests give the Fake, proxy/nft_fake.py)."""
+        lives (tests give the Fake, proxy/nft_fake.py). family: the IP family of this proxier's
+        table (4: `ip kubeweft`, 6: `ip6 kubeweft`)."""
         self.api = api
         self.cfg = cfg
-        self.ctx = NodeContext(node_name=cfg.node_name, cluster_cidr=cfg.cluster_cidr or cfg.pod_cidr,
-                               service_cidr=cfg.service_cidr, nodeport_cidrs=tuple(cfg.nodeport_addresses),
-                               scheduler=cfg.scheduler)
+        self.ctx = node_context(cfg, family)
+        self.table = SERVICE_TABLES[family]
+        self.ip_family = IP_FAMILIES[family].label
         self.nft = nft if nft is not None else Nft()
         self.lock = threading.Lock()
         self.services: dict[tuple[str, str], object] = {}      # key -> Service | None (not ours)
@@ -136,7 +164,7 @@ class ServiceProxy:
         self.udp_pending: set = set()          # UDP flows planned for cleanup, not yet cleared
         self.syncs = 0
         self.health = ProxyHealth()            # served by the agent's /healthz and /livez
-        self.service_health = ServiceHealthServers()
+        self.service_health = ServiceHealthServers("::" if family == 6 else "0.0.0.0")
         self.informers: list[Informer] = []
         self.skipped_services = SkipLog(log, "service")
         self.bad_schedulers = SkipLog(log, "the scheduler annotation of service")
@@ -144,7 +172,7 @@ class ServiceProxy:
         self.cidr_informer: Informer | None = None     # ServiceCIDRs, when the API serves them
         self.rebase = False                            # the fixed chains need rendering again
         self.stopping = threading.Event()
-        self.loop = SyncLoop("service-proxy", self.sync, debounce=COALESCE, period=RESYNC,
+        self.loop = SyncLoop("service-proxy" if family == 4 else "service-proxy-ipv6", self.sync, debounce=COALESCE, period=RESYNC,
                              on_failure=self._sync_failed, ready=self._listed, ready_warn=SYNC_WAIT)
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -179,7 +207,7 @@ class ServiceProxy:
         if trigger is not None:
             self.triggers.append(trigger)
         self.health.queued()
-        metrics.LAST_QUEUED.set(time.time())
+        metrics.LAST_QUEUED.labels(self.ip_family).set(time.time())
         self.loop.wake()
 
     def _parse_service(self, obj: dict):
@@ -315,7 +343,7 @@ class ServiceProxy:
         return True if status == 200 else None
 
     def _on_service_cidrs(self, objects: dict) -> None:
-        cidrs = plan_service_cidrs(objects.values())
+        cidrs = plan_service_cidrs(objects.values(), self.ctx.family)
         with self.lock:
             if cidrs == self.ctx.service_cidrs:
                 return
@@ -344,7 +372,8 @@ class ServiceProxy:
         t0 = time.monotonic()
         got = read_table(self.nft, self.ctx)
         log.info("read back %d elements, %d chains, %d dynamic sets of table %s in %.0f ms",
-                 got.counts()["elements"], len(got.chains), len(got.dynsets), T, (time.monotonic() - t0) * 1000)
+                 got.counts()["elements"], len(got.chains), len(got.dynsets), self.table.ref,
+                 (time.monotonic() - t0) * 1000)
         return got
 
     def sync(self) -> int:
@@ -406,7 +435,7 @@ class ServiceProxy:
         self.udp_pending |= udp_gone
         if cmds:
             try:
-                apply_transaction(self.nft, Transaction(SERVICE_TABLE, cmds),
+                apply_transaction(self.nft, Transaction(self.table, cmds),
                                   empty=full and not self.applied.counts()["elements"])
             except NftError:
                 log.error("nft transaction of %d commands failed", len(cmds))
@@ -422,24 +451,24 @@ class ServiceProxy:
         self.syncs += 1
         now = time.time()
         elapsed = time.monotonic() - t0
-        metrics.SYNC_DURATION.observe(elapsed)
+        metrics.SYNC_DURATION.labels(self.ip_family).observe(elapsed)
         (metrics.SYNC_FULL_DURATION if full else metrics.SYNC_PARTIAL_DURATION).observe(elapsed)
         for trig in triggers:
             metrics.NETWORK_PROGRAMMING.observe(max(0.0, now - trig))
-        metrics.LAST_SYNC.set(now)
+        metrics.LAST_SYNC.labels(self.ip_family).set(now)
         metrics.COMMANDS.observe(sent)
         counts = self.applied.counts()
-        metrics.ELEMENTS.set(counts["elements"])
-        metrics.CHAINS.set(counts["chains"])
-        metrics.SERVICES.set(len(self.agg.fragments))
+        metrics.ELEMENTS.labels(self.ip_family).set(counts["elements"])
+        metrics.CHAINS.labels(self.ip_family).set(counts["chains"])
+        metrics.SERVICES.labels(self.ip_family).set(len(self.agg.fragments))
         self.health.updated()
         self.service_health.update(self.applied.health)
         if self.udp_pending:
             flows, self.udp_pending = self.udp_pending, set()
             clear_udp(flows)
         log.log(logging.INFO if full or sent > 50 else logging.DEBUG,
-                "synced %s: %d services changed, %d commands in %.1f ms (read back %.0f, render %.0f, "
-                "diff %.0f, apply %.0f ms)", "full" if full else "partial", len(work), sent, elapsed * 1000,
+                "synced %s %s: %d services changed, %d commands in %.1f ms (read back %.0f, render %.0f, "
+                "diff %.0f, apply %.0f ms)", self.ip_family, "full" if full else "partial", len(work), sent, elapsed * 1000,
                 (t_read - t0) * 1000, (t_render - t_read) * 1000, (t_diff - t_render) * 1000,
                 (t_applied - t_diff) * 1000)
         return sent
@@ -455,13 +484,20 @@ def services_command(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     nft = Nft()
-    listed = nft.elements.chains(FAMILY, TABLE)
-    if listed is None:
-        print(f"kubeweft services: no table {T} in this network namespace (is the agent running here?)",
-              file=sys.stderr)
+    frontends = []
+    found = []
+    for table in SERVICE_TABLES.values():
+        listed = nft.elements.chains(table.family, table.name)
+        if listed is None:
+            continue
+        found.append(table.ref)
+        sets, maps = read_elements(nft, [c for c in (family_chain(name, table.family) for name, _ in listed)
+                                         if c is not None], table)
+        frontends += describe_frontends(sets, maps)
+    if not found:
+        print("kubeweft services: no table ip kubeweft or ip6 kubeweft in this network namespace "
+              "(is the agent running here?)", file=sys.stderr)
         return 1
-    sets, maps = read_elements(nft, [c for c in (family_chain(name) for name, _ in listed) if c is not None])
-    frontends = describe_frontends(sets, maps)
     if args.json:
         print(json.dumps([dataclasses.asdict(f) for f in frontends], indent=2))
     else:
@@ -491,6 +527,46 @@ def _trim_heap() -> None:
         pass
 
 
-def start(api, cfg) -> ServiceProxy:
-    """The agent's entry point: returns at once; the first sync follows the informers' lists."""
-    return ServiceProxy(api, cfg).start()
+class ServiceProxies:
+    """The proxiers of the node's IP families, as one component: started and stopped together,
+    healthy and synced when every one is."""
+
+    def __init__(self, proxies: list[ServiceProxy]):
+        self.proxies = proxies
+        self.health = _AllHealthy([p.health for p in proxies])
+
+    @property
+    def syncs(self) -> int:
+        """Syncs of the proxier that synced least: 0 until every family's table is in the kernel."""
+        return min(p.syncs for p in self.proxies)
+
+    def stop(self) -> None:
+        for p in self.proxies:
+            p.stop()
+
+
+class _AllHealthy:
+    """The ProxyHealth of several proxiers as one: healthy when each is (kube-proxy's healthz
+    server tracks every family's proxier the same way)."""
+
+    def __init__(self, parts: list[ProxyHealth]):
+        self.parts = parts
+
+    @property
+    def node_eligible(self) -> bool:
+        return all(p.node_eligible for p in self.parts)
+
+    def status(self) -> tuple[bool, dict]:
+        results = [p.status() for p in self.parts]
+        return all(ok for ok, _ in results), results[0][1]
+
+    def healthz(self) -> tuple[bool, dict]:
+        results = [p.healthz() for p in self.parts]
+        return all(ok for ok, _ in results), results[0][1]
+
+
+def start(api, cfg, families: tuple[int, ...] = (4,)):
+    """The agent's entry point: one proxier per IP family, started at once; the first syncs
+    follow the informers' lists. One family gives that family's ServiceProxy itself."""
+    proxies = [ServiceProxy(api, cfg, family=v).start() for v in families]
+    return proxies[0] if len(proxies) == 1 else ServiceProxies(proxies)

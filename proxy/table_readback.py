@@ -15,18 +15,16 @@ import re
 from collections.abc import Iterable
 
 from .element_codec import NFT_SET_EVAL, NFT_SET_MAP
-from .nft_commands import AddChain, Command
+from .nft_commands import AddChain, Command, Table
 from .nft_transaction import element_type_of
 from .render_services import (
-    FAMILY,
     MAPS,
     SERVICE_TABLE,
+    SERVICE_TABLES,
     SETS,
-    TABLE,
     Chain,
     Desired,
     NodeContext,
-    T,
     family_chain,
     render_base,
 )
@@ -36,41 +34,42 @@ def read_table(nft, ctx: NodeContext) -> Desired:
     """What the kernel holds of our table: every on-demand chain and dynamic set (so the next
     full sync deletes those nobody wants), and the elements of the fixed sets and maps and of
     the backends map of every lb chain (none of them when the table does not exist)."""
-    listed_chains = nft.elements.chains(FAMILY, TABLE) or []
-    listed_sets = nft.elements.sets(FAMILY, TABLE) or []
-    chains, dynsets = recovered_objects(listed_chains, listed_sets, fixed_chains(render_base(ctx)))
-    sets, maps = read_elements(nft, chains.values())
+    table = SERVICE_TABLES[ctx.family]
+    listed_chains = nft.elements.chains(table.family, table.name) or []
+    listed_sets = nft.elements.sets(table.family, table.name) or []
+    chains, dynsets = recovered_objects(listed_chains, listed_sets, fixed_chains(render_base(ctx)), table.family)
+    sets, maps = read_elements(nft, chains.values(), table)
     return Desired(sets=sets, maps=maps, chains=chains, dynsets=dynsets)
 
 
-def read_set(nft, name: str) -> frozenset[str]:
+def read_set(nft, name: str, table: Table = SERVICE_TABLE) -> frozenset[str]:
     """The elements of one of our sets ({} when it does not exist): over netlink when the codec
     reads its type (no nft cache fill), else through nft."""
-    et = element_type_of(SERVICE_TABLE, name)
+    et = element_type_of(table, name)
     if et is not None:
-        got = nft.elements.dump(FAMILY, TABLE, name, et)
+        got = nft.elements.dump(table.family, table.name, name, et)
         return frozenset(k for k, _ in got or ())
-    kind, elems = parse_elements(nft.list(f"set {T} {name}"))
+    kind, elems = parse_elements(nft.list(f"set {table.ref} {name}"))
     return elems if kind == "set" else frozenset()
 
 
-def read_map(nft, name: str) -> dict[str, str]:
-    et = element_type_of(SERVICE_TABLE, name)
+def read_map(nft, name: str, table: Table = SERVICE_TABLE) -> dict[str, str]:
+    et = element_type_of(table, name)
     if et is not None:
-        return {k: v for k, v in nft.elements.dump(FAMILY, TABLE, name, et) or () if v is not None}
-    kind, elems = parse_elements(nft.list(f"map {T} {name}"))
+        return {k: v for k, v in nft.elements.dump(table.family, table.name, name, et) or () if v is not None}
+    kind, elems = parse_elements(nft.list(f"map {table.ref} {name}"))
     return elems if kind == "map" else {}
 
 
-def read_elements(nft, chains: Iterable[Chain]
+def read_elements(nft, chains: Iterable[Chain], table: Table = SERVICE_TABLE
                   ) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, str]]]:
     """(sets, maps) of the table in the kernel: the fixed sets and maps, and the backends map of
     each of `chains` that has one."""
-    sets = {name: read_set(nft, name) for name in SETS}
-    maps = {name: read_map(nft, name) for name in MAPS}
+    sets = {name: read_set(nft, name, table) for name in SETS}
+    maps = {name: read_map(nft, name, table) for name in MAPS}
     for chain in chains:
         if chain.map:
-            maps[chain.map] = read_map(nft, chain.map)
+            maps[chain.map] = read_map(nft, chain.map, table)
     return sets, maps
 
 
@@ -112,12 +111,13 @@ def fixed_chains(base: list[Command]) -> set[str]:
     return {c.name for c in base if isinstance(c, AddChain)}
 
 
-_ENDPOINT_COMMENT = re.compile(r"endpoint (\d{1,3}(?:\.\d{1,3}){3}):(\d+) of ")
+# 'endpoint 10.244.1.5:8080 of ...' or 'endpoint [fd00:10:244:1::5]:8080 of ...'
+_ENDPOINT_COMMENT = re.compile(r"endpoint (\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:.]+\]):(\d+) of ")
 _UNKNOWN = "?"          # a rule the agent did not read back: never equal to a rendered one
 
 
 def recovered_objects(chains: Iterable[tuple[str, str]], sets: Iterable[tuple[str, int]],
-                      fixed: set[str]) -> tuple[dict[str, Chain], dict[str, str]]:
+                      fixed: set[str], ip: str = "ip") -> tuple[dict[str, Chain], dict[str, str]]:
     """(on-demand chains, dynamic sets) of the table as a restarted agent knows them from a
     listing of its chains (name, comment) and sets (name, NFT_SET_* flags), read over netlink
     (ElementLink.chains/.sets): EVERY chain but the fixed ones, so that the next full sync
@@ -144,7 +144,7 @@ def recovered_objects(chains: Iterable[tuple[str, str]], sets: Iterable[tuple[st
             endpoints_of.setdefault(f"aff-{parts[1]}", []).append(name)
     out: dict[str, Chain] = {}
     for name, comment in listed.items():
-        lb = family_chain(name)
+        lb = family_chain(name, ip)
         if lb is not None:
             if lb.map in set_names:
                 out[name] = lb
@@ -153,9 +153,9 @@ def recovered_objects(chains: Iterable[tuple[str, str]], sets: Iterable[tuple[st
         parts = name.split("-")
         if parts[0] == "aff" and len(parts) == 2:
             eps = sorted(endpoints_of.get(name, ()))
-            out[name] = Chain(comment, (*(f"ip saddr @{e} goto {e}" for e in eps), _UNKNOWN))
+            out[name] = Chain(comment, (*(f"{ip} saddr @{e} goto {e}" for e in eps), _UNKNOWN))
         elif parts[0] == "aff" and len(parts) == 3 and (m := _ENDPOINT_COMMENT.match(comment)):
-            out[name] = Chain(comment, (_UNKNOWN, f"{_UNKNOWN} dnat ip to {m[1]}:{m[2]}"))
+            out[name] = Chain(comment, (_UNKNOWN, f"{_UNKNOWN} dnat {ip} to {m[1]}:{m[2]}"))
         else:
             out[name] = Chain(comment, (_UNKNOWN,))
     dynsets = {name: _UNKNOWN for name, flags in sets

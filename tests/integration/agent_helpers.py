@@ -35,11 +35,11 @@ def ip(ns: str, *args: str) -> None:
 
 
 @contextlib.contextmanager
-def lab_api(tmp_path: Path, name: str) -> Iterator[tuple[Server, str, LabConfig]]:
+def lab_api(tmp_path: Path, name: str, ip_family: str = "ipv4") -> Iterator[tuple[Server, str, LabConfig]]:
     """A lab API server whose control-plane address is in a scratch netns (the lab's underlay:
-    bridge lan0 with the control-plane address and a default route, no node or pod in it);
-    yields (server, that netns, the lab's config)."""
-    cfg = LabConfig(name=name)
+    bridge lan0 with the control-plane address and a default route, no node or pod in it; its
+    IPv6 address too when the lab has IPv6); yields (server, that netns, the lab's config)."""
+    cfg = LabConfig(name=name, ip_family=ip_family)
     ns = cfg.underlay_netns
     subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
     server = None
@@ -49,7 +49,9 @@ def lab_api(tmp_path: Path, name: str) -> Iterator[tuple[Server, str, LabConfig]
         ip(ns, "addr", "add", f"{cfg.control_plane_ip}/24", "dev", "lan0")
         ip(ns, "link", "set", "lan0", "up")
         ip(ns, "route", "add", "default", "via", UNDERLAY_ROUTER)     # the overlay's underlay device
-        server = Server(tmp_path, cfg.name)
+        if cfg.has_ipv6:
+            ip(ns, "-6", "addr", "add", f"{cfg.control_plane_ip6}/64", "dev", "lan0", "nodad")
+        server = Server(tmp_path, cfg.name, ip_family=None if ip_family == "ipv4" else ip_family)
         yield server, ns, cfg
     finally:
         if server is not None:

@@ -97,13 +97,18 @@ def in_thread(fn, *args, **kwargs):
     return _pool.submit(fn, *args, **kwargs).result(timeout=120)
 
 
+def family_of(host: str) -> socket.AddressFamily:
+    """The socket family of an address: AF_INET6 for IPv6, else AF_INET."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def http_get(netns_name: str, host: str, port_: int, path: str = "/", timeout: float = 3.0
              ) -> tuple[int, str]:
     """GET http://host:port/path from inside `netns_name` -> (status, body); (0, error) when no
     answer. HTTP/1.0 with the socket made inside the netns."""
     def run() -> tuple[int, str]:
         with lab_netns.entered(netns_name):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(family_of(host), socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             sock.connect((host, port_))
@@ -415,7 +420,13 @@ def used_node_ports(cluster: Cluster) -> set[int]:
 
 
 def udp_outcome(netns_name: str, host: str, port_: int, timeout: float = 1.0) -> str:
-    """A UDP "whoami" on a connected socket -> CONNECTED, REFUSED or TIMEOUT.
+    """A UDP "whoami" on a connected socket -> CONNECTED, REFUSED or TIMEOUT (udp_exchange)."""
+    return udp_exchange(netns_name, host, port_, timeout)[0]
+
+
+def udp_exchange(netns_name: str, host: str, port_: int, timeout: float = 1.0) -> tuple[str, bytes]:
+    """A UDP "whoami" on a connected socket -> (CONNECTED, the answer), (REFUSED, b"") or
+    (TIMEOUT, b"").
 
     Unlike lab.probe, a send() failing with EPERM is not the end: a netfilter reject on the
     sender's own OUTPUT hook drops the datagram (EPERM) AND sends an ICMP port unreachable to
@@ -423,9 +434,9 @@ def udp_outcome(netns_name: str, host: str, port_: int, timeout: float = 1.0) ->
     time out. So node-sourced refused and dropped stay apart."""
     import errno
 
-    def run() -> str:
+    def run() -> tuple[str, bytes]:
         with lab_netns.entered(netns_name):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
         try:
             sock.connect((host, port_))
             deadline = time.monotonic() + timeout
@@ -435,18 +446,18 @@ def udp_outcome(netns_name: str, host: str, port_: int, timeout: float = 1.0) ->
                 except PermissionError:
                     pass
                 except ConnectionRefusedError:
-                    return REFUSED
+                    return REFUSED, b""
                 sock.settimeout(max(0.01, min(0.3, deadline - time.monotonic())))
                 try:
-                    if sock.recv(2048):
-                        return CONNECTED
+                    if data := sock.recv(2048):
+                        return CONNECTED, data
                 except TimeoutError:
                     continue
                 except OSError as e:
                     if e.errno == errno.ECONNREFUSED:
-                        return REFUSED
+                        return REFUSED, b""
                     raise
-            return TIMEOUT
+            return TIMEOUT, b""
         finally:
             sock.close()
     return in_thread(run)
@@ -460,7 +471,7 @@ class UdpClient:
     def __init__(self, netns_name: str, host: str, port_: int) -> None:
         def make() -> socket.socket:
             with lab_netns.entered(netns_name):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(family_of(host), socket.SOCK_DGRAM)
             s.connect((host, port_))
             return s
         self.sock = in_thread(make)

@@ -4,6 +4,7 @@ network namespaces: the same Services programmed through `nft -f` and through th
 an element transaction lands whole or not at all."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 from collections.abc import Iterator
@@ -31,11 +32,25 @@ def netns_pair() -> Iterator[tuple[str, str]]:
         yield one, two
 
 
-def services() -> list[tuple[Service, list[EndpointSlice]]]:
+def v6(address: str) -> str:
+    """An IPv4 address or CIDR's IPv6 counterpart in fd00::/96 (the same last 32 bits)."""
+    ip, _, bits = address.partition("/")
+    mapped = str(ipaddress.IPv6Address(f"fd00::{ip}"))
+    return f"{mapped}/{96 + int(bits)}" if bits else mapped
+
+
+CONTEXTS = {4: CTX, 6: r.NodeContext("node1", zone="zone-a", cluster_cidr=v6("10.244.0.0/16"),
+                                      service_cidr=v6("10.96.0.0/12"), family=6)}
+
+
+def services(family: int = 4) -> list[tuple[Service, list[EndpointSlice]]]:
     """One of each shape the render writes: protocols, nodePorts, external and LB addresses with
-    either traffic policy and source ranges, affinity, no endpoints, internalTrafficPolicy."""
+    either traffic policy and source ranges, affinity, no endpoints, internalTrafficPolicy; in
+    one IP family."""
+    a = (lambda x: x) if family == 4 else v6
+
     def eps(n: int, base: int, node: str = "node1") -> tuple[Endpoint, ...]:
-        return tuple(Endpoint(f"10.244.{1 + i % 2}.{base + i}", node_name=node if i % 2 == 0 else "node2")
+        return tuple(Endpoint(a(f"10.244.{1 + i % 2}.{base + i}"), node_name=node if i % 2 == 0 else "node2")
                      for i in range(n))
     ports = (SlicePort("a", "tcp", 8080), SlicePort("b", "udp", 5353), SlicePort("c", "sctp", 9000))
     out = []
@@ -43,29 +58,33 @@ def services() -> list[tuple[Service, list[EndpointSlice]]]:
         ("ClusterIP", 3, {}),
         ("ClusterIP", 1, {"affinity_timeout": 30}),
         ("NodePort", 2, {"external_local": True}),
-        ("LoadBalancer", 4, {"lb_ips": ("198.51.100.7",), "lb_source_ranges": ("203.0.113.0/24", "192.0.2.9/32")}),
-        ("LoadBalancer", 2, {"lb_ips": ("198.51.100.8",), "external_local": True, "health_check_node_port": 32100}),
-        ("ClusterIP", 0, {"external_ips": ("192.168.56.250",)}),
+        ("LoadBalancer", 4, {"lb_ips": (a("198.51.100.7"),),
+                             "lb_source_ranges": (a("203.0.113.0/24"), a("192.0.2.9/32"))}),
+        ("LoadBalancer", 2, {"lb_ips": (a("198.51.100.8"),), "external_local": True, "health_check_node_port": 32100}),
+        ("ClusterIP", 0, {"external_ips": (a("192.168.56.250"),)}),
         ("ClusterIP", 2, {"internal_local": True}),
     ]):
         sps = tuple(ServicePort(p.name, p.protocol, 80 + j, 30100 + 10 * i + j if kind != "ClusterIP" else None)
                     for j, p in enumerate(ports))
-        svc = Service("ns", f"s{i}", (f"10.96.7.{10 + i}",), sps, kind, **extra)
-        out.append((svc, [EndpointSlice("ns", f"s{i}-x", f"s{i}", ports, eps(n, 10 * i))]))
+        svc = Service("ns", f"s{i}", (a(f"10.96.7.{10 + i}"),), sps, kind, **extra)
+        out.append((svc, [EndpointSlice("ns", f"s{i}-x", f"s{i}", ports, eps(n, 10 * i), family)]))
     return out
 
 
-def desired() -> tuple[Transaction, r.Desired]:
+def desired(family: int = 4) -> tuple[Transaction, r.Desired]:
+    ctx = CONTEXTS[family]
     agg = r.Aggregate()
-    for svc, slices in services():
-        agg.put(svc.key, r.render_service(svc, slices, CTX))
+    for svc, slices in services(family):
+        agg.put(svc.key, r.render_service(svc, slices, ctx))
     diff, mirror = d.diff_full(d.empty_applied(), agg)
-    return Transaction(r.SERVICE_TABLE, r.render_base(CTX) + diff), mirror
+    return Transaction(r.SERVICE_TABLES[family], r.render_base(ctx) + diff), mirror
 
 
-def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair, monkeypatch):
+@pytest.mark.parametrize("family", [4, 6])
+def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair, monkeypatch, family):
     text_ns, link_ns = netns_pair
-    cmds, mirror = desired()
+    cmds, mirror = desired(family)
+    table = r.SERVICE_TABLES[family]
     assert sum(len(c.elements) for c in cmds if isinstance(c, ElementCommand)) > 50
     subprocess.run(["ip", "netns", "exec", text_ns, "nft", "-f", "-"], input=cmds.text(), text=True,
                    capture_output=True, check=True, timeout=60)
@@ -74,12 +93,12 @@ def test_netlink_elements_leave_the_table_nft_text_leaves(netns_pair, monkeypatc
     apply_transaction(nft, cmds)
     assert nft.elements.transactions == 1          # every element in one transaction
     assert nft.transactions == 1                   # the structure (nothing goes: no third one)
-    assert table_json(link_ns) == table_json(text_ns)
+    assert table_json(link_ns, table.family) == table_json(text_ns, table.family)
     # and what was written reads back over netlink as the render wrote it
     for name in r.SETS:
-        assert read_set(nft, name) == mirror.sets.get(name, frozenset()), name
+        assert read_set(nft, name, table) == mirror.sets.get(name, frozenset()), name
     for name, m in mirror.maps.items():
-        assert read_map(nft, name) == m, name
+        assert read_map(nft, name, table) == m, name
 
 
 def test_the_first_load_in_pipelined_transactions_leaves_the_same_table(netns_pair, monkeypatch):

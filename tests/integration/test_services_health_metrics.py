@@ -69,14 +69,14 @@ def test_metrics_have_kube_proxy_names(c, node):
 
 def test_sync_metrics_move_on_a_change(c):
     before = metrics(c, "node2")
-    count = "kubeproxy_sync_proxy_rules_duration_seconds_count"
+    count = 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'
+    last = 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'
     c.start_pods(web={"web-1": "node1"})
     svc = c.service("web", [svc_port(80, "http")], selector={"app": "web"})
     c.wait_endpoints("web", 1)
     c.wait_answer("node:node2", svc.ip, 80)
     after = wait_for("a new sync counted", lambda: (
         m if (m := metrics(c, "node2")).get(count, 0) > before.get(count, 0) else None))
-    assert after["kubeproxy_sync_proxy_rules_last_timestamp_seconds"] >= \
-        before.get("kubeproxy_sync_proxy_rules_last_timestamp_seconds", 0)
+    assert after[last] >= before.get(last, 0)
     npd = "kubeproxy_network_programming_duration_seconds_count"
     assert after.get(npd, 0) >= 1, "an EndpointSlice change was programmed and measured"

@@ -88,11 +88,14 @@ def test_node_facts_take_the_pod_cidr_and_the_first_internal_ip():
     node = {"spec": {"podCIDR": "10.244.1.0/24"}, "status": {"addresses": [
         {"type": "Hostname", "address": "node1"}, {"type": "InternalIP", "address": "192.168.56.11"},
         {"type": "InternalIP", "address": "10.0.2.15"}]}}
-    assert node_facts(node) == NodeFacts("10.244.1.0/24", "192.168.56.11", ("10.244.1.0/24",))
+    assert node_facts(node) == NodeFacts("10.244.1.0/24", "192.168.56.11", ("10.244.1.0/24",),
+                                         ("192.168.56.11", "10.0.2.15"))
+    assert node_facts(node).families == (4,)
     assert node_facts({"metadata": {"name": "n"}}) == NodeFacts(None, None)
-    # a dual-stack Node: the CNI gets both ranges, in the Node's order
+    # a dual-stack Node: the CNI gets both ranges, in the Node's order, and a proxier runs per family
     dual = {"spec": {"podCIDR": "fd00:10:244:1::/64", "podCIDRs": ["fd00:10:244:1::/64", "10.244.1.0/24"]}}
     assert node_facts(dual).pod_cidrs == ("fd00:10:244:1::/64", "10.244.1.0/24")
+    assert node_facts(dual).families == (6, 4)
 
 
 def test_nodeport_addresses_primary_is_the_node_address():
@@ -100,6 +103,9 @@ def test_nodeport_addresses_primary_is_the_node_address():
 
     assert resolve_nodeport_addresses("primary", "192.168.56.11") == ("192.168.56.11/32",)
     assert resolve_nodeport_addresses("primary", None) == ()
+    # per family: each family's first address (kube-proxy's primary), never a second one
+    assert resolve_nodeport_addresses("primary", ("192.168.56.11", "2001:db8:56::11", "10.0.2.15",
+                                                  "2001:db8:56::99")) == ("192.168.56.11/32", "2001:db8:56::11/128")
     assert resolve_nodeport_addresses("10.0.0.0/8, 192.168.0.0/16", "192.168.56.11") == \
         ("10.0.0.0/8", "192.168.0.0/16")
     with pytest.raises(SystemExit):

@@ -52,7 +52,7 @@ def test_element_types_of_our_declarations():
     "type ipv4_addr; flags dynamic,timeout; timeout 30s",     # affinity sets: the packet path fills them
     "type ipv4_addr . ipv4_addr; flags interval",
     "type ether_addr",
-    "typeof ip6 daddr : verdict",
+    "type ipv6_addr . ipv6_addr; flags interval",
     "type verdict : ipv4_addr",
     "type inet_service",                    # alone, a port is 2 bytes (padded only in concatenations)
     "type ipv4_addr : inet_proto",
@@ -116,6 +116,33 @@ SHAPES = {
     "nodeport-backends-udp-2": (NP_BACKENDS, st.tuples(port, index, ipv4, port)
                                 .map(lambda t: f"{t[0]} . {t[1]} : {t[2]} . {t[3]}")),
 }
+# the same sets and maps of `table ip6 kubeweft`, with addresses as the model writes them
+ipv6 = st.ip_addresses(v=6).map(str)
+SHAPES.update({
+    "ip6 cluster-ips": (c.element_type(r.declaration("cluster-ips", 6)), ipv6),
+    "ip6 hairpin": (c.element_type(r.declaration("hairpin", 6)), st.tuples(ipv6, ipv6).map(" . ".join)),
+    "ip6 service-ips": (c.element_type(r.declaration("service-ips", 6)), st.tuples(ipv6, proto, port, verdict)
+                        .map(lambda t: f"{t[0]} . {t[1]} . {t[2]} : {t[3]}")),
+    "ip6 backends-tcp-3": (c.element_type(r.declaration("backends-tcp-3", 6)), st.tuples(ipv6, port, index, ipv6, port)
+                           .map(lambda t: f"{t[0]} . {t[1]} . {t[2]} : {t[3]} . {t[4]}")),
+    "ip6 nodeport-backends-udp-2": (c.element_type(r.declaration("nodeport-backends-udp-2", 6)),
+                                    st.tuples(port, index, ipv6, port).map(lambda t: f"{t[0]} . {t[1]} : {t[2]} . {t[3]}")),
+})
+
+
+def test_element_types_of_the_ipv6_table():
+    assert c.element_type(r.declaration("backends-tcp-3", 6)) == \
+        c.ElementType(("ipv6_addr", "inet_service", "integer"), ("ipv6_addr", "inet_service"))
+    assert c.element_type(r.declaration("hairpin", 6)) == c.ElementType(("ipv6_addr", "ipv6_addr"))
+    assert c.element_type(r.declaration("firewall-allow", 6)) is None       # an interval set: nft's
+    # an IPv6 field is 16 bytes: key ipv6 . port . index, value ipv6 . port
+    [(_, body)] = attrs(c.ElementEncoder(c.element_type(r.declaration("backends-tcp-3", 6)))
+                        .encode("fd00:10:96::a . 80 . 1 : fd00:10:244:1::5 . 8080"))
+    got = dict(attrs(body))
+    assert value_of(got[c.NFTA_SET_ELEM_KEY]) == \
+        bytes.fromhex("fd00001000960000000000000000000a") + struct.pack("!H2x", 80) + struct.pack("=I", 1)
+    assert value_of(got[c.NFTA_SET_ELEM_DATA]) == \
+        bytes.fromhex("fd000010024400010000000000000005") + struct.pack("!H2x", 8080)
 
 
 @settings(max_examples=60, deadline=None)
@@ -124,7 +151,8 @@ SHAPES = {
 def test_any_element_reads_back_as_written(named, delete):
     name, items = named
     etype = SHAPES[name][0]
-    msgs = c.encode_elements("ip", "kubeweft", name, etype, items, delete=delete, seq=7)
+    family, _, set_name = name.rpartition(" ")
+    msgs = c.encode_elements(family or "ip", "kubeweft", set_name, etype, items, delete=delete, seq=7)
     back = []
     for m in msgs:
         mtype, flags, _, payload = next(nl.iter_messages(m))

@@ -55,3 +55,10 @@ def test_every_frontend_says_where_new_connections_go():
 def test_an_empty_table_lists_nothing():
     assert describe_frontends({}, {}) == []
     assert format_frontends([]) == ["FRONTEND   CLIENTS   SCHEDULER   ACTION   BACKENDS   NOTES"]
+
+
+def test_ipv6_frontends_and_backends_are_bracketed():
+    from kubeweft.proxy.frontends import describe_frontends
+    [f] = describe_frontends({}, {"service-ips": {"fd00:10:96::a . tcp . 80": "goto lb-tcp-1"},
+                                  "backends-tcp-1": {"fd00:10:96::a . 80 . 0": "fd00:10:244:1::5 . 8080"}})
+    assert (f.address, f.backends) == ("[fd00:10:96::a]:80/tcp", ("[fd00:10:244:1::5]:8080",))

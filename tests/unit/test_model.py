@@ -9,6 +9,7 @@ from kubeweft.proxy.model import (
     DEFAULT_AFFINITY_TIMEOUT,
     InvalidObject,
     ServicePort,
+    for_family,
     parse_endpoint_slice,
     parse_node,
     parse_service,
@@ -51,7 +52,7 @@ def test_service_fields():
     assert svc.ports == (ServicePort("http", "tcp", 80, 30080), ServicePort("dns", "udp", 53, 30053))
     assert svc.external_ips == ("192.168.56.200",)
     assert svc.lb_ips == ("198.51.100.1",)
-    assert svc.lb_source_ranges == ("203.0.113.0/24",)          # the IPv6 range is not ours
+    assert svc.lb_source_ranges == ("203.0.113.0/24", "2001:db8::/32")   # each family's proxier takes its own
     assert svc.external_local and not svc.internal_local
     assert svc.health_check_node_port == 31000
     assert svc.affinity_timeout == 60
@@ -123,9 +124,36 @@ def test_same_port_two_protocols_is_valid():
     assert [(p.protocol, p.port) for p in svc.ports] == [("tcp", 53), ("udp", 53)]
 
 
-def test_dual_stack_keeps_ipv4():
-    svc = parse_service(with_spec(clusterIPs=["10.96.0.20", "fd00::20"], externalIPs=["fd00::1", "192.168.56.7"]))
-    assert svc.cluster_ips == ("10.96.0.20",) and svc.external_ips == ("192.168.56.7",)
+@pytest.mark.parametrize("version", [4, 6])
+def test_dual_stack_keeps_each_address_with_its_family(version):
+    svc = parse_service(with_spec(clusterIPs=["10.96.0.20", "fd00:0:0::20"], externalIPs=["fd00::1", "192.168.56.7"]))
+    assert svc.cluster_ips == ("10.96.0.20", "fd00::20")           # IPv6 in canonical form
+    share = for_family(svc, version)
+    assert share.cluster_ips == {4: ("10.96.0.20",), 6: ("fd00::20",)}[version]
+    assert share.external_ips == {4: ("192.168.56.7",), 6: ("fd00::1",)}[version]
+    assert share.lb_source_ranges == {4: ("203.0.113.0/24",), 6: ("2001:db8::/32",)}[version]
+
+
+def test_a_service_without_a_cluster_ip_of_a_family_is_not_that_proxier_s():
+    v6 = parse_service(with_spec(clusterIPs=["fd00::20"], clusterIP="fd00::20", externalIPs=[]))
+    assert for_family(v6, 4) is None and for_family(v6, 6).cluster_ips == ("fd00::20",)
+
+
+@pytest.mark.parametrize("bad", ["::1", "::", "ff02::1", "::ffff:10.0.0.1", "fd00::g"])
+def test_ipv6_addresses_a_service_cannot_have_are_refused(bad):
+    with pytest.raises(InvalidObject):
+        parse_service(with_spec(clusterIPs=["10.96.0.20", bad]))
+
+
+def test_an_ipv6_slice_takes_ipv6_addresses_only():
+    v6 = {**SLICE, "addressType": "IPv6", "endpoints": [{"addresses": ["fd00:10:244:1:0::5"], "nodeName": "node1"}]}
+    sl = parse_endpoint_slice(v6)
+    assert sl.family == 6 and sl.endpoints[0].ip == "fd00:10:244:1::5"
+    assert parse_endpoint_slice(SLICE).family == 4
+    with pytest.raises(InvalidObject):                      # out of the slice's family: skipped, logged
+        parse_endpoint_slice({**v6, "endpoints": [{"addresses": ["10.244.1.5"]}]})
+    with pytest.raises(InvalidObject):
+        parse_endpoint_slice({**SLICE, "endpoints": [{"addresses": ["fd00::5"]}]})
 
 
 def test_slice_fields_and_conditions():
@@ -141,7 +169,7 @@ def test_slice_fields_and_conditions():
 
 @pytest.mark.parametrize("change", [
     {"metadata": {"namespace": "default", "name": "orphan"}},                  # no service label
-    {"addressType": "IPv6"}, {"addressType": "FQDN"},
+    {"addressType": "FQDN"},
 ])
 def test_slices_left_alone(change):
     assert parse_endpoint_slice({**SLICE, **change}) is None

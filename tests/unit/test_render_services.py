@@ -8,6 +8,7 @@ nft for real. Regenerate after an intended change with:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -22,9 +23,9 @@ GOLDEN = Path(__file__).parent / "golden" / "services"
 CTX = r.NodeContext("node1", zone="zone-a", cluster_cidr="10.244.0.0/16", service_cidr="10.96.0.0/12")
 
 
-def lines(commands) -> list[str]:
-    """The nft text of typed commands for the service table."""
-    return nft_lines(commands, r.SERVICE_TABLE)
+def lines(commands, family: int = 4) -> list[str]:
+    """The nft text of typed commands for the service table of one IP family."""
+    return nft_lines(commands, r.SERVICE_TABLES[family])
 
 
 def svc(name: str, spec: dict, status: dict | None = None, labels: dict | None = None):
@@ -80,6 +81,11 @@ CASES = {
                              [eps("term-1", "term", HTTP,
                                   [ep("10.244.1.5", "node1", ready=False, serving=True, terminating=True),
                                    ep("10.244.2.5", "node2", ready=False, serving=False, terminating=True)])]),
+    # source hashing and round robin (proxy/scheduler.py), each with its own chain over the backends
+    "schedulers": ([dataclasses.replace(svc("hashed", {"ports": [{"name": "http", "port": 80}]}), scheduler="sh"),
+                    dataclasses.replace(svc("rotated", {"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
+                                        scheduler="rr")],
+                   [eps("hashed-1", "hashed", HTTP, TWO), eps("rotated-1", "rotated", HTTP, TWO)]),
     "topology_hints": ([svc("topo", {"ports": [{"name": "http", "port": 80}]})],
                        [eps("topo-1", "topo", HTTP,
                             [{**ep("10.244.1.5", "node1"), "hints": {"forZones": [{"name": "zone-a"}]}},
@@ -88,19 +94,45 @@ CASES = {
 }
 
 
+# the same cases in an IPv6 cluster: every address mapped to its IPv6 counterpart
+CTX6 = r.NodeContext("node1", zone="zone-a", cluster_cidr="fd00:10:244::/56", service_cidr="fd00:10:96::/112",
+                     family=6)
+V6 = {"10.96.0.10": "fd00:10:96::a", "10.96.0.11": "fd00:10:96::b", "10.244.1.5": "fd00:10:244:1::5", "10.244.2.5": "fd00:10:244:2::5",
+      "10.244.3.5": "fd00:10:244:3::5", "192.168.56.200": "2001:db8:56::c8", "198.51.100.1": "2001:db8:100::1",
+      "203.0.113.0/24": "2001:db8:113::/64", "198.18.0.7/32": "2001:db8:18::7/128"}
+
+
+def in_ipv6(services, slices):
+    """The case with IPv6 addresses only (a single-stack IPv6 cluster's objects)."""
+    def v6(items):
+        return tuple(V6[a] for a in items)
+    return ([dataclasses.replace(s, cluster_ips=v6(s.cluster_ips), external_ips=v6(s.external_ips),
+                                 lb_ips=v6(s.lb_ips), lb_source_ranges=v6(s.lb_source_ranges)) for s in services],
+            [dataclasses.replace(sl, family=6, endpoints=tuple(dataclasses.replace(e, ip=V6[e.ip])
+                                                               for e in sl.endpoints)) for sl in slices])
+
+
+def case_of(case: str, family: int):
+    """(services, slices, ctx, golden file) of a case in one IP family."""
+    services, slices = CASES[case]
+    if family == 4:
+        return services, slices, CTX, GOLDEN / f"{case}.nft"
+    return *in_ipv6(services, slices), CTX6, GOLDEN / f"ip6-{case}.nft"
+
+
 def full_text(services, slices, ctx=CTX) -> str:
     agg = r.Aggregate()
     for s in services:
         agg.put(s.key, r.render_service(s, [x for x in slices if x.service_key == s.key], ctx))
     diff, _ = d.diff_full(d.empty_applied(), agg)
-    return "\n".join(lines(r.render_base(ctx) + diff)) + "\n"
+    return "\n".join(lines(r.render_base(ctx) + diff, ctx.family)) + "\n"
 
 
+@pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_golden(case):
-    services, slices = CASES[case]
-    text = full_text(services, slices)
-    path = GOLDEN / f"{case}.nft"
+def test_golden(case, family):
+    services, slices, ctx, path = case_of(case, family)
+    text = full_text(services, slices, ctx)
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text(), f"{path} differs (UPDATE_GOLDEN=1 after an intended change)"

@@ -47,3 +47,4 @@ def test_parse_samples_reads_a_metrics_page_with_labels():
             '# TYPE h histogram\nh_bucket{le="+Inf"} 2.0\nh_count 2.0\nh_sum 0.5\n')
     assert parse_samples(page) == {'x_total{a="1",b="2"}': 3.0, 'h_bucket{le="+Inf"}': 2.0,
                                    "h_count": 2.0, "h_sum": 0.5}
+

@@ -3,8 +3,10 @@ an empty table in one go; a restarted proxy reads the table back and its full sy
 element; an EndpointSlice change after that is one netlink transaction of that change alone."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
+import pytest
 from kubeweft.proxy import render_services as r
 from kubeweft.proxy.model import parse_endpoint_slice, parse_service
 from kubeweft.proxy.nft_commands import ElementCommand
@@ -119,3 +121,83 @@ def test_an_api_without_service_cidrs_leaves_the_flag():
     p = ServiceProxy(Api(404), CFG, nft=FakeNft())
     p._watch_service_cidrs()                     # returns at once: no informer, the flag stays
     assert p.cidr_informer is None and p.ctx.service_ranges() == ["10.96.0.0/12"]
+
+
+DUAL = SimpleNamespace(node_name="node1", cluster_cidr="10.244.0.0/16,fd00:10:244::/56", pod_cidr="10.244.1.0/24",
+                       service_cidr="10.96.0.0/12,fd00:10:96::/112",
+                       nodeport_addresses=("192.168.56.11/32", "2001:db8:56::11/128"), scheduler="random")
+
+
+def dual_service():
+    return parse_service({"metadata": {"namespace": "ns", "name": "web"},
+                          "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:10:96::a"],
+                                   "type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}})
+
+
+def family_slice(version: int):
+    ip = {4: "10.244.2.5", 6: "fd00:10:244:2::5"}[version]
+    return parse_endpoint_slice({
+        "metadata": {"namespace": "ns", "name": f"web-v{version}", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": f"IPv{version}", "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": [ip], "nodeName": "node2", "conditions": {"ready": True}}]})
+
+
+def test_a_dual_stack_service_gives_each_family_s_table_its_share():
+    nft = FakeNft()
+    proxies = {v: ServiceProxy(None, DUAL, nft=nft, family=v) for v in (4, 6)}
+    for p in proxies.values():
+        p._on_services({("ns", "web"): dual_service()})
+        p._on_slices({("ns", f"web-v{v}"): family_slice(v) for v in (4, 6)})
+        assert p.sync() > 0
+    v4, v6 = nft.table("ip", r.TABLE), nft.table("ip6", r.TABLE)
+    assert v4.maps["service-ips"] == {"10.96.0.10 . tcp . 80": "goto lb-tcp-1"}
+    assert v4.maps["backends-tcp-1"] == {"10.96.0.10 . 80 . 0": "10.244.2.5 . 8080"}
+    assert v6.maps["service-ips"] == {"fd00:10:96::a . tcp . 80": "goto lb-tcp-1"}
+    assert v6.maps["backends-tcp-1"] == {"fd00:10:96::a . 80 . 0": "fd00:10:244:2::5 . 8080"}
+    assert v6.maps["nodeport-backends-tcp-1"] == {"30080 . 0": "fd00:10:244:2::5 . 8080"}
+    # each table's rules speak its family: nodePorts on the node's own address of that family
+    assert "ip6 daddr { 2001:db8:56::11/128 } fib daddr type local ip6 daddr != ::1 jump nodeports" \
+        in v6.chains["services"]
+    assert v6.chains["service-check"][-1] == "ip6 daddr fd00:10:96::/112 drop"
+    assert v4.chains["service-check"][-1] == "ip daddr 10.96.0.0/12 drop"
+    # a restarted IPv6 proxier reads its table back and rewrites no element
+    nft.history.clear()
+    again = ServiceProxy(None, DUAL, nft=nft, family=6)
+    again._on_services({("ns", "web"): dual_service()})
+    again._on_slices({("ns", f"web-v{v}"): family_slice(v) for v in (4, 6)})
+    again.sync()
+    assert not any(isinstance(c, ElementCommand) for _, cmds in nft.history for c in cmds)
+
+
+def test_an_ipv6_proxier_takes_its_ranges_from_the_node_and_the_service_cidrs_without_flags():
+    with pytest.raises(ValueError, match="IPv6"):                 # no IPv6 range at all: no proxier
+        ServiceProxy(None, CFG, nft=FakeNft(), family=6)
+    cfg = SimpleNamespace(**{**vars(CFG), "pod_cidrs": ("10.244.1.0/24", "fd00:10:244:1::/64")})
+    nft = FakeNft()
+    p = ServiceProxy(None, cfg, nft=nft, family=6)
+    assert p.ctx.cluster_cidr == "fd00:10:244:1::/64"              # the node's podCIDR of the family
+    p.sync()
+    check = nft.table("ip6", r.TABLE).chains["service-check"]
+    assert not any(rule.endswith(" drop") for rule in check)     # no range known: nothing dropped
+    p._on_service_cidrs({("", "ipv6"): {"spec": {"cidrs": ["fd00:10:96::/112", "10.96.0.0/12"]}}})
+    p.sync()
+    assert nft.table("ip6", r.TABLE).chains["service-check"][-1] == "ip6 daddr fd00:10:96::/112 drop"
+
+
+def test_the_proxiers_of_both_families_are_ready_and_healthy_together():
+    from kubeweft.proxy.service_proxy import ServiceProxies
+
+    nft = FakeNft()
+    both = ServiceProxies([ServiceProxy(None, DUAL, nft=nft, family=v) for v in (4, 6)])
+    v4, v6 = both.proxies
+    v4.sync()
+    assert both.syncs == 0                      # ready only once every family's table is in
+    v6.sync()
+    assert both.syncs == 1
+    assert both.health.healthz()[0]
+    v6._on_node({"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    assert not both.health.healthz()[0] and both.health.status()[0]
+    v6.health.timeout = 0.0                     # a change left unsynced past the timeout: not live
+    v6._mark(())
+    time.sleep(0.01)
+    assert not both.health.status()[0]

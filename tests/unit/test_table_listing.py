@@ -16,6 +16,7 @@ The golden payloads were dumped from kernel 6.18 after `nft -f` of:
 """
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 from kubeweft.proxy import diff_services as d
@@ -238,3 +239,29 @@ def test_fixed_sets_and_maps_are_not_dynamic_sets():
                                           ("backends-tcp-2", c.NFT_SET_MAP),
                                           ("aff-a-b", c.NFT_SET_EVAL | c.NFT_SET_TIMEOUT)], set())
     assert set(dynsets) == {"aff-a-b"}
+
+
+def test_ipv6_affinity_endpoints_are_read_back_from_their_comments_and_planned_for_cleanup():
+    ctx6 = r.NodeContext("node1", cluster_cidr="fd00:10:244::/56", service_cidr="fd00:10:96::/112", family=6)
+    a6, b6 = "fd00:10:244:2::5", "fd00:10:244:3::5"
+    svc = parse_service({"metadata": {"namespace": "ns", "name": "dns"}, "spec": {
+        "clusterIP": "fd00:10:96::a", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}],
+        "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}})
+    v6 = parse_endpoint_slice({
+        "metadata": {"namespace": "ns", "name": "dns-1", "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv6", "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
+        "endpoints": [{"addresses": [ip], "nodeName": "node2"} for ip in (a6, b6)]})
+    agg = r.Aggregate()
+    agg.put(svc.key, r.render_service(svc, [v6], ctx6))
+    _, mirror = d.diff_full(d.empty_applied(), agg)
+    chains = [(n, ch.comment[:120]) for n, ch in mirror.chains.items()]
+    sets = [(n, c.NFT_SET_EVAL | c.NFT_SET_TIMEOUT) for n in mirror.dynsets]
+    rec_chains, _ = tr.recovered_objects(chains, sets, set(), "ip6")
+    [aff] = [n for n in mirror.chains if n.count("-") == 1]
+    assert d._affinity_endpoints(rec_chains.get, aff) == d._affinity_endpoints(mirror.chains.get, aff) \
+        == {f"{a6} . 5353", f"{b6} . 5353"}
+    rec = r.Desired(sets=dict(mirror.sets), maps={n: dict(mirror.maps.get(n, {})) for n in r.MAPS},
+                    chains=rec_chains)
+    gone = dataclasses.replace(v6, endpoints=v6.endpoints[:1])          # b6 went while the agent was down
+    agg.put(svc.key, r.render_service(svc, [gone], ctx6))
+    assert d.plan_udp_cleanup(rec, agg, d.touched_udp(rec)) == {("fd00:10:96::a", 53, b6)}

@@ -152,11 +152,11 @@ def test_garbage_addresses_ports_and_ranges_are_refused_with_a_reason(obj, reaso
         parse(obj)
 
 
-def test_an_ipv6_address_where_ipv4_is_served_leaves_the_service_alone():
-    assert m.parse_service(service(ip="fd00::10")) is None
+def test_an_ipv6_only_service_is_not_the_ipv4_proxier_s():
+    assert m.for_family(m.parse_service(service(ip="fd00::10")), 4) is None
     dual = service(ip="10.96.0.10", externalIPs=["2001:db8::1", "192.0.2.1"])
     dual["spec"]["clusterIPs"] = ["10.96.0.10", "fd00::10"]
-    svc = m.parse_service(dual)
+    svc = m.for_family(m.parse_service(dual), 4)
     assert svc.cluster_ips == ("10.96.0.10",) and svc.external_ips == ("192.0.2.1",)
 
 
