@@ -10,10 +10,12 @@ from aiohttp import web
 from .metrics import Metrics
 
 
-def split_address(text: str) -> tuple[str, int]:
-    """":9153" is every address; "localhost:9153", "[::1]:9153" one."""
+def split_address(text: str) -> tuple[str | None, int]:
+    """":9153" is every address of both families (None, as aiohttp takes it); "localhost:9153",
+    "[::1]:9153" one. The kubelet probes /ready at the pod's primary address, IPv6 on an IPv6
+    cluster."""
     host, _, port = text.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or None, int(port)
 
 
 async def _site(app: web.Application, address: str) -> web.AppRunner:

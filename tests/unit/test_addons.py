@@ -97,3 +97,10 @@ def test_plan_rollouts():
 def test_a_reference_lab_gets_no_addons():
     # no service proxy: neither the DNS Service nor the API's kubernetes Service would answer
     assert addons.apply_addons(LabConfig(name="x", cni="reference")).startswith("none")
+
+
+def test_the_dns_servers_status_ports_listen_on_every_family_unless_bound():
+    from kubeweft.lab.dns.status import split_address
+    assert split_address(":8181") == (None, 8181)
+    assert split_address("[::1]:9153") == ("::1", 9153)
+    assert split_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
