@@ -15,7 +15,7 @@ from kubeweft.lab.config import API_PORT, LabConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
-OVERLAYS = ("kind", "k3s", "lab")
+OVERLAYS = ("kind", "kind-dual", "k3s", "lab")
 IMAGE = "ghcr.io/kubeweft/kubeweft"
 POD_CIDR_WAIT = 120          # proxy/agent.py's --pod-cidr-timeout default
 FIRST_SYNC_30K = 60          # seconds allowed for the first list and sync of 30k Services
@@ -109,6 +109,16 @@ def test_each_overlay_names_its_api_server():
     # k3s under VirtualBox: the overlay on the interface that reaches the server, never the NAT one
     assert one(k3s, "ConfigMap", "kubeweft-config")["data"]["iface-can-reach"] == vagrant_server
     assert one(lab, "ConfigMap", "kubeweft-config")["data"]["iface-can-reach"] == ""
+
+
+def test_the_dual_stack_kind_overlay_passes_both_pod_ranges_of_its_kind_config():
+    kind_cfg = yaml.safe_load((ROOT / "deploy" / "kind-dual" / "kind-config.yaml").read_text())
+    assert kind_cfg["networking"]["ipFamily"] == "dual"
+    assert kind_cfg["networking"]["kubeProxyMode"] == "none" and kind_cfg["networking"]["disableDefaultCNI"]
+    dual = render("kind-dual")
+    assert one(dual, "ConfigMap", "kubeweft-config")["data"]["cluster-cidr"] == kind_cfg["networking"]["podSubnet"]
+    assert endpoint(dual) == endpoint(render("kind"))
+    assert [d for d in dual if d["kind"] != "ConfigMap"] == [d for d in render("kind") if d["kind"] != "ConfigMap"]
 
 
 def host_paths(docs: list[dict]) -> dict[str, str]:
