@@ -413,8 +413,8 @@ class Cluster:
 def unused_service_ip(cluster: Cluster) -> str:
     """An address in the service range of the Cluster's family that no Service holds (the top
     of the range)."""
-    used = {ip for s in Cluster._raw(cluster.core.list_service_for_all_namespaces)["items"]
-            for ip in [(s.get("spec") or {}).get("clusterIP"), *(s.get("spec") or {}).get("clusterIPs") or []]}
+    specs = [s.get("spec") or {} for s in Cluster._raw(cluster.core.list_service_for_all_namespaces)["items"]]
+    used = {ip for spec in specs for ip in [spec.get("clusterIP"), *(spec.get("clusterIPs") or [])]}
     net = ipaddress.ip_network(cluster.cfg.service_cidr6 if cluster.version == 6 else cluster.cfg.service_cidr)
     for offset in range(net.num_addresses - 10, net.num_addresses - 200, -1):
         ip = str(net[offset])
