@@ -328,9 +328,12 @@ class Cluster:
         self.disco.replace_namespaced_endpoint_slice(name, self.ns, body, _request_timeout=10)
 
     def slice_endpoints(self, service: str) -> list[dict]:
+        """The endpoints of the Service's EndpointSlices of this Cluster's address type (a
+        dual-stack Service has a slice per family)."""
         items = self._raw(self.disco.list_namespaced_endpoint_slice, self.ns,
                           label_selector=f"kubernetes.io/service-name={service}")["items"]
-        return [ep for s in items for ep in s.get("endpoints") or []]
+        return [ep for s in items if s.get("addressType") == f"IPv{self.version}"
+                for ep in s.get("endpoints") or []]
 
     def wait_endpoints(self, service: str, count: int, timeout: float = 30.0) -> list[dict]:
         return wait_for(f"{count} ready endpoints of {service}", lambda: (
