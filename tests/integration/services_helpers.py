@@ -31,7 +31,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from kubeweft.lab import lifecycle, topology
+from kubeweft.lab import lifecycle
 from kubeweft.lab import netns as lab_netns
 from kubeweft.lab import probe as lab_probe
 from kubeweft.lab.probe import CONNECTED, REFUSED, TIMEOUT
@@ -41,6 +41,9 @@ from .waiting import wait_for
 EXTERNAL = "external"
 SYNC_TIMEOUT = 30.0           # how long an agent may take to program a new Service
 ZONE = "topology.kubernetes.io/zone"
+# A route the tests pin an address with beats the lab announcer's (metric 100). Not metric 0:
+# IPv6 reads 0 as 1024 (IP6_RT_PRIO_USER), which lost to the announcer's ECMP route.
+PIN_METRIC = "1"
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="h10-probe")
 
@@ -178,7 +181,7 @@ class Cluster:
     def close(self) -> None:
         """Remove everything this module made: routes, slices, Services, pods, the namespace."""
         for cidr in self._routes:
-            subprocess.run(["ip", "-n", self.cfg.underlay_netns, "route", "del", cidr],
+            subprocess.run(["ip", "-n", self.cfg.underlay_netns, "route", "del", cidr, "metric", PIN_METRIC],
                            capture_output=True, timeout=10, check=False)
         self._routes.clear()
         try:
@@ -347,7 +350,8 @@ class Cluster:
         host's router) to `node`'s address of the same family; removed by close()."""
         if "/" not in cidr:
             cidr += "/128" if ":" in cidr else "/32"
-        topology.ensure_underlay_route(self.cfg, cidr, self.node_ip[node])
+        subprocess.run(["ip", "-n", self.cfg.underlay_netns, "route", "replace", cidr, "via", self.node_ip[node],
+                        "metric", PIN_METRIC], capture_output=True, timeout=10, check=True)
         if cidr not in self._routes:
             self._routes.append(cidr)
 
