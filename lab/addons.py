@@ -87,7 +87,9 @@ def _dns_answers(node_netns: str, server: str) -> bool:
     import dns.query
     import dns.rcode
 
-    query = dns.message.make_query(DNS_PROBE_NAME, "A")
+    # the server's family is the lab's primary one, and so is the kubernetes Service's ClusterIP:
+    # on an IPv6 lab an A query has no answer (NODATA), an AAAA query has one
+    query = dns.message.make_query(DNS_PROBE_NAME, "AAAA" if ":" in server else "A")
     with netns.entered(node_netns):
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)     # a socket stays in the netns it was made in

@@ -1,7 +1,8 @@
 """Shared helpers of the service-proxy lab tests (tests/integration/test_services_*.py).
 
-Every test module gets a `Cluster` on the shared `labk` lab (3 nodes, kubeweft CNI + agent),
-bound to a Kubernetes namespace of its own ("h10-<topic>") that it creates and always removes:
+Every test module gets a `Cluster` on a shared kubeweft lab (3 nodes, kubeweft CNI + agent:
+`labk`, or `klab` to run in every IP family), bound to a Kubernetes namespace of its own
+("h10-<topic>") that it creates and always removes:
 
     c = Cluster(labk, "h10-clusterip")
     c.start_pods(web={"web-1": "node1"}, clients={"client": "node2"})    # app=web pods on 8080
@@ -13,6 +14,11 @@ Traffic goes through lab.probe.probe_once (a socket made inside the source netns
 "NS/NAME", "node:NODE" or "external"), so the outcome is what the kernel did to real packets:
 connected (with the endpoint's pod name and the client address it saw), refused or timeout.
 Sources run on a worker thread, never the main one (lab.netns.entered moves the thread).
+
+The Cluster speaks the lab's `version` (4 on labk, 6 on labk6 and labkd): node_ip, external_ip,
+pod IPs, a Service's ip and LoadBalancer address are that family's. On a dual-stack lab the
+Services it creates are RequireDualStack (both ClusterIPs, both ingress addresses), so the
+IPv6 half of a dual-stack Service is what the traffic exercises.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from kubeweft.lab import lifecycle, topology
+from kubeweft.lab import lifecycle
 from kubeweft.lab import netns as lab_netns
 from kubeweft.lab import probe as lab_probe
 from kubeweft.lab.probe import CONNECTED, REFUSED, TIMEOUT
@@ -34,8 +40,10 @@ from .waiting import wait_for
 
 EXTERNAL = "external"
 SYNC_TIMEOUT = 30.0           # how long an agent may take to program a new Service
-LB_PREFIX = "198.51.100."
 ZONE = "topology.kubernetes.io/zone"
+# A route the tests pin an address with beats the lab announcer's (metric 100). Not metric 0:
+# IPv6 reads 0 as 1024 (IP6_RT_PRIO_USER), which lost to the announcer's ECMP route.
+PIN_METRIC = "1"
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="h10-probe")
 
@@ -129,9 +137,10 @@ def http_get(netns_name: str, host: str, port_: int, path: str = "/", timeout: f
     return in_thread(run)
 
 
-def netns_addresses(netns_name: str) -> set[str]:
-    """Every IPv4 address configured in a netns (a node: eth0, the bridge, the VXLAN device)."""
-    out = lab_netns.run(netns_name, ["ip", "-j", "-4", "addr", "show"], capture_output=True,
+def netns_addresses(netns_name: str, version: int = 4) -> set[str]:
+    """Every address of IP version `version` configured in a netns (a node: eth0, the bridge,
+    the VXLAN device)."""
+    out = lab_netns.run(netns_name, ["ip", "-j", f"-{version}", "addr", "show"], capture_output=True,
                         text=True, timeout=10, check=False).stdout
     return {a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])}
 
@@ -152,10 +161,16 @@ class Cluster:
         from kubernetes import client as k8s
 
         self.lab, self.cfg, self.ns = lab, lab.cfg, namespace
+        self.version: int = getattr(lab, "version", 4)
+        six = self.version == 6
+        self.external_ip = self.cfg.external_ip6 if six else self.cfg.external_ip
+        self.external_subnet = self.cfg.external_subnet6 if six else self.cfg.external_subnet
+        self.lb_subnet = self.cfg.lb_subnet6 if six else self.cfg.lb_subnet
         self.api_client = lab.client()
         self.core = k8s.CoreV1Api(self.api_client)
         self.disco = k8s.DiscoveryV1Api(self.api_client)
-        self.node_ip = {f"node{i}": self.cfg.node_ip(i) for i in range(1, self.cfg.nodes + 1)}
+        self.node_ip = {f"node{i}": self.cfg.node_ip6(i) if six else self.cfg.node_ip(i)
+                        for i in range(1, self.cfg.nodes + 1)}
         self._routes: list[str] = []
         with contextlib.suppress(Exception):
             self.core.delete_namespace(namespace, _request_timeout=10)
@@ -166,7 +181,7 @@ class Cluster:
     def close(self) -> None:
         """Remove everything this module made: routes, slices, Services, pods, the namespace."""
         for cidr in self._routes:
-            subprocess.run(["ip", "-n", self.cfg.underlay_netns, "route", "del", cidr],
+            subprocess.run(["ip", "-n", self.cfg.underlay_netns, "route", "del", cidr, "metric", PIN_METRIC],
                            capture_output=True, timeout=10, check=False)
         self._routes.clear()
         try:
@@ -189,6 +204,10 @@ class Cluster:
         with contextlib.suppress(Exception):
             for s in self._raw(self.core.list_namespaced_service, self.ns)["items"]:
                 self.core.delete_namespaced_service(s["metadata"]["name"], self.ns, _request_timeout=10)
+
+    def pick(self, ips: list[str]) -> str | None:
+        """This Cluster's family's address among `ips`, or None."""
+        return next((ip for ip in ips if (":" in ip) == (self.version == 6)), None)
 
     @staticmethod
     def _raw(fn, *args, **kwargs) -> dict:
@@ -231,12 +250,16 @@ class Cluster:
                 if not p:
                     return None
                 conds = {c["type"]: c["status"] for c in p.get("status", {}).get("conditions") or []}
-                ip = p.get("status", {}).get("podIP")
+                ip = self._pod_ip(p)
                 if conds.get("Ready") != "True" or not ip or f"{self.ns}/{n}" not in local:
                     return None
                 out[n] = ip
             return out
         return wait_for(f"pods {', '.join(names)} Ready", ready, timeout=timeout, interval=0.3)
+
+    def _pod_ip(self, pod: dict) -> str | None:
+        status = pod.get("status") or {}
+        return self.pick([i["ip"] for i in status.get("podIPs") or []] or [status.get("podIP") or ""])
 
     def delete_pod(self, name: str, grace: int | None = 0) -> None:
         kw = {} if grace is None else {"grace_period_seconds": grace}
@@ -246,7 +269,7 @@ class Cluster:
     def service(self, name: str, ports: list[dict], selector: dict | None = None,
                 type_: str = "ClusterIP", labels: dict | None = None, annotations: dict | None = None,
                 **spec_extra) -> Service:
-        spec: dict = {"type": type_, "ports": ports, **spec_extra}
+        spec: dict = {"type": type_, "ports": ports, **self.family_spec(), **spec_extra}
         if selector is not None:
             spec["selector"] = selector
         obj = self._raw(self.core.create_namespaced_service, self.ns, {
@@ -254,6 +277,14 @@ class Cluster:
             "metadata": {"name": name, "namespace": self.ns, "labels": labels or {},
                          "annotations": annotations or {}}, "spec": spec})
         return self._to_service(obj)
+
+    def family_spec(self) -> dict:
+        """What a Service needs to have an address of this Cluster's family: nothing on a
+        single-stack lab (its one family is the default); both families on a dual-stack lab,
+        whose default is SingleStack of the primary (IPv4)."""
+        if self.cfg.ip_family == "dual":
+            return {"ipFamilyPolicy": "RequireDualStack"}
+        return {}
 
     def patch_service(self, name: str, spec: dict) -> Service:
         return self._to_service(self._raw(self.core.patch_namespaced_service, name, self.ns,
@@ -265,27 +296,27 @@ class Cluster:
     def get_service(self, name: str) -> Service:
         return self._to_service(self._raw(self.core.read_namespaced_service, name, self.ns))
 
-    @staticmethod
-    def _to_service(obj: dict) -> Service:
+    def _to_service(self, obj: dict) -> Service:
         spec = obj.get("spec") or {}
-        ip = spec.get("clusterIP")
+        ip = self.pick(spec.get("clusterIPs") or [spec.get("clusterIP") or ""])
         nps = {(p.get("name") or str(p["port"])): p["nodePort"] for p in spec.get("ports") or []
                if p.get("nodePort")}
         return Service(obj["metadata"]["name"], ip if ip and ip != "None" else None, nps, obj)
 
     def lb_ip(self, name: str, timeout: float = 20.0) -> str:
-        """The LoadBalancer ingress IP the lab's allocator gave the Service."""
+        """The LoadBalancer ingress IP of this Cluster's family the lab's allocator gave the Service."""
         def ingress():
             lb = (self._raw(self.core.read_namespaced_service, name, self.ns).get("status") or {}).get(
                 "loadBalancer") or {}
-            return next((i["ip"] for i in lb.get("ingress") or [] if i.get("ip")), None)
+            return self.pick([i["ip"] for i in lb.get("ingress") or [] if i.get("ip")])
         return wait_for(f"a LoadBalancer IP for {name}", ingress, timeout=timeout)
 
     def endpoint_slice(self, name: str, service: str, endpoints: list[dict], ports: list[dict],
                        labels: dict | None = None) -> None:
         """Create or replace an EndpointSlice we write ourselves (for a selectorless Service).
         endpoints: [{"addresses": [ip], "conditions": {...}, "nodeName": ..., "zone": ...}]"""
-        body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "addressType": f"IPv{self.version}",
                 "metadata": {"name": name, "namespace": self.ns,
                              "labels": {"kubernetes.io/service-name": service,
                                         "endpointslice.kubernetes.io/managed-by": "h10-tests",
@@ -300,9 +331,12 @@ class Cluster:
         self.disco.replace_namespaced_endpoint_slice(name, self.ns, body, _request_timeout=10)
 
     def slice_endpoints(self, service: str) -> list[dict]:
+        """The endpoints of the Service's EndpointSlices of this Cluster's address type (a
+        dual-stack Service has a slice per family)."""
         items = self._raw(self.disco.list_namespaced_endpoint_slice, self.ns,
                           label_selector=f"kubernetes.io/service-name={service}")["items"]
-        return [ep for s in items for ep in s.get("endpoints") or []]
+        return [ep for s in items if s.get("addressType") == f"IPv{self.version}"
+                for ep in s.get("endpoints") or []]
 
     def wait_endpoints(self, service: str, count: int, timeout: float = 30.0) -> list[dict]:
         return wait_for(f"{count} ready endpoints of {service}", lambda: (
@@ -312,11 +346,12 @@ class Cluster:
 
     # --- the lab's wires --------------------------------------------------------------------
     def route(self, cidr: str, node: str) -> None:
-        """Route `cidr` (an LB IP or externalIP /32) from the underlay (the external host's
-        router) to `node`; removed by close()."""
+        """Route `cidr` (an LB IP or externalIP: /32, /128) from the underlay (the external
+        host's router) to `node`'s address of the same family; removed by close()."""
         if "/" not in cidr:
-            cidr += "/32"
-        topology.ensure_underlay_route(self.cfg, cidr, self.node_ip[node])
+            cidr += "/128" if ":" in cidr else "/32"
+        subprocess.run(["ip", "-n", self.cfg.underlay_netns, "route", "replace", cidr, "via", self.node_ip[node],
+                        "metric", PIN_METRIC], capture_output=True, timeout=10, check=True)
         if cidr not in self._routes:
             self._routes.append(cidr)
 
@@ -332,10 +367,10 @@ class Cluster:
         return entry["netns"]
 
     def node_addresses(self, node: str) -> set[str]:
-        return netns_addresses(self.cfg.node_netns(node))
+        return netns_addresses(self.cfg.node_netns(node), self.version)
 
     def pod_ip(self, name: str) -> str:
-        return self._raw(self.core.read_namespaced_pod, name, self.ns)["status"]["podIP"]
+        return self._pod_ip(self._raw(self.core.read_namespaced_pod, name, self.ns))
 
     # --- traffic ---------------------------------------------------------------------------
     def probe(self, source: str, host: str, port_: int, udp: bool = False,
@@ -383,10 +418,11 @@ class Cluster:
 
 
 def unused_service_ip(cluster: Cluster) -> str:
-    """An address in the service range that no Service holds (the top of the range)."""
-    used = {s.get("spec", {}).get("clusterIP") for s in Cluster._raw(
-        cluster.core.list_service_for_all_namespaces)["items"]}
-    net = ipaddress.ip_network(cluster.cfg.service_cidr)
+    """An address in the service range of the Cluster's family that no Service holds (the top
+    of the range)."""
+    specs = [s.get("spec") or {} for s in Cluster._raw(cluster.core.list_service_for_all_namespaces)["items"]]
+    used = {ip for spec in specs for ip in [spec.get("clusterIP"), *(spec.get("clusterIPs") or [])]}
+    net = ipaddress.ip_network(cluster.cfg.service_cidr6 if cluster.version == 6 else cluster.cfg.service_cidr)
     for offset in range(net.num_addresses - 10, net.num_addresses - 200, -1):
         ip = str(net[offset])
         if ip not in used:
@@ -503,7 +539,7 @@ class UdpClient:
 def keepalive_socket(netns_name: str, host: str, port_: int) -> socket.socket:
     def make():
         with lab_netns.entered(netns_name):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family_of(host), socket.SOCK_STREAM)
         s.settimeout(3)
         s.connect((host, port_))
         return s

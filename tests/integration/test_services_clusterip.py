@@ -1,5 +1,6 @@
 """ClusterIP with real traffic: TCP and UDP, several ports, numeric and named targetPorts, the
-same port number on two protocols kept apart, SCTP ports loaded next to TCP ones.
+same port number on two protocols kept apart, SCTP ports loaded next to TCP ones. Runs in every
+IP family (`klab`): on a dual-stack lab over the IPv6 ClusterIP of RequireDualStack Services.
 
     node1: web-1 (8080 "http", 9090 "alt"), client1
     node2: web-2 (8080 "http", 9191 "alt"), dtcp (8053/TCP "dns-tcp")
@@ -18,8 +19,8 @@ WEB = {"web-1", "web-2"}
 
 
 @pytest.fixture(scope="module")
-def c(labk):
-    with cluster(labk, NS) as cl:
+def c(klab):
+    with cluster(klab, NS) as cl:
         cl.pod("web-1", "node1", ports=[port(8080, name="http"), port(9090, name="alt")], labels={"app": "web"})
         cl.pod("web-2", "node2", ports=[port(8080, name="http"), port(9191, name="alt")], labels={"app": "web"})
         cl.pod("dtcp", "node2", ports=[port(8053, "TCP", "dns-tcp")], labels={"app": "dns"})

@@ -1,12 +1,16 @@
 """LoadBalancer ingress IPs, externalIPs and loadBalancerSourceRanges with real traffic.
 
-The lab's allocator gives LoadBalancer Services an address from 198.51.100.0/24; the underlay
-(the external host's router) gets a /32 route for it towards one node, as a cloud load
-balancer or a BGP speaker would. externalIPs are routed the same way.
+The lab's allocator gives LoadBalancer Services an address per family (198.51.100.0/24,
+2001:db8:100::/64); the underlay (the external host's router) gets a /32 (/128) route for it
+towards one node, as a cloud load balancer or a BGP speaker would. externalIPs are routed the
+same way. Runs in every IP family (`klab`): on a dual-stack lab over the IPv6 ingress address of
+a RequireDualStack Service.
 
     node1: web-1    node2: web-2    node3: client3
 """
 from __future__ import annotations
+
+import ipaddress
 
 import pytest
 
@@ -16,12 +20,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 NS = "h10-loadbalancer"
 WEB = {"web-1", "web-2"}
-EXTERNAL_IP = "198.51.100.250"       # outside the allocator's way (it starts at .2)
+OUTSIDERS = {4: "10.99.0.0/16", 6: "fd00:99::/32"}     # source ranges that leave the external host out
+
+
+def external_ip(c) -> str:
+    """An externalIP out of the allocator's way (it starts at the subnet's .2 / ::2)."""
+    return str(ipaddress.ip_network(c.lb_subnet)[250])
 
 
 @pytest.fixture(scope="module")
-def c(labk):
-    with cluster(labk, NS) as cl:
+def c(klab):
+    with cluster(klab, NS) as cl:
         cl.start_pods(web={"web-1": "node1", "web-2": "node2"}, clients={"client3": "node3"})
         yield cl
 
@@ -40,7 +49,7 @@ def test_lb_ip_from_external_reaches_every_endpoint(c, lb):
     _, ip = lb
     results = c.who(EXTERNAL, ip, 80, n=16)
     assert names(results) == WEB, results
-    assert all(r.client != c.cfg.external_ip for r in results), "eTP Cluster masquerades"
+    assert all(r.client != c.external_ip for r in results), "eTP Cluster masquerades"
 
 
 def test_lb_ip_udp_from_external(c, lb):
@@ -66,30 +75,31 @@ def test_lb_ip_through_another_node(c, lb):
 
 
 def test_external_ips(c):
-    svc = c.service("ext", [svc_port(8081, "http")], selector={"app": "web"}, externalIPs=[EXTERNAL_IP])
-    c.route(EXTERNAL_IP, "node2")
-    c.wait_answer(EXTERNAL, EXTERNAL_IP, 8081)
-    assert names(c.who(EXTERNAL, EXTERNAL_IP, 8081, n=16)) == WEB
-    assert names(c.who("client3", EXTERNAL_IP, 8081, n=16)) == WEB
+    ext = external_ip(c)
+    svc = c.service("ext", [svc_port(8081, "http")], selector={"app": "web"}, externalIPs=[ext])
+    c.route(ext, "node2")
+    c.wait_answer(EXTERNAL, ext, 8081)
+    assert names(c.who(EXTERNAL, ext, 8081, n=16)) == WEB
+    assert names(c.who("client3", ext, 8081, n=16)) == WEB
     # the ClusterIP of the same Service works as well; another port on the externalIP does not
     assert names(c.who("client3", svc.ip, 8081, n=12)) == WEB
-    assert c.probe(EXTERNAL, EXTERNAL_IP, 8082, timeout=1.0).outcome != CONNECTED
+    assert c.probe(EXTERNAL, ext, 8082, timeout=1.0).outcome != CONNECTED
 
 
 def test_source_ranges_drop_outsiders_and_node_port_bypasses_them(c):
     svc = c.service("ranged", [svc_port(80, "http", name="http")], selector={"app": "web"},
-                    type_="LoadBalancer", loadBalancerSourceRanges=["10.99.0.0/16"])
+                    type_="LoadBalancer", loadBalancerSourceRanges=[OUTSIDERS[c.version]])
     ip = c.lb_ip("ranged")
     c.route(ip, "node1")
     nodeport = svc.node_ports["http"]
     c.wait_endpoints("ranged", 2)
     c.wait_answer(EXTERNAL, c.node_ip["node1"], nodeport)
-    # 203.0.113.2 is not in 10.99.0.0/16: dropped, as kube-proxy's firewall check does
+    # the external host is not in the ranges: dropped, as kube-proxy's firewall check does
     c.wait_outcome(EXTERNAL, ip, 80, TIMEOUT)
     assert {r.outcome for r in c.who(EXTERNAL, ip, 80, n=4, timeout=1.0)} == {TIMEOUT}
     # the NodePort of the same Service is not filtered by the ranges
     assert names(c.who(EXTERNAL, c.node_ip["node1"], nodeport, n=12)) == WEB
     # allow the external subnet: the LB IP answers
-    c.patch_service("ranged", {"loadBalancerSourceRanges": ["10.99.0.0/16", c.cfg.external_subnet]})
+    c.patch_service("ranged", {"loadBalancerSourceRanges": [OUTSIDERS[c.version], c.external_subnet]})
     c.wait_answer(EXTERNAL, ip, 80)
     assert names(c.who(EXTERNAL, ip, 80, n=16)) == WEB

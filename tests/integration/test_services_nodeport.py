@@ -1,5 +1,6 @@
 """NodePort with real traffic: on every node address, from the external host, pods and nodes;
-never on 127.0.0.1 (CVE-2020-8558); TCP and UDP.
+never on 127.0.0.1 or ::1 (CVE-2020-8558); TCP and UDP. Runs in every IP family (`klab`): on the
+nodes' addresses of the family the traffic uses.
 
     node1: web-1    node2: web-2    node3: client3 (no endpoint of its own)
 """
@@ -17,8 +18,8 @@ NODES = ["node1", "node2", "node3"]
 
 
 @pytest.fixture(scope="module")
-def c(labk):
-    with cluster(labk, NS) as cl:
+def c(klab):
+    with cluster(klab, NS) as cl:
         cl.ips = cl.start_pods(web={"web-1": "node1", "web-2": "node2"}, clients={"client3": "node3"})
         cl.svc = cl.service("web", web_ports(), selector={"app": "web"}, type_="NodePort")
         cl.np, cl.np_udp = cl.svc.node_ports["http"], cl.svc.node_ports["udp"]
@@ -41,7 +42,7 @@ def test_external_traffic_is_masqueraded_to_the_node(c, node):
     results = c.who(EXTERNAL, c.node_ip[node], c.np, n=12)
     assert {r.outcome for r in results} == {CONNECTED}
     for r in results:
-        assert r.client != c.cfg.external_ip, r
+        assert r.client != c.external_ip, r
         if r.name != {"node1": "web-1", "node2": "web-2"}.get(node):   # remote endpoint
             assert r.client in c.node_addresses(node), r
 
@@ -62,10 +63,11 @@ def test_udp_node_port_from_external(c, node):
 
 @pytest.mark.parametrize("node", ["node1", "node3"])
 def test_never_on_localhost(c, node):
-    # CVE-2020-8558: 127.0.0.1:<nodePort> on the node must not reach the Service
+    # CVE-2020-8558: 127.0.0.1:<nodePort> (::1 on IPv6) on the node must not reach the Service
+    loopback = "::1" if c.version == 6 else "127.0.0.1"
     for udp in (False, True):
         nodeport = c.np_udp if udp else c.np
-        results = c.who(f"node:{node}", "127.0.0.1", nodeport, n=3, udp=udp, timeout=1.0)
+        results = c.who(f"node:{node}", loopback, nodeport, n=3, udp=udp, timeout=1.0)
         assert all(r.outcome != CONNECTED for r in results), results
 
 

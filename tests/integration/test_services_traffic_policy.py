@@ -9,6 +9,8 @@ endpoint (short-circuited, as kube-proxy does). healthCheckNodePort: 200 where t
 local endpoints, 503 where not, with the count.
 iTP Local: pod and node traffic to the ClusterIP only to endpoints on the same node; none there
 -> dropped.
+Runs in every IP family (`klab`): node addresses, the external host's and the LoadBalancer
+address are the family's.
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ LOCAL = {"node1": "web-1", "node2": "web-2"}
 
 
 @pytest.fixture(scope="module")
-def c(labk):
-    with cluster(labk, NS) as cl:
+def c(klab):
+    with cluster(klab, NS) as cl:
         cl.ips = cl.start_pods(web={"web-1": "node1", "web-2": "node2"},
                                clients={"client1": "node1", "client3": "node3"})
         yield cl
@@ -60,7 +62,7 @@ def test_external_node_port_goes_to_local_endpoint_with_client_address(c, local_
     svc, _ = local_lb
     results = c.who(EXTERNAL, c.node_ip[node], svc.node_ports["http"], n=12)
     assert names(results) == {LOCAL[node]}, results
-    assert clients(results) == {c.cfg.external_ip}, results
+    assert clients(results) == {c.external_ip}, results
 
 
 def test_external_node_port_without_local_endpoint_is_dropped(c, local_lb):
@@ -76,7 +78,7 @@ def test_lb_ip_goes_to_local_endpoint_with_client_address(c, local_lb):
         c.wait_answer(EXTERNAL, ip, 80, pods={"web-2"})
         results = c.who(EXTERNAL, ip, 80, n=12)
         assert names(results) == {"web-2"}, results
-        assert clients(results) == {c.cfg.external_ip}, results
+        assert clients(results) == {c.external_ip}, results
         c.route(ip, "node3")
         c.wait_outcome(EXTERNAL, ip, 80, TIMEOUT)
     finally:
