@@ -256,11 +256,14 @@ def xyz_pod_doc(ns: str, pod: str, node: str) -> dict:
 
 
 def xyz_service_doc(ns: str, pod: str) -> dict:
-    """ClusterIP Service s-<pod> in front of one pod, the four ports straight through."""
+    """ClusterIP Service s-<pod> in front of one pod, the four ports straight through, with a
+    ClusterIP per family of the lab."""
     ports = [{"name": f"service-port-{proto.lower()}-{port}", "port": port, "targetPort": port,
               "protocol": proto} for port, proto in XYZ_PORTS]
+    # PreferDualStack: a ClusterIP of each family the lab has, so the world is probed by Service
+    # over IPv6 on a dual lab too (a single-family lab gives its one family)
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s-{pod}", "namespace": ns},
-            "spec": {"selector": {"pod": pod}, "ports": ports}}
+            "spec": {"selector": {"pod": pod}, "ports": ports, "ipFamilyPolicy": "PreferDualStack"}}
 
 
 def xyz_world_docs(nodes: Sequence[str]) -> list[dict]:
@@ -274,11 +277,24 @@ def xyz_world_docs(nodes: Sequence[str]) -> list[dict]:
     return docs
 
 
-def xyz_endpoint(pod_doc: dict, ns_labels: Mapping[str, str] | None = None):
-    """A pod of the world (JSON form, status.podIP set) -> truth_table.Endpoint."""
+def pod_address(pod_doc: Mapping, version: int = 0) -> str:
+    """A pod's address of IP version `version` among status.podIPs; its primary address
+    (status.podIP) for 0; "" when it has none of that version."""
+    status = pod_doc.get("status") or {}
+    if not version:
+        return status.get("podIP", "")
+    return next((i["ip"] for i in status.get("podIPs") or () if i.get("ip") and ip_version(i["ip"]) == version), "")
+
+
+def xyz_endpoint(pod_doc: dict, ns_labels: Mapping[str, str] | None = None, version: int = 0):
+    """A pod of the world (JSON form, status.podIP set) -> truth_table.Endpoint, with its
+    address of IP version `version` (0: the primary)."""
+    from dataclasses import replace
+
     from .truth_table import pod_endpoint
     ns = pod_doc["metadata"]["namespace"]
-    return pod_endpoint(pod_doc, ns_labels if ns_labels is not None else xyz_ns_labels(ns))
+    ep = pod_endpoint(pod_doc, ns_labels if ns_labels is not None else xyz_ns_labels(ns))
+    return replace(ep, ip=pod_address(pod_doc, version)) if version else ep
 
 
 def plan_world_probes(sources: Sequence[tuple[str, str]], dests: Sequence[tuple[str, str]],
@@ -459,16 +475,23 @@ class World:
     """The world as it runs: pod objects, namespace labels, Service addresses, pod netns."""
     pods: dict[str, dict]                 # "x/a" -> pod (JSON form)
     ns_labels: dict[str, dict]            # "x" -> labels
-    services: dict[str, str]              # "x/a" -> ClusterIP of x/s-a
+    services: dict[str, tuple[str, ...]]  # "x/a" -> ClusterIPs of x/s-a, primary family first
     netns: dict[str, str]                 # "x/a" -> the pod's netns
 
-    def endpoints(self) -> list:
-        return [xyz_endpoint(p, self.ns_labels.get(k.split("/")[0], {})) for k, p in sorted(self.pods.items())]
+    def endpoints(self, version: int = 0) -> list:
+        """The pods as truth_table Endpoints, by their address of IP version `version` (0: primary)."""
+        return [xyz_endpoint(p, self.ns_labels.get(k.split("/")[0], {}), version)
+                for k, p in sorted(self.pods.items())]
 
-    def dests(self, via: str) -> list[tuple[str, str]]:
+    def dests(self, via: str, version: int = 0) -> list[tuple[str, str]]:
+        """(pod key, address) to probe: the pod's address or its Service's ClusterIP, of IP
+        version `version` (0: the primary); pods without one are left out."""
         if via == "service":
-            return [(k, self.services[k]) for k in sorted(self.pods) if self.services.get(k)]
-        return [(k, p["status"]["podIP"]) for k, p in sorted(self.pods.items())]
+            pick = {k: [ip for ip in ips if not version or ip_version(ip) == version]
+                    for k, ips in self.services.items()}
+            return [(k, pick[k][0]) for k in sorted(self.pods) if pick.get(k)]
+        addrs = {k: pod_address(p, version) for k, p in sorted(self.pods.items())}
+        return [(k, ip) for k, ip in addrs.items() if ip]
 
     def sources(self) -> list[tuple[str, str]]:
         return [(k, self.netns[k]) for k in sorted(self.pods) if self.netns.get(k)]
@@ -541,8 +564,9 @@ def collect_world(cfg: LabConfig) -> World:
                     world.netns[key] = (running.get(key) or {}).get("netns") or ""
             for s in _json_call(core.list_namespaced_service, ns).get("items", []):
                 name = s["metadata"]["name"]
-                if name.startswith("s-") and (s.get("spec") or {}).get("clusterIP"):
-                    world.services[f"{ns}/{name[2:]}"] = s["spec"]["clusterIP"]
+                spec = s.get("spec") or {}
+                if name.startswith("s-") and spec.get("clusterIP"):
+                    world.services[f"{ns}/{name[2:]}"] = tuple(spec.get("clusterIPs") or [spec["clusterIP"]])
         return world
     finally:
         api.close()

@@ -76,11 +76,30 @@ class _HTTPServer6(ThreadingHTTPServer):
         super().server_bind()
 
 
+class _HTTPServerAny(ThreadingHTTPServer):
+    """A server on every address of both families: one IPv6 socket that takes IPv4 too
+    (IPV6_V6ONLY off), as Go's net.Listen("tcp", "0.0.0.0:port") gives kube-proxy, whose default
+    healthz address therefore answers over IPv6 on an IPv6 or dual-stack node."""
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+ANY = "*"          # host of _Server: every address of both families
+
+
 class _Server:
-    """A ThreadingHTTPServer on its own daemon thread (IPv6 when host is an IPv6 address)."""
+    """A ThreadingHTTPServer on its own daemon thread (IPv6 when host is an IPv6 address; both
+    families when host is ANY and the kernel has IPv6, else IPv4's 0.0.0.0)."""
 
     def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]):
-        server = _HTTPServer6 if ":" in host else ThreadingHTTPServer
+        if host == ANY:
+            server, host = (_HTTPServerAny, "::") if socket.has_ipv6 and _ipv6_enabled() else \
+                (ThreadingHTTPServer, "0.0.0.0")
+        else:
+            server = _HTTPServer6 if ":" in host else ThreadingHTTPServer
         self.httpd = server((host.strip("[]"), port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
@@ -91,6 +110,14 @@ class _Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
+
+
+def _ipv6_enabled() -> bool:
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+        return True
+    except OSError:
+        return False
 
 
 def _reply(handler: BaseHTTPRequestHandler, code: int, body: dict) -> None:
@@ -166,7 +193,8 @@ class AgentHealth:
 
 
 def serve_agent_health(bind: str, health: AgentHealth) -> _Server | None:
-    """/livez, /readyz and /healthz on bind ("host:port"; empty: off)."""
+    """/livez, /readyz and /healthz on bind ("host:port"; empty: off). An empty host or 0.0.0.0
+    (kube-proxy's default, 0.0.0.0:10256) is every address of both families."""
     if not bind:
         return None
     host, _, port = bind.rpartition(":")
@@ -186,7 +214,7 @@ def serve_agent_health(bind: str, health: AgentHealth) -> _Server | None:
         def log_message(self, *args):
             pass
 
-    return _Server(host or "0.0.0.0", int(port), Handler)
+    return _Server(ANY if host in ("", "0.0.0.0") else host, int(port), Handler)
 
 
 class ServiceHealthServers:

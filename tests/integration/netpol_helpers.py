@@ -1,4 +1,5 @@
-"""Shared helpers of the NetworkPolicy lab tests: the x/y/z world on the shared `labk` lab, policies
+"""Shared helpers of the NetworkPolicy lab tests: the x/y/z world on the shared `klab` labs (once per
+IP family: its pods, nodes, Services and the external host by their addresses of `klab.version`), policies
 through the real kubectl, and truth tables probed with real packets and compared with the
 model (lab/truth_table.py).
 
@@ -32,10 +33,15 @@ SETTLE = 12.0                 # how long the agent may take to converge on a pol
 class XYZ:
     lab: object                           # conftest.Lab
     world: matrix.World
-    nodes: list[tuple[str, str, str]]     # (name, podCIDR, InternalIP)
+    nodes: list[tuple[str, str, str]]     # (name, podCIDR, InternalIP) of the family probed
+
+    @property
+    def version(self) -> int:
+        """The IP version the probes use (klab.version)."""
+        return self.lab.version
 
     def pods(self) -> list[Endpoint]:
-        return self.world.endpoints()
+        return self.world.endpoints(self.version)
 
     def pod(self, key: str) -> Endpoint:
         return next(p for p in self.pods() if p.key == key)
@@ -48,15 +54,29 @@ class XYZ:
         return [(Endpoint(f"node:{n}", ip, node=n), self.lab.cfg.node_netns(n)) for n, _, ip in self.nodes]
 
     def external(self) -> tuple[Endpoint, str]:
-        return Endpoint("external", self.lab.cfg.external_ip), self.lab.cfg.external_netns
+        cfg = self.lab.cfg
+        return Endpoint("external", cfg.external_ip6 if self.version == 6 else cfg.external_ip), cfg.external_netns
+
+    def subnets(self) -> tuple[str, str]:
+        """(the pods' cluster CIDR, the external host's subnet) of the family probed."""
+        cfg = self.lab.cfg
+        return (cfg.cluster_cidr6, cfg.external_subnet6) if self.version == 6 else \
+            (cfg.cluster_cidr, cfg.external_subnet)
+
+
+def host_cidr(ip: str) -> str:
+    """The ipBlock of one address: /32, or /128 for IPv6."""
+    return f"{ip}/{128 if ':' in ip else 32}"
 
 
 def _nodes(lab) -> list[tuple[str, str, str]]:
+    """(name, podCIDR, InternalIP) of every node, of the family `lab.version`."""
     doc = json.loads(lab.kubectl("get", "nodes", "-o", "json").stdout)
     out = []
     for n in doc["items"]:
-        ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
-        out.append((n["metadata"]["name"], n["spec"]["podCIDR"], ip))
+        ip = lab.pick([a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP"])
+        cidr = lab.pick(n["spec"].get("podCIDRs") or [n["spec"]["podCIDR"]])
+        out.append((n["metadata"]["name"], cidr, ip))
     return sorted(out)
 
 
@@ -70,7 +90,8 @@ def delete_world(lab) -> None:
 
 
 @pytest.fixture(scope="module")
-def xyz(labk) -> Iterator[XYZ]:
+def xyz(klab) -> Iterator[XYZ]:
+    labk = klab
     nodes = _nodes(labk)
     routes = topology.plan_pod_cidr_routes(labk.cfg, nodes)
     try:
@@ -86,7 +107,7 @@ def xyz(labk) -> Iterator[XYZ]:
 
 
 def _routes_present(lab, nodes) -> bool:
-    out = lab.run_in(lab.cfg.underlay_netns, ["ip", "-4", "route", "show"]).stdout
+    out = lab.run_in(lab.cfg.underlay_netns, ["ip", f"-{lab.version}", "route", "show"]).stdout
     return any(cidr in out for _, cidr, _ in nodes)
 
 
@@ -116,7 +137,7 @@ def plan(xyz: XYZ, via: str, *, pods: bool = True, nodes: bool = False,
     """Probes and the model's (sources, destinations). Nodes probe only their own pods (the
     only node traffic the semantics fix); the external host probes pod IPs only."""
     dest_eps = xyz.pods()
-    addr = dict(xyz.world.dests(via))
+    addr = dict(xyz.world.dests(via, xyz.version))
     probes: list[matrix.Probe] = []
     sources: list[Endpoint] = []
     if pods:
@@ -168,21 +189,25 @@ def check_table(xyz: XYZ, policies: Sequence[dict], via: str = "pod", *, nodes: 
 
 
 # --- the attacker of the race test ---------------------------------------------------------------
-def flood(cidr: str, port: int, seconds: float, skip: int = 1) -> dict:
+def flood(cidr: str, port: int, seconds: float, skip: int = 1, limit: int = 254) -> dict:
     """Until SIGTERM (or `seconds`): to every address of `cidr` (after the first `skip` hosts,
-    the bridge), again and again, a TCP SYN (non-blocking connect) and a UDP "whoami" on
+    the bridge; at most `limit` of them: an IPv6 /64 is walked from its start, where the IPAM
+    hands out addresses in order), again and again, a TCP SYN (non-blocking connect) and a UDP "whoami" on
     `port`. Records every answer a workload gave (TCP: connected, then "whoami" answered;
     UDP: a reply), with the wall-clock time it arrived, and counts RSTs per address."""
     import errno
     import ipaddress
+    import itertools
     import select
     import signal
     import socket
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    hosts = [str(h) for h in ipaddress.ip_network(cidr).hosts()][skip:]
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    net = ipaddress.ip_network(cidr)
+    family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+    hosts = [str(h) for h in itertools.islice(net.hosts(), skip, skip + limit)]
+    udp = socket.socket(family, socket.SOCK_DGRAM)
     udp.setblocking(False)
     answers: list[dict] = []
     refused: dict[str, int] = {}
@@ -203,7 +228,7 @@ def flood(cidr: str, port: int, seconds: float, skip: int = 1) -> dict:
         rounds += 1
         socks: dict[socket.socket, str] = {}
         for ip in hosts:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(family, socket.SOCK_STREAM)
             s.setblocking(False)
             s.connect_ex((ip, port))
             socks[s] = ip

@@ -1,4 +1,5 @@
-"""ClusterNetworkPolicy on the shared kubeweft lab (`labk`), with real packets: an Admin Deny beats
+"""ClusterNetworkPolicy on the shared kubeweft labs (`klab`: once per IP family, over IPv4 on the
+ipv4 lab and over IPv6 on the ipv6 and dual labs), with real packets: an Admin Deny beats
 a NetworkPolicy allow, Pass hands over to NetworkPolicy, a Baseline Deny is the default that
 NetworkPolicy overrides, priorities decide, a pod's egress to its own node (input hook) is
 judged, and a new pod is covered before its first packet. Objects go through the real kubectl
@@ -82,16 +83,18 @@ def apply(lab, *objs: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(labk):
-    """x/a on node1, x/b on node2, y/c on node1, y/d on node2; removed afterwards."""
-    lab = labk
+def world(klab):
+    """x/a on node1, x/b on node2, y/c on node1, y/d on node2; removed afterwards. Each pod's
+    "ip" is its address of the family the run sends over (klab.version)."""
+    lab = klab
     try:
         for ns in (X, Y):
             lab.kubectl("create", "namespace", ns)
         apply(lab, pod(X, "a", "node1"), pod(X, "b", "node2"), pod(Y, "c", "node1"), pod(Y, "d", "node2"))
         for ns, names in ((X, ("pod/a", "pod/b")), (Y, ("pod/c", "pod/d"))):
             lab.kubectl("wait", "-n", ns, "--for=condition=Ready", *names, "--timeout=90s", timeout=100)
-        pods = {k.split("/")[1]: v for k, v in read_pods(lab.cfg).items() if k.split("/")[0] in (X, Y)}
+        pods = {k.split("/")[1]: dict(v, ip=lab.pick(v.get("ips") or [v["ip"]]))
+                for k, v in read_pods(lab.cfg).items() if k.split("/")[0] in (X, Y)}
         assert set(pods) == {"a", "b", "c", "d"}
         yield lab, pods
     finally:
@@ -172,10 +175,9 @@ def test_baseline_deny_is_the_default_that_networkpolicy_overrides(world, clean)
 def test_a_pods_egress_to_its_own_node_is_judged(world, clean):
     lab, pods = world
     a = pods["a"]
-    node_ip = lab.kubectl("get", "node", "node1", "-o",
-                          "jsonpath={.status.addresses[?(@.type=='InternalIP')].address}").stdout.split()[0]
-    other_ip = lab.kubectl("get", "node", "node2", "-o",
-                           "jsonpath={.status.addresses[?(@.type=='InternalIP')].address}").stdout.split()[0]
+    node_ip, other_ip = (lab.pick(lab.kubectl("get", "node", node, "-o", "jsonpath={.status.addresses[?("
+                                              "@.type=='InternalIP')].address}").stdout.split())
+                         for node in ("node1", "node2"))
     assert tcp_connects(a["netns"], node_ip, 10256)                     # the agent's /healthz
     apply(lab, cnp("no-node1", "Admin", 1, X, egress=[{
         "action": "Deny", "to": [{"nodes": {"matchLabels": {"kubernetes.io/hostname": "node1"}}}],
@@ -191,7 +193,7 @@ def test_a_new_pod_is_covered_before_its_first_packet(world, clean):
     and the same flood must reach them (the test is not blind)."""
     lab, pods = world
     c = pods["c"]
-    cidr = lab.kubectl("get", "node", "node1", "-o", "jsonpath={.spec.podCIDR}").stdout.strip()
+    cidr = lab.pick(lab.kubectl("get", "node", "node1", "-o", "jsonpath={.spec.podCIDRs[*]}").stdout.split())
     apply(lab, cnp("deny-y", "Admin", 10, X, ingress=[{"action": "Deny", "from": from_ns(Y)}]))
     wait_for("c -> a dropped", dropped(c, pods["a"]), SETTLE)
     names = [f"n{i}" for i in range(5)]

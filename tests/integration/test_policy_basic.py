@@ -1,4 +1,5 @@
-"""Smoke test of the policy controller on the shared kubeweft lab (`labk`), with real packets:
+"""Smoke test of the policy controller on the shared kubeweft labs (`klab`: once per IP family,
+over IPv4 on the ipv4 lab and over IPv6 on the ipv6 and dual labs), with real packets:
 a policy isolates a pod and allows one peer on one port, a label change moves a peer in and
 out, the node still reaches its pod, established connections survive a policy that would deny
 them, and drops are counted (Prometheus) and logged (nflog -> the agent's log).
@@ -70,20 +71,27 @@ def netpol(name: str, spec: dict) -> dict:
             "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
+def host_cidr(ip: str) -> str:
+    """The ipBlock of one address: /32, or /128 for IPv6."""
+    return f"{ip}/{128 if ':' in ip else 32}"
+
+
 def apply(lab, *objs: dict) -> None:
     lab.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objs))   # JSON is YAML
 
 
 @pytest.fixture(scope="module")
-def world(labk):
-    """Pods a, b on node1 and c on node2 in namespace h11smoke; removed afterwards."""
-    lab = labk
+def world(klab):
+    """Pods a, b on node1 and c on node2 in namespace h11smoke; removed afterwards. Each pod's
+    "ip" is its address of the family the run sends over (klab.version)."""
+    lab = klab
     try:
         lab.kubectl("create", "namespace", NS)
         apply(lab, pod_manifest("a", "node1", {"role": "server"}), pod_manifest("b", "node1", {"role": "client"}),
               pod_manifest("c", "node2", {"role": "other"}))
         lab.kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/a", "pod/b", "pod/c", "--timeout=90s", timeout=100)
-        pods = {k.split("/")[1]: v for k, v in read_pods(lab.cfg).items() if k.startswith(f"{NS}/")}
+        pods = {k.split("/")[1]: dict(v, ip=lab.pick(v.get("ips") or [v["ip"]]))
+                for k, v in read_pods(lab.cfg).items() if k.startswith(f"{NS}/")}
         assert set(pods) == {"a", "b", "c"}
         yield lab, pods
     finally:
@@ -124,7 +132,7 @@ def test_egress_isolation_on_the_source_node(world, clean_policies):
     lab, pods = world
     a, b, c = pods["a"], pods["b"], pods["c"]
     apply(lab, netpol("c-out", {"podSelector": {"matchLabels": {"role": "other"}}, "policyTypes": ["Egress"],
-                                "egress": [{"to": [{"ipBlock": {"cidr": f"{b['ip']}/32"}}],
+                                "egress": [{"to": [{"ipBlock": {"cidr": host_cidr(b["ip"])}}],
                                             "ports": [{"protocol": "UDP", "port": 81}]}]}))
     wait_for("c -> a:81/udp dropped",
              lambda: probe(c["netns"], a["ip"], 81, udp=True, timeout=0.5) == "timeout", SETTLE)
@@ -152,7 +160,7 @@ def test_established_connections_survive_a_policy_change(world, clean_policies):
 
     def connect() -> socket.socket:
         with netns.entered(c["netns"]):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6 if ":" in a["ip"] else socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(3)
         s.connect((a["ip"], 80))
         return s
@@ -193,7 +201,8 @@ def test_drops_are_counted_and_logged(world, clean_policies):
     found = pattern.search(_metrics(lab, "node1"))
     assert found and int(found.group(1)) >= 2
     log_file = install.agent_log(lab.cfg, "node1")
-    want = re.compile(rf"denied ingress by {NS}/deny-c: udp {re.escape(c['ip'])}:\d+ -> {re.escape(a['ip'])}:81")
+    src, dst = (re.escape(f"[{ip}]" if ":" in ip else ip) for ip in (c["ip"], a["ip"]))
+    want = re.compile(rf"denied ingress by {NS}/deny-c: udp {src}:\d+ -> {dst}:81")
     wait_for("the drop in node1's agent log", lambda: want.search(log_file.read_text(errors="replace")), 5)
 
 
