@@ -14,6 +14,10 @@ Speed: the watch threads only queue events; the sync loop (proxy/sync_loop.py) t
 everything queued (a burst of 1,000 policy creates becomes a few transactions, not 1,000). The
 queue keeps one entry per object, its latest version: an object changed 1,000 times a second
 is parsed and planned once per sync, not once per change, and never holds up the others.
+A sync's element changes go over netlink (Nft.elements), its structure through libnftables,
+whose every transaction with a rule in it first fills nft's cache of the table's sets, chains
+and counters: 40-110 ms with 1,000 policies on this 2-core machine under load, while a label
+change's elements take under 1 ms over netlink (PolicyPlanner.plan_split).
 
 Before the first packet: pod_added puts every address the CNI gave the pod (one per family)
 into every set (local_pods, its selections, peer sets, each in its family's twin) in one
