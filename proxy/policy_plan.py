@@ -33,6 +33,10 @@ from . import render_policy as rp
 PodKey = tuple[str, str]
 ElementOp = tuple[str, str, codec.ElementType, list[str]]     # verb, set, its type, elements
 Plan = tuple[list[str], list[ElementOp], list[str]]           # nft before, netlink, nft after
+# a plan with structure and at most this many elements stays one nft transaction: nft parses an
+# element in ~10 us, so 2,000 cost about what a second transaction's cache fill does (the
+# service proxy's threshold, proxy/nft_transaction.py)
+TEXT_MAX = 2000
 
 
 def element_ops(decls, removed, added) -> list[ElementOp] | None:
@@ -356,16 +360,19 @@ class PolicyPlanner:
     def plan_split(self) -> Plan:
         """What plan() says, cut for the kernel: (nft commands first, element changes for
         netlink next, nft commands last). Elements go over netlink because libnftables fills
-        its cache of the table's sets before it parses a command: with 1,000 policies over
-        5,000 pods a label change (29 element lines) cost 40-120 ms in nft, under 1 ms over
-        netlink. First come the sets and chains that are new or refilled (a new policy's sets
-        are empty, so it selects nothing yet), then the elements in one transaction, then what
-        goes (no longer referenced). Sets the codec cannot write keep the one text transaction."""
+        its cache of the table's sets, chains and counters before it parses a command: with
+        1,000 policies over 5,000 pods a label change (29 element lines) cost 40-120 ms in nft,
+        under 1 ms over netlink. A plan with structure and at most TEXT_MAX elements stays one
+        nft transaction (atomic, and its elements cost nft ~10 us each, against a second cache
+        fill for the structure that goes). A larger one sends first the sets and chains that
+        are new or refilled (a new policy's sets are empty, so it selects nothing yet), then the
+        elements in one transaction, then what goes (no longer referenced). Sets the codec
+        cannot write keep the one text transaction."""
         old, new, removed, added, keys = self._advance()
         pre, post, gone_sets = rp.plan_structure(old, new, keys)
         removed = [m for m in removed if m[0] not in gone_sets]
         ops = element_ops(new, removed, added)
-        if ops is None:
+        if ops is None or (pre or post) and len(removed) + len(added) <= TEXT_MAX:
             return rp.plan_update(old, new, removed, added, keys), [], []
         return pre, ops, post
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 from kubeweft.proxy import policy_model as pm
+from kubeweft.proxy import policy_plan
 from kubeweft.proxy import render_policy as rp
 from kubeweft.proxy.policy_plan import PolicyPlanner
 
@@ -120,7 +121,8 @@ def take_plan(plan: PolicyPlanner, split: bool, objects: dict[str, list[str]],
         apply_structure(objects, lines)
         return
     pre, ops, post = plan.plan_split()
-    assert not any(" element " in line for line in pre + post)
+    assert not ops or not any(" element " in line for line in pre + post)
+    apply_lines(elements, pre)
     apply_structure(objects, pre)
     for verb, name, _, items in ops:
         assert f"set {name}" in objects, f"elements of {name} before its set"
@@ -129,10 +131,15 @@ def take_plan(plan: PolicyPlanner, split: bool, objects: dict[str, list[str]],
     apply_structure(objects, post)
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["one-transaction", "split"])
+@pytest.mark.parametrize("split", [False, "small", "large"])
 @pytest.mark.parametrize("family", sorted(NODE_CIDRS))
 @pytest.mark.parametrize("seed", range(12))
-def test_incremental_equals_from_scratch(seed, family, split):
+def test_incremental_equals_from_scratch(seed, family, split, monkeypatch):
+    """split: through plan_split, with every plan's elements few ("small": structure and
+    elements in one nft transaction) or many ("large": elements over netlink between the
+    structure that comes and the structure that goes)."""
+    if split == "large":
+        monkeypatch.setattr(policy_plan, "TEXT_MAX", 0)
     rnd = random.Random(seed)
     nss = {n: namespace(n, rnd.choice(["red", "blue"])) for n in ("x", "y", "z")}
     pods = {}
