@@ -3,6 +3,17 @@ one label change, and pod-to-pod iperf3 throughput with those policies loaded ag
 one run on one 3-node kubeweft lab. Prints one JSON document. Never a test.
 
     .venv/bin/python bench/netpol.py [--pods 5000] [--policies 1000] [--lab NAME] [--timeout 540]
+                                     [--name SUFFIX]
+
+The three targets (TARGETS), judged in the JSON's "verdicts" (met only at 5,000 pods and 1,000
+policies), each with the 1-minute load average of this shared machine when it was measured:
+- converged_after_last_write_s: from the return of the last policy create (an API write) to
+  node1's transaction that brought its kernel to every policy, nothing pending;
+- label_change_event_to_kernel_ms: from node1's agent's watch event of the label change to its
+  transaction (p50); the API call to the kernel is beside it;
+- policy_add_event_to_kernel_ms: the same for one policy created (p50).
+The JSON goes to bench/results/netpol[-SUFFIX].json and a drawing of the three to the .png
+beside it (matplotlib); the JSON is printed on stdout too.
 
 - The 5,000 pods are API objects only: bound to a node no kubelet serves ("ghost"), with
   status.podIP set through the status subresource, in 10 namespaces; to the agents they are
@@ -55,6 +66,10 @@ from kubeweft.lab.config import LabConfig
 from kubeweft.proxy.render_policy import TABLE, policy_id
 
 KUBEWEFT = str(ROOT / ".venv" / "bin" / "kubeweft")
+RESULTS = ROOT / "bench" / "results"
+TARGETS = {"converged_after_last_write_s": 2.0, "label_change_event_to_kernel_ms": 20.0,
+           "policy_add_event_to_kernel_ms": 50.0}
+TARGET_PODS, TARGET_POLICIES = 5000, 1000
 GHOST_NODE = "ghost"
 GHOST_NET = ipaddress.ip_network("10.244.128.0/17")   # inside the cluster CIDR, no node's podCIDR
 NAMESPACES = 10
@@ -64,6 +79,12 @@ WORKERS = 8
 
 def say(msg: str) -> None:
     print(f"[netpol bench] {msg}", file=sys.stderr, flush=True)
+
+
+def load_average() -> float:
+    """The 1-minute load average: on a shared 2-core machine, how much of a figure is waiting
+    for a CPU."""
+    return round(os.getloadavg()[0], 2)
 
 
 # --- what the world is (pure) --------------------------------------------------------------------
@@ -299,9 +320,66 @@ def _split_ms(split: list) -> dict:
             "agent_to_kernel_p50": round(statistics.median(k for _, k in split) * 1000, 1)}
 
 
+def verdicts(result: dict) -> dict:
+    """Each target with what was measured, the load beside it, and whether it was met (None: not
+    measured, or not at 5,000 pods and 1,000 policies)."""
+    full = result.get("pods", 0) >= TARGET_PODS and result.get("policies", 0) >= TARGET_POLICIES
+    label, add = result.get("label_change_ms", {}), result.get("policy_add_ms", {})
+    measured = {
+        "converged_after_last_write_s": (result.get("apply_s_from_last_create"), result.get("apply_loadavg_1m"),
+                                         {"by": result.get("apply_by")}),
+        "label_change_event_to_kernel_ms": (label.get("agent_to_kernel_p50"), label.get("loadavg_1m"),
+                                            {"api_call_to_kernel_p50": label.get("api_call_to_kernel_p50")}),
+        "policy_add_event_to_kernel_ms": (add.get("agent_to_kernel_p50"), add.get("loadavg_1m"),
+                                          {"api_call_to_kernel_p50": add.get("p50")}),
+    }
+    out = {}
+    for name, (value, load, more) in measured.items():
+        target = TARGETS[name]
+        out[name] = {"target": target, "measured": value, "loadavg_1m": load, **more,
+                     "met": None if value is None or not full else value < target}
+    return out
+
+
+def draw(result: dict, path: Path) -> None:
+    """The three figures against their targets, one panel each, the load average in each title."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    v = result.get("verdicts", {})
+    panels = [("converged_after_last_write_s", "1,000 policies: last API write -> kernel", "seconds",
+               [("last write -> kernel", v.get("converged_after_last_write_s", {}).get("measured"))]),
+              ("label_change_event_to_kernel_ms", "one pod label change", "ms",
+               [("watch event -> kernel", v.get("label_change_event_to_kernel_ms", {}).get("measured")),
+                ("API call -> kernel", v.get("label_change_event_to_kernel_ms", {}).get("api_call_to_kernel_p50"))]),
+              ("policy_add_event_to_kernel_ms", "one policy added", "ms",
+               [("watch event -> kernel", v.get("policy_add_event_to_kernel_ms", {}).get("measured")),
+                ("API call -> kernel", v.get("policy_add_event_to_kernel_ms", {}).get("api_call_to_kernel_p50"))])]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
+    for ax, (name, title, unit, bars) in zip(axes, panels):
+        labels = [b for b, _ in bars]
+        values = [x if x is not None else 0 for _, x in bars]
+        ax.bar(labels, values, color=["tab:blue", "tab:grey"][:len(bars)])
+        for i, (_, x) in enumerate(bars):
+            ax.text(i, values[i], "not measured" if x is None else f"{x:g}", ha="center", va="bottom", fontsize=8)
+        ax.axhline(TARGETS[name], color="red", linewidth=0.8, label=f"target < {TARGETS[name]:g} {unit}")
+        met = v.get(name, {}).get("met")
+        ax.set_title(f"{title}\n{'met' if met else 'missed' if met is False else 'not judged'}, "
+                     f"load {v.get(name, {}).get('loadavg_1m')}", fontsize=9)
+        ax.set_ylabel(unit)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"bench/netpol.py: {result.get('policies')} policies over {result.get('pods')} pods, "
+                 f"3-node lab, node1's agent", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     # a shared 2-core machine: the load says how much of a figure is waiting for a CPU
-    out: dict = {"pods": pods, "policies": policies, "nodes": 3, "loadavg_1m_at_start": os.getloadavg()[0]}
+    out: dict = {"pods": pods, "policies": policies, "nodes": 3, "loadavg_1m_at_start": load_average()}
     # 1. two real pods and the baseline throughput
     b.create_ns(IPERF_NS, {"ns": "iperf"})
     b.real_pod("server", "node1", "server")
@@ -354,6 +432,7 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
         out["apply_by"] = "listing"
         out["apply_s_from_last_create"] = round(time.monotonic() - t_last, 2)
         out["apply_s_from_first_create"] = round(time.monotonic() - t0, 2)
+    out["apply_loadavg_1m"] = load_average()
     out["listing_s"] = round(statistics.median(reads), 2)
     out["elements_node1"] = sum(len(v) for k, v in sets.items() if k in expected)
     out["elements_expected"] = sum(len(v) for v in expected.values())
@@ -381,7 +460,7 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
                 wrong += b.set_has("node1", set_name, ip) != want       # the kernel agrees
         out["label_change_ms"] = {"api_call_to_kernel_p50": round(statistics.median(lat), 1) if lat else None,
                                   "max": round(max(lat), 1) if lat else None, "n": len(lat),
-                                  "kernel_disagreed": wrong, **_split_ms(split)}
+                                  "kernel_disagreed": wrong, **_split_ms(split), "loadavg_1m": load_average()}
 
     # 4b. one policy more, created and deleted
     adds, dels, split_add, split_del = [], [], [], []
@@ -397,7 +476,7 @@ def run(b: Bench, pods: int, policies: int, iperf_seconds: int) -> dict:
     ok_add, ok_del = [a * 1000 for a in adds if a is not None], [d * 1000 for d in dels if d is not None]
     out["policy_add_ms"] = {"p50": round(statistics.median(ok_add), 1) if ok_add else None,
                             "max": round(max(ok_add), 1) if ok_add else None, "n": len(ok_add),
-                            **_split_ms(split_add)}
+                            **_split_ms(split_add), "loadavg_1m": load_average()}
     out["policy_delete_ms"] = {"p50": round(statistics.median(ok_del), 1) if ok_del else None,
                                "max": round(max(ok_del), 1) if ok_del else None, "n": len(ok_del),
                                **_split_ms(split_del)}
@@ -437,7 +516,7 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
 
     name = f"h14-scratch-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    out: dict = {"mode": "scratch", "pods": pods, "policies": policies, "loadavg_1m": os.getloadavg()[0]}
+    out: dict = {"mode": "scratch", "pods": pods, "policies": policies, "loadavg_1m": load_average()}
     prof = cProfile.Profile() if profile else None
     try:
         nft = Nft(name)
@@ -536,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iperf-seconds", type=int, default=5)
     ap.add_argument("--lab", default=None, help="use this running 3-node kubeweft lab")
     ap.add_argument("--timeout", type=float, default=540.0)
+    ap.add_argument("--name", default="", help="suffix of the result files (netpol-NAME.json, .png)")
     args = ap.parse_args(argv)
     if args.pods > GHOST_NET.num_addresses - 2:
         ap.error(f"at most {GHOST_NET.num_addresses - 2} pods")
@@ -567,7 +647,16 @@ def main(argv: list[str] | None = None) -> int:
         if own:
             subprocess.run([KUBEWEFT, "lab", "--name", name, "down"], capture_output=True, timeout=120, check=False)
     result["total_s"] = round(time.monotonic() - start, 1)
-    result["loadavg_1m_at_end"] = os.getloadavg()[0]
+    result["loadavg_1m_at_end"] = load_average()
+    result["verdicts"] = verdicts(result)
+    stem = f"netpol-{args.name}" if args.name else "netpol"
+    try:
+        draw(result, RESULTS / f"{stem}.png")
+        result["png"] = f"bench/results/{stem}.png"
+    except Exception as e:  # noqa: BLE001 - the figures stand without the drawing
+        result["png_error"] = f"{type(e).__name__}: {e}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0 if "error" not in result else 1
 

@@ -633,29 +633,35 @@ def render_table(decls: Mapping[str, Decl], members: Iterable[Member]) -> list[s
     return lines + render_elements("add", members)
 
 
-def plan_update(old: Mapping[str, Decl], new: Mapping[str, Decl],
-                removed: Iterable[Member], added: Iterable[Member],
-                keys: Iterable[str] | None = None) -> list[str]:
-    """The commands from `old` to `new` plus element changes, in an order nft accepts in one
-    transaction: declare, refill changed chains, element changes, then delete what went.
-    keys: the only decl keys that may differ (the caller knows; the rest is not compared)."""
+def plan_structure(old: Mapping[str, Decl], new: Mapping[str, Decl],
+                   keys: Iterable[str] | None = None) -> tuple[list[str], list[str], set[str]]:
+    """The structure's commands from `old` to `new`: (declare and refill changed chains,
+    delete what went, the names of the sets that went). keys: the only decl keys that may
+    differ (the caller knows; the rest is not compared)."""
     if keys is not None:
         keys = set(keys)
         old = {k: old[k] for k in keys if k in old}
         new = {k: new[k] for k in keys if k in new}
-    lines = [render_add(d) for k, d in new.items() if k not in old]
+    pre = [render_add(d) for k, d in new.items() if k not in old]
     for k, d in new.items():
         if isinstance(d, Chain) and old.get(k) != d:
             if k in old:
-                lines.append(f"flush chain {T} {d.name}")
-            lines += render_fill(d)
+                pre.append(f"flush chain {T} {d.name}")
+            pre += render_fill(d)
     gone = [d for k, d in old.items() if k not in new]
-    gone_sets = {d.name for d in gone if isinstance(d, SetDecl)}
-    lines += render_elements("delete", (m for m in removed if m[0] not in gone_sets))
-    lines += render_elements("add", added)
     # a chain that goes may be jumped to from another that goes: flush them all first
-    lines += [f"flush chain {T} {d.name}" for d in gone if isinstance(d, Chain)]
-    lines += [f"delete chain {T} {d.name}" for d in gone if isinstance(d, Chain)]
-    lines += [f"delete {'set' if isinstance(d, SetDecl) else 'counter'} {T} {d.name}"
-              for d in gone if not isinstance(d, Chain)]
-    return lines
+    post = [f"flush chain {T} {d.name}" for d in gone if isinstance(d, Chain)]
+    post += [f"delete chain {T} {d.name}" for d in gone if isinstance(d, Chain)]
+    post += [f"delete {'set' if isinstance(d, SetDecl) else 'counter'} {T} {d.name}"
+             for d in gone if not isinstance(d, Chain)]
+    return pre, post, {d.name for d in gone if isinstance(d, SetDecl)}
+
+
+def plan_update(old: Mapping[str, Decl], new: Mapping[str, Decl],
+                removed: Iterable[Member], added: Iterable[Member],
+                keys: Iterable[str] | None = None) -> list[str]:
+    """The commands from `old` to `new` plus element changes, in an order nft accepts in one
+    transaction: declare, refill changed chains, element changes, then delete what went."""
+    pre, post, gone_sets = plan_structure(old, new, keys)
+    return (pre + render_elements("delete", (m for m in removed if m[0] not in gone_sets))
+            + render_elements("add", added) + post)

@@ -40,7 +40,7 @@ def test_events_are_taken_in_order_and_broken_objects_skipped():
     ctl._on_event("pol", "MODIFIED", broken)         # a broken update removes what was there
     ctl._on_event("pol", "ADDED", dict(good, metadata={"namespace": "x", "name": "q"}))
     with ctl.lock:
-        lines = ctl._plan_locked()
+        lines, _, _ = ctl._plan_locked()
     assert sorted(ctl.planner.policies) == ["x/p", "x/q"]
     assert not ctl.planner.pods
     assert not ctl.planner.dirty and ctl.pending_events() == 1      # woken: the loop syncs next

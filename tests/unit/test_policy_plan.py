@@ -8,6 +8,7 @@ import random
 
 import pytest
 from kubeweft.proxy import policy_model as pm
+from kubeweft.proxy import policy_plan
 from kubeweft.proxy import render_policy as rp
 from kubeweft.proxy.policy_plan import PolicyPlanner
 
@@ -110,9 +111,35 @@ def apply_lines(elements: dict[str, set[str]], lines: list[str]) -> None:
                 target.discard(e)
 
 
+def take_plan(plan: PolicyPlanner, split: bool, objects: dict[str, list[str]],
+              elements: dict[str, set[str]]) -> None:
+    """One plan into the model of the kernel: as one nft transaction, or as the controller sends
+    plan_split's parts (nft, then netlink elements into sets that exist by then, then nft)."""
+    if not split:
+        lines = plan.plan()
+        apply_lines(elements, lines)
+        apply_structure(objects, lines)
+        return
+    pre, ops, post = plan.plan_split()
+    assert not ops or not any(" element " in line for line in pre + post)
+    apply_lines(elements, pre)
+    apply_structure(objects, pre)
+    for verb, name, _, items in ops:
+        assert f"set {name}" in objects, f"elements of {name} before its set"
+        apply_lines(elements, rp.render_elements(verb, [(name, e) for e in items]))
+    apply_lines(elements, post)
+    apply_structure(objects, post)
+
+
+@pytest.mark.parametrize("split", [False, "small", "large"])
 @pytest.mark.parametrize("family", sorted(NODE_CIDRS))
 @pytest.mark.parametrize("seed", range(12))
-def test_incremental_equals_from_scratch(seed, family):
+def test_incremental_equals_from_scratch(seed, family, split, monkeypatch):
+    """split: through plan_split, with every plan's elements few ("small": structure and
+    elements in one nft transaction) or many ("large": elements over netlink between the
+    structure that comes and the structure that goes)."""
+    if split == "large":
+        monkeypatch.setattr(policy_plan, "TEXT_MAX", 0)
     rnd = random.Random(seed)
     nss = {n: namespace(n, rnd.choice(["red", "blue"])) for n in ("x", "y", "z")}
     pods = {}
@@ -163,12 +190,8 @@ def test_incremental_equals_from_scratch(seed, family):
             nss[n] = namespace(n, rnd.choice(["red", "blue"]))
             put(plan, "ns", nss[n])
         if rnd.random() < 0.5:                       # sometimes several events in one sync
-            lines = plan.plan()
-            apply_lines(elements, lines)
-            apply_structure(objects, lines)
-    lines = plan.plan()
-    apply_lines(elements, lines)
-    apply_structure(objects, lines)
+            take_plan(plan, split, objects, elements)
+    take_plan(plan, split, objects, elements)
 
     fresh = planner(family)
     listed(fresh, nss.values(), pols.values(), pods.values())
