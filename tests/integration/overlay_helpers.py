@@ -80,6 +80,10 @@ class Pod:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def ip_of(self, version: int) -> str:
+        """The pod's address of IP `version`."""
+        return next(i for i in self.ips if (":" in i) == (version == 6))
+
 
 def pod_doc(ns: str, name: str, node: str, port: int = 8080) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},

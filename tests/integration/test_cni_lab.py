@@ -96,7 +96,9 @@ def node_links(lab, node: str) -> dict[str, dict]:
 def pod_addresses(lab, netns_name: str, version: int = 4) -> list[str]:
     """eth0's global addresses of IP `version` (not IPv6's link-local one)."""
     out = lab.run_in(netns_name, ["ip", "-j", f"-{version}", "addr", "show", "dev", "eth0", "scope", "global"]).stdout
-    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]") for a in link["addr_info"]]
+    # `ip -j` keeps an empty entry for each address its filter left out
+    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]") for a in link["addr_info"]
+            if "local" in a]
 
 
 def node_ip(lab, index: int) -> str:

@@ -5,9 +5,10 @@ IPv6): every pod reaches every pod on every node by pod IP over TCP and UDP and 
 the true client pod address; node <-> pod on every node; pod -> external host is masqueraded to
 the node address of that family; each family's VXLAN device and the pods have that family's MTU
 (IPv6 VXLAN costs 70 bytes, so pods on ipv6 and dual labs get 1430).
-On a lab of this file's own: nodes joining and leaving (routes follow within a second, traffic
-between the others never stops) and an agent kill -9 + restart (the kernel keeps every entry,
-a running probe loop loses nothing).
+On a 2-node lab of this file's own per family (ipv4, ipv6, dual over IPv6): nodes joining and
+leaving (routes follow within a second, traffic between the others never stops) and an agent
+kill -9 + restart (the kernel keeps every entry of every family, a running probe loop loses
+nothing).
 """
 from __future__ import annotations
 
@@ -127,12 +128,17 @@ def test_pod_to_external_is_masqueraded_to_its_node_address(klab, pods):
 
 # --- a lab of our own: nodes joining and leaving, an agent restart ------------------------------
 
-@pytest.fixture(scope="module")
-def ownlab():
+# a lab of its own per family, and the family its traffic and kernel checks use
+OWN_FAMILIES = {"ipv4": 4, "ipv6": 6, "dual": 6}
+
+
+@pytest.fixture(scope="module", params=list(OWN_FAMILIES))
+def ownlab(request):
     name = conftest.unique_lab_name("h7j")
-    with oh.backend_lab(name, nodes=2, backend="vxlan", on_name=conftest._session_lab_names.add) as cfg:
+    with oh.backend_lab(name, nodes=2, backend="vxlan", on_name=conftest._session_lab_names.add,
+                        ip_family=request.param) as cfg:
         pods = oh.create_pods(cfg, "h7-join", {"a": "node1", "b": "node2"})
-        yield cfg, pods
+        yield cfg, pods, OWN_FAMILIES[request.param]
 
 
 def _node_ready(cfg, node: str):
@@ -162,15 +168,15 @@ def _node_gone(cfg, node: str):
 
 def test_nodes_join_and_leave_routes_follow_within_a_second_traffic_never_stops(ownlab):
     import concurrent.futures as cf
-    cfg, pods = ownlab
+    cfg, pods, v = ownlab
     a, b = pods["a"], pods["b"]
-    with oh.ProbeLoop(a.netns, b.ip, 8080) as loop, oh.ProbeLoop(b.netns, a.ip, 8080, udp=True) as uloop, \
-            cf.ThreadPoolExecutor(4) as pool:
+    with oh.ProbeLoop(a.netns, b.ip_of(v), 8080) as loop, \
+            oh.ProbeLoop(b.netns, a.ip_of(v), 8080, udp=True) as uloop, cf.ThreadPoolExecutor(4) as pool:
         # --- join: node3 becomes Ready; node1 and node2 route to it within a second (in fact
         # before: the lab installs a node's CNI config, which makes it Ready, once its agent is up)
         core, ready = _node_ready(cfg, "node3")
         t_ready = pool.submit(oh.first_time, ready, 90, 0.05)
-        t_routes = {n: pool.submit(oh.first_time, lambda n=n: len(oh.route_dsts(cfg.node_netns(n))) == 2, 90)
+        t_routes = {n: pool.submit(oh.first_time, lambda n=n: len(oh.route_dsts(cfg.node_netns(n), v)) == 2, 90)
                     for n in ("node1", "node2")}
         oh.lab_cli(cfg.name, "node-add", timeout=150)
         ready_at = t_ready.result(100)
@@ -180,16 +186,17 @@ def test_nodes_join_and_leave_routes_follow_within_a_second_traffic_never_stops(
             at = fut.result(100)
             assert at is not None and at - ready_at < 1.0, (n, at and at - ready_at)
             print(f"join: {n} routes to node3 {at - ready_at:+.3f} s after node3 is Ready")
-        cidr3 = {x["name"]: x["podCIDR"] for x in lifecycle.status(cfg.name)["nodes"]}["node3"]
-        assert all(cidr3 in oh.route_dsts(cfg.node_netns(n)) for n in ("node1", "node2"))
+        cidrs3 = {x["name"]: x["podCIDRs"] for x in lifecycle.status(cfg.name)["nodes"]}["node3"]
+        cidr3 = next(c for c in cidrs3 if (":" in c) == (v == 6))
+        assert all(cidr3 in oh.route_dsts(cfg.node_netns(n), v) for n in ("node1", "node2"))
         c = oh.create_pods(cfg, "h7-join", {"c": "node3"}, create_namespace=False)["c"]
-        assert oh.probe(a.netns, c.ip, 8080)["pod"] == c.key
-        assert oh.probe(c.netns, b.ip, 8080, udp=True)["client"].startswith(c.ip + ":")
+        assert oh.probe(a.netns, c.ip_of(v), 8080)["pod"] == c.key
+        assert client_ip(oh.probe(c.netns, b.ip_of(v), 8080, udp=True)) == c.ip_of(v)
 
         # --- leave: node3's Node is deleted; its routes go from node1 and node2 within a second
         core, gone = _node_gone(cfg, "node3")
         t_gone = pool.submit(oh.first_time, gone, 60)
-        t_routes = {n: pool.submit(oh.first_time, lambda n=n: cidr3 not in oh.route_dsts(cfg.node_netns(n)), 60)
+        t_routes = {n: pool.submit(oh.first_time, lambda n=n: cidr3 not in oh.route_dsts(cfg.node_netns(n), v), 60)
                     for n in ("node1", "node2")}
         out = oh.lab_cli(cfg.name, "node-remove", "node3", timeout=90).stdout
         gone_at = t_gone.result(70)
@@ -199,7 +206,7 @@ def test_nodes_join_and_leave_routes_follow_within_a_second_traffic_never_stops(
             at = fut.result(70)
             assert at is not None and at - gone_at < 1.0, (n, at and at - gone_at)
             print(f"leave: {n} dropped node3's route {at - gone_at:+.3f} s after its Node is gone")
-        assert oh.kernel_overlay(cfg.node_netns("node1"))["fdb"].__len__() == 1
+        assert all(len(oh.kernel_overlay(cfg.node_netns("node1"), f)["fdb"]) == 1 for f in cfg.families)
         assert not any(n.endswith("-node3") for n in lab_netns(cfg))
         assert not cfg.node_dir("node3").exists()
         time.sleep(0.3)
@@ -215,13 +222,13 @@ def lab_netns(cfg) -> list[str]:
 
 
 def test_agent_restart_changes_nothing_in_the_kernel_and_loses_no_packet(ownlab):
-    cfg, pods = ownlab
+    cfg, pods, v = ownlab
     a, b = pods["a"], pods["b"]
     state = oh.lab_state(cfg)
     ns = cfg.node_netns("node1")
-    before = oh.kernel_overlay(ns)
-    assert before["routes"] and before["ifindex"]
-    with oh.ProbeLoop(a.netns, b.ip, 8080) as tcp, oh.ProbeLoop(b.netns, a.ip, 8080, udp=True) as udp:
+    before = {f: oh.kernel_overlay(ns, f) for f in cfg.families}
+    assert all(k["routes"] and k["ifindex"] for k in before.values())
+    with oh.ProbeLoop(a.netns, b.ip_of(v), 8080) as tcp, oh.ProbeLoop(b.netns, a.ip_of(v), 8080, udp=True) as udp:
         time.sleep(0.3)
         assert lifecycle.find_agent(cfg.name, state["token"], "node1"), "the agent of node1 is not running"
         before_logs = set(install.agent_logs(cfg, "node1"))
@@ -233,7 +240,7 @@ def test_agent_restart_changes_nothing_in_the_kernel_and_loses_no_packet(ownlab)
         assert log not in before_logs and up is not None, log.read_text()[-3000:]
         restarted = log.read_text()
         time.sleep(0.5)
-    after = oh.kernel_overlay(ns)
+    after = {f: oh.kernel_overlay(ns, f) for f in cfg.families}
     assert after == before
     # nothing was re-applied: the restarted controller found the kernel already right
     assert "overlay: add" not in restarted and "overlay: replace" not in restarted and \
