@@ -87,7 +87,9 @@ def _dns_answers(node_netns: str, server: str) -> bool:
     import dns.query
     import dns.rcode
 
-    query = dns.message.make_query(DNS_PROBE_NAME, "A")
+    # the kubernetes Service has a ClusterIP of the primary family only, which is the DNS
+    # server's: an IPv6 lab answers AAAA for it and an empty NOERROR for A
+    query = dns.message.make_query(DNS_PROBE_NAME, "AAAA" if ":" in server else "A")
     with netns.entered(node_netns):
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)     # a socket stays in the netns it was made in
