@@ -39,14 +39,14 @@ def lab_cli(name: str, *args: str, timeout: float = 60, check: bool = True) -> s
 
 @contextlib.contextmanager
 def backend_lab(name: str, nodes: int = 2, backend: str = "vxlan", timeout: float = 120,
-                on_name: Callable[[str], None] | None = None) -> Iterator[LabConfig]:
-    """`kubeweft lab up --cni kubeweft --backend B` through the real CLI; always `down` after.
-    `on_name` is told the name first (the test session's left-over check registers it)."""
+                on_name: Callable[[str], None] | None = None, ip_family: str = "ipv4") -> Iterator[LabConfig]:
+    """`kubeweft lab up --cni kubeweft --backend B --ip-family F` through the real CLI; always
+    `down` after. `on_name` is told the name first (the test session's left-over check registers it)."""
     if on_name:
         on_name(name)
     try:
         proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "up", "--nodes", str(nodes), "--cni",
-                               "kubeweft", "--backend", backend, "--timeout", str(timeout)],
+                               "kubeweft", "--backend", backend, "--ip-family", ip_family, "--timeout", str(timeout)],
                               capture_output=True, text=True, timeout=timeout + 60, check=False)
         if proc.returncode != 0:
             raise AssertionError(f"lab up {name} ({backend}) failed:\n{proc.stdout}\n{proc.stderr}")
@@ -74,10 +74,15 @@ class Pod:
     node: str
     ip: str
     netns: str
+    ips: tuple[str, ...] = ()      # status.podIPs, the primary family first
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def ip_of(self, version: int) -> str:
+        """The pod's address of IP `version`."""
+        return next(i for i in self.ips if (":" in i) == (version == 6))
 
 
 def pod_doc(ns: str, name: str, node: str, port: int = 8080) -> dict:
@@ -110,7 +115,8 @@ def create_pods(cfg: LabConfig, ns: str, placement: dict[str, str], timeout: flo
                 c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))}
             local = read_pods(cfg)
             if len(ready) == len(placement) and all(local.get(f"{ns}/{n}", {}).get("netns") for n in ready):
-                return {n: Pod(n, ns, p.spec.node_name, p.status.pod_ip, local[f"{ns}/{n}"]["netns"])
+                return {n: Pod(n, ns, p.spec.node_name, p.status.pod_ip, local[f"{ns}/{n}"]["netns"],
+                               tuple(i.ip for i in p.status.pod_ips or []) or (p.status.pod_ip,))
                         for n, p in ready.items()}
             if time.monotonic() > deadline:
                 raise AssertionError(f"pods not Ready in {timeout}s: {sorted(set(placement) - set(ready))}")
@@ -197,22 +203,28 @@ def ip_json(ns: str, *args: str, tool: str = "ip") -> list:
     return json.loads(out) if out else []
 
 
-def kernel_overlay(ns: str) -> dict:
-    """kubeweft's routes (protocol 175), the permanent neighbours and FDB entries on kw.1, and
-    kw.1's ifindex: what an agent restart must leave exactly as it was."""
-    routes = sorted(json.dumps(r, sort_keys=True) for r in ip_json(ns, "-4", "route", "show", "proto", "175"))
+# the VXLAN device of each underlay family
+VXLAN_DEVICES = {4: "kw.1", 6: "kw-v6.1"}
+
+
+def kernel_overlay(ns: str, version: int = 4) -> dict:
+    """kubeweft's routes (protocol 175) of IP `version`, the permanent neighbours and FDB entries
+    on that family's VXLAN device, and its ifindex: what an agent restart must leave exactly as
+    it was."""
+    dev, fam = VXLAN_DEVICES[version], f"-{version}"
+    routes = sorted(json.dumps(r, sort_keys=True) for r in ip_json(ns, fam, "route", "show", "proto", "175"))
     neigh = sorted(json.dumps({k: n.get(k) for k in ("dst", "lladdr", "state")}, sort_keys=True)
-                   for n in ip_json(ns, "-4", "neigh", "show", "dev", "kw.1", "nud", "permanent"))
+                   for n in ip_json(ns, fam, "neigh", "show", "dev", dev, "nud", "permanent"))
     fdb = sorted(json.dumps({k: f.get(k) for k in ("mac", "dst", "state")}, sort_keys=True)
-                 for f in ip_json(ns, "fdb", "show", "dev", "kw.1", tool="bridge") if f.get("dst"))
-    link = ip_json(ns, "link", "show", "kw.1")
+                 for f in ip_json(ns, "fdb", "show", "dev", dev, tool="bridge") if f.get("dst"))
+    link = ip_json(ns, "link", "show", dev)
     return {"routes": routes, "neighbours": neigh, "fdb": fdb,
             "ifindex": link[0]["ifindex"] if link else None}
 
 
-def route_dsts(ns: str) -> set[str]:
-    """Destinations of kubeweft's routes in netns `ns`."""
-    return {r["dst"] for r in ip_json(ns, "-4", "route", "show", "proto", "175")}
+def route_dsts(ns: str, version: int = 4) -> set[str]:
+    """Destinations of kubeweft's routes of IP `version` in netns `ns`."""
+    return {r["dst"] for r in ip_json(ns, f"-{version}", "route", "show", "proto", "175")}
 
 
 def first_time(pred: Callable[[], bool], timeout: float, interval: float = 0.02) -> float | None:

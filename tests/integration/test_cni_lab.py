@@ -2,12 +2,13 @@
 agent's conflist, the lab kubelet executing it through lab/cniexec.py in the node's filesystem
 (no python3 there), the node agents serving it.
 
-On `labk` (the shared 3-node lab, kubeweft CNI; our pods in k8s namespace h8cni):
-- every pod gets an address from its own node's podCIDR, and the API, the kubelet's records
+On the shared 3-node kubeweft labs, once per IP family (`klab`: ipv4, ipv6, and dual checked
+over its IPv6; our pods in k8s namespace h8cni):
+- every pod gets an address per family from its own node's podCIDRs, and the API, the kubelet's records
   (pods.json, the cniexec result cache), the IPAM store and the pod's netns all agree;
 - the conflist is the 1.1.0 one the agent wrote (deploy/lab's cni-version), naming the socket and
   IPAM store at their paths on the node, and it is what the kubelet ran;
-- a hostPort is reachable from the external host;
+- a hostPort is reachable from the external host at its node's address of the family;
 - deleting a pod frees its address and its veth.
 On a fresh 1-node lab of our own (h8...), since it kills an agent:
 - STATUS answers 0 with the agent up and 50 with it killed;
@@ -63,8 +64,14 @@ def ready_pods(lab, names, namespace: str = NS) -> dict[str, dict] | None:
     return got if all(ready(p) for p in got.values()) else None
 
 
-def node_pod_cidr(lab, node: str) -> str:
-    return json.loads(lab.kubectl("get", "node", node, "-o", "json").stdout)["spec"]["podCIDR"]
+def node_pod_cidr(lab, node: str, version: int | None = None) -> str:
+    """node's podCIDR of IP `version` (default: the lab's primary family)."""
+    spec = json.loads(lab.kubectl("get", "node", node, "-o", "json").stdout)["spec"]
+    return lab.pick(spec["podCIDRs"], version) if version else spec["podCIDR"]
+
+
+def pod_ips(pod: dict) -> list[str]:
+    return [i["ip"] for i in pod["status"]["podIPs"]]
 
 
 def kubelet_record(lab, node: str, namespace: str, name: str) -> dict | None:
@@ -86,9 +93,17 @@ def node_links(lab, node: str) -> dict[str, dict]:
     return {link["ifname"]: link for link in json.loads(out or "[]")}
 
 
-def pod_addresses(lab, netns_name: str) -> list[str]:
-    out = lab.run_in(netns_name, ["ip", "-j", "-4", "addr", "show", "dev", "eth0"]).stdout
-    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]") for a in link["addr_info"]]
+def pod_addresses(lab, netns_name: str, version: int = 4) -> list[str]:
+    """eth0's global addresses of IP `version` (not IPv6's link-local one)."""
+    out = lab.run_in(netns_name, ["ip", "-j", f"-{version}", "addr", "show", "dev", "eth0", "scope", "global"]).stdout
+    # `ip -j` keeps an empty entry for each address its filter left out
+    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out or "[]") for a in link["addr_info"]
+            if "local" in a]
+
+
+def node_ip(lab, index: int) -> str:
+    """Node `index`'s underlay address of the family the test sends over."""
+    return lab.cfg.node_ip6(index) if lab.version == 6 else lab.cfg.node_ip(index)
 
 
 def ipam_dir(lab, node: str) -> Path:
@@ -107,20 +122,20 @@ def reservation(lab, node: str, ip: str) -> str | None:
 # --- on the shared 3-node lab ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def pods(labk):
+def pods(klab):
     """One pod per node (the one on node2 with a hostPort), Ready; removed afterwards."""
-    nodes = [labk.cfg.node_name(i) for i in range(1, labk.cfg.nodes + 1)]
+    nodes = [klab.cfg.node_name(i) for i in range(1, klab.cfg.nodes + 1)]
     placement = {f"p{i}": n for i, n in enumerate(nodes, 1)}
-    labk.kubectl("create", "namespace", NS, check=False)
+    klab.kubectl("create", "namespace", NS, check=False)
     try:
         for name, node in placement.items():
-            labk.kubectl("apply", "-f", "-", input=pod_yaml(name, node, host_port=HOSTPORT if node == nodes[1]
+            klab.kubectl("apply", "-f", "-", input=pod_yaml(name, node, host_port=HOSTPORT if node == nodes[1]
                                                             else None))
-        got = wait_for("pods Ready", lambda: ready_pods(labk, placement), 90, interval=0.5)
-        yield labk, placement, got
+        got = wait_for("pods Ready", lambda: ready_pods(klab, placement), 90, interval=0.5)
+        yield klab, placement, got
     finally:
-        labk.kubectl("delete", "pod", "-n", NS, "--all", "--wait=false", check=False)
-        labk.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        klab.kubectl("delete", "pod", "-n", NS, "--all", "--wait=false", check=False)
+        klab.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
 def test_the_installed_conflist_is_1_1_0_and_the_kubelet_runs_it(pods):
@@ -145,13 +160,18 @@ def test_pods_get_their_nodes_podcidr_and_every_record_agrees(pods):
     seen = set()
     for name, node in placement.items():
         pod = got[name]
-        ip = pod["status"]["podIP"]
+        ips = pod_ips(pod)
+        # one address per family of the lab, the primary first, as pod.status.podIP
+        assert [ipaddress.ip_address(i).version for i in ips] == list(lab.cfg.families), ips
+        assert ips[0] == pod["status"]["podIP"]
+        ip = lab.pick(ips)
+        cidr = ipaddress.ip_network(node_pod_cidr(lab, node, lab.version))
         assert pod["spec"]["nodeName"] == node
-        assert ipaddress.ip_address(ip) in ipaddress.ip_network(node_pod_cidr(lab, node)), (name, ip)
+        assert ipaddress.ip_address(ip) in cidr, (name, ip)
         assert ip not in seen
         seen.add(ip)
         rec = kubelet_record(lab, node, NS, name)
-        assert rec and rec["ip"] == ip, rec
+        assert rec and rec["ips"] == ips, rec
         cid = rec["containerID"]
         entry = cached_result(lab, node, cid)
         result = entry["result"]
@@ -161,12 +181,12 @@ def test_pods_get_their_nodes_podcidr_and_every_record_agrees(pods):
         bridge, host, inner = result["interfaces"]
         assert bridge["name"] == BRIDGE and inner["name"] == "eth0" and inner["sandbox"] == entry["netns"]
         assert host["name"] == datapath.host_veth_name(cid, "eth0")
-        (addr,) = result["ips"]
-        assert addr["address"].split("/")[0] == ip
-        assert addr["gateway"] == str(ipaddress.ip_network(node_pod_cidr(lab, node))[1])
+        assert [a["address"].split("/")[0] for a in result["ips"]] == ips
+        (addr,) = [a for a in result["ips"] if a["address"].split("/")[0] == ip]
+        assert addr["gateway"] == str(cidr[1])
         # ... and it is what the kernel and the IPAM store hold
-        assert pod_addresses(lab, rec["netns"]) == [addr["address"]]
-        assert reservation(lab, node, ip) == cid
+        assert pod_addresses(lab, rec["netns"], lab.version) == [addr["address"]]
+        assert all(reservation(lab, node, i) == cid for i in ips)
         link = node_links(lab, node)[host["name"]]
         assert link.get("master") == BRIDGE and "UP" in link["flags"]
 
@@ -178,27 +198,28 @@ def test_hostport_is_reachable_from_the_external_host(pods):
 
     def probe():
         proc = lab.cli("probe", "--from", "external", "--json", "--timeout", "3",
-                       f"{lab.cfg.node_ip(2)}:{HOSTPORT}", check=False)
+                       lab.hostport(node_ip(lab, 2), HOSTPORT), check=False)
         r = json.loads(proc.stdout.splitlines()[0])
         return r if r["outcome"] == "connected" else None
     r = wait_for("the hostPort to answer", probe, 20, interval=1)
     assert r["pod"] == f"{NS}/{name}", r
     # another node's address does not carry it
     proc = lab.cli("probe", "--from", "external", "--json", "--timeout", "2",
-                   f"{lab.cfg.node_ip(1)}:{HOSTPORT}", check=False)
+                   lab.hostport(node_ip(lab, 1), HOSTPORT), check=False)
     assert json.loads(proc.stdout.splitlines()[0])["outcome"] != "connected"
 
 
 def test_deleting_a_pod_frees_its_address_and_veth(pods):
     lab, placement, got = pods
     name, node = "p3", placement["p3"]
-    ip = got[name]["status"]["podIP"]
+    ips = pod_ips(got[name])
     rec = kubelet_record(lab, node, NS, name)
     veth = datapath.host_veth_name(rec["containerID"], "eth0")
-    assert reservation(lab, node, ip) and veth in node_links(lab, node)
+    assert all(reservation(lab, node, ip) for ip in ips) and veth in node_links(lab, node)
     lab.kubectl("delete", "pod", "-n", NS, name, "--wait=false")
-    wait_for(f"{ip} and {veth} to be freed",
-             lambda: reservation(lab, node, ip) is None and veth not in node_links(lab, node), 60, interval=0.5)
+    wait_for(f"{ips} and {veth} to be freed",
+             lambda: not any(reservation(lab, node, ip) for ip in ips) and veth not in node_links(lab, node),
+             60, interval=0.5)
     wait_for("the kubelet to forget the pod", lambda: kubelet_record(lab, node, NS, name) is None, 30,
              interval=0.5)
     assert not lab_netns.exists(rec["netns"])
