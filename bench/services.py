@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -683,19 +684,36 @@ def wait_cluster_ip(netns_name: str, vip: str, deadline: Deadline) -> None:
             time.sleep(0.3)
 
 
+@contextlib.contextmanager
+def bench_lab(cfg: LabConfig, result: dict, deadline: Deadline):
+    """The bench's lab up (kubeweft CNI and agent) with its namespace -> (API token, API server
+    pid, Api, NodeNft of node1); always down after, with the logs' tails in `result` on an error."""
+    say(f"lab up ({cfg.nodes} nodes, kubeweft, {cfg.ip_family})")
+    # each full sync restarts the agent: CrashLoopBackOff's delay from 1 s, not 10 s
+    os.environ.setdefault("KUBEWEFT_LAB_BACKOFF_BASE", "1")
+    try:
+        lifecycle.up(cfg, timeout=min(180.0, deadline.left()))
+        state = json.loads(cfg.state_file.read_text())
+        api = Api(cfg)
+        api.run([("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})])
+        nft = NodeNft(cfg.node_netns(NODE))
+        try:
+            yield state["token"], state["apiserver"]["pid"], api, nft
+        finally:
+            nft.close()
+    except BaseException:
+        result["log_tails"] = {"apiserver": lifecycle.log_tail(cfg.log_dir / "apiserver.log", 15),
+                               f"agent-{NODE}": lifecycle.log_tail(install.agent_log(cfg, NODE), 15)}
+        raise
+    finally:
+        say("lab down")
+        lifecycle.down(LAB)
+
+
 def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, deadline: Deadline) -> None:
     """Fill `result` step by step (what was measured stays there if a later step fails)."""
     cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft")
-    say("lab up (2 nodes, kubeweft)")
-    # each full sync restarts the agent: CrashLoopBackOff's delay from 1 s, not 10 s
-    os.environ.setdefault("KUBEWEFT_LAB_BACKOFF_BASE", "1")
-    lifecycle.up(cfg, timeout=min(120.0, deadline.left()))
-    state = json.loads(cfg.state_file.read_text())
-    token, api_pid = state["token"], state["apiserver"]["pid"]
-    api = Api(cfg)
-    api.run([("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})])
-    nft = NodeNft(cfg.node_netns(NODE))
-    try:
+    with bench_lab(cfg, result, deadline) as (token, api_pid, api, nft):
         client_ns, backend_ip, vip = setup_pods(cfg, api, deadline)
         wait_cluster_ip(client_ns, vip, deadline)
         targets = {"clusterip": (vip, 80), "direct": (backend_ip, 8080)}
@@ -731,14 +749,6 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, dea
             say(f"  change step failed: {e}")
             result["one_change"] = {"services": made, "error": str(e)}
         result["apiserver_MB_at_end"] = rss_mb(api_pid)
-    except BaseException:
-        result["log_tails"] = {"apiserver": lifecycle.log_tail(cfg.log_dir / "apiserver.log", 15),
-                               f"agent-{NODE}": lifecycle.log_tail(install.agent_log(cfg, NODE), 15)}
-        raise
-    finally:
-        nft.close()
-        say("lab down")
-        lifecycle.down(LAB)
 
 
 FAMILY_TARGET_RATIO = 2.0       # dual-stack against IPv4-only, same number of Services
@@ -749,16 +759,8 @@ def run_family(result: dict, family: str, scales: list[int], deadline: Deadline)
     with an EndpointSlice per address type); at each scale node1's agent's full sync and memory."""
     cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft", ip_family=family)
     versions = cfg.families
-    say(f"lab up (2 nodes, kubeweft, {family})")
-    os.environ.setdefault("KUBEWEFT_LAB_BACKOFF_BASE", "1")
-    lifecycle.up(cfg, timeout=min(180.0, deadline.left()))
-    state = json.loads(cfg.state_file.read_text())
-    token, api_pid = state["token"], state["apiserver"]["pid"]
-    api = Api(cfg)
-    api.run([("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})])
-    nft = NodeNft(cfg.node_netns(NODE))
     result.update(creation={}, full_sync={})
-    try:
+    with bench_lab(cfg, result, deadline) as (token, api_pid, api, nft):
         made, ips = 0, {}
         for n in scales:
             t0 = time.monotonic()
@@ -771,14 +773,6 @@ def run_family(result: dict, family: str, scales: list[int], deadline: Deadline)
             say(f"{family}: {n} Services: {result['creation'][str(n)]}; full sync of node1's agent")
             result["full_sync"][str(n)] = full_sync(cfg, token, nft, ips[n - 1], deadline)
             say(f"  {result['full_sync'][str(n)]}")
-    except BaseException:
-        result["log_tails"] = {"apiserver": lifecycle.log_tail(cfg.log_dir / "apiserver.log", 15),
-                               f"agent-{NODE}": lifecycle.log_tail(install.agent_log(cfg, NODE), 15)}
-        raise
-    finally:
-        nft.close()
-        say("lab down")
-        lifecycle.down(LAB)
 
 
 def family_ratios(result: dict) -> dict:
@@ -840,18 +834,31 @@ def draw_families(result: dict, path: Path) -> None:
 
 def main_families(args, families: list[str]) -> int:
     """--ip-family dual|both: full sync and memory per family at each of --scales."""
-    deadline = Deadline(args.timeout)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGALRM, _interrupt)
-    signal.alarm(int(args.timeout) + 60)
-    t0 = time.monotonic()
-    result: dict = {"lab": LAB, "endpoints_per_service_and_family": 3, "families": families,
-                    "loadavg_start": load_average()}
-    rc = 0
-    try:
+    result: dict = {"lab": LAB, "endpoints_per_service_and_family": 3, "families": families}
+
+    def body(deadline: Deadline) -> None:
         for family in families:
             result[family] = {}
             run_family(result[family], family, [int(x) for x in args.scales.split(",") if x], deadline)
+    rc = measure(result, args.timeout, body)
+    result["dual_vs_ipv4"] = family_ratios(result)
+    write_result(result, f"services-{args.name}" if args.name else "services-dualstack", draw_families)
+    return rc
+
+
+def measure(result: dict, timeout: float, body) -> int:
+    """Run body(deadline) bounded by `timeout` (SIGALRM 60 s past it), the lab always removed,
+    also on SIGTERM or Ctrl-C; what was measured stays in `result`, with the error that stopped
+    it, the load at start and end and the duration. Returns the exit code."""
+    deadline = Deadline(timeout)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGALRM, _interrupt)
+    signal.alarm(int(timeout) + 60)
+    t0 = time.monotonic()
+    result["loadavg_start"] = load_average()
+    rc = 0
+    try:
+        body(deadline)
     except (Exception, KeyboardInterrupt, Interrupted) as e:  # noqa: BLE001 - report what was measured, and why it stopped
         result["error"] = f"{type(e).__name__}: {e}"
         rc = 130 if isinstance(e, (KeyboardInterrupt, Interrupted)) else 1
@@ -862,18 +869,20 @@ def main_families(args, families: list[str]) -> int:
             lifecycle.down(LAB)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     result["loadavg_end"] = load_average()
-    result["dual_vs_ipv4"] = family_ratios(result)
     result["seconds"] = round(time.monotonic() - t0, 1)
-    stem = f"services-{args.name}" if args.name else "services-dualstack"
+    return rc
+
+
+def write_result(result: dict, stem: str, drawing) -> None:
+    """bench/results/<stem>.png (drawing(result, path)) and <stem>.json; the JSON on stdout."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
-        draw_families(result, RESULTS / f"{stem}.png")
+        drawing(result, RESULTS / f"{stem}.png")
         result["png"] = f"bench/results/{stem}.png"
     except Exception as e:  # noqa: BLE001 - the figures stand without the drawing
         result["png_error"] = f"{type(e).__name__}: {e}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    return rc
 
 
 def run_reference(result: dict, scales: list[int], latency_n: int, load_timeout: float, deadline: Deadline) -> None:
@@ -1010,45 +1019,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.ip_family != "ipv4":
         return main_families(args, ["ipv4", "dual"] if args.ip_family == "both" else ["dual"])
-    deadline = Deadline(args.timeout)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGALRM, _interrupt)
-    signal.alarm(int(args.timeout) + 60)
-    t0 = time.monotonic()
     result: dict = {"lab": LAB, "endpoints_per_service": 3, "target_scale": TARGET_SCALE, "targets": TARGETS,
-                    "loadavg_start": load_average(), "creation": {}, "full_sync": {}, "first_packet": {},
-                    "reference_kube_proxy_style_chains": {}}
-    rc = 0
-    try:
+                    "creation": {}, "full_sync": {}, "first_packet": {}, "reference_kube_proxy_style_chains": {}}
+
+    def body(deadline: Deadline) -> None:
         run(result, [int(x) for x in args.scales.split(",") if x], args.latency_samples, args.changes, deadline)
         run_reference(result["reference_kube_proxy_style_chains"],
                       [int(x) for x in args.reference_scales.split(",") if x], args.latency_samples,
                       args.reference_timeout, deadline)
-    except (Exception, KeyboardInterrupt, Interrupted) as e:  # noqa: BLE001 - report what was measured, and why it stopped
-        result["error"] = f"{type(e).__name__}: {e}"
-        rc = 130 if isinstance(e, (KeyboardInterrupt, Interrupted)) else 1
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the clean-up below runs to its end
-        if lifecycle.is_up(LabConfig(name=LAB)) or topology.list_netns(LAB):
-            lifecycle.down(LAB)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    result["loadavg_end"] = load_average()
+    rc = measure(result, args.timeout, body)
     result["verdicts"] = verdicts(result)
-    result["seconds"] = round(time.monotonic() - t0, 1)
     rows = [(f"{n} svc {path}", v[path]["p50_us"])
             for n, v in result["first_packet"].items() for path in ("direct", "clusterip") if path in v]
     if rows:
         print("connect latency, p50 (pod on node1 -> backend on node2):\n" + latency_chart(rows), file=sys.stderr)
-    stem = f"services-{args.name}" if args.name else "services"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    try:
-        draw(result, RESULTS / f"{stem}.png")
-        result["png"] = f"bench/results/{stem}.png"
-    except Exception as e:  # noqa: BLE001 - the figures stand without the drawing
-        result["png_error"] = f"{type(e).__name__}: {e}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, f"services-{args.name}" if args.name else "services", draw)
     return rc
 
 
