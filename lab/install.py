@@ -59,8 +59,6 @@ def plan_config(cfg: LabConfig) -> dict[str, str]:
     if cfg.cluster_cidrs != DEFAULTS.cluster_cidrs:
         # one range per family, primary first, comma-separated (kube-proxy's --cluster-cidr)
         out["cluster-cidr"] = ",".join(cfg.cluster_cidrs)
-    if cfg.service_cidrs != DEFAULTS.service_cidrs:
-        out["service-cidr"] = ",".join(cfg.service_cidrs)
     return out
 
 
