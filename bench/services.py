@@ -138,7 +138,8 @@ def endpoint_ip(i: int, k: int) -> str:
 
 def endpoint_ip6(i: int, k: int) -> str:
     """Service i's fake IPv6 endpoint k (fd00:250::/64, never dialled)."""
-    return f"fd00:250::{i * 3 + k + 1:x}"
+    n = i * 3 + k + 1
+    return f"fd00:250::{n >> 16:x}:{n & 0xFFFF:x}"      # two groups: 100k Services need 19 bits
 
 
 def service_body(i: int, dual: bool = False) -> dict:
