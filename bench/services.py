@@ -43,7 +43,17 @@ each scale.
   listener dialled directly. Each load is bounded (--reference-timeout): a scale that does not
   load in time, or fails, is where the reference stops, and the JSON says why.
 
+- dual-stack (--ip-family both): one lab per family in turn, the same steps up to the full sync:
+  an IPv4 lab with IPv4-only Services, then a dual-stack lab (IPv4 primary) with every Service
+  RequireDualStack and an EndpointSlice per address type (3 endpoints each, fake fd00:250::/64
+  addresses in the IPv6 one). At each scale: the full sync of node1's agent (both tables deleted;
+  the agent runs one proxier per family on its own thread, so its sync time is the slower
+  family's and the wall time runs to the last family's commit), its memory, and dual / IPv4-only
+  of each (target: within FAMILY_TARGET_RATIO). Written to bench/results/services-dualstack.json
+  and .png (--ip-family dual: the dual lab alone).
+
     .venv/bin/python bench/services.py [--scales 1000,3000,10000,30000,100000] [--timeout 2400]
+    .venv/bin/python bench/services.py --ip-family both --scales 30000
 
 """
 from __future__ import annotations
@@ -51,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -125,18 +136,26 @@ def endpoint_ip(i: int, k: int) -> str:
     return f"10.{250 + n // 62500}.{(n // 250) % 250}.{n % 250 + 1}"
 
 
-def service_body(i: int) -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}", "namespace": NS},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
+def endpoint_ip6(i: int, k: int) -> str:
+    """Service i's fake IPv6 endpoint k (fd00:250::/64, never dialled)."""
+    n = i * 3 + k + 1
+    return f"fd00:250::{n >> 16:x}:{n & 0xFFFF:x}"      # two groups: 100k Services need 19 bits
 
 
-def slice_body(i: int, ips: list[str], rv: str | None = None) -> dict:
-    meta = {"name": f"s{i}-1", "namespace": NS,
+def service_body(i: int, dual: bool = False) -> dict:
+    spec: dict = {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+    if dual:
+        spec["ipFamilyPolicy"] = "RequireDualStack"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}", "namespace": NS}, "spec": spec}
+
+
+def slice_body(i: int, ips: list[str], rv: str | None = None, version: int = 4) -> dict:
+    meta = {"name": f"s{i}-1" if version == 4 else f"s{i}-6", "namespace": NS,
             "labels": {"kubernetes.io/service-name": f"s{i}",
                        "endpointslice.kubernetes.io/managed-by": "h10-bench"}}
     if rv:
         meta["resourceVersion"] = rv
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": f"IPv{version}",
             "metadata": meta, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [{"addresses": [ip], "conditions": {"ready": True, "serving": True, "terminating": False},
                            "nodeName": "node2"} for ip in ips]}
@@ -185,19 +204,30 @@ SLICE_PATH = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
 
 def create_services(api: Api, start: int, stop: int, deadline: Deadline | None = None) -> dict[int, str]:
     """Services s<start>..s<stop-1> and their slices -> {i: clusterIP}."""
-    ips: dict[int, str] = {}
+    return {i: ips[4] for i, ips in create_services_in(api, start, stop, (4,), deadline).items()}
+
+
+def create_services_in(api: Api, start: int, stop: int, versions: tuple[int, ...],
+                       deadline: Deadline | None = None) -> dict[int, dict[int, str]]:
+    """Services s<start>..s<stop-1> in the IP families `versions` (both: RequireDualStack), with
+    one EndpointSlice of 3 endpoints per family -> {i: {version: clusterIP}}."""
+    ips: dict[int, dict[int, str]] = {}
     step = 2000
     for lo in range(start, stop, step):
         if deadline is not None:
             deadline.left()
         hi = min(stop, lo + step)
-        svcs = api.run([("POST", SVC_PATH, service_body(i)) for i in range(lo, hi)])
-        api.run([("POST", SLICE_PATH, slice_body(i, [endpoint_ip(i, k) for k in range(3)])) for i in range(lo, hi)])
+        svcs = api.run([("POST", SVC_PATH, service_body(i, dual=len(versions) > 1)) for i in range(lo, hi)])
+        for v in versions:
+            fake = endpoint_ip if v == 4 else endpoint_ip6
+            api.run([("POST", SLICE_PATH, slice_body(i, [fake(i, k) for k in range(3)], version=v))
+                     for i in range(lo, hi)])
         for i, svc in zip(range(lo, hi), svcs):
-            ip = svc.get("spec", {}).get("clusterIP")
-            if not ip:
-                raise RuntimeError(f"Service s{i} has no clusterIP: {str(svc)[:200]}")
-            ips[i] = ip
+            spec = svc.get("spec", {})
+            got = {6 if ":" in ip else 4: ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip}
+            if set(got) != set(versions):
+                raise RuntimeError(f"Service s{i} has clusterIPs {got}, not one per family {versions}: {str(svc)[:200]}")
+            ips[i] = got
     return ips
 
 
@@ -222,7 +252,8 @@ class NodeNft:
 
 
 def has_service(nft: NodeNft, ip: str) -> bool:
-    rc, out, _ = nft.cmd(f"get element ip kubeweft service-ips {{ {ip} . tcp . 80 }}")
+    family = "ip6" if ":" in ip else "ip"
+    rc, out, _ = nft.cmd(f"get element {family} kubeweft service-ips {{ {ip} . tcp . 80 }}")
     return rc == 0 and ip in out
 
 
@@ -335,21 +366,26 @@ def rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
-SYNC_SUM = 'kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family="IPv4"}'
-SYNC_COUNT = 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'
+LABELS = {4: "IPv4", 6: "IPv6"}
+SYNC_SUMS = {v: f'kubeproxy_sync_proxy_rules_duration_seconds_sum{{ip_family="{lb}"}}' for v, lb in LABELS.items()}
+SYNC_COUNTS = {v: f'kubeproxy_sync_proxy_rules_duration_seconds_count{{ip_family="{lb}"}}' for v, lb in LABELS.items()}
+LAST_SYNCS = {v: f'kubeproxy_sync_proxy_rules_last_timestamp_seconds{{ip_family="{lb}"}}' for v, lb in LABELS.items()}
+SYNC_SUM, SYNC_COUNT, LAST_SYNC = SYNC_SUMS[4], SYNC_COUNTS[4], LAST_SYNCS[4]
 NPD_SUM = "kubeproxy_network_programming_duration_seconds_sum"
 NPD_COUNT = "kubeproxy_network_programming_duration_seconds_count"
-LAST_SYNC = 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'
 
 
-def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: Deadline,
+def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ips: dict[int, str], deadline: Deadline,
               keep_table: bool = False) -> dict:
-    """Delete node1's table (keep_table: leave it, as a crashed agent does), restart its agent;
-    time the first, complete sync."""
+    """Delete node1's tables (keep_table: leave them, as a crashed agent does), restart its agent;
+    time the first, complete sync of every family in last_ips ({version: the last Service's
+    ClusterIP}). The agent runs one proxier per family, each syncing on its own thread: the
+    agent's sync time is the slower family's, the wall time the last family's commit."""
     # SIGKILL; the kubelet starts the agent's container again once released, with a new log
     old = lifecycle.hold_agent(cfg.name, NODE)
     if not keep_table:
-        nft.cmd("delete table ip kubeweft")
+        for v in last_ips:
+            nft.cmd(f"delete table {'ip6' if v == 6 else 'ip'} kubeweft")
     pid = lifecycle.release_agent(cfg.name, NODE, old, timeout=min(120.0, deadline.left()))
     t0, t0_wall = time.monotonic(), time.time()           # the new agent's process runs
     log = install.agent_log(cfg, NODE)
@@ -362,26 +398,31 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
     # wait on the agent's own metrics, not on nft: every nft read of the table costs seconds of
     # CPU at 30k, taken from the agent being measured
     m: dict[str, float] = {}
-    while not m.get(SYNC_COUNT):
+    while not all(m.get(SYNC_COUNTS[v]) for v in last_ips):
         alive()
         time.sleep(0.5)
         m = metrics(cfg)
     first_try = True
-    while not has_service(nft, last_ip):          # one read confirms; rarely more (every 2 s)
-        first_try = False
-        alive()
-        time.sleep(2.0)
-    if first_try and m.get(LAST_SYNC):
-        wall = m[LAST_SYNC] - t0_wall                # the agent's clock: its sync's commit
+    for ip in last_ips.values():
+        while not has_service(nft, ip):           # one read confirms; rarely more (every 2 s)
+            first_try = False
+            alive()
+            time.sleep(2.0)
+    if first_try and all(m.get(LAST_SYNCS[v]) for v in last_ips):
+        wall = max(m[LAST_SYNCS[v]] for v in last_ips) - t0_wall    # the agent's clock: the last commit
     else:
         wall = time.monotonic() - t0                 # a later sync loaded it: seen by the read
     m = metrics(cfg) or m
-    count, total = m[SYNC_COUNT], m[SYNC_SUM]
     # the first sample is the full sync when it is the only one; else the mean is an upper bound
+    per_family = {LABELS[v]: {"agent_first_sync_s": round(m[SYNC_SUMS[v]] / m[SYNC_COUNTS[v]], 3),
+                              "syncs_counted": int(m[SYNC_COUNTS[v]])} for v in last_ips}
     time.sleep(1.0)                               # let the agent settle before reading memory
-    out = {"agent_first_sync_s": round(total / count, 3), "syncs_counted": int(count),
+    out = {"agent_first_sync_s": max(f["agent_first_sync_s"] for f in per_family.values()),
+           "syncs_counted": max(f["syncs_counted"] for f in per_family.values()),
            "start_to_last_service_in_kernel_s": round(wall, 2), **{k + "_MB": v for k, v in rss_mb(pid).items()},
            "agent_idle_cpu_percent": idle_cpu_percent(pid), "loadavg": load_average()}
+    if len(last_ips) > 1:
+        out["per_family"] = per_family
     for key in ("kubeproxy_sync_proxy_rules_nftables_elements", "kubeproxy_sync_proxy_rules_nftables_objects"):
         hits = {k: v for k, v in m.items() if k.startswith(key)}
         if hits:
@@ -389,8 +430,9 @@ def full_sync(cfg: LabConfig, token: str, nft: NodeNft, last_ip: str, deadline: 
     # the agent's own account of its first sync: read back, render, diff, apply
     with open(log, errors="replace") as f:
         f.seek(log_from)
-        lines = [ln.strip() for ln in f if "synced full" in ln or "read back" in ln]
-    out["agent_log"] = [ln.split("kubeweft.proxy.service_proxy", 1)[-1].strip(": ") for ln in lines[:2]]
+        lines = [ln.strip() for ln in f if re.search(r"synced (IPv[46] )?full", ln)]
+    out["agent_log"] = [ln.split("kubeweft.proxy.service_proxy", 1)[-1].strip(": ")
+                        for ln in lines[:2 * len(last_ips)]]
     return out
 
 
@@ -643,19 +685,36 @@ def wait_cluster_ip(netns_name: str, vip: str, deadline: Deadline) -> None:
             time.sleep(0.3)
 
 
+@contextlib.contextmanager
+def bench_lab(cfg: LabConfig, result: dict, deadline: Deadline):
+    """The bench's lab up (kubeweft CNI and agent) with its namespace -> (API token, API server
+    pid, Api, NodeNft of node1); always down after, with the logs' tails in `result` on an error."""
+    say(f"lab up ({cfg.nodes} nodes, kubeweft, {cfg.ip_family})")
+    # each full sync restarts the agent: CrashLoopBackOff's delay from 1 s, not 10 s
+    os.environ.setdefault("KUBEWEFT_LAB_BACKOFF_BASE", "1")
+    try:
+        lifecycle.up(cfg, timeout=min(180.0, deadline.left()))
+        state = json.loads(cfg.state_file.read_text())
+        api = Api(cfg)
+        api.run([("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})])
+        nft = NodeNft(cfg.node_netns(NODE))
+        try:
+            yield state["token"], state["apiserver"]["pid"], api, nft
+        finally:
+            nft.close()
+    except BaseException:
+        result["log_tails"] = {"apiserver": lifecycle.log_tail(cfg.log_dir / "apiserver.log", 15),
+                               f"agent-{NODE}": lifecycle.log_tail(install.agent_log(cfg, NODE), 15)}
+        raise
+    finally:
+        say("lab down")
+        lifecycle.down(LAB)
+
+
 def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, deadline: Deadline) -> None:
     """Fill `result` step by step (what was measured stays there if a later step fails)."""
     cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft")
-    say("lab up (2 nodes, kubeweft)")
-    # each full sync restarts the agent: CrashLoopBackOff's delay from 1 s, not 10 s
-    os.environ.setdefault("KUBEWEFT_LAB_BACKOFF_BASE", "1")
-    lifecycle.up(cfg, timeout=min(120.0, deadline.left()))
-    state = json.loads(cfg.state_file.read_text())
-    token, api_pid = state["token"], state["apiserver"]["pid"]
-    api = Api(cfg)
-    api.run([("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})])
-    nft = NodeNft(cfg.node_netns(NODE))
-    try:
+    with bench_lab(cfg, result, deadline) as (token, api_pid, api, nft):
         client_ns, backend_ip, vip = setup_pods(cfg, api, deadline)
         wait_cluster_ip(client_ns, vip, deadline)
         targets = {"clusterip": (vip, 80), "direct": (backend_ip, 8080)}
@@ -672,14 +731,14 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, dea
                                           "apiserver_MB": rss_mb(api_pid), "loadavg": load_average()}
             made = n
             say(f"{n} Services: {result['creation'][str(n)]}; full sync of node1's agent")
-            result["full_sync"][str(n)] = full_sync(cfg, token, nft, ips[n - 1], deadline)
+            result["full_sync"][str(n)] = full_sync(cfg, token, nft, {4: ips[n - 1]}, deadline)
             say(f"  {result['full_sync'][str(n)]}")
             wait_cluster_ip(client_ns, vip, deadline)
             result["first_packet"][str(n)] = {**connect_times(client_ns, targets, latency_n),
                                               "loadavg": load_average()}
             say(f"  first packet: {result['first_packet'][str(n)]}")
         say(f"restart of node1's agent with its table in place ({made} Services: read back, reconcile)")
-        result["restart_with_table"] = {"services": made, **full_sync(cfg, token, nft, ips[made - 1], deadline,
+        result["restart_with_table"] = {"services": made, **full_sync(cfg, token, nft, {4: ips[made - 1]}, deadline,
                                                                       keep_table=True)}
         say(f"  {result['restart_with_table']}")
         say(f"one EndpointSlice change at {made} Services, {change_rounds} times")
@@ -691,14 +750,140 @@ def run(result: dict, scales: list[int], latency_n: int, change_rounds: int, dea
             say(f"  change step failed: {e}")
             result["one_change"] = {"services": made, "error": str(e)}
         result["apiserver_MB_at_end"] = rss_mb(api_pid)
-    except BaseException:
-        result["log_tails"] = {"apiserver": lifecycle.log_tail(cfg.log_dir / "apiserver.log", 15),
-                               f"agent-{NODE}": lifecycle.log_tail(install.agent_log(cfg, NODE), 15)}
-        raise
+
+
+FAMILY_TARGET_RATIO = 2.0       # dual-stack against IPv4-only, same number of Services
+
+
+def run_family(result: dict, family: str, scales: list[int], deadline: Deadline) -> None:
+    """A lab of one IP family (ipv4: IPv4-only Services; dual: every Service RequireDualStack
+    with an EndpointSlice per address type); at each scale node1's agent's full sync and memory."""
+    cfg = LabConfig(name=LAB, nodes=2, cni="kubeweft", ip_family=family)
+    versions = cfg.families
+    result.update(creation={}, full_sync={})
+    with bench_lab(cfg, result, deadline) as (token, api_pid, api, nft):
+        made, ips = 0, {}
+        for n in scales:
+            t0 = time.monotonic()
+            ips.update(create_services_in(api, made, n, versions, deadline))
+            took = time.monotonic() - t0
+            result["creation"][str(n)] = {"services_created": n - made, "seconds": round(took, 1),
+                                          "api_writes_per_s": round((1 + len(versions)) * (n - made) / took),
+                                          "apiserver_MB": rss_mb(api_pid), "loadavg": load_average()}
+            made = n
+            say(f"{family}: {n} Services: {result['creation'][str(n)]}; full sync of node1's agent")
+            result["full_sync"][str(n)] = full_sync(cfg, token, nft, ips[n - 1], deadline)
+            say(f"  {result['full_sync'][str(n)]}")
+
+
+def family_ratios(result: dict) -> dict:
+    """dual / ipv4 at each scale both measured: wall-clock full sync, the agent's sync, memory."""
+    four = result.get("ipv4", {}).get("full_sync", {})
+    dual = result.get("dual", {}).get("full_sync", {})
+    out = {}
+    for n in sorted(set(four) & set(dual), key=int):
+        a, b = four[n], dual[n]
+        r = {k: round(b[k] / a[k], 2) for k in ("start_to_last_service_in_kernel_s", "agent_first_sync_s",
+                                                 "VmRSS_MB", "VmHWM_MB") if a.get(k) and b.get(k)}
+        r["target"] = FAMILY_TARGET_RATIO
+        r["met"] = all(v <= FAMILY_TARGET_RATIO for k, v in r.items() if k != "target")
+        out[n] = r
+    return out
+
+
+def draw_families(result: dict, path: Path) -> None:
+    """IPv4-only and dual-stack side by side at each scale: full sync (seconds) and agent memory
+    (MB), each pair labelled with dual / IPv4-only."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    four = result.get("ipv4", {}).get("full_sync", {})
+    dual = result.get("dual", {}).get("full_sync", {})
+    scales = sorted(set(four) | set(dual), key=int)
+    panels = (("seconds", "full sync of node1's agent", [("start_to_last_service_in_kernel_s", "start -> last Service in kernel"),
+                                                          ("agent_first_sync_s", "agent's sync (slower family)")]),
+              ("MB", "agent memory once synced", [("VmHWM_MB", "peak RSS (VmHWM)"), ("VmRSS_MB", "RSS")]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, (unit, title, keys) in zip(axes, panels):
+        labels, xs = [], 0
+        for n in scales:
+            for key, what in keys:
+                a, b = four.get(n, {}).get(key), dual.get(n, {}).get(key)
+                if a is not None:
+                    ax.bar(xs - 0.2, a, 0.4, color="tab:blue")
+                if b is not None:
+                    ax.bar(xs + 0.2, b, 0.4, color="tab:orange")
+                if a and b:
+                    ax.text(xs, max(a, b), f"x{b / a:.2f}", ha="center", va="bottom", fontsize=8)
+                labels.append(f"{what}\n{int(n):,} Services")
+                xs += 1
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.legend(handles=[Patch(color="tab:blue", label="IPv4-only Services"),
+                           Patch(color="tab:orange", label="dual-stack Services (RequireDualStack, a slice per family)")],
+                  fontsize=7, loc="upper left")
+        ax.margins(y=0.15)
+    fig.suptitle(f"bench/services.py --ip-family both: 3 endpoints per family; target dual / IPv4-only <= "
+                 f"{FAMILY_TARGET_RATIO}; load {result.get('loadavg_start')} at start, {result.get('loadavg_end')} "
+                 f"at end", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main_families(args, families: list[str]) -> int:
+    """--ip-family dual|both: full sync and memory per family at each of --scales."""
+    result: dict = {"lab": LAB, "endpoints_per_service_and_family": 3, "families": families}
+
+    def body(deadline: Deadline) -> None:
+        for family in families:
+            result[family] = {}
+            run_family(result[family], family, [int(x) for x in args.scales.split(",") if x], deadline)
+    rc = measure(result, args.timeout, body)
+    result["dual_vs_ipv4"] = family_ratios(result)
+    write_result(result, f"services-{args.name}" if args.name else "services-dualstack", draw_families)
+    return rc
+
+
+def measure(result: dict, timeout: float, body) -> int:
+    """Run body(deadline) bounded by `timeout` (SIGALRM 60 s past it), the lab always removed,
+    also on SIGTERM or Ctrl-C; what was measured stays in `result`, with the error that stopped
+    it, the load at start and end and the duration. Returns the exit code."""
+    deadline = Deadline(timeout)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGALRM, _interrupt)
+    signal.alarm(int(timeout) + 60)
+    t0 = time.monotonic()
+    result["loadavg_start"] = load_average()
+    rc = 0
+    try:
+        body(deadline)
+    except (Exception, KeyboardInterrupt, Interrupted) as e:  # noqa: BLE001 - report what was measured, and why it stopped
+        result["error"] = f"{type(e).__name__}: {e}"
+        rc = 130 if isinstance(e, (KeyboardInterrupt, Interrupted)) else 1
     finally:
-        nft.close()
-        say("lab down")
-        lifecycle.down(LAB)
+        signal.alarm(0)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the clean-up below runs to its end
+        if lifecycle.is_up(LabConfig(name=LAB)) or topology.list_netns(LAB):
+            lifecycle.down(LAB)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    result["loadavg_end"] = load_average()
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    return rc
+
+
+def write_result(result: dict, stem: str, drawing) -> None:
+    """bench/results/<stem>.png (drawing(result, path)) and <stem>.json; the JSON on stdout."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    try:
+        drawing(result, RESULTS / f"{stem}.png")
+        result["png"] = f"bench/results/{stem}.png"
+    except Exception as e:  # noqa: BLE001 - the figures stand without the drawing
+        result["png_error"] = f"{type(e).__name__}: {e}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
 
 
 def run_reference(result: dict, scales: list[int], latency_n: int, load_timeout: float, deadline: Deadline) -> None:
@@ -822,6 +1007,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=2400.0,
                     help="the whole run; 60 s past it SIGALRM unwinds whatever is running")
     ap.add_argument("--name", default="", help="suffix of the result files (services-NAME.json, .png)")
+    ap.add_argument("--ip-family", choices=("ipv4", "dual", "both"), default="ipv4",
+                    help="ipv4: the whole bench above; dual: full sync and memory on a dual-stack lab "
+                         "(RequireDualStack Services); both: ipv4's and dual's full sync and memory in one "
+                         "run, and their ratio (services-dualstack.json)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/services.py needs root (network namespaces)", file=sys.stderr)
@@ -829,45 +1018,23 @@ def main(argv: list[str] | None = None) -> int:
     if lifecycle.is_up(LabConfig(name=LAB)) or topology.list_netns(REF_NETNS):
         say(f"lab {LAB} exists already (a run with this pid?): not touching it")
         return 1
-    deadline = Deadline(args.timeout)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGALRM, _interrupt)
-    signal.alarm(int(args.timeout) + 60)
-    t0 = time.monotonic()
+    if args.ip_family != "ipv4":
+        return main_families(args, ["ipv4", "dual"] if args.ip_family == "both" else ["dual"])
     result: dict = {"lab": LAB, "endpoints_per_service": 3, "target_scale": TARGET_SCALE, "targets": TARGETS,
-                    "loadavg_start": load_average(), "creation": {}, "full_sync": {}, "first_packet": {},
-                    "reference_kube_proxy_style_chains": {}}
-    rc = 0
-    try:
+                    "creation": {}, "full_sync": {}, "first_packet": {}, "reference_kube_proxy_style_chains": {}}
+
+    def body(deadline: Deadline) -> None:
         run(result, [int(x) for x in args.scales.split(",") if x], args.latency_samples, args.changes, deadline)
         run_reference(result["reference_kube_proxy_style_chains"],
                       [int(x) for x in args.reference_scales.split(",") if x], args.latency_samples,
                       args.reference_timeout, deadline)
-    except (Exception, KeyboardInterrupt, Interrupted) as e:  # noqa: BLE001 - report what was measured, and why it stopped
-        result["error"] = f"{type(e).__name__}: {e}"
-        rc = 130 if isinstance(e, (KeyboardInterrupt, Interrupted)) else 1
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the clean-up below runs to its end
-        if lifecycle.is_up(LabConfig(name=LAB)) or topology.list_netns(LAB):
-            lifecycle.down(LAB)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    result["loadavg_end"] = load_average()
+    rc = measure(result, args.timeout, body)
     result["verdicts"] = verdicts(result)
-    result["seconds"] = round(time.monotonic() - t0, 1)
     rows = [(f"{n} svc {path}", v[path]["p50_us"])
             for n, v in result["first_packet"].items() for path in ("direct", "clusterip") if path in v]
     if rows:
         print("connect latency, p50 (pod on node1 -> backend on node2):\n" + latency_chart(rows), file=sys.stderr)
-    stem = f"services-{args.name}" if args.name else "services"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    try:
-        draw(result, RESULTS / f"{stem}.png")
-        result["png"] = f"bench/results/{stem}.png"
-    except Exception as e:  # noqa: BLE001 - the figures stand without the drawing
-        result["png_error"] = f"{type(e).__name__}: {e}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, f"services-{args.name}" if args.name else "services", draw)
     return rc
 
 

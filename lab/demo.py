@@ -34,10 +34,13 @@ def pod_manifest(name: str, node: str, labels: dict, ports: list[int]) -> dict:
             "spec": {"nodeName": node, "containers": [container]}}
 
 
-def service_manifest() -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NAMESPACE},
-            "spec": {"type": "NodePort", "selector": {"app": "web"},
-                     "ports": [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}]}}
+def service_manifest(dual: bool = False) -> dict:
+    """The demo's NodePort Service; dual: a ClusterIP in each family of the lab (PreferDualStack)."""
+    spec = {"type": "NodePort", "selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}]}
+    if dual:
+        spec["ipFamilyPolicy"] = "PreferDualStack"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NAMESPACE}, "spec": spec}
 
 
 def _ready(pod) -> bool:
@@ -92,10 +95,10 @@ def run(cfg: LabConfig) -> int:
             core.create_namespaced_pod(NAMESPACE, pod_manifest(name, placement[name], {"app": "web"}, [80]))
         core.create_namespaced_pod(NAMESPACE, pod_manifest(CLIENT_POD, placement[CLIENT_POD],
                                                            {"app": "client"}, []))
-        svc = core.create_namespaced_service(NAMESPACE, service_manifest())
-        cluster_ip = svc.spec.cluster_ip
+        svc = core.create_namespaced_service(NAMESPACE, service_manifest(dual=cfg.has_ipv6))
+        cluster_ips = svc.spec.cluster_ips or [svc.spec.cluster_ip]
         node_port = svc.spec.ports[0].node_port
-        print(f"    Service web: ClusterIP {cluster_ip} port 80, NodePort {node_port} -> targetPort 80")
+        print(f"    Service web: ClusterIP {', '.join(cluster_ips)} port 80, NodePort {node_port} -> targetPort 80")
 
         say("waiting for the pods to be Ready")
         start = time.monotonic()
@@ -116,13 +119,16 @@ def run(cfg: LabConfig) -> int:
             say(f"probe the web pods from the external host ({ext}; the lab routes pod CIDRs)")
             show_probes(cfg, "external", web)
 
-        say(f"probe the Service web ({cluster_ip}:80) from pod {CLIENT_POD}, 6 times")
-        results = show_probes(cfg, f"{NAMESPACE}/{CLIENT_POD}", [("svc/web", f"{cluster_ip}:80")], count=6,
-                              timeout=1.0)
-        say(f"probe the Service's NodePort {node_port} on every node from the external host ({cfg.external_ip})")
+        vips = ", ".join(render_peer(ip, 80) for ip in cluster_ips)
+        say(f"probe the Service web ({vips}) from pod {CLIENT_POD}, 6 times")
+        results = show_probes(cfg, f"{NAMESPACE}/{CLIENT_POD}", [("svc/web", render_peer(ip, 80)) for ip in cluster_ips],
+                              count=6, timeout=1.0)
+        ext = cfg.external_ip + (f", {cfg.external_ip6}" if cfg.has_ipv6 else "")
+        say(f"probe the Service's NodePort {node_port} on every node address from the external host ({ext})")
         results += show_probes(cfg, "external",
-                               [(f"{n}:{node_port}", render_peer(cfg.node_internal_ips(i)[0], node_port))
-                                for i, n in enumerate(nodes, start=1)], count=2, timeout=1.0)
+                               [(f"{n}:{node_port}", render_peer(ip, node_port))
+                                for i, n in enumerate(nodes, start=1) for ip in cfg.node_internal_ips(i)],
+                               count=2, timeout=1.0)
         service_ok = all(r["outcome"] == "connected" for r in results)
         answered = sorted({r["pod"] for r in results if r["pod"]})
         if service_ok:

@@ -43,6 +43,13 @@ DEFAULT_SOCKET = "/run/kubeweft/agent.sock"
 DEFAULT_STATE_DIR = "/var/lib/kubeweft"
 DEFAULT_HEALTHZ = "0.0.0.0:10256"
 DEFAULT_METRICS = "127.0.0.1:10249"
+# The IPv6 twin of the metrics default (the health default, 0.0.0.0:10256, is one socket of both
+# families already: proxy/health.py, as Go's listener gives kube-proxy). kube-proxy's defaults follow the node's primary family
+# (0.0.0.0:10256 and 127.0.0.1:10249, or [::]:10256 and [::1]:10249 when it is IPv6), and its
+# dual-stack configuration lists both families' (healthz 0.0.0.0/0 and ::/0, metrics 127.0.0.0/8
+# and ::1/128): on a node with IPv6 the agent serves both, so a load balancer's health probe and a
+# scraper reach it in either family and nothing that dials the IPv4 address breaks.
+IPV6_TWINS = {"127.0.0.1": "[::1]"}
 
 # What provides each module the agent imports, for the message when one is missing.
 # python3-nftables is Debian's (a venv sees it only when made with --system-site-packages); the
@@ -370,6 +377,13 @@ def start_component(start, name: str, api, cfg: AgentConfig):
     return component
 
 
+def default_binds(default: str, families: tuple[int, ...]) -> list[str]:
+    """The addresses a status port listens on when neither a flag nor the configuration names
+    one: the IPv4 default, and its IPv6 twin on a node with IPv6."""
+    host, _, port = default.rpartition(":")
+    return [default, *([f"{IPV6_TWINS[host]}:{port}"] if 6 in families else [])]
+
+
 def serve_metrics(bind: str) -> None:
     """Prometheus metrics of every component (kube-proxy's port 10249)."""
     if not bind:
@@ -377,7 +391,7 @@ def serve_metrics(bind: str) -> None:
     from prometheus_client import start_http_server
 
     host, _, port = bind.rpartition(":")
-    start_http_server(int(port), addr=host or "0.0.0.0")
+    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
 
 
 def import_components(with_api: bool) -> None:
@@ -553,9 +567,9 @@ def main(argv: list[str] | None = None) -> int:
                           state_dir=state_dir, proxy=proxy_cfg)
         metrics_bind = args.metrics_bind_address
         if metrics_bind is None:
-            metrics_bind = proxy_cfg.metrics_bind_address if proxy_cfg.metrics_bind_address is not None \
-                else DEFAULT_METRICS
-        serve_metrics(metrics_bind)
+            metrics_bind = proxy_cfg.metrics_bind_address
+        for bind in [metrics_bind] if metrics_bind is not None else default_binds(DEFAULT_METRICS, node.families):
+            serve_metrics(bind)
         from kubeweft.proxy import metrics
         metrics.register_health(health)
         from kubeweft.proxy import antispoof_metrics

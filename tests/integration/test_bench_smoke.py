@@ -25,6 +25,10 @@ CASES = [
     ("services.py", ["--scales", "50,100", "--reference-scales", "50,100", "--latency-samples", "10", "--changes", "2",
                      "--name", "smoke"],
      ["seconds"]),
+    # an IPv4 lab and a dual-stack one in turn, each with 100 Services, and the ratio of the two
+    ("services.py", ["--ip-family", "both", "--scales", "100", "--name", "dualstack-smoke"],
+     ["dual_vs_ipv4.100.VmRSS_MB", "dual.full_sync.100.per_family.IPv6.agent_first_sync_s",
+      "ipv4.full_sync.100.agent_first_sync_s"]),
     ("netpol.py", ["--pods", "60", "--policies", "10", "--iperf-seconds", "1", "--name", "smoke"],
      ["throughput_ratio_with_vs_without",
       "verdicts.policy_add_event_to_kernel_ms.measured", "verdicts.converged_after_last_write_s.measured"]),
@@ -53,7 +57,7 @@ def field(doc: dict, path: str):
     return doc
 
 
-@pytest.mark.parametrize("bench,args,fields", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("bench,args,fields", CASES, ids=[c[0] + ("-ip-family" if "--ip-family" in c[1] else "") for c in CASES])
 def test_bench_runs_and_reports(bench, args, fields):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / bench), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=280, check=False)

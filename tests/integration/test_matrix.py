@@ -104,15 +104,23 @@ def test_probe_from_every_kind_of_source(lab2, pods):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end():
-    """`kubeweft lab demo` on a lab of its own: matrix all green, exit 0, nothing left behind."""
+@pytest.mark.parametrize("ip_family", ["ipv4", "dual"])
+def test_demo_end_to_end(ip_family):
+    """`kubeweft lab demo` on a lab of its own: matrix all green, exit 0, nothing left behind; on a
+    dual-stack lab the matrix has both families' columns and the Service answers on its ClusterIP
+    and NodePort in each."""
     from tests.integration.conftest import KUBEWEFT, down_lab
-    name = f"h5d{os.getpid()}"
+    name = f"h5d{os.getpid()}{ip_family[0]}"
     try:
-        proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "demo"], capture_output=True, text=True,
-                              timeout=240, check=False)
+        proc = subprocess.run([KUBEWEFT, "lab", "--name", name, "demo", "--ip-family", ip_family],
+                              capture_output=True, text=True, timeout=240, check=False)
         out = proc.stdout
         assert proc.returncode == 0, out + proc.stderr
+        if ip_family == "dual":
+            assert "80/TCP/v6" in out and "80/TCP/v4" in out, out
+            # the Service's IPv6 ClusterIP from the client pod, and the NodePort at a node's IPv6 address
+            assert [ln for ln in out.splitlines() if "-> svc/web" in ln and "connected    tcp [fd00:10:96::" in ln], out
+            assert [ln for ln in out.splitlines() if "external ->" in ln and "connected    tcp [" in ln], out
         for heading in ("up", "waiting for the pods", "from pod client", "from node node1",
                         "from the external host", "Service web", "service table", "connectivity matrix",
                         "down"):

@@ -126,3 +126,25 @@ def test_healthz_is_503_on_a_node_leaving_livez_is_not_and_both_are_counted(serv
     samples = {(f.name, s.labels["code"]): s.value for f in HealthCollector(health).collect() for s in f.samples}
     assert samples[("kubeproxy_proxy_healthz", "503")] == 1 and samples[("kubeproxy_proxy_healthz", "200")] == 1
     assert samples[("kubeproxy_proxy_livez", "200")] == 1 and samples[("kubeproxy_proxy_livez", "503")] == 0
+
+
+def test_the_metrics_port_takes_its_ipv6_twin_on_a_node_with_ipv6():
+    from kubeweft.proxy.agent import DEFAULT_METRICS, default_binds
+    assert default_binds(DEFAULT_METRICS, (4,)) == ["127.0.0.1:10249"]
+    assert default_binds(DEFAULT_METRICS, (6, 4)) == ["127.0.0.1:10249", "[::1]:10249"]
+
+
+def test_the_ipv6_health_server_shares_the_port_with_the_ipv4_one():
+    health = AgentHealth()
+    four = serve_agent_health("127.0.0.1:0", health)
+    port = four.httpd.server_address[1]
+    six = serve_agent_health(f"[::1]:{port}", health)
+    try:
+        conn = http.client.HTTPConnection("::1", port, timeout=5)
+        conn.request("GET", "/livez")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert get(port, "/livez")[0] == 200
+    finally:
+        six.close()
+        four.close()

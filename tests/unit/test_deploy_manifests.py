@@ -146,3 +146,20 @@ def test_rbac_writes_nothing_but_node_status_and_reads_no_secret(rendered):
     binding = one(docs, "ClusterRoleBinding", "kubeweft")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubeweft", "namespace": "kube-system"}]
     assert binding["roleRef"]["name"] == "kubeweft"
+
+
+def test_the_dual_stack_kind_install_gives_the_agent_both_families_ranges():
+    """deploy/kind-dual is deploy/kind with the cluster and Service ranges of its kind config, one
+    per family, where the agent reads them (KUBEWEFT_CLUSTER_CIDR, KUBEWEFT_SERVICE_CIDR)."""
+    kind = yaml.safe_load((ROOT / "deploy" / "kind-dual" / "kind-config.yaml").read_text())["networking"]
+    assert kind["ipFamily"] == "dual"
+    dual, single = render("kind-dual"), render("kind")
+    data = one(dual, "ConfigMap", "kubeweft-config")["data"]
+    assert data["cluster-cidr"] == kind["podSubnet"] and data["service-cidr"] == kind["serviceSubnet"]
+    assert [c.count(":") > 0 for c in data["service-cidr"].split(",")] == [False, True]
+    env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"]
+           for e in pod_spec(dual)["containers"][0]["env"] if "configMapKeyRef" in e.get("valueFrom", {})}
+    assert env["KUBEWEFT_CLUSTER_CIDR"] == "cluster-cidr" and env["KUBEWEFT_SERVICE_CIDR"] == "service-cidr"
+    assert pod_spec(dual) == pod_spec(single)
+    single_data = one(single, "ConfigMap", "kubeweft-config")["data"]
+    assert single_data["service-cidr"] == "10.96.0.0/12"
