@@ -76,7 +76,7 @@ class Node:
 def scratch_node(family: str, spare: int) -> Iterator[Node]:
     """The node, the external host and `spare` pod namespaces, all removed afterwards."""
     families = FAMILIES[family]
-    with scratch_netns("kwds", 2 + spare) as made:
+    with scratch_netns("h13ds", 2 + spare) as made:
         node, ext, *pods = made
         # no DAD on the links made here (both veth ends are made in the node's netns): a
         # tentative link-local address makes the node's first neighbour solicitations go out
