@@ -154,7 +154,7 @@ def test_the_installed_agent_starts_and_serves(venv, lab_api, tmp_path):
                 f"no CNI STATUS / healthz in 90 s ({status.stdout}):\n{log_path.read_text()[-4000:]}"
             time.sleep(0.5)
         text = log_path.read_text()
-        assert "service proxy started" in text and "policy controller started" in text, text[-4000:]
+        assert "service proxy (IPv4) started" in text and "policy controller started" in text, text[-4000:]
         assert f"podCIDR {POD_CIDR}" in text
         # the install's console script, run by the venv's python (its shebang)
         argv = Path(f"/proc/{agent.pid}/cmdline").read_bytes().split(b"\0")
