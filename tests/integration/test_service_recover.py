@@ -77,7 +77,7 @@ def test_restart_reads_every_chain_and_set_and_the_full_sync_leaves_a_fresh_tabl
     assert len(aff_endpoint_chains) == 2 and set(before.dynsets) == aff_endpoint_chains
 
     # the restarted agent: a new context, recover() as the agent runs it
-    agent = SimpleNamespace(nft=Nft(old_ns), ctx=CTX)
+    agent = SimpleNamespace(nft=Nft(old_ns), ctx=CTX, table=r.SERVICE_TABLE)
     rec = ServiceProxy.recover(agent)
     assert set(rec.chains) == set(before.chains) | {"lb-tcp-9"}
     assert set(rec.dynsets) == set(before.dynsets)
@@ -136,7 +136,7 @@ def test_restart_with_scheduler_chains_in_place(netns_pair):
     old_ns, fresh_ns = netns_pair
     nft = Nft(old_ns)
     write(nft, d.empty_applied(), scheduled("rr", "sh", (A, B, C)), unknown=False)
-    agent = SimpleNamespace(nft=Nft(old_ns), ctx=CTX)
+    agent = SimpleNamespace(nft=Nft(old_ns), ctx=CTX, table=r.SERVICE_TABLE)
     rec = ServiceProxy.recover(agent)
     assert {n for n in rec.chains if "-rr-" in n} and "lb-tcp-3-sh" in rec.chains
     assert f"lb-udp-{CTX.maglev_slots}-mh" in rec.chains
