@@ -68,20 +68,9 @@ class ClusterPolicy:
         return self.priority, self.name
 
 
-@dataclass(frozen=True)
-class Pod:
-    namespace: str
-    name: str
-    ips: tuple[str, ...]                # every address, IPv4 and IPv6
-    node: str
-    labels: pm.Labels = frozenset()
-    ports: tuple[pm.ContainerPort, ...] = ()
-    host_network: bool = False
-    terminal: bool = False
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.namespace, self.name
+# A pod as NetworkPolicy's model has it: every address (status.podIPs, one per family), its node,
+# labels and named ports.
+Pod = pm.Pod
 
 
 @dataclass(frozen=True)
@@ -100,13 +89,7 @@ def _address(text) -> str | None:
         return None
 
 
-def parse_pod(obj) -> Pod:
-    base = pm.parse_pod(obj)
-    status = _dict(obj.get("status"), f"pod {base.namespace}/{base.name}.status")
-    listed = [a.get("ip") for a in _list(status.get("podIPs"), "podIPs") if isinstance(a, dict)]
-    ips = [ip for ip in (_address(x) for x in [*listed, status.get("podIP")]) if ip]
-    return Pod(base.namespace, base.name, tuple(dict.fromkeys(ips)), base.node, base.labels, base.ports,
-               base.host_network, base.terminal)
+parse_pod = pm.parse_pod
 
 
 def parse_node(obj) -> Node:
