@@ -111,16 +111,6 @@ def test_each_overlay_names_its_api_server():
     assert one(lab, "ConfigMap", "kubeweft-config")["data"]["iface-can-reach"] == ""
 
 
-def test_the_dual_stack_kind_overlay_passes_both_pod_ranges_of_its_kind_config():
-    kind_cfg = yaml.safe_load((ROOT / "deploy" / "kind-dual" / "kind-config.yaml").read_text())
-    assert kind_cfg["networking"]["ipFamily"] == "dual"
-    assert kind_cfg["networking"]["kubeProxyMode"] == "none" and kind_cfg["networking"]["disableDefaultCNI"]
-    dual = render("kind-dual")
-    assert one(dual, "ConfigMap", "kubeweft-config")["data"]["cluster-cidr"] == kind_cfg["networking"]["podSubnet"]
-    assert endpoint(dual) == endpoint(render("kind"))
-    assert [d for d in dual if d["kind"] != "ConfigMap"] == [d for d in render("kind") if d["kind"] != "ConfigMap"]
-
-
 def host_paths(docs: list[dict]) -> dict[str, str]:
     return {v["name"]: v["hostPath"]["path"] for v in pod_spec(docs)["volumes"] if "hostPath" in v}
 
@@ -152,8 +142,9 @@ def test_the_dual_stack_kind_install_gives_the_agent_both_families_ranges():
     """deploy/kind-dual is deploy/kind with the cluster and Service ranges of its kind config, one
     per family, where the agent reads them (KUBEWEFT_CLUSTER_CIDR, KUBEWEFT_SERVICE_CIDR)."""
     kind = yaml.safe_load((ROOT / "deploy" / "kind-dual" / "kind-config.yaml").read_text())["networking"]
-    assert kind["ipFamily"] == "dual"
+    assert kind["ipFamily"] == "dual" and kind["kubeProxyMode"] == "none" and kind["disableDefaultCNI"]
     dual, single = render("kind-dual"), render("kind")
+    assert [d for d in dual if d["kind"] != "ConfigMap"] == [d for d in single if d["kind"] != "ConfigMap"]
     data = one(dual, "ConfigMap", "kubeweft-config")["data"]
     assert data["cluster-cidr"] == kind["podSubnet"] and data["service-cidr"] == kind["serviceSubnet"]
     assert [c.count(":") > 0 for c in data["service-cidr"].split(",")] == [False, True]
