@@ -20,6 +20,7 @@ from kubeweft.cni import ipam
 from kubeweft.lab import lifecycle, netns, topology
 
 from .services_helpers import CONNECTED, EXTERNAL, cluster, svc_port
+from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -80,6 +81,12 @@ def test_node_restart_brings_pods_back_with_their_addresses_accounted_for(labk):
         t0 = time.monotonic()
         out = labk.cli("node-restart", NODE, "--timeout", "120", timeout=180).stdout
         ready_s = time.monotonic() - t0
+        # the API still holds the pods' status from before the reboot (Ready, the old
+        # restartCount) until the new kubelet has started their containers and reported them,
+        # as on a real node: wait for that report, then for Ready
+        want = {n: restarts[n] + 1 for n in WEB}
+        wait_for(f"{', '.join(WEB)} reported with restartCount {want}",
+                 lambda: {n: restart_count(c, n) for n in WEB} == want, timeout=90, interval=0.3)
         ips = c.wait_ready(*WEB, "c1", "c2", timeout=90)
         pods_s = time.monotonic() - t0
         print(f"\nnode-restart {NODE}: Ready after {ready_s:.1f} s ({out.strip()}); "
@@ -88,8 +95,8 @@ def test_node_restart_brings_pods_back_with_their_addresses_accounted_for(labk):
 
         # the same pods (a reboot keeps the API objects), in new sandboxes
         assert {n: c._raw(c.core.read_namespaced_pod, n, NS)["metadata"]["uid"] for n in WEB} == uids
-        # their containers ended with the node and started again in the new sandbox
-        assert {n: restart_count(c, n) for n in WEB} == {n: restarts[n] + 1 for n in WEB}
+        # their containers ended with the node and started again in the new sandbox, once
+        assert {n: restart_count(c, n) for n in WEB} == want
         # nothing of the old node lives on
         alive = [pid for pid, start in old.items() if start is not None and _starttime(pid) == start]
         assert not alive, f"processes of the old {NODE} still run: {alive}"
