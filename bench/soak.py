@@ -25,9 +25,11 @@ bench/results/soak.png. Never a test (tests/integration/test_bench_smoke.py runs
   LIFETIME seconds after its creation: the agents see pods, endpoints and CNI ADD/DEL all along.
 - Memory: VmRSS of each node's agent every --sample seconds; "flat" compares the mean of the
   last quarter of the samples with the mean of the first quarter after WARMUP seconds.
-- Leaks, once the churn pods are gone from the API and --settle seconds passed (conntrack
-  keeps a closed flow 10 s), counted again every 5 s while anything is left over, up to
-  --settle-max seconds (the kubelets may still be tearing sandboxes down): on each node the veths,
+- Leaks, once the churn pods are gone from the API and from every kubelet's own record (the
+  kubelets tear sandboxes down after the API forgets a pod: on a starved machine, minutes
+  later; up to --teardown-max seconds, reported) and --settle seconds passed (conntrack keeps a
+  closed flow 10 s), counted again every 5 s while anything is left over, up to --settle-max
+  seconds: on each node the veths,
   the IPAM reservation files, the files under the node's state directory, the elements of every
   nftables set and map, and the conntrack entries naming an address of a deleted churn pod,
   against the same counts taken before the churn.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import selectors
@@ -314,7 +317,7 @@ class Soak:
                                           capture_output=True, text=True, timeout=20, check=False).stdout or "[]")
         node_dir = self.cfg.state_dir / "nodes" / node
         files = [p for p in node_dir.rglob("*") if p.is_file()] if node_dir.exists() else []
-        ipam = [p for p in files if "data" in p.parts and p.name[:1].isdigit()]
+        ipam = [p for p in files if p.parent.name == "ipam" and _is_address(p.name)]
         elements: dict[str, int] = {}
         ruleset = json.loads(self.run_in(ns, "nft", "-j", "list", "ruleset") or '{"nftables": []}')
         for item in ruleset["nftables"]:
@@ -324,12 +327,31 @@ class Soak:
                     elements[f"{s['family']} {s['table']} {s['name']}"] = len(s.get("elem") or [])
         return {"veths": len(veths), "ipam_files": len(ipam), "files": len(files), "elements": elements}
 
+    def wait_kubelets_released(self, timeout: float) -> list[str]:
+        """Wait until no kubelet's pods.json names a churn pod; -> those still named at timeout."""
+        from kubeweft.lab import probe as lab_probe
+        deadline = time.monotonic() + timeout
+        while True:
+            held = sorted(k for k in lab_probe.read_pods(self.cfg) if k.startswith(f"{NS}/churn-"))
+            if not held or time.monotonic() >= deadline:
+                return held
+            time.sleep(2)
+
     def stale_conntrack(self, node: str) -> int:
         """Conntrack entries of the node naming an address a deleted churn pod held and no live pod holds."""
         live = set(self.ready_pods("").values())
         gone = self.churn_ips - live
         out = self.run_in(self.cfg.node_netns(node), "conntrack", "-L", "-o", "extended")
         return sum(1 for line in out.splitlines() if any(f"={ip} " in line for ip in gone))
+
+
+def _is_address(name: str) -> bool:
+    """An IPAM reservation file is named by its address (host-local's layout)."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 def delete_namespace(lab: str) -> None:
@@ -410,9 +432,17 @@ def run(args, lab: str) -> dict:
     say(f"soak: {soak['rate_per_s']}/s, {soak['failed']} failed; churn {churn_out}")
     s.wait(lambda: not s.ready_pods("app=churn") and not [
         p for p in s.core.list_namespaced_pod(NS, label_selector="app=churn", _request_timeout=10).items], 120)
-    # the API's pods are gone before the kubelets have torn every sandbox down (CNI DEL): the
-    # counts are taken again until nothing is left over or --settle-max seconds passed; what
-    # is still there then is a leak, not a delay
+    # the API's pods are gone before the kubelets have torn every sandbox down (CNI DEL): on a
+    # starved machine that takes minutes (at a load average of 100, DELs queued behind ADDs
+    # for over a minute). What counts as left behind is what remains once no kubelet holds a
+    # churn pod any more (up to --teardown-max seconds), and --settle seconds after that
+    # (conntrack keeps a closed flow 10 s); the counts are then repeated until nothing is left
+    # over or --settle-max seconds passed
+    t_gone = time.monotonic()
+    held = s.wait_kubelets_released(args.teardown_max)
+    teardown_s = round(time.monotonic() - t_gone, 1)
+    say(f"kubelets released the churn pods' sandboxes {teardown_s} s after the API"
+        + (f"; still holding {held}" if held else ""))
     time.sleep(args.settle)
     t_settle = time.monotonic()
     while True:
@@ -436,6 +466,7 @@ def run(args, lab: str) -> dict:
         "churn": churn_out, "agent_rss_mb": rss, "rss_flat": flat,
         "rss_within_10pct": all(abs(v["change_pct"]) <= 10 for v in flat.values()),
         "leaks": {n: leaks(before[n], after[n]) for n in s.nodes}, "leaks_counted_after_s": settled_after,
+        "kubelet_teardown_s": teardown_s, "kubelet_still_holding": held,
         "stale_conntrack": {n: s.stale_conntrack(n) for n in s.nodes},
         "churn_addresses": len(s.churn_ips),
     }
@@ -458,6 +489,8 @@ def main() -> int:
     ap.add_argument("--reference-seconds", type=float, default=20.0)
     ap.add_argument("--settle", type=float, default=15.0, help="seconds between the last churn pod gone "
                     "and the leak counts")
+    ap.add_argument("--teardown-max", type=float, default=600.0,
+                    help="seconds to wait for the kubelets to tear the churn pods' sandboxes down")
     ap.add_argument("--settle-max", type=float, default=120.0,
                     help="seconds the leak counts are repeated while something is left over")
     ap.add_argument("--sample", type=float, default=5.0, help="seconds between two RSS samples")
