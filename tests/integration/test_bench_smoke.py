@@ -33,8 +33,9 @@ CASES = [
      ["throughput_ratio_with_vs_without",
       "verdicts.policy_add_event_to_kernel_ms.measured", "verdicts.converged_after_last_write_s.measured"]),
     ("soak.py", ["--minutes", "0.2", "--reference-seconds", "3", "--rate", "500", "--workers", "1",
-                 "--settle", "11", "--settle-max", "20", "--sample", "1", "--name", "smoke"],
-     ["soak.failed", "reference.rate_per_s", "clusterip_vs_direct_rate", "rss_flat", "leaks", "stale_conntrack"]),
+                 "--teardown-max", "60", "--settle", "11", "--settle-max", "20", "--sample", "1", "--name", "smoke"],
+     ["soak.failed", "reference.rate_per_s", "clusterip_vs_direct_rate", "rss_flat", "leaks", "stale_conntrack",
+      "kubelet_teardown_s"]),
 ]
 
 
