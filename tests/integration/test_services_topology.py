@@ -57,18 +57,25 @@ def test_without_hints_every_zone(c, source):
     assert names(c.who(source, c.plain.ip, 80, n=24)) == ALL
 
 
-def test_hints_followed_and_ignored_where_a_zone_has_none(c):
-    # A hand-written slice: web-1 and web-2 hinted for zone-a, web-3 (in zone-a) for zone-c.
-    # zone-a nodes follow the hints (web-1, web-2, not their zone-mate web-3); zone-b has no
-    # endpoint hinted for it, so kube-proxy ignores hints there and uses every endpoint.
+def hinted_service(c, name: str, hints: dict[str, dict]):
+    """A selectorless Service over web-1..3 with a slice we write: each endpoint in its node's
+    real zone, with the hints given per pod name."""
     ips = {n: c.pod_ip(n) for n in ALL}
-    hint = {"web-1": "zone-a", "web-2": "zone-a", "web-3": "zone-c"}
-    svc = c.service("manual", [svc_port(80, 8080, name="http")])
-    c.endpoint_slice("manual-1", "manual", [
+    svc = c.service(name, [svc_port(80, 8080, name="http")])
+    c.endpoint_slice(f"{name}-1", name, [
         {"addresses": [ips[n]], "nodeName": f"node{n[-1]}", "zone": "zone-b" if n == "web-2" else "zone-a",
          "conditions": {"ready": True, "serving": True, "terminating": False},
-         "hints": {"forZones": [{"name": hint[n]}]}} for n in sorted(ALL)],
+         "hints": hints[n]} for n in sorted(ALL)],
         [{"name": "http", "port": 8080, "protocol": "TCP"}])
+    return svc
+
+
+def test_hints_followed_and_ignored_where_a_zone_has_none(c):
+    # web-1 and web-2 hinted for zone-a, web-3 (in zone-a) for zone-c. zone-a nodes follow the
+    # hints (web-1, web-2, not their zone-mate web-3); zone-b has no endpoint hinted for it, so
+    # kube-proxy ignores hints there and uses every endpoint.
+    hint = {"web-1": "zone-a", "web-2": "zone-a", "web-3": "zone-c"}
+    svc = hinted_service(c, "manual", {n: {"forZones": [{"name": z}]} for n, z in hint.items()})
     c.wait_answer("client2", svc.ip, 80)
     wait_for("zone-b uses everything", lambda: names(c.who("client2", svc.ip, 80, n=24)) == ALL)
     wait_for("zone-a follows the hints", lambda: names(c.who("client1", svc.ip, 80, n=16)) == {"web-1", "web-2"})
@@ -76,17 +83,13 @@ def test_hints_followed_and_ignored_where_a_zone_has_none(c):
 
 
 def test_node_hints_followed_before_zone_hints(c):
-    # A hand-written slice whose node hints cross the nodes (web-1 for node3, web-3 for node1):
-    # each node takes the endpoint hinted for it, not its own, and not its zone's.
-    ips = {n: c.pod_ip(n) for n in ALL}
+    # Node hints that cross the nodes (web-1 for node3, web-3 for node1), zone hints for each
+    # endpoint's own zone: each node takes the endpoint hinted for it, not its own, and not its
+    # zone's.
     for_node = {"web-1": "node3", "web-2": "node2", "web-3": "node1"}
-    svc = c.service("manual-nodes", [svc_port(80, 8080, name="http")])
-    c.endpoint_slice("manual-nodes-1", "manual-nodes", [
-        {"addresses": [ips[n]], "nodeName": f"node{n[-1]}", "zone": "zone-b" if n == "web-2" else "zone-a",
-         "conditions": {"ready": True, "serving": True, "terminating": False},
-         "hints": {"forNodes": [{"name": for_node[n]}],
-                   "forZones": [{"name": "zone-b" if n == "web-2" else "zone-a"}]}} for n in sorted(ALL)],
-        [{"name": "http", "port": 8080, "protocol": "TCP"}])
+    svc = hinted_service(c, "manual-nodes", {
+        n: {"forNodes": [{"name": node}], "forZones": [{"name": "zone-b" if n == "web-2" else "zone-a"}]}
+        for n, node in for_node.items()})
     c.wait_answer("client3", svc.ip, 80)
     wait_for("node3 follows its node hint", lambda: names(c.who("client3", svc.ip, 80, n=16)) == {"web-1"})
     assert names(c.who("client1", svc.ip, 80, n=16)) == {"web-3"}
