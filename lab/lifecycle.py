@@ -874,16 +874,29 @@ def render_status(cfg: LabConfig, nodes: list[dict], pods: list[dict], local: di
 
 
 def render_table(doc: dict) -> str:
+    """The `status` table: a row per node and per pod, every address of each. A column holding
+    several values joins them with commas, primary family first, as kubectl joins a LoadBalancer's
+    EXTERNAL-IPs: one row per object keeps the table greppable, and a dual-stack pod's row
+    grows by its IPv6 address (~20 characters) instead of becoming two rows."""
     def table(header: list[str], rows: list[list]) -> list[str]:
-        rows = [header] + [["<none>" if v is None else str(v) for v in r] for r in rows]
+        rows = [header] + [["<none>" if v in (None, "") else str(v) for v in r] for r in rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines = table(["NODE", "STATUS", "ADDRESS", "PODCIDR", "NETNS"],
-                  [[n["name"], n["status"], n["address"], n["podCIDR"], n["netns"]] for n in doc["nodes"]])
+                  [[n["name"], n["status"], ",".join(plan_table_addresses(n)),
+                    ",".join(n["podCIDRs"]) or n["podCIDR"], n["netns"]] for n in doc["nodes"]])
     lines.append("")
     lines += table(["NAMESPACE", "POD", "NODE", "IP", "NETNS"],
-                   [[p["namespace"], p["name"], p["node"], p["ip"], p["netns"]] for p in doc["pods"]])
+                   [[p["namespace"], p["name"], p["node"], ",".join(p["ips"]) or p["ip"], p["netns"]]
+                    for p in doc["pods"]])
     return "\n".join(lines)
+
+
+def plan_table_addresses(node: dict) -> list[str]:
+    """A status node's underlay addresses without their prefix lengths, its Node's InternalIP
+    first (an ipv6 lab's underlay keeps IPv4, which its Nodes do not report)."""
+    bare = [a.partition("/")[0] for a in node["addresses"]]
+    return sorted(bare, key=lambda a: a != node["address"])
 
 
 def status(name: str) -> dict:

@@ -150,6 +150,20 @@ def test_status_json_gives_node_addresses_and_pod_ips(dlab):
     assert len(pods["b"]["ips"]) == len(cfg.families)
 
 
+def test_status_table_shows_every_address_of_nodes_and_pods(dlab):
+    node_table, pod_table = dlab.cli("status").stdout.strip().split("\n\n")
+    nodes = {row.split()[0]: row.split() for row in node_table.splitlines()[1:]}
+    pods = {row.split()[1]: row.split() for row in pod_table.splitlines()[1:]}
+    cfg = dlab.cfg
+    internal = list(cfg.node_internal_ips(2))           # the Node's own, primary first
+    underlay = [cfg.node_ip(2), cfg.node_ip6(2)]        # an ipv6 lab's underlay keeps IPv4
+    assert nodes["node2"][2] == ",".join(internal + [a for a in underlay if a not in internal]), nodes
+    node2 = json.loads(dlab.kubectl("get", "node", "node2", "-o", "json").stdout)
+    assert nodes["node2"][3] == ",".join(node2["spec"]["podCIDRs"]), nodes
+    for name in ("a", "b"):
+        assert pods[name][3] == ",".join(ips_of(dlab, name)), pods
+
+
 def test_matrix_probes_every_family_all_green(dlab):
     proc = dlab.cli("matrix", "-n", NS, "--json", check=False, timeout=90)
     doc = json.loads(proc.stdout)

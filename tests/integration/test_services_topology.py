@@ -1,10 +1,14 @@
-"""Topology hints and trafficDistribution with real traffic.
+"""Topology hints and trafficDistribution with real traffic, in every IP family (`klab`: on a
+dual-stack lab over the IPv6 ClusterIP and NodePort of RequireDualStack Services, whose IPv6
+EndpointSlices carry the hints).
 
 Nodes carry topology.kubernetes.io/zone: node1 and node3 zone-a, node2 zone-b. With
 trafficDistribution PreferClose the slice controller gives every endpoint a hint for its own
 zone, and a node's proxy then uses only the endpoints hinted for its zone. With PreferSameNode
 every ready endpoint is hinted for its node as well: a node with an endpoint keeps to it; one
-without (web-4's node is drained by deleting it) falls back to its zone.
+without (web-4's node is drained by deleting it) falls back to its zone. Hand-written slices
+check forZones and forNodes hints as kube-proxy reads them, and a Local traffic policy takes the
+node's own endpoints whatever the hints say (hints narrow only the cluster-wide endpoints).
 
     node1: web-1, client1 (zone-a)    node2: web-2, client2 (zone-b)    node3: web-3, client3 (zone-a)
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from .services_helpers import cluster, names, svc_port
+from .services_helpers import EXTERNAL, cluster, names, svc_port
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -23,8 +27,8 @@ ALL = ZONE_A | ZONE_B
 
 
 @pytest.fixture(scope="module")
-def c(labk):
-    with cluster(labk, NS) as cl:
+def c(klab):
+    with cluster(klab, NS) as cl:
         cl.start_pods(web={f"web-{i}": f"node{i}" for i in (1, 2, 3)},
                       clients={f"client{i}": f"node{i}" for i in (1, 2, 3)})
         cl.close_svc = cl.service("close", [svc_port(80, "http")], selector={"app": "web"},
@@ -53,22 +57,73 @@ def test_without_hints_every_zone(c, source):
     assert names(c.who(source, c.plain.ip, 80, n=24)) == ALL
 
 
-def test_hints_followed_and_ignored_where_a_zone_has_none(c):
-    # A hand-written slice: web-1 and web-2 hinted for zone-a, web-3 (in zone-a) for zone-c.
-    # zone-a nodes follow the hints (web-1, web-2, not their zone-mate web-3); zone-b has no
-    # endpoint hinted for it, so kube-proxy ignores hints there and uses every endpoint.
+def hinted_service(c, name: str, hints: dict[str, dict]):
+    """A selectorless Service over web-1..3 with a slice we write: each endpoint in its node's
+    real zone, with the hints given per pod name."""
     ips = {n: c.pod_ip(n) for n in ALL}
-    hint = {"web-1": "zone-a", "web-2": "zone-a", "web-3": "zone-c"}
-    svc = c.service("manual", [svc_port(80, 8080, name="http")])
-    c.endpoint_slice("manual-1", "manual", [
+    svc = c.service(name, [svc_port(80, 8080, name="http")])
+    c.endpoint_slice(f"{name}-1", name, [
         {"addresses": [ips[n]], "nodeName": f"node{n[-1]}", "zone": "zone-b" if n == "web-2" else "zone-a",
          "conditions": {"ready": True, "serving": True, "terminating": False},
-         "hints": {"forZones": [{"name": hint[n]}]}} for n in sorted(ALL)],
+         "hints": hints[n]} for n in sorted(ALL)],
         [{"name": "http", "port": 8080, "protocol": "TCP"}])
+    return svc
+
+
+def test_hints_followed_and_ignored_where_a_zone_has_none(c):
+    # web-1 and web-2 hinted for zone-a, web-3 (in zone-a) for zone-c. zone-a nodes follow the
+    # hints (web-1, web-2, not their zone-mate web-3); zone-b has no endpoint hinted for it, so
+    # kube-proxy ignores hints there and uses every endpoint.
+    hint = {"web-1": "zone-a", "web-2": "zone-a", "web-3": "zone-c"}
+    svc = hinted_service(c, "manual", {n: {"forZones": [{"name": z}]} for n, z in hint.items()})
     c.wait_answer("client2", svc.ip, 80)
     wait_for("zone-b uses everything", lambda: names(c.who("client2", svc.ip, 80, n=24)) == ALL)
     wait_for("zone-a follows the hints", lambda: names(c.who("client1", svc.ip, 80, n=16)) == {"web-1", "web-2"})
     assert names(c.who("client3", svc.ip, 80, n=16)) == {"web-1", "web-2"}
+
+
+def test_node_hints_followed_before_zone_hints(c):
+    # Node hints that cross the nodes (web-1 for node3, web-3 for node1), zone hints for each
+    # endpoint's own zone: each node takes the endpoint hinted for it, not its own, and not its
+    # zone's.
+    for_node = {"web-1": "node3", "web-2": "node2", "web-3": "node1"}
+    svc = hinted_service(c, "manual-nodes", {
+        n: {"forNodes": [{"name": node}], "forZones": [{"name": "zone-b" if n == "web-2" else "zone-a"}]}
+        for n, node in for_node.items()})
+    c.wait_answer("client3", svc.ip, 80)
+    wait_for("node3 follows its node hint", lambda: names(c.who("client3", svc.ip, 80, n=16)) == {"web-1"})
+    assert names(c.who("client1", svc.ip, 80, n=16)) == {"web-3"}
+    assert names(c.who("node:node2", svc.ip, 80, n=16)) == {"web-2"}
+
+
+@pytest.fixture(scope="module")
+def close_local(c):
+    """PreferClose Services with a Local traffic policy: etp (NodePort, externalTrafficPolicy
+    Local) and itp (ClusterIP, internalTrafficPolicy Local)."""
+    etp = c.service("close-etp", [svc_port(80, "http")], selector={"app": "web"}, type_="NodePort",
+                    trafficDistribution="PreferClose", externalTrafficPolicy="Local")
+    itp = c.service("close-itp", [svc_port(80, "http")], selector={"app": "web"},
+                    trafficDistribution="PreferClose", internalTrafficPolicy="Local")
+    for name in ("close-etp", "close-itp"):
+        assert all(e.get("hints") for e in c.wait_endpoints(name, 3))
+    c.wait_answer("client3", itp.ip, 80)
+    return etp, itp
+
+
+@pytest.mark.parametrize("node", ["node1", "node3"])
+def test_external_traffic_policy_local_takes_the_nodes_endpoint_not_the_zones(c, close_local, node):
+    etp, _ = close_local
+    port = etp.node_ports["80"]
+    c.wait_answer(EXTERNAL, c.node_ip[node], port)
+    assert names(c.who(EXTERNAL, c.node_ip[node], port, n=16)) == {f"web-{node[-1]}"}
+    # from inside the cluster the same Service is cluster-wide, narrowed to the zone by its hints
+    assert names(c.who(f"client{node[-1]}", etp.ip, 80, n=16)) == ZONE_A
+
+
+@pytest.mark.parametrize("source,want", [("client3", "web-3"), ("node:node1", "web-1"), ("client2", "web-2")])
+def test_internal_traffic_policy_local_takes_the_nodes_endpoint_not_the_zones(c, close_local, source, want):
+    _, itp = close_local
+    assert names(c.who(source, itp.ip, 80, n=16)) == {want}
 
 
 @pytest.mark.parametrize("source,want", [("client1", {"web-1"}), ("client2", {"web-2"}),

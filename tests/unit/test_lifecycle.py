@@ -68,7 +68,27 @@ def test_table_lists_nodes_and_pods():
     assert lines[0].split() == ["NODE", "STATUS", "ADDRESS", "PODCIDR", "NETNS"]
     assert lines[2].split() == ["node2", "Ready", "192.168.56.12", "10.244.2.0/24", "kw-node2"]
     assert "<none>" in lines[1]
-    assert any(line.split()[:2] == ["default", "web"] for line in lines)
+    assert any(line.split() == ["default", "web", "node2", "10.244.2.5", "kw-pod-default-web-1234"]
+               for line in lines)
+
+
+@pytest.mark.parametrize("ip_family, internal, node_cell, pod_cell", [
+    ("dual", ["192.168.56.12", "2001:db8:56::12"], "192.168.56.12,2001:db8:56::12", "10.244.2.5,fd00:10:244:2::5"),
+    # an ipv6 lab's Node reports its IPv6 address alone: it comes first, the underlay's IPv4 after
+    ("ipv6", ["2001:db8:56::12"], "2001:db8:56::12,192.168.56.12", "fd00:10:244:2::5"),
+])
+def test_table_shows_every_address_of_a_node_and_a_pod_primary_first(ip_family, internal, node_cell, pod_cell):
+    cfg = LabConfig(name="kw", ip_family=ip_family)
+    cidrs = ["10.244.2.0/24", "fd00:10:244:2::/64"] if ip_family == "dual" else ["fd00:10:244:2::/64"]
+    pod_ips = pod_cell.split(",")
+    node = {"metadata": {"name": "node2"}, "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": a} for a in internal]}}
+    pod = {"metadata": {"namespace": "default", "name": "web", "uid": "u1"}, "spec": {"nodeName": "node2"},
+           "status": {"podIP": pod_ips[0], "podIPs": [{"ip": ip} for ip in pod_ips]}}
+    lines = render_table(render_status(cfg, [node], [pod], {})).splitlines()
+    assert lines[1].split() == ["node2", "Ready", node_cell, ",".join(cidrs), "kw-node2"]
+    assert lines[-1].split() == ["default", "web", "node2", pod_cell, "<none>"]
 
 
 def test_state_and_lab_id():
