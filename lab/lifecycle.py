@@ -782,8 +782,13 @@ def down(name: str) -> list[str]:
     cfg = LabConfig(name=name)
     state = read_state(name) or {}
     removed = []
-    pids = find_processes(name, state.get("token"))
-    if pids:
+    # again until none is found: a kubelet may start a CNI plugin while it is being ended, and
+    # that plugin would outlive the first round and write under the state directory after it
+    # is removed (seen after a soak bench: empty plugin-root directories left in /run)
+    for _ in range(5):
+        pids = find_processes(name, state.get("token"))
+        if not pids:
+            break
         killed = end_processes(pids)
         removed.append(f"ended processes {' '.join(map(str, pids))}"
                        + (f" (SIGKILL: {' '.join(map(str, killed))})" if killed else ""))
