@@ -334,10 +334,12 @@ _SHARED = frozenset(family_set(n, v) for n in (IN_ISOLATED, EG_ISOLATED, LOCAL_P
 
 def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
                            old: frozenset[Member], changed: frozenset[str],
-                           candidates: tuple[PeerSet, ...] | None = None) -> frozenset[Member]:
+                           matched: Iterable[str] | None = None) -> frozenset[Member]:
     """plan_pod_members after the policies `changed` (ids: added, modified or deleted) changed
     and nothing else did, from the pod's members before: only those policies' selectors are
-    evaluated, so a policy change costs one selector test per pod, not one per policy."""
+    evaluated, so a policy change costs one selector test per pod, not one per policy.
+    matched: the names of those policies' sets (p<id>_sel, peer sets) the pod is in, when the
+    caller found them already (the planner does, from its label index)."""
     if not pod.ips or pod.host_network or pod.terminal:
         return frozenset()
     # per-policy sets are named p<12 hex>_...: their first 13 characters are the owner's id
@@ -345,12 +347,14 @@ def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, l
     names: set[str] = set()
     if local:
         names.add(LOCAL_PODS)
-        for pid, pol in index.by_namespace.get(pod.namespace, ()):
-            if pid in changed and pol.pod_selector.matches(pod.labels):
-                names.add(f"{pid}_sel")
-    if candidates is None:
-        candidates = candidate_peer_sets(index, namespace)
-    names.update(ps.name for ps in candidates if ps.name[:13] in changed and ps.matches(pod, namespace.labels))
+    if matched is not None:
+        names.update(matched)
+    else:
+        if local:
+            names.update(f"{pid}_sel" for pid, pol in index.by_namespace.get(pod.namespace, ())
+                         if pid in changed and pol.pod_selector.matches(pod.labels))
+        names.update(ps.name for ps in candidate_peer_sets(index, namespace)
+                     if ps.name[:13] in changed and ps.matches(pod, namespace.labels))
     for owner in {s[:13] for s, _ in out if is_selection_set(s)} | {n[:13] for n in names if is_selection_set(n)}:
         types = index.types.get(owner, frozenset())
         if INGRESS in types:
