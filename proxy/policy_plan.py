@@ -233,10 +233,8 @@ class PolicyPlanner:
     def _namespace(self, name: str) -> pm.Namespace:
         return self.namespaces.get(name) or pm.Namespace(name, frozenset({(pm.NAME_LABEL, name)}))
 
-    def _plan_pod(self, key: PodKey, changed: frozenset[str] | None = None,
-                  matched: frozenset[str] = frozenset()) -> frozenset[rp.Member]:
-        """The pod's members; with `changed` (policy ids), the sets of those policies the pod is
-        in are `matched` and the rest is taken from what the pod has now."""
+    def _plan_pod(self, key: PodKey) -> frozenset[rp.Member]:
+        """The pod's members, every policy evaluated."""
         pod = self.pods.get(key)
         if pod is None:
             return frozenset()
@@ -244,46 +242,62 @@ class PolicyPlanner:
         ns = self._namespace(pod.namespace)
         if cands is None:
             cands = self.candidates[pod.namespace] = rp.candidate_peer_sets(self.index, ns)
-        if changed is not None:
-            return rp.plan_pod_members_delta(self.index, pod, ns, self._is_local(pod),
-                                             self.members.get(key, frozenset()), changed,
-                                             matched=matched)
         return rp.plan_pod_members(self.index, pod, ns, self._is_local(pod), cands)
 
-    def _diff_members(self, keys, changed: frozenset[str] | None = None,
-                      matched: dict[PodKey, set[str]] | None = None) -> tuple[list, list]:
-        """Update per-pod members and counts for `keys`; the elements to delete and to add.
-        With `changed`: the sets of those policies each pod is in (`matched`, by pod)."""
-        removed, added = [], []
+    def _diff_members(self, keys) -> tuple[list, list]:
+        """Update per-pod members and counts for `keys`; the elements to delete and to add."""
+        removed: list[rp.Member] = []
+        added: list[rp.Member] = []
         for key in keys:
-            new = self._plan_pod(key, changed, frozenset((matched or {}).get(key, ())))
+            new = self._plan_pod(key)
             old = self.members.get(key, frozenset())
-            if new == old:
-                continue
-            old_pids = {s[:13] for s, _ in old if s[0] == "p"}
-            new_pids = {s[:13] for s, _ in new if s[0] == "p"}
-            for pid in old_pids - new_pids:
-                pods = self.pid_pods.get(pid)
-                if pods is not None:
-                    pods.discard(key)
-                    if not pods:
-                        del self.pid_pods[pid]
-            for pid in new_pids - old_pids:
-                self.pid_pods.setdefault(pid, set()).add(key)
-            for m in old - new:
-                self.counts[m] -= 1
-                if self.counts[m] <= 0:
-                    del self.counts[m]
-                    removed.append(m)
-            for m in new - old:
-                self.counts[m] += 1
-                if self.counts[m] == 1:
-                    added.append(m)
-            if new:
-                self.members[key] = new
-            else:
-                self.members.pop(key, None)
+            if new != old:
+                self._commit(key, new, old - new, new - old, removed, added)
         return removed, added
+
+    def _diff_changed(self, keys, changed: frozenset[str], matched: dict[PodKey, set[str]]) -> tuple[list, list]:
+        """_diff_members after only the policies `changed` changed, for pods whose own state did
+        not change since their last plan: each pod's members in those policies' sets are
+        `matched` (by pod), and nothing else of it is evaluated."""
+        removed: list[rp.Member] = []
+        added: list[rp.Member] = []
+        for key in keys:
+            pod = self.pods.get(key)
+            old = self.members.get(key, frozenset())
+            if pod is None:
+                gone, came = old, frozenset()
+            else:
+                gone, came = rp.plan_pod_members_change(self.index, pod, old, changed, matched.get(key, ()))
+            if gone or came:
+                self._commit(key, (old - gone) | came, gone, came, removed, added)
+        return removed, added
+
+    def _commit(self, key: PodKey, new: frozenset[rp.Member], gone, came, removed: list, added: list) -> None:
+        """Pod `key`'s members are now `new` (`gone` left, `came` joined): its reference counts
+        and policy index follow; the elements whose count fell to 0 go to `removed`, those
+        that rose from 0 to `added`."""
+        new_pids = {s[:13] for s, _ in new if s[0] == "p"}
+        for pid in {s[:13] for s, _ in gone if s[0] == "p"} - new_pids:
+            pods = self.pid_pods.get(pid)
+            if pods is not None:
+                pods.discard(key)
+                if not pods:
+                    del self.pid_pods[pid]
+        for pid in {s[:13] for s, _ in came if s[0] == "p"}:
+            self.pid_pods.setdefault(pid, set()).add(key)
+        for m in gone:
+            self.counts[m] -= 1
+            if self.counts[m] <= 0:
+                del self.counts[m]
+                removed.append(m)
+        for m in came:
+            self.counts[m] += 1
+            if self.counts[m] == 1:
+                added.append(m)
+        if new:
+            self.members[key] = new
+        else:
+            self.members.pop(key, None)
 
     def _changed_matches(self, changed: frozenset[str]) -> dict[PodKey, set[str]]:
         """The sets of the `changed` policies (selections and peer sets) each pod is in now:
@@ -397,7 +411,7 @@ class PolicyPlanner:
                         + rp.filter_candidates(ns_sets, self._namespace(ns))
                 matched = self._changed_matches(changed)
                 affected = set(matched).union(*(self.pid_pods.get(pid, ()) for pid in changed))
-                removed, added = self._diff_members(affected - self.dirty_pods, changed, matched)
+                removed, added = self._diff_changed(affected - self.dirty_pods, changed, matched)
             else:
                 self.candidates.clear()
                 self.dirty_all = True

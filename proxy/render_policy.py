@@ -126,7 +126,8 @@ def decl_key(d: Decl) -> str:
 def policy_id(key: str) -> str:
     """A short stable name for a policy's sets, chains and counters (names are limited and
     policy names are not all valid nft identifiers)."""
-    # 13 characters: per-policy sets are recognised by their first 13 (plan_pod_members_delta)
+    # 13 characters: per-policy sets are recognised by their first 13 (plan_pod_members_delta,
+    # plan_pod_members_change)
     return "p" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -334,12 +335,10 @@ _SHARED = frozenset(family_set(n, v) for n in (IN_ISOLATED, EG_ISOLATED, LOCAL_P
 
 def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, local: bool,
                            old: frozenset[Member], changed: frozenset[str],
-                           matched: Iterable[str] | None = None) -> frozenset[Member]:
+                           candidates: tuple[PeerSet, ...] | None = None) -> frozenset[Member]:
     """plan_pod_members after the policies `changed` (ids: added, modified or deleted) changed
     and nothing else did, from the pod's members before: only those policies' selectors are
-    evaluated, so a policy change costs one selector test per pod, not one per policy.
-    matched: the names of those policies' sets (p<id>_sel, peer sets) the pod is in, when the
-    caller found them already (the planner does, from its label index)."""
+    evaluated, so a policy change costs one selector test per pod, not one per policy."""
     if not pod.ips or pod.host_network or pod.terminal:
         return frozenset()
     # per-policy sets are named p<12 hex>_...: their first 13 characters are the owner's id
@@ -347,14 +346,12 @@ def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, l
     names: set[str] = set()
     if local:
         names.add(LOCAL_PODS)
-    if matched is not None:
-        names.update(matched)
-    else:
-        if local:
-            names.update(f"{pid}_sel" for pid, pol in index.by_namespace.get(pod.namespace, ())
-                         if pid in changed and pol.pod_selector.matches(pod.labels))
-        names.update(ps.name for ps in candidate_peer_sets(index, namespace)
-                     if ps.name[:13] in changed and ps.matches(pod, namespace.labels))
+        for pid, pol in index.by_namespace.get(pod.namespace, ()):
+            if pid in changed and pol.pod_selector.matches(pod.labels):
+                names.add(f"{pid}_sel")
+    if candidates is None:
+        candidates = candidate_peer_sets(index, namespace)
+    names.update(ps.name for ps in candidates if ps.name[:13] in changed and ps.matches(pod, namespace.labels))
     for owner in {s[:13] for s, _ in out if is_selection_set(s)} | {n[:13] for n in names if is_selection_set(n)}:
         types = index.types.get(owner, frozenset())
         if INGRESS in types:
@@ -364,6 +361,39 @@ def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, l
     for name in names:
         out |= _addresses(pod.ips, name)
     return frozenset(out | _named_port_members(index, pod))
+
+
+_ISOLATION = frozenset(family_set(n, v) for n in (IN_ISOLATED, EG_ISOLATED) for v in (4, 6))
+
+
+def plan_pod_members_change(index: PolicyIndex, pod: Pod, old: frozenset[Member], changed: frozenset[str],
+                            matched: Iterable[str]) -> tuple[frozenset[Member], frozenset[Member]]:
+    """What plan_pod_members_delta changes, as (members that go, members that come), for a pod
+    whose `old` members were planned from its present state: only its members in the sets of
+    the policies `changed` (of which it is now in `matched`: p<id>_sel, peer sets) and its
+    isolation are looked at, so the cost follows the change, not the pod's memberships."""
+    if not pod.ips or pod.host_network or pod.terminal:
+        return old, frozenset()
+    before = {m for m in old if m[0][:13] in changed}
+    after: set[Member] = set()
+    for name in matched:
+        after |= _addresses(pod.ips, name)
+    gone, came = before - after, after - before
+    if any(is_selection_set(s) for s, _ in before) or any(is_selection_set(s) for s, _ in after):
+        # a changed policy selects the pod, or did: isolation follows every selecting policy's types
+        owners = {s[:13] for s, _ in old if s[:13] not in changed and is_selection_set(s)}
+        owners.update(s[:13] for s, _ in after if is_selection_set(s))
+        isolation: set[Member] = set()
+        for owner in owners:
+            types = index.types.get(owner, frozenset())
+            if INGRESS in types:
+                isolation |= _addresses(pod.ips, IN_ISOLATED)
+            if EGRESS in types:
+                isolation |= _addresses(pod.ips, EG_ISOLATED)
+        have = {m for m in old if m[0] in _ISOLATION}
+        gone |= have - isolation
+        came |= isolation - have
+    return frozenset(gone), frozenset(came)
 
 
 # ---- rendering the structure ------------------------------------------------------------------
