@@ -48,6 +48,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from .nft_text import quote
 from .policy_marks import ADMIN_EGRESS, ADMIN_INGRESS, NP_EGRESS, NP_INGRESS, mark_test
@@ -242,7 +243,7 @@ def _policy_parts(pol: Policy) -> tuple[str, tuple[tuple[PeerSet, bool], ...], f
 def index_policies(policies: Iterable[Policy], memo: dict | None = None) -> PolicyIndex:
     """memo: a cache the caller keeps from one call to the next (policy key -> (policy, its
     parts)); it only saves work, the index is the same without it."""
-    ordered = sorted(policies, key=lambda p: (p.namespace, p.name))
+    ordered = sorted(policies, key=attrgetter("namespace", "name"))
     parts = []
     for pol in ordered:
         have = memo.get(pol.key) if memo is not None else None
