@@ -40,7 +40,7 @@ beside it (matplotlib); the JSON is printed on stdout too.
 --scratch: no lab; the agent's policy controller alone in a scratch netns (h14-scratch-<pid>),
 its watch events fed by hand in the same shapes (1,000 policy events ~1 ms apart, then label
 changes and one policy added and deleted): where the agent's own time goes, without the API
-server; --profile FILE adds cProfile stats of the feeding thread.
+server; --profile FILE adds cProfile stats of the sync loop's thread (planner and transactions).
 
 Without --lab it brings up its own lab (h14netpol) and always brings it down; with --lab it uses
 that lab and deletes what it created.
@@ -521,6 +521,9 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
     try:
         nft = Nft(name)
         ctl = PolicyController(None, "node1", "10.244.1.0/24", nft=nft, netns=name)
+        if prof:
+            # the planner and the transactions run on the sync loop's thread, not this one
+            ctl.loop._sync = _profiled(prof, ctl.loop._sync)
         ctl._on_sync("ns", {("", f"bench-n{k}"): {"metadata": {"name": f"bench-n{k}", "labels": {"ns": f"n{k}"}}}
                             for k in range(NAMESPACES)})
         ctl._on_sync("pol", {})
@@ -544,8 +547,6 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
                 time.sleep(0.001)
             raise TimeoutError("the controller did not settle")
 
-        if prof:
-            prof.enable()
         # 1,000 policies as the API delivers them: one event at a time, ~1,000/s
         t0 = time.monotonic()
         tx0 = ctl.transactions
@@ -590,12 +591,21 @@ def scratch(pods: int, policies: int, profile: str | None = None) -> dict:
             ctl.rebuild()
         out["full_rebuild_s"] = round(time.monotonic() - t0, 3)
         if prof:
-            prof.disable()
             prof.dump_stats(profile)
         ctl.loop.stop(5)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
     return out
+
+
+def _profiled(prof, fn):
+    def run():
+        prof.enable()
+        try:
+            return fn()
+        finally:
+            prof.disable()
+    return run
 
 
 def _scratch_elements(nft, set_name: str) -> set[str]:

@@ -458,6 +458,35 @@ def encode_table_request(family: str, table: str, seq: int) -> bytes:
                     NFPROTO[family], 0, _nla(NFTA_TABLE_NAME, table.encode() + b"\0"))
 
 
+# the named counters of one table (GETOBJ dump), for a scrape: nft's listing of the same fills
+# its cache with every set element first (1.5-2.9 s at 1,000 policies over 5,000 pods, against
+# 0.1-0.15 s for this dump of their 2,000 counters, on a loaded 2-core machine)
+NFT_MSG_NEWOBJ, NFT_MSG_GETOBJ = 18, 19
+NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE, NFTA_OBJ_DATA = 1, 2, 3, 4
+NFT_OBJECT_COUNTER = 1
+NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS = 1, 2
+
+
+def encode_counter_dump_request(family: str, table: str, seq: int) -> bytes:
+    """GETOBJ dump of the named counters of one table (the kernel filters by table and type)."""
+    return _message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ, NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK, seq,
+                    NFPROTO[family], 0, _nla(NFTA_OBJ_TABLE, table.encode() + b"\0")
+                    + _nla(NFTA_OBJ_TYPE, struct.pack("!I", NFT_OBJECT_COUNTER)))
+
+
+def decode_counter(payload: bytes, table: str) -> tuple[str, int, int] | None:
+    """(name, packets, bytes) of one NEWOBJ answer; None for another table's or another type's."""
+    attrs = dict(_attrs(payload[4:]))
+    if NFTA_OBJ_NAME not in attrs or _string(attrs.get(NFTA_OBJ_TABLE, b"")) != table:
+        return None
+    if struct.unpack("!I", attrs.get(NFTA_OBJ_TYPE, b"\0\0\0\0")[:4])[0] != NFT_OBJECT_COUNTER:
+        return None
+    data = dict(_attrs(attrs.get(NFTA_OBJ_DATA, b"")))
+    packets = struct.unpack("!Q", data[NFTA_COUNTER_PACKETS][:8])[0] if NFTA_COUNTER_PACKETS in data else 0
+    nbytes = struct.unpack("!Q", data[NFTA_COUNTER_BYTES][:8])[0] if NFTA_COUNTER_BYTES in data else 0
+    return _string(attrs[NFTA_OBJ_NAME]), packets, nbytes
+
+
 def decode_udata_comment(raw: bytes) -> str:
     """The comment in a chain's NFTA_CHAIN_USERDATA: libnftnl's TLVs (1-byte type, 1-byte
     length, value), type 0 the comment with its trailing NUL; '' when there is none. (A set's

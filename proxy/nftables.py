@@ -230,6 +230,16 @@ class ElementLink:
         return self._dump_objects(lambda seq: codec.encode_set_dump_request(family, table, seq), codec.NFT_MSG_NEWSET,
                                   lambda p: codec.decode_set(p, table), f"sets of {table}")
 
+    def counters(self, family: str, table: str) -> list[tuple[str, int, int]] | None:
+        """(name, packets, bytes) of every named counter of one table; None when the table does
+        not exist."""
+        got = self._dump_objects(lambda seq: codec.encode_counter_dump_request(family, table, seq),
+                                 codec.NFT_MSG_NEWOBJ, lambda p: codec.decode_counter(p, table),
+                                 f"counters of {table}")
+        if got is None or got or self._table_exists(family, table):
+            return got
+        return None
+
     def _table_exists(self, family: str, table: str) -> bool:
         return self._dump_objects(lambda seq: codec.encode_table_request(family, table, seq), None, lambda p: None,
                                   f"table {table}", done_on_ack=True) is not None

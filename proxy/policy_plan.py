@@ -8,8 +8,9 @@ chains) and, per pod, the (set, element) pairs it contributes, with a reference 
 (two pods may briefly claim one IP). A plan diffs against that state and advances it at once;
 when the kernel refuses a plan, the controller sends `table()`: the whole table from this state.
 
-Cost: a change of a few policies evaluates only those policies, and only for the pods in their
-sets (pid_pods) or matched by their new selectors (a scan with one test per pod), re-renders
+Cost: a change of policies evaluates only those policies, and only for the pods in their sets
+(pid_pods) or matched by their new selectors (each tested on the pods of the namespaces it
+covers that carry its matchLabels: proxy/pod_label_index.py), re-renders
 only their decls and their namespace's dispatch chain, and compares only those decls. A pod or
 namespace change re-plans only its pods.
 
@@ -29,6 +30,7 @@ from dataclasses import replace
 from . import element_codec as codec
 from . import policy_model as pm
 from . import render_policy as rp
+from .pod_label_index import PodLabelIndex
 
 PodKey = tuple[str, str]
 ElementOp = tuple[str, str, codec.ElementType, list[str]]     # verb, set, its type, elements
@@ -83,15 +85,12 @@ class PolicyPlanner:
         self.counts: Counter = Counter()                      # (set, element) -> pods claiming it
         self.rendered: dict[str, tuple[pm.Policy, dict[str, rp.Decl]]] = {}  # per policy id
         self._index_memo: dict = {}                           # rp.index_policies' cache
-        self._by_ns: dict[str, list[PodKey]] | None = None
+        self.labels = PodLabelIndex()                         # self.pods by namespace and label
         self.pid_pods: dict[str, set[PodKey]] = {}            # policy id -> pods in its sets
         self.dirty_pods: set[PodKey] = set()
         self.dirty_policies = True
         self.dirty_all = True
         self.changed: set[str] = set()                        # ids of policies changed since
-        self._changed_candidates: dict[str, tuple] = {}       # per plan: namespace -> few
-        self._changed_ids: frozenset[str] = frozenset()
-        self._changed_ns_sets: tuple[rp.PeerSet, ...] = ()
 
     # --- what the watches say -----------------------------------------------------------------
     def put_policy(self, key: str, policy: pm.Policy | None) -> None:
@@ -113,14 +112,21 @@ class PolicyPlanner:
 
     def put_pod(self, key: PodKey, pod: pm.Pod | None) -> None:
         if pod is None:
-            if self.pods.pop(key, None) is not None:
-                self._by_ns = None
+            self._drop(key)
             self.gone.pop(key, None)
         else:
-            if key not in self.pods:
-                self._by_ns = None
-            self.pods[key] = self._with_cni_ip(pod)
+            self._store(key, self._with_cni_ip(pod))
         self.dirty_pods.add(key)
+
+    def _store(self, key: PodKey, pod: pm.Pod) -> None:
+        old = self.pods.get(key)
+        self.pods[key] = pod
+        self.labels.put(key, None if old is None else old.labels, pod.labels)
+
+    def _drop(self, key: PodKey) -> None:
+        old = self.pods.pop(key, None)
+        if old is not None:
+            self.labels.put(key, old.labels, None)
 
     def set_policies(self, policies: Iterable[pm.Policy]) -> None:
         """A full list: these and no others."""
@@ -133,8 +139,10 @@ class PolicyPlanner:
         self._relisted()
 
     def set_pods(self, pods: Iterable[pm.Pod]) -> None:
-        self.pods = {p.key: self._with_cni_ip(p) for p in pods}
-        self._by_ns = None
+        self.pods = {}
+        self.labels = PodLabelIndex()
+        for p in pods:
+            self._store(p.key, self._with_cni_ip(p))
         self._relisted()
 
     def _relisted(self) -> None:
@@ -153,8 +161,7 @@ class PolicyPlanner:
         namespace: as read from the API when the watches had not delivered them yet."""
         ips = self._policed(str(ipaddress.ip_address(ip)) for ip in ips)
         if pod is not None and key not in self.pods:
-            self.pods[key] = pod
-            self._by_ns = None
+            self._store(key, pod)
         if namespace is not None and key[0] not in self.namespaces:
             self.namespaces[key[0]] = namespace
             self.candidates.pop(key[0], None)
@@ -162,9 +169,7 @@ class PolicyPlanner:
         self.cni_pods[container_id] = (key, ips)
         self.cni_ips[key] = ips
         self.gone.pop(key, None)
-        if key not in self.pods:
-            self._by_ns = None
-        self.pods[key] = replace(known, ips=ips, node=self.node_name, terminal=False)
+        self._store(key, replace(known, ips=ips, node=self.node_name, terminal=False))
         self.dirty_pods.add(key)
 
     def remove_cni_pod(self, container_id: str) -> bool:
@@ -179,7 +184,7 @@ class PolicyPlanner:
         pod = self.pods.get(key)
         if pod is not None and set(pod.ips) & set(ips):
             # its sandbox is gone: the addresses may go to another pod, whatever the API says
-            self.pods[key] = replace(pod, ips=tuple(ip for ip in pod.ips if ip not in ips))
+            self._store(key, replace(pod, ips=tuple(ip for ip in pod.ips if ip not in ips)))
         self.dirty_pods.add(key)
         return True
 
@@ -228,9 +233,8 @@ class PolicyPlanner:
     def _namespace(self, name: str) -> pm.Namespace:
         return self.namespaces.get(name) or pm.Namespace(name, frozenset({(pm.NAME_LABEL, name)}))
 
-    def _plan_pod(self, key: PodKey, changed: frozenset[str] | None = None) -> frozenset[rp.Member]:
-        """The pod's members; with `changed` (policy ids), only those policies are evaluated and
-        the rest is taken from what the pod has now."""
+    def _plan_pod(self, key: PodKey) -> frozenset[rp.Member]:
+        """The pod's members, every policy evaluated."""
         pod = self.pods.get(key)
         if pod is None:
             return frozenset()
@@ -238,88 +242,92 @@ class PolicyPlanner:
         ns = self._namespace(pod.namespace)
         if cands is None:
             cands = self.candidates[pod.namespace] = rp.candidate_peer_sets(self.index, ns)
-        if changed is not None:
-            return rp.plan_pod_members_delta(self.index, pod, ns, self._is_local(pod),
-                                             self.members.get(key, frozenset()), changed,
-                                             self._few_candidates(pod.namespace))
         return rp.plan_pod_members(self.index, pod, ns, self._is_local(pod), cands)
 
-    def _diff_members(self, keys, changed: frozenset[str] | None = None) -> tuple[list, list]:
+    def _diff_members(self, keys) -> tuple[list, list]:
         """Update per-pod members and counts for `keys`; the elements to delete and to add."""
-        removed, added = [], []
+        removed: list[rp.Member] = []
+        added: list[rp.Member] = []
         for key in keys:
-            new = self._plan_pod(key, changed)
+            new = self._plan_pod(key)
             old = self.members.get(key, frozenset())
-            if new == old:
-                continue
-            old_pids = {s[:13] for s, _ in old if s[0] == "p"}
-            new_pids = {s[:13] for s, _ in new if s[0] == "p"}
-            for pid in old_pids - new_pids:
-                pods = self.pid_pods.get(pid)
-                if pods is not None:
-                    pods.discard(key)
-                    if not pods:
-                        del self.pid_pods[pid]
-            for pid in new_pids - old_pids:
-                self.pid_pods.setdefault(pid, set()).add(key)
-            for m in old - new:
-                self.counts[m] -= 1
-                if self.counts[m] <= 0:
-                    del self.counts[m]
-                    removed.append(m)
-            for m in new - old:
-                self.counts[m] += 1
-                if self.counts[m] == 1:
-                    added.append(m)
-            if new:
-                self.members[key] = new
-            else:
-                self.members.pop(key, None)
+            if new != old:
+                self._commit(key, new, old - new, new - old, removed, added)
         return removed, added
 
-    def _few_candidates(self, namespace: str) -> tuple[rp.PeerSet, ...]:
-        """The changed policies' peer sets a pod of `namespace` might be in (per sync)."""
-        few = self._changed_candidates.get(namespace)
-        if few is None:
-            changed = self._changed_ids
-            few = self._changed_candidates[namespace] = tuple(
-                ps for ps in self.index.local_peer_sets.get(namespace, ()) if ps.name[:13] in changed
-            ) + rp.filter_candidates(self._changed_ns_sets, self._namespace(namespace))
-        return few
+    def _diff_changed(self, keys, changed: frozenset[str], matched: dict[PodKey, set[str]]) -> tuple[list, list]:
+        """_diff_members after only the policies `changed` changed, for pods whose own state did
+        not change since their last plan: each pod's members in those policies' sets are
+        `matched` (by pod), and nothing else of it is evaluated."""
+        removed: list[rp.Member] = []
+        added: list[rp.Member] = []
+        for key in keys:
+            pod = self.pods.get(key)
+            old = self.members.get(key, frozenset())
+            if pod is None:
+                gone, came = old, frozenset()
+            else:
+                gone, came = rp.plan_pod_members_change(self.index, pod, old, changed, matched.get(key, ()))
+            if gone or came:
+                self._commit(key, (old - gone) | came, gone, came, removed, added)
+        return removed, added
 
-    def _affected(self, changed: frozenset[str]) -> set[PodKey]:
-        """Pods whose members the `changed` policies may change: those in their sets now, and
-        those their new selectors match (one test per pod and changed selector)."""
-        out: set[PodKey] = set()
-        for pid in changed:
-            out |= self.pid_pods.get(pid, set())
-        sels: dict[str, list[pm.Selector]] = {}
-        for pid, pol in self.index.policies:
-            if pid in changed:
-                sels.setdefault(pol.namespace, []).append(pol.pod_selector)
-        for ns, keys in self._pods_by_namespace().items():
-            few = self._few_candidates(ns)
-            mine = sels.get(ns)
-            if not few and not mine:
-                continue                        # no changed selector can match this namespace
-            ns_labels = self._namespace(ns).labels
+    def _commit(self, key: PodKey, new: frozenset[rp.Member], gone, came, removed: list, added: list) -> None:
+        """Pod `key`'s members are now `new` (`gone` left, `came` joined): its reference counts
+        and policy index follow; the elements whose count fell to 0 go to `removed`, those
+        that rose from 0 to `added`."""
+        new_pids = {s[:13] for s, _ in new if s[0] == "p"}
+        for pid in {s[:13] for s, _ in gone if s[0] == "p"} - new_pids:
+            pods = self.pid_pods.get(pid)
+            if pods is not None:
+                pods.discard(key)
+                if not pods:
+                    del self.pid_pods[pid]
+        for pid in {s[:13] for s, _ in came if s[0] == "p"}:
+            self.pid_pods.setdefault(pid, set()).add(key)
+        for m in gone:
+            self.counts[m] -= 1
+            if self.counts[m] <= 0:
+                del self.counts[m]
+                removed.append(m)
+        for m in came:
+            self.counts[m] += 1
+            if self.counts[m] == 1:
+                added.append(m)
+        if new:
+            self.members[key] = new
+        else:
+            self.members.pop(key, None)
+
+    def _changed_matches(self, changed: frozenset[str]) -> dict[PodKey, set[str]]:
+        """The sets of the `changed` policies (selections and peer sets) each pod is in now:
+        each selector tested only on the pods that carry its matchLabels (PodLabelIndex)."""
+        hits: dict[PodKey, set[str]] = {}
+
+        def take(keys, name: str, selector: pm.Selector | None, local: bool = False) -> None:
             for key in keys:
                 pod = self.pods[key]
-                if key in out or not pod.ips or pod.host_network or pod.terminal:
+                if not pod.ips or pod.host_network or pod.terminal:
                     continue
-                if any(ps.matches(pod, ns_labels) for ps in few) or (
-                        mine and self._is_local(pod) and any(sel.matches(pod.labels) for sel in mine)):
-                    out.add(key)
-        return out
+                if (selector is None or selector.matches(pod.labels)) and (not local or self._is_local(pod)):
+                    hits.setdefault(key, set()).add(name)
 
-    def _pods_by_namespace(self) -> dict[str, list[PodKey]]:
-        """namespace -> its pods (made again after a pod comes or goes: _by_ns = None)."""
-        if self._by_ns is None:
-            by_ns: dict[str, list[PodKey]] = {}
-            for key in self.pods:
-                by_ns.setdefault(key[0], []).append(key)
-            self._by_ns = by_ns
-        return self._by_ns
+        for pid, pol in self.index.policies:
+            if pid in changed:
+                take(self.labels.candidates(pol.namespace, pol.pod_selector), f"{pid}_sel",
+                     pol.pod_selector, local=True)
+        peer_sets = [ps for sets in self.index.local_peer_sets.values() for ps in sets if ps.name[:13] in changed]
+        peer_sets += [ps for ps in self.index.ns_peer_sets if ps.name[:13] in changed]
+        ns_labels = {ns: self._namespace(ns).labels for ns in self.labels.namespaces()}
+        for ps in peer_sets:
+            for p in ps.peers:
+                if p.namespace_selector is None:
+                    namespaces = [ps.namespace]
+                else:
+                    namespaces = [ns for ns, labels in ns_labels.items() if p.namespace_selector.matches(labels)]
+                for ns in namespaces:
+                    take(self.labels.candidates(ns, p.pod_selector), ps.name, p.pod_selector)
+        return hits
 
     def _render_decls(self, changed: frozenset[str] | None) -> tuple[dict[str, rp.Decl], set[str] | None]:
         """The whole structure, each policy's part rendered again only when it changed; and the
@@ -396,14 +404,14 @@ class PolicyPlanner:
             if few:
                 # only some policies changed: evaluate just those, and only for the pods they
                 # may affect; the per-namespace candidate caches lose and gain their peer sets
-                self._changed_ids = changed
-                self._changed_ns_sets = tuple(ps for ps in self.index.ns_peer_sets if ps.name[:13] in changed)
-                self._changed_candidates = {}
+                ns_sets = tuple(ps for ps in self.index.ns_peer_sets if ps.name[:13] in changed)
                 for ns in list(self.candidates):
                     self.candidates[ns] = tuple(ps for ps in self.candidates[ns] if ps.name[:13] not in changed) \
-                        + self._few_candidates(ns)
-                affected = self._affected(changed) - self.dirty_pods
-                removed, added = self._diff_members(affected, changed)
+                        + tuple(ps for ps in self.index.local_peer_sets.get(ns, ()) if ps.name[:13] in changed) \
+                        + rp.filter_candidates(ns_sets, self._namespace(ns))
+                matched = self._changed_matches(changed)
+                affected = set(matched).union(*(self.pid_pods.get(pid, ()) for pid in changed))
+                removed, added = self._diff_changed(affected - self.dirty_pods, changed, matched)
             else:
                 self.candidates.clear()
                 self.dirty_all = True

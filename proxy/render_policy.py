@@ -48,6 +48,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from .nft_text import quote
 from .policy_marks import ADMIN_EGRESS, ADMIN_INGRESS, NP_EGRESS, NP_INGRESS, mark_test
@@ -126,7 +127,8 @@ def decl_key(d: Decl) -> str:
 def policy_id(key: str) -> str:
     """A short stable name for a policy's sets, chains and counters (names are limited and
     policy names are not all valid nft identifiers)."""
-    # 13 characters: per-policy sets are recognised by their first 13 (plan_pod_members_delta)
+    # 13 characters: per-policy sets are recognised by their first 13 (plan_pod_members_delta,
+    # plan_pod_members_change)
     return "p" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -241,7 +243,7 @@ def _policy_parts(pol: Policy) -> tuple[str, tuple[tuple[PeerSet, bool], ...], f
 def index_policies(policies: Iterable[Policy], memo: dict | None = None) -> PolicyIndex:
     """memo: a cache the caller keeps from one call to the next (policy key -> (policy, its
     parts)); it only saves work, the index is the same without it."""
-    ordered = sorted(policies, key=lambda p: (p.namespace, p.name))
+    ordered = sorted(policies, key=attrgetter("namespace", "name"))
     parts = []
     for pol in ordered:
         have = memo.get(pol.key) if memo is not None else None
@@ -360,6 +362,39 @@ def plan_pod_members_delta(index: PolicyIndex, pod: Pod, namespace: Namespace, l
     for name in names:
         out |= _addresses(pod.ips, name)
     return frozenset(out | _named_port_members(index, pod))
+
+
+_ISOLATION = frozenset(family_set(n, v) for n in (IN_ISOLATED, EG_ISOLATED) for v in (4, 6))
+
+
+def plan_pod_members_change(index: PolicyIndex, pod: Pod, old: frozenset[Member], changed: frozenset[str],
+                            matched: Iterable[str]) -> tuple[frozenset[Member], frozenset[Member]]:
+    """What plan_pod_members_delta changes, as (members that go, members that come), for a pod
+    whose `old` members were planned from its present state: only its members in the sets of
+    the policies `changed` (of which it is now in `matched`: p<id>_sel, peer sets) and its
+    isolation are looked at, so the cost follows the change, not the pod's memberships."""
+    if not pod.ips or pod.host_network or pod.terminal:
+        return old, frozenset()
+    before = {m for m in old if m[0][:13] in changed}
+    after: set[Member] = set()
+    for name in matched:
+        after |= _addresses(pod.ips, name)
+    gone, came = before - after, after - before
+    if any(is_selection_set(s) for s, _ in before) or any(is_selection_set(s) for s, _ in after):
+        # a changed policy selects the pod, or did: isolation follows every selecting policy's types
+        owners = {s[:13] for s, _ in old if s[:13] not in changed and is_selection_set(s)}
+        owners.update(s[:13] for s, _ in after if is_selection_set(s))
+        isolation: set[Member] = set()
+        for owner in owners:
+            types = index.types.get(owner, frozenset())
+            if INGRESS in types:
+                isolation |= _addresses(pod.ips, IN_ISOLATED)
+            if EGRESS in types:
+                isolation |= _addresses(pod.ips, EG_ISOLATED)
+        have = {m for m in old if m[0] in _ISOLATION}
+        gone |= have - isolation
+        came |= isolation - have
+    return frozenset(gone), frozenset(came)
 
 
 # ---- rendering the structure ------------------------------------------------------------------

@@ -128,3 +128,19 @@ def test_an_element_transaction_lands_whole_or_not_at_all(netns_pair):
     # a set that does not exist reads as empty; a dump never needs nft's cache
     assert nft.elements.dump(r.FAMILY, r.TABLE, "absent", hairpin) is None
     assert read_map(nft, "backends-tcp-7") == {}
+
+
+def test_the_counter_dump_reads_what_nft_lists_of_one_tables_named_counters(netns_pair):
+    ns, _ = netns_pair
+    nft = Nft(ns)
+    nft.run(["add table inet t1", "add table inet t2",
+             "add counter inet t1 c1 { packets 5 bytes 300 }", "add counter inet t1 c2",
+             "add counter inet t2 c3 { packets 9 bytes 9 }", "add quota inet t1 q1 { over 100 mbytes }"])
+    listed = {(c["counter"]["name"], c["counter"]["packets"], c["counter"]["bytes"])
+              for c in nft.list("counters table inet t1") if "counter" in c}
+    assert listed == {("c1", 5, 300), ("c2", 0, 0)}
+    assert set(nft.elements.counters("inet", "t1")) == listed
+    assert nft.elements.counters("inet", "t2") == [("c3", 9, 9)]
+    assert nft.elements.counters("inet", "nosuch") is None
+    nft.run(["add table inet t3"])
+    assert nft.elements.counters("inet", "t3") == []
