@@ -200,7 +200,7 @@ def test_the_lab_stores_a_crd_of_another_kind_as_not_established():
     other["spec"]["names"] = {"kind": "Widget", "plural": "widgets"}
     other["metadata"]["name"] = "widgets.policy.networking.k8s.io"
     obj = admission.admit(Store(), LabConfig(name="x"), CRDS, "CREATE", other, None)
-    established = [c for c in obj["status"]["conditions"] if c["type"] == "Established"][0]
+    (established,) = [c for c in obj["status"]["conditions"] if c["type"] == "Established"]
     assert established["status"] == "False" and established["reason"] == "NotServed"
     namespaced = crd()
     namespaced["spec"]["scope"] = "Namespaced"      # the lab serves the kind cluster-scoped only
