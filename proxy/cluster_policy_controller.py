@@ -17,6 +17,10 @@ the shared 2-core machine at load 12; an element change costs nft milliseconds. 
 planner (proxy/policy_plan.py) shows how to evaluate only what an event changes, which this
 needs before it scales to thousands of pods per policy.
 
+Every rule counts the packets it matches in a named counter, exported by
+proxy/cluster_policy_metrics.py; a Deny rule's packets are logged (proxy/nflog.py reads the
+table's NFLOG group) with the policy and the rule that dropped them.
+
 A cluster without the ClusterNetworkPolicy CRD answers 404 to the list: the agent starts anyway,
 enforcing none, and the informer keeps listing until the kind appears.
 """
@@ -33,7 +37,9 @@ from . import cluster_policy_model as cm
 from . import policy_model as pm
 from . import render_cluster_policy as rc
 from .api_get import get_json
+from .cluster_policy_metrics import RuleCounters, register_metrics, unregister_metrics
 from .informer import Informer, key_of
+from .nflog import DropLog
 from .nftables import Nft, NftError
 from .skip_log import SkipLog
 from .sync_loop import SyncLoop
@@ -66,6 +72,25 @@ class ClusterPolicyController:
         self.loop = SyncLoop("cluster policy sync", self.sync, debounce=DEBOUNCE, period=RESYNC,
                              on_failure=self._forget_applied)
         self.skipped = {kind: SkipLog(log, kind) for kind in _PARSE}
+        self.counters = RuleCounters()
+        self.drops = DropLog(rc.NFLOG_GROUP, self.describe_rule, parse_prefix=rc.parse_log_prefix,
+                             thread_name="cluster policy nflog")
+        self._collector = None
+
+    # --- what the counters and the drop log name --------------------------------------------------
+    def rule_refs(self) -> dict[str, rc.RuleRef]:
+        with self.lock:
+            return rc.rule_refs(self.objects["cnp"].values())
+
+    def policy_names(self) -> set[str]:
+        with self.lock:
+            return {p.name for p in self.objects["cnp"].values()}
+
+    def describe_rule(self, counter: str) -> str:
+        ref = self.rule_refs().get(counter)
+        if ref is None:
+            return f"a ClusterNetworkPolicy rule no longer held ({counter})"
+        return f"ClusterNetworkPolicy {ref.policy} ({ref.tier}) {ref.direction.lower()} rule {ref.rule}: {ref.action}"
 
     # --- the watch edge -----------------------------------------------------------------------
     def _parse(self, kind: str, obj: dict):
@@ -115,7 +140,8 @@ class ClusterPolicyController:
         with self.lock:
             decls, members = rc.render_world(self.world())
             if self.applied is None or self.applied[0] != decls:
-                lines = rc.render_table(decls, members)
+                # the counters of the table being replaced carry over (a restarted agent's too)
+                lines = rc.render_table(decls, members, rc.parse_counts(self.nft.list(f"table {rc.T}")))
             else:
                 lines = rc.plan_element_changes(self.applied[1], members)
             if lines:
@@ -181,6 +207,8 @@ class ClusterPolicyController:
                         "until it does", cm.PATH)
         self.sync()
         self.loop.start()
+        self.drops.start()
+        self._collector = register_metrics(self)
         log.info("ClusterNetworkPolicy: %d policies", len(self.objects["cnp"]))
         return self
 
@@ -189,6 +217,10 @@ class ClusterPolicyController:
         for inf in self.informers:
             inf.stop()
         self.loop.stop(3)
+        self.drops.stop()
+        if self._collector is not None:
+            unregister_metrics(self._collector)
+            self._collector = None
 
 
 def start(api, cfg) -> ClusterPolicyController:
