@@ -6,7 +6,6 @@ one does (Established) while it stays honest about a kind it cannot serve. The C
 Kubernetes CEL environment and are checked here only for being present."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import jsonschema
@@ -20,6 +19,7 @@ from kubeweft.lab.store import Store
 from kubeweft.proxy import cluster_policy_model as cm
 
 from .test_deploy_manifests import render
+from .test_watch_edge_hostile import replaced
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "deploy" / "base" / "crds" / "clusternetworkpolicies.yaml"
@@ -97,15 +97,6 @@ def test_conformance_shapes_validate_and_the_agent_reads_them(name):
     assert len(pol.egress) == len(obj["spec"].get("egress", []))
 
 
-def _with(obj: dict, path: tuple, value) -> dict:
-    out = copy.deepcopy(obj)
-    cur = out
-    for step in path[:-1]:
-        cur = cur[step]
-    cur[path[-1]] = value
-    return out
-
-
 BASE = SAMPLES["port-ranges"]
 INVALID = {
     "tier": (("spec", "tier"), "Developer"),
@@ -132,7 +123,7 @@ INVALID = {
 @pytest.mark.parametrize("case", sorted(INVALID))
 def test_the_schema_refuses_what_the_api_refuses(case):
     path, value = INVALID[case]
-    bad = _with(BASE, path, value)
+    bad = replaced(BASE, path, value)
     if case.startswith("nodes peer in ingress"):
         # unknown fields are pruned by the server: the peer is then empty, which minProperties refuses
         bad["spec"]["ingress"][0]["from"] = [{}]
