@@ -11,6 +11,8 @@ import logging
 import threading
 
 log = logging.getLogger("kubeweft.leader")
+# the elector logs every retry (each 2 s) at INFO; this module logs the transitions
+logging.getLogger("leaderelection").setLevel(logging.WARNING)
 
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 15, 10, 2      # seconds: client-go's defaults halved
 
