@@ -299,7 +299,7 @@ def test_each_rule_counts_its_packets_and_each_drop_is_logged(world, clean):
     wait_for("another: Enforced", lambda: condition(lab, "another").get("reason") == "Enforced", 30)
     time.sleep(2.5)                                     # past the scrape's reuse of one listing
     assert metrics(lab, "node1")[key.format("Deny", "from-y")] >= before
-    line = f"denied ingress by ClusterNetworkPolicy count-y (Admin) ingress rule from-y: Deny: tcp {lab.hostport(c['ip'], 0)[:-2]}"
+    line = f"denied ingress by ClusterNetworkPolicy count-y (Admin) ingress rule from-y: Deny: tcp {lab.hostport(c['ip'], 0)[:-1]}"
     wait_for("the drop in node1's agent log", lambda: line in agent_log_text(lab.cfg, "node1"), 10)
 
 
