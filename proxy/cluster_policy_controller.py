@@ -76,7 +76,7 @@ class ClusterPolicyController:
         self.applied: tuple[list, dict] | None = None             # (structure, elements) in the kernel
         self.transactions = 0
         self.informers: list[Informer] = []
-        self.loop = SyncLoop("cluster policy sync", self._sync_and_report, debounce=DEBOUNCE, period=RESYNC,
+        self.loop = SyncLoop("cluster policy sync", self._sync_table_and_status, debounce=DEBOUNCE, period=RESYNC,
                              on_failure=self._forget_applied)
         self.raw_policies: dict[str, dict] = {}          # name -> the object as listed (its status, errors)
         self.leader: Leader | None = None
@@ -167,15 +167,15 @@ class ClusterPolicyController:
                 self.transactions += 1
             self.applied = (decls, members)
 
-    def _sync_and_report(self) -> None:
+    def _sync_table_and_status(self) -> None:
         self.sync()
         if self.leader is not None and self.leader.is_leader:
             try:
-                self.report_status()
+                self.sync_status()
             except Exception:               # the kernel is done; the status waits for the next round
                 log.exception("ClusterNetworkPolicy status")
 
-    def report_status(self) -> None:
+    def sync_status(self) -> None:
         """Each policy's Accepted condition where it differs from what the API shows (a merge patch
         of status.conditions on the resourceVersion read: a newer write answers 409 and the next
         round plans from it)."""
