@@ -57,6 +57,9 @@ RESOURCES: tuple[Resource, ...] = (
     # the CRD of network-policy-api v0.2.0, served as a cluster with it installed serves it
     Resource("policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy", False,
              ("cnp",), ("status",), "clusternetworkpolicy"),
+    # CRDs are accepted for the kinds above (lab/admission/crds.py): `kubectl apply -k deploy/` has one
+    Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
+             ("crd", "crds"), ("status",), "customresourcedefinition", ("api-extensions",)),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",), (), "configmap"),
     Resource("", "v1", "secrets", "Secret", True, (), (), "secret"),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",), "serviceaccount"),

@@ -17,11 +17,19 @@ the shared 2-core machine at load 12; an element change costs nft milliseconds. 
 planner (proxy/policy_plan.py) shows how to evaluate only what an event changes, which this
 needs before it scales to thousands of pods per policy.
 
+Every rule counts the packets it matches in a named counter, exported by
+proxy/cluster_policy_metrics.py; a Deny rule's packets are logged (proxy/nflog.py reads the
+table's NFLOG group) with the policy and the rule that dropped them.
+
+One agent, the holder of the Lease kube-system/kubeweft-cnp-status (proxy/leader.py), writes
+each policy's `Accepted` condition (proxy/cluster_policy_status.py says what and why one writer).
+
 A cluster without the ClusterNetworkPolicy CRD answers 404 to the list: the agent starts anyway,
 enforcing none, and the informer keeps listing until the kind appears.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 from collections.abc import Sequence
@@ -30,10 +38,14 @@ from dataclasses import replace
 from kubeweft.cni.errors import TRY_AGAIN_LATER, CniError
 
 from . import cluster_policy_model as cm
+from . import cluster_policy_status as cs
 from . import policy_model as pm
 from . import render_cluster_policy as rc
 from .api_get import get_json
+from .cluster_policy_metrics import RuleCounters, register_metrics, unregister_metrics
 from .informer import Informer, key_of
+from .leader import Leader
+from .nflog import DropLog
 from .nftables import Nft, NftError
 from .skip_log import SkipLog
 from .sync_loop import SyncLoop
@@ -45,6 +57,7 @@ CRD_TIMEOUT = 5.0        # how long start waits for the first list of the kind (
 FETCH_TIMEOUT = 3.0
 DEBOUNCE = 0.005
 RESYNC = 1.0
+STATUS_LEASE = ("kube-system", "kubeweft-cnp-status")
 _PARSE = {"cnp": cm.parse_cluster_policy, "pod": cm.parse_pod, "node": cm.parse_node,
           "ns": pm.parse_namespace}
 _PATHS = (("ns", "/api/v1/namespaces"), ("node", "/api/v1/nodes"), ("pod", "/api/v1/pods"),
@@ -63,9 +76,31 @@ class ClusterPolicyController:
         self.applied: tuple[list, dict] | None = None             # (structure, elements) in the kernel
         self.transactions = 0
         self.informers: list[Informer] = []
-        self.loop = SyncLoop("cluster policy sync", self.sync, debounce=DEBOUNCE, period=RESYNC,
+        self.loop = SyncLoop("cluster policy sync", self._sync_table_and_status, debounce=DEBOUNCE, period=RESYNC,
                              on_failure=self._forget_applied)
+        self.raw_policies: dict[str, dict] = {}          # name -> the object as listed (its status, errors)
+        self.leader: Leader | None = None
+        self.status_writes = 0
         self.skipped = {kind: SkipLog(log, kind) for kind in _PARSE}
+        self.counters = RuleCounters()
+        self.drops = DropLog(rc.NFLOG_GROUP, self.describe_rule, parse_prefix=rc.parse_log_prefix,
+                             thread_name="cluster policy nflog")
+        self._collector = None
+
+    # --- what the counters and the drop log name --------------------------------------------------
+    def rule_refs(self) -> dict[str, rc.RuleRef]:
+        with self.lock:
+            return rc.rule_refs(self.objects["cnp"].values())
+
+    def policy_names(self) -> set[str]:
+        with self.lock:
+            return {p.name for p in self.objects["cnp"].values()}
+
+    def describe_rule(self, counter: str) -> str:
+        ref = self.rule_refs().get(counter)
+        if ref is None:
+            return f"a ClusterNetworkPolicy rule no longer held ({counter})"
+        return f"ClusterNetworkPolicy {ref.policy} ({ref.tier}) {ref.direction.lower()} rule {ref.rule}: {ref.action}"
 
     # --- the watch edge -----------------------------------------------------------------------
     def _parse(self, kind: str, obj: dict):
@@ -75,6 +110,12 @@ class ClusterPolicyController:
         key = key_of(obj)
         parsed = None if etype == "DELETED" else self._parse(kind, obj)
         with self.lock:
+            if kind == "cnp":
+                name = (obj.get("metadata") or {}).get("name", "")
+                if etype == "DELETED":
+                    self.raw_policies.pop(name, None)
+                else:
+                    self.raw_policies[name] = obj
             if parsed is None:
                 self.objects[kind].pop(key, None)
                 if kind == "pod":
@@ -86,6 +127,8 @@ class ClusterPolicyController:
     def _on_sync(self, kind: str, objects: dict) -> None:
         parsed = {k: p for k, p in ((k, self._parse(kind, o)) for k, o in objects.items()) if p is not None}
         with self.lock:
+            if kind == "cnp":
+                self.raw_policies = {(o.get("metadata") or {}).get("name", ""): o for o in objects.values()}
             self.objects[kind] = parsed
         self.loop.wake()
 
@@ -115,13 +158,51 @@ class ClusterPolicyController:
         with self.lock:
             decls, members = rc.render_world(self.world())
             if self.applied is None or self.applied[0] != decls:
-                lines = rc.render_table(decls, members)
+                # the counters of the table being replaced carry over (a restarted agent's too)
+                lines = rc.render_table(decls, members, rc.parse_counts(self.nft.list(f"table {rc.T}")))
             else:
                 lines = rc.plan_element_changes(self.applied[1], members)
             if lines:
                 self.nft.run(lines)
                 self.transactions += 1
             self.applied = (decls, members)
+
+    def _sync_table_and_status(self) -> None:
+        self.sync()
+        if self.leader is not None and self.leader.is_leader:
+            try:
+                self.sync_status()
+            except Exception:               # the kernel is done; the status waits for the next round
+                log.exception("ClusterNetworkPolicy status")
+
+    def sync_status(self) -> None:
+        """Each policy's Accepted condition where it differs from what the API shows (a merge patch
+        of status.conditions on the resourceVersion read: a newer write answers 409 and the next
+        round plans from it)."""
+        from kubernetes.client import CustomObjectsApi
+        from kubernetes.client.exceptions import ApiException
+
+        with self.lock:
+            raws = list(self.raw_policies.items())
+        now = datetime.datetime.now(datetime.UTC)
+        for name, obj in raws:
+            meta = obj.get("metadata") or {}
+            try:
+                parsed: cm.ClusterPolicy | str = cm.parse_cluster_policy(obj)
+            except pm.ModelError as e:
+                parsed = str(e)
+            conditions = cs.plan_conditions((obj.get("status") or {}).get("conditions"),
+                                            cs.plan_condition(parsed, meta.get("generation", 0)), now)
+            if conditions is None:
+                continue
+            body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {"conditions": conditions}}
+            try:
+                CustomObjectsApi(self.api).patch_cluster_custom_object_status(
+                    cm.GROUP, cm.VERSION, cm.PLURAL, name, body, _content_type="application/merge-patch+json")
+                self.status_writes += 1
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
 
     def _forget_applied(self) -> None:
         with self.lock:
@@ -180,7 +261,12 @@ class ClusterPolicyController:
             log.warning("ClusterNetworkPolicy: %s does not list (is the CRD installed?); enforcing none "
                         "until it does", cm.PATH)
         self.sync()
+        if self.api is not None:
+            self.leader = Leader(self.api, *STATUS_LEASE, self.node_name,
+                                 on_change=lambda leading: self.loop.wake()).start()
         self.loop.start()
+        self.drops.start()
+        self._collector = register_metrics(self)
         log.info("ClusterNetworkPolicy: %d policies", len(self.objects["cnp"]))
         return self
 
@@ -188,7 +274,13 @@ class ClusterPolicyController:
         """Stop watching; the table stays (pods stay covered while the agent restarts)."""
         for inf in self.informers:
             inf.stop()
+        if self.leader is not None:
+            self.leader.stop()
         self.loop.stop(3)
+        self.drops.stop()
+        if self._collector is not None:
+            unregister_metrics(self._collector)
+            self._collector = None
 
 
 def start(api, cfg) -> ClusterPolicyController:

@@ -31,7 +31,7 @@ class Peer:
     pods: tuple[Selector, Selector] | None = None          # (namespace selector, pod selector)
     nodes: Selector | None = None
     networks: tuple[str, ...] = ()
-    unknown: bool = False
+    unknown: str = ""                   # the fields of a peer this agent cannot match (domainNames)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def parse_peer(obj, what: str, egress: bool) -> Peer:
             except ValueError as e:
                 raise ModelError(f"{what}.networks[{i}]: {e}") from None
         return Peer(networks=tuple(out))
-    return Peer(unknown=True)
+    return Peer(unknown=",".join(sorted(d)) or "empty")
 
 
 def _port(v, what: str) -> int:

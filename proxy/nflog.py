@@ -93,11 +93,16 @@ def parse_packet(pkt: bytes) -> str | None:
 class DropLog:
     """Reads nflog `group` and logs each packet that one of the policy table's log rules sent
     (its prefix names the direction and the policy; `policy_of` turns the policy id into
-    namespace/name)."""
+    namespace/name). `parse_prefix` reads another table's prefixes into (direction, key), the
+    key `policy_of` is given."""
 
-    def __init__(self, group: int, policy_of: Callable[[str], str]):
+    def __init__(self, group: int, policy_of: Callable[[str], str],
+                 parse_prefix: Callable[[str], tuple[str, str] | None] = rp.parse_log_prefix,
+                 thread_name: str = "policy nflog"):
         self.group = group
         self.policy_of = policy_of
+        self.parse_prefix = parse_prefix
+        self.thread_name = thread_name
         self.denials_logged = 0
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
@@ -111,7 +116,7 @@ class DropLog:
         except OSError as e:
             log.warning("no nflog group %d (%s): denied connections are counted, not logged", self.group, e)
             return self
-        self._thread = threading.Thread(target=self._read, name="policy nflog", daemon=True)
+        self._thread = threading.Thread(target=self._read, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 
@@ -136,7 +141,7 @@ class DropLog:
 
     def log_packet(self, prefix: str, payload: bytes) -> bool:
         """Log one packet of the policy table's log rules; False for any other prefix."""
-        which = rp.parse_log_prefix(prefix)
+        which = self.parse_prefix(prefix)
         if which is None:
             return False
         direction, pid = which

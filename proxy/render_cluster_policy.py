@@ -10,6 +10,9 @@
       set c<id>_s4 / _s6     local pods the policy's subject selects
       set c<id>_<e|i><R>_4 / _6   pods (every node) and nodes a rule's selector peers match
       set cnp_np_<name>_4 / _6    pod ip . proto . port of every containerPort named <name>
+      counter c<id>_<e|i><R>_n    packets of new connections rule R matched (every family and
+                                  alternative of the rule counts into it); a Deny rule's packets
+                                  are also logged to NFLOG group 8, prefix "kwc c<id>_<e|i><R>_n "
 
 Why a table of its own at two priorities, rather than chains inside NetworkPolicy's table: the
 kernel runs the base chains of one hook in priority order, so Admin runs before NetworkPolicy
@@ -19,6 +22,9 @@ decision are passed on in packet-mark bits (proxy/policy_marks.py): an Admin Acc
 ADMIN_EGRESS / ADMIN_INGRESS (NetworkPolicy and Baseline skip that direction), NetworkPolicy
 sets NP_EGRESS / NP_INGRESS when it isolates the pod in that direction (Baseline skips it).
 Deny is a drop, final in any chain. Pass returns from the tier's chain: the next tier decides.
+
+A policy change replaces the table, and with it the counters: the controller reads them first
+and creates them again with their packets and bytes, so Prometheus never sees them fall.
 
 Egress is judged on the source's node (its subject set holds local pods only), ingress on the
 destination's; a connection crosses both, as with NetworkPolicy. Established and related
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 from . import cluster_policy_model as cm
 from .nft_text import quote
 from .policy_marks import ADMIN_EGRESS, ADMIN_INGRESS, NP_EGRESS, NP_INGRESS, mark_test
-from .render_policy import Match, SetDecl, render_rule
+from .render_policy import LOG_LIMIT, CounterDecl, Match, SetDecl, render_rule
 from .render_policy import NftRule as Rule
 
 FAMILY, TABLE = "inet", "kubeweft-cnp"
@@ -46,6 +52,9 @@ ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
 ADMIN_FORWARD, ADMIN_INPUT, ADMIN_EG, ADMIN_IN = "admin_forward", "admin_input", "admin_eg", "admin_in"
 BASE_FORWARD, BASE_INPUT, BASE_EG, BASE_IN = "baseline_forward", "baseline_input", "base_eg", "base_in"
 PRIORITY = {cm.ADMIN: "filter - 10", cm.BASELINE: "filter + 10"}
+NFLOG_GROUP = 8                 # Deny rules' packets (NetworkPolicy's denials go to group 7)
+LOG_PREFIX = "kwc"
+DIRECTION = {"e": cm.EGRESS, "i": cm.INGRESS}
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,47 @@ class World:
 
 def policy_id(name: str) -> str:
     return "c" + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    """What a rule's counter and log lines name: the labels of its metric."""
+    tier: str
+    policy: str
+    direction: str                 # Ingress, Egress
+    rule: str                      # the rule's name, else its index in the direction's list
+    action: str                    # Accept, Deny, Pass
+
+
+def rule_counter(pid: str, d: str, r: int) -> str:
+    return f"{pid}_{d}{r}_n"
+
+
+def rule_refs(policies: Iterable[cm.ClusterPolicy]) -> dict[str, RuleRef]:
+    """Every rule's counter name -> what it counts."""
+    out = {}
+    for pol in policies:
+        pid = policy_id(pol.name)
+        for d, rules in (("i", pol.ingress), ("e", pol.egress)):
+            for r, rule in enumerate(rules):
+                out[rule_counter(pid, d, r)] = RuleRef(pol.tier, pol.name, DIRECTION[d], rule.name or str(r),
+                                                       rule.action)
+    return out
+
+
+def log_prefix(counter: str) -> str:
+    return f"{LOG_PREFIX} {counter} "
+
+
+def parse_log_prefix(prefix: str) -> tuple[str, str] | None:
+    """'kwc c0123_i2_n ' -> ('in', 'c0123_i2_n') (the drop log's direction and key); None for
+    another prefix."""
+    parts = prefix.split()
+    if len(parts) == 2 and parts[0] == LOG_PREFIX and parts[1].endswith("_n"):
+        d = parts[1].rsplit("_", 2)[-2][:1]
+        if d in DIRECTION:
+            return ("in" if d == "i" else "eg"), parts[1]
+    return None
 
 
 def named_port_set(name: str, family: int) -> str:
@@ -219,15 +269,20 @@ def render_rules(pol: cm.ClusterPolicy, direction: str) -> list[Rule]:
     eg = direction == cm.EGRESS
     rules = pol.egress if eg else pol.ingress
     out: list[Rule] = []
+    d = "e" if eg else "i"
     for r, rule in enumerate(rules):
         verdict, mark = _action(pol.tier, rule.action, direction)
         label = f"{pol.name} {direction.lower()} {rule.name or r}: {rule.action}"
+        counter = rule_counter(pid, d, r)
         for f in FAMILIES:
             subject = Match(f"{IP[f]} {'saddr' if eg else 'daddr'}", set=f"{pid}_s_{f}")
             other = f"{IP[f]} {'daddr' if eg else 'saddr'}"
-            for peer in _peer_alternatives(rule, f"{pid}_{'e' if eg else 'i'}{r}_{f}", f, other):
+            for peer in _peer_alternatives(rule, f"{pid}_{d}{r}_{f}", f, other):
                 for proto in _protocol_alternatives(rule, f):
-                    out.append(Rule((subject, *peer, *proto), verdict, mark=mark, comment=label[:120]))
+                    matches = (subject, *peer, *proto)
+                    if rule.action == cm.DENY:
+                        out.append(Rule(matches, log=log_prefix(counter)))
+                    out.append(Rule(matches, verdict, mark=mark, counter=counter, comment=label[:120]))
     return out
 
 
@@ -238,10 +293,13 @@ def _tier_chain(name: str, tier: str, direction: str, policies: Iterable[cm.Clus
     return Chain(name, f"{tier} tier, {direction.lower()}: lowest priority first", tuple(rules))
 
 
-def render_decls(policies: Iterable[cm.ClusterPolicy], named_ports: Iterable[str] = ()) -> list[SetDecl | Chain]:
+Decl = SetDecl | CounterDecl | Chain
+
+
+def render_decls(policies: Iterable[cm.ClusterPolicy], named_ports: Iterable[str] = ()) -> list[Decl]:
     """The whole structure (no elements)."""
     policies = tuple(policies)
-    decls: list[SetDecl | Chain] = []
+    decls: list[Decl] = []
     for pol in sorted(policies, key=lambda p: p.name):
         pid = policy_id(pol.name)
         for f in FAMILIES:
@@ -249,6 +307,8 @@ def render_decls(policies: Iterable[cm.ClusterPolicy], named_ports: Iterable[str
             for d, rules in (("i", pol.ingress), ("e", pol.egress)):
                 decls += [SetDecl(f"{pid}_{d}{r}_{f}", ADDR[f], f"{pol.name} {d}{r}: peers by selector")
                           for r, rule in enumerate(rules) if _has_selector_peer(rule)]
+    decls += [CounterDecl(name, f"{ref.policy} {ref.direction.lower()} {ref.rule}: {ref.action}"[:120])
+              for name, ref in sorted(rule_refs(policies).items())]
     for name in sorted(set(named_ports)):
         decls += [SetDecl(named_port_set(name, f), f"{ADDR[f]} . inet_proto . inet_service",
                           f"pod ip . proto . port of every containerPort named {name}") for f in FAMILIES]
@@ -274,32 +334,54 @@ def render_decls(policies: Iterable[cm.ClusterPolicy], named_ports: Iterable[str
     return decls
 
 
-def render_world(world: World) -> tuple[list[SetDecl | Chain], dict[str, frozenset[str]]]:
+def render_world(world: World) -> tuple[list[Decl], dict[str, frozenset[str]]]:
     """The structure and the set elements of one node's table."""
     return render_decls(world.policies, _named_ports(world)), plan_members(world)
 
 
 # ---- text --------------------------------------------------------------------------------------
 
-def render_table(decls: Iterable[SetDecl | Chain], members: Mapping[str, Iterable[str]]) -> list[str]:
-    """The whole table, replacing whatever is there, as one transaction."""
+Counts = Mapping[str, tuple[int, int]]          # counter name -> (packets, bytes)
+
+
+def render_table(decls: Iterable[Decl], members: Mapping[str, Iterable[str]], counts: Counts | None = None) -> list[str]:
+    """The whole table, replacing whatever is there, as one transaction; each counter starts
+    from `counts` (what the table being replaced had counted)."""
     decls = list(decls)
+    counts = counts or {}
     lines = [f"add table {T}", f"delete table {T}",
              f'add table {T} {{ comment "kubeweft ClusterNetworkPolicy enforcement"; }}']
     for d in decls:
         if isinstance(d, SetDecl):
             lines.append(f"add set {T} {d.name} {{ type {d.type}; comment {quote(d.comment)}; }}")
+        elif isinstance(d, CounterDecl):
+            packets, nbytes = counts.get(d.name, (0, 0))
+            lines.append(f"add counter {T} {d.name} {{ packets {packets} bytes {nbytes}; comment {quote(d.comment)}; }}")
         else:
             hook = f"type filter hook {d.hook} priority {d.priority}; policy accept; " if d.hook else ""
             lines.append(f"add chain {T} {d.name} {{ {hook}comment {quote(d.comment)}; }}")
     for d in decls:
         if isinstance(d, Chain):
-            lines += [render_rule(d.name, r, T) for r in d.rules]
+            lines += [_rule_text(d.name, r) for r in d.rules]
     declared = {d.name for d in decls if isinstance(d, SetDecl)}
     for name, elements in sorted(members.items()):
         if name in declared and elements:
             lines.append(_elements("add", name, elements))
     return lines
+
+
+def _rule_text(chain: str, rule: Rule) -> str:
+    """A log rule goes to this table's NFLOG group, not NetworkPolicy's."""
+    if not rule.log:
+        return render_rule(chain, rule, T)
+    return (render_rule(chain, Rule(rule.matches), T)
+            + f" limit {LOG_LIMIT} log prefix {quote(rule.log)} group {NFLOG_GROUP}")
+
+
+def parse_counts(items: Iterable[dict]) -> dict[str, tuple[int, int]]:
+    """Counter name -> (packets, bytes) from the JSON items of a listing of the table. Pure."""
+    return {c["name"]: (c.get("packets", 0), c.get("bytes", 0))
+            for c in (item.get("counter") for item in items) if c}
 
 
 def _elements(verb: str, name: str, elements: Iterable[str]) -> str:

@@ -10,6 +10,7 @@ the lab serves:
     allocations  ClusterIP and NodePort allocation, derived from the store's Services, ClusterIPs
                  (one per family of the Service) from the ServiceCIDRs with an IPAddress object each
     servicecidrs ServiceCIDR validation and its Ready condition
+    crds         CustomResourceDefinition names and versions, and the Established condition
     pods         Pod defaults, QoS class, validation and the pod-update rule
     fields       field errors worded as the real server's, shared name and port checks
     configs      ConfigMap and Secret keys, sizes, immutability; Secret types and stringData
@@ -27,6 +28,7 @@ import ipaddress
 from .. import errors
 from ..errors import Cause
 from .configs import admit_config_map, admit_secret
+from .crds import render_crd_status, validate_crd
 from .fields import CIDR_MSG, forbidden, invalid, raise_if
 from .ingresses import admit_ingress, admit_ingress_class
 from .pods import default_pod, plan_qos_class, validate_pod, validate_pod_update
@@ -105,6 +107,9 @@ def _admit(store, cfg, resource, operation: str, obj: dict, old: dict | None,
         raise_if(validate_service_cidr(obj, old), "networking.k8s.io", kind, obj)
         if operation == "CREATE":
             obj["status"] = render_service_cidr_status()
+    if kind == "CustomResourceDefinition" and subresource != "status":
+        raise_if(validate_crd(obj), "apiextensions.k8s.io", kind, obj)
+        obj["status"] = render_crd_status(obj)
     return obj
 
 

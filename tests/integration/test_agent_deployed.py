@@ -1,7 +1,8 @@
 """The agent as deploy/lab's DaemonSet runs it, against a lab API server whose address is in a
 scratch netns (the lab's underlay), with nothing but what a kubelet would give the pod:
 
-- RBAC: deploy/'s ServiceAccount, ClusterRole and ClusterRoleBinding, rendered by the real
+- RBAC: deploy/'s ServiceAccount, ClusterRole, ClusterRoleBinding, Role and RoleBinding (the
+  Lease that elects the agent writing ClusterNetworkPolicy status), rendered by the real
   kubectl's kustomize and applied with kubectl; the agent runs under a token of that
   ServiceAccount (TokenRequest, `kubectl create token`) through its whole start (the Node, the
   overlay annotation, the service proxy's and the policy controller's lists and watches) and the
@@ -47,7 +48,7 @@ SECRETS = "/var/run/secrets/kubernetes.io/serviceaccount"
 REQUEST_LINE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE) (\S+) (\d{3}) [\d.]+ms \(([^)]+)\)")
 # what deploy/ sends to the API server, of what it renders: the rest (the DaemonSet) the lab's
 # API server does not serve
-APPLIED = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap")
+APPLIED = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap")
 
 
 def render(overlay: str) -> list[dict]:
@@ -226,6 +227,8 @@ def test_every_request_of_the_service_account_was_allowed(deployed):
                  f"/api/v1/nodes/{NODE}"):
         assert ("GET", path) in paths, (path, sorted(paths))
     assert ("PATCH", f"/api/v1/nodes/{NODE}/status") in paths
+    # the status writer's election, under the Role in kube-system
+    assert ("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kubeweft-cnp-status") in paths
     assert seen["rc"] == 0, seen["agent_log"][-4000:]
 
 

@@ -10,9 +10,14 @@ from kubeweft.proxy.cluster_policy_controller import ClusterPolicyController
 class Recorder:
     def __init__(self):
         self.runs: list[list[str]] = []
+        self.listing: list[dict] = []            # what `list table` answers
 
     def run(self, lines) -> None:
         self.runs.append(list(lines))
+
+    def list(self, what: str) -> list[dict]:
+        assert what == f"table {rc.T}"
+        return self.listing
 
 
 def _controller() -> tuple[ClusterPolicyController, Recorder]:
@@ -70,3 +75,35 @@ def test_every_address_the_cni_gave_is_a_subject_before_add_returns_and_leaves_o
     c.sync()
     assert f"delete element {rc.T} {pid}_s_6 {{ fd00::7 }}" in nft.runs[-1]
     assert f"delete element {rc.T} {pid}_s_4 {{ 10.244.0.7 }}" in nft.runs[-1]
+
+
+def test_a_policy_change_keeps_what_every_rule_counted():
+    c, nft = _controller()
+    c.sync()
+    counter = rc.rule_counter(rc.policy_id("deny"), "i", 0)
+    assert f"add counter {rc.T} {counter} {{ packets 0 bytes 0;" in "\n".join(nft.runs[-1])
+    nft.listing = [{"table": {"name": rc.TABLE}}, {"counter": {"name": counter, "packets": 7, "bytes": 420}}]
+    c._on_event("cnp", "ADDED", {"metadata": {"name": "other"}, "spec": {
+        "tier": "Baseline", "priority": 1, "subject": {"namespaces": {}},
+        "egress": [{"name": "web", "action": "Accept", "to": [{"networks": ["10.0.0.0/8"]}]}]}})
+    c.sync()
+    text = "\n".join(nft.runs[-1])
+    assert f"add counter {rc.T} {counter} {{ packets 7 bytes 420;" in text
+    assert f"add counter {rc.T} {rc.rule_counter(rc.policy_id('other'), 'e', 0)} {{ packets 0 bytes 0;" in text
+    assert c.rule_refs()[rc.rule_counter(rc.policy_id("other"), "e", 0)] == rc.RuleRef(
+        "Baseline", "other", "Egress", "web", "Accept")
+    assert c.describe_rule(counter) == "ClusterNetworkPolicy deny (Admin) ingress rule 0: Deny"
+
+
+def test_deny_rules_log_to_their_own_group_with_a_prefix_the_drop_log_reads_back():
+    c, nft = _controller()
+    c.sync()
+    counter = rc.rule_counter(rc.policy_id("deny"), "i", 0)
+    logs = [x for x in nft.runs[-1] if " log prefix " in x]
+    assert logs and all(f'log prefix "kwc {counter} " group {rc.NFLOG_GROUP}' in x for x in logs)
+    drops = [x for x in nft.runs[-1] if x.endswith("drop comment \"deny ingress 0: Deny\"")]
+    assert len(drops) == len(logs) == 2                     # once per family
+    assert all(f'counter name "{counter}"' in x for x in drops)
+    assert rc.parse_log_prefix(f"kwc {counter} ") == ("in", counter)
+    assert rc.parse_log_prefix("kwp in p0123 ") is None       # NetworkPolicy's
+    assert c.drops.log_packet(f"kwc {counter} ", b"") and not c.drops.log_packet("kwp in p1 ", b"")

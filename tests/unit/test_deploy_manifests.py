@@ -123,19 +123,26 @@ def test_k3s_installs_the_cni_where_its_containerd_looks():
         assert host_paths(render(overlay))["cni-conf"] == "/etc/cni/net.d"
 
 
-def test_rbac_writes_nothing_but_node_status_and_reads_no_secret(rendered):
+def test_rbac_writes_nothing_but_node_and_policy_status_and_reads_no_secret(rendered):
     _, docs = rendered
     rules = one(docs, "ClusterRole", "kubeweft")["rules"]
     granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}
     writes = {(g, r, v) for g, r, v in granted if v not in ("get", "list", "watch")}
-    assert writes == {("", "nodes/status", "patch")}
+    assert writes == {("", "nodes/status", "patch"),
+                      ("policy.networking.k8s.io", "clusternetworkpolicies/status", "patch")}
     resources = {r for _, r, _ in granted}
     assert not resources & {"secrets", "events", "configmaps", "*"}
     assert ("", "nodes", "patch") not in granted and ("", "nodes", "update") not in granted
     binding = one(docs, "ClusterRoleBinding", "kubeweft")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubeweft", "namespace": "kube-system"}]
     assert binding["roleRef"]["name"] == "kubeweft"
+    # one Role in kube-system: the Lease that elects the agent writing policy status, nothing else
+    role = one(docs, "Role", "kubeweft")
+    assert role["metadata"]["namespace"] == "kube-system"
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update"]}]
+    assert one(docs, "RoleBinding", "kubeweft")["subjects"] == binding["subjects"]
 
 
 def test_the_dual_stack_kind_install_gives_the_agent_both_families_ranges():
