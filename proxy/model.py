@@ -299,6 +299,12 @@ def _of_version(items: tuple[str, ...], version: int) -> tuple[str, ...]:
     return tuple(a for a in items if version_of(a) == version)
 
 
+def has_family(svc: Service, version: int) -> bool:
+    """Whether the proxier of one IP family programs the Service: it has a ClusterIP of that
+    family (for_family is not None)."""
+    return any(version_of(a) == version for a in svc.cluster_ips)
+
+
 def for_family(svc: Service, version: int) -> Service | None:
     """The share of one IP family's proxier: the Service with that family's addresses and source
     ranges alone; None when it has no ClusterIP of that family (kube-proxy's proxier of a family
