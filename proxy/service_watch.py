@@ -45,7 +45,10 @@ class _NoCopy(dict):
 
 class LeanInformer(Informer):
     """The informer without its copy of every object: the proxiers keep only parsed values, and
-    30k Services with their EndpointSlices as raw JSON would cost ~200 MB."""
+    30k Services with their EndpointSlices as raw JSON would cost ~200 MB. A watch event's
+    object is parsed by on_event alone (the transform would parse it once more for nothing)."""
+
+    keeps_objects = False
 
     @property
     def objects(self) -> dict:

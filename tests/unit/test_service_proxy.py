@@ -245,3 +245,21 @@ def test_the_proxiers_of_both_families_are_ready_and_healthy_together():
     v6._mark(())
     time.sleep(0.01)
     assert not both.health.status()[0]
+
+
+def test_a_watch_event_is_parsed_once_for_every_family():
+    from kubeweft.proxy.service_watch import SVC_PATH, LeanInformer
+
+    both = [ServiceProxy(None, DUAL, nft=FakeNft(), family=v) for v in (4, 6)]
+    watch = ServiceWatch(None, DUAL, both)
+    parsed = []
+    parse = watch.parse_service
+
+    def counted(obj):
+        parsed.append(obj["metadata"]["name"])
+        return parse(obj)
+    watch.parse_service = counted
+    inf = LeanInformer(None, SVC_PATH, on_event=watch.on_service, transform=watch.parse_service)
+    inf._handle({"type": "ADDED", "object": service_json("dual", "10.96.0.10", "fd00:10:96::a")})
+    assert parsed == ["dual"]                      # by on_service alone, not by the transform too
+    assert both[0].services["ns", "dual"] is both[1].services["ns", "dual"]
