@@ -57,6 +57,8 @@ def key_of(obj: dict) -> ObjKey:
 
 
 class Informer:
+    keeps_objects = True     # False: a watch event's object is handed to on_event alone, never transformed
+
     def __init__(self, api: ApiClient, path: str, *,
                  on_event: Callable[[str, dict], None] | None = None,
                  on_sync: Callable[[dict[ObjKey, dict]], None] | None = None,
@@ -176,7 +178,7 @@ class Informer:
         key = key_of(obj)
         if etype == "DELETED":
             self.objects.pop(key, None)
-        else:
+        elif self.keeps_objects:
             self.objects[key] = self._guarded(self.transform, obj) if self.transform else obj
         if self.on_event:
             self._guarded(self.on_event, etype, obj)

@@ -1,7 +1,7 @@
 """The service proxy: Services and EndpointSlices -> `table ip kubeweft` and `table ip6
 kubeweft` (kube-proxy's job), one ServiceProxy per IP family the node has (kube-proxy's
 nftables mode: one proxier per family, each taking its family's addresses of every Service and
-the EndpointSlices of its addressType).
+the EndpointSlices of its addressType), all fed by one ServiceWatch (proxy/service_watch.py).
 
     informers (raw JSON) -> model (frozen values) -> per-Service fragments (render_service)
         -> Aggregate (ref-counted desired state) -> typed commands for the touched elements only
@@ -29,10 +29,8 @@ import logging
 import sys
 import threading
 import time
-from datetime import datetime
 
 from . import metrics
-from .api_get import open_get
 from .conntrack import clear_udp
 from .diff_services import (
     commit_touched,
@@ -44,17 +42,9 @@ from .diff_services import (
 )
 from .frontends import describe_frontends, format_frontends
 from .health import ProxyHealth, ServiceHealthServers
-from .informer import Informer, key_of
 from .ip_family import FAMILIES as IP_FAMILIES
 from .ip_family import version_of
-from .model import (
-    InvalidObject,
-    invalid_scheduler,
-    parse_endpoint_slice,
-    parse_node,
-    parse_service,
-    plan_service_cidrs,
-)
+from .model import Node, has_family, plan_service_cidrs
 from .nft_commands import Command
 from .nft_transaction import Transaction, apply_transaction
 from .nftables import Nft, NftError
@@ -67,52 +57,15 @@ from .render_services import (
     render_base,
     render_service,
 )
-from .scheduler import ANNOTATION as SCHEDULER_ANNOTATION
-from .scheduler import SCHEDULERS
-from .skip_log import SkipLog
+from .service_watch import ServiceWatch
 from .sync_loop import SyncLoop
 from .table_readback import read_elements, read_table
 
 log = logging.getLogger(__name__)
 
-SVC_PATH = "/api/v1/services"
-SLICE_PATH = "/apis/discovery.k8s.io/v1/endpointslices"
-NODE_PATH = "/api/v1/nodes"
-SERVICE_CIDR_PATH = "/apis/networking.k8s.io/v1/servicecidrs"
-TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 SYNC_WAIT = 120.0        # an error is logged each time the informers' first lists take this long
 COALESCE = 0.002         # gather events arriving together into one transaction
 RESYNC = 60.0            # seconds between two syncs when no event comes
-
-
-class _NoCopy(dict):
-    """A dict that keeps nothing."""
-
-    def __setitem__(self, key, value) -> None:
-        pass
-
-
-class LeanInformer(Informer):
-    """The informer without its copy of every object: the proxy keeps only parsed values, and
-    30k Services with their EndpointSlices as raw JSON would cost ~200 MB."""
-
-    @property
-    def objects(self) -> dict:
-        return _NoCopy()
-
-    @objects.setter
-    def objects(self, value) -> None:
-        pass
-
-
-def _trigger_time(obj: dict, default: float) -> float:
-    ts = ((obj.get("metadata") or {}).get("annotations") or {}).get(TRIGGER_ANNOTATION)
-    if isinstance(ts, str):
-        try:
-            return datetime.fromisoformat(ts).timestamp()      # 3.11 reads the trailing Z
-        except ValueError:
-            pass
-    return default
 
 
 def of_family(cidrs, version: int) -> list[str]:
@@ -167,43 +120,25 @@ class ServiceProxy:
         self.syncs = 0
         self.health = ProxyHealth()            # served by the agent's /healthz and /livez
         self.service_health = ServiceHealthServers("::" if family == 6 else "0.0.0.0")
-        self.informers: list[Informer] = []
-        self.skipped_services = SkipLog(log, "service")
-        self.bad_schedulers = SkipLog(log, "the scheduler annotation of service")
-        self.skipped_slices = SkipLog(log, "endpointslice")
-        self.cidr_informer: Informer | None = None     # ServiceCIDRs, when the API serves them
+        self.watch: ServiceWatch | None = None         # the informers that feed this proxier
         self.rebase = False                            # the fixed chains need rendering again
-        self.stopping = threading.Event()
         self.loop = SyncLoop("service-proxy" if family == 4 else "service-proxy-ipv6", self.sync, debounce=COALESCE, period=RESYNC,
                              on_failure=self._sync_failed, ready=self._listed, ready_warn=SYNC_WAIT)
 
     # ---- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> ServiceProxy:
-        self.informers = [
-            # lists decoded item by item into model values (transform): never 30k raw objects at once
-            LeanInformer(self.api, SVC_PATH, on_event=self._on_service, on_sync=self._on_services,
-                         name="services", transform=self._parse_service),
-            LeanInformer(self.api, SLICE_PATH, on_event=self._on_slice, on_sync=self._on_slices,
-                         name="endpointslices", transform=self._parse_slice),
-            Informer(self.api, NODE_PATH, on_event=lambda _t, o: self._on_node(o),
-                     on_sync=lambda objs: [self._on_node(o) for o in objs.values()],
-                     params={"fieldSelector": f"metadata.name={self.cfg.node_name}"}, name="node"),
-        ]
-        for inf in self.informers:
-            inf.start()
-        threading.Thread(target=self._watch_service_cidrs, name="service-cidrs", daemon=True).start()
+    def start(self, watch: ServiceWatch) -> ServiceProxy:
+        """Sync from what `watch` hands this proxier (its first sync once the watch has listed)."""
+        self.watch = watch
         self.loop.start()
         return self
 
     def stop(self) -> None:
-        self.stopping.set()
-        for inf in [*self.informers, self.cidr_informer]:
-            if inf is not None:
-                inf.stop()
+        if self.watch is not None:
+            self.watch.stop()
         self.loop.stop(10)
         self.service_health.close()
 
-    # ---- informer callbacks (informer threads) --------------------------------------------------
+    # ---- the watch's values (informer threads) --------------------------------------------------
     def _mark(self, keys, trigger: float | None = None) -> None:
         self.dirty.update(keys)
         if trigger is not None:
@@ -212,49 +147,31 @@ class ServiceProxy:
         metrics.LAST_QUEUED.labels(self.ip_family).set(time.time())
         self.loop.wake()
 
-    def _parse_service(self, obj: dict):
-        bad = invalid_scheduler(obj)
-        if bad is not None:      # one line per object and minute, however often it changes
-            self.bad_schedulers.skipped(key_of(obj), f"{SCHEDULER_ANNOTATION} {bad!r} names no scheduler "
-                                        f"({'|'.join(SCHEDULERS)}): the default {self.ctx.scheduler} applies")
-        try:
-            svc = parse_service(obj)
-        except InvalidObject as e:
-            self.skipped_services.skipped(key_of(obj), e)
-            return None
-        self.skipped_services.taken(key_of(obj))
-        return svc
+    def _mine(self, svc):
+        """The Service if this family's proxier programs it (it has a ClusterIP of the family)."""
+        return svc if svc is not None and has_family(svc, self.ctx.family) else None
 
-    def _on_service(self, etype: str, obj: dict) -> None:
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        svc = None if etype == "DELETED" else self._parse_service(obj)
+    def take_service(self, key, svc) -> bool:
+        """One Service changed (svc None: deleted, or none to program); True when this family's
+        view of it changed."""
+        svc = self._mine(svc)
         with self.lock:
             if self.services.get(key) == svc:
-                return                  # a change the proxy does not see (status, annotations)
+                return False            # a change the proxy does not see (status, annotations)
             if svc is None:
                 self.services.pop(key, None)
             else:
                 self.services[key] = svc
-            metrics.SERVICE_CHANGES.inc()
             self._mark([key])
+        return True
 
-    def _on_services(self, objects: dict) -> None:
-        """objects: key -> Service, or None for one we leave alone (parsed by the informer)."""
-        parsed = {key: svc for key, svc in objects.items() if svc is not None}
+    def take_services(self, objects: dict) -> None:
+        """objects: key -> Service, or None for one we leave alone (a list's whole set)."""
+        parsed = {key: svc for key, svc in objects.items() if self._mine(svc) is not None}
         with self.lock:
             old = set(self.services)
             self.services = parsed
             self._mark(old | set(parsed))
-
-    def _parse_slice(self, obj: dict):
-        try:
-            sl = parse_endpoint_slice(obj)
-        except InvalidObject as e:
-            self.skipped_slices.skipped(key_of(obj), e)
-            return None
-        self.skipped_slices.taken(key_of(obj))
-        return sl
 
     def _put_slice(self, key, sl) -> set:
         """Index one slice (None: remove); the Service keys it affects. Holds self.lock."""
@@ -269,36 +186,31 @@ class ServiceProxy:
             touched.add(sl.service_key)
         return touched
 
-    def _on_slice(self, etype: str, obj: dict) -> None:
-        now = time.time()
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        sl = None if etype == "DELETED" else self._parse_slice(obj)
+    def take_slice(self, key, sl, trigger: float) -> bool:
+        """One EndpointSlice changed (sl None: deleted, or unusable); a slice of the other
+        addressType is none of this proxier's. True when this family's view changed."""
+        if sl is not None and sl.family != self.ctx.family:
+            sl = None
         with self.lock:
             if self.slices.get(key) == sl:
-                return
-            touched = self._put_slice(key, sl)
-            metrics.ENDPOINT_CHANGES.inc()
-            self._mark(touched, _trigger_time(obj, now))
+                return False
+            self._mark(self._put_slice(key, sl), trigger)
+        return True
 
-    def _on_slices(self, objects: dict) -> None:
-        """objects: key -> EndpointSlice, or None for one we cannot use (parsed by the informer)."""
+    def take_slices(self, objects: dict) -> None:
+        """objects: key -> EndpointSlice, or None for one we cannot use (a list's whole set)."""
+        family = self.ctx.family
         with self.lock:
             touched = set()
             for key in list(self.slices):
                 if key not in objects:
                     touched |= self._put_slice(key, None)
             for key, sl in objects.items():
-                touched |= self._put_slice(key, sl)
+                touched |= self._put_slice(key, sl if sl is not None and sl.family == family else None)
             self._mark(touched)
 
-    def _on_node(self, obj: dict) -> None:
-        try:
-            node = parse_node(obj)
-        except InvalidObject:
-            return
-        if node.name != self.ctx.node_name:
-            return
+    def take_node(self, node: Node) -> None:
+        """This node's Node: its eligibility for load-balancer traffic and its zone."""
         self.health.node_eligible = node.eligible
         if node.zone == self.ctx.zone:
             return
@@ -307,44 +219,8 @@ class ServiceProxy:
             self.full = True
             self._mark(())
 
-    def _watch_service_cidrs(self) -> None:
-        """Watch the ServiceCIDR objects once the API server says it serves them: their ranges
-        replace --service-cidr in the drop rule for unallocated service addresses. An API server
-        without the kind (404), or a ServiceAccount not allowed to list it (403), leaves the flag
-        in charge. Asked again every few seconds until the server gives one of those answers."""
-        served = None
-        while served is None and not self.stopping.is_set():
-            served = self._service_cidrs_served()
-            if served is None:
-                self.stopping.wait(3.0)
-        if not served or self.stopping.is_set():
-            return
-        inf = Informer(self.api, SERVICE_CIDR_PATH, name="servicecidrs",
-                       on_event=lambda _t, _o: self._on_service_cidrs(inf.objects),
-                       on_sync=self._on_service_cidrs)
-        self.cidr_informer = inf.start()
-        if self.stopping.is_set():
-            inf.stop()
-
-    def _service_cidrs_served(self) -> bool | None:
-        """True when this agent may list ServiceCIDRs, False when the API lacks the kind or
-        forbids it, None when there is no telling yet (server away or failing)."""
-        try:
-            status, raw = open_get(self.api, SERVICE_CIDR_PATH, 5, [("limit", "1")])
-            try:
-                raw.read()
-            finally:
-                raw.release_conn()
-        except Exception as e:  # noqa: BLE001 - the API server may be away: ask again
-            log.debug("servicecidrs: %s", e)
-            return None
-        if status in (403, 404):
-            log.info("servicecidrs: HTTP %d: the service range is --service-cidr %s", status,
-                     self.cfg.service_cidr)
-            return False
-        return True if status == 200 else None
-
-    def _on_service_cidrs(self, objects: dict) -> None:
+    def take_service_cidrs(self, objects: dict) -> None:
+        """The ServiceCIDR objects (JSON): this family's ranges, for the drop rule."""
         cidrs = plan_service_cidrs(objects.values(), self.ctx.family)
         with self.lock:
             if cidrs == self.ctx.service_cidrs:
@@ -357,7 +233,7 @@ class ServiceProxy:
 
     # ---- the sync loop --------------------------------------------------------------------------
     def _listed(self) -> bool:
-        return all(inf.synced.is_set() for inf in self.informers)
+        return self.watch is None or self.watch.listed()
 
     def _sync_failed(self) -> None:
         """After a failed sync the kernel's table is unknown: the retry reads it back and syncs
@@ -568,11 +444,16 @@ class _AllHealthy:
 
 
 def start(api, cfg, families: tuple[int, ...] = (4,)):
-    """The agent's entry point: one proxier per IP family, started at once; the first syncs
-    follow the informers' lists. One family gives that family's ServiceProxy itself."""
+    """The agent's entry point: one proxier per IP family and the one watch that feeds them all,
+    started at once; the first syncs follow the watch's lists. One family gives that family's ServiceProxy itself."""
     # The families' syncs take turns: two full syncs at once share the interpreter's lock and both
     # end late. 30k dual-stack Services (bench/services.py --ip-family both, load ~9): each
     # family's concurrent first sync took 7.2-7.3 s where IPv4 alone took 1.36 s.
     turn = threading.Lock()
-    proxies = [ServiceProxy(api, cfg, family=v, sync_turn=turn).start() for v in families]
+    proxies = [ServiceProxy(api, cfg, family=v, sync_turn=turn) for v in families]
+    # one informer per kind for every family (proxy/service_watch.py)
+    watch = ServiceWatch(api, cfg, proxies)
+    for p in proxies:
+        p.start(watch)
+    watch.start()
     return proxies[0] if len(proxies) == 1 else ServiceProxies(proxies)

@@ -3,12 +3,16 @@ InvalidObject (the proxy logs and skips them), objects the proxy leaves alone gi
 from __future__ import annotations
 
 import copy
+import ipaddress
+import random
 
 import pytest
 from kubeweft.proxy.model import (
     DEFAULT_AFFINITY_TIMEOUT,
     InvalidObject,
     ServicePort,
+    _ipv6,
+    _ipv6_checked,
     for_family,
     parse_endpoint_slice,
     parse_node,
@@ -204,3 +208,24 @@ def test_a_node_being_deleted_or_marked_by_the_autoscaler_is_not_eligible():
     assert not parse_node({"metadata": {"name": "n1"}, "spec": {"taints": [
         {"key": "ToBeDeletedByClusterAutoscaler", "value": "1700000000", "effect": "NoSchedule"}]}}).eligible
     assert parse_node({"metadata": {"name": "n1"}, "spec": {"taints": "junk"}}).eligible
+
+
+
+def test_ipv6_addresses_read_as_ipaddress_reads_them():
+    rnd = random.Random(6)
+    texts = ["fd00::5", "FD00:0:0:0:0:0:0:5", "fd00:0:0:1:0:0:0:5", "1:0:0:2:0:0:0:3", "0:0:1::", "::2:3",
+             "::1.2.3.4", "::ffff:1.2.3.4", "64:ff9b::1.2.3.4", "fe80::1%eth0", "fe80::1%", "fd00::1:2:3:4:5:6:7",
+             "fd00::01.2.3.4", "fd00:::1", "fd00::12345", " fd00::1", "fd00::1\0", "ff02::1", "::", "::1", "::102:304"]
+    for _ in range(3000):
+        # hextets mostly zero, so runs of zeros of every length and place are compared
+        words = [rnd.choice((0, 0, 0, 1, 0xFFFF, rnd.randrange(1 << 16))) for _ in range(8)]
+        addr = ipaddress.IPv6Address(b"".join(w.to_bytes(2, "big") for w in words))
+        texts += [str(addr), addr.exploded, addr.exploded.upper()]
+    for text in texts:
+        try:
+            want = _ipv6_checked(text, "address")         # ipaddress's reading
+        except InvalidObject:
+            with pytest.raises(InvalidObject):
+                _ipv6(text, "address")
+        else:
+            assert _ipv6(text, "address") == want, text

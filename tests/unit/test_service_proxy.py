@@ -12,6 +12,7 @@ from kubeweft.proxy.model import parse_endpoint_slice, parse_service
 from kubeweft.proxy.nft_commands import ElementCommand
 from kubeweft.proxy.nft_fake import FakeNft
 from kubeweft.proxy.service_proxy import ServiceProxy
+from kubeweft.proxy.service_watch import ServiceWatch
 
 CFG = SimpleNamespace(node_name="node1", cluster_cidr="10.244.0.0/16", pod_cidr="10.244.1.0/24",
                       service_cidr="10.96.0.0/12", nodeport_addresses=(), scheduler="random")
@@ -32,8 +33,8 @@ def endpoints(i: int, *ips: str):
 
 def proxy(nft: FakeNft) -> ServiceProxy:
     p = ServiceProxy(None, CFG, nft=nft)
-    p._on_services({svc.key: svc for svc in map(service, range(3))})
-    p._on_slices({("ns", f"s{i}-1"): endpoints(i, f"10.244.2.{i + 1}", f"10.244.3.{i + 1}") for i in range(3)})
+    p.take_services({svc.key: svc for svc in map(service, range(3))})
+    p.take_slices({("ns", f"s{i}-1"): endpoints(i, f"10.244.2.{i + 1}", f"10.244.3.{i + 1}") for i in range(3)})
     return p
 
 
@@ -57,7 +58,7 @@ def test_first_sync_restart_and_one_change_on_the_fake():
 
     # one endpoint moves: its backends element alone, over netlink
     nft.history.clear()
-    again._on_slice("MODIFIED", {
+    ServiceWatch(None, CFG, [again]).on_slice("MODIFIED", {
         "metadata": {"namespace": "ns", "name": "s1-1", "labels": {"kubernetes.io/service-name": "s1"}},
         "ports": [{"name": "http", "port": 8080}],
         "endpoints": [{"addresses": [ip], "nodeName": "node2", "conditions": {"ready": True}}
@@ -78,27 +79,28 @@ def test_service_cidrs_replace_the_flag_in_the_drop_rule_without_a_full_sync():
         return nft.table(r.FAMILY, r.TABLE).chains["service-check"][-1]
     assert drop_rule() == "ip daddr 10.96.0.0/12 drop"
     nft.history.clear()
-    p._on_service_cidrs({("", "kubernetes"): {"spec": {"cidrs": ["10.96.0.0/12"]}},
+    p.take_service_cidrs({("", "kubernetes"): {"spec": {"cidrs": ["10.96.0.0/12"]}},
                          ("", "extra"): {"spec": {"cidrs": ["10.200.0.0/16", "fd00::/108"]}}})
     assert p.sync() > 0
     assert drop_rule() == "ip daddr { 10.96.0.0/12, 10.200.0.0/16 } drop"
     assert not any(isinstance(c, ElementCommand) for _, cmds in nft.history for c in cmds)   # no element
     # no ServiceCIDR left: the flag again; the same set again: nothing to do
-    p._on_service_cidrs({})
+    p.take_service_cidrs({})
     p.sync()
     assert drop_rule() == "ip daddr 10.96.0.0/12 drop"
-    p._on_service_cidrs({})
+    p.take_service_cidrs({})
     assert p.sync() == 0
 
 
 def test_the_nodes_deletion_makes_healthz_not_eligible():
     p = proxy(FakeNft())
-    p._on_node({"metadata": {"name": "node2"}, "spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler"}]}})
+    watch = ServiceWatch(None, CFG, [p])
+    watch.on_node({"metadata": {"name": "node2"}, "spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler"}]}})
     assert p.health.healthz()[0]                                  # another node's taint: not ours
-    p._on_node({"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    watch.on_node({"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
     ok, body = p.health.healthz()
     assert not ok and body["nodeEligible"] is False and p.health.status()[0]      # /livez stays 200
-    p._on_node({"metadata": {"name": "node1"}})
+    watch.on_node({"metadata": {"name": "node1"}})
     assert p.health.healthz()[0]
 
 
@@ -116,11 +118,12 @@ def test_an_api_without_service_cidrs_leaves_the_flag():
             return SimpleNamespace(status=self.status, response=SimpleNamespace(read=bytes, release_conn=lambda: None))
 
     for status, want in ((404, False), (403, False), (200, True), (503, None)):
-        p = ServiceProxy(Api(status), CFG, nft=FakeNft())
-        assert p._service_cidrs_served() is want, status
-    p = ServiceProxy(Api(404), CFG, nft=FakeNft())
-    p._watch_service_cidrs()                     # returns at once: no informer, the flag stays
-    assert p.cidr_informer is None and p.ctx.service_ranges() == ["10.96.0.0/12"]
+        watch = ServiceWatch(Api(status), CFG, [ServiceProxy(None, CFG, nft=FakeNft())])
+        assert watch.service_cidrs_served() is want, status
+    p = ServiceProxy(None, CFG, nft=FakeNft())
+    watch = ServiceWatch(Api(404), CFG, [p])
+    watch.watch_service_cidrs()                  # returns at once: no informer, the flag stays
+    assert watch.cidr_informer is None and p.ctx.service_ranges() == ["10.96.0.0/12"]
 
 
 DUAL = SimpleNamespace(node_name="node1", cluster_cidr="10.244.0.0/16,fd00:10:244::/56", pod_cidr="10.244.1.0/24",
@@ -146,8 +149,8 @@ def test_a_dual_stack_service_gives_each_family_s_table_its_share():
     nft = FakeNft()
     proxies = {v: ServiceProxy(None, DUAL, nft=nft, family=v) for v in (4, 6)}
     for p in proxies.values():
-        p._on_services({("ns", "web"): dual_service()})
-        p._on_slices({("ns", f"web-v{v}"): family_slice(v) for v in (4, 6)})
+        p.take_services({("ns", "web"): dual_service()})
+        p.take_slices({("ns", f"web-v{v}"): family_slice(v) for v in (4, 6)})
         assert p.sync() > 0
     v4, v6 = nft.table("ip", r.TABLE), nft.table("ip6", r.TABLE)
     assert v4.maps["service-ips"] == {"10.96.0.10 . tcp . 80": "goto lb-tcp-1"}
@@ -163,10 +166,50 @@ def test_a_dual_stack_service_gives_each_family_s_table_its_share():
     # a restarted IPv6 proxier reads its table back and rewrites no element
     nft.history.clear()
     again = ServiceProxy(None, DUAL, nft=nft, family=6)
-    again._on_services({("ns", "web"): dual_service()})
-    again._on_slices({("ns", f"web-v{v}"): family_slice(v) for v in (4, 6)})
+    again.take_services({("ns", "web"): dual_service()})
+    again.take_slices({("ns", f"web-v{v}"): family_slice(v) for v in (4, 6)})
     again.sync()
     assert not any(isinstance(c, ElementCommand) for _, cmds in nft.history for c in cmds)
+
+
+def service_json(name: str, *ips: str) -> dict:
+    return {"metadata": {"namespace": "ns", "name": name},
+            "spec": {"clusterIP": ips[0], "clusterIPs": list(ips), "ports": [{"name": "http", "port": 80}]}}
+
+
+def slice_json(name: str, service_name: str, version: int, ip: str) -> dict:
+    return {"metadata": {"namespace": "ns", "name": name, "labels": {"kubernetes.io/service-name": service_name}},
+            "addressType": f"IPv{version}", "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [ip], "nodeName": "node2", "conditions": {"ready": True}}]}
+
+
+def test_one_watch_parses_each_object_once_and_each_family_keeps_its_share():
+    nft = FakeNft()
+    v4, v6 = both = [ServiceProxy(None, DUAL, nft=nft, family=v) for v in (4, 6)]
+    watch = ServiceWatch(None, DUAL, both)
+    # a list, as the informer hands it: decoded once, by the watch's parser
+    watch.on_services({("ns", "dual"): watch.parse_service(service_json("dual", "10.96.0.10", "fd00:10:96::a")),
+                       ("ns", "four"): watch.parse_service(service_json("four", "10.96.0.11")),
+                       ("ns", "six"): watch.parse_service(service_json("six", "fd00:10:96::c"))})
+    watch.on_slices({("ns", f"dual-v{v}"): watch.parse_slice(slice_json(f"dual-v{v}", "dual", v, ip))
+                     for v, ip in ((4, "10.244.2.5"), (6, "fd00:10:244:2::5"))})
+    assert set(v4.services) == {("ns", "dual"), ("ns", "four")}
+    assert set(v6.services) == {("ns", "dual"), ("ns", "six")}
+    assert v4.services["ns", "dual"] is v6.services["ns", "dual"]     # one value for both families
+    assert set(v4.slices) == {("ns", "dual-v4")} and set(v6.slices) == {("ns", "dual-v6")}
+    for p in both:
+        p.sync()
+    assert set(nft.table("ip6", r.TABLE).maps["service-ips"]) == {"fd00:10:96::a . tcp . 80"}
+    # an event: the IPv6 slice changes; the IPv4 proxier has nothing to do
+    v4.dirty.clear()
+    v6.dirty.clear()
+    watch.on_slice("MODIFIED", slice_json("dual-v6", "dual", 6, "fd00:10:244:3::5"))
+    assert not v4.dirty and v6.dirty == {("ns", "dual")}
+    # the Service goes single-stack IPv4: the IPv6 proxier forgets it, the IPv4 one keeps it
+    watch.on_service("MODIFIED", service_json("dual", "10.96.0.10"))
+    assert ("ns", "dual") not in v6.services and v4.services["ns", "dual"].cluster_ips == ("10.96.0.10",)
+    assert v6.sync() > 0
+    assert not nft.table("ip6", r.TABLE).maps["service-ips"]
 
 
 def test_an_ipv6_proxier_takes_its_ranges_from_the_node_and_the_service_cidrs_without_flags():
@@ -179,7 +222,7 @@ def test_an_ipv6_proxier_takes_its_ranges_from_the_node_and_the_service_cidrs_wi
     p.sync()
     check = nft.table("ip6", r.TABLE).chains["service-check"]
     assert not any(rule.endswith(" drop") for rule in check)     # no range known: nothing dropped
-    p._on_service_cidrs({("", "ipv6"): {"spec": {"cidrs": ["fd00:10:96::/112", "10.96.0.0/12"]}}})
+    p.take_service_cidrs({("", "ipv6"): {"spec": {"cidrs": ["fd00:10:96::/112", "10.96.0.0/12"]}}})
     p.sync()
     assert nft.table("ip6", r.TABLE).chains["service-check"][-1] == "ip6 daddr fd00:10:96::/112 drop"
 
@@ -195,9 +238,28 @@ def test_the_proxiers_of_both_families_are_ready_and_healthy_together():
     v6.sync()
     assert both.syncs == 1
     assert both.health.healthz()[0]
-    v6._on_node({"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    ServiceWatch(None, DUAL, both.proxies).on_node(
+        {"metadata": {"name": "node1", "deletionTimestamp": "2026-01-01T00:00:00Z"}})
     assert not both.health.healthz()[0] and both.health.status()[0]
     v6.health.timeout = 0.0                     # a change left unsynced past the timeout: not live
     v6._mark(())
     time.sleep(0.01)
     assert not both.health.status()[0]
+
+
+def test_a_watch_event_is_parsed_once_for_every_family():
+    from kubeweft.proxy.service_watch import SVC_PATH, LeanInformer
+
+    both = [ServiceProxy(None, DUAL, nft=FakeNft(), family=v) for v in (4, 6)]
+    watch = ServiceWatch(None, DUAL, both)
+    parsed = []
+    parse = watch.parse_service
+
+    def counted(obj):
+        parsed.append(obj["metadata"]["name"])
+        return parse(obj)
+    watch.parse_service = counted
+    inf = LeanInformer(None, SVC_PATH, on_event=watch.on_service, transform=watch.parse_service)
+    inf._handle({"type": "ADDED", "object": service_json("dual", "10.96.0.10", "fd00:10:96::a")})
+    assert parsed == ["dual"]                      # by on_service alone, not by the transform too
+    assert both[0].services["ns", "dual"] is both[1].services["ns", "dual"]

@@ -20,6 +20,7 @@ from kubeweft.proxy.informer import Informer
 from kubeweft.proxy.nft_fake import FakeNft
 from kubeweft.proxy.policy_controller import PolicyController
 from kubeweft.proxy.service_proxy import ServiceProxy
+from kubeweft.proxy.service_watch import ServiceWatch
 from kubeweft.proxy.skip_log import REPEAT, SkipLog
 
 CFG = SimpleNamespace(node_name="node1", cluster_cidr="10.244.0.0/16", pod_cidr="10.244.1.0/24",
@@ -214,20 +215,21 @@ def test_skip_log_logs_an_object_once_per_window_and_counts_the_rest(caplog):
 def test_a_broken_service_changed_1000_times_logs_one_line_and_others_keep_syncing(caplog):
     nft = FakeNft()
     proxy = ServiceProxy(None, CFG, nft=nft)
-    proxy._on_services({})
-    proxy._on_slices({})
-    with caplog.at_level(logging.WARNING, "kubeweft.proxy.service_proxy"):
+    watch = ServiceWatch(None, CFG, [proxy])
+    watch.on_services({})
+    watch.on_slices({})
+    with caplog.at_level(logging.WARNING, "kubeweft.proxy.service_watch"):
         for i in range(1000):
             bad = service(name="bad", ip="999.1.1.1")
             bad["metadata"]["resourceVersion"] = str(i)
-            proxy._on_service("MODIFIED", bad)
-        proxy._on_service("ADDED", service(name="big", ip="10.96.0.11",
+            watch.on_service("MODIFIED", bad)
+        watch.on_service("ADDED", service(name="big", ip="10.96.0.11",
                                            ports=[{"name": f"p{i}", "port": 1000 + i} for i in range(1000)]))
-        proxy._on_slice("ADDED", endpoint_slice(name="big-1", service_name="big",
+        watch.on_slice("ADDED", endpoint_slice(name="big-1", service_name="big",
                                                 ports=[{"name": f"p{i}", "port": 1000 + i} for i in range(1000)]))
-        proxy._on_service("ADDED", service(name="web", ip="10.96.0.10"))
-        proxy._on_slice("ADDED", endpoint_slice())
-        proxy._on_slice("ADDED", endpoint_slice(name="junk", addresses=["not-an-address"]))
+        watch.on_service("ADDED", service(name="web", ip="10.96.0.10"))
+        watch.on_slice("ADDED", endpoint_slice())
+        watch.on_slice("ADDED", endpoint_slice(name="junk", addresses=["not-an-address"]))
         proxy.sync()
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert lines == ["service ns/bad skipped: clusterIPs: '999.1.1.1' is not an IPv4 address",
@@ -240,12 +242,13 @@ def test_a_broken_service_changed_1000_times_logs_one_line_and_others_keep_synci
 
 def test_an_unchanged_service_value_marks_nothing_dirty():
     proxy = ServiceProxy(None, CFG, nft=FakeNft())
-    proxy._on_service("ADDED", service())
+    watch = ServiceWatch(None, CFG, [proxy])
+    watch.on_service("ADDED", service())
     proxy.dirty.clear()
     for i in range(1000):                                # status, annotations, resourceVersion churn
         obj = service()
         obj["metadata"]["annotations"] = {"churn": str(i)}
-        proxy._on_service("MODIFIED", obj)
+        watch.on_service("MODIFIED", obj)
     assert not proxy.dirty
 
 
@@ -301,8 +304,9 @@ def test_one_service_changed_1000_times_a_second_does_not_starve_an_unrelated_on
     table within a bound far above its quiet time (a starved loop would never get there)."""
     nft = FakeNft()
     proxy = ServiceProxy(None, CFG, nft=nft)
-    proxy._on_services({})
-    proxy._on_slices({})
+    watch = ServiceWatch(None, CFG, [proxy])
+    watch.on_services({})
+    watch.on_slices({})
     proxy.loop.start()
     stop = threading.Event()
     events = [0]
@@ -313,17 +317,17 @@ def test_one_service_changed_1000_times_a_second_does_not_starve_an_unrelated_on
             if time.monotonic() - t0 < i / 1000:
                 time.sleep(0.0005)
                 continue
-            proxy._on_service("MODIFIED", service(name="churn", ip="10.96.1.1",
+            watch.on_service("MODIFIED", service(name="churn", ip="10.96.1.1",
                                                   ports=[{"name": "http", "port": 80 + i % 2}]))
-            proxy._on_slice("MODIFIED", endpoint_slice(name="churn-1", service_name="churn",
+            watch.on_slice("MODIFIED", endpoint_slice(name="churn-1", service_name="churn",
                                                        addresses=[f"10.244.2.{i % 200 + 1}"]))
             i += 1
             events[0] = i
 
     def time_to_table(ip: str, name: str) -> float:
         t0 = time.monotonic()
-        proxy._on_service("ADDED", service(name=name, ip=ip))
-        proxy._on_slice("ADDED", endpoint_slice(name=f"{name}-1", service_name=name))
+        watch.on_service("ADDED", service(name=name, ip=ip))
+        watch.on_slice("ADDED", endpoint_slice(name=f"{name}-1", service_name=name))
         while time.monotonic() - t0 < 5:
             with nft.lock:
                 table = nft.table("ip", "kubeweft")
