@@ -38,7 +38,6 @@ from kubeweft.cni.protocols import NFT_PROTOCOLS
 
 from .ip_family import FAMILIES as IP_FAMILIES
 from .ip_family import IpFamily
-from .maglev import TABLE_SIZE as MAGLEV_SLOTS
 from .model import Endpoint, EndpointSlice, Service, ServicePort, for_family
 from .nft_commands import AddChain, AddMap, AddRule, AddSet, AddTable, Command, FlushChain, Table
 from .nft_text import quote
@@ -109,7 +108,7 @@ class NodeContext:
     service_cidr: str = "10.96.0.0/12"
     nodeport_cidrs: tuple[str, ...] = ()     # empty: every local address but 127.0.0.0/8
     scheduler: str = DEFAULT_SCHEDULER       # for Services without the scheduler annotation
-    maglev_slots: int = MAGLEV_SLOTS         # a prime: Maglev's table size
+    maglev_slots: int | None = None          # a prime: Maglev's table size; None: by endpoint count
     service_cidrs: tuple[str, ...] = ()      # the ServiceCIDR objects' ranges; empty: service_cidr
     family: int = 4                          # the IP family of this proxier's table: 4 | 6
 
