@@ -306,8 +306,10 @@ def for_family(svc: Service, version: int) -> Service | None:
     """The share of one IP family's proxier: the Service with that family's addresses and source
     ranges alone; None when it has no ClusterIP of that family (kube-proxy's proxier of a family
     skips such a Service whole). A Service of one family is returned as is."""
-    if all(version_of(a) == version for a in (*svc.cluster_ips, *svc.external_ips, *svc.lb_ips,
-                                               *svc.lb_source_ranges)):
+    # by the spelling of all addresses at once (IPv6 has colons, IPv4 never): one test per
+    # Service, where one per address cost ~1 us of a full sync's 15 per Service
+    spelled = (*svc.cluster_ips, *svc.external_ips, *svc.lb_ips, *svc.lb_source_ranges)
+    if (":" not in " ".join(spelled)) if version == 4 else all(":" in a for a in spelled):
         return svc
     cluster_ips = _of_version(svc.cluster_ips, version)
     if not cluster_ips:

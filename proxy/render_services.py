@@ -447,15 +447,30 @@ class _Builder:
         host = f"/{self.ip.host_len}"
         for sp in svc.ports:
             found = endpoints_for_port(sp, slices)
-            by_ip = {e.ip: port for e, port in found}
-            cluster, local = select_endpoints([e for e, _ in found], self.ctx)
-            all_eps = [(e.ip, by_ip[e.ip]) for e in cluster]
-            local_eps = [(e.ip, by_ip[e.ip]) for e in local]
-            if local:
-                local_total.update(e.ip for e in local)
-            hairpin = [f"{e.ip} . {e.ip}" for e in cluster if e.node_name == me or not e.node_name]
-            if local:            # only a pod on this node can reach itself through it
-                hairpin += [f"{e.ip} . {e.ip}" for e in local if e.node_name == me or not e.node_name]
+            if all(e.ready and not e.hint_nodes and not e.hint_zones for e, _ in found):
+                # every endpoint ready and no hints (the common case): select_endpoints keeps
+                # them all, and this node's as the local ones; one pass instead of six
+                all_eps, local_eps, hairpin = [], [], []
+                for e, port in found:
+                    ip, node = e.ip, e.node_name
+                    all_eps.append((ip, port))
+                    if node == me:
+                        local_eps.append((ip, port))
+                        hairpin.append(f"{ip} . {ip}")
+                    elif not node:
+                        hairpin.append(f"{ip} . {ip}")
+                if local_eps:
+                    local_total.update(ip for ip, _ in local_eps)
+            else:
+                by_ip = {e.ip: port for e, port in found}
+                cluster, local = select_endpoints([e for e, _ in found], self.ctx)
+                all_eps = [(e.ip, by_ip[e.ip]) for e in cluster]
+                local_eps = [(e.ip, by_ip[e.ip]) for e in local]
+                if local:
+                    local_total.update(e.ip for e in local)
+                hairpin = [f"{e.ip} . {e.ip}" for e in cluster if e.node_name == me or not e.node_name]
+                if local:            # only a pod on this node can reach itself through it
+                    hairpin += [f"{e.ip} . {e.ip}" for e in local if e.node_name == me or not e.node_name]
             if hairpin:
                 self.sets["hairpin"].update(hairpin)
             internal = local_eps if svc.internal_local else all_eps
@@ -509,15 +524,17 @@ def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeConte
     if share is None:
         return None
     b = _Builder(ctx)
-    b.add_service(share, [sl for sl in slices if sl.family == ctx.family])
+    family = ctx.family
+    b.add_service(share, [sl for sl in slices if sl.family == family])
     chains = b.chains
     if len(chains) == 1:
-        chains = _only_chain(*next(iter(chains.items())))
+        chains = _only_chain(chains)
     # 100k fragments stay alive between syncs: tuples (48 bytes for one element, a frozenset
     # 216) and shared empty and one-chain mappings took a fragment of 3 endpoints from ~2.4 kB
     # to ~1.5 kB
-    return Desired(sets={n: tuple(v) for n, v in b.sets.items() if v},
-                   maps={n: v for n, v in b.maps.items() if v}, chains=chains or _NOTHING,
+    # the builder never leaves a set or map empty; dict(zip()) and dict() copy in C
+    return Desired(sets=dict(zip(b.sets, map(tuple, b.sets.values()))),
+                   maps=dict(b.maps), chains=chains or _NOTHING,
                    dynsets=b.dynsets or _NOTHING,
                    health={svc.key: b.health_entry} if b.health_entry else _NOTHING)
 
@@ -525,10 +542,19 @@ def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeConte
 _NOTHING: Mapping = MappingProxyType({})
 
 
-@functools.lru_cache(maxsize=4096)
-def _only_chain(name: str, chain: Chain) -> Mapping[str, Chain]:
-    """The chains of a fragment with one (an lb chain, most often): one mapping shared by all."""
-    return MappingProxyType({name: chain})
+_ONLY_CHAIN: dict[str, tuple[Chain, Mapping[str, Chain]]] = {}
+
+
+def _only_chain(chains: dict[str, Chain]) -> Mapping[str, Chain]:
+    """The chains of a fragment with one (an lb chain, most often): one mapping shared by every
+    fragment with that same chain object (the lb chains come from a cache)."""
+    ((name, chain),) = chains.items()
+    got = _ONLY_CHAIN.get(name)
+    if got is None or got[0] is not chain:
+        if len(_ONLY_CHAIN) > 4096:
+            _ONLY_CHAIN.clear()
+        got = _ONLY_CHAIN[name] = (chain, MappingProxyType({name: chain}))
+    return got[1]
 
 
 @dataclass
