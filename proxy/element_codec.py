@@ -143,8 +143,17 @@ def _ipv6_text(raw: bytes) -> str:
 
 _TO = {"ipv4_addr": socket.inet_aton, "ipv6_addr": _ipv6_bytes, "inet_proto": PROTO_NUMBERS.__getitem__,
        "inet_service": int, "integer": _integer}
+# and back: the text of a numgen index, looked up by the value its bytes unpack to
+_INDEX_TEXT = {v: text for text, v in _INDEX.items()}
+
+
+def _integer_text(v: int) -> str:
+    text = _INDEX_TEXT.get(v)
+    return text if text is not None else str(_host32(v))
+
+
 _FROM = {"ipv4_addr": socket.inet_ntoa, "ipv6_addr": _ipv6_text, "inet_proto": lambda v: PROTO_NAMES.get(v, str(v)),
-         "inet_service": str, "integer": lambda v: str(_host32(v))}
+         "inet_service": str, "integer": _integer_text}
 
 
 @functools.lru_cache(maxsize=64)
@@ -348,6 +357,33 @@ def _decode_data(raw: bytes, decode_value) -> str:
     raise ValueError("element data without a value or verdict")
 
 
+def _texts(conv: tuple, nkey: int):
+    """The function (field values) -> (key text, value text or None) of one element, given each
+    field's converter and how many make the key. The shapes we use are spelled out (as _packer
+    does): a restarted agent reads back ~500k elements at 100k Services."""
+    shape = (nkey, len(conv) - nkey)
+    if shape == (1, 0):
+        (a,) = conv
+        return lambda f: (a(f[0]), None)
+    if shape == (2, 0):
+        a, b = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])}", None)
+    if shape == (3, 0):
+        a, b, c = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])} . {c(f[2])}", None)
+    if shape == (2, 2):
+        a, b, d, e = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])}", f"{d(f[2])} . {e(f[3])}")
+    if shape == (3, 2):
+        a, b, c, d, e = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])} . {c(f[2])}", f"{d(f[3])} . {e(f[4])}")
+
+    def generic(f: tuple) -> tuple[str, str | None]:
+        fields = [c(v) for c, v in zip(conv, f, strict=True)]
+        return " . ".join(fields[:nkey]), (" . ".join(fields[nkey:]) if shape[1] else None)
+    return generic
+
+
 class ElementDecoder:
     """NEWSETELEM payloads (a dump's answers) -> element texts in the render's form. Elements
     laid out as we write them (key and value, nothing else) are read at fixed offsets with one
@@ -417,8 +453,9 @@ class ElementDecoder:
             i += step
 
     def _decode_fast(self, body: bytes, out: list) -> None:
-        unpack, size, nkey, conv = self.fast.unpack_from, self.size, self.nkey, self.conv
-        has_value = self.value is not None
+        unpack, size = self.fast.unpack_from, self.size
+        texts = _texts(self.conv, self.nkey)
+        append = out.append
         i, end = 0, len(body)
         while i + 4 <= end:
             n = _NLA.unpack_from(body, i)[0]
@@ -427,9 +464,7 @@ class ElementDecoder:
             if n != size:                   # not the plain shape: read this one the long way
                 out += self._decode_walk(body[i:i + ((n + 3) & ~3)])
             else:
-                fields = [c(v) for c, v in zip(conv, unpack(body, i), strict=True)]
-                key = " . ".join(fields[:nkey])
-                out.append((key, " . ".join(fields[nkey:]) if has_value else None))
+                append(texts(unpack(body, i)))
             i += (n + 3) & ~3
 
     def _decode_walk(self, body: bytes) -> list[tuple[str, str | None]]:
