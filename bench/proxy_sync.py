@@ -3,12 +3,13 @@
 timed as the agent times itself: the first full sync of an empty table, a restarted proxy's
 full sync against the table in place (read back, render, diff: it writes nothing), and one
 EndpointSlice change. Elements cross the real netlink codec (encoded here, decoded by the
-Fake); the Fake's read back hands over its strings, so the kernel's decode is not in the
-restart figure (bench/services.py measures that on the lab). Prints JSON: CPU seconds of each
+Fake); the Fake's read back hands over its strings, so the kernel's dump and its decode are not
+in the restart figure. With --netns (root) the same runs on the kernel, in a scratch network
+namespace made and removed here. Prints JSON: CPU seconds of each
 step, the agent's own log lines, the process's peak RSS, and with --profile the functions that
 took the first sync's time (cProfile, by own time).
 
-    .venv/bin/python bench/proxy_sync.py --services 100000 [--profile]
+    .venv/bin/python bench/proxy_sync.py --services 100000 [--profile] [--netns]
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import cProfile
 import io
 import json
 import logging
+import os
 import pstats
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubeweft.proxy.model import Endpoint, EndpointSlice
 from kubeweft.proxy.nft_fake import FakeNft
+from kubeweft.proxy.nftables import Nft
 from kubeweft.proxy.service_proxy import ServiceProxy
 
 from bench.render_services import make
@@ -45,7 +49,7 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def fed(nft: FakeNft, services: dict, slices: dict) -> ServiceProxy:
+def fed(nft, services: dict, slices: dict) -> ServiceProxy:
     """A proxier holding every Service and slice, as after its informers' first lists."""
     p = ServiceProxy(None, CFG, nft=nft)
     p._on_services(services)
@@ -65,13 +69,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=30000)
     ap.add_argument("--profile", action="store_true", help="cProfile the first sync: the top functions")
+    ap.add_argument("--netns", action="store_true", help="on the kernel, in a scratch netns (root)")
     args = ap.parse_args()
+    if not args.netns:
+        return measure(args, FakeNft())
+    netns = f"kw-proxy-sync-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
+    try:
+        return measure(args, Nft(netns))
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], timeout=10, check=False)
+
+
+def measure(args, nft) -> int:
     lines = Lines()
     logging.getLogger("kubeweft.proxy.service_proxy").addHandler(lines)
     logging.getLogger("kubeweft.proxy.service_proxy").setLevel(logging.INFO)
     services, slices = make(args.services)
-    nft = FakeNft()
-    out: dict = {"services": args.services, "endpoints_per_service": 3}
+    out: dict = {"services": args.services, "endpoints_per_service": 3, "kernel": args.netns}
     first = fed(nft, services, slices)
     prof = cProfile.Profile() if args.profile else None
     if prof is not None:
