@@ -143,8 +143,17 @@ def _ipv6_text(raw: bytes) -> str:
 
 _TO = {"ipv4_addr": socket.inet_aton, "ipv6_addr": _ipv6_bytes, "inet_proto": PROTO_NUMBERS.__getitem__,
        "inet_service": int, "integer": _integer}
+# and back: the text of a numgen index, looked up by the value its bytes unpack to
+_INDEX_TEXT = {v: text for text, v in _INDEX.items()}
+
+
+def _integer_text(v: int) -> str:
+    text = _INDEX_TEXT.get(v)
+    return text if text is not None else str(_host32(v))
+
+
 _FROM = {"ipv4_addr": socket.inet_ntoa, "ipv6_addr": _ipv6_text, "inet_proto": lambda v: PROTO_NAMES.get(v, str(v)),
-         "inet_service": str, "integer": lambda v: str(_host32(v))}
+         "inet_service": str, "integer": _integer_text}
 
 
 @functools.lru_cache(maxsize=64)
@@ -348,10 +357,38 @@ def _decode_data(raw: bytes, decode_value) -> str:
     raise ValueError("element data without a value or verdict")
 
 
+def _texts(conv: tuple, nkey: int):
+    """The function (field values) -> (key text, value text or None) of one element, given each
+    field's converter and how many make the key. The shapes we use are spelled out (as _packer
+    does): a restarted agent reads back ~500k elements at 100k Services."""
+    shape = (nkey, len(conv) - nkey)
+    if shape == (1, 0):
+        (a,) = conv
+        return lambda f: (a(f[0]), None)
+    if shape == (2, 0):
+        a, b = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])}", None)
+    if shape == (3, 0):
+        a, b, c = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])} . {c(f[2])}", None)
+    if shape == (2, 2):
+        a, b, d, e = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])}", f"{d(f[2])} . {e(f[3])}")
+    if shape == (3, 2):
+        a, b, c, d, e = conv
+        return lambda f: (f"{a(f[0])} . {b(f[1])} . {c(f[2])}", f"{d(f[3])} . {e(f[4])}")
+
+    def generic(f: tuple) -> tuple[str, str | None]:
+        fields = [c(v) for c, v in zip(conv, f, strict=True)]
+        return " . ".join(fields[:nkey]), (" . ".join(fields[nkey:]) if shape[1] else None)
+    return generic
+
+
 class ElementDecoder:
     """NEWSETELEM payloads (a dump's answers) -> element texts in the render's form. Elements
     laid out as we write them (key and value, nothing else) are read at fixed offsets with one
-    struct.unpack each; anything else (flags, expirations, verdicts) through the generic walk."""
+    struct.unpack each, verdict map elements with their verdict looked up; anything else (flags,
+    expirations) through the generic walk."""
 
     def __init__(self, etype: ElementType):
         self.etype = etype
@@ -367,6 +404,7 @@ class ElementDecoder:
             dlen = _struct(etype.data).size
             self.size = 20 + klen + dlen
             self.fast = struct.Struct(f"!12x{kfmt}8x{_fmt(etype.data)}")
+        self._verdicts: dict[bytes, str] = {}       # a verdict attribute's bytes -> its text
         self.nkey = len(etype.key)
         self.conv = tuple(_FROM[f] for f in etype.key + (etype.data if self.value is not None else ()))
 
@@ -378,13 +416,46 @@ class ElementDecoder:
                 continue
             if self.fast is not None:
                 self._decode_fast(body, out)
+            elif self.etype.data == ("verdict",):
+                self._decode_verdicts(body, out)
             else:
                 out += self._decode_walk(body)
         return out
 
+    def _decode_verdicts(self, body: bytes, out: list) -> None:
+        """Verdict map elements laid out as we write them (the key, then the verdict and nothing
+        else): the key at a fixed offset, the verdict's bytes looked up (a map's verdicts name a
+        few chains: 100k elements read back in 0.28 s of CPU where the generic walk took 0.62 s)."""
+        key = self.key
+        klen = _struct(self.etype.key).size
+        key_attr = NFTA_SET_ELEM_KEY | NLA_F_NESTED
+        data_at = 12 + klen
+        verdicts = self._verdicts
+        i, end = 0, len(body)
+        while i + 4 <= end:
+            n, _ = _NLA.unpack_from(body, i)
+            if n < 4:                       # malformed: stop rather than spin
+                break
+            step = (n + 3) & ~3
+            if n <= data_at + 4 or _NLA.unpack_from(body, i + 4) != (8 + klen, key_attr):
+                out += self._decode_walk(body[i:i + step])
+            else:
+                raw = body[i + data_at:i + n]
+                verdict = verdicts.get(raw)
+                if verdict is None:
+                    dlen, kind = _NLA.unpack_from(raw)
+                    if kind != NFTA_SET_ELEM_DATA | NLA_F_NESTED or dlen != len(raw):
+                        out += self._decode_walk(body[i:i + step])
+                        i += step
+                        continue
+                    verdict = verdicts[raw] = _decode_data(raw[4:], None)
+                out.append((key(body[i + 12:i + data_at]), verdict))
+            i += step
+
     def _decode_fast(self, body: bytes, out: list) -> None:
-        unpack, size, nkey, conv = self.fast.unpack_from, self.size, self.nkey, self.conv
-        has_value = self.value is not None
+        unpack, size = self.fast.unpack_from, self.size
+        texts = _texts(self.conv, self.nkey)
+        append = out.append
         i, end = 0, len(body)
         while i + 4 <= end:
             n = _NLA.unpack_from(body, i)[0]
@@ -393,9 +464,7 @@ class ElementDecoder:
             if n != size:                   # not the plain shape: read this one the long way
                 out += self._decode_walk(body[i:i + ((n + 3) & ~3)])
             else:
-                fields = [c(v) for c, v in zip(conv, unpack(body, i), strict=True)]
-                key = " . ".join(fields[:nkey])
-                out.append((key, " . ".join(fields[nkey:]) if has_value else None))
+                append(texts(unpack(body, i)))
             i += (n + 3) & ~3
 
     def _decode_walk(self, body: bytes) -> list[tuple[str, str | None]]:

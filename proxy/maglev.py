@@ -15,11 +15,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-# A prime, so that every skip in 1..M-1 walks all slots. 4093 slots hold 136 or 137 per endpoint
-# at 30 endpoints (an even spread within 1%); each slot is one map element per frontend, so a
-# maglev Service costs 4093 elements whatever its endpoint count (200 such Services: ~820,000
-# elements, 3.3 s of CPU to load; random costs one element per endpoint).
-TABLE_SIZE = 4093
+# Table sizes, primes (every skip in 1..M-1 then walks all slots), by endpoint count: at most
+# SIZES[i][0] endpoints take SIZES[i][1] slots, at least ~32 per endpoint, so that each holds
+# its share within ~3% (M/N slots give or take one). Each slot is one map element per frontend:
+# a 3-endpoint Service costs 251 elements, where one fixed size of 4093 cost 4093 whatever the
+# count (200 such Services: ~820,000 elements, 3.3 s of CPU to load). The size changes only when
+# the count crosses 8, 32, 128 or 512: there the slots are hashed anew and most clients move,
+# as they do when IPVS's or Cilium's fixed Maglev table is resized; within a step, adding or
+# removing an endpoint moves only about 1/N of them. 251 is IPVS's default mh table size.
+SIZES = ((7, 251), (31, 1021), (127, 4093), (511, 16381))
+MAX_SIZE = 65521                # beyond 511 endpoints
+TABLE_SIZE = 4093               # the size plan_table uses when none is given
+
+
+def table_size(endpoints: int) -> int:
+    """Maglev's table size for a frontend of that many endpoints."""
+    for most, size in SIZES:
+        if endpoints <= most:
+            return size
+    return MAX_SIZE
 
 
 def _hashes(name: str, size: int) -> tuple[int, int]:

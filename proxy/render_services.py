@@ -33,12 +33,12 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from kubeweft.cni.protocols import NFT_PROTOCOLS
 
 from .ip_family import FAMILIES as IP_FAMILIES
 from .ip_family import IpFamily
-from .maglev import TABLE_SIZE as MAGLEV_SLOTS
 from .model import Endpoint, EndpointSlice, Service, ServicePort, for_family
 from .nft_commands import AddChain, AddMap, AddRule, AddSet, AddTable, Command, FlushChain, Table
 from .nft_text import quote
@@ -109,7 +109,7 @@ class NodeContext:
     service_cidr: str = "10.96.0.0/12"
     nodeport_cidrs: tuple[str, ...] = ()     # empty: every local address but 127.0.0.0/8
     scheduler: str = DEFAULT_SCHEDULER       # for Services without the scheduler annotation
-    maglev_slots: int = MAGLEV_SLOTS         # a prime: Maglev's table size
+    maglev_slots: int | None = None          # a prime: Maglev's table size; None: by endpoint count
     service_cidrs: tuple[str, ...] = ()      # the ServiceCIDR objects' ranges; empty: service_cidr
     family: int = 4                          # the IP family of this proxier's table: 4 | 6
 
@@ -184,8 +184,10 @@ def declaration(name: str, version: int = 4) -> str | None:
     return chain.map_decl if chain is not None and chain.map == name else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Desired:
+    """Sets, maps, on-demand chains and dynamic sets of the table (or of one Service: a fragment,
+    render_service, whose sets hold tuples and whose empty parts are one shared empty mapping)."""
     sets: dict[str, frozenset[str]] = field(default_factory=dict)
     maps: dict[str, dict[str, str]] = field(default_factory=dict)
     chains: dict[str, Chain] = field(default_factory=dict)        # on-demand chains
@@ -445,15 +447,30 @@ class _Builder:
         host = f"/{self.ip.host_len}"
         for sp in svc.ports:
             found = endpoints_for_port(sp, slices)
-            by_ip = {e.ip: port for e, port in found}
-            cluster, local = select_endpoints([e for e, _ in found], self.ctx)
-            all_eps = [(e.ip, by_ip[e.ip]) for e in cluster]
-            local_eps = [(e.ip, by_ip[e.ip]) for e in local]
-            if local:
-                local_total.update(e.ip for e in local)
-            hairpin = [f"{e.ip} . {e.ip}" for e in cluster if e.node_name == me or not e.node_name]
-            if local:            # only a pod on this node can reach itself through it
-                hairpin += [f"{e.ip} . {e.ip}" for e in local if e.node_name == me or not e.node_name]
+            if all(e.ready and not e.hint_nodes and not e.hint_zones for e, _ in found):
+                # every endpoint ready and no hints (the common case): select_endpoints keeps
+                # them all, and this node's as the local ones; one pass instead of six
+                all_eps, local_eps, hairpin = [], [], []
+                for e, port in found:
+                    ip, node = e.ip, e.node_name
+                    all_eps.append((ip, port))
+                    if node == me:
+                        local_eps.append((ip, port))
+                        hairpin.append(f"{ip} . {ip}")
+                    elif not node:
+                        hairpin.append(f"{ip} . {ip}")
+                if local_eps:
+                    local_total.update(ip for ip, _ in local_eps)
+            else:
+                by_ip = {e.ip: port for e, port in found}
+                cluster, local = select_endpoints([e for e, _ in found], self.ctx)
+                all_eps = [(e.ip, by_ip[e.ip]) for e in cluster]
+                local_eps = [(e.ip, by_ip[e.ip]) for e in local]
+                if local:
+                    local_total.update(e.ip for e in local)
+                hairpin = [f"{e.ip} . {e.ip}" for e in cluster if e.node_name == me or not e.node_name]
+                if local:            # only a pod on this node can reach itself through it
+                    hairpin += [f"{e.ip} . {e.ip}" for e in local if e.node_name == me or not e.node_name]
             if hairpin:
                 self.sets["hairpin"].update(hairpin)
             internal = local_eps if svc.internal_local else all_eps
@@ -507,10 +524,37 @@ def render_service(svc: Service, slices: Iterable[EndpointSlice], ctx: NodeConte
     if share is None:
         return None
     b = _Builder(ctx)
-    b.add_service(share, [sl for sl in slices if sl.family == ctx.family])
-    return Desired(sets={n: frozenset(v) for n, v in b.sets.items() if v},
-                   maps={n: v for n, v in b.maps.items() if v}, chains=b.chains, dynsets=b.dynsets,
-                   health={svc.key: b.health_entry} if b.health_entry else {})
+    family = ctx.family
+    b.add_service(share, [sl for sl in slices if sl.family == family])
+    chains = b.chains
+    if len(chains) == 1:
+        chains = _only_chain(chains)
+    # 100k fragments stay alive between syncs: tuples (48 bytes for one element, a frozenset
+    # 216) and shared empty and one-chain mappings took a fragment of 3 endpoints from ~2.4 kB
+    # to ~1.5 kB
+    # the builder never leaves a set or map empty; dict(zip()) and dict() copy in C
+    return Desired(sets=dict(zip(b.sets, map(tuple, b.sets.values()))),
+                   maps=dict(b.maps), chains=chains or _NOTHING,
+                   dynsets=b.dynsets or _NOTHING,
+                   health={svc.key: b.health_entry} if b.health_entry else _NOTHING)
+
+
+_NOTHING: Mapping = MappingProxyType({})
+
+
+_ONLY_CHAIN: dict[str, tuple[Chain, Mapping[str, Chain]]] = {}
+
+
+def _only_chain(chains: dict[str, Chain]) -> Mapping[str, Chain]:
+    """The chains of a fragment with one (an lb chain, most often): one mapping shared by every
+    fragment with that same chain object (the lb chains come from a cache)."""
+    ((name, chain),) = chains.items()
+    got = _ONLY_CHAIN.get(name)
+    if got is None or got[0] is not chain:
+        if len(_ONLY_CHAIN) > 4096:
+            _ONLY_CHAIN.clear()
+        got = _ONLY_CHAIN[name] = (chain, MappingProxyType({name: chain}))
+    return got[1]
 
 
 @dataclass

@@ -6,8 +6,8 @@ Chosen per agent (the configuration's default) and per Service (the annotation
 - random: `numgen random mod N` over the frontend's N endpoints (the shared lb-<proto>-N chain);
 - sh, source hashing: `jhash ip saddr mod N` over the same N slots, so one client address
   always reaches one endpoint while the endpoint set is unchanged;
-- maglev: `jhash ip saddr mod M` over Maglev's lookup table of M slots (proxy/maglev.py), so a
-  change of the endpoint set moves few clients;
+- maglev: `jhash ip saddr mod M` over Maglev's lookup table of M slots (proxy/maglev.py: M
+  grows in steps with the endpoint count), so a change of the endpoint set moves few clients;
 - rr, round robin: `numgen inc mod N`.
 
 The endpoints (or Maglev's slots) are elements of the backends-<proto>-N map the random
@@ -27,7 +27,7 @@ import functools
 
 from kubeweft.cni.protocols import NFT_PROTOCOLS
 
-from .maglev import TABLE_SIZE, plan_table
+from .maglev import plan_table, table_size
 
 ANNOTATION = "kubeweft.io/scheduler"
 SCHEDULERS = ("random", "rr", "sh", "maglev")
@@ -49,9 +49,12 @@ def parse_scheduler(value: object) -> str | None:
     return name if name in SCHEDULERS else None
 
 
-def slots(scheduler: str, endpoints: int, table_size: int = TABLE_SIZE) -> int:
-    """How many slots (backends map indexes) a frontend of this scheduler fills."""
-    return table_size if scheduler == "maglev" else endpoints
+def slots(scheduler: str, endpoints: int, maglev_size: int | None = None) -> int:
+    """How many slots (backends map indexes) a frontend of this scheduler fills: Maglev's table
+    size (maglev_size, or by the endpoint count: maglev.table_size), else one per endpoint."""
+    if scheduler != "maglev":
+        return endpoints
+    return maglev_size or table_size(endpoints)
 
 
 def chain_name(scheduler: str, lb_chain: str, frontend: str = "") -> str:
@@ -83,7 +86,10 @@ def scheduler_rule(scheduler: str, key: str, n: int, backends: str, ip: str = "i
 
 
 @functools.lru_cache(maxsize=1024)
-def table_of(scheduler: str, endpoints: tuple[str, ...], table_size: int = TABLE_SIZE) -> tuple[str, ...]:
-    """What a frontend's slots hold, slot by slot: Maglev's table, or the endpoints in order
-    (cached: a Service's ClusterIP, nodePort and external addresses share their endpoints)."""
-    return tuple(plan_table(endpoints, table_size)) if scheduler == "maglev" else endpoints
+def table_of(scheduler: str, endpoints: tuple[str, ...], maglev_size: int | None = None) -> tuple[str, ...]:
+    """What a frontend's slots hold, slot by slot: Maglev's table (of slots() slots), or the
+    endpoints in order (cached: a Service's ClusterIP, nodePort and external addresses share
+    their endpoints)."""
+    if scheduler != "maglev":
+        return endpoints
+    return tuple(plan_table(endpoints, slots(scheduler, len(set(endpoints)), maglev_size)))

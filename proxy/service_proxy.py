@@ -265,18 +265,24 @@ class ServiceProxy:
         t0 = time.monotonic()
         with self.lock:
             full = self.full or not self.recovered
-            keys = set(self.services) | set(self.agg.fragments) if full else self.dirty
+            keys = self.services.keys() | self.agg.fragments.keys() if full else self.dirty
             self.dirty = set()
             self.full = False
             triggers, self.triggers = self.triggers, []
             ctx = self.ctx
             rebase, self.rebase = self.rebase, False
-            work = [(k, self.services.get(k), [self.slices[s] for s in self.slices_of.get(k, ())])
-                    for k in keys]
+            # the slices looked up by map(), no nested comprehension (a Python frame per Service):
+            # the work list of 100k Services in ~0.4 s of CPU where it took ~0.55 s
+            get_service, get_slice, slices_of, none = self.services.get, self.slices.__getitem__, self.slices_of, ()
+            work = [(k, get_service(k), tuple(map(get_slice, slices_of.get(k, none)))) for k in keys]
         base: list[Command] = []
         unknown = False
+        reading = None
         if not self.recovered:
-            self.applied = self.recover()
+            # read back while this thread renders: the kernel's dump of a hash map walks it again
+            # from its start for every ~32 kB it returns, so 300k elements cost ~4 s of kernel
+            # CPU (50k: 0.1 s), spent in recv() without the GIL
+            reading = _in_background(self.recover, "service-read-back")
             base = render_base(ctx)
             unknown = True
         elif rebase:
@@ -296,6 +302,10 @@ class ServiceProxy:
                 else:
                     touched.merge(t)
         t_render = time.monotonic()
+        waited = 0.0                     # for the read back, once the render was done
+        if reading is not None:
+            self.applied = reading()
+            waited = time.monotonic() - t_render
         if full:
             udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
             diff, mirror = diff_full(self.applied, self.agg, unknown_chains=unknown)
@@ -347,7 +357,7 @@ class ServiceProxy:
         log.log(logging.INFO if full or sent > 50 else logging.DEBUG,
                 "synced %s %s: %d services changed, %d commands in %.1f ms (read back %.0f, render %.0f, "
                 "diff %.0f, apply %.0f ms)", self.ip_family, "full" if full else "partial", len(work), sent, elapsed * 1000,
-                (t_read - t0) * 1000, (t_render - t_read) * 1000, (t_diff - t_render) * 1000,
+                (t_read - t0 + waited) * 1000, (t_render - t_read) * 1000, (t_diff - t_render - waited) * 1000,
                 (t_applied - t_diff) * 1000)
         return sent
 
@@ -381,6 +391,27 @@ def services_command(argv: list[str]) -> int:
     else:
         print("\n".join(format_frontends(frontends)))
     return 0
+
+
+def _in_background(fn, name: str):
+    """Start fn() on a thread of its own; the function returned waits for its result and returns
+    it, or raises what fn raised."""
+    got: dict = {}
+
+    def run() -> None:
+        try:
+            got["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - raised on the caller's thread
+            got["error"] = e
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in got:
+            raise got["error"]
+        return got["value"]
+    return result
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # bench file, small arguments, fields its JSON result must hold (dotted paths into it)
 CASES = [
     ("render_services.py", ["--services", "500", "--netns"], ["agent_first_load_s", "loaded_service_ips"]),
+    ("proxy_sync.py", ["--services", "300", "--profile"], ["first_sync.cpu_s", "restart_with_table.cpu_s",
+                                                            "one_change.commands", "first_sync_profile"]),
     ("nft_events.py", ["--elements", "500"], ["add_start_to_seen_ms", "overflows"]),
     ("cni_add_del.py", ["--pods", "3", "--rounds", "1"],
      ["ratio_zipapp_to_reference.add_seq_p50", "ratio_frozen_to_reference.add_seq_p50"]),

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 from kubeweft.proxy import diff_services as d
 from kubeweft.proxy import render_services as r
+from kubeweft.proxy.maglev import table_size
 from kubeweft.proxy.model import Endpoint, EndpointSlice, Service, ServicePort, SlicePort
 from kubeweft.proxy.nft_commands import AddRule, FlushChain
 from kubeweft.proxy.nft_transaction import Transaction, apply_transaction
@@ -139,8 +140,9 @@ def test_restart_with_scheduler_chains_in_place(netns_pair):
     agent = SimpleNamespace(nft=Nft(old_ns), ctx=CTX, table=r.SERVICE_TABLE)
     rec = ServiceProxy.recover(agent)
     assert {n for n in rec.chains if "-rr-" in n} and "lb-tcp-3-sh" in rec.chains
-    assert f"lb-udp-{CTX.maglev_slots}-mh" in rec.chains
-    assert len(rec.maps[f"backends-udp-{CTX.maglev_slots}"]) == CTX.maglev_slots
+    slots = table_size(3)
+    assert f"lb-udp-{slots}-mh" in rec.chains
+    assert len(rec.maps[f"backends-udp-{slots}"]) == slots
     now = scheduled("sh", "sh", (A, C))
     assert d.plan_udp_cleanup(rec, now, d.touched_udp(rec)) == {("10.96.0.10", 53, B)}
     write(agent.nft, rec, now, unknown=True)

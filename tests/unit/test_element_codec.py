@@ -210,3 +210,13 @@ def test_a_zero_length_attribute_ends_the_fast_read():
     good = c.ElementEncoder(BACKENDS).encode("10.96.0.1 . 80 . 2 : 10.244.1.5 . 8080")
     payload = bytes(4) + c._nla(c.NFTA_SET_ELEM_LIST_ELEMENTS | c.NLA_F_NESTED, good + bytes(8))
     assert c.ElementDecoder(BACKENDS).decode(payload) == [("10.96.0.1 . 80 . 2", "10.244.1.5 . 8080")]
+
+
+def test_verdict_elements_with_extra_attributes_are_read_the_long_way():
+    vmap = c.element_type(r.MAPS["service-ips"][0])
+    plain = c.ElementEncoder(vmap).encode("10.96.0.1 . tcp . 80 : goto lb-tcp-3")
+    flagged = c._nla(c.NFTA_LIST_ELEM | c.NLA_F_NESTED, attrs(plain)[0][1] + c._nla(3, struct.pack("!I", 0)))
+    other = c.ElementEncoder(vmap).encode("10.96.0.2 . udp . 53 : drop")
+    payload = bytes(4) + c._nla(c.NFTA_SET_ELEM_LIST_ELEMENTS | c.NLA_F_NESTED, plain + flagged + other + plain)
+    assert c.ElementDecoder(vmap).decode(payload) == [("10.96.0.1 . tcp . 80", "goto lb-tcp-3")] * 2 + \
+        [("10.96.0.2 . udp . 53", "drop"), ("10.96.0.1 . tcp . 80", "goto lb-tcp-3")]

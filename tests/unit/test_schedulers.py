@@ -9,7 +9,7 @@ import pytest
 from kubeweft.proxy import diff_services as d
 from kubeweft.proxy import render_services as r
 from kubeweft.proxy.frontends import describe_frontends
-from kubeweft.proxy.maglev import TABLE_SIZE
+from kubeweft.proxy.maglev import table_size
 from kubeweft.proxy.model import invalid_scheduler, parse_endpoint_slice, parse_service
 from kubeweft.proxy.nft_commands import AddElements, DeleteElements, nft_lines
 from kubeweft.proxy.scheduler import SEED, parse_scheduler, scheduled_chain
@@ -101,21 +101,25 @@ def test_round_robin_has_a_chain_per_frontend():
 
 
 def test_maglev_fills_its_table_of_slots():
+    size = table_size(3)
+    assert size == 251                           # ~32 slots or more per endpoint, not thousands
     frag = render(service(scheduler="maglev", proto="UDP"), IPS[:3])
-    assert frag.maps["service-ips"]["10.96.0.10 . udp . 80"] == f"goto lb-udp-{TABLE_SIZE}-mh"
-    table = frag.maps[f"backends-udp-{TABLE_SIZE}"]
-    assert len(table) == TABLE_SIZE
+    assert frag.maps["service-ips"]["10.96.0.10 . udp . 80"] == f"goto lb-udp-{size}-mh"
+    table = frag.maps[f"backends-udp-{size}"]
+    assert len(table) == size
     counts = collections.Counter(table.values())
     assert set(counts) == {f"{ip} . 8080" for ip in IPS[:3]} and max(counts.values()) - min(counts.values()) <= 1
-    assert f"jhash ip saddr mod {TABLE_SIZE} seed" in frag.chains[f"lb-udp-{TABLE_SIZE}-mh"].rules[0]
+    assert f"jhash ip saddr mod {size} seed" in frag.chains[f"lb-udp-{size}-mh"].rules[0]
 
 
 def test_a_maglev_change_writes_only_the_slots_that_moved():
+    size = table_size(4)
+    assert table_size(3) == size          # one step: the slots stay, only their endpoints move
     svc = service(scheduler="maglev", proto="UDP")
     agg = r.Aggregate()
     agg.put(svc.key, render(svc, IPS[:4]))
     _, applied = d.diff_full(d.empty_applied(), agg)
-    before = dict(applied.maps[f"backends-udp-{TABLE_SIZE}"])
+    before = dict(applied.maps[f"backends-udp-{size}"])
     touched = agg.put(svc.key, render(svc, IPS[:3]))
     cmds = d.diff_touched(applied, agg, touched)
     added = [e for c in cmds if isinstance(c, AddElements) for e in c.elements]
@@ -123,10 +127,23 @@ def test_a_maglev_change_writes_only_the_slots_that_moved():
     gone = [k for k, v in before.items() if v == f"{IPS[3]} . 8080"]
     assert len(added) == len(deleted) < 1.2 * len(gone)       # the removed endpoint's slots, and few others
     assert {k for k in gone} <= set(deleted)
-    assert all(c.name == f"backends-udp-{TABLE_SIZE}" for c in cmds)    # no chain, no verdict rewritten
+    assert all(c.name == f"backends-udp-{size}" for c in cmds)    # no chain, no verdict rewritten
     # conntrack: only the endpoint that left, once, on the partial and on a full sync alike
     assert d.plan_udp_cleanup(applied, agg, touched) == {("10.96.0.10", 80, IPS[3])}
     assert d.plan_udp_cleanup(applied, agg, d.touched_udp(applied)) == {("10.96.0.10", 80, IPS[3])}
+
+
+def test_maglev_s_table_grows_in_steps_with_the_endpoint_count():
+    assert [table_size(n) for n in (1, 7, 8, 31, 32, 127, 128, 511, 512)] == \
+        [251, 251, 1021, 1021, 4093, 4093, 16381, 16381, 65521]
+    many = [f"10.244.9.{i}" for i in range(1, 9)]
+    frag = render(service(scheduler="maglev"), many)
+    assert frag.maps["service-ips"]["10.96.0.10 . tcp . 80"] == "goto lb-tcp-1021-mh"
+    counts = collections.Counter(frag.maps["backends-tcp-1021"].values())
+    assert len(counts) == 8 and max(counts.values()) - min(counts.values()) <= 1
+    # a fixed size in the node's context (tests, small tables) wins over the count
+    fixed = r.render_service(service(scheduler="maglev"), slices(*many), r.NodeContext("node1", maglev_slots=13))
+    assert len(fixed.maps["backends-tcp-13"]) == 13
 
 
 def test_an_unchanged_scheduled_service_plans_no_cleanup():
@@ -161,6 +178,6 @@ def test_services_lists_each_frontends_scheduler():
     rows = {f.address: f for f in describe_frontends(mirror.sets, mirror.maps)}
     assert [rows[f"10.96.0.{n}:80/tcp"].scheduler for n in (10, 11, 12, 13)] == ["random", "rr", "sh", "maglev"]
     assert rows["10.96.0.11:80/tcp"].backends == (f"{IPS[0]}:8080", f"{IPS[1]}:8080")
-    half = TABLE_SIZE // 2
+    half = table_size(2) // 2
     assert rows["10.96.0.13:80/tcp"].backends in ((f"{IPS[0]}:8080({half})", f"{IPS[1]}:8080({half + 1})"),
                                                   (f"{IPS[0]}:8080({half + 1})", f"{IPS[1]}:8080({half})"))
