@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubeweft.proxy.model import Endpoint, EndpointSlice
+from kubeweft.proxy.model import Endpoint, EndpointSlice, parse_endpoint_slice
 from kubeweft.proxy.nft_fake import FakeNft
 from kubeweft.proxy.nftables import Nft
 from kubeweft.proxy.service_proxy import ServiceProxy
@@ -52,8 +52,8 @@ class Lines(logging.Handler):
 def fed(nft, services: dict, slices: dict) -> ServiceProxy:
     """A proxier holding every Service and slice, as after its informers' first lists."""
     p = ServiceProxy(None, CFG, nft=nft)
-    p._on_services(services)
-    p._on_slices({(sl.namespace, sl.name): sl for group in slices.values() for sl in group})
+    p.take_services(services)
+    p.take_slices({(sl.namespace, sl.name): sl for group in slices.values() for sl in group})
     return p
 
 
@@ -104,11 +104,11 @@ def measure(args, nft) -> int:
     old = slices[key][0]
     new = EndpointSlice(old.namespace, old.name, old.service_name, old.ports,
                         (old.endpoints[0], Endpoint("10.250.0.1", node_name="n1"), old.endpoints[2]))
-    again._on_slice("MODIFIED", {"metadata": {"namespace": new.namespace, "name": new.name,
-                                              "labels": {"kubernetes.io/service-name": new.service_name}},
-                                 "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
-                                 "endpoints": [{"addresses": [e.ip], "nodeName": e.node_name}
-                                               for e in new.endpoints]})
+    raw = {"metadata": {"namespace": new.namespace, "name": new.name,
+                        "labels": {"kubernetes.io/service-name": new.service_name}},
+           "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+           "endpoints": [{"addresses": [e.ip], "nodeName": e.node_name} for e in new.endpoints]}
+    again.take_slice((new.namespace, new.name), parse_endpoint_slice(raw), time.time())
     out["one_change"] = timed(again.sync, lines)
     out["python_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out, indent=1))
