@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from kubeweft.lab import netns
@@ -64,3 +65,21 @@ def ingress_nginx(lab, timeout: float = 90):
     finally:
         lab.kubectl("delete", "-f", str(MANIFEST), "--ignore-not-found", "--wait=true", "--timeout=60s",
                     check=False, timeout=90)
+
+
+def steady(what: str, fn, times: int = 5, timeout: float = 30.0):
+    """fn() until it returns something true `times` calls in a row; that last value. After a
+    reload, nginx's old workers (the configuration before it) accept connections for a few
+    milliseconds beside the new ones: one answer of the new configuration does not mean the
+    next request gets it too (a CI run's next request got the old one's 404)."""
+    deadline = time.monotonic() + timeout
+    run, last = 0, None
+    while True:
+        last = fn()
+        run = run + 1 if last else 0
+        if run >= times:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} {times} times in a row "
+                                 f"(last: {last!r})")
+        time.sleep(0.05 if last else 0.2)

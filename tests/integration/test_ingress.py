@@ -32,7 +32,7 @@ from kubeweft.lab.ingress.nginx import Nginx
 from kubeweft.lab.ingress.views import ingress_view, secret_view, service_view, slice_view
 
 from .apiserver_proc import Server, terminate
-from .ingress_helpers import backend_of, nginx_404
+from .ingress_helpers import backend_of, nginx_404, steady
 from .ingress_helpers import fetch as fetch_from
 from .netns_helpers import scratch_netns
 from .overlay_helpers import workload_in
@@ -193,7 +193,7 @@ def test_ingress_routes_http_and_https_to_the_services_endpoints(world):
     def served_by_web() -> dict | None:
         r = fetch(client, "a.example", "/headers/page", tls=True)
         return r if backend_of(r) == "default/web-1" else None
-    hit = wait_for("a.example/headers over HTTPS", served_by_web, timeout=15)
+    hit = steady("a.example/headers over HTTPS", served_by_web, timeout=15)
     # the certificate served for SNI a.example is the Secret's
     assert hit["cert"] == ssl.PEM_cert_to_DER_cert(cert.decode())
     seen = hit["json"]["headers"]

@@ -20,7 +20,7 @@ import ssl
 import pytest
 from kubeweft.lab.ingress import certs
 
-from .ingress_helpers import backend_of, fetch, ingress_nginx, nginx_404
+from .ingress_helpers import backend_of, fetch, ingress_nginx, nginx_404, steady
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -110,7 +110,7 @@ def test_routing_tls_and_the_client_address_from_the_external_host(world):
     def from_web(host: str, p: str, tls: bool) -> dict | None:
         r = fetch(ext, address, host, p, tls=tls)
         return r if (backend_of(r) or "").startswith(f"{NS}/web-") else None
-    hit = wait_for("a.example/headers over HTTPS", lambda: from_web("a.example", "/headers/page", True))
+    hit = steady("a.example/headers over HTTPS", lambda: from_web("a.example", "/headers/page", True))
 
     # TLS: the certificate served for SNI a.example is the Secret's, as the API holds it
     secret = json.loads(lab.kubectl("get", "secret", "site-tls", "-n", NS, "-o", "json").stdout)
@@ -126,14 +126,10 @@ def test_routing_tls_and_the_client_address_from_the_external_host(world):
     assert headers["x-forwarded-proto"] == "https" and headers["host"] == "a.example"
     assert hit["json"]["client"].rpartition(":")[0] == world["controller"]["status"]["podIP"]
 
-    # host and path routing: Prefix by path element, Exact exactly, nginx's 404 for the rest of the host.
-    # The three Ingresses reach nginx in up to three reloads, the last possibly after the wait
-    # above (one CI run got a non-backend answer here once): each route is waited for, and the
-    # answer seen last is in the failure
-    wait_for("a.example/headers (the Prefix itself) to web", lambda: from_web("a.example", "/headers", True))
+    # host and path routing: Prefix by path element, Exact exactly, nginx's 404 for the rest of the host
+    assert pod_of("a.example", "/headers", tls=True).startswith(f"{NS}/web-")
     assert nginx_404(fetch(ext, address, "a.example", "/headersx", tls=True))
-    wait_for("a.example/whoami (Exact) to api",
-             lambda: pod_of("a.example", "/whoami", tls=True).startswith(f"{NS}/api-"))
+    assert pod_of("a.example", "/whoami", tls=True).startswith(f"{NS}/api-")
     assert nginx_404(fetch(ext, address, "a.example", "/whoami/x", tls=True))
     # plain HTTP for the TLS host is redirected; the other host is served over HTTP
     redirect = fetch(ext, address, "a.example", "/headers/x")
