@@ -29,6 +29,7 @@ import logging
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import metrics
 from .conntrack import clear_udp
@@ -282,7 +283,9 @@ class ServiceProxy:
             # read back while this thread renders: the kernel's dump of a hash map walks it again
             # from its start for every ~32 kB it returns, so 300k elements cost ~4 s of kernel
             # CPU (50k: 0.1 s), spent in recv() without the GIL
-            reading = _in_background(self.recover, "service-read-back")
+            pool = ThreadPoolExecutor(1, thread_name_prefix="service-read-back")
+            reading = pool.submit(self.recover)
+            pool.shutdown(wait=False)        # the thread ends with the read back
             base = render_base(ctx)
             unknown = True
         elif rebase:
@@ -304,7 +307,7 @@ class ServiceProxy:
         t_render = time.monotonic()
         waited = 0.0                     # for the read back, once the render was done
         if reading is not None:
-            self.applied = reading()
+            self.applied = reading.result()
             waited = time.monotonic() - t_render
         if full:
             udp_gone = plan_udp_cleanup(self.applied, self.agg, touched_udp(self.applied))
@@ -391,27 +394,6 @@ def services_command(argv: list[str]) -> int:
     else:
         print("\n".join(format_frontends(frontends)))
     return 0
-
-
-def _in_background(fn, name: str):
-    """Start fn() on a thread of its own; the function returned waits for its result and returns
-    it, or raises what fn raised."""
-    got: dict = {}
-
-    def run() -> None:
-        try:
-            got["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - raised on the caller's thread
-            got["error"] = e
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-
-    def result():
-        thread.join()
-        if "error" in got:
-            raise got["error"]
-        return got["value"]
-    return result
 
 
 @contextlib.contextmanager
