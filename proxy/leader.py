@@ -55,8 +55,7 @@ class Leader:
     def _started(self) -> None:
         log.info("%s leads %s/%s", self.identity, self.namespace, self.name)
         self._leading.set()
-        self.on_change(True)
-        self._stopping.wait()                   # leading until the agent stops (or the renewal fails)
+        self.on_change(True)          # returns: the elector renews on its own thread meanwhile
 
     def _stopped(self) -> None:
         if self._leading.is_set():
