@@ -21,9 +21,8 @@ def validate_crd(obj: dict) -> list[Cause]:
     spec = obj.get("spec") or {}
     names = spec.get("names") or {}
     causes: list[Cause] = []
-    for field in ("group",):
-        if not spec.get(field):
-            causes.append(required(f"spec.{field}"))
+    if not spec.get("group"):
+        causes.append(required("spec.group"))
     for field in ("plural", "kind"):
         if not names.get(field):
             causes.append(required(f"spec.names.{field}"))
